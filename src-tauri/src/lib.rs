@@ -1,0 +1,19 @@
+//! Procyon watches the processes and the network of a machine, or of a fleet of
+//! machines, live and over time, and lets an authorised person suspend, resume,
+//! terminate or kill a process.
+//!
+//! This crate is shared by every way Procyon ships (the desktop app, the collector
+//! `procyon serve`, and the headless agent). Without features it is the core:
+//!
+//! - [`model`]: the wire types, one definition each (the UI's TypeScript is generated
+//!   from them);
+//! - [`sample`]: the sampler, the one owner of the OS handles, producing snapshots;
+//! - [`control`]: process actions with their guards (pid reuse, protected processes).
+//!
+//! The data flow: the sampler publishes the newest `Arc<Snapshot>`; readers never
+//! sample on their own. Process actions go through [`control`] on the machine that owns
+//! the process.
+
+pub mod control;
+pub mod model;
+pub mod sample;

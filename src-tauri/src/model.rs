@@ -1,0 +1,536 @@
+//! The wire types: one snapshot of a machine and its parts.
+//!
+//! These are the only definitions of what Procyon measures. The sampler fills them, the
+//! agent sends them, the collector stores and serves them, and the dashboard's TypeScript
+//! types are generated from them (see [`typescript`]), so every side agrees by
+//! construction.
+//!
+//! # JSON format
+//!
+//! A [`Snapshot`] serialises to one JSON object with named fields. Conventions:
+//! - units are in field names (`rss_bytes`, `cpu_percent`, `received_bytes_per_sec`);
+//! - times are UTC, RFC 3339 with milliseconds (`"2026-11-21T09:15:00.123Z"`);
+//! - a field an OS cannot fill is `null`, never left out and never a made-up zero;
+//! - enums are lower-case strings (`"sleeping"`), except TCP states, which use the
+//!   names people know from `netstat` (`"ESTABLISHED"`, `"LISTEN"`).
+//!
+//! Changes are additive: a new field may appear in a later [`SCHEMA_VERSION`]; a field is
+//! never renamed, retyped or given a new meaning. Readers ignore fields they do not know.
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+/// Version of the snapshot format. Bumped when a field is added.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// Longest command line kept per process, in characters; longer ones end in `…`.
+pub const MAX_CMD_CHARS: usize = 4096;
+
+/// Everything measured on one machine at one moment.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct Snapshot {
+    /// [`SCHEMA_VERSION`] of the sampler that produced this snapshot.
+    pub schema_version: u32,
+    /// The machine this snapshot describes.
+    pub host: HostInfo,
+    /// When the sample was taken (UTC).
+    pub taken_at: DateTime<Utc>,
+    /// Per-sampler sequence number, increasing by one per snapshot. Together with the
+    /// host it names a snapshot, which makes uploads idempotent.
+    #[ts(type = "number")]
+    pub seq: u64,
+    /// Time covered by the rates and CPU figures: since the previous sample, in ms.
+    #[ts(type = "number")]
+    pub interval_ms: u64,
+    /// Processor use.
+    pub cpu: CpuSample,
+    /// Memory and swap.
+    pub memory: MemorySample,
+    /// Every process, in pid order.
+    pub processes: Vec<ProcessSample>,
+    /// Every TCP and UDP socket, IPv4 and IPv6.
+    pub connections: Vec<ConnectionSample>,
+    /// Network interface counters and rates.
+    pub network: NetworkSample,
+    /// Connections per local port and the listening ports.
+    pub ports: PortUsage,
+    /// Parts that could not be measured this time (e.g. sockets of other users without
+    /// privileges). The rest of the snapshot is still valid.
+    pub errors: Vec<DomainError>,
+}
+
+/// Static facts about a machine.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct HostInfo {
+    /// Stable machine identifier (`/etc/machine-id` where there is one), else the
+    /// hostname.
+    pub id: String,
+    /// Host name as the machine reports it (or as the agent was told to report it).
+    pub hostname: String,
+    /// Operating system name and version, e.g. `"Debian GNU/Linux 12"`.
+    pub os: String,
+    /// Kernel version, e.g. `"6.1.0-18-amd64"`.
+    pub kernel: Option<String>,
+    /// CPU architecture, e.g. `"x86_64"`.
+    pub arch: String,
+    /// CPU model name.
+    pub cpu_model: Option<String>,
+    /// Logical processors.
+    pub logical_cores: u32,
+    /// Physical memory in bytes.
+    #[ts(type = "number")]
+    pub memory_total_bytes: u64,
+    /// When the machine booted (UTC).
+    pub boot_time: DateTime<Utc>,
+    /// Version of the Procyon program that sampled it.
+    pub agent_version: String,
+}
+
+/// Processor use over the last interval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct CpuSample {
+    /// All cores together, 0-100.
+    pub total_percent: f32,
+    /// One entry per logical core, 0-100 each.
+    pub per_core_percent: Vec<f32>,
+    /// Run-queue load averages; `null` where the OS has none (Windows).
+    pub load_average: Option<LoadAverage>,
+}
+
+/// Load averages over 1, 5 and 15 minutes.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct LoadAverage {
+    /// Over one minute.
+    pub one: f64,
+    /// Over five minutes.
+    pub five: f64,
+    /// Over fifteen minutes.
+    pub fifteen: f64,
+}
+
+/// Memory and swap in bytes.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct MemorySample {
+    /// Physical memory.
+    #[ts(type = "number")]
+    pub total_bytes: u64,
+    /// In use (total minus available).
+    #[ts(type = "number")]
+    pub used_bytes: u64,
+    /// Available to new work without swapping, caches included.
+    #[ts(type = "number")]
+    pub available_bytes: u64,
+    /// Swap space.
+    #[ts(type = "number")]
+    pub swap_total_bytes: u64,
+    /// Swap in use.
+    #[ts(type = "number")]
+    pub swap_used_bytes: u64,
+}
+
+/// One process.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct ProcessSample {
+    /// Process id.
+    pub pid: u32,
+    /// Parent's process id; `null` for roots (pid 1, kernel roots).
+    pub ppid: Option<u32>,
+    /// Short name (the executable's name as the kernel knows it).
+    pub name: String,
+    /// Command line, arguments joined by spaces, secrets replaced by `***`, at most
+    /// [`MAX_CMD_CHARS`] characters. Empty for kernel threads.
+    pub cmd: String,
+    /// Owner's user name; the numeric uid when it has no name; `null` if unknown.
+    pub user: Option<String>,
+    /// Scheduler state.
+    pub status: ProcessStatus,
+    /// Share of one core over the last interval (can exceed 100 with several threads).
+    pub cpu_percent: f32,
+    /// Resident memory as a share of physical memory, 0-100.
+    pub memory_percent: f32,
+    /// Resident set size.
+    #[ts(type = "number")]
+    pub rss_bytes: u64,
+    /// Virtual memory size.
+    #[ts(type = "number")]
+    pub virtual_bytes: u64,
+    /// Number of threads.
+    pub threads: Option<u32>,
+    /// When the process started (UTC). With the pid it names this process: a pid that
+    /// is reused gets a different start time.
+    pub start_time: DateTime<Utc>,
+    /// Bytes read from storage since the process started; `null` without permission.
+    #[ts(type = "number | null")]
+    pub disk_read_bytes: Option<u64>,
+    /// Bytes written to storage since the process started; `null` without permission.
+    #[ts(type = "number | null")]
+    pub disk_write_bytes: Option<u64>,
+    /// Storage read rate over the last interval.
+    pub disk_read_bytes_per_sec: Option<f64>,
+    /// Storage write rate over the last interval.
+    pub disk_write_bytes_per_sec: Option<f64>,
+    /// A kernel thread: it has no command line and cannot be signalled.
+    pub kernel_thread: bool,
+}
+
+/// Scheduler state of a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum ProcessStatus {
+    /// On a CPU or ready to run.
+    Running,
+    /// Waiting for an event (interruptible).
+    Sleeping,
+    /// Waiting for I/O (uninterruptible).
+    DiskSleep,
+    /// Stopped by a signal (e.g. suspended by SIGSTOP).
+    Stopped,
+    /// Stopped by a debugger.
+    TracingStop,
+    /// Exited, not yet reaped by its parent.
+    Zombie,
+    /// Exiting.
+    Dead,
+    /// An idle kernel thread.
+    Idle,
+    /// Parked kernel thread.
+    Parked,
+    /// Waking up.
+    Waking,
+    /// The OS reported a state Procyon does not know.
+    Unknown,
+}
+
+/// One socket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct ConnectionSample {
+    /// Transport protocol.
+    pub protocol: Protocol,
+    /// Local IP address (IPv4 or IPv6).
+    #[ts(type = "string")]
+    pub local_address: IpAddr,
+    /// Local port.
+    pub local_port: u16,
+    /// Remote IP address; `null` for unconnected UDP sockets.
+    #[ts(type = "string | null")]
+    pub remote_address: Option<IpAddr>,
+    /// Remote port; `null` for unconnected UDP sockets.
+    pub remote_port: Option<u16>,
+    /// TCP state; `null` for UDP.
+    pub state: Option<TcpState>,
+    /// Owning process; `null` when it is not known (no permission, or a socket in
+    /// TIME_WAIT that no process holds any more).
+    pub pid: Option<u32>,
+}
+
+/// Transport protocol of a socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, TS)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    /// TCP.
+    Tcp,
+    /// UDP.
+    Udp,
+}
+
+/// TCP connection state, named as `netstat` names them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+#[allow(missing_docs)] // the names are the standard TCP states
+pub enum TcpState {
+    Established,
+    SynSent,
+    SynRecv,
+    FinWait1,
+    FinWait2,
+    TimeWait,
+    Close,
+    CloseWait,
+    LastAck,
+    Listen,
+    Closing,
+    DeleteTcb,
+    Unknown,
+}
+
+/// Network counters of all interfaces together and of each one.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct NetworkSample {
+    /// Sum over the interfaces, loopback excluded.
+    pub total: InterfaceCounters,
+    /// Each interface, loopback included, by name.
+    pub interfaces: Vec<InterfaceSample>,
+}
+
+/// One network interface.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct InterfaceSample {
+    /// Interface name, e.g. `"eth0"`.
+    pub name: String,
+    /// Its counters.
+    pub counters: InterfaceCounters,
+}
+
+/// Counters since boot and rates over the last interval.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, TS)]
+pub struct InterfaceCounters {
+    /// Bytes sent.
+    #[ts(type = "number")]
+    pub sent_bytes: u64,
+    /// Bytes received.
+    #[ts(type = "number")]
+    pub received_bytes: u64,
+    /// Packets sent.
+    #[ts(type = "number")]
+    pub sent_packets: u64,
+    /// Packets received.
+    #[ts(type = "number")]
+    pub received_packets: u64,
+    /// Receive errors.
+    #[ts(type = "number")]
+    pub errors_in: u64,
+    /// Transmit errors.
+    #[ts(type = "number")]
+    pub errors_out: u64,
+    /// Received packets dropped; `null` where the OS does not count them.
+    #[ts(type = "number | null")]
+    pub drops_in: Option<u64>,
+    /// Outgoing packets dropped; `null` where the OS does not count them.
+    #[ts(type = "number | null")]
+    pub drops_out: Option<u64>,
+    /// Send rate over the last interval.
+    pub sent_bytes_per_sec: f64,
+    /// Receive rate over the last interval.
+    pub received_bytes_per_sec: f64,
+    /// Packets sent per second over the last interval.
+    pub sent_packets_per_sec: f64,
+    /// Packets received per second over the last interval.
+    pub received_packets_per_sec: f64,
+}
+
+/// How local ports are used.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, TS)]
+pub struct PortUsage {
+    /// Sockets per local port and protocol, most used first.
+    pub by_local_port: Vec<PortCount>,
+    /// Listening TCP sockets and bound UDP sockets with their process.
+    pub listening: Vec<ListeningPort>,
+}
+
+/// Number of sockets on one local port.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct PortCount {
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Local port.
+    pub port: u16,
+    /// Sockets on it.
+    pub connections: u32,
+}
+
+/// A port that accepts traffic, with the process behind it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct ListeningPort {
+    /// Protocol.
+    pub protocol: Protocol,
+    /// Address it is bound to (`0.0.0.0` or `::` for every address).
+    #[ts(type = "string")]
+    pub address: IpAddr,
+    /// Port.
+    pub port: u16,
+    /// Owning process, when known.
+    pub pid: Option<u32>,
+    /// Owning process's name, when known.
+    pub process_name: Option<String>,
+}
+
+/// A part of the snapshot that could not be measured.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct DomainError {
+    /// Which part.
+    pub domain: Domain,
+    /// What went wrong, in words.
+    pub message: String,
+}
+
+/// The parts of a snapshot that are measured separately.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum Domain {
+    /// The process table.
+    Processes,
+    /// Sockets and their owners.
+    Connections,
+    /// Network interface counters.
+    Network,
+}
+
+/// What can be done to a process.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(rename_all = "lowercase")]
+pub enum ProcessAction {
+    /// Pause it (SIGSTOP).
+    Suspend,
+    /// Let a paused process run again (SIGCONT).
+    Resume,
+    /// Ask it to exit (SIGTERM).
+    Terminate,
+    /// Force it to exit (SIGKILL).
+    Kill,
+}
+
+impl ProcessAction {
+    /// Every action, in the order a menu shows them.
+    pub const ALL: [ProcessAction; 4] = [Self::Suspend, Self::Resume, Self::Terminate, Self::Kill];
+
+    /// The lower-case name used in URLs and JSON.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Suspend => "suspend",
+            Self::Resume => "resume",
+            Self::Terminate => "terminate",
+            Self::Kill => "kill",
+        }
+    }
+
+    /// The past tense, for messages such as "Process 123 terminated".
+    pub fn past_tense(self) -> &'static str {
+        match self {
+            Self::Suspend => "suspended",
+            Self::Resume => "resumed",
+            Self::Terminate => "terminated",
+            Self::Kill => "killed",
+        }
+    }
+}
+
+impl std::str::FromStr for ProcessAction {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Self::ALL
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("unknown action `{s}`: expected suspend, resume, terminate or kill"))
+    }
+}
+
+/// Why a process action was refused or failed. The UI shows `message` as it is.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct ActionError {
+    /// What kind of failure, for code to branch on.
+    pub code: ActionErrorCode,
+    /// A sentence for a person, saying what happened and what to do about it.
+    pub message: String,
+}
+
+/// Kinds of process action failure.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum ActionErrorCode {
+    /// No process has that pid.
+    NotFound,
+    /// The OS refused: the monitor lacks the privileges.
+    PermissionDenied,
+    /// Procyon refuses to act on this process (pid 1, itself, kernel threads).
+    Protected,
+    /// The pid now belongs to a different process than the one named.
+    PidReused,
+    /// This platform cannot do that action.
+    Unsupported,
+    /// Anything else the OS reported.
+    Failed,
+}
+
+/// All types of this module in TypeScript, as one module for the dashboard
+/// (`ui/src/lib/model.ts`). A test keeps the committed file equal to this.
+pub fn typescript() -> String {
+    let cfg = ts_rs::Config::new().with_large_int("number");
+    let decls = [
+        Snapshot::decl(&cfg),
+        HostInfo::decl(&cfg),
+        CpuSample::decl(&cfg),
+        LoadAverage::decl(&cfg),
+        MemorySample::decl(&cfg),
+        ProcessSample::decl(&cfg),
+        ProcessStatus::decl(&cfg),
+        ConnectionSample::decl(&cfg),
+        Protocol::decl(&cfg),
+        TcpState::decl(&cfg),
+        NetworkSample::decl(&cfg),
+        InterfaceSample::decl(&cfg),
+        InterfaceCounters::decl(&cfg),
+        PortUsage::decl(&cfg),
+        PortCount::decl(&cfg),
+        ListeningPort::decl(&cfg),
+        DomainError::decl(&cfg),
+        Domain::decl(&cfg),
+        ProcessAction::decl(&cfg),
+        ActionError::decl(&cfg),
+        ActionErrorCode::decl(&cfg),
+    ];
+    let mut out =
+        String::from("// Generated from src-tauri/src/model.rs by `cargo test` (UPDATE_TYPES=1). Do not edit.\n");
+    for decl in decls {
+        out.push('\n');
+        out.push_str("export ");
+        out.push_str(&decl);
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Where the generated TypeScript lives, relative to the package root.
+    const TS_PATH: &str = "ui/src/lib/model.ts";
+
+    #[test]
+    fn generated_typescript_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(TS_PATH);
+        let fresh = typescript();
+        if std::env::var_os("UPDATE_TYPES").is_some() {
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(&path, &fresh).unwrap();
+        }
+        let committed = std::fs::read_to_string(&path).unwrap_or_default();
+        assert!(
+            committed == fresh,
+            "{TS_PATH} is stale: run `UPDATE_TYPES=1 cargo test -p procyon --lib model` and commit it"
+        );
+    }
+
+    #[test]
+    fn u64_fields_are_plain_numbers_in_typescript() {
+        // JSON.parse yields numbers, never bigints: a `bigint` in the types would lie.
+        assert!(!typescript().contains("bigint"));
+    }
+
+    #[test]
+    fn enums_use_their_documented_spellings() {
+        let json = serde_json::to_string(&(
+            ProcessStatus::DiskSleep,
+            TcpState::FinWait1,
+            TcpState::Established,
+            Protocol::Udp,
+            ProcessAction::Kill,
+            ActionErrorCode::PidReused,
+        ))
+        .unwrap();
+        assert_eq!(json, r#"["disk_sleep","FIN_WAIT1","ESTABLISHED","udp","kill","pid_reused"]"#);
+    }
+
+    #[test]
+    fn actions_parse_from_their_names_only() {
+        for action in ProcessAction::ALL {
+            assert_eq!(action.as_str().parse::<ProcessAction>(), Ok(action));
+        }
+        assert!("Kill".parse::<ProcessAction>().is_err());
+        assert!("stop".parse::<ProcessAction>().is_err());
+    }
+}

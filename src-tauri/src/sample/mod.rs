@@ -1,0 +1,204 @@
+//! The sampler: the one owner of the OS handles, producing a [`Snapshot`] per tick.
+//!
+//! A [`Sampler`] keeps what it needs between ticks (previous CPU and network counters,
+//! the static fields of known processes, the socket-owner map), so that each tick reads
+//! only what changes. [`spawn`] runs one on its own thread and publishes the newest
+//! snapshot; everything else (the collector, the agent, the desktop window) reads that
+//! published value and never samples on its own.
+//!
+//! Per-OS code lives only here: `linux.rs` reads `/proc` directly, `portable.rs` goes
+//! through sysinfo and netstat2 on other systems. Both offer the same functions with the
+//! same meaning. `system.rs` (CPU, memory, host) is sysinfo on every OS.
+//!
+//! A part that fails (say, the socket list) is reported in [`Snapshot::errors`] and the
+//! rest of the snapshot is kept: one failing source never loses a tick.
+
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::watch;
+
+use crate::model::{ConnectionSample, Domain, DomainError, HostInfo, NetworkSample, SCHEMA_VERSION, Snapshot};
+
+mod network;
+pub mod redact;
+mod socket;
+mod system;
+
+#[cfg(target_os = "linux")]
+mod linux;
+#[cfg(target_os = "linux")]
+use linux as os;
+
+#[cfg(not(target_os = "linux"))]
+mod portable;
+#[cfg(not(target_os = "linux"))]
+use portable as os;
+
+/// How a sampler is set up.
+#[derive(Clone, Debug, Default)]
+pub struct SamplerOptions {
+    /// Report this host name instead of the machine's own (agents may be told to).
+    pub hostname: Option<String>,
+}
+
+/// Samples one machine. Create it once and call [`Sampler::sample`] once per tick.
+pub struct Sampler {
+    system: system::System,
+    processes: os::Processes,
+    sockets: os::Sockets,
+    interfaces: os::Interfaces,
+    rates: network::Rates,
+    host: HostInfo,
+    seq: u64,
+    last: Instant,
+}
+
+impl Sampler {
+    /// Takes the baseline readings that the first snapshot's CPU and rate figures are
+    /// measured against.
+    pub fn new(options: SamplerOptions) -> Sampler {
+        let system = system::System::new();
+        let host = system.host(options.hostname.as_deref(), os::machine_id());
+        let processes = os::Processes::new();
+        let mut interfaces = os::Interfaces::new();
+        let mut rates = network::Rates::default();
+        if let Ok(now) = interfaces.read() {
+            rates.prime(now);
+        }
+        Sampler {
+            system,
+            processes,
+            sockets: os::Sockets::new(),
+            interfaces,
+            rates,
+            host,
+            seq: 0,
+            last: Instant::now(),
+        }
+    }
+
+    /// The machine this sampler describes.
+    pub fn host(&self) -> &HostInfo {
+        &self.host
+    }
+
+    /// Continues numbering after `seq` (an agent that restarts resumes its sequence).
+    pub fn set_seq(&mut self, seq: u64) {
+        self.seq = seq;
+    }
+
+    /// Takes a snapshot. If the previous one (or the baseline) was taken less than
+    /// [`sysinfo::MINIMUM_CPU_UPDATE_INTERVAL`] ago, waits the rest of it first, so that
+    /// CPU figures are always real measurements.
+    pub fn sample(&mut self) -> Snapshot {
+        let min = sysinfo::MINIMUM_CPU_UPDATE_INTERVAL;
+        let waited = self.last.elapsed();
+        if waited < min {
+            thread::sleep(min - waited);
+        }
+        let now = Instant::now();
+        let interval = now - self.last;
+        self.last = now;
+        let secs = interval.as_secs_f64();
+        let taken_at = Utc::now();
+        let mut errors = Vec::new();
+
+        let (cpu, memory) = self.system.read();
+
+        let processes = self.processes.read(memory.total_bytes).unwrap_or_else(|e| {
+            errors.push(DomainError { domain: Domain::Processes, message: format!("cannot list processes: {e}") });
+            Vec::new()
+        });
+
+        let connections: Vec<ConnectionSample> = match self.sockets.read() {
+            Ok(sockets) => sockets.iter().map(|(info, pid)| socket::connection(info, *pid)).collect(),
+            Err(message) => {
+                errors.push(DomainError { domain: Domain::Connections, message });
+                Vec::new()
+            }
+        };
+        let name_of =
+            |pid: u32| processes.binary_search_by_key(&pid, |p| p.pid).ok().map(|i| processes[i].name.clone());
+        let ports = socket::port_usage(&connections, name_of);
+
+        let network = match self.interfaces.read() {
+            Ok(now) => self.rates.sample(now, secs),
+            Err(message) => {
+                errors.push(DomainError { domain: Domain::Network, message });
+                NetworkSample { total: Default::default(), interfaces: Vec::new() }
+            }
+        };
+
+        self.seq += 1;
+        Snapshot {
+            schema_version: SCHEMA_VERSION,
+            host: self.host.clone(),
+            taken_at,
+            seq: self.seq,
+            interval_ms: interval.as_millis() as u64,
+            cpu,
+            memory,
+            processes,
+            connections,
+            network,
+            ports,
+            errors,
+        }
+    }
+}
+
+/// Who a process is: enough to recognise it again and to walk its family.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProcessEntry {
+    /// Process id.
+    pub pid: u32,
+    /// Parent's process id.
+    pub ppid: Option<u32>,
+    /// Short name.
+    pub name: String,
+    /// Start time, exactly as [`crate::model::ProcessSample::start_time`] reports it.
+    pub start_time: DateTime<Utc>,
+    /// A kernel thread.
+    pub kernel_thread: bool,
+    /// Owner's user name, where it was looked up.
+    pub user: Option<String>,
+}
+
+/// The process that has `pid` now, or `None` if there is none.
+pub fn identify(pid: u32) -> Option<ProcessEntry> {
+    os::identify(pid)
+}
+
+/// Every process now, with its parent.
+pub fn process_table() -> std::io::Result<Vec<ProcessEntry>> {
+    os::table()
+}
+
+/// Runs `sampler` on its own thread, one snapshot every `interval`, and publishes the
+/// newest. The thread ends when every receiver is gone.
+///
+/// The receiver holds `None` until the first snapshot is ready (at most a few hundred
+/// milliseconds after the sampler was created).
+pub fn spawn(mut sampler: Sampler, interval: Duration) -> watch::Receiver<Option<Arc<Snapshot>>> {
+    let (tx, rx) = watch::channel(None);
+    let spawned = thread::Builder::new().name("procyon-sampler".into()).spawn(move || {
+        loop {
+            let started = Instant::now();
+            let snapshot = Arc::new(sampler.sample());
+            if tx.send(Some(snapshot)).is_err() {
+                return; // nobody listens any more
+            }
+            if let Some(rest) = interval.checked_sub(started.elapsed()) {
+                thread::sleep(rest);
+            }
+        }
+    });
+    if let Err(e) = spawned {
+        // Without a thread there will be no snapshots; say so instead of waiting forever.
+        tracing::error!("cannot start the sampler thread: {e}");
+    }
+    rx
+}

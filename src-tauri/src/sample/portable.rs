@@ -1,0 +1,217 @@
+//! Other platforms (macOS, Windows, BSDs): processes through sysinfo, socket owners from
+//! netstat2.
+//!
+//! The same functions as `linux.rs`, with the same meaning, so that `mod.rs` never needs
+//! to know which one it is calling. sysinfo refreshes the command line and the owner
+//! only the first time it sees a process (`UpdateKind::OnlyIfNotSet`), which keeps the
+//! per-tick cost to what changes.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use sysinfo::{
+    Pid, ProcessRefreshKind, ProcessStatus as SysStatus, ProcessesToUpdate, System, ThreadKind, UpdateKind, Users,
+};
+
+use super::network::RawCounters;
+use super::{ProcessEntry, redact};
+use crate::model::{ProcessSample, ProcessStatus};
+
+fn refresh_kind() -> ProcessRefreshKind {
+    ProcessRefreshKind::nothing()
+        .with_cpu()
+        .with_memory()
+        .with_disk_usage()
+        .with_cmd(UpdateKind::OnlyIfNotSet)
+        .with_user(UpdateKind::OnlyIfNotSet)
+        .without_tasks()
+}
+
+fn status_of(s: SysStatus) -> ProcessStatus {
+    match s {
+        SysStatus::Run => ProcessStatus::Running,
+        SysStatus::Sleep => ProcessStatus::Sleeping,
+        SysStatus::UninterruptibleDiskSleep => ProcessStatus::DiskSleep,
+        SysStatus::Stop => ProcessStatus::Stopped,
+        SysStatus::Tracing => ProcessStatus::TracingStop,
+        SysStatus::Zombie => ProcessStatus::Zombie,
+        SysStatus::Dead => ProcessStatus::Dead,
+        SysStatus::Idle => ProcessStatus::Idle,
+        SysStatus::Parked => ProcessStatus::Parked,
+        SysStatus::Waking => ProcessStatus::Waking,
+        _ => ProcessStatus::Unknown,
+    }
+}
+
+fn start_time(secs: u64) -> DateTime<Utc> {
+    DateTime::from_timestamp(secs as i64, 0).unwrap_or_default()
+}
+
+/// Reads the process table through sysinfo.
+pub(super) struct Processes {
+    system: Option<System>,
+    users: Option<Users>,
+    cmds: HashMap<(u32, u64), String>,
+}
+
+impl Processes {
+    pub fn new() -> Processes {
+        let mut system = System::new().ok();
+        if let Some(s) = system.as_mut() {
+            s.refresh_processes_specifics(ProcessesToUpdate::All, true, refresh_kind());
+        }
+        Processes { system, users: Users::new_with_refreshed_list().ok(), cmds: HashMap::new() }
+    }
+
+    pub fn read(&mut self, memory_total: u64) -> std::io::Result<Vec<ProcessSample>> {
+        let system =
+            self.system.as_mut().ok_or_else(|| std::io::Error::other("the process table is not available here"))?;
+        system.refresh_processes_specifics(ProcessesToUpdate::All, true, refresh_kind());
+        let mut out = Vec::with_capacity(system.processes().len());
+        let mut live = HashMap::with_capacity(self.cmds.len());
+        for (pid, p) in system.processes() {
+            let pid = pid.as_u32();
+            let key = (pid, p.start_time());
+            let cmd = self.cmds.remove(&key).unwrap_or_else(|| {
+                let args: Vec<String> = p.cmd().iter().map(|a| a.to_string_lossy().into_owned()).collect();
+                redact::command_line(&args)
+            });
+            let disk = p.disk_usage();
+            let user = p.user_id().map(|uid| {
+                self.users
+                    .as_ref()
+                    .and_then(|u| u.get_user_by_id(uid))
+                    .map(|u| u.name().to_owned())
+                    .unwrap_or_else(|| uid.to_string())
+            });
+            out.push(ProcessSample {
+                pid,
+                ppid: p.parent().map(Pid::as_u32),
+                name: p.name().to_string_lossy().into_owned(),
+                cmd: cmd.clone(),
+                user,
+                status: status_of(p.status()),
+                cpu_percent: p.cpu_usage(),
+                memory_percent: if memory_total > 0 {
+                    (p.memory() as f64 / memory_total as f64 * 100.0) as f32
+                } else {
+                    0.0
+                },
+                rss_bytes: p.memory(),
+                virtual_bytes: p.virtual_memory(),
+                threads: p.tasks().map(|t| t.len() as u32),
+                start_time: start_time(p.start_time()),
+                disk_read_bytes: Some(disk.total_read_bytes),
+                disk_write_bytes: Some(disk.total_written_bytes),
+                disk_read_bytes_per_sec: None,
+                disk_write_bytes_per_sec: None,
+                kernel_thread: p.thread_kind() == Some(ThreadKind::Kernel),
+            });
+            live.insert(key, cmd);
+        }
+        self.cmds = live;
+        out.sort_unstable_by_key(|p| p.pid);
+        Ok(out)
+    }
+}
+
+/// Who a pid is right now, or `None` if no process has it.
+pub(super) fn identify(pid: u32) -> Option<ProcessEntry> {
+    let mut system = System::new().ok()?;
+    let spid = Pid::from_u32(pid);
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[spid]),
+        true,
+        ProcessRefreshKind::nothing().with_user(UpdateKind::Always),
+    );
+    let p = system.process(spid)?;
+    let users = Users::new_with_refreshed_list().ok();
+    Some(ProcessEntry {
+        pid,
+        ppid: p.parent().map(Pid::as_u32),
+        name: p.name().to_string_lossy().into_owned(),
+        start_time: start_time(p.start_time()),
+        kernel_thread: p.thread_kind() == Some(ThreadKind::Kernel),
+        user: p
+            .user_id()
+            .and_then(|uid| users.as_ref().and_then(|u| u.get_user_by_id(uid)).map(|u| u.name().to_owned())),
+    })
+}
+
+/// Every process with its parent, for walking a subtree.
+pub(super) fn table() -> std::io::Result<Vec<ProcessEntry>> {
+    let mut system = System::new().map_err(|e| std::io::Error::other(e.to_string()))?;
+    system.refresh_processes_specifics(ProcessesToUpdate::All, true, ProcessRefreshKind::nothing());
+    Ok(system
+        .processes()
+        .iter()
+        .map(|(pid, p)| ProcessEntry {
+            pid: pid.as_u32(),
+            ppid: p.parent().map(Pid::as_u32),
+            name: p.name().to_string_lossy().into_owned(),
+            start_time: start_time(p.start_time()),
+            kernel_thread: p.thread_kind() == Some(ThreadKind::Kernel),
+            user: None,
+        })
+        .collect())
+}
+
+/// Every TCP and UDP socket with its owning process.
+pub(super) struct Sockets;
+
+impl Sockets {
+    pub fn new() -> Sockets {
+        Sockets
+    }
+
+    pub fn read(&mut self) -> Result<Vec<(netstat2::SocketInfo, Option<u32>)>, String> {
+        let sockets = netstat2::get_sockets_info(super::socket::FAMILIES, super::socket::PROTOCOLS)
+            .map_err(|e| format!("cannot list sockets: {e}"))?;
+        Ok(sockets
+            .into_iter()
+            .map(|s| {
+                let pid = s.associated_pids.first().copied();
+                (s, pid)
+            })
+            .collect())
+    }
+}
+
+/// Network interface counters, through sysinfo (drops are not counted there).
+pub(super) struct Interfaces {
+    networks: Option<sysinfo::Networks>,
+}
+
+impl Interfaces {
+    pub fn new() -> Interfaces {
+        Interfaces { networks: sysinfo::Networks::new().ok() }
+    }
+
+    pub fn read(&mut self) -> Result<Vec<(String, RawCounters)>, String> {
+        let networks = self.networks.as_mut().ok_or("network counters are not available here")?;
+        networks.refresh(true);
+        Ok(networks
+            .iter()
+            .map(|(name, n)| {
+                (
+                    name.clone(),
+                    RawCounters {
+                        received_bytes: n.total_received(),
+                        received_packets: n.total_packets_received(),
+                        errors_in: n.total_errors_on_received(),
+                        drops_in: None,
+                        sent_bytes: n.total_transmitted(),
+                        sent_packets: n.total_packets_transmitted(),
+                        errors_out: n.total_errors_on_transmitted(),
+                        drops_out: None,
+                    },
+                )
+            })
+            .collect())
+    }
+}
+
+/// The stable machine identifier, if the system has one.
+pub(super) fn machine_id() -> Option<String> {
+    None
+}

@@ -1,0 +1,397 @@
+// Generated from src-tauri/src/model.rs by `cargo test` (UPDATE_TYPES=1). Do not edit.
+
+export type Snapshot = { 
+/**
+ * [`SCHEMA_VERSION`] of the sampler that produced this snapshot.
+ */
+schema_version: number, 
+/**
+ * The machine this snapshot describes.
+ */
+host: HostInfo, 
+/**
+ * When the sample was taken (UTC).
+ */
+taken_at: string, 
+/**
+ * Per-sampler sequence number, increasing by one per snapshot. Together with the
+ * host it names a snapshot, which makes uploads idempotent.
+ */
+seq: number, 
+/**
+ * Time covered by the rates and CPU figures: since the previous sample, in ms.
+ */
+interval_ms: number, 
+/**
+ * Processor use.
+ */
+cpu: CpuSample, 
+/**
+ * Memory and swap.
+ */
+memory: MemorySample, 
+/**
+ * Every process, in pid order.
+ */
+processes: Array<ProcessSample>, 
+/**
+ * Every TCP and UDP socket, IPv4 and IPv6.
+ */
+connections: Array<ConnectionSample>, 
+/**
+ * Network interface counters and rates.
+ */
+network: NetworkSample, 
+/**
+ * Connections per local port and the listening ports.
+ */
+ports: PortUsage, 
+/**
+ * Parts that could not be measured this time (e.g. sockets of other users without
+ * privileges). The rest of the snapshot is still valid.
+ */
+errors: Array<DomainError>, };
+
+export type HostInfo = { 
+/**
+ * Stable machine identifier (`/etc/machine-id` where there is one), else the
+ * hostname.
+ */
+id: string, 
+/**
+ * Host name as the machine reports it (or as the agent was told to report it).
+ */
+hostname: string, 
+/**
+ * Operating system name and version, e.g. `"Debian GNU/Linux 12"`.
+ */
+os: string, 
+/**
+ * Kernel version, e.g. `"6.1.0-18-amd64"`.
+ */
+kernel: string | null, 
+/**
+ * CPU architecture, e.g. `"x86_64"`.
+ */
+arch: string, 
+/**
+ * CPU model name.
+ */
+cpu_model: string | null, 
+/**
+ * Logical processors.
+ */
+logical_cores: number, 
+/**
+ * Physical memory in bytes.
+ */
+memory_total_bytes: number, 
+/**
+ * When the machine booted (UTC).
+ */
+boot_time: string, 
+/**
+ * Version of the Procyon program that sampled it.
+ */
+agent_version: string, };
+
+export type CpuSample = { 
+/**
+ * All cores together, 0-100.
+ */
+total_percent: number, 
+/**
+ * One entry per logical core, 0-100 each.
+ */
+per_core_percent: Array<number>, 
+/**
+ * Run-queue load averages; `null` where the OS has none (Windows).
+ */
+load_average: LoadAverage | null, };
+
+export type LoadAverage = { 
+/**
+ * Over one minute.
+ */
+one: number, 
+/**
+ * Over five minutes.
+ */
+five: number, 
+/**
+ * Over fifteen minutes.
+ */
+fifteen: number, };
+
+export type MemorySample = { 
+/**
+ * Physical memory.
+ */
+total_bytes: number, 
+/**
+ * In use (total minus available).
+ */
+used_bytes: number, 
+/**
+ * Available to new work without swapping, caches included.
+ */
+available_bytes: number, 
+/**
+ * Swap space.
+ */
+swap_total_bytes: number, 
+/**
+ * Swap in use.
+ */
+swap_used_bytes: number, };
+
+export type ProcessSample = { 
+/**
+ * Process id.
+ */
+pid: number, 
+/**
+ * Parent's process id; `null` for roots (pid 1, kernel roots).
+ */
+ppid: number | null, 
+/**
+ * Short name (the executable's name as the kernel knows it).
+ */
+name: string, 
+/**
+ * Command line, arguments joined by spaces, secrets replaced by `***`, at most
+ * [`MAX_CMD_CHARS`] characters. Empty for kernel threads.
+ */
+cmd: string, 
+/**
+ * Owner's user name; the numeric uid when it has no name; `null` if unknown.
+ */
+user: string | null, 
+/**
+ * Scheduler state.
+ */
+status: ProcessStatus, 
+/**
+ * Share of one core over the last interval (can exceed 100 with several threads).
+ */
+cpu_percent: number, 
+/**
+ * Resident memory as a share of physical memory, 0-100.
+ */
+memory_percent: number, 
+/**
+ * Resident set size.
+ */
+rss_bytes: number, 
+/**
+ * Virtual memory size.
+ */
+virtual_bytes: number, 
+/**
+ * Number of threads.
+ */
+threads: number | null, 
+/**
+ * When the process started (UTC). With the pid it names this process: a pid that
+ * is reused gets a different start time.
+ */
+start_time: string, 
+/**
+ * Bytes read from storage since the process started; `null` without permission.
+ */
+disk_read_bytes: number | null, 
+/**
+ * Bytes written to storage since the process started; `null` without permission.
+ */
+disk_write_bytes: number | null, 
+/**
+ * Storage read rate over the last interval.
+ */
+disk_read_bytes_per_sec: number | null, 
+/**
+ * Storage write rate over the last interval.
+ */
+disk_write_bytes_per_sec: number | null, 
+/**
+ * A kernel thread: it has no command line and cannot be signalled.
+ */
+kernel_thread: boolean, };
+
+export type ProcessStatus = "running" | "sleeping" | "disk_sleep" | "stopped" | "tracing_stop" | "zombie" | "dead" | "idle" | "parked" | "waking" | "unknown";
+
+export type ConnectionSample = { 
+/**
+ * Transport protocol.
+ */
+protocol: Protocol, 
+/**
+ * Local IP address (IPv4 or IPv6).
+ */
+local_address: string, 
+/**
+ * Local port.
+ */
+local_port: number, 
+/**
+ * Remote IP address; `null` for unconnected UDP sockets.
+ */
+remote_address: string | null, 
+/**
+ * Remote port; `null` for unconnected UDP sockets.
+ */
+remote_port: number | null, 
+/**
+ * TCP state; `null` for UDP.
+ */
+state: TcpState | null, 
+/**
+ * Owning process; `null` when it is not known (no permission, or a socket in
+ * TIME_WAIT that no process holds any more).
+ */
+pid: number | null, };
+
+export type Protocol = "tcp" | "udp";
+
+export type TcpState = "ESTABLISHED" | "SYN_SENT" | "SYN_RECV" | "FIN_WAIT1" | "FIN_WAIT2" | "TIME_WAIT" | "CLOSE" | "CLOSE_WAIT" | "LAST_ACK" | "LISTEN" | "CLOSING" | "DELETE_TCB" | "UNKNOWN";
+
+export type NetworkSample = { 
+/**
+ * Sum over the interfaces, loopback excluded.
+ */
+total: InterfaceCounters, 
+/**
+ * Each interface, loopback included, by name.
+ */
+interfaces: Array<InterfaceSample>, };
+
+export type InterfaceSample = { 
+/**
+ * Interface name, e.g. `"eth0"`.
+ */
+name: string, 
+/**
+ * Its counters.
+ */
+counters: InterfaceCounters, };
+
+export type InterfaceCounters = { 
+/**
+ * Bytes sent.
+ */
+sent_bytes: number, 
+/**
+ * Bytes received.
+ */
+received_bytes: number, 
+/**
+ * Packets sent.
+ */
+sent_packets: number, 
+/**
+ * Packets received.
+ */
+received_packets: number, 
+/**
+ * Receive errors.
+ */
+errors_in: number, 
+/**
+ * Transmit errors.
+ */
+errors_out: number, 
+/**
+ * Received packets dropped; `null` where the OS does not count them.
+ */
+drops_in: number | null, 
+/**
+ * Outgoing packets dropped; `null` where the OS does not count them.
+ */
+drops_out: number | null, 
+/**
+ * Send rate over the last interval.
+ */
+sent_bytes_per_sec: number, 
+/**
+ * Receive rate over the last interval.
+ */
+received_bytes_per_sec: number, 
+/**
+ * Packets sent per second over the last interval.
+ */
+sent_packets_per_sec: number, 
+/**
+ * Packets received per second over the last interval.
+ */
+received_packets_per_sec: number, };
+
+export type PortUsage = { 
+/**
+ * Sockets per local port and protocol, most used first.
+ */
+by_local_port: Array<PortCount>, 
+/**
+ * Listening TCP sockets and bound UDP sockets with their process.
+ */
+listening: Array<ListeningPort>, };
+
+export type PortCount = { 
+/**
+ * Protocol.
+ */
+protocol: Protocol, 
+/**
+ * Local port.
+ */
+port: number, 
+/**
+ * Sockets on it.
+ */
+connections: number, };
+
+export type ListeningPort = { 
+/**
+ * Protocol.
+ */
+protocol: Protocol, 
+/**
+ * Address it is bound to (`0.0.0.0` or `::` for every address).
+ */
+address: string, 
+/**
+ * Port.
+ */
+port: number, 
+/**
+ * Owning process, when known.
+ */
+pid: number | null, 
+/**
+ * Owning process's name, when known.
+ */
+process_name: string | null, };
+
+export type DomainError = { 
+/**
+ * Which part.
+ */
+domain: Domain, 
+/**
+ * What went wrong, in words.
+ */
+message: string, };
+
+export type Domain = "processes" | "connections" | "network";
+
+export type ProcessAction = "suspend" | "resume" | "terminate" | "kill";
+
+export type ActionError = { 
+/**
+ * What kind of failure, for code to branch on.
+ */
+code: ActionErrorCode, 
+/**
+ * A sentence for a person, saying what happened and what to do about it.
+ */
+message: string, };
+
+export type ActionErrorCode = "not_found" | "permission_denied" | "protected" | "pid_reused" | "unsupported" | "failed";
