@@ -10,10 +10,23 @@
 //! - [`sample`]: the sampler, the one owner of the OS handles, producing snapshots;
 //! - [`control`]: process actions with their guards (pid reuse, protected processes).
 //!
+//! - [`hub`]: live fan-out of the newest snapshot per host.
+//!
+//! With the `server` feature (on by default) it is also the collector:
+//!
+//! - `store`: SQLite history, users, API keys and the audit log;
+//! - `server`: thin axum adapters (REST, WebSockets, auth) over the store, the hub and
+//!   control.
+//!
 //! The data flow: the sampler publishes the newest `Arc<Snapshot>`; readers never
 //! sample on their own. Process actions go through [`control`] on the machine that owns
 //! the process.
 
 pub mod control;
+pub mod hub;
 pub mod model;
 pub mod sample;
+#[cfg(feature = "server")]
+pub mod server;
+#[cfg(feature = "server")]
+pub mod store;

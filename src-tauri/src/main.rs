@@ -53,6 +53,128 @@ enum Command {
         #[arg(long)]
         tree: bool,
     },
+    /// Run the collector: store snapshots from agents, keep history, serve the API.
+    #[cfg(feature = "server")]
+    Serve(ServeArgs),
+    /// Manage the users who may sign in to the collector.
+    #[cfg(feature = "server")]
+    User {
+        #[command(flatten)]
+        data: DataArg,
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage the API keys agents upload with.
+    #[cfg(feature = "server")]
+    Apikey {
+        #[command(flatten)]
+        data: DataArg,
+        #[command(subcommand)]
+        command: ApiKeyCommand,
+    },
+}
+
+/// Where the collector keeps its data.
+#[cfg(feature = "server")]
+#[derive(clap::Args, Debug)]
+struct DataArg {
+    /// Data directory (database, token signing key). Default: the platform's data
+    /// directory, e.g. ~/.local/share/procyon.
+    #[arg(long, env = "PROCYON_DATA", global = true)]
+    data: Option<std::path::PathBuf>,
+}
+
+#[cfg(feature = "server")]
+impl DataArg {
+    fn dir(&self) -> anyhow::Result<std::path::PathBuf> {
+        match &self.data {
+            Some(d) => Ok(d.clone()),
+            None => directories::ProjectDirs::from("", "", "procyon")
+                .map(|d| d.data_dir().to_path_buf())
+                .context("no home directory to keep data in; pass --data DIR"),
+        }
+    }
+}
+
+#[cfg(feature = "server")]
+#[derive(clap::Args, Debug)]
+struct ServeArgs {
+    /// Address and port to listen on. Keep 127.0.0.1 unless agents or browsers on other
+    /// machines must reach it (then put TLS in front).
+    #[arg(long, env = "PROCYON_BIND", default_value = "127.0.0.1:7450")]
+    bind: std::net::SocketAddr,
+    #[command(flatten)]
+    data: DataArg,
+    /// Seconds between samples of this machine.
+    #[arg(long, env = "PROCYON_INTERVAL", default_value_t = 2.0, value_parser = parse_interval)]
+    interval: f64,
+    /// Do not sample this machine; only store what agents send.
+    #[arg(long)]
+    no_local: bool,
+    /// How long full snapshots are kept (e.g. 24h, 3d).
+    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    keep_raw: Duration,
+    /// How long per-minute history is kept.
+    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    keep_minutes: Duration,
+    /// How long per-hour history is kept.
+    #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+    keep_hours: Duration,
+    /// How long a sign-in lasts.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    token_ttl: Duration,
+}
+
+#[cfg(feature = "server")]
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Add a user. Prints a generated password unless --password-stdin is given.
+    Add {
+        /// Login name.
+        name: String,
+        /// viewer (read), operator (read and act on processes) or admin (also users and keys).
+        #[arg(long)]
+        role: procyon::model::api::Role,
+        /// Read the password from standard input (one line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List users.
+    List,
+    /// Remove a user.
+    Remove {
+        /// Login name.
+        name: String,
+    },
+    /// Set a user's password. Prints a generated one unless --password-stdin is given.
+    Passwd {
+        /// Login name.
+        name: String,
+        /// Read the password from standard input (one line).
+        #[arg(long)]
+        password_stdin: bool,
+    },
+}
+
+#[cfg(feature = "server")]
+#[derive(Subcommand, Debug)]
+enum ApiKeyCommand {
+    /// Make a key for an agent. The key is printed once, alone on the last line.
+    Create {
+        /// A label, e.g. the machine it is for.
+        #[arg(long)]
+        name: String,
+        /// Only accept uploads for this host name.
+        #[arg(long)]
+        host: Option<String>,
+    },
+    /// List keys (never the keys themselves).
+    List,
+    /// Revoke a key by its name or prefix; agents using it are refused from then on.
+    Revoke {
+        /// Name or prefix.
+        key: String,
+    },
 }
 
 fn parse_interval(s: &str) -> Result<f64, String> {
@@ -88,7 +210,138 @@ fn main() -> anyhow::Result<()> {
                 Err(e) => anyhow::bail!(e.message),
             }
         }
+        #[cfg(feature = "server")]
+        Command::Serve(args) => serve(args)?,
+        #[cfg(feature = "server")]
+        Command::User { data, command } => runtime()?.block_on(user(data.dir()?, command))?,
+        #[cfg(feature = "server")]
+        Command::Apikey { data, command } => runtime()?.block_on(apikey(data.dir()?, command))?,
     }
+    Ok(())
+}
+
+#[cfg(feature = "server")]
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")
+}
+
+#[cfg(feature = "server")]
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    use procyon::server::{ServeOptions, Settings};
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info")),
+        )
+        .init();
+    let options = ServeOptions {
+        bind: args.bind,
+        data: args.data.dir()?,
+        local: !args.no_local,
+        settings: Settings {
+            interval: Duration::from_secs_f64(args.interval),
+            local_hostname: None,
+            retention: procyon::store::Retention {
+                raw: args.keep_raw,
+                minute: args.keep_minutes,
+                hour: args.keep_hours,
+            },
+            token_ttl: args.token_ttl,
+        },
+    };
+    runtime()?.block_on(procyon::server::serve(options))
+}
+
+#[cfg(feature = "server")]
+fn read_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    if from_stdin {
+        let mut line = String::new();
+        std::io::stdin().read_line(&mut line)?;
+        let password = line.trim_end_matches(['\n', '\r']).to_owned();
+        return Ok((password, false));
+    }
+    let generated = procyon::server::auth::random_token(12).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    Ok((generated, true))
+}
+
+#[cfg(feature = "server")]
+fn api_error(e: procyon::server::error::ApiError) -> anyhow::Error {
+    anyhow::anyhow!(e.parts().1.message)
+}
+
+#[cfg(feature = "server")]
+async fn user(data: std::path::PathBuf, command: UserCommand) -> anyhow::Result<()> {
+    use procyon::server::{auth, rest::check_credentials};
+    let store = procyon::server::open_store(&data).await?;
+    match command {
+        UserCommand::Add { name, role, password_stdin } => {
+            let (password, generated) = read_password(password_stdin)?;
+            check_credentials(&name, &password).map_err(api_error)?;
+            let hash = auth::hash_password(&password).map_err(api_error)?;
+            let user = store.create_user(&name, &hash, role).await?;
+            println!("Added {} ({}).", user.username, user.role.as_str());
+            if generated {
+                println!("Password: {password}");
+            }
+        }
+        UserCommand::List => {
+            for u in store.users().await? {
+                println!("{:<24} {:<9} created {}", u.username, u.role.as_str(), u.created_at.format("%Y-%m-%d %H:%M"));
+            }
+        }
+        UserCommand::Remove { name } => {
+            store.remove_user(&name).await?;
+            println!("Removed {name}.");
+        }
+        UserCommand::Passwd { name, password_stdin } => {
+            let (password, generated) = read_password(password_stdin)?;
+            check_credentials(&name, &password).map_err(api_error)?;
+            store.set_password(&name, &auth::hash_password(&password).map_err(api_error)?).await?;
+            println!("Password of {name} changed.");
+            if generated {
+                println!("Password: {password}");
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+#[cfg(feature = "server")]
+async fn apikey(data: std::path::PathBuf, command: ApiKeyCommand) -> anyhow::Result<()> {
+    let store = procyon::server::open_store(&data).await?;
+    match command {
+        ApiKeyCommand::Create { name, host } => {
+            let (key, prefix, hash) = procyon::server::auth::new_api_key().map_err(api_error)?;
+            store.create_api_key(&name, &prefix, &hash, host.as_deref()).await?;
+            println!(
+                "API key `{name}`{}; it is shown only now:",
+                host.map(|h| format!(" for host {h}")).unwrap_or_default()
+            );
+            println!("{key}");
+        }
+        ApiKeyCommand::List => {
+            for k in store.api_keys().await? {
+                let state = match (k.revoked_at, k.last_used_at) {
+                    (Some(at), _) => format!("revoked {}", at.format("%Y-%m-%d %H:%M")),
+                    (None, Some(at)) => format!("last used {}", at.format("%Y-%m-%d %H:%M")),
+                    (None, None) => "never used".into(),
+                };
+                println!(
+                    "{:<24} {:<12} {:<20} {}",
+                    k.name,
+                    k.prefix,
+                    k.hostname.as_deref().unwrap_or("any host"),
+                    state
+                );
+            }
+        }
+        ApiKeyCommand::Revoke { key } => {
+            let k = store.revoke_api_key(&key).await?;
+            println!("Revoked `{}` ({}).", k.name, k.prefix);
+        }
+    }
+    store.close().await;
     Ok(())
 }
 

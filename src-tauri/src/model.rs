@@ -19,6 +19,8 @@
 
 use std::net::IpAddr;
 
+pub mod api;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
@@ -471,6 +473,18 @@ pub fn typescript() -> String {
         ProcessAction::decl(&cfg),
         ActionError::decl(&cfg),
         ActionErrorCode::decl(&cfg),
+        api::Role::decl(&cfg),
+        api::LoginResponse::decl(&cfg),
+        api::HostSummary::decl(&cfg),
+        api::SnapshotSummary::decl(&cfg),
+        api::Tier::decl(&cfg),
+        api::Series::decl(&cfg),
+        api::SeriesPoint::decl(&cfg),
+        api::TopProcess::decl(&cfg),
+        api::AuditEntry::decl(&cfg),
+        api::UserSummary::decl(&cfg),
+        api::ApiKeySummary::decl(&cfg),
+        api::ErrorBody::decl(&cfg),
     ];
     let mut out =
         String::from("// Generated from src-tauri/src/model.rs by `cargo test` (UPDATE_TYPES=1). Do not edit.\n");

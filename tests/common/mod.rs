@@ -95,3 +95,4 @@ pub fn me() -> String {
     let out = Command::new("id").arg("-un").output().expect("id -un");
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
+pub mod collector;

@@ -395,3 +395,297 @@ code: ActionErrorCode,
 message: string, };
 
 export type ActionErrorCode = "not_found" | "permission_denied" | "protected" | "pid_reused" | "unsupported" | "failed";
+
+export type Role = "viewer" | "operator" | "admin";
+
+export type LoginResponse = { 
+/**
+ * Bearer token for `Authorization: Bearer ...` (and `?token=` on WebSockets).
+ */
+token: string, 
+/**
+ * When the token stops working.
+ */
+expires_at: string, 
+/**
+ * The user's role.
+ */
+role: Role, 
+/**
+ * The user's name.
+ */
+username: string, };
+
+export type HostSummary = { 
+/**
+ * The collector's id for the host (usable wherever a `server_id` is).
+ */
+id: number, 
+/**
+ * Host name, unique per collector.
+ */
+hostname: string, 
+/**
+ * Facts from its newest snapshot; `null` for hosts that uploaded the short
+ * (seed-style) format only.
+ */
+info: HostInfo | null, 
+/**
+ * First upload.
+ */
+first_seen: string, 
+/**
+ * Newest upload.
+ */
+last_seen: string, 
+/**
+ * Reporting now: an agent is connected, or it uploaded within the last three
+ * intervals.
+ */
+online: boolean, 
+/**
+ * The collector's own machine.
+ */
+local: boolean, 
+/**
+ * Stored full snapshots.
+ */
+snapshot_count: number, };
+
+export type SnapshotSummary = { 
+/**
+ * Id for `GET /api/process-snapshots/{id}/`.
+ */
+snapshot_id: number, 
+/**
+ * Host name.
+ */
+hostname: string, 
+/**
+ * When it was taken.
+ */
+timestamp: string, 
+/**
+ * The sampler's sequence number.
+ */
+seq: number, 
+/**
+ * CPU in total.
+ */
+cpu_percent: number, 
+/**
+ * Memory in use.
+ */
+memory_used_bytes: number, 
+/**
+ * Physical memory.
+ */
+memory_total_bytes: number, 
+/**
+ * Processes.
+ */
+process_count: number, 
+/**
+ * Sockets.
+ */
+connection_count: number, };
+
+export type Tier = "raw" | "minute" | "hour";
+
+export type Series = { 
+/**
+ * Host name.
+ */
+hostname: string, 
+/**
+ * Granularity the collector chose for the requested range.
+ */
+tier: Tier, 
+/**
+ * Points, oldest first.
+ */
+points: Array<SeriesPoint>, };
+
+export type SeriesPoint = { 
+/**
+ * Snapshot time, or the bucket's start.
+ */
+timestamp: string, 
+/**
+ * Snapshots behind this point.
+ */
+samples: number, 
+/**
+ * Average CPU in total.
+ */
+cpu_percent: number, 
+/**
+ * Peak CPU in total.
+ */
+cpu_max_percent: number, 
+/**
+ * Average memory in use.
+ */
+memory_used_bytes: number, 
+/**
+ * Peak memory in use.
+ */
+memory_max_bytes: number, 
+/**
+ * Average process count.
+ */
+process_count: number, 
+/**
+ * Peak process count.
+ */
+process_max: number, 
+/**
+ * Average send rate.
+ */
+sent_bytes_per_sec: number, 
+/**
+ * Average receive rate.
+ */
+received_bytes_per_sec: number, 
+/**
+ * Peak send rate.
+ */
+sent_max_bytes_per_sec: number, 
+/**
+ * Peak receive rate.
+ */
+received_max_bytes_per_sec: number, };
+
+export type TopProcess = { 
+/**
+ * Process name.
+ */
+name: string, 
+/**
+ * Its pid when it peaked.
+ */
+pid: number, 
+/**
+ * Its command line when it peaked.
+ */
+cmd: string, 
+/**
+ * Peak CPU (share of one core).
+ */
+cpu_max_percent: number, 
+/**
+ * Peak resident memory.
+ */
+rss_max_bytes: number, 
+/**
+ * When the CPU peak was seen.
+ */
+cpu_peak_at: string, 
+/**
+ * When the memory peak was seen.
+ */
+rss_peak_at: string, };
+
+export type AuditEntry = { 
+/**
+ * Entry id.
+ */
+id: number, 
+/**
+ * When.
+ */
+at: string, 
+/**
+ * Who (user name).
+ */
+actor: string, 
+/**
+ * On which host (host name).
+ */
+hostname: string, 
+/**
+ * Target pid.
+ */
+pid: number, 
+/**
+ * Target's name, when known.
+ */
+process_name: string | null, 
+/**
+ * What was attempted.
+ */
+action: ProcessAction, 
+/**
+ * Whether a whole subtree was targeted.
+ */
+tree: boolean, 
+/**
+ * `"success"`, or the error code (`"permission_denied"`, ...).
+ */
+result: string, 
+/**
+ * What happened, in words.
+ */
+message: string, };
+
+export type UserSummary = { 
+/**
+ * User id.
+ */
+id: number, 
+/**
+ * Login name.
+ */
+username: string, 
+/**
+ * Role.
+ */
+role: Role, 
+/**
+ * When the account was made.
+ */
+created_at: string, };
+
+export type ApiKeySummary = { 
+/**
+ * Key id.
+ */
+id: number, 
+/**
+ * Label given at creation.
+ */
+name: string, 
+/**
+ * First characters of the key, to tell keys apart.
+ */
+prefix: string, 
+/**
+ * The only host name this key may upload for, if bound.
+ */
+hostname: string | null, 
+/**
+ * When it was made.
+ */
+created_at: string, 
+/**
+ * When it was last used.
+ */
+last_used_at: string | null, 
+/**
+ * When it was revoked; a revoked key is refused.
+ */
+revoked_at: string | null, };
+
+export type ErrorBody = { 
+/**
+ * Machine-readable kind (`"bad_request"`, `"not_found"`, `"pid_reused"`, ...).
+ */
+error: string, 
+/**
+ * What went wrong and, where it helps, what to do.
+ */
+message: string, 
+/**
+ * The offending field, for validation errors.
+ */
+field: string | null, };

@@ -1,0 +1,153 @@
+//! The hub: live fan-out of the newest snapshot of every host.
+//!
+//! Whatever produces snapshots (the local sampler, agents, uploads) publishes here once;
+//! every live reader (WebSocket clients, the desktop window) subscribes here. Readers
+//! never wait on each other and never slow a producer: a per-host reader holds only
+//! the newest snapshot (`watch`), and the all-hosts stream is a bounded queue whose
+//! lagging readers skip ahead to the newest instead of blocking it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use chrono::{DateTime, Utc};
+use tokio::sync::{broadcast, watch};
+
+use crate::model::Snapshot;
+
+/// How many snapshots the all-hosts stream holds for a slow reader before it skips.
+const ALL_HOSTS_BACKLOG: usize = 256;
+
+/// A snapshot as published: with the collector's ids for it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Published {
+    /// Stored snapshot id (`snapshot_id` in the API); 0 when not stored.
+    pub snapshot_id: i64,
+    /// Stored host id; 0 when not stored.
+    pub host_id: i64,
+    /// When it reached the hub.
+    pub received_at: DateTime<Utc>,
+    /// The snapshot.
+    pub snapshot: Arc<Snapshot>,
+}
+
+/// One host's newest snapshot, shared with its readers.
+type HostChannel = watch::Sender<Option<Arc<Published>>>;
+
+/// The live fan-out. Cheap to clone; all clones share the same channels.
+#[derive(Clone)]
+pub struct Hub {
+    hosts: Arc<Mutex<HashMap<String, HostChannel>>>,
+    all: broadcast::Sender<Arc<Published>>,
+}
+
+impl Default for Hub {
+    fn default() -> Self {
+        Hub { hosts: Arc::default(), all: broadcast::channel(ALL_HOSTS_BACKLOG).0 }
+    }
+}
+
+impl Hub {
+    /// A hub with no hosts.
+    pub fn new() -> Hub {
+        Hub::default()
+    }
+
+    fn hosts(&self) -> MutexGuard<'_, HashMap<String, HostChannel>> {
+        // A panic while holding this lock cannot leave the map half-changed (every
+        // change is one insert), so a poisoned lock is still safe to use.
+        self.hosts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Makes `published` the newest snapshot of its host and tells every reader.
+    pub fn publish(&self, published: Published) {
+        let published = Arc::new(published);
+        let hostname = published.snapshot.host.hostname.clone();
+        {
+            let mut hosts = self.hosts();
+            match hosts.get(&hostname) {
+                Some(tx) => {
+                    tx.send_replace(Some(published.clone()));
+                }
+                None => {
+                    hosts.insert(hostname, watch::channel(Some(published.clone())).0);
+                }
+            }
+        }
+        // No reader is not an error: there is simply nobody to tell.
+        let _ = self.all.send(published);
+    }
+
+    /// The newest snapshot of `hostname`, if one was published.
+    pub fn latest(&self, hostname: &str) -> Option<Arc<Published>> {
+        self.hosts().get(hostname).and_then(|tx| tx.borrow().clone())
+    }
+
+    /// Host names that have published, with the time of their newest snapshot.
+    pub fn last_seen(&self) -> HashMap<String, DateTime<Utc>> {
+        self.hosts()
+            .iter()
+            .filter_map(|(name, tx)| tx.borrow().as_ref().map(|p| (name.clone(), p.received_at)))
+            .collect()
+    }
+
+    /// Follows one host: the receiver always holds its newest snapshot (or `None` until
+    /// the first one arrives).
+    pub fn subscribe(&self, hostname: &str) -> watch::Receiver<Option<Arc<Published>>> {
+        self.hosts().entry(hostname.to_owned()).or_insert_with(|| watch::channel(None).0).subscribe()
+    }
+
+    /// Follows every host: each snapshot as it is published. A reader that falls more
+    /// than a bounded backlog behind receives `Lagged` and continues from the newest.
+    pub fn subscribe_all(&self) -> broadcast::Receiver<Arc<Published>> {
+        self.all.subscribe()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sample::{Sampler, SamplerOptions};
+
+    fn published(host: &str, seq: u64, base: &Snapshot) -> Published {
+        let mut s = base.clone();
+        s.host.hostname = host.into();
+        s.seq = seq;
+        Published { snapshot_id: seq as i64, host_id: 1, received_at: Utc::now(), snapshot: Arc::new(s) }
+    }
+
+    #[tokio::test]
+    async fn readers_get_the_newest_per_host_and_every_one_on_the_all_stream() {
+        let base = Sampler::new(SamplerOptions::default()).sample();
+        let hub = Hub::new();
+        let mut web = hub.subscribe("web-1");
+        let mut all = hub.subscribe_all();
+        assert!(web.borrow().is_none());
+        hub.publish(published("web-1", 1, &base));
+        hub.publish(published("db-1", 1, &base));
+        hub.publish(published("web-1", 2, &base));
+        web.changed().await.unwrap();
+        assert_eq!(web.borrow_and_update().as_ref().unwrap().snapshot.seq, 2, "only the newest is kept");
+        let order: Vec<(String, u64)> = (0..3)
+            .map(|_| {
+                let p = all.try_recv().unwrap();
+                (p.snapshot.host.hostname.clone(), p.snapshot.seq)
+            })
+            .collect();
+        assert_eq!(order, [("web-1".into(), 1), ("db-1".into(), 1), ("web-1".into(), 2)]);
+        assert_eq!(hub.latest("db-1").unwrap().snapshot.seq, 1);
+        assert!(hub.latest("nope").is_none());
+        assert_eq!(hub.last_seen().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_slow_reader_skips_ahead_instead_of_blocking() {
+        let base = Sampler::new(SamplerOptions::default()).sample();
+        let hub = Hub::new();
+        let mut slow = hub.subscribe_all();
+        for seq in 0..(ALL_HOSTS_BACKLOG as u64 + 10) {
+            hub.publish(published("h", seq, &base));
+        }
+        assert!(matches!(slow.try_recv(), Err(broadcast::error::TryRecvError::Lagged(10))));
+        assert_eq!(slow.try_recv().unwrap().snapshot.seq, 10);
+    }
+}

@@ -1,0 +1,262 @@
+//! The collector's API types: what REST and WebSocket clients receive besides snapshots.
+//!
+//! Like the snapshot, these are the only definitions: the collector serialises them and
+//! the dashboard's TypeScript is generated from them. Field names that the original API
+//! documents fixed (`snapshot_id`, `hostname`, `timestamp`) keep their names.
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use ts_rs::TS;
+
+use super::{HostInfo, ProcessAction};
+
+/// What a user may do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, TS)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Read everything.
+    Viewer,
+    /// Read, and act on processes.
+    Operator,
+    /// Everything, including users and API keys.
+    Admin,
+}
+
+impl Role {
+    /// The lower-case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Operator => "operator",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// Whether this role may act on processes.
+    pub fn may_act(self) -> bool {
+        self >= Self::Operator
+    }
+}
+
+impl std::str::FromStr for Role {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "viewer" => Ok(Self::Viewer),
+            "operator" => Ok(Self::Operator),
+            "admin" => Ok(Self::Admin),
+            _ => Err(format!("unknown role `{s}`: expected viewer, operator or admin")),
+        }
+    }
+}
+
+/// `POST /api/auth/login` answer.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct LoginResponse {
+    /// Bearer token for `Authorization: Bearer ...` (and `?token=` on WebSockets).
+    pub token: String,
+    /// When the token stops working.
+    pub expires_at: DateTime<Utc>,
+    /// The user's role.
+    pub role: Role,
+    /// The user's name.
+    pub username: String,
+}
+
+/// One monitored machine, as `GET /api/hosts/` lists it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct HostSummary {
+    /// The collector's id for the host (usable wherever a `server_id` is).
+    #[ts(type = "number")]
+    pub id: i64,
+    /// Host name, unique per collector.
+    pub hostname: String,
+    /// Facts from its newest snapshot; `null` for hosts that uploaded the short
+    /// (seed-style) format only.
+    pub info: Option<HostInfo>,
+    /// First upload.
+    pub first_seen: DateTime<Utc>,
+    /// Newest upload.
+    pub last_seen: DateTime<Utc>,
+    /// Reporting now: an agent is connected, or it uploaded within the last three
+    /// intervals.
+    pub online: bool,
+    /// The collector's own machine.
+    pub local: bool,
+    /// Stored full snapshots.
+    #[ts(type = "number")]
+    pub snapshot_count: i64,
+}
+
+/// One stored snapshot in a list (`GET /api/process-snapshots/list/`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct SnapshotSummary {
+    /// Id for `GET /api/process-snapshots/{id}/`.
+    #[ts(type = "number")]
+    pub snapshot_id: i64,
+    /// Host name.
+    pub hostname: String,
+    /// When it was taken.
+    pub timestamp: DateTime<Utc>,
+    /// The sampler's sequence number.
+    #[ts(type = "number")]
+    pub seq: i64,
+    /// CPU in total.
+    pub cpu_percent: f32,
+    /// Memory in use.
+    #[ts(type = "number")]
+    pub memory_used_bytes: i64,
+    /// Physical memory.
+    #[ts(type = "number")]
+    pub memory_total_bytes: i64,
+    /// Processes.
+    pub process_count: u32,
+    /// Sockets.
+    pub connection_count: u32,
+}
+
+/// Granularity of a series.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(rename_all = "lowercase")]
+pub enum Tier {
+    /// Every stored snapshot.
+    Raw,
+    /// One point per minute.
+    Minute,
+    /// One point per hour.
+    Hour,
+}
+
+/// A time series of one host (`GET /api/process-snapshots/series/`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct Series {
+    /// Host name.
+    pub hostname: String,
+    /// Granularity the collector chose for the requested range.
+    pub tier: Tier,
+    /// Points, oldest first.
+    pub points: Vec<SeriesPoint>,
+}
+
+/// One point of a series: a snapshot (raw tier) or the average and peak of a bucket.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct SeriesPoint {
+    /// Snapshot time, or the bucket's start.
+    pub timestamp: DateTime<Utc>,
+    /// Snapshots behind this point.
+    pub samples: u32,
+    /// Average CPU in total.
+    pub cpu_percent: f32,
+    /// Peak CPU in total.
+    pub cpu_max_percent: f32,
+    /// Average memory in use.
+    #[ts(type = "number")]
+    pub memory_used_bytes: i64,
+    /// Peak memory in use.
+    #[ts(type = "number")]
+    pub memory_max_bytes: i64,
+    /// Average process count.
+    pub process_count: f32,
+    /// Peak process count.
+    pub process_max: u32,
+    /// Average send rate.
+    pub sent_bytes_per_sec: f64,
+    /// Average receive rate.
+    pub received_bytes_per_sec: f64,
+    /// Peak send rate.
+    pub sent_max_bytes_per_sec: f64,
+    /// Peak receive rate.
+    pub received_max_bytes_per_sec: f64,
+}
+
+/// A process that stood out in a time range (`GET /api/hosts/{id}/top-processes`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct TopProcess {
+    /// Process name.
+    pub name: String,
+    /// Its pid when it peaked.
+    pub pid: u32,
+    /// Its command line when it peaked.
+    pub cmd: String,
+    /// Peak CPU (share of one core).
+    pub cpu_max_percent: f32,
+    /// Peak resident memory.
+    #[ts(type = "number")]
+    pub rss_max_bytes: i64,
+    /// When the CPU peak was seen.
+    pub cpu_peak_at: DateTime<Utc>,
+    /// When the memory peak was seen.
+    pub rss_peak_at: DateTime<Utc>,
+}
+
+/// One process action attempt, whatever its result (`GET /api/audit`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct AuditEntry {
+    /// Entry id.
+    #[ts(type = "number")]
+    pub id: i64,
+    /// When.
+    pub at: DateTime<Utc>,
+    /// Who (user name).
+    pub actor: String,
+    /// On which host (host name).
+    pub hostname: String,
+    /// Target pid.
+    pub pid: u32,
+    /// Target's name, when known.
+    pub process_name: Option<String>,
+    /// What was attempted.
+    pub action: ProcessAction,
+    /// Whether a whole subtree was targeted.
+    pub tree: bool,
+    /// `"success"`, or the error code (`"permission_denied"`, ...).
+    pub result: String,
+    /// What happened, in words.
+    pub message: String,
+}
+
+/// A user account as admins see it (`procyon user list`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct UserSummary {
+    /// User id.
+    #[ts(type = "number")]
+    pub id: i64,
+    /// Login name.
+    pub username: String,
+    /// Role.
+    pub role: Role,
+    /// When the account was made.
+    pub created_at: DateTime<Utc>,
+}
+
+/// An agent API key as admins see it; the key itself is shown only once, at creation.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct ApiKeySummary {
+    /// Key id.
+    #[ts(type = "number")]
+    pub id: i64,
+    /// Label given at creation.
+    pub name: String,
+    /// First characters of the key, to tell keys apart.
+    pub prefix: String,
+    /// The only host name this key may upload for, if bound.
+    pub hostname: Option<String>,
+    /// When it was made.
+    pub created_at: DateTime<Utc>,
+    /// When it was last used.
+    pub last_used_at: Option<DateTime<Utc>>,
+    /// When it was revoked; a revoked key is refused.
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// The error body of every failed REST call.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct ErrorBody {
+    /// Machine-readable kind (`"bad_request"`, `"not_found"`, `"pid_reused"`, ...).
+    pub error: String,
+    /// What went wrong and, where it helps, what to do.
+    pub message: String,
+    /// The offending field, for validation errors.
+    pub field: Option<String>,
+}

@@ -1,0 +1,317 @@
+//! The collector's HTTP side: thin axum adapters over the store, the hub and control.
+//!
+//! [`app`] builds the whole router from an [`AppState`], so tests drive it without a
+//! socket; [`serve`] binds it, runs the background tasks (local sampling, rollups) and
+//! shuts down gracefully on SIGINT or SIGTERM, closing the store last so nothing
+//! accepted is lost.
+//!
+//! - `rest.rs`: every REST endpoint (both original APIs and ours);
+//! - `ws.rs`: the live WebSockets, fed by the hub;
+//! - `auth.rs`: users, tokens, API keys; `error.rs`: the one error shape;
+//! - `upload.rs`: reading and checking uploads; `views.rs`: the original APIs' shapes;
+//! - `openapi.rs`: the OpenAPI document.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use axum::Router;
+use axum::http::{HeaderValue, header};
+use chrono::Utc;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::set_header::SetResponseHeaderLayer;
+use tower_http::trace::TraceLayer;
+
+use crate::hub::{Hub, Published};
+use crate::model::Snapshot;
+use crate::model::api::{HostSummary, Role};
+use crate::sample::{Sampler, SamplerOptions};
+use crate::store::{Inserted, Retention, Store};
+
+pub mod auth;
+pub mod error;
+pub mod openapi;
+pub mod rest;
+pub mod upload;
+pub mod views;
+pub mod ws;
+
+use error::ApiError;
+
+/// How the collector runs.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Local sampling interval; also the live stream's pace.
+    pub interval: Duration,
+    /// The collector's own host name when it samples its own machine.
+    pub local_hostname: Option<String>,
+    /// How long each history tier is kept.
+    pub retention: Retention,
+    /// How long a sign-in token lives.
+    pub token_ttl: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Settings {
+            interval: Duration::from_secs(2),
+            local_hostname: None,
+            retention: Retention::default(),
+            token_ttl: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// Everything a handler may need. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    /// History, accounts, audit.
+    pub store: Store,
+    /// Live fan-out.
+    pub hub: Hub,
+    /// Tokens and sign-in throttling.
+    pub auth: Arc<auth::Auth>,
+    /// Configuration.
+    pub settings: Arc<Settings>,
+    key_touches: Arc<Mutex<std::collections::HashMap<i64, Instant>>>,
+    shutdown: Arc<tokio::sync::watch::Sender<bool>>,
+}
+
+impl AppState {
+    /// State over an opened store.
+    pub fn new(store: Store, hub: Hub, auth: auth::Auth, settings: Settings) -> AppState {
+        AppState {
+            store,
+            hub,
+            auth: Arc::new(auth),
+            settings: Arc::new(settings),
+            key_touches: Arc::default(),
+            shutdown: Arc::new(tokio::sync::watch::channel(false).0),
+        }
+    }
+
+    /// Changes when the collector starts shutting down; long-lived handlers (WebSockets)
+    /// end then, so that graceful shutdown does not wait on them forever.
+    pub fn shutdown_signal(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Tells long-lived handlers to finish.
+    pub fn begin_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// Stores a snapshot and, unless it was a duplicate, publishes it live.
+    pub async fn ingest(&self, snapshot: Snapshot) -> Result<Inserted, ApiError> {
+        let received_at = Utc::now();
+        let inserted = self.store.insert_snapshot(&snapshot, received_at).await?;
+        if !inserted.duplicate {
+            self.hub.publish(Published {
+                snapshot_id: inserted.id,
+                host_id: inserted.host_id,
+                received_at,
+                snapshot: Arc::new(snapshot),
+            });
+        }
+        Ok(inserted)
+    }
+
+    /// Notes that an API key was used, at most once a minute per key.
+    pub fn touch_key(&self, key: &crate::model::api::ApiKeySummary) {
+        let mut touches = self.key_touches.lock().unwrap_or_else(|p| p.into_inner());
+        if touches.get(&key.id).is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+            return;
+        }
+        touches.insert(key.id, Instant::now());
+        let store = self.store.clone();
+        let id = key.id;
+        tokio::spawn(async move {
+            if let Err(e) = store.touch_api_key(id, Utc::now()).await {
+                tracing::warn!("cannot note API key use: {e}");
+            }
+        });
+    }
+
+    /// Finds a host by `server_id`: its id, its host name, or `local`.
+    pub async fn resolve_host(&self, server_id: &str) -> Result<HostSummary, ApiError> {
+        let key = if server_id == "local" {
+            self.settings.local_hostname.as_deref().ok_or_else(|| {
+                ApiError::NotFound("This collector does not sample its own machine (it runs with --no-local).".into())
+            })?
+        } else {
+            server_id
+        };
+        let mut host = self
+            .store
+            .host(key)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("No host `{server_id}` has reported to this collector.")))?;
+        self.decorate(&mut host);
+        Ok(host)
+    }
+
+    /// Fills in what only the running server knows: online and local.
+    pub fn decorate(&self, host: &mut HostSummary) {
+        host.local = self.settings.local_hostname.as_deref() == Some(host.hostname.as_str());
+        let window = chrono::Duration::from_std(self.settings.interval * 3)
+            .unwrap_or_default()
+            .max(chrono::Duration::seconds(30));
+        host.online = self.hub.last_seen().get(&host.hostname).is_some_and(|seen| Utc::now() - *seen < window);
+        if host.info.as_ref().is_some_and(|i| i.os.is_empty()) {
+            // Uploads in the short format carry no host facts.
+            host.info = None;
+        }
+    }
+}
+
+/// The whole router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .merge(rest::router())
+        .merge(ws::router())
+        .fallback(error::not_found)
+        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
+            // The path only: query strings can hold tokens, which never reach logs.
+            tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+        }))
+        .layer(CatchPanicLayer::custom(|_| {
+            use axum::response::IntoResponse;
+            ApiError::Internal("a handler panicked".into()).into_response()
+        }))
+        .layer(SetResponseHeaderLayer::overriding(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")))
+        .layer(SetResponseHeaderLayer::overriding(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer")))
+        .with_state(state)
+}
+
+/// What `procyon serve` is told.
+#[derive(Clone, Debug)]
+pub struct ServeOptions {
+    /// Address to listen on.
+    pub bind: SocketAddr,
+    /// Data directory (database, token signing key).
+    pub data: PathBuf,
+    /// Sample this machine too.
+    pub local: bool,
+    /// Everything else.
+    pub settings: Settings,
+}
+
+/// Opens the store in `data`, creating the directory (owner-only) if needed.
+pub async fn open_store(data: &std::path::Path) -> anyhow::Result<Store> {
+    std::fs::create_dir_all(data).with_context(|| format!("cannot create the data directory {}", data.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700));
+    }
+    Store::open(&data.join("procyon.db"))
+        .await
+        .with_context(|| format!("cannot open the database in {}", data.display()))
+}
+
+/// Makes a first admin account when there are no users, and says how to sign in.
+pub async fn ensure_admin(store: &Store) -> anyhow::Result<Option<String>> {
+    if store.user_count().await? > 0 {
+        return Ok(None);
+    }
+    let password = auth::random_token(12).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let hash = auth::hash_password(&password).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    store.create_user("admin", &hash, Role::Admin).await?;
+    Ok(Some(password))
+}
+
+/// Runs the collector until SIGINT or SIGTERM.
+pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    let store = open_store(&options.data).await?;
+    if let Some(password) = ensure_admin(&store).await? {
+        // Printed once, to the operator's terminal; never logged.
+        println!(
+            "No users yet: created `admin` with password {password}\n\
+             Sign in with it, then change it: procyon user passwd admin --data {}",
+            options.data.display()
+        );
+    }
+    let auth = auth::Auth::from_data_dir(&options.data, options.settings.token_ttl)?;
+    let mut settings = options.settings.clone();
+    let hub = Hub::new();
+    let mut sampler = options.local.then(|| Sampler::new(SamplerOptions::default()));
+    if let Some(s) = &mut sampler {
+        let hostname = s.host().hostname.clone();
+        // Continue the sequence after a restart: (host, seq) is what makes a stored
+        // snapshot unique.
+        s.set_seq(store.next_seq(&hostname).await?.saturating_sub(1));
+        settings.local_hostname = Some(hostname);
+    }
+    let state = AppState::new(store.clone(), hub, auth, settings.clone());
+
+    let mut tasks = tokio::task::JoinSet::new();
+    if let Some(sampler) = sampler {
+        let mut live = crate::sample::spawn(sampler, settings.interval);
+        let state = state.clone();
+        tasks.spawn(async move {
+            while live.changed().await.is_ok() {
+                let Some(snapshot) = live.borrow_and_update().clone() else { continue };
+                if let Err(e) = state.ingest((*snapshot).clone()).await {
+                    tracing::warn!("cannot store the local snapshot: {e:?}");
+                }
+            }
+        });
+    }
+    {
+        let store = store.clone();
+        let retention = settings.retention;
+        tasks.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(60));
+            loop {
+                tick.tick().await;
+                match store.maintain(Utc::now(), &retention).await {
+                    Ok(m) => tracing::debug!(?m, "maintenance"),
+                    Err(e) => tracing::warn!("maintenance failed: {e}"),
+                }
+            }
+        });
+    }
+
+    let listener = tokio::net::TcpListener::bind(options.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", options.bind))?;
+    let local = listener.local_addr()?;
+    tracing::info!(address = %local, data = %options.data.display(), "collector listening");
+    println!("Procyon collector on http://{local}/ (data in {})", options.data.display());
+    let stopping = state.clone();
+    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            stopping.begin_shutdown();
+        })
+        .await
+        .context("server error")?;
+    tasks.shutdown().await;
+    store.close().await;
+    tracing::info!("collector stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+    tracing::info!("shutting down");
+}

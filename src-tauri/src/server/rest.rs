@@ -1,0 +1,667 @@
+//! Every REST endpoint, each a thin adapter: check who asks, read the request, call the
+//! store, the hub or control, shape the answer.
+//!
+//! Paths of the original documents are kept exactly (trailing slashes included), and
+//! also answer without the trailing slash.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::auth::{self, AgentKey, CurrentUser};
+use super::error::ApiError;
+use super::{AppState, upload, views};
+use crate::control::{self, Target};
+use crate::model::api::{ApiKeySummary, AuditEntry, HostSummary, Role, SnapshotSummary, UserSummary};
+use crate::model::{ActionErrorCode, ProcessAction, Snapshot};
+use crate::store::{NewAuditEntry, Page, StoredSnapshot};
+
+/// JSON body with errors in our shape.
+#[derive(FromRequest)]
+#[from_request(via(axum::Json), rejection(ApiError))]
+pub struct ApiJson<T>(pub T);
+
+/// Query string with errors in our shape.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+/// Path parameters with errors in our shape.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// Routes a path with and without its trailing slash.
+fn both(router: Router<AppState>, path: &str, route: axum::routing::MethodRouter<AppState>) -> Router<AppState> {
+    let other = match path.strip_suffix('/') {
+        Some(bare) => bare.to_owned(),
+        None => format!("{path}/"),
+    };
+    router.route(path, route.clone()).route(&other, route)
+}
+
+/// The REST routes.
+pub fn router() -> Router<AppState> {
+    let mut r = Router::new();
+    r = both(r, "/api/auth/login", post(login));
+    r = both(r, "/api/auth/me", get(me));
+    r = both(r, "/api/health", get(health));
+    r = both(r, "/api/openapi.json", get(super::openapi::document));
+    r = both(r, "/api/process-snapshots/", post(upload_snapshot));
+    r = both(r, "/api/hosts/", get(hosts));
+    r = both(r, "/api/hosts/{server_id}/top-processes", get(top_processes));
+    r = both(r, "/api/hosts/{server_id}/export", get(export_range));
+    r = both(r, "/api/process-snapshots/latest/", get(latest));
+    r = both(r, "/api/process-snapshots/list/", get(list));
+    r = both(r, "/api/process-snapshots/series/", get(series));
+    r = both(r, "/api/process-snapshots/{id}/", get(snapshot_detail));
+    r = both(r, "/api/process-snapshots/{id}/export", get(export_snapshot));
+    r = both(r, "/api/monitoring/{server_id}/snapshot", get(monitoring_snapshot));
+    r = both(r, "/api/monitoring/{server_id}/process/{pid}/{action}", post(process_action));
+    r = both(r, "/api/audit", get(audit));
+    r = both(r, "/api/users", get(users).post(create_user));
+    r = both(r, "/api/users/{username}", delete(remove_user));
+    r = both(r, "/api/keys", get(keys).post(create_key));
+    r = both(r, "/api/keys/{key}", delete(revoke_key));
+    r
+}
+
+// ---------------------------------------------------------------------------------------
+// Sign-in
+
+#[derive(Deserialize)]
+struct Login {
+    username: String,
+    password: String,
+}
+
+async fn login(State(state): State<AppState>, ApiJson(body): ApiJson<Login>) -> Result<Response, ApiError> {
+    state.auth.check_not_locked(&body.username)?;
+    let user = state.store.user_by_name(&body.username).await?;
+    // Verify against a dummy hash when the user does not exist, so that timing does not
+    // tell which user names exist.
+    const DUMMY: &str =
+        "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2TqOIcSy6u4tvdOoFjIe1xgMAp2QTVbnImhdrGEJdGE";
+    let ok = match &user {
+        Some(u) => auth::verify_password(&body.password, &u.password_hash),
+        None => {
+            let _ = auth::verify_password(&body.password, DUMMY);
+            false
+        }
+    };
+    match user {
+        Some(u) if ok => {
+            state.auth.record_success(&body.username);
+            Ok(Json(state.auth.issue(&u.summary.username, u.summary.role)?).into_response())
+        }
+        _ => {
+            state.auth.record_failure(&body.username).await;
+            Err(ApiError::Unauthorized("Wrong user name or password.".into()))
+        }
+    }
+}
+
+async fn me(user: CurrentUser) -> Json<Value> {
+    Json(json!({ "username": user.username, "role": user.role }))
+}
+
+async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+    // Answers without credentials, so it says nothing about what is monitored.
+    state.store.count(None).await?;
+    Ok(Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") })))
+}
+
+// ---------------------------------------------------------------------------------------
+// Uploads and reads of the process-snapshots API
+
+async fn upload_snapshot(
+    State(state): State<AppState>,
+    agent: AgentKey,
+    headers: HeaderMap,
+    body: axum::body::Body,
+) -> Result<Response, ApiError> {
+    let too_large = || ApiError::TooLarge(format!("Uploads are limited to {} MiB.", upload::MAX_BODY_BYTES >> 20));
+    // Refuse by the declared length before reading anything.
+    let declared = headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|len| len > upload::MAX_BODY_BYTES as u64) {
+        return Err(too_large());
+    }
+    let body = axum::body::to_bytes(body, upload::MAX_BODY_BYTES).await.map_err(|_| too_large())?;
+    let snapshot = upload::parse(&body)?;
+    agent.check_host(&snapshot.host.hostname)?;
+    let inserted = state.ingest(snapshot).await?;
+    let body = json!({
+        "message": "Snapshot uploaded successfully.",
+        "snapshot_id": inserted.id,
+        "duplicate": inserted.duplicate,
+    });
+    let status = if inserted.duplicate { StatusCode::OK } else { StatusCode::CREATED };
+    Ok((status, Json(body)).into_response())
+}
+
+async fn hosts(State(state): State<AppState>, _user: CurrentUser) -> Result<Json<Vec<HostSummary>>, ApiError> {
+    let mut hosts = state.store.hosts().await?;
+    for h in &mut hosts {
+        state.decorate(h);
+    }
+    Ok(Json(hosts))
+}
+
+#[derive(Deserialize)]
+struct HostQuery {
+    hostname: Option<String>,
+    #[serde(default)]
+    tree: bool,
+}
+
+async fn latest(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+    ApiQuery(q): ApiQuery<HostQuery>,
+) -> Result<Json<Value>, ApiError> {
+    if let Some(hostname) = q.hostname {
+        let host = state.resolve_host(&hostname).await?;
+        let stored = state
+            .store
+            .latest(host.id)
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("Host `{hostname}` has no stored snapshot.")))?;
+        return Ok(Json(views::stored(stored.id, &stored.snapshot, q.tree)));
+    }
+    let all = state.store.latest_per_host().await?;
+    Ok(Json(Value::Array(all.iter().map(|s| views::stored(s.id, &s.snapshot, q.tree)).collect())))
+}
+
+#[derive(Deserialize)]
+struct ListQuery {
+    hostname: Option<String>,
+    limit: Option<u32>,
+    offset: Option<u32>,
+}
+
+async fn list(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Response, ApiError> {
+    let host_id = match &q.hostname {
+        Some(h) => Some(state.resolve_host(h).await?.id),
+        None => None,
+    };
+    let page = Page { limit: q.limit.unwrap_or(100).clamp(1, 1000), offset: q.offset.unwrap_or(0) };
+    let rows: Vec<SnapshotSummary> = state.store.list(host_id, page).await?;
+    let total = state.store.count(host_id).await?;
+    let mut response = Json(rows).into_response();
+    if let Ok(v) = HeaderValue::from_str(&total.to_string()) {
+        response.headers_mut().insert("x-total-count", v);
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize)]
+struct SeriesQuery {
+    hostname: Option<String>,
+    limit: Option<u32>,
+    /// The original document's spelling of `limit`.
+    limt: Option<u32>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+}
+
+async fn series(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+    ApiQuery(q): ApiQuery<SeriesQuery>,
+) -> Result<Json<crate::model::api::Series>, ApiError> {
+    let hostname = q.hostname.ok_or_else(|| ApiError::invalid("hostname", "hostname is required."))?;
+    if let (Some(from), Some(to)) = (q.from, q.to)
+        && from > to
+    {
+        return Err(ApiError::invalid("from", "from must be before to."));
+    }
+    let host = state.resolve_host(&hostname).await?;
+    let limit = q.limit.or(q.limt).map(|l| l.clamp(1, 10_000));
+    let series = state.store.series(host.id, q.from, q.to, limit, Utc::now(), &state.settings.retention).await?;
+    Ok(Json(series))
+}
+
+async fn find_snapshot(state: &AppState, id: &str) -> Result<StoredSnapshot, ApiError> {
+    let id: i64 = id.parse().map_err(|_| ApiError::NotFound(format!("No snapshot `{id}`: ids are numbers.")))?;
+    state.store.snapshot(id).await?.ok_or_else(|| ApiError::NotFound(format!("No snapshot {id}.")))
+}
+
+#[derive(Deserialize)]
+struct TreeQuery {
+    #[serde(default)]
+    tree: bool,
+}
+
+async fn snapshot_detail(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<TreeQuery>,
+) -> Result<Json<Value>, ApiError> {
+    let stored = find_snapshot(&state, &id).await?;
+    Ok(Json(views::stored(stored.id, &stored.snapshot, q.tree)))
+}
+
+// ---------------------------------------------------------------------------------------
+// History extras: top processes and export
+
+#[derive(Deserialize)]
+struct RangeQuery {
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+    n: Option<u32>,
+    format: Option<String>,
+    limit: Option<u32>,
+}
+
+impl RangeQuery {
+    /// The range, defaulting to the last hour.
+    fn range(&self) -> Result<(DateTime<Utc>, DateTime<Utc>), ApiError> {
+        let to = self.to.unwrap_or_else(Utc::now);
+        let from = self.from.unwrap_or(to - chrono::Duration::hours(1));
+        if from > to {
+            return Err(ApiError::invalid("from", "from must be before to."));
+        }
+        Ok((from, to))
+    }
+}
+
+async fn top_processes(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+    ApiPath(server_id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<RangeQuery>,
+) -> Result<Json<Vec<crate::model::api::TopProcess>>, ApiError> {
+    let host = state.resolve_host(&server_id).await?;
+    let (from, to) = q.range()?;
+    Ok(Json(state.store.top_processes(host.id, from, to, q.n.unwrap_or(10).clamp(1, 100)).await?))
+}
+
+enum Format {
+    Csv,
+    Json,
+}
+
+fn format_of(q: Option<&str>) -> Result<Format, ApiError> {
+    match q.unwrap_or("json") {
+        "csv" => Ok(Format::Csv),
+        "json" => Ok(Format::Json),
+        other => Err(ApiError::invalid("format", format!("Unknown format `{other}`: use csv or json."))),
+    }
+}
+
+/// One CSV field: quoted when needed; a leading `=`, `+`, `-` or `@` is escaped so a
+/// spreadsheet never runs a process name as a formula.
+fn csv_field(value: &str) -> String {
+    let mut v = value.to_owned();
+    if v.starts_with(['=', '+', '-', '@']) {
+        v.insert(0, '\'');
+    }
+    if v.contains([',', '"', '\n', '\r']) { format!("\"{}\"", v.replace('"', "\"\"")) } else { v }
+}
+
+fn attachment(body: String, content_type: &'static str, filename: &str) -> Response {
+    let mut headers = HeaderMap::new();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        headers.insert(header::CONTENT_DISPOSITION, v);
+    }
+    (headers, body).into_response()
+}
+
+/// The processes of a snapshot as CSV, one row each.
+pub fn processes_csv(snapshot: &Snapshot) -> String {
+    let mut out = String::from(
+        "pid,ppid,name,user,status,cpu_percent,memory_percent,rss_bytes,virtual_bytes,threads,start_time,disk_read_bytes,disk_write_bytes,cmd\n",
+    );
+    for p in &snapshot.processes {
+        let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+        let status =
+            serde_json::to_value(p.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        out.push_str(&format!(
+            "{},{},{},{},{},{:.2},{:.2},{},{},{},{},{},{},{}\n",
+            p.pid,
+            p.ppid.map(|v| v.to_string()).unwrap_or_default(),
+            csv_field(&p.name),
+            csv_field(p.user.as_deref().unwrap_or("")),
+            status,
+            p.cpu_percent,
+            p.memory_percent,
+            p.rss_bytes,
+            p.virtual_bytes,
+            p.threads.map(|v| v.to_string()).unwrap_or_default(),
+            p.start_time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            opt(p.disk_read_bytes),
+            opt(p.disk_write_bytes),
+            csv_field(&p.cmd),
+        ));
+    }
+    out
+}
+
+async fn export_snapshot(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+    ApiPath(id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<RangeQuery>,
+) -> Result<Response, ApiError> {
+    let format = format_of(q.format.as_deref())?;
+    let stored = find_snapshot(&state, &id).await?;
+    let name = format!("{}-snapshot-{}", stored.snapshot.host.hostname, stored.id);
+    Ok(match format {
+        Format::Csv => attachment(processes_csv(&stored.snapshot), "text/csv; charset=utf-8", &format!("{name}.csv")),
+        Format::Json => attachment(
+            serde_json::to_string(&views::stored(stored.id, &stored.snapshot, false)).unwrap_or_default(),
+            "application/json",
+            &format!("{name}.json"),
+        ),
+    })
+}
+
+async fn export_range(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+    ApiPath(server_id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<RangeQuery>,
+) -> Result<Response, ApiError> {
+    let format = format_of(q.format.as_deref())?;
+    let host = state.resolve_host(&server_id).await?;
+    let (from, to) = q.range()?;
+    let name = format!("{}-{}-{}", host.hostname, from.format("%Y%m%dT%H%M%S"), to.format("%Y%m%dT%H%M%S"));
+    Ok(match format {
+        Format::Csv => {
+            // One row per stored snapshot: the figures a chart would show.
+            let series = state
+                .store
+                .series(host.id, Some(from), Some(to), Some(10_000), Utc::now(), &state.settings.retention)
+                .await?;
+            let mut out = String::from(
+                "timestamp,tier,samples,cpu_percent,cpu_max_percent,memory_used_bytes,memory_max_bytes,process_count,sent_bytes_per_sec,received_bytes_per_sec\n",
+            );
+            let tier =
+                serde_json::to_value(series.tier).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            for p in series.points {
+                out.push_str(&format!(
+                    "{},{},{},{:.2},{:.2},{},{},{:.1},{:.1},{:.1}\n",
+                    p.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                    tier,
+                    p.samples,
+                    p.cpu_percent,
+                    p.cpu_max_percent,
+                    p.memory_used_bytes,
+                    p.memory_max_bytes,
+                    p.process_count,
+                    p.sent_bytes_per_sec,
+                    p.received_bytes_per_sec
+                ));
+            }
+            attachment(out, "text/csv; charset=utf-8", &format!("{name}.csv"))
+        }
+        Format::Json => {
+            let limit = q.limit.unwrap_or(500).clamp(1, 2000);
+            let snapshots = state.store.range(host.id, from, to, limit).await?;
+            let body: Vec<Value> = snapshots.iter().map(|s| views::stored(s.id, &s.snapshot, false)).collect();
+            attachment(serde_json::to_string(&body).unwrap_or_default(), "application/json", &format!("{name}.json"))
+        }
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// The monitoring API
+
+async fn monitoring_snapshot(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+    ApiPath(server_id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    let host = state.resolve_host(&server_id).await?;
+    if let Some(p) = state.hub.latest(&host.hostname) {
+        return Ok(Json(views::monitoring(p.snapshot_id, p.received_at, &p.snapshot)));
+    }
+    let stored = state
+        .store
+        .latest(host.id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("Host `{server_id}` has no stored snapshot.")))?;
+    Ok(Json(views::monitoring(stored.id, stored.received_at, &stored.snapshot)))
+}
+
+#[derive(Deserialize, Default)]
+struct ActionOptions {
+    /// The start time the caller saw for this pid; refused if it changed.
+    start_time: Option<DateTime<Utc>>,
+    /// Act on the whole subtree, children first.
+    #[serde(default)]
+    tree: bool,
+}
+
+async fn process_action(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath((server_id, pid, action)): ApiPath<(String, String, String)>,
+    ApiQuery(query): ApiQuery<ActionOptions>,
+    body: Bytes,
+) -> Result<Json<Value>, ApiError> {
+    let action: ProcessAction = action.parse().map_err(ApiError::NotFound)?;
+    let pid: u32 = pid.parse().map_err(|_| ApiError::NotFound(format!("`{pid}` is not a process id.")))?;
+    if let Err(refusal) = user.require_operator() {
+        // A refused attempt is still an attempt: it goes in the log too.
+        let entry = NewAuditEntry {
+            actor: user.username.clone(),
+            hostname: server_id.clone(),
+            pid,
+            process_name: None,
+            action,
+            tree: false,
+            result: "forbidden".into(),
+            message: refusal.parts().1.message,
+        };
+        if let Err(e) = state.store.audit(entry).await {
+            tracing::error!("cannot write the audit log: {e}");
+        }
+        return Err(refusal);
+    }
+    // Options come as query parameters or, for clients that prefer it, a JSON body.
+    let options = if body.iter().all(u8::is_ascii_whitespace) {
+        query
+    } else {
+        serde_json::from_slice::<ActionOptions>(&body)
+            .map_err(|e| ApiError::Invalid { field: None, message: format!("Action options: {e}") })?
+    };
+    let host = state.resolve_host(&server_id).await?;
+    let target = Target { pid, start_time: options.start_time };
+
+    // The name for the audit log, from the newest snapshot of that host.
+    let process_name = state
+        .hub
+        .latest(&host.hostname)
+        .and_then(|p| p.snapshot.processes.iter().find(|q| q.pid == pid).map(|q| q.name.clone()));
+    let result = if host.local {
+        let act = if options.tree { control::act_tree } else { control::act };
+        tokio::task::spawn_blocking(move || act(target, action))
+            .await
+            .map_err(|e| ApiError::Internal(format!("action task: {e}")))?
+            .map(|outcome| (outcome.process.name, outcome.signalled.len()))
+    } else {
+        Err(crate::model::ActionError {
+            code: ActionErrorCode::Unsupported,
+            message: format!(
+                "Host `{}` is not connected to this collector through an agent channel, so its processes cannot be \
+                 reached from here. Run `procyon-agent --allow-control` on it.",
+                host.hostname
+            ),
+        })
+    };
+    let (result_code, message) = match &result {
+        Ok((_, _)) => ("success".to_owned(), format!("Process {pid} {}", action.past_tense())),
+        Err(e) => (
+            serde_json::to_value(e.code).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
+            e.message.clone(),
+        ),
+    };
+    let audited = state
+        .store
+        .audit(NewAuditEntry {
+            actor: user.username.clone(),
+            hostname: host.hostname.clone(),
+            pid,
+            process_name: result.as_ref().ok().map(|(n, _)| n.clone()).or(process_name),
+            action,
+            tree: options.tree,
+            result: result_code,
+            message: message.clone(),
+        })
+        .await;
+    if let Err(e) = audited {
+        // The action happened (or not) either way; losing its record must be loud.
+        tracing::error!("cannot write the audit log: {e}");
+    }
+    match result {
+        Ok((_, count)) => Ok(Json(json!({
+            "status": "success",
+            "message": message,
+            "signalled": count,
+        }))),
+        Err(e) if e.code == ActionErrorCode::Unsupported && !host.local => Err(ApiError::Unavailable(e.message)),
+        Err(e) => Err(ApiError::Action(e)),
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Audit log, users and keys
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    host: Option<String>,
+    limit: Option<u32>,
+    offset: Option<u32>,
+}
+
+async fn audit(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+    ApiQuery(q): ApiQuery<AuditQuery>,
+) -> Result<Json<Vec<AuditEntry>>, ApiError> {
+    let page = Page { limit: q.limit.unwrap_or(100).clamp(1, 1000), offset: q.offset.unwrap_or(0) };
+    Ok(Json(state.store.audit_log(q.host.as_deref(), page).await?))
+}
+
+async fn users(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Vec<UserSummary>>, ApiError> {
+    user.require_admin()?;
+    Ok(Json(state.store.users().await?))
+}
+
+#[derive(Deserialize)]
+struct NewUser {
+    username: String,
+    password: String,
+    role: Role,
+}
+
+/// Checks a new user name and password.
+pub fn check_credentials(username: &str, password: &str) -> Result<(), ApiError> {
+    if username.is_empty()
+        || username.len() > 64
+        || !username.chars().all(|c| c.is_ascii_alphanumeric() || "._-@".contains(c))
+    {
+        return Err(ApiError::invalid(
+            "username",
+            "A user name is 1 to 64 letters, digits, dots, dashes, underscores or @.",
+        ));
+    }
+    if password.chars().count() < 8 || password.len() > 1024 {
+        return Err(ApiError::invalid("password", "A password has at least 8 characters."));
+    }
+    Ok(())
+}
+
+async fn create_user(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiJson(body): ApiJson<NewUser>,
+) -> Result<(StatusCode, Json<UserSummary>), ApiError> {
+    user.require_admin()?;
+    check_credentials(&body.username, &body.password)?;
+    let hash = auth::hash_password(&body.password)?;
+    Ok((StatusCode::CREATED, Json(state.store.create_user(&body.username, &hash, body.role).await?)))
+}
+
+async fn remove_user(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(username): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    user.require_admin()?;
+    if username == user.username {
+        return Err(ApiError::Forbidden("You cannot remove yourself; ask another admin.".into()));
+    }
+    state.store.remove_user(&username).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn keys(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Vec<ApiKeySummary>>, ApiError> {
+    user.require_admin()?;
+    Ok(Json(state.store.api_keys().await?))
+}
+
+#[derive(Deserialize)]
+struct NewKey {
+    name: String,
+    hostname: Option<String>,
+}
+
+async fn create_key(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiJson(body): ApiJson<NewKey>,
+) -> Result<(StatusCode, Json<Value>), ApiError> {
+    user.require_admin()?;
+    if body.name.trim().is_empty() || body.name.len() > 100 {
+        return Err(ApiError::invalid("name", "A key's name is 1 to 100 characters."));
+    }
+    let (key, prefix, hash) = auth::new_api_key()?;
+    let summary = state.store.create_api_key(&body.name, &prefix, &hash, body.hostname.as_deref()).await?;
+    Ok((StatusCode::CREATED, Json(json!({ "key": key, "summary": summary }))))
+}
+
+async fn revoke_key(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(key): ApiPath<String>,
+) -> Result<Json<ApiKeySummary>, ApiError> {
+    user.require_admin()?;
+    Ok(Json(state.store.revoke_api_key(&key).await?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_fields_are_quoted_and_defused() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a,b"), "\"a,b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("=cmd|' /C calc'!A0"), "'=cmd|' /C calc'!A0");
+        assert_eq!(csv_field("-rf"), "'-rf");
+    }
+
+    #[test]
+    fn credentials_are_checked() {
+        assert!(check_credentials("ada", "long enough").is_ok());
+        assert!(check_credentials("", "long enough").is_err());
+        assert!(check_credentials("a b", "long enough").is_err());
+        assert!(check_credentials("<script>", "long enough").is_err());
+        assert!(check_credentials("ada", "short").is_err());
+    }
+}

@@ -1,0 +1,365 @@
+//! Reading an uploaded snapshot, in either of the two formats `POST
+//! /api/process-snapshots/` accepts, and refusing what should not be stored.
+//!
+//! - **Full**: a [`Snapshot`] as `procyon snapshot` prints it (recognised by its
+//!   `schema_version`).
+//! - **Short**: the original API's format, `{hostname, snapshot_time, processes}` with
+//!   processes nested under `children`, `memory` as a number of bytes or a string such as
+//!   `"150MB"`, and `parent_pid` possibly `null`. It becomes a snapshot with only
+//!   processes; its sequence number is its time in milliseconds, so sending the same
+//!   upload twice stores it once.
+//!
+//! Nothing a monitored machine sends is trusted: sizes and counts are bounded, strings
+//! must be printable, numbers must be in range. Errors name the field
+//! (`processes[3].memory`) and nothing is stored.
+
+use chrono::{DateTime, TimeDelta, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::error::ApiError;
+use crate::model::{
+    CpuSample, HostInfo, MAX_CMD_CHARS, MemorySample, NetworkSample, PortUsage, ProcessSample, ProcessStatus,
+    SCHEMA_VERSION, Snapshot,
+};
+
+/// Largest upload body, in bytes.
+pub const MAX_BODY_BYTES: usize = 16 * 1024 * 1024;
+/// Most processes in one snapshot.
+pub const MAX_PROCESSES: usize = 20_000;
+/// Most sockets in one snapshot.
+pub const MAX_CONNECTIONS: usize = 100_000;
+/// Longest host name (DNS's limit).
+pub const MAX_HOSTNAME: usize = 253;
+/// Longest process or user name.
+pub const MAX_NAME: usize = 1024;
+
+/// Parses and checks an upload body.
+pub fn parse(body: &[u8]) -> Result<Snapshot, ApiError> {
+    let value: Value =
+        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("The body is not valid JSON: {e}.")))?;
+    let Value::Object(map) = &value else {
+        return Err(ApiError::Invalid { field: None, message: "The body must be a JSON object.".into() });
+    };
+    let snapshot = if map.contains_key("schema_version") {
+        typed::<Snapshot>(value)?
+    } else {
+        from_short(typed::<ShortUpload>(value)?)?
+    };
+    validate(&snapshot)?;
+    Ok(snapshot)
+}
+
+/// Deserialises with the path of the first bad field in the error.
+fn typed<T: for<'de> Deserialize<'de>>(value: Value) -> Result<T, ApiError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let field = (path != ".").then_some(path);
+        ApiError::Invalid {
+            message: format!("{}{}", field.as_deref().map(|f| format!("{f}: ")).unwrap_or_default(), e.inner()),
+            field,
+        }
+    })
+}
+
+/// The original API's upload.
+#[derive(Deserialize)]
+struct ShortUpload {
+    hostname: String,
+    snapshot_time: Option<DateTime<Utc>>,
+    processes: Vec<ShortProcess>,
+}
+
+#[derive(Deserialize)]
+struct ShortProcess {
+    pid: u32,
+    name: String,
+    #[serde(default)]
+    cpu: Option<f32>,
+    #[serde(default)]
+    memory: Option<ShortMemory>,
+    #[serde(default)]
+    parent_pid: Option<u32>,
+    #[serde(default)]
+    children: Vec<ShortProcess>,
+    #[serde(default, alias = "user")]
+    username: Option<String>,
+    #[serde(default)]
+    status: Option<String>,
+    #[serde(default, alias = "cmdline")]
+    cmd: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(untagged)]
+enum ShortMemory {
+    Bytes(f64),
+    Text(String),
+}
+
+/// `"150MB"`, `"1.5 GiB"`, `"512k"`, `"2048"` as bytes (binary units, as the
+/// agents that send this format count them).
+pub fn parse_memory(text: &str) -> Option<u64> {
+    let t = text.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (number, unit) = t.split_at(split);
+    let number: f64 = number.parse().ok()?;
+    let factor: f64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024.0 * 1024.0,
+        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
+        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => return None,
+    };
+    let bytes = number * factor;
+    (0.0..1e18).contains(&bytes).then_some(bytes as u64)
+}
+
+fn status_from(text: Option<&str>) -> ProcessStatus {
+    match text.map(str::to_ascii_lowercase).as_deref() {
+        Some("running" | "run" | "r") => ProcessStatus::Running,
+        Some("sleeping" | "sleep" | "s") => ProcessStatus::Sleeping,
+        Some("disk-sleep" | "disk_sleep" | "d") => ProcessStatus::DiskSleep,
+        Some("stopped" | "stop" | "t") => ProcessStatus::Stopped,
+        Some("zombie" | "z") => ProcessStatus::Zombie,
+        Some("idle" | "i") => ProcessStatus::Idle,
+        Some("dead") => ProcessStatus::Dead,
+        _ => ProcessStatus::Unknown,
+    }
+}
+
+fn from_short(upload: ShortUpload) -> Result<Snapshot, ApiError> {
+    let taken_at = upload.snapshot_time.unwrap_or_else(Utc::now);
+    let mut processes = Vec::new();
+    // Depth-first, carrying the parent's pid down to children that do not name it.
+    let mut stack: Vec<(String, ShortProcess, Option<u32>)> =
+        upload.processes.into_iter().enumerate().rev().map(|(i, p)| (format!("processes[{i}]"), p, None)).collect();
+    while let Some((path, p, inherited_parent)) = stack.pop() {
+        if processes.len() >= MAX_PROCESSES {
+            return Err(ApiError::invalid("processes", format!("More than {MAX_PROCESSES} processes in one upload.")));
+        }
+        let rss_bytes = match &p.memory {
+            None => 0,
+            Some(ShortMemory::Bytes(b)) if b.is_finite() && *b >= 0.0 => *b as u64,
+            Some(ShortMemory::Text(t)) => parse_memory(t).ok_or_else(|| {
+                ApiError::invalid(
+                    format!("{path}.memory"),
+                    format!("{path}.memory: `{t}` is not a size such as \"150MB\"."),
+                )
+            })?,
+            Some(ShortMemory::Bytes(_)) => {
+                return Err(ApiError::invalid(
+                    format!("{path}.memory"),
+                    format!("{path}.memory must not be negative."),
+                ));
+            }
+        };
+        let ppid = p.parent_pid.or(inherited_parent);
+        for (j, child) in p.children.into_iter().enumerate().rev() {
+            stack.push((format!("{path}.children[{j}]"), child, Some(p.pid)));
+        }
+        processes.push(ProcessSample {
+            pid: p.pid,
+            ppid,
+            name: p.name,
+            cmd: p.cmd.unwrap_or_default(),
+            user: p.username,
+            status: status_from(p.status.as_deref()),
+            cpu_percent: p.cpu.unwrap_or(0.0),
+            memory_percent: 0.0,
+            rss_bytes,
+            virtual_bytes: 0,
+            threads: None,
+            start_time: DateTime::UNIX_EPOCH,
+            disk_read_bytes: None,
+            disk_write_bytes: None,
+            disk_read_bytes_per_sec: None,
+            disk_write_bytes_per_sec: None,
+            kernel_thread: false,
+        });
+    }
+    processes.sort_by_key(|p| p.pid);
+    let total_cpu: f32 = processes.iter().map(|p| p.cpu_percent).sum();
+    Ok(Snapshot {
+        schema_version: SCHEMA_VERSION,
+        host: HostInfo {
+            id: upload.hostname.clone(),
+            hostname: upload.hostname,
+            os: String::new(),
+            kernel: None,
+            arch: String::new(),
+            cpu_model: None,
+            logical_cores: 0,
+            memory_total_bytes: 0,
+            boot_time: DateTime::UNIX_EPOCH,
+            agent_version: String::new(),
+        },
+        taken_at,
+        seq: taken_at.timestamp_millis().max(0) as u64,
+        interval_ms: 0,
+        cpu: CpuSample { total_percent: total_cpu.clamp(0.0, 100.0), per_core_percent: Vec::new(), load_average: None },
+        memory: MemorySample {
+            total_bytes: 0,
+            used_bytes: processes.iter().map(|p| p.rss_bytes).sum(),
+            available_bytes: 0,
+            swap_total_bytes: 0,
+            swap_used_bytes: 0,
+        },
+        processes,
+        connections: Vec::new(),
+        network: NetworkSample { total: Default::default(), interfaces: Vec::new() },
+        ports: PortUsage::default(),
+        errors: Vec::new(),
+    })
+}
+
+fn check_text(field: &str, value: &str, max: usize, allow_empty: bool) -> Result<(), ApiError> {
+    if !allow_empty && value.trim().is_empty() {
+        return Err(ApiError::invalid(field, format!("{field} must not be empty.")));
+    }
+    if value.chars().count() > max {
+        return Err(ApiError::invalid(field, format!("{field} is longer than {max} characters.")));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(ApiError::invalid(field, format!("{field} contains control characters.")));
+    }
+    Ok(())
+}
+
+fn check_percent(field: &str, value: f32, max: f32) -> Result<(), ApiError> {
+    if !value.is_finite() || value < 0.0 || value > max {
+        return Err(ApiError::invalid(field, format!("{field} must be between 0 and {max}.")));
+    }
+    Ok(())
+}
+
+/// Checks everything a stored snapshot must satisfy.
+pub fn validate(s: &Snapshot) -> Result<(), ApiError> {
+    if s.schema_version == 0 {
+        return Err(ApiError::invalid("schema_version", "schema_version must be 1 or more."));
+    }
+    check_text("hostname", &s.host.hostname, MAX_HOSTNAME, false)?;
+    if s.host.hostname.chars().any(char::is_whitespace) {
+        return Err(ApiError::invalid("hostname", "hostname must not contain spaces."));
+    }
+    if s.taken_at > Utc::now() + TimeDelta::days(1) {
+        return Err(ApiError::invalid("taken_at", "taken_at is more than a day in the future."));
+    }
+    if s.processes.len() > MAX_PROCESSES {
+        return Err(ApiError::invalid("processes", format!("More than {MAX_PROCESSES} processes in one upload.")));
+    }
+    if s.connections.len() > MAX_CONNECTIONS {
+        return Err(ApiError::invalid("connections", format!("More than {MAX_CONNECTIONS} sockets in one upload.")));
+    }
+    if s.cpu.per_core_percent.len() > 4096 || s.network.interfaces.len() > 4096 {
+        return Err(ApiError::invalid("cpu.per_core_percent", "Too many cores or interfaces."));
+    }
+    check_percent("cpu.total_percent", s.cpu.total_percent, 100.5)?;
+    for (i, c) in s.cpu.per_core_percent.iter().enumerate() {
+        check_percent(&format!("cpu.per_core_percent[{i}]"), *c, 100.5)?;
+    }
+    for (i, p) in s.processes.iter().enumerate() {
+        check_text(&format!("processes[{i}].name"), &p.name, MAX_NAME, true)?;
+        check_text(&format!("processes[{i}].cmd"), &p.cmd, MAX_CMD_CHARS + 1, true)?;
+        if let Some(user) = &p.user {
+            check_text(&format!("processes[{i}].user"), user, MAX_NAME, true)?;
+        }
+        check_percent(&format!("processes[{i}].cpu_percent"), p.cpu_percent, 100_000.0)?;
+        check_percent(&format!("processes[{i}].memory_percent"), p.memory_percent, 100.5)?;
+    }
+    for (i, n) in s.network.interfaces.iter().enumerate() {
+        check_text(&format!("network.interfaces[{i}].name"), &n.name, MAX_NAME, false)?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The example upload of the original API document, verbatim.
+    const SEED_EXAMPLE: &str = include_str!("../../../tests/fixtures/seed-upload.json");
+
+    #[test]
+    fn the_seed_example_becomes_a_flat_snapshot() {
+        let s = parse(SEED_EXAMPLE.as_bytes()).unwrap();
+        assert_eq!(s.host.hostname, "MACHINE-01");
+        assert_eq!(s.taken_at.to_rfc3339(), "2025-08-22T09:15:00+00:00");
+        assert_eq!(s.seq, s.taken_at.timestamp_millis() as u64);
+        assert_eq!(s.processes.len(), 2);
+        let explorer = &s.processes[0];
+        assert_eq!((explorer.pid, explorer.ppid, explorer.name.as_str()), (100, None, "explorer.exe"));
+        assert_eq!(explorer.rss_bytes, 150 * 1024 * 1024);
+        assert_eq!(explorer.cpu_percent, 2.5);
+        let notepad = &s.processes[1];
+        assert_eq!((notepad.pid, notepad.ppid), (200, Some(100)));
+    }
+
+    #[test]
+    fn children_without_parent_pid_inherit_it() {
+        let body = r#"{"hostname":"h","processes":[{"pid":1,"name":"a","children":[{"pid":2,"name":"b","children":[{"pid":3,"name":"c"}]}]}]}"#;
+        let s = parse(body.as_bytes()).unwrap();
+        let ppids: Vec<_> = s.processes.iter().map(|p| (p.pid, p.ppid)).collect();
+        assert_eq!(ppids, [(1, None), (2, Some(1)), (3, Some(2))]);
+    }
+
+    #[test]
+    fn memory_strings() {
+        assert_eq!(parse_memory("150MB"), Some(150 << 20));
+        assert_eq!(parse_memory("1.5 GiB"), Some(3 << 29));
+        assert_eq!(parse_memory("512k"), Some(512 << 10));
+        assert_eq!(parse_memory("2048"), Some(2048));
+        assert_eq!(parse_memory("lots"), None);
+        assert_eq!(parse_memory("12 parsecs"), None);
+        assert_eq!(parse_memory(""), None);
+    }
+
+    fn field_of(body: &str) -> (u16, Option<String>) {
+        let e = parse(body.as_bytes()).unwrap_err();
+        let (status, b) = e.parts();
+        (status.as_u16(), b.field)
+    }
+
+    #[test]
+    fn bad_input_names_the_field() {
+        assert_eq!(field_of("{not json").0, 400);
+        assert_eq!(field_of("[1,2]").0, 422);
+        assert_eq!(field_of(r#"{"processes":[]}"#), (422, None));
+        assert_eq!(
+            field_of(r#"{"hostname":"h","processes":[{"pid":"x","name":"a"}]}"#),
+            (422, Some("processes[0].pid".into()))
+        );
+        assert_eq!(
+            field_of(r#"{"hostname":"h","processes":[{"pid":1,"name":"a","memory":"much"}]}"#),
+            (422, Some("processes[0].memory".into()))
+        );
+        assert_eq!(field_of(r#"{"hostname":"","processes":[]}"#), (422, Some("hostname".into())));
+        assert_eq!(field_of(r#"{"hostname":"a\u0007b","processes":[]}"#), (422, Some("hostname".into())));
+        assert_eq!(
+            field_of(r#"{"hostname":"h","processes":[{"pid":1,"name":"a","cpu":-3}]}"#),
+            (422, Some("processes[0].cpu_percent".into()))
+        );
+    }
+
+    #[test]
+    fn too_many_processes_is_refused() {
+        let procs: Vec<String> = (0..=MAX_PROCESSES).map(|i| format!(r#"{{"pid":{i},"name":"p"}}"#)).collect();
+        let body = format!(r#"{{"hostname":"h","processes":[{}]}}"#, procs.join(","));
+        assert_eq!(field_of(&body), (422, Some("processes".into())));
+    }
+
+    #[test]
+    fn a_full_snapshot_round_trips() {
+        let snap = crate::sample::Sampler::new(Default::default()).sample();
+        let parsed = parse(&serde_json::to_vec(&snap).unwrap()).unwrap();
+        assert_eq!(parsed, snap);
+    }
+
+    #[test]
+    fn html_in_names_is_accepted_as_text() {
+        // Rendering is the reader's job (as text); storing it unchanged is ours.
+        let body = r#"{"hostname":"h","processes":[{"pid":1,"name":"<img src=x onerror=alert(1)>"}]}"#;
+        assert_eq!(parse(body.as_bytes()).unwrap().processes[0].name, "<img src=x onerror=alert(1)>");
+    }
+}

@@ -1,0 +1,148 @@
+//! Live WebSockets, fed by the hub.
+//!
+//! - `/ws/process-snapshots/`: every new snapshot of every host, in the stored-snapshot
+//!   shape, as it arrives;
+//! - `/ws/monitoring/{server_id}`: one host's newest snapshot in the monitoring shape,
+//!   each time a new one arrives (at the sampling interval).
+//!
+//! Both send what is current right after connecting, so a new page never waits a tick
+//! for its first picture. A slow client only ever misses intermediate snapshots: the hub
+//! never queues without bound. A socket closes when its token expires (code 4001) and
+//! when the collector shuts down (1001).
+
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
+use axum::routing::get;
+use serde_json::Value;
+use tokio::sync::broadcast::error::RecvError;
+
+use super::auth::CurrentUser;
+use super::error::ApiError;
+use super::rest::ApiPath;
+use super::{AppState, views};
+
+/// The WebSocket routes.
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/ws/process-snapshots/", get(all_snapshots))
+        .route("/ws/process-snapshots", get(all_snapshots))
+        .route("/ws/monitoring/{server_id}", get(monitoring))
+}
+
+/// Why a socket closes.
+enum End {
+    Client,
+    Expired,
+    Shutdown,
+}
+
+async fn close(mut socket: WebSocket, end: End) {
+    let frame = match end {
+        End::Client => return,
+        End::Expired => CloseFrame { code: 4001, reason: "token expired; sign in again".into() },
+        End::Shutdown => CloseFrame { code: 1001, reason: "collector shutting down".into() },
+    };
+    let _ = socket.send(Message::Close(Some(frame))).await;
+}
+
+fn until_expiry(user: &CurrentUser) -> Duration {
+    let secs = user.expires_at - chrono::Utc::now().timestamp();
+    Duration::from_secs(secs.max(0) as u64)
+}
+
+async fn send_json(socket: &mut WebSocket, value: &Value) -> bool {
+    socket.send(Message::Text(value.to_string().into())).await.is_ok()
+}
+
+/// Reads (and drops) what the client sends; `false` once it has gone.
+fn client_gone(message: Option<Result<Message, axum::Error>>) -> bool {
+    matches!(message, None | Some(Err(_)) | Some(Ok(Message::Close(_))))
+}
+
+async fn all_snapshots(State(state): State<AppState>, user: CurrentUser, upgrade: WebSocketUpgrade) -> Response {
+    upgrade.on_upgrade(move |socket| stream_all(socket, state, user))
+}
+
+async fn stream_all(mut socket: WebSocket, state: AppState, user: CurrentUser) {
+    let mut feed = state.hub.subscribe_all();
+    let mut shutdown = state.shutdown_signal();
+    let expiry = tokio::time::sleep(until_expiry(&user));
+    tokio::pin!(expiry);
+    // First, what is current for every host.
+    if let Ok(latest) = state.store.latest_per_host().await {
+        for s in latest {
+            if !send_json(&mut socket, &views::stored(s.id, &s.snapshot, false)).await {
+                return;
+            }
+        }
+    }
+    let end = loop {
+        tokio::select! {
+            next = feed.recv() => match next {
+                Ok(p) => {
+                    if !send_json(&mut socket, &views::stored(p.snapshot_id, &p.snapshot, false)).await {
+                        break End::Client;
+                    }
+                }
+                // Fell behind: skip to the newest rather than replay old news.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => break End::Shutdown,
+            },
+            message = socket.recv() => if client_gone(message) { break End::Client },
+            () = &mut expiry => break End::Expired,
+            _ = shutdown.changed() => break End::Shutdown,
+        }
+    };
+    close(socket, end).await;
+}
+
+async fn monitoring(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(server_id): ApiPath<String>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let host = state.resolve_host(&server_id).await?;
+    Ok(upgrade.on_upgrade(move |socket| stream_host(socket, state, user, host.hostname)))
+}
+
+async fn stream_host(mut socket: WebSocket, state: AppState, user: CurrentUser, hostname: String) {
+    let mut feed = state.hub.subscribe(&hostname);
+    let mut shutdown = state.shutdown_signal();
+    let expiry = tokio::time::sleep(until_expiry(&user));
+    tokio::pin!(expiry);
+    if feed.borrow().is_none() {
+        // Nothing live yet (a host that reports rarely): start from what is stored.
+        if let Ok(Some(host)) = state.store.host(&hostname).await
+            && let Ok(Some(s)) = state.store.latest(host.id).await
+            && !send_json(&mut socket, &views::monitoring(s.id, s.received_at, &s.snapshot)).await
+        {
+            return;
+        }
+    } else {
+        feed.mark_changed();
+    }
+    let end = loop {
+        tokio::select! {
+            changed = feed.changed() => {
+                if changed.is_err() {
+                    break End::Shutdown;
+                }
+                let current = feed.borrow_and_update().clone();
+                if let Some(p) = current
+                    && !send_json(&mut socket, &views::monitoring(p.snapshot_id, p.received_at, &p.snapshot)).await
+                {
+                    break End::Client;
+                }
+            }
+            message = socket.recv() => if client_gone(message) { break End::Client },
+            () = &mut expiry => break End::Expired,
+            _ = shutdown.changed() => break End::Shutdown,
+        }
+    };
+    close(socket, end).await;
+}

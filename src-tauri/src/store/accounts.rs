@@ -1,0 +1,331 @@
+//! Users, agent API keys and the audit log of process actions.
+//!
+//! The store keeps what it is given: password hashes and key hashes are made (and
+//! checked) by the server, never here.
+
+use chrono::{DateTime, Utc};
+use sqlx::FromRow;
+
+use super::{
+    ApiKeyRecord, NewAuditEntry, Page, Result, Store, StoreError, UserRecord, from_ms, is_unique_violation, page_limit,
+    to_ms, to_u32,
+};
+use crate::model::ProcessAction;
+use crate::model::api::{ApiKeySummary, AuditEntry, Role, UserSummary};
+
+/// Now, at the precision times are stored with, so that what a call returns equals what
+/// a later read returns.
+fn now_ms() -> i64 {
+    to_ms(Utc::now())
+}
+
+#[derive(FromRow)]
+struct UserRow {
+    id: i64,
+    username: String,
+    password_hash: String,
+    role: String,
+    created_at: i64,
+}
+
+impl UserRow {
+    fn record(self) -> Result<UserRecord> {
+        let role =
+            self.role.parse::<Role>().map_err(|e| StoreError::Corrupt(format!("user `{}`: {e}", self.username)))?;
+        Ok(UserRecord {
+            summary: UserSummary { id: self.id, username: self.username, role, created_at: from_ms(self.created_at) },
+            password_hash: self.password_hash,
+        })
+    }
+}
+
+const USER_COLUMNS: &str = "id, username, password_hash, role, created_at";
+
+#[derive(FromRow)]
+struct KeyRow {
+    id: i64,
+    name: String,
+    prefix: String,
+    hostname: Option<String>,
+    created_at: i64,
+    last_used_at: Option<i64>,
+    revoked_at: Option<i64>,
+}
+
+impl From<KeyRow> for ApiKeySummary {
+    fn from(r: KeyRow) -> Self {
+        ApiKeySummary {
+            id: r.id,
+            name: r.name,
+            prefix: r.prefix,
+            hostname: r.hostname,
+            created_at: from_ms(r.created_at),
+            last_used_at: r.last_used_at.map(from_ms),
+            revoked_at: r.revoked_at.map(from_ms),
+        }
+    }
+}
+
+const KEY_COLUMNS: &str = "id, name, prefix, hostname, created_at, last_used_at, revoked_at";
+
+#[derive(FromRow)]
+struct AuditRow {
+    id: i64,
+    at: i64,
+    actor: String,
+    hostname: String,
+    pid: i64,
+    process_name: Option<String>,
+    action: String,
+    tree: bool,
+    result: String,
+    message: String,
+}
+
+impl AuditRow {
+    fn entry(self) -> Result<AuditEntry> {
+        let action = self
+            .action
+            .parse::<ProcessAction>()
+            .map_err(|e| StoreError::Corrupt(format!("audit entry {}: {e}", self.id)))?;
+        Ok(AuditEntry {
+            id: self.id,
+            at: from_ms(self.at),
+            actor: self.actor,
+            hostname: self.hostname,
+            pid: to_u32(self.pid),
+            process_name: self.process_name,
+            action,
+            tree: self.tree,
+            result: self.result,
+            message: self.message,
+        })
+    }
+}
+
+const AUDIT_COLUMNS: &str = "id, at, actor, hostname, pid, process_name, action, tree, result, message";
+
+impl Store {
+    /// Creates a user with an already hashed password. A taken name is a
+    /// [`StoreError::Conflict`].
+    pub async fn create_user(&self, username: &str, password_hash: &str, role: Role) -> Result<UserSummary> {
+        let _turn = self.turn().await;
+        let created = now_ms();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO users (username, password_hash, role, created_at) VALUES (?, ?, ?, ?) RETURNING id",
+        )
+        .bind(username)
+        .bind(password_hash)
+        .bind(role.as_str())
+        .bind(created)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) { StoreError::Conflict(format!("user `{username}`")) } else { e.into() }
+        })?;
+        Ok(UserSummary { id, username: username.to_owned(), role, created_at: from_ms(created) })
+    }
+
+    /// Every user, by name.
+    pub async fn users(&self) -> Result<Vec<UserSummary>> {
+        let rows: Vec<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY username"))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.into_iter().map(|r| r.record().map(|r| r.summary)).collect()
+    }
+
+    /// A user with the password hash, for signing in.
+    pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>> {
+        let row: Option<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?"))
+            .bind(username)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(UserRow::record).transpose()
+    }
+
+    /// Deletes a user.
+    pub async fn remove_user(&self, username: &str) -> Result<()> {
+        let _turn = self.turn().await;
+        let done = sqlx::query("DELETE FROM users WHERE username = ?").bind(username).execute(&self.pool).await?;
+        found(done.rows_affected(), || format!("user `{username}`"))
+    }
+
+    /// Replaces a user's password hash.
+    pub async fn set_password(&self, username: &str, password_hash: &str) -> Result<()> {
+        let _turn = self.turn().await;
+        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE username = ?")
+            .bind(password_hash)
+            .bind(username)
+            .execute(&self.pool)
+            .await?;
+        found(done.rows_affected(), || format!("user `{username}`"))
+    }
+
+    /// Changes a user's role.
+    pub async fn set_role(&self, username: &str, role: Role) -> Result<()> {
+        let _turn = self.turn().await;
+        let done = sqlx::query("UPDATE users SET role = ? WHERE username = ?")
+            .bind(role.as_str())
+            .bind(username)
+            .execute(&self.pool)
+            .await?;
+        found(done.rows_affected(), || format!("user `{username}`"))
+    }
+
+    /// Number of users (none yet means the first admin is still to be made).
+    pub async fn user_count(&self) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await?)
+    }
+
+    /// Records a new API key by its hash. `name` must be unique among keys not revoked
+    /// ([`StoreError::Conflict`] otherwise); `hostname` binds the key to one host.
+    pub async fn create_api_key(
+        &self,
+        name: &str,
+        prefix: &str,
+        key_hash: &str,
+        hostname: Option<&str>,
+    ) -> Result<ApiKeySummary> {
+        let _turn = self.turn().await;
+        let created = now_ms();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO api_keys (name, prefix, key_hash, hostname, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(name)
+        .bind(prefix)
+        .bind(key_hash)
+        .bind(hostname)
+        .bind(created)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(|e| {
+            if is_unique_violation(&e) { StoreError::Conflict(format!("API key `{name}`")) } else { e.into() }
+        })?;
+        Ok(ApiKeySummary {
+            id,
+            name: name.to_owned(),
+            prefix: prefix.to_owned(),
+            hostname: hostname.map(str::to_owned),
+            created_at: from_ms(created),
+            last_used_at: None,
+            revoked_at: None,
+        })
+    }
+
+    /// Every API key, revoked ones included, oldest first.
+    pub async fn api_keys(&self) -> Result<Vec<ApiKeySummary>> {
+        let rows: Vec<KeyRow> =
+            sqlx::query_as(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id")).fetch_all(&self.pool).await?;
+        Ok(rows.into_iter().map(ApiKeySummary::from).collect())
+    }
+
+    /// The key with this hash, revoked or not: the caller must refuse a key whose
+    /// `revoked_at` is set.
+    pub async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>> {
+        let row: Option<KeyRow> = sqlx::query_as(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = ?"))
+            .bind(key_hash)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(|r| ApiKeyRecord { summary: r.into() }))
+    }
+
+    /// Revokes the live key with this name or, failing that, the one live key with this
+    /// prefix. [`StoreError::NotFound`] if there is none, or if several keys share the
+    /// prefix (name one of them instead).
+    pub async fn revoke_api_key(&self, name_or_prefix: &str) -> Result<ApiKeySummary> {
+        let mut tx = self.write().await?;
+        let by_name: Option<i64> = sqlx::query_scalar("SELECT id FROM api_keys WHERE name = ? AND revoked_at IS NULL")
+            .bind(name_or_prefix)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let id = match by_name {
+            Some(id) => id,
+            None => {
+                let ids: Vec<i64> =
+                    sqlx::query_scalar("SELECT id FROM api_keys WHERE prefix = ? AND revoked_at IS NULL LIMIT 2")
+                        .bind(name_or_prefix)
+                        .fetch_all(&mut *tx)
+                        .await?;
+                match ids.as_slice() {
+                    [id] => *id,
+                    [] => return Err(StoreError::NotFound(format!("live API key `{name_or_prefix}`"))),
+                    _ => {
+                        return Err(StoreError::NotFound(format!(
+                            "a single live API key with prefix `{name_or_prefix}` (several match; give the name)"
+                        )));
+                    }
+                }
+            }
+        };
+        let row: KeyRow =
+            sqlx::query_as(&format!("UPDATE api_keys SET revoked_at = ? WHERE id = ? RETURNING {KEY_COLUMNS}"))
+                .bind(now_ms())
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+        tx.commit().await?;
+        Ok(row.into())
+    }
+
+    /// Records that a key was used at `at`.
+    pub async fn touch_api_key(&self, id: i64, at: DateTime<Utc>) -> Result<()> {
+        let _turn = self.turn().await;
+        sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE id = ?")
+            .bind(to_ms(at))
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    /// Writes an audit entry, timed now.
+    pub async fn audit(&self, entry: NewAuditEntry) -> Result<AuditEntry> {
+        let _turn = self.turn().await;
+        let row: AuditRow = sqlx::query_as(&format!(
+            "INSERT INTO audit_log (at, actor, hostname, pid, process_name, action, tree, result, message) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {AUDIT_COLUMNS}"
+        ))
+        .bind(now_ms())
+        .bind(&entry.actor)
+        .bind(&entry.hostname)
+        .bind(i64::from(entry.pid))
+        .bind(&entry.process_name)
+        .bind(entry.action.as_str())
+        .bind(entry.tree)
+        .bind(&entry.result)
+        .bind(&entry.message)
+        .fetch_one(&self.pool)
+        .await?;
+        row.entry()
+    }
+
+    /// Audit entries of one host (by name) or of all, newest first.
+    pub async fn audit_log(&self, host: Option<&str>, page: Page) -> Result<Vec<AuditEntry>> {
+        let (limit, offset) = page_limit(page);
+        let rows: Vec<AuditRow> = match host {
+            Some(host) => {
+                sqlx::query_as(&format!(
+                    "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE hostname = ? ORDER BY id DESC LIMIT ? OFFSET ?"
+                ))
+                .bind(host)
+                .bind(limit)
+                .bind(offset)
+                .fetch_all(&self.pool)
+                .await?
+            }
+            None => {
+                sqlx::query_as(&format!("SELECT {AUDIT_COLUMNS} FROM audit_log ORDER BY id DESC LIMIT ? OFFSET ?"))
+                    .bind(limit)
+                    .bind(offset)
+                    .fetch_all(&self.pool)
+                    .await?
+            }
+        };
+        rows.into_iter().map(AuditRow::entry).collect()
+    }
+}
+
+/// `Ok` if a statement changed a row, else [`StoreError::NotFound`] naming `what`.
+fn found(rows: u64, what: impl FnOnce() -> String) -> Result<()> {
+    if rows == 0 { Err(StoreError::NotFound(what())) } else { Ok(()) }
+}

@@ -1,0 +1,305 @@
+//! The collector's store: SQLite through sqlx, one file, embedded.
+//!
+//! It owns the schema (`migrations/`, run at open) and every query. Callers get typed
+//! values, never rows or SQL. What it keeps:
+//!
+//! - **hosts**, keyed by host name (the original API names hosts that way);
+//! - **snapshots**: summary columns for fast lists and charts, the top processes by CPU
+//!   and memory (small JSON, used by rollups without opening the body), and the full
+//!   snapshot as zstd-compressed JSON. `(host, seq)` is unique: an upload sent twice is
+//!   stored once;
+//! - **rollups** per minute and per hour (average and peak of CPU, memory, process count
+//!   and network rates, and the top processes per bucket), so that history and "which
+//!   process spiked, and when" outlive the raw snapshots;
+//! - **users**, **API keys** (only their SHA-256 hashes), and the **audit log**.
+//!
+//! The database is opened in WAL mode so readers never wait for the writer.
+
+use std::ops::{Deref, DerefMut};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+
+use sqlx::SqliteConnection;
+use sqlx::sqlite::{SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use tokio::sync::OwnedMutexGuard;
+
+use crate::model::Snapshot;
+use crate::model::api::{ApiKeySummary, UserSummary};
+
+mod accounts;
+mod rollup;
+mod snapshots;
+#[cfg(test)]
+mod tests;
+
+/// What can go wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database refused or failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// The schema could not be brought up to date.
+    #[error("database migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    /// A stored snapshot could not be encoded or decoded.
+    #[error("stored snapshot is unreadable: {0}")]
+    Corrupt(String),
+    /// A name that must be unique is taken (user name, API key label).
+    #[error("{0} already exists")]
+    Conflict(String),
+    /// The thing to change does not exist.
+    #[error("{0} not found")]
+    NotFound(String),
+}
+
+/// Result of the store's operations.
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+/// How long each tier is kept. Raw snapshots older than `raw` are deleted once they are
+/// rolled up; minute and hour rollups older than their ages are deleted.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Retention {
+    /// Full snapshots.
+    pub raw: Duration,
+    /// Per-minute rollups.
+    pub minute: Duration,
+    /// Per-hour rollups.
+    pub hour: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        const DAY: u64 = 24 * 3600;
+        Retention {
+            raw: Duration::from_secs(DAY),
+            minute: Duration::from_secs(7 * DAY),
+            hour: Duration::from_secs(90 * DAY),
+        }
+    }
+}
+
+/// A full snapshot as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredSnapshot {
+    /// Row id (`snapshot_id` in the API).
+    pub id: i64,
+    /// Host id.
+    pub host_id: i64,
+    /// When the collector received it.
+    pub received_at: DateTime<Utc>,
+    /// The snapshot.
+    pub snapshot: Snapshot,
+}
+
+/// What [`Store::insert_snapshot`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Inserted {
+    /// Row id of the stored snapshot (the existing one for a duplicate).
+    pub id: i64,
+    /// Host id.
+    pub host_id: i64,
+    /// True if `(host, seq)` was already stored and nothing changed.
+    pub duplicate: bool,
+}
+
+/// What [`Store::maintain`] did.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Maintenance {
+    /// Minute buckets written.
+    pub minute_buckets: u64,
+    /// Hour buckets written.
+    pub hour_buckets: u64,
+    /// Raw snapshots deleted.
+    pub raw_deleted: u64,
+    /// Rollup rows deleted.
+    pub rollups_deleted: u64,
+}
+
+/// A user row with its password hash, for signing in.
+#[derive(Clone, Debug, PartialEq)]
+pub struct UserRecord {
+    /// The public part.
+    pub summary: UserSummary,
+    /// PHC-format argon2id hash.
+    pub password_hash: String,
+}
+
+/// An API key row, for checking uploads.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ApiKeyRecord {
+    /// The public part.
+    pub summary: ApiKeySummary,
+}
+
+/// One audit log entry to write (the id and time are assigned by the store).
+#[derive(Clone, Debug, PartialEq)]
+pub struct NewAuditEntry {
+    /// Who (user name).
+    pub actor: String,
+    /// Host name.
+    pub hostname: String,
+    /// Target pid.
+    pub pid: u32,
+    /// Target's name, when known.
+    pub process_name: Option<String>,
+    /// What was attempted.
+    pub action: crate::model::ProcessAction,
+    /// A whole subtree.
+    pub tree: bool,
+    /// `"success"` or an error code.
+    pub result: String,
+    /// What happened, in words.
+    pub message: String,
+}
+
+/// Paging for lists: newest first, `limit` rows after skipping `offset`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Page {
+    /// Rows to return (at most 1000).
+    pub limit: u32,
+    /// Rows to skip.
+    pub offset: u32,
+}
+
+/// The store. Cheap to clone (a pool handle).
+#[derive(Clone, Debug)]
+pub struct Store {
+    pool: sqlx::SqlitePool,
+    /// Held by every write. Writers queue here, in order and without polling, rather
+    /// than in SQLite's busy handler, which sleeps in growing steps (up to 100 ms) and
+    /// would make ingest latency jumpy under load. The busy timeout still covers other
+    /// processes writing the file (the CLI managing users, for one).
+    writer: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// A write transaction, holding the writer's turn until it ends. Derefs to the
+/// connection, for queries.
+struct Write {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    _turn: OwnedMutexGuard<()>,
+}
+
+impl Write {
+    async fn commit(self) -> Result<()> {
+        Ok(self.tx.commit().await?)
+    }
+
+    async fn rollback(self) -> Result<()> {
+        Ok(self.tx.rollback().await?)
+    }
+}
+
+impl Deref for Write {
+    type Target = SqliteConnection;
+
+    fn deref(&self) -> &SqliteConnection {
+        &self.tx
+    }
+}
+
+impl DerefMut for Write {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.tx
+    }
+}
+
+/// Connections in the pool. SQLite has one writer at a time; the others serve readers,
+/// which WAL lets run alongside the writer.
+const MAX_CONNECTIONS: u32 = 8;
+
+/// How long a statement waits for another connection's write lock before failing.
+const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Most rows a list returns, whatever the caller asks for.
+const MAX_PAGE: u32 = 1000;
+
+impl Store {
+    /// Opens (creating it if missing) the database at `path` and brings its schema up to
+    /// date.
+    pub async fn open(path: &Path) -> Result<Store> {
+        let options = SqliteConnectOptions::new()
+            .filename(path)
+            .create_if_missing(true)
+            // Must be set before the first table exists, so on the connection rather
+            // than in a migration (sqlx creates its own table first). Lets
+            // `incremental_vacuum` hand pages freed by retention back to the file system.
+            .auto_vacuum(SqliteAutoVacuum::Incremental)
+            .journal_mode(SqliteJournalMode::Wal)
+            // With WAL, NORMAL loses at most the last commits on power loss, never
+            // consistency, and saves an fsync per insert.
+            .synchronous(SqliteSynchronous::Normal)
+            .foreign_keys(true)
+            .busy_timeout(BUSY_TIMEOUT)
+            // Keeps the query planner's statistics fresh, cheaply, as SQLite advises
+            // for long-lived connections.
+            .optimize_on_close(true, 400);
+        let pool = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS).connect_with(options).await?;
+        sqlx::migrate!("./migrations").run(&pool).await?;
+        Ok(Store { pool, writer: Arc::new(tokio::sync::Mutex::new(())) })
+    }
+
+    /// Closes every connection, waiting for those in use to be returned. SQLite
+    /// checkpoints the WAL into the main file when the last connection closes, so
+    /// nothing committed is lost.
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// Size of the database file in bytes (pages in use and free), for health reports.
+    pub async fn db_size_bytes(&self) -> Result<u64> {
+        let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&self.pool).await?;
+        let page_size: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(&self.pool).await?;
+        Ok(u64::try_from(pages.saturating_mul(page_size)).unwrap_or(0))
+    }
+
+    /// Waits for the writer's turn, for a single write statement.
+    async fn turn(&self) -> OwnedMutexGuard<()> {
+        Arc::clone(&self.writer).lock_owned().await
+    }
+
+    /// Waits for the writer's turn and starts a transaction that holds SQLite's write
+    /// lock from its first statement.
+    ///
+    /// A deferred transaction that reads and then writes can fail at once with
+    /// `SQLITE_BUSY` when another connection wrote in between (the busy timeout does
+    /// not apply to that case); `BEGIN IMMEDIATE` takes the lock up front instead.
+    async fn write(&self) -> Result<Write> {
+        let turn = self.turn().await;
+        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        Ok(Write { tx, _turn: turn })
+    }
+}
+
+/// A time as stored: unix milliseconds.
+fn to_ms(t: DateTime<Utc>) -> i64 {
+    t.timestamp_millis()
+}
+
+/// A stored time. Values out of chrono's range (only possible in a hand-edited file)
+/// read as the epoch rather than failing the whole query.
+fn from_ms(ms: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_millis(ms).unwrap_or_default()
+}
+
+/// An unsigned count as SQLite's signed integer, saturating (SQLite has no u64).
+fn to_i64(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A stored non-negative integer, clamped into `u32`.
+fn to_u32(v: i64) -> u32 {
+    u32::try_from(v.max(0)).unwrap_or(u32::MAX)
+}
+
+/// Clamps a caller's page to what lists allow.
+fn page_limit(page: Page) -> (i64, i64) {
+    (i64::from(page.limit.min(MAX_PAGE)), i64::from(page.offset))
+}
+
+/// Whether a database error is a UNIQUE constraint failure.
+fn is_unique_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}

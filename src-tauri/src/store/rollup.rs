@@ -1,0 +1,878 @@
+//! History: per-minute and per-hour rollups, retention, series and top processes.
+//!
+//! Raw snapshots are rolled into minute buckets, minute buckets into hour buckets. A
+//! bucket keeps the number of snapshots behind it, the average and peak of CPU, memory,
+//! process count and network rates, and the processes that peaked in it (top 5 by CPU
+//! and top 5 by resident memory, each with the time of its peak). Averages are weighted
+//! by samples, so buckets merge exactly.
+//!
+//! Progress is kept per host and tier in `rollup_progress` (`rolled_until`: every bucket
+//! starting earlier is rolled), so maintenance reads only new rows. A snapshot that
+//! arrives for an already rolled minute is queued in `rollup_late` at insert and merged
+//! into its buckets by the next maintenance. Raw rows and minute rollups are deleted
+//! only once the tier above holds them.
+
+use std::collections::{BTreeMap, HashMap};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use sqlx::{Executor, FromRow, Sqlite, SqliteConnection};
+
+use super::snapshots::finite;
+use super::{Maintenance, Result, Retention, Store, StoreError, from_ms, to_i64, to_ms, to_u32};
+use crate::model::Snapshot;
+use crate::model::api::{Series, SeriesPoint, Tier, TopProcess};
+
+const MINUTE_MS: i64 = 60_000;
+const HOUR_MS: i64 = 3_600_000;
+
+/// Processes kept per list (by CPU, by memory) in a snapshot's or a bucket's top.
+const TOP_N: usize = 5;
+/// Command lines in top lists are cut here: the full line is in the snapshot body, and
+/// top lists are read in bulk.
+const TOP_CMD_CHARS: usize = 128;
+
+/// Source time covered by one rollup transaction, so that a backlog (first run on a
+/// full database) never holds the write lock for long: an hour of raw rows for minute
+/// buckets, a day of minute rows for hour buckets.
+const MINUTE_CHUNK_MS: i64 = HOUR_MS;
+const HOUR_CHUNK_MS: i64 = 24 * HOUR_MS;
+/// Late snapshots merged per transaction.
+const LATE_BATCH: i64 = 1000;
+/// Rows deleted per statement by retention, for the same reason.
+const DELETE_BATCH: i64 = 2000;
+
+/// Longest range served from raw snapshots.
+const RAW_SPAN_MS: i64 = 6 * HOUR_MS;
+/// Longest range served from minute rollups.
+const MINUTE_SPAN_MS: i64 = 7 * 24 * HOUR_MS;
+/// Points in a series when the caller gives no limit and no start.
+const DEFAULT_POINTS: u32 = 100;
+/// Most points in a series.
+const MAX_POINTS: u32 = 10_000;
+
+/// Width of a rollup tier's buckets in ms.
+fn width(tier: Tier) -> i64 {
+    match tier {
+        Tier::Hour => HOUR_MS,
+        Tier::Minute | Tier::Raw => MINUTE_MS,
+    }
+}
+
+/// The `tier` column's value.
+fn tier_name(tier: Tier) -> &'static str {
+    match tier {
+        Tier::Raw => "raw",
+        Tier::Minute => "minute",
+        Tier::Hour => "hour",
+    }
+}
+
+/// Start of the bucket holding `t`.
+fn floor(t: i64, width: i64) -> i64 {
+    t.div_euclid(width) * width
+}
+
+fn duration_ms(d: std::time::Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// One process in a top list. In a raw snapshot's list the peak times are absent
+/// (they are the snapshot's time); in a bucket's list they say when each peak was.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub(super) struct Peak {
+    name: String,
+    pid: u32,
+    cmd: String,
+    cpu_percent: f32,
+    rss_bytes: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cpu_peak_at: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    rss_peak_at: Option<i64>,
+}
+
+/// The top list stored with a raw snapshot: its top processes by CPU and by memory.
+pub(super) fn snapshot_top_json(snap: &Snapshot) -> Result<String> {
+    let cpu = |i: usize| finite(f64::from(snap.processes[i].cpu_percent));
+    let mut by_cpu: Vec<usize> = (0..snap.processes.len()).collect();
+    by_cpu.sort_by(|&a, &b| cpu(b).total_cmp(&cpu(a)).then(snap.processes[a].pid.cmp(&snap.processes[b].pid)));
+    let mut by_rss: Vec<usize> = (0..snap.processes.len()).collect();
+    by_rss.sort_by(|&a, &b| {
+        snap.processes[b]
+            .rss_bytes
+            .cmp(&snap.processes[a].rss_bytes)
+            .then(snap.processes[a].pid.cmp(&snap.processes[b].pid))
+    });
+    let mut chosen: Vec<usize> = by_cpu.into_iter().take(TOP_N).collect();
+    for i in by_rss.into_iter().take(TOP_N) {
+        if !chosen.contains(&i) {
+            chosen.push(i);
+        }
+    }
+    let top: Vec<Peak> = chosen
+        .into_iter()
+        .map(|i| {
+            let p = &snap.processes[i];
+            Peak {
+                name: p.name.clone(),
+                pid: p.pid,
+                cmd: p.cmd.chars().take(TOP_CMD_CHARS).collect(),
+                cpu_percent: cpu(i) as f32,
+                rss_bytes: p.rss_bytes,
+                cpu_peak_at: None,
+                rss_peak_at: None,
+            }
+        })
+        .collect();
+    serde_json::to_string(&top).map_err(|e| StoreError::Corrupt(format!("cannot encode top processes: {e}")))
+}
+
+/// Peaks per process (name and pid) over several top lists.
+#[derive(Default)]
+struct Peaks(HashMap<(String, u32), Peak>);
+
+impl Peaks {
+    /// Adds a stored top list; entries without peak times get `at`.
+    fn add_json(&mut self, json: &str, at: i64) -> Result<()> {
+        let list: Vec<Peak> =
+            serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("unreadable top processes: {e}")))?;
+        for p in list {
+            self.add(p, at);
+        }
+        Ok(())
+    }
+
+    fn add(&mut self, mut p: Peak, at: i64) {
+        p.cpu_peak_at = Some(p.cpu_peak_at.unwrap_or(at));
+        p.rss_peak_at = Some(p.rss_peak_at.unwrap_or(at));
+        match self.0.get_mut(&(p.name.clone(), p.pid)) {
+            None => {
+                self.0.insert((p.name.clone(), p.pid), p);
+            }
+            Some(e) => {
+                // The command line is the one seen at the CPU peak.
+                if p.cpu_percent > e.cpu_percent {
+                    e.cpu_percent = p.cpu_percent;
+                    e.cpu_peak_at = p.cpu_peak_at;
+                    e.cmd = p.cmd;
+                }
+                if p.rss_bytes > e.rss_bytes {
+                    e.rss_bytes = p.rss_bytes;
+                    e.rss_peak_at = p.rss_peak_at;
+                }
+            }
+        }
+    }
+
+    /// The top `n` by CPU and the top `n` by memory (up to `2n` processes), by CPU peak
+    /// then memory peak, highest first.
+    fn top(self, n: usize) -> Vec<Peak> {
+        let mut all: Vec<Peak> = self.0.into_values().collect();
+        let key = |p: &Peak| (p.name.clone(), p.pid);
+        all.sort_by(|a, b| b.rss_bytes.cmp(&a.rss_bytes).then_with(|| key(a).cmp(&key(b))));
+        let by_rss: Vec<(String, u32)> = all.iter().take(n).map(key).collect();
+        all.sort_by(|a, b| {
+            b.cpu_percent
+                .total_cmp(&a.cpu_percent)
+                .then(b.rss_bytes.cmp(&a.rss_bytes))
+                .then_with(|| key(a).cmp(&key(b)))
+        });
+        all.into_iter().enumerate().filter(|(i, p)| *i < n || by_rss.contains(&key(p))).map(|(_, p)| p).collect()
+    }
+
+    fn top_json(self) -> Result<String> {
+        serde_json::to_string(&self.top(TOP_N))
+            .map_err(|e| StoreError::Corrupt(format!("cannot encode top processes: {e}")))
+    }
+}
+
+/// Sums and peaks of a bucket (or of a part of one).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Agg {
+    samples: i64,
+    cpu_sum: f64,
+    cpu_max: f64,
+    memory_sum: f64,
+    memory_max: i64,
+    processes_sum: f64,
+    processes_max: i64,
+    sent_sum: f64,
+    sent_max: f64,
+    received_sum: f64,
+    received_max: f64,
+}
+
+impl Agg {
+    fn merge(&mut self, o: &Agg) {
+        // Every figure is non-negative, so the zero of an empty Agg never wins a max.
+        self.samples += o.samples;
+        self.cpu_sum += o.cpu_sum;
+        self.cpu_max = self.cpu_max.max(o.cpu_max);
+        self.memory_sum += o.memory_sum;
+        self.memory_max = self.memory_max.max(o.memory_max);
+        self.processes_sum += o.processes_sum;
+        self.processes_max = self.processes_max.max(o.processes_max);
+        self.sent_sum += o.sent_sum;
+        self.sent_max = self.sent_max.max(o.sent_max);
+        self.received_sum += o.received_sum;
+        self.received_max = self.received_max.max(o.received_max);
+    }
+
+    fn avg(&self, sum: f64) -> f64 {
+        if self.samples > 0 { sum / self.samples as f64 } else { 0.0 }
+    }
+
+    fn point(&self, bucket: i64) -> SeriesPoint {
+        SeriesPoint {
+            timestamp: from_ms(bucket),
+            samples: to_u32(self.samples),
+            cpu_percent: self.avg(self.cpu_sum) as f32,
+            cpu_max_percent: self.cpu_max as f32,
+            memory_used_bytes: self.avg(self.memory_sum).round() as i64,
+            memory_max_bytes: self.memory_max,
+            process_count: self.avg(self.processes_sum) as f32,
+            process_max: to_u32(self.processes_max),
+            sent_bytes_per_sec: self.avg(self.sent_sum),
+            received_bytes_per_sec: self.avg(self.received_sum),
+            sent_max_bytes_per_sec: self.sent_max,
+            received_max_bytes_per_sec: self.received_max,
+        }
+    }
+}
+
+/// The summary columns of a raw snapshot, with its top list when asked for.
+#[derive(FromRow)]
+struct RawRow {
+    id: i64,
+    host_id: i64,
+    taken_at: i64,
+    cpu_percent: f64,
+    memory_used_bytes: i64,
+    process_count: i64,
+    sent_bytes_per_sec: f64,
+    received_bytes_per_sec: f64,
+    top_json: String,
+}
+
+/// [`RawRow`]'s columns; `top` gives `top_json` as `''` when the list is not needed.
+fn raw_columns(top: bool) -> String {
+    format!(
+        "id, host_id, taken_at, cpu_percent, memory_used_bytes, process_count, sent_bytes_per_sec, \
+         received_bytes_per_sec, {} AS top_json",
+        if top { "top_json" } else { "''" }
+    )
+}
+
+impl RawRow {
+    fn agg(&self) -> Agg {
+        Agg {
+            samples: 1,
+            cpu_sum: self.cpu_percent,
+            cpu_max: self.cpu_percent,
+            memory_sum: self.memory_used_bytes as f64,
+            memory_max: self.memory_used_bytes,
+            processes_sum: self.process_count as f64,
+            processes_max: self.process_count,
+            sent_sum: self.sent_bytes_per_sec,
+            sent_max: self.sent_bytes_per_sec,
+            received_sum: self.received_bytes_per_sec,
+            received_max: self.received_bytes_per_sec,
+        }
+    }
+}
+
+/// A stored rollup bucket.
+#[derive(FromRow)]
+struct RollupRow {
+    bucket: i64,
+    samples: i64,
+    cpu_avg: f64,
+    cpu_max: f64,
+    memory_avg: f64,
+    memory_max: i64,
+    processes_avg: f64,
+    processes_max: i64,
+    sent_avg: f64,
+    sent_max: f64,
+    received_avg: f64,
+    received_max: f64,
+    top_json: String,
+}
+
+/// [`RollupRow`]'s columns; `top` as in [`raw_columns`].
+fn rollup_columns(top: bool) -> String {
+    format!(
+        "bucket, samples, cpu_avg, cpu_max, memory_avg, memory_max, processes_avg, processes_max, sent_avg, \
+         sent_max, received_avg, received_max, {} AS top_json",
+        if top { "top_json" } else { "''" }
+    )
+}
+
+impl RollupRow {
+    fn agg(&self) -> Agg {
+        let n = self.samples as f64;
+        Agg {
+            samples: self.samples,
+            cpu_sum: self.cpu_avg * n,
+            cpu_max: self.cpu_max,
+            memory_sum: self.memory_avg * n,
+            memory_max: self.memory_max,
+            processes_sum: self.processes_avg * n,
+            processes_max: self.processes_max,
+            sent_sum: self.sent_avg * n,
+            sent_max: self.sent_max,
+            received_sum: self.received_avg * n,
+            received_max: self.received_max,
+        }
+    }
+}
+
+/// A bucket being built: its figures and its processes.
+#[derive(Default)]
+struct Bucket {
+    agg: Agg,
+    peaks: Peaks,
+}
+
+impl Bucket {
+    fn add_raw(&mut self, r: &RawRow) -> Result<()> {
+        self.agg.merge(&r.agg());
+        self.peaks.add_json(&r.top_json, r.taken_at)
+    }
+
+    fn add_rollup(&mut self, r: &RollupRow) -> Result<()> {
+        self.agg.merge(&r.agg());
+        self.peaks.add_json(&r.top_json, r.bucket)
+    }
+}
+
+/// Where rolling up stands for one host and tier.
+async fn progress<'e>(db: impl Executor<'e, Database = Sqlite>, host_id: i64, tier: Tier) -> Result<Option<i64>> {
+    Ok(sqlx::query_scalar("SELECT rolled_until FROM rollup_progress WHERE host_id = ? AND tier = ?")
+        .bind(host_id)
+        .bind(tier_name(tier))
+        .fetch_optional(db)
+        .await?)
+}
+
+async fn set_progress(tx: &mut SqliteConnection, host_id: i64, tier: Tier, until: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO rollup_progress (host_id, tier, rolled_until) VALUES (?1, ?2, ?3) \
+         ON CONFLICT (host_id, tier) DO UPDATE SET rolled_until = ?3",
+    )
+    .bind(host_id)
+    .bind(tier_name(tier))
+    .bind(until)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Writes a bucket, replacing what was there.
+async fn write_bucket(tx: &mut SqliteConnection, host_id: i64, tier: Tier, start: i64, b: Bucket) -> Result<()> {
+    let a = b.agg;
+    sqlx::query(
+        "INSERT OR REPLACE INTO rollups (host_id, tier, bucket, samples, cpu_avg, cpu_max, memory_avg, memory_max, \
+         processes_avg, processes_max, sent_avg, sent_max, received_avg, received_max, top_json) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(host_id)
+    .bind(tier_name(tier))
+    .bind(start)
+    .bind(a.samples)
+    .bind(a.avg(a.cpu_sum))
+    .bind(a.cpu_max)
+    .bind(a.avg(a.memory_sum))
+    .bind(a.memory_max)
+    .bind(a.avg(a.processes_sum))
+    .bind(a.processes_max)
+    .bind(a.avg(a.sent_sum))
+    .bind(a.sent_max)
+    .bind(a.avg(a.received_sum))
+    .bind(a.received_max)
+    .bind(b.peaks.top_json()?)
+    .execute(&mut *tx)
+    .await?;
+    Ok(())
+}
+
+/// Merges `b` into the stored bucket (or writes it if there is none).
+async fn merge_bucket(tx: &mut SqliteConnection, host_id: i64, tier: Tier, start: i64, mut b: Bucket) -> Result<()> {
+    let old: Option<RollupRow> = sqlx::query_as(&format!(
+        "SELECT {} FROM rollups WHERE host_id = ? AND tier = ? AND bucket = ?",
+        rollup_columns(true)
+    ))
+    .bind(host_id)
+    .bind(tier_name(tier))
+    .bind(start)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(old) = old {
+        b.add_rollup(&old)?;
+    }
+    write_bucket(tx, host_id, tier, start, b).await
+}
+
+/// Removes from `ranges` (sorted, disjoint, half-open) the buckets starting at
+/// `starts` (sorted) of width `w`.
+fn subtract(ranges: &[(i64, i64)], starts: &[i64], w: i64) -> Vec<(i64, i64)> {
+    let mut out = Vec::new();
+    for &(a, b) in ranges {
+        let mut cursor = a;
+        for &s in starts.iter().filter(|&&s| s < b && s + w > a) {
+            if s > cursor {
+                out.push((cursor, s));
+            }
+            cursor = cursor.max(s + w);
+        }
+        if cursor < b {
+            out.push((cursor, b));
+        }
+    }
+    out
+}
+
+impl Store {
+    /// Rolls complete buckets up, merges late snapshots, and applies retention.
+    /// Running it again with the same `now` changes nothing.
+    pub async fn maintain(&self, now: DateTime<Utc>, retention: &Retention) -> Result<Maintenance> {
+        let now = to_ms(now);
+        let mut done = Maintenance::default();
+        self.merge_late(&mut done).await?;
+        let hosts: Vec<i64> = sqlx::query_scalar("SELECT id FROM hosts ORDER BY id").fetch_all(&self.pool).await?;
+        for &host_id in &hosts {
+            self.roll_minutes(host_id, now, &mut done).await?;
+            self.roll_hours(host_id, &mut done).await?;
+        }
+        for &host_id in &hosts {
+            self.expire(host_id, now, retention, &mut done).await?;
+        }
+        if done.raw_deleted > 0 || done.rollups_deleted > 0 {
+            // Hand the freed pages back to the file system (auto_vacuum is INCREMENTAL).
+            let _turn = self.turn().await;
+            sqlx::query("PRAGMA incremental_vacuum").execute(&self.pool).await?;
+        }
+        Ok(done)
+    }
+
+    /// Merges snapshots that arrived after their minute was rolled into their minute
+    /// bucket, and into their hour bucket when that is rolled too.
+    async fn merge_late(&self, done: &mut Maintenance) -> Result<()> {
+        loop {
+            let mut tx = self.write().await?;
+            let rows: Vec<RawRow> = sqlx::query_as(&format!(
+                "SELECT {} FROM snapshots WHERE id IN (SELECT snapshot_id FROM rollup_late ORDER BY snapshot_id LIMIT ?)",
+                raw_columns(true)
+            ))
+            .bind(LATE_BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+            let Some(last) = rows.iter().map(|r| r.id).max() else {
+                tx.commit().await?;
+                return Ok(());
+            };
+            let mut minutes: BTreeMap<(i64, i64), Bucket> = BTreeMap::new();
+            let mut hours: BTreeMap<(i64, i64), Bucket> = BTreeMap::new();
+            let mut hour_progress: HashMap<i64, Option<i64>> = HashMap::new();
+            for r in &rows {
+                minutes.entry((r.host_id, floor(r.taken_at, MINUTE_MS))).or_default().add_raw(r)?;
+                let rolled = match hour_progress.get(&r.host_id) {
+                    Some(&p) => p,
+                    None => {
+                        let p = progress(&mut *tx, r.host_id, Tier::Hour).await?;
+                        hour_progress.insert(r.host_id, p);
+                        p
+                    }
+                };
+                let hour = floor(r.taken_at, HOUR_MS);
+                if rolled.is_some_and(|until| hour < until) {
+                    hours.entry((r.host_id, hour)).or_default().add_raw(r)?;
+                }
+            }
+            for ((host_id, start), b) in minutes {
+                merge_bucket(&mut tx, host_id, Tier::Minute, start, b).await?;
+                done.minute_buckets += 1;
+            }
+            for ((host_id, start), b) in hours {
+                merge_bucket(&mut tx, host_id, Tier::Hour, start, b).await?;
+                done.hour_buckets += 1;
+            }
+            sqlx::query("DELETE FROM rollup_late WHERE snapshot_id <= ?").bind(last).execute(&mut *tx).await?;
+            tx.commit().await?;
+        }
+    }
+
+    /// Rolls a host's raw snapshots into every complete minute not rolled yet.
+    async fn roll_minutes(&self, host_id: i64, now: i64, done: &mut Maintenance) -> Result<()> {
+        let limit = floor(now, MINUTE_MS);
+        loop {
+            let mut tx = self.write().await?;
+            let rolled = progress(&mut *tx, host_id, Tier::Minute).await?;
+            let next: Option<i64> =
+                sqlx::query_scalar("SELECT MIN(taken_at) FROM snapshots WHERE host_id = ? AND taken_at >= ?")
+                    .bind(host_id)
+                    .bind(rolled.unwrap_or(i64::MIN))
+                    .fetch_one(&mut *tx)
+                    .await?;
+            let start = match next.map(|t| floor(t, MINUTE_MS)) {
+                Some(start) if start < limit => start,
+                _ => {
+                    // Nothing complete left: everything before `limit` is rolled.
+                    if rolled.is_some_and(|r| r < limit) {
+                        set_progress(&mut tx, host_id, Tier::Minute, limit).await?;
+                    }
+                    tx.commit().await?;
+                    return Ok(());
+                }
+            };
+            let end = limit.min(start + MINUTE_CHUNK_MS);
+            let rows: Vec<RawRow> = sqlx::query_as(&format!(
+                "SELECT {} FROM snapshots WHERE host_id = ? AND taken_at >= ? AND taken_at < ?",
+                raw_columns(true)
+            ))
+            .bind(host_id)
+            .bind(start)
+            .bind(end)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut buckets: BTreeMap<i64, Bucket> = BTreeMap::new();
+            for r in &rows {
+                buckets.entry(floor(r.taken_at, MINUTE_MS)).or_default().add_raw(r)?;
+            }
+            for (start, b) in buckets {
+                write_bucket(&mut tx, host_id, Tier::Minute, start, b).await?;
+                done.minute_buckets += 1;
+            }
+            set_progress(&mut tx, host_id, Tier::Minute, end).await?;
+            tx.commit().await?;
+        }
+    }
+
+    /// Rolls a host's minute buckets into every hour whose minutes are all rolled.
+    async fn roll_hours(&self, host_id: i64, done: &mut Maintenance) -> Result<()> {
+        loop {
+            let mut tx = self.write().await?;
+            let Some(minutes_rolled) = progress(&mut *tx, host_id, Tier::Minute).await? else {
+                tx.commit().await?;
+                return Ok(());
+            };
+            let limit = floor(minutes_rolled, HOUR_MS);
+            let rolled = progress(&mut *tx, host_id, Tier::Hour).await?;
+            let next: Option<i64> = sqlx::query_scalar(
+                "SELECT MIN(bucket) FROM rollups WHERE host_id = ? AND tier = 'minute' AND bucket >= ?",
+            )
+            .bind(host_id)
+            .bind(rolled.unwrap_or(i64::MIN))
+            .fetch_one(&mut *tx)
+            .await?;
+            let start = match next.map(|t| floor(t, HOUR_MS)) {
+                Some(start) if start < limit => start,
+                _ => {
+                    if rolled.is_some_and(|r| r < limit) {
+                        set_progress(&mut tx, host_id, Tier::Hour, limit).await?;
+                    }
+                    tx.commit().await?;
+                    return Ok(());
+                }
+            };
+            let end = limit.min(start + HOUR_CHUNK_MS);
+            let rows: Vec<RollupRow> = sqlx::query_as(&format!(
+                "SELECT {} FROM rollups WHERE host_id = ? AND tier = 'minute' AND bucket >= ? AND bucket < ?",
+                rollup_columns(true)
+            ))
+            .bind(host_id)
+            .bind(start)
+            .bind(end)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut buckets: BTreeMap<i64, Bucket> = BTreeMap::new();
+            for r in &rows {
+                buckets.entry(floor(r.bucket, HOUR_MS)).or_default().add_rollup(r)?;
+            }
+            for (start, b) in buckets {
+                write_bucket(&mut tx, host_id, Tier::Hour, start, b).await?;
+                done.hour_buckets += 1;
+            }
+            set_progress(&mut tx, host_id, Tier::Hour, end).await?;
+            tx.commit().await?;
+        }
+    }
+
+    /// Deletes a host's rows that are past retention and held by the tier above.
+    async fn expire(&self, host_id: i64, now: i64, retention: &Retention, done: &mut Maintenance) -> Result<()> {
+        let minutes_rolled = progress(&self.pool, host_id, Tier::Minute).await?;
+        let hours_rolled = progress(&self.pool, host_id, Tier::Hour).await?;
+        // Raw snapshots: older than retention and in a rolled minute. Queued late ones
+        // wait for their merge.
+        if let Some(rolled) = minutes_rolled {
+            let before = rolled.min(now.saturating_sub(duration_ms(retention.raw)));
+            done.raw_deleted += self
+                .delete_batched(
+                    "DELETE FROM snapshots WHERE id IN (SELECT id FROM snapshots WHERE host_id = ? AND taken_at < ? \
+                     AND id NOT IN (SELECT snapshot_id FROM rollup_late) ORDER BY taken_at LIMIT ?)",
+                    host_id,
+                    before,
+                )
+                .await?;
+        }
+        // Minute buckets: wholly older than retention and in a rolled hour.
+        if let Some(rolled) = hours_rolled {
+            let before = rolled.min(now.saturating_sub(duration_ms(retention.minute)).saturating_sub(MINUTE_MS) + 1);
+            done.rollups_deleted += self
+                .delete_batched(
+                    "DELETE FROM rollups WHERE rowid IN (SELECT rowid FROM rollups WHERE host_id = ? \
+                     AND tier = 'minute' AND bucket < ? ORDER BY bucket LIMIT ?)",
+                    host_id,
+                    before,
+                )
+                .await?;
+        }
+        // Hour buckets: wholly older than retention.
+        let before = now.saturating_sub(duration_ms(retention.hour)).saturating_sub(HOUR_MS) + 1;
+        done.rollups_deleted += self
+            .delete_batched(
+                "DELETE FROM rollups WHERE rowid IN (SELECT rowid FROM rollups WHERE host_id = ? \
+                 AND tier = 'hour' AND bucket < ? ORDER BY bucket LIMIT ?)",
+                host_id,
+                before,
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Runs a `DELETE` taking (host id, bound, batch size) until it deletes less than a
+    /// batch; each batch is its own short transaction.
+    async fn delete_batched(&self, sql: &str, host_id: i64, before: i64) -> Result<u64> {
+        let mut total = 0;
+        loop {
+            let _turn = self.turn().await;
+            let n = sqlx::query(sql)
+                .bind(host_id)
+                .bind(before)
+                .bind(DELETE_BATCH)
+                .execute(&self.pool)
+                .await?
+                .rows_affected();
+            total += n;
+            if n < DELETE_BATCH as u64 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// A host's history for a chart, at the tier that fits the range.
+    ///
+    /// Without `from`: the newest `limit` snapshots up to `to` (default 100, at most
+    /// 10,000). With `from`: raw snapshots if the range lies within raw retention and
+    /// spans at most 6 hours, minute buckets if it lies within minute retention and spans
+    /// at most 7 days, else hour buckets; the newest `limit` points (default and at most
+    /// 10,000). `to` defaults to `now`; both ends are included (a bucket counts when it
+    /// starts within the range or holds `from`). Buckets not rolled up yet are computed
+    /// on the fly, so a chart reaches the present. Points are oldest first.
+    pub async fn series(
+        &self,
+        host_id: i64,
+        from: Option<DateTime<Utc>>,
+        to: Option<DateTime<Utc>>,
+        limit: Option<u32>,
+        now: DateTime<Utc>,
+        retention: &Retention,
+    ) -> Result<Series> {
+        let hostname: String = sqlx::query_scalar("SELECT hostname FROM hosts WHERE id = ?")
+            .bind(host_id)
+            .fetch_optional(&self.pool)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("host {host_id}")))?;
+        let to = to_ms(to.unwrap_or(now));
+        let now = to_ms(now);
+        let Some(from) = from.map(to_ms) else {
+            let limit = limit.unwrap_or(DEFAULT_POINTS).clamp(1, MAX_POINTS);
+            let points = self.raw_points(host_id, i64::MIN, to, limit).await?;
+            return Ok(Series { hostname, tier: Tier::Raw, points });
+        };
+        let limit = limit.unwrap_or(MAX_POINTS).clamp(1, MAX_POINTS);
+        let span = to.saturating_sub(from);
+        let tier = if span <= RAW_SPAN_MS && from >= now.saturating_sub(duration_ms(retention.raw)) {
+            Tier::Raw
+        } else if span <= MINUTE_SPAN_MS && from >= now.saturating_sub(duration_ms(retention.minute)) {
+            Tier::Minute
+        } else {
+            Tier::Hour
+        };
+        let points = match tier {
+            Tier::Raw => self.raw_points(host_id, from, to, limit).await?,
+            Tier::Minute | Tier::Hour => self.bucket_points(host_id, tier, from, to, limit).await?,
+        };
+        Ok(Series { hostname, tier, points })
+    }
+
+    /// The newest `limit` raw snapshots taken in `[from, to]`, oldest first.
+    async fn raw_points(&self, host_id: i64, from: i64, to: i64, limit: u32) -> Result<Vec<SeriesPoint>> {
+        let rows: Vec<RawRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM snapshots WHERE host_id = ? AND taken_at >= ? AND taken_at <= ? \
+             ORDER BY taken_at DESC, seq DESC LIMIT ?",
+            raw_columns(false)
+        ))
+        .bind(host_id)
+        .bind(from)
+        .bind(to)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().rev().map(|r| r.agg().point(r.taken_at)).collect())
+    }
+
+    /// The newest `limit` buckets of a rollup tier in `[from, to]`, oldest first:
+    /// stored buckets, then the ones not rolled yet, built from the tiers below.
+    async fn bucket_points(
+        &self,
+        host_id: i64,
+        tier: Tier,
+        from: i64,
+        to: i64,
+        limit: u32,
+    ) -> Result<Vec<SeriesPoint>> {
+        let w = width(tier);
+        let first = floor(from, w);
+        let mut buckets: BTreeMap<i64, Agg> = BTreeMap::new();
+        let stored: Vec<RollupRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM rollups WHERE host_id = ? AND tier = ? AND bucket >= ? AND bucket <= ? \
+             ORDER BY bucket DESC LIMIT ?",
+            rollup_columns(false)
+        ))
+        .bind(host_id)
+        .bind(tier_name(tier))
+        .bind(first)
+        .bind(to)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &stored {
+            buckets.entry(r.bucket).or_default().merge(&r.agg());
+        }
+
+        // The part not rolled into this tier yet.
+        let minutes_rolled = progress(&self.pool, host_id, Tier::Minute).await?;
+        let hours_rolled = progress(&self.pool, host_id, Tier::Hour).await?;
+        let raw_from = first.max(minutes_rolled.unwrap_or(i64::MIN));
+        if tier == Tier::Hour
+            && let Some(minutes_rolled) = minutes_rolled
+        {
+            let minute_from = first.max(hours_rolled.unwrap_or(i64::MIN));
+            let rows: Vec<RollupRow> = sqlx::query_as(&format!(
+                "SELECT {} FROM rollups WHERE host_id = ? AND tier = 'minute' AND bucket >= ? AND bucket < ? \
+                 AND bucket <= ?",
+                rollup_columns(false)
+            ))
+            .bind(host_id)
+            .bind(minute_from)
+            .bind(minutes_rolled)
+            .bind(to)
+            .fetch_all(&self.pool)
+            .await?;
+            for r in &rows {
+                buckets.entry(floor(r.bucket, w)).or_default().merge(&r.agg());
+            }
+        }
+        let rows: Vec<RawRow> = sqlx::query_as(&format!(
+            "SELECT {} FROM snapshots WHERE host_id = ? AND taken_at >= ? AND taken_at <= ?",
+            raw_columns(false)
+        ))
+        .bind(host_id)
+        .bind(raw_from)
+        .bind(to)
+        .fetch_all(&self.pool)
+        .await?;
+        for r in &rows {
+            buckets.entry(floor(r.taken_at, w)).or_default().merge(&r.agg());
+        }
+
+        let skip = buckets.len().saturating_sub(limit as usize);
+        Ok(buckets.iter().skip(skip).map(|(&start, agg)| agg.point(start)).collect())
+    }
+
+    /// The processes that peaked highest in `[from, to)`: the top `n` by CPU peak and
+    /// the top `n` by memory peak (so up to `2n`), by CPU peak then memory peak, highest
+    /// first, each with the time of its peaks.
+    ///
+    /// Each stretch of the range is read from the coarsest data that is exact for it:
+    /// hour buckets wholly inside the range, then minute buckets wholly inside, then raw
+    /// snapshots. Where the raw snapshots (or minute buckets) of an edge are gone, the
+    /// bucket holding the edge counts whole, so the answer outlives raw data.
+    pub async fn top_processes(
+        &self,
+        host_id: i64,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        n: u32,
+    ) -> Result<Vec<TopProcess>> {
+        let (from, to) = (to_ms(from), to_ms(to));
+        if from >= to || n == 0 {
+            return Ok(Vec::new());
+        }
+        let mut peaks = Peaks::default();
+        let raw_min: Option<i64> = sqlx::query_scalar("SELECT MIN(taken_at) FROM snapshots WHERE host_id = ?")
+            .bind(host_id)
+            .fetch_one(&self.pool)
+            .await?;
+        let minute_min: Option<i64> =
+            sqlx::query_scalar("SELECT MIN(bucket) FROM rollups WHERE host_id = ? AND tier = 'minute'")
+                .bind(host_id)
+                .fetch_one(&self.pool)
+                .await?;
+        let (raw_min, minute_min) = (raw_min.unwrap_or(i64::MAX), minute_min.unwrap_or(i64::MAX));
+        let inside = |start: i64, w: i64| start >= from && start + w <= to;
+
+        let mut gaps = vec![(from, to)];
+        for (tier, finer_min) in [(Tier::Hour, minute_min), (Tier::Minute, raw_min)] {
+            let w = width(tier);
+            let mut used = Vec::new();
+            for &(a, b) in &gaps {
+                let rows: Vec<(i64, String)> = sqlx::query_as(
+                    "SELECT bucket, top_json FROM rollups WHERE host_id = ? AND tier = ? AND bucket > ? AND bucket < ? \
+                     ORDER BY bucket",
+                )
+                .bind(host_id)
+                .bind(tier_name(tier))
+                .bind(a - w)
+                .bind(b)
+                .fetch_all(&self.pool)
+                .await?;
+                for (start, json) in rows {
+                    if inside(start, w) || start < finer_min {
+                        peaks.add_json(&json, start)?;
+                        used.push(start);
+                    }
+                }
+            }
+            gaps = subtract(&gaps, &used, w);
+        }
+        for (a, b) in gaps {
+            let rows: Vec<(i64, String)> = sqlx::query_as(
+                "SELECT taken_at, top_json FROM snapshots WHERE host_id = ? AND taken_at >= ? AND taken_at < ?",
+            )
+            .bind(host_id)
+            .bind(a)
+            .bind(b)
+            .fetch_all(&self.pool)
+            .await?;
+            for (at, json) in rows {
+                peaks.add_json(&json, at)?;
+            }
+        }
+        Ok(peaks
+            .top(n as usize)
+            .into_iter()
+            .map(|p| TopProcess {
+                name: p.name,
+                pid: p.pid,
+                cmd: p.cmd,
+                cpu_max_percent: p.cpu_percent,
+                rss_max_bytes: to_i64(p.rss_bytes),
+                cpu_peak_at: from_ms(p.cpu_peak_at.unwrap_or_default()),
+                rss_peak_at: from_ms(p.rss_peak_at.unwrap_or_default()),
+            })
+            .collect())
+    }
+}

@@ -1,0 +1,517 @@
+//! Tests of the store against a real SQLite file in a temporary directory, with
+//! snapshots cloned from one real sample of this machine.
+
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use chrono::{DateTime, TimeDelta, Utc};
+
+use super::*;
+use crate::model::api::{Role, SeriesPoint, SnapshotSummary, Tier, TopProcess};
+use crate::model::{ProcessAction, ProcessSample, Snapshot};
+use crate::sample::Sampler;
+
+/// One real snapshot, taken once for all tests (sampling waits for CPU figures).
+fn base() -> &'static Snapshot {
+    static BASE: OnceLock<Snapshot> = OnceLock::new();
+    BASE.get_or_init(|| Sampler::new(Default::default()).sample())
+}
+
+fn snap(hostname: &str, seq: u64, taken_at: DateTime<Utc>, cpu: f32) -> Snapshot {
+    let mut s = base().clone();
+    s.host.hostname = hostname.to_owned();
+    s.seq = seq;
+    s.taken_at = taken_at;
+    s.cpu.total_percent = cpu;
+    s
+}
+
+/// A process to add to a snapshot.
+fn process(name: &str, pid: u32, cpu: f32, rss: u64) -> ProcessSample {
+    let mut p = base().processes.first().cloned().expect("the machine has processes");
+    p.name = name.to_owned();
+    p.pid = pid;
+    p.cmd = format!("{name} --work");
+    p.cpu_percent = cpu;
+    p.rss_bytes = rss;
+    p
+}
+
+async fn open(dir: &tempfile::TempDir) -> Store {
+    Store::open(&dir.path().join("procyon.db")).await.expect("open store")
+}
+
+fn page(limit: u32, offset: u32) -> Page {
+    Page { limit, offset }
+}
+
+fn secs(s: i64) -> TimeDelta {
+    TimeDelta::seconds(s)
+}
+
+/// Now, at the store's millisecond precision.
+fn now() -> DateTime<Utc> {
+    from_ms(to_ms(Utc::now()))
+}
+
+#[tokio::test]
+async fn duplicate_upload_is_stored_once_and_hosts_are_upserted() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let t = now() - secs(60);
+
+    let first = store.insert_snapshot(&snap("alpha", 1, t, 10.0), t).await.unwrap();
+    assert!(!first.duplicate);
+    let again = store.insert_snapshot(&snap("alpha", 1, t + secs(5), 99.0), t + secs(5)).await.unwrap();
+    assert_eq!(again, Inserted { duplicate: true, ..first });
+    assert_eq!(store.count(Some(first.host_id)).await.unwrap(), 1);
+    // The duplicate changed nothing, the host's times included.
+    let host = store.host("alpha").await.unwrap().unwrap();
+    assert_eq!((host.first_seen, host.last_seen), (t, t));
+    assert_eq!(store.snapshot(first.id).await.unwrap().unwrap().snapshot.cpu.total_percent, 10.0);
+
+    store.insert_snapshot(&snap("alpha", 2, t + secs(1), 20.0), t + secs(10)).await.unwrap();
+    let beta = store.insert_snapshot(&snap("beta", 7, t, 30.0), t).await.unwrap();
+    assert_ne!(beta.host_id, first.host_id);
+
+    let by_name = store.host("alpha").await.unwrap().unwrap();
+    let by_id = store.host(&first.host_id.to_string()).await.unwrap().unwrap();
+    assert_eq!(by_name, by_id);
+    assert_eq!(by_name.id, first.host_id);
+    assert_eq!(by_name.snapshot_count, 2);
+    assert_eq!((by_name.first_seen, by_name.last_seen), (t, t + secs(10)));
+    assert_eq!(by_name.info.as_ref().map(|i| i.hostname.as_str()), Some("alpha"));
+    assert!(!by_name.online && !by_name.local);
+    assert_eq!(store.host("gamma").await.unwrap(), None);
+    assert_eq!(store.host("12345").await.unwrap(), None);
+
+    let hosts = store.hosts().await.unwrap();
+    let names: Vec<_> = hosts.iter().map(|h| (h.hostname.as_str(), h.snapshot_count)).collect();
+    assert_eq!(names, [("alpha", 2), ("beta", 1)]);
+    assert_eq!(store.count(None).await.unwrap(), 3);
+
+    assert_eq!(store.next_seq("alpha").await.unwrap(), 3);
+    assert_eq!(store.next_seq("beta").await.unwrap(), 8);
+    assert_eq!(store.next_seq("gamma").await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn host_info_follows_the_newest_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let t = now() - secs(600);
+    let mut newer = snap("alpha", 2, t, 1.0);
+    newer.host.os = "Newer OS".into();
+    let mut older = snap("alpha", 1, t - secs(60), 1.0);
+    older.host.os = "Older OS".into();
+    store.insert_snapshot(&newer, t).await.unwrap();
+    // A spool catching up delivers the older one later.
+    store.insert_snapshot(&older, t + secs(1)).await.unwrap();
+    let host = store.host("alpha").await.unwrap().unwrap();
+    assert_eq!(host.info.unwrap().os, "Newer OS");
+    assert_eq!(host.last_seen, t + secs(1));
+    assert_eq!(store.latest(host.id).await.unwrap().unwrap().snapshot.seq, 2);
+}
+
+#[tokio::test]
+async fn lists_page_newest_first_and_latest_is_per_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let t0 = now() - secs(3600);
+    let mut alpha = 0;
+    for seq in 1..=5 {
+        alpha = store
+            .insert_snapshot(&snap("alpha", seq, t0 + secs(seq as i64 * 10), seq as f32), t0)
+            .await
+            .unwrap()
+            .host_id;
+    }
+    let mut beta = 0;
+    for seq in 1..=2 {
+        beta =
+            store.insert_snapshot(&snap("beta", seq, t0 + secs(seq as i64 * 10 + 5), 50.0), t0).await.unwrap().host_id;
+    }
+
+    let seqs = |list: Vec<SnapshotSummary>| list.iter().map(|s| (s.hostname.clone(), s.seq)).collect::<Vec<_>>();
+    let a = |seq: i64| ("alpha".to_owned(), seq);
+    let b = |seq: i64| ("beta".to_owned(), seq);
+    assert_eq!(seqs(store.list(Some(alpha), page(2, 0)).await.unwrap()), [a(5), a(4)]);
+    assert_eq!(seqs(store.list(Some(alpha), page(2, 2)).await.unwrap()), [a(3), a(2)]);
+    assert_eq!(seqs(store.list(Some(alpha), page(2, 4)).await.unwrap()), [a(1)]);
+    assert_eq!(seqs(store.list(None, page(4, 0)).await.unwrap()), [a(5), a(4), a(3), b(2)]);
+    assert_eq!(store.list(None, page(u32::MAX, 0)).await.unwrap().len(), 7);
+
+    let summary = &store.list(Some(alpha), page(1, 0)).await.unwrap()[0];
+    let original = snap("alpha", 5, t0 + secs(50), 5.0);
+    assert_eq!(summary.timestamp, original.taken_at);
+    assert_eq!(summary.cpu_percent, 5.0);
+    assert_eq!(summary.memory_used_bytes, original.memory.used_bytes as i64);
+    assert_eq!(summary.process_count as usize, original.processes.len());
+    assert_eq!(summary.connection_count as usize, original.connections.len());
+
+    assert_eq!(store.count(Some(alpha)).await.unwrap(), 5);
+    assert_eq!(store.count(Some(beta)).await.unwrap(), 2);
+    assert_eq!(store.count(Some(-1)).await.unwrap(), 0);
+
+    let latest: Vec<_> = store
+        .latest_per_host()
+        .await
+        .unwrap()
+        .iter()
+        .map(|s| (s.snapshot.host.hostname.clone(), s.snapshot.seq))
+        .collect();
+    assert_eq!(latest, [("alpha".to_owned(), 5), ("beta".to_owned(), 2)]);
+    assert_eq!(store.latest(beta).await.unwrap().unwrap().snapshot.seq, 2);
+    assert_eq!(store.latest(-1).await.unwrap(), None);
+}
+
+#[tokio::test]
+async fn snapshots_round_trip_and_ranges_are_oldest_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let t0 = now() - secs(600);
+    let mut ids = Vec::new();
+    for seq in 1..=4u64 {
+        let original = snap("alpha", seq, t0 + secs(seq as i64), seq as f32);
+        let inserted = store.insert_snapshot(&original, t0 + secs(100)).await.unwrap();
+        let stored = store.snapshot(inserted.id).await.unwrap().unwrap();
+        assert_eq!(stored.snapshot, original);
+        assert_eq!((stored.id, stored.host_id, stored.received_at), (inserted.id, inserted.host_id, t0 + secs(100)));
+        ids.push((inserted.host_id, inserted.id));
+    }
+    assert_eq!(store.snapshot(-5).await.unwrap(), None);
+    let host = ids[0].0;
+    let range = store.range(host, t0 + secs(2), t0 + secs(4), 100).await.unwrap();
+    assert_eq!(range.iter().map(|s| s.snapshot.seq).collect::<Vec<_>>(), [2, 3, 4]);
+    let range = store.range(host, t0, t0 + secs(4), 2).await.unwrap();
+    assert_eq!(range.iter().map(|s| s.snapshot.seq).collect::<Vec<_>>(), [1, 2]);
+}
+
+#[tokio::test]
+async fn series_uses_raw_points_and_picks_the_tier_by_range() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let now = now();
+    let t0 = now - secs(300);
+    let mut host = 0;
+    for i in 0..20u64 {
+        host = store
+            .insert_snapshot(&snap("alpha", i + 1, t0 + secs(i as i64 * 10), i as f32), now)
+            .await
+            .unwrap()
+            .host_id;
+    }
+    let retention = Retention::default();
+
+    let last = store.series(host, None, None, Some(5), now, &retention).await.unwrap();
+    assert_eq!((last.hostname.as_str(), last.tier), ("alpha", Tier::Raw));
+    let cpus: Vec<f32> = last.points.iter().map(|p| p.cpu_percent).collect();
+    assert_eq!(cpus, [15.0, 16.0, 17.0, 18.0, 19.0]);
+    assert!(last.points.iter().all(|p| p.samples == 1 && p.cpu_max_percent == p.cpu_percent));
+    assert_eq!(last.points[0].timestamp, t0 + secs(150));
+    assert_eq!(store.series(host, None, None, None, now, &retention).await.unwrap().points.len(), 20);
+
+    let hour = store.series(host, Some(now - secs(3600)), None, Some(3), now, &retention).await.unwrap();
+    assert_eq!(hour.tier, Tier::Raw);
+    assert_eq!(hour.points.iter().map(|p| p.cpu_percent).collect::<Vec<_>>(), [17.0, 18.0, 19.0]);
+
+    // Nothing is rolled up yet: minute and hour points are computed from raw rows.
+    let two_days = store.series(host, Some(now - secs(2 * 86400)), None, None, now, &retention).await.unwrap();
+    assert_eq!(two_days.tier, Tier::Minute);
+    assert_eq!(two_days.points.iter().map(|p| p.samples).sum::<u32>(), 20);
+    let month = store.series(host, Some(now - secs(30 * 86400)), Some(now), None, now, &retention).await.unwrap();
+    assert_eq!(month.tier, Tier::Hour);
+    assert_eq!(month.points.iter().map(|p| p.samples).sum::<u32>(), 20);
+    let max = month.points.iter().map(|p| p.cpu_max_percent).fold(0.0, f32::max);
+    assert_eq!(max, 19.0);
+
+    // A short range that reaches past raw retention is served from minutes.
+    let old = store.series(host, Some(now - secs(30 * 3600)), Some(now - secs(28 * 3600)), None, now, &retention);
+    assert_eq!(old.await.unwrap().tier, Tier::Minute);
+
+    assert!(matches!(store.series(-1, None, None, None, now, &retention).await, Err(StoreError::NotFound(_))));
+}
+
+/// Spacing of the synthetic history in [`maintain_rolls_up_expires_and_keeps_answering`].
+const STEP: i64 = 30;
+
+#[tokio::test]
+async fn maintain_rolls_up_expires_and_keeps_answering() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let now = now();
+    // Three hours of history, starting on an hour, ending two hours before now.
+    let t0 = from_ms((to_ms(now) / 3_600_000 - 5) * 3_600_000);
+    let spike_at = t0 + secs(4020);
+    let hog_at = t0 + secs(8010);
+    let mut host = 0;
+    let count = 3 * 3600 / STEP;
+    for i in 0..count {
+        let at = t0 + secs(i * STEP);
+        let mut s = snap("alpha", i as u64 + 1, at, (i % 10) as f32 * 10.0);
+        s.processes.push(process("spiker", 4_000_000, if at == spike_at { 390.0 } else { 0.1 }, 1 << 20));
+        s.processes.push(process("hog", 4_000_001, 0.2, if at == hog_at { 64 << 30 } else { 1 << 20 }));
+        host = store.insert_snapshot(&s, at).await.unwrap().host_id;
+    }
+    let retention = Retention {
+        raw: Duration::from_secs(2 * 3600),
+        minute: Duration::from_secs(7 * 86400),
+        hour: Duration::from_secs(90 * 86400),
+    };
+    let spiker = |top: &[TopProcess]| top.iter().find(|p| p.name == "spiker").cloned().expect("spiker is in the top");
+
+    // Before maintenance everything comes from raw rows.
+    let top = store.top_processes(host, t0, t0 + secs(3 * 3600), 5).await.unwrap();
+    assert_eq!(top[0].name, "spiker");
+    assert_eq!((top[0].cpu_max_percent, top[0].cpu_peak_at), (390.0, spike_at));
+    let hog = top.iter().find(|p| p.name == "hog").expect("the memory hog is in the top");
+    assert_eq!((hog.rss_max_bytes, hog.rss_peak_at), (64 << 30, hog_at));
+    let minutes_before = store.series(host, Some(now - secs(86400)), None, None, now, &retention).await.unwrap();
+    let hours_before = store.series(host, Some(now - secs(30 * 86400)), None, None, now, &retention).await.unwrap();
+
+    let done = store.maintain(now, &retention).await.unwrap();
+    assert_eq!(
+        done,
+        Maintenance { minute_buckets: 180, hour_buckets: 3, raw_deleted: count as u64, rollups_deleted: 0 }
+    );
+    assert_eq!(store.count(Some(host)).await.unwrap(), 0);
+    assert_eq!(store.latest(host).await.unwrap(), None);
+    assert_eq!(store.maintain(now, &retention).await.unwrap(), Maintenance::default());
+    let free: i64 = sqlx::query_scalar("PRAGMA freelist_count").fetch_one(&store.pool).await.unwrap();
+    assert_eq!(free, 0, "incremental_vacuum returned the freed pages");
+
+    // The series are the same from rollups as they were from raw rows.
+    let minutes = store.series(host, Some(now - secs(86400)), None, None, now, &retention).await.unwrap();
+    assert_eq!(minutes.tier, Tier::Minute);
+    assert_eq!(minutes.points.len(), 180);
+    assert_eq!(minutes.points[0].timestamp, t0);
+    assert!(minutes.points.iter().all(|p| p.samples == 2));
+    // Minute k holds snapshots 2k and 2k+1: CPU (2k % 10) * 10 and (2k+1 % 10) * 10.
+    assert_eq!((minutes.points[1].cpu_percent, minutes.points[1].cpu_max_percent), (25.0, 30.0));
+    assert_same_points(&minutes.points, &minutes_before.points);
+    let hours = store.series(host, Some(now - secs(30 * 86400)), None, None, now, &retention).await.unwrap();
+    assert_eq!(hours.tier, Tier::Hour);
+    assert_eq!(
+        hours.points.iter().map(|p| (p.timestamp, p.samples)).collect::<Vec<_>>(),
+        [(t0, 120), (t0 + secs(3600), 120), (t0 + secs(7200), 120)]
+    );
+    assert!((hours.points[0].cpu_percent - 45.0).abs() < 1e-3);
+    assert_eq!(hours.points[0].cpu_max_percent, 90.0);
+    assert_same_points(&hours.points, &hours_before.points);
+    let limited = store.series(host, Some(now - secs(86400)), None, Some(10), now, &retention).await.unwrap();
+    assert_eq!(limited.points[..], minutes.points[170..]);
+
+    // Top processes outlive the raw rows: from hour buckets, from minute buckets, and
+    // from the bucket that holds an edge of the range.
+    let top = store.top_processes(host, t0, t0 + secs(3 * 3600), 5).await.unwrap();
+    assert_eq!(top[0].name, "spiker");
+    assert_eq!((top[0].cpu_max_percent, top[0].cpu_peak_at, top[0].cmd.as_str()), (390.0, spike_at, "spiker --work"));
+    let hog = top.iter().find(|p| p.name == "hog").expect("the memory hog is in the top");
+    assert_eq!((hog.rss_max_bytes, hog.rss_peak_at), (64 << 30, hog_at));
+    let around = store.top_processes(host, spike_at - secs(100), spike_at + secs(70), 3).await.unwrap();
+    assert_eq!((spiker(&around).cpu_max_percent, spiker(&around).cpu_peak_at), (390.0, spike_at));
+    let elsewhere = store.top_processes(host, t0 + secs(7200), t0 + secs(7800), 3).await.unwrap();
+    assert!(elsewhere.iter().all(|p| p.name != "spiker" || p.cpu_max_percent < 1.0));
+
+    // A snapshot that arrives after its minute was rolled is merged by the next run.
+    let late_at = spike_at + secs(15);
+    let mut late = snap("alpha", 100_000, late_at, 100.0);
+    late.processes.push(process("spiker", 4_000_000, 395.0, 1 << 20));
+    store.insert_snapshot(&late, now).await.unwrap();
+    let done = store.maintain(now, &retention).await.unwrap();
+    assert_eq!(done, Maintenance { minute_buckets: 1, hour_buckets: 1, raw_deleted: 1, rollups_deleted: 0 });
+    assert_eq!(store.maintain(now, &retention).await.unwrap(), Maintenance::default());
+    let minutes = store.series(host, Some(now - secs(86400)), None, None, now, &retention).await.unwrap();
+    let merged = minutes.points.iter().find(|p| p.timestamp == t0 + secs(4020)).unwrap();
+    assert_eq!((merged.samples, merged.cpu_max_percent), (3, 100.0));
+    let hours = store.series(host, Some(now - secs(30 * 86400)), None, None, now, &retention).await.unwrap();
+    assert_eq!(hours.points[1].samples, 121);
+    let top = store.top_processes(host, t0, t0 + secs(3 * 3600), 5).await.unwrap();
+    assert_eq!((top[0].cpu_max_percent, top[0].cpu_peak_at), (395.0, late_at));
+
+    // Minute rollups go after their retention, hour rollups after theirs.
+    let later = now + TimeDelta::days(8);
+    let done = store.maintain(later, &retention).await.unwrap();
+    assert_eq!(done, Maintenance { rollups_deleted: 180, ..Default::default() });
+    let top = store.top_processes(host, spike_at - secs(100), spike_at + secs(70), 3).await.unwrap();
+    assert_eq!(spiker(&top).cpu_peak_at, late_at, "the hour bucket answers once minutes are gone");
+    let done = store.maintain(now + TimeDelta::days(91), &retention).await.unwrap();
+    assert_eq!(done, Maintenance { rollups_deleted: 3, ..Default::default() });
+    assert!(store.top_processes(host, t0, t0 + secs(3 * 3600), 5).await.unwrap().is_empty());
+}
+
+fn assert_same_points(a: &[SeriesPoint], b: &[SeriesPoint]) {
+    assert_eq!(a.len(), b.len());
+    for (a, b) in a.iter().zip(b) {
+        assert_eq!(
+            (a.timestamp, a.samples, a.cpu_max_percent, a.memory_max_bytes),
+            (b.timestamp, b.samples, b.cpu_max_percent, b.memory_max_bytes)
+        );
+        assert!((a.cpu_percent - b.cpu_percent).abs() < 1e-3);
+        assert!((a.memory_used_bytes - b.memory_used_bytes).abs() <= 1);
+    }
+}
+
+#[tokio::test]
+async fn users_keys_and_audit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+
+    assert_eq!(store.user_count().await.unwrap(), 0);
+    let ada = store.create_user("ada", "$argon2id$one", Role::Admin).await.unwrap();
+    assert!(matches!(store.create_user("ada", "$argon2id$two", Role::Viewer).await, Err(StoreError::Conflict(_))));
+    store.create_user("bob", "$argon2id$bob", Role::Viewer).await.unwrap();
+    assert_eq!(store.user_count().await.unwrap(), 2);
+    let users = store.users().await.unwrap();
+    assert_eq!(users.iter().map(|u| u.username.as_str()).collect::<Vec<_>>(), ["ada", "bob"]);
+    assert_eq!(users[0], ada);
+    let record = store.user_by_name("ada").await.unwrap().unwrap();
+    assert_eq!((record.summary, record.password_hash.as_str()), (ada, "$argon2id$one"));
+    store.set_password("bob", "$argon2id$new").await.unwrap();
+    store.set_role("bob", Role::Operator).await.unwrap();
+    let bob = store.user_by_name("bob").await.unwrap().unwrap();
+    assert_eq!((bob.summary.role, bob.password_hash.as_str()), (Role::Operator, "$argon2id$new"));
+    assert!(matches!(store.set_password("eve", "x").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(store.set_role("eve", Role::Admin).await, Err(StoreError::NotFound(_))));
+    store.remove_user("bob").await.unwrap();
+    assert!(matches!(store.remove_user("bob").await, Err(StoreError::NotFound(_))));
+    assert_eq!(store.user_by_name("bob").await.unwrap(), None);
+
+    let web = store.create_api_key("web-1", "pk_ab12", "hash-1", Some("web-1.example")).await.unwrap();
+    assert!(matches!(store.create_api_key("web-1", "pk_cd34", "hash-2", None).await, Err(StoreError::Conflict(_))));
+    let db = store.create_api_key("db", "pk_ef56", "hash-3", None).await.unwrap();
+    let found = store.api_key_by_hash("hash-1").await.unwrap().unwrap();
+    assert_eq!(found.summary, web);
+    assert_eq!(store.api_key_by_hash("nope").await.unwrap(), None);
+    let used = now();
+    store.touch_api_key(web.id, used).await.unwrap();
+    assert_eq!(store.api_key_by_hash("hash-1").await.unwrap().unwrap().summary.last_used_at, Some(used));
+
+    let revoked = store.revoke_api_key("web-1").await.unwrap();
+    assert_eq!(revoked.id, web.id);
+    assert!(revoked.revoked_at.is_some());
+    assert!(store.api_key_by_hash("hash-1").await.unwrap().unwrap().summary.revoked_at.is_some());
+    assert!(matches!(store.revoke_api_key("web-1").await, Err(StoreError::NotFound(_))));
+    // The label is free again once its key is revoked.
+    let web2 = store.create_api_key("web-1", "pk_gh78", "hash-4", None).await.unwrap();
+    assert_eq!(store.revoke_api_key("pk_ef56").await.unwrap().id, db.id);
+    assert!(matches!(store.revoke_api_key("pk_none").await, Err(StoreError::NotFound(_))));
+    let keys = store.api_keys().await.unwrap();
+    assert_eq!(
+        keys.iter().map(|k| (k.id, k.revoked_at.is_some())).collect::<Vec<_>>(),
+        [(web.id, true), (db.id, true), (web2.id, false)]
+    );
+
+    let entry = |host: &str, pid: u32, action: ProcessAction| NewAuditEntry {
+        actor: "ada".into(),
+        hostname: host.into(),
+        pid,
+        process_name: Some("sleep".into()),
+        action,
+        tree: pid == 3,
+        result: "success".into(),
+        message: format!("Process {pid} {}", action.past_tense()),
+    };
+    let first = store.audit(entry("alpha", 1, ProcessAction::Suspend)).await.unwrap();
+    assert_eq!((first.actor.as_str(), first.action, first.tree), ("ada", ProcessAction::Suspend, false));
+    store.audit(entry("beta", 2, ProcessAction::Kill)).await.unwrap();
+    store.audit(entry("alpha", 3, ProcessAction::Resume)).await.unwrap();
+    let all = store.audit_log(None, page(10, 0)).await.unwrap();
+    assert_eq!(all.iter().map(|e| e.pid).collect::<Vec<_>>(), [3, 2, 1]);
+    assert_eq!(all[2], first);
+    assert!(all[0].tree);
+    let alpha = store.audit_log(Some("alpha"), page(1, 1)).await.unwrap();
+    assert_eq!(alpha.iter().map(|e| e.pid).collect::<Vec<_>>(), [1]);
+}
+
+#[tokio::test]
+async fn reopening_keeps_everything() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = now() - secs(10);
+    let original = snap("alpha", 1, t, 12.5);
+    let (id, key) = {
+        let store = open(&dir).await;
+        let id = store.insert_snapshot(&original, t).await.unwrap().id;
+        store.create_user("ada", "$argon2id$x", Role::Admin).await.unwrap();
+        let key = store.create_api_key("k", "pk_1", "h", None).await.unwrap();
+        store
+            .audit(NewAuditEntry {
+                actor: "ada".into(),
+                hostname: "alpha".into(),
+                pid: 42,
+                process_name: None,
+                action: ProcessAction::Terminate,
+                tree: false,
+                result: "not_found".into(),
+                message: "No process 42".into(),
+            })
+            .await
+            .unwrap();
+        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&store.pool).await.unwrap();
+        let vacuum: i64 = sqlx::query_scalar("PRAGMA auto_vacuum").fetch_one(&store.pool).await.unwrap();
+        assert_eq!((mode.as_str(), vacuum), ("wal", 2));
+        assert!(store.db_size_bytes().await.unwrap() > 0);
+        store.close().await;
+        (id, key)
+    };
+    let store = open(&dir).await;
+    assert_eq!(store.snapshot(id).await.unwrap().unwrap().snapshot, original);
+    assert_eq!(store.hosts().await.unwrap().len(), 1);
+    assert_eq!(store.next_seq("alpha").await.unwrap(), 2);
+    assert_eq!(store.user_by_name("ada").await.unwrap().unwrap().summary.role, Role::Admin);
+    assert_eq!(store.api_keys().await.unwrap(), [key]);
+    assert_eq!(store.audit_log(None, page(10, 0)).await.unwrap()[0].result, "not_found");
+}
+
+#[tokio::test]
+async fn bodies_are_compressed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let s = base();
+    let id = store.insert_snapshot(s, Utc::now()).await.unwrap().id;
+    let (body, top): (i64, i64) = sqlx::query_as("SELECT length(body), length(top_json) FROM snapshots WHERE id = ?")
+        .bind(id)
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    let json = serde_json::to_vec(s).unwrap().len() as i64;
+    eprintln!(
+        "{} processes, {} sockets: JSON {json} bytes, stored body {body} bytes ({:.1}x), top list {top} bytes",
+        s.processes.len(),
+        s.connections.len(),
+        json as f64 / body as f64
+    );
+    assert!(body * 4 < json, "zstd should shrink a snapshot at least 4x");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let t0 = now() - secs(3600);
+    let mut tasks = tokio::task::JoinSet::new();
+    for h in 0..4 {
+        for seq in 1..=25u64 {
+            let store = store.clone();
+            tasks.spawn(async move {
+                let s = snap(&format!("host-{h}"), seq, t0 + secs(seq as i64 * 20), 1.0);
+                store.insert_snapshot(&s, t0).await.map(|_| ())
+            });
+        }
+    }
+    let maintainer = store.clone();
+    tasks.spawn(async move { maintainer.maintain(now(), &Retention::default()).await.map(|_| ()) });
+    let users = store.clone();
+    tasks.spawn(async move { users.create_user("ada", "h", Role::Viewer).await.map(|_| ()) });
+    while let Some(done) = tasks.join_next().await {
+        done.unwrap().unwrap();
+    }
+    assert_eq!(store.count(None).await.unwrap(), 100);
+    // Whatever the interleaving, every snapshot ends up in exactly one minute bucket.
+    store.maintain(now(), &Retention::default()).await.unwrap();
+    let rolled: i64 = sqlx::query_scalar("SELECT SUM(samples) FROM rollups WHERE tier = 'minute'")
+        .fetch_one(&store.pool)
+        .await
+        .unwrap();
+    assert_eq!(rolled, 100);
+}
