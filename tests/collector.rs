@@ -124,6 +124,7 @@ async fn the_seed_api_works_unchanged() {
             .replace("{server_id}", "MACHINE-01")
             .replace("{id}", &id.to_string())
             .replace("{pid}", "100")
+            .replace("process-history", "process-history?pid=100")
             .replace("{action}", "kill")
             .replace("{username}", "nobody-here")
             .replace("{key}", "nothing");
@@ -160,10 +161,27 @@ async fn websockets_push_snapshots_uploaded_after_connecting() {
     assert!(pushed["cpu_per_core"].is_array());
     assert!(pushed["snapshot_id"].as_i64().unwrap() > 1);
 
+    // A stream filtered to one host sees only that host.
+    let other_key = new_key(dir.path(), "db", None);
+    let (mut only_web, _) =
+        tokio_tungstenite::connect_async(c.ws_url(&format!("/ws/process-snapshots/?hostname=web-1&token={token}")))
+            .await
+            .unwrap();
+    assert_eq!(next(&mut only_web).await["seq"], 2, "current first");
+    assert_eq!(c.upload(&other_key, full_snapshot("db-1", 1).to_string()).await.0, 201);
+    assert_eq!(c.upload(&key, full_snapshot("web-1", 3).to_string()).await.0, 201);
+    let pushed = next(&mut only_web).await;
+    assert_eq!((pushed["hostname"].as_str(), pushed["seq"].as_u64()), (Some("web-1"), Some(3)));
+
     // A WebSocket without a token, with a bad one, or for an unknown host is refused.
     assert!(tokio_tungstenite::connect_async(c.ws_url("/ws/process-snapshots/")).await.is_err());
     assert!(tokio_tungstenite::connect_async(c.ws_url("/ws/process-snapshots/?token=forged")).await.is_err());
     assert!(tokio_tungstenite::connect_async(c.ws_url(&format!("/ws/monitoring/nope?token={token}"))).await.is_err());
+    assert!(
+        tokio_tungstenite::connect_async(c.ws_url(&format!("/ws/process-snapshots/?hostname=nope&token={token}")))
+            .await
+            .is_err()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -278,6 +296,15 @@ async fn process_actions_on_the_local_host_are_real_and_audited() {
     }
     assert!(!start_time.is_null(), "child {pid} never appeared");
     let start = start_time.as_str().unwrap().to_owned();
+    let (status, history) = c
+        .get(&format!("/api/hosts/local/process-history?pid={pid}&start_time={}", start.replace('+', "%2B")), &operator)
+        .await;
+    assert_eq!(status, 200, "{history}");
+    assert!(!history.as_array().unwrap().is_empty(), "the child's history has points");
+    assert!(history[0]["rss_bytes"].as_u64().unwrap() > 0);
+    let (_, none) =
+        c.get(&format!("/api/hosts/local/process-history?pid={pid}&start_time=2001-01-01T00:00:00Z"), &operator).await;
+    assert_eq!(none.as_array().unwrap().len(), 0, "another process's history is not this one's");
 
     let act = |action: &str, start: Option<&str>| {
         let mut path = format!("/api/monitoring/local/process/{pid}/{action}");

@@ -481,6 +481,7 @@ pub fn typescript() -> String {
         api::Series::decl(&cfg),
         api::SeriesPoint::decl(&cfg),
         api::TopProcess::decl(&cfg),
+        api::ProcessHistoryPoint::decl(&cfg),
         api::AuditEntry::decl(&cfg),
         api::UserSummary::decl(&cfg),
         api::ApiKeySummary::decl(&cfg),

@@ -190,6 +190,21 @@ pub struct TopProcess {
     pub rss_peak_at: DateTime<Utc>,
 }
 
+/// One process's figures in one stored snapshot
+/// (`GET /api/hosts/{server_id}/process-history`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct ProcessHistoryPoint {
+    /// Snapshot time.
+    pub timestamp: DateTime<Utc>,
+    /// CPU (share of one core).
+    pub cpu_percent: f32,
+    /// Resident memory.
+    #[ts(type = "number")]
+    pub rss_bytes: u64,
+    /// Resident memory as a share of physical memory.
+    pub memory_percent: f32,
+}
+
 /// One process action attempt, whatever its result (`GET /api/audit`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
 pub struct AuditEntry {

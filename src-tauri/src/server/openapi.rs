@@ -59,6 +59,7 @@ pub fn spec() -> Value {
             "/api/process-snapshots/": { "post": op("Upload a snapshot: the full format or the short one ({hostname, snapshot_time, processes with children})", "key", &[], "201 {message, snapshot_id, duplicate}; 200 for a duplicate") },
             "/api/hosts/": { "get": op("Hosts that have reported, with online state", "bearer", &[], "HostSummary[]") },
             "/api/hosts/{server_id}/top-processes": { "get": op("Processes that peaked highest in a range", "bearer", &[host, range[0], range[1], ("n", "query", "How many (default 10)")], "TopProcess[]") },
+            "/api/hosts/{server_id}/process-history": { "get": op("One process's CPU and memory in each stored snapshot of a range (default the last 30 minutes)", "bearer", &[host, ("pid", "query", "Process id (required)"), ("start_time", "query", "Only the process with this start time"), range[0], range[1]], "ProcessHistoryPoint[]") },
             "/api/hosts/{server_id}/export": { "get": op("Export a range: CSV of figures per point or JSON of snapshots", "bearer", &[host, range[0], range[1], ("format", "query", "csv or json"), ("limit", "query", "Most snapshots (JSON)")], "A file") },
             "/api/process-snapshots/latest/": { "get": op("Latest snapshot of each host, or of one", "bearer", &[("hostname", "query", "One host"), ("tree", "query", "Nest processes under children")], "Snapshot(s)") },
             "/api/process-snapshots/list/": { "get": op("Stored snapshots, newest first (X-Total-Count header)", "bearer", &[("hostname", "query", "One host"), ("limit", "query", "Page size (max 1000)"), ("offset", "query", "Rows to skip")], "SnapshotSummary[]") },
@@ -72,7 +73,7 @@ pub fn spec() -> Value {
             "/api/users/{username}": { "delete": op("Remove a user (admin)", "bearer", &[("username", "path", "User name")], "204") },
             "/api/keys": { "get": op("Agent API keys (admin)", "bearer", &[], "ApiKeySummary[]"), "post": op("Make a key {name, hostname?}; the key is in the answer only (admin)", "bearer", &[], "{key, summary}") },
             "/api/keys/{key}": { "delete": op("Revoke a key by name or prefix (admin)", "bearer", &[("key", "path", "Name or prefix")], "ApiKeySummary") },
-            "/ws/process-snapshots/": { "get": op("WebSocket: every new snapshot of every host (token as ?token= or header)", "bearer", &[("token", "query", "Bearer token")], "101 Switching Protocols") },
+            "/ws/process-snapshots/": { "get": op("WebSocket: every new snapshot of every host, or of one with ?hostname= (token as ?token= or header)", "bearer", &[("token", "query", "Bearer token"), ("hostname", "query", "Only this host")], "101 Switching Protocols") },
             "/ws/monitoring/{server_id}": { "get": op("WebSocket: one host's monitoring snapshot at each interval", "bearer", &[host, ("token", "query", "Bearer token")], "101 Switching Protocols") }
         }
     })

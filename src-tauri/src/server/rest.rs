@@ -57,6 +57,7 @@ pub fn router() -> Router<AppState> {
     r = both(r, "/api/hosts/", get(hosts));
     r = both(r, "/api/hosts/{server_id}/top-processes", get(top_processes));
     r = both(r, "/api/hosts/{server_id}/export", get(export_range));
+    r = both(r, "/api/hosts/{server_id}/process-history", get(process_history));
     r = both(r, "/api/process-snapshots/latest/", get(latest));
     r = both(r, "/api/process-snapshots/list/", get(list));
     r = both(r, "/api/process-snapshots/series/", get(series));
@@ -285,6 +286,50 @@ async fn top_processes(
     let host = state.resolve_host(&server_id).await?;
     let (from, to) = q.range()?;
     Ok(Json(state.store.top_processes(host.id, from, to, q.n.unwrap_or(10).clamp(1, 100)).await?))
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    pid: u32,
+    start_time: Option<DateTime<Utc>>,
+    from: Option<DateTime<Utc>>,
+    to: Option<DateTime<Utc>>,
+}
+
+/// Most snapshots read for one process's history.
+const HISTORY_POINTS: u32 = 900;
+
+async fn process_history(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+    ApiPath(server_id): ApiPath<String>,
+    ApiQuery(q): ApiQuery<HistoryQuery>,
+) -> Result<Json<Vec<crate::model::api::ProcessHistoryPoint>>, ApiError> {
+    let host = state.resolve_host(&server_id).await?;
+    let to = q.to.unwrap_or_else(Utc::now);
+    // By default the last half hour: at a 2 s interval, the most points a chart shows.
+    let from = q.from.unwrap_or(to - chrono::Duration::minutes(30));
+    if from > to {
+        return Err(ApiError::invalid("from", "from must be before to."));
+    }
+    let snapshots = state.store.range(host.id, from, to, HISTORY_POINTS).await?;
+    let points = snapshots
+        .iter()
+        .filter_map(|s| {
+            let p = s
+                .snapshot
+                .processes
+                .iter()
+                .find(|p| p.pid == q.pid && q.start_time.is_none_or(|t| t == p.start_time))?;
+            Some(crate::model::api::ProcessHistoryPoint {
+                timestamp: s.snapshot.taken_at,
+                cpu_percent: p.cpu_percent,
+                rss_bytes: p.rss_bytes,
+                memory_percent: p.memory_percent,
+            })
+        })
+        .collect();
+    Ok(Json(points))
 }
 
 enum Format {

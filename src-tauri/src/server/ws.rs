@@ -1,7 +1,7 @@
 //! Live WebSockets, fed by the hub.
 //!
-//! - `/ws/process-snapshots/`: every new snapshot of every host, in the stored-snapshot
-//!   shape, as it arrives;
+//! - `/ws/process-snapshots/`: every new snapshot of every host (or of one, with
+//!   `?hostname=`), in the stored-snapshot shape, as it arrives;
 //! - `/ws/monitoring/{server_id}`: one host's newest snapshot in the monitoring shape,
 //!   each time a new one arrives (at the sampling interval).
 //!
@@ -63,18 +63,34 @@ fn client_gone(message: Option<Result<Message, axum::Error>>) -> bool {
     matches!(message, None | Some(Err(_)) | Some(Ok(Message::Close(_))))
 }
 
-async fn all_snapshots(State(state): State<AppState>, user: CurrentUser, upgrade: WebSocketUpgrade) -> Response {
-    upgrade.on_upgrade(move |socket| stream_all(socket, state, user))
+#[derive(serde::Deserialize)]
+struct StreamQuery {
+    /// Only this host's snapshots (a dashboard showing one host needs no others).
+    hostname: Option<String>,
 }
 
-async fn stream_all(mut socket: WebSocket, state: AppState, user: CurrentUser) {
+async fn all_snapshots(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    super::rest::ApiQuery(q): super::rest::ApiQuery<StreamQuery>,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let only = match q.hostname {
+        Some(h) => Some(state.resolve_host(&h).await?.hostname),
+        None => None,
+    };
+    Ok(upgrade.on_upgrade(move |socket| stream_all(socket, state, user, only)))
+}
+
+async fn stream_all(mut socket: WebSocket, state: AppState, user: CurrentUser, only: Option<String>) {
+    let wanted = |hostname: &str| only.as_deref().is_none_or(|o| o == hostname);
     let mut feed = state.hub.subscribe_all();
     let mut shutdown = state.shutdown_signal();
     let expiry = tokio::time::sleep(until_expiry(&user));
     tokio::pin!(expiry);
     // First, what is current for every host.
     if let Ok(latest) = state.store.latest_per_host().await {
-        for s in latest {
+        for s in latest.into_iter().filter(|s| wanted(&s.snapshot.host.hostname)) {
             if !send_json(&mut socket, &views::stored(s.id, &s.snapshot, false)).await {
                 return;
             }
@@ -83,6 +99,7 @@ async fn stream_all(mut socket: WebSocket, state: AppState, user: CurrentUser) {
     let end = loop {
         tokio::select! {
             next = feed.recv() => match next {
+                Ok(p) if !wanted(&p.snapshot.host.hostname) => continue,
                 Ok(p) => {
                     if !send_json(&mut socket, &views::stored(p.snapshot_id, &p.snapshot, false)).await {
                         break End::Client;

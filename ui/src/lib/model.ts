@@ -586,6 +586,24 @@ cpu_peak_at: string,
  */
 rss_peak_at: string, };
 
+export type ProcessHistoryPoint = { 
+/**
+ * Snapshot time.
+ */
+timestamp: string, 
+/**
+ * CPU (share of one core).
+ */
+cpu_percent: number, 
+/**
+ * Resident memory.
+ */
+rss_bytes: number, 
+/**
+ * Resident memory as a share of physical memory.
+ */
+memory_percent: number, };
+
 export type AuditEntry = { 
 /**
  * Entry id.
