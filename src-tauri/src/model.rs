@@ -19,6 +19,7 @@
 
 use std::net::IpAddr;
 
+pub mod agent;
 pub mod api;
 
 use chrono::{DateTime, Utc};

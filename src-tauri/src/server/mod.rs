@@ -7,9 +7,11 @@
 //!
 //! - `rest.rs`: every REST endpoint (both original APIs and ours);
 //! - `ws.rs`: the live WebSockets, fed by the hub;
+//! - `agents.rs`: the agent channel (`/ws/agent`) and action relay;
 //! - `auth.rs`: users, tokens, API keys; `error.rs`: the one error shape;
 //! - `upload.rs`: reading and checking uploads; `views.rs`: the original APIs' shapes;
 //! - `openapi.rs`: the OpenAPI document.
+//! - `assets.rs`: the dashboard (`ui/dist`, embedded), under a strict CSP.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -30,6 +32,8 @@ use crate::model::api::{HostSummary, Role};
 use crate::sample::{Sampler, SamplerOptions};
 use crate::store::{Inserted, Retention, Store};
 
+pub mod agents;
+pub mod assets;
 pub mod auth;
 pub mod error;
 pub mod openapi;
@@ -75,6 +79,8 @@ pub struct AppState {
     pub auth: Arc<auth::Auth>,
     /// Configuration.
     pub settings: Arc<Settings>,
+    /// Connected agents.
+    pub agents: Arc<agents::Agents>,
     key_touches: Arc<Mutex<std::collections::HashMap<i64, Instant>>>,
     shutdown: Arc<tokio::sync::watch::Sender<bool>>,
 }
@@ -87,6 +93,7 @@ impl AppState {
             hub,
             auth: Arc::new(auth),
             settings: Arc::new(settings),
+            agents: Arc::default(),
             key_touches: Arc::default(),
             shutdown: Arc::new(tokio::sync::watch::channel(false).0),
         }
@@ -158,7 +165,8 @@ impl AppState {
         let window = chrono::Duration::from_std(self.settings.interval * 3)
             .unwrap_or_default()
             .max(chrono::Duration::seconds(30));
-        host.online = self.hub.last_seen().get(&host.hostname).is_some_and(|seen| Utc::now() - *seen < window);
+        host.online = self.agents.is_connected(&host.hostname)
+            || self.hub.last_seen().get(&host.hostname).is_some_and(|seen| Utc::now() - *seen < window);
         if host.info.as_ref().is_some_and(|i| i.os.is_empty()) {
             // Uploads in the short format carry no host facts.
             host.info = None;
@@ -171,7 +179,9 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .merge(rest::router())
         .merge(ws::router())
-        .fallback(error::not_found)
+        .merge(agents::router())
+        // The dashboard for every other GET (JSON 404 stays for unknown /api/ and /ws/).
+        .fallback(assets::fallback)
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
             // The path only: query strings can hold tokens, which never reach logs.
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path())

@@ -538,14 +538,7 @@ async fn process_action(
             .map_err(|e| ApiError::Internal(format!("action task: {e}")))?
             .map(|outcome| (outcome.process.name, outcome.signalled.len()))
     } else {
-        Err(crate::model::ActionError {
-            code: ActionErrorCode::Unsupported,
-            message: format!(
-                "Host `{}` is not connected to this collector through an agent channel, so its processes cannot be \
-                 reached from here. Run `procyon-agent --allow-control` on it.",
-                host.hostname
-            ),
-        })
+        relay(&state, &host.hostname, &user, target, action, options.tree).await
     };
     let (result_code, message) = match &result {
         Ok((_, _)) => ("success".to_owned(), format!("Process {pid} {}", action.past_tense())),
@@ -578,7 +571,59 @@ async fn process_action(
             "signalled": count,
         }))),
         Err(e) if e.code == ActionErrorCode::Unsupported && !host.local => Err(ApiError::Unavailable(e.message)),
+        Err(e) if e.code == ActionErrorCode::Failed && e.message.starts_with(NO_ANSWER) => {
+            Err(ApiError::Timeout(e.message))
+        }
         Err(e) => Err(ApiError::Action(e)),
+    }
+}
+
+/// How long a relayed action waits for the agent's answer.
+const RELAY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+/// Start of the message of a relayed action that got no answer (mapped to 504).
+const NO_ANSWER: &str = "No answer from the agent";
+
+/// Relays an action to `hostname`'s agent; the outcome as a local action would give it.
+async fn relay(
+    state: &AppState,
+    hostname: &str,
+    user: &CurrentUser,
+    target: Target,
+    action: ProcessAction,
+    tree: bool,
+) -> Result<(String, usize), crate::model::ActionError> {
+    use super::agents::RelayError;
+    use crate::model::ActionError;
+    let request = crate::model::agent::ActionRequest {
+        request_id: 0,
+        pid: target.pid,
+        start_time: target.start_time,
+        action,
+        tree,
+        actor: user.username.clone(),
+    };
+    let unavailable = |message: String| ActionError { code: ActionErrorCode::Unsupported, message };
+    match state.agents.relay(hostname, request, RELAY_TIMEOUT).await {
+        Ok(reply) => match (reply.done, reply.error) {
+            (_, Some(error)) => Err(error),
+            (Some(done), None) => Ok((done.process_name, done.signalled as usize)),
+            (None, None) => {
+                Err(ActionError { code: ActionErrorCode::Failed, message: "The agent gave an empty answer.".into() })
+            }
+        },
+        Err(RelayError::Offline) => Err(unavailable(format!(
+            "No agent is connected for host `{hostname}`, so its processes cannot be reached. Start `procyon-agent` there."
+        ))),
+        Err(RelayError::ControlOff) => Err(unavailable(format!(
+            "The agent on `{hostname}` does not allow process actions; its operator can enable them with `procyon-agent --allow-control`."
+        ))),
+        Err(RelayError::Timeout) => Err(ActionError {
+            code: ActionErrorCode::Failed,
+            message: format!(
+                "{NO_ANSWER} on `{hostname}` within {} s; the action may or may not have happened.",
+                RELAY_TIMEOUT.as_secs()
+            ),
+        }),
     }
 }
 

@@ -234,15 +234,21 @@ fn check_percent(field: &str, value: f32, max: f32) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Checks a host name: printable, no spaces, at most [`MAX_HOSTNAME`] characters.
+pub fn validate_hostname(hostname: &str) -> Result<(), ApiError> {
+    check_text("hostname", hostname, MAX_HOSTNAME, false)?;
+    if hostname.chars().any(char::is_whitespace) {
+        return Err(ApiError::invalid("hostname", "hostname must not contain spaces."));
+    }
+    Ok(())
+}
+
 /// Checks everything a stored snapshot must satisfy.
 pub fn validate(s: &Snapshot) -> Result<(), ApiError> {
     if s.schema_version == 0 {
         return Err(ApiError::invalid("schema_version", "schema_version must be 1 or more."));
     }
-    check_text("hostname", &s.host.hostname, MAX_HOSTNAME, false)?;
-    if s.host.hostname.chars().any(char::is_whitespace) {
-        return Err(ApiError::invalid("hostname", "hostname must not contain spaces."));
-    }
+    validate_hostname(&s.host.hostname)?;
     if s.taken_at > Utc::now() + TimeDelta::days(1) {
         return Err(ApiError::invalid("taken_at", "taken_at is more than a day in the future."));
     }

@@ -1,0 +1,199 @@
+//! The agent channel (`WS /ws/agent`): what an agent and the collector say to each other.
+//!
+//! One WebSocket per agent, opened with `Authorization: Api-Key ...`. Two kinds of frame:
+//!
+//! - **binary** frames carry one snapshot each, as zstd-compressed JSON
+//!   ([`encode_snapshot`]); the agent keeps exactly these bytes in its spool, so a resend
+//!   costs nothing to prepare;
+//! - **text** frames carry one JSON message: [`AgentMessage`] from the agent,
+//!   [`CollectorMessage`] from the collector, tagged by `"type"`.
+//!
+//! A session: the agent sends `hello`; the collector answers `welcome` (or `error` and
+//! closes, e.g. on a protocol mismatch); then the agent sends snapshots in `seq` order and
+//! the collector answers each with `ack` once it is stored (or `rejected` if it never
+//! will be). The agent deletes a snapshot from its spool only on `ack` or `rejected`, so
+//! an outage loses nothing and a resend is stored once (the collector keys snapshots by
+//! host and seq). The collector may send `action` at any time; the agent answers with
+//! `action_result` carrying the same `request_id`.
+//!
+//! Changes are additive within a protocol version; a message type an agent does not
+//! know is an error of the version, not of the agent.
+
+use std::io::Read;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+use super::{ActionError, HostInfo, ProcessAction, Snapshot};
+
+/// The version of this protocol. Agent and collector must speak the same one.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Largest frame either side accepts.
+pub const MAX_FRAME_BYTES: usize = 32 * 1024 * 1024;
+
+/// Largest snapshot JSON a compressed frame may expand to (against zstd bombs).
+pub const MAX_SNAPSHOT_JSON_BYTES: u64 = 64 * 1024 * 1024;
+
+/// zstd level for snapshots: fast, and about 9x smaller than the JSON.
+const ZSTD_LEVEL: i32 = 3;
+
+/// From the agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum AgentMessage {
+    /// First message of a session.
+    Hello {
+        /// [`PROTOCOL_VERSION`] of the agent.
+        protocol: u32,
+        /// The agent's program version.
+        agent_version: String,
+        /// The machine, as the agent reports it (host name included).
+        host: HostInfo,
+        /// Whether the agent's operator allows process actions.
+        allow_control: bool,
+    },
+    /// A snapshot sent as text (agents normally send binary frames instead).
+    Snapshot {
+        /// The snapshot.
+        snapshot: Box<Snapshot>,
+    },
+    /// The spool dropped snapshots to stay within its limits: they will never arrive.
+    Dropped {
+        /// How many.
+        count: u64,
+        /// Why, in words.
+        reason: String,
+    },
+    /// The answer to an [`CollectorMessage::Action`].
+    ActionResult(ActionReply),
+}
+
+/// From the collector.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum CollectorMessage {
+    /// The session is open.
+    Welcome {
+        /// [`PROTOCOL_VERSION`] of the collector.
+        protocol: u32,
+        /// The collector's program version.
+        collector_version: String,
+        /// The highest seq stored for this host: the agent continues above it.
+        last_seq: u64,
+    },
+    /// Snapshot `seq` is stored (or was already): the agent may forget it.
+    Ack {
+        /// Its seq.
+        seq: u64,
+    },
+    /// Snapshot `seq` will never be stored (it is invalid): the agent should drop it.
+    Rejected {
+        /// Its seq.
+        seq: u64,
+        /// Why.
+        message: String,
+    },
+    /// Something is wrong with the session; for codes like `protocol_mismatch` the
+    /// collector closes it after this.
+    Error {
+        /// Machine-readable kind: `protocol_mismatch`, `expected_hello`, `forbidden`,
+        /// `bad_frame`, `invalid`.
+        code: String,
+        /// What happened and what to do, for the agent's log.
+        message: String,
+    },
+    /// Carry out a process action.
+    Action(ActionRequest),
+}
+
+/// A process action relayed to an agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActionRequest {
+    /// Echoed in the reply.
+    pub request_id: u64,
+    /// Target pid.
+    pub pid: u32,
+    /// Target start time, when the requester knew it.
+    pub start_time: Option<DateTime<Utc>>,
+    /// What to do.
+    pub action: ProcessAction,
+    /// The whole subtree, children first.
+    pub tree: bool,
+    /// Who asked (for the agent's log).
+    pub actor: String,
+}
+
+/// What an agent did about an [`ActionRequest`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActionReply {
+    /// The request's id.
+    pub request_id: u64,
+    /// `Ok`: the process's name and how many processes were signalled.
+    pub done: Option<ActionDone>,
+    /// `Err`: why not.
+    pub error: Option<ActionError>,
+}
+
+/// A carried-out action.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ActionDone {
+    /// The process acted on.
+    pub process_name: String,
+    /// Processes signalled (more than one for a subtree).
+    pub signalled: u32,
+}
+
+/// A snapshot as a binary frame: zstd-compressed JSON.
+pub fn encode_snapshot(snapshot: &Snapshot) -> std::io::Result<Vec<u8>> {
+    let json = serde_json::to_vec(snapshot)?;
+    zstd::bulk::compress(&json, ZSTD_LEVEL)
+}
+
+/// Reads a binary frame back into a snapshot, refusing to expand past
+/// [`MAX_SNAPSHOT_JSON_BYTES`].
+pub fn decode_snapshot(frame: &[u8]) -> Result<Snapshot, String> {
+    let mut json = Vec::new();
+    zstd::stream::read::Decoder::new(frame)
+        .map_err(|e| format!("not a zstd frame: {e}"))?
+        .take(MAX_SNAPSHOT_JSON_BYTES + 1)
+        .read_to_end(&mut json)
+        .map_err(|e| format!("not a zstd frame: {e}"))?;
+    if json.len() as u64 > MAX_SNAPSHOT_JSON_BYTES {
+        return Err(format!("a snapshot expands to more than {} MiB", MAX_SNAPSHOT_JSON_BYTES >> 20));
+    }
+    serde_json::from_slice(&json).map_err(|e| format!("not a snapshot: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshots_round_trip_through_frames_and_shrink() {
+        let snap = crate::sample::Sampler::new(Default::default()).sample();
+        let frame = encode_snapshot(&snap).unwrap();
+        assert_eq!(decode_snapshot(&frame).unwrap(), snap);
+        assert!(frame.len() * 4 < serde_json::to_vec(&snap).unwrap().len());
+    }
+
+    #[test]
+    fn garbage_and_bombs_are_refused() {
+        assert!(decode_snapshot(b"garbage").is_err());
+        let bomb = zstd::bulk::compress(&vec![b' '; (MAX_SNAPSHOT_JSON_BYTES + 10) as usize], 1).unwrap();
+        assert!(decode_snapshot(&bomb).unwrap_err().contains("more than"));
+        let not_a_snapshot = zstd::bulk::compress(b"{\"a\":1}", 1).unwrap();
+        assert!(decode_snapshot(&not_a_snapshot).unwrap_err().starts_with("not a snapshot"));
+    }
+
+    #[test]
+    fn messages_are_tagged_by_type() {
+        let ack = serde_json::to_string(&CollectorMessage::Ack { seq: 7 }).unwrap();
+        assert_eq!(ack, r#"{"type":"ack","seq":7}"#);
+        let dropped: AgentMessage =
+            serde_json::from_str(r#"{"type":"dropped","count":3,"reason":"spool full"}"#).unwrap();
+        assert_eq!(dropped, AgentMessage::Dropped { count: 3, reason: "spool full".into() });
+        let reply = AgentMessage::ActionResult(ActionReply { request_id: 1, done: None, error: None });
+        assert!(serde_json::to_string(&reply).unwrap().starts_with(r#"{"type":"action_result","request_id":1"#));
+    }
+}
