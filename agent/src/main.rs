@@ -1,48 +1,212 @@
-//! `procyon-agent`: samples this machine on a fixed interval for a collector.
+//! `procyon-agent`: samples this machine and streams its snapshots to a collector.
 //!
-//! For now it writes each snapshot as one line of JSON (JSON Lines) to standard output,
-//! which is enough to pipe into other tools; streaming to a collector builds on the same
-//! loop.
+//! Two tasks share the spool. The sampler thread takes a snapshot every interval and
+//! writes it to the spool first (the spool gives it its seq), so nothing taken is lost
+//! whatever happens to the network; the uplink sends what the spool holds, oldest first,
+//! and removes each snapshot once the collector acknowledges it.
+//!
+//! - `config.rs`: flags, `PROCYON_*` variables and the config file;
+//! - `key.rs`: where the API key comes from and is kept;
+//! - `spool.rs`: the bounded on-disk queue;
+//! - `uplink.rs`: the WebSocket (or REST) connection and relayed process actions.
 
-use std::io::Write;
-use std::time::Duration;
+mod config;
+mod key;
+mod spool;
+mod uplink;
 
-use clap::Parser;
+use std::io::Read;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
 use procyon::sample::{Sampler, SamplerOptions};
+use tokio::sync::{Notify, watch};
 
-/// Samples this machine and writes one JSON snapshot per line to standard output.
-#[derive(Parser, Debug)]
-#[command(name = "procyon-agent", version, about)]
-struct Args {
-    /// Seconds between snapshots.
-    #[arg(long, env = "PROCYON_INTERVAL", default_value_t = 2.0)]
-    interval: f64,
-    /// Report this host name instead of the machine's.
-    #[arg(long, env = "PROCYON_HOSTNAME")]
-    hostname: Option<String>,
-    /// Write one snapshot and exit.
-    #[arg(long)]
-    once: bool,
+use config::{Command, Config, Transport};
+use spool::Spool;
+
+fn main() -> ExitCode {
+    let (config, command) = match config::load() {
+        Ok(loaded) => loaded,
+        Err(e) => {
+            eprintln!("procyon-agent: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&config.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result = match command {
+        Command::Run => run(config),
+        Command::SetKey => set_key(&config),
+        Command::ForgetKey => key::forget(&config).map(|where_| println!("Forgot the API key ({where_}).")),
+        Command::Login { collector, user } => login(&config, collector, &user),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    if !(0.2..=3600.0).contains(&args.interval) {
-        anyhow::bail!("--interval must be between 0.2 and 3600 seconds");
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // Two workers are plenty: the uplink is one connection; the heavy work (sampling)
+    // is on its own thread.
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
+}
+
+fn run(config: Config) -> anyhow::Result<()> {
+    let collector = config.collector()?.to_string();
+    let key = key::resolve(&config)?;
+    let spool = Spool::open(&config.spool, config.spool_limits())
+        .with_context(|| format!("cannot open the spool in {}", config.spool.display()))?;
+    let mut sampler = Sampler::new(SamplerOptions { hostname: config.hostname.clone() });
+    let host = sampler.host().clone();
+    tracing::info!(
+        hostname = %host.hostname,
+        collector = %collector,
+        interval = config.interval.as_secs_f64(),
+        allow_control = config.allow_control,
+        pending = spool.pending().len(),
+        "starting"
+    );
+    let spool = Arc::new(Mutex::new(spool));
+    let fresh = Arc::new(Notify::new());
+    let options = uplink::Options {
+        collector,
+        key: key.expose().to_owned(),
+        allow_control: config.allow_control,
+        rest_only: config.transport == Transport::Rest,
+    };
+    let mut uplink = uplink::Uplink::new(options, host, spool.clone(), fresh.clone());
+
+    if config.once {
+        take_one(&mut sampler, &spool)?;
+        return runtime()?.block_on(uplink.flush());
     }
-    let interval = Duration::from_secs_f64(args.interval);
-    let mut sampler = Sampler::new(SamplerOptions { hostname: args.hostname });
-    let mut out = std::io::stdout().lock();
-    loop {
-        let started = std::time::Instant::now();
-        serde_json::to_writer(&mut out, &sampler.sample())?;
-        writeln!(out)?;
-        out.flush()?;
-        if args.once {
-            return Ok(());
-        }
-        if let Some(rest) = interval.checked_sub(started.elapsed()) {
-            std::thread::sleep(rest);
-        }
+
+    let (stop_tx, stop) = watch::channel(false);
+    let sampling = {
+        let spool = spool.clone();
+        let stop = stop.clone();
+        let interval = config.interval;
+        std::thread::Builder::new().name("sampler".into()).spawn(move || {
+            while !*stop.borrow() {
+                let started = Instant::now();
+                if let Err(e) = take_one(&mut sampler, &spool) {
+                    tracing::error!("cannot spool a snapshot: {e:#}");
+                }
+                fresh.notify_one();
+                let rest = interval.saturating_sub(started.elapsed());
+                // Sleep in short steps so a stop is noticed promptly.
+                let until = Instant::now() + rest;
+                while Instant::now() < until && !*stop.borrow() {
+                    std::thread::sleep((until - Instant::now()).min(Duration::from_millis(200)));
+                }
+            }
+        })?
+    };
+    runtime()?.block_on(async move {
+        let uplink = tokio::spawn(uplink.run(stop));
+        shutdown_signal().await;
+        tracing::info!("stopping");
+        let _ = stop_tx.send(true);
+        let _ = uplink.await;
+    });
+    let _ = sampling.join();
+    Ok(())
+}
+
+/// Takes a snapshot and spools it under the next seq.
+fn take_one(sampler: &mut Sampler, spool: &Mutex<Spool>) -> anyhow::Result<()> {
+    let mut snapshot = sampler.sample();
+    let mut spool = uplink::lock(spool);
+    // The spool numbers snapshots: it remembers the last seq across restarts and
+    // raises it when the collector knows a higher one.
+    snapshot.seq = spool.last_seq() + 1;
+    let dropped = spool.push(&snapshot)?;
+    if dropped > 0 {
+        tracing::warn!(dropped, bytes = spool.bytes(), "spool full: dropped the oldest snapshots");
     }
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}
+
+fn set_key(config: &Config) -> anyhow::Result<()> {
+    let key = key::read_key(std::io::stdin().lock())?;
+    let where_ = key::store(config, &key)?;
+    println!("Stored the API key {where_}.");
+    Ok(())
+}
+
+/// Signs in as an admin and has the collector issue a key bound to this host.
+fn login(config: &Config, collector: url::Url, user: &str) -> anyhow::Result<()> {
+    let mut password = String::new();
+    std::io::stdin().read_to_string(&mut password)?;
+    let password = password.lines().next().unwrap_or_default().to_owned();
+    let hostname = match &config.hostname {
+        Some(h) => h.clone(),
+        None => Sampler::new(SamplerOptions::default()).host().hostname.clone(),
+    };
+    let base = collector.as_str().trim_end_matches('/').to_owned();
+    let key: String = runtime()?.block_on(async {
+        let http = reqwest::Client::new();
+        let answer = http
+            .post(format!("{base}/api/auth/login"))
+            .json(&serde_json::json!({ "username": user, "password": password }))
+            .send()
+            .await
+            .with_context(|| format!("cannot reach {base}"))?;
+        let status = answer.status();
+        let body: serde_json::Value = answer.json().await.unwrap_or_default();
+        if !status.is_success() {
+            anyhow::bail!("sign-in refused: {}", body["message"].as_str().unwrap_or("no reason given"));
+        }
+        let token = body["token"].as_str().context("the collector sent no token")?.to_owned();
+        let answer = http
+            .post(format!("{base}/api/keys"))
+            .bearer_auth(&token)
+            .json(&serde_json::json!({ "name": format!("agent {hostname}"), "hostname": hostname }))
+            .send()
+            .await?;
+        let status = answer.status();
+        let body: serde_json::Value = answer.json().await.unwrap_or_default();
+        if !status.is_success() {
+            anyhow::bail!("the collector did not issue a key: {}", body["message"].as_str().unwrap_or("no reason given"));
+        }
+        Ok(body["key"].as_str().context("the collector sent no key")?.to_owned())
+    })?;
+    let key = key::Secret::new(&key, "the collector")?;
+    let where_ = key::store(config, &key)?;
+    println!("Signed in to {base}; an API key for host {hostname} is stored {where_}.");
+    Ok(())
 }

@@ -25,8 +25,13 @@ impl Collector {
     /// Starts `procyon serve` on 127.0.0.1:0 with `data` and `extra` flags, and waits
     /// until it listens.
     pub fn start(data: &Path, extra: &[&str]) -> Collector {
-        let mut child = Command::new(BIN)
-            .args(["serve", "--bind", "127.0.0.1:0", "--data"])
+        let mut command = Command::new(BIN);
+        command.arg("serve");
+        if !extra.contains(&"--bind") {
+            command.args(["--bind", "127.0.0.1:0"]);
+        }
+        let mut child = command
+            .arg("--data")
             .arg(data)
             .args(extra)
             .env("RUST_LOG", "warn")

@@ -1,0 +1,776 @@
+//! The agent's configuration: command-line flags, `PROCYON_*` environment variables and
+//! a TOML file, merged field by field, then the defaults.
+//!
+//! Precedence, highest first: a flag, its environment variable, the config file
+//! (`--config FILE`, else [`DEFAULT_CONFIG_FILE`] when it exists), the default. Clap
+//! handles the first two (a flag wins over its variable); every flag is an `Option` so
+//! that an absent one falls through to the file instead of hiding it behind a clap
+//! default. The file is parsed into the same [`Flags`] type, so merging is one `or` per
+//! field and the flag and the file share their parsers and range checks.
+//!
+//! The API key itself is not configuration: `key.rs` finds it (`--api-key-file`, the
+//! `PROCYON_API_KEY` variable read here, the keyring, the fallback key file).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::builder::BoolishValueParser;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use serde::Deserialize;
+use url::Url;
+
+use crate::key::Secret;
+use crate::spool::Limits;
+
+/// The config file read when `--config` is not given, if it exists.
+pub const DEFAULT_CONFIG_FILE: &str = "/etc/procyon/agent.toml";
+/// The agent's state directory when it runs as root: the systemd unit's
+/// `StateDirectory=procyon-agent`. It holds the spool and the fallback key file.
+pub const SYSTEM_STATE_DIR: &str = "/var/lib/procyon-agent";
+/// Name of the fallback key file in the state directory.
+pub const KEY_FILE_NAME: &str = "api.key";
+/// The environment variable that may hold the API key itself.
+pub const API_KEY_ENV: &str = "PROCYON_API_KEY";
+
+/// Shortest interval: the sampler's CPU figures need at least 200 ms between readings.
+pub const MIN_INTERVAL_SECS: f64 = 0.2;
+/// Longest interval: an hour; slower than that a host looks offline to the collector.
+pub const MAX_INTERVAL_SECS: f64 = 3600.0;
+const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
+const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 << 20;
+const DEFAULT_SPOOL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Smallest spool: a handful of snapshots of a busy machine; below that the spool would
+/// drop what it was meant to keep.
+const MIN_SPOOL_MAX_BYTES: u64 = 64 << 10;
+/// Shortest spool age: shorter would drop snapshots during an ordinary reconnect.
+const MIN_SPOOL_MAX_AGE: Duration = Duration::from_secs(60);
+
+/// How snapshots reach the collector.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    /// One WebSocket (`/ws/agent`); REST uploads when the upgrade is refused (e.g. by a
+    /// proxy that does not pass WebSockets).
+    #[default]
+    Auto,
+    /// Always `POST /api/process-snapshots/`.
+    Rest,
+}
+
+/// The agent's settings after merging flags, environment, file and defaults.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Config {
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+    /// The collector's base URL (http or https). Always set when [`load`] returns
+    /// [`Command::Run`] or [`Command::Login`]; see [`Config::collector`].
+    pub collector: Option<Url>,
+    /// `--api-key-file`: a file holding the API key (must not be readable by others).
+    pub api_key_file: Option<PathBuf>,
+    /// The key from `PROCYON_API_KEY`, already checked.
+    pub api_key: Option<Secret>,
+    /// Where `set-key` and `login` keep the key when there is no usable keyring (mode
+    /// 0600). Default: `api.key` in the state directory.
+    pub key_file: PathBuf,
+    /// Host name to report instead of the machine's.
+    pub hostname: Option<String>,
+    /// Time between snapshots.
+    pub interval: Duration,
+    /// The spool directory: snapshots not yet acknowledged by the collector.
+    pub spool: PathBuf,
+    /// The spool's size limit in bytes (compressed snapshots).
+    pub spool_max_bytes: u64,
+    /// Snapshots older than this are dropped from the spool.
+    pub spool_max_age: Duration,
+    /// Carry out process actions the collector relays.
+    pub allow_control: bool,
+    /// Send one snapshot and exit.
+    pub once: bool,
+    /// WebSocket with REST fallback, or REST only.
+    pub transport: Transport,
+    /// `tracing` filter, e.g. `info` or `procyon_agent=debug`.
+    pub log: String,
+}
+
+impl Config {
+    /// The collector URL, or the error that tells how to give one.
+    pub fn collector(&self) -> anyhow::Result<&Url> {
+        self.collector.as_ref().context("no collector: pass --collector URL or set collector in the config file")
+    }
+
+    /// The spool's limits.
+    pub fn spool_limits(&self) -> Limits {
+        Limits { max_bytes: self.spool_max_bytes, max_age: self.spool_max_age }
+    }
+}
+
+/// What the agent was asked to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Command {
+    /// Sample and stream to the collector (the default).
+    Run,
+    /// Read an API key from standard input and store it (`key::store`).
+    SetKey,
+    /// Sign in to `collector` as `user` (password on standard input) and store the API
+    /// key the collector issues. `collector` is the subcommand's `--collector`, else the
+    /// configured one; it is also in [`Config::collector`].
+    Login {
+        /// The collector to sign in to.
+        collector: Url,
+        /// The user name.
+        user: String,
+    },
+    /// Remove the stored API key (keyring entry and key file).
+    ForgetKey,
+}
+
+/// Samples this machine and streams its snapshots to a Procyon collector.
+///
+/// Every option can also be given as a `PROCYON_*` environment variable or in the
+/// config file (flag, then variable, then file, then default).
+#[derive(Parser, Debug, Clone)]
+#[command(name = "procyon-agent", version, about)]
+pub struct Cli {
+    /// The settings.
+    #[command(flatten)]
+    pub flags: Flags,
+    /// What to do; without one the agent runs.
+    #[command(subcommand)]
+    pub command: Option<Sub>,
+}
+
+/// The settings as flags, environment variables or file keys: `None` means "not given
+/// here", so the next source decides.
+#[derive(Args, Debug, Default, Clone, PartialEq)]
+pub struct Flags {
+    /// TOML config file [default: /etc/procyon/agent.toml if it exists].
+    #[arg(long, env = "PROCYON_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// The collector's URL, e.g. https://collector.example:7450.
+    #[arg(long, env = "PROCYON_COLLECTOR", value_name = "URL", value_parser = parse_collector)]
+    pub collector: Option<Url>,
+    /// Read the API key from FILE (it must not be readable by other users).
+    #[arg(long, env = "PROCYON_API_KEY_FILE", value_name = "FILE")]
+    pub api_key_file: Option<PathBuf>,
+    /// Where `set-key` and `login` keep the key when no keyring is usable [default: api.key in the state directory].
+    #[arg(long, env = "PROCYON_KEY_FILE", value_name = "FILE")]
+    pub key_file: Option<PathBuf>,
+    /// Report this host name instead of the machine's.
+    #[arg(long, env = "PROCYON_HOSTNAME", value_name = "NAME", value_parser = parse_hostname)]
+    pub hostname: Option<String>,
+    /// Seconds between snapshots, 0.2 to 3600 [default: 2].
+    #[arg(long, env = "PROCYON_INTERVAL", value_name = "SECS", value_parser = parse_interval)]
+    pub interval: Option<Duration>,
+    /// Directory for snapshots not yet acknowledged [default: /var/lib/procyon-agent as root, else the user's data directory].
+    #[arg(long, env = "PROCYON_SPOOL", value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+    /// The spool's size limit, e.g. 256MiB or a number of bytes [default: 256MiB].
+    #[arg(long, env = "PROCYON_SPOOL_MAX_BYTES", value_name = "SIZE", value_parser = parse_size)]
+    pub spool_max_bytes: Option<u64>,
+    /// Drop spooled snapshots older than this, e.g. 7d or 12h [default: 7d].
+    #[arg(long, env = "PROCYON_SPOOL_MAX_AGE", value_name = "AGE", value_parser = parse_age)]
+    pub spool_max_age: Option<Duration>,
+    /// Carry out process actions relayed by the collector [default: false].
+    #[arg(
+        long,
+        env = "PROCYON_ALLOW_CONTROL",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    pub allow_control: Option<bool>,
+    /// Send one snapshot, wait for the collector to store it, and exit.
+    #[arg(
+        long,
+        env = "PROCYON_ONCE",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    pub once: Option<bool>,
+    /// auto: WebSocket, REST if the upgrade is refused; rest: REST only [default: auto].
+    #[arg(long, env = "PROCYON_TRANSPORT", value_enum)]
+    pub transport: Option<Transport>,
+    /// Log filter, e.g. info or procyon_agent=debug [default: info].
+    #[arg(long, env = "PROCYON_LOG", value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug, Clone, PartialEq)]
+pub enum Sub {
+    /// Read an API key from standard input and store it (the system keyring, else a
+    /// file only root or this user can read).
+    SetKey,
+    /// Sign in to the collector (password on standard input) and store an API key for
+    /// this agent.
+    Login {
+        /// The collector's URL [default: the configured collector].
+        #[arg(long, value_name = "URL", value_parser = parse_collector)]
+        collector: Option<Url>,
+        /// The user to sign in as (an admin: creating agent keys needs that role).
+        #[arg(long, value_name = "NAME")]
+        user: String,
+    },
+    /// Remove the stored API key (keyring entry and key file).
+    ForgetKey,
+}
+
+/// What the defaults depend on: where this process keeps its state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Defaults {
+    /// The state directory (spool and fallback key file), `None` when there is none
+    /// (no home directory), in which case `--spool` and `--key-file` are required.
+    pub state_dir: Option<PathBuf>,
+}
+
+impl Defaults {
+    /// [`SYSTEM_STATE_DIR`] for root (the systemd unit), else the user's data directory,
+    /// e.g. `~/.local/share/procyon-agent` on Linux.
+    pub fn for_this_process() -> Defaults {
+        let state_dir = if running_as_root() {
+            Some(PathBuf::from(SYSTEM_STATE_DIR))
+        } else {
+            directories::ProjectDirs::from("", "", "procyon-agent").map(|d| d.data_dir().to_path_buf())
+        };
+        Defaults { state_dir }
+    }
+}
+
+/// Whether the process runs as root (effective uid 0).
+pub fn running_as_root() -> bool {
+    #[cfg(unix)]
+    {
+        nix::unistd::geteuid().is_root()
+    }
+    #[cfg(not(unix))]
+    {
+        false
+    }
+}
+
+/// Parses the command line (exiting with clap's message on a bad flag or `--help`),
+/// reads `PROCYON_API_KEY` and the config file, and merges them with the defaults.
+///
+/// Errors name the setting and its source, e.g. `config file /etc/procyon/agent.toml:
+/// interval must be between 0.2 and 3600 seconds`, or say what is missing, e.g. no
+/// collector for [`Command::Run`].
+pub fn load() -> anyhow::Result<(Config, Command)> {
+    let cli = Cli::parse();
+    let api_key = match std::env::var(API_KEY_ENV) {
+        Ok(raw) => Some(Secret::new(&raw, API_KEY_ENV)?),
+        Err(std::env::VarError::NotPresent) => None,
+        Err(std::env::VarError::NotUnicode(_)) => bail!("{API_KEY_ENV} is not valid UTF-8"),
+    };
+    let file = read_config_file(cli.flags.config.as_deref())?;
+    let file = file.as_ref().map(|(path, text)| (path.as_path(), text.as_str()));
+    resolve(cli, file, api_key, &Defaults::for_this_process())
+}
+
+/// Merges parsed flags (environment included), the config file's text and the defaults.
+/// [`load`] without the process's environment and file system, for tests.
+pub fn resolve(
+    cli: Cli,
+    file: Option<(&Path, &str)>,
+    api_key: Option<Secret>,
+    defaults: &Defaults,
+) -> anyhow::Result<(Config, Command)> {
+    let (file_flags, config_file) = match file {
+        Some((path, text)) => (parse_file(path, text)?, Some(path.to_path_buf())),
+        None => (Flags::default(), None),
+    };
+    let f = cli.flags;
+    let state_dir = defaults.state_dir.as_deref();
+    let spool = f.spool.or(file_flags.spool).or_else(|| state_dir.map(Path::to_path_buf));
+    let key_file = f.key_file.or(file_flags.key_file).or_else(|| state_dir.map(|d| d.join(KEY_FILE_NAME)));
+    let mut config = Config {
+        config_file,
+        collector: f.collector.or(file_flags.collector),
+        api_key_file: f.api_key_file.or(file_flags.api_key_file),
+        api_key,
+        key_file: key_file.context("cannot find a data directory for the key file: pass --key-file FILE")?,
+        hostname: f.hostname.or(file_flags.hostname),
+        interval: f.interval.or(file_flags.interval).unwrap_or(DEFAULT_INTERVAL),
+        spool: spool.context("cannot find a data directory for the spool: pass --spool DIR")?,
+        spool_max_bytes: f.spool_max_bytes.or(file_flags.spool_max_bytes).unwrap_or(DEFAULT_SPOOL_MAX_BYTES),
+        spool_max_age: f.spool_max_age.or(file_flags.spool_max_age).unwrap_or(DEFAULT_SPOOL_MAX_AGE),
+        allow_control: f.allow_control.or(file_flags.allow_control).unwrap_or(false),
+        once: f.once.unwrap_or(false),
+        transport: f.transport.or(file_flags.transport).unwrap_or_default(),
+        log: f.log.or(file_flags.log).unwrap_or_else(|| "info".to_owned()),
+    };
+    let command = match cli.command {
+        None => {
+            config.collector()?;
+            Command::Run
+        }
+        Some(Sub::SetKey) => Command::SetKey,
+        Some(Sub::ForgetKey) => Command::ForgetKey,
+        Some(Sub::Login { collector, user }) => {
+            if let Some(url) = collector {
+                config.collector = Some(url);
+            }
+            let collector = config.collector()?.clone();
+            Command::Login { collector, user }
+        }
+    };
+    Ok((config, command))
+}
+
+/// Reads `explicit`, else [`DEFAULT_CONFIG_FILE`] if it exists: `(path, text)`.
+fn read_config_file(explicit: Option<&Path>) -> anyhow::Result<Option<(PathBuf, String)>> {
+    let (path, required) = match explicit {
+        Some(path) => (path.to_path_buf(), true),
+        None => (PathBuf::from(DEFAULT_CONFIG_FILE), false),
+    };
+    match std::fs::read_to_string(&path) {
+        Ok(text) => Ok(Some((path, text))),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound && !required => Ok(None),
+        // The default file exists but is unreadable: say so rather than silently running
+        // without the settings it holds (it is mode 0600 root when installed).
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && !required => {
+            bail!("cannot read config file {}: {e} (run as root, or pass --config FILE)", path.display())
+        }
+        Err(e) => bail!("cannot read config file {}: {e}", path.display()),
+    }
+}
+
+/// The config file as written: the same keys as the flags, without `config` and `once`
+/// (`once` is a way of invoking the agent, not a setting: in the file it would make the
+/// service exit after one snapshot).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FileConfig {
+    collector: Option<String>,
+    api_key_file: Option<PathBuf>,
+    key_file: Option<PathBuf>,
+    hostname: Option<String>,
+    interval: Option<NumberOrText>,
+    spool: Option<PathBuf>,
+    spool_max_bytes: Option<NumberOrText>,
+    spool_max_age: Option<NumberOrText>,
+    allow_control: Option<bool>,
+    transport: Option<Transport>,
+    log: Option<String>,
+}
+
+/// A TOML value that may be written as a number (`interval = 2`) or with a unit
+/// (`spool_max_bytes = "256MiB"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum NumberOrText {
+    Integer(i64),
+    Float(f64),
+    Text(String),
+}
+
+impl NumberOrText {
+    /// The value as a flag would spell it, so the flag's parser checks it.
+    fn as_flag_text(&self) -> String {
+        match self {
+            NumberOrText::Integer(n) => n.to_string(),
+            NumberOrText::Float(x) => x.to_string(),
+            NumberOrText::Text(s) => s.clone(),
+        }
+    }
+}
+
+/// Parses and checks a config file; errors start with `config file PATH:` and name the
+/// key. Relative paths in it are taken relative to the file's directory.
+fn parse_file(path: &Path, text: &str) -> anyhow::Result<Flags> {
+    let prefix = format!("config file {}", path.display());
+    let raw: FileConfig =
+        toml::from_str(text).map_err(|e| anyhow::anyhow!("{prefix}: {}", e.to_string().trim_end()))?;
+    let base = path.parent().unwrap_or(Path::new(""));
+    let text = |v: Option<NumberOrText>| v.map(|v| v.as_flag_text());
+    Ok(Flags {
+        config: None,
+        collector: check(&prefix, "collector", raw.collector, parse_collector)?,
+        api_key_file: raw.api_key_file.map(|p| base.join(p)),
+        key_file: raw.key_file.map(|p| base.join(p)),
+        hostname: check(&prefix, "hostname", raw.hostname, parse_hostname)?,
+        interval: check(&prefix, "interval", text(raw.interval), parse_interval)?,
+        spool: raw.spool.map(|p| base.join(p)),
+        spool_max_bytes: check(&prefix, "spool_max_bytes", text(raw.spool_max_bytes), parse_size)?,
+        spool_max_age: check(&prefix, "spool_max_age", text(raw.spool_max_age), parse_age)?,
+        allow_control: raw.allow_control,
+        once: None,
+        transport: raw.transport,
+        log: check(&prefix, "log", raw.log, non_empty)?,
+    })
+}
+
+/// Runs a flag's parser on a file's value; its error completes "PREFIX: KEY ...".
+fn check<T>(
+    prefix: &str,
+    key: &str,
+    value: Option<String>,
+    parse: fn(&str) -> Result<T, String>,
+) -> anyhow::Result<Option<T>> {
+    value.map(|v| parse(&v).map_err(|e| anyhow::anyhow!("{prefix}: {key} {e}"))).transpose()
+}
+
+// Parsers shared by flags, environment variables and the file. Their errors complete a
+// sentence that starts with the setting's name ("interval must be ...").
+
+/// An http or https URL with a host, no credentials, no query.
+fn parse_collector(s: &str) -> Result<Url, String> {
+    let url = Url::parse(s.trim()).map_err(|e| format!("is not a URL ({e}), e.g. https://collector.example:7450"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(format!(
+            "must be an http or https URL (not {}), e.g. https://collector.example:7450",
+            url.scheme()
+        ));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err("must name a host, e.g. https://collector.example:7450".into());
+    }
+    // A password in the URL would end up in logs and process listings; agents
+    // authenticate with an API key instead.
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err("must not contain a user name or password (the agent authenticates with an API key)".into());
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err("must not have a query or fragment".into());
+    }
+    Ok(url)
+}
+
+fn parse_hostname(s: &str) -> Result<String, String> {
+    let name = s.trim();
+    if name.is_empty() {
+        return Err("must not be empty".into());
+    }
+    if name.len() > 255 || name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("must be at most 255 characters without spaces or control characters".into());
+    }
+    Ok(name.to_owned())
+}
+
+/// Seconds as a number (`2`, `0.5`), or with a unit (`500ms`).
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let range = format!("must be between {MIN_INTERVAL_SECS} and {MAX_INTERVAL_SECS} seconds");
+    let secs = match s.trim().parse::<f64>() {
+        Ok(secs) => secs,
+        Err(_) => humantime::parse_duration(s.trim()).map_err(|_| range.clone())?.as_secs_f64(),
+    };
+    // `contains` is false for NaN, so "NaN" is refused here too.
+    if !(MIN_INTERVAL_SECS..=MAX_INTERVAL_SECS).contains(&secs) {
+        return Err(range);
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+/// Bytes as a number, or with a unit: `KB`, `MB`, `GB`, `TB` are powers of 1000; `K`,
+/// `M`, `G`, `T` and `KiB`, `MiB`, `GiB`, `TiB` powers of 1024 (as systemd reads them).
+fn parse_size(s: &str) -> Result<u64, String> {
+    let text = s.trim();
+    let split = text.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit_bytes: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" => 1 << 10,
+        "m" | "mib" => 1 << 20,
+        "g" | "gib" => 1 << 30,
+        "t" | "tib" => 1 << 40,
+        "kb" => 1_000,
+        "mb" => 1_000_000,
+        "gb" => 1_000_000_000,
+        "tb" => 1_000_000_000_000,
+        _ => return Err(format!("has an unknown unit {unit:?} (use e.g. 256MiB, 1GB or a number of bytes)")),
+    };
+    let value: f64 =
+        number.parse().map_err(|_| "must be a size such as 256MiB, 1GB or a number of bytes".to_owned())?;
+    let bytes = value * unit_bytes as f64;
+    if !(MIN_SPOOL_MAX_BYTES as f64..=u64::MAX as f64).contains(&bytes) {
+        return Err(format!("must be at least {} KiB", MIN_SPOOL_MAX_BYTES >> 10));
+    }
+    Ok(bytes as u64)
+}
+
+/// A duration with a unit (`7d`, `12h`, `90min`) or a number of seconds.
+fn parse_age(s: &str) -> Result<Duration, String> {
+    let text = s.trim();
+    let age = match text.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            humantime::parse_duration(text).map_err(|e| format!("must be a duration such as 7d, 12h or 90min ({e})"))?
+        }
+    };
+    if age < MIN_SPOOL_MAX_AGE {
+        return Err(format!("must be at least {}", humantime::format_duration(MIN_SPOOL_MAX_AGE)));
+    }
+    Ok(age)
+}
+
+fn non_empty(s: &str) -> Result<String, String> {
+    if s.trim().is_empty() { Err("must not be empty".into()) } else { Ok(s.to_owned()) }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::{CommandFactory, FromArgMatches};
+
+    use super::*;
+
+    /// Parses `args` as the command line, ignoring the process's environment so that the
+    /// tests do not depend on it and can run in parallel.
+    fn cli(args: &[&str]) -> Cli {
+        let command = Cli::command().mut_args(|a| a.env(None));
+        let matches = command.try_get_matches_from(std::iter::once("procyon-agent").chain(args.iter().copied()));
+        Cli::from_arg_matches(&matches.unwrap()).unwrap()
+    }
+
+    fn cli_error(args: &[&str]) -> String {
+        let command = Cli::command().mut_args(|a| a.env(None));
+        let err = command.try_get_matches_from(std::iter::once("procyon-agent").chain(args.iter().copied()));
+        err.unwrap_err().to_string()
+    }
+
+    fn defaults() -> Defaults {
+        Defaults { state_dir: Some(PathBuf::from("/state")) }
+    }
+
+    fn load_with(args: &[&str], file: Option<&str>) -> anyhow::Result<(Config, Command)> {
+        resolve(cli(args), file.map(|text| (Path::new("/etc/procyon/agent.toml"), text)), None, &defaults())
+    }
+
+    const FILE: &str = r#"
+        collector = "https://file.example:7450"
+        hostname = "from-file"
+        interval = 5
+        spool = "/file/spool"
+        spool_max_bytes = "64MiB"
+        spool_max_age = "2d"
+        allow_control = true
+        transport = "rest"
+        log = "debug"
+    "#;
+
+    #[test]
+    fn defaults_apply_when_nothing_is_given() {
+        let (config, command) = load_with(&["--collector", "http://c.example:7450"], None).unwrap();
+        assert_eq!(command, Command::Run);
+        assert_eq!(config.interval, Duration::from_secs(2));
+        assert_eq!(config.spool, Path::new("/state"));
+        assert_eq!(config.key_file, Path::new("/state/api.key"));
+        assert_eq!(config.spool_max_bytes, 256 << 20);
+        assert_eq!(config.spool_max_age, Duration::from_secs(7 * 86400));
+        assert!(!config.allow_control && !config.once);
+        assert_eq!(config.transport, Transport::Auto);
+        assert_eq!(config.log, "info");
+        assert_eq!(config.hostname, None);
+        assert_eq!(config.config_file, None);
+    }
+
+    #[test]
+    fn the_file_overrides_the_defaults() {
+        let (config, _) = load_with(&[], Some(FILE)).unwrap();
+        assert_eq!(config.collector.unwrap().as_str(), "https://file.example:7450/");
+        assert_eq!(config.hostname.as_deref(), Some("from-file"));
+        assert_eq!(config.interval, Duration::from_secs(5));
+        assert_eq!(config.spool, Path::new("/file/spool"));
+        assert_eq!(config.spool_max_bytes, 64 << 20);
+        assert_eq!(config.spool_max_age, Duration::from_secs(2 * 86400));
+        assert!(config.allow_control);
+        assert_eq!(config.transport, Transport::Rest);
+        assert_eq!(config.log, "debug");
+        assert_eq!(config.config_file.as_deref(), Some(Path::new("/etc/procyon/agent.toml")));
+    }
+
+    #[test]
+    fn flags_override_the_file_field_by_field() {
+        let args = [
+            "--collector=http://flag.example:1",
+            "--interval=0.5",
+            "--allow-control=false",
+            "--spool-max-bytes=2MiB",
+            "--transport=auto",
+        ];
+        let (config, _) = load_with(&args, Some(FILE)).unwrap();
+        assert_eq!(config.collector.unwrap().as_str(), "http://flag.example:1/");
+        assert_eq!(config.interval, Duration::from_millis(500));
+        assert!(!config.allow_control, "--allow-control=false turns off what the file turned on");
+        assert_eq!(config.spool_max_bytes, 2 << 20);
+        assert_eq!(config.transport, Transport::Auto);
+        // Not given as flags: still the file's.
+        assert_eq!(config.hostname.as_deref(), Some("from-file"));
+        assert_eq!(config.spool, Path::new("/file/spool"));
+        assert_eq!(config.log, "debug");
+    }
+
+    /// Clap puts a variable's value where the flag's would go, so the struct a test
+    /// builds by hand stands for "given by the environment". What is checked here is
+    /// that each setting has its variable.
+    #[test]
+    fn every_setting_has_its_environment_variable() {
+        let command = Cli::command();
+        for arg in command.get_arguments() {
+            let id = arg.get_id().as_str();
+            let expected = format!("PROCYON_{}", id.to_ascii_uppercase());
+            assert_eq!(arg.get_env().and_then(|e| e.to_str()), Some(expected.as_str()), "{id}");
+        }
+        let flags = Flags { interval: Some(Duration::from_secs(9)), ..Flags::default() };
+        let from_env = Cli { flags, command: None };
+        let (config, _) = resolve(from_env, Some((Path::new("f.toml"), FILE)), None, &defaults()).unwrap();
+        assert_eq!(config.interval, Duration::from_secs(9), "the environment overrides the file");
+    }
+
+    #[test]
+    fn bool_flags_need_no_value_and_absent_means_not_given() {
+        let f = cli(&["--allow-control", "--once"]).flags;
+        assert_eq!((f.allow_control, f.once), (Some(true), Some(true)));
+        let f = cli(&["--allow-control=no"]).flags;
+        assert_eq!(f.allow_control, Some(false));
+        let f = cli(&[]).flags;
+        assert_eq!((f.allow_control, f.once), (None, None));
+        // A subcommand after a bool flag is not taken for its value.
+        assert_eq!(cli(&["--allow-control", "set-key"]).command, Some(Sub::SetKey));
+    }
+
+    #[test]
+    fn the_collector_is_required_to_run() {
+        let err = load_with(&[], None).unwrap_err().to_string();
+        assert_eq!(err, "no collector: pass --collector URL or set collector in the config file");
+        // Key commands can do without one (the key file needs no collector's name).
+        assert_eq!(load_with(&["set-key"], None).unwrap().1, Command::SetKey);
+        assert_eq!(load_with(&["forget-key"], None).unwrap().1, Command::ForgetKey);
+    }
+
+    #[test]
+    fn login_takes_its_collector_or_the_configured_one() {
+        let (config, command) =
+            load_with(&["login", "--collector", "https://l.example", "--user", "ada"], Some(FILE)).unwrap();
+        let url = Url::parse("https://l.example").unwrap();
+        assert_eq!(command, Command::Login { collector: url.clone(), user: "ada".into() });
+        assert_eq!(config.collector, Some(url));
+        let (_, command) = load_with(&["login", "--user", "ada"], Some(FILE)).unwrap();
+        let url = Url::parse("https://file.example:7450").unwrap();
+        assert_eq!(command, Command::Login { collector: url, user: "ada".into() });
+        assert!(load_with(&["login", "--user", "ada"], None).unwrap_err().to_string().contains("no collector"));
+        assert!(cli_error(&["login"]).contains("--user"));
+    }
+
+    #[test]
+    fn bad_values_in_the_file_name_the_key() {
+        let cases = [
+            ("interval = -1", "config file /etc/procyon/agent.toml: interval must be between 0.2 and 3600 seconds"),
+            ("interval = 0.1", "interval must be between 0.2 and 3600 seconds"),
+            ("interval = \"2 fortnights\"", "interval must be between 0.2 and 3600 seconds"),
+            ("collector = \"ftp://x.example\"", "collector must be an http or https URL"),
+            ("collector = \"https://u:p@x.example\"", "collector must not contain a user name or password"),
+            ("collector = \"not a url\"", "collector is not a URL"),
+            ("spool_max_bytes = \"12 parsecs\"", "spool_max_bytes has an unknown unit"),
+            ("spool_max_bytes = 1000", "spool_max_bytes must be at least 64 KiB"),
+            ("spool_max_age = \"soon\"", "spool_max_age must be a duration such as 7d"),
+            ("spool_max_age = \"5s\"", "spool_max_age must be at least 1m"),
+            ("hostname = \"\"", "hostname must not be empty"),
+            ("log = \" \"", "log must not be empty"),
+            ("allow_control = \"yes\"", "allow_control"),
+            ("transport = \"carrier-pigeon\"", "transport"),
+            ("intervall = 2", "unknown field `intervall`"),
+            ("once = true", "unknown field `once`"),
+            ("interval = ", "config file /etc/procyon/agent.toml"),
+        ];
+        for (text, expected) in cases {
+            let err = load_with(&["--collector=http://c.example"], Some(text)).unwrap_err().to_string();
+            assert!(err.contains(expected), "{text}: {err}");
+            assert!(err.starts_with("config file /etc/procyon/agent.toml: "), "{text}: {err}");
+        }
+    }
+
+    #[test]
+    fn bad_flag_values_name_the_flag() {
+        let err = cli_error(&["--interval=-1"]);
+        assert!(err.contains("--interval") && err.contains("must be between 0.2 and 3600 seconds"), "{err}");
+        let err = cli_error(&["--collector=ws://x.example"]);
+        assert!(err.contains("--collector") && err.contains("http or https"), "{err}");
+        let err = cli_error(&["--spool-max-age=1s"]);
+        assert!(err.contains("--spool-max-age") && err.contains("at least"), "{err}");
+        let err = cli_error(&["--transport=udp"]);
+        assert!(err.contains("--transport"), "{err}");
+    }
+
+    #[test]
+    fn values_are_read_in_every_accepted_form() {
+        assert_eq!(parse_interval("2"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_interval("0.2"), Ok(Duration::from_millis(200)));
+        assert_eq!(parse_interval("500ms"), Ok(Duration::from_millis(500)));
+        assert!(parse_interval("NaN").is_err() && parse_interval("inf").is_err() && parse_interval("3601").is_err());
+        assert_eq!(parse_size("256MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("256 MiB"), Ok(256 << 20));
+        assert_eq!(parse_size("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_size("2MB"), Ok(2_000_000));
+        assert_eq!(parse_size("1048576"), Ok(1 << 20));
+        assert!(parse_size("-5MiB").is_err() && parse_size("MiB").is_err());
+        assert_eq!(parse_age("7d"), Ok(Duration::from_secs(7 * 86400)));
+        assert_eq!(parse_age("90min"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_age("3600"), Ok(Duration::from_secs(3600)));
+        let (config, _) =
+            load_with(&[], Some("collector = \"http://c\"\ninterval = 2.5\nspool_max_age = 7200")).unwrap();
+        assert_eq!(config.interval, Duration::from_millis(2500));
+        assert_eq!(config.spool_max_age, Duration::from_secs(7200));
+    }
+
+    #[test]
+    fn relative_paths_in_the_file_are_relative_to_it() {
+        let text =
+            "collector = \"http://c\"\nspool = \"spool\"\nkey_file = \"keys/api.key\"\napi_key_file = \"/abs/key\"";
+        let (config, _) =
+            resolve(cli(&[]), Some((Path::new("/etc/procyon/agent.toml"), text)), None, &defaults()).unwrap();
+        assert_eq!(config.spool, Path::new("/etc/procyon/spool"));
+        assert_eq!(config.key_file, Path::new("/etc/procyon/keys/api.key"));
+        assert_eq!(config.api_key_file.as_deref(), Some(Path::new("/abs/key")));
+    }
+
+    #[test]
+    fn without_a_data_directory_the_spool_must_be_given() {
+        let none = Defaults { state_dir: None };
+        let err = resolve(cli(&["--collector=http://c", "--key-file=/k"]), None, None, &none).unwrap_err();
+        assert!(err.to_string().contains("pass --spool DIR"), "{err}");
+        let (config, _) =
+            resolve(cli(&["--collector=http://c", "--key-file=/k", "--spool=/s"]), None, None, &none).unwrap();
+        assert_eq!(config.spool, Path::new("/s"));
+    }
+
+    #[test]
+    fn the_example_config_file_parses_and_matches_the_defaults() {
+        // packaging/agent.toml documents every key with its default, commented out;
+        // uncommented, it must still parse and mean the defaults.
+        let example = include_str!("../../packaging/agent.toml");
+        let is_setting = |line: &&str| {
+            line.split_once(" = ").is_some_and(|(key, _)| {
+                !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
+                    // Settings without a default, shown with an example value.
+                    && !matches!(key, "hostname" | "api_key_file")
+            })
+        };
+        let uncommented: String = example
+            .lines()
+            .filter_map(|line| line.strip_prefix("# "))
+            .filter(is_setting)
+            .map(|line| format!("{line}\n"))
+            .collect();
+        for key in ["collector", "key_file", "interval", "spool", "spool_max_bytes", "spool_max_age", "allow_control"] {
+            assert!(uncommented.contains(&format!("{key} = ")), "{key} is missing from the example");
+        }
+        let (config, _) =
+            resolve(cli(&[]), Some((Path::new("/etc/procyon/agent.toml"), &uncommented)), None, &defaults()).unwrap();
+        let (plain, _) = load_with(&["--collector=http://collector.example:7450"], None).unwrap();
+        assert_eq!(
+            Config { config_file: None, spool: plain.spool.clone(), key_file: plain.key_file.clone(), ..config },
+            plain,
+            "{uncommented}"
+        );
+    }
+
+    #[test]
+    fn clap_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+}

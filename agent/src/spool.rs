@@ -1,0 +1,693 @@
+//! The spool: a bounded on-disk queue of the snapshots the collector has not yet
+//! acknowledged, so that nothing is lost across collector outages and agent restarts.
+//!
+//! Layout of the directory (mode 0700, the process lists in it are nobody else's
+//! business):
+//! - `NNNNNNNNNNNNNNNNNNNN.zst`: one snapshot, named by its seq zero-padded to 20 digits
+//!   (so names sort like seqs), holding exactly the bytes that go on the wire
+//!   ([`encode`]); its mtime is the snapshot's `taken_at`, so its age survives restarts
+//!   without decompressing it;
+//! - `state.json`: the highest seq ever given out and the drops not yet reported, so a
+//!   restarted agent continues its sequence even with an empty spool;
+//! - `lock`: held (flock) while a [`Spool`] is open, so two agents cannot share a spool
+//!   and hand out the same seqs;
+//! - `*.tmp`: a write in progress. Every file is written to a temporary name and renamed,
+//!   so a crash leaves at worst a temporary file, removed on the next [`Spool::open`].
+//!
+//! Other files in the directory (the fallback key file lives in the same state
+//! directory by default) are left alone.
+//!
+//! Files are not fsynced: the spool guards against outages and restarts of the agent,
+//! which the page cache survives; after a power loss a file may be empty or cut short,
+//! which `open` detects (the zstd frame is incomplete), removes and counts as dropped.
+//! The state file may then be behind too; the collector tells the uplink the last seq
+//! it stored, and [`Spool::bump_seq`] continues above it.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context, bail};
+use procyon::model::Snapshot;
+use serde::{Deserialize, Serialize};
+
+const SNAPSHOT_SUFFIX: &str = ".zst";
+const TMP_SUFFIX: &str = ".tmp";
+const STATE_FILE: &str = "state.json";
+const LOCK_FILE: &str = "lock";
+/// Digits of a seq in a file name: enough for any u64.
+const SEQ_DIGITS: usize = 20;
+
+/// The spool's bounds. When either is exceeded the oldest snapshots go first.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// Total size of the stored (compressed) snapshots.
+    pub max_bytes: u64,
+    /// Snapshots taken longer ago than this are dropped.
+    pub max_age: Duration,
+}
+
+/// One stored snapshot, as kept in memory.
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    bytes: u64,
+    taken_at: SystemTime,
+}
+
+/// `state.json`.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct State {
+    last_seq: u64,
+    #[serde(default)]
+    unreported_dropped: u64,
+}
+
+/// The spool of one agent. Its index lives in memory; every change is on disk before a
+/// method returns.
+pub struct Spool {
+    dir: PathBuf,
+    limits: Limits,
+    entries: BTreeMap<u64, Entry>,
+    bytes: u64,
+    last_seq: u64,
+    /// Dropped since the last [`Spool::take_dropped`].
+    dropped: u64,
+    /// Whether `state.json` says what `last_seq` and `dropped` say.
+    state_saved: bool,
+    /// Held for the spool's lifetime; released when it is dropped.
+    #[cfg(unix)]
+    _lock: nix::fcntl::Flock<fs::File>,
+}
+
+impl std::fmt::Debug for Spool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Spool")
+            .field("dir", &self.dir)
+            .field("pending", &self.entries.len())
+            .field("bytes", &self.bytes)
+            .field("last_seq", &self.last_seq)
+            .field("dropped", &self.dropped)
+            .finish()
+    }
+}
+
+impl Spool {
+    /// Opens (creating, mode 0700) the spool in `dir`, reading what is there: removes
+    /// the temporary files of interrupted writes, removes and counts as dropped the
+    /// snapshot files that are not a complete zstd frame, then applies `limits`.
+    /// Fails if another process has the spool open.
+    pub fn open(dir: &Path, limits: Limits) -> anyhow::Result<Spool> {
+        create_private_dir(dir).with_context(|| format!("cannot create the spool directory {}", dir.display()))?;
+        warn_if_shared(dir);
+        #[cfg(unix)]
+        let lock = lock(dir)?;
+
+        let (state, state_ok) = read_state(dir);
+        let mut spool = Spool {
+            dir: dir.to_path_buf(),
+            limits,
+            entries: BTreeMap::new(),
+            bytes: 0,
+            last_seq: state.last_seq,
+            dropped: state.unreported_dropped,
+            state_saved: state_ok,
+            #[cfg(unix)]
+            _lock: lock,
+        };
+        let listing =
+            fs::read_dir(dir).with_context(|| format!("cannot read the spool directory {}", dir.display()))?;
+        for item in listing {
+            let item = item.with_context(|| format!("cannot read the spool directory {}", dir.display()))?;
+            let name = item.file_name();
+            let Some(name) = name.to_str() else { continue };
+            if is_own_temp_file(name) {
+                tracing::debug!(file = name, "removing a file left by an interrupted write");
+                let _ = fs::remove_file(item.path());
+                continue;
+            }
+            let Some(seq) = seq_of(name) else { continue };
+            // The seq was given out even if the file turns out to be unusable.
+            if seq > spool.last_seq {
+                spool.last_seq = seq;
+                spool.state_saved = false;
+            }
+            match check_file(&item.path()) {
+                Ok(entry) => {
+                    spool.bytes += entry.bytes;
+                    spool.entries.insert(seq, entry);
+                }
+                Err(why) => {
+                    tracing::warn!(seq, "dropping a damaged snapshot from the spool: {why}");
+                    let _ = fs::remove_file(item.path());
+                    spool.dropped += 1;
+                    spool.state_saved = false;
+                }
+            }
+        }
+        if spool.enforce_limits(SystemTime::now()) > 0 {
+            spool.state_saved = false;
+        }
+        if !spool.state_saved {
+            spool.save_state()?;
+        }
+        Ok(spool)
+    }
+
+    /// The directory the spool lives in.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The highest seq ever given out (persisted in `state.json`, written atomically via
+    /// rename), so a restarted agent continues its sequence even with an empty spool.
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
+    }
+
+    /// Raises last_seq to at least `seq` (the collector may know a higher one, if this
+    /// agent's state was lost).
+    pub fn bump_seq(&mut self, seq: u64) -> anyhow::Result<()> {
+        if seq > self.last_seq {
+            self.last_seq = seq;
+            self.state_saved = false;
+            self.save_state()?;
+        }
+        Ok(())
+    }
+
+    /// Stores a snapshot (its `seq` must be above [`Spool::last_seq`]; it becomes
+    /// last_seq): [`encode`]d, one file named by seq, written to a temporary name then
+    /// renamed. Then enforces the limits, dropping the oldest first, and returns how many
+    /// this push dropped (the new snapshot itself too, if it alone breaks a limit).
+    pub fn push(&mut self, snapshot: &Snapshot) -> anyhow::Result<u64> {
+        let seq = snapshot.seq;
+        if seq <= self.last_seq {
+            bail!("snapshot seq {seq} is not above the spool's last seq {}", self.last_seq);
+        }
+        let bytes = encode(snapshot)?;
+        let taken_at = SystemTime::from(snapshot.taken_at);
+        let path = self.path_of(seq);
+        write_atomically(&path, &bytes, Some(taken_at))
+            .with_context(|| format!("cannot write {} to the spool", path.display()))?;
+        self.entries.insert(seq, Entry { bytes: bytes.len() as u64, taken_at });
+        self.bytes += bytes.len() as u64;
+        self.last_seq = seq;
+        let dropped = self.enforce_limits(SystemTime::now());
+        // The snapshot is stored; a state file that cannot be written now is retried by
+        // the next change, and until then the highest file name stands in for it.
+        self.state_saved = false;
+        if let Err(e) = self.save_state() {
+            tracing::warn!("cannot update the spool's state file: {e:#}");
+        }
+        Ok(dropped)
+    }
+
+    /// Seqs waiting, oldest first.
+    pub fn pending(&self) -> Vec<u64> {
+        self.entries.keys().copied().collect()
+    }
+
+    /// The stored bytes of one seq, as they go on the wire. An error if `seq` is not in
+    /// the spool (never pushed, removed, or dropped by the limits).
+    pub fn read(&self, seq: u64) -> anyhow::Result<Vec<u8>> {
+        if !self.entries.contains_key(&seq) {
+            bail!("snapshot {seq} is not in the spool");
+        }
+        let path = self.path_of(seq);
+        fs::read(&path).with_context(|| format!("cannot read {} from the spool", path.display()))
+    }
+
+    /// Removes `seq` (acknowledged or rejected by the collector). Removing a seq that is
+    /// not there is not an error: an acknowledgement may arrive twice.
+    pub fn remove(&mut self, seq: u64) -> anyhow::Result<()> {
+        let removed = match self.entries.remove(&seq) {
+            Some(entry) => {
+                self.bytes -= entry.bytes;
+                remove_file_if_exists(&self.path_of(seq))
+            }
+            None => Ok(()),
+        };
+        if !self.state_saved {
+            self.save_state()?;
+        }
+        // Forgotten either way: a file that could not be removed is sent again after a
+        // restart, and the collector stores it once.
+        removed.with_context(|| format!("cannot remove snapshot {seq} from the spool"))
+    }
+
+    /// Snapshots dropped (by the limits, or damaged) since the last call, to report
+    /// them; resets the count. Unreported drops survive a restart.
+    pub fn take_dropped(&mut self) -> u64 {
+        let dropped = std::mem::take(&mut self.dropped);
+        if dropped > 0 {
+            self.state_saved = false;
+            if let Err(e) = self.save_state() {
+                tracing::warn!("cannot update the spool's state file: {e:#}");
+            }
+        }
+        dropped
+    }
+
+    /// Bytes used by the stored snapshots.
+    pub fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    fn path_of(&self, seq: u64) -> PathBuf {
+        self.dir.join(format!("{seq:0width$}{SNAPSHOT_SUFFIX}", width = SEQ_DIGITS))
+    }
+
+    /// Drops every snapshot older than `max_age`, then the oldest while the total is
+    /// over `max_bytes`. Returns how many it dropped (also added to `dropped`).
+    fn enforce_limits(&mut self, now: SystemTime) -> u64 {
+        let max_age = self.limits.max_age;
+        // All of them, not only from the front: after the clock was set back, an older
+        // snapshot may carry a higher seq.
+        let too_old: Vec<u64> = self
+            .entries
+            .iter()
+            .filter(|(_, entry)| now.duration_since(entry.taken_at).is_ok_and(|age| age > max_age))
+            .map(|(&seq, _)| seq)
+            .collect();
+        let mut dropped = too_old.len() as u64;
+        for seq in too_old {
+            self.drop_entry(seq);
+        }
+        while self.bytes > self.limits.max_bytes {
+            let Some(&seq) = self.entries.keys().next() else { break };
+            self.drop_entry(seq);
+            dropped += 1;
+        }
+        if dropped > 0 {
+            let (max_bytes, max_age) = (self.limits.max_bytes, humantime::format_duration(max_age));
+            tracing::warn!(dropped, max_bytes, %max_age, "spool limit reached: dropped the oldest snapshots");
+            self.dropped += dropped;
+        }
+        dropped
+    }
+
+    fn drop_entry(&mut self, seq: u64) {
+        if let Some(entry) = self.entries.remove(&seq) {
+            self.bytes -= entry.bytes;
+            if let Err(e) = remove_file_if_exists(&self.path_of(seq)) {
+                tracing::warn!(seq, "cannot remove a dropped snapshot from the spool: {e}");
+            }
+        }
+    }
+
+    fn save_state(&mut self) -> anyhow::Result<()> {
+        let state = State { last_seq: self.last_seq, unreported_dropped: self.dropped };
+        let json = serde_json::to_vec(&state)?;
+        let path = self.dir.join(STATE_FILE);
+        write_atomically(&path, &json, None).with_context(|| format!("cannot write {}", path.display()))?;
+        self.state_saved = true;
+        Ok(())
+    }
+}
+
+/// A snapshot as the spool stores it and the wire carries it: zstd (level 3) of its
+/// JSON. The one definition is the library's, shared with the collector.
+pub fn encode(snapshot: &Snapshot) -> anyhow::Result<Vec<u8>> {
+    procyon::model::agent::encode_snapshot(snapshot).context("cannot encode a snapshot")
+}
+
+/// Reads [`encode`]'s bytes back, refusing to expand past 64 MiB (a damaged or hostile
+/// file cannot exhaust memory).
+pub fn decode(bytes: &[u8]) -> anyhow::Result<Snapshot> {
+    procyon::model::agent::decode_snapshot(bytes).map_err(anyhow::Error::msg)
+}
+
+/// The seq in a snapshot file's name.
+fn seq_of(name: &str) -> Option<u64> {
+    let digits = name.strip_suffix(SNAPSHOT_SUFFIX)?;
+    if digits.len() != SEQ_DIGITS || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+/// A temporary file this module writes (and no one else's).
+fn is_own_temp_file(name: &str) -> bool {
+    name.strip_suffix(TMP_SUFFIX).is_some_and(|base| base == STATE_FILE || seq_of(base).is_some())
+}
+
+/// Checks that a snapshot file holds one complete zstd frame, without decompressing it
+/// (cheap even for a full spool); returns its size and time.
+fn check_file(path: &Path) -> Result<Entry, String> {
+    let meta = fs::symlink_metadata(path).map_err(|e| e.to_string())?;
+    if !meta.is_file() {
+        return Err("not a regular file".into());
+    }
+    let bytes = fs::read(path).map_err(|e| e.to_string())?;
+    match zstd::zstd_safe::find_frame_compressed_size(&bytes) {
+        Ok(frame) if frame == bytes.len() && frame > 0 => {}
+        Ok(_) => return Err("not a single zstd frame".into()),
+        Err(_) => return Err(format!("not a complete zstd frame ({} bytes)", bytes.len())),
+    }
+    let taken_at = meta.modified().unwrap_or_else(|_| SystemTime::now());
+    Ok(Entry { bytes: bytes.len() as u64, taken_at })
+}
+
+/// `state.json`, and whether it was read as it is. A missing file is a new spool; a
+/// damaged one is replaced (the seqs of the files present still count).
+fn read_state(dir: &Path) -> (State, bool) {
+    let path = dir.join(STATE_FILE);
+    match fs::read(&path) {
+        Ok(bytes) => match serde_json::from_slice(&bytes) {
+            Ok(state) => (state, true),
+            Err(e) => {
+                tracing::warn!("ignoring the damaged spool state file {}: {e}", path.display());
+                (State::default(), false)
+            }
+        },
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (State::default(), false),
+        Err(e) => {
+            tracing::warn!("cannot read the spool state file {}: {e}", path.display());
+            (State::default(), false)
+        }
+    }
+}
+
+/// Writes `path` through `path.tmp` and a rename, so readers (and a restart after a
+/// crash) see the old content or the new, never a part. Mode 0600; the mtime is set to
+/// `mtime` if given.
+fn write_atomically(path: &Path, bytes: &[u8], mtime: Option<SystemTime>) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_os_string();
+    tmp.push(TMP_SUFFIX);
+    let tmp = PathBuf::from(tmp);
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let result = options.open(&tmp).and_then(|mut file| {
+        file.write_all(bytes)?;
+        if let Some(mtime) = mtime {
+            // Best effort: without it the age counts from the write, a few ms later.
+            let _ = file.set_modified(mtime);
+        }
+        Ok(())
+    });
+    let result = result.and_then(|()| fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn remove_file_if_exists(path: &Path) -> std::io::Result<()> {
+    match fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+        _ => Ok(()),
+    }
+}
+
+/// Creates `dir` and missing parents with mode 0700. An existing directory is left as it
+/// is: it may be one the user chose and shares on purpose.
+fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir)
+}
+
+fn warn_if_shared(dir: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = fs::metadata(dir) {
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    "the spool directory {} is open to other users (mode {mode:04o}); \
+                     the process lists in it are not theirs to read: chmod 700 it",
+                    dir.display()
+                );
+            }
+        }
+    }
+}
+
+/// Takes the spool's lock, or says who holds it.
+#[cfg(unix)]
+fn lock(dir: &Path) -> anyhow::Result<nix::fcntl::Flock<fs::File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    let path = dir.join(LOCK_FILE);
+    let mut options = fs::OpenOptions::new();
+    options.write(true).create(true).truncate(false);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(lock),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => bail!(
+            "another procyon-agent is using the spool {}; give each agent its own with --spool DIR",
+            dir.display()
+        ),
+        Err((_, errno)) => bail!("cannot lock {}: {errno}", path.display()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::OnceLock;
+
+    use chrono::{DateTime, TimeDelta, Utc};
+    use procyon::sample::Sampler;
+
+    use super::*;
+
+    /// One real snapshot of this machine, taken once (sampling waits for CPU figures);
+    /// real, so the tests follow the model as it grows.
+    fn base() -> &'static Snapshot {
+        static BASE: OnceLock<Snapshot> = OnceLock::new();
+        BASE.get_or_init(|| Sampler::new(Default::default()).sample())
+    }
+
+    fn snap(seq: u64, taken_at: DateTime<Utc>) -> Snapshot {
+        let mut s = base().clone();
+        s.seq = seq;
+        s.taken_at = taken_at;
+        s
+    }
+
+    fn now() -> DateTime<Utc> {
+        Utc::now()
+    }
+
+    const ROOMY: Limits = Limits { max_bytes: 1 << 30, max_age: Duration::from_secs(86400) };
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> =
+            fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn push_pending_read_remove_round_trip() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), ROOMY).unwrap();
+        assert_eq!((spool.last_seq(), spool.pending(), spool.bytes()), (0, vec![], 0));
+        let t = now();
+        for seq in 1..=3 {
+            assert_eq!(spool.push(&snap(seq, t)).unwrap(), 0);
+        }
+        assert_eq!(spool.pending(), [1, 2, 3]);
+        assert_eq!(spool.last_seq(), 3);
+        let bytes = spool.read(2).unwrap();
+        assert_eq!(bytes, encode(&snap(2, t)).unwrap(), "stored as they go on the wire");
+        let back = decode(&bytes).unwrap();
+        assert_eq!((back.seq, back.processes.len()), (2, base().processes.len()));
+        let sizes: u64 = [1, 2, 3].iter().map(|&s| spool.read(s).unwrap().len() as u64).sum();
+        assert_eq!(spool.bytes(), sizes);
+
+        spool.remove(2).unwrap();
+        spool.remove(2).unwrap(); // a second acknowledgement
+        assert_eq!(spool.pending(), [1, 3]);
+        assert!(spool.read(2).is_err());
+        assert_eq!(spool.bytes(), sizes - bytes.len() as u64);
+        assert_eq!(names(dir.path()), ["00000000000000000001.zst", "00000000000000000003.zst", "lock", "state.json"]);
+        assert_eq!(spool.take_dropped(), 0);
+    }
+
+    #[test]
+    fn a_seq_must_increase() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), ROOMY).unwrap();
+        spool.push(&snap(5, now())).unwrap();
+        let err = spool.push(&snap(5, now())).unwrap_err().to_string();
+        assert_eq!(err, "snapshot seq 5 is not above the spool's last seq 5");
+        assert!(spool.push(&snap(4, now())).is_err());
+        spool.bump_seq(3).unwrap();
+        assert_eq!(spool.last_seq(), 5, "bump_seq never lowers it");
+        spool.bump_seq(40).unwrap();
+        assert!(spool.push(&snap(40, now())).is_err());
+        spool.push(&snap(41, now())).unwrap();
+        assert_eq!(spool.pending(), [5, 41]);
+    }
+
+    #[test]
+    fn reopening_keeps_what_is_pending_and_the_seq() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), ROOMY).unwrap();
+        for seq in 1..=4 {
+            spool.push(&snap(seq, now())).unwrap();
+        }
+        spool.remove(1).unwrap();
+        spool.remove(3).unwrap();
+        let bytes = spool.bytes();
+        drop(spool);
+
+        let mut spool = Spool::open(dir.path(), ROOMY).unwrap();
+        assert_eq!(spool.pending(), [2, 4]);
+        assert_eq!(spool.last_seq(), 4);
+        assert_eq!(spool.bytes(), bytes);
+        assert_eq!(decode(&spool.read(4).unwrap()).unwrap().seq, 4);
+        assert_eq!(spool.take_dropped(), 0);
+        spool.push(&snap(5, now())).unwrap();
+        assert_eq!(spool.pending(), [2, 4, 5]);
+    }
+
+    #[test]
+    fn the_seq_continues_after_reopening_an_empty_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), ROOMY).unwrap();
+        for seq in 1..=3 {
+            spool.push(&snap(seq, now())).unwrap();
+            spool.remove(seq).unwrap();
+        }
+        drop(spool);
+        let mut spool = Spool::open(dir.path(), ROOMY).unwrap();
+        assert_eq!((spool.pending(), spool.last_seq()), (vec![], 3));
+        spool.bump_seq(10).unwrap();
+        drop(spool);
+        let spool = Spool::open(dir.path(), ROOMY).unwrap();
+        assert_eq!(spool.last_seq(), 10, "a bumped seq is kept too");
+    }
+
+    #[test]
+    fn the_byte_limit_drops_the_oldest_first_and_counts_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = now();
+        let sizes: Vec<u64> = (1..=5).map(|s| encode(&snap(s, t)).unwrap().len() as u64).collect();
+        let smallest = sizes.iter().copied().min().unwrap();
+        // Room for the three newest and half of another.
+        let max_bytes = sizes[2] + sizes[3] + sizes[4] + smallest / 2;
+        let mut spool = Spool::open(dir.path(), Limits { max_bytes, ..ROOMY }).unwrap();
+        let dropped: Vec<u64> = (1..=5).map(|s| spool.push(&snap(s, t)).unwrap()).collect();
+        assert_eq!(dropped, [0, 0, 0, 1, 1]);
+        assert_eq!(spool.pending(), [3, 4, 5]);
+        assert_eq!(spool.bytes(), sizes[2] + sizes[3] + sizes[4]);
+        assert!(spool.bytes() <= max_bytes);
+        assert_eq!(names(dir.path()).iter().filter(|n| n.ends_with(".zst")).count(), 3);
+
+        // Unreported drops survive a restart, and are reported once.
+        drop(spool);
+        let mut spool = Spool::open(dir.path(), Limits { max_bytes, ..ROOMY }).unwrap();
+        assert_eq!(spool.take_dropped(), 2);
+        assert_eq!(spool.take_dropped(), 0);
+
+        // A tighter limit on reopening applies at once.
+        drop(spool);
+        let mut spool = Spool::open(dir.path(), Limits { max_bytes: sizes[4], ..ROOMY }).unwrap();
+        assert_eq!(spool.pending(), [5]);
+        assert_eq!(spool.take_dropped(), 2);
+    }
+
+    #[test]
+    fn the_age_limit_drops_old_snapshots_even_across_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let hours = |h: i64| now() - TimeDelta::minutes(h * 60);
+        let mut spool = Spool::open(dir.path(), ROOMY).unwrap();
+        spool.push(&snap(1, hours(3))).unwrap();
+        spool.push(&snap(2, hours(2))).unwrap();
+        spool.push(&snap(3, hours(0))).unwrap();
+        assert_eq!(spool.pending(), [1, 2, 3]);
+        drop(spool);
+
+        // The age comes from the file's mtime, set to the snapshot's taken_at.
+        let limits = Limits { max_age: Duration::from_secs(150 * 60), ..ROOMY };
+        let mut spool = Spool::open(dir.path(), limits).unwrap();
+        assert_eq!(spool.pending(), [2, 3]);
+        assert_eq!(spool.take_dropped(), 1);
+
+        // A snapshot already too old when pushed goes at once, whatever its seq.
+        assert_eq!(spool.push(&snap(4, hours(5))).unwrap(), 1);
+        assert_eq!(spool.push(&snap(5, hours(0))).unwrap(), 0);
+        assert_eq!(spool.pending(), [2, 3, 5]);
+        let limits = Limits { max_age: Duration::from_secs(60 * 60), ..ROOMY };
+        drop(spool);
+        let mut spool = Spool::open(dir.path(), limits).unwrap();
+        assert_eq!(spool.pending(), [3, 5], "2 is older than an hour");
+        assert_eq!(spool.take_dropped(), 2, "4 when pushed, 2 when reopened");
+    }
+
+    #[test]
+    fn temporary_and_damaged_files_are_cleaned_up_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), ROOMY).unwrap();
+        spool.push(&snap(1, now())).unwrap();
+        spool.push(&snap(2, now())).unwrap();
+        let whole = spool.read(2).unwrap();
+        drop(spool);
+        let path = |name: &str| dir.path().join(name);
+        // A crash in the middle of writes leaves temporary files...
+        fs::write(path("00000000000000000003.zst.tmp"), &whole[..10]).unwrap();
+        fs::write(path("state.json.tmp"), "{\"last_").unwrap();
+        // ...a power loss may leave a file cut short, or empty.
+        fs::write(path("00000000000000000002.zst"), &whole[..whole.len() / 2]).unwrap();
+        fs::write(path("00000000000000000007.zst"), b"").unwrap();
+        // Files that are not the spool's are left alone.
+        fs::write(path("api.key"), "k").unwrap();
+        fs::write(path("notes.tmp"), "mine").unwrap();
+
+        let mut spool = Spool::open(dir.path(), ROOMY).unwrap();
+        assert_eq!(spool.pending(), [1]);
+        assert_eq!(spool.take_dropped(), 2);
+        assert_eq!(spool.last_seq(), 7, "the seq of a damaged file was given out all the same");
+        assert_eq!(names(dir.path()), ["00000000000000000001.zst", "api.key", "lock", "notes.tmp", "state.json"]);
+    }
+
+    #[test]
+    fn a_damaged_state_file_falls_back_to_the_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), ROOMY).unwrap();
+        spool.push(&snap(6, now())).unwrap();
+        drop(spool);
+        fs::write(dir.path().join("state.json"), "garbage").unwrap();
+        let spool = Spool::open(dir.path(), ROOMY).unwrap();
+        assert_eq!((spool.last_seq(), spool.pending()), (6, vec![6]));
+    }
+
+    #[test]
+    fn two_agents_cannot_share_a_spool() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), ROOMY).unwrap();
+        let err = Spool::open(dir.path(), ROOMY).unwrap_err().to_string();
+        assert!(err.starts_with("another procyon-agent is using the spool"), "{err}");
+        drop(spool);
+        Spool::open(dir.path(), ROOMY).unwrap();
+    }
+
+    #[test]
+    fn the_directory_is_created_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let spool_dir = dir.path().join("a/spool");
+        let mut spool = Spool::open(&spool_dir, ROOMY).unwrap();
+        assert_eq!(fs::metadata(&spool_dir).unwrap().permissions().mode() & 0o777, 0o700);
+        spool.push(&snap(1, now())).unwrap();
+        let file = spool_dir.join("00000000000000000001.zst");
+        assert_eq!(fs::metadata(file).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+
+    #[test]
+    fn decode_refuses_what_is_not_a_snapshot() {
+        assert!(decode(b"not zstd").is_err());
+        assert!(decode(&zstd::bulk::compress(b"{\"a\":1}", 3).unwrap()).is_err());
+        let bomb = zstd::bulk::compress(&vec![b' '; (64 << 20) + 10], 1).unwrap();
+        assert!(decode(&bomb).unwrap_err().to_string().contains("64 MiB"));
+    }
+}

@@ -1,0 +1,386 @@
+//! Agents end to end: real `procyon-agent` processes streaming to a real `procyon serve`,
+//! through a collector outage and an agent crash, relaying actions on real processes.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::collector::{Collector, cli, new_key};
+use common::{Sleeper, marker, state, wait_for};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+/// The agent binary: built next to `procyon` (building it if this test run has not).
+fn agent_bin() -> PathBuf {
+    let procyon = Path::new(common::collector::BIN);
+    let agent = procyon.with_file_name("procyon-agent");
+    if !agent.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo).args(["build", "-p", "procyon-agent"]).status().unwrap();
+        assert!(status.success(), "building procyon-agent");
+    }
+    agent
+}
+
+/// An API key in a file only its owner may read.
+fn key_file(dir: &Path, name: &str, key: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(format!("{name}.key"));
+    std::fs::write(&path, key).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    path
+}
+
+/// A running agent, killed when dropped. Its stderr goes to a file for the test to read.
+struct Agent {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Agent {
+    fn start(collector: &str, key: &Path, hostname: &str, spool: &Path, extra: &[&str]) -> Agent {
+        let log = spool.with_extension("log");
+        let child = Command::new(agent_bin())
+            .args(["--collector", collector, "--hostname", hostname, "--interval", "0.3", "--api-key-file"])
+            .arg(key)
+            .arg("--spool")
+            .arg(spool)
+            .args(extra)
+            .env("PROCYON_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        Agent { child, log }
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    fn terminate(&mut self) -> bool {
+        let _ = Command::new("kill").arg("-TERM").arg(self.child.id().to_string()).status();
+        wait_for(Duration::from_secs(10), || matches!(self.child.try_wait(), Ok(Some(_))))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// Every stored seq of `hostname`, ascending.
+async fn seqs(c: &Collector, token: &str, hostname: &str) -> Vec<u64> {
+    let (status, list) = c.get(&format!("/api/process-snapshots/list/?hostname={hostname}&limit=1000"), token).await;
+    if status == 404 {
+        return Vec::new();
+    }
+    let mut seqs: Vec<u64> = list.as_array().unwrap().iter().map(|s| s["seq"].as_u64().unwrap()).collect();
+    seqs.sort_unstable();
+    seqs
+}
+
+async fn wait_until<F, Fut>(limit: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn contiguous(seqs: &[u64]) -> bool {
+    seqs.windows(2).all(|w| w[1] == w[0] + 1)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_agents_lose_nothing_through_a_collector_outage_and_an_agent_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let mut c = Collector::start(&data, &["--no-local"]);
+    let token = c.admin_token().await;
+    let port = c.base.rsplit(':').next().unwrap().to_owned();
+    let key = key_file(dir.path(), "fleet", &new_key(&data, "fleet", None));
+    let mut a = Agent::start(&c.base, &key, "web-1", &dir.path().join("spool-a"), &[]);
+    let mut b = Agent::start(&c.base, &key, "web-2", &dir.path().join("spool-b"), &[]);
+
+    wait_until(Duration::from_secs(30), "both agents to report", || async {
+        seqs(&c, &token, "web-1").await.len() >= 3 && seqs(&c, &token, "web-2").await.len() >= 3
+    })
+    .await;
+    let (_, hosts) = c.get("/api/hosts/", &token).await;
+    assert!(hosts.as_array().unwrap().iter().all(|h| h["online"] == true), "{hosts}");
+    let before = seqs(&c, &token, "web-1").await;
+    assert_eq!(before[0], 1);
+    assert!(contiguous(&before), "{before:?}");
+
+    // The collector dies hard; the agents keep sampling into their spools.
+    let mut child = c.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // The first agent crashes too, and comes back.
+    a.kill();
+    let mut a = Agent::start(&c.base, &key, "web-1", &dir.path().join("spool-a"), &[]);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+
+    let c = Collector::start(&data, &["--no-local", "--bind", &format!("127.0.0.1:{port}")]);
+    wait_until(Duration::from_secs(60), "the backlog to arrive", || async {
+        let web1 = seqs(&c, &token, "web-1").await;
+        let web2 = seqs(&c, &token, "web-2").await;
+        // At 0.3 s, 3 s of outage is about 10 snapshots each.
+        web1.len() >= before.len() + 10 && web2.len() >= before.len() + 10
+    })
+    .await;
+    assert!(a.terminate() && b.terminate(), "agents stop on SIGTERM");
+    for host in ["web-1", "web-2"] {
+        let all = seqs(&c, &token, host).await;
+        assert_eq!(all[0], 1, "{host}");
+        assert!(contiguous(&all), "{host}: a gap or a duplicate in {all:?}");
+    }
+    let log = a.log();
+    assert!(!log.contains("fleet.key") || !log.contains("pk_"), "the key never reaches the log");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn relayed_actions_need_allow_control_and_are_audited() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let c = Collector::start(&data, &["--no-local"]);
+    let token = c.admin_token().await;
+    let key = key_file(dir.path(), "k", &new_key(&data, "k", None));
+    let _open = Agent::start(&c.base, &key, "ctl-open", &dir.path().join("s1"), &["--allow-control"]);
+    let _locked = Agent::start(&c.base, &key, "ctl-locked", &dir.path().join("s2"), &[]);
+    let child = Sleeper::start(&marker("relay"));
+    let pid = child.pid();
+
+    // Both agents sample this machine, so the child is in both hosts' snapshots.
+    let mut start_time = String::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while start_time.is_empty() {
+        assert!(Instant::now() < deadline, "the child never appeared in the agent's snapshot");
+        let (_, snap) = c.get("/api/monitoring/ctl-open/snapshot", &token).await;
+        if let Some(p) = snap["processes"].as_array().and_then(|ps| ps.iter().find(|p| p["pid"] == pid)) {
+            start_time = p["start_time"].as_str().unwrap().to_owned();
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    let act = |host: &str, action: &str| {
+        format!("/api/monitoring/{host}/process/{pid}/{action}?start_time={}", start_time.replace('+', "%2B"))
+    };
+
+    let (status, body) = c.post(&act("ctl-open", "suspend"), &token, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["message"], format!("Process {pid} suspended"));
+    assert!(wait_for(Duration::from_secs(5), || state(pid) == Some('T')));
+    let (status, _) = c.post(&act("ctl-open", "resume"), &token, None).await;
+    assert_eq!(status, 200);
+    assert!(wait_for(Duration::from_secs(5), || matches!(state(pid), Some('S' | 'R'))));
+
+    // Without --allow-control: refused, the process untouched, and audited.
+    let (status, body) = c.post(&act("ctl-locked", "kill"), &token, None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("--allow-control"));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(matches!(state(pid), Some('S' | 'R')), "untouched");
+
+    // A stale start time is refused by the agent's guard, relayed back as 409.
+    let (status, body) = c
+        .post(&format!("/api/monitoring/ctl-open/process/{pid}/kill?start_time=2001-01-01T00:00:00Z"), &token, None)
+        .await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("pid_reused")));
+
+    let (status, _) = c.post(&act("ctl-open", "kill"), &token, None).await;
+    assert_eq!(status, 200);
+    assert!(wait_for(Duration::from_secs(5), || common::is_gone(pid)));
+
+    let (_, log) = c.get("/api/audit", &token).await;
+    let entries: Vec<(String, String, String)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["hostname"].as_str().unwrap().into(),
+                e["action"].as_str().unwrap().into(),
+                e["result"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let e = |h: &str, a: &str, r: &str| (h.to_owned(), a.to_owned(), r.to_owned());
+    assert_eq!(
+        entries,
+        [
+            e("ctl-open", "kill", "success"),
+            e("ctl-open", "kill", "pid_reused"),
+            e("ctl-locked", "kill", "unsupported"),
+            e("ctl-open", "resume", "success"),
+            e("ctl-open", "suspend", "success"),
+        ]
+    );
+    assert_eq!(log[0]["process_name"], "sh");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn bad_keys_protocol_mismatch_and_garbage_are_handled() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let c = Collector::start(&data, &["--no-local"]);
+    let token = c.admin_token().await;
+    let good = new_key(&data, "good", None);
+    let good_file = key_file(dir.path(), "good", &good);
+
+    // --once: one snapshot, then exit 0; over REST too.
+    for extra in [&[][..], &["--transport", "rest"][..]] {
+        let out = Command::new(agent_bin())
+            .args(["--collector", &c.base, "--hostname", "once-host", "--once", "--api-key-file"])
+            .arg(&good_file)
+            .arg("--spool")
+            .arg(dir.path().join("once"))
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "--once {extra:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+    assert_eq!(seqs(&c, &token, "once-host").await, [1, 2]);
+    // A new spool for a host the collector knows (the agent's state was lost) carries
+    // on above the stored seqs instead of being taken for resends.
+    let out = Command::new(agent_bin())
+        .args(["--collector", &c.base, "--hostname", "once-host", "--once", "--api-key-file"])
+        .arg(&good_file)
+        .arg("--spool")
+        .arg(dir.path().join("once-wiped"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(seqs(&c, &token, "once-host").await, [1, 2, 3]);
+
+    // A wrong key and a revoked key are refused, with the reason.
+    let revoked = new_key(&data, "old", None);
+    cli(&data, &["apikey", "revoke", "old"], None);
+    for (name, key, says) in [("wrong", "pk_nonsense".to_owned(), "Unknown API key"), ("revoked", revoked, "revoked")] {
+        let file = key_file(dir.path(), name, &key);
+        let out = Command::new(agent_bin())
+            .args(["--collector", &c.base, "--hostname", "x", "--once", "--api-key-file"])
+            .arg(&file)
+            .arg("--spool")
+            .arg(dir.path().join(format!("spool-{name}")))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{name} key accepted");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{name}: {stderr}");
+        assert!(!stderr.contains(&key), "the key never reaches the log");
+    }
+    // A key file others can read is refused before anything is sent.
+    let loose = dir.path().join("loose.key");
+    std::fs::write(&loose, &good).unwrap();
+    let out = Command::new(agent_bin())
+        .args(["--collector", &c.base, "--once", "--api-key-file"])
+        .arg(&loose)
+        .arg("--spool")
+        .arg(dir.path().join("spool-loose"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("chmod 600"));
+
+    // At the upgrade: no key, a bad key → refused before any socket exists.
+    let ws_url = c.ws_url("/ws/agent");
+    assert!(tokio_tungstenite::connect_async(&ws_url).await.is_err());
+    let mut bad = ws_url.as_str().into_client_request().unwrap();
+    bad.headers_mut().insert("Authorization", "Api-Key pk_bad".parse().unwrap());
+    match tokio_tungstenite::connect_async(bad).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("expected 401, got {other:?}"),
+    }
+
+    // A live agent keeps delivering while a raw client misbehaves.
+    let _steady = Agent::start(&c.base, &good_file, "steady", &dir.path().join("steady"), &[]);
+    let connect = || {
+        let mut request = ws_url.as_str().into_client_request().unwrap();
+        request.headers_mut().insert("Authorization", format!("Api-Key {good}").parse().unwrap());
+        tokio_tungstenite::connect_async(request)
+    };
+    let host = serde_json::to_value(procyon::sample::Sampler::new(Default::default()).host().clone()).unwrap();
+    let next_json = |m: Option<Result<Message, _>>| -> Value {
+        let m: Message = m.unwrap().unwrap();
+        serde_json::from_str(m.to_text().unwrap()).unwrap()
+    };
+
+    // Protocol mismatch: a clear error, then the socket closes.
+    let (mut ws, _) = connect().await.unwrap();
+    let hello =
+        json!({"type": "hello", "protocol": 999, "agent_version": "9.9.9", "host": host, "allow_control": false});
+    ws.send(Message::Text(hello.to_string().into())).await.unwrap();
+    let error = next_json(ws.next().await);
+    assert_eq!(error["code"], "protocol_mismatch");
+    assert!(error["message"].as_str().unwrap().contains("protocol 1"), "{error}");
+
+    // Garbage after a proper hello: an error per frame, the session and collector live on.
+    let (mut ws, _) = connect().await.unwrap();
+    let mut hello =
+        json!({"type": "hello", "protocol": 1, "agent_version": "test", "host": host, "allow_control": false});
+    hello["host"]["hostname"] = json!("garbage-host");
+    ws.send(Message::Text(hello.to_string().into())).await.unwrap();
+    assert_eq!(next_json(ws.next().await)["type"], "welcome");
+    let steady_before = seqs(&c, &token, "steady").await.len();
+    ws.send(Message::Binary(vec![0xde, 0xad, 0xbe, 0xef].into())).await.unwrap();
+    assert_eq!(next_json(ws.next().await)["code"], "bad_frame");
+    ws.send(Message::Text("{not json".into())).await.unwrap();
+    assert_eq!(next_json(ws.next().await)["code"], "bad_frame");
+    // A snapshot for another host on this session is rejected, not stored.
+    let mut snap = procyon::sample::Sampler::new(Default::default()).sample();
+    snap.host.hostname = "someone-else".into();
+    let frame = procyon::model::agent::encode_snapshot(&snap).unwrap();
+    ws.send(Message::Binary(frame.into())).await.unwrap();
+    assert_eq!(next_json(ws.next().await)["type"], "rejected");
+    wait_until(Duration::from_secs(20), "the steady agent to keep delivering", || async {
+        seqs(&c, &token, "steady").await.len() > steady_before + 2
+    })
+    .await;
+    assert_eq!(c.get("/api/health", "").await.0, 200);
+    assert_eq!(seqs(&c, &token, "someone-else").await.len(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_spool_drops_the_oldest_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    // Pick a port, then leave it closed: the collector is "down" from the start.
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let base = format!("http://127.0.0.1:{port}");
+    std::fs::create_dir_all(&data).unwrap();
+    let key = key_file(dir.path(), "k", &new_key(&data, "k", None));
+    let agent = Agent::start(&base, &key, "tiny", &dir.path().join("spool"), &["--spool-max-bytes", "65536"]);
+    assert!(
+        wait_for(Duration::from_secs(20), || agent.log().contains("dropped")),
+        "the agent says it dropped snapshots: {}",
+        agent.log()
+    );
+    let c = Collector::start(&data, &["--no-local", "--bind", &format!("127.0.0.1:{port}")]);
+    let token = c.login("admin", c.admin_password.as_deref().unwrap_or("")).await;
+    wait_until(Duration::from_secs(30), "the spool to drain", || async { seqs(&c, &token, "tiny").await.len() >= 3 })
+        .await;
+    let stored = seqs(&c, &token, "tiny").await;
+    assert!(stored[0] > 1, "the oldest were dropped: {stored:?}");
+}
