@@ -201,7 +201,10 @@ fn login(config: &Config, collector: url::Url, user: &str) -> anyhow::Result<()>
         let status = answer.status();
         let body: serde_json::Value = answer.json().await.unwrap_or_default();
         if !status.is_success() {
-            anyhow::bail!("the collector did not issue a key: {}", body["message"].as_str().unwrap_or("no reason given"));
+            anyhow::bail!(
+                "the collector did not issue a key: {}",
+                body["message"].as_str().unwrap_or("no reason given")
+            );
         }
         Ok(body["key"].as_str().context("the collector sent no key")?.to_owned())
     })?;

@@ -104,8 +104,11 @@ impl Uplink {
     /// not be reached or refused. For `--once`.
     pub async fn flush(&mut self) -> anyhow::Result<()> {
         let (_stop_tx, stop) = watch::channel(false);
-        let end =
-            if self.options.rest_only { self.rest(true, stop.clone()).await } else { self.websocket(true, stop.clone()).await };
+        let end = if self.options.rest_only {
+            self.rest(true, stop.clone()).await
+        } else {
+            self.websocket(true, stop.clone()).await
+        };
         let end = match end {
             End::NoWebSocket(why) => {
                 tracing::warn!("the WebSocket upgrade was refused ({why}); uploading over REST");
