@@ -28,6 +28,13 @@ fn agent_bin() -> PathBuf {
     agent
 }
 
+/// The agent command, isolated from any config file of this machine.
+fn agent_command() -> Command {
+    let mut command = Command::new(agent_bin());
+    command.env("PROCYON_CONFIG", "/dev/null");
+    command
+}
+
 /// An API key in a file only its owner may read.
 fn key_file(dir: &Path, name: &str, key: &str) -> PathBuf {
     use std::os::unix::fs::PermissionsExt;
@@ -46,7 +53,7 @@ struct Agent {
 impl Agent {
     fn start(collector: &str, key: &Path, hostname: &str, spool: &Path, extra: &[&str]) -> Agent {
         let log = spool.with_extension("log");
-        let child = Command::new(agent_bin())
+        let child = agent_command()
             .args(["--collector", collector, "--hostname", hostname, "--interval", "0.3", "--api-key-file"])
             .arg(key)
             .arg("--spool")
@@ -251,7 +258,7 @@ async fn bad_keys_protocol_mismatch_and_garbage_are_handled() {
 
     // --once: one snapshot, then exit 0; over REST too.
     for extra in [&[][..], &["--transport", "rest"][..]] {
-        let out = Command::new(agent_bin())
+        let out = agent_command()
             .args(["--collector", &c.base, "--hostname", "once-host", "--once", "--api-key-file"])
             .arg(&good_file)
             .arg("--spool")
@@ -264,7 +271,7 @@ async fn bad_keys_protocol_mismatch_and_garbage_are_handled() {
     assert_eq!(seqs(&c, &token, "once-host").await, [1, 2]);
     // A new spool for a host the collector knows (the agent's state was lost) carries
     // on above the stored seqs instead of being taken for resends.
-    let out = Command::new(agent_bin())
+    let out = agent_command()
         .args(["--collector", &c.base, "--hostname", "once-host", "--once", "--api-key-file"])
         .arg(&good_file)
         .arg("--spool")
@@ -279,7 +286,7 @@ async fn bad_keys_protocol_mismatch_and_garbage_are_handled() {
     cli(&data, &["apikey", "revoke", "old"], None);
     for (name, key, says) in [("wrong", "pk_nonsense".to_owned(), "Unknown API key"), ("revoked", revoked, "revoked")] {
         let file = key_file(dir.path(), name, &key);
-        let out = Command::new(agent_bin())
+        let out = agent_command()
             .args(["--collector", &c.base, "--hostname", "x", "--once", "--api-key-file"])
             .arg(&file)
             .arg("--spool")
@@ -294,7 +301,7 @@ async fn bad_keys_protocol_mismatch_and_garbage_are_handled() {
     // A key file others can read is refused before anything is sent.
     let loose = dir.path().join("loose.key");
     std::fs::write(&loose, &good).unwrap();
-    let out = Command::new(agent_bin())
+    let out = agent_command()
         .args(["--collector", &c.base, "--once", "--api-key-file"])
         .arg(&loose)
         .arg("--spool")

@@ -334,7 +334,10 @@ fn read_config_file(explicit: Option<&Path>) -> anyhow::Result<Option<(PathBuf, 
         // The default file exists but is unreadable: say so rather than silently running
         // without the settings it holds (it is mode 0600 root when installed).
         Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied && !required => {
-            bail!("cannot read config file {}: {e} (run as root, or pass --config FILE)", path.display())
+            bail!(
+                "cannot read config file {}: {e} (run as root, or pass --config FILE; --config /dev/null for none)",
+                path.display()
+            )
         }
         Err(e) => bail!("cannot read config file {}: {e}", path.display()),
     }

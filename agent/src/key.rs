@@ -16,8 +16,6 @@
 use std::fmt;
 use std::io::{Read, Write};
 use std::path::Path;
-use std::sync::mpsc;
-use std::time::Duration;
 
 use anyhow::{Context, bail};
 
@@ -30,7 +28,8 @@ pub const KEYRING_SERVICE: &str = "procyon-agent";
 const MAX_KEY_BYTES: u64 = 64 * 1024;
 /// How long a keyring call may take: a locked keyring may wait for an unlock prompt
 /// that nobody will answer on a server.
-const KEYRING_TIMEOUT: Duration = Duration::from_secs(5);
+#[cfg(any(target_os = "linux", target_os = "macos", windows))]
+const KEYRING_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// An API key. Its `Debug` and `Display` print `Api-Key(****)`, so a key cannot reach a
 /// log by accident; [`Secret::expose`] is the one way to the text.
@@ -104,6 +103,10 @@ pub fn read_key(input: impl Read) -> anyhow::Result<Secret> {
 /// Where keys can be kept besides files: the OS keyring, or a stand-in in tests.
 /// `Err` means "not usable here", with the reason.
 trait Vault {
+    /// `Err` with the reason when it is known beforehand that the vault cannot be used.
+    fn usable(&self) -> Result<(), String> {
+        Ok(())
+    }
     fn get(&self, account: &str) -> Result<Option<String>, String>;
     fn set(&self, account: &str, key: &str) -> Result<(), String>;
     /// `Ok(true)` if there was an entry to delete.
@@ -114,6 +117,9 @@ trait Vault {
 struct NoVault(&'static str);
 
 impl Vault for NoVault {
+    fn usable(&self) -> Result<(), String> {
+        Err(self.0.to_owned())
+    }
     fn get(&self, _: &str) -> Result<Option<String>, String> {
         Err(self.0.to_owned())
     }
@@ -153,7 +159,7 @@ impl OsKeyring {
         op: impl FnOnce(&keyring::Entry) -> keyring::Result<T> + Send + 'static,
     ) -> Result<keyring::Result<T>, String> {
         let account = account.to_owned();
-        let (tx, rx) = mpsc::channel();
+        let (tx, rx) = std::sync::mpsc::channel();
         std::thread::Builder::new()
             .name("keyring".into())
             .spawn(move || {
@@ -224,19 +230,20 @@ fn resolve_with(config: &Config, vault: &dyn Vault) -> anyhow::Result<Secret> {
 }
 
 fn store_with(config: &Config, key: &Secret, vault: &dyn Vault) -> anyhow::Result<String> {
-    let why_not_keyring = match account(config) {
-        None => "no collector is configured, and keyring entries are named after it".to_owned(),
-        Some(account) => match vault.set(&account, key.expose()) {
+    match (vault.usable(), account(config)) {
+        // Known beforehand (root): the description says where the key went.
+        (Err(why), _) => tracing::debug!("not using the system keyring: {why}"),
+        (Ok(()), None) => tracing::info!("not using the system keyring: no collector is configured to name the entry"),
+        (Ok(()), Some(account)) => match vault.set(&account, key.expose()) {
             Ok(()) => {
                 // A key left in the file from before would come back, stale, whenever the
                 // keyring is unavailable.
                 remove_if_exists(&config.key_file)?;
                 return Ok(format!("in the system keyring (service {KEYRING_SERVICE}, account {account})"));
             }
-            Err(why) => why,
+            Err(why) => tracing::info!("the system keyring is not available: {why}"),
         },
-    };
-    tracing::info!("not using the system keyring: {why_not_keyring}");
+    }
     write_private_file(&config.key_file, key)?;
     Ok(format!("in {} (mode 0600)", config.key_file.display()))
 }
@@ -342,7 +349,9 @@ fn write_private_file(path: &Path, key: &Secret) -> anyhow::Result<()> {
     renamed.with_context(context)
 }
 
+// The tests check Unix file modes.
 #[cfg(test)]
+#[cfg(unix)]
 mod tests {
     use std::cell::RefCell;
     use std::collections::HashMap;

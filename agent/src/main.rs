@@ -45,7 +45,7 @@ fn main() -> ExitCode {
     let result = match command {
         Command::Run => run(config),
         Command::SetKey => set_key(&config),
-        Command::ForgetKey => key::forget(&config).map(|where_| println!("Forgot the API key ({where_}).")),
+        Command::ForgetKey => key::forget(&config).map(|done| println!("{done}")),
         Command::Login { collector, user } => login(&config, collector, &user),
     };
     match result {

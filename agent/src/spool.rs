@@ -36,6 +36,7 @@ use serde::{Deserialize, Serialize};
 const SNAPSHOT_SUFFIX: &str = ".zst";
 const TMP_SUFFIX: &str = ".tmp";
 const STATE_FILE: &str = "state.json";
+#[cfg(unix)]
 const LOCK_FILE: &str = "lock";
 /// Digits of a seq in a file name: enough for any u64.
 const SEQ_DIGITS: usize = 20;
@@ -661,6 +662,7 @@ mod tests {
         assert_eq!((spool.last_seq(), spool.pending()), (6, vec![6]));
     }
 
+    #[cfg(unix)]
     #[test]
     fn two_agents_cannot_share_a_spool() {
         let dir = tempfile::tempdir().unwrap();
@@ -671,6 +673,7 @@ mod tests {
         Spool::open(dir.path(), ROOMY).unwrap();
     }
 
+    #[cfg(unix)]
     #[test]
     fn the_directory_is_created_private() {
         use std::os::unix::fs::PermissionsExt;
