@@ -18,7 +18,7 @@ mod uplink;
 use std::io::Read;
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use anyhow::Context;
 use procyon::sample::{Sampler, SamplerOptions};
@@ -98,22 +98,24 @@ fn run(config: Config) -> anyhow::Result<()> {
     }
 
     let (stop_tx, stop) = watch::channel(false);
+    // The sampler thread sleeps a whole interval at a time and wakes early only when
+    // told to stop: no polling while idle.
+    let (stop_sampling, sampling_stopped) = std::sync::mpsc::channel::<()>();
     let sampling = {
         let spool = spool.clone();
-        let stop = stop.clone();
         let interval = config.interval;
         std::thread::Builder::new().name("sampler".into()).spawn(move || {
-            while !*stop.borrow() {
+            loop {
                 let started = Instant::now();
                 if let Err(e) = take_one(&mut sampler, &spool) {
                     tracing::error!("cannot spool a snapshot: {e:#}");
                 }
                 fresh.notify_one();
                 let rest = interval.saturating_sub(started.elapsed());
-                // Sleep in short steps so a stop is noticed promptly.
-                let until = Instant::now() + rest;
-                while Instant::now() < until && !*stop.borrow() {
-                    std::thread::sleep((until - Instant::now()).min(Duration::from_millis(200)));
+                match sampling_stopped.recv_timeout(rest) {
+                    Err(std::sync::mpsc::RecvTimeoutError::Timeout) => {}
+                    // Told to stop, or the sender is gone: either way, stop.
+                    _ => return,
                 }
             }
         })?
@@ -122,6 +124,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         let uplink = tokio::spawn(uplink.run(stop));
         shutdown_signal().await;
         tracing::info!("stopping");
+        let _ = stop_sampling.send(());
         let _ = stop_tx.send(true);
         let _ = uplink.await;
     });
