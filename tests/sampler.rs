@@ -66,6 +66,18 @@ fn secrets_on_a_command_line_never_reach_the_json() {
 }
 
 #[test]
+fn control_characters_in_command_lines_are_made_printable() {
+    let tag = marker("ctl");
+    let child = Sleeper::start(&format!("{tag} 'line one\nline two\u{1b}[31m'"));
+    let snap = Sampler::new(SamplerOptions::default()).sample();
+    let p = snap.processes.iter().find(|p| p.pid == child.pid()).expect("child listed");
+    assert!(!p.cmd.chars().any(char::is_control), "{:?}", p.cmd);
+    assert!(p.cmd.contains("line one line two"), "{:?}", p.cmd);
+    // Such a snapshot is one the collector accepts as it is.
+    assert!(snap.processes.iter().all(|p| !p.name.chars().any(char::is_control)));
+}
+
+#[test]
 fn a_listening_socket_appears_with_its_pid() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();

@@ -278,7 +278,7 @@ impl Processes {
             .or_else(|| fs::metadata(dir).ok().map(|m| m.uid()));
         Known {
             start_ticks: stat.start_ticks,
-            name: display_name(&stat.comm, args.first().map(String::as_str)),
+            name: redact::printable(&display_name(&stat.comm, args.first().map(String::as_str))),
             cmd: redact::command_line(&args),
             user: uid.map(|u| self.users.name(u)),
             kernel_thread,
@@ -356,10 +356,14 @@ pub(super) fn identify(pid: u32) -> Option<ProcessEntry> {
         .ok()
         .and_then(|s| parse_status_uid(&s))
         .map(|uid| UserNames::default().name(uid));
+    // The same name the sampler shows (the kernel keeps only 15 bytes of it).
+    let argv0 = fs::read(format!("/proc/{pid}/cmdline"))
+        .ok()
+        .and_then(|raw| raw.split(|b| *b == 0).next().map(|a| String::from_utf8_lossy(a).into_owned()));
     Some(ProcessEntry {
         pid,
         ppid: (stat.ppid != 0).then_some(stat.ppid),
-        name: stat.comm,
+        name: redact::printable(&display_name(&stat.comm, argv0.as_deref())),
         start_time: clock.start_time(stat.start_ticks),
         kernel_thread: stat.flags & PF_KTHREAD != 0,
         user,

@@ -133,7 +133,21 @@ fn mask_url_credentials(arg: &str) -> String {
     out
 }
 
-fn truncate(mut line: String) -> String {
+/// Text as it may travel and be shown: tabs and line breaks become spaces, other control
+/// characters (terminal escapes, say) become `?`. Names and command lines are chosen by
+/// whoever started a process, and a monitor must not pass their escapes on.
+pub fn printable(text: &str) -> String {
+    text.chars()
+        .map(|c| match c {
+            '\t' | '\n' | '\r' => ' ',
+            c if c.is_control() => '?',
+            c => c,
+        })
+        .collect()
+}
+
+fn truncate(line: String) -> String {
+    let mut line = if line.chars().any(char::is_control) { printable(&line) } else { line };
     if let Some((cut, _)) = line.char_indices().nth(MAX_CMD_CHARS) {
         line.truncate(cut);
         line.push('…');
@@ -193,6 +207,12 @@ mod tests {
             line(&["sh", "-c", "mysql -uroot -pS3cret db && curl -H 'Authorization: Bearer abc.def' x"]),
             "sh -c mysql -uroot -p*** db && curl -H 'Authorization: Bearer *** x"
         );
+    }
+
+    #[test]
+    fn control_characters_never_pass() {
+        assert_eq!(line(&["python3", "-c", "import x\nprint(1)\x1b[31m"]), "python3 -c import x print(1)?[31m");
+        assert_eq!(printable("a\tb\u{7}c"), "a b?c");
     }
 
     #[test]
