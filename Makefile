@@ -4,24 +4,35 @@
 SHELL := /bin/bash
 CARGO := PATH="$$HOME/.cargo/bin:$$PATH" cargo
 
-.PHONY: run test bench types
+.PHONY: run ui test bench types
 
-## Build and run Procyon on this machine: a live summary in the terminal.
-run:
+## Build and run Procyon on this machine: the collector with its dashboard at
+## http://127.0.0.1:7450/ (the first start prints the admin password).
+run: ui
+	$(CARGO) run --release --bin procyon -- serve
+
+## The dashboard, built into ui/dist (embedded in the binary).
+ui:
 	@scripts/deps.sh build
-	$(CARGO) run --release --bin procyon -- watch
+	cd ui && npm ci --no-audit --no-fund && npm run build
 
-## Every check and test: formatting, lints, unit and integration tests.
+## Every check and test: formatting, lints, unit and integration tests, the dashboard's
+## unit tests and its end-to-end test in headless Chromium.
 test:
 	@scripts/deps.sh test
+	cd ui && npm ci --no-audit --no-fund && npm run check && npm test && npm run build
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 	$(CARGO) test --workspace --all-features
+	node --test tests/browser/e2e.test.mjs
 
-## Side-by-side benchmark of the sampler against a naive /proc reader and psutil.
-bench:
+## Side-by-side benchmarks: the sampler against a naive /proc reader and psutil, the
+## agent's CPU and memory, and the dashboard's frame times and bundle size.
+bench: ui
 	@scripts/deps.sh bench
+	$(CARGO) build --release --bin procyon
 	bash bench/run.sh
+	node bench/browser/bench.mjs
 
 ## Regenerate the dashboard's TypeScript types from src-tauri/src/model.rs.
 types:

@@ -7,11 +7,12 @@ set -euo pipefail
 
 what=${1:-build}
 
-apt_packages=(build-essential pkg-config ca-certificates curl)
+apt_packages=(build-essential pkg-config ca-certificates curl xz-utils)
 case "$what" in
   build) ;;
-  test) apt_packages+=(util-linux procps) ;;
-  bench) apt_packages+=(python3 python3-venv python3-dev) ;;
+  # The dashboard's browser tests drive Debian's Chromium.
+  test) apt_packages+=(util-linux procps chromium) ;;
+  bench) apt_packages+=(python3 python3-venv python3-dev chromium) ;;
   *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
 esac
 
@@ -25,6 +26,23 @@ if [ ${#missing[@]} -gt 0 ]; then
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+# The dashboard's build (Vite) needs Node.js 20.19 or newer; Debian 12 ships 18.
+if ! command -v node >/dev/null 2>&1 ||
+  ! node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a == 20 && b >= 19) ? 0 : 1)'; then
+  v=v22.12.0
+  arch=$(uname -m | sed 's/x86_64/x64/;s/aarch64/arm64/')
+  t=$(mktemp -d)
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "deps: installing Node.js $v (the dashboard's build needs 20.19 or newer)"
+  curl -fsSLo "$t/node.tar.xz" "https://nodejs.org/dist/$v/node-$v-linux-$arch.tar.xz"
+  curl -fsSLo "$t/SUMS" "https://nodejs.org/dist/$v/SHASUMS256.txt"
+  (cd "$t" && grep " node-$v-linux-$arch.tar.xz\$" SUMS | sed "s| node-.*| node.tar.xz|" | sha256sum -c -)
+  $sudo mkdir -p /usr/local/lib/nodejs && $sudo tar -xJf "$t/node.tar.xz" -C /usr/local/lib/nodejs
+  for b in node npm npx; do $sudo ln -sf "/usr/local/lib/nodejs/node-$v-linux-$arch/bin/$b" /usr/local/bin/$b; done
+  rm -rf "$t"
 fi
 
 if ! command -v cargo >/dev/null 2>&1; then

@@ -84,7 +84,7 @@ fn serve(path: &str, headers: &HeaderMap) -> Response {
     // A path with a file extension, or under assets/, names a file that is not there;
     // anything else is one of the dashboard's pages.
     let last = name.rsplit('/').next().unwrap_or_default();
-    if name.starts_with("assets/") || last.contains('.') {
+    if name != "index.html" && (name.starts_with("assets/") || last.contains('.')) {
         return not_found();
     }
     file("index.html", headers).unwrap_or_else(not_built)
@@ -99,7 +99,8 @@ fn file(name: &str, request: &HeaderMap) -> Option<Response> {
         Some(gz) => (gz, Some("gzip")),
         None => (plain.clone(), None),
     };
-    let etag = format!("\"{}{}\"", hex(&body.metadata.sha256_hash()[..12]), if encoding.is_some() { "-gz" } else { "" });
+    let etag =
+        format!("\"{}{}\"", hex(&body.metadata.sha256_hash()[..12]), if encoding.is_some() { "-gz" } else { "" });
 
     let mut response = if request
         .get(header::IF_NONE_MATCH)

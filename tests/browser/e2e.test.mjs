@@ -1,0 +1,354 @@
+// The dashboard end to end: a real `procyon serve` (debug build, port 0, temporary data,
+// sampling this machine every second), real processes and a real socket made by this
+// test, and Debian's Chromium driving the built dashboard that the collector serves.
+//
+//   cargo build && (cd ui && npm ci && npm run build) && node --test tests/browser/e2e.test.mjs
+//
+// Screenshots of the main views go to artifacts/ (gitignored). Everything this test
+// starts is stopped in `after`, whatever happened, and the whole run is bounded.
+
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir, userInfo } from 'node:os';
+import { join } from 'node:path';
+import { after, before, test } from 'node:test';
+import { ROOT, launchChromium, startCollector, upload } from './harness.mjs';
+
+const ARTIFACTS = join(ROOT, 'artifacts');
+const UNIQUE = `procyon-e2e-${randomBytes(4).toString('hex')}`;
+const VIEWER = { name: 'e2e-viewer', password: 'viewer-password-0123' };
+const HOSTILE_HOST = 'e2e-hostile';
+const HOSTILE = {
+  name: '<img src=x onerror="window.__pwned=1;alert(1)">',
+  user: '"><svg onload=alert(3)>',
+  cmd: '<script>window.__pwned=2</script><iframe src="javascript:alert(4)"></iframe>',
+};
+
+let collector;
+let chromium;
+let parent; // bash, whose child is the uniquely named process
+let targetPid;
+let binDir;
+let server;
+let port;
+const problems = []; // CSP violations, page errors, dialogs: none may happen
+
+function stateOf(pid) {
+  // The third field of /proc/PID/stat, after the parenthesised name.
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+}
+
+async function waitFor(what, check, timeoutMs = 15_000) {
+  const end = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < end) {
+    try {
+      last = await check();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`timed out waiting for ${what} (last: ${last})`);
+}
+
+function watch(page, label) {
+  page.on('console', (m) => {
+    if (/Content Security Policy|Refused to/i.test(m.text())) problems.push(`${label}: CSP: ${m.text()}`);
+  });
+  page.on('pageerror', (e) => problems.push(`${label}: page error: ${e.message}`));
+  page.on('dialog', (d) => {
+    problems.push(`${label}: a JavaScript dialog opened: ${d.message()}`);
+    void d.dismiss();
+  });
+}
+
+async function shot(page, name) {
+  mkdirSync(ARTIFACTS, { recursive: true });
+  await page.screenshot({ path: join(ARTIFACTS, `dashboard-${name}.png`) });
+}
+
+async function signIn(page, username, password) {
+  const response = await page.goto(`${collector.base}/`);
+  assert.equal(response.status(), 200, 'the collector serves the dashboard');
+  await page.fill('input[name=username]', username);
+  await page.fill('input[name=password]', password);
+  await page.click('button[type=submit]');
+  await page.waitForSelector('[data-testid=process-table] .prow', { timeout: 20_000 });
+}
+
+async function search(page, text) {
+  await page.fill('[data-testid=process-search]', text);
+}
+
+const row = (page, pid) => page.locator(`[data-testid=process-table] .prow[data-pid="${pid}"]`);
+
+before(async () => {
+  assert.ok(existsSync(join(ROOT, 'ui/dist/index.html')), 'ui/dist is missing: run `npm ci && npm run build` in ui/');
+  collector = await startCollector({ args: ['--interval', '1'] });
+  assert.ok(collector.adminPassword, 'the first start prints the admin password');
+  collector.cli(['user', 'add', VIEWER.name, '--role', 'viewer', '--password-stdin'], `${VIEWER.password}\n`);
+
+  // A uniquely named process under a known parent: a symlink to sleep gives the kernel's
+  // name and argv[0] the unique name; bash starts it and waits.
+  binDir = mkdtempSync(join(tmpdir(), 'procyon-e2e-bin-'));
+  const sleep = ['/usr/bin/sleep', '/bin/sleep'].find(existsSync);
+  symlinkSync(sleep, join(binDir, UNIQUE));
+  parent = spawn('bash', ['-c', `"${join(binDir, UNIQUE)}" 600 & echo $!; wait`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  targetPid = await new Promise((ok, fail) => {
+    parent.stdout.once('data', (d) => ok(Number(String(d).trim())));
+    parent.once('exit', () => fail(new Error('the test process did not start')));
+  });
+
+  // A socket this process listens on.
+  server = createServer(() => {});
+  await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
+  port = server.address().port;
+
+  chromium = await launchChromium();
+});
+
+after(async () => {
+  // Stop everything, each step on its own so that one failure does not leave the rest.
+  for (const step of [
+    () => chromium?.close(),
+    () => {
+      if (targetPid) {
+        try {
+          process.kill(targetPid, 'SIGCONT');
+          process.kill(targetPid, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+      }
+    },
+    () => parent?.kill('SIGKILL'),
+    () => new Promise((ok) => (server ? server.close(() => ok()) : ok())),
+    () => collector?.stop(),
+    () => binDir && rmSync(binDir, { recursive: true, force: true }),
+  ]) {
+    try {
+      await step();
+    } catch (e) {
+      console.error('cleanup:', e);
+    }
+  }
+});
+
+test('the dashboard, end to end', { timeout: 240_000 }, async (t) => {
+  const context = await chromium.browser.newContext({ viewport: { width: 1280, height: 720 }, colorScheme: 'light' });
+  const page = await context.newPage();
+  watch(page, 'admin');
+
+  await t.test('the collector sends the dashboard with a strict CSP and cache headers', async () => {
+    const index = await fetch(`${collector.base}/`);
+    const csp = index.headers.get('content-security-policy');
+    assert.match(csp, /script-src 'self'/);
+    assert.match(csp, /frame-ancestors 'none'/);
+    assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+    assert.equal(index.headers.get('cache-control'), 'no-cache');
+    const asset = /src="(\/assets\/[^"]+\.js)"/.exec(await index.text())[1];
+    const js = await fetch(`${collector.base}${asset}`);
+    assert.match(js.headers.get('cache-control'), /immutable/);
+    const missing = await fetch(`${collector.base}/api/nope`);
+    assert.equal(missing.status, 404);
+    assert.equal((await missing.json()).error, 'not_found');
+  });
+
+  await t.test('signs in', async () => {
+    await page.goto(`${collector.base}/`);
+    await shot(page, 'sign-in');
+    await signIn(page, 'admin', collector.adminPassword);
+    await waitFor('live data', async () => (await page.textContent('[data-testid=live-state]')).includes('Live'));
+  });
+
+  await t.test('finds the test process by name and by pid', async () => {
+    await search(page, UNIQUE);
+    await row(page, targetPid).waitFor({ timeout: 20_000 });
+    assert.equal(await row(page, targetPid).getAttribute('data-name'), UNIQUE);
+    // The name also matches the command line of its parent (bash -c "…/NAME 600 & …").
+    const found = await page.locator('[data-testid=process-table] .prow').evaluateAll((rows) => rows.map((r) => Number(r.dataset.pid)));
+    assert.deepEqual(found.sort(), [parent.pid, targetPid].sort());
+    await search(page, `name:${UNIQUE}`);
+    await waitFor('a name filter', async () => (await page.locator('[data-testid=process-table] .prow').count()) === 1);
+    await search(page, String(targetPid));
+    await row(page, targetPid).waitFor();
+    await search(page, '');
+    await page.waitForTimeout(1200);
+    await shot(page, 'processes');
+  });
+
+  await t.test('shows it in the tree under its parent', async () => {
+    await page.click('[data-testid=mode-tree]');
+    await search(page, UNIQUE);
+    await row(page, targetPid).waitFor();
+    const order = await page.locator('[data-testid=process-table] .prow').evaluateAll((rows) =>
+      rows.map((r) => ({ pid: Number(r.dataset.pid), level: Number(r.getAttribute('aria-level')) })),
+    );
+    const at = order.findIndex((r) => r.pid === targetPid);
+    assert.ok(at > 0, `the process has rows above it: ${JSON.stringify(order)}`);
+    assert.equal(order[at - 1].pid, parent.pid, 'the row above is its parent');
+    assert.equal(order[at].level, order[at - 1].level + 1, 'one level deeper than its parent');
+    await search(page, '');
+    await page.waitForTimeout(500);
+    await shot(page, 'tree');
+  });
+
+  await t.test('suspends it through the confirmation dialog, and resumes it', async () => {
+    await page.click('[data-testid=mode-flat]');
+    await search(page, UNIQUE);
+    await row(page, targetPid).click();
+    await page.waitForSelector('[data-testid=process-drawer]');
+    assert.equal(await page.textContent('[data-testid=drawer-name]'), UNIQUE);
+    await page.click('[data-testid=act-suspend]');
+    const dialog = page.locator('[data-testid=action-dialog]');
+    await dialog.waitFor();
+    const text = await dialog.textContent();
+    assert.ok(text.includes(UNIQUE) && text.includes(String(targetPid)) && text.includes(userInfo().username), text);
+    await shot(page, 'confirm-dialog');
+    // Escape cancels; nothing happens.
+    await page.keyboard.press('Escape');
+    await dialog.waitFor({ state: 'detached' });
+    assert.notEqual(stateOf(targetPid), 'T');
+
+    await page.click('[data-testid=act-suspend]');
+    await page.click('[data-testid=confirm-action]');
+    await dialog.waitFor({ state: 'detached', timeout: 10_000 });
+    await waitFor('the process to stop', () => stateOf(targetPid) === 'T');
+    await waitFor('the table to say stopped', async () =>
+      (await row(page, targetPid).locator('[data-status]').getAttribute('data-status')) === 'stopped',
+    );
+    await shot(page, 'suspended');
+
+    await page.click('[data-testid=act-resume]');
+    await page.click('[data-testid=confirm-action]');
+    await dialog.waitFor({ state: 'detached', timeout: 10_000 });
+    await waitFor('the process to run again', () => stateOf(targetPid) !== 'T');
+    await waitFor('the table to say it is not stopped', async () =>
+      (await row(page, targetPid).locator('[data-status]').getAttribute('data-status')) !== 'stopped',
+    );
+    await page.keyboard.press('Escape');
+  });
+
+  await t.test('the audit log shows what was done', async () => {
+    await page.click('nav a:has-text("Audit log")');
+    await page.waitForSelector('[data-testid=audit-table]');
+    const text = await page.textContent('[data-testid=audit-table]');
+    assert.ok(text.includes('suspend') && text.includes('resume') && text.includes(String(targetPid)), text);
+    await shot(page, 'audit');
+  });
+
+  await t.test('the connection table shows a socket this test opened', async () => {
+    await page.click('nav a:has-text("Network")');
+    await page.fill('[data-testid=connection-search]', `port:${port}`);
+    const socket = page.locator(`[data-testid=connection-table] .crow[data-local-port="${port}"]`);
+    await socket.first().waitFor({ timeout: 20_000 });
+    assert.equal(await socket.first().getAttribute('data-pid'), String(process.pid));
+    assert.match(await socket.first().textContent(), /LISTEN/);
+    await page.fill('[data-testid=connection-search]', '');
+    await shot(page, 'network');
+  });
+
+  await t.test('history lists snapshots, draws charts, and opens a past snapshot', async () => {
+    await page.click('nav a:has-text("History")');
+    await waitFor('stored snapshots', async () => (await page.locator('[data-testid=snapshot-list] tbody tr').count()) >= 2);
+    await waitFor('a CPU chart with data', async () =>
+      Number(await page.getAttribute('[data-testid=chart-cpu]', 'data-points')) >= 2 &&
+      (await page.locator('[data-testid=chart-cpu] canvas').count()) > 0,
+    );
+    await page.waitForTimeout(800);
+    await shot(page, 'history');
+    await page.locator('[data-testid=snapshot-list] a').first().click();
+    await page.waitForSelector('[data-testid=back-to-live]');
+    await search(page, UNIQUE);
+    await row(page, targetPid).waitFor();
+    await shot(page, 'stored-snapshot');
+    await search(page, '');
+    await page.click('[data-testid=back-to-live]');
+  });
+
+  await t.test('hostile process names, users and command lines show as text and run nothing', async () => {
+    const key = collector.cli(['apikey', 'create', '--name', 'e2e']).trim().split('\n').pop().trim();
+    await upload(collector.base, key, {
+      hostname: HOSTILE_HOST,
+      snapshot_time: new Date().toISOString(),
+      processes: [
+        { pid: 100, name: 'init', cpu: 1, memory: '10MB', parent_pid: null, children: [
+          { pid: 666, name: HOSTILE.name, user: HOSTILE.user, cmd: HOSTILE.cmd, cpu: 99, memory: '1GB', parent_pid: 100 },
+        ] },
+      ],
+    });
+    await page.click('nav a:has-text("Processes")');
+    await page.click('[data-testid=host-picker]');
+    await page.click(`[role=option]:has-text("${HOSTILE_HOST}")`);
+    await row(page, 666).waitFor({ timeout: 20_000 });
+    assert.equal(await row(page, 666).locator('.pname').textContent(), HOSTILE.name);
+    await row(page, 666).click();
+    await page.waitForSelector('[data-testid=process-drawer]');
+    assert.equal(await page.textContent('[data-testid=drawer-name]'), HOSTILE.name);
+    assert.equal(await page.textContent('[data-testid=drawer-cmd]'), HOSTILE.cmd);
+    await page.click('[data-testid=act-kill]');
+    assert.equal(await page.textContent('[data-testid=dialog-name]'), HOSTILE.name);
+    await shot(page, 'hostile');
+    // That host has no agent to carry the action out: the refusal is shown in words,
+    // and the dialog stays open.
+    await page.click('[data-testid=confirm-action]');
+    const refusal = await page.waitForSelector('[data-testid=action-error]', { timeout: 15_000 });
+    assert.ok((await refusal.textContent()).length > 20);
+    await shot(page, 'action-refused');
+    await page.keyboard.press('Escape');
+    const injected = await page.evaluate(() => ({
+      pwned: window.__pwned ?? null,
+      elements: document.querySelectorAll('#app img, #app script, #app iframe, #app svg[onload]').length,
+    }));
+    assert.deepEqual(injected, { pwned: null, elements: 0 });
+    await page.keyboard.press('Escape');
+  });
+
+  await t.test('dark theme', async () => {
+    const dark = await chromium.browser.newContext({ viewport: { width: 1280, height: 720 }, colorScheme: 'dark' });
+    const p = await dark.newPage();
+    watch(p, 'dark');
+    await signIn(p, 'admin', collector.adminPassword);
+    await p.waitForTimeout(1500);
+    await shot(p, 'processes-dark');
+    await dark.close();
+  });
+
+  await t.test('a viewer sees no enabled actions', async () => {
+    const viewer = await chromium.browser.newContext({ viewport: { width: 1280, height: 720 } });
+    const p = await viewer.newPage();
+    watch(p, 'viewer');
+    await signIn(p, VIEWER.name, VIEWER.password);
+    await search(p, UNIQUE);
+    await row(p, targetPid).waitFor({ timeout: 20_000 });
+    await row(p, targetPid).click();
+    await p.waitForSelector('[data-testid=process-drawer]');
+    const actions = p.locator('[data-testid^=act-]');
+    assert.equal(await actions.count(), 5);
+    for (let i = 0; i < 5; i += 1) assert.equal(await actions.nth(i).isDisabled(), true);
+    assert.match(await p.textContent('[data-testid=actions-blocked]'), /viewer/);
+    await shot(p, 'viewer');
+    await viewer.close();
+  });
+
+  await t.test('says so when the collector goes away', async () => {
+    await page.click('nav a:has-text("Processes")');
+    await collector.stop();
+    await waitFor('the reconnecting state', async () =>
+      /Reconnecting|cannot be reached/.test(await page.textContent('body')),
+    );
+    await page.waitForTimeout(500);
+    await shot(page, 'reconnecting');
+  });
+
+  await context.close();
+  // Requests to a stopped collector fail (the browser logs them); anything else counts.
+  const real = problems.filter((p) => !/ERR_CONNECTION_REFUSED|Failed to fetch|WebSocket/.test(p));
+  assert.deepEqual(real, [], 'no CSP violation, page error or JavaScript dialog');
+});

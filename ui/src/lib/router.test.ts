@@ -1,0 +1,19 @@
+// The URL hash: view, host and snapshot round-trip; nothing else goes in it.
+
+import { describe, expect, it } from 'vitest';
+import { formatHash, parseHash } from './router';
+
+describe('router', () => {
+  it('round-trips a route', () => {
+    const route = { view: 'history' as const, host: 'web 1&x', snapshot: 42 };
+    expect(parseHash(formatHash(route))).toEqual(route);
+  });
+  it('falls back to the processes view', () => {
+    expect(parseHash('')).toEqual({ view: 'processes', host: null, snapshot: null });
+    expect(parseHash('#/nonsense?snapshot=abc')).toEqual({ view: 'processes', host: null, snapshot: null });
+  });
+  it('never holds more than view, host and snapshot', () => {
+    expect(formatHash({ view: 'audit', host: null, snapshot: null })).toBe('#/audit');
+    expect(formatHash({ view: 'processes', host: 'a', snapshot: null })).toBe('#/processes?host=a');
+  });
+});

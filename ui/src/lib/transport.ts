@@ -1,0 +1,621 @@
+// The one place the dashboard talks to a backend. `Transport` is what the UI needs;
+// `WebTransport` implements it over the collector's REST API and WebSockets (fetch +
+// WebSocket, reconnecting with a debounced, jittered backoff). The desktop app will add
+// a Tauri implementation of the same interface, picked by `createTransport()`.
+//
+// The sign-in token lives in memory and in sessionStorage (so a reload keeps the
+// session but closing the tab ends it), never in localStorage and never in a URL the
+// user can copy: only the WebSocket URL carries it (`?token=`), because browsers cannot
+// set headers on a WebSocket.
+
+import type {
+  AuditEntry,
+  ErrorBody,
+  HostSummary,
+  LoginResponse,
+  ProcessAction,
+  ProcessHistoryPoint,
+  Role,
+  Series,
+  Snapshot,
+  SnapshotSummary,
+  TopProcess,
+} from './model';
+
+export type { ProcessHistoryPoint };
+
+// ---------------------------------------------------------------------------------------
+// What the UI sees
+
+/** A signed-in user. */
+export interface Session {
+  token: string;
+  username: string;
+  role: Role;
+  /** When the token stops working (RFC 3339). */
+  expires_at: string;
+}
+
+/** A stored snapshot as the API serves it: the snapshot plus its id and the names the
+ *  original API uses. (Processes also carry alias fields; the UI uses the snapshot's.) */
+export type StoredSnapshot = Snapshot & {
+  snapshot_id: number;
+  hostname: string;
+  snapshot_time: string;
+};
+
+/** A host as the API names it: its id (preferred) or its host name. */
+export type HostRef = number | string;
+
+export interface Range {
+  from?: string;
+  to?: string;
+}
+
+export interface Page<T> {
+  items: T[];
+  /** How many there are in all. */
+  total: number;
+}
+
+export type ExportFormat = 'csv' | 'json';
+
+export type ExportRequest =
+  | { kind: 'snapshot'; snapshotId: number; format: ExportFormat }
+  | { kind: 'range'; host: HostRef; from: string; to: string; format: ExportFormat };
+
+/** A file to save. */
+export interface Download {
+  filename: string;
+  blob: Blob;
+}
+
+export interface ActionRequest {
+  host: HostRef;
+  pid: number;
+  action: ProcessAction;
+  /** The start time from the snapshot the user saw: the server refuses to act if the
+   *  pid now belongs to another process. Always sent. */
+  startTime: string;
+  /** The process and all its descendants, children first. */
+  tree: boolean;
+}
+
+export interface ActionResult {
+  status: string;
+  message: string;
+  signalled?: number;
+}
+
+export type LiveState = 'connecting' | 'live' | 'reconnecting' | 'closed';
+
+/** The live stream's health, for the "Live / Reconnecting" indicator. */
+export interface LiveStatus {
+  state: LiveState;
+  /** Failed attempts in a row. */
+  attempt: number;
+  /** When the next attempt starts (ms since the epoch), while reconnecting. */
+  retryAt: number | null;
+  /** When the last snapshot arrived. */
+  lastMessageAt: number | null;
+}
+
+export interface LiveHandlers {
+  onSnapshot(snapshot: StoredSnapshot): void;
+  onStatus(status: LiveStatus): void;
+}
+
+export interface LiveSubscription {
+  /** Stops the stream for good. */
+  close(): void;
+  /** Skips the wait before the next attempt. */
+  retryNow(): void;
+}
+
+/** A failed call, with the server's `{error, message}` when there was one. */
+export class ApiError extends Error {
+  /** HTTP status; 0 when the collector could not be reached at all. */
+  readonly status: number;
+  /** The server's machine-readable kind (`pid_reused`, `forbidden`, ...), or
+   *  `network` / `http_<status>` when the server said nothing usable. */
+  readonly code: string;
+  readonly field: string | null;
+
+  constructor(status: number, code: string, message: string, field: string | null = null) {
+    super(message);
+    this.name = 'ApiError';
+    this.status = status;
+    this.code = code;
+    this.field = field;
+  }
+}
+
+/** Everything the dashboard asks of a backend. */
+export interface Transport {
+  readonly kind: 'web' | 'tauri';
+  /** The current session, if signed in. */
+  session(): Session | null;
+  signIn(username: string, password: string): Promise<Session>;
+  /** Picks up a session kept from before a reload, if it still works. */
+  restore(): Promise<Session | null>;
+  signOut(): void;
+  /** Called when the session ends on its own (expired or revoked), with a sentence
+   *  saying so. Returns a function that stops listening. */
+  onSessionEnd(listener: (reason: string) => void): () => void;
+
+  hosts(): Promise<HostSummary[]>;
+  /** The newest snapshot of one host, then every new one as it arrives. */
+  live(hostname: string, handlers: LiveHandlers): LiveSubscription;
+  snapshots(hostname: string, page: { limit: number; offset: number }): Promise<Page<SnapshotSummary>>;
+  snapshot(id: number): Promise<StoredSnapshot>;
+  series(hostname: string, range: Range & { limit?: number }): Promise<Series>;
+  topProcesses(host: HostRef, range: Range & { n?: number }): Promise<TopProcess[]>;
+  processHistory(host: HostRef, pid: number, startTime: string, range: Range): Promise<ProcessHistoryPoint[]>;
+  audit(query: { host?: string; limit: number; offset: number }): Promise<AuditEntry[]>;
+  download(request: ExportRequest): Promise<Download>;
+  act(request: ActionRequest): Promise<ActionResult>;
+}
+
+// ---------------------------------------------------------------------------------------
+// Reconnecting WebSocket
+
+export interface BackoffOptions {
+  /** Wait before the first retry. Never zero: a collector that restarts should not be
+   *  hammered by every open dashboard at once. */
+  initialMs: number;
+  /** Longest wait. */
+  maxMs: number;
+  /** Growth per failed attempt. */
+  factor: number;
+  /** Share of the wait that is random (0-1), so that many dashboards spread out. */
+  jitter: number;
+  /** Close and error events within this time count as one drop. */
+  debounceMs: number;
+}
+
+export const DEFAULT_BACKOFF: BackoffOptions = {
+  initialMs: 1000,
+  maxMs: 15_000,
+  factor: 2,
+  jitter: 0.5,
+  debounceMs: 250,
+};
+
+/** The wait before attempt number `attempt` (0-based), jittered downwards: between
+ *  `(1 - jitter)` and 1 times the exponential delay. */
+export function backoffDelay(attempt: number, options: BackoffOptions = DEFAULT_BACKOFF, random = Math.random): number {
+  const exp = Math.min(options.maxMs, options.initialMs * options.factor ** Math.max(0, attempt));
+  return Math.max(options.debounceMs, Math.round(exp * (1 - options.jitter * random())));
+}
+
+/** What a WebSocket must offer; the browser's does, and tests pass a fake. */
+export interface SocketLike {
+  onopen: ((ev: unknown) => void) | null;
+  onmessage: ((ev: { data: unknown }) => void) | null;
+  onerror: ((ev: unknown) => void) | null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null;
+  close(code?: number, reason?: string): void;
+}
+
+export type SocketFactory = (url: string) => SocketLike;
+
+export interface LiveStreamOptions {
+  /** The URL for each attempt (built afresh: the token may have changed). */
+  url: () => string;
+  socket?: SocketFactory;
+  onMessage: (data: string) => void;
+  onStatus: (status: LiveStatus) => void;
+  /** The server closed with 4001: the token expired. No retry. */
+  onExpired: () => void;
+  /** Asked before retrying after a failure: `false` means the session is gone (a
+   *  rejected upgrade looks like any network failure to a browser). */
+  stillAuthorized?: () => Promise<boolean>;
+  backoff?: Partial<BackoffOptions>;
+  random?: () => number;
+  now?: () => number;
+}
+
+/** Close code the collector sends when the token expires. */
+export const CLOSE_TOKEN_EXPIRED = 4001;
+
+/** A WebSocket that reconnects by itself until closed. */
+export class LiveStream {
+  private socket: SocketLike | null = null;
+  private timer: ReturnType<typeof setTimeout> | null = null;
+  private stopped = false;
+  private status: LiveStatus = { state: 'connecting', attempt: 0, retryAt: null, lastMessageAt: null };
+  private readonly backoff: BackoffOptions;
+  private readonly now: () => number;
+  private readonly random: () => number;
+  private readonly factory: SocketFactory;
+  private generation = 0;
+
+  constructor(private readonly options: LiveStreamOptions) {
+    this.backoff = { ...DEFAULT_BACKOFF, ...options.backoff };
+    this.now = options.now ?? Date.now;
+    this.random = options.random ?? Math.random;
+    this.factory = options.socket ?? ((url) => new WebSocket(url) as unknown as SocketLike);
+  }
+
+  /** Opens the first connection. */
+  start(): this {
+    this.connect();
+    return this;
+  }
+
+  current(): LiveStatus {
+    return this.status;
+  }
+
+  private setStatus(patch: Partial<LiveStatus>) {
+    this.status = { ...this.status, ...patch };
+    this.options.onStatus(this.status);
+  }
+
+  private connect() {
+    if (this.stopped) return;
+    this.timer = null;
+    const generation = ++this.generation;
+    this.setStatus({ state: this.status.attempt === 0 ? 'connecting' : 'reconnecting', retryAt: null });
+    let socket: SocketLike;
+    try {
+      socket = this.factory(this.options.url());
+    } catch {
+      this.dropped(generation);
+      return;
+    }
+    this.socket = socket;
+    // Events of a socket that has been replaced are ignored: `generation` tells.
+    socket.onopen = () => {
+      if (generation !== this.generation || this.stopped) return;
+      this.setStatus({ state: 'live', retryAt: null });
+    };
+    socket.onmessage = (ev) => {
+      if (generation !== this.generation || this.stopped) return;
+      // The backoff starts over only once data flows: a server that accepts and then
+      // closes at once must not be retried at full speed forever.
+      this.setStatus({ state: 'live', attempt: 0, lastMessageAt: this.now() });
+      if (typeof ev.data === 'string') this.options.onMessage(ev.data);
+    };
+    socket.onerror = () => {
+      // A close event always follows; reconnecting is decided there, once.
+    };
+    socket.onclose = (ev) => {
+      if (generation !== this.generation || this.stopped) return;
+      this.socket = null;
+      if (ev.code === CLOSE_TOKEN_EXPIRED) {
+        this.stopped = true;
+        this.setStatus({ state: 'closed', retryAt: null });
+        this.options.onExpired();
+        return;
+      }
+      this.dropped(generation);
+    };
+  }
+
+  /** Schedules the next attempt, once per drop however many events report it. */
+  private dropped(generation: number) {
+    if (this.stopped || this.timer !== null || generation !== this.generation) return;
+    const delay = backoffDelay(this.status.attempt, this.backoff, this.random);
+    this.setStatus({ state: 'reconnecting', attempt: this.status.attempt + 1, retryAt: this.now() + delay });
+    this.timer = setTimeout(() => void this.retry(), delay);
+  }
+
+  private async retry() {
+    this.timer = null;
+    if (this.stopped) return;
+    if (this.options.stillAuthorized && this.status.attempt > 1) {
+      let ok = true;
+      try {
+        ok = await this.options.stillAuthorized();
+      } catch {
+        ok = true; // cannot tell (network down): keep trying
+      }
+      if (this.stopped) return;
+      if (!ok) {
+        this.stopped = true;
+        this.setStatus({ state: 'closed', retryAt: null });
+        this.options.onExpired();
+        return;
+      }
+    }
+    this.connect();
+  }
+
+  /** Retries at once (the "Retry now" button, the browser coming back online). */
+  retryNow() {
+    if (this.stopped || this.status.state !== 'reconnecting' || this.timer === null) return;
+    clearTimeout(this.timer);
+    this.timer = null;
+    this.connect();
+  }
+
+  close() {
+    if (this.stopped && this.socket === null) return;
+    this.stopped = true;
+    if (this.timer !== null) clearTimeout(this.timer);
+    this.timer = null;
+    const socket = this.socket;
+    this.socket = null;
+    this.generation += 1;
+    if (socket) {
+      socket.onopen = socket.onmessage = socket.onerror = socket.onclose = null;
+      socket.close(1000, 'dashboard closed the stream');
+    }
+    this.setStatus({ state: 'closed', retryAt: null });
+  }
+}
+
+// ---------------------------------------------------------------------------------------
+// Over HTTP: the collector's REST API and WebSockets
+
+const SESSION_KEY = 'procyon.session';
+
+/** Storage the web transport keeps the session in (sessionStorage in a browser). */
+export interface KeyValueStore {
+  getItem(key: string): string | null;
+  setItem(key: string, value: string): void;
+  removeItem(key: string): void;
+}
+
+export interface WebTransportOptions {
+  /** The collector's origin, e.g. `http://127.0.0.1:7450`. */
+  origin: string;
+  fetch?: typeof fetch;
+  storage?: KeyValueStore | null;
+  socket?: SocketFactory;
+  backoff?: Partial<BackoffOptions>;
+}
+
+function query(params: Record<string, string | number | boolean | undefined | null>): string {
+  const q = new URLSearchParams();
+  for (const [k, v] of Object.entries(params)) if (v !== undefined && v !== null && v !== '') q.set(k, String(v));
+  const s = q.toString();
+  return s ? `?${s}` : '';
+}
+
+const seg = (v: string | number) => encodeURIComponent(String(v));
+
+/** A filename from `Content-Disposition`, reduced to safe characters. */
+export function filenameFrom(disposition: string | null, fallback: string): string {
+  const m = disposition ? /filename="?([^";]+)"?/i.exec(disposition) : null;
+  const name = (m ? m[1] : fallback).replace(/[^A-Za-z0-9._-]+/g, '_');
+  return name.length > 0 ? name : fallback;
+}
+
+export class WebTransport implements Transport {
+  readonly kind = 'web' as const;
+  private current: Session | null = null;
+  private readonly listeners = new Set<(reason: string) => void>();
+  private expiryTimer: ReturnType<typeof setTimeout> | null = null;
+  private readonly fetcher: typeof fetch;
+  private readonly storage: KeyValueStore | null;
+
+  constructor(private readonly options: WebTransportOptions) {
+    this.fetcher = options.fetch ?? ((input, init) => fetch(input, init));
+    this.storage = options.storage === undefined ? safeSessionStorage() : options.storage;
+  }
+
+  session(): Session | null {
+    return this.current;
+  }
+
+  onSessionEnd(listener: (reason: string) => void): () => void {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  private begin(session: Session) {
+    this.current = session;
+    this.storage?.setItem(SESSION_KEY, JSON.stringify(session));
+    if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
+    // Timers cannot wait longer than ~24.8 days; tokens live hours.
+    const ms = Math.min(2 ** 31 - 1, Date.parse(session.expires_at) - Date.now());
+    this.expiryTimer = setTimeout(() => this.end('Your sign-in has expired. Sign in again to continue.'), Math.max(0, ms));
+  }
+
+  private clear() {
+    this.current = null;
+    this.storage?.removeItem(SESSION_KEY);
+    if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
+    this.expiryTimer = null;
+  }
+
+  /** The session ended without the user asking. */
+  private end(reason: string) {
+    if (this.current === null) return;
+    this.clear();
+    for (const l of [...this.listeners]) l(reason);
+  }
+
+  async signIn(username: string, password: string): Promise<Session> {
+    const body = await this.request<LoginResponse>('POST', '/api/auth/login', { json: { username, password }, anonymous: true });
+    const session: Session = {
+      token: body.token,
+      username: body.username,
+      role: body.role,
+      expires_at: body.expires_at,
+    };
+    this.begin(session);
+    return session;
+  }
+
+  async restore(): Promise<Session | null> {
+    let saved: Session | null = null;
+    try {
+      const text = this.storage?.getItem(SESSION_KEY);
+      saved = text ? (JSON.parse(text) as Session) : null;
+    } catch {
+      saved = null;
+    }
+    if (!saved || typeof saved.token !== 'string' || !(Date.parse(saved.expires_at) > Date.now() + 5000)) {
+      this.clear();
+      return null;
+    }
+    this.current = saved;
+    try {
+      // The role may have changed since; the server's word counts.
+      const me = await this.request<{ username: string; role: Role }>('GET', '/api/auth/me');
+      const session = { ...saved, username: me.username, role: me.role };
+      this.begin(session);
+      return session;
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) {
+        this.clear();
+        return null;
+      }
+      // The collector is unreachable: keep the session and let the UI say so.
+      this.begin(saved);
+      return saved;
+    }
+  }
+
+  signOut(): void {
+    this.clear();
+  }
+
+  /** One REST call; errors become `ApiError`s with the server's message. */
+  private async request<T>(
+    method: string,
+    path: string,
+    opts: { json?: unknown; anonymous?: boolean; raw?: boolean } = {},
+  ): Promise<T> {
+    const headers: Record<string, string> = { Accept: 'application/json' };
+    if (!opts.anonymous) {
+      if (!this.current) throw new ApiError(401, 'unauthorized', 'You are not signed in.');
+      headers.Authorization = `Bearer ${this.current.token}`;
+    }
+    let body: string | undefined;
+    if (opts.json !== undefined) {
+      headers['Content-Type'] = 'application/json';
+      body = JSON.stringify(opts.json);
+    }
+    let response: Response;
+    try {
+      response = await this.fetcher(`${this.options.origin}${path}`, { method, headers, body, credentials: 'omit' });
+    } catch {
+      throw new ApiError(0, 'network', 'Cannot reach the collector. Check that `procyon serve` is running and that this machine can reach it.');
+    }
+    if (!response.ok) {
+      let error: Partial<ErrorBody> = {};
+      try {
+        error = (await response.json()) as ErrorBody;
+      } catch {
+        // Not our JSON (a proxy's error page, say): fall back to the status.
+      }
+      const message =
+        typeof error.message === 'string' && error.message.length > 0
+          ? error.message
+          : `The collector answered ${response.status} ${response.statusText}.`.replace(' .', '.');
+      const apiError = new ApiError(response.status, typeof error.error === 'string' ? error.error : `http_${response.status}`, message, error.field ?? null);
+      if (response.status === 401 && !opts.anonymous) {
+        this.end('Your sign-in is no longer valid (it expired or the account changed). Sign in again.');
+      }
+      throw apiError;
+    }
+    if (opts.raw) return response as unknown as T;
+    if (response.status === 204) return undefined as T;
+    return (await response.json()) as T;
+  }
+
+  hosts(): Promise<HostSummary[]> {
+    return this.request('GET', '/api/hosts/');
+  }
+
+  live(hostname: string, handlers: LiveHandlers): LiveSubscription {
+    const wsOrigin = this.options.origin.replace(/^http/, 'ws');
+    const stream = new LiveStream({
+      url: () => `${wsOrigin}/ws/process-snapshots/${query({ token: this.current?.token ?? '', hostname })}`,
+      socket: this.options.socket,
+      backoff: this.options.backoff,
+      onMessage: (data) => {
+        let parsed: StoredSnapshot;
+        try {
+          parsed = JSON.parse(data) as StoredSnapshot;
+        } catch {
+          return; // not a snapshot: nothing to show
+        }
+        // The stream carries only this host's snapshots; checking again costs nothing
+        // and guards against a server without the `hostname` filter.
+        if (parsed && parsed.host && parsed.host.hostname === hostname) handlers.onSnapshot(parsed);
+      },
+      onStatus: handlers.onStatus,
+      onExpired: () => this.end('Your sign-in has expired. Sign in again to continue.'),
+      stillAuthorized: async () => {
+        try {
+          await this.request('GET', '/api/auth/me');
+          return true;
+        } catch (e) {
+          if (e instanceof ApiError && e.status === 401) return false;
+          throw e;
+        }
+      },
+    }).start();
+    const online = () => stream.retryNow();
+    if (typeof window !== 'undefined') window.addEventListener('online', online);
+    return {
+      close: () => {
+        if (typeof window !== 'undefined') window.removeEventListener('online', online);
+        stream.close();
+      },
+      retryNow: () => stream.retryNow(),
+    };
+  }
+
+  async snapshots(hostname: string, page: { limit: number; offset: number }): Promise<Page<SnapshotSummary>> {
+    const response = await this.request<Response>('GET', `/api/process-snapshots/list/${query({ hostname, ...page })}`, { raw: true });
+    const items = (await response.json()) as SnapshotSummary[];
+    const total = Number(response.headers.get('X-Total-Count'));
+    return { items, total: Number.isFinite(total) && total >= items.length ? total : items.length };
+  }
+
+  snapshot(id: number): Promise<StoredSnapshot> {
+    return this.request('GET', `/api/process-snapshots/${seg(id)}/`);
+  }
+
+  series(hostname: string, range: Range & { limit?: number }): Promise<Series> {
+    return this.request('GET', `/api/process-snapshots/series/${query({ hostname, ...range })}`);
+  }
+
+  topProcesses(host: HostRef, range: Range & { n?: number }): Promise<TopProcess[]> {
+    return this.request('GET', `/api/hosts/${seg(host)}/top-processes${query({ ...range })}`);
+  }
+
+  processHistory(host: HostRef, pid: number, startTime: string, range: Range): Promise<ProcessHistoryPoint[]> {
+    return this.request('GET', `/api/hosts/${seg(host)}/process-history${query({ pid, start_time: startTime, ...range })}`);
+  }
+
+  audit(q: { host?: string; limit: number; offset: number }): Promise<AuditEntry[]> {
+    return this.request('GET', `/api/audit${query(q)}`);
+  }
+
+  async download(request: ExportRequest): Promise<Download> {
+    const path =
+      request.kind === 'snapshot'
+        ? `/api/process-snapshots/${seg(request.snapshotId)}/export${query({ format: request.format })}`
+        : `/api/hosts/${seg(request.host)}/export${query({ from: request.from, to: request.to, format: request.format })}`;
+    const response = await this.request<Response>('GET', path, { raw: true });
+    const fallback = request.kind === 'snapshot' ? `snapshot-${request.snapshotId}.${request.format}` : `range.${request.format}`;
+    return { filename: filenameFrom(response.headers.get('Content-Disposition'), fallback), blob: await response.blob() };
+  }
+
+  act(request: ActionRequest): Promise<ActionResult> {
+    const q = query({ start_time: request.startTime, tree: request.tree ? 'true' : undefined });
+    return this.request('POST', `/api/monitoring/${seg(request.host)}/process/${seg(request.pid)}/${seg(request.action)}${q}`);
+  }
+}
+
+function safeSessionStorage(): KeyValueStore | null {
+  try {
+    return typeof sessionStorage === 'undefined' ? null : sessionStorage;
+  } catch {
+    return null; // storage disabled: the session lasts as long as the page
+  }
+}
+
+/** The transport for where the dashboard runs. In the desktop app (a Tauri window,
+ *  recognised by `__TAURI_INTERNALS__`) the desktop work plugs in its implementation
+ *  here; everywhere else it is the collector that served this page. */
+export function createTransport(): Transport {
+  return new WebTransport({ origin: window.location.origin });
+}
