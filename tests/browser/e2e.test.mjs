@@ -10,17 +10,18 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { ROOT, launchChromium, startCollector, upload } from './harness.mjs';
+import { ROOT, launchChromium, procyonBin, startCollector, upload } from './harness.mjs';
 
 const ARTIFACTS = join(ROOT, 'artifacts');
 const UNIQUE = `procyon-e2e-${randomBytes(4).toString('hex')}`;
 const VIEWER = { name: 'e2e-viewer', password: 'viewer-password-0123' };
 const HOSTILE_HOST = 'e2e-hostile';
+const AGENT_HOST = 'e2e-agent-host';
 const HOSTILE = {
   name: '<img src=x onerror="window.__pwned=1;alert(1)">',
   user: '"><svg onload=alert(3)>',
@@ -270,6 +271,53 @@ test('the dashboard, end to end', { timeout: 240_000 }, async (t) => {
     await shot(page, 'stored-snapshot');
     await search(page, '');
     await page.click('[data-testid=back-to-live]');
+  });
+
+  await t.test('a real agent reports its host, and actions on it go through the agent', async () => {
+    const key = collector.cli(['apikey', 'create', '--name', 'e2e-agent']).trim().split('\n').pop().trim();
+    const dir = mkdtempSync(join(tmpdir(), 'procyon-e2e-agent-'));
+    const keyFile = join(dir, 'api.key');
+    writeFileSync(keyFile, key, { mode: 0o600 });
+    const agentBin = join(dirname(procyonBin()), 'procyon-agent');
+    const agent = spawn(
+      agentBin,
+      ['--collector', collector.base, '--api-key-file', keyFile, '--hostname', AGENT_HOST, '--interval', '1',
+        '--spool', join(dir, 'spool'), '--allow-control'],
+      { stdio: ['ignore', 'ignore', 'inherit'], env: { ...process.env, PROCYON_CONFIG: '/dev/null', PROCYON_LOG: 'warn' } },
+    );
+    try {
+      await page.click('nav a:has-text("Processes")');
+      await waitFor('the agent host in the picker', async () => {
+        await page.click('[data-testid=host-picker]');
+        const option = page.locator(`[role=option]:has-text("${AGENT_HOST}")`);
+        if ((await option.count()) > 0) {
+          await option.first().click();
+          return true;
+        }
+        await page.keyboard.press('Escape');
+        await page.waitForTimeout(500);
+        return false;
+      }, 30_000);
+      await search(page, UNIQUE);
+      await row(page, targetPid).waitFor({ timeout: 20_000 });
+      await row(page, targetPid).click();
+      await page.waitForSelector('[data-testid=process-drawer]');
+      const dialog = page.locator('[data-testid=action-dialog]');
+      await page.click('[data-testid=act-suspend]');
+      await page.click('[data-testid=confirm-action]');
+      await dialog.waitFor({ state: 'detached', timeout: 20_000 });
+      await waitFor('the agent to stop the process', () => stateOf(targetPid) === 'T');
+      await shot(page, 'agent-host');
+      await page.click('[data-testid=act-resume]');
+      await page.click('[data-testid=confirm-action]');
+      await dialog.waitFor({ state: 'detached', timeout: 20_000 });
+      await waitFor('the agent to resume the process', () => stateOf(targetPid) !== 'T');
+      await page.keyboard.press('Escape');
+      await search(page, '');
+    } finally {
+      agent.kill('SIGTERM');
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 
   await t.test('hostile process names, users and command lines show as text and run nothing', async () => {
