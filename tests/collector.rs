@@ -326,7 +326,7 @@ async fn process_actions_on_the_local_host_are_real_and_audited() {
     // A stale start time is refused and the process lives.
     let (status, body) = c.post(&act("kill", Some("2001-01-01T00:00:00Z")), &operator, None).await;
     assert_eq!((status, body["error"].as_str()), (409, Some("pid_reused")));
-    assert_eq!(state(pid), Some('S'));
+    assert!(matches!(state(pid), Some('S' | 'R')), "alive and not stopped: {:?}", state(pid));
 
     // pid 1 and unknown actions.
     let (status, body) = c.post("/api/monitoring/local/process/1/kill", &admin, None).await;

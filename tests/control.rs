@@ -70,7 +70,7 @@ fn a_wrong_start_time_is_refused_and_the_process_lives() {
     let err = control::act_tree(stale, ProcessAction::Kill).unwrap_err();
     assert_eq!(err.code, ActionErrorCode::PidReused);
     std::thread::sleep(Duration::from_millis(100));
-    assert_eq!(state(pid), Some('S'), "still alive and untouched");
+    assert!(matches!(state(pid), Some('S' | 'R')), "still alive and untouched: {:?}", state(pid));
 }
 
 #[test]
@@ -146,5 +146,5 @@ fn permission_denied_says_what_to_do() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("Permission denied"), "{stderr}");
     assert!(stderr.contains("or as root"), "says what to do: {stderr}");
-    assert_eq!(state(child.pid()), Some('S'), "untouched");
+    assert!(matches!(state(child.pid()), Some('S' | 'R')), "untouched: {:?}", state(child.pid()));
 }
