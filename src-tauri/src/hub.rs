@@ -82,12 +82,9 @@ impl Hub {
         self.hosts().get(hostname).and_then(|tx| tx.borrow().clone())
     }
 
-    /// Host names that have published, with the time of their newest snapshot.
-    pub fn last_seen(&self) -> HashMap<String, DateTime<Utc>> {
-        self.hosts()
-            .iter()
-            .filter_map(|(name, tx)| tx.borrow().as_ref().map(|p| (name.clone(), p.received_at)))
-            .collect()
+    /// When `hostname`'s newest snapshot reached the hub, if it ever published.
+    pub fn seen_at(&self, hostname: &str) -> Option<DateTime<Utc>> {
+        self.hosts().get(hostname).and_then(|tx| tx.borrow().as_ref().map(|p| p.received_at))
     }
 
     /// Follows one host: the receiver always holds its newest snapshot (or `None` until
@@ -136,7 +133,8 @@ mod tests {
         assert_eq!(order, [("web-1".into(), 1), ("db-1".into(), 1), ("web-1".into(), 2)]);
         assert_eq!(hub.latest("db-1").unwrap().snapshot.seq, 1);
         assert!(hub.latest("nope").is_none());
-        assert_eq!(hub.last_seen().len(), 2);
+        assert!(hub.seen_at("web-1").is_some() && hub.seen_at("db-1").is_some());
+        assert!(hub.seen_at("nope").is_none());
     }
 
     #[tokio::test]

@@ -166,7 +166,7 @@ impl AppState {
             .unwrap_or_default()
             .max(chrono::Duration::seconds(30));
         host.online = self.agents.is_connected(&host.hostname)
-            || self.hub.last_seen().get(&host.hostname).is_some_and(|seen| Utc::now() - *seen < window);
+            || self.hub.seen_at(&host.hostname).is_some_and(|seen| Utc::now() - seen < window);
         if host.info.as_ref().is_some_and(|i| i.os.is_empty()) {
             // Uploads in the short format carry no host facts.
             host.info = None;
