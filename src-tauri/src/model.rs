@@ -21,6 +21,7 @@ use std::net::IpAddr;
 
 pub mod agent;
 pub mod api;
+pub mod desktop;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -487,6 +488,16 @@ pub fn typescript() -> String {
         api::UserSummary::decl(&cfg),
         api::ApiKeySummary::decl(&cfg),
         api::ErrorBody::decl(&cfg),
+        desktop::ApiRequest::decl(&cfg),
+        desktop::ApiReply::decl(&cfg),
+        desktop::DesktopMode::decl(&cfg),
+        desktop::DesktopSettings::decl(&cfg),
+        desktop::CollectorSettings::decl(&cfg),
+        desktop::CollectorStatus::decl(&cfg),
+        desktop::RemoteSession::decl(&cfg),
+        desktop::DesktopState::decl(&cfg),
+        desktop::CommandError::decl(&cfg),
+        desktop::LiveEvent::decl(&cfg),
     ];
     let mut out =
         String::from("// Generated from src-tauri/src/model.rs by `cargo test` (UPDATE_TYPES=1). Do not edit.\n");

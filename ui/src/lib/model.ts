@@ -707,3 +707,163 @@ message: string,
  * The offending field, for validation errors.
  */
 field: string | null, };
+
+export type ApiRequest = { 
+/**
+ * `GET`, `POST`, `PUT`, `PATCH` or `DELETE`.
+ */
+method: string, 
+/**
+ * Path and query string, e.g. `/api/servers/local/snapshots?limit=50`.
+ */
+path: string, 
+/**
+ * The JSON body, if any.
+ */
+body: string | null, };
+
+export type ApiReply = { 
+/**
+ * The HTTP status.
+ */
+status: number, 
+/**
+ * `Content-Type` of the body.
+ */
+content_type: string, 
+/**
+ * `Content-Disposition`, for downloads (exports).
+ */
+content_disposition: string | null, 
+/**
+ * The body as text (JSON or CSV).
+ */
+body: string, };
+
+export type DesktopMode = "local" | "remote";
+
+export type DesktopSettings = { 
+/**
+ * Closing the main window hides it to the tray instead of quitting (when there is
+ * a tray).
+ */
+close_to_tray: boolean, 
+/**
+ * The built-in collector.
+ */
+collector: CollectorSettings, 
+/**
+ * The remote collector last signed in to, e.g. `https://procyon.example.com`.
+ */
+remote_url: string | null, };
+
+export type CollectorSettings = { 
+/**
+ * Start it with the app. Off by default.
+ */
+enabled: boolean, 
+/**
+ * The address to listen on: `127.0.0.1` (this machine only) unless agents on other
+ * machines must reach it, e.g. `0.0.0.0`.
+ */
+bind: string, 
+/**
+ * The TCP port.
+ */
+port: number, };
+
+export type CollectorStatus = { 
+/**
+ * It is listening.
+ */
+running: boolean, 
+/**
+ * The address it listens on (`host:port`), while running.
+ */
+address: string | null, 
+/**
+ * Why it is not running although enabled (e.g. the port is taken).
+ */
+error: string | null, };
+
+export type RemoteSession = { 
+/**
+ * Its base URL.
+ */
+url: string, 
+/**
+ * Who is signed in.
+ */
+username: string, 
+/**
+ * Their role there.
+ */
+role: Role, 
+/**
+ * When the sign-in ends (RFC 3339).
+ */
+expires_at: string, };
+
+export type DesktopState = { 
+/**
+ * The app's version.
+ */
+version: string, 
+/**
+ * Where the data comes from now.
+ */
+mode: DesktopMode, 
+/**
+ * This machine's host name (the `local` host).
+ */
+hostname: string, 
+/**
+ * The person using the app (the OS user), who acts with the app's own rights.
+ */
+username: string, 
+/**
+ * The signed-in remote collector, in remote mode.
+ */
+remote: RemoteSession | null, 
+/**
+ * The built-in collector.
+ */
+collector: CollectorStatus, 
+/**
+ * The settings.
+ */
+settings: DesktopSettings, 
+/**
+ * Updates are paused (from the tray or the window).
+ */
+paused: boolean, 
+/**
+ * The app has a tray icon (false on desktops without one).
+ */
+tray: boolean, };
+
+export type CommandError = { 
+/**
+ * `invalid` (bad argument), `unavailable` (e.g. the remote collector cannot be
+ * reached), `unauthorized` (signed out or expired), `keyring` (the OS keyring
+ * refused), `io` (a file or socket), `internal`.
+ */
+code: string, 
+/**
+ * What happened and what to do.
+ */
+detail: string, };
+
+export type LiveEvent = { "kind": "open" } | { "kind": "message", 
+/**
+ * The JSON text.
+ */
+data: string, } | { "kind": "closed", 
+/**
+ * The close code.
+ */
+code: number, 
+/**
+ * Why, for the user.
+ */
+reason: string, };
