@@ -1,7 +1,7 @@
 // The one place the dashboard talks to a backend. `Transport` is what the UI needs;
 // `WebTransport` implements it over the collector's REST API and WebSockets (fetch +
-// WebSocket, reconnecting with a debounced, jittered backoff). The desktop app will add
-// a Tauri implementation of the same interface, picked by `createTransport()`.
+// WebSocket, reconnecting with a debounced, jittered backoff). The desktop app's Tauri
+// implementation (`tauri.ts`, over the app's commands) is picked by `createTransport()`.
 //
 // The sign-in token lives in memory and in sessionStorage (so a reload keeps the
 // session but closing the tab ends it), never in localStorage and never in a URL the
@@ -21,6 +21,7 @@ import type {
   SnapshotSummary,
   TopProcess,
 } from './model';
+import { TauriTransport } from './tauri';
 
 export type { ProcessHistoryPoint };
 
@@ -613,9 +614,10 @@ function safeSessionStorage(): KeyValueStore | null {
   }
 }
 
-/** The transport for where the dashboard runs. In the desktop app (a Tauri window,
- *  recognised by `__TAURI_INTERNALS__`) the desktop work plugs in its implementation
- *  here; everywhere else it is the collector that served this page. */
+/** The transport for where the dashboard runs: in the desktop app (a Tauri window,
+ *  recognised by `__TAURI_INTERNALS__`) the app's commands (see `tauri.ts`); everywhere
+ *  else the collector that served this page. */
 export function createTransport(): Transport {
+  if ('__TAURI_INTERNALS__' in window) return new TauriTransport();
   return new WebTransport({ origin: window.location.origin });
 }
