@@ -1,9 +1,12 @@
 /// <reference types="vitest/config" />
 // Build of the dashboard. The collector embeds `dist/` in its binary (see
 // src-tauri/src/server/assets.rs), so the output must work under its strict
-// Content-Security-Policy: no inline scripts or styles, everything from 'self'.
+// Content-Security-Policy: no inline scripts or styles, everything from 'self'. The
+// desktop app loads the same `dist/` from its own protocol, with two pages: the
+// dashboard (`index.html`) and the quick view (`quick.html`, the small window).
 import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { gzipSync, constants } from 'node:zlib';
 import { svelte } from '@sveltejs/vite-plugin-svelte';
 import { defineConfig, type Plugin } from 'vite';
@@ -50,6 +53,12 @@ export default defineConfig({
     modulePreload: { polyfill: false },
     reportCompressedSize: true,
     chunkSizeWarningLimit: 400,
+    rolldownOptions: {
+      input: {
+        main: fileURLToPath(new URL('./index.html', import.meta.url)),
+        quick: fileURLToPath(new URL('./quick.html', import.meta.url)),
+      },
+    },
   },
   server: {
     // `npm run dev` against a collector on the default port: the API and WebSockets

@@ -3,9 +3,13 @@
 // stored snapshot), recent figures for sparklines, toasts and the theme. Components read
 // it and call its methods; only it talks to the transport for these, so a host switch or
 // a sign-out tears down exactly what it set up.
+//
+// In the desktop app there is no sign-in page: the session follows the app's mode (this
+// machine, or a remote collector), and when the mode changes the dashboard tears down
+// and picks up the new session by itself.
 
 import { ExplorerState } from './explorer.svelte';
-import type { HostSummary } from './model';
+import type { DesktopState, HostSummary } from './model';
 import { formatHash, parseHash, type Route, type View } from './router';
 import {
   ApiError,
@@ -15,6 +19,7 @@ import {
   type StoredSnapshot,
   type Transport,
 } from './transport';
+import { TauriTransport } from './tauri';
 
 export interface Toast {
   id: number;
@@ -63,6 +68,12 @@ function point(s: StoredSnapshot): RecentPoint {
 
 export class App {
   readonly transport: Transport;
+  /** The desktop app's transport, in its window; `null` in a browser. */
+  readonly tauri: TauriTransport | null;
+  /** The desktop app's state (mode, settings, built-in collector, paused). */
+  desktop = $state.raw<DesktopState | null>(null);
+  /** The dashboard could not start (the desktop app did not answer): why. */
+  startError = $state<string | null>(null);
   /** The process explorer's search, sort and tree state. */
   readonly explorer = new ExplorerState();
 
@@ -107,9 +118,20 @@ export class App {
   private clockTimer: ReturnType<typeof setInterval> | null = null;
   private toastId = 0;
   private historicalRequest = 0;
+  private resumeRequest = 0;
 
   constructor(transport: Transport) {
     this.transport = transport;
+    this.tauri = transport instanceof TauriTransport ? transport : null;
+    if (this.tauri) {
+      this.tauri.onState((state) => {
+        const collectorChanged = this.desktop !== null && this.desktop.collector.running !== state.collector.running;
+        this.desktop = state;
+        // Agents of the built-in collector come and go with it: show that at once.
+        if (collectorChanged && this.session) void this.refreshHosts();
+      });
+      this.tauri.onNotice((notice) => this.toast('info', notice));
+    }
     transport.onSessionEnd((reason) => this.endSession(reason));
   }
 
@@ -146,13 +168,34 @@ export class App {
     this.route = parseHash(window.location.hash);
     this.clockTimer = setInterval(() => (this.now = Date.now()), 1000);
     try {
-      const session = await this.transport.restore();
-      if (session) {
-        this.session = session;
-        await this.afterSignIn();
+      if (this.tauri) await this.resume();
+      else {
+        const session = await this.transport.restore();
+        if (session) {
+          this.session = session;
+          await this.afterSignIn();
+        }
       }
     } finally {
       this.booting = false;
+    }
+  }
+
+  /** Desktop: takes up the session of the app's current mode. The newest call wins. */
+  async resume() {
+    const request = ++this.resumeRequest;
+    try {
+      const session = await this.transport.restore();
+      if (request !== this.resumeRequest) return;
+      if (!session) {
+        this.startError = 'The desktop app did not sign this window in. Restart the app.';
+        return;
+      }
+      this.startError = null;
+      this.session = session;
+      await this.afterSignIn();
+    } catch (e) {
+      if (request === this.resumeRequest) this.startError = describeError(e);
     }
   }
 
@@ -164,6 +207,12 @@ export class App {
   }
 
   signOut() {
+    if (this.tauri) {
+      // Back to this machine: the app's change of mode ends this session and `resume`
+      // takes up the next.
+      this.tauri.disconnect().catch((e) => this.toast('error', 'Could not sign out', describeError(e)));
+      return;
+    }
     this.transport.signOut();
     this.teardown();
     this.session = null;
@@ -173,7 +222,26 @@ export class App {
   private endSession(reason: string) {
     this.teardown();
     this.session = null;
+    if (this.tauri) {
+      // Another source: its hosts are others, so start from its default host.
+      if (this.route.host !== null || this.route.snapshot !== null) {
+        this.route = { ...this.route, host: null, snapshot: null };
+        window.history.replaceState(null, '', formatHash(this.route));
+      }
+      if (reason) this.toast('info', reason);
+      void this.resume();
+      return;
+    }
     this.endedReason = reason;
+  }
+
+  /** Desktop: pauses or resumes the app's updates (also from the tray). */
+  async setPaused(paused: boolean) {
+    try {
+      await this.tauri?.setPaused(paused);
+    } catch (e) {
+      this.toast('error', paused ? 'Could not pause updates' : 'Could not resume updates', describeError(e));
+    }
   }
 
   private teardown() {
@@ -190,6 +258,7 @@ export class App {
 
   private async afterSignIn() {
     await this.refreshHosts();
+    if (this.hostsTimer !== null) clearInterval(this.hostsTimer);
     this.hostsTimer = setInterval(() => void this.refreshHosts(), HOSTS_POLL_MS);
     this.applyRoute(this.route, true);
   }

@@ -2,9 +2,10 @@
 // page can be reloaded, bookmarked or shared and the back button works. It never holds
 // a token or anything secret: only the view, the host and a snapshot id.
 
-export type View = 'processes' | 'network' | 'history' | 'audit';
+/** The views. `settings` exists in the desktop app only. */
+export type View = 'processes' | 'network' | 'history' | 'audit' | 'settings';
 
-export const VIEWS: readonly View[] = ['processes', 'network', 'history', 'audit'];
+export const VIEWS: readonly View[] = ['processes', 'network', 'history', 'audit', 'settings'];
 
 export interface Route {
   view: View;
