@@ -7,7 +7,7 @@ import { Channel } from '@tauri-apps/api/core';
 import { emit } from '@tauri-apps/api/event';
 import { clearMocks, mockIPC, mockWindows } from '@tauri-apps/api/mocks';
 import type { ApiReply, ApiRequest, DesktopState, LiveEvent } from './model';
-import { ApiError, type LiveStatus, type StoredSnapshot } from './transport';
+import { ApiError, createTransport, type LiveStatus, type StoredSnapshot } from './transport';
 import { CommandFailure, TauriTransport, commandFailure, replyToResponse } from './tauri';
 import { snapshot } from './testing/fixtures';
 
@@ -382,5 +382,16 @@ describe('TauriTransport: sessions and modes', () => {
     expect(e).toBeInstanceOf(CommandFailure);
     expect([e.code, e.message]).toEqual(['unauthorized', 'Wrong user name or password.']);
     expect(t.state()?.mode).toBe('local');
+  });
+});
+
+describe('createTransport', () => {
+  it('picks the desktop transport in a Tauri window, the web one elsewhere', () => {
+    fakeApp();
+    expect(createTransport().kind).toBe('tauri');
+    clearMocks();
+    delete (window as unknown as Record<string, unknown>).__TAURI_INTERNALS__;
+    Object.assign(window, { location: { origin: 'http://127.0.0.1:7450' } });
+    expect(createTransport().kind).toBe('web');
   });
 });
