@@ -9,25 +9,13 @@ import { clearMocks, mockIPC, mockWindows } from '@tauri-apps/api/mocks';
 import type { ApiReply, ApiRequest, DesktopState, LiveEvent } from './model';
 import { ApiError, createTransport, type LiveStatus, type StoredSnapshot } from './transport';
 import { CommandFailure, TauriTransport, commandFailure, replyToResponse } from './tauri';
-import { snapshot } from './testing/fixtures';
+import { LOCAL_STATE as LOCAL, snapshot } from './testing/fixtures';
 
 beforeAll(() => {
   // The mocks live on `window`; vitest runs these tests in Node, where an event target
   // with `crypto` stands in for it.
   (globalThis as unknown as { window: unknown }).window = Object.assign(new EventTarget(), { crypto: globalThis.crypto });
 });
-
-const LOCAL: DesktopState = {
-  version: '0.1.0',
-  mode: 'local',
-  hostname: 'ada-laptop',
-  username: 'ada',
-  remote: null,
-  collector: { running: false, address: null, error: null },
-  settings: { close_to_tray: true, collector: { enabled: false, bind: '127.0.0.1', port: 7450 }, remote_url: null },
-  paused: false,
-  tray: true,
-};
 
 const REMOTE: DesktopState = {
   ...LOCAL,

@@ -1,7 +1,7 @@
 // Test fixtures: processes and connections with sensible defaults, so each test states
 // only what it is about.
 
-import type { ConnectionSample, InterfaceCounters, ProcessSample, Snapshot } from '../model';
+import type { ConnectionSample, DesktopState, InterfaceCounters, ProcessSample, Snapshot } from '../model';
 
 export function proc(pid: number, ppid: number | null, patch: Partial<ProcessSample> = {}): ProcessSample {
   return {
@@ -92,3 +92,16 @@ export function snapshot(patch: { hostname?: string; processes?: ProcessSample[]
     errors: [],
   };
 }
+
+/** The desktop app's state: local mode on `ada-laptop`, built-in collector off. */
+export const LOCAL_STATE: DesktopState = {
+  version: '0.1.0',
+  mode: 'local',
+  hostname: 'ada-laptop',
+  username: 'ada',
+  remote: null,
+  collector: { running: false, address: null, error: null },
+  settings: { close_to_tray: true, collector: { enabled: false, bind: '127.0.0.1', port: 7450 }, remote_url: null },
+  paused: false,
+  tray: true,
+};
