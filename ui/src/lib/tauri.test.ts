@@ -51,6 +51,8 @@ function fakeApp(initial: DesktopState = LOCAL) {
     channels,
     stopped,
     failNext: null as null | { cmd: string; error: unknown },
+    /** When set, `live` answers with this (a subscription still being made). */
+    liveAnswer: null as null | Promise<number>,
   };
   mockIPC(
     (cmd, args) => {
@@ -82,7 +84,7 @@ function fakeApp(initial: DesktopState = LOCAL) {
         }
         case 'live':
           channels.push(a.onEvent as Channel<LiveEvent>);
-          return channels.length;
+          return app.liveAnswer ?? channels.length;
         case 'live_stop':
           stopped.push(a.id as number);
           return null;
@@ -294,10 +296,25 @@ describe('TauriTransport: live over the live command', () => {
     const app = fakeApp();
     const t = new TauriTransport();
     await t.restore();
+    let answer: (id: number) => void = () => undefined;
+    app.liveAnswer = new Promise<number>((resolve) => (answer = resolve));
     const sub = t.live('web-1', collect().handlers);
-    sub.close();
     await flush();
-    expect(app.stopped).toEqual([1]);
+    expect(app.channels).toHaveLength(1);
+    sub.close();
+    answer(7);
+    await flush();
+    expect(app.stopped).toEqual([7]);
+  });
+
+  it('does not subscribe at all when closed at once', async () => {
+    const app = fakeApp();
+    const t = new TauriTransport();
+    await t.restore();
+    t.live('web-1', collect().handlers).close();
+    await flush();
+    expect(app.channels).toHaveLength(0);
+    expect(app.stopped).toEqual([]);
   });
 });
 

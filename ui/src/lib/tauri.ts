@@ -11,8 +11,6 @@
 // a sign-out, a sign-in that ended) ends the current session with a sentence saying
 // why; the dashboard then picks up the new one with `restore()`.
 
-import { Channel, invoke as tauriInvoke } from '@tauri-apps/api/core';
-import { listen as tauriListen } from '@tauri-apps/api/event';
 import type { ApiKeySummary, ApiReply, DesktopSettings, DesktopState, ErrorBody, LiveEvent } from './model';
 import {
   ApiError,
@@ -40,6 +38,17 @@ import type { AuditEntry, HostSummary, Series, SnapshotSummary, TopProcess } fro
 export type Invoke = <T>(cmd: string, args?: Record<string, unknown>) => Promise<T>;
 /** Listens to one of the app's events (Tauri's `listen`, or a test's). */
 export type Listen = <T>(event: string, handler: (event: { payload: T }) => void) => Promise<() => void>;
+
+// Tauri's own API is loaded on first use: a browser never needs it, and the dashboard's
+// first load should not carry it.
+let tauriCore: Promise<typeof import('@tauri-apps/api/core')> | null = null;
+const loadCore = () => (tauriCore ??= import('@tauri-apps/api/core'));
+
+const tauriInvoke: Invoke = async <T>(cmd: string, args?: Record<string, unknown>) =>
+  (await loadCore()).invoke<T>(cmd, args);
+
+const tauriListen: Listen = async <T>(event: string, handler: (event: { payload: T }) => void) =>
+  (await import('@tauri-apps/api/event')).listen<T>(event, handler);
 
 /** A command that failed: the app's `CommandError` (`code`, and `detail` as the
  *  message, a sentence for the user). */
@@ -143,20 +152,25 @@ export class ChannelSocket implements SocketLike {
     url: string,
     private readonly invoke: Invoke,
   ) {
-    const hostname = new URL(url, DESKTOP_ORIGIN).searchParams.get('hostname');
-    const channel = new Channel<LiveEvent>();
-    channel.onmessage = (event) => this.deliver(event);
-    invoke<number>('live', { hostname, onEvent: channel }).then(
-      (id) => {
-        this.id = id;
-        // Closed while the subscription was being made: stop it now.
-        if (this.closed && !this.ended) this.stop();
-      },
-      (e) => {
-        this.onerror?.(e);
-        this.finish(1011, commandFailure(e).message);
-      },
-    );
+    void this.subscribe(new URL(url, DESKTOP_ORIGIN).searchParams.get('hostname'));
+  }
+
+  private async subscribe(hostname: string | null) {
+    let id: number;
+    try {
+      const { Channel } = await loadCore();
+      if (this.closed) return;
+      const channel = new Channel<LiveEvent>();
+      channel.onmessage = (event) => this.deliver(event);
+      id = await this.invoke<number>('live', { hostname, onEvent: channel });
+    } catch (e) {
+      this.onerror?.(e);
+      this.finish(1011, commandFailure(e).message);
+      return;
+    }
+    this.id = id;
+    // Closed while the subscription was being made: stop it now.
+    if (this.closed && !this.ended) this.stop();
   }
 
   private deliver(event: LiveEvent) {
@@ -263,8 +277,8 @@ export class TauriTransport implements Transport {
   private pending: Promise<unknown> = Promise.resolve();
 
   constructor(options: TauriTransportOptions = {}) {
-    this.invoke = options.invoke ?? (tauriInvoke as Invoke);
-    this.listenTo = options.listen ?? (tauriListen as Listen);
+    this.invoke = options.invoke ?? tauriInvoke;
+    this.listenTo = options.listen ?? tauriListen;
     const invoke = this.invoke;
     this.inner = new WebTransport({
       origin: DESKTOP_ORIGIN,
