@@ -6,10 +6,16 @@ CARGO := PATH="$$HOME/.cargo/bin:$$PATH" cargo
 
 .PHONY: run ui test bench types
 
-## Build and run Procyon on this machine: the collector with its dashboard at
-## http://127.0.0.1:7450/ (the first start prints the admin password).
+## Build and run Procyon on this machine: the desktop app when there is a display,
+## else the collector with its dashboard at http://127.0.0.1:7450/ (the first start
+## prints the admin password).
 run: ui
-	$(CARGO) run --release --bin procyon -- serve
+	@if [ -n "$${DISPLAY:-}$${WAYLAND_DISPLAY:-}" ]; then \
+	  scripts/deps.sh desktop && $(CARGO) run --release --features desktop --bin procyon -- desktop; \
+	else \
+	  echo "No display: starting the collector; open its address in a browser."; \
+	  $(CARGO) run --release --bin procyon -- serve; \
+	fi
 
 ## The dashboard, built into ui/dist (embedded in the binary).
 ui:
@@ -17,7 +23,8 @@ ui:
 	cd ui && npm ci --no-audit --no-fund && npm run build
 
 ## Every check and test: formatting, lints, unit and integration tests, the dashboard's
-## unit tests and its end-to-end test in headless Chromium.
+## unit tests and its end-to-end test in headless Chromium, and the desktop app's window
+## under Xvfb, driven over WebDriver.
 test:
 	@scripts/deps.sh test
 	cd ui && npm ci --no-audit --no-fund && npm run check && npm test && npm run build
@@ -25,6 +32,7 @@ test:
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 	$(CARGO) test --workspace --all-features
 	node --test tests/browser/e2e.test.mjs
+	xvfb-run -a -s "-screen 0 1400x900x24" dbus-run-session -- node --test tests/desktop/e2e.test.mjs
 
 ## Side-by-side benchmarks: the sampler against a naive /proc reader and psutil, the
 ## agent's CPU and memory, and the dashboard's frame times and bundle size.

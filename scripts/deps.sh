@@ -1,6 +1,12 @@
 #!/usr/bin/env bash
 # Installs what Procyon needs to build, test or benchmark on Debian or Ubuntu, and only
-# what is missing. Usage: scripts/deps.sh build|test|bench
+# what is missing. Usage: scripts/deps.sh build|desktop|test|bench
+#   build    the collector and the agent
+#   desktop  also the desktop app (WebKitGTK, GTK, the tray library)
+#   test     everything `make test` runs: the desktop app's libraries, Chromium for the
+#            dashboard's browser test, Xvfb, WebKit's WebDriver and tauri-driver for the
+#            desktop window's test
+#   bench    what `make bench` runs
 #
 # It says what it installs. Debian packages need root: it uses sudo when not root.
 set -euo pipefail
@@ -8,12 +14,19 @@ set -euo pipefail
 what=${1:-build}
 
 apt_packages=(build-essential pkg-config ca-certificates curl xz-utils)
+# Tauri 2 on Linux: WebKitGTK 4.1, GTK 3, the tray (appindicator), icons (rsvg).
+desktop_packages=(libssl-dev file libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev
+  librsvg2-dev libsoup-3.0-dev libjavascriptcoregtk-4.1-dev libxdo-dev)
 case "$what" in
   build) ;;
-  # The dashboard's browser tests drive Debian's Chromium.
-  test) apt_packages+=(util-linux procps chromium) ;;
-  bench) apt_packages+=(python3 python3-venv python3-dev chromium) ;;
-  *) echo "usage: $0 build|test|bench" >&2; exit 2 ;;
+  desktop) apt_packages+=("${desktop_packages[@]}") ;;
+  # The dashboard's browser tests drive Debian's Chromium; the desktop window's test runs
+  # the app under Xvfb with a D-Bus session, driven over WebDriver.
+  test) apt_packages+=(util-linux procps chromium "${desktop_packages[@]}" xvfb xauth dbus dbus-x11
+    webkit2gtk-driver) ;;
+  bench) apt_packages+=(python3 python3-venv python3-dev chromium "${desktop_packages[@]}" xvfb xauth dbus
+    dbus-x11) ;;
+  *) echo "usage: $0 build|desktop|test|bench" >&2; exit 2 ;;
 esac
 
 missing=()
@@ -52,4 +65,11 @@ if ! command -v cargo >/dev/null 2>&1; then
     echo "deps: installing the Rust toolchain with rustup (stable)"
     curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
   fi
+fi
+
+# The desktop window's WebDriver test talks to tauri-driver, which starts the app and
+# WebKit's WebDriver.
+if [ "$what" = test ] && ! command -v tauri-driver >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tauri-driver" ]; then
+  echo "deps: installing tauri-driver (cargo install tauri-driver --locked)"
+  PATH="$HOME/.cargo/bin:$PATH" cargo install tauri-driver --locked --quiet
 fi

@@ -18,11 +18,18 @@
 //! - `server`: thin axum adapters (REST, WebSockets, auth) over the store, the hub and
 //!   control.
 //!
+//! With the `desktop` feature it is also the desktop app:
+//!
+//! - `desktop`: the Tauri window, tray and quick view, thin commands over the same
+//!   services (the collector's state runs in the app for this machine).
+//!
 //! The data flow: the sampler publishes the newest `Arc<Snapshot>`; readers never
 //! sample on their own. Process actions go through [`control`] on the machine that owns
 //! the process.
 
 pub mod control;
+#[cfg(feature = "desktop")]
+pub mod desktop;
 pub mod hub;
 pub mod model;
 pub mod sample;

@@ -15,12 +15,20 @@ use procyon::sample::{Sampler, SamplerOptions};
 #[derive(Parser, Debug)]
 #[command(name = "procyon", version, about, propagate_version = true)]
 struct Cli {
+    /// What to do. Without one, the desktop app opens (in builds that have it).
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Open the desktop app: this machine's dashboard in a window, with a tray icon.
+    #[cfg(feature = "desktop")]
+    Desktop {
+        /// Start in the tray with the window hidden (e.g. when started at login).
+        #[arg(long)]
+        hidden: bool,
+    },
     /// Print one snapshot of this machine as JSON (processes, sockets, network, CPU, memory).
     Snapshot {
         /// Indent the JSON for reading.
@@ -184,7 +192,19 @@ fn parse_interval(s: &str) -> Result<f64, String> {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    match cli.command {
+    let Some(command) = cli.command else {
+        #[cfg(feature = "desktop")]
+        return desktop(false);
+        #[cfg(not(feature = "desktop"))]
+        {
+            use clap::CommandFactory;
+            Cli::command().print_help()?;
+            return Ok(());
+        }
+    };
+    match command {
+        #[cfg(feature = "desktop")]
+        Command::Desktop { hidden } => desktop(hidden)?,
         Command::Snapshot { pretty, hostname } => {
             let snapshot = Sampler::new(SamplerOptions { hostname }).sample();
             let mut out = std::io::stdout().lock();
@@ -225,15 +245,27 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")
 }
 
+/// Logs to standard error; `RUST_LOG` overrides the default levels.
 #[cfg(feature = "server")]
-fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    use procyon::server::{ServeOptions, Settings};
+fn init_logging() {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info")),
         )
         .init();
+}
+
+#[cfg(feature = "desktop")]
+fn desktop(hidden: bool) -> anyhow::Result<()> {
+    init_logging();
+    procyon::desktop::run(procyon::desktop::Options { hidden })
+}
+
+#[cfg(feature = "server")]
+fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    use procyon::server::{ServeOptions, Settings};
+    init_logging();
     let options = ServeOptions {
         bind: args.bind,
         data: args.data.dir()?,

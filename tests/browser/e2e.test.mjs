@@ -10,12 +10,12 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir, userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
 import { after, before, test } from 'node:test';
-import { ROOT, launchChromium, procyonBin, startCollector, upload } from './harness.mjs';
+import { ROOT, launchChromium, procyonBin, startCollector, startNamedProcess, stateOf, upload, waitFor } from './harness.mjs';
 
 const ARTIFACTS = join(ROOT, 'artifacts');
 const UNIQUE = `procyon-e2e-${randomBytes(4).toString('hex')}`;
@@ -36,27 +36,6 @@ let binDir;
 let server;
 let port;
 const problems = []; // CSP violations, page errors, dialogs: none may happen
-
-function stateOf(pid) {
-  // The third field of /proc/PID/stat, after the parenthesised name.
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
-}
-
-async function waitFor(what, check, timeoutMs = 15_000) {
-  const end = Date.now() + timeoutMs;
-  let last;
-  while (Date.now() < end) {
-    try {
-      last = await check();
-      if (last) return last;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
-  throw new Error(`timed out waiting for ${what} (last: ${last})`);
-}
 
 function watch(page, label) {
   page.on('console', (m) => {
@@ -95,16 +74,7 @@ before(async () => {
   assert.ok(collector.adminPassword, 'the first start prints the admin password');
   collector.cli(['user', 'add', VIEWER.name, '--role', 'viewer', '--password-stdin'], `${VIEWER.password}\n`);
 
-  // A uniquely named process under a known parent: a symlink to sleep gives the kernel's
-  // name and argv[0] the unique name; bash starts it and waits.
-  binDir = mkdtempSync(join(tmpdir(), 'procyon-e2e-bin-'));
-  const sleep = ['/usr/bin/sleep', '/bin/sleep'].find(existsSync);
-  symlinkSync(sleep, join(binDir, UNIQUE));
-  parent = spawn('bash', ['-c', `"${join(binDir, UNIQUE)}" 600 & echo $!; wait`], { stdio: ['ignore', 'pipe', 'inherit'] });
-  targetPid = await new Promise((ok, fail) => {
-    parent.stdout.once('data', (d) => ok(Number(String(d).trim())));
-    parent.once('exit', () => fail(new Error('the test process did not start')));
-  });
+  ({ parent, pid: targetPid, binDir } = await startNamedProcess(UNIQUE));
 
   // A socket this process listens on.
   server = createServer(() => {});

@@ -5,7 +5,7 @@
 // it is resolved from ui/node_modules).
 
 import { spawn, spawnSync } from 'node:child_process';
-import { mkdtempSync, rmSync, existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -121,4 +121,42 @@ export async function upload(base, key, body) {
   });
   if (r.status !== 200 && r.status !== 201) throw new Error(`upload: ${r.status} ${await r.text()}`);
   return r.json();
+}
+
+/** The state letter of a process (R, S, T, ...): the third field of /proc/PID/stat,
+ *  after the parenthesised name. */
+export function stateOf(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[0];
+}
+
+/** Polls `check` until it returns something truthy (which is returned). */
+export async function waitFor(what, check, timeoutMs = 15_000) {
+  const end = Date.now() + timeoutMs;
+  let last;
+  while (Date.now() < end) {
+    try {
+      last = await check();
+      if (last) return last;
+    } catch (e) {
+      last = e;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`timed out waiting for ${what} (last: ${last})`);
+}
+
+/** A uniquely named process under a known parent: a symlink to sleep gives the kernel's
+ *  name and argv[0] the name `name`; bash starts it and waits. Returns the parent (a
+ *  ChildProcess), the process's pid, and the folder of the symlink (remove it after). */
+export async function startNamedProcess(name) {
+  const binDir = mkdtempSync(join(tmpdir(), 'procyon-e2e-bin-'));
+  const sleep = ['/usr/bin/sleep', '/bin/sleep'].find(existsSync);
+  symlinkSync(sleep, join(binDir, name));
+  const parent = spawn('bash', ['-c', `"${join(binDir, name)}" 600 & echo $!; wait`], { stdio: ['ignore', 'pipe', 'inherit'] });
+  const pid = await new Promise((ok, fail) => {
+    parent.stdout.once('data', (d) => ok(Number(String(d).trim())));
+    parent.once('exit', () => fail(new Error('the test process did not start')));
+  });
+  return { parent, pid, binDir };
 }

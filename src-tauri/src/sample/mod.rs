@@ -182,14 +182,28 @@ pub fn process_table() -> std::io::Result<Vec<ProcessEntry>> {
 ///
 /// The receiver holds `None` until the first snapshot is ready (at most a few hundred
 /// milliseconds after the sampler was created).
-pub fn spawn(mut sampler: Sampler, interval: Duration) -> watch::Receiver<Option<Arc<Snapshot>>> {
+pub fn spawn(sampler: Sampler, interval: Duration) -> watch::Receiver<Option<Arc<Snapshot>>> {
+    spawn_pausable(sampler, interval, Arc::default())
+}
+
+/// Like [`spawn`], but no snapshot is taken while `paused` is set (the desktop's "Pause
+/// updates": paused means no reading of `/proc` at all, not readings thrown away).
+pub fn spawn_pausable(
+    mut sampler: Sampler,
+    interval: Duration,
+    paused: Arc<std::sync::atomic::AtomicBool>,
+) -> watch::Receiver<Option<Arc<Snapshot>>> {
     let (tx, rx) = watch::channel(None);
     let spawned = thread::Builder::new().name("procyon-sampler".into()).spawn(move || {
         loop {
             let started = Instant::now();
-            let snapshot = Arc::new(sampler.sample());
-            if tx.send(Some(snapshot)).is_err() {
-                return; // nobody listens any more
+            if !paused.load(std::sync::atomic::Ordering::Relaxed) {
+                let snapshot = Arc::new(sampler.sample());
+                if tx.send(Some(snapshot)).is_err() {
+                    return; // nobody listens any more
+                }
+            } else if tx.is_closed() {
+                return;
             }
             if let Some(rest) = interval.checked_sub(started.elapsed()) {
                 thread::sleep(rest);

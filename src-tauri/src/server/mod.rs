@@ -105,6 +105,13 @@ impl AppState {
         self.shutdown.subscribe()
     }
 
+    /// The same state with its own shutdown signal: a second listener over the same
+    /// store and hub (the desktop's built-in collector) can be stopped and started again
+    /// without ending the app's other streams.
+    pub fn with_own_shutdown(&self) -> AppState {
+        AppState { shutdown: Arc::new(tokio::sync::watch::channel(false).0), ..self.clone() }
+    }
+
     /// Tells long-lived handlers to finish.
     pub fn begin_shutdown(&self) {
         self.shutdown.send_replace(true);
@@ -232,45 +239,51 @@ pub async fn ensure_admin(store: &Store) -> anyhow::Result<Option<String>> {
     Ok(Some(password))
 }
 
-/// Runs the collector until SIGINT or SIGTERM.
-pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
-    let store = open_store(&options.data).await?;
-    if let Some(password) = ensure_admin(&store).await? {
-        // Printed once, to the operator's terminal; never logged.
-        println!(
-            "No users yet: created `admin` with password {password}\n\
-             Sign in with it, then change it: procyon user passwd admin --data {}",
-            options.data.display()
-        );
-    }
-    let auth = auth::Auth::from_data_dir(&options.data, options.settings.token_ttl)?;
-    let mut settings = options.settings.clone();
-    let hub = Hub::new();
-    let mut sampler = options.local.then(|| Sampler::new(SamplerOptions::default()));
-    if let Some(s) = &mut sampler {
-        let hostname = s.host().hostname.clone();
-        // Continue the sequence after a restart: (host, seq) is what makes a stored
-        // snapshot unique.
-        s.set_seq(store.next_seq(&hostname).await?.saturating_sub(1));
-        settings.local_hostname = Some(hostname);
-    }
-    let state = AppState::new(store.clone(), hub, auth, settings.clone());
+/// The collector without its listener: the store, the hub, sign-in, and the background
+/// tasks (sampling this machine when asked, rollups and retention). `serve` puts an HTTP
+/// listener in front of it; the desktop app puts its window in front of it, and a
+/// listener too when its built-in collector is on.
+pub struct Collector {
+    /// What handlers and commands share.
+    pub state: AppState,
+    tasks: tokio::task::JoinSet<()>,
+}
 
-    let mut tasks = tokio::task::JoinSet::new();
-    if let Some(sampler) = sampler {
-        let mut live = crate::sample::spawn(sampler, settings.interval);
-        let state = state.clone();
-        tasks.spawn(async move {
-            while live.changed().await.is_ok() {
-                let Some(snapshot) = live.borrow_and_update().clone() else { continue };
-                if let Err(e) = state.ingest((*snapshot).clone()).await {
-                    tracing::warn!("cannot store the local snapshot: {e:?}");
+impl Collector {
+    /// Opens the store in `data` and starts the background tasks. With `local`, this
+    /// machine is sampled every `settings.interval`, except while `paused` is set.
+    pub async fn start(
+        data: &std::path::Path,
+        local: bool,
+        settings: Settings,
+        paused: Arc<std::sync::atomic::AtomicBool>,
+    ) -> anyhow::Result<Collector> {
+        let store = open_store(data).await?;
+        let auth = auth::Auth::from_data_dir(data, settings.token_ttl)?;
+        let mut settings = settings;
+        let mut sampler = local.then(|| Sampler::new(SamplerOptions::default()));
+        if let Some(s) = &mut sampler {
+            let hostname = s.host().hostname.clone();
+            // Continue the sequence after a restart: (host, seq) is what makes a stored
+            // snapshot unique.
+            s.set_seq(store.next_seq(&hostname).await?.saturating_sub(1));
+            settings.local_hostname = Some(hostname);
+        }
+        let state = AppState::new(store.clone(), Hub::new(), auth, settings.clone());
+
+        let mut tasks = tokio::task::JoinSet::new();
+        if let Some(sampler) = sampler {
+            let mut live = crate::sample::spawn_pausable(sampler, settings.interval, paused);
+            let state = state.clone();
+            tasks.spawn(async move {
+                while live.changed().await.is_ok() {
+                    let Some(snapshot) = live.borrow_and_update().clone() else { continue };
+                    if let Err(e) = state.ingest((*snapshot).clone()).await {
+                        tracing::warn!("cannot store the local snapshot: {e:?}");
+                    }
                 }
-            }
-        });
-    }
-    {
-        let store = store.clone();
+            });
+        }
         let retention = settings.retention;
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -282,24 +295,53 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
                 }
             }
         });
+        Ok(Collector { state, tasks })
     }
 
+    /// Stops the background tasks, then closes the store, so nothing accepted is lost.
+    pub async fn stop(mut self) {
+        self.state.begin_shutdown();
+        self.tasks.shutdown().await;
+        self.state.store.close().await;
+    }
+}
+
+/// Serves `state` on `listener` until `stop` completes, then lets open requests finish
+/// (WebSockets are told to close).
+pub async fn listen(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let stopping = state.clone();
+    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            stop.await;
+            stopping.begin_shutdown();
+        })
+        .await
+        .context("server error")
+}
+
+/// Runs the collector until SIGINT or SIGTERM.
+pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    let collector = Collector::start(&options.data, options.local, options.settings.clone(), Arc::default()).await?;
+    if let Some(password) = ensure_admin(&collector.state.store).await? {
+        // Printed once, to the operator's terminal; never logged.
+        println!(
+            "No users yet: created `admin` with password {password}\n\
+             Sign in with it, then change it: procyon user passwd admin --data {}",
+            options.data.display()
+        );
+    }
     let listener = tokio::net::TcpListener::bind(options.bind)
         .await
         .with_context(|| format!("cannot listen on {}", options.bind))?;
     let local = listener.local_addr()?;
     tracing::info!(address = %local, data = %options.data.display(), "collector listening");
     println!("Procyon collector on http://{local}/ (data in {})", options.data.display());
-    let stopping = state.clone();
-    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            shutdown_signal().await;
-            stopping.begin_shutdown();
-        })
-        .await
-        .context("server error")?;
-    tasks.shutdown().await;
-    store.close().await;
+    listen(collector.state.clone(), listener, shutdown_signal()).await?;
+    collector.stop().await;
     tracing::info!("collector stopped");
     Ok(())
 }
