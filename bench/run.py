@@ -25,7 +25,8 @@ reported as not available. A part that fails is reported and the others still ru
 the exit status is then non-zero. Missed budgets are reported, not fatal.
 
 Environment: BENCH_TICKS (sampler ticks, default 30), AGENT_BENCH_SECS (agent window,
-default 30), BENCH_RAMP_STEPS (default 10,25,50,100,250,500,750,1000), BENCH_STEP_SECS
+default 30), BENCH_RAMP_STEPS (default
+10,25,50,100,150,200,300,400,500,750,1000), BENCH_STEP_SECS
 (seconds per ramp step, default 10), BENCH_FANOUT_CLIENTS (default 100),
 BENCH_FANOUT_SECS (default 20), BENCH_ONLY. Standard library only.
 """
@@ -45,6 +46,9 @@ import collector as collector_part
 import pieces
 import samplers as samplers_part
 from common import BenchError, counts_now, machine_info
+
+# Agent counts of the collector ramp (at 1 s), up to the budget's 1,000.
+RAMP_STEPS = "10,25,50,100,150,200,300,400,500,750,1000"
 
 PARTS = ("samplers", "agents", "uplink", "store", "collector", "fanout", "desktop", "dashboard")
 
@@ -79,7 +83,7 @@ def env_int(name, default, minimum):
 
 def env_steps():
     """BENCH_RAMP_STEPS: increasing agent counts."""
-    text = os.environ.get("BENCH_RAMP_STEPS", "10,25,50,100,250,500,750,1000")
+    text = os.environ.get("BENCH_RAMP_STEPS", RAMP_STEPS)
     try:
         steps = [int(s) for s in text.split(",") if s.strip()]
     except ValueError:
@@ -93,6 +97,8 @@ def fmt(value, digits=2):
     """A number for a report line; 'n/a' for none."""
     if value is None:
         return "n/a"
+    if float(value).is_integer():
+        return f"{value:,.0f}"
     if abs(value) >= 1000:
         return f"{value:,.0f}"
     return f"{value:.{digits}f}"
@@ -151,7 +157,7 @@ def report_samplers(r, result):
         seen = (f"{row['processes_seen']}/{row['sockets_seen']}" if "processes_seen" in row
                 else "-")
         r.say(f"{row['label']:<20}{row['cpu_ms_per_snapshot']:>16.2f}"
-              f"{row['percent_of_one_core']:>15.2f}{row['rss_mib_max']:>14.1f}{seen:>19}")
+              f"{row['percent_of_one_core']:>15.2f}{fmt(row['rss_mib_max'], 1):>14}{seen:>19}")
     if result.get("glances_problem"):
         r.say(f"Glances: not available ({result['glances_problem']})")
     by = {row["name"]: row for row in rows}

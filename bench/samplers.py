@@ -8,14 +8,18 @@ figures are less so.
 
 The three samplers of ours (`examples/sampler_loop.rs`, `examples/naive_proc.rs`,
 `bench/psutil_sampler.py`) are measured from outside with wait4(), which returns the
-child's own resource use, including its peak resident memory. Each reports its CPU time
+child's own resource use. Each reports its CPU time
 just after its first tick (start-up plus one snapshot); the steady-state cost of one
 snapshot is (total - first) / (ticks - 1).
 
 Glances cannot report that itself: it runs headless (`-q`, no curses, no web server,
 nothing listening) refreshing every second, and its CPU time is read from
 /proc/PID/stat after a warm-up and at the end of the same window; its cost per snapshot
-is that CPU time over the window's seconds. Its peak memory is VmHWM.
+is that CPU time over the window's seconds.
+
+Memory, for all of them: the highest resident size (VmRSS in /proc/PID/status) read
+every 0.1 s once start-up is over. (wait4's ru_maxrss cannot serve: Linux carries the
+forked runner's own high-water mark across exec into it.)
 """
 
 import json
@@ -30,6 +34,20 @@ INTERVAL_S = 1.0
 GRACE_S = 60.0
 # Glances is measured after this much warm-up (start-up, first refreshes).
 GLANCES_WARMUP_S = 5.0
+# Resident memory is read once start-up is over: steady state, as for the agent.
+RSS_AFTER_S = 2.0
+
+
+def read_rss(pid, started, previous):
+    """The larger of `previous` and the process's resident MiB now (once past start-up).
+    It may have just ended (a zombie has no VmRSS), which leaves `previous`. It is not
+    polled here: that could reap it before wait4 gets its resource use."""
+    if time.monotonic() - started < RSS_AFTER_S:
+        return previous
+    try:
+        return max(previous or 0.0, memory_mib(pid))
+    except (OSError, BenchError):
+        return previous
 
 
 class Sampler:
@@ -43,6 +61,7 @@ class Sampler:
         self.status = None
         self.rusage = None
         self.stopped = False  # killed by the runner, not failed on its own
+        self.rss_max = None
 
     def start(self, out_dir, env):
         """Start the sampler with its output going to files, so no pipe can fill up."""
@@ -51,6 +70,7 @@ class Sampler:
         with open(self.stdout_path, "wb") as out, open(self.stderr_path, "wb") as err:
             self.proc = subprocess.Popen(self.argv, stdout=out, stderr=err, env=env,
                                          stdin=subprocess.DEVNULL)
+        self.started = time.monotonic()
 
     def poll(self):
         """Reap the sampler if it has ended; True once it has."""
@@ -58,6 +78,7 @@ class Sampler:
             return True
         pid, status, rusage = os.wait4(self.proc.pid, os.WNOHANG)
         if pid == 0:
+            self.rss_max = read_rss(self.proc.pid, self.started, self.rss_max)
             return False
         self.status = os.waitstatus_to_exitcode(status)
         self.rusage = rusage
@@ -117,8 +138,7 @@ class Sampler:
             "percent_of_one_core": per_snapshot_ms / (INTERVAL_S * 1000.0) * 100.0,
             "startup_cpu_ms": warmup_s * 1000.0,
             "total_cpu_ms": total_s * 1000.0,
-            # ru_maxrss is in KiB on Linux.
-            "rss_mib_max": self.rusage.ru_maxrss / 1024.0,
+            "rss_mib_max": self.rss_max,
             "processes_seen": self.report["processes"],
             "sockets_seen": self.report["sockets"],
         }
@@ -144,6 +164,7 @@ class Glances:
                                          stdin=subprocess.DEVNULL)
         self.started = time.monotonic()
         self.cpu_before = None
+        self.rss_max = None
 
     def check_running(self):
         """Raise BenchError if Glances has exited."""
@@ -153,6 +174,7 @@ class Glances:
 
     def tick(self):
         """Called every 0.1 s: take the first reading once the warm-up is over."""
+        self.rss_max = read_rss(self.proc.pid, self.started, self.rss_max)
         if self.cpu_before is None and time.monotonic() - self.started >= GLANCES_WARMUP_S:
             self.check_running()
             self.cpu_before = cpu_seconds(self.proc.pid)
@@ -165,7 +187,6 @@ class Glances:
             raise BenchError("the run was shorter than the Glances warm-up")
         cpu = cpu_seconds(self.proc.pid) - self.cpu_before
         window = time.monotonic() - self.window_start
-        rss_max = memory_mib(self.proc.pid, "VmHWM")
         self.kill()
         per_snapshot_ms = cpu / window * INTERVAL_S * 1000.0
         return {
@@ -174,7 +195,7 @@ class Glances:
             "cpu_ms_per_snapshot": per_snapshot_ms,
             "percent_of_one_core": cpu / window * 100.0,
             "window_s": window,
-            "rss_mib_max": rss_max,
+            "rss_mib_max": self.rss_max,
         }
 
     def kill(self):

@@ -133,7 +133,7 @@ pub enum Mode {
     /// Steps of agent counts; stops at the first one not sustained.
     Ramp {
         /// Agent counts, in increasing order.
-        #[arg(long, value_delimiter = ',', default_value = "10,25,50,100,250,500,750,1000")]
+        #[arg(long, value_delimiter = ',', default_value = "10,25,50,100,150,200,300,400,500,750,1000")]
         steps: Vec<usize>,
         /// Seconds between two snapshots of one agent.
         #[arg(long, default_value_t = 1.0)]
