@@ -130,8 +130,9 @@ def raw_sqlite(source_db, tables, snapshots, scratch_dir):
 
 
 def ramp_limit_s(steps, step_secs):
-    """The longest the ramp may take: what the load generator itself allows, plus a bit."""
-    return len(steps) * (step_secs + 200) + 60
+    """The longest the ramp may take: what the load generator itself allows (each step
+    may be tried twice), plus a bit."""
+    return len(steps) * 2 * (step_secs + 200) + 60
 
 
 @contextlib.contextmanager

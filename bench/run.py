@@ -235,7 +235,9 @@ def report_collector(r, result):
     for s in ramp["steps"]:
         lat = s.get("latency_ms", {})
         cpu = s.get("cpu", {})
-        verdict = "sustained" if s.get("sustained") else f"not sustained: {s.get('first_problem') or 'p99 over the limit'}"
+        tries = f" (try {s['attempts']})" if s.get("attempts", 1) > 1 else ""
+        verdict = ("sustained" if s.get("sustained")
+                   else f"not sustained: {s.get('first_problem') or 'p99 over the limit'}") + tries
         r.say(f"{s['agents']:>7}{fmt(s.get('offered_per_s'), 0):>11}{fmt(s.get('rate_per_s'), 1):>10}"
               f"{fmt(lat.get('p50'), 1):>9}{fmt(lat.get('p99'), 1):>9}"
               f"{fmt(cpu.get('collector_cpu_percent'), 0):>17}{fmt(cpu.get('loadgen_cpu_percent'), 0):>15}"

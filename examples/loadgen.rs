@@ -19,8 +19,9 @@
 //!
 //! - `ingest`: `--agents` agents at `--interval` for `--duration`;
 //! - `ramp`: steps of agent counts (up to 1,000 at 1 s); each step is an `ingest` run, and
-//!   the ramp stops at the first step not sustained (a failure, or p99 over `--p99-ms`).
-//!   The highest rate sustained is reported;
+//!   the ramp stops at the first step not sustained (a failure, or p99 over `--p99-ms`
+//!   twice in a row: one retry absorbs a stall of another program on a shared
+//!   machine). The highest rate sustained is reported;
 //! - `fanout`: `--clients` dashboards on `/ws/process-snapshots/?hostname=X` (signed in
 //!   as admin) and one agent sending to host X; the time from sending a snapshot to each
 //!   client receiving it.
@@ -79,6 +80,8 @@ const CONNECT_CONCURRENCY: usize = 64;
 const MAX_PREPARED_BYTES: usize = 1 << 30;
 /// Pause between two ramp steps, so the collector starts each one settled.
 const STEP_PAUSE: Duration = Duration::from_secs(2);
+/// Tries more of a ramp step that lost nothing but missed the p99 limit.
+const STEP_RETRIES: usize = 1;
 /// A step whose sends ran later than this (p99) measured the generator, not the
 /// collector: it is reported as not valid.
 const MAX_SEND_LAG_MS: f64 = 50.0;
@@ -171,7 +174,8 @@ impl Mode {
         match self {
             Mode::Ingest { duration, .. } | Mode::Fanout { duration, .. } => capped(*duration) + overhead,
             Mode::Ramp { steps, step_duration, .. } => {
-                (capped(*step_duration) + overhead + STEP_PAUSE) * steps.len().min(MAX_STEPS) as u32
+                let per_step = (capped(*step_duration) + overhead + STEP_PAUSE) * (1 + STEP_RETRIES as u32);
+                per_step * steps.len().min(MAX_STEPS) as u32
             }
         }
     }
@@ -874,11 +878,25 @@ async fn ramp(collector: &Collector, template: &Snapshot, prefix: &str, plans: &
         if n > 0 {
             tokio::time::sleep(STEP_PAUSE).await;
         }
-        let step = match ingest(collector, template, prefix, plan).await {
-            Ok(step) => step,
-            // A step that cannot even connect is the end of the ramp, not of the report.
-            Err(e) => json!({ "agents": plan.agents, "sustained": false, "first_problem": format!("{e:#}") }),
+        let mut missed_p99 = Vec::new();
+        let mut step = loop {
+            let step = match ingest(collector, template, prefix, plan).await {
+                Ok(step) => step,
+                // A step that cannot even connect is the end of the ramp, not of the report.
+                Err(e) => json!({ "agents": plan.agents, "sustained": false, "first_problem": format!("{e:#}") }),
+            };
+            // On a shared machine one stall of another program can push a step's p99
+            // over the limit: a step that lost nothing and was only slow is tried again,
+            // once. Anything lost is final.
+            let only_slow = !step["sustained"].as_bool().unwrap_or(false) && step["first_problem"].is_null();
+            if !only_slow || missed_p99.len() >= STEP_RETRIES {
+                break step;
+            }
+            missed_p99.push(step["latency_ms"]["p99"].clone());
+            tokio::time::sleep(STEP_PAUSE).await;
         };
+        step["attempts"] = json!(missed_p99.len() + 1);
+        step["earlier_attempts_p99_ms"] = json!(missed_p99);
         let sustained = step["sustained"].as_bool().unwrap_or(false);
         eprintln!(
             "loadgen: {} agents at {} s: {:.0}/s, p99 {} ms, {}",

@@ -134,6 +134,9 @@ fn a_ramp_stops_at_the_first_step_over_its_latency_limit() {
     assert_eq!(steps.len(), 1, "{report:#}");
     assert_eq!(steps[0]["acked"], 4);
     assert_eq!(steps[0]["sustained"], false);
+    // Only slow, nothing lost: tried twice before the ramp gives up.
+    assert_eq!(steps[0]["attempts"], 2);
+    assert_eq!(steps[0]["earlier_attempts_p99_ms"].as_array().unwrap().len(), 1);
     assert_eq!(report["best"], Value::Null);
     assert_eq!(report["stopped_by"]["agents"], 2);
 }
