@@ -1,11 +1,10 @@
 #!/usr/bin/env bash
-# Benchmark entry point: builds the Rust samplers, the collector and the agent, sets up
-# psutil in a venv, then runs bench/run.py, which compares the CPU cost per snapshot of
-# Procyon's sampler, a naive /proc reader and a psutil monitor, then measures the
-# agent's CPU and memory at 1 s and 2 s intervals against a local collector.
-# BENCH_TICKS sets the number of one-second sampler ticks (default 30), AGENT_BENCH_SECS
-# the agent measurement window in seconds (default 30). Run from anywhere; it works
-# from the repository root.
+# The benchmark report in one command (`make bench` runs it after installing what is
+# missing and building the dashboard). It builds the collector, the agent and every
+# example in release mode, sets up a Python venv with psutil (and Glances from PyPI,
+# when it installs), then runs bench/run.py, which measures every part side by side
+# and writes <target dir>/bench/report.json. See bench/run.py for the parts and the
+# environment variables that size them. Run from anywhere.
 set -euo pipefail
 
 cd "$(dirname "$0")/.."
@@ -28,5 +27,14 @@ if ! "$venv/bin/python" -c 'import psutil' 2>/dev/null; then
     echo "installing psutil into $venv"
     "$venv/bin/python" -m pip install --quiet --disable-pip-version-check psutil
 fi
+# Glances is a peer, not a requirement: without it the report says so and goes on.
+glances=""
+if "$venv/bin/python" -c 'import glances' 2>/dev/null ||
+    { echo "installing glances into $venv" &&
+      "$venv/bin/python" -m pip install --quiet --disable-pip-version-check glances; }; then
+    glances="$venv/bin/python"
+else
+    echo "glances could not be installed; the report goes on without it" >&2
+fi
 
-exec python3 bench/run.py --target-dir "$target_dir" --python "$venv/bin/python"
+exec python3 -B bench/run.py --target-dir "$target_dir" --python "$venv/bin/python" --glances "$glances"
