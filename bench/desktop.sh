@@ -1,15 +1,14 @@
 #!/usr/bin/env bash
 # The desktop app's CPU and memory (bench/desktop.py), under Xvfb with a D-Bus session,
-# on a release build with the `desktop` feature (kept apart from the collector's binary
-# as target/bench/procyon-desktop). Prints one JSON object. Needs scripts/deps.sh bench.
+# on a release build with the `desktop` feature (the same build as bench/run.sh's, so
+# nothing is rebuilt when the report runs it). Prints one JSON object on stdout.
+# Needs what `scripts/deps.sh bench` installs.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+cargo build --release --examples --bin procyon --features desktop >&2
 target_dir=$(cargo metadata --format-version 1 --no-deps |
     python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
-cargo build --release --features desktop --bin procyon >&2
-mkdir -p "$target_dir/bench"
-cp "$target_dir/release/procyon" "$target_dir/bench/procyon-desktop"
-# The collector's benchmarks expect a plain build at target/release/procyon again.
-cargo build --release --bin procyon >&2
-exec xvfb-run -a -s "-screen 0 1400x900x24" dbus-run-session -- \
-    python3 bench/desktop.py "$target_dir/bench/procyon-desktop" "$@"
+# Services that D-Bus starts for the app (the accessibility bus) write to the session's
+# standard output; only the measurement may reach ours (fd 3).
+xvfb-run -a -s "-screen 0 1400x900x24" dbus-run-session -- \
+    sh -c 'exec python3 bench/desktop.py "$@" >&3' desktop.py "$target_dir/release/procyon" "$@" 3>&1 >/dev/null

@@ -9,7 +9,9 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
-cargo build --release --examples --bin procyon
+# With the desktop feature, so one binary serves as the collector and as the desktop
+# app (bench/desktop.sh builds the same and so reuses it).
+cargo build --release --examples --bin procyon --features desktop
 # The agent on its own, as it ships: built together with the procyon package, cargo
 # would unify features and link the collector's (server) code into it.
 cargo build --release -p procyon-agent
