@@ -21,6 +21,7 @@ use std::net::IpAddr;
 
 pub mod agent;
 pub mod api;
+pub mod delta;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -487,6 +488,13 @@ pub fn typescript() -> String {
         api::UserSummary::decl(&cfg),
         api::ApiKeySummary::decl(&cfg),
         api::ErrorBody::decl(&cfg),
+        delta::SnapshotDelta::decl(&cfg),
+        delta::ProcessKey::decl(&cfg),
+        delta::ProcessesDelta::decl(&cfg),
+        delta::ProcessChange::decl(&cfg),
+        delta::Placed::<()>::decl(&cfg),
+        delta::ListDelta::<()>::decl(&cfg),
+        delta::PortsDelta::decl(&cfg),
     ];
     let mut out =
         String::from("// Generated from src-tauri/src/model.rs by `cargo test` (UPDATE_TYPES=1). Do not edit.\n");
