@@ -4,7 +4,7 @@
 //! Layout of the directory (mode 0700, the process lists in it are nobody else's
 //! business):
 //! - `NNNNNNNNNNNNNNNNNNNN.zst`: one snapshot, named by its seq zero-padded to 20 digits
-//!   (so names sort like seqs), holding exactly the bytes that go on the wire
+//!   (so names sort like seqs), holding exactly the bytes a keyframe carries on the wire
 //!   ([`encode`]); its mtime is the snapshot's `taken_at`, so its age survives restarts
 //!   without decompressing it;
 //! - `state.json`: the highest seq ever given out and the drops not yet reported, so a
@@ -27,6 +27,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
@@ -40,6 +41,9 @@ const STATE_FILE: &str = "state.json";
 const LOCK_FILE: &str = "lock";
 /// Digits of a seq in a file name: enough for any u64.
 const SEQ_DIGITS: usize = 20;
+/// Newest snapshots kept decoded in memory, so the uplink can make a delta of a fresh
+/// one without reading it back from disk.
+const RECENT: usize = 8;
 
 /// The spool's bounds. When either is exceeded the oldest snapshots go first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -77,6 +81,8 @@ pub struct Spool {
     dropped: u64,
     /// Whether `state.json` says what `last_seq` and `dropped` say.
     state_saved: bool,
+    /// The newest pushed snapshots that are still stored, decoded (at most [`RECENT`]).
+    recent: BTreeMap<u64, Arc<Snapshot>>,
     /// Held for the spool's lifetime; released when it is dropped.
     #[cfg(unix)]
     _lock: nix::fcntl::Flock<fs::File>,
@@ -114,6 +120,7 @@ impl Spool {
             last_seq: state.last_seq,
             dropped: state.unreported_dropped,
             state_saved: state_ok,
+            recent: BTreeMap::new(),
             #[cfg(unix)]
             _lock: lock,
         };
@@ -183,6 +190,30 @@ impl Spool {
     /// renamed. Then enforces the limits, dropping the oldest first, and returns how many
     /// this push dropped (the new snapshot itself too, if it alone breaks a limit).
     pub fn push(&mut self, snapshot: &Snapshot) -> anyhow::Result<u64> {
+        self.push_shared(Arc::new(snapshot.clone()))
+    }
+
+    /// [`Spool::push`], keeping the snapshot in memory too while it is among the newest.
+    pub fn push_shared(&mut self, snapshot: Arc<Snapshot>) -> anyhow::Result<u64> {
+        let dropped = self.store(&snapshot)?;
+        if self.entries.contains_key(&snapshot.seq) {
+            self.recent.insert(snapshot.seq, snapshot);
+            while self.recent.len() > RECENT {
+                self.recent.pop_first();
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// A stored snapshot, decoded: from memory when it is among the newest.
+    pub fn snapshot(&self, seq: u64) -> anyhow::Result<Arc<Snapshot>> {
+        match self.recent.get(&seq) {
+            Some(snapshot) => Ok(snapshot.clone()),
+            None => Ok(Arc::new(decode(&self.read(seq)?)?)),
+        }
+    }
+
+    fn store(&mut self, snapshot: &Snapshot) -> anyhow::Result<u64> {
         let seq = snapshot.seq;
         if seq <= self.last_seq {
             bail!("snapshot seq {seq} is not above the spool's last seq {}", self.last_seq);
@@ -210,7 +241,7 @@ impl Spool {
         self.entries.keys().copied().collect()
     }
 
-    /// The stored bytes of one seq, as they go on the wire. An error if `seq` is not in
+    /// The stored bytes of one seq, as a keyframe carries them. An error if `seq` is not in
     /// the spool (never pushed, removed, or dropped by the limits).
     pub fn read(&self, seq: u64) -> anyhow::Result<Vec<u8>> {
         if !self.entries.contains_key(&seq) {
@@ -223,6 +254,7 @@ impl Spool {
     /// Removes `seq` (acknowledged or rejected by the collector). Removing a seq that is
     /// not there is not an error: an acknowledgement may arrive twice.
     pub fn remove(&mut self, seq: u64) -> anyhow::Result<()> {
+        self.recent.remove(&seq);
         let removed = match self.entries.remove(&seq) {
             Some(entry) => {
                 self.bytes -= entry.bytes;
@@ -290,6 +322,7 @@ impl Spool {
     }
 
     fn drop_entry(&mut self, seq: u64) {
+        self.recent.remove(&seq);
         if let Some(entry) = self.entries.remove(&seq) {
             self.bytes -= entry.bytes;
             if let Err(e) = remove_file_if_exists(&self.path_of(seq)) {
@@ -308,8 +341,8 @@ impl Spool {
     }
 }
 
-/// A snapshot as the spool stores it and the wire carries it: zstd (level 3) of its
-/// JSON. The one definition is the library's, shared with the collector.
+/// A snapshot as the spool stores it (and a keyframe carries it after its kind byte):
+/// zstd of its JSON. The one definition is the library's, shared with the collector.
 pub fn encode(snapshot: &Snapshot) -> anyhow::Result<Vec<u8>> {
     procyon::model::agent::encode_snapshot(snapshot).context("cannot encode a snapshot")
 }
