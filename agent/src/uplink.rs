@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use procyon::control::{self, Target};
 use procyon::model::agent::{
-    ActionDone, ActionReply, ActionRequest, AgentMessage, BASES_KEPT, CollectorMessage, MAX_FRAME_BYTES,
-    PROTOCOL_VERSION, delta_frame, full_frame,
+    ActionDone, ActionReply, ActionRequest, AgentMessage, BASES_KEPT, CollectorMessage, KEYFRAME_EVERY,
+    MAX_FRAME_BYTES, PROTOCOL_VERSION, delta_frame, full_frame,
 };
 use procyon::model::delta::SnapshotDelta;
 use procyon::model::{ActionError, ActionErrorCode, HostInfo, Snapshot};
@@ -37,9 +37,6 @@ use crate::spool::Spool;
 
 /// Snapshots sent and not yet acknowledged, at most.
 const WINDOW: usize = 16;
-/// A keyframe at least this often (in snapshots), even when deltas keep working: it
-/// bounds how long any disagreement between the two sides could last.
-const KEYFRAME_EVERY: u32 = 120;
 /// How long to wait for `welcome`.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the REST fallback lasts before the WebSocket is tried again.

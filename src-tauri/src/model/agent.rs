@@ -22,7 +22,8 @@
 //! acknowledged, rebuilt in full. The agent sends a delta only against the newest
 //! snapshot it has seen acknowledged on this connection, and only while fewer than
 //! [`BASES_KEPT`] frames are unanswered, so that base is still kept; otherwise, at the
-//! start of a connection, and every so often as a safety net, it sends a keyframe. A
+//! start of a connection, and every [`KEYFRAME_EVERY`] snapshots as a safety net, it
+//! sends a keyframe. A
 //! delta whose base the collector does not hold is answered with `resync`: nothing is
 //! stored, and the agent sends that seq again as a keyframe.
 //!
@@ -43,6 +44,10 @@ pub const PROTOCOL_VERSION: u32 = 2;
 
 /// Acknowledged snapshots the collector keeps per connection as delta bases.
 pub const BASES_KEPT: usize = 4;
+
+/// The agent sends a keyframe at least this often (in snapshots), even while deltas
+/// work: it bounds how long any disagreement between the two sides could last.
+pub const KEYFRAME_EVERY: u32 = 120;
 
 /// Kind byte of a binary frame holding a whole snapshot.
 pub const FRAME_FULL: u8 = 0;
