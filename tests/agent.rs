@@ -14,7 +14,7 @@ use common::{Sleeper, marker, state, wait_for};
 use futures_util::{SinkExt, StreamExt};
 use procyon::model::Snapshot;
 use procyon::model::agent::{PROTOCOL_VERSION, delta_frame, encode_snapshot, full_frame};
-use procyon::model::delta::{ProcessKey, SnapshotDelta};
+use procyon::model::delta::{LiveMessage, ProcessKey, SnapshotDelta};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -161,7 +161,8 @@ async fn two_agents_lose_nothing_through_a_collector_outage_and_an_agent_crash()
         web1.len() >= before.len() + 10 && web2.len() >= before.len() + 10
     })
     .await;
-    // A few more in steady state after the backlog.
+    // A few more in steady state, once the rest of the backlog is surely through.
+    tokio::time::sleep(Duration::from_secs(3)).await;
     let caught_up = seqs(&c, &token, "web-2").await.len();
     wait_until(Duration::from_secs(30), "steady state after the backlog", || async {
         seqs(&c, &token, "web-2").await.len() >= caught_up + 3
@@ -493,6 +494,22 @@ async fn deltas_are_rebuilt_exactly_and_an_unknown_base_gets_a_resync() {
     bad.processes[0].name = "\u{7}".repeat(2000);
     assert_eq!(send(delta_frame(&SnapshotDelta::between(&snaps[3], &bad)).unwrap()).await["type"], "rejected");
     assert_eq!(seqs(&c, &token, "delta-host").await, [1, 2, 3, 4]);
+
+    // A live delta stream: the newest snapshot whole, then a delta that rebuilds the next
+    // one exactly; a bad value of the parameter is refused.
+    let live_url =
+        |delta: &str| c.ws_url(&format!("/ws/process-snapshots/?hostname=delta-host&delta={delta}&token={token}"));
+    assert!(tokio_tungstenite::connect_async(live_url("7")).await.is_err());
+    let (mut live, _) = tokio_tungstenite::connect_async(live_url("1")).await.unwrap();
+    let mut next_live = async || -> LiveMessage {
+        let m = tokio::time::timeout(Duration::from_secs(10), live.next()).await.unwrap().unwrap().unwrap();
+        serde_json::from_str(m.to_text().unwrap()).unwrap()
+    };
+    let LiveMessage::Full { snapshot: held, .. } = next_live().await else { panic!("the first message is full") };
+    assert_eq!(*held, snaps[3]);
+    assert_eq!(send(delta_frame(&delta(3, 4)).unwrap()).await, ack(5));
+    let LiveMessage::Delta { delta: live_delta, .. } = next_live().await else { panic!("then deltas") };
+    assert_eq!(live_delta.apply(&held).unwrap(), snaps[4]);
 
     // What was stored is exactly what was sampled.
     let (_, list) = c.get("/api/process-snapshots/list/?hostname=delta-host&limit=10", &token).await;

@@ -489,6 +489,7 @@ pub fn typescript() -> String {
         api::ApiKeySummary::decl(&cfg),
         api::ErrorBody::decl(&cfg),
         delta::SnapshotDelta::decl(&cfg),
+        delta::LiveMessage::decl(&cfg),
         delta::ProcessKey::decl(&cfg),
         delta::ProcessesDelta::decl(&cfg),
         delta::ProcessChange::decl(&cfg),

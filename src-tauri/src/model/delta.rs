@@ -94,6 +94,30 @@ pub struct SnapshotDelta {
     pub errors: Option<Vec<DomainError>>,
 }
 
+/// One message of a live stream that sends deltas (`/ws/process-snapshots/?delta=1`),
+/// tagged by `"type"`. The first message for a host is `full`; after that the host's
+/// snapshots come as `delta`s against the previous one sent on the same connection. A
+/// client that cannot apply a delta (it does not hold its base) must reconnect, which
+/// starts again with `full`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LiveMessage {
+    /// A whole snapshot.
+    Full {
+        /// Stored snapshot id.
+        snapshot_id: i64,
+        /// The snapshot.
+        snapshot: Box<Snapshot>,
+    },
+    /// The next snapshot, as a delta against the previous one of its host.
+    Delta {
+        /// Stored snapshot id of the new snapshot.
+        snapshot_id: i64,
+        /// The delta.
+        delta: Box<SnapshotDelta>,
+    },
+}
+
 /// Names one process: a pid that is reused gets a new start time.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
 pub struct ProcessKey {

@@ -770,6 +770,24 @@ ports: PortsDelta,
  */
 errors?: Array<DomainError>, };
 
+export type LiveMessage = { "type": "full", 
+/**
+ * Stored snapshot id.
+ */
+snapshot_id: number, 
+/**
+ * The snapshot.
+ */
+snapshot: Snapshot, } | { "type": "delta", 
+/**
+ * Stored snapshot id of the new snapshot.
+ */
+snapshot_id: number, 
+/**
+ * The delta.
+ */
+delta: SnapshotDelta, };
+
 export type ProcessKey = { 
 /**
  * Process id.
