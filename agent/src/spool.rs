@@ -7,8 +7,12 @@
 //!   (so names sort like seqs), holding exactly the bytes a keyframe carries on the wire
 //!   ([`encode`]); its mtime is the snapshot's `taken_at`, so its age survives restarts
 //!   without decompressing it;
-//! - `state.json`: the highest seq ever given out and the drops not yet reported, so a
-//!   restarted agent continues its sequence even with an empty spool;
+//! - `state-NNNNNNNNNNNNNNNNNNNN.json`: the highest seq ever given out (also in its name)
+//!   and the drops not yet reported, so a restarted agent continues its sequence even
+//!   with an empty spool. Each new seq gets a new file and the old one is removed:
+//!   replacing an existing file by rename makes ext4 (`auto_da_alloc`) start writing it
+//!   out at once, which cost up to milliseconds per snapshot; a new name costs
+//!   microseconds. Older spools have `state.json`, read the same way;
 //! - `lock`: held (flock) while a [`Spool`] is open, so two agents cannot share a spool
 //!   and hand out the same seqs;
 //! - `*.tmp`: a write in progress. Every file is written to a temporary name and renamed,
@@ -36,7 +40,10 @@ use serde::{Deserialize, Serialize};
 
 const SNAPSHOT_SUFFIX: &str = ".zst";
 const TMP_SUFFIX: &str = ".tmp";
+/// The state file of spools written before state files were named by seq.
 const STATE_FILE: &str = "state.json";
+const STATE_PREFIX: &str = "state-";
+const STATE_SUFFIX: &str = ".json";
 #[cfg(unix)]
 const LOCK_FILE: &str = "lock";
 /// Digits of a seq in a file name: enough for any u64.
@@ -61,7 +68,7 @@ struct Entry {
     taken_at: SystemTime,
 }
 
-/// `state.json`.
+/// The state file's content.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
     last_seq: u64,
@@ -79,8 +86,10 @@ pub struct Spool {
     last_seq: u64,
     /// Dropped since the last [`Spool::take_dropped`].
     dropped: u64,
-    /// Whether `state.json` says what `last_seq` and `dropped` say.
+    /// Whether the state file says what `last_seq` and `dropped` say.
     state_saved: bool,
+    /// The state files on disk (normally one).
+    state_files: Vec<PathBuf>,
     /// The newest pushed snapshots that are still stored, decoded (at most [`RECENT`]).
     recent: BTreeMap<u64, Arc<Snapshot>>,
     /// Held for the spool's lifetime; released when it is dropped.
@@ -111,7 +120,7 @@ impl Spool {
         #[cfg(unix)]
         let lock = lock(dir)?;
 
-        let (state, state_ok) = read_state(dir);
+        let (state, state_ok, state_files) = read_state(dir);
         let mut spool = Spool {
             dir: dir.to_path_buf(),
             limits,
@@ -119,7 +128,8 @@ impl Spool {
             bytes: 0,
             last_seq: state.last_seq,
             dropped: state.unreported_dropped,
-            state_saved: state_ok,
+            state_saved: state_ok && state_files.len() == 1,
+            state_files,
             recent: BTreeMap::new(),
             #[cfg(unix)]
             _lock: lock,
@@ -168,7 +178,7 @@ impl Spool {
         &self.dir
     }
 
-    /// The highest seq ever given out (persisted in `state.json`, written atomically via
+    /// The highest seq ever given out (persisted in the state file, written atomically via
     /// rename), so a restarted agent continues its sequence even with an empty spool.
     pub fn last_seq(&self) -> u64 {
         self.last_seq
@@ -334,8 +344,16 @@ impl Spool {
     fn save_state(&mut self) -> anyhow::Result<()> {
         let state = State { last_seq: self.last_seq, unreported_dropped: self.dropped };
         let json = serde_json::to_vec(&state)?;
-        let path = self.dir.join(STATE_FILE);
+        let path = self.dir.join(state_name(self.last_seq));
         write_atomically(&path, &json, None).with_context(|| format!("cannot write {}", path.display()))?;
+        // The new file is complete: the older ones may go (one left behind by a crash is
+        // removed next time; the highest seq wins on reading anyway).
+        for old in std::mem::take(&mut self.state_files).into_iter().filter(|old| *old != path) {
+            if let Err(e) = remove_file_if_exists(&old) {
+                tracing::warn!("cannot remove the old spool state file {}: {e}", old.display());
+            }
+        }
+        self.state_files.push(path);
         self.state_saved = true;
         Ok(())
     }
@@ -364,7 +382,21 @@ fn seq_of(name: &str) -> Option<u64> {
 
 /// A temporary file this module writes (and no one else's).
 fn is_own_temp_file(name: &str) -> bool {
-    name.strip_suffix(TMP_SUFFIX).is_some_and(|base| base == STATE_FILE || seq_of(base).is_some())
+    name.strip_suffix(TMP_SUFFIX).is_some_and(|base| is_state_file(base) || seq_of(base).is_some())
+}
+
+/// The state file's name when `last_seq` is the highest seq given out.
+fn state_name(last_seq: u64) -> String {
+    format!("{STATE_PREFIX}{last_seq:0width$}{STATE_SUFFIX}", width = SEQ_DIGITS)
+}
+
+/// A state file's name, of either form.
+fn is_state_file(name: &str) -> bool {
+    name == STATE_FILE
+        || name
+            .strip_prefix(STATE_PREFIX)
+            .and_then(|rest| rest.strip_suffix(STATE_SUFFIX))
+            .is_some_and(|digits| digits.len() == SEQ_DIGITS && digits.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Checks that a snapshot file holds one complete zstd frame, without decompressing it
@@ -384,24 +416,32 @@ fn check_file(path: &Path) -> Result<Entry, String> {
     Ok(Entry { bytes: bytes.len() as u64, taken_at })
 }
 
-/// `state.json`, and whether it was read as it is. A missing file is a new spool; a
-/// damaged one is replaced (the seqs of the files present still count).
-fn read_state(dir: &Path) -> (State, bool) {
-    let path = dir.join(STATE_FILE);
-    match fs::read(&path) {
-        Ok(bytes) => match serde_json::from_slice(&bytes) {
-            Ok(state) => (state, true),
+/// The state with the highest seq among the state files, whether every one of them was
+/// read as it is, and their paths. None is a new spool; a damaged one is replaced (the
+/// seqs of the snapshot files present still count).
+fn read_state(dir: &Path) -> (State, bool, Vec<PathBuf>) {
+    let mut files = Vec::new();
+    let mut best: Option<State> = None;
+    let mut all_read = true;
+    let names = fs::read_dir(dir).into_iter().flatten().flatten().map(|item| item.file_name());
+    for name in names.filter_map(|n| n.into_string().ok()).filter(|n| is_state_file(n)) {
+        let path = dir.join(&name);
+        let read = fs::read(&path).map_err(|e| e.to_string());
+        match read.and_then(|bytes| serde_json::from_slice::<State>(&bytes).map_err(|e| e.to_string())) {
+            Ok(state) => {
+                if best.as_ref().is_none_or(|b| state.last_seq > b.last_seq) {
+                    best = Some(state);
+                }
+            }
             Err(e) => {
                 tracing::warn!("ignoring the damaged spool state file {}: {e}", path.display());
-                (State::default(), false)
+                all_read = false;
             }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (State::default(), false),
-        Err(e) => {
-            tracing::warn!("cannot read the spool state file {}: {e}", path.display());
-            (State::default(), false)
         }
+        files.push(path);
     }
+    let ok = all_read && best.is_some();
+    (best.unwrap_or_default(), ok, files)
 }
 
 /// Writes `path` through `path.tmp` and a rename, so readers (and a restart after a
@@ -542,7 +582,10 @@ mod tests {
         assert_eq!(spool.pending(), [1, 3]);
         assert!(spool.read(2).is_err());
         assert_eq!(spool.bytes(), sizes - bytes.len() as u64);
-        assert_eq!(names(dir.path()), ["00000000000000000001.zst", "00000000000000000003.zst", "lock", "state.json"]);
+        assert_eq!(
+            names(dir.path()),
+            ["00000000000000000001.zst", "00000000000000000003.zst", "lock", "state-00000000000000000003.json"]
+        );
         assert_eq!(spool.take_dropped(), 0);
     }
 
@@ -669,6 +712,7 @@ mod tests {
         let path = |name: &str| dir.path().join(name);
         // A crash in the middle of writes leaves temporary files...
         fs::write(path("00000000000000000003.zst.tmp"), &whole[..10]).unwrap();
+        fs::write(path("state-00000000000000000003.json.tmp"), "{\"last_").unwrap();
         fs::write(path("state.json.tmp"), "{\"last_").unwrap();
         // ...a power loss may leave a file cut short, or empty.
         fs::write(path("00000000000000000002.zst"), &whole[..whole.len() / 2]).unwrap();
@@ -681,7 +725,10 @@ mod tests {
         assert_eq!(spool.pending(), [1]);
         assert_eq!(spool.take_dropped(), 2);
         assert_eq!(spool.last_seq(), 7, "the seq of a damaged file was given out all the same");
-        assert_eq!(names(dir.path()), ["00000000000000000001.zst", "api.key", "lock", "notes.tmp", "state.json"]);
+        assert_eq!(
+            names(dir.path()),
+            ["00000000000000000001.zst", "api.key", "lock", "notes.tmp", "state-00000000000000000007.json"]
+        );
     }
 
     #[test]
@@ -690,9 +737,16 @@ mod tests {
         let mut spool = Spool::open(dir.path(), ROOMY).unwrap();
         spool.push(&snap(6, now())).unwrap();
         drop(spool);
-        fs::write(dir.path().join("state.json"), "garbage").unwrap();
+        fs::write(dir.path().join("state-00000000000000000006.json"), "garbage").unwrap();
         let spool = Spool::open(dir.path(), ROOMY).unwrap();
         assert_eq!((spool.last_seq(), spool.pending()), (6, vec![6]));
+        drop(spool);
+        // A state file of the older name is read too; the highest seq wins, and only
+        // the current file is kept.
+        fs::write(dir.path().join("state.json"), "{\"last_seq\": 9}").unwrap();
+        let spool = Spool::open(dir.path(), ROOMY).unwrap();
+        assert_eq!(spool.last_seq(), 9);
+        assert_eq!(names(dir.path()), ["00000000000000000006.zst", "lock", "state-00000000000000000009.json"]);
     }
 
     #[cfg(unix)]
