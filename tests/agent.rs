@@ -12,6 +12,9 @@ use std::time::{Duration, Instant};
 use common::collector::{Collector, cli, new_key};
 use common::{Sleeper, marker, state, wait_for};
 use futures_util::{SinkExt, StreamExt};
+use procyon::model::Snapshot;
+use procyon::model::agent::{PROTOCOL_VERSION, delta_frame, encode_snapshot, full_frame};
+use procyon::model::delta::{LiveMessage, ProcessKey, SnapshotDelta};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -158,6 +161,13 @@ async fn two_agents_lose_nothing_through_a_collector_outage_and_an_agent_crash()
         web1.len() >= before.len() + 10 && web2.len() >= before.len() + 10
     })
     .await;
+    // A few more in steady state, once the rest of the backlog is surely through.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let caught_up = seqs(&c, &token, "web-2").await.len();
+    wait_until(Duration::from_secs(30), "steady state after the backlog", || async {
+        seqs(&c, &token, "web-2").await.len() >= caught_up + 3
+    })
+    .await;
     assert!(a.terminate() && b.terminate(), "agents stop on SIGTERM");
     for host in ["web-1", "web-2"] {
         let all = seqs(&c, &token, host).await;
@@ -166,6 +176,41 @@ async fn two_agents_lose_nothing_through_a_collector_outage_and_an_agent_crash()
     }
     let log = a.log();
     assert!(!log.contains("fleet.key") || !log.contains("pk_"), "the key never reaches the log");
+
+    // The agent that lived through the restart: each connection began with a keyframe
+    // (the new collector held no base, and never had to ask for one), then deltas,
+    // much smaller than keyframes.
+    let sessions = sessions(&b.log());
+    assert_eq!(sessions.len(), 2, "one session before the outage, one after: {}", b.log());
+    for s in &sessions {
+        assert!(s["keyframes"] >= 1 && s["deltas"] >= 1, "{s:?}");
+        assert_eq!(s["resyncs"], 0, "{s:?}");
+        assert!(s["delta_bytes"] / s["deltas"] * 2 < s["keyframe_bytes"] / s["keyframes"], "{s:?}");
+    }
+}
+
+/// The agent's "session ended" log lines, as `field -> value` maps.
+fn sessions(log: &str) -> Vec<std::collections::HashMap<String, u64>> {
+    // Without the terminal colours (ESC [ ... m) the log may carry.
+    let mut plain = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '\u{1b}' {
+            chars.by_ref().find(|c| *c == 'm');
+        } else {
+            plain.push(ch);
+        }
+    }
+    plain
+        .lines()
+        .filter(|l| l.contains("session ended"))
+        .map(|l| {
+            l.split_whitespace()
+                .filter_map(|word| word.split_once('='))
+                .filter_map(|(k, v)| Some((k.to_owned(), v.parse().ok()?)))
+                .collect()
+        })
+        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -341,12 +386,11 @@ async fn bad_keys_protocol_mismatch_and_garbage_are_handled() {
     ws.send(Message::Text(hello.to_string().into())).await.unwrap();
     let error = next_json(ws.next().await);
     assert_eq!(error["code"], "protocol_mismatch");
-    assert!(error["message"].as_str().unwrap().contains("protocol 1"), "{error}");
+    assert!(error["message"].as_str().unwrap().contains(&format!("protocol {PROTOCOL_VERSION}")), "{error}");
 
     // Garbage after a proper hello: an error per frame, the session and collector live on.
     let (mut ws, _) = connect().await.unwrap();
-    let mut hello =
-        json!({"type": "hello", "protocol": 1, "agent_version": "test", "host": host, "allow_control": false});
+    let mut hello = json!({"type": "hello", "protocol": PROTOCOL_VERSION, "agent_version": "test", "host": host, "allow_control": false});
     hello["host"]["hostname"] = json!("garbage-host");
     ws.send(Message::Text(hello.to_string().into())).await.unwrap();
     assert_eq!(next_json(ws.next().await)["type"], "welcome");
@@ -358,7 +402,7 @@ async fn bad_keys_protocol_mismatch_and_garbage_are_handled() {
     // A snapshot for another host on this session is rejected, not stored.
     let mut snap = procyon::sample::Sampler::new(Default::default()).sample();
     snap.host.hostname = "someone-else".into();
-    let frame = procyon::model::agent::encode_snapshot(&snap).unwrap();
+    let frame = full_frame(&encode_snapshot(&snap).unwrap());
     ws.send(Message::Binary(frame.into())).await.unwrap();
     assert_eq!(next_json(ws.next().await)["type"], "rejected");
     wait_until(Duration::from_secs(20), "the steady agent to keep delivering", || async {
@@ -390,4 +434,88 @@ async fn a_full_spool_drops_the_oldest_and_says_so() {
         .await;
     let stored = seqs(&c, &token, "tiny").await;
     assert!(stored[0] > 1, "the oldest were dropped: {stored:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn deltas_are_rebuilt_exactly_and_an_unknown_base_gets_a_resync() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let c = Collector::start(&data, &["--no-local"]);
+    let token = c.admin_token().await;
+    let key = new_key(&data, "raw", None);
+    let mut request = c.ws_url("/ws/agent").as_str().into_client_request().unwrap();
+    request.headers_mut().insert("Authorization", format!("Api-Key {key}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+
+    // Real snapshots of this machine, a little apart so that they differ.
+    let mut sampler = procyon::sample::Sampler::new(Default::default());
+    let snaps: Vec<Snapshot> = (1..=5)
+        .map(|seq| {
+            std::thread::sleep(Duration::from_millis(120));
+            let mut s = sampler.sample();
+            s.seq = seq;
+            s.host.hostname = "delta-host".into();
+            s
+        })
+        .collect();
+    let hello = json!({"type": "hello", "protocol": PROTOCOL_VERSION, "agent_version": "test",
+        "host": snaps[0].host, "allow_control": false});
+    ws.send(Message::Text(hello.to_string().into())).await.unwrap();
+    let m = ws.next().await.unwrap().unwrap();
+    assert_eq!(serde_json::from_str::<Value>(m.to_text().unwrap()).unwrap()["type"], "welcome");
+    let mut send = async |frame: Vec<u8>| -> Value {
+        ws.send(Message::Binary(frame.into())).await.unwrap();
+        let m = ws.next().await.unwrap().unwrap();
+        serde_json::from_str(m.to_text().unwrap()).unwrap()
+    };
+    let delta = |base: usize, next: usize| SnapshotDelta::between(&snaps[base], &snaps[next]);
+    let ack = |seq: u64| json!({"type": "ack", "seq": seq});
+
+    // A delta before any keyframe has no base here: resync, nothing stored.
+    let reply = send(delta_frame(&delta(0, 1)).unwrap()).await;
+    assert_eq!((reply["type"].as_str(), reply["seq"].as_u64()), (Some("resync"), Some(2)), "{reply}");
+    assert!(seqs(&c, &token, "delta-host").await.is_empty());
+
+    // Keyframe, then deltas against the newest acknowledged snapshot and an older one.
+    assert_eq!(send(full_frame(&encode_snapshot(&snaps[0]).unwrap())).await, ack(1));
+    assert_eq!(send(delta_frame(&delta(0, 1)).unwrap()).await, ack(2));
+    assert_eq!(send(delta_frame(&delta(1, 2)).unwrap()).await, ack(3));
+    assert_eq!(send(delta_frame(&delta(1, 3)).unwrap()).await, ack(4));
+
+    // An unknown base, and a delta that does not fit its base: resync, nothing stored.
+    let mut unknown = delta(3, 4);
+    unknown.base_seq = 99;
+    assert_eq!(send(delta_frame(&unknown).unwrap()).await["type"], "resync");
+    let mut forged = delta(3, 4);
+    forged.processes.removed.push(ProcessKey { pid: u32::MAX, start_time: snaps[3].taken_at });
+    assert_eq!(send(delta_frame(&forged).unwrap()).await["type"], "resync");
+    // A rebuilt snapshot that breaks the upload rules is rejected like an upload.
+    let mut bad = snaps[4].clone();
+    bad.processes[0].name = "\u{7}".repeat(2000);
+    assert_eq!(send(delta_frame(&SnapshotDelta::between(&snaps[3], &bad)).unwrap()).await["type"], "rejected");
+    assert_eq!(seqs(&c, &token, "delta-host").await, [1, 2, 3, 4]);
+
+    // A live delta stream: the newest snapshot whole, then a delta that rebuilds the next
+    // one exactly; a bad value of the parameter is refused.
+    let live_url =
+        |delta: &str| c.ws_url(&format!("/ws/process-snapshots/?hostname=delta-host&delta={delta}&token={token}"));
+    assert!(tokio_tungstenite::connect_async(live_url("7")).await.is_err());
+    let (mut live, _) = tokio_tungstenite::connect_async(live_url("1")).await.unwrap();
+    let mut next_live = async || -> LiveMessage {
+        let m = tokio::time::timeout(Duration::from_secs(10), live.next()).await.unwrap().unwrap().unwrap();
+        serde_json::from_str(m.to_text().unwrap()).unwrap()
+    };
+    let LiveMessage::Full { snapshot: held, .. } = next_live().await else { panic!("the first message is full") };
+    assert_eq!(*held, snaps[3]);
+    assert_eq!(send(delta_frame(&delta(3, 4)).unwrap()).await, ack(5));
+    let LiveMessage::Delta { delta: live_delta, .. } = next_live().await else { panic!("then deltas") };
+    assert_eq!(live_delta.apply(&held).unwrap(), snaps[4]);
+
+    // What was stored is exactly what was sampled.
+    let (_, list) = c.get("/api/process-snapshots/list/?hostname=delta-host&limit=10", &token).await;
+    for item in list.as_array().unwrap() {
+        let (_, stored) = c.get(&format!("/api/process-snapshots/{}/", item["snapshot_id"]), &token).await;
+        let stored: Snapshot = serde_json::from_value(stored).unwrap();
+        assert_eq!(stored, snaps[stored.seq as usize - 1], "seq {}", stored.seq);
+    }
 }

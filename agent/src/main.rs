@@ -139,7 +139,7 @@ fn take_one(sampler: &mut Sampler, spool: &Mutex<Spool>) -> anyhow::Result<()> {
     // The spool numbers snapshots: it remembers the last seq across restarts and
     // raises it when the collector knows a higher one.
     snapshot.seq = spool.last_seq() + 1;
-    let dropped = spool.push(&snapshot)?;
+    let dropped = spool.push_shared(std::sync::Arc::new(snapshot))?;
     if dropped > 0 {
         tracing::warn!(dropped, bytes = spool.bytes(), "spool full: dropped the oldest snapshots");
     }

@@ -4,11 +4,15 @@
 //! Layout of the directory (mode 0700, the process lists in it are nobody else's
 //! business):
 //! - `NNNNNNNNNNNNNNNNNNNN.zst`: one snapshot, named by its seq zero-padded to 20 digits
-//!   (so names sort like seqs), holding exactly the bytes that go on the wire
+//!   (so names sort like seqs), holding exactly the bytes a keyframe carries on the wire
 //!   ([`encode`]); its mtime is the snapshot's `taken_at`, so its age survives restarts
 //!   without decompressing it;
-//! - `state.json`: the highest seq ever given out and the drops not yet reported, so a
-//!   restarted agent continues its sequence even with an empty spool;
+//! - `state-NNNNNNNNNNNNNNNNNNNN.json`: the highest seq ever given out (also in its name)
+//!   and the drops not yet reported, so a restarted agent continues its sequence even
+//!   with an empty spool. Each new seq gets a new file and the old one is removed:
+//!   replacing an existing file by rename makes ext4 (`auto_da_alloc`) start writing it
+//!   out at once, which cost up to milliseconds per snapshot; a new name costs
+//!   microseconds. Older spools have `state.json`, read the same way;
 //! - `lock`: held (flock) while a [`Spool`] is open, so two agents cannot share a spool
 //!   and hand out the same seqs;
 //! - `*.tmp`: a write in progress. Every file is written to a temporary name and renamed,
@@ -27,6 +31,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context, bail};
@@ -35,11 +40,17 @@ use serde::{Deserialize, Serialize};
 
 const SNAPSHOT_SUFFIX: &str = ".zst";
 const TMP_SUFFIX: &str = ".tmp";
+/// The state file of spools written before state files were named by seq.
 const STATE_FILE: &str = "state.json";
+const STATE_PREFIX: &str = "state-";
+const STATE_SUFFIX: &str = ".json";
 #[cfg(unix)]
 const LOCK_FILE: &str = "lock";
 /// Digits of a seq in a file name: enough for any u64.
 const SEQ_DIGITS: usize = 20;
+/// Newest snapshots kept decoded in memory, so the uplink can make a delta of a fresh
+/// one without reading it back from disk.
+const RECENT: usize = 8;
 
 /// The spool's bounds. When either is exceeded the oldest snapshots go first.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -57,7 +68,7 @@ struct Entry {
     taken_at: SystemTime,
 }
 
-/// `state.json`.
+/// The state file's content.
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct State {
     last_seq: u64,
@@ -75,8 +86,12 @@ pub struct Spool {
     last_seq: u64,
     /// Dropped since the last [`Spool::take_dropped`].
     dropped: u64,
-    /// Whether `state.json` says what `last_seq` and `dropped` say.
+    /// Whether the state file says what `last_seq` and `dropped` say.
     state_saved: bool,
+    /// The state files on disk (normally one).
+    state_files: Vec<PathBuf>,
+    /// The newest pushed snapshots that are still stored, decoded (at most [`RECENT`]).
+    recent: BTreeMap<u64, Arc<Snapshot>>,
     /// Held for the spool's lifetime; released when it is dropped.
     #[cfg(unix)]
     _lock: nix::fcntl::Flock<fs::File>,
@@ -105,7 +120,7 @@ impl Spool {
         #[cfg(unix)]
         let lock = lock(dir)?;
 
-        let (state, state_ok) = read_state(dir);
+        let (state, state_ok, state_files) = read_state(dir);
         let mut spool = Spool {
             dir: dir.to_path_buf(),
             limits,
@@ -113,7 +128,9 @@ impl Spool {
             bytes: 0,
             last_seq: state.last_seq,
             dropped: state.unreported_dropped,
-            state_saved: state_ok,
+            state_saved: state_ok && state_files.len() == 1,
+            state_files,
+            recent: BTreeMap::new(),
             #[cfg(unix)]
             _lock: lock,
         };
@@ -161,7 +178,7 @@ impl Spool {
         &self.dir
     }
 
-    /// The highest seq ever given out (persisted in `state.json`, written atomically via
+    /// The highest seq ever given out (persisted in the state file, written atomically via
     /// rename), so a restarted agent continues its sequence even with an empty spool.
     pub fn last_seq(&self) -> u64 {
         self.last_seq
@@ -183,6 +200,30 @@ impl Spool {
     /// renamed. Then enforces the limits, dropping the oldest first, and returns how many
     /// this push dropped (the new snapshot itself too, if it alone breaks a limit).
     pub fn push(&mut self, snapshot: &Snapshot) -> anyhow::Result<u64> {
+        self.push_shared(Arc::new(snapshot.clone()))
+    }
+
+    /// [`Spool::push`], keeping the snapshot in memory too while it is among the newest.
+    pub fn push_shared(&mut self, snapshot: Arc<Snapshot>) -> anyhow::Result<u64> {
+        let dropped = self.store(&snapshot)?;
+        if self.entries.contains_key(&snapshot.seq) {
+            self.recent.insert(snapshot.seq, snapshot);
+            while self.recent.len() > RECENT {
+                self.recent.pop_first();
+            }
+        }
+        Ok(dropped)
+    }
+
+    /// A stored snapshot, decoded: from memory when it is among the newest.
+    pub fn snapshot(&self, seq: u64) -> anyhow::Result<Arc<Snapshot>> {
+        match self.recent.get(&seq) {
+            Some(snapshot) => Ok(snapshot.clone()),
+            None => Ok(Arc::new(decode(&self.read(seq)?)?)),
+        }
+    }
+
+    fn store(&mut self, snapshot: &Snapshot) -> anyhow::Result<u64> {
         let seq = snapshot.seq;
         if seq <= self.last_seq {
             bail!("snapshot seq {seq} is not above the spool's last seq {}", self.last_seq);
@@ -210,7 +251,7 @@ impl Spool {
         self.entries.keys().copied().collect()
     }
 
-    /// The stored bytes of one seq, as they go on the wire. An error if `seq` is not in
+    /// The stored bytes of one seq, as a keyframe carries them. An error if `seq` is not in
     /// the spool (never pushed, removed, or dropped by the limits).
     pub fn read(&self, seq: u64) -> anyhow::Result<Vec<u8>> {
         if !self.entries.contains_key(&seq) {
@@ -223,6 +264,7 @@ impl Spool {
     /// Removes `seq` (acknowledged or rejected by the collector). Removing a seq that is
     /// not there is not an error: an acknowledgement may arrive twice.
     pub fn remove(&mut self, seq: u64) -> anyhow::Result<()> {
+        self.recent.remove(&seq);
         let removed = match self.entries.remove(&seq) {
             Some(entry) => {
                 self.bytes -= entry.bytes;
@@ -290,6 +332,7 @@ impl Spool {
     }
 
     fn drop_entry(&mut self, seq: u64) {
+        self.recent.remove(&seq);
         if let Some(entry) = self.entries.remove(&seq) {
             self.bytes -= entry.bytes;
             if let Err(e) = remove_file_if_exists(&self.path_of(seq)) {
@@ -301,15 +344,23 @@ impl Spool {
     fn save_state(&mut self) -> anyhow::Result<()> {
         let state = State { last_seq: self.last_seq, unreported_dropped: self.dropped };
         let json = serde_json::to_vec(&state)?;
-        let path = self.dir.join(STATE_FILE);
+        let path = self.dir.join(state_name(self.last_seq));
         write_atomically(&path, &json, None).with_context(|| format!("cannot write {}", path.display()))?;
+        // The new file is complete: the older ones may go (one left behind by a crash is
+        // removed next time; the highest seq wins on reading anyway).
+        for old in std::mem::take(&mut self.state_files).into_iter().filter(|old| *old != path) {
+            if let Err(e) = remove_file_if_exists(&old) {
+                tracing::warn!("cannot remove the old spool state file {}: {e}", old.display());
+            }
+        }
+        self.state_files.push(path);
         self.state_saved = true;
         Ok(())
     }
 }
 
-/// A snapshot as the spool stores it and the wire carries it: zstd (level 3) of its
-/// JSON. The one definition is the library's, shared with the collector.
+/// A snapshot as the spool stores it (and a keyframe carries it after its kind byte):
+/// zstd of its JSON. The one definition is the library's, shared with the collector.
 pub fn encode(snapshot: &Snapshot) -> anyhow::Result<Vec<u8>> {
     procyon::model::agent::encode_snapshot(snapshot).context("cannot encode a snapshot")
 }
@@ -331,7 +382,21 @@ fn seq_of(name: &str) -> Option<u64> {
 
 /// A temporary file this module writes (and no one else's).
 fn is_own_temp_file(name: &str) -> bool {
-    name.strip_suffix(TMP_SUFFIX).is_some_and(|base| base == STATE_FILE || seq_of(base).is_some())
+    name.strip_suffix(TMP_SUFFIX).is_some_and(|base| is_state_file(base) || seq_of(base).is_some())
+}
+
+/// The state file's name when `last_seq` is the highest seq given out.
+fn state_name(last_seq: u64) -> String {
+    format!("{STATE_PREFIX}{last_seq:0width$}{STATE_SUFFIX}", width = SEQ_DIGITS)
+}
+
+/// A state file's name, of either form.
+fn is_state_file(name: &str) -> bool {
+    name == STATE_FILE
+        || name
+            .strip_prefix(STATE_PREFIX)
+            .and_then(|rest| rest.strip_suffix(STATE_SUFFIX))
+            .is_some_and(|digits| digits.len() == SEQ_DIGITS && digits.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Checks that a snapshot file holds one complete zstd frame, without decompressing it
@@ -351,24 +416,32 @@ fn check_file(path: &Path) -> Result<Entry, String> {
     Ok(Entry { bytes: bytes.len() as u64, taken_at })
 }
 
-/// `state.json`, and whether it was read as it is. A missing file is a new spool; a
-/// damaged one is replaced (the seqs of the files present still count).
-fn read_state(dir: &Path) -> (State, bool) {
-    let path = dir.join(STATE_FILE);
-    match fs::read(&path) {
-        Ok(bytes) => match serde_json::from_slice(&bytes) {
-            Ok(state) => (state, true),
+/// The state with the highest seq among the state files, whether every one of them was
+/// read as it is, and their paths. None is a new spool; a damaged one is replaced (the
+/// seqs of the snapshot files present still count).
+fn read_state(dir: &Path) -> (State, bool, Vec<PathBuf>) {
+    let mut files = Vec::new();
+    let mut best: Option<State> = None;
+    let mut all_read = true;
+    let names = fs::read_dir(dir).into_iter().flatten().flatten().map(|item| item.file_name());
+    for name in names.filter_map(|n| n.into_string().ok()).filter(|n| is_state_file(n)) {
+        let path = dir.join(&name);
+        let read = fs::read(&path).map_err(|e| e.to_string());
+        match read.and_then(|bytes| serde_json::from_slice::<State>(&bytes).map_err(|e| e.to_string())) {
+            Ok(state) => {
+                if best.as_ref().is_none_or(|b| state.last_seq > b.last_seq) {
+                    best = Some(state);
+                }
+            }
             Err(e) => {
                 tracing::warn!("ignoring the damaged spool state file {}: {e}", path.display());
-                (State::default(), false)
+                all_read = false;
             }
-        },
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => (State::default(), false),
-        Err(e) => {
-            tracing::warn!("cannot read the spool state file {}: {e}", path.display());
-            (State::default(), false)
         }
+        files.push(path);
     }
+    let ok = all_read && best.is_some();
+    (best.unwrap_or_default(), ok, files)
 }
 
 /// Writes `path` through `path.tmp` and a rename, so readers (and a restart after a
@@ -509,7 +582,10 @@ mod tests {
         assert_eq!(spool.pending(), [1, 3]);
         assert!(spool.read(2).is_err());
         assert_eq!(spool.bytes(), sizes - bytes.len() as u64);
-        assert_eq!(names(dir.path()), ["00000000000000000001.zst", "00000000000000000003.zst", "lock", "state.json"]);
+        assert_eq!(
+            names(dir.path()),
+            ["00000000000000000001.zst", "00000000000000000003.zst", "lock", "state-00000000000000000003.json"]
+        );
         assert_eq!(spool.take_dropped(), 0);
     }
 
@@ -636,6 +712,7 @@ mod tests {
         let path = |name: &str| dir.path().join(name);
         // A crash in the middle of writes leaves temporary files...
         fs::write(path("00000000000000000003.zst.tmp"), &whole[..10]).unwrap();
+        fs::write(path("state-00000000000000000003.json.tmp"), "{\"last_").unwrap();
         fs::write(path("state.json.tmp"), "{\"last_").unwrap();
         // ...a power loss may leave a file cut short, or empty.
         fs::write(path("00000000000000000002.zst"), &whole[..whole.len() / 2]).unwrap();
@@ -648,7 +725,10 @@ mod tests {
         assert_eq!(spool.pending(), [1]);
         assert_eq!(spool.take_dropped(), 2);
         assert_eq!(spool.last_seq(), 7, "the seq of a damaged file was given out all the same");
-        assert_eq!(names(dir.path()), ["00000000000000000001.zst", "api.key", "lock", "notes.tmp", "state.json"]);
+        assert_eq!(
+            names(dir.path()),
+            ["00000000000000000001.zst", "api.key", "lock", "notes.tmp", "state-00000000000000000007.json"]
+        );
     }
 
     #[test]
@@ -657,9 +737,16 @@ mod tests {
         let mut spool = Spool::open(dir.path(), ROOMY).unwrap();
         spool.push(&snap(6, now())).unwrap();
         drop(spool);
-        fs::write(dir.path().join("state.json"), "garbage").unwrap();
+        fs::write(dir.path().join("state-00000000000000000006.json"), "garbage").unwrap();
         let spool = Spool::open(dir.path(), ROOMY).unwrap();
         assert_eq!((spool.last_seq(), spool.pending()), (6, vec![6]));
+        drop(spool);
+        // A state file of the older name is read too; the highest seq wins, and only
+        // the current file is kept.
+        fs::write(dir.path().join("state.json"), "{\"last_seq\": 9}").unwrap();
+        let spool = Spool::open(dir.path(), ROOMY).unwrap();
+        assert_eq!(spool.last_seq(), 9);
+        assert_eq!(names(dir.path()), ["00000000000000000006.zst", "lock", "state-00000000000000000009.json"]);
     }
 
     #[cfg(unix)]

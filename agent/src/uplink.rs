@@ -7,20 +7,27 @@
 //! again. Between attempts it waits with jittered exponential backoff, capped, so a
 //! fleet of agents does not reconnect in lockstep after an outage.
 //!
+//! Each connection starts with a keyframe (the whole snapshot); after that a snapshot
+//! goes as a delta against the newest one the collector acknowledged on this connection,
+//! with a keyframe every [`KEYFRAME_EVERY`] snapshots as a safety net and whenever the
+//! collector asks for one (`resync`, e.g. when it restarted and lost its bases).
+//!
 //! Snapshots leave the spool only when the collector acknowledges (or rejects) them, so
 //! an outage or a crash of either side loses nothing; the collector stores each
 //! (host, seq) once, so a resend never duplicates.
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use procyon::control::{self, Target};
 use procyon::model::agent::{
-    ActionDone, ActionReply, ActionRequest, AgentMessage, CollectorMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    ActionDone, ActionReply, ActionRequest, AgentMessage, BASES_KEPT, CollectorMessage, KEYFRAME_EVERY,
+    MAX_FRAME_BYTES, PROTOCOL_VERSION, delta_frame, full_frame,
 };
-use procyon::model::{ActionError, ActionErrorCode, HostInfo};
+use procyon::model::delta::SnapshotDelta;
+use procyon::model::{ActionError, ActionErrorCode, HostInfo, Snapshot};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
@@ -78,6 +85,27 @@ pub struct Uplink {
     http: reqwest::Client,
     /// Set when the current session has delivered something: the backoff restarts.
     delivered: bool,
+    /// What the current WebSocket session has sent.
+    sent: Sent,
+}
+
+/// Frames sent in one WebSocket session, for its closing log line.
+#[derive(Debug, Default)]
+struct Sent {
+    keyframes: u64,
+    keyframe_bytes: u64,
+    deltas: u64,
+    delta_bytes: u64,
+    resyncs: u64,
+}
+
+/// The delta state of one WebSocket session.
+#[derive(Default)]
+struct Deltas {
+    /// The newest snapshot the collector acknowledged on this connection.
+    base: Option<Arc<Snapshot>>,
+    /// Deltas sent since the last keyframe.
+    since_keyframe: u32,
 }
 
 /// Locks the spool; its operations are short, and a panic elsewhere leaves it usable.
@@ -93,7 +121,7 @@ impl Uplink {
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap_or_default();
-        Uplink { options, host, spool, fresh, http, delivered: false }
+        Uplink { options, host, spool, fresh, http, delivered: false, sent: Sent::default() }
     }
 
     fn url(&self, path: &str) -> String {
@@ -184,7 +212,43 @@ impl Uplink {
         })
     }
 
-    async fn websocket(&mut self, until_empty: bool, mut stop: watch::Receiver<bool>) -> End {
+    async fn websocket(&mut self, until_empty: bool, stop: watch::Receiver<bool>) -> End {
+        self.sent = Sent::default();
+        let end = self.websocket_session(until_empty, stop).await;
+        let Sent { keyframes, keyframe_bytes, deltas, delta_bytes, resyncs } = self.sent;
+        if keyframes + deltas > 0 {
+            tracing::info!(keyframes, keyframe_bytes, deltas, delta_bytes, resyncs, "session ended");
+        }
+        end
+    }
+
+    /// The frame for `seq`: a delta against the acknowledged base when the collector
+    /// surely still holds it, else a keyframe. With the snapshot, kept as the next base
+    /// once acknowledged.
+    fn frame(&mut self, seq: u64, deltas: &mut Deltas, unanswered: usize) -> anyhow::Result<(Vec<u8>, Arc<Snapshot>)> {
+        let spool = lock(&self.spool);
+        let snapshot = spool.snapshot(seq)?;
+        let base = deltas.base.as_ref().filter(|_| unanswered < BASES_KEPT && deltas.since_keyframe < KEYFRAME_EVERY);
+        let frame = match base {
+            Some(base) => {
+                let frame = delta_frame(&SnapshotDelta::between(base, &snapshot))?;
+                deltas.since_keyframe += 1;
+                self.sent.deltas += 1;
+                self.sent.delta_bytes += frame.len() as u64;
+                frame
+            }
+            None => {
+                let frame = full_frame(&spool.read(seq)?);
+                deltas.since_keyframe = 0;
+                self.sent.keyframes += 1;
+                self.sent.keyframe_bytes += frame.len() as u64;
+                frame
+            }
+        };
+        Ok((frame, snapshot))
+    }
+
+    async fn websocket_session(&mut self, until_empty: bool, mut stop: watch::Receiver<bool>) -> End {
         let base = self.options.collector.trim_end_matches('/');
         let ws_base = if let Some(rest) = base.strip_prefix("https://") {
             format!("wss://{rest}")
@@ -258,9 +322,12 @@ impl Uplink {
             let spool = lock(&self.spool);
             (spool.pending(), spool.last_seq())
         };
-        let mut queue: VecDeque<u64> = pending.into_iter().collect();
+        let mut queue: BTreeSet<u64> = pending.into_iter().collect();
         let mut queued_up_to = newest;
-        let mut in_flight: BTreeSet<u64> = BTreeSet::new();
+        // Sent and not yet answered, with the snapshot each stands for.
+        let mut in_flight: BTreeMap<u64, Arc<Snapshot>> = BTreeMap::new();
+        // A new connection: the collector holds no base for us yet.
+        let mut deltas = Deltas::default();
         let (reply_tx, mut replies) = mpsc::channel::<ActionReply>(16);
         let mut ping = tokio::time::interval(PING_EVERY);
         let mut heard_at = Instant::now();
@@ -272,14 +339,13 @@ impl Uplink {
             }
             // Fill the window, oldest first.
             while in_flight.len() < WINDOW {
-                let Some(seq) = queue.pop_front() else { break };
-                let bytes = lock(&self.spool).read(seq);
-                match bytes {
-                    Ok(bytes) => {
-                        if let Err(e) = ws.send(Message::Binary(bytes.into())).await {
+                let Some(seq) = queue.pop_first() else { break };
+                match self.frame(seq, &mut deltas, in_flight.len()) {
+                    Ok((frame, snapshot)) => {
+                        if let Err(e) = ws.send(Message::Binary(frame.into())).await {
                             return End::Disconnected(e.to_string());
                         }
-                        in_flight.insert(seq);
+                        in_flight.insert(seq, snapshot);
                     }
                     // Dropped by the spool's limits meanwhile: nothing to send.
                     Err(_) => continue,
@@ -303,7 +369,11 @@ impl Uplink {
                     };
                     match serde_json::from_str::<CollectorMessage>(&text) {
                         Ok(CollectorMessage::Ack { seq }) => {
-                            in_flight.remove(&seq);
+                            if let Some(snapshot) = in_flight.remove(&seq)
+                                && deltas.base.as_ref().is_none_or(|b| b.seq < seq)
+                            {
+                                deltas.base = Some(snapshot);
+                            }
                             self.delivered = true;
                             if let Err(e) = lock(&self.spool).remove(seq) {
                                 tracing::warn!(seq, "cannot remove an acknowledged snapshot from the spool: {e}");
@@ -313,6 +383,15 @@ impl Uplink {
                             tracing::warn!(seq, %message, "the collector rejected a snapshot; dropping it");
                             in_flight.remove(&seq);
                             let _ = lock(&self.spool).remove(seq);
+                        }
+                        Ok(CollectorMessage::Resync { seq, message }) => {
+                            // Nothing was stored: send it again, whole.
+                            tracing::info!(seq, %message, "the collector asked for a keyframe");
+                            self.sent.resyncs += 1;
+                            if in_flight.remove(&seq).is_some() {
+                                queue.insert(seq);
+                            }
+                            deltas.base = None;
                         }
                         Ok(CollectorMessage::Action(request)) => {
                             let tx = reply_tx.clone();

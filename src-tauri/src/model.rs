@@ -21,6 +21,7 @@ use std::net::IpAddr;
 
 pub mod agent;
 pub mod api;
+pub mod delta;
 pub mod desktop;
 
 use chrono::{DateTime, Utc};
@@ -498,6 +499,14 @@ pub fn typescript() -> String {
         desktop::DesktopState::decl(&cfg),
         desktop::CommandError::decl(&cfg),
         desktop::LiveEvent::decl(&cfg),
+        delta::SnapshotDelta::decl(&cfg),
+        delta::LiveMessage::decl(&cfg),
+        delta::ProcessKey::decl(&cfg),
+        delta::ProcessesDelta::decl(&cfg),
+        delta::ProcessChange::decl(&cfg),
+        delta::Placed::<()>::decl(&cfg),
+        delta::ListDelta::<()>::decl(&cfg),
+        delta::PortsDelta::decl(&cfg),
     ];
     let mut out =
         String::from("// Generated from src-tauri/src/model.rs by `cargo test` (UPDATE_TYPES=1). Do not edit.\n");

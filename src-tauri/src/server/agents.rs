@@ -4,13 +4,16 @@
 //! The API key is checked before the upgrade (a bad key never gets a socket). The first
 //! frame must be `hello` with our protocol version; a mismatch is answered with a clear
 //! `error` and the socket closes. Then every snapshot frame is checked like an upload,
-//! stored, and answered with `ack` (or `rejected`). A garbage frame gets an `error` and
-//! is otherwise ignored: one broken agent never affects another.
+//! stored, and answered with `ack` (or `rejected`). A delta frame is first rebuilt into
+//! the full snapshot from one of the last [`BASES_KEPT`] snapshots acknowledged on this
+//! connection (kept in memory for that); one whose base is not kept, or that does not fit
+//! it, is answered with `resync` and nothing is stored. A garbage frame gets an `error`
+//! and is otherwise ignored: one broken agent never affects another.
 //!
 //! [`Agents`] holds one entry per connected host. A relayed action gets a request id,
 //! goes out on that host's socket, and its REST caller waits (bounded) for the reply.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -24,8 +27,10 @@ use tokio::sync::{mpsc, oneshot};
 
 use super::auth::AgentKey;
 use super::{AppState, upload};
+use crate::model::Snapshot;
 use crate::model::agent::{
-    ActionReply, ActionRequest, AgentMessage, CollectorMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION, decode_snapshot,
+    ActionReply, ActionRequest, AgentMessage, BASES_KEPT, CollectorMessage, Frame, MAX_FRAME_BYTES, PROTOCOL_VERSION,
+    decode_frame,
 };
 
 /// How long an agent has to say hello.
@@ -166,7 +171,9 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
         _ => None,
     };
     let Some(AgentMessage::Hello { protocol, agent_version, host, allow_control }) = hello else {
-        let message = "The first message must be a hello: {\"type\": \"hello\", \"protocol\": 1, ...}".to_owned();
+        let message = format!(
+            "The first message must be a hello: {{\"type\": \"hello\", \"protocol\": {PROTOCOL_VERSION}, ...}}"
+        );
         return refuse(socket, 4000, "expected_hello", message).await;
     };
     if protocol != PROTOCOL_VERSION {
@@ -204,17 +211,25 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
     };
     let mut shutdown = state.shutdown_signal();
     let mut bad_frames = 0u32;
+    // Delta bases: the snapshots acknowledged on this connection, newest last.
+    let mut bases: VecDeque<Snapshot> = VecDeque::with_capacity(BASES_KEPT + 1);
     if send(&mut socket, &welcome).await {
         loop {
             tokio::select! {
                 frame = socket.recv() => {
                     let reply = match frame {
-                        Some(Ok(Message::Binary(bytes))) => match decode_snapshot(&bytes) {
-                            Ok(snapshot) => Some(store(&state, &hostname, snapshot).await),
+                        Some(Ok(Message::Binary(bytes))) => match decode_frame(&bytes) {
+                            Ok(Frame::Full(snapshot)) => Some(store_base(&state, &hostname, *snapshot, &mut bases).await),
+                            Ok(Frame::Delta(delta)) => match rebuild(&delta, &bases) {
+                                Ok(snapshot) => Some(store_base(&state, &hostname, snapshot, &mut bases).await),
+                                Err(reply) => Some(reply),
+                            },
                             Err(e) => Some(bad_frame(&mut bad_frames, e)),
                         },
                         Some(Ok(Message::Text(text))) => match serde_json::from_str::<AgentMessage>(&text) {
-                            Ok(AgentMessage::Snapshot { snapshot }) => Some(store(&state, &hostname, *snapshot).await),
+                            Ok(AgentMessage::Snapshot { snapshot }) => {
+                                Some(store_base(&state, &hostname, *snapshot, &mut bases).await)
+                            }
                             Ok(AgentMessage::Dropped { count, reason }) => {
                                 // Never silent: the operator learns that history has a hole.
                                 tracing::warn!(%hostname, count, %reason, "agent dropped snapshots");
@@ -259,6 +274,42 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
 fn bad_frame(count: &mut u32, message: String) -> CollectorMessage {
     *count += 1;
     CollectorMessage::Error { code: "bad_frame".into(), message }
+}
+
+/// The full snapshot a delta stands for, or the `resync` to answer when its base is
+/// not kept here or the delta does not fit it (a damaged or forged delta is never
+/// stored; a keyframe of that seq will be).
+fn rebuild(
+    delta: &crate::model::delta::SnapshotDelta,
+    bases: &VecDeque<Snapshot>,
+) -> Result<Snapshot, CollectorMessage> {
+    let seq = delta.seq;
+    let Some(base) = bases.iter().rev().find(|b| delta.fits(b)) else {
+        let message =
+            format!("snapshot {seq} is a delta against seq {}, which this connection does not hold", delta.base_seq);
+        return Err(CollectorMessage::Resync { seq, message });
+    };
+    delta.apply(base).map_err(|e| CollectorMessage::Resync { seq, message: e.to_string() })
+}
+
+/// Stores a snapshot like [`store`] and, once it is acknowledged, keeps it as a delta
+/// base (the oldest of more than [`BASES_KEPT`] goes).
+async fn store_base(
+    state: &AppState,
+    hostname: &str,
+    snapshot: Snapshot,
+    bases: &mut VecDeque<Snapshot>,
+) -> CollectorMessage {
+    let base = snapshot.clone();
+    let reply = store(state, hostname, snapshot).await;
+    if matches!(reply, CollectorMessage::Ack { .. }) {
+        bases.retain(|b| b.seq != base.seq);
+        bases.push_back(base);
+        while bases.len() > BASES_KEPT {
+            bases.pop_front();
+        }
+    }
+    reply
 }
 
 /// Checks and stores one snapshot from `hostname`'s agent; the answer to send back.

@@ -1,7 +1,9 @@
 //! Live WebSockets, fed by the hub.
 //!
 //! - `/ws/process-snapshots/`: every new snapshot of every host (or of one, with
-//!   `?hostname=`), in the stored-snapshot shape, as it arrives;
+//!   `?hostname=`), in the stored-snapshot shape, as it arrives; with `?delta=1`, as
+//!   [`LiveMessage`]s instead: each host's first snapshot whole, then deltas against the
+//!   previous one sent on this connection (a fraction of the size);
 //! - `/ws/monitoring/{server_id}`: one host's newest snapshot in the monitoring shape,
 //!   each time a new one arrives (at the sampling interval).
 //!
@@ -9,7 +11,12 @@
 //! for its first picture. A slow client only ever misses intermediate snapshots: the hub
 //! never queues without bound. A socket closes when its token expires (code 4001) and
 //! when the collector shuts down (1001).
+//!
+//! No permessage-deflate: axum 0.8's WebSocket (tungstenite 0.29) does not negotiate
+//! compression extensions, so deltas are what keeps the live stream small.
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Router;
@@ -24,6 +31,8 @@ use super::auth::CurrentUser;
 use super::error::ApiError;
 use super::rest::ApiPath;
 use super::{AppState, views};
+use crate::model::Snapshot;
+use crate::model::delta::{LiveMessage, SnapshotDelta};
 
 /// The WebSocket routes.
 pub fn router() -> Router<AppState> {
@@ -67,6 +76,8 @@ fn client_gone(message: Option<Result<Message, axum::Error>>) -> bool {
 struct StreamQuery {
     /// Only this host's snapshots (a dashboard showing one host needs no others).
     hostname: Option<String>,
+    /// `1`: send [`LiveMessage`]s (full, then deltas); `0` or absent: stored snapshots.
+    delta: Option<u8>,
 }
 
 async fn all_snapshots(
@@ -75,14 +86,52 @@ async fn all_snapshots(
     super::rest::ApiQuery(q): super::rest::ApiQuery<StreamQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    let deltas = match q.delta {
+        None | Some(0) => None,
+        Some(1) => Some(Deltas::default()),
+        Some(other) => return Err(ApiError::BadRequest(format!("delta must be 0 or 1, not {other}."))),
+    };
     let only = match q.hostname {
         Some(h) => Some(state.resolve_host(&h).await?.hostname),
         None => None,
     };
-    Ok(upgrade.on_upgrade(move |socket| stream_all(socket, state, user, only)))
+    Ok(upgrade.on_upgrade(move |socket| stream_all(socket, state, user, only, deltas)))
 }
 
-async fn stream_all(mut socket: WebSocket, state: AppState, user: CurrentUser, only: Option<String>) {
+/// What a delta stream's client holds: the last snapshot sent of each host.
+#[derive(Default)]
+struct Deltas {
+    sent: HashMap<String, Arc<Snapshot>>,
+}
+
+impl Deltas {
+    /// The message for `snapshot`: a delta when this client holds an earlier snapshot of
+    /// its host, else the whole snapshot.
+    fn message(&mut self, snapshot_id: i64, snapshot: Arc<Snapshot>) -> Value {
+        let message = match self.sent.get(&snapshot.host.hostname) {
+            Some(base) => LiveMessage::Delta { snapshot_id, delta: Box::new(SnapshotDelta::between(base, &snapshot)) },
+            None => LiveMessage::Full { snapshot_id, snapshot: Box::new(Snapshot::clone(&snapshot)) },
+        };
+        self.sent.insert(snapshot.host.hostname.clone(), snapshot);
+        serde_json::to_value(message).unwrap_or(Value::Null)
+    }
+}
+
+/// One snapshot for `stream_all`'s client, in the shape it asked for.
+fn stream_message(deltas: &mut Option<Deltas>, snapshot_id: i64, snapshot: Arc<Snapshot>) -> Value {
+    match deltas {
+        Some(deltas) => deltas.message(snapshot_id, snapshot),
+        None => views::stored(snapshot_id, &snapshot, false),
+    }
+}
+
+async fn stream_all(
+    mut socket: WebSocket,
+    state: AppState,
+    user: CurrentUser,
+    only: Option<String>,
+    mut deltas: Option<Deltas>,
+) {
     let wanted = |hostname: &str| only.as_deref().is_none_or(|o| o == hostname);
     let mut feed = state.hub.subscribe_all();
     let mut shutdown = state.shutdown_signal();
@@ -91,7 +140,7 @@ async fn stream_all(mut socket: WebSocket, state: AppState, user: CurrentUser, o
     // First, what is current for every host.
     if let Ok(latest) = state.store.latest_per_host().await {
         for s in latest.into_iter().filter(|s| wanted(&s.snapshot.host.hostname)) {
-            if !send_json(&mut socket, &views::stored(s.id, &s.snapshot, false)).await {
+            if !send_json(&mut socket, &stream_message(&mut deltas, s.id, Arc::new(s.snapshot))).await {
                 return;
             }
         }
@@ -101,7 +150,7 @@ async fn stream_all(mut socket: WebSocket, state: AppState, user: CurrentUser, o
             next = feed.recv() => match next {
                 Ok(p) if !wanted(&p.snapshot.host.hostname) => continue,
                 Ok(p) => {
-                    if !send_json(&mut socket, &views::stored(p.snapshot_id, &p.snapshot, false)).await {
+                    if !send_json(&mut socket, &stream_message(&mut deltas, p.snapshot_id, p.snapshot.clone())).await {
                         break End::Client;
                     }
                 }

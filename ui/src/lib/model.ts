@@ -867,3 +867,207 @@ code: number,
  * Why, for the user.
  */
 reason: string, };
+
+export type SnapshotDelta = { 
+/**
+ * The host's name in the base (and the new snapshot, unless `host` says otherwise).
+ */
+hostname: string, 
+/**
+ * The host's id in the base.
+ */
+host_id: string, 
+/**
+ * The seq of the base snapshot.
+ */
+base_seq: number, 
+/**
+ * The new snapshot's seq.
+ */
+seq: number, 
+/**
+ * The new snapshot's schema version.
+ */
+schema_version: number, 
+/**
+ * When the new snapshot was taken.
+ */
+taken_at: string, 
+/**
+ * The new snapshot's interval, in ms.
+ */
+interval_ms: number, 
+/**
+ * The host, when it differs from the base's.
+ */
+host?: HostInfo, 
+/**
+ * Processor use, when it differs.
+ */
+cpu?: CpuSample, 
+/**
+ * Memory, when it differs.
+ */
+memory?: MemorySample, 
+/**
+ * Edits to the process list.
+ */
+processes: ProcessesDelta, 
+/**
+ * Edits to the socket list.
+ */
+connections: ListDelta<ConnectionSample>, 
+/**
+ * Network counters, when they differ.
+ */
+network?: NetworkSample, 
+/**
+ * Edits to the port usage lists.
+ */
+ports: PortsDelta, 
+/**
+ * The unmeasured parts, when they differ.
+ */
+errors?: Array<DomainError>, };
+
+export type LiveMessage = { "type": "full", 
+/**
+ * Stored snapshot id.
+ */
+snapshot_id: number, 
+/**
+ * The snapshot.
+ */
+snapshot: Snapshot, } | { "type": "delta", 
+/**
+ * Stored snapshot id of the new snapshot.
+ */
+snapshot_id: number, 
+/**
+ * The delta.
+ */
+delta: SnapshotDelta, };
+
+export type ProcessKey = { 
+/**
+ * Process id.
+ */
+pid: number, 
+/**
+ * Start time.
+ */
+start_time: string, };
+
+export type ProcessesDelta = { 
+/**
+ * Base processes that are gone.
+ */
+removed: Array<ProcessKey>, 
+/**
+ * Processes in both whose fields changed.
+ */
+changed: Array<ProcessChange>, 
+/**
+ * New processes, by their index in the new list.
+ */
+added: Array<Placed<ProcessSample>>, };
+
+export type ProcessChange = { 
+/**
+ * Process id (with `start_time`, the key).
+ */
+pid: number, 
+/**
+ * Start time (with `pid`, the key).
+ */
+start_time: string, 
+/**
+ * New parent pid.
+ */
+ppid?: number | null, 
+/**
+ * New name.
+ */
+name?: string, 
+/**
+ * New command line.
+ */
+cmd?: string, 
+/**
+ * New owner.
+ */
+user?: string | null, 
+/**
+ * New state.
+ */
+status?: ProcessStatus, 
+/**
+ * New CPU share.
+ */
+cpu_percent?: number, 
+/**
+ * New memory share.
+ */
+memory_percent?: number, 
+/**
+ * New resident set size.
+ */
+rss_bytes?: number, 
+/**
+ * New virtual size.
+ */
+virtual_bytes?: number, 
+/**
+ * New thread count.
+ */
+threads?: number | null, 
+/**
+ * New bytes read.
+ */
+disk_read_bytes?: number | null, 
+/**
+ * New bytes written.
+ */
+disk_write_bytes?: number | null, 
+/**
+ * New read rate.
+ */
+disk_read_bytes_per_sec?: number | null, 
+/**
+ * New write rate.
+ */
+disk_write_bytes_per_sec?: number | null, 
+/**
+ * New kernel-thread flag.
+ */
+kernel_thread?: boolean, };
+
+export type Placed<T> = { 
+/**
+ * Index in the new list.
+ */
+at: number, 
+/**
+ * The entry.
+ */
+item: T, };
+
+export type ListDelta<T> = { 
+/**
+ * Values taken out of the base list (every copy).
+ */
+removed: Array<T>, 
+/**
+ * Values put in, by their index in the new list.
+ */
+added: Array<Placed<T>>, };
+
+export type PortsDelta = { 
+/**
+ * Edits to `by_local_port`.
+ */
+by_local_port: ListDelta<PortCount>, 
+/**
+ * Edits to `listening`.
+ */
+listening: ListDelta<ListeningPort>, };

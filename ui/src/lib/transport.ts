@@ -8,10 +8,12 @@
 // user can copy: only the WebSocket URL carries it (`?token=`), because browsers cannot
 // set headers on a WebSocket.
 
+import { DeltaMismatch, applyDelta } from './delta';
 import type {
   AuditEntry,
   ErrorBody,
   HostSummary,
+  LiveMessage,
   LoginResponse,
   ProcessAction,
   ProcessHistoryPoint,
@@ -323,6 +325,20 @@ export class LiveStream {
     this.connect();
   }
 
+  /** Drops the connection and opens a new one at once, which starts over with full
+   *  snapshots (after a delta that did not fit what the client holds). */
+  reconnect() {
+    if (this.stopped) return;
+    if (this.timer !== null) clearTimeout(this.timer);
+    const socket = this.socket;
+    this.socket = null;
+    if (socket) {
+      socket.onopen = socket.onmessage = socket.onerror = socket.onclose = null;
+      socket.close(1000, 'resubscribing');
+    }
+    this.connect();
+  }
+
   /** Retries at once (the "Retry now" button, the browser coming back online). */
   retryNow() {
     if (this.stopped || this.status.state !== 'reconnecting' || this.timer === null) return;
@@ -525,20 +541,44 @@ export class WebTransport implements Transport {
 
   live(hostname: string, handlers: LiveHandlers): LiveSubscription {
     const wsOrigin = this.options.origin.replace(/^http/, 'ws');
-    const stream = new LiveStream({
-      url: () => `${wsOrigin}/ws/process-snapshots/${query({ token: this.current?.token ?? '', hostname })}`,
+    // `delta=1`: the host's first snapshot whole, then deltas against the one held. A
+    // collector without deltas ignores the parameter and sends stored snapshots.
+    let held: Snapshot | null = null;
+    const stream: LiveStream = new LiveStream({
+      url: () => `${wsOrigin}/ws/process-snapshots/${query({ token: this.current?.token ?? '', hostname, delta: 1 })}`,
       socket: this.options.socket,
       backoff: this.options.backoff,
       onMessage: (data) => {
-        let parsed: StoredSnapshot;
+        let parsed: StoredSnapshot | LiveMessage;
         try {
-          parsed = JSON.parse(data) as StoredSnapshot;
+          parsed = JSON.parse(data) as StoredSnapshot | LiveMessage;
         } catch {
           return; // not a snapshot: nothing to show
         }
+        if (!parsed || typeof parsed !== 'object') return;
+        let next: StoredSnapshot;
+        if ('type' in parsed && (parsed.type === 'full' || parsed.type === 'delta')) {
+          let snapshot: Snapshot;
+          try {
+            if (parsed.type === 'full') snapshot = parsed.snapshot;
+            else if (held) snapshot = applyDelta(held, parsed.delta);
+            else throw new DeltaMismatch('a delta before any full snapshot');
+          } catch (e) {
+            // Never show a snapshot that may be wrong: start over with a full one.
+            if (!(e instanceof DeltaMismatch)) throw e;
+            held = null;
+            stream.reconnect();
+            return;
+          }
+          if (snapshot.host.hostname !== hostname) return;
+          held = snapshot;
+          next = { ...snapshot, snapshot_id: parsed.snapshot_id, hostname, snapshot_time: snapshot.taken_at };
+        } else {
+          next = parsed as StoredSnapshot;
+        }
         // The stream carries only this host's snapshots; checking again costs nothing
         // and guards against a server without the `hostname` filter.
-        if (parsed && parsed.host && parsed.host.hostname === hostname) handlers.onSnapshot(parsed);
+        if (next.host && next.host.hostname === hostname) handlers.onSnapshot(next);
       },
       onStatus: handlers.onStatus,
       onExpired: () => this.end('Your sign-in has expired. Sign in again to continue.'),
@@ -551,7 +591,8 @@ export class WebTransport implements Transport {
           throw e;
         }
       },
-    }).start();
+    });
+    stream.start();
     const online = () => stream.retryNow();
     if (typeof window !== 'undefined') window.addEventListener('online', online);
     return {

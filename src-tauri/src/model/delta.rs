@@ -1,0 +1,931 @@
+//! Snapshot deltas: the difference between two snapshots of one host, and how to
+//! rebuild the newer one from the older one and the difference.
+//!
+//! Consecutive snapshots of a machine differ little: most processes and sockets are the
+//! same, and of a process only a few figures move (CPU share, resident memory). A
+//! [`SnapshotDelta`] carries just that, so a steady stream of snapshots costs a fraction
+//! of sending each one whole. The agent uplink and the live WebSockets use it; whoever
+//! applies a delta must hold its base, named by host and seq.
+//!
+//! Rebuilding is exact: [`SnapshotDelta::apply`] returns a snapshot equal to the one
+//! [`SnapshotDelta::between`] was given, float bits and list order included, so a delta
+//! can stand in for the full snapshot anywhere.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use ts_rs::TS;
+
+use super::{
+    ConnectionSample, CpuSample, DomainError, HostInfo, ListeningPort, MemorySample, NetworkSample, PortCount,
+    ProcessSample, ProcessStatus, Protocol, Snapshot, TcpState,
+};
+
+/// The difference between a base snapshot and the next one of the same host.
+///
+/// # JSON format
+///
+/// One JSON object. `hostname`, `host_id` and `base_seq` name the base: a reader that
+/// does not hold exactly that snapshot must not apply the delta (it asks for a full
+/// snapshot instead). `seq`, `schema_version`, `taken_at` and `interval_ms` are the new
+/// snapshot's own.
+///
+/// The small parts (`host`, `cpu`, `memory`, `network`, `errors`) are either absent
+/// (unchanged from the base) or present whole. The lists are edited:
+///
+/// - `processes`: keyed by `(pid, start_time)`. `removed` lists the keys of base processes
+///   that are gone; `changed` lists, for processes in both, their key and only the fields
+///   whose value differs (a nullable field that became `null` is present as `null`);
+///   `added` gives whole processes with `at`, their index in the new list.
+/// - `connections`, `ports.by_local_port`, `ports.listening`: compared by value (a socket
+///   whose state changed is one removed and one added). `removed` lists values to take
+///   out of the base list (every copy of each), `added` values with their new index.
+///
+/// To rebuild a list: drop the removed entries from the base list (the others keep their
+/// order), patch the changed ones, then insert each added entry at its `at`, in
+/// increasing `at` order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct SnapshotDelta {
+    /// The host's name in the base (and the new snapshot, unless `host` says otherwise).
+    pub hostname: String,
+    /// The host's id in the base.
+    pub host_id: String,
+    /// The seq of the base snapshot.
+    #[ts(type = "number")]
+    pub base_seq: u64,
+    /// The new snapshot's seq.
+    #[ts(type = "number")]
+    pub seq: u64,
+    /// The new snapshot's schema version.
+    pub schema_version: u32,
+    /// When the new snapshot was taken.
+    pub taken_at: DateTime<Utc>,
+    /// The new snapshot's interval, in ms.
+    #[ts(type = "number")]
+    pub interval_ms: u64,
+    /// The host, when it differs from the base's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub host: Option<HostInfo>,
+    /// Processor use, when it differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub cpu: Option<CpuSample>,
+    /// Memory, when it differs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub memory: Option<MemorySample>,
+    /// Edits to the process list.
+    pub processes: ProcessesDelta,
+    /// Edits to the socket list.
+    pub connections: ListDelta<ConnectionSample>,
+    /// Network counters, when they differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub network: Option<NetworkSample>,
+    /// Edits to the port usage lists.
+    pub ports: PortsDelta,
+    /// The unmeasured parts, when they differ.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub errors: Option<Vec<DomainError>>,
+}
+
+/// One message of a live stream that sends deltas (`/ws/process-snapshots/?delta=1`),
+/// tagged by `"type"`. The first message for a host is `full`; after that the host's
+/// snapshots come as `delta`s against the previous one sent on the same connection. A
+/// client that cannot apply a delta (it does not hold its base) must reconnect, which
+/// starts again with `full`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum LiveMessage {
+    /// A whole snapshot.
+    Full {
+        /// Stored snapshot id.
+        snapshot_id: i64,
+        /// The snapshot.
+        snapshot: Box<Snapshot>,
+    },
+    /// The next snapshot, as a delta against the previous one of its host.
+    Delta {
+        /// Stored snapshot id of the new snapshot.
+        snapshot_id: i64,
+        /// The delta.
+        delta: Box<SnapshotDelta>,
+    },
+}
+
+/// Names one process: a pid that is reused gets a new start time.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+pub struct ProcessKey {
+    /// Process id.
+    pub pid: u32,
+    /// Start time.
+    pub start_time: DateTime<Utc>,
+}
+
+/// Edits to the process list.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, TS)]
+pub struct ProcessesDelta {
+    /// Base processes that are gone.
+    pub removed: Vec<ProcessKey>,
+    /// Processes in both whose fields changed.
+    pub changed: Vec<ProcessChange>,
+    /// New processes, by their index in the new list.
+    pub added: Vec<Placed<ProcessSample>>,
+}
+
+/// One entry of a list at its index in the new list.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct Placed<T> {
+    /// Index in the new list.
+    pub at: u32,
+    /// The entry.
+    pub item: T,
+}
+
+/// Edits to a list whose entries are compared by value.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+pub struct ListDelta<T> {
+    /// Values taken out of the base list (every copy).
+    pub removed: Vec<T>,
+    /// Values put in, by their index in the new list.
+    pub added: Vec<Placed<T>>,
+}
+
+impl<T> Default for ListDelta<T> {
+    fn default() -> Self {
+        ListDelta { removed: Vec::new(), added: Vec::new() }
+    }
+}
+
+/// Edits to [`super::PortUsage`].
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, TS)]
+pub struct PortsDelta {
+    /// Edits to `by_local_port`.
+    pub by_local_port: ListDelta<PortCount>,
+    /// Edits to `listening`.
+    pub listening: ListDelta<ListeningPort>,
+}
+
+/// The changed fields of one process; an absent field kept its value.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, TS)]
+pub struct ProcessChange {
+    /// Process id (with `start_time`, the key).
+    pub pid: u32,
+    /// Start time (with `pid`, the key).
+    pub start_time: DateTime<Utc>,
+    /// New parent pid.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[ts(optional)]
+    pub ppid: Option<Option<u32>>,
+    /// New name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub name: Option<String>,
+    /// New command line.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub cmd: Option<String>,
+    /// New owner.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[ts(optional)]
+    pub user: Option<Option<String>>,
+    /// New state.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub status: Option<ProcessStatus>,
+    /// New CPU share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub cpu_percent: Option<f32>,
+    /// New memory share.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub memory_percent: Option<f32>,
+    /// New resident set size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional, type = "number")]
+    pub rss_bytes: Option<u64>,
+    /// New virtual size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional, type = "number")]
+    pub virtual_bytes: Option<u64>,
+    /// New thread count.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[ts(optional)]
+    pub threads: Option<Option<u32>>,
+    /// New bytes read.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[ts(optional, type = "number | null")]
+    pub disk_read_bytes: Option<Option<u64>>,
+    /// New bytes written.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[ts(optional, type = "number | null")]
+    pub disk_write_bytes: Option<Option<u64>>,
+    /// New read rate.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[ts(optional)]
+    pub disk_read_bytes_per_sec: Option<Option<f64>>,
+    /// New write rate.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[ts(optional)]
+    pub disk_write_bytes_per_sec: Option<Option<f64>>,
+    /// New kernel-thread flag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub kernel_thread: Option<bool>,
+}
+
+/// A field that is present is `Some`, even when its value is `null` (serde alone reads
+/// `null` as absent).
+fn present<'de, D: Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Option<Option<T>>, D::Error> {
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// Why a delta cannot be applied to a snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DeltaError {
+    /// The delta was made against another snapshot.
+    #[error("the delta is against {want_host} seq {want_seq}, not {have_host} seq {have_seq}")]
+    BaseMismatch {
+        /// Host the delta expects.
+        want_host: String,
+        /// Seq the delta expects.
+        want_seq: u64,
+        /// Host of the snapshot at hand.
+        have_host: String,
+        /// Seq of the snapshot at hand.
+        have_seq: u64,
+    },
+    /// The edits do not fit the base (an entry to remove or change is not there, an
+    /// index is out of range): the delta is damaged or forged.
+    #[error("the delta does not fit its base: {0}")]
+    Inconsistent(String),
+}
+
+impl SnapshotDelta {
+    /// The difference that turns `base` into `next`.
+    pub fn between(base: &Snapshot, next: &Snapshot) -> SnapshotDelta {
+        SnapshotDelta {
+            hostname: base.host.hostname.clone(),
+            host_id: base.host.id.clone(),
+            base_seq: base.seq,
+            seq: next.seq,
+            schema_version: next.schema_version,
+            taken_at: next.taken_at,
+            interval_ms: next.interval_ms,
+            host: if_changed(&base.host, &next.host),
+            cpu: if_changed(&base.cpu, &next.cpu),
+            memory: if_changed(&base.memory, &next.memory),
+            processes: processes_between(&base.processes, &next.processes),
+            connections: list_between(&base.connections, &next.connections, connection_key),
+            network: if_changed(&base.network, &next.network),
+            ports: PortsDelta {
+                by_local_port: list_between(&base.ports.by_local_port, &next.ports.by_local_port, |p| {
+                    (p.protocol, p.port, p.connections)
+                }),
+                listening: list_between(&base.ports.listening, &next.ports.listening, listening_key),
+            },
+            errors: if_changed(&base.errors, &next.errors),
+        }
+    }
+
+    /// Whether this delta was made against `snapshot`.
+    pub fn fits(&self, snapshot: &Snapshot) -> bool {
+        snapshot.seq == self.base_seq && snapshot.host.hostname == self.hostname && snapshot.host.id == self.host_id
+    }
+
+    /// Rebuilds the new snapshot from its base. Refuses a base other than the one the
+    /// delta names, and edits that do not fit it.
+    pub fn apply(&self, base: &Snapshot) -> Result<Snapshot, DeltaError> {
+        if !self.fits(base) {
+            return Err(DeltaError::BaseMismatch {
+                want_host: self.hostname.clone(),
+                want_seq: self.base_seq,
+                have_host: base.host.hostname.clone(),
+                have_seq: base.seq,
+            });
+        }
+        let ports = super::PortUsage {
+            by_local_port: list_apply(&base.ports.by_local_port, &self.ports.by_local_port, |p| {
+                (p.protocol, p.port, p.connections)
+            })?,
+            listening: list_apply(&base.ports.listening, &self.ports.listening, listening_key)?,
+        };
+        Ok(Snapshot {
+            schema_version: self.schema_version,
+            host: self.host.clone().unwrap_or_else(|| base.host.clone()),
+            taken_at: self.taken_at,
+            seq: self.seq,
+            interval_ms: self.interval_ms,
+            cpu: self.cpu.clone().unwrap_or_else(|| base.cpu.clone()),
+            memory: self.memory.clone().unwrap_or_else(|| base.memory.clone()),
+            processes: processes_apply(&base.processes, &self.processes)?,
+            connections: list_apply(&base.connections, &self.connections, connection_key)?,
+            network: self.network.clone().unwrap_or_else(|| base.network.clone()),
+            ports,
+            errors: self.errors.clone().unwrap_or_else(|| base.errors.clone()),
+        })
+    }
+}
+
+/// `next` if it differs from `base` in any bit. `PartialEq` alone would take `-0.0` for
+/// `0.0`; the JSON comparison (only when `==` says equal, which is cheap for the small
+/// parts this is used on) tells them apart.
+fn if_changed<T: PartialEq + Clone + Serialize>(base: &T, next: &T) -> Option<T> {
+    let same = base == next && serde_json::to_string(base).ok() == serde_json::to_string(next).ok();
+    (!same).then(|| next.clone())
+}
+
+type ConnectionKey = (Protocol, IpAddr, u16, Option<IpAddr>, Option<u16>, Option<TcpState>, Option<u32>);
+
+fn connection_key(c: &ConnectionSample) -> ConnectionKey {
+    (c.protocol, c.local_address, c.local_port, c.remote_address, c.remote_port, c.state, c.pid)
+}
+
+fn listening_key(l: &ListeningPort) -> (Protocol, IpAddr, u16, Option<u32>, Option<String>) {
+    (l.protocol, l.address, l.port, l.pid, l.process_name.clone())
+}
+
+fn process_key(p: &ProcessSample) -> (u32, DateTime<Utc>) {
+    (p.pid, p.start_time)
+}
+
+/// How a new list is made from a base list: which base entries survive (in base order),
+/// and which new entries are added.
+struct Plan {
+    /// `(base index, new index)` of the entries in both, in increasing order of both.
+    kept: Vec<(usize, usize)>,
+    /// Base indices not kept.
+    dropped: Vec<usize>,
+    /// New indices not kept.
+    added: Vec<usize>,
+}
+
+/// Matches entries by key. An entry is kept when its key occurs once in each list and
+/// keeping it preserves the order of those kept before it; everything else is dropped
+/// and added again. Sorted lists (the sampler's) keep every common entry; a reordered or
+/// duplicated entry costs its size, never correctness.
+fn plan<T, K: Hash + Eq>(base: &[T], next: &[T], key: impl Fn(&T) -> K) -> Plan {
+    // Key -> index of its only occurrence, or None once it has a second one.
+    let mut in_base: HashMap<K, Option<usize>> = HashMap::with_capacity(base.len());
+    for (i, item) in base.iter().enumerate() {
+        in_base.entry(key(item)).and_modify(|slot| *slot = None).or_insert(Some(i));
+    }
+    let mut next_count: HashMap<K, u32> = HashMap::with_capacity(next.len());
+    for item in next {
+        *next_count.entry(key(item)).or_insert(0) += 1;
+    }
+    let mut kept = Vec::with_capacity(next.len());
+    let mut added = Vec::new();
+    let mut kept_base = vec![false; base.len()];
+    let mut last: Option<usize> = None;
+    for (j, item) in next.iter().enumerate() {
+        let k = key(item);
+        let unique_here = next_count.get(&k) == Some(&1);
+        match in_base.get(&k) {
+            Some(Some(i)) if unique_here && last.is_none_or(|l| *i > l) => {
+                kept.push((*i, j));
+                kept_base[*i] = true;
+                last = Some(*i);
+            }
+            _ => added.push(j),
+        }
+    }
+    let dropped = (0..base.len()).filter(|i| !kept_base[*i]).collect();
+    Plan { kept, dropped, added }
+}
+
+/// Keys of the dropped entries, each once.
+fn dropped_keys<T, K: Hash + Eq>(base: &[T], dropped: &[usize], key: impl Fn(&T) -> K) -> Vec<usize> {
+    let mut seen = HashSet::with_capacity(dropped.len());
+    dropped.iter().copied().filter(|i| seen.insert(key(&base[*i]))).collect()
+}
+
+fn list_between<T: Clone, K: Hash + Eq>(base: &[T], next: &[T], key: impl Fn(&T) -> K) -> ListDelta<T> {
+    let plan = plan(base, next, &key);
+    ListDelta {
+        removed: dropped_keys(base, &plan.dropped, &key).into_iter().map(|i| base[i].clone()).collect(),
+        added: plan.added.into_iter().map(|j| Placed { at: j as u32, item: next[j].clone() }).collect(),
+    }
+}
+
+/// [`plan`] for two lists whose keys strictly increase (the sampler's process lists, in
+/// pid order): a merge, without hashing. It keeps exactly what [`plan`] keeps (every
+/// common key, each unique), at a fraction of the cost. `None` when a list is not so.
+fn plan_sorted<T, K: Ord>(base: &[T], next: &[T], key: impl Fn(&T) -> K) -> Option<Plan> {
+    let increasing = |list: &[T]| list.windows(2).all(|w| key(&w[0]) < key(&w[1]));
+    if !increasing(base) || !increasing(next) {
+        return None;
+    }
+    let mut plan = Plan { kept: Vec::with_capacity(next.len()), dropped: Vec::new(), added: Vec::new() };
+    let (mut i, mut j) = (0, 0);
+    while i < base.len() && j < next.len() {
+        match key(&base[i]).cmp(&key(&next[j])) {
+            std::cmp::Ordering::Equal => {
+                plan.kept.push((i, j));
+                i += 1;
+                j += 1;
+            }
+            std::cmp::Ordering::Less => {
+                plan.dropped.push(i);
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                plan.added.push(j);
+                j += 1;
+            }
+        }
+    }
+    plan.dropped.extend(i..base.len());
+    plan.added.extend(j..next.len());
+    Some(plan)
+}
+
+fn processes_between(base: &[ProcessSample], next: &[ProcessSample]) -> ProcessesDelta {
+    let plan = plan_sorted(base, next, process_key).unwrap_or_else(|| plan(base, next, process_key));
+    ProcessesDelta {
+        removed: dropped_keys(base, &plan.dropped, process_key)
+            .into_iter()
+            .map(|i| ProcessKey { pid: base[i].pid, start_time: base[i].start_time })
+            .collect(),
+        changed: plan.kept.iter().filter_map(|&(i, j)| process_change(&base[i], &next[j])).collect(),
+        added: plan.added.into_iter().map(|j| Placed { at: j as u32, item: next[j].clone() }).collect(),
+    }
+}
+
+/// `Some(new)` when `old != new`.
+fn differs<T: PartialEq + Clone>(old: &T, new: &T) -> Option<T> {
+    (old != new).then(|| new.clone())
+}
+
+/// Floats by their bits, so that `-0.0` and `0.0` (and NaNs) count as different.
+fn differs_f32(old: f32, new: f32) -> Option<f32> {
+    (old.to_bits() != new.to_bits()).then_some(new)
+}
+
+fn differs_f64(old: Option<f64>, new: Option<f64>) -> Option<Option<f64>> {
+    (old.map(f64::to_bits) != new.map(f64::to_bits)).then_some(new)
+}
+
+fn process_change(old: &ProcessSample, new: &ProcessSample) -> Option<ProcessChange> {
+    let change = ProcessChange {
+        pid: new.pid,
+        start_time: new.start_time,
+        ppid: differs(&old.ppid, &new.ppid),
+        name: differs(&old.name, &new.name),
+        cmd: differs(&old.cmd, &new.cmd),
+        user: differs(&old.user, &new.user),
+        status: differs(&old.status, &new.status),
+        cpu_percent: differs_f32(old.cpu_percent, new.cpu_percent),
+        memory_percent: differs_f32(old.memory_percent, new.memory_percent),
+        rss_bytes: differs(&old.rss_bytes, &new.rss_bytes),
+        virtual_bytes: differs(&old.virtual_bytes, &new.virtual_bytes),
+        threads: differs(&old.threads, &new.threads),
+        disk_read_bytes: differs(&old.disk_read_bytes, &new.disk_read_bytes),
+        disk_write_bytes: differs(&old.disk_write_bytes, &new.disk_write_bytes),
+        disk_read_bytes_per_sec: differs_f64(old.disk_read_bytes_per_sec, new.disk_read_bytes_per_sec),
+        disk_write_bytes_per_sec: differs_f64(old.disk_write_bytes_per_sec, new.disk_write_bytes_per_sec),
+        kernel_thread: differs(&old.kernel_thread, &new.kernel_thread),
+    };
+    let unchanged = ProcessChange { pid: new.pid, start_time: new.start_time, ..ProcessChange::default() };
+    (change != unchanged).then_some(change)
+}
+
+impl ProcessChange {
+    fn patch(&self, p: &mut ProcessSample) {
+        fn set<T: Clone>(field: &mut T, value: &Option<T>) {
+            if let Some(v) = value {
+                *field = v.clone();
+            }
+        }
+        set(&mut p.ppid, &self.ppid);
+        set(&mut p.name, &self.name);
+        set(&mut p.cmd, &self.cmd);
+        set(&mut p.user, &self.user);
+        set(&mut p.status, &self.status);
+        set(&mut p.cpu_percent, &self.cpu_percent);
+        set(&mut p.memory_percent, &self.memory_percent);
+        set(&mut p.rss_bytes, &self.rss_bytes);
+        set(&mut p.virtual_bytes, &self.virtual_bytes);
+        set(&mut p.threads, &self.threads);
+        set(&mut p.disk_read_bytes, &self.disk_read_bytes);
+        set(&mut p.disk_write_bytes, &self.disk_write_bytes);
+        set(&mut p.disk_read_bytes_per_sec, &self.disk_read_bytes_per_sec);
+        set(&mut p.disk_write_bytes_per_sec, &self.disk_write_bytes_per_sec);
+        set(&mut p.kernel_thread, &self.kernel_thread);
+    }
+}
+
+/// Drops the entries whose key is in `removed` (each such key must occur in `base`),
+/// then inserts `added` at their indices.
+fn rebuild<T: Clone, K: Hash + Eq>(
+    base: &[T],
+    removed: HashSet<K>,
+    added: &[Placed<T>],
+    key: impl Fn(&T) -> K,
+) -> Result<Vec<T>, DeltaError> {
+    let mut found = HashSet::with_capacity(removed.len());
+    let mut kept = Vec::with_capacity(base.len());
+    for item in base {
+        let k = key(item);
+        if removed.contains(&k) {
+            found.insert(k);
+        } else {
+            kept.push(item);
+        }
+    }
+    if found.len() != removed.len() {
+        return Err(DeltaError::Inconsistent("it removes an entry the base does not have".into()));
+    }
+    let total = kept.len() + added.len();
+    let mut out = Vec::with_capacity(total);
+    let mut kept = kept.into_iter();
+    for placed in added {
+        let at = placed.at as usize;
+        if at < out.len() || at >= total {
+            return Err(DeltaError::Inconsistent(format!("an entry is placed at {at}, out of order or range")));
+        }
+        while out.len() < at {
+            // `at < total` and `at` increasing: enough kept entries remain.
+            let Some(item) = kept.next() else {
+                return Err(DeltaError::Inconsistent("added entries leave a gap".into()));
+            };
+            out.push(item.clone());
+        }
+        out.push(placed.item.clone());
+    }
+    out.extend(kept.cloned());
+    Ok(out)
+}
+
+fn list_apply<T: Clone, K: Hash + Eq>(
+    base: &[T],
+    delta: &ListDelta<T>,
+    key: impl Fn(&T) -> K,
+) -> Result<Vec<T>, DeltaError> {
+    let removed: HashSet<K> = delta.removed.iter().map(&key).collect();
+    if removed.len() != delta.removed.len() {
+        return Err(DeltaError::Inconsistent("it removes an entry twice".into()));
+    }
+    rebuild(base, removed, &delta.added, key)
+}
+
+fn processes_apply(base: &[ProcessSample], delta: &ProcessesDelta) -> Result<Vec<ProcessSample>, DeltaError> {
+    let removed: HashSet<(u32, DateTime<Utc>)> = delta.removed.iter().map(|k| (k.pid, k.start_time)).collect();
+    if removed.len() != delta.removed.len() {
+        return Err(DeltaError::Inconsistent("it removes a process twice".into()));
+    }
+    let mut out = rebuild(base, removed, &delta.added, process_key)?;
+    if delta.changed.is_empty() {
+        return Ok(out);
+    }
+    // Changes apply to kept processes only, never to added ones.
+    let added: HashSet<usize> = delta.added.iter().map(|p| p.at as usize).collect();
+    let mut index: HashMap<(u32, DateTime<Utc>), Option<usize>> = HashMap::with_capacity(out.len());
+    for (i, p) in out.iter().enumerate().filter(|(i, _)| !added.contains(i)) {
+        index.entry(process_key(p)).and_modify(|slot| *slot = None).or_insert(Some(i));
+    }
+    let mut patched = HashSet::with_capacity(delta.changed.len());
+    for change in &delta.changed {
+        let k = (change.pid, change.start_time);
+        let Some(Some(i)) = index.get(&k) else {
+            return Err(DeltaError::Inconsistent(format!("it changes process {}, which it cannot name", change.pid)));
+        };
+        if !patched.insert(*i) {
+            return Err(DeltaError::Inconsistent(format!("it changes process {} twice", change.pid)));
+        }
+        change.patch(&mut out[*i]);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{InterfaceCounters, InterfaceSample, LoadAverage, PortUsage};
+    use proptest::prelude::*;
+    use std::net::Ipv4Addr;
+
+    /// Equal as values and as JSON text (which tells `-0.0` from `0.0`).
+    fn assert_exact(rebuilt: &Snapshot, next: &Snapshot) {
+        assert_eq!(rebuilt, next);
+        assert_eq!(serde_json::to_string(rebuilt).unwrap(), serde_json::to_string(next).unwrap());
+    }
+
+    fn round_trip(base: &Snapshot, next: &Snapshot) -> SnapshotDelta {
+        let delta = SnapshotDelta::between(base, next);
+        // Through JSON, as it travels.
+        let json = serde_json::to_string(&delta).unwrap();
+        let delta: SnapshotDelta = serde_json::from_str(&json).unwrap();
+        assert_exact(&delta.apply(base).unwrap(), next);
+        delta
+    }
+
+    fn small_f32() -> impl Strategy<Value = f32> {
+        prop_oneof![Just(0.0f32), Just(-0.0f32), 0.0f32..400.0, Just(f32::MIN_POSITIVE)]
+    }
+
+    fn small_f64() -> impl Strategy<Value = f64> {
+        prop_oneof![Just(0.0f64), Just(-0.0f64), 0.0f64..1e12]
+    }
+
+    fn time() -> impl Strategy<Value = DateTime<Utc>> {
+        // Few distinct start times, so that pids collide with different ones.
+        (0i64..4, 0u32..3).prop_map(|(s, n)| DateTime::from_timestamp(1_700_000_000 + s, n * 1_000_000).unwrap())
+    }
+
+    fn process() -> impl Strategy<Value = ProcessSample> {
+        (
+            (0u32..12, proptest::option::of(0u32..4), "[a-c]{0,2}", "[a-c ]{0,3}", proptest::option::of("[xy]")),
+            (small_f32(), small_f32(), 0u64..4, 0u64..3, proptest::option::of(0u32..3), time()),
+            (
+                proptest::option::of(0u64..3),
+                proptest::option::of(0u64..3),
+                proptest::option::of(small_f64()),
+                proptest::option::of(small_f64()),
+                any::<bool>(),
+                prop_oneof![Just(ProcessStatus::Running), Just(ProcessStatus::Sleeping), Just(ProcessStatus::Zombie)],
+            ),
+        )
+            .prop_map(|((pid, ppid, name, cmd, user), (cpu, mem, rss, virt, threads, start), d)| {
+                ProcessSample {
+                    pid,
+                    ppid,
+                    name,
+                    cmd,
+                    user,
+                    status: d.5,
+                    cpu_percent: cpu,
+                    memory_percent: mem,
+                    rss_bytes: rss,
+                    virtual_bytes: virt,
+                    threads,
+                    start_time: start,
+                    disk_read_bytes: d.0,
+                    disk_write_bytes: d.1,
+                    disk_read_bytes_per_sec: d.2,
+                    disk_write_bytes_per_sec: d.3,
+                    kernel_thread: d.4,
+                }
+            })
+    }
+
+    fn connection() -> impl Strategy<Value = ConnectionSample> {
+        (any::<bool>(), 0u8..3, 0u16..4, proptest::option::of((0u8..2, 0u16..3)), proptest::option::of(0u32..3))
+            .prop_map(|(tcp, a, port, remote, pid)| ConnectionSample {
+                protocol: if tcp { Protocol::Tcp } else { Protocol::Udp },
+                local_address: IpAddr::V4(Ipv4Addr::new(10, 0, 0, a)),
+                local_port: port,
+                remote_address: remote.map(|(r, _)| IpAddr::V4(Ipv4Addr::new(10, 0, 1, r))),
+                remote_port: remote.map(|(_, p)| p),
+                state: tcp.then_some(if port % 2 == 0 { TcpState::Established } else { TcpState::Listen }),
+                pid,
+            })
+    }
+
+    fn snapshot() -> impl Strategy<Value = Snapshot> {
+        (
+            0u64..3,
+            "[ab]",
+            proptest::collection::vec(process(), 0..14),
+            proptest::collection::vec(connection(), 0..10),
+            (small_f32(), proptest::collection::vec(small_f32(), 0..3), proptest::option::of(small_f64())),
+            (
+                0u64..3,
+                proptest::collection::vec((0u16..4, 0u32..3), 0..5),
+                proptest::collection::vec((0u16..3, proptest::option::of(0u32..2)), 0..3),
+            ),
+            (proptest::collection::vec(("[ef]", small_f64()), 0..3), proptest::option::of("[mn]"), 0u32..2),
+        )
+            .prop_map(|(seq, kernel, processes, connections, cpu, mem, net)| {
+                let mut s = Snapshot {
+                    schema_version: 1 + net.2,
+                    host: HostInfo {
+                        id: "id".into(),
+                        hostname: "h".into(),
+                        os: "os".into(),
+                        kernel: Some(kernel),
+                        arch: "x86_64".into(),
+                        cpu_model: None,
+                        logical_cores: 2,
+                        memory_total_bytes: 8,
+                        boot_time: DateTime::from_timestamp(1_600_000_000, 0).unwrap(),
+                        agent_version: "0".into(),
+                    },
+                    taken_at: DateTime::from_timestamp(1_700_000_100 + seq as i64, 0).unwrap(),
+                    seq,
+                    interval_ms: 1000 + seq,
+                    cpu: CpuSample {
+                        total_percent: cpu.0,
+                        per_core_percent: cpu.1,
+                        load_average: cpu.2.map(|one| LoadAverage { one, five: 0.5, fifteen: -0.0 }),
+                    },
+                    memory: MemorySample {
+                        total_bytes: 8,
+                        used_bytes: mem.0,
+                        available_bytes: 1,
+                        swap_total_bytes: 0,
+                        swap_used_bytes: 0,
+                    },
+                    processes,
+                    connections,
+                    network: crate::model::NetworkSample {
+                        total: InterfaceCounters {
+                            sent_bytes_per_sec: net.0.first().map_or(0.0, |i| i.1),
+                            ..Default::default()
+                        },
+                        interfaces: net
+                            .0
+                            .into_iter()
+                            .map(|(name, rate)| InterfaceSample {
+                                name,
+                                counters: InterfaceCounters { received_bytes_per_sec: rate, ..Default::default() },
+                            })
+                            .collect(),
+                    },
+                    ports: PortUsage {
+                        by_local_port: mem
+                            .1
+                            .into_iter()
+                            .map(|(port, connections)| PortCount { protocol: Protocol::Tcp, port, connections })
+                            .collect(),
+                        listening: mem
+                            .2
+                            .into_iter()
+                            .map(|(port, pid)| ListeningPort {
+                                protocol: Protocol::Udp,
+                                address: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+                                port,
+                                pid,
+                                process_name: pid.map(|p| format!("p{p}")),
+                            })
+                            .collect(),
+                    },
+                    errors: net
+                        .1
+                        .into_iter()
+                        .map(|message| DomainError { domain: crate::model::Domain::Connections, message })
+                        .collect(),
+                };
+                s.host.hostname = "h".into();
+                s
+            })
+    }
+
+    /// A plausible next snapshot: most of `base` with a few edits.
+    fn evolve(base: Snapshot) -> impl Strategy<Value = Snapshot> {
+        let n = base.processes.len().max(1);
+        let c = base.connections.len().max(1);
+        (
+            proptest::collection::vec((0..n, small_f32(), 0u64..5), 0..4),
+            proptest::collection::vec(0..n, 0..2),
+            proptest::collection::vec(process(), 0..2),
+            proptest::collection::vec(0..c, 0..2),
+            proptest::collection::vec(connection(), 0..2),
+            small_f32(),
+        )
+            .prop_map(move |(edits, gone, born, closed, opened, total)| {
+                let mut next = base.clone();
+                next.seq += 1;
+                next.cpu.total_percent = total;
+                for (i, cpu, rss) in edits {
+                    if let Some(p) = next.processes.get_mut(i) {
+                        p.cpu_percent = cpu;
+                        p.rss_bytes = rss;
+                        p.disk_read_bytes_per_sec = None;
+                    }
+                }
+                for i in gone.into_iter().rev() {
+                    if i < next.processes.len() {
+                        next.processes.remove(i);
+                    }
+                }
+                next.processes.extend(born);
+                next.processes.sort_by_key(process_key);
+                for i in closed.into_iter().rev() {
+                    if i < next.connections.len() {
+                        next.connections.remove(i);
+                    }
+                }
+                next.connections.extend(opened);
+                next
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        #[test]
+        fn the_merge_of_sorted_lists_keeps_what_the_general_plan_keeps(
+            base in proptest::collection::btree_set(0u32..40, 0..20),
+            next in proptest::collection::btree_set(0u32..40, 0..20),
+        ) {
+            let (base, next): (Vec<u32>, Vec<u32>) = (base.into_iter().collect(), next.into_iter().collect());
+            let merged = plan_sorted(&base, &next, |k| *k).unwrap();
+            let general = plan(&base, &next, |k| *k);
+            prop_assert_eq!((merged.kept, merged.dropped, merged.added), (general.kept, general.dropped, general.added));
+        }
+
+        #[test]
+        fn any_two_snapshots_round_trip_exactly(base in snapshot(), next in snapshot()) {
+            round_trip(&base, &next);
+        }
+
+        #[test]
+        fn realistic_sequences_round_trip_exactly(
+            chain in snapshot().prop_flat_map(evolve).prop_flat_map(|s| (Just(s.clone()), evolve(s)))
+        ) {
+            let (a, b) = chain;
+            round_trip(&a, &b);
+            round_trip(&b, &a);
+        }
+
+        #[test]
+        fn a_delta_only_applies_to_its_base(base in snapshot(), next in snapshot(), other_seq in 3u64..9) {
+            let delta = SnapshotDelta::between(&base, &next);
+            let mut other = base.clone();
+            other.seq = other_seq;
+            let is_mismatch = matches!(delta.apply(&other), Err(DeltaError::BaseMismatch { .. }));
+            prop_assert!(is_mismatch);
+        }
+    }
+
+    #[test]
+    fn sampler_snapshots_round_trip_and_shrink() {
+        let mut sampler = crate::sample::Sampler::new(Default::default());
+        let mut base = sampler.sample();
+        base.seq = 1;
+        for seq in 2..5 {
+            std::thread::sleep(std::time::Duration::from_millis(150));
+            let mut next = sampler.sample();
+            next.seq = seq;
+            let delta = round_trip(&base, &next);
+            // A steady machine: most processes are kept, not resent.
+            assert!(
+                delta.processes.added.len() * 2 <= next.processes.len().max(2),
+                "{} added",
+                delta.processes.added.len()
+            );
+            assert!(serde_json::to_vec(&delta).unwrap().len() < serde_json::to_vec(&next).unwrap().len());
+            base = next;
+        }
+    }
+
+    #[test]
+    fn unchanged_parts_are_left_out() {
+        let mut sampler = crate::sample::Sampler::new(Default::default());
+        let base = sampler.sample();
+        let mut next = base.clone();
+        next.seq += 1;
+        let delta = round_trip(&base, &next);
+        assert!(delta.processes.changed.is_empty() && delta.processes.added.is_empty());
+        assert!(delta.processes.removed.is_empty() && delta.connections.added.is_empty());
+        let json = serde_json::to_string(&delta).unwrap();
+        assert!(!json.contains("\"cpu\"") && !json.contains("\"host\""), "{json}");
+        // A zero turning into a negative zero is a change.
+        if let Some(p) = next.processes.first_mut() {
+            p.cpu_percent = -0.0;
+            let delta = round_trip(&base, &next);
+            assert_eq!(
+                delta.processes.changed.len(),
+                usize::from(base.processes[0].cpu_percent.to_bits() != (-0.0f32).to_bits())
+            );
+        }
+    }
+
+    #[test]
+    fn a_nullable_field_that_becomes_null_is_sent_as_null() {
+        let change = ProcessChange { threads: Some(None), ..ProcessChange::default() };
+        let json = serde_json::to_string(&change).unwrap();
+        assert!(json.contains("\"threads\":null"), "{json}");
+        assert!(!json.contains("ppid"), "{json}");
+        assert_eq!(serde_json::from_str::<ProcessChange>(&json).unwrap(), change);
+    }
+
+    #[test]
+    fn forged_edits_are_refused() {
+        let mut sampler = crate::sample::Sampler::new(Default::default());
+        let base = sampler.sample();
+        let mut next = base.clone();
+        next.seq += 1;
+        let good = SnapshotDelta::between(&base, &next);
+        let mut bad = good.clone();
+        bad.processes.removed.push(ProcessKey { pid: u32::MAX, start_time: base.taken_at });
+        assert!(matches!(bad.apply(&base), Err(DeltaError::Inconsistent(_))));
+        let mut bad = good.clone();
+        bad.processes.changed.push(ProcessChange { pid: u32::MAX, ..ProcessChange::default() });
+        assert!(matches!(bad.apply(&base), Err(DeltaError::Inconsistent(_))));
+        let mut bad = good.clone();
+        let p = base.processes[0].clone();
+        bad.processes.added.push(Placed { at: u32::MAX, item: p.clone() });
+        assert!(matches!(bad.apply(&base), Err(DeltaError::Inconsistent(_))));
+        let mut bad = good;
+        bad.processes.added = vec![Placed { at: 1, item: p.clone() }, Placed { at: 0, item: p }];
+        assert!(matches!(bad.apply(&base), Err(DeltaError::Inconsistent(_))));
+    }
+}

@@ -1,0 +1,193 @@
+// Snapshot deltas: rebuilding the next snapshot exactly, and refusing deltas that do
+// not fit the snapshot held.
+
+import { describe, expect, it } from 'vitest';
+import { DeltaMismatch, applyDelta } from './delta';
+import type { LiveMessage, Snapshot, SnapshotDelta } from './model';
+import type { SocketLike, StoredSnapshot } from './transport';
+import { WebTransport } from './transport';
+import { conn, proc } from './testing/fixtures';
+
+function snapshot(seq: number, patch: Partial<Snapshot> = {}): Snapshot {
+  return {
+    schema_version: 1,
+    host: {
+      id: 'mid',
+      hostname: 'web-1',
+      os: 'Linux',
+      kernel: null,
+      arch: 'x86_64',
+      cpu_model: null,
+      logical_cores: 2,
+      memory_total_bytes: 8,
+      boot_time: '2026-01-01T00:00:00Z',
+      agent_version: '0.1.0',
+    },
+    taken_at: `2026-01-01T00:00:0${seq}Z`,
+    seq,
+    interval_ms: 1000,
+    cpu: { total_percent: 1, per_core_percent: [1, 1], load_average: null },
+    memory: { total_bytes: 8, used_bytes: 4, available_bytes: 4, swap_total_bytes: 0, swap_used_bytes: 0 },
+    processes: [proc(1, null), proc(2, 1), proc(3, 1, { threads: 4 })],
+    connections: [conn({ local_port: 80 }), conn({ local_port: 443 })],
+    network: { total: counters(), interfaces: [] },
+    ports: { by_local_port: [{ protocol: 'tcp', port: 80, connections: 1 }], listening: [] },
+    errors: [],
+    ...patch,
+  };
+}
+
+function counters() {
+  return {
+    sent_bytes: 0,
+    received_bytes: 0,
+    sent_packets: 0,
+    received_packets: 0,
+    errors_in: 0,
+    errors_out: 0,
+    drops_in: null,
+    drops_out: null,
+    sent_bytes_per_sec: 0,
+    received_bytes_per_sec: 0,
+    sent_packets_per_sec: 0,
+    received_packets_per_sec: 0,
+  };
+}
+
+function emptyDelta(base: Snapshot, seq: number): SnapshotDelta {
+  return {
+    hostname: base.host.hostname,
+    host_id: base.host.id,
+    base_seq: base.seq,
+    seq,
+    schema_version: 1,
+    taken_at: `2026-01-01T00:00:0${seq}Z`,
+    interval_ms: 1000,
+    processes: { removed: [], changed: [], added: [] },
+    connections: { removed: [], added: [] },
+    ports: { by_local_port: { removed: [], added: [] }, listening: { removed: [], added: [] } },
+  };
+}
+
+describe('applyDelta', () => {
+  const base = snapshot(1);
+  const start = base.processes[1].start_time;
+
+  it('rebuilds the next snapshot: removed, changed and added entries in their places', () => {
+    const born = proc(4, 1, { name: 'new' });
+    const delta: SnapshotDelta = {
+      ...emptyDelta(base, 2),
+      cpu: { total_percent: 50, per_core_percent: [60, 40], load_average: null },
+      processes: {
+        removed: [{ pid: 2, start_time: start }],
+        changed: [{ pid: 3, start_time: start, cpu_percent: 12.5, threads: null }],
+        added: [{ at: 0, item: proc(0, null) }, { at: 3, item: born }],
+      },
+      connections: { removed: [conn({ local_port: 80 })], added: [{ at: 0, item: conn({ local_port: 22 }) }] },
+      ports: {
+        by_local_port: { removed: [{ protocol: 'tcp', port: 80, connections: 1 }], added: [] },
+        listening: { removed: [], added: [] },
+      },
+    };
+    const next = applyDelta(base, JSON.parse(JSON.stringify(delta)) as SnapshotDelta);
+    expect(next).toEqual(
+      snapshot(2, {
+        cpu: { total_percent: 50, per_core_percent: [60, 40], load_average: null },
+        processes: [proc(0, null), proc(1, null), proc(3, 1, { cpu_percent: 12.5, threads: null }), born],
+        connections: [conn({ local_port: 22 }), conn({ local_port: 443 })],
+        ports: { by_local_port: [], listening: [] },
+      }),
+    );
+    // The base is left as it was.
+    expect(base).toEqual(snapshot(1));
+  });
+
+  it('keeps what the delta leaves out', () => {
+    const next = applyDelta(base, emptyDelta(base, 2));
+    expect(next).toEqual({ ...base, seq: 2, taken_at: '2026-01-01T00:00:02Z' });
+  });
+
+  it('refuses a delta made against another snapshot', () => {
+    expect(() => applyDelta(snapshot(5), emptyDelta(base, 6))).toThrow(DeltaMismatch);
+    const otherHost = { ...base, host: { ...base.host, hostname: 'web-2' } };
+    expect(() => applyDelta(otherHost, emptyDelta(base, 2))).toThrow(DeltaMismatch);
+  });
+
+  it('refuses edits that do not fit the base', () => {
+    const bad = (processes: SnapshotDelta['processes']) => () =>
+      applyDelta(base, { ...emptyDelta(base, 2), processes });
+    expect(bad({ removed: [{ pid: 99, start_time: start }], changed: [], added: [] })).toThrow(DeltaMismatch);
+    expect(bad({ removed: [], changed: [{ pid: 99, start_time: start }], added: [] })).toThrow(DeltaMismatch);
+    expect(bad({ removed: [], changed: [], added: [{ at: 9, item: proc(9, null) }] })).toThrow(DeltaMismatch);
+    const twice = [
+      { at: 1, item: proc(8, null) },
+      { at: 0, item: proc(9, null) },
+    ];
+    expect(bad({ removed: [], changed: [], added: twice })).toThrow(DeltaMismatch);
+    // A change may not name a process that the same delta adds.
+    expect(
+      bad({ removed: [], changed: [{ pid: 9, start_time: start, name: 'x' }], added: [{ at: 0, item: proc(9, null) }] }),
+    ).toThrow(DeltaMismatch);
+    const gone = conn({ local_port: 1 });
+    expect(() =>
+      applyDelta(base, { ...emptyDelta(base, 2), connections: { removed: [gone], added: [] } }),
+    ).toThrow(DeltaMismatch);
+  });
+});
+
+/** A WebSocket the test drives by hand. */
+class FakeSocket implements SocketLike {
+  onopen: ((ev: unknown) => void) | null = null;
+  onmessage: ((ev: { data: unknown }) => void) | null = null;
+  onerror: ((ev: unknown) => void) | null = null;
+  onclose: ((ev: { code: number; reason: string }) => void) | null = null;
+  closed = false;
+  constructor(readonly url: string) {}
+  send(message: LiveMessage) {
+    this.onmessage?.({ data: JSON.stringify(message) });
+  }
+  close() {
+    this.closed = true;
+  }
+}
+
+describe('the live stream with deltas', () => {
+  it('asks for deltas, applies them, and reconnects rather than show a delta it cannot apply', () => {
+    const sockets: FakeSocket[] = [];
+    const t = new WebTransport({
+      origin: 'http://c',
+      storage: null,
+      socket: (url) => {
+        const s = new FakeSocket(url);
+        sockets.push(s);
+        return s;
+      },
+    });
+    (t as unknown as { current: unknown }).current = { token: 'T', username: 'v', role: 'viewer', expires_at: 4e9 };
+    const got: StoredSnapshot[] = [];
+    const sub = t.live('web-1', { onSnapshot: (s) => got.push(s), onStatus: () => {} });
+    expect(new URL(sockets[0].url).searchParams.get('delta')).toBe('1');
+    const base = snapshot(1);
+    const delta = { ...emptyDelta(base, 2), memory: { ...base.memory, used_bytes: 5 } };
+    sockets[0].onopen?.({});
+    sockets[0].send({ type: 'full', snapshot_id: 10, snapshot: base });
+    sockets[0].send({ type: 'delta', snapshot_id: 11, delta });
+    expect(got.map((s) => [s.snapshot_id, s.seq, s.memory.used_bytes, s.snapshot_time])).toEqual([
+      [10, 1, 4, base.taken_at],
+      [11, 2, 5, delta.taken_at],
+    ]);
+    // A delta against a snapshot this client does not hold: nothing shown, a new
+    // connection (which starts with a full snapshot).
+    sockets[0].send({ type: 'delta', snapshot_id: 13, delta: emptyDelta(snapshot(7), 8) });
+    expect(got).toHaveLength(2);
+    expect(sockets[0].closed).toBe(true);
+    expect(sockets).toHaveLength(2);
+    // The new connection holds nothing yet: a delta first is refused the same way.
+    sockets[1].send({ type: 'delta', snapshot_id: 12, delta: emptyDelta(got[1], 3) });
+    expect(got).toHaveLength(2);
+    expect(sockets).toHaveLength(3);
+    sockets[2].send({ type: 'full', snapshot_id: 12, snapshot: snapshot(3) });
+    expect(got.map((s) => s.seq)).toEqual([1, 2, 3]);
+    sub.close();
+  });
+});
