@@ -52,7 +52,7 @@ struct Args {
     #[arg(long, default_value_t = 1000)]
     agents: usize,
     /// Snapshots each agent sends in the ingest part.
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 30)]
     rows_per_agent: usize,
     /// Rows per transaction in the raw floor.
     #[arg(long, default_value_t = 1000)]
@@ -172,6 +172,7 @@ async fn storage(recorded: &[Snapshot], path: &Path) -> Res<serde_json::Value> {
             .await?;
     pool.close().await;
     let processes: u64 = recorded.iter().map(|s| s.processes.len() as u64).sum();
+    let churn = churn(recorded);
     let samples = processes * PROCESS_METRICS;
     let per_snapshot = raw_bytes as f64 / rows as f64;
 
@@ -226,6 +227,7 @@ async fn storage(recorded: &[Snapshot], path: &Path) -> Res<serde_json::Value> {
     Ok(json!({
         "snapshots": rows,
         "processes_avg": processes as f64 / recorded.len() as f64,
+        "per_tick": churn,
         "process_metrics_per_process": PROCESS_METRICS,
         "process_metric_samples": samples,
         "raw_tier_bytes": raw_bytes,
@@ -245,6 +247,48 @@ async fn storage(recorded: &[Snapshot], path: &Path) -> Res<serde_json::Value> {
         },
         "month_per_host_mib": { "rollup_tiers": rollups_month / 1048576.0, "total": (raw_day + rollups_month) / 1048576.0 },
     }))
+}
+
+/// How much the recorded sequence moves per tick: the share of processes (present in
+/// both ticks) with at least one counted metric changed, and processes started and gone.
+fn churn(recorded: &[Snapshot]) -> serde_json::Value {
+    use std::collections::HashMap;
+    let (mut both, mut changed, mut started, mut gone) = (0u64, 0u64, 0u64, 0u64);
+    for pair in recorded.windows(2) {
+        let before: HashMap<_, _> = pair[0].processes.iter().map(|p| ((p.pid, p.start_time), p)).collect();
+        for p in &pair[1].processes {
+            match before.get(&(p.pid, p.start_time)) {
+                None => started += 1,
+                Some(b) => {
+                    both += 1;
+                    let metrics = |p: &procyon::model::ProcessSample| {
+                        (
+                            p.cpu_percent.to_bits(),
+                            p.rss_bytes,
+                            p.virtual_bytes,
+                            p.threads,
+                            p.disk_read_bytes,
+                            p.disk_write_bytes,
+                        )
+                    };
+                    changed += u64::from(metrics(b) != metrics(p));
+                }
+            }
+        }
+        gone += (pair[0].processes.len() as u64).saturating_sub(both_count(&pair[0], &pair[1]));
+    }
+    let ticks = recorded.len().saturating_sub(1).max(1) as f64;
+    json!({
+        "processes_changed_share": changed as f64 / both.max(1) as f64,
+        "processes_started": started as f64 / ticks,
+        "processes_gone": gone as f64 / ticks,
+    })
+}
+
+/// Processes of `a` still in `b`.
+fn both_count(a: &Snapshot, b: &Snapshot) -> u64 {
+    let keys: std::collections::HashSet<_> = b.processes.iter().map(|p| (p.pid, p.start_time)).collect();
+    a.processes.iter().filter(|p| keys.contains(&(p.pid, p.start_time))).count() as u64
 }
 
 /// Every agent sends its snapshots as fast as the store takes them.

@@ -2,13 +2,12 @@
 //! writer that stores concurrent uploads in shared transactions.
 //!
 //! **Bodies.** A host's first stored snapshot of each keyframe window (a minute of
-//! `taken_at`) is a keyframe: its whole JSON, zstd-compressed. The host's other
+//! `taken_at`, shifted per host) is a keyframe: its whole JSON, zstd-compressed. The host's other
 //! snapshots of that window store only their [`SnapshotDelta`] from the keyframe
 //! (zstd-compressed JSON too) and name it in `base_id`: the processes, sockets and
 //! facts that did not change since the keyframe cost nothing. Reading one applies its
-//! delta to the keyframe, which rebuilds it exactly. Windows are whole minutes, the
-//! unit in which retention deletes raw rows, so a kept snapshot never loses its
-//! keyframe.
+//! delta to the keyframe, which rebuilds it exactly. Retention deletes a host's raw
+//! rows up to one of its window starts, so a kept snapshot never loses its keyframe.
 //!
 //! **Group commit.** Callers encode their snapshot (the CPU-heavy part) on their own
 //! task, then queue it for one writer task. The writer takes every queued row (up to
@@ -33,9 +32,7 @@ use crate::model::delta::SnapshotDelta;
 /// of a millisecond per snapshot; higher levels gain little on this kind of JSON.
 const ZSTD_LEVEL: i32 = 3;
 
-/// Width of a keyframe window in ms. It must divide a minute, so that retention
-/// (which deletes whole rolled minutes) deletes a keyframe together with every
-/// snapshot stored against it.
+/// Width of a keyframe window in ms.
 pub(super) const KEYFRAME_WINDOW_MS: i64 = 60_000;
 
 /// Rows queued for the writer before callers wait for room.
@@ -49,14 +46,25 @@ const MAX_BATCH: usize = 512;
 /// it only keeps a corrupted size field from asking for all the memory there is.
 const MAX_JSON_BYTES: usize = 256 << 20;
 
-/// The keyframe window of a time.
-pub(super) fn window(taken_ms: i64) -> i64 {
-    taken_ms.div_euclid(KEYFRAME_WINDOW_MS)
+/// Start (ms) of the keyframe window of `hostname` that holds `taken_ms`.
+///
+/// Each host's windows are shifted by an offset derived from its name, so that a
+/// thousand hosts do not all store a whole keyframe in the same second of every minute
+/// (measured: that burst alone took p99 insert latency past 100 ms). The offset must
+/// never change for a host: retention deletes a host's raw rows up to one of its
+/// window starts, so that no kept row loses its keyframe. FNV-1a, fixed here, rather
+/// than the standard library's hasher, which may change between Rust versions.
+pub(super) fn window_start(hostname: &str, taken_ms: i64) -> i64 {
+    let hash =
+        hostname.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let offset = i64::try_from(hash % KEYFRAME_WINDOW_MS as u64).unwrap_or(0);
+    (taken_ms - offset).div_euclid(KEYFRAME_WINDOW_MS) * KEYFRAME_WINDOW_MS + offset
 }
 
 /// A host's current keyframe, as the writer last stored it.
 pub(super) struct Keyframe {
     id: i64,
+    /// Start of its window, ms.
     window: i64,
     snapshot: Arc<Snapshot>,
 }
@@ -185,7 +193,7 @@ impl Ingest {
     /// The host's keyframe for the window holding `taken` (ms), if one is stored.
     pub(super) fn keyframe(&self, hostname: &str, taken: i64) -> Option<Arc<Keyframe>> {
         let keyframes = self.keyframes.lock().unwrap_or_else(|p| p.into_inner());
-        keyframes.get(hostname).filter(|k| k.window == window(taken)).cloned()
+        keyframes.get(hostname).filter(|k| k.window == window_start(hostname, taken)).cloned()
     }
 
     /// Forgets a host's keyframe.
@@ -198,13 +206,14 @@ impl Ingest {
         self.epoch.load(Ordering::SeqCst)
     }
 
-    /// Forgets keyframes of windows before `window`, whose rows retention is about to
-    /// delete, and moves the epoch on so that rows already encoded against them are
-    /// checked. It also frees the memory of hosts that stopped reporting.
-    pub(super) fn forget_before(&self, window: i64) {
+    /// Forgets keyframes of windows starting before `cutoff` (ms), whose rows retention
+    /// may be about to delete, and moves the epoch on so that rows already encoded
+    /// against them are checked. It also frees the memory of hosts that stopped
+    /// reporting.
+    pub(super) fn forget_before(&self, cutoff: i64) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
         let mut keyframes = self.keyframes.lock().unwrap_or_else(|p| p.into_inner());
-        keyframes.retain(|_, k| k.window >= window);
+        keyframes.retain(|_, k| k.window >= cutoff);
     }
 }
 
@@ -269,7 +278,8 @@ async fn run(mut writer: Writer, mut jobs: mpsc::Receiver<Job>) {
                     if let Some(snapshot) = job.row.body.keyframe
                         && !inserted.duplicate
                     {
-                        let keyframe = Keyframe { id: inserted.id, window: window(job.row.taken), snapshot };
+                        let window = window_start(&job.row.hostname, job.row.taken);
+                        let keyframe = Keyframe { id: inserted.id, window, snapshot };
                         remember(&writer.keyframes, &job.row.hostname, keyframe);
                     }
                     Ok(Some(inserted))

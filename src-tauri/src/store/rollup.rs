@@ -474,7 +474,7 @@ impl Store {
             self.roll_hours(host_id, &mut done).await?;
         }
         // Keyframes that retention may delete now are not compressed against any more.
-        self.ingest.forget_before(ingest::window(now.saturating_sub(duration_ms(retention.raw))));
+        self.ingest.forget_before(now.saturating_sub(duration_ms(retention.raw)));
         for &host_id in &hosts {
             self.expire(host_id, now, retention, &mut done).await?;
         }
@@ -637,9 +637,14 @@ impl Store {
         let hours_rolled = progress(&self.pool, host_id, Tier::Hour).await?;
         // Raw snapshots: older than retention and in a rolled minute. Queued late ones
         // wait for their merge, and so do their keyframes. Whole keyframe windows go
-        // together, so no kept snapshot loses its keyframe.
+        // together (the bound is the start of one), so no kept snapshot loses its
+        // keyframe.
         if let Some(rolled) = minutes_rolled {
-            let before = floor(rolled.min(now.saturating_sub(duration_ms(retention.raw))), ingest::KEYFRAME_WINDOW_MS);
+            let hostname: String = sqlx::query_scalar("SELECT hostname FROM hosts WHERE id = ?")
+                .bind(host_id)
+                .fetch_one(&self.pool)
+                .await?;
+            let before = ingest::window_start(&hostname, rolled.min(now.saturating_sub(duration_ms(retention.raw))));
             done.raw_deleted += self
                 .delete_batched(
                     "DELETE FROM snapshots WHERE id IN (SELECT id FROM snapshots WHERE host_id = ? AND taken_at < ? \

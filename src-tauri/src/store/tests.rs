@@ -544,8 +544,8 @@ async fn body_len(store: &Store, id: i64) -> i64 {
 async fn snapshots_of_a_minute_are_stored_against_its_keyframe_and_read_back_exactly() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
-    // The start of a minute, so that the first 60 ticks share one keyframe window.
-    let t0 = from_ms(floor_minute(to_ms(now() - secs(3600))));
+    // The start of the host's keyframe window, so that the first 60 ticks share it.
+    let t0 = from_ms(ingest::window_start("alpha", to_ms(now() - secs(3600))));
     let mut stored = Vec::new();
     let mut host = 0;
     for seq in 1..=70u64 {
@@ -586,8 +586,14 @@ async fn snapshots_of_a_minute_are_stored_against_its_keyframe_and_read_back_exa
     assert_eq!(store.snapshot(stored[65].0).await.unwrap().unwrap().snapshot, stored[65].1);
 }
 
-fn floor_minute(ms: i64) -> i64 {
-    ms.div_euclid(60_000) * 60_000
+#[test]
+fn keyframe_windows_are_a_minute_long_and_shifted_per_host() {
+    let t = to_ms(now());
+    let (a, b) = (ingest::window_start("alpha", t), ingest::window_start("beta", t));
+    assert!(a <= t && t - a < 60_000 && b <= t && t - b < 60_000);
+    assert_ne!(a, b, "two hosts' windows start at different seconds");
+    assert_eq!(ingest::window_start("alpha", a + 59_999), a);
+    assert_eq!(ingest::window_start("alpha", a + 60_000), a + 60_000);
 }
 
 #[tokio::test]
@@ -595,14 +601,14 @@ async fn retention_deletes_whole_keyframe_windows() {
     let dir = tempfile::tempdir().unwrap();
     let store = open(&dir).await;
     let retention = Retention { raw: Duration::from_secs(3600), ..Retention::default() };
-    let t0 = from_ms(floor_minute(to_ms(now() - secs(7200))));
+    let t0 = from_ms(ingest::window_start("alpha", to_ms(now() - secs(7200))));
     let mut ids = Vec::new();
     for seq in 1..=180u64 {
         let s = tick("alpha", seq, t0 + secs(seq as i64 - 1));
         ids.push(store.insert_snapshot(&s, t0).await.unwrap().id);
     }
-    // Raw retention ends 90 s into the data: in the middle of the second minute, whose
-    // keyframe must outlive it with the rest of its window.
+    // Raw retention ends 90 s into the data: in the middle of the second window, whose
+    // keyframe must outlive it with the rest of the window.
     let now = t0 + secs(3600 + 90);
     let done = store.maintain(now, &retention).await.unwrap();
     assert_eq!(done.raw_deleted, 60);
