@@ -676,3 +676,50 @@ async fn concurrent_inserts_share_transactions_and_fail_alone() {
     let last_seqs: Vec<i64> = sqlx::query_scalar("SELECT last_seq FROM hosts").fetch_all(&store.pool).await.unwrap();
     assert!(last_seqs.iter().all(|&s| s == 19), "{last_seqs:?}");
 }
+
+#[tokio::test]
+async fn rows_stored_before_keyframes_still_read_and_roll_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let t = from_ms(floor_ms(to_ms(now() - secs(3600)), 60_000) + 10_000);
+    let s = snap("old", 1, t, 5.0);
+    // A row as the first schema stored it: the whole body (here without its size in the
+    // frame header, as a streaming encoder writes it) and a stored top list, which names
+    // a process the body does not have, to tell which one rollups read.
+    let body = zstd::encode_all(serde_json::to_vec(&s).unwrap().as_slice(), 3).unwrap();
+    let top = r#"[{"name":"legacy","pid":4000001,"cmd":"legacy --work","cpu_percent":250.0,"rss_bytes":1048576}]"#;
+    sqlx::query("INSERT INTO hosts (hostname, first_seen, last_seen, last_taken_at) VALUES ('old', ?1, ?1, ?1)")
+        .bind(to_ms(t))
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO snapshots (host_id, seq, taken_at, received_at, cpu_percent, memory_used_bytes, \
+         memory_total_bytes, process_count, connection_count, sent_bytes_per_sec, received_bytes_per_sec, \
+         top_json, body) SELECT id, 1, ?1, ?1, 5.0, 1, 2, 3, 4, 0, 0, ?2, ?3 FROM hosts WHERE hostname = 'old' \
+         RETURNING id",
+    )
+    .bind(to_ms(t))
+    .bind(top)
+    .bind(&body)
+    .fetch_one(&store.pool)
+    .await
+    .unwrap();
+    assert_eq!(store.snapshot(id).await.unwrap().unwrap().snapshot, s);
+
+    // New rows of the same host go in beside it.
+    let next = tick("old", 2, t + secs(1));
+    let inserted = store.insert_snapshot(&next, t).await.unwrap();
+    assert_eq!(store.snapshot(inserted.id).await.unwrap().unwrap().snapshot, next);
+    assert_eq!(store.count(Some(inserted.host_id)).await.unwrap(), 2);
+
+    store.maintain(now(), &Retention::default()).await.unwrap();
+    let top = store.top_processes(inserted.host_id, t - secs(600), t + secs(600), 3).await.unwrap();
+    assert_eq!((top[0].name.as_str(), top[0].cpu_max_percent), ("legacy", 250.0));
+    let from_body = top.iter().any(|p| p.cpu_peak_at == t + secs(1) && p.name != "legacy");
+    assert!(from_body, "the new row's top list comes from its body: {top:?}");
+}
+
+fn floor_ms(t: i64, width: i64) -> i64 {
+    t.div_euclid(width) * width
+}
