@@ -10,11 +10,16 @@
 //! rows up to one of its window starts, so a kept snapshot never loses its keyframe.
 //!
 //! **Group commit.** Callers encode their snapshot (the CPU-heavy part) on their own
-//! task, then queue it for one writer task. The writer takes every queued row (up to
-//! [`MAX_BATCH`]) into one transaction, each row in its own savepoint so that one bad
-//! row fails alone, commits once, and only then answers each caller: an answer means
-//! the row is durable. One commit per batch instead of one per snapshot is what lets
-//! a thousand agents share one disk. The queue is bounded; callers wait for room.
+//! task, then queue it for one writer, on a thread of its own. The writer takes every
+//! queued row (up to [`MAX_BATCH`]) into one transaction, commits once, and only then
+//! answers each caller: an answer means the row is committed (WAL with synchronous
+//! NORMAL: it survives a crash of the process; a power cut may lose the last commits,
+//! never consistency). A row is one statement in the usual case: its host's id and
+//! facts are remembered, and the insert trigger keeps the host's bookkeeping. If a row
+//! fails, the batch is rolled back and stored again with each row in a savepoint, so
+//! that the failing row fails alone and leaves nothing. One commit per batch instead of
+//! one per snapshot is what lets a thousand agents share one disk. The queue is
+//! bounded; callers wait for room.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
