@@ -4,16 +4,17 @@
 //! values, never rows or SQL. What it keeps:
 //!
 //! - **hosts**, keyed by host name (the original API names hosts that way);
-//! - **snapshots**: summary columns for fast lists and charts, the top processes by CPU
-//!   and memory (small JSON, used by rollups without opening the body), and the full
-//!   snapshot as zstd-compressed JSON. `(host, seq)` is unique: an upload sent twice is
-//!   stored once;
+//! - **snapshots**: summary columns for fast lists and charts, and the snapshot's body:
+//!   zstd-compressed JSON, whole for a host's first snapshot of a minute (a keyframe),
+//!   else the delta from that keyframe (see `ingest`). `(host, seq)` is unique: an
+//!   upload sent twice is stored once;
 //! - **rollups** per minute and per hour (average and peak of CPU, memory, process count
 //!   and network rates, and the top processes per bucket), so that history and "which
 //!   process spiked, and when" outlive the raw snapshots;
 //! - **users**, **API keys** (only their SHA-256 hashes), and the **audit log**.
 //!
-//! The database is opened in WAL mode so readers never wait for the writer.
+//! The database is opened in WAL mode so readers never wait for the writer. Snapshots
+//! are written by one writer task that commits concurrent uploads together.
 
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
@@ -30,6 +31,7 @@ use crate::model::Snapshot;
 use crate::model::api::{ApiKeySummary, UserSummary};
 
 mod accounts;
+mod ingest;
 mod rollup;
 mod snapshots;
 #[cfg(test)]
@@ -53,6 +55,15 @@ pub enum StoreError {
     /// The thing to change does not exist.
     #[error("{0} not found")]
     NotFound(String),
+    /// The transaction holding a batch of snapshots failed; none of them is stored.
+    #[error("storing a batch of snapshots failed: {0}")]
+    Batch(String),
+    /// The store's writer has stopped (the store is closed).
+    #[error("the store is closed")]
+    Closed,
+    /// The snapshot writer's thread could not be started.
+    #[error("cannot start the store's writer: {0}")]
+    Writer(std::io::Error),
 }
 
 /// Result of the store's operations.
@@ -173,6 +184,8 @@ pub struct Store {
     /// would make ingest latency jumpy under load. The busy timeout still covers other
     /// processes writing the file (the CLI managing users, for one).
     writer: Arc<tokio::sync::Mutex<()>>,
+    /// The snapshot writer's queue and the keyframes snapshots are compressed against.
+    ingest: Arc<ingest::Ingest>,
 }
 
 /// A write transaction, holding the writer's turn until it ends. Derefs to the
@@ -185,10 +198,6 @@ struct Write {
 impl Write {
     async fn commit(self) -> Result<()> {
         Ok(self.tx.commit().await?)
-    }
-
-    async fn rollback(self) -> Result<()> {
-        Ok(self.tx.rollback().await?)
     }
 }
 
@@ -238,7 +247,9 @@ impl Store {
             .optimize_on_close(true, 400);
         let pool = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS).connect_with(options).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
-        Ok(Store { pool, writer: Arc::new(tokio::sync::Mutex::new(())) })
+        let writer = Arc::new(tokio::sync::Mutex::new(()));
+        let ingest = Arc::new(ingest::Ingest::start(pool.clone(), Arc::clone(&writer))?);
+        Ok(Store { pool, writer, ingest })
     }
 
     /// Closes every connection, waiting for those in use to be returned. SQLite

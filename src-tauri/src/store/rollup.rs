@@ -18,7 +18,8 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Executor, FromRow, Sqlite, SqliteConnection};
 
-use super::snapshots::finite;
+use super::ingest;
+use super::snapshots::{Keyframes, finite};
 use super::{Maintenance, Result, Retention, Store, StoreError, from_ms, to_i64, to_ms, to_u32};
 use crate::model::Snapshot;
 use crate::model::api::{Series, SeriesPoint, Tier, TopProcess};
@@ -33,9 +34,10 @@ const TOP_N: usize = 5;
 const TOP_CMD_CHARS: usize = 128;
 
 /// Source time covered by one rollup transaction, so that a backlog (first run on a
-/// full database) never holds the write lock for long: an hour of raw rows for minute
-/// buckets, a day of minute rows for hour buckets.
-const MINUTE_CHUNK_MS: i64 = HOUR_MS;
+/// full database) never holds the write lock for long: ten minutes of raw rows for
+/// minute buckets (their bodies are decoded for their top lists), a day of minute rows
+/// for hour buckets.
+const MINUTE_CHUNK_MS: i64 = 10 * MINUTE_MS;
 const HOUR_CHUNK_MS: i64 = 24 * HOUR_MS;
 /// Late snapshots merged per transaction.
 const LATE_BATCH: i64 = 1000;
@@ -92,8 +94,8 @@ pub(super) struct Peak {
     rss_peak_at: Option<i64>,
 }
 
-/// The top list stored with a raw snapshot: its top processes by CPU and by memory.
-pub(super) fn snapshot_top_json(snap: &Snapshot) -> Result<String> {
+/// A raw snapshot's top list: its top processes by CPU and by memory.
+fn snapshot_top_json(snap: &Snapshot) -> Result<String> {
     let cpu = |i: usize| finite(f64::from(snap.processes[i].cpu_percent));
     let mut by_cpu: Vec<usize> = (0..snap.processes.len()).collect();
     by_cpu.sort_by(|&a, &b| cpu(b).total_cmp(&cpu(a)).then(snap.processes[a].pid.cmp(&snap.processes[b].pid)));
@@ -252,16 +254,42 @@ struct RawRow {
     process_count: i64,
     sent_bytes_per_sec: f64,
     received_bytes_per_sec: f64,
+    /// Empty when not asked for, and in rows whose top list is derived from the body.
     top_json: String,
+    /// Only when the top list is asked for.
+    body: Option<Vec<u8>>,
+    base_id: Option<i64>,
 }
 
-/// [`RawRow`]'s columns; `top` gives `top_json` as `''` when the list is not needed.
+/// [`RawRow`]'s columns; `top` gives `top_json` as `''` (and no body) when the list is
+/// not needed.
 fn raw_columns(top: bool) -> String {
     format!(
         "id, host_id, taken_at, cpu_percent, memory_used_bytes, process_count, sent_bytes_per_sec, \
-         received_bytes_per_sec, {} AS top_json",
-        if top { "top_json" } else { "''" }
+         received_bytes_per_sec, {}",
+        if top {
+            "top_json, CASE WHEN top_json = '' THEN body END AS body, base_id"
+        } else {
+            "'' AS top_json, NULL AS body, NULL AS base_id"
+        }
     )
+}
+
+/// Fills in the top lists of rows stored without one (since keyframes, a snapshot's top
+/// list is not stored: it is derived here from the body, when rolling up, instead of
+/// costing every row a few hundred bytes). A row whose keyframe is gone keeps an empty
+/// list: it is past retention and being deleted.
+async fn fill_tops(conn: &mut SqliteConnection, rows: &mut [RawRow]) -> Result<()> {
+    let ids = rows.iter().filter(|r| r.body.is_some()).filter_map(|r| r.base_id).collect();
+    let keyframes = Keyframes::read(conn, ids).await?;
+    for r in rows.iter_mut() {
+        let Some(body) = r.body.take() else { continue };
+        match keyframes.decode(r.id, &body, r.base_id) {
+            Some(snapshot) => r.top_json = snapshot_top_json(&snapshot?)?,
+            None => r.top_json = "[]".to_owned(),
+        }
+    }
+    Ok(())
 }
 
 impl RawRow {
@@ -445,6 +473,8 @@ impl Store {
             self.roll_minutes(host_id, now, &mut done).await?;
             self.roll_hours(host_id, &mut done).await?;
         }
+        // Keyframes that retention may delete now are not compressed against any more.
+        self.ingest.forget_before(now.saturating_sub(duration_ms(retention.raw)));
         for &host_id in &hosts {
             self.expire(host_id, now, retention, &mut done).await?;
         }
@@ -461,13 +491,14 @@ impl Store {
     async fn merge_late(&self, done: &mut Maintenance) -> Result<()> {
         loop {
             let mut tx = self.write().await?;
-            let rows: Vec<RawRow> = sqlx::query_as(&format!(
+            let mut rows: Vec<RawRow> = sqlx::query_as(&format!(
                 "SELECT {} FROM snapshots WHERE id IN (SELECT snapshot_id FROM rollup_late ORDER BY snapshot_id LIMIT ?)",
                 raw_columns(true)
             ))
             .bind(LATE_BATCH)
             .fetch_all(&mut *tx)
             .await?;
+            fill_tops(&mut tx, &mut rows).await?;
             let Some(last) = rows.iter().map(|r| r.id).max() else {
                 tx.commit().await?;
                 return Ok(());
@@ -527,7 +558,7 @@ impl Store {
                 }
             };
             let end = limit.min(start + MINUTE_CHUNK_MS);
-            let rows: Vec<RawRow> = sqlx::query_as(&format!(
+            let mut rows: Vec<RawRow> = sqlx::query_as(&format!(
                 "SELECT {} FROM snapshots WHERE host_id = ? AND taken_at >= ? AND taken_at < ?",
                 raw_columns(true)
             ))
@@ -536,6 +567,7 @@ impl Store {
             .bind(end)
             .fetch_all(&mut *tx)
             .await?;
+            fill_tops(&mut tx, &mut rows).await?;
             let mut buckets: BTreeMap<i64, Bucket> = BTreeMap::new();
             for r in &rows {
                 buckets.entry(floor(r.taken_at, MINUTE_MS)).or_default().add_raw(r)?;
@@ -604,13 +636,22 @@ impl Store {
         let minutes_rolled = progress(&self.pool, host_id, Tier::Minute).await?;
         let hours_rolled = progress(&self.pool, host_id, Tier::Hour).await?;
         // Raw snapshots: older than retention and in a rolled minute. Queued late ones
-        // wait for their merge.
+        // wait for their merge, and so do their keyframes. Whole keyframe windows go
+        // together (the bound is the start of one), so no kept snapshot loses its
+        // keyframe.
         if let Some(rolled) = minutes_rolled {
-            let before = rolled.min(now.saturating_sub(duration_ms(retention.raw)));
+            let hostname: String = sqlx::query_scalar("SELECT hostname FROM hosts WHERE id = ?")
+                .bind(host_id)
+                .fetch_one(&self.pool)
+                .await?;
+            let before = ingest::window_start(&hostname, rolled.min(now.saturating_sub(duration_ms(retention.raw))));
             done.raw_deleted += self
                 .delete_batched(
                     "DELETE FROM snapshots WHERE id IN (SELECT id FROM snapshots WHERE host_id = ? AND taken_at < ? \
-                     AND id NOT IN (SELECT snapshot_id FROM rollup_late) ORDER BY taken_at LIMIT ?)",
+                     AND id NOT IN (SELECT snapshot_id FROM rollup_late) \
+                     AND id NOT IN (SELECT s.base_id FROM rollup_late l JOIN snapshots s ON s.id = l.snapshot_id \
+                       WHERE s.base_id IS NOT NULL) \
+                     ORDER BY taken_at LIMIT ?)",
                     host_id,
                     before,
                 )
@@ -848,17 +889,20 @@ impl Store {
             }
             gaps = subtract(&gaps, &used, w);
         }
+        let mut conn = self.pool.acquire().await?;
         for (a, b) in gaps {
-            let rows: Vec<(i64, String)> = sqlx::query_as(
-                "SELECT taken_at, top_json FROM snapshots WHERE host_id = ? AND taken_at >= ? AND taken_at < ?",
-            )
+            let mut rows: Vec<RawRow> = sqlx::query_as(&format!(
+                "SELECT {} FROM snapshots WHERE host_id = ? AND taken_at >= ? AND taken_at < ?",
+                raw_columns(true)
+            ))
             .bind(host_id)
             .bind(a)
             .bind(b)
-            .fetch_all(&self.pool)
+            .fetch_all(&mut *conn)
             .await?;
-            for (at, json) in rows {
-                peaks.add_json(&json, at)?;
+            fill_tops(&mut conn, &mut rows).await?;
+            for r in rows {
+                peaks.add_json(&r.top_json, r.taken_at)?;
             }
         }
         Ok(peaks

@@ -1,27 +1,25 @@
 //! Hosts and raw snapshots: ingest (idempotent by host and sequence number), lookups,
 //! lists and export ranges.
 //!
-//! A snapshot row carries summary columns for lists and charts, the top processes for
-//! rollups, and the whole snapshot as zstd-compressed JSON, which only single-snapshot
-//! reads and exports open.
+//! A snapshot row carries summary columns for lists and charts and the snapshot's body
+//! (whole, or as a delta from its keyframe: see `ingest`), which single-snapshot reads,
+//! exports and rollups (for top processes) open.
 
 use chrono::{DateTime, Utc};
-use sqlx::FromRow;
+use sqlx::{FromRow, SqliteConnection};
 
-use super::rollup;
+use std::collections::HashMap;
+
+use super::ingest;
 use super::{Inserted, Page, Result, Store, StoreError, StoredSnapshot, from_ms, page_limit, to_i64, to_ms, to_u32};
 use crate::model::api::{HostSummary, SnapshotSummary};
 use crate::model::{HostInfo, Snapshot};
-
-/// zstd level for bodies: level 3 compresses process tables about 10:1 at a fraction
-/// of a millisecond per snapshot; higher levels gain little on this kind of JSON.
-const ZSTD_LEVEL: i32 = 3;
 
 /// Columns of [`HostRow`].
 const HOST_COLUMNS: &str = "id, hostname, info_json, first_seen, last_seen, snapshot_count";
 
 /// Columns of [`BodyRow`].
-const BODY_COLUMNS: &str = "id, host_id, received_at, body";
+const BODY_COLUMNS: &str = "id, host_id, received_at, body, base_id";
 
 #[derive(FromRow)]
 struct HostRow {
@@ -64,15 +62,40 @@ struct BodyRow {
     host_id: i64,
     received_at: i64,
     body: Vec<u8>,
+    base_id: Option<i64>,
 }
 
-impl BodyRow {
-    fn decode(self) -> Result<StoredSnapshot> {
-        let json = zstd::decode_all(self.body.as_slice())
-            .map_err(|e| StoreError::Corrupt(format!("snapshot {}: cannot decompress: {e}", self.id)))?;
-        let snapshot = serde_json::from_slice(&json)
-            .map_err(|e| StoreError::Corrupt(format!("snapshot {}: cannot parse: {e}", self.id)))?;
-        Ok(StoredSnapshot { id: self.id, host_id: self.host_id, received_at: from_ms(self.received_at), snapshot })
+/// Keyframes read for decoding rows stored against them, by id.
+pub(super) struct Keyframes(HashMap<i64, Option<std::result::Result<Snapshot, String>>>);
+
+impl Keyframes {
+    /// Reads and decodes the keyframes with these ids (each once) through `conn`.
+    pub(super) async fn read(conn: &mut SqliteConnection, ids: Vec<i64>) -> Result<Keyframes> {
+        let mut keyframes = HashMap::new();
+        for id in ids {
+            if keyframes.contains_key(&id) {
+                continue;
+            }
+            let body: Option<Vec<u8>> = sqlx::query_scalar("SELECT body FROM snapshots WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+            keyframes.insert(id, body.map(|b| ingest::decode(&b, None)));
+        }
+        Ok(Keyframes(keyframes))
+    }
+
+    /// Decodes the body of row `id`. `None` if its keyframe is gone.
+    pub(super) fn decode(&self, id: i64, body: &[u8], base_id: Option<i64>) -> Option<Result<Snapshot>> {
+        let keyframe = match base_id {
+            None => None,
+            Some(base) => match self.0.get(&base)? {
+                Some(Ok(keyframe)) => Some(keyframe),
+                Some(Err(e)) => return Some(Err(StoreError::Corrupt(format!("keyframe {base}: {e}")))),
+                None => return None,
+            },
+        };
+        Some(ingest::decode(body, keyframe).map_err(|e| StoreError::Corrupt(format!("snapshot {id}: {e}"))))
     }
 }
 
@@ -117,104 +140,46 @@ pub(super) fn finite(v: f64) -> f64 {
 
 impl Store {
     /// Stores a snapshot received at `received_at`, creating or updating its host.
+    /// Returns once the row is committed; concurrent calls share one transaction.
     ///
     /// A snapshot whose host and `seq` are already stored is a duplicate (an upload sent
     /// twice): nothing changes and the existing row's id is returned.
     pub async fn insert_snapshot(&self, snap: &Snapshot, received_at: DateTime<Utc>) -> Result<Inserted> {
-        // Encode before taking the write lock: it is the slow part.
-        let json = serde_json::to_vec(snap).map_err(|e| StoreError::Corrupt(format!("cannot encode snapshot: {e}")))?;
-        let body = zstd::bulk::compress(&json, ZSTD_LEVEL)
-            .map_err(|e| StoreError::Corrupt(format!("cannot compress snapshot: {e}")))?;
+        // Encode before queueing for the writer: it is the slow part, and runs here on
+        // the caller's task, alongside other callers.
         let info = serde_json::to_string(&snap.host)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode host info: {e}")))?;
-        let top = rollup::snapshot_top_json(snap)?;
         let taken = to_ms(snap.taken_at);
-        let received = to_ms(received_at);
-        let seq = to_i64(snap.seq);
-
-        let mut tx = self.write().await?;
-        sqlx::query(
-            "INSERT INTO hosts (hostname, info_json, first_seen, last_seen, last_taken_at) VALUES (?, ?, ?, ?, ?) \
-             ON CONFLICT (hostname) DO NOTHING",
-        )
-        .bind(&snap.host.hostname)
-        .bind(&info)
-        .bind(received)
-        .bind(received)
-        .bind(taken)
-        .execute(&mut *tx)
-        .await?;
-        let host_id: i64 = sqlx::query_scalar("SELECT id FROM hosts WHERE hostname = ?")
-            .bind(&snap.host.hostname)
-            .fetch_one(&mut *tx)
-            .await?;
-
-        let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO snapshots (host_id, seq, taken_at, received_at, cpu_percent, memory_used_bytes, \
-             memory_total_bytes, process_count, connection_count, sent_bytes_per_sec, received_bytes_per_sec, \
-             load_one, top_json, body) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) \
-             ON CONFLICT (host_id, seq) DO NOTHING RETURNING id",
-        )
-        .bind(host_id)
-        .bind(seq)
-        .bind(taken)
-        .bind(received)
-        .bind(finite(f64::from(snap.cpu.total_percent)))
-        .bind(to_i64(snap.memory.used_bytes))
-        .bind(to_i64(snap.memory.total_bytes))
-        .bind(to_i64(snap.processes.len() as u64))
-        .bind(to_i64(snap.connections.len() as u64))
-        .bind(finite(snap.network.total.sent_bytes_per_sec))
-        .bind(finite(snap.network.total.received_bytes_per_sec))
-        .bind(snap.cpu.load_average.map(|l| l.one).filter(|v| v.is_finite()))
-        .bind(&top)
-        .bind(&body)
-        .fetch_optional(&mut *tx)
-        .await?;
-
-        let Some(id) = id else {
-            let existing: i64 = sqlx::query_scalar("SELECT id FROM snapshots WHERE host_id = ? AND seq = ?")
-                .bind(host_id)
-                .bind(seq)
-                .fetch_one(&mut *tx)
-                .await?;
-            tx.rollback().await?;
-            return Ok(Inserted { id: existing, host_id, duplicate: true });
-        };
-
-        // The host's facts follow its newest snapshot by taken_at, so a spool catching
-        // up with old snapshots does not bring back old facts.
-        sqlx::query(
-            "UPDATE hosts SET \
-               info_json = CASE WHEN ?1 >= last_taken_at THEN ?2 ELSE info_json END, \
-               last_taken_at = MAX(last_taken_at, ?1), \
-               first_seen = MIN(first_seen, ?3), \
-               last_seen = MAX(last_seen, ?3), \
-               last_seq = MAX(last_seq, ?4) \
-             WHERE id = ?5",
-        )
-        .bind(taken)
-        .bind(&info)
-        .bind(received)
-        .bind(seq)
-        .bind(host_id)
-        .execute(&mut *tx)
-        .await?;
-
-        // A snapshot for a minute that is already rolled up is queued, so the next
-        // maintenance merges it into its rollups instead of never counting it.
-        sqlx::query(
-            "INSERT INTO rollup_late (snapshot_id) SELECT ?1 FROM rollup_progress \
-             WHERE host_id = ?2 AND tier = 'minute' AND rolled_until > ?3",
-        )
-        .bind(id)
-        .bind(host_id)
-        .bind(taken)
-        .execute(&mut *tx)
-        .await?;
-
-        tx.commit().await?;
-        Ok(Inserted { id, host_id, duplicate: false })
+        let epoch = self.ingest.epoch();
+        let mut keyframe = self.ingest.keyframe(&snap.host.hostname, taken);
+        loop {
+            let row = ingest::Row {
+                hostname: snap.host.hostname.clone(),
+                info: info.clone(),
+                taken,
+                received: to_ms(received_at),
+                seq: to_i64(snap.seq),
+                cpu_percent: finite(f64::from(snap.cpu.total_percent)),
+                memory_used_bytes: to_i64(snap.memory.used_bytes),
+                memory_total_bytes: to_i64(snap.memory.total_bytes),
+                process_count: to_i64(snap.processes.len() as u64),
+                connection_count: to_i64(snap.connections.len() as u64),
+                sent_bytes_per_sec: finite(snap.network.total.sent_bytes_per_sec),
+                received_bytes_per_sec: finite(snap.network.total.received_bytes_per_sec),
+                load_one: snap.cpu.load_average.map(|l| l.one).filter(|v| v.is_finite()),
+                body: ingest::encode(snap, keyframe.as_deref())?,
+                epoch,
+            };
+            match self.ingest.submit(row).await? {
+                Some(inserted) => return Ok(inserted),
+                None if keyframe.is_some() => {
+                    // Retention deleted the keyframe meanwhile: store this one whole.
+                    self.ingest.forget(&snap.host.hostname);
+                    keyframe = None;
+                }
+                None => return Err(StoreError::Corrupt("a whole snapshot was refused as a delta".into())),
+            }
+        }
     }
 
     /// The sequence number to give the next snapshot of `hostname` when its upload
@@ -261,24 +226,24 @@ impl Store {
         .bind(host_id)
         .fetch_optional(&self.pool)
         .await?;
-        row.map(BodyRow::decode).transpose()
+        self.decode_one(row).await
     }
 
     /// The newest snapshot of every host that has one, by host name. A snapshot that
     /// cannot be read is left out (and logged) rather than hiding every other host.
     pub async fn latest_per_host(&self) -> Result<Vec<StoredSnapshot>> {
         let rows: Vec<BodyRow> = sqlx::query_as(
-            "SELECT s.id, s.host_id, s.received_at, s.body FROM hosts h JOIN snapshots s ON s.id = \
+            "SELECT s.id, s.host_id, s.received_at, s.body, s.base_id FROM hosts h JOIN snapshots s ON s.id = \
                (SELECT id FROM snapshots WHERE host_id = h.id ORDER BY taken_at DESC, seq DESC LIMIT 1) \
              ORDER BY h.hostname",
         )
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
+        Ok(self
+            .decode(rows)
+            .await?
             .into_iter()
-            .filter_map(|row| {
-                row.decode().map_err(|e| tracing::warn!("skipping the newest snapshot of a host: {e}")).ok()
-            })
+            .filter_map(|row| row.map_err(|e| tracing::warn!("skipping the newest snapshot of a host: {e}")).ok())
             .collect())
     }
 
@@ -288,7 +253,7 @@ impl Store {
             .bind(id)
             .fetch_optional(&self.pool)
             .await?;
-        row.map(BodyRow::decode).transpose()
+        self.decode_one(row).await
     }
 
     /// Stored snapshots of one host or of all, newest first, without their bodies.
@@ -356,6 +321,31 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        rows.into_iter().map(BodyRow::decode).collect()
+        self.decode(rows).await?.into_iter().collect()
+    }
+
+    /// Decodes one row (see [`Store::decode`]).
+    async fn decode_one(&self, row: Option<BodyRow>) -> Result<Option<StoredSnapshot>> {
+        let Some(row) = row else { return Ok(None) };
+        self.decode(vec![row]).await?.pop().transpose()
+    }
+
+    /// Decodes rows, reading and decoding each keyframe they need once.
+    ///
+    /// A row whose keyframe is gone is left out: keyframes are deleted only with their
+    /// whole minute, so that row is past retention and being deleted too.
+    async fn decode(&self, rows: Vec<BodyRow>) -> Result<Vec<Result<StoredSnapshot>>> {
+        let mut conn = self.pool.acquire().await?;
+        let ids = rows.iter().filter_map(|r| r.base_id).collect();
+        let keyframes = Keyframes::read(&mut conn, ids).await?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|row| {
+                let (id, host_id, received_at) = (row.id, row.host_id, row.received_at);
+                keyframes.decode(id, &row.body, row.base_id).map(|snapshot| {
+                    Ok(StoredSnapshot { id, host_id, received_at: from_ms(received_at), snapshot: snapshot? })
+                })
+            })
+            .collect())
     }
 }

@@ -515,3 +515,211 @@ async fn concurrent_writers_all_land() {
         .unwrap();
     assert_eq!(rolled, 100);
 }
+
+/// A snapshot of `hostname` that differs from [`base`] the way a next tick does: some
+/// processes' figures move, one process comes and one goes.
+fn tick(hostname: &str, seq: u64, taken_at: DateTime<Utc>) -> Snapshot {
+    let mut s = snap(hostname, seq, taken_at, seq as f32);
+    for (i, p) in s.processes.iter_mut().enumerate() {
+        if (i as u64 + seq) % 5 == 0 {
+            p.cpu_percent += seq as f32 / 10.0;
+            p.rss_bytes += seq * 4096;
+        }
+    }
+    let gone = seq as usize % s.processes.len();
+    s.processes.remove(gone);
+    s.processes.push(process("ticker", 3_000_000 + seq as u32, 1.5, seq << 20));
+    s
+}
+
+async fn base_id(store: &Store, id: i64) -> Option<i64> {
+    sqlx::query_scalar("SELECT base_id FROM snapshots WHERE id = ?").bind(id).fetch_one(&store.pool).await.unwrap()
+}
+
+async fn body_len(store: &Store, id: i64) -> i64 {
+    sqlx::query_scalar("SELECT length(body) FROM snapshots WHERE id = ?").bind(id).fetch_one(&store.pool).await.unwrap()
+}
+
+#[tokio::test]
+async fn snapshots_of_a_minute_are_stored_against_its_keyframe_and_read_back_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    // The start of the host's keyframe window, so that the first 60 ticks share it.
+    let t0 = from_ms(ingest::window_start("alpha", to_ms(now() - secs(3600))));
+    let mut stored = Vec::new();
+    let mut host = 0;
+    for seq in 1..=70u64 {
+        let s = tick("alpha", seq, t0 + secs(seq as i64 - 1));
+        let inserted = store.insert_snapshot(&s, t0).await.unwrap();
+        host = inserted.host_id;
+        stored.push((inserted.id, s));
+    }
+    let keyframe = stored[0].0;
+    assert_eq!(base_id(&store, keyframe).await, None);
+    for (id, _) in &stored[1..60] {
+        assert_eq!(base_id(&store, *id).await, Some(keyframe));
+        let (delta, whole) = (body_len(&store, *id).await, body_len(&store, keyframe).await);
+        assert!(delta * 5 < whole, "a delta of {delta} bytes against a keyframe of {whole}");
+    }
+    // The next minute starts a new keyframe.
+    assert_eq!(base_id(&store, stored[60].0).await, None);
+    assert_eq!(base_id(&store, stored[61].0).await, Some(stored[60].0));
+
+    for (id, s) in &stored {
+        assert_eq!(&store.snapshot(*id).await.unwrap().unwrap().snapshot, s);
+    }
+    let range = store.range(host, t0, t0 + secs(3600), 1000).await.unwrap();
+    assert_eq!(
+        range.iter().map(|r| &r.snapshot).collect::<Vec<_>>(),
+        stored.iter().map(|(_, s)| s).collect::<Vec<_>>()
+    );
+    assert_eq!(store.latest(host).await.unwrap().unwrap().snapshot, stored[69].1);
+    assert_eq!(store.latest_per_host().await.unwrap()[0].snapshot, stored[69].1);
+
+    // After a restart there is no keyframe in memory: the next snapshot is one.
+    store.close().await;
+    let store = open(&dir).await;
+    let s = tick("alpha", 71, t0 + secs(70));
+    let id = store.insert_snapshot(&s, t0).await.unwrap().id;
+    assert_eq!(base_id(&store, id).await, None);
+    assert_eq!(store.snapshot(id).await.unwrap().unwrap().snapshot, s);
+    assert_eq!(store.snapshot(stored[65].0).await.unwrap().unwrap().snapshot, stored[65].1);
+}
+
+#[test]
+fn keyframe_windows_are_a_minute_long_and_shifted_per_host() {
+    let t = to_ms(now());
+    let (a, b) = (ingest::window_start("alpha", t), ingest::window_start("beta", t));
+    assert!(a <= t && t - a < 60_000 && b <= t && t - b < 60_000);
+    assert_ne!(a, b, "two hosts' windows start at different seconds");
+    assert_eq!(ingest::window_start("alpha", a + 59_999), a);
+    assert_eq!(ingest::window_start("alpha", a + 60_000), a + 60_000);
+}
+
+#[tokio::test]
+async fn retention_deletes_whole_keyframe_windows() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let retention = Retention { raw: Duration::from_secs(3600), ..Retention::default() };
+    let t0 = from_ms(ingest::window_start("alpha", to_ms(now() - secs(7200))));
+    let mut ids = Vec::new();
+    for seq in 1..=180u64 {
+        let s = tick("alpha", seq, t0 + secs(seq as i64 - 1));
+        ids.push(store.insert_snapshot(&s, t0).await.unwrap().id);
+    }
+    // Raw retention ends 90 s into the data: in the middle of the second window, whose
+    // keyframe must outlive it with the rest of the window.
+    let now = t0 + secs(3600 + 90);
+    let done = store.maintain(now, &retention).await.unwrap();
+    assert_eq!(done.raw_deleted, 60);
+    for (i, id) in ids.iter().enumerate() {
+        let read = store.snapshot(*id).await.unwrap();
+        assert_eq!(read.is_some(), i >= 60, "snapshot {i}");
+        if let Some(read) = read {
+            assert_eq!(read.snapshot, tick("alpha", i as u64 + 1, t0 + secs(i as i64)));
+        }
+    }
+    // A snapshot for the expired window is stored whole, not against a deleted keyframe.
+    let s = tick("alpha", 1000, t0 + secs(10));
+    let id = store.insert_snapshot(&s, now).await.unwrap().id;
+    assert_eq!(base_id(&store, id).await, None);
+    assert_eq!(store.snapshot(id).await.unwrap().unwrap().snapshot, s);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_inserts_share_transactions_and_fail_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    // A refusal the store cannot foresee, for one snapshot only.
+    sqlx::query(
+        "CREATE TRIGGER refuse BEFORE INSERT ON snapshots WHEN NEW.seq = 20 BEGIN SELECT RAISE(ABORT, 'refused'); END",
+    )
+    .execute(&store.pool)
+    .await
+    .unwrap();
+    let t0 = now() - secs(3600);
+    let mut tasks = tokio::task::JoinSet::new();
+    for h in 0..8 {
+        for seq in 1..=20u64 {
+            // Every upload twice, at the same time: one of each pair is a duplicate.
+            for _ in 0..2 {
+                let store = store.clone();
+                tasks.spawn(async move {
+                    let s = tick(&format!("host-{h}"), seq, t0 + secs(seq as i64));
+                    (h, seq, store.insert_snapshot(&s, t0).await)
+                });
+            }
+        }
+    }
+    let mut results = std::collections::HashMap::<(i32, u64), Vec<Inserted>>::new();
+    while let Some(done) = tasks.join_next().await {
+        let (h, seq, result) = done.unwrap();
+        match result {
+            Ok(inserted) => results.entry((h, seq)).or_default().push(inserted),
+            Err(e) => assert!(seq == 20 && e.to_string().contains("refused"), "{e}"),
+        }
+    }
+    assert!(!results.keys().any(|&(_, seq)| seq == 20));
+    assert_eq!(results.len(), 8 * 19);
+    for ((h, seq), pair) in &results {
+        assert_eq!(pair.len(), 2);
+        assert_eq!(pair[0].id, pair[1].id, "host {h} seq {seq}");
+        assert_eq!(pair.iter().filter(|i| i.duplicate).count(), 1, "host {h} seq {seq}");
+        let read = store.snapshot(pair[0].id).await.unwrap().unwrap();
+        assert_eq!(read.snapshot, tick(&format!("host-{h}"), *seq, t0 + secs(*seq as i64)));
+    }
+    assert_eq!(store.count(None).await.unwrap(), 8 * 19);
+    // The refused snapshot left nothing behind, not even on its host.
+    for host in store.hosts().await.unwrap() {
+        assert_eq!(host.snapshot_count, 19);
+    }
+    let last_seqs: Vec<i64> = sqlx::query_scalar("SELECT last_seq FROM hosts").fetch_all(&store.pool).await.unwrap();
+    assert!(last_seqs.iter().all(|&s| s == 19), "{last_seqs:?}");
+}
+
+#[tokio::test]
+async fn rows_stored_before_keyframes_still_read_and_roll_up() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let t = from_ms(floor_ms(to_ms(now() - secs(3600)), 60_000) + 10_000);
+    let s = snap("old", 1, t, 5.0);
+    // A row as the first schema stored it: the whole body (here without its size in the
+    // frame header, as a streaming encoder writes it) and a stored top list, which names
+    // a process the body does not have, to tell which one rollups read.
+    let body = zstd::encode_all(serde_json::to_vec(&s).unwrap().as_slice(), 3).unwrap();
+    let top = r#"[{"name":"legacy","pid":4000001,"cmd":"legacy --work","cpu_percent":250.0,"rss_bytes":1048576}]"#;
+    sqlx::query("INSERT INTO hosts (hostname, first_seen, last_seen, last_taken_at) VALUES ('old', ?1, ?1, ?1)")
+        .bind(to_ms(t))
+        .execute(&store.pool)
+        .await
+        .unwrap();
+    let id: i64 = sqlx::query_scalar(
+        "INSERT INTO snapshots (host_id, seq, taken_at, received_at, cpu_percent, memory_used_bytes, \
+         memory_total_bytes, process_count, connection_count, sent_bytes_per_sec, received_bytes_per_sec, \
+         top_json, body) SELECT id, 1, ?1, ?1, 5.0, 1, 2, 3, 4, 0, 0, ?2, ?3 FROM hosts WHERE hostname = 'old' \
+         RETURNING id",
+    )
+    .bind(to_ms(t))
+    .bind(top)
+    .bind(&body)
+    .fetch_one(&store.pool)
+    .await
+    .unwrap();
+    assert_eq!(store.snapshot(id).await.unwrap().unwrap().snapshot, s);
+
+    // New rows of the same host go in beside it.
+    let next = tick("old", 2, t + secs(1));
+    let inserted = store.insert_snapshot(&next, t).await.unwrap();
+    assert_eq!(store.snapshot(inserted.id).await.unwrap().unwrap().snapshot, next);
+    assert_eq!(store.count(Some(inserted.host_id)).await.unwrap(), 2);
+
+    store.maintain(now(), &Retention::default()).await.unwrap();
+    let top = store.top_processes(inserted.host_id, t - secs(600), t + secs(600), 3).await.unwrap();
+    assert_eq!((top[0].name.as_str(), top[0].cpu_max_percent), ("legacy", 250.0));
+    let from_body = top.iter().any(|p| p.cpu_peak_at == t + secs(1) && p.name != "legacy");
+    assert!(from_body, "the new row's top list comes from its body: {top:?}");
+}
+
+fn floor_ms(t: i64, width: i64) -> i64 {
+    t.div_euclid(width) * width
+}

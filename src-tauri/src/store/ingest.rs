@@ -1,0 +1,468 @@
+//! Ingest of raw snapshots: how a snapshot's body is encoded, and the group-commit
+//! writer that stores concurrent uploads in shared transactions.
+//!
+//! **Bodies.** A host's first stored snapshot of each keyframe window (a minute of
+//! `taken_at`, shifted per host) is a keyframe: its whole JSON, zstd-compressed. The host's other
+//! snapshots of that window store only their [`SnapshotDelta`] from the keyframe
+//! (zstd-compressed JSON too) and name it in `base_id`: the processes, sockets and
+//! facts that did not change since the keyframe cost nothing. Reading one applies its
+//! delta to the keyframe, which rebuilds it exactly. Retention deletes a host's raw
+//! rows up to one of its window starts, so a kept snapshot never loses its keyframe.
+//!
+//! **Group commit.** Callers encode their snapshot (the CPU-heavy part) on their own
+//! task, then queue it for one writer, on a thread of its own. The writer takes every
+//! queued row (up to [`MAX_BATCH`]) into one transaction, commits once, and only then
+//! answers each caller: an answer means the row is committed (WAL with synchronous
+//! NORMAL: it survives a crash of the process; a power cut may lose the last commits,
+//! never consistency). A row is one statement in the usual case: its host's id and
+//! facts are remembered, and the insert trigger keeps the host's bookkeeping. If a row
+//! fails, the batch is rolled back and stored again with each row in a savepoint, so
+//! that the failing row fails alone and leaves nothing. One commit per batch instead of
+//! one per snapshot is what lets a thousand agents share one disk. The queue is
+//! bounded; callers wait for room.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use sqlx::{SqliteConnection, SqlitePool};
+use tokio::sync::{mpsc, oneshot};
+
+use super::{Inserted, Result, StoreError};
+use crate::model::Snapshot;
+use crate::model::delta::SnapshotDelta;
+
+/// zstd level for bodies: level 3 compresses process tables about 10:1 at a fraction
+/// of a millisecond per snapshot; higher levels gain little on this kind of JSON.
+const ZSTD_LEVEL: i32 = 3;
+
+/// Width of a keyframe window in ms.
+pub(super) const KEYFRAME_WINDOW_MS: i64 = 60_000;
+
+/// Rows queued for the writer before callers wait for room.
+const QUEUE: usize = 4096;
+
+/// Most rows in one transaction: enough to absorb a thousand agents' second, small
+/// enough that the write lock is never held long.
+const MAX_BATCH: usize = 512;
+
+/// Longest snapshot JSON a stored body may decompress to. Far above any real snapshot;
+/// it only keeps a corrupted size field from asking for all the memory there is.
+const MAX_JSON_BYTES: usize = 256 << 20;
+
+/// Start (ms) of the keyframe window of `hostname` that holds `taken_ms`.
+///
+/// Each host's windows are shifted by an offset derived from its name, so that a
+/// thousand hosts do not all store a whole keyframe in the same second of every minute
+/// (measured: that burst alone took p99 insert latency past 100 ms). The offset must
+/// never change for a host: retention deletes a host's raw rows up to one of its
+/// window starts, so that no kept row loses its keyframe. FNV-1a, fixed here, rather
+/// than the standard library's hasher, which may change between Rust versions.
+pub(super) fn window_start(hostname: &str, taken_ms: i64) -> i64 {
+    let hash =
+        hostname.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+    let offset = i64::try_from(hash % KEYFRAME_WINDOW_MS as u64).unwrap_or(0);
+    (taken_ms - offset).div_euclid(KEYFRAME_WINDOW_MS) * KEYFRAME_WINDOW_MS + offset
+}
+
+/// A host's current keyframe, as the writer last stored it.
+pub(super) struct Keyframe {
+    id: i64,
+    /// Start of its window, ms.
+    window: i64,
+    snapshot: Arc<Snapshot>,
+}
+
+impl std::fmt::Debug for Keyframe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Keyframe").field("id", &self.id).field("window", &self.window).finish_non_exhaustive()
+    }
+}
+
+/// A snapshot body ready to store.
+pub(super) struct Body {
+    /// zstd-compressed JSON of the snapshot, or of its delta from `base_id`.
+    pub bytes: Vec<u8>,
+    /// The keyframe the delta is from.
+    pub base_id: Option<i64>,
+    /// A would-be keyframe's snapshot, for the writer to compress the window's later
+    /// snapshots against once it is stored.
+    pub keyframe: Option<Arc<Snapshot>>,
+}
+
+/// Encodes a snapshot: as its delta from `keyframe` when given, else whole.
+pub(super) fn encode(snap: &Snapshot, keyframe: Option<&Keyframe>) -> Result<Body> {
+    let encoded = |e: serde_json::Error| StoreError::Corrupt(format!("cannot encode snapshot: {e}"));
+    Ok(match keyframe {
+        Some(k) => Body {
+            bytes: compress(&serde_json::to_vec(&SnapshotDelta::between(&k.snapshot, snap)).map_err(encoded)?)?,
+            base_id: Some(k.id),
+            keyframe: None,
+        },
+        None => Body {
+            bytes: compress(&serde_json::to_vec(snap).map_err(encoded)?)?,
+            base_id: None,
+            keyframe: Some(Arc::new(snap.clone())),
+        },
+    })
+}
+
+/// Decodes a stored body, given its keyframe when it has one.
+pub(super) fn decode(bytes: &[u8], keyframe: Option<&Snapshot>) -> std::result::Result<Snapshot, String> {
+    let json = decompress(bytes).map_err(|e| format!("cannot decompress: {e}"))?;
+    match keyframe {
+        None => serde_json::from_slice(&json).map_err(|e| format!("cannot parse: {e}")),
+        Some(base) => {
+            let delta: SnapshotDelta = serde_json::from_slice(&json).map_err(|e| format!("cannot parse: {e}"))?;
+            delta.apply(base).map_err(|e| e.to_string())
+        }
+    }
+}
+
+/// A snapshot ready to store: its columns, encoded.
+pub(super) struct Row {
+    pub hostname: String,
+    pub info: String,
+    pub taken: i64,
+    pub received: i64,
+    pub seq: i64,
+    pub cpu_percent: f64,
+    pub memory_used_bytes: i64,
+    pub memory_total_bytes: i64,
+    pub process_count: i64,
+    pub connection_count: i64,
+    pub sent_bytes_per_sec: f64,
+    pub received_bytes_per_sec: f64,
+    pub load_one: Option<f64>,
+    pub body: Body,
+    /// The retention epoch when the body was encoded ([`Ingest::epoch`]).
+    pub epoch: u64,
+}
+
+/// What the writer did with one row.
+enum Outcome {
+    Stored(Inserted),
+    /// The row's keyframe is gone (deleted by retention after the row was encoded).
+    BaseGone,
+}
+
+struct Job {
+    row: Row,
+    reply: oneshot::Sender<Result<Option<Inserted>>>,
+}
+
+/// The writer's queue and the keyframes callers compress against.
+#[derive(Debug)]
+pub(super) struct Ingest {
+    queue: mpsc::Sender<Job>,
+    keyframes: Keyframes,
+    /// Moved on by retention before it deletes raw rows (see [`Row::epoch`]).
+    epoch: Arc<AtomicU64>,
+}
+
+/// The current keyframe of each host, by host name.
+type Keyframes = Arc<Mutex<HashMap<String, Arc<Keyframe>>>>;
+
+impl Ingest {
+    /// Starts the writer on a thread of its own. It ends when the last handle to the
+    /// queue is dropped.
+    ///
+    /// Not a task on the caller's runtime: under load that runtime's threads are busy
+    /// encoding snapshots, and the writer, which awaits the database once per row,
+    /// would wait behind all of them at every await (measured: about 1 ms per row on
+    /// two cores, against tens of microseconds on its own thread).
+    pub(super) fn start(pool: SqlitePool, turn: Arc<tokio::sync::Mutex<()>>) -> Result<Ingest> {
+        let (queue, jobs) = mpsc::channel(QUEUE);
+        let keyframes = Keyframes::default();
+        let epoch = Arc::new(AtomicU64::new(0));
+        let writer =
+            Writer { pool, turn, keyframes: Arc::clone(&keyframes), epoch: Arc::clone(&epoch), hosts: HashMap::new() };
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StoreError::Writer)?;
+        std::thread::Builder::new()
+            .name("procyon-store-writer".into())
+            .spawn(move || runtime.block_on(run(writer, jobs)))
+            .map_err(StoreError::Writer)?;
+        Ok(Ingest { queue, keyframes, epoch })
+    }
+
+    /// Queues a row and waits until it is committed. `None`: the row's keyframe is gone
+    /// (retention deleted it after the row was encoded) and nothing was stored; encode
+    /// the snapshot whole and try again.
+    pub(super) async fn submit(&self, row: Row) -> Result<Option<Inserted>> {
+        let (reply, answer) = oneshot::channel();
+        self.queue.send(Job { row, reply }).await.map_err(|_| StoreError::Closed)?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// The host's keyframe for the window holding `taken` (ms), if one is stored.
+    pub(super) fn keyframe(&self, hostname: &str, taken: i64) -> Option<Arc<Keyframe>> {
+        let keyframes = self.keyframes.lock().unwrap_or_else(|p| p.into_inner());
+        keyframes.get(hostname).filter(|k| k.window == window_start(hostname, taken)).cloned()
+    }
+
+    /// Forgets a host's keyframe.
+    pub(super) fn forget(&self, hostname: &str) {
+        self.keyframes.lock().unwrap_or_else(|p| p.into_inner()).remove(hostname);
+    }
+
+    /// The retention epoch, to read before [`Ingest::keyframe`].
+    pub(super) fn epoch(&self) -> u64 {
+        self.epoch.load(Ordering::SeqCst)
+    }
+
+    /// Forgets keyframes of windows starting before `cutoff` (ms), whose rows retention
+    /// may be about to delete, and moves the epoch on so that rows already encoded
+    /// against them are checked. It also frees the memory of hosts that stopped
+    /// reporting.
+    pub(super) fn forget_before(&self, cutoff: i64) {
+        self.epoch.fetch_add(1, Ordering::SeqCst);
+        let mut keyframes = self.keyframes.lock().unwrap_or_else(|p| p.into_inner());
+        keyframes.retain(|_, k| k.window >= cutoff);
+    }
+}
+
+thread_local! {
+    /// One compression context per thread, reused: creating one per snapshot costs
+    /// more than compressing a small delta.
+    static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
+}
+
+fn compress(json: &[u8]) -> Result<Vec<u8>> {
+    let failed = |e: std::io::Error| StoreError::Corrupt(format!("cannot compress snapshot: {e}"));
+    COMPRESSOR.with(|cell| {
+        let mut cell = cell.borrow_mut();
+        let compressor = match cell.as_mut() {
+            Some(c) => c,
+            None => cell.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(failed)?),
+        };
+        compressor.compress(json).map_err(failed)
+    })
+}
+
+fn decompress(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
+    let Some(size) = zstd::zstd_safe::get_frame_content_size(bytes).ok().flatten() else {
+        // Every body written so far states its size; stream one that does not.
+        let mut out = Vec::new();
+        let decoder = zstd::stream::read::Decoder::new(bytes)?;
+        std::io::Read::read_to_end(&mut std::io::Read::take(decoder, MAX_JSON_BYTES as u64), &mut out)?;
+        return Ok(out);
+    };
+    let size = usize::try_from(size).unwrap_or(usize::MAX);
+    if size > MAX_JSON_BYTES {
+        return Err(std::io::Error::other(format!("frame claims {size} bytes")));
+    }
+    zstd::bulk::decompress(bytes, size)
+}
+
+/// What the writer knows of a host, valid as of its last commit: its id, and the host
+/// facts its row holds. Hosts are never deleted, and facts rarely change, so most
+/// snapshots need no statement for their host beyond the insert trigger.
+struct KnownHost {
+    id: i64,
+    info: String,
+}
+
+/// The writer's state between batches.
+struct Writer {
+    pool: SqlitePool,
+    turn: Arc<tokio::sync::Mutex<()>>,
+    keyframes: Keyframes,
+    epoch: Arc<AtomicU64>,
+    hosts: HashMap<String, KnownHost>,
+}
+
+/// The writer: takes queued rows in batches, one transaction each.
+async fn run(mut writer: Writer, mut jobs: mpsc::Receiver<Job>) {
+    let mut batch = Vec::with_capacity(MAX_BATCH);
+    while jobs.recv_many(&mut batch, MAX_BATCH).await > 0 {
+        let results = writer.write_batch(&batch).await;
+        for (job, result) in batch.drain(..).zip(results) {
+            let answer = match result {
+                Ok(Outcome::Stored(inserted)) => {
+                    if let Some(snapshot) = job.row.body.keyframe
+                        && !inserted.duplicate
+                    {
+                        let window = window_start(&job.row.hostname, job.row.taken);
+                        let keyframe = Keyframe { id: inserted.id, window, snapshot };
+                        remember(&writer.keyframes, &job.row.hostname, keyframe);
+                    }
+                    Ok(Some(inserted))
+                }
+                Ok(Outcome::BaseGone) => Ok(None),
+                Err(e) => Err(e),
+            };
+            // The caller may have given up waiting; its row is stored all the same.
+            let _ = job.reply.send(answer);
+        }
+    }
+}
+
+/// Makes a newly stored keyframe its host's current one, unless the host already has
+/// one of a later window (a late snapshot does not replace it).
+fn remember(keyframes: &Keyframes, hostname: &str, keyframe: Keyframe) {
+    let mut keyframes = keyframes.lock().unwrap_or_else(|p| p.into_inner());
+    if keyframes.get(hostname).is_none_or(|k| k.window <= keyframe.window) {
+        keyframes.insert(hostname.to_owned(), Arc::new(keyframe));
+    }
+}
+
+/// Host facts learnt in a transaction, kept once it commits.
+type Learnt = Vec<(String, KnownHost)>;
+
+impl Writer {
+    /// Stores a batch in one transaction and commits it. First without savepoints (a
+    /// row is one statement, and its own triggers, in the usual case); if any row
+    /// fails, that transaction is rolled back and the batch is stored again with each
+    /// row in a savepoint, so that the failing rows fail alone and leave nothing.
+    async fn write_batch(&mut self, batch: &[Job]) -> Vec<Result<Outcome>> {
+        let turn = Arc::clone(&self.turn);
+        let _turn = turn.lock().await;
+        let fast = match self.attempt(batch, false).await {
+            Ok(Some(results)) => return results,
+            Ok(None) => None,
+            Err(e) => Some(e),
+        };
+        if let Some(e) = fast {
+            tracing::debug!("storing a batch of snapshots failed, trying row by row: {e}");
+        }
+        let message = match self.attempt(batch, true).await {
+            Ok(Some(results)) => return results,
+            Ok(None) => "a row failed outside its savepoint".to_owned(),
+            Err(e) => e.to_string(),
+        };
+        // Nothing of the batch is stored: every caller hears why.
+        batch.iter().map(|_| Err(StoreError::Batch(message.clone()))).collect()
+    }
+
+    /// One try at a batch. `Ok(None)`: a row failed without savepoints, and nothing was
+    /// committed.
+    async fn attempt(&mut self, batch: &[Job], savepoints: bool) -> Result<Option<Vec<Result<Outcome>>>> {
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        // Rows stored against a keyframe are checked for it only if retention ran since
+        // they were encoded; it deletes keyframes only after moving the epoch on.
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        let mut learnt = Learnt::new();
+        let mut results = Vec::with_capacity(batch.len());
+        for job in batch {
+            if savepoints {
+                sqlx::query("SAVEPOINT row").execute(&mut *tx).await?;
+            }
+            let mut learnt_here = Learnt::new();
+            let result = self.insert(&mut tx, &job.row, job.row.epoch != epoch, &mut learnt_here).await;
+            match (&result, savepoints) {
+                (Err(_), false) => {
+                    // The host's row may be what failed: look it up afresh next time.
+                    self.hosts.remove(&job.row.hostname);
+                    tx.rollback().await?;
+                    return Ok(None);
+                }
+                (Err(_), true) => {
+                    self.hosts.remove(&job.row.hostname);
+                    sqlx::query("ROLLBACK TO row").execute(&mut *tx).await?;
+                }
+                (Ok(_), _) => learnt.extend(learnt_here),
+            }
+            if savepoints {
+                sqlx::query("RELEASE row").execute(&mut *tx).await?;
+            }
+            results.push(result);
+        }
+        tx.commit().await?;
+        self.hosts.extend(learnt);
+        Ok(Some(results))
+    }
+
+    /// Inserts one row; the insert trigger counts it on its host, moves the host's
+    /// times and seq, and queues it for rollups if its minute is already rolled.
+    async fn insert(
+        &self,
+        tx: &mut SqliteConnection,
+        row: &Row,
+        check_base: bool,
+        learnt: &mut Learnt,
+    ) -> Result<Outcome> {
+        if let Some(base) = row.body.base_id
+            && check_base
+        {
+            let exists: Option<i64> =
+                sqlx::query_scalar("SELECT 1 FROM snapshots WHERE id = ?").bind(base).fetch_optional(&mut *tx).await?;
+            if exists.is_none() {
+                return Ok(Outcome::BaseGone);
+            }
+        }
+        let (host_id, info) = match self.hosts.get(&row.hostname) {
+            Some(known) => (known.id, known.info.as_str()),
+            None => {
+                sqlx::query(
+                    "INSERT INTO hosts (hostname, info_json, first_seen, last_seen, last_taken_at) \
+                     VALUES (?, ?, ?, ?, ?) ON CONFLICT (hostname) DO NOTHING",
+                )
+                .bind(&row.hostname)
+                .bind(&row.info)
+                .bind(row.received)
+                .bind(row.received)
+                .bind(row.taken)
+                .execute(&mut *tx)
+                .await?;
+                let (id, info): (i64, Option<String>) =
+                    sqlx::query_as("SELECT id, info_json FROM hosts WHERE hostname = ?")
+                        .bind(&row.hostname)
+                        .fetch_one(&mut *tx)
+                        .await?;
+                learnt.push((row.hostname.clone(), KnownHost { id, info: info.unwrap_or_default() }));
+                (id, learnt.last().map_or("", |(_, k)| k.info.as_str()))
+            }
+        };
+        let info_known = info == row.info;
+
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO snapshots (host_id, seq, taken_at, received_at, cpu_percent, memory_used_bytes, \
+             memory_total_bytes, process_count, connection_count, sent_bytes_per_sec, received_bytes_per_sec, \
+             load_one, top_json, body, base_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?) \
+             ON CONFLICT (host_id, seq) DO NOTHING RETURNING id",
+        )
+        .bind(host_id)
+        .bind(row.seq)
+        .bind(row.taken)
+        .bind(row.received)
+        .bind(row.cpu_percent)
+        .bind(row.memory_used_bytes)
+        .bind(row.memory_total_bytes)
+        .bind(row.process_count)
+        .bind(row.connection_count)
+        .bind(row.sent_bytes_per_sec)
+        .bind(row.received_bytes_per_sec)
+        .bind(row.load_one)
+        .bind(&row.body.bytes)
+        .bind(row.body.base_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+
+        let Some(id) = id else {
+            let existing: i64 = sqlx::query_scalar("SELECT id FROM snapshots WHERE host_id = ? AND seq = ?")
+                .bind(host_id)
+                .bind(row.seq)
+                .fetch_one(&mut *tx)
+                .await?;
+            return Ok(Outcome::Stored(Inserted { id: existing, host_id, duplicate: true }));
+        };
+
+        // The host's facts follow its newest snapshot by taken_at (the trigger has just
+        // moved `last_taken_at`), so a spool catching up with old snapshots does not
+        // bring back old facts.
+        if !info_known {
+            let changed = sqlx::query("UPDATE hosts SET info_json = ? WHERE id = ? AND last_taken_at = ?")
+                .bind(&row.info)
+                .bind(host_id)
+                .bind(row.taken)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if changed > 0 {
+                learnt.push((row.hostname.clone(), KnownHost { id: host_id, info: row.info.clone() }));
+            }
+        }
+        Ok(Outcome::Stored(Inserted { id, host_id, duplicate: false }))
+    }
+}
