@@ -8,12 +8,16 @@
 //! pid and start time are the same, so a reused pid is noticed and read afresh.
 //!
 //! Both per-tick files are kept open and read again from offset 0 with one `pread`,
-//! instead of open, read and close each tick: a third of the system calls, and no path
-//! lookup. The kernel produces such a file afresh on every read from its start. A kept
+//! instead of open, statx, lseek, read, read and close each tick (a sixth of the system
+//! calls, and no path lookup). The kernel produces such a file afresh on every read from its start. A kept
 //! file belongs to the process it was opened for, not to the pid: once that process is
 //! gone, reading it fails, the file is closed, and the pid is opened afresh (it may be
-//! someone else's by then). At most [`kept_files_budget`] files are kept; past that,
-//! processes are read the plain way.
+//! someone else's by then). At most [`kept_files_budget`] files are kept, in all
+//! samplers of the process together; past that, processes are read the plain way.
+//!
+//! `/proc/PID/io` is read even for a process whose CPU time did not move: that time is
+//! counted in clock ticks (10 ms), and a process can write megabytes in less than one,
+//! so an unchanged figure does not mean it ran no code (a test below holds this).
 //!
 //! Socket owners: the kernel lists sockets with their inode (netlink, in `sock_diag.rs`),
 //! but only `/proc/*/fd` says which process holds an inode. Walking every descriptor of
@@ -26,6 +30,7 @@ use std::fs::{self, File};
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -175,13 +180,36 @@ fn parse_open_files_limit(text: &str) -> Option<usize> {
     }
 }
 
-/// How many `/proc` files the sampler may keep open: half of this process's limit on
-/// open files (the rest of the program needs its share), at most [`MAX_KEPT_FILES`].
+/// How many `/proc` files the samplers of this process may keep open together: half of
+/// its limit on open files (the rest of the program needs its share), at most
+/// [`MAX_KEPT_FILES`].
 fn kept_files_budget() -> usize {
     fs::read_to_string("/proc/self/limits")
         .ok()
         .and_then(|t| parse_open_files_limit(&t))
         .map_or(0, |soft| (soft / 2).min(MAX_KEPT_FILES))
+}
+
+/// `/proc` files kept open by all samplers of this process together (there is one in a
+/// program, several in tests): the limit on open files is the process's, so is the
+/// budget.
+static KEPT_FILES: AtomicUsize = AtomicUsize::new(0);
+
+/// A `/proc` file kept open between ticks, counted in [`KEPT_FILES`] while it lives.
+struct KeptFile(File);
+
+impl KeptFile {
+    /// Keeps `file` if fewer than `limit` files are kept in this process.
+    fn keep(file: File, limit: usize) -> Option<KeptFile> {
+        KEPT_FILES.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < limit).then_some(n + 1)).ok()?;
+        Some(KeptFile(file))
+    }
+}
+
+impl Drop for KeptFile {
+    fn drop(&mut self) {
+        KEPT_FILES.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 /// Reads a `/proc` file from its start into `buf`, growing it as needed; returns the
@@ -286,8 +314,8 @@ struct Known {
     io: Option<(u64, u64)>,
     /// `/proc/PID/io` refused us: it will keep refusing, so stop asking.
     io_denied: bool,
-    stat_file: Option<File>,
-    io_file: Option<File>,
+    stat_file: Option<KeptFile>,
+    io_file: Option<KeptFile>,
 }
 
 impl Known {
@@ -306,9 +334,11 @@ pub(super) struct Processes {
     path: String,
     pids: Vec<u32>,
     tick: u64,
-    /// Files kept open now, and how many may be.
+    /// Files this reader keeps open now, and how many it may.
     kept: usize,
     budget: usize,
+    /// How many all readers of this process may keep together.
+    shared_budget: usize,
 }
 
 impl Processes {
@@ -316,7 +346,7 @@ impl Processes {
         Processes::with_budget(kept_files_budget())
     }
 
-    /// A reader that keeps at most `budget` files open.
+    /// A reader that keeps at most `budget` files open (and no more than its share).
     fn with_budget(budget: usize) -> Processes {
         let mut p = Processes {
             clock: Clock::read(),
@@ -328,6 +358,7 @@ impl Processes {
             tick: 0,
             kept: 0,
             budget,
+            shared_budget: kept_files_budget(),
         };
         // The baseline: CPU figures of the first real sample are deltas against it.
         let _ = p.read(1);
@@ -363,7 +394,7 @@ impl Processes {
         wall_now: DateTime<Utc>,
         memory_total: u64,
     ) -> Option<ProcessSample> {
-        let kept = self.known.get(&pid).and_then(|k| k.stat_file.as_ref());
+        let kept = self.known.get(&pid).and_then(|k| k.stat_file.as_ref()).map(|k| &k.0);
         let mut opened = None;
         let len = match kept.map(|f| read_from_start(f, &mut self.buf)) {
             Some(Ok(n)) => n,
@@ -402,10 +433,12 @@ impl Processes {
             known.fixed = first_look(&mut self.users, &mut self.path, pid, comm, &stat);
         }
         if let Some(file) = opened {
-            if known.stat_file.is_some() {
-                known.stat_file = Some(file); // replaces the one of a gone process
-            } else if self.kept < self.budget {
-                known.stat_file = Some(file);
+            if let Some(kept) = known.stat_file.as_mut() {
+                kept.0 = file; // replaces the one of a gone process
+            } else if self.kept < self.budget
+                && let Some(kept) = KeptFile::keep(file, self.shared_budget)
+            {
+                known.stat_file = Some(kept);
                 self.kept += 1;
             }
         }
@@ -428,11 +461,13 @@ impl Processes {
         let mut disk_write_rate = None;
         if !known.io_denied {
             let read = match known.io_file.as_ref() {
-                Some(file) => read_from_start(file, &mut self.buf),
+                Some(kept) => read_from_start(&kept.0, &mut self.buf),
                 None => File::open(proc_path(&mut self.path, pid, "io")).and_then(|file| {
                     let n = read_from_start(&file, &mut self.buf)?;
-                    if self.kept < self.budget {
-                        known.io_file = Some(file);
+                    if self.kept < self.budget
+                        && let Some(kept) = KeptFile::keep(file, self.shared_budget)
+                    {
+                        known.io_file = Some(kept);
                         self.kept += 1;
                     }
                     Ok(n)
