@@ -8,6 +8,9 @@ mod common;
 use std::net::TcpListener;
 use std::time::Duration;
 
+use std::collections::HashSet;
+
+use common::load::Load;
 use common::{Sleeper, marker};
 use procyon::model::{ProcessStatus, Protocol, TcpState};
 use procyon::sample::{Sampler, SamplerOptions};
@@ -171,6 +174,47 @@ fn cpu_memory_and_network_figures_are_sane() {
             assert!((0.0..=100.0).contains(&p.memory_percent));
         }
     }
+}
+
+/// How many of the `pids` this process has files open on in `/proc` (the sampler keeps
+/// some open between ticks).
+fn processes_with_files_open(pids: &[u32]) -> usize {
+    let targets: Vec<String> = std::fs::read_dir("/proc/self/fd")
+        .unwrap()
+        .flatten()
+        .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+        .map(|t| t.to_string_lossy().into_owned())
+        .collect();
+    pids.iter().filter(|pid| targets.iter().any(|t| t.starts_with(&format!("/proc/{pid}/")))).count()
+}
+
+#[test]
+fn a_loaded_machine_is_listed_whole_and_gone_processes_let_go_of_their_files() {
+    let mut sampler = Sampler::new(SamplerOptions::default());
+    let load = Load::start(100, 100).unwrap();
+    let snap = sampler.sample();
+    let pids = load.pids();
+    for pid in &pids {
+        let p = snap.processes.iter().find(|p| p.pid == *pid).expect("load process listed");
+        assert_eq!((p.name.as_str(), p.ppid), ("cat", Some(std::process::id())));
+    }
+    // Each load process holds one end of a loopback connection: each is an owner.
+    let port = load.port();
+    let owners: HashSet<u32> = snap
+        .connections
+        .iter()
+        .filter(|c| c.local_port == port || c.remote_port == Some(port))
+        .filter_map(|c| c.pid)
+        .collect();
+    assert!(pids.iter().all(|pid| owners.contains(pid)), "owners {owners:?}");
+    // The sampler keeps their files open (at most half the limit on open files).
+    let kept = processes_with_files_open(&pids);
+    assert!(kept >= 90, "files kept open for {kept} of the 100 new processes");
+
+    drop(load);
+    let snap = sampler.sample();
+    assert!(pids.iter().all(|pid| snap.processes.iter().all(|p| p.pid != *pid)), "the load is gone");
+    assert_eq!(processes_with_files_open(&pids), 0, "files of gone processes are closed");
 }
 
 #[test]

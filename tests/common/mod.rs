@@ -96,3 +96,4 @@ pub fn me() -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 pub mod collector;
+pub mod load;

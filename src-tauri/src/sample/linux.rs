@@ -2,36 +2,59 @@
 //!
 //! The point is to read as little as possible per tick. For a process already known, a
 //! tick reads `/proc/PID/stat` (state, parent, CPU ticks, threads, sizes) and
-//! `/proc/PID/io` (disk bytes). The command line, the owner and the name are read once,
-//! when a process first appears; a process is "the same" while its pid and start time
-//! are the same, so a reused pid is noticed and read afresh.
+//! `/proc/PID/io` (disk bytes), and nothing else. The command line, the owner and the
+//! name are read when a process first appears, and again only if it starts another
+//! program (`exec` changes the kernel's name for it); a process is "the same" while its
+//! pid and start time are the same, so a reused pid is noticed and read afresh.
 //!
-//! Socket owners: the kernel lists sockets with their inode (netlink, in `socket.rs`),
+//! Both per-tick files are kept open and read again from offset 0 with one `pread`,
+//! instead of open, statx, lseek, read, read and close each tick (a sixth of the system
+//! calls, and no path lookup). The kernel produces such a file afresh on every read from its start. A kept
+//! file belongs to the process it was opened for, not to the pid: once that process is
+//! gone, reading it fails, the file is closed, and the pid is opened afresh (it may be
+//! someone else's by then). At most [`kept_files_budget`] files are kept, in all
+//! samplers of the process together; past that, processes are read the plain way.
+//!
+//! `/proc/PID/io` is read even for a process whose CPU time did not move: that time is
+//! counted in clock ticks (10 ms), and a process can write megabytes in less than one,
+//! so an unchanged figure does not mean it ran no code (a test below holds this).
+//!
+//! Socket owners: the kernel lists sockets with their inode (netlink, in `sock_diag.rs`),
 //! but only `/proc/*/fd` says which process holds an inode. Walking every descriptor of
 //! every process costs more than the rest of a tick together, so [`SocketOwners`] keeps
 //! the map and walks again only when a socket shows up that it has not looked for yet.
 
 use std::collections::{HashMap, HashSet};
-use std::fs;
-use std::io::Read;
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::fmt::Write as _;
+use std::fs::{self, File};
+use std::io;
+use std::ops::Range;
+use std::os::unix::fs::{FileExt, MetadataExt};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
 use super::network::{RawCounters, parse_proc_net_dev};
+use super::sock_diag::SockDiag;
 use super::{ProcessEntry, redact};
 use crate::model::{ProcessSample, ProcessStatus};
 
 /// `PF_KTHREAD` in `/proc/PID/stat`'s flags: the task is a kernel thread.
 const PF_KTHREAD: u64 = 0x0020_0000;
 
+/// Most bytes of a name in `/proc/PID/stat`.
+const COMM_LIMIT: usize = 64;
+
+/// Most `/proc` files kept open between ticks, whatever the limit on open files.
+const MAX_KEPT_FILES: usize = 4096;
+
 /// The fields of `/proc/PID/stat` that Procyon uses.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) struct Stat {
-    pub comm: String,
-    pub state: char,
+    /// Where the name is in the text read: copied out only when it is needed.
+    pub comm: Range<usize>,
+    pub state: u8,
     pub ppid: u32,
     pub flags: u64,
     /// User plus system time, in clock ticks.
@@ -45,49 +68,98 @@ pub(super) struct Stat {
 
 /// Parses `/proc/PID/stat`. The name (field 2) is in parentheses and may itself hold
 /// spaces and parentheses, so the fields after it are found from the *last* `)`.
-pub(super) fn parse_stat(text: &str) -> Option<Stat> {
-    let open = text.find('(')?;
-    let close = text.rfind(')')?;
-    let comm = text.get(open + 1..close)?.to_owned();
-    let mut fields = text.get(close + 1..)?.split_ascii_whitespace();
-    // `fields` now starts at field 3 (state); `nth(k)` skips k fields.
-    let state = fields.next()?.chars().next()?;
-    let ppid = fields.next()?.parse().ok()?; // 4
-    let flags = fields.nth(4)?.parse().ok()?; // 9
-    let utime: u64 = fields.nth(4)?.parse().ok()?; // 14
-    let stime: u64 = fields.next()?.parse().ok()?; // 15
-    let threads = fields.nth(4)?.parse().ok()?; // 20
-    let start_ticks = fields.nth(1)?.parse().ok()?; // 22
-    let vsize_bytes = fields.next()?.parse().ok()?; // 23
-    let rss_pages = fields.next()?.parse().ok()?; // 24
-    Some(Stat { comm, state, ppid, flags, cpu_ticks: utime + stime, threads, start_ticks, vsize_bytes, rss_pages })
+pub(super) fn parse_stat(text: &[u8]) -> Option<Stat> {
+    let open = text.iter().position(|b| *b == b'(')?;
+    // The kernel writes at most 64 bytes of name (`tcomm[64]` in `fs/proc/array.c`), so
+    // the last `)` is looked for there rather than from the end of a long line.
+    let window = text.get(open..).map(|t| &t[..t.len().min(COMM_LIMIT + 2)])?;
+    let close = open + window.iter().rposition(|b| *b == b')')?;
+    let mut fields = Fields { text: text.get(close + 1..)? };
+    // `fields` now starts at field 3 (state); `skip(k)` passes k fields.
+    let state = match fields.next()? {
+        [state] => *state,
+        _ => return None,
+    };
+    let ppid = u32::try_from(number(fields.next()?)?).ok()?; // 4
+    let flags = number(fields.skip(4).next()?)?; // 9
+    let utime = number(fields.skip(4).next()?)?; // 14
+    let stime = number(fields.next()?)?; // 15
+    let threads = u32::try_from(number(fields.skip(4).next()?)?).ok()?; // 20
+    let start_ticks = number(fields.skip(1).next()?)?; // 22
+    let vsize_bytes = number(fields.next()?)?; // 23
+    let rss_pages = number(fields.next()?)?; // 24
+    Some(Stat {
+        comm: open + 1..close,
+        state,
+        ppid,
+        flags,
+        cpu_ticks: utime.checked_add(stime)?,
+        threads,
+        start_ticks,
+        vsize_bytes,
+        rss_pages,
+    })
 }
 
-fn status_of(state: char) -> ProcessStatus {
+/// The space-separated fields of a line, one at a time, without allocating (a hot loop:
+/// every process, every tick).
+struct Fields<'a> {
+    text: &'a [u8],
+}
+
+impl<'a> Fields<'a> {
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let start = self.text.iter().position(|b| !b.is_ascii_whitespace())?;
+        let rest = &self.text[start..];
+        let len = rest.iter().position(u8::is_ascii_whitespace).unwrap_or(rest.len());
+        self.text = &rest[len..];
+        Some(&rest[..len])
+    }
+
+    /// Passes `n` fields.
+    fn skip(&mut self, n: usize) -> &mut Self {
+        for _ in 0..n {
+            self.next();
+        }
+        self
+    }
+}
+
+/// An unsigned decimal number; `None` for anything else, or one too large.
+fn number(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, d| {
+        if d.is_ascii_digit() { n.checked_mul(10)?.checked_add(u64::from(d - b'0')) } else { None }
+    })
+}
+
+fn status_of(state: u8) -> ProcessStatus {
     match state {
-        'R' => ProcessStatus::Running,
-        'S' => ProcessStatus::Sleeping,
-        'D' => ProcessStatus::DiskSleep,
-        'T' => ProcessStatus::Stopped,
-        't' => ProcessStatus::TracingStop,
-        'Z' => ProcessStatus::Zombie,
-        'X' | 'x' => ProcessStatus::Dead,
-        'I' => ProcessStatus::Idle,
-        'P' => ProcessStatus::Parked,
-        'W' => ProcessStatus::Waking,
+        b'R' => ProcessStatus::Running,
+        b'S' => ProcessStatus::Sleeping,
+        b'D' => ProcessStatus::DiskSleep,
+        b'T' => ProcessStatus::Stopped,
+        b't' => ProcessStatus::TracingStop,
+        b'Z' => ProcessStatus::Zombie,
+        b'X' | b'x' => ProcessStatus::Dead,
+        b'I' => ProcessStatus::Idle,
+        b'P' => ProcessStatus::Parked,
+        b'W' => ProcessStatus::Waking,
         _ => ProcessStatus::Unknown,
     }
 }
 
 /// Parses `read_bytes` and `write_bytes` of `/proc/PID/io`.
-pub(super) fn parse_io(text: &str) -> Option<(u64, u64)> {
+pub(super) fn parse_io(text: &[u8]) -> Option<(u64, u64)> {
     let mut read = None;
     let mut write = None;
-    for line in text.lines() {
-        if let Some(v) = line.strip_prefix("read_bytes:") {
-            read = v.trim().parse().ok();
-        } else if let Some(v) = line.strip_prefix("write_bytes:") {
-            write = v.trim().parse().ok();
+    for line in text.split(|b| *b == b'\n') {
+        if let Some(v) = line.strip_prefix(b"read_bytes:") {
+            read = number(v.trim_ascii());
+        } else if let Some(v) = line.strip_prefix(b"write_bytes:") {
+            write = number(v.trim_ascii());
         }
     }
     Some((read?, write?))
@@ -97,6 +169,72 @@ pub(super) fn parse_io(text: &str) -> Option<(u64, u64)> {
 fn parse_status_uid(text: &str) -> Option<u32> {
     let line = text.lines().find(|l| l.starts_with("Uid:"))?;
     line.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+/// The soft limit on open files in `/proc/self/limits`.
+fn parse_open_files_limit(text: &str) -> Option<usize> {
+    let line = text.lines().find_map(|l| l.strip_prefix("Max open files"))?;
+    match line.split_ascii_whitespace().next()? {
+        "unlimited" => Some(usize::MAX),
+        soft => soft.parse().ok(),
+    }
+}
+
+/// How many `/proc` files the samplers of this process may keep open together: half of
+/// its limit on open files (the rest of the program needs its share), at most
+/// [`MAX_KEPT_FILES`].
+fn kept_files_budget() -> usize {
+    fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|t| parse_open_files_limit(&t))
+        .map_or(0, |soft| (soft / 2).min(MAX_KEPT_FILES))
+}
+
+/// `/proc` files kept open by all samplers of this process together (there is one in a
+/// program, several in tests): the limit on open files is the process's, so is the
+/// budget.
+static KEPT_FILES: AtomicUsize = AtomicUsize::new(0);
+
+/// A `/proc` file kept open between ticks, counted in [`KEPT_FILES`] while it lives.
+struct KeptFile(File);
+
+impl KeptFile {
+    /// Keeps `file` if fewer than `limit` files are kept in this process.
+    fn keep(file: File, limit: usize) -> Option<KeptFile> {
+        KEPT_FILES.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| (n < limit).then_some(n + 1)).ok()?;
+        Some(KeptFile(file))
+    }
+}
+
+impl Drop for KeptFile {
+    fn drop(&mut self) {
+        KEPT_FILES.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Reads a `/proc` file from its start into `buf`, growing it as needed; returns the
+/// length read. Files like `stat` and `io` are produced whole by one read at offset 0,
+/// so a kept file gives fresh content every time.
+fn read_from_start(file: &File, buf: &mut Vec<u8>) -> io::Result<usize> {
+    if buf.len() < 1024 {
+        buf.resize(1024, 0);
+    }
+    loop {
+        let n = file.read_at(buf, 0)?;
+        if n < buf.len() {
+            return Ok(n);
+        }
+        // It did not fit: read it all again, whole, into a larger buffer.
+        let len = buf.len() * 2;
+        buf.resize(len, 0);
+    }
+}
+
+/// `/proc/PID/NAME` in `path`, reusing its allocation.
+fn proc_path<'a>(path: &'a mut String, pid: u32, name: &str) -> &'a str {
+    path.clear();
+    let _ = write!(path, "/proc/{pid}/{name}");
+    path
 }
 
 /// Clock facts needed to turn `/proc` ticks into times.
@@ -128,35 +266,99 @@ impl Clock {
     }
 }
 
-/// What is kept about a known process between ticks.
-struct Known {
-    start_ticks: u64,
+/// What stays the same while a process runs one program.
+struct Fixed {
+    /// The kernel's name as read: when it changes, the process has started another
+    /// program (or renamed itself), and these fields are read again.
+    comm: Vec<u8>,
     name: String,
     cmd: String,
     user: Option<String>,
     kernel_thread: bool,
+}
+
+/// Hashes a pid or a socket inode for the tables kept between ticks: looked up several
+/// times per process per tick, where the standard SipHash (made to resist chosen keys,
+/// which these numbers are not) showed as a tenth of the sampler's own work. Fibonacci
+/// hashing spreads sequential numbers over the table.
+#[derive(Default, Clone, Copy)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        // Only `write_u32` is used for u32 keys; anything else still hashes correctly.
+        for b in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*b)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u32(&mut self, pid: u32) {
+        self.0 = u64::from(pid).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<V> = HashMap<u32, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// What is kept about a known process between ticks.
+struct Known {
+    start_ticks: u64,
+    fixed: Fixed,
     cpu_ticks: u64,
     seen_at: Instant,
-    /// `None` once `/proc/PID/io` refused us: it will keep refusing, so stop asking.
+    /// The tick it was last listed in; a process not listed in this one is gone.
+    seen_tick: u64,
     io: Option<(u64, u64)>,
+    /// `/proc/PID/io` refused us: it will keep refusing, so stop asking.
     io_denied: bool,
+    stat_file: Option<KeptFile>,
+    io_file: Option<KeptFile>,
+}
+
+impl Known {
+    fn kept_files(&self) -> usize {
+        usize::from(self.stat_file.is_some()) + usize::from(self.io_file.is_some())
+    }
 }
 
 /// Reads the process table, keeping what does not change between ticks.
 pub(super) struct Processes {
     clock: Clock,
-    known: HashMap<u32, Known>,
+    known: IdMap<Known>,
     users: UserNames,
-    buf: String,
+    /// Reused between reads and ticks, so that a tick allocates only its output.
+    buf: Vec<u8>,
+    path: String,
+    pids: Vec<u32>,
+    tick: u64,
+    /// Files this reader keeps open now, and how many it may.
+    kept: usize,
+    budget: usize,
+    /// How many all readers of this process may keep together.
+    shared_budget: usize,
 }
 
 impl Processes {
     pub fn new() -> Processes {
+        Processes::with_budget(kept_files_budget())
+    }
+
+    /// A reader that keeps at most `budget` files open (and no more than its share).
+    fn with_budget(budget: usize) -> Processes {
         let mut p = Processes {
             clock: Clock::read(),
-            known: HashMap::new(),
+            known: IdMap::default(),
             users: UserNames::default(),
-            buf: String::with_capacity(1024),
+            buf: vec![0; 1024],
+            path: String::with_capacity(32),
+            pids: Vec::with_capacity(512),
+            tick: 0,
+            kept: 0,
+            budget,
+            shared_budget: kept_files_budget(),
         };
         // The baseline: CPU figures of the first real sample are deltas against it.
         let _ = p.read(1);
@@ -164,129 +366,200 @@ impl Processes {
     }
 
     /// Every process now. `memory_total` turns resident sizes into percentages.
-    pub fn read(&mut self, memory_total: u64) -> std::io::Result<Vec<ProcessSample>> {
+    pub fn read(&mut self, memory_total: u64) -> io::Result<Vec<ProcessSample>> {
         let now = Instant::now();
         let wall_now = Utc::now();
-        let mut out = Vec::with_capacity(self.known.len() + 16);
-        let mut alive = HashSet::with_capacity(self.known.len() + 16);
-        for pid in pids()? {
-            let dir = Path::new("/proc").join(pid.to_string());
-            if read_into(&dir.join("stat"), &mut self.buf).is_err() {
-                continue; // exited between listing and reading
+        self.tick += 1;
+        let mut pids = std::mem::take(&mut self.pids);
+        list_pids(&mut pids)?;
+        let mut out = Vec::with_capacity(pids.len());
+        for &pid in &pids {
+            if let Some(sample) = self.read_one(pid, now, wall_now, memory_total) {
+                out.push(sample);
             }
-            let Some(stat) = parse_stat(&self.buf) else { continue };
-            alive.insert(pid);
-
-            let fresh = match self.known.get(&pid) {
-                Some(k) => k.start_ticks != stat.start_ticks,
-                None => true,
-            };
-            if fresh {
-                let known = self.first_look(&dir, &stat, now);
-                self.known.insert(pid, known);
-            }
-            let Some(known) = self.known.get_mut(&pid) else { continue };
-
-            let start_time = self.clock.start_time(stat.start_ticks);
-            // CPU over the interval since we last saw it; a process born during the
-            // interval is measured over its own life so far.
-            let since_seen = now.duration_since(known.seen_at).as_secs_f64();
-            let lifetime = (wall_now - start_time).num_milliseconds().max(1) as f64 / 1000.0;
-            let (delta_ticks, span) = if fresh {
-                (stat.cpu_ticks, lifetime)
-            } else {
-                (stat.cpu_ticks.saturating_sub(known.cpu_ticks), since_seen)
-            };
-            let cpu_percent = if span > 0.0 {
-                (delta_ticks as f64 / self.clock.ticks_per_sec as f64 / span * 100.0) as f32
-            } else {
-                0.0
-            };
-
-            let mut disk_read_rate = None;
-            let mut disk_write_rate = None;
-            if !known.io_denied {
-                match read_into(&dir.join("io"), &mut self.buf) {
-                    Ok(()) => {
-                        let now_io = parse_io(&self.buf);
-                        if let (Some((r, w)), Some((pr, pw))) = (now_io, known.io)
-                            && since_seen > 0.0
-                            && !fresh
-                        {
-                            disk_read_rate = Some(r.saturating_sub(pr) as f64 / since_seen);
-                            disk_write_rate = Some(w.saturating_sub(pw) as f64 / since_seen);
-                        }
-                        known.io = now_io;
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
-                        known.io_denied = true;
-                        known.io = None;
-                    }
-                    Err(_) => known.io = None,
-                }
-            }
-            known.cpu_ticks = stat.cpu_ticks;
-            known.seen_at = now;
-
-            let rss_bytes = stat.rss_pages * self.clock.page_size;
-            out.push(ProcessSample {
-                pid,
-                ppid: (stat.ppid != 0).then_some(stat.ppid),
-                name: known.name.clone(),
-                cmd: known.cmd.clone(),
-                user: known.user.clone(),
-                status: status_of(stat.state),
-                cpu_percent,
-                memory_percent: if memory_total > 0 {
-                    (rss_bytes as f64 / memory_total as f64 * 100.0) as f32
-                } else {
-                    0.0
-                },
-                rss_bytes,
-                virtual_bytes: stat.vsize_bytes,
-                threads: Some(stat.threads),
-                start_time,
-                disk_read_bytes: known.io.map(|(r, _)| r),
-                disk_write_bytes: known.io.map(|(_, w)| w),
-                disk_read_bytes_per_sec: disk_read_rate,
-                disk_write_bytes_per_sec: disk_write_rate,
-                kernel_thread: known.kernel_thread,
-            });
         }
-        self.known.retain(|pid, _| alive.contains(pid));
+        self.pids = pids;
+        let tick = self.tick;
+        // Dropping a gone process's entry closes its files.
+        self.known.retain(|_, k| k.seen_tick == tick);
+        self.kept = self.known.values().map(Known::kept_files).sum();
         Ok(out)
     }
 
-    /// Reads what stays fixed for a process's life: its name, command line and owner.
-    fn first_look(&mut self, dir: &Path, stat: &Stat, now: Instant) -> Known {
-        let kernel_thread = stat.flags & PF_KTHREAD != 0;
-        let args: Vec<String> = if kernel_thread {
-            Vec::new()
-        } else {
-            fs::read(dir.join("cmdline"))
-                .map(|raw| {
-                    raw.split(|b| *b == 0)
-                        .filter(|a| !a.is_empty())
-                        .map(|a| String::from_utf8_lossy(a).into_owned())
-                        .collect()
-                })
-                .unwrap_or_default()
+    /// Reads one process; `None` if it is gone.
+    fn read_one(
+        &mut self,
+        pid: u32,
+        now: Instant,
+        wall_now: DateTime<Utc>,
+        memory_total: u64,
+    ) -> Option<ProcessSample> {
+        let kept = self.known.get(&pid).and_then(|k| k.stat_file.as_ref()).map(|k| &k.0);
+        let mut opened = None;
+        let len = match kept.map(|f| read_from_start(f, &mut self.buf)) {
+            Some(Ok(n)) => n,
+            // Not kept, or the process it was kept for is gone and the pid may be
+            // someone else's now: open it afresh.
+            _ => {
+                let file = File::open(proc_path(&mut self.path, pid, "stat")).ok()?;
+                let n = read_from_start(&file, &mut self.buf).ok()?;
+                opened = Some(file);
+                n
+            }
         };
-        let uid = fs::read_to_string(dir.join("status"))
+        let stat = parse_stat(&self.buf[..len])?;
+        let comm = &self.buf[stat.comm.clone()];
+
+        let fresh = self.known.get(&pid).is_none_or(|k| k.start_ticks != stat.start_ticks);
+        if fresh {
+            let fixed = first_look(&mut self.users, &mut self.path, pid, comm, &stat);
+            let known = Known {
+                start_ticks: stat.start_ticks,
+                fixed,
+                cpu_ticks: stat.cpu_ticks,
+                seen_at: now,
+                seen_tick: self.tick,
+                io: None,
+                io_denied: false,
+                stat_file: None,
+                io_file: None,
+            };
+            if let Some(old) = self.known.insert(pid, known) {
+                self.kept -= old.kept_files();
+            }
+        }
+        let known = self.known.get_mut(&pid)?;
+        if !fresh && known.fixed.comm != comm {
+            known.fixed = first_look(&mut self.users, &mut self.path, pid, comm, &stat);
+        }
+        if let Some(file) = opened {
+            if let Some(kept) = known.stat_file.as_mut() {
+                kept.0 = file; // replaces the one of a gone process
+            } else if self.kept < self.budget
+                && let Some(kept) = KeptFile::keep(file, self.shared_budget)
+            {
+                known.stat_file = Some(kept);
+                self.kept += 1;
+            }
+        }
+        known.seen_tick = self.tick;
+
+        let start_time = self.clock.start_time(stat.start_ticks);
+        // CPU over the interval since we last saw it; a process born during the
+        // interval is measured over its own life so far.
+        let since_seen = now.duration_since(known.seen_at).as_secs_f64();
+        let lifetime = (wall_now - start_time).num_milliseconds().max(1) as f64 / 1000.0;
+        let (delta_ticks, span) = if fresh {
+            (stat.cpu_ticks, lifetime)
+        } else {
+            (stat.cpu_ticks.saturating_sub(known.cpu_ticks), since_seen)
+        };
+        let cpu_percent =
+            if span > 0.0 { (delta_ticks as f64 / self.clock.ticks_per_sec as f64 / span * 100.0) as f32 } else { 0.0 };
+
+        let mut disk_read_rate = None;
+        let mut disk_write_rate = None;
+        if !known.io_denied {
+            let read = match known.io_file.as_ref() {
+                Some(kept) => read_from_start(&kept.0, &mut self.buf),
+                None => File::open(proc_path(&mut self.path, pid, "io")).and_then(|file| {
+                    let n = read_from_start(&file, &mut self.buf)?;
+                    if self.kept < self.budget
+                        && let Some(kept) = KeptFile::keep(file, self.shared_budget)
+                    {
+                        known.io_file = Some(kept);
+                        self.kept += 1;
+                    }
+                    Ok(n)
+                }),
+            };
+            match read {
+                Ok(n) => {
+                    let now_io = parse_io(&self.buf[..n]);
+                    if let (Some((r, w)), Some((pr, pw))) = (now_io, known.io)
+                        && since_seen > 0.0
+                        && !fresh
+                    {
+                        disk_read_rate = Some(r.saturating_sub(pr) as f64 / since_seen);
+                        disk_write_rate = Some(w.saturating_sub(pw) as f64 / since_seen);
+                    }
+                    known.io = now_io;
+                }
+                Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
+                    known.io_denied = true;
+                    known.io = None;
+                    if known.io_file.take().is_some() {
+                        self.kept -= 1;
+                    }
+                }
+                Err(_) => known.io = None,
+            }
+        }
+        known.cpu_ticks = stat.cpu_ticks;
+        known.seen_at = now;
+
+        let rss_bytes = stat.rss_pages * self.clock.page_size;
+        Some(ProcessSample {
+            pid,
+            ppid: (stat.ppid != 0).then_some(stat.ppid),
+            name: known.fixed.name.clone(),
+            cmd: known.fixed.cmd.clone(),
+            user: known.fixed.user.clone(),
+            status: status_of(stat.state),
+            cpu_percent,
+            memory_percent: if memory_total > 0 {
+                (rss_bytes as f64 / memory_total as f64 * 100.0) as f32
+            } else {
+                0.0
+            },
+            rss_bytes,
+            virtual_bytes: stat.vsize_bytes,
+            threads: Some(stat.threads),
+            start_time,
+            disk_read_bytes: known.io.map(|(r, _)| r),
+            disk_write_bytes: known.io.map(|(_, w)| w),
+            disk_read_bytes_per_sec: disk_read_rate,
+            disk_write_bytes_per_sec: disk_write_rate,
+            kernel_thread: known.fixed.kernel_thread,
+        })
+    }
+
+    /// Files kept open now.
+    #[cfg(test)]
+    fn kept_files(&self) -> usize {
+        self.known.values().map(Known::kept_files).sum()
+    }
+}
+
+/// Reads what stays fixed while a process runs one program: its name, command line and
+/// owner. A kernel thread has no command line and always runs as root, so nothing is
+/// read for it (worker threads rename themselves often).
+fn first_look(users: &mut UserNames, path: &mut String, pid: u32, comm: &[u8], stat: &Stat) -> Fixed {
+    let kernel_thread = stat.flags & PF_KTHREAD != 0;
+    let (args, uid): (Vec<String>, Option<u32>) = if kernel_thread {
+        (Vec::new(), Some(0))
+    } else {
+        let args = fs::read(proc_path(path, pid, "cmdline"))
+            .map(|raw| {
+                raw.split(|b| *b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        let uid = fs::read_to_string(proc_path(path, pid, "status"))
             .ok()
             .and_then(|s| parse_status_uid(&s))
-            .or_else(|| fs::metadata(dir).ok().map(|m| m.uid()));
-        Known {
-            start_ticks: stat.start_ticks,
-            name: redact::printable(&display_name(&stat.comm, args.first().map(String::as_str))),
-            cmd: redact::command_line(&args),
-            user: uid.map(|u| self.users.name(u)),
-            kernel_thread,
-            cpu_ticks: stat.cpu_ticks,
-            seen_at: now,
-            io: None,
-            io_denied: false,
-        }
+            .or_else(|| fs::metadata(proc_path(path, pid, "")).ok().map(|m| m.uid()));
+        (args, uid)
+    };
+    let comm_text = String::from_utf8_lossy(comm);
+    Fixed {
+        comm: comm.to_vec(),
+        name: redact::printable(&display_name(&comm_text, args.first().map(String::as_str))),
+        cmd: redact::command_line(&args),
+        user: uid.map(|u| users.name(u)),
+        kernel_thread,
     }
 }
 
@@ -306,9 +579,9 @@ fn display_name(comm: &str, argv0: Option<&str>) -> String {
     comm.to_owned()
 }
 
-/// The numeric entries of `/proc`.
-fn pids() -> std::io::Result<Vec<u32>> {
-    let mut out = Vec::with_capacity(512);
+/// The numeric entries of `/proc`, sorted, into `out`.
+fn list_pids(out: &mut Vec<u32>) -> io::Result<()> {
+    out.clear();
     for entry in fs::read_dir("/proc")? {
         let Ok(entry) = entry else { continue };
         if let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) {
@@ -316,14 +589,22 @@ fn pids() -> std::io::Result<Vec<u32>> {
         }
     }
     out.sort_unstable();
+    Ok(())
+}
+
+/// The numeric entries of `/proc`, sorted.
+fn pids() -> io::Result<Vec<u32>> {
+    let mut out = Vec::with_capacity(512);
+    list_pids(&mut out)?;
     Ok(out)
 }
 
-/// Reads a whole (small) file into `buf`, reusing its allocation.
-fn read_into(path: &Path, buf: &mut String) -> std::io::Result<()> {
-    buf.clear();
-    fs::File::open(path)?.read_to_string(buf)?;
-    Ok(())
+/// `/proc/PID/stat` of `pid` read into `buf`, with its parsed fields.
+fn read_stat(pid: u32, path: &mut String, buf: &mut Vec<u8>) -> Option<Stat> {
+    let file = File::open(proc_path(path, pid, "stat")).ok()?;
+    let n = read_from_start(&file, buf).ok()?;
+    buf.truncate(n);
+    parse_stat(buf)
 }
 
 /// User names by uid, looked up once each through the system's user database (NSS, so
@@ -349,21 +630,22 @@ impl UserNames {
 
 /// Who a pid is right now, or `None` if no process has it.
 pub(super) fn identify(pid: u32) -> Option<ProcessEntry> {
-    let text = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let stat = parse_stat(&text)?;
+    let (mut path, mut buf) = (String::new(), Vec::new());
+    let stat = read_stat(pid, &mut path, &mut buf)?;
     let clock = Clock::read();
-    let user = fs::read_to_string(format!("/proc/{pid}/status"))
+    let user = fs::read_to_string(proc_path(&mut path, pid, "status"))
         .ok()
         .and_then(|s| parse_status_uid(&s))
         .map(|uid| UserNames::default().name(uid));
     // The same name the sampler shows (the kernel keeps only 15 bytes of it).
-    let argv0 = fs::read(format!("/proc/{pid}/cmdline"))
+    let argv0 = fs::read(proc_path(&mut path, pid, "cmdline"))
         .ok()
         .and_then(|raw| raw.split(|b| *b == 0).next().map(|a| String::from_utf8_lossy(a).into_owned()));
+    let comm = String::from_utf8_lossy(&buf[stat.comm.clone()]);
     Some(ProcessEntry {
         pid,
         ppid: (stat.ppid != 0).then_some(stat.ppid),
-        name: redact::printable(&display_name(&stat.comm, argv0.as_deref())),
+        name: redact::printable(&display_name(&comm, argv0.as_deref())),
         start_time: clock.start_time(stat.start_ticks),
         kernel_thread: stat.flags & PF_KTHREAD != 0,
         user,
@@ -371,19 +653,16 @@ pub(super) fn identify(pid: u32) -> Option<ProcessEntry> {
 }
 
 /// Every process with its parent, for walking a subtree.
-pub(super) fn table() -> std::io::Result<Vec<ProcessEntry>> {
+pub(super) fn table() -> io::Result<Vec<ProcessEntry>> {
     let clock = Clock::read();
-    let mut buf = String::new();
+    let (mut path, mut buf) = (String::new(), Vec::new());
     let mut out = Vec::new();
     for pid in pids()? {
-        if read_into(Path::new(&format!("/proc/{pid}/stat")), &mut buf).is_err() {
-            continue;
-        }
-        if let Some(stat) = parse_stat(&buf) {
+        if let Some(stat) = read_stat(pid, &mut path, &mut buf) {
             out.push(ProcessEntry {
                 pid,
                 ppid: (stat.ppid != 0).then_some(stat.ppid),
-                name: stat.comm,
+                name: String::from_utf8_lossy(&buf[stat.comm.clone()]).into_owned(),
                 start_time: clock.start_time(stat.start_ticks),
                 kernel_thread: stat.flags & PF_KTHREAD != 0,
                 user: None,
@@ -396,6 +675,8 @@ pub(super) fn table() -> std::io::Result<Vec<ProcessEntry>> {
 /// Every TCP and UDP socket with its owning process.
 #[derive(Default)]
 pub(super) struct Sockets {
+    /// Opened at the first read; `None` again after an error, to start afresh.
+    diag: Option<SockDiag>,
     owners: SocketOwners,
 }
 
@@ -404,64 +685,113 @@ impl Sockets {
         Sockets::default()
     }
 
-    pub fn read(&mut self) -> Result<Vec<(netstat2::SocketInfo, Option<u32>)>, String> {
-        let sockets: Vec<netstat2::SocketInfo> =
-            netstat2::iterate_sockets_info_without_pids(super::socket::FAMILIES, super::socket::PROTOCOLS)
-                .map_err(|e| format!("cannot list sockets: {e}"))?
-                .filter_map(Result::ok)
-                .collect();
-        let inodes: Vec<u32> = sockets.iter().map(|s| s.inode).collect();
-        let owners = self.owners.resolve(&inodes);
-        Ok(sockets.into_iter().zip(owners).collect())
+    /// The sockets now, with their owners; `processes` are this tick's processes.
+    pub fn read(&mut self, processes: &[ProcessSample]) -> Result<Vec<(netstat2::SocketInfo, Option<u32>)>, String> {
+        let mut sockets = Vec::with_capacity(self.owners.current.len() + 16);
+        let diag = match self.diag.as_mut() {
+            Some(diag) => diag,
+            None => self.diag.insert(SockDiag::new().map_err(|e| format!("cannot list sockets: {e}"))?),
+        };
+        if let Err(e) = diag.read(&mut sockets) {
+            self.diag = None;
+            return Err(format!("cannot list sockets: {e}"));
+        }
+        self.owners.resolve(sockets.iter().map(|s| s.inode), processes);
+        Ok(sockets
+            .into_iter()
+            .map(|s| {
+                let owner = self.owners.owner(s.inode);
+                (s, owner)
+            })
+            .collect())
     }
 }
 
-/// Which process holds which socket inode, refreshed only when needed.
+/// Which process holds which socket inode, looked for only when needed.
 #[derive(Default)]
 struct SocketOwners {
-    owners: HashMap<u32, u32>,
-    /// Inodes looked for in the last walk and not found (other users' sockets without
-    /// privileges, or sockets no process holds). Not looked for again.
+    owners: IdMap<u32>,
+    /// Inodes looked for in a walk of every process and not found (other users'
+    /// sockets without privileges, or sockets no process holds). Not looked for again.
     unowned: HashSet<u32>,
+    /// The inodes listed this tick, and those not known yet; kept for their memory.
+    current: HashSet<u32>,
+    missing: HashSet<u32>,
+    /// The processes there were at the last walk.
+    walked: HashSet<u32>,
+    path: String,
 }
 
 impl SocketOwners {
-    /// The owner of each inode in `inodes` (same order), walking `/proc/*/fd` only if one
-    /// of them is new.
-    fn resolve(&mut self, inodes: &[u32]) -> Vec<Option<u32>> {
-        let current: HashSet<u32> = inodes.iter().copied().filter(|i| *i != 0).collect();
-        let new = current.iter().any(|i| !self.owners.contains_key(i) && !self.unowned.contains(i));
-        if new {
-            self.owners = walk_socket_fds();
-            self.unowned = current.iter().copied().filter(|i| !self.owners.contains_key(i)).collect();
-        } else {
-            self.owners.retain(|i, _| current.contains(i));
-            self.unowned.retain(|i| current.contains(i));
+    /// Brings the map up to date for `inodes`, the sockets listed now.
+    ///
+    /// Nothing is read unless a socket is new, or its owner is gone (it may have been
+    /// handed on). Then processes are walked in the order most likely to hold it, and
+    /// the walk stops as soon as every new socket is found: first the processes that
+    /// started since the last walk, then those that used CPU this tick (a socket is
+    /// opened or received by a process that runs), then the rest. Kernel threads hold
+    /// no descriptors and are skipped.
+    fn resolve(&mut self, inodes: impl Iterator<Item = u32>, processes: &[ProcessSample]) {
+        self.current.clear();
+        self.current.extend(inodes.filter(|i| *i != 0));
+        let alive = |pid: &u32| processes.binary_search_by_key(pid, |p| p.pid).is_ok();
+        let current = &self.current;
+        self.owners.retain(|inode, pid| current.contains(inode) && alive(pid));
+        self.unowned.retain(|inode| current.contains(inode));
+        self.missing.clear();
+        let (owners, unowned) = (&self.owners, &self.unowned);
+        self.missing.extend(current.iter().filter(|i| !owners.contains_key(i) && !unowned.contains(i)));
+        if self.missing.is_empty() {
+            return;
         }
-        inodes.iter().map(|i| self.owners.get(i).copied()).collect()
+
+        let walked = &self.walked;
+        let rank = |p: &ProcessSample| {
+            if !walked.contains(&p.pid) {
+                0
+            } else if p.cpu_percent > 0.0 {
+                1
+            } else {
+                2
+            }
+        };
+        let mut order: Vec<(u8, u32)> =
+            processes.iter().filter(|p| !p.kernel_thread).map(|p| (rank(p), p.pid)).collect();
+        order.sort_unstable();
+        for (_, pid) in order {
+            walk_socket_fds(pid, &mut self.path, |inode| {
+                if self.missing.remove(&inode) {
+                    self.owners.insert(inode, pid);
+                }
+            });
+            if self.missing.is_empty() {
+                break;
+            }
+        }
+        // Whatever is still missing was looked for in every process.
+        self.unowned.extend(self.missing.drain());
+        self.walked.clear();
+        self.walked.extend(processes.iter().map(|p| p.pid));
+    }
+
+    fn owner(&self, inode: u32) -> Option<u32> {
+        self.owners.get(&inode).copied()
     }
 }
 
-/// The inode of every socket each process holds open. Descriptors of processes we may
-/// not look into are skipped.
-fn walk_socket_fds() -> HashMap<u32, u32> {
-    let mut map = HashMap::new();
-    let Ok(pids) = pids() else { return map };
-    for pid in pids {
-        let Ok(fds) = fs::read_dir(format!("/proc/{pid}/fd")) else { continue };
-        for fd in fds.flatten() {
-            let Ok(target) = fs::read_link(fd.path()) else { continue };
-            let Some(target) = target.to_str() else { continue };
-            if let Some(inode) =
-                target.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')).and_then(|t| t.parse().ok())
-            {
-                // Several processes can share a socket (after fork); the first, lowest
-                // pid, is usually the parent that opened it.
-                map.entry(inode).or_insert(pid);
-            }
+/// Calls `found` with the inode of every socket process `pid` holds open. A process we
+/// may not look into is skipped.
+fn walk_socket_fds(pid: u32, path: &mut String, mut found: impl FnMut(u32)) {
+    let Ok(fds) = fs::read_dir(proc_path(path, pid, "fd")) else { return };
+    for fd in fds.flatten() {
+        let Ok(target) = fs::read_link(fd.path()) else { continue };
+        let Some(target) = target.to_str() else { continue };
+        if let Some(inode) =
+            target.strip_prefix("socket:[").and_then(|t| t.strip_suffix(']')).and_then(|t| t.parse().ok())
+        {
+            found(inode);
         }
     }
-    map
 }
 
 /// Network interface counters, from `/proc/net/dev`.
@@ -491,15 +821,21 @@ pub(super) fn machine_id() -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::process::{Command, Stdio};
+    use std::time::Duration;
 
     const STAT: &str = "1234 (my (odd) name) S 1 1234 1234 0 -1 4194560 100 0 0 0 \
-        250 50 0 0 20 0 3 0 98765 123456789 2048 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+        250 50 0 0 20 0 3 0 98765 123456789 2048 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0\n";
+
+    fn stat(text: &str) -> Option<Stat> {
+        parse_stat(text.as_bytes())
+    }
 
     #[test]
     fn parses_stat_with_parentheses_in_the_name() {
-        let s = parse_stat(STAT).unwrap();
-        assert_eq!(s.comm, "my (odd) name");
-        assert_eq!(s.state, 'S');
+        let s = stat(STAT).unwrap();
+        assert_eq!(&STAT.as_bytes()[s.comm.clone()], b"my (odd) name");
+        assert_eq!(s.state, b'S');
         assert_eq!(s.ppid, 1);
         assert_eq!(s.flags, 4194560);
         assert_eq!(s.cpu_ticks, 300);
@@ -511,35 +847,46 @@ mod tests {
 
     #[test]
     fn rejects_truncated_or_garbage_stat() {
-        assert_eq!(parse_stat(""), None);
-        assert_eq!(parse_stat("12 (x) S 1 2 3"), None);
-        assert_eq!(parse_stat("12 x S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22"), None);
-        assert_eq!(parse_stat("12 (x) S one 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22"), None);
+        assert_eq!(stat(""), None);
+        assert_eq!(stat("12 (x) S 1 2 3"), None);
+        assert_eq!(stat("12 x S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22"), None);
+        assert_eq!(stat("12 (x) S one 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22"), None);
+        assert_eq!(stat("12 (x) SS 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22"), None);
+        assert_eq!(stat("12 )x( S 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16 17 18 19 20 21 22"), None);
+        assert_eq!(stat(&STAT.replace(" 250 ", " -250 ")), None);
+        assert_eq!(stat(&STAT.replace(" 250 ", " 99999999999999999999999 ")), None);
     }
 
     #[test]
     fn kernel_thread_flag_is_read_from_flags() {
         let kthread = STAT.replace("4194560", &(PF_KTHREAD | 0x40).to_string());
-        assert_ne!(parse_stat(&kthread).unwrap().flags & PF_KTHREAD, 0);
-        assert_eq!(parse_stat(STAT).unwrap().flags & PF_KTHREAD, 0);
+        assert_ne!(stat(&kthread).unwrap().flags & PF_KTHREAD, 0);
+        assert_eq!(stat(STAT).unwrap().flags & PF_KTHREAD, 0);
     }
 
     #[test]
-    fn parses_io_and_status() {
+    fn parses_io_status_and_limits() {
         let io =
             "rchar: 1\nwchar: 2\nsyscr: 3\nsyscw: 4\nread_bytes: 4096\nwrite_bytes: 8192\ncancelled_write_bytes: 0\n";
-        assert_eq!(parse_io(io), Some((4096, 8192)));
-        assert_eq!(parse_io("rchar: 1\n"), None);
+        assert_eq!(parse_io(io.as_bytes()), Some((4096, 8192)));
+        assert_eq!(parse_io(b"rchar: 1\n"), None);
+        assert_eq!(parse_io(b"read_bytes: x\nwrite_bytes: 1\n"), None);
         let status = "Name:\tbash\nUmask:\t0022\nState:\tS (sleeping)\nUid:\t1000\t1000\t1000\t1000\n";
         assert_eq!(parse_status_uid(status), Some(1000));
+        let limits = "Limit                     Soft Limit           Hard Limit           Units     \n\
+            Max processes             63432                63432                processes \n\
+            Max open files            1024                 524288               files     \n";
+        assert_eq!(parse_open_files_limit(limits), Some(1024));
+        assert_eq!(parse_open_files_limit("Max open files  unlimited  unlimited  files\n"), Some(usize::MAX));
+        assert_eq!(parse_open_files_limit("Max processes 10 10 processes\n"), None);
     }
 
     #[test]
     fn states_map_to_statuses() {
-        assert_eq!(status_of('D'), ProcessStatus::DiskSleep);
-        assert_eq!(status_of('T'), ProcessStatus::Stopped);
-        assert_eq!(status_of('I'), ProcessStatus::Idle);
-        assert_eq!(status_of('?'), ProcessStatus::Unknown);
+        assert_eq!(status_of(b'D'), ProcessStatus::DiskSleep);
+        assert_eq!(status_of(b'T'), ProcessStatus::Stopped);
+        assert_eq!(status_of(b'I'), ProcessStatus::Idle);
+        assert_eq!(status_of(b'?'), ProcessStatus::Unknown);
     }
 
     #[test]
@@ -559,5 +906,121 @@ mod tests {
         let clock = Clock { ticks_per_sec: 100, page_size: 4096, boot_secs: 1_700_000_000 };
         assert_eq!(clock.start_time(250).timestamp_millis(), 1_700_000_002_500);
         assert_eq!(clock.start_time(250), clock.start_time(250));
+    }
+
+    fn sh(script: &str) -> std::process::Child {
+        Command::new("sh").args(["-c", script]).stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap()
+    }
+
+    fn find(list: &[ProcessSample], pid: u32) -> Option<&ProcessSample> {
+        list.iter().find(|p| p.pid == pid)
+    }
+
+    /// How many of our open files are in `/proc/PID/`.
+    fn files_open_on(pid: u32) -> usize {
+        let prefix = format!("/proc/{pid}/");
+        fs::read_dir("/proc/self/fd")
+            .unwrap()
+            .flatten()
+            .filter(|fd| fs::read_link(fd.path()).is_ok_and(|t| t.to_string_lossy().starts_with(&prefix)))
+            .count()
+    }
+
+    #[test]
+    fn a_kept_stat_file_gives_fresh_figures_every_read() {
+        let mut procs = Processes::with_budget(MAX_KEPT_FILES);
+        let me = std::process::id();
+        assert!(procs.known[&me].stat_file.is_some(), "our own stat file is kept");
+        let before = find(&procs.read(1).unwrap(), me).unwrap().clone();
+        // Burn a little CPU and grow: both must show through the kept file.
+        let grow = vec![1u8; 64 << 20];
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(150) {
+            std::hint::black_box(&grow);
+        }
+        std::hint::black_box(grow.iter().map(|b| u64::from(*b)).sum::<u64>());
+        let after = find(&procs.read(1).unwrap(), me).unwrap().clone();
+        assert!(after.rss_bytes >= before.rss_bytes + (32 << 20), "{} then {}", before.rss_bytes, after.rss_bytes);
+        assert!(after.cpu_percent > 0.0);
+        assert!(procs.known[&me].stat_file.is_some());
+    }
+
+    #[test]
+    fn a_gone_process_is_dropped_with_its_files() {
+        let mut procs = Processes::with_budget(MAX_KEPT_FILES);
+        let mut child = sh("sleep 30");
+        let pid = child.id();
+        assert!(find(&procs.read(1).unwrap(), pid).is_some());
+        assert!(procs.known[&pid].stat_file.is_some());
+        assert!(files_open_on(pid) >= 1);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(find(&procs.read(1).unwrap(), pid).is_none());
+        assert!(!procs.known.contains_key(&pid));
+        assert_eq!(files_open_on(pid), 0, "its files are closed");
+        assert_eq!(procs.kept, procs.kept_files());
+    }
+
+    #[test]
+    fn no_more_files_are_kept_than_the_budget_and_the_rest_still_read() {
+        let mut limited = Processes::with_budget(5);
+        let mut unlimited = Processes::with_budget(MAX_KEPT_FILES);
+        let a = limited.read(1).unwrap();
+        let b = unlimited.read(1).unwrap();
+        assert_eq!(limited.kept_files(), 5);
+        assert!(unlimited.kept_files() > 5);
+        let pids = |l: &[ProcessSample]| l.iter().map(|p| (p.pid, p.start_time)).collect::<HashSet<_>>();
+        let (a, b) = (pids(&a), pids(&b));
+        // Processes come and go between the two readings, but hardly any.
+        assert!(a.symmetric_difference(&b).count() <= 4, "{:?}", a.symmetric_difference(&b).collect::<Vec<_>>());
+        let mut none = Processes::with_budget(0);
+        assert!(none.read(1).unwrap().len() + 4 >= a.len());
+        assert_eq!(none.kept_files(), 0);
+    }
+
+    #[test]
+    fn a_process_that_starts_another_program_gets_its_new_name() {
+        let mut procs = Processes::with_budget(MAX_KEPT_FILES);
+        let mut child = sh("sleep 0.5; exec sleep 31");
+        let pid = child.id();
+        let first = find(&procs.read(1).unwrap(), pid).unwrap().clone();
+        assert_eq!(first.name, "sh");
+        std::thread::sleep(Duration::from_millis(900));
+        let later = find(&procs.read(1).unwrap(), pid).unwrap().clone();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(later.start_time, first.start_time, "the same process");
+        assert_eq!(later.name, "sleep");
+        assert_eq!(later.cmd, "sleep 31");
+    }
+
+    #[test]
+    fn disk_writes_show_in_the_next_tick_even_with_hardly_any_cpu() {
+        // A process that writes a little, sleeps, and uses far less than a clock tick of
+        // CPU between two readings: its counters still move, so they must be read.
+        // Next to the test binary: a real disk, where the temporary directory may be
+        // memory, which counts no disk writes.
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.parent().unwrap().join(format!("procyon-io-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("out");
+        let mut child = sh(&format!(
+            "sleep 0.3; dd if=/dev/zero of={} bs=64k count=16 conv=fsync 2>/dev/null; sleep 30",
+            file.display()
+        ));
+        let pid = child.id();
+        let mut procs = Processes::with_budget(MAX_KEPT_FILES);
+        let before = find(&procs.read(1).unwrap(), pid).unwrap().clone();
+        std::thread::sleep(Duration::from_millis(1200));
+        let after = find(&procs.read(1).unwrap(), pid).unwrap().clone();
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let _ = fs::remove_dir_all(&dir);
+        let (Some(w0), Some(w1)) = (before.disk_write_bytes, after.disk_write_bytes) else {
+            return; // this system does not account I/O per process
+        };
+        // The shell's own counters include its finished child's (dd) once reaped.
+        assert!(w1 >= w0 + (1 << 20), "written bytes {w0} then {w1}");
+        assert!(after.disk_write_bytes_per_sec.unwrap_or(0.0) > 0.0);
     }
 }

@@ -8,7 +8,9 @@
 //!
 //! Per-OS code lives only here: `linux.rs` reads `/proc` directly, `portable.rs` goes
 //! through sysinfo and netstat2 on other systems. Both offer the same functions with the
-//! same meaning. `system.rs` (CPU, memory, host) is sysinfo on every OS.
+//! same meaning; on Linux, `portable.rs` is built for the tests too, which check the
+//! Linux shortcuts against it (`crosscheck.rs`). `system.rs` (CPU, memory, host) is
+//! sysinfo on every OS.
 //!
 //! A part that fails (say, the socket list) is reported in [`Snapshot::errors`] and the
 //! rest of the snapshot is kept: one failing source never loses a tick.
@@ -30,9 +32,14 @@ mod system;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
+mod sock_diag;
+#[cfg(target_os = "linux")]
 use linux as os;
 
-#[cfg(not(target_os = "linux"))]
+#[cfg(all(test, target_os = "linux"))]
+mod crosscheck;
+
+#[cfg(any(not(target_os = "linux"), test))]
 mod portable;
 #[cfg(not(target_os = "linux"))]
 use portable as os;
@@ -113,7 +120,7 @@ impl Sampler {
             Vec::new()
         });
 
-        let connections: Vec<ConnectionSample> = match self.sockets.read() {
+        let connections: Vec<ConnectionSample> = match self.sockets.read(&processes) {
             Ok(sockets) => sockets.iter().map(|(info, pid)| socket::connection(info, *pid)).collect(),
             Err(message) => {
                 errors.push(DomainError { domain: Domain::Connections, message });

@@ -1,18 +1,23 @@
 //! Sockets: every TCP and UDP socket, IPv4 and IPv6, and how local ports are used.
 //!
-//! The kernel's socket list comes from netstat2 (netlink `sock_diag` on Linux, the
-//! system's tables elsewhere); which process owns a socket comes from the per-OS module.
+//! The kernel's socket list comes from netlink `sock_diag` on Linux (`sock_diag.rs`) and
+//! from netstat2 (the system's tables) elsewhere, both as netstat2's [`SocketInfo`];
+//! which process owns a socket comes from the per-OS module.
 //! This file turns those into [`ConnectionSample`]s and [`PortUsage`].
 
 use std::collections::HashMap;
 
-use netstat2::{AddressFamilyFlags, ProtocolFlags, ProtocolSocketInfo, SocketInfo};
+#[cfg(any(not(target_os = "linux"), test))]
+use netstat2::{AddressFamilyFlags, ProtocolFlags};
+use netstat2::{ProtocolSocketInfo, SocketInfo};
 
 use crate::model::{ConnectionSample, ListeningPort, PortCount, PortUsage, Protocol, TcpState};
 
-/// Address families listed.
+/// Address families listed (by netstat2).
+#[cfg(any(not(target_os = "linux"), test))]
 pub(super) const FAMILIES: AddressFamilyFlags = AddressFamilyFlags::IPV4.union(AddressFamilyFlags::IPV6);
-/// Protocols listed.
+/// Protocols listed (by netstat2).
+#[cfg(any(not(target_os = "linux"), test))]
 pub(super) const PROTOCOLS: ProtocolFlags = ProtocolFlags::TCP.union(ProtocolFlags::UDP);
 
 /// Most ports listed in [`PortUsage::by_local_port`]; the busiest are kept.
