@@ -46,7 +46,10 @@ use anyhow::{Context, anyhow, bail};
 use chrono::{DateTime, TimeDelta, Utc};
 use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
-use procyon::model::agent::{AgentMessage, CollectorMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION, encode_snapshot};
+use procyon::model::agent::{
+    AgentMessage, CollectorMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION, delta_frame, encode_snapshot, full_frame,
+};
+use procyon::model::delta::SnapshotDelta;
 use procyon::model::{ConnectionSample, ProcessSample, Protocol, Snapshot, TcpState};
 use procyon::sample::{Sampler, SamplerOptions};
 use serde_json::{Value, json};
@@ -441,14 +444,15 @@ fn evolve(
     s
 }
 
-/// Turns a simulated agent's snapshot into the bytes of its binary frame.
-///
-/// `previous` is the snapshot this agent sent before (every frame of a run is
-/// acknowledged, so it is also the last acknowledged one). Full zstd frames ignore it;
-/// a delta encoder against the last acknowledged snapshot plugs in here.
+/// Turns a simulated agent's snapshot into the bytes of its binary frame, as a real
+/// agent does: a delta against `previous`, the snapshot this agent sent before (every
+/// frame of a run is acknowledged, and the collector handles one connection's frames in
+/// order, so it holds that base), and a keyframe when there is none.
 fn encode_frame(previous: Option<&Snapshot>, snapshot: &Snapshot) -> std::io::Result<Vec<u8>> {
-    let _ = previous;
-    encode_snapshot(snapshot)
+    match previous {
+        Some(base) => delta_frame(&SnapshotDelta::between(base, snapshot)),
+        None => Ok(full_frame(&encode_snapshot(snapshot)?)),
+    }
 }
 
 /// Who a simulated agent is: its index, its host name and the seq it continues from.

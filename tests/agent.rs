@@ -19,16 +19,17 @@ use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
-/// The agent binary: built next to `procyon` (building it if this test run has not).
+/// The agent binary, next to `procyon`. `cargo test` does not build another package's
+/// binary, so it is built (or found up to date) once per run: a binary left over from
+/// an older build would speak an older protocol.
 fn agent_bin() -> PathBuf {
-    let procyon = Path::new(common::collector::BIN);
-    let agent = procyon.with_file_name("procyon-agent");
-    if !agent.exists() {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
         let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
         let status = Command::new(cargo).args(["build", "-p", "procyon-agent"]).status().unwrap();
         assert!(status.success(), "building procyon-agent");
-    }
-    agent
+    });
+    Path::new(common::collector::BIN).with_file_name("procyon-agent")
 }
 
 /// The agent command, isolated from any config file of this machine.

@@ -37,7 +37,9 @@ fn by_pid(list: Vec<ProcessSample>) -> HashMap<u32, ProcessSample> {
 fn same_name(a: &str, b: &str, kernel_thread: bool) -> bool {
     const COMM_MAX: usize = 15;
     fn stem(n: &str, kernel_thread: bool) -> &str {
-        if kernel_thread { n.split('-').next().unwrap_or(n) } else { n }
+        // Kernel workers rename themselves after their current work item
+        // (`kworker/u8:0+flush-254:0`, then `kworker/u8:0-events_unbound`).
+        if kernel_thread { n.split(['-', '+']).next().unwrap_or(n) } else { n }
     }
     let (a, b) = (stem(a, kernel_thread), stem(b, kernel_thread));
     let (short, long) = if a.len() <= b.len() { (a, b) } else { (b, a) };

@@ -559,7 +559,9 @@ async fn snapshots_of_a_minute_are_stored_against_its_keyframe_and_read_back_exa
     for (id, _) in &stored[1..60] {
         assert_eq!(base_id(&store, *id).await, Some(keyframe));
         let (delta, whole) = (body_len(&store, *id).await, body_len(&store, keyframe).await);
-        assert!(delta * 5 < whole, "a delta of {delta} bytes against a keyframe of {whole}");
+        // By the end of the minute two in five processes differ from the keyframe (see
+        // `tick`), and the delta still costs well under half of the whole snapshot.
+        assert!(delta * 3 < whole, "a delta of {delta} bytes against a keyframe of {whole}");
     }
     // The next minute starts a new keyframe.
     assert_eq!(base_id(&store, stored[60].0).await, None);
