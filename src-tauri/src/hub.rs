@@ -7,7 +7,7 @@
 //! lagging readers skip ahead to the newest instead of blocking it.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{broadcast, watch};
@@ -28,6 +28,34 @@ pub struct Published {
     pub received_at: DateTime<Utc>,
     /// The snapshot.
     pub snapshot: Arc<Snapshot>,
+    /// What live streams send for it, encoded once and shared by every client: a
+    /// hundred dashboards on one host cost one encoding, not a hundred. Filled by the
+    /// first stream that needs it.
+    pub encoded: Encoded,
+}
+
+/// The encodings of one published snapshot that live streams share.
+#[derive(Clone, Debug, Default)]
+pub struct Encoded {
+    /// The whole snapshot as a live stream's JSON text.
+    pub full: OnceLock<Arc<str>>,
+    /// A delta's JSON text and the snapshot id it is against: clients that hold that
+    /// base (most do: the previous snapshot of the host) reuse it.
+    pub delta: OnceLock<(i64, Arc<str>)>,
+}
+
+/// Encodings are caches of the snapshot: they never make two publications differ.
+impl PartialEq for Encoded {
+    fn eq(&self, _: &Encoded) -> bool {
+        true
+    }
+}
+
+impl Published {
+    /// A snapshot to publish, with nothing encoded yet.
+    pub fn new(snapshot_id: i64, host_id: i64, received_at: DateTime<Utc>, snapshot: Arc<Snapshot>) -> Published {
+        Published { snapshot_id, host_id, received_at, snapshot, encoded: Encoded::default() }
+    }
 }
 
 /// One host's newest snapshot, shared with its readers.
@@ -109,7 +137,7 @@ mod tests {
         let mut s = base.clone();
         s.host.hostname = host.into();
         s.seq = seq;
-        Published { snapshot_id: seq as i64, host_id: 1, received_at: Utc::now(), snapshot: Arc::new(s) }
+        Published::new(seq as i64, 1, Utc::now(), Arc::new(s))
     }
 
     #[tokio::test]

@@ -19,19 +19,21 @@ pub async fn api(desktop: State<'_, Desktop>, request: ApiRequest) -> Result<Api
     }
 }
 
-/// Streams live snapshots (of `hostname`, or of every host) into `on_event`; returns
-/// the stream's id for [`live_stop`].
+/// Streams live snapshots (of `hostname`, or of every host) into `on_event`, as the
+/// live WebSocket does (`delta`: its `?delta=1` form); returns the stream's id for
+/// [`live_stop`].
 #[tauri::command]
 pub async fn live<R: Runtime>(
     window: Window<R>,
     desktop: State<'_, Desktop>,
     hostname: Option<String>,
+    delta: Option<bool>,
     on_event: Channel<LiveEvent>,
 ) -> Result<u32, CommandError> {
     if hostname.as_ref().is_some_and(|h| h.len() > 255 || h.chars().any(char::is_control)) {
         return Err(CommandError::new("invalid", "That is not a host name."));
     }
-    Ok(desktop.start_stream(window.label(), hostname, on_event))
+    Ok(desktop.start_stream(window.label(), hostname, delta.unwrap_or(false), on_event))
 }
 
 /// Ends a live stream.

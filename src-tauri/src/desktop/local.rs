@@ -7,7 +7,7 @@
 //! process actions through `control`, write the audit log and shape the answers. Live
 //! snapshots come from the hub, which the one sampler task feeds.
 
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::http::{self, header};
@@ -16,9 +16,12 @@ use tokio::sync::broadcast::error::RecvError;
 use tokio::sync::watch;
 use tower::ServiceExt;
 
+use crate::hub::Encoded;
+use crate::model::Snapshot;
 use crate::model::api::Role;
 use crate::model::desktop::{ApiReply, ApiRequest, CommandError, LiveEvent};
-use crate::server::{AppState, views};
+use crate::server::AppState;
+use crate::server::ws::{Deltas, stream_message};
 
 /// Longest request path accepted from the window.
 const MAX_PATH: usize = 8 * 1024;
@@ -121,22 +124,25 @@ impl Local {
     }
 
     /// Streams snapshots (of `hostname`, or of every host) into `channel`, in the shape
-    /// `/ws/process-snapshots/` sends: what is current first, then each new one. While
-    /// `visible` is false nothing is sent (a window hidden in the tray draws nothing);
-    /// when it turns true again, the newest is sent at once.
+    /// `/ws/process-snapshots/` sends (with `delta`, as its `?delta=1` does: each host's
+    /// first snapshot whole, then deltas): what is current first, then each new one.
+    /// While `visible` is false nothing is sent (a window hidden in the tray draws
+    /// nothing); when it turns true again, the newest is sent at once.
     pub async fn live(
         &self,
         hostname: Option<String>,
+        delta: bool,
         channel: Channel<LiveEvent>,
         mut visible: watch::Receiver<bool>,
     ) {
-        let end = self.forward(hostname, &channel, &mut visible).await;
+        let end = self.forward(hostname, delta, &channel, &mut visible).await;
         let _ = channel.send(end);
     }
 
     async fn forward(
         &self,
         hostname: Option<String>,
+        delta: bool,
         channel: &Channel<LiveEvent>,
         visible: &mut watch::Receiver<bool>,
     ) -> LiveEvent {
@@ -153,8 +159,11 @@ impl Local {
         if channel.send(LiveEvent::Open).is_err() {
             return LiveEvent::Closed { code: 1000, reason: String::new() };
         }
-        let send = |id: i64, snapshot: &crate::model::Snapshot| {
-            channel.send(LiveEvent::Message { data: views::stored(id, snapshot, false).to_string() }).is_ok()
+        // The same messages, shared encodings included, as the WebSocket sends.
+        let mut deltas = delta.then(Deltas::default);
+        let mut send = |id: i64, snapshot: &Arc<Snapshot>, shared: Option<&Encoded>| {
+            let text = stream_message(&mut deltas, id, snapshot, shared);
+            channel.send(LiveEvent::Message { data: text.to_string() }).is_ok()
         };
         let mut catch_up = true;
         loop {
@@ -165,8 +174,8 @@ impl Local {
                     for s in latest.into_iter().filter(|s| wanted(&s.snapshot.host.hostname)) {
                         let newest = self.state.hub.latest(&s.snapshot.host.hostname);
                         let ok = match newest {
-                            Some(p) if p.snapshot_id >= s.id => send(p.snapshot_id, &p.snapshot),
-                            _ => send(s.id, &s.snapshot),
+                            Some(p) if p.snapshot_id >= s.id => send(p.snapshot_id, &p.snapshot, Some(&p.encoded)),
+                            _ => send(s.id, &Arc::new(s.snapshot), None),
                         };
                         if !ok {
                             return LiveEvent::Closed { code: 1000, reason: String::new() };
@@ -179,7 +188,7 @@ impl Local {
                     Ok(p) if !wanted(&p.snapshot.host.hostname) => {}
                     Ok(_) if !*visible.borrow() => catch_up = true,
                     Ok(p) => {
-                        if !send(p.snapshot_id, &p.snapshot) {
+                        if !send(p.snapshot_id, &p.snapshot, Some(&p.encoded)) {
                             return LiveEvent::Closed { code: 1000, reason: String::new() };
                         }
                     }

@@ -266,16 +266,16 @@ impl Desktop {
     }
 
     /// Starts a live stream for the window `label`; its id for [`Desktop::stop_stream`].
-    pub fn start_stream(&self, label: &str, hostname: Option<String>, channel: Channel<LiveEvent>) -> u32 {
+    pub fn start_stream(&self, label: &str, hostname: Option<String>, delta: bool, channel: Channel<LiveEvent>) -> u32 {
         let id = self.next_stream.fetch_add(1, Ordering::Relaxed);
         let visible = if label == MAIN { self.main_visible.subscribe() } else { self.always_visible.subscribe() };
         // The quick view always shows this machine, whatever the main window shows.
         let remote = if label == QUICK { None } else { self.remote() };
         let task = match remote {
-            Some(remote) => tauri::async_runtime::spawn(async move { remote.live(hostname, channel).await }),
+            Some(remote) => tauri::async_runtime::spawn(async move { remote.live(hostname, delta, channel).await }),
             None => {
                 let local = self.local.clone();
-                tauri::async_runtime::spawn(async move { local.live(hostname, channel, visible).await })
+                tauri::async_runtime::spawn(async move { local.live(hostname, delta, channel, visible).await })
             }
         };
         let mut streams = self.streams.lock().unwrap_or_else(|p| p.into_inner());

@@ -174,12 +174,12 @@ impl Remote {
 
     /// Streams the collector's live WebSocket for `hostname` into `channel` until either
     /// side ends. Reconnecting is the window's business (it retries with backoff).
-    pub async fn live(&self, hostname: Option<String>, channel: Channel<LiveEvent>) {
-        let end = self.forward(hostname, &channel).await;
+    pub async fn live(&self, hostname: Option<String>, delta: bool, channel: Channel<LiveEvent>) {
+        let end = self.forward(hostname, delta, &channel).await;
         let _ = channel.send(end);
     }
 
-    async fn forward(&self, hostname: Option<String>, channel: &Channel<LiveEvent>) -> LiveEvent {
+    async fn forward(&self, hostname: Option<String>, delta: bool, channel: &Channel<LiveEvent>) -> LiveEvent {
         let failed = |reason: String| LiveEvent::Closed { code: 1011, reason };
         let Ok(mut url) = reqwest::Url::parse(&format!("{}/ws/process-snapshots/", self.base)) else {
             return failed("bad collector address".into());
@@ -192,6 +192,9 @@ impl Remote {
             let mut q = url.query_pairs_mut();
             if let Some(h) = &hostname {
                 q.append_pair("hostname", h);
+            }
+            if delta {
+                q.append_pair("delta", "1");
             }
             q.append_pair("token", &self.session().token);
         }

@@ -122,12 +122,7 @@ impl AppState {
         let received_at = Utc::now();
         let inserted = self.store.insert_snapshot(&snapshot, received_at).await?;
         if !inserted.duplicate {
-            self.hub.publish(Published {
-                snapshot_id: inserted.id,
-                host_id: inserted.host_id,
-                received_at,
-                snapshot: Arc::new(snapshot),
-            });
+            self.hub.publish(Published::new(inserted.id, inserted.host_id, received_at, Arc::new(snapshot)));
         }
         Ok(inserted)
     }

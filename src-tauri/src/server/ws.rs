@@ -31,6 +31,7 @@ use super::auth::CurrentUser;
 use super::error::ApiError;
 use super::rest::ApiPath;
 use super::{AppState, views};
+use crate::hub::Encoded;
 use crate::model::Snapshot;
 use crate::model::delta::{LiveMessage, SnapshotDelta};
 
@@ -98,31 +99,61 @@ async fn all_snapshots(
     Ok(upgrade.on_upgrade(move |socket| stream_all(socket, state, user, only, deltas)))
 }
 
-/// What a delta stream's client holds: the last snapshot sent of each host.
+/// What a delta stream's client holds: the last snapshot sent of each host, with its id.
 #[derive(Default)]
-struct Deltas {
-    sent: HashMap<String, Arc<Snapshot>>,
+pub struct Deltas {
+    sent: HashMap<String, (i64, Arc<Snapshot>)>,
 }
 
 impl Deltas {
     /// The message for `snapshot`: a delta when this client holds an earlier snapshot of
-    /// its host, else the whole snapshot.
-    fn message(&mut self, snapshot_id: i64, snapshot: Arc<Snapshot>) -> Value {
-        let message = match self.sent.get(&snapshot.host.hostname) {
-            Some(base) => LiveMessage::Delta { snapshot_id, delta: Box::new(SnapshotDelta::between(base, &snapshot)) },
-            None => LiveMessage::Full { snapshot_id, snapshot: Box::new(Snapshot::clone(&snapshot)) },
-        };
-        self.sent.insert(snapshot.host.hostname.clone(), snapshot);
-        serde_json::to_value(message).unwrap_or(Value::Null)
+    /// its host, else the whole snapshot. With `shared`, the encoding is taken from (or
+    /// left in) the published snapshot for the other clients with the same base.
+    fn message(&mut self, snapshot_id: i64, snapshot: &Arc<Snapshot>, shared: Option<&Encoded>) -> Arc<str> {
+        let base = self.sent.insert(snapshot.host.hostname.clone(), (snapshot_id, snapshot.clone()));
+        let encode = |message: LiveMessage| -> Arc<str> { serde_json::to_string(&message).unwrap_or_default().into() };
+        match base {
+            Some((base_id, base)) => {
+                let delta = || {
+                    let delta = Box::new(SnapshotDelta::between(&base, snapshot));
+                    encode(LiveMessage::Delta { snapshot_id, delta })
+                };
+                match shared {
+                    Some(e) => match e.delta.get_or_init(|| (base_id, delta())) {
+                        (id, text) if *id == base_id => text.clone(),
+                        _ => delta(),
+                    },
+                    None => delta(),
+                }
+            }
+            None => encode(LiveMessage::Full { snapshot_id, snapshot: Box::new(Snapshot::clone(snapshot)) }),
+        }
     }
 }
 
-/// One snapshot for `stream_all`'s client, in the shape it asked for.
-fn stream_message(deltas: &mut Option<Deltas>, snapshot_id: i64, snapshot: Arc<Snapshot>) -> Value {
+/// One snapshot for a live stream's client, in the shape it asked for: stored
+/// snapshots, or [`LiveMessage`]s when it holds `deltas`. `shared` is the published
+/// snapshot's encodings, which every client of that snapshot reuses.
+pub fn stream_message(
+    deltas: &mut Option<Deltas>,
+    snapshot_id: i64,
+    snapshot: &Arc<Snapshot>,
+    shared: Option<&Encoded>,
+) -> Arc<str> {
     match deltas {
-        Some(deltas) => deltas.message(snapshot_id, snapshot),
-        None => views::stored(snapshot_id, &snapshot, false),
+        Some(deltas) => deltas.message(snapshot_id, snapshot, shared),
+        None => {
+            let encode = || -> Arc<str> { views::stored(snapshot_id, snapshot, false).to_string().into() };
+            match shared {
+                Some(e) => e.full.get_or_init(encode).clone(),
+                None => encode(),
+            }
+        }
     }
+}
+
+async fn send_text(socket: &mut WebSocket, text: Arc<str>) -> bool {
+    socket.send(Message::Text((*text).into())).await.is_ok()
 }
 
 async fn stream_all(
@@ -140,7 +171,7 @@ async fn stream_all(
     // First, what is current for every host.
     if let Ok(latest) = state.store.latest_per_host().await {
         for s in latest.into_iter().filter(|s| wanted(&s.snapshot.host.hostname)) {
-            if !send_json(&mut socket, &stream_message(&mut deltas, s.id, Arc::new(s.snapshot))).await {
+            if !send_text(&mut socket, stream_message(&mut deltas, s.id, &Arc::new(s.snapshot), None)).await {
                 return;
             }
         }
@@ -150,7 +181,8 @@ async fn stream_all(
             next = feed.recv() => match next {
                 Ok(p) if !wanted(&p.snapshot.host.hostname) => continue,
                 Ok(p) => {
-                    if !send_json(&mut socket, &stream_message(&mut deltas, p.snapshot_id, p.snapshot.clone())).await {
+                    let text = stream_message(&mut deltas, p.snapshot_id, &p.snapshot, Some(&p.encoded));
+                    if !send_text(&mut socket, text).await {
                         break End::Client;
                     }
                 }
@@ -211,4 +243,47 @@ async fn stream_host(mut socket: WebSocket, state: AppState, user: CurrentUser, 
         }
     };
     close(socket, end).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::Published;
+    use crate::sample::{Sampler, SamplerOptions};
+
+    #[test]
+    fn clients_of_one_snapshot_share_its_encoding_and_each_gets_what_fits_its_base() {
+        let mut sampler = Sampler::new(SamplerOptions::default());
+        let (first, second) = (Arc::new(sampler.sample()), sampler.sample());
+        let mut other_base = (*first).clone();
+        other_base.processes.truncate(1);
+        let published = Published::new(2, 1, chrono::Utc::now(), Arc::new(second));
+
+        // Whole stored snapshots: encoded once for every client.
+        let (a, b) = (
+            stream_message(&mut None, 2, &published.snapshot, Some(&published.encoded)),
+            stream_message(&mut None, 2, &published.snapshot, Some(&published.encoded)),
+        );
+        assert!(Arc::ptr_eq(&a, &b));
+        assert_eq!(&*a, views::stored(2, &published.snapshot, false).to_string());
+
+        // Deltas: clients holding the same base share one; another base gets its own.
+        let holding = |id: i64, base: Snapshot| {
+            let mut d = Some(Deltas::default());
+            stream_message(&mut d, id, &Arc::new(base), None);
+            d
+        };
+        let (mut c1, mut c2, mut c3) =
+            (holding(1, (*first).clone()), holding(1, (*first).clone()), holding(7, other_base.clone()));
+        let t1 = stream_message(&mut c1, 2, &published.snapshot, Some(&published.encoded));
+        let t2 = stream_message(&mut c2, 2, &published.snapshot, Some(&published.encoded));
+        let t3 = stream_message(&mut c3, 2, &published.snapshot, Some(&published.encoded));
+        assert!(Arc::ptr_eq(&t1, &t2));
+        for (text, base) in [(&t1, &*first), (&t3, &other_base)] {
+            let Ok(LiveMessage::Delta { delta, .. }) = serde_json::from_str::<LiveMessage>(text) else {
+                panic!("not a delta: {text}")
+            };
+            assert_eq!(delta.apply(base).unwrap(), *published.snapshot);
+        }
+    }
 }

@@ -241,6 +241,8 @@ describe('TauriTransport: live over the live command', () => {
     const live = app.calls.filter((x) => x.cmd === 'live');
     expect(live).toHaveLength(1);
     expect(live[0].args.hostname).toBe('web-1');
+    // The dashboard asks for deltas, over the channel as over the WebSocket.
+    expect(live[0].args.delta).toBe(true);
     expect(c.last().state).toBe('connecting');
     send(app.channels[0], { kind: 'open' });
     expect(c.last().state).toBe('live');

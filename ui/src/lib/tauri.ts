@@ -152,17 +152,20 @@ export class ChannelSocket implements SocketLike {
     url: string,
     private readonly invoke: Invoke,
   ) {
-    void this.subscribe(new URL(url, DESKTOP_ORIGIN).searchParams.get('hostname'));
+    const params = new URL(url, DESKTOP_ORIGIN).searchParams;
+    // The stream's form follows the URL, as the WebSocket's does: `delta=1` asks for
+    // live messages (whole, then deltas) rather than whole stored snapshots each time.
+    void this.subscribe(params.get('hostname'), params.get('delta') === '1');
   }
 
-  private async subscribe(hostname: string | null) {
+  private async subscribe(hostname: string | null, delta: boolean) {
     let id: number;
     try {
       const { Channel } = await loadCore();
       if (this.closed) return;
       const channel = new Channel<LiveEvent>();
       channel.onmessage = (event) => this.deliver(event);
-      id = await this.invoke<number>('live', { hostname, onEvent: channel });
+      id = await this.invoke<number>('live', { hostname, delta, onEvent: channel });
     } catch (e) {
       this.onerror?.(e);
       this.finish(1011, commandFailure(e).message);
