@@ -87,7 +87,9 @@ def run_store(root, target_dir):
     binary = example(root, target_dir, "store_bench")
     result = run_json("store_bench", [str(binary)], 900, env=child_env(), cwd=root)
     per_sample_key, per_sample = pick(result, ("bytes", "per", "sample"), ("bytes", "sample"))
-    month_key, month = pick(result, ("month",))
+    # The design's month budget is for the rollup tiers (a month of history at minute and
+    # hour resolution); the raw tier keeps only the last 24 h and is reported apart.
+    month_key, month = pick(result, ("month", "mib", "rollup"), ("month",))
     raw_key, raw = pick(result, ("raw", "rows"), ("sqlite", "rows"))
     store_key, store = pick(result, ("store", "rows"), ("ours", "rows"))
     return {"output": result, "bytes_per_sample": per_sample, "month_mib_per_host": to_mib(month_key, month),
