@@ -78,6 +78,11 @@ impl Local {
         Local { state, router, username, token: Mutex::new(None) }
     }
 
+    /// The person using the app, as the audit log names them.
+    pub fn username(&self) -> &str {
+        &self.username
+    }
+
     /// The collector's state.
     pub fn state(&self) -> &AppState {
         &self.state

@@ -72,14 +72,13 @@ pub struct Desktop {
     settings: Mutex<DesktopSettings>,
     settings_path: std::path::PathBuf,
     built_in: tokio::sync::Mutex<BuiltIn>,
-    paused: Arc<AtomicBool>,
-    paused_tx: watch::Sender<bool>,
+    /// Updates are paused: the sampler, the tray and the windows follow it.
+    paused: watch::Sender<bool>,
     main_visible: watch::Sender<bool>,
     always_visible: watch::Sender<bool>,
     tray: AtomicBool,
     streams: Mutex<HashMap<u32, tauri::async_runtime::JoinHandle<()>>>,
     next_stream: AtomicU32,
-    username: String,
 }
 
 /// The person using the app: the OS user the app runs as.
@@ -97,9 +96,9 @@ impl Desktop {
     pub async fn open(data: &Path, config: &Path) -> anyhow::Result<Desktop> {
         let settings_path = settings::path(config);
         let saved = settings::load(&settings_path);
-        let paused = Arc::new(AtomicBool::new(false));
+        let paused = watch::channel(false).0;
         let collector_settings = Settings { interval: Duration::from_secs(1), ..Settings::default() };
-        let collector = Collector::start(data, true, collector_settings, paused.clone()).await?;
+        let collector = Collector::start(data, true, collector_settings, paused.subscribe()).await?;
         let local = Arc::new(Local::new(collector.state.clone(), os_username()));
         let remote = match &saved.remote_url {
             Some(url) => match Remote::restore(url).await {
@@ -119,13 +118,11 @@ impl Desktop {
             settings_path,
             built_in: tokio::sync::Mutex::default(),
             paused,
-            paused_tx: watch::channel(false).0,
             main_visible: watch::channel(true).0,
             always_visible: watch::channel(true).0,
             tray: AtomicBool::new(false),
             streams: Mutex::default(),
             next_stream: AtomicU32::new(1),
-            username: os_username(),
         })
     }
 
@@ -145,13 +142,12 @@ impl Desktop {
 
     /// Sampling is paused.
     pub fn paused(&self) -> bool {
-        self.paused.load(Ordering::Relaxed)
+        *self.paused.borrow()
     }
 
     /// Pauses or resumes sampling, and tells the windows and the tray.
     pub fn set_paused<R: Runtime>(&self, app: &AppHandle<R>, paused: bool) {
-        self.paused.store(paused, Ordering::Relaxed);
-        self.paused_tx.send_replace(paused);
+        self.paused.send_replace(paused);
         let app = app.clone();
         tauri::async_runtime::spawn(async move {
             if let Some(desktop) = app.try_state::<Desktop>() {
@@ -175,7 +171,7 @@ impl Desktop {
             version: env!("CARGO_PKG_VERSION").into(),
             mode: if remote.is_some() { DesktopMode::Remote } else { DesktopMode::Local },
             hostname: self.local.state().settings.local_hostname.clone().unwrap_or_default(),
-            username: self.username.clone(),
+            username: self.local.username().to_owned(),
             remote: remote.map(|r| r.describe()),
             collector: CollectorStatus {
                 running: built_in.listening.is_some(),
@@ -381,7 +377,7 @@ pub fn builder<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
 fn follow_in_tray<R: Runtime>(tray: tray::Tray<R>, desktop: &Desktop) {
     let hostname = desktop.local.state().settings.local_hostname.clone().unwrap_or_default();
     let mut feed = desktop.local.state().hub.subscribe(&hostname);
-    let mut paused = desktop.paused_tx.subscribe();
+    let mut paused = desktop.paused.subscribe();
     tauri::async_runtime::spawn(async move {
         loop {
             let now_paused = *paused.borrow_and_update();

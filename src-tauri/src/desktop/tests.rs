@@ -190,7 +190,7 @@ fn a_remote_collector_is_signed_in_to_used_and_signed_out_of_with_the_token_in_t
             remote_dir.path(),
             false,
             crate::server::Settings::default(),
-            Default::default(),
+            tokio::sync::watch::channel(false).1,
         )
         .await
         .unwrap();
@@ -238,4 +238,28 @@ fn a_remote_collector_is_signed_in_to_used_and_signed_out_of_with_the_token_in_t
     assert_eq!(super::credentials::load(&url).unwrap(), None, "signing out removes the token");
     // And the window shows this machine again.
     assert!(api(&t.main, "GET", "/api/auth/me", None).body.contains(&s.username));
+}
+
+#[test]
+fn pausing_stops_sampling_and_resuming_starts_it_again() {
+    let t = app();
+    wait_for_local(&t.main);
+    let seq = |w: &WebviewWindow<MockRuntime>| wait_for_local(w)["snapshot_id"].as_u64().unwrap();
+    let s: DesktopState =
+        serde_json::from_value(invoke(&t.main, "set_paused", json!({ "paused": true })).unwrap()).unwrap();
+    assert!(s.paused);
+    // A tick may be under way when the pause comes; after it, nothing new is taken.
+    std::thread::sleep(Duration::from_millis(1500));
+    let paused_at = seq(&t.main);
+    std::thread::sleep(Duration::from_millis(2500));
+    assert_eq!(seq(&t.main), paused_at, "no snapshot while paused");
+
+    let s: DesktopState =
+        serde_json::from_value(invoke(&t.main, "set_paused", json!({ "paused": false })).unwrap()).unwrap();
+    assert!(!s.paused);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while seq(&t.main) == paused_at {
+        assert!(Instant::now() < deadline, "sampling did not resume");
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }

@@ -190,7 +190,7 @@ pub fn process_table() -> std::io::Result<Vec<ProcessEntry>> {
 /// The receiver holds `None` until the first snapshot is ready (at most a few hundred
 /// milliseconds after the sampler was created).
 pub fn spawn(sampler: Sampler, interval: Duration) -> watch::Receiver<Option<Arc<Snapshot>>> {
-    spawn_pausable(sampler, interval, Arc::default())
+    spawn_pausable(sampler, interval, watch::channel(false).1)
 }
 
 /// Like [`spawn`], but no snapshot is taken while `paused` is set (the desktop's "Pause
@@ -198,13 +198,13 @@ pub fn spawn(sampler: Sampler, interval: Duration) -> watch::Receiver<Option<Arc
 pub fn spawn_pausable(
     mut sampler: Sampler,
     interval: Duration,
-    paused: Arc<std::sync::atomic::AtomicBool>,
+    paused: watch::Receiver<bool>,
 ) -> watch::Receiver<Option<Arc<Snapshot>>> {
     let (tx, rx) = watch::channel(None);
     let spawned = thread::Builder::new().name("procyon-sampler".into()).spawn(move || {
         loop {
             let started = Instant::now();
-            if !paused.load(std::sync::atomic::Ordering::Relaxed) {
+            if !*paused.borrow() {
                 let snapshot = Arc::new(sampler.sample());
                 if tx.send(Some(snapshot)).is_err() {
                     return; // nobody listens any more

@@ -251,7 +251,7 @@ impl Collector {
         data: &std::path::Path,
         local: bool,
         settings: Settings,
-        paused: Arc<std::sync::atomic::AtomicBool>,
+        paused: tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<Collector> {
         let store = open_store(data).await?;
         let auth = auth::Auth::from_data_dir(data, settings.token_ttl)?;
@@ -320,7 +320,8 @@ pub async fn listen(
 
 /// Runs the collector until SIGINT or SIGTERM.
 pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
-    let collector = Collector::start(&options.data, options.local, options.settings.clone(), Arc::default()).await?;
+    let never_paused = tokio::sync::watch::channel(false).1;
+    let collector = Collector::start(&options.data, options.local, options.settings.clone(), never_paused).await?;
     if let Some(password) = ensure_admin(&collector.state.store).await? {
         // Printed once, to the operator's terminal; never logged.
         println!(

@@ -6,51 +6,19 @@ import { DeltaMismatch, applyDelta } from './delta';
 import type { LiveMessage, Snapshot, SnapshotDelta } from './model';
 import type { SocketLike, StoredSnapshot } from './transport';
 import { WebTransport } from './transport';
-import { conn, proc } from './testing/fixtures';
+import { conn, snapshot as fixtureSnapshot, proc } from './testing/fixtures';
 
+/** The shared fixture snapshot at tick `seq`, with processes, sockets and ports that a
+ *  delta can change. */
 function snapshot(seq: number, patch: Partial<Snapshot> = {}): Snapshot {
   return {
-    schema_version: 1,
-    host: {
-      id: 'mid',
-      hostname: 'web-1',
-      os: 'Linux',
-      kernel: null,
-      arch: 'x86_64',
-      cpu_model: null,
-      logical_cores: 2,
-      memory_total_bytes: 8,
-      boot_time: '2026-01-01T00:00:00Z',
-      agent_version: '0.1.0',
-    },
+    ...fixtureSnapshot({ processes: [proc(1, null), proc(2, 1), proc(3, 1, { threads: 4 })] }),
     taken_at: `2026-01-01T00:00:0${seq}Z`,
     seq,
-    interval_ms: 1000,
-    cpu: { total_percent: 1, per_core_percent: [1, 1], load_average: null },
     memory: { total_bytes: 8, used_bytes: 4, available_bytes: 4, swap_total_bytes: 0, swap_used_bytes: 0 },
-    processes: [proc(1, null), proc(2, 1), proc(3, 1, { threads: 4 })],
     connections: [conn({ local_port: 80 }), conn({ local_port: 443 })],
-    network: { total: counters(), interfaces: [] },
     ports: { by_local_port: [{ protocol: 'tcp', port: 80, connections: 1 }], listening: [] },
-    errors: [],
     ...patch,
-  };
-}
-
-function counters() {
-  return {
-    sent_bytes: 0,
-    received_bytes: 0,
-    sent_packets: 0,
-    received_packets: 0,
-    errors_in: 0,
-    errors_out: 0,
-    drops_in: null,
-    drops_out: null,
-    sent_bytes_per_sec: 0,
-    received_bytes_per_sec: 0,
-    sent_packets_per_sec: 0,
-    received_packets_per_sec: 0,
   };
 }
 
