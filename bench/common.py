@@ -193,8 +193,11 @@ def wait_for_collector(collector):
     while time.monotonic() < deadline:
         collector.check_running()
         for line in collector.stdout_path.read_text(errors="replace").splitlines():
-            if line.startswith("No users yet: created `admin` with password "):
-                password = line.rsplit(" ", 1)[1]
+            prefix = "No users yet: created `admin`; its password is in "
+            if line.startswith(prefix):
+                password_file = line[len(prefix):].split(" (", 1)[0]
+                with open(password_file, encoding="utf-8") as f:
+                    password = f.read().strip()
             elif line.startswith("Procyon collector on "):
                 base = line.split()[3].rstrip("/")
                 if password is None:

@@ -198,6 +198,7 @@ impl Uplink {
             agent_version: env!("CARGO_PKG_VERSION").into(),
             host: self.host.clone(),
             allow_control: self.options.allow_control,
+            machine_id: None,
         };
         serde_json::to_string(&hello).unwrap_or_default()
     }

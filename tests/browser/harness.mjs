@@ -46,8 +46,8 @@ export async function startCollector({ bin = procyonBin(), args = [], timeoutMs 
     const timer = setTimeout(() => fail(new Error('the collector did not start in time')), timeoutMs);
     child.once('exit', (code) => fail(new Error(`the collector exited early (${code})`)));
     lines.on('line', (line) => {
-      const pw = /^No users yet: created `admin` with password (\S+)/.exec(line);
-      if (pw) adminPassword = pw[1];
+      const pw = /^No users yet: created `admin`; its password is in (.+?) \(/.exec(line);
+      if (pw) adminPassword = readFileSync(pw[1], 'utf8').trim();
       const url = /^Procyon collector on (http:\/\/\S+?)\/? /.exec(line);
       if (url) {
         clearTimeout(timer);

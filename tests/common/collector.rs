@@ -52,8 +52,9 @@ impl Collector {
         let mut admin_password = None;
         let base = loop {
             let line = rx.recv_timeout(Duration::from_secs(30)).expect("collector did not start in time");
-            if let Some(rest) = line.strip_prefix("No users yet: created `admin` with password ") {
-                admin_password = Some(rest.trim().to_owned());
+            if let Some(rest) = line.strip_prefix("No users yet: created `admin`; its password is in ") {
+                let file = rest.split(" (").next().unwrap();
+                admin_password = Some(std::fs::read_to_string(file).unwrap().trim().to_owned());
             }
             if let Some(rest) = line.strip_prefix("Procyon collector on ") {
                 break rest.split_whitespace().next().unwrap().trim_end_matches('/').to_owned();

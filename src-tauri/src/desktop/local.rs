@@ -7,7 +7,7 @@
 //! process actions through `control`, write the audit log and shape the answers. Live
 //! snapshots come from the hub, which the one sampler task feeds.
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use axum::body::Body;
 use axum::http::{self, header};
@@ -21,6 +21,7 @@ use crate::model::Snapshot;
 use crate::model::api::Role;
 use crate::model::desktop::{ApiReply, ApiRequest, CommandError, LiveEvent};
 use crate::server::AppState;
+use crate::server::auth::{CurrentUser, InProcessUser};
 use crate::server::ws::{Deltas, stream_message};
 
 /// Longest request path accepted from the window.
@@ -66,16 +67,13 @@ pub struct Local {
     state: AppState,
     router: axum::Router,
     username: String,
-    /// The window's sign-in to the router: issued in memory, renewed before it expires,
-    /// never handed to the web view.
-    token: Mutex<Option<(String, chrono::DateTime<chrono::Utc>)>>,
 }
 
 impl Local {
     /// Over a started collector's state; `username` is the person using the app.
     pub fn new(state: AppState, username: String) -> Local {
         let router = crate::server::app(state.clone());
-        Local { state, router, username, token: Mutex::new(None) }
+        Local { state, router, username }
     }
 
     /// The person using the app, as the audit log names them.
@@ -88,22 +86,19 @@ impl Local {
         &self.state
     }
 
-    fn token(&self) -> Result<String, CommandError> {
-        let mut current = self.token.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((token, expires)) = current.as_ref()
-            && *expires > chrono::Utc::now() + chrono::Duration::minutes(5)
-        {
-            return Ok(token.clone());
-        }
-        // The person at the desktop owns this machine's session: they act with the
-        // app's own OS rights, which the OS still checks on every signal.
-        let issued = self
-            .state
-            .auth
-            .issue(&self.username, Role::Admin)
-            .map_err(|e| CommandError::new("internal", format!("cannot sign the window in: {e:?}")))?;
-        *current = Some((issued.token.clone(), issued.expires_at));
-        Ok(issued.token)
+    /// Who the window's requests come from. The person at the desktop owns this
+    /// machine's session: they act with the app's own OS rights, which the OS still
+    /// checks on every signal. They are not an account of the store, so the name is one
+    /// no account can have (`:` is not allowed in user names), and the audit log never
+    /// mixes them up with a collector user of the same name.
+    fn principal(&self) -> InProcessUser {
+        InProcessUser(CurrentUser {
+            username: format!("desktop:{}", self.username),
+            role: Role::Admin,
+            generation: 0,
+            // Lives as long as the app; streams of the window never expire.
+            expires_at: i64::MAX,
+        })
     }
 
     /// Carries one REST request into the collector's router.
@@ -113,7 +108,7 @@ impl Local {
         let built = http::Request::builder()
             .method(method)
             .uri(&request.path)
-            .header(header::AUTHORIZATION, format!("Bearer {}", self.token()?))
+            .extension(self.principal())
             .header(header::CONTENT_TYPE, "application/json")
             .body(request.body.clone().map(Body::from).unwrap_or_else(Body::empty))
             .map_err(|e| CommandError::new("invalid", format!("Bad request: {e}")))?;

@@ -98,6 +98,18 @@ pub enum AgentMessage {
         host: HostInfo,
         /// Whether the agent's operator allows process actions.
         allow_control: bool,
+        /// A fingerprint of the machine the agent runs on: the hex SHA-256 of `procyon:`
+        /// and its machine id (`/etc/machine-id`), never the id itself
+        /// ([`crate::sample::machine`]); `None` when the machine has none and the
+        /// agent was given none (`--machine-id-file`).
+        ///
+        /// Host names are not unique: a cloned VM, or a second machine given the same
+        /// `--hostname`, would interleave its snapshots with the first one's. The
+        /// collector binds each host name to the machine that first reported it and
+        /// refuses another machine reporting the same name. Absent from older agents'
+        /// hellos (and then not checked); older collectors ignore it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        machine_id: Option<String>,
     },
     /// A snapshot sent as text (agents normally send binary frames instead).
     Snapshot {

@@ -10,12 +10,16 @@
 //! it, is answered with `resync` and nothing is stored. A garbage frame gets an `error`
 //! and is otherwise ignored: one broken agent never affects another.
 //!
-//! [`Agents`] holds one entry per connected host. A relayed action gets a request id,
-//! goes out on that host's socket, and its REST caller waits (bounded) for the reply.
+//! Before a session is registered, its key must be allowed to report as the host it
+//! names (`binding.rs`). [`Agents`] holds one session per connected host. A relayed
+//! action gets a random request id, goes out on that host's socket, and its REST caller
+//! waits (bounded) for the reply, which only that session may give. Revoking a key ends
+//! its sessions; frames are decoded on blocking threads; what an agent says is escaped
+//! before it reaches a log line.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use axum::Router;
@@ -23,10 +27,10 @@ use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
 use axum::routing::get;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use super::auth::AgentKey;
-use super::{AppState, upload};
+use super::{AppState, binding, upload};
 use crate::model::Snapshot;
 use crate::model::agent::{
     ActionReply, ActionRequest, AgentMessage, BASES_KEPT, CollectorMessage, Frame, MAX_FRAME_BYTES, PROTOCOL_VERSION,
@@ -39,6 +43,13 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const OUTBOX: usize = 64;
 /// Garbage frames tolerated in one session before it is closed.
 const MAX_BAD_FRAMES: u32 = 100;
+/// Most agent sessions open at once, over all keys: each holds memory (its delta bases)
+/// and a socket.
+pub const MAX_SESSIONS: usize = 10_000;
+/// How often a session checks that its key is still valid, so that a key revoked
+/// elsewhere (the CLI, another collector) ends its sessions within seconds. Revoking
+/// through this collector's API ends them at once.
+const KEY_CHECK: Duration = Duration::from_secs(5);
 
 /// Why a relayed action did not get an answer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,18 +62,33 @@ pub enum RelayError {
     Timeout,
 }
 
+/// Why a session is told to end from outside: the close code and the reason.
+type Kick = Option<(u16, String)>;
+
 struct Connection {
-    id: u64,
+    session: u64,
+    key_id: i64,
+    machine_id: Option<String>,
     allow_control: bool,
     outbox: mpsc::Sender<CollectorMessage>,
+    kick: watch::Sender<Kick>,
+}
+
+/// What a registered session listens to.
+struct Registered {
+    session: u64,
+    outbox: mpsc::Receiver<CollectorMessage>,
+    kicked: watch::Receiver<Kick>,
 }
 
 /// The connected agents, by host name.
 #[derive(Default)]
 pub struct Agents {
     connections: Mutex<HashMap<String, Connection>>,
-    pending: Mutex<HashMap<u64, oneshot::Sender<ActionReply>>>,
-    next_id: AtomicU64,
+    /// Relayed actions waiting for their answer, by request id, with the session the
+    /// request went out on: only that session may answer it.
+    pending: Mutex<HashMap<u64, (u64, oneshot::Sender<ActionReply>)>>,
+    next_session: AtomicU64,
 }
 
 impl Agents {
@@ -70,7 +96,7 @@ impl Agents {
         self.connections.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn pending(&self) -> MutexGuard<'_, HashMap<u64, oneshot::Sender<ActionReply>>> {
+    fn pending(&self) -> MutexGuard<'_, HashMap<u64, (u64, oneshot::Sender<ActionReply>)>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -79,25 +105,73 @@ impl Agents {
         self.connections().contains_key(hostname)
     }
 
-    /// Registers a session; a newer session for the same host replaces an older one
-    /// (an agent that reconnects before the old socket timed out).
-    fn register(&self, hostname: &str, allow_control: bool) -> (u64, mpsc::Receiver<CollectorMessage>) {
-        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let (outbox, inbox) = mpsc::channel(OUTBOX);
-        self.connections().insert(hostname.to_owned(), Connection { id, allow_control, outbox });
-        (id, inbox)
+    /// Agent sessions open now.
+    pub fn session_count(&self) -> usize {
+        self.connections().len()
     }
 
-    fn unregister(&self, hostname: &str, id: u64) {
+    /// Registers a session. At most one per host: a new one from the same key and
+    /// machine replaces the old (an agent that restarted before its old socket timed
+    /// out); one from another key or machine is refused.
+    fn register(
+        &self,
+        hostname: &str,
+        key_id: i64,
+        machine_id: Option<String>,
+        allow_control: bool,
+    ) -> Result<Registered, String> {
         let mut connections = self.connections();
-        if connections.get(hostname).is_some_and(|c| c.id == id) {
+        if let Some(old) = connections.get(hostname) {
+            if old.key_id != key_id || old.machine_id != machine_id {
+                return Err(format!(
+                    "Host `{hostname}` already has a live session from another agent (another key or machine). Give                      this agent its own name with `--hostname NAME`."
+                ));
+            }
+            old.kick.send_replace(Some((4009, "replaced by a newer session of the same agent".into())));
+        } else if connections.len() >= MAX_SESSIONS {
+            return Err(format!("This collector holds its maximum of {MAX_SESSIONS} agent sessions; try another one."));
+        }
+        let session = self.next_session.fetch_add(1, Ordering::Relaxed) + 1;
+        let (outbox, inbox) = mpsc::channel(OUTBOX);
+        let (kick, kicked) = watch::channel(None);
+        connections
+            .insert(hostname.to_owned(), Connection { session, key_id, machine_id, allow_control, outbox, kick });
+        Ok(Registered { session, outbox: inbox, kicked })
+    }
+
+    fn unregister(&self, hostname: &str, session: u64) {
+        let mut connections = self.connections();
+        if connections.get(hostname).is_some_and(|c| c.session == session) {
             connections.remove(hostname);
         }
     }
 
-    fn resolve(&self, reply: ActionReply) {
-        if let Some(waiter) = self.pending().remove(&reply.request_id) {
-            let _ = waiter.send(reply);
+    /// Ends every session that authenticated with `key_id` (the key was revoked).
+    pub fn close_key(&self, key_id: i64) {
+        for c in self.connections().values().filter(|c| c.key_id == key_id) {
+            c.kick.send_replace(Some((4003, "this API key has been revoked".into())));
+        }
+    }
+
+    /// Ends the session of `hostname`, if any (its binding was reset or the host deleted).
+    pub fn close_host(&self, hostname: &str, reason: &str) {
+        if let Some(c) = self.connections().get(hostname) {
+            c.kick.send_replace(Some((4003, reason.to_owned())));
+        }
+    }
+
+    /// Hands `reply` to the caller waiting for it, if `session` is the one its request
+    /// went out on. `false` for a reply nobody asked this session for (forged, or late).
+    fn resolve(&self, session: u64, reply: ActionReply) -> bool {
+        let mut pending = self.pending();
+        match pending.get(&reply.request_id) {
+            Some((asked, _)) if *asked == session => {
+                if let Some((_, waiter)) = pending.remove(&reply.request_id) {
+                    let _ = waiter.send(reply);
+                }
+                true
+            }
+            _ => false,
         }
     }
 
@@ -109,18 +183,26 @@ impl Agents {
         mut request: ActionRequest,
         timeout: Duration,
     ) -> Result<ActionReply, RelayError> {
-        let outbox = {
+        let (session, outbox) = {
             let connections = self.connections();
             let connection = connections.get(hostname).ok_or(RelayError::Offline)?;
             if !connection.allow_control {
                 return Err(RelayError::ControlOff);
             }
-            connection.outbox.clone()
+            (connection.session, connection.outbox.clone())
         };
-        request.request_id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
-        let id = request.request_id;
+        // Random, so that no agent can guess the id of a request sent to another.
         let (tx, rx) = oneshot::channel();
-        self.pending().insert(id, tx);
+        let id = {
+            let mut pending = self.pending();
+            let mut id = random_id();
+            while pending.contains_key(&id) {
+                id = random_id();
+            }
+            pending.insert(id, (session, tx));
+            id
+        };
+        request.request_id = id;
         let sent = outbox.send_timeout(CollectorMessage::Action(request), timeout).await;
         let answer = match sent {
             Ok(()) => tokio::time::timeout(timeout, rx).await,
@@ -137,6 +219,28 @@ impl Agents {
             Err(_) => Err(RelayError::Timeout),
         }
     }
+}
+
+/// A request id nobody can predict.
+fn random_id() -> u64 {
+    let mut bytes = [0u8; 8];
+    if getrandom::fill(&mut bytes).is_err() {
+        // No OS randomness: still unpredictable enough to outside agents, never reused.
+        bytes = (std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap_or_default().as_nanos()
+            as u64)
+            .to_le_bytes();
+    }
+    u64::from_le_bytes(bytes)
+}
+
+/// Text an agent sent, fit for a log line: at most `max` characters, control
+/// characters (a newline would forge a line) escaped.
+pub fn loggable(text: &str, max: usize) -> String {
+    let mut out: String = text.chars().take(max).flat_map(char::escape_debug).collect();
+    if text.chars().nth(max).is_some() {
+        out.push('…');
+    }
+    out
 }
 
 /// The agent route.
@@ -170,27 +274,26 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
         Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<AgentMessage>(&text).ok(),
         _ => None,
     };
-    let Some(AgentMessage::Hello { protocol, agent_version, host, allow_control }) = hello else {
+    let Some(AgentMessage::Hello { protocol, agent_version, host, allow_control, machine_id }) = hello else {
         let message = format!(
             "The first message must be a hello: {{\"type\": \"hello\", \"protocol\": {PROTOCOL_VERSION}, ...}}"
         );
         return refuse(socket, 4000, "expected_hello", message).await;
     };
+    let agent_version = loggable(&agent_version, 40);
     if protocol != PROTOCOL_VERSION {
         let message = format!(
-            "This collector (Procyon {}) speaks agent protocol {PROTOCOL_VERSION}, but this agent (version {}) speaks \
-             protocol {protocol}. Install the same Procyon version on both.",
+            "This collector (Procyon {}) speaks agent protocol {PROTOCOL_VERSION}, but this agent (version \
+             {agent_version}) speaks protocol {protocol}. Install the same Procyon version on both.",
             env!("CARGO_PKG_VERSION"),
-            agent_version.chars().take(40).collect::<String>()
         );
         return refuse(socket, 4002, "protocol_mismatch", message).await;
     }
     let hostname = host.hostname.clone();
-    if let Err(e) = key.check_host(&hostname) {
-        return refuse(socket, 4003, "forbidden", e.parts().1.message).await;
-    }
-    if let Err(e) = upload::validate_hostname(&hostname) {
-        return refuse(socket, 4000, "invalid", e.parts().1.message).await;
+    if let Err(e) = binding::admit(&state, &key.key, &hostname, machine_id.as_deref()).await {
+        let (status, body) = e.parts();
+        let (close, code) = if status.as_u16() == 403 { (4003, "forbidden") } else { (4000, "invalid") };
+        return refuse(socket, close, code, body.message).await;
     }
     let last_seq = match state.store.next_seq(&hostname).await {
         Ok(next) => next.saturating_sub(1),
@@ -202,7 +305,11 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
     };
 
     // 2. Registered: snapshots in, acks and actions out.
-    let (id, mut outbox) = state.agents.register(&hostname, allow_control);
+    let Registered { session, mut outbox, mut kicked } =
+        match state.agents.register(&hostname, key.key.id, machine_id, allow_control) {
+            Ok(r) => r,
+            Err(message) => return refuse(socket, 4009, "conflict", message).await,
+        };
     tracing::info!(%hostname, %agent_version, allow_control, last_seq, "agent connected");
     let welcome = CollectorMessage::Welcome {
         protocol: PROTOCOL_VERSION,
@@ -210,37 +317,40 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
         last_seq,
     };
     let mut shutdown = state.shutdown_signal();
+    let mut key_check = tokio::time::interval(KEY_CHECK);
+    key_check.reset();
     let mut bad_frames = 0u32;
     // Delta bases: the snapshots acknowledged on this connection, newest last.
-    let mut bases: VecDeque<Snapshot> = VecDeque::with_capacity(BASES_KEPT + 1);
+    let mut bases: VecDeque<Arc<Snapshot>> = VecDeque::with_capacity(BASES_KEPT + 1);
     if send(&mut socket, &welcome).await {
         loop {
             tokio::select! {
                 frame = socket.recv() => {
                     let reply = match frame {
-                        Some(Ok(Message::Binary(bytes))) => match decode_frame(&bytes) {
-                            Ok(Frame::Full(snapshot)) => Some(store_base(&state, &hostname, *snapshot, &mut bases).await),
-                            Ok(Frame::Delta(delta)) => match rebuild(&delta, &bases) {
-                                Ok(snapshot) => Some(store_base(&state, &hostname, snapshot, &mut bases).await),
-                                Err(reply) => Some(reply),
-                            },
+                        Some(Ok(Message::Binary(bytes))) => match decode(bytes, &bases).await {
+                            Ok(Ok(snapshot)) => Some(store_base(&state, &hostname, snapshot, &mut bases).await),
+                            Ok(Err(reply)) => Some(reply),
                             Err(e) => Some(bad_frame(&mut bad_frames, e)),
                         },
-                        Some(Ok(Message::Text(text))) => match serde_json::from_str::<AgentMessage>(&text) {
+                        Some(Ok(Message::Text(text))) => match parse_text(text).await {
                             Ok(AgentMessage::Snapshot { snapshot }) => {
                                 Some(store_base(&state, &hostname, *snapshot, &mut bases).await)
                             }
                             Ok(AgentMessage::Dropped { count, reason }) => {
                                 // Never silent: the operator learns that history has a hole.
+                                let reason = loggable(&reason, 200);
                                 tracing::warn!(%hostname, count, %reason, "agent dropped snapshots");
                                 None
                             }
                             Ok(AgentMessage::ActionResult(reply)) => {
-                                state.agents.resolve(reply);
-                                None
+                                if state.agents.resolve(session, reply) {
+                                    None
+                                } else {
+                                    Some(bad_frame(&mut bad_frames, "an action result nobody asked this agent for".into()))
+                                }
                             }
                             Ok(AgentMessage::Hello { .. }) => Some(bad_frame(&mut bad_frames, "a second hello".into())),
-                            Err(e) => Some(bad_frame(&mut bad_frames, format!("not a message: {e}"))),
+                            Err(e) => Some(bad_frame(&mut bad_frames, e)),
                         },
                         Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                         Some(Ok(_)) => None, // pings are answered by the WebSocket layer
@@ -260,6 +370,19 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
                         break;
                     }
                 }
+                _ = kicked.changed() => {
+                    let kick = kicked.borrow().clone();
+                    if let Some((code, reason)) = kick {
+                        tracing::info!(%hostname, %reason, "agent session ended");
+                        return refuse(socket, code, "closed", reason).await;
+                    }
+                }
+                _ = key_check.tick() => {
+                    if matches!(state.store.api_key_live(key.key.id).await, Ok(false)) {
+                        state.agents.unregister(&hostname, session);
+                        return refuse(socket, 4003, "revoked", "This API key has been revoked.".into()).await;
+                    }
+                }
                 _ = shutdown.changed() => {
                     let _ = socket.send(Message::Close(Some(CloseFrame { code: 1001, reason: "collector shutting down".into() }))).await;
                     break;
@@ -267,8 +390,34 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
             }
         }
     }
-    state.agents.unregister(&hostname, id);
+    state.agents.unregister(&hostname, session);
     tracing::info!(%hostname, "agent disconnected");
+}
+
+/// Decodes a binary frame and, for a delta, rebuilds the snapshot it stands for, on a
+/// blocking thread: a large snapshot takes milliseconds of CPU, which must not stall the
+/// async workers that serve everyone else. `Err` is a frame that is not one of ours;
+/// `Ok(Err)` the answer for a delta that cannot be rebuilt here.
+async fn decode(
+    bytes: axum::body::Bytes,
+    bases: &VecDeque<Arc<Snapshot>>,
+) -> Result<Result<Snapshot, CollectorMessage>, String> {
+    let bases: Vec<Arc<Snapshot>> = bases.iter().cloned().collect();
+    tokio::task::spawn_blocking(move || match decode_frame(&bytes)? {
+        Frame::Full(snapshot) => Ok(Ok(*snapshot)),
+        Frame::Delta(delta) => Ok(rebuild(&delta, &bases)),
+    })
+    .await
+    .map_err(|e| format!("decoding failed: {e}"))?
+}
+
+/// Parses a text frame on a blocking thread (it may hold a whole snapshot).
+async fn parse_text(text: axum::extract::ws::Utf8Bytes) -> Result<AgentMessage, String> {
+    tokio::task::spawn_blocking(move || {
+        serde_json::from_str::<AgentMessage>(&text).map_err(|e| format!("not a message: {e}"))
+    })
+    .await
+    .map_err(|e| format!("decoding failed: {e}"))?
 }
 
 fn bad_frame(count: &mut u32, message: String) -> CollectorMessage {
@@ -279,10 +428,7 @@ fn bad_frame(count: &mut u32, message: String) -> CollectorMessage {
 /// The full snapshot a delta stands for, or the `resync` to answer when its base is
 /// not kept here or the delta does not fit it (a damaged or forged delta is never
 /// stored; a keyframe of that seq will be).
-fn rebuild(
-    delta: &crate::model::delta::SnapshotDelta,
-    bases: &VecDeque<Snapshot>,
-) -> Result<Snapshot, CollectorMessage> {
+fn rebuild(delta: &crate::model::delta::SnapshotDelta, bases: &[Arc<Snapshot>]) -> Result<Snapshot, CollectorMessage> {
     let seq = delta.seq;
     let Some(base) = bases.iter().rev().find(|b| delta.fits(b)) else {
         let message =
@@ -298,9 +444,9 @@ async fn store_base(
     state: &AppState,
     hostname: &str,
     snapshot: Snapshot,
-    bases: &mut VecDeque<Snapshot>,
+    bases: &mut VecDeque<Arc<Snapshot>>,
 ) -> CollectorMessage {
-    let base = snapshot.clone();
+    let base = Arc::new(snapshot.clone());
     let reply = store(state, hostname, snapshot).await;
     if matches!(reply, CollectorMessage::Ack { .. }) {
         bases.retain(|b| b.seq != base.seq);
@@ -327,6 +473,8 @@ async fn store(state: &AppState, hostname: &str, snapshot: crate::model::Snapsho
     }
     match state.ingest(snapshot).await {
         Ok(_) => CollectorMessage::Ack { seq },
+        // Refused for what it is (a 4xx): sending it again would not help.
+        Err(e) if e.parts().0.is_client_error() => CollectorMessage::Rejected { seq, message: e.parts().1.message },
         Err(e) => {
             // Not stored and not the agent's fault: no ack, so it will be sent again.
             let (_, body) = e.parts();

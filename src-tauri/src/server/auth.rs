@@ -1,25 +1,38 @@
 //! Who is asking: users with passwords and tokens, agents with API keys.
 //!
-//! - Passwords are stored as argon2id hashes (PHC strings).
-//! - A successful sign-in returns a JWT (HS256) that expires after a short time; the
-//!   signing key is random, made at first start and kept in the data directory (mode
-//!   0600), so tokens survive a restart but not a new data directory.
-//! - Repeated failed sign-ins for one name are slowed down, then refused for a while.
+//! - Passwords are stored as argon2id hashes (PHC strings). Hashing is slow on purpose,
+//!   so it runs on blocking threads, a few at a time, never on the async workers.
+//! - A successful sign-in returns a JWT (HS256) that expires after a short time (at most
+//!   [`MAX_TOKEN_TTL`]); the signing key is random, made at first start and kept in the
+//!   data directory (mode 0600), so tokens survive a restart but not a new data directory.
+//! - A token names its user and the user's *generation*. Every request checks both
+//!   against the database (through a cache of a few seconds): a removed user's tokens
+//!   stop at once, and a password or role change gives the user a new generation, which
+//!   ends every earlier token and the streams opened with them. The role is always the
+//!   database's, never the token's.
+//! - Failed sign-ins are counted per client address (throttled after many) and per
+//!   (name, address) (locked for a while after a few), so that nobody can lock an admin
+//!   out from elsewhere; the ledger is capped.
+//! - Browsers open WebSockets with a *ticket*: a random, single-use string that stands
+//!   for the caller's token for 30 seconds, so no token sits in a URL a proxy logs.
+//!   `?token=` stays accepted for the original monitoring API's clients.
 //! - API keys are 32 random bytes; only their SHA-256 is stored (keys are random, so a
 //!   fast hash is enough, and uploads stay cheap to check).
 //!
 //! The extractors [`CurrentUser`] and [`AgentKey`] make handlers state what they need in
 //! their signature. Tokens come from `Authorization: Bearer ...`; on WebSocket routes also
-//! from `?token=` (browsers cannot set headers on a WebSocket).
+//! from `?ticket=` or `?token=` (browsers cannot set headers on a WebSocket).
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use axum::extract::FromRequestParts;
+use axum::extract::{ConnectInfo, FromRequestParts};
 use axum::http::request::Parts;
 use base64::Engine;
 use chrono::Utc;
@@ -30,13 +43,32 @@ use sha2::{Digest, Sha256};
 use super::AppState;
 use super::error::ApiError;
 use crate::model::api::{ApiKeySummary, LoginResponse, Role};
+use crate::store::Store;
 
-/// Failed sign-ins allowed before a name is locked for a while.
+/// The longest a token may live: a stolen token is worth a day at most.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+/// Longest user name accepted at sign-in; longer ones are refused before any work.
+pub const MAX_USERNAME_BYTES: usize = 64;
+/// Failed sign-ins allowed for one (name, address) before it is locked for a while.
 const FREE_FAILURES: u32 = 5;
-/// Longest lock after repeated failures.
+/// Failed sign-ins allowed from one address, whatever the names, before it is throttled.
+const FREE_ADDRESS_FAILURES: u32 = 30;
+/// Longest lock after repeated failures; failures older than this are forgotten.
 const MAX_LOCK: Duration = Duration::from_secs(300);
 /// Delay added to every failed sign-in, to slow guessing down.
 const FAILURE_DELAY: Duration = Duration::from_millis(300);
+/// Most entries the failure ledger keeps in each of its tables.
+const LEDGER_MAX: usize = 10_000;
+/// Password hashes computed at once (each takes about 19 MiB and tens of milliseconds).
+const HASHING_AT_ONCE: usize = 2;
+/// How long a user's generation and role are trusted without asking the database.
+const USER_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Most users in that cache.
+const USER_CACHE_MAX: usize = 4096;
+/// How long a WebSocket ticket is valid.
+pub const TICKET_TTL: Duration = Duration::from_secs(30);
+/// Most tickets outstanding at once.
+const TICKETS_MAX: usize = 10_000;
 
 /// Random bytes from the OS.
 pub fn random_bytes<const N: usize>() -> Result<[u8; N], ApiError> {
@@ -84,20 +116,121 @@ pub fn hash_api_key(key: &str) -> String {
 pub struct Claims {
     /// User name.
     pub sub: String,
-    /// Role at sign-in.
+    /// Role at sign-in (shown to clients; requests use the database's).
     pub role: Role,
+    /// The user's token generation at sign-in.
+    #[serde(rename = "gen")]
+    pub generation: i64,
     /// Issued at (seconds since the epoch).
     pub iat: i64,
     /// Expires at (seconds since the epoch).
     pub exp: i64,
 }
 
-/// Token signing and the failed-login ledger.
+/// Failed sign-ins of one key of the ledger.
+#[derive(Clone, Copy)]
+struct Failures {
+    count: u32,
+    last: Instant,
+}
+
+impl Failures {
+    /// Whether these failures are old enough to forget.
+    fn cooled(&self) -> bool {
+        self.last.elapsed() >= MAX_LOCK
+    }
+
+    /// How much longer the key is locked, if it is.
+    fn locked_for(&self, free: u32) -> Option<Duration> {
+        if self.cooled() || self.count < free {
+            return None;
+        }
+        let doublings = (self.count - free).min(16);
+        let lock = Duration::from_secs(5u64 << doublings).min(MAX_LOCK);
+        lock.checked_sub(self.last.elapsed()).filter(|d| !d.is_zero())
+    }
+}
+
+/// A table of the ledger, bounded: when full, cooled entries go, then the oldest half.
+struct Table<K> {
+    entries: HashMap<K, Failures>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Table<K> {
+    fn new() -> Self {
+        Table { entries: HashMap::new() }
+    }
+
+    fn get(&self, key: &K) -> Option<Failures> {
+        self.entries.get(key).copied()
+    }
+
+    fn bump(&mut self, key: K) -> u32 {
+        if self.entries.len() >= LEDGER_MAX && !self.entries.contains_key(&key) {
+            self.entries.retain(|_, f| !f.cooled());
+            if self.entries.len() >= LEDGER_MAX {
+                let mut times: Vec<Instant> = self.entries.values().map(|f| f.last).collect();
+                times.sort_unstable();
+                let cut = times[times.len() / 2];
+                self.entries.retain(|_, f| f.last > cut);
+            }
+        }
+        let entry = self.entries.entry(key).or_insert(Failures { count: 0, last: Instant::now() });
+        if entry.cooled() {
+            entry.count = 0;
+        }
+        entry.count += 1;
+        entry.last = Instant::now();
+        entry.count
+    }
+
+    fn remove(&mut self, key: &K) {
+        self.entries.remove(key);
+    }
+
+    fn len(&self) -> usize {
+        self.entries.len()
+    }
+}
+
+/// Where a sign-in comes from: the peer address when the listener knows it.
+pub type ClientAddress = Option<IpAddr>;
+
+/// Failed sign-ins, by address and by (name, address).
+struct Ledger {
+    by_address: Table<ClientAddress>,
+    by_name: Table<(String, ClientAddress)>,
+}
+
+/// What the cache knows of a user.
+#[derive(Clone, Copy)]
+struct CachedUser {
+    generation: i64,
+    role: Role,
+    fetched: Instant,
+}
+
+/// A WebSocket ticket's promise.
+#[derive(Clone)]
+struct Ticket {
+    username: String,
+    generation: i64,
+    expires_at: i64,
+    valid_until: Instant,
+}
+
+/// Token signing, user checks and the failed-login ledger.
 pub struct Auth {
     encoding: EncodingKey,
     decoding: DecodingKey,
     ttl: Duration,
-    failures: Mutex<HashMap<String, (u32, Instant)>>,
+    ledger: Mutex<Ledger>,
+    hashing: tokio::sync::Semaphore,
+    users: Mutex<HashMap<String, CachedUser>>,
+    tickets: Mutex<HashMap<String, Ticket>>,
+    /// Bumped whenever a user's access may have ended, so that open streams check.
+    changes: tokio::sync::watch::Sender<u64>,
+    failed_sign_ins: AtomicU64,
 }
 
 impl std::fmt::Debug for Auth {
@@ -107,22 +240,31 @@ impl std::fmt::Debug for Auth {
 }
 
 impl Auth {
-    /// Signs with `secret`; tokens live for `ttl`.
+    /// Signs with `secret`; tokens live for `ttl` (at most [`MAX_TOKEN_TTL`]).
     pub fn new(secret: &[u8], ttl: Duration) -> Auth {
         Auth {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
-            ttl,
-            failures: Mutex::default(),
+            ttl: ttl.min(MAX_TOKEN_TTL),
+            ledger: Mutex::new(Ledger { by_address: Table::new(), by_name: Table::new() }),
+            hashing: tokio::sync::Semaphore::new(HASHING_AT_ONCE),
+            users: Mutex::default(),
+            tickets: Mutex::default(),
+            changes: tokio::sync::watch::channel(0).0,
+            failed_sign_ins: AtomicU64::new(0),
         }
     }
 
-    /// Signs with the key kept in `dir` (made on first use, readable by the owner only).
+    /// Signs with the key kept in `dir` (made on first use, readable by the owner only;
+    /// its mode is put right at every start, in case someone loosened it).
     pub fn from_data_dir(dir: &Path, ttl: Duration) -> anyhow::Result<Auth> {
         use anyhow::Context;
         let path = dir.join("token-signing.key");
         let secret = match std::fs::read(&path) {
-            Ok(secret) if secret.len() >= 32 => secret,
+            Ok(secret) if secret.len() >= 32 => {
+                restrict_to_owner(&path).with_context(|| format!("cannot restrict {} to its owner", path.display()))?;
+                secret
+            }
             _ => {
                 let secret = random_bytes::<32>().map_err(|e| anyhow::anyhow!("{e:?}"))?.to_vec();
                 write_private(&path, &secret).with_context(|| format!("cannot write {}", path.display()))?;
@@ -132,17 +274,18 @@ impl Auth {
         Ok(Auth::new(&secret, ttl))
     }
 
-    /// A token for `username`.
-    pub fn issue(&self, username: &str, role: Role) -> Result<LoginResponse, ApiError> {
+    /// A token for `username` under its current `generation`.
+    pub fn issue(&self, username: &str, role: Role, generation: i64) -> Result<LoginResponse, ApiError> {
         let now = Utc::now();
         let expires_at = now + self.ttl;
-        let claims = Claims { sub: username.to_owned(), role, iat: now.timestamp(), exp: expires_at.timestamp() };
+        let claims =
+            Claims { sub: username.to_owned(), role, generation, iat: now.timestamp(), exp: expires_at.timestamp() };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| ApiError::Internal(format!("signing a token: {e}")))?;
         Ok(LoginResponse { token, expires_at, role, username: username.to_owned() })
     }
 
-    /// The claims of a valid, unexpired token.
+    /// The claims of a valid, unexpired token (the account is not checked here).
     pub fn verify(&self, token: &str) -> Result<Claims, ApiError> {
         let mut validation = Validation::new(Algorithm::HS256);
         validation.leeway = 5;
@@ -156,50 +299,176 @@ impl Auth {
         })
     }
 
-    /// Refuses with 429 while `name` is locked after repeated failures.
-    pub fn check_not_locked(&self, name: &str) -> Result<(), ApiError> {
-        let failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((count, last)) = failures.get(&name.to_lowercase())
-            && *count >= FREE_FAILURES
-        {
-            let lock = lock_for(*count);
-            let elapsed = last.elapsed();
-            if elapsed < lock {
-                return Err(ApiError::TooManyRequests((lock - elapsed).as_secs().max(1)));
+    /// The signed-in user a token's `username` and `generation` stand for, with the role
+    /// the database gives them now; refused when the account is gone or changed.
+    pub async fn user(
+        &self,
+        store: &Store,
+        username: &str,
+        generation: i64,
+        expires_at: i64,
+    ) -> Result<CurrentUser, ApiError> {
+        let cached = self.users.lock().unwrap_or_else(|p| p.into_inner()).get(username).copied();
+        let known = match cached {
+            Some(c) if c.fetched.elapsed() < USER_CACHE_TTL => Some(c),
+            _ => {
+                let fresh = store.user_by_name(username).await?.map(|u| CachedUser {
+                    generation: u.token_generation,
+                    role: u.summary.role,
+                    fetched: Instant::now(),
+                });
+                let mut users = self.users.lock().unwrap_or_else(|p| p.into_inner());
+                if users.len() >= USER_CACHE_MAX {
+                    users.clear();
+                }
+                match fresh {
+                    Some(f) => users.insert(username.to_owned(), f),
+                    None => users.remove(username),
+                };
+                fresh
             }
+        };
+        match known {
+            None => Err(ApiError::Unauthorized(format!("The account `{username}` no longer exists; sign in again."))),
+            Some(k) if k.generation != generation => Err(ApiError::Unauthorized(
+                "Your password or role has changed since you signed in; sign in again.".into(),
+            )),
+            Some(k) => Ok(CurrentUser { username: username.to_owned(), role: k.role, generation, expires_at }),
         }
-        Ok(())
     }
 
-    /// Counts a failed sign-in for `name` and waits a little.
-    pub async fn record_failure(&self, name: &str) {
-        {
-            let mut failures = self.failures.lock().unwrap_or_else(|p| p.into_inner());
-            if failures.len() > 10_000 {
-                // Bounded: forget names that have cooled down.
-                failures.retain(|_, (_, last)| last.elapsed() < MAX_LOCK);
-            }
-            let entry = failures.entry(name.to_lowercase()).or_insert((0, Instant::now()));
-            entry.0 += 1;
-            entry.1 = Instant::now();
+    /// Whether `user` still has the access they signed in with (their account exists and
+    /// neither its password nor its role changed). Streams ask this when told of a change
+    /// and every few seconds.
+    pub async fn still_valid(&self, store: &Store, user: &CurrentUser) -> bool {
+        match self.user(store, &user.username, user.generation, user.expires_at).await {
+            Ok(now) => now.role == user.role,
+            // A database hiccup is not a reason to cut a dashboard off.
+            Err(ApiError::Unauthorized(_)) => false,
+            Err(_) => true,
         }
+    }
+
+    /// Forgets what the cache knows of `username` and tells open streams to check: call
+    /// after removing a user or changing their password or role.
+    pub fn user_changed(&self, username: &str) {
+        self.users.lock().unwrap_or_else(|p| p.into_inner()).remove(username);
+        self.changes.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes each time [`Auth::user_changed`] is called.
+    pub fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes.subscribe()
+    }
+
+    /// A single-use WebSocket ticket standing for `user` for [`TICKET_TTL`].
+    pub fn issue_ticket(&self, user: &CurrentUser) -> Result<String, ApiError> {
+        let ticket = random_token(32)?;
+        let mut tickets = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
+        if tickets.len() >= TICKETS_MAX {
+            tickets.retain(|_, t| t.valid_until > Instant::now());
+            if tickets.len() >= TICKETS_MAX {
+                return Err(ApiError::TooManyRequests(TICKET_TTL.as_secs()));
+            }
+        }
+        tickets.insert(
+            ticket.clone(),
+            Ticket {
+                username: user.username.clone(),
+                generation: user.generation,
+                expires_at: user.expires_at,
+                valid_until: Instant::now() + TICKET_TTL,
+            },
+        );
+        Ok(ticket)
+    }
+
+    /// Takes a ticket (it works once): the user, generation and token expiry it stands for.
+    fn redeem_ticket(&self, ticket: &str) -> Result<(String, i64, i64), ApiError> {
+        let taken = self.tickets.lock().unwrap_or_else(|p| p.into_inner()).remove(ticket);
+        match taken {
+            Some(t) if t.valid_until > Instant::now() => Ok((t.username, t.generation, t.expires_at)),
+            _ => Err(ApiError::Unauthorized(
+                "This WebSocket ticket is unknown, used or expired; ask POST /api/auth/ws-ticket for a new one.".into(),
+            )),
+        }
+    }
+
+    /// Checks a password against `hash` (or against a dummy when the user does not exist,
+    /// so that timing does not tell which names exist) on a blocking thread, a few at a
+    /// time.
+    pub async fn check_password(&self, password: String, hash: Option<String>) -> Result<bool, ApiError> {
+        const DUMMY: &str =
+            "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2TqOIcSy6u4tvdOoFjIe1xgMAp2QTVbnImhdrGEJdGE";
+        let _permit =
+            self.hashing.acquire().await.map_err(|_| ApiError::Unavailable("The collector is stopping.".into()))?;
+        tokio::task::spawn_blocking(move || {
+            let ok = verify_password(&password, hash.as_deref().unwrap_or(DUMMY));
+            ok && hash.is_some()
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("password check: {e}")))
+    }
+
+    /// Hashes a password on a blocking thread, a few at a time.
+    pub async fn hash(&self, password: String) -> Result<String, ApiError> {
+        let _permit =
+            self.hashing.acquire().await.map_err(|_| ApiError::Unavailable("The collector is stopping.".into()))?;
+        tokio::task::spawn_blocking(move || hash_password(&password))
+            .await
+            .map_err(|e| ApiError::Internal(format!("password hashing: {e}")))?
+    }
+
+    /// Refuses with 429 while `name` is locked for `address`, or `address` is throttled.
+    pub fn check_not_locked(&self, name: &str, address: ClientAddress) -> Result<(), ApiError> {
+        let ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        let by_address = ledger.by_address.get(&address).and_then(|f| f.locked_for(FREE_ADDRESS_FAILURES));
+        let by_name = ledger.by_name.get(&(name.to_lowercase(), address)).and_then(|f| f.locked_for(FREE_FAILURES));
+        match by_address.max(by_name) {
+            Some(wait) => Err(ApiError::TooManyRequests(wait.as_secs().max(1))),
+            None => Ok(()),
+        }
+    }
+
+    /// Counts a failed sign-in for `name` from `address`, logs it (never the password),
+    /// and waits a little.
+    pub async fn record_failure(&self, name: &str, address: ClientAddress) {
+        let (for_name, for_address) = {
+            let mut ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            (ledger.by_name.bump((name.to_lowercase(), address)), ledger.by_address.bump(address))
+        };
+        let total = self.failed_sign_ins.fetch_add(1, Ordering::Relaxed) + 1;
+        let shown: String = name.chars().take(MAX_USERNAME_BYTES).collect();
+        let from = address.map_or_else(|| "unknown".to_owned(), |a| a.to_string());
+        tracing::warn!(user = ?shown, address = %from, failures = for_name, from_address = for_address, total, "sign-in failed");
         tokio::time::sleep(FAILURE_DELAY).await;
     }
 
-    /// Forgets the failures of `name` after a successful sign-in.
-    pub fn record_success(&self, name: &str) {
-        self.failures.lock().unwrap_or_else(|p| p.into_inner()).remove(&name.to_lowercase());
+    /// Forgets the failures of `name` from `address` after a successful sign-in.
+    pub fn record_success(&self, name: &str, address: ClientAddress) {
+        let mut ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        ledger.by_name.remove(&(name.to_lowercase(), address));
+    }
+
+    /// Failed sign-ins since start.
+    pub fn failed_sign_ins(&self) -> u64 {
+        self.failed_sign_ins.load(Ordering::Relaxed)
+    }
+
+    /// Entries in the failure ledger (both tables), to show that it stays bounded.
+    pub fn ledger_len(&self) -> usize {
+        let ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        ledger.by_address.len() + ledger.by_name.len()
     }
 }
 
-fn lock_for(count: u32) -> Duration {
-    let doublings = count.saturating_sub(FREE_FAILURES).min(16);
-    Duration::from_secs(5u64 << doublings).min(MAX_LOCK)
-}
-
-/// Writes a file that only its owner may read.
+/// Writes a file that only its owner may read, atomically: a reader (or a crash) sees
+/// the old content or the new, never half of it.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
+    let dir = path.parent().unwrap_or_else(|| Path::new("."));
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let temp = dir.join(format!(".{name}.{}.tmp", std::process::id()));
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create(true).truncate(true);
     #[cfg(unix)]
@@ -207,16 +476,56 @@ pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    options.open(path)?.write_all(bytes)
+    let written = (|| {
+        let mut file = options.open(&temp)?;
+        // The mode given at creation is filtered by the umask; set it outright.
+        restrict_to_owner(&temp)?;
+        file.write_all(bytes)?;
+        file.sync_all()?;
+        std::fs::rename(&temp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
 }
+
+/// Makes a file readable and writable by its owner only.
+pub fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
+    }
+    #[cfg(not(unix))]
+    let _ = path;
+    Ok(())
+}
+
+/// The peer address of a request, when the listener recorded it.
+pub fn client_address(parts: &Parts) -> ClientAddress {
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+}
+
+/// The signed-in person of a request the desktop app makes in-process. Requests from the
+/// network cannot carry it (extensions are never read off the wire), so this is how the
+/// app's own window is trusted without a token or an account in the store.
+#[derive(Debug, Clone)]
+pub struct InProcessUser(pub CurrentUser);
 
 /// A signed-in user, from a valid token.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CurrentUser {
     /// User name.
     pub username: String,
-    /// Role.
+    /// Role, as the database has it now.
     pub role: Role,
+    /// The account's token generation the credentials were issued under.
+    pub generation: i64,
     /// When the token expires (seconds since the epoch).
     pub expires_at: i64,
 }
@@ -251,14 +560,14 @@ fn header_value<'a>(parts: &'a Parts, scheme: &str) -> Option<&'a str> {
     given.eq_ignore_ascii_case(scheme).then(|| rest.trim())
 }
 
-/// The `token` query parameter, accepted on WebSocket routes only.
-fn query_token(parts: &Parts) -> Option<String> {
+/// A query parameter of a WebSocket route (credentials in URLs are accepted there only).
+fn ws_query_param(parts: &Parts, name: &str) -> Option<String> {
     if !parts.uri.path().starts_with("/ws/") {
         return None;
     }
     parts.uri.query()?.split('&').find_map(|pair| {
         let (k, v) = pair.split_once('=')?;
-        (k == "token").then(|| percent_decode(v))
+        (k == name).then(|| percent_decode(v))
     })
 }
 
@@ -286,24 +595,25 @@ impl FromRequestParts<AppState> for CurrentUser {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        let token = match header_value(parts, "Bearer") {
-            Some(t) => t.to_owned(),
-            None => match query_token(parts) {
-                Some(t) => t,
-                None if header_value(parts, "Api-Key").is_some() => {
-                    return Err(ApiError::Forbidden(
-                        "API keys may only upload snapshots; sign in as a user to read.".into(),
-                    ));
-                }
-                None => {
-                    return Err(ApiError::Unauthorized(
-                        "Sign in first: send `Authorization: Bearer <token>` from POST /api/auth/login.".into(),
-                    ));
-                }
-            },
+        if let Some(InProcessUser(user)) = parts.extensions.get::<InProcessUser>() {
+            return Ok(user.clone());
+        }
+        let (username, generation, expires_at) = if let Some(token) = header_value(parts, "Bearer") {
+            let claims = state.auth.verify(token)?;
+            (claims.sub, claims.generation, claims.exp)
+        } else if let Some(ticket) = ws_query_param(parts, "ticket") {
+            state.auth.redeem_ticket(&ticket)?
+        } else if let Some(token) = ws_query_param(parts, "token") {
+            let claims = state.auth.verify(&token)?;
+            (claims.sub, claims.generation, claims.exp)
+        } else if header_value(parts, "Api-Key").is_some() {
+            return Err(ApiError::Forbidden("API keys may only upload snapshots; sign in as a user to read.".into()));
+        } else {
+            return Err(ApiError::Unauthorized(
+                "Sign in first: send `Authorization: Bearer <token>` from POST /api/auth/login.".into(),
+            ));
         };
-        let claims = state.auth.verify(&token)?;
-        Ok(CurrentUser { username: claims.sub, role: claims.role, expires_at: claims.exp })
+        state.auth.user(&state.store, &username, generation, expires_at).await
     }
 }
 
@@ -312,18 +622,6 @@ impl FromRequestParts<AppState> for CurrentUser {
 pub struct AgentKey {
     /// The key's stored facts.
     pub key: ApiKeySummary,
-}
-
-impl AgentKey {
-    /// Refuses if the key is bound to another host name.
-    pub fn check_host(&self, hostname: &str) -> Result<(), ApiError> {
-        match &self.key.hostname {
-            Some(bound) if bound != hostname => Err(ApiError::Forbidden(format!(
-                "This API key is bound to host `{bound}` and may not upload for `{hostname}`."
-            ))),
-            _ => Ok(()),
-        }
-    }
 }
 
 impl FromRequestParts<AppState> for AgentKey {
@@ -364,13 +662,13 @@ mod tests {
     #[test]
     fn tokens_round_trip_and_reject_tampering_and_expiry() {
         let auth = Auth::new(b"0123456789abcdef0123456789abcdef", Duration::from_secs(60));
-        let login = auth.issue("ada", Role::Operator).unwrap();
+        let login = auth.issue("ada", Role::Operator, 7).unwrap();
         let claims = auth.verify(&login.token).unwrap();
-        assert_eq!((claims.sub.as_str(), claims.role), ("ada", Role::Operator));
+        assert_eq!((claims.sub.as_str(), claims.role, claims.generation), ("ada", Role::Operator, 7));
         let other = Auth::new(b"another secret, another signature", Duration::from_secs(60));
         assert!(other.verify(&login.token).is_err());
         let expired = Auth::new(b"0123456789abcdef0123456789abcdef", Duration::ZERO);
-        let old = expired.issue("ada", Role::Viewer).unwrap();
+        let old = expired.issue("ada", Role::Viewer, 0).unwrap();
         std::thread::sleep(Duration::from_millis(10));
         // Within the 5 s leeway it still passes; past it, it fails.
         let mut validation = Validation::new(Algorithm::HS256);
@@ -389,16 +687,97 @@ mod tests {
         assert_eq!(hash.len(), 64);
     }
 
-    #[tokio::test]
-    async fn repeated_failures_lock_a_name() {
-        let auth = Auth::new(b"0123456789abcdef0123456789abcdef", Duration::from_secs(60));
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    fn addr(text: &str) -> ClientAddress {
+        Some(text.parse().unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn repeated_failures_lock_a_name_from_that_address_only() {
+        let auth = Auth::new(SECRET, Duration::from_secs(60));
+        let (attacker, admin) = (addr("203.0.113.9"), addr("192.0.2.1"));
         for _ in 0..FREE_FAILURES {
-            assert!(auth.check_not_locked("Ada").is_ok());
-            auth.record_failure("ada").await;
+            assert!(auth.check_not_locked("admin", attacker).is_ok());
+            auth.record_failure("ADMIN", attacker).await;
         }
-        assert!(matches!(auth.check_not_locked("ADA"), Err(ApiError::TooManyRequests(_))));
-        auth.record_success("ada");
-        assert!(auth.check_not_locked("ada").is_ok());
+        // Case does not help the attacker around the lock ...
+        assert!(matches!(auth.check_not_locked("Admin", attacker), Err(ApiError::TooManyRequests(_))));
+        // ... and the real admin, elsewhere, is not locked out.
+        assert!(auth.check_not_locked("admin", admin).is_ok());
+        auth.record_success("admin", attacker);
+        assert!(auth.check_not_locked("admin", attacker).is_ok());
+        assert_eq!(auth.failed_sign_ins(), u64::from(FREE_FAILURES));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn an_address_trying_many_names_is_throttled() {
+        let auth = Auth::new(SECRET, Duration::from_secs(60));
+        let from = addr("203.0.113.9");
+        for i in 0..FREE_ADDRESS_FAILURES {
+            assert!(auth.check_not_locked(&format!("user{i}"), from).is_ok());
+            auth.record_failure(&format!("user{i}"), from).await;
+        }
+        assert!(matches!(auth.check_not_locked("someone-new", from), Err(ApiError::TooManyRequests(_))));
+        assert!(auth.check_not_locked("someone-new", addr("192.0.2.1")).is_ok());
+    }
+
+    #[test]
+    fn the_ledger_stays_bounded() {
+        let mut table = Table::new();
+        for i in 0..(3 * LEDGER_MAX) {
+            table.bump((format!("name{i}"), None::<IpAddr>));
+        }
+        assert!(table.len() <= LEDGER_MAX, "{} entries", table.len());
+        // The newest failures are the ones kept.
+        assert!(table.get(&(format!("name{}", 3 * LEDGER_MAX - 1), None)).is_some());
+    }
+
+    #[test]
+    fn token_lifetimes_are_capped() {
+        let auth = Auth::new(SECRET, Duration::from_secs(365 * 24 * 3600));
+        let login = auth.issue("ada", Role::Viewer, 0).unwrap();
+        assert!(login.expires_at <= Utc::now() + MAX_TOKEN_TTL);
+    }
+
+    #[test]
+    fn tickets_work_once() {
+        let auth = Auth::new(SECRET, Duration::from_secs(60));
+        let user = CurrentUser { username: "ada".into(), role: Role::Viewer, generation: 3, expires_at: 99 };
+        let ticket = auth.issue_ticket(&user).unwrap();
+        assert_eq!(auth.redeem_ticket(&ticket).unwrap(), ("ada".to_owned(), 3, 99));
+        assert!(auth.redeem_ticket(&ticket).is_err());
+        assert!(auth.redeem_ticket("made-up").is_err());
+    }
+
+    #[test]
+    fn private_files_are_replaced_whole_with_owner_only_mode() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("secret");
+        std::fs::write(&path, b"old").unwrap();
+        write_private(&path, b"new secret").unwrap();
+        assert_eq!(std::fs::read(&path).unwrap(), b"new secret");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
+        // No temporary file is left behind.
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn a_loosened_signing_key_is_restricted_again_at_start() {
+        let dir = tempfile::tempdir().unwrap();
+        Auth::from_data_dir(dir.path(), Duration::from_secs(60)).unwrap();
+        let path = dir.path().join("token-signing.key");
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            Auth::from_data_dir(dir.path(), Duration::from_secs(60)).unwrap();
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        }
     }
 
     #[test]

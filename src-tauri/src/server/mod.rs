@@ -8,7 +8,8 @@
 //! - `rest.rs`: every REST endpoint (both original APIs and ours);
 //! - `ws.rs`: the live WebSockets, fed by the hub;
 //! - `agents.rs`: the agent channel (`/ws/agent`) and action relay;
-//! - `auth.rs`: users, tokens, API keys; `error.rs`: the one error shape;
+//! - `auth.rs`: users, tokens, API keys; `binding.rs`: which key and machine may report
+//!   as a host; `error.rs`: the one error shape;
 //! - `upload.rs`: reading and checking uploads; `views.rs`: the original APIs' shapes;
 //! - `openapi.rs`: the OpenAPI document.
 //! - `assets.rs`: the dashboard (`ui/dist`, embedded), under a strict CSP.
@@ -35,6 +36,7 @@ use crate::store::{Inserted, Retention, Store};
 pub mod agents;
 pub mod assets;
 pub mod auth;
+pub mod binding;
 pub mod error;
 pub mod openapi;
 pub mod rest;
@@ -81,7 +83,10 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Connected agents.
     pub agents: Arc<agents::Agents>,
+    /// Which key and machine each host belongs to, as far as already settled.
+    pub bindings: Arc<binding::Bindings>,
     key_touches: Arc<Mutex<std::collections::HashMap<i64, Instant>>>,
+    refusals: Arc<Mutex<std::collections::HashMap<String, Instant>>>,
     shutdown: Arc<tokio::sync::watch::Sender<bool>>,
 }
 
@@ -94,7 +99,9 @@ impl AppState {
             auth: Arc::new(auth),
             settings: Arc::new(settings),
             agents: Arc::default(),
+            bindings: Arc::default(),
             key_touches: Arc::default(),
+            refusals: Arc::default(),
             shutdown: Arc::new(tokio::sync::watch::channel(false).0),
         }
     }
@@ -118,13 +125,99 @@ impl AppState {
     }
 
     /// Stores a snapshot and, unless it was a duplicate, publishes it live.
+    ///
+    /// Refused (and nothing stored): a snapshot taken before the epoch or so long ago
+    /// that retention would delete it at once; a `seq` that runs ahead of the host's
+    /// history by more than time allows (it would make every later snapshot look like a
+    /// duplicate); and a "duplicate" whose content differs from the stored snapshot of
+    /// that seq (two senders numbering alike: 409, never silently dropped).
     pub async fn ingest(&self, snapshot: Snapshot) -> Result<Inserted, ApiError> {
         let received_at = Utc::now();
+        self.check_sequence(&snapshot, received_at).await?;
         let inserted = self.store.insert_snapshot(&snapshot, received_at).await?;
-        if !inserted.duplicate {
+        if inserted.duplicate {
+            let stored = self.store.snapshot(inserted.id).await?;
+            if stored.is_some_and(|s| s.snapshot != snapshot) {
+                return Err(ApiError::Conflict {
+                    code: "seq_conflict",
+                    message: format!(
+                        "Host `{}` already has a different snapshot with seq {}: two senders number their snapshots \
+                         alike (two agents with one host name?). Nothing was stored.",
+                        snapshot.host.hostname, snapshot.seq
+                    ),
+                });
+            }
+        } else {
             self.hub.publish(Published::new(inserted.id, inserted.host_id, received_at, Arc::new(snapshot)));
         }
         Ok(inserted)
+    }
+
+    /// The time and sequence checks of [`AppState::ingest`].
+    async fn check_sequence(&self, snapshot: &Snapshot, now: chrono::DateTime<Utc>) -> Result<(), ApiError> {
+        if snapshot.taken_at < chrono::DateTime::UNIX_EPOCH {
+            return Err(ApiError::invalid("taken_at", "taken_at is before 1970."));
+        }
+        let retention = &self.settings.retention;
+        let longest = retention.raw.max(retention.minute).max(retention.hour);
+        if let Ok(longest) = chrono::Duration::from_std(longest)
+            && snapshot.taken_at < now - longest
+        {
+            return Err(ApiError::invalid(
+                "taken_at",
+                format!(
+                    "taken_at ({}) is older than the longest history kept ({} days): it would be deleted at once.",
+                    snapshot.taken_at.to_rfc3339(),
+                    longest.num_days()
+                ),
+            ));
+        }
+        if snapshot.seq > i64::MAX as u64 {
+            return Err(ApiError::invalid("seq", format!("seq must be at most {}.", i64::MAX)));
+        }
+        // How far a host's seq may run ahead: agents count one per snapshot, seed-style
+        // uploads use their time in milliseconds; neither moves faster than the clock.
+        // So a seq may exceed the host's newest by the milliseconds since it was seen,
+        // plus a day for clocks that disagree.
+        const DAY_MS: i64 = 24 * 3600 * 1000;
+        let (last_seq, last_seen) = match self.hub.latest(&snapshot.host.hostname) {
+            Some(p) => (i64::try_from(p.snapshot.seq).unwrap_or(i64::MAX), p.received_at),
+            None => match self.store.host(&snapshot.host.hostname).await? {
+                Some(h) if h.hostname == snapshot.host.hostname => {
+                    let next = self.store.next_seq(&snapshot.host.hostname).await?;
+                    (i64::try_from(next.saturating_sub(1)).unwrap_or(i64::MAX), h.last_seen)
+                }
+                _ => (0, chrono::DateTime::UNIX_EPOCH),
+            },
+        };
+        let elapsed = (now - last_seen).num_milliseconds().max(0);
+        let limit = last_seq.saturating_add(elapsed).saturating_add(DAY_MS);
+        if snapshot.seq as i64 > limit {
+            return Err(ApiError::invalid(
+                "seq",
+                format!(
+                    "seq {} runs too far ahead of this host's newest ({last_seq}): at most {limit} is accepted now. \
+                     An agent that lost its state continues from the collector's number; seed-style uploads use \
+                     their time.",
+                    snapshot.seq
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Whether `username` had no refused action audited in the last minute (and notes
+    /// one now): refusals are audited at that pace at most.
+    pub fn first_refusal_this_minute(&self, username: &str) -> bool {
+        let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+        if refusals.get(username).is_some_and(|t| t.elapsed() < Duration::from_secs(60)) {
+            return false;
+        }
+        if refusals.len() >= 10_000 {
+            refusals.retain(|_, t| t.elapsed() < Duration::from_secs(60));
+        }
+        refusals.insert(username.to_owned(), Instant::now());
+        true
     }
 
     /// Notes that an API key was used, at most once a minute per key.
@@ -228,7 +321,7 @@ pub async fn ensure_admin(store: &Store) -> anyhow::Result<Option<String>> {
     if store.user_count().await? > 0 {
         return Ok(None);
     }
-    let password = auth::random_token(12).map_err(|e| anyhow::anyhow!("{e:?}"))?;
+    let password = auth::random_token(18).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     let hash = auth::hash_password(&password).map_err(|e| anyhow::anyhow!("{e:?}"))?;
     store.create_user("admin", &hash, Role::Admin).await?;
     Ok(Some(password))
@@ -318,21 +411,51 @@ pub async fn listen(
         .context("server error")
 }
 
-/// Runs the collector until SIGINT or SIGTERM.
-pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
-    let never_paused = tokio::sync::watch::channel(false).1;
-    let collector = Collector::start(&options.data, options.local, options.settings.clone(), never_paused).await?;
-    if let Some(password) = ensure_admin(&collector.state.store).await? {
-        // Printed once, to the operator's terminal; never logged.
+/// Where the first admin's password is kept until someone reads it and deletes the file.
+pub fn first_password_file(data: &std::path::Path) -> PathBuf {
+    data.join("initial-admin-password")
+}
+
+/// Makes the first admin (when there are no users) and tells the operator where its
+/// password is. The password goes to a file only its owner can read, never to the
+/// terminal or the log: both end up in the journal. Until the file is deleted, every
+/// start says where it is, so a password is never lost to a failed first start.
+pub async fn announce_first_admin(store: &Store, data: &std::path::Path) -> anyhow::Result<()> {
+    let file = first_password_file(data);
+    if let Some(password) = ensure_admin(store).await? {
+        auth::write_private(&file, format!("{password}\n").as_bytes())
+            .with_context(|| format!("cannot write the first admin password to {}", file.display()))?;
         println!(
-            "No users yet: created `admin` with password {password}\n\
-             Sign in with it, then change it: procyon user passwd admin --data {}",
-            options.data.display()
+            "No users yet: created `admin`; its password is in {} (readable by you only).\n\
+             Sign in with it, change it (procyon user passwd admin --data {}), then delete that file.",
+            file.display(),
+            data.display()
+        );
+    } else if file.exists() {
+        println!(
+            "The first admin password is still in {}: once you have signed in and changed it, delete that file.",
+            file.display()
         );
     }
+    Ok(())
+}
+
+/// Runs the collector until SIGINT or SIGTERM.
+pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
+    if options.settings.token_ttl > auth::MAX_TOKEN_TTL || options.settings.token_ttl.is_zero() {
+        anyhow::bail!(
+            "--token-ttl must be between 1 second and {} hours; a stolen token is worth at most that long.",
+            auth::MAX_TOKEN_TTL.as_secs() / 3600
+        );
+    }
+    // Listen first: a start that fails (the port is taken) must not make the first admin
+    // and lose its password with it.
     let listener = tokio::net::TcpListener::bind(options.bind)
         .await
         .with_context(|| format!("cannot listen on {}", options.bind))?;
+    let never_paused = tokio::sync::watch::channel(false).1;
+    let collector = Collector::start(&options.data, options.local, options.settings.clone(), never_paused).await?;
+    announce_first_admin(&collector.state.store, &options.data).await?;
     let local = listener.local_addr()?;
     tracing::info!(address = %local, data = %options.data.display(), "collector listening");
     println!("Procyon collector on http://{local}/ (data in {})", options.data.display());

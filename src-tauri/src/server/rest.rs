@@ -51,6 +51,7 @@ pub fn router() -> Router<AppState> {
     let mut r = Router::new();
     r = both(r, "/api/auth/login", post(login));
     r = both(r, "/api/auth/me", get(me));
+    r = both(r, "/api/auth/ws-ticket", post(ws_ticket));
     r = both(r, "/api/health", get(health));
     r = both(r, "/api/openapi.json", get(super::openapi::document));
     r = both(r, "/api/process-snapshots/", post(upload_snapshot));
@@ -58,6 +59,7 @@ pub fn router() -> Router<AppState> {
     r = both(r, "/api/hosts/{server_id}/top-processes", get(top_processes));
     r = both(r, "/api/hosts/{server_id}/export", get(export_range));
     r = both(r, "/api/hosts/{server_id}/process-history", get(process_history));
+    r = both(r, "/api/hosts/{server_id}/binding", get(host_binding).delete(reset_host_binding));
     r = both(r, "/api/process-snapshots/latest/", get(latest));
     r = both(r, "/api/process-snapshots/list/", get(list));
     r = both(r, "/api/process-snapshots/series/", get(series));
@@ -82,30 +84,53 @@ struct Login {
     password: String,
 }
 
-async fn login(State(state): State<AppState>, ApiJson(body): ApiJson<Login>) -> Result<Response, ApiError> {
-    state.auth.check_not_locked(&body.username)?;
+/// The peer address of a request, for sign-in throttling.
+struct Client(auth::ClientAddress);
+
+impl<S: Send + Sync> FromRequestParts<S> for Client {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, _: &S) -> Result<Self, Self::Rejection> {
+        Ok(Client(auth::client_address(parts)))
+    }
+}
+
+async fn login(
+    State(state): State<AppState>,
+    Client(address): Client,
+    ApiJson(body): ApiJson<Login>,
+) -> Result<Response, ApiError> {
+    // Refused before any work: a long name costs hashing and ledger space for nothing.
+    if body.username.len() > auth::MAX_USERNAME_BYTES {
+        return Err(ApiError::invalid(
+            "username",
+            format!("A user name is at most {} bytes.", auth::MAX_USERNAME_BYTES),
+        ));
+    }
+    if body.password.len() > 1024 {
+        return Err(ApiError::invalid("password", "A password is at most 1024 bytes."));
+    }
+    state.auth.check_not_locked(&body.username, address)?;
     let user = state.store.user_by_name(&body.username).await?;
-    // Verify against a dummy hash when the user does not exist, so that timing does not
-    // tell which user names exist.
-    const DUMMY: &str =
-        "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2TqOIcSy6u4tvdOoFjIe1xgMAp2QTVbnImhdrGEJdGE";
-    let ok = match &user {
-        Some(u) => auth::verify_password(&body.password, &u.password_hash),
-        None => {
-            let _ = auth::verify_password(&body.password, DUMMY);
-            false
-        }
-    };
+    let ok = state.auth.check_password(body.password, user.as_ref().map(|u| u.password_hash.clone())).await?;
     match user {
         Some(u) if ok => {
-            state.auth.record_success(&body.username);
-            Ok(Json(state.auth.issue(&u.summary.username, u.summary.role)?).into_response())
+            state.auth.record_success(&body.username, address);
+            let login = state.auth.issue(&u.summary.username, u.summary.role, u.token_generation)?;
+            Ok(Json(login).into_response())
         }
         _ => {
-            state.auth.record_failure(&body.username).await;
+            state.auth.record_failure(&body.username, address).await;
             Err(ApiError::Unauthorized("Wrong user name or password.".into()))
         }
     }
+}
+
+/// A single-use ticket for opening a WebSocket (`?ticket=`), so that browsers never put
+/// their token in a URL.
+async fn ws_ticket(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Value>, ApiError> {
+    let ticket = state.auth.issue_ticket(&user)?;
+    Ok(Json(json!({ "ticket": ticket, "expires_in_secs": auth::TICKET_TTL.as_secs() })))
 }
 
 async fn me(user: CurrentUser) -> Json<Value> {
@@ -121,6 +146,10 @@ async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
 // ---------------------------------------------------------------------------------------
 // Uploads and reads of the process-snapshots API
 
+/// The header an agent's REST uploads carry its machine fingerprint in (the WebSocket
+/// carries it in the hello).
+pub const MACHINE_ID_HEADER: &str = "procyon-machine-id";
+
 async fn upload_snapshot(
     State(state): State<AppState>,
     agent: AgentKey,
@@ -135,7 +164,8 @@ async fn upload_snapshot(
     }
     let body = axum::body::to_bytes(body, upload::MAX_BODY_BYTES).await.map_err(|_| too_large())?;
     let snapshot = upload::parse(&body)?;
-    agent.check_host(&snapshot.host.hostname)?;
+    let machine_id = headers.get(MACHINE_ID_HEADER).map(|v| v.to_str().unwrap_or("?"));
+    super::binding::admit(&state, &agent.key, &snapshot.host.hostname, machine_id).await?;
     let inserted = state.ingest(snapshot).await?;
     let body = json!({
         "message": "Snapshot uploaded successfully.",
@@ -500,7 +530,11 @@ async fn process_action(
     let action: ProcessAction = action.parse().map_err(ApiError::NotFound)?;
     let pid: u32 = pid.parse().map_err(|_| ApiError::NotFound(format!("`{pid}` is not a process id.")))?;
     if let Err(refusal) = user.require_operator() {
-        // A refused attempt is still an attempt: it goes in the log too.
+        // A refused attempt is still an attempt: it goes in the log too, once a minute
+        // per user at most, so that a viewer cannot flood the log.
+        if !state.first_refusal_this_minute(&user.username) {
+            return Err(refusal);
+        }
         let entry = NewAuditEntry {
             actor: user.username.clone(),
             hostname: server_id.clone(),
@@ -524,13 +558,26 @@ async fn process_action(
             .map_err(|e| ApiError::Invalid { field: None, message: format!("Action options: {e}") })?
     };
     let host = state.resolve_host(&server_id).await?;
-    let target = Target { pid, start_time: options.start_time };
-
-    // The name for the audit log, from the newest snapshot of that host.
-    let process_name = state
-        .hub
-        .latest(&host.hostname)
-        .and_then(|p| p.snapshot.processes.iter().find(|q| q.pid == pid).map(|q| q.name.clone()));
+    // The process is named by pid *and* start time, so that a pid reused since the
+    // caller looked is refused. Callers that give no start time (the original
+    // monitoring API has none) mean the process the newest snapshot shows.
+    let latest = match state.hub.latest(&host.hostname) {
+        Some(p) => Some(p.snapshot.clone()),
+        None => state.store.latest(host.id).await?.map(|s| std::sync::Arc::new(s.snapshot)),
+    };
+    let seen = latest.as_ref().and_then(|s| s.processes.iter().find(|q| q.pid == pid));
+    let process_name = seen.map(|q| q.name.clone());
+    let start_time = match (options.start_time, seen) {
+        (Some(t), _) => t,
+        (None, Some(q)) => q.start_time,
+        (None, None) => {
+            return Err(ApiError::NotFound(format!(
+                "Host `{}` shows no process {pid} in its newest snapshot; refresh and try again.",
+                host.hostname
+            )));
+        }
+    };
+    let target = Target { pid, start_time: Some(start_time) };
     let result = if host.local {
         let act = if options.tree { control::act_tree } else { control::act };
         tokio::task::spawn_blocking(move || act(target, action))
@@ -682,7 +729,7 @@ async fn create_user(
 ) -> Result<(StatusCode, Json<UserSummary>), ApiError> {
     user.require_admin()?;
     check_credentials(&body.username, &body.password)?;
-    let hash = auth::hash_password(&body.password)?;
+    let hash = state.auth.hash(body.password).await?;
     Ok((StatusCode::CREATED, Json(state.store.create_user(&body.username, &hash, body.role).await?)))
 }
 
@@ -696,6 +743,8 @@ async fn remove_user(
         return Err(ApiError::Forbidden("You cannot remove yourself; ask another admin.".into()));
     }
     state.store.remove_user(&username).await?;
+    // Their tokens stop now, and so do the streams they have open.
+    state.auth.user_changed(&username);
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -730,7 +779,58 @@ async fn revoke_key(
     ApiPath(key): ApiPath<String>,
 ) -> Result<Json<ApiKeySummary>, ApiError> {
     user.require_admin()?;
-    Ok(Json(state.store.revoke_api_key(&key).await?))
+    let revoked = state.store.revoke_api_key(&key).await?;
+    // Its agents are cut off now, not at their next reconnect.
+    state.agents.close_key(revoked.id);
+    state.bindings.forget_key(revoked.id);
+    Ok(Json(revoked))
+}
+
+async fn host_binding(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(server_id): ApiPath<String>,
+) -> Result<Json<Value>, ApiError> {
+    user.require_admin()?;
+    let hostname = binding_host(&state, &server_id).await?;
+    let binding = state
+        .store
+        .host_binding(&hostname)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("Host `{hostname}` is not bound to any key.")))?;
+    Ok(Json(json!({
+        "hostname": binding.hostname,
+        "key_id": binding.key_id,
+        "key_name": binding.key_name,
+        "key_live": binding.key_live,
+        "machine_id": binding.machine_id,
+        "bound_at": binding.bound_at,
+    })))
+}
+
+async fn reset_host_binding(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath(server_id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    user.require_admin()?;
+    let hostname = binding_host(&state, &server_id).await?;
+    if !state.store.reset_host_binding(&hostname).await? {
+        return Err(ApiError::NotFound(format!("Host `{hostname}` is not bound to any key.")));
+    }
+    state.bindings.forget_host(&hostname);
+    state.agents.close_host(&hostname, "this host's binding was reset by an admin");
+    tracing::info!(%hostname, by = %user.username, "host binding reset");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// The host name a binding route names: a stored host's, or (bindings are made before
+/// anything is stored) the name itself.
+async fn binding_host(state: &AppState, server_id: &str) -> Result<String, ApiError> {
+    match state.store.host(server_id).await? {
+        Some(h) => Ok(h.hostname),
+        None => Ok(server_id.to_owned()),
+    }
 }
 
 #[cfg(test)]

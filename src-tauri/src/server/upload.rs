@@ -34,10 +34,30 @@ pub const MAX_HOSTNAME: usize = 253;
 /// Longest process or user name.
 pub const MAX_NAME: usize = 1024;
 
+/// Deepest JSON nesting accepted: a seed-style process tree 2,048 levels deep (each level
+/// is an object and its `children` array).
+pub const MAX_JSON_DEPTH: usize = 2 * 2048 + 8;
+
 /// Parses and checks an upload body.
 pub fn parse(body: &[u8]) -> Result<Snapshot, ApiError> {
-    let value: Value =
-        serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("The body is not valid JSON: {e}.")))?;
+    let depth = json_depth(body);
+    if depth > MAX_JSON_DEPTH {
+        return Err(ApiError::Invalid {
+            field: None,
+            message: format!(
+                "The body nests {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted (a process tree of {} \
+                 levels).",
+                MAX_JSON_DEPTH / 2 - 4
+            ),
+        });
+    }
+    // Within that bound, no recursion limit, on a stack that grows on the heap: a valid
+    // tree a thousand levels deep is accepted, and no body can overflow the stack.
+    let mut de = serde_json::Deserializer::from_slice(body);
+    de.disable_recursion_limit();
+    let value = Value::deserialize(serde_stacker::Deserializer::new(&mut de))
+        .and_then(|v| de.end().map(|()| v))
+        .map_err(|e| ApiError::BadRequest(format!("The body is not valid JSON: {e}.")))?;
     let Value::Object(map) = &value else {
         return Err(ApiError::Invalid { field: None, message: "The body must be a JSON object.".into() });
     };
@@ -50,9 +70,37 @@ pub fn parse(body: &[u8]) -> Result<Snapshot, ApiError> {
     Ok(snapshot)
 }
 
-/// Deserialises with the path of the first bad field in the error.
+/// The deepest nesting of arrays and objects in a JSON text (strings skipped), in one
+/// pass and without recursion, so the bound is checked before anything is parsed.
+fn json_depth(body: &[u8]) -> usize {
+    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
+    for &b in body {
+        if in_string {
+            match b {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    deepest
+}
+
+/// Deserialises with the path of the first bad field in the error (on a heap-grown
+/// stack, like the parse: the value may be deep).
 fn typed<T: for<'de> Deserialize<'de>>(value: Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(value).map_err(|e| {
+    serde_path_to_error::deserialize(serde_stacker::Deserializer::new(value)).map_err(|e| {
         let path = e.path().to_string();
         let field = (path != ".").then_some(path);
         ApiError::Invalid {
@@ -234,13 +282,40 @@ fn check_percent(field: &str, value: f32, max: f32) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Checks a host name: printable, no spaces, at most [`MAX_HOSTNAME`] characters.
+/// Checks a host name by the DNS's rules (host names are path segments of the API):
+/// labels of letters, digits, `-` and `_`, 1 to 63 characters each, joined by single
+/// dots; at most [`MAX_HOSTNAME`] characters in all.
 pub fn validate_hostname(hostname: &str) -> Result<(), ApiError> {
     check_text("hostname", hostname, MAX_HOSTNAME, false)?;
-    if hostname.chars().any(char::is_whitespace) {
-        return Err(ApiError::invalid("hostname", "hostname must not contain spaces."));
+    let label_ok =
+        |l: &str| (1..=63).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !hostname.split('.').all(label_ok) {
+        return Err(ApiError::invalid(
+            "hostname",
+            format!(
+                "`{}` is not a host name: use letters, digits, `-` and `_`, in labels of at most 63 characters \
+                 joined by dots (like `web-1` or `db.example.org`).",
+                hostname.chars().take(80).collect::<String>()
+            ),
+        ));
     }
     Ok(())
+}
+
+/// The first pid that appears twice, if any. Samplers list processes by pid, so this is
+/// one pass; an unsorted list is sorted (a copy of the pids) first.
+fn duplicate_pid(processes: &[ProcessSample]) -> Option<u32> {
+    fn twice(mut pids: impl Iterator<Item = u32>) -> Option<u32> {
+        let mut last = None;
+        pids.find(|&p| std::mem::replace(&mut last, Some(p)) == Some(p))
+    }
+    if processes.windows(2).all(|w| w[0].pid <= w[1].pid) {
+        twice(processes.iter().map(|p| p.pid))
+    } else {
+        let mut pids: Vec<u32> = processes.iter().map(|p| p.pid).collect();
+        pids.sort_unstable();
+        twice(pids.into_iter())
+    }
 }
 
 /// Checks everything a stored snapshot must satisfy.
@@ -264,6 +339,12 @@ pub fn validate(s: &Snapshot) -> Result<(), ApiError> {
     check_percent("cpu.total_percent", s.cpu.total_percent, 100.5)?;
     for (i, c) in s.cpu.per_core_percent.iter().enumerate() {
         check_percent(&format!("cpu.per_core_percent[{i}]"), *c, 100.5)?;
+    }
+    if let Some(pid) = duplicate_pid(&s.processes) {
+        return Err(ApiError::invalid(
+            "processes",
+            format!("Process {pid} appears twice; pids are unique in a snapshot."),
+        ));
     }
     for (i, p) in s.processes.iter().enumerate() {
         check_text(&format!("processes[{i}].name"), &p.name, MAX_NAME, true)?;
@@ -360,6 +441,67 @@ mod tests {
         let snap = crate::sample::Sampler::new(Default::default()).sample();
         let parsed = parse(&serde_json::to_vec(&snap).unwrap()).unwrap();
         assert_eq!(parsed, snap);
+    }
+
+    #[test]
+    fn host_names_follow_the_dns_rules() {
+        for good in ["web-1", "MACHINE-01", "db.example.org", "a", "under_score", &"a".repeat(63)] {
+            assert!(validate_hostname(good).is_ok(), "{good}");
+        }
+        let long = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(63)].join(".");
+        for bad in
+            ["../../etc/passwd", "a/b", "a b", "", ".", "a..b", ".a", "a.", "<b>", "a%2Fb", &"a".repeat(64), &long]
+        {
+            assert_eq!(
+                field_of(&format!(r#"{{"hostname":"{bad}","processes":[]}}"#)).1.as_deref(),
+                Some("hostname"),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn duplicate_pids_are_refused_naming_the_pid() {
+        let body = r#"{"hostname":"h","processes":[{"pid":7,"name":"a"},{"pid":8,"name":"b","children":[{"pid":7,"name":"c"}]}]}"#;
+        let e = parse(body.as_bytes()).unwrap_err();
+        let (status, b) = e.parts();
+        assert_eq!((status.as_u16(), b.field.as_deref()), (422, Some("processes")));
+        assert!(b.message.contains("Process 7"), "{}", b.message);
+        let mut unsorted =
+            parse(br#"{"hostname":"h","processes":[{"pid":9,"name":"a"},{"pid":2,"name":"b"}]}"#).unwrap();
+        unsorted.processes.reverse();
+        assert!(validate(&unsorted).is_ok());
+        unsorted.processes[0].pid = 2;
+        assert!(validate(&unsorted).is_err());
+    }
+
+    fn nested(depth: usize) -> String {
+        let mut body = String::from(r#"{"hostname":"h","processes":["#);
+        for i in 0..depth {
+            body.push_str(&format!(r#"{{"pid":{},"name":"p","children":["#, i + 1));
+        }
+        body.push_str(&"]}".repeat(depth));
+        body.push_str("]}");
+        body
+    }
+
+    #[test]
+    fn deep_trees_parse_without_recursion_limits_up_to_a_bound() {
+        // On a small stack, as a worker thread has: the parse must not use it per level.
+        let handle = std::thread::Builder::new()
+            .stack_size(256 * 1024)
+            .spawn(|| {
+                let s = parse(nested(1000).as_bytes()).unwrap();
+                assert_eq!(s.processes.len(), 1000);
+                assert_eq!(s.processes[999].ppid, Some(999));
+                let e = parse(nested(3000).as_bytes()).unwrap_err();
+                assert_eq!(e.parts().0.as_u16(), 422);
+                assert!(e.parts().1.message.contains("levels deep"));
+            })
+            .unwrap();
+        handle.join().unwrap();
+        // Brackets inside strings do not count.
+        assert_eq!(json_depth(br#"{"a":"[[[[{{{{\"]]"}"#), 1);
     }
 
     #[test]

@@ -43,10 +43,16 @@ pub fn router() -> Router<AppState> {
         .route("/ws/monitoring/{server_id}", get(monitoring))
 }
 
+/// How often an open stream checks that its user still has access (a removed user, or a
+/// changed password or role, ends it); changes made through this collector are noticed
+/// at once.
+const ACCESS_CHECK: Duration = Duration::from_secs(5);
+
 /// Why a socket closes.
 enum End {
     Client,
     Expired,
+    Revoked,
     Shutdown,
 }
 
@@ -54,6 +60,7 @@ async fn close(mut socket: WebSocket, end: End) {
     let frame = match end {
         End::Client => return,
         End::Expired => CloseFrame { code: 4001, reason: "token expired; sign in again".into() },
+        End::Revoked => CloseFrame { code: 4001, reason: "your account changed; sign in again".into() },
         End::Shutdown => CloseFrame { code: 1001, reason: "collector shutting down".into() },
     };
     let _ = socket.send(Message::Close(Some(frame))).await;
@@ -66,6 +73,30 @@ fn until_expiry(user: &CurrentUser) -> Duration {
 
 async fn send_json(socket: &mut WebSocket, value: &Value) -> bool {
     socket.send(Message::Text(value.to_string().into())).await.is_ok()
+}
+
+/// Tells a stream when its user's access may have ended: at each account change made here,
+/// and every [`ACCESS_CHECK`] for changes made elsewhere (the CLI, another collector).
+struct Access {
+    changes: tokio::sync::watch::Receiver<u64>,
+    tick: tokio::time::Interval,
+}
+
+impl Access {
+    fn new(state: &AppState) -> Access {
+        let mut tick = tokio::time::interval(ACCESS_CHECK);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tick.reset();
+        Access { changes: state.auth.changes(), tick }
+    }
+
+    /// Waits for the next moment to check.
+    async fn due(&mut self) {
+        tokio::select! {
+            _ = self.changes.changed() => {}
+            _ = self.tick.tick() => {}
+        }
+    }
 }
 
 /// Reads (and drops) what the client sends; `false` once it has gone.
@@ -168,6 +199,7 @@ async fn stream_all(
     let mut shutdown = state.shutdown_signal();
     let expiry = tokio::time::sleep(until_expiry(&user));
     tokio::pin!(expiry);
+    let mut access = Access::new(&state);
     // First, what is current for every host.
     if let Ok(latest) = state.store.latest_per_host().await {
         for s in latest.into_iter().filter(|s| wanted(&s.snapshot.host.hostname)) {
@@ -191,6 +223,7 @@ async fn stream_all(
                 Err(RecvError::Closed) => break End::Shutdown,
             },
             message = socket.recv() => if client_gone(message) { break End::Client },
+            () = access.due() => if !state.auth.still_valid(&state.store, &user).await { break End::Revoked },
             () = &mut expiry => break End::Expired,
             _ = shutdown.changed() => break End::Shutdown,
         }
@@ -213,6 +246,7 @@ async fn stream_host(mut socket: WebSocket, state: AppState, user: CurrentUser, 
     let mut shutdown = state.shutdown_signal();
     let expiry = tokio::time::sleep(until_expiry(&user));
     tokio::pin!(expiry);
+    let mut access = Access::new(&state);
     if feed.borrow().is_none() {
         // Nothing live yet (a host that reports rarely): start from what is stored.
         if let Ok(Some(host)) = state.store.host(&hostname).await
@@ -238,6 +272,7 @@ async fn stream_host(mut socket: WebSocket, state: AppState, user: CurrentUser, 
                 }
             }
             message = socket.recv() => if client_gone(message) { break End::Client },
+            () = access.due() => if !state.auth.still_valid(&state.store, &user).await { break End::Revoked },
             () = &mut expiry => break End::Expired,
             _ = shutdown.changed() => break End::Shutdown,
         }

@@ -26,6 +26,7 @@ struct UserRow {
     password_hash: String,
     role: String,
     created_at: i64,
+    token_generation: i64,
 }
 
 impl UserRow {
@@ -35,11 +36,20 @@ impl UserRow {
         Ok(UserRecord {
             summary: UserSummary { id: self.id, username: self.username, role, created_at: from_ms(self.created_at) },
             password_hash: self.password_hash,
+            token_generation: self.token_generation,
         })
     }
 }
 
-const USER_COLUMNS: &str = "id, username, password_hash, role, created_at";
+const USER_COLUMNS: &str = "id, username, password_hash, role, created_at, token_generation";
+
+/// A new token generation for a user: random, so that no earlier token of anyone who
+/// ever had this name matches it.
+fn new_generation() -> i64 {
+    // 63 random bits are plenty; a failing OS random source falls back to the clock,
+    // which still differs from every earlier generation of this user.
+    getrandom::u64().map(|v| (v >> 1) as i64).unwrap_or_else(|_| Utc::now().timestamp_nanos_opt().unwrap_or(1))
+}
 
 #[derive(FromRow)]
 struct KeyRow {
@@ -112,12 +122,14 @@ impl Store {
         let _turn = self.turn().await;
         let created = now_ms();
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO users (username, password_hash, role, created_at) VALUES (?, ?, ?, ?) RETURNING id",
+            "INSERT INTO users (username, password_hash, role, created_at, token_generation) VALUES (?, ?, ?, ?, ?) \
+             RETURNING id",
         )
         .bind(username)
         .bind(password_hash)
         .bind(role.as_str())
         .bind(created)
+        .bind(new_generation())
         .fetch_one(&self.pool)
         .await
         .map_err(|e| {
@@ -150,22 +162,25 @@ impl Store {
         found(done.rows_affected(), || format!("user `{username}`"))
     }
 
-    /// Replaces a user's password hash.
+    /// Replaces a user's password hash; the user's earlier tokens stop working.
     pub async fn set_password(&self, username: &str, password_hash: &str) -> Result<()> {
         let _turn = self.turn().await;
-        let done = sqlx::query("UPDATE users SET password_hash = ? WHERE username = ?")
+        let done = sqlx::query("UPDATE users SET password_hash = ?, token_generation = ? WHERE username = ?")
             .bind(password_hash)
+            .bind(new_generation())
             .bind(username)
             .execute(&self.pool)
             .await?;
         found(done.rows_affected(), || format!("user `{username}`"))
     }
 
-    /// Changes a user's role.
+    /// Changes a user's role; the user's earlier tokens stop working (and with them the
+    /// user's open streams), so the new role takes effect everywhere at once.
     pub async fn set_role(&self, username: &str, role: Role) -> Result<()> {
         let _turn = self.turn().await;
-        let done = sqlx::query("UPDATE users SET role = ? WHERE username = ?")
+        let done = sqlx::query("UPDATE users SET role = ?, token_generation = ? WHERE username = ?")
             .bind(role.as_str())
+            .bind(new_generation())
             .bind(username)
             .execute(&self.pool)
             .await?;

@@ -11,7 +11,8 @@
 //! - **rollups** per minute and per hour (average and peak of CPU, memory, process count
 //!   and network rates, and the top processes per bucket), so that history and "which
 //!   process spiked, and when" outlive the raw snapshots;
-//! - **users**, **API keys** (only their SHA-256 hashes), and the **audit log**.
+//! - **users**, **API keys** (only their SHA-256 hashes), and the **audit log**;
+//! - **host bindings**: the key and the machine each host name belongs to.
 //!
 //! The database is opened in WAL mode so readers never wait for the writer. Snapshots
 //! are written by one writer task that commits concurrent uploads together.
@@ -29,8 +30,10 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::model::Snapshot;
 use crate::model::api::{ApiKeySummary, UserSummary};
+pub use binding::HostBinding;
 
 mod accounts;
+mod binding;
 mod ingest;
 mod rollup;
 mod snapshots;
@@ -136,6 +139,9 @@ pub struct UserRecord {
     pub summary: UserSummary,
     /// PHC-format argon2id hash.
     pub password_hash: String,
+    /// Changes whenever the user's earlier tokens must stop working (password or role
+    /// changed); tokens carry the generation they were issued under.
+    pub token_generation: i64,
 }
 
 /// An API key row, for checking uploads.

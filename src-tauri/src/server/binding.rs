@@ -1,0 +1,251 @@
+//! Who may report as a host: the rule that keeps one machine from posing as another.
+//!
+//! A host name is bound when it is first seen: to the API key that reported it and, when
+//! the agent sent one, to its machine's fingerprint (`machine_id` in the hello, or the
+//! `Procyon-Machine-Id` header on REST uploads). From then on:
+//!
+//! - the same key may keep reporting it (a machine that gains a fingerprint has it
+//!   recorded; a report without one, from an older agent or a seed-style upload, is
+//!   taken on the key alone);
+//! - another machine (a different fingerprint) may not, whatever its key: two machines
+//!   that share a name (a cloned VM) are refused, naming the conflict and the fix;
+//! - another key may take the host over only when the bound key is revoked or deleted
+//!   and the newcomer proves the same machine (same fingerprint) or holds a key made for
+//!   exactly this host name: that is how a host's key is rotated;
+//! - the collector's own host name is never accepted from an agent;
+//! - one key may bind at most [`MAX_HOSTS_PER_KEY`] hosts.
+//!
+//! Admins see a binding at `GET /api/hosts/{server_id}/binding` and reset it with
+//! `DELETE` on the same path (a machine that was really replaced).
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use super::AppState;
+use super::error::ApiError;
+use super::upload;
+use crate::model::api::ApiKeySummary;
+use crate::store::HostBinding;
+
+/// Most hosts one API key may bind (a fleet key enrols many agents; not without end).
+pub const MAX_HOSTS_PER_KEY: i64 = 10_000;
+/// Longest machine fingerprint accepted (a hex SHA-256 is 64).
+const MAX_MACHINE_ID: usize = 128;
+
+/// Bindings known to be settled, so that uploads do not ask the database each time.
+#[derive(Default)]
+pub struct Bindings {
+    settled: Mutex<HashMap<String, (i64, Option<String>)>>,
+}
+
+impl Bindings {
+    fn settled(&self, hostname: &str, key_id: i64, machine_id: Option<&str>) -> bool {
+        let settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
+        settled.get(hostname).is_some_and(|(k, m)| *k == key_id && (machine_id.is_none() || m.as_deref() == machine_id))
+    }
+
+    fn settle(&self, hostname: &str, key_id: i64, machine_id: Option<String>) {
+        let mut settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
+        if settled.len() >= 100_000 {
+            settled.clear();
+        }
+        settled.insert(hostname.to_owned(), (key_id, machine_id));
+    }
+
+    /// Forgets what is known of `hostname` (its binding was reset or the host deleted).
+    pub fn forget_host(&self, hostname: &str) {
+        self.settled.lock().unwrap_or_else(|p| p.into_inner()).remove(hostname);
+    }
+
+    /// Forgets every host bound to `key_id` (the key was revoked).
+    pub fn forget_key(&self, key_id: i64) {
+        self.settled.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, (k, _)| *k != key_id);
+    }
+}
+
+/// Checks a machine fingerprint's form.
+pub fn validate_machine_id(machine_id: &str) -> Result<(), ApiError> {
+    if machine_id.is_empty() || machine_id.len() > MAX_MACHINE_ID || !machine_id.chars().all(|c| c.is_ascii_hexdigit())
+    {
+        return Err(ApiError::invalid(
+            "machine_id",
+            format!("machine_id must be 1 to {MAX_MACHINE_ID} hexadecimal digits (a hash of the machine id)."),
+        ));
+    }
+    Ok(())
+}
+
+/// What to do with a report, given the host's binding.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Bound as it should be: nothing to change.
+    Keep,
+    /// Bind (or rebind) the host to the reporter.
+    Claim,
+    /// Refused, with the reason.
+    Refuse(String),
+}
+
+fn short(machine_id: &str) -> &str {
+    &machine_id[..machine_id.len().min(12)]
+}
+
+/// The rule itself, apart from storage.
+fn judge(binding: Option<&HostBinding>, key: &ApiKeySummary, hostname: &str, machine_id: Option<&str>) -> Verdict {
+    let Some(b) = binding else { return Verdict::Claim };
+    let reset = format!(
+        "If this machine really replaced the old one, an admin can reset the binding \
+         (DELETE /api/hosts/{hostname}/binding, or `procyon host unbind {hostname}`)."
+    );
+    let same_machine = matches!((b.machine_id.as_deref(), machine_id), (Some(a), Some(m)) if a == m);
+    let other_machine = matches!((b.machine_id.as_deref(), machine_id), (Some(a), Some(m)) if a != m);
+    if other_machine {
+        return Verdict::Refuse(format!(
+            "Host `{hostname}` is already reported by another machine (fingerprint {}…; this one is {}…). Two \
+             machines share this host name (a cloned VM?): give this one its own name with `--hostname NAME`. {reset}",
+            short(b.machine_id.as_deref().unwrap_or_default()),
+            short(machine_id.unwrap_or_default()),
+        ));
+    }
+    if b.key_id == key.id {
+        return if b.machine_id.is_none() && machine_id.is_some() { Verdict::Claim } else { Verdict::Keep };
+    }
+    let key_for_this_host = key.hostname.as_deref() == Some(hostname);
+    if !b.key_live && (same_machine || key_for_this_host) {
+        // The old key is gone and the newcomer is the same machine, or holds a key
+        // made for this host: a rotated key.
+        return Verdict::Claim;
+    }
+    let old = b.key_name.as_deref().map_or_else(|| format!("id {}", b.key_id), |n| format!("`{n}`"));
+    Verdict::Refuse(format!(
+        "Host `{hostname}` belongs to another API key ({old}{}). To move it to this key, revoke the old one \
+         and use a key made for this host (`procyon apikey create NAME --host {hostname}`). {reset}",
+        if b.key_live { "" } else { ", revoked" },
+    ))
+}
+
+/// Admits `key` (from the machine `machine_id`, when known) to report as `hostname`,
+/// binding the host on first sight; 403 naming the conflict otherwise.
+pub async fn admit(
+    state: &AppState,
+    key: &ApiKeySummary,
+    hostname: &str,
+    machine_id: Option<&str>,
+) -> Result<(), ApiError> {
+    upload::validate_hostname(hostname)?;
+    if let Some(m) = machine_id {
+        validate_machine_id(m)?;
+    }
+    if let Some(bound) = &key.hostname
+        && bound != hostname
+    {
+        return Err(ApiError::Forbidden(format!(
+            "This API key is bound to host `{bound}` and may not report as `{hostname}`."
+        )));
+    }
+    if state.settings.local_hostname.as_deref() == Some(hostname) {
+        return Err(ApiError::Forbidden(format!(
+            "`{hostname}` is this collector's own machine, which it samples itself; an agent may not report as it. \
+             Give the agent another name with `--hostname NAME`."
+        )));
+    }
+    if state.bindings.settled(hostname, key.id, machine_id) {
+        return Ok(());
+    }
+    // Twice at most: a claim lost to a concurrent one is judged again against the winner.
+    for _ in 0..2 {
+        let binding = state.store.host_binding(hostname).await?;
+        let claimed = match judge(binding.as_ref(), key, hostname, machine_id) {
+            Verdict::Refuse(message) => {
+                tracing::warn!(%hostname, key = %key.name, "host binding refused a report");
+                return Err(ApiError::Forbidden(message));
+            }
+            Verdict::Keep => true,
+            Verdict::Claim => {
+                if binding.as_ref().is_none_or(|b| b.key_id != key.id)
+                    && state.store.hosts_bound_to(key.id).await? >= MAX_HOSTS_PER_KEY
+                {
+                    return Err(ApiError::Forbidden(format!(
+                        "The API key `{}` already reports for {MAX_HOSTS_PER_KEY} hosts, the most one key may; make \
+                         another key for more.",
+                        key.name
+                    )));
+                }
+                state.store.claim_host(hostname, key.id, machine_id, binding.as_ref()).await?
+            }
+        };
+        if claimed {
+            let machine = machine_id.map(str::to_owned).or_else(|| binding.and_then(|b| b.machine_id));
+            state.bindings.settle(hostname, key.id, machine);
+            return Ok(());
+        }
+    }
+    Err(ApiError::Conflict {
+        code: "binding_race",
+        message: format!("Host `{hostname}` was bound by another agent at the same moment; try again."),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(id: i64, hostname: Option<&str>) -> ApiKeySummary {
+        ApiKeySummary {
+            id,
+            name: format!("key{id}"),
+            prefix: "pk_x".into(),
+            hostname: hostname.map(str::to_owned),
+            created_at: chrono::Utc::now(),
+            last_used_at: None,
+            revoked_at: None,
+        }
+    }
+
+    fn bound(key_id: i64, live: bool, machine: Option<&str>) -> HostBinding {
+        HostBinding {
+            hostname: "web-1".into(),
+            key_id,
+            key_name: Some(format!("key{key_id}")),
+            key_live: live,
+            machine_id: machine.map(str::to_owned),
+            bound_at: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn the_binding_rule() {
+        let (m1, m2) = (Some("aaaa"), Some("bbbb"));
+        let claim = Verdict::Claim;
+        let keep = Verdict::Keep;
+        let refused = |v: &Verdict| matches!(v, Verdict::Refuse(_));
+        // First sight binds.
+        assert_eq!(judge(None, &key(1, None), "web-1", m1), claim);
+        assert_eq!(judge(None, &key(1, None), "web-1", None), claim);
+        // The same key and machine keep reporting; a fingerprint is recorded when it comes.
+        assert_eq!(judge(Some(&bound(1, true, m1)), &key(1, None), "web-1", m1), keep);
+        assert_eq!(judge(Some(&bound(1, true, m1)), &key(1, None), "web-1", None), keep);
+        assert_eq!(judge(Some(&bound(1, true, None)), &key(1, None), "web-1", m1), claim);
+        // Another machine never, whichever key it holds.
+        assert!(refused(&judge(Some(&bound(1, true, m1)), &key(1, None), "web-1", m2)));
+        assert!(refused(&judge(Some(&bound(1, false, m1)), &key(2, Some("web-1")), "web-1", m2)));
+        // Another key (a fleet key on some other machine) may not take a bound host ...
+        assert!(refused(&judge(Some(&bound(1, true, m1)), &key(2, None), "web-1", None)));
+        assert!(refused(&judge(Some(&bound(1, true, None)), &key(2, None), "web-1", None)));
+        // ... not even a key made for this host while the old key is live ...
+        assert!(refused(&judge(Some(&bound(1, true, m1)), &key(2, Some("web-1")), "web-1", m1)));
+        // ... but once the old key is revoked, the same machine or a key made for this
+        // host takes it over (key rotation).
+        assert_eq!(judge(Some(&bound(1, false, m1)), &key(2, None), "web-1", m1), claim);
+        assert_eq!(judge(Some(&bound(1, false, None)), &key(2, Some("web-1")), "web-1", None), claim);
+        assert!(refused(&judge(Some(&bound(1, false, None)), &key(2, None), "web-1", None)));
+    }
+
+    #[test]
+    fn machine_ids_are_hex() {
+        assert!(validate_machine_id(&"ab".repeat(32)).is_ok());
+        assert!(validate_machine_id("").is_err());
+        assert!(validate_machine_id("not hex!").is_err());
+        assert!(validate_machine_id(&"a".repeat(129)).is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! Host bindings: which API key, and which machine, a host name belongs to.
+//!
+//! The store only keeps and swaps bindings; who may take a host is decided by the server
+//! (`server::binding`). Claiming is compare-and-set, so two agents that report the same
+//! new host name at the same moment cannot both win.
+
+use chrono::{DateTime, Utc};
+use sqlx::FromRow;
+
+use super::{Result, Store, from_ms, to_ms};
+
+/// A host's binding, with what the server needs to judge a newcomer.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostBinding {
+    /// The host name.
+    pub hostname: String,
+    /// The API key the host belongs to.
+    pub key_id: i64,
+    /// That key's label, when the key still exists.
+    pub key_name: Option<String>,
+    /// Whether that key still exists and is not revoked.
+    pub key_live: bool,
+    /// The machine's fingerprint, when the agent that bound it sent one.
+    pub machine_id: Option<String>,
+    /// When the host was bound.
+    pub bound_at: DateTime<Utc>,
+}
+
+#[derive(FromRow)]
+struct BindingRow {
+    hostname: String,
+    key_id: i64,
+    key_name: Option<String>,
+    key_live: bool,
+    machine_id: Option<String>,
+    bound_at: i64,
+}
+
+impl From<BindingRow> for HostBinding {
+    fn from(r: BindingRow) -> Self {
+        HostBinding {
+            hostname: r.hostname,
+            key_id: r.key_id,
+            key_name: r.key_name,
+            key_live: r.key_live,
+            machine_id: r.machine_id,
+            bound_at: from_ms(r.bound_at),
+        }
+    }
+}
+
+const BINDING_SELECT: &str = "SELECT b.hostname, b.key_id, k.name AS key_name, \
+     (k.id IS NOT NULL AND k.revoked_at IS NULL) AS key_live, b.machine_id, b.bound_at \
+     FROM host_bindings b LEFT JOIN api_keys k ON k.id = b.key_id";
+
+impl Store {
+    /// The binding of `hostname`, if it has one.
+    pub async fn host_binding(&self, hostname: &str) -> Result<Option<HostBinding>> {
+        let row: Option<BindingRow> = sqlx::query_as(&format!("{BINDING_SELECT} WHERE b.hostname = ?"))
+            .bind(hostname)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(row.map(HostBinding::from))
+    }
+
+    /// Binds `hostname` to `key_id` and `machine_id`, if it is still bound as `current`
+    /// says (`None`: not bound at all). `false` when someone else changed it first.
+    pub async fn claim_host(
+        &self,
+        hostname: &str,
+        key_id: i64,
+        machine_id: Option<&str>,
+        current: Option<&HostBinding>,
+    ) -> Result<bool> {
+        let _turn = self.turn().await;
+        let now = to_ms(Utc::now());
+        let done = match current {
+            None => {
+                sqlx::query(
+                    "INSERT INTO host_bindings (hostname, key_id, machine_id, bound_at) VALUES (?, ?, ?, ?) \
+                     ON CONFLICT (hostname) DO NOTHING",
+                )
+                .bind(hostname)
+                .bind(key_id)
+                .bind(machine_id)
+                .bind(now)
+                .execute(&self.pool)
+                .await?
+            }
+            Some(old) => {
+                sqlx::query(
+                    "UPDATE host_bindings SET key_id = ?, machine_id = ?, bound_at = ? \
+                     WHERE hostname = ? AND key_id = ? AND machine_id IS ?",
+                )
+                .bind(key_id)
+                .bind(machine_id)
+                .bind(now)
+                .bind(hostname)
+                .bind(old.key_id)
+                .bind(&old.machine_id)
+                .execute(&self.pool)
+                .await?
+            }
+        };
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Forgets the binding of `hostname`: the next agent to report it binds it anew.
+    /// `false` if it had none.
+    pub async fn reset_host_binding(&self, hostname: &str) -> Result<bool> {
+        let _turn = self.turn().await;
+        let done =
+            sqlx::query("DELETE FROM host_bindings WHERE hostname = ?").bind(hostname).execute(&self.pool).await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// How many hosts are bound to `key_id`.
+    pub async fn hosts_bound_to(&self, key_id: i64) -> Result<i64> {
+        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM host_bindings WHERE key_id = ?")
+            .bind(key_id)
+            .fetch_one(&self.pool)
+            .await?)
+    }
+
+    /// Whether the key `id` exists and is not revoked.
+    pub async fn api_key_live(&self, id: i64) -> Result<bool> {
+        let live: Option<i64> = sqlx::query_scalar("SELECT id FROM api_keys WHERE id = ? AND revoked_at IS NULL")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(live.is_some())
+    }
+}
