@@ -80,6 +80,30 @@ enum Command {
         #[command(subcommand)]
         command: ApiKeyCommand,
     },
+    /// See or reset which API key and machine a host name belongs to.
+    #[cfg(feature = "server")]
+    Host {
+        #[command(flatten)]
+        data: DataArg,
+        #[command(subcommand)]
+        command: HostCommand,
+    },
+}
+
+#[cfg(feature = "server")]
+#[derive(Subcommand, Debug)]
+enum HostCommand {
+    /// Show the key and machine a host is bound to.
+    Binding {
+        /// Host name.
+        name: String,
+    },
+    /// Forget a host's binding: the next agent to report it binds it anew (for a
+    /// machine that was really replaced).
+    Unbind {
+        /// Host name.
+        name: String,
+    },
 }
 
 /// Where the collector keeps its data.
@@ -153,6 +177,13 @@ enum UserCommand {
     Remove {
         /// Login name.
         name: String,
+    },
+    /// Change a user's role. Their open sessions end; they sign in again.
+    Role {
+        /// Login name.
+        name: String,
+        /// viewer, operator or admin.
+        role: procyon::model::api::Role,
     },
     /// Set a user's password. Prints a generated one unless --password-stdin is given.
     Passwd {
@@ -236,6 +267,8 @@ fn main() -> anyhow::Result<()> {
         Command::User { data, command } => runtime()?.block_on(user(data.dir()?, command))?,
         #[cfg(feature = "server")]
         Command::Apikey { data, command } => runtime()?.block_on(apikey(data.dir()?, command))?,
+        #[cfg(feature = "server")]
+        Command::Host { data, command } => runtime()?.block_on(host(data.dir()?, command))?,
     }
     Ok(())
 }
@@ -253,6 +286,10 @@ fn init_logging() {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info")),
         )
+        // Logs go to stderr, so stdout stays for what a command prints; colours only on
+        // a terminal, and never with NO_COLOR set.
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
         .init();
 }
 
@@ -325,6 +362,10 @@ async fn user(data: std::path::PathBuf, command: UserCommand) -> anyhow::Result<
             store.remove_user(&name).await?;
             println!("Removed {name}.");
         }
+        UserCommand::Role { name, role } => {
+            store.set_role(&name, role).await?;
+            println!("{name} is now {} (their earlier sign-ins have ended).", role.as_str());
+        }
         UserCommand::Passwd { name, password_stdin } => {
             let (password, generated) = read_password(password_stdin)?;
             check_credentials(&name, &password).map_err(api_error)?;
@@ -332,6 +373,35 @@ async fn user(data: std::path::PathBuf, command: UserCommand) -> anyhow::Result<
             println!("Password of {name} changed.");
             if generated {
                 println!("Password: {password}");
+            }
+        }
+    }
+    store.close().await;
+    Ok(())
+}
+
+#[cfg(feature = "server")]
+async fn host(data: std::path::PathBuf, command: HostCommand) -> anyhow::Result<()> {
+    let store = procyon::server::open_store(&data).await?;
+    match command {
+        HostCommand::Binding { name } => match store.host_binding(&name).await? {
+            Some(b) => println!(
+                "{} is bound to API key {} ({}), machine {}, since {}.",
+                b.hostname,
+                b.key_name.as_deref().map_or_else(|| format!("id {}", b.key_id), |n| format!("`{n}`")),
+                if b.key_live { "live" } else { "revoked" },
+                b.machine_id.as_deref().unwrap_or("not known"),
+                b.bound_at.format("%Y-%m-%d %H:%M")
+            ),
+            None => println!("{name} is not bound: the next agent to report it binds it."),
+        },
+        HostCommand::Unbind { name } => {
+            if store.reset_host_binding(&name).await? {
+                println!(
+                    "{name} is no longer bound; the next agent to report it binds it (a running collector notices within a minute)."
+                );
+            } else {
+                println!("{name} was not bound.");
             }
         }
     }

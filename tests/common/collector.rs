@@ -30,6 +30,11 @@ impl Collector {
         if !extra.contains(&"--bind") {
             command.args(["--bind", "127.0.0.1:0"]);
         }
+        // The seed document's example upload is from 2025: keep hourly history long
+        // enough for it to be accepted (older snapshots are refused).
+        if !extra.contains(&"--keep-hours") {
+            command.args(["--keep-hours", "20years"]);
+        }
         let mut child = command
             .arg("--data")
             .arg(data)

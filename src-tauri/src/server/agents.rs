@@ -22,14 +22,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::Method;
 use axum::response::Response;
 use axum::routing::get;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::auth::AgentKey;
+use super::routes::{Access, Route};
 use super::{AppState, binding, upload};
 use crate::model::Snapshot;
 use crate::model::agent::{
@@ -243,9 +244,9 @@ pub fn loggable(text: &str, max: usize) -> String {
     out
 }
 
-/// The agent route.
-pub fn router() -> Router<AppState> {
-    Router::new().route("/ws/agent", get(upgrade))
+/// The agent route, for agents with a live key (see `routes.rs`).
+pub fn routes() -> Vec<Route> {
+    vec![Route::new(Method::GET, "/ws/agent", Access::Agent, get(upgrade)).exact()]
 }
 
 async fn upgrade(State(state): State<AppState>, key: AgentKey, ws: WebSocketUpgrade) -> Response {

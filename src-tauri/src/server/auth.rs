@@ -617,6 +617,21 @@ impl FromRequestParts<AppState> for CurrentUser {
     }
 }
 
+/// A signed-in admin. As an extractor it refuses everyone else (403) before the request's
+/// body is read, so that a non-admin learns nothing from the body's checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminUser(pub CurrentUser);
+
+impl FromRequestParts<AppState> for AdminUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        let user = CurrentUser::from_request_parts(parts, state).await?;
+        user.require_admin()?;
+        Ok(AdminUser(user))
+    }
+}
+
 /// An agent, from a valid, unrevoked API key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentKey {

@@ -20,6 +20,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use super::AppState;
 use super::error::ApiError;
@@ -32,16 +33,22 @@ pub const MAX_HOSTS_PER_KEY: i64 = 10_000;
 /// Longest machine fingerprint accepted (a hex SHA-256 is 64).
 const MAX_MACHINE_ID: usize = 128;
 
+/// How long a settled binding is trusted without asking the database again (a binding
+/// reset from the CLI, or by another collector, is noticed within this time).
+const SETTLED_FOR: Duration = Duration::from_secs(60);
+
 /// Bindings known to be settled, so that uploads do not ask the database each time.
 #[derive(Default)]
 pub struct Bindings {
-    settled: Mutex<HashMap<String, (i64, Option<String>)>>,
+    settled: Mutex<HashMap<String, (i64, Option<String>, Instant)>>,
 }
 
 impl Bindings {
     fn settled(&self, hostname: &str, key_id: i64, machine_id: Option<&str>) -> bool {
         let settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
-        settled.get(hostname).is_some_and(|(k, m)| *k == key_id && (machine_id.is_none() || m.as_deref() == machine_id))
+        settled.get(hostname).is_some_and(|(k, m, at)| {
+            *k == key_id && (machine_id.is_none() || m.as_deref() == machine_id) && at.elapsed() < SETTLED_FOR
+        })
     }
 
     fn settle(&self, hostname: &str, key_id: i64, machine_id: Option<String>) {
@@ -49,7 +56,7 @@ impl Bindings {
         if settled.len() >= 100_000 {
             settled.clear();
         }
-        settled.insert(hostname.to_owned(), (key_id, machine_id));
+        settled.insert(hostname.to_owned(), (key_id, machine_id, Instant::now()));
     }
 
     /// Forgets what is known of `hostname` (its binding was reset or the host deleted).
@@ -59,7 +66,7 @@ impl Bindings {
 
     /// Forgets every host bound to `key_id` (the key was revoked).
     pub fn forget_key(&self, key_id: i64) {
-        self.settled.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, (k, _)| *k != key_id);
+        self.settled.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, (k, _, _)| *k != key_id);
     }
 }
 
@@ -119,7 +126,7 @@ fn judge(binding: Option<&HostBinding>, key: &ApiKeySummary, hostname: &str, mac
     let old = b.key_name.as_deref().map_or_else(|| format!("id {}", b.key_id), |n| format!("`{n}`"));
     Verdict::Refuse(format!(
         "Host `{hostname}` belongs to another API key ({old}{}). To move it to this key, revoke the old one \
-         and use a key made for this host (`procyon apikey create NAME --host {hostname}`). {reset}",
+         and use a key made for this host (`procyon apikey create --name NAME --host {hostname}`). {reset}",
         if b.key_live { "" } else { ", revoked" },
     ))
 }

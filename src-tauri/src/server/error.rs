@@ -126,6 +126,7 @@ impl From<StoreError> for ApiError {
                 ApiError::Conflict { code: "conflict", message: format!("{what} already exists.") }
             }
             StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found.")),
+            e @ StoreError::LastAdmin(_) => ApiError::Conflict { code: "last_admin", message: format!("{e}.") },
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -5,6 +5,7 @@
 //! shuts down gracefully on SIGINT or SIGTERM, closing the store last so nothing
 //! accepted is lost.
 //!
+//! - `routes.rs`: every route in one table, with who may call it;
 //! - `rest.rs`: every REST endpoint (both original APIs and ours);
 //! - `ws.rs`: the live WebSockets, fed by the hub;
 //! - `agents.rs`: the agent channel (`/ws/agent`) and action relay;
@@ -40,6 +41,7 @@ pub mod binding;
 pub mod error;
 pub mod openapi;
 pub mod rest;
+pub mod routes;
 pub mod upload;
 pub mod views;
 pub mod ws;
@@ -154,7 +156,7 @@ impl AppState {
     }
 
     /// The time and sequence checks of [`AppState::ingest`].
-    async fn check_sequence(&self, snapshot: &Snapshot, now: chrono::DateTime<Utc>) -> Result<(), ApiError> {
+    pub async fn check_sequence(&self, snapshot: &Snapshot, now: chrono::DateTime<Utc>) -> Result<(), ApiError> {
         if snapshot.taken_at < chrono::DateTime::UNIX_EPOCH {
             return Err(ApiError::invalid("taken_at", "taken_at is before 1970."));
         }
@@ -271,10 +273,7 @@ impl AppState {
 
 /// The whole router.
 pub fn app(state: AppState) -> Router {
-    Router::new()
-        .merge(rest::router())
-        .merge(ws::router())
-        .merge(agents::router())
+    routes::router()
         // The dashboard for every other GET (JSON 404 stays for unknown /api/ and /ws/).
         .fallback(assets::fallback)
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {

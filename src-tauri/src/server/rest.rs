@@ -4,18 +4,19 @@
 //! Paths of the original documents are kept exactly (trailing slashes included), and
 //! also answer without the trailing slash.
 
+use axum::Json;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, FromRequestParts, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
-use axum::{Json, Router};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::auth::{self, AgentKey, CurrentUser};
+use super::auth::{self, AdminUser, AgentKey, CurrentUser};
 use super::error::ApiError;
+use super::routes::{Access, Route};
 use super::{AppState, upload, views};
 use crate::control::{self, Target};
 use crate::model::api::{ApiKeySummary, AuditEntry, HostSummary, Role, SnapshotSummary, UserSummary};
@@ -37,42 +38,38 @@ pub struct ApiQuery<T>(pub T);
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
 
-/// Routes a path with and without its trailing slash.
-fn both(router: Router<AppState>, path: &str, route: axum::routing::MethodRouter<AppState>) -> Router<AppState> {
-    let other = match path.strip_suffix('/') {
-        Some(bare) => bare.to_owned(),
-        None => format!("{path}/"),
-    };
-    router.route(path, route.clone()).route(&other, route)
-}
-
-/// The REST routes.
-pub fn router() -> Router<AppState> {
-    let mut r = Router::new();
-    r = both(r, "/api/auth/login", post(login));
-    r = both(r, "/api/auth/me", get(me));
-    r = both(r, "/api/auth/ws-ticket", post(ws_ticket));
-    r = both(r, "/api/health", get(health));
-    r = both(r, "/api/openapi.json", get(super::openapi::document));
-    r = both(r, "/api/process-snapshots/", post(upload_snapshot));
-    r = both(r, "/api/hosts/", get(hosts));
-    r = both(r, "/api/hosts/{server_id}/top-processes", get(top_processes));
-    r = both(r, "/api/hosts/{server_id}/export", get(export_range));
-    r = both(r, "/api/hosts/{server_id}/process-history", get(process_history));
-    r = both(r, "/api/hosts/{server_id}/binding", get(host_binding).delete(reset_host_binding));
-    r = both(r, "/api/process-snapshots/latest/", get(latest));
-    r = both(r, "/api/process-snapshots/list/", get(list));
-    r = both(r, "/api/process-snapshots/series/", get(series));
-    r = both(r, "/api/process-snapshots/{id}/", get(snapshot_detail));
-    r = both(r, "/api/process-snapshots/{id}/export", get(export_snapshot));
-    r = both(r, "/api/monitoring/{server_id}/snapshot", get(monitoring_snapshot));
-    r = both(r, "/api/monitoring/{server_id}/process/{pid}/{action}", post(process_action));
-    r = both(r, "/api/audit", get(audit));
-    r = both(r, "/api/users", get(users).post(create_user));
-    r = both(r, "/api/users/{username}", delete(remove_user));
-    r = both(r, "/api/keys", get(keys).post(create_key));
-    r = both(r, "/api/keys/{key}", delete(revoke_key));
-    r
+/// The REST routes, with who may call each (see `routes.rs`).
+pub fn routes() -> Vec<Route> {
+    use Access::{Admin, Agent, Operator, Public, Viewer};
+    use Method as M;
+    vec![
+        Route::new(M::POST, "/api/auth/login", Public, post(login)),
+        Route::new(M::GET, "/api/auth/me", Viewer, get(me)),
+        Route::new(M::POST, "/api/auth/ws-ticket", Viewer, post(ws_ticket)),
+        Route::new(M::GET, "/api/health", Public, get(health)),
+        Route::new(M::GET, "/api/openapi.json", Viewer, get(super::openapi::document)),
+        Route::new(M::POST, "/api/process-snapshots/", Agent, post(upload_snapshot)),
+        Route::new(M::GET, "/api/hosts/", Viewer, get(hosts)),
+        Route::new(M::GET, "/api/hosts/{server_id}/top-processes", Viewer, get(top_processes)),
+        Route::new(M::GET, "/api/hosts/{server_id}/export", Viewer, get(export_range)),
+        Route::new(M::GET, "/api/hosts/{server_id}/process-history", Viewer, get(process_history)),
+        Route::new(M::GET, "/api/hosts/{server_id}/binding", Admin, get(host_binding)),
+        Route::new(M::DELETE, "/api/hosts/{server_id}/binding", Admin, delete(reset_host_binding)),
+        Route::new(M::GET, "/api/process-snapshots/latest/", Viewer, get(latest)),
+        Route::new(M::GET, "/api/process-snapshots/list/", Viewer, get(list)),
+        Route::new(M::GET, "/api/process-snapshots/series/", Viewer, get(series)),
+        Route::new(M::GET, "/api/process-snapshots/{id}/", Viewer, get(snapshot_detail)),
+        Route::new(M::GET, "/api/process-snapshots/{id}/export", Viewer, get(export_snapshot)),
+        Route::new(M::GET, "/api/monitoring/{server_id}/snapshot", Viewer, get(monitoring_snapshot)),
+        Route::new(M::POST, "/api/monitoring/{server_id}/process/{pid}/{action}", Operator, post(process_action)),
+        Route::new(M::GET, "/api/audit", Viewer, get(audit)),
+        Route::new(M::GET, "/api/users", Admin, get(users)),
+        Route::new(M::POST, "/api/users", Admin, post(create_user)),
+        Route::new(M::DELETE, "/api/users/{username}", Admin, delete(remove_user)),
+        Route::new(M::GET, "/api/keys", Admin, get(keys)),
+        Route::new(M::POST, "/api/keys", Admin, post(create_key)),
+        Route::new(M::DELETE, "/api/keys/{key}", Admin, delete(revoke_key)),
+    ]
 }
 
 // ---------------------------------------------------------------------------------------
@@ -164,6 +161,8 @@ async fn upload_snapshot(
     }
     let body = axum::body::to_bytes(body, upload::MAX_BODY_BYTES).await.map_err(|_| too_large())?;
     let snapshot = upload::parse(&body)?;
+    // Checked before the host is bound, so that a refused upload binds nothing.
+    state.check_sequence(&snapshot, chrono::Utc::now()).await?;
     let machine_id = headers.get(MACHINE_ID_HEADER).map(|v| v.to_str().unwrap_or("?"));
     super::binding::admit(&state, &agent.key, &snapshot.host.hostname, machine_id).await?;
     let inserted = state.ingest(snapshot).await?;
@@ -693,8 +692,7 @@ async fn audit(
     Ok(Json(state.store.audit_log(q.host.as_deref(), page).await?))
 }
 
-async fn users(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Vec<UserSummary>>, ApiError> {
-    user.require_admin()?;
+async fn users(State(state): State<AppState>, _: AdminUser) -> Result<Json<Vec<UserSummary>>, ApiError> {
     Ok(Json(state.store.users().await?))
 }
 
@@ -724,10 +722,9 @@ pub fn check_credentials(username: &str, password: &str) -> Result<(), ApiError>
 
 async fn create_user(
     State(state): State<AppState>,
-    user: CurrentUser,
+    _: AdminUser,
     ApiJson(body): ApiJson<NewUser>,
 ) -> Result<(StatusCode, Json<UserSummary>), ApiError> {
-    user.require_admin()?;
     check_credentials(&body.username, &body.password)?;
     let hash = state.auth.hash(body.password).await?;
     Ok((StatusCode::CREATED, Json(state.store.create_user(&body.username, &hash, body.role).await?)))
@@ -735,10 +732,9 @@ async fn create_user(
 
 async fn remove_user(
     State(state): State<AppState>,
-    user: CurrentUser,
+    AdminUser(user): AdminUser,
     ApiPath(username): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    user.require_admin()?;
     if username == user.username {
         return Err(ApiError::Forbidden("You cannot remove yourself; ask another admin.".into()));
     }
@@ -748,8 +744,7 @@ async fn remove_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn keys(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Vec<ApiKeySummary>>, ApiError> {
-    user.require_admin()?;
+async fn keys(State(state): State<AppState>, _: AdminUser) -> Result<Json<Vec<ApiKeySummary>>, ApiError> {
     Ok(Json(state.store.api_keys().await?))
 }
 
@@ -761,10 +756,9 @@ struct NewKey {
 
 async fn create_key(
     State(state): State<AppState>,
-    user: CurrentUser,
+    _: AdminUser,
     ApiJson(body): ApiJson<NewKey>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    user.require_admin()?;
     if body.name.trim().is_empty() || body.name.len() > 100 {
         return Err(ApiError::invalid("name", "A key's name is 1 to 100 characters."));
     }
@@ -775,10 +769,9 @@ async fn create_key(
 
 async fn revoke_key(
     State(state): State<AppState>,
-    user: CurrentUser,
+    _: AdminUser,
     ApiPath(key): ApiPath<String>,
 ) -> Result<Json<ApiKeySummary>, ApiError> {
-    user.require_admin()?;
     let revoked = state.store.revoke_api_key(&key).await?;
     // Its agents are cut off now, not at their next reconnect.
     state.agents.close_key(revoked.id);
@@ -788,10 +781,9 @@ async fn revoke_key(
 
 async fn host_binding(
     State(state): State<AppState>,
-    user: CurrentUser,
+    _: AdminUser,
     ApiPath(server_id): ApiPath<String>,
 ) -> Result<Json<Value>, ApiError> {
-    user.require_admin()?;
     let hostname = binding_host(&state, &server_id).await?;
     let binding = state
         .store
@@ -810,10 +802,9 @@ async fn host_binding(
 
 async fn reset_host_binding(
     State(state): State<AppState>,
-    user: CurrentUser,
+    AdminUser(user): AdminUser,
     ApiPath(server_id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    user.require_admin()?;
     let hostname = binding_host(&state, &server_id).await?;
     if !state.store.reset_host_binding(&hostname).await? {
         return Err(ApiError::NotFound(format!("Host `{hostname}` is not bound to any key.")));

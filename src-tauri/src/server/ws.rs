@@ -19,9 +19,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::Router;
 use axum::extract::State;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::http::Method;
 use axum::response::Response;
 use axum::routing::get;
 use serde_json::Value;
@@ -30,17 +30,18 @@ use tokio::sync::broadcast::error::RecvError;
 use super::auth::CurrentUser;
 use super::error::ApiError;
 use super::rest::ApiPath;
+use super::routes::{Access, Route};
 use super::{AppState, views};
 use crate::hub::Encoded;
 use crate::model::Snapshot;
 use crate::model::delta::{LiveMessage, SnapshotDelta};
 
-/// The WebSocket routes.
-pub fn router() -> Router<AppState> {
-    Router::new()
-        .route("/ws/process-snapshots/", get(all_snapshots))
-        .route("/ws/process-snapshots", get(all_snapshots))
-        .route("/ws/monitoring/{server_id}", get(monitoring))
+/// The WebSocket routes, with who may open each (see `routes.rs`).
+pub fn routes() -> Vec<Route> {
+    vec![
+        Route::new(Method::GET, "/ws/process-snapshots/", Access::Viewer, get(all_snapshots)),
+        Route::new(Method::GET, "/ws/monitoring/{server_id}", Access::Viewer, get(monitoring)).exact(),
+    ]
 }
 
 /// How often an open stream checks that its user still has access (a removed user, or a
@@ -77,17 +78,17 @@ async fn send_json(socket: &mut WebSocket, value: &Value) -> bool {
 
 /// Tells a stream when its user's access may have ended: at each account change made here,
 /// and every [`ACCESS_CHECK`] for changes made elsewhere (the CLI, another collector).
-struct Access {
+struct AccessCheck {
     changes: tokio::sync::watch::Receiver<u64>,
     tick: tokio::time::Interval,
 }
 
-impl Access {
-    fn new(state: &AppState) -> Access {
+impl AccessCheck {
+    fn new(state: &AppState) -> AccessCheck {
         let mut tick = tokio::time::interval(ACCESS_CHECK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.reset();
-        Access { changes: state.auth.changes(), tick }
+        AccessCheck { changes: state.auth.changes(), tick }
     }
 
     /// Waits for the next moment to check.
@@ -199,7 +200,7 @@ async fn stream_all(
     let mut shutdown = state.shutdown_signal();
     let expiry = tokio::time::sleep(until_expiry(&user));
     tokio::pin!(expiry);
-    let mut access = Access::new(&state);
+    let mut access = AccessCheck::new(&state);
     // First, what is current for every host.
     if let Ok(latest) = state.store.latest_per_host().await {
         for s in latest.into_iter().filter(|s| wanted(&s.snapshot.host.hostname)) {
@@ -246,7 +247,7 @@ async fn stream_host(mut socket: WebSocket, state: AppState, user: CurrentUser, 
     let mut shutdown = state.shutdown_signal();
     let expiry = tokio::time::sleep(until_expiry(&user));
     tokio::pin!(expiry);
-    let mut access = Access::new(&state);
+    let mut access = AccessCheck::new(&state);
     if feed.borrow().is_none() {
         // Nothing live yet (a host that reports rarely): start from what is stored.
         if let Ok(Some(host)) = state.store.host(&hostname).await

@@ -43,6 +43,9 @@ impl UserRow {
 
 const USER_COLUMNS: &str = "id, username, password_hash, role, created_at, token_generation";
 
+/// A condition on the `users` row at hand: it is not the only admin.
+const NOT_LAST_ADMIN: &str = "(role != 'admin' OR (SELECT COUNT(*) FROM users WHERE role = 'admin') > 1)";
+
 /// A new token generation for a user: random, so that no earlier token of anyone who
 /// ever had this name matches it.
 fn new_generation() -> i64 {
@@ -156,10 +159,27 @@ impl Store {
     }
 
     /// Deletes a user.
+    /// Refused with [`StoreError::LastAdmin`] for the last admin: nobody could manage
+    /// users and keys any more.
     pub async fn remove_user(&self, username: &str) -> Result<()> {
         let _turn = self.turn().await;
-        let done = sqlx::query("DELETE FROM users WHERE username = ?").bind(username).execute(&self.pool).await?;
-        found(done.rows_affected(), || format!("user `{username}`"))
+        let done = sqlx::query(&format!("DELETE FROM users WHERE username = ? AND {NOT_LAST_ADMIN}"))
+            .bind(username)
+            .execute(&self.pool)
+            .await?;
+        self.changed_or_why(done.rows_affected(), username).await
+    }
+
+    /// `Ok` when a statement on `username` changed a row; else why not: no such user,
+    /// or the user is the last admin.
+    async fn changed_or_why(&self, rows: u64, username: &str) -> Result<()> {
+        if rows > 0 {
+            return Ok(());
+        }
+        match self.user_by_name(username).await? {
+            Some(_) => Err(StoreError::LastAdmin(username.to_owned())),
+            None => Err(StoreError::NotFound(format!("user `{username}`"))),
+        }
     }
 
     /// Replaces a user's password hash; the user's earlier tokens stop working.
@@ -178,13 +198,16 @@ impl Store {
     /// user's open streams), so the new role takes effect everywhere at once.
     pub async fn set_role(&self, username: &str, role: Role) -> Result<()> {
         let _turn = self.turn().await;
-        let done = sqlx::query("UPDATE users SET role = ?, token_generation = ? WHERE username = ?")
-            .bind(role.as_str())
-            .bind(new_generation())
-            .bind(username)
-            .execute(&self.pool)
-            .await?;
-        found(done.rows_affected(), || format!("user `{username}`"))
+        let done = sqlx::query(&format!(
+            "UPDATE users SET role = ?, token_generation = ? WHERE username = ? AND (? = 'admin' OR {NOT_LAST_ADMIN})"
+        ))
+        .bind(role.as_str())
+        .bind(new_generation())
+        .bind(username)
+        .bind(role.as_str())
+        .execute(&self.pool)
+        .await?;
+        self.changed_or_why(done.rows_affected(), username).await
     }
 
     /// Number of users (none yet means the first admin is still to be made).

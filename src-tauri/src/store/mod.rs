@@ -58,6 +58,9 @@ pub enum StoreError {
     /// The thing to change does not exist.
     #[error("{0} not found")]
     NotFound(String),
+    /// The change would leave no admin, and so nobody to manage users and keys.
+    #[error("`{0}` is the last admin; make another admin first")]
+    LastAdmin(String),
     /// The transaction holding a batch of snapshots failed; none of them is stored.
     #[error("storing a batch of snapshots failed: {0}")]
     Batch(String),

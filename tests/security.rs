@@ -1,0 +1,347 @@
+//! The trust boundary end to end, against a real `procyon serve`: tokens that end with
+//! their account, hosts bound to their key and machine, sequence numbers that cannot
+//! freeze a host's history, revoked keys, sign-in throttling, WebSocket tickets and
+//! hostile uploads. Each test reproduces a hole that was once open.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::collector::{Collector, SEED_EXAMPLE, cli, new_key, new_user};
+use futures_util::{SinkExt, StreamExt};
+use procyon::model::agent::PROTOCOL_VERSION;
+use serde_json::{Value, json};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+type Socket = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+fn temp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+/// Waits up to `limit` for `check` to hold, polling.
+async fn eventually<F: AsyncFnMut() -> bool>(limit: Duration, mut check: F) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if check().await {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    false
+}
+
+/// The close code a socket ends with (reading and dropping anything before it).
+async fn close_code(ws: &mut Socket, limit: Duration) -> Option<u16> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Ok(Some(Ok(Message::Close(Some(frame))))) => return Some(frame.code.into()),
+            Ok(Some(Ok(_))) => continue,
+            _ => return None,
+        }
+    }
+}
+
+async fn next_json(ws: &mut Socket) -> Value {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(10), ws.next()).await.unwrap().unwrap().unwrap() {
+            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Close(frame) => return json!({"type": "closed", "frame": format!("{frame:?}")}),
+            _ => continue,
+        }
+    }
+}
+
+/// A raw agent: connects with `key`, says hello as `hostname` from `machine_id`, and
+/// returns the socket and the collector's first answer.
+async fn agent_hello(c: &Collector, key: &str, hostname: &str, machine_id: Option<&str>) -> (Socket, Value) {
+    let mut request = c.ws_url("/ws/agent").as_str().into_client_request().unwrap();
+    request.headers_mut().insert("Authorization", format!("Api-Key {key}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut host = procyon::sample::Sampler::new(Default::default()).host().clone();
+    host.hostname = hostname.into();
+    let mut hello = json!({"type": "hello", "protocol": PROTOCOL_VERSION, "agent_version": "test",
+        "host": host, "allow_control": true});
+    if let Some(m) = machine_id {
+        hello["machine_id"] = json!(m);
+    }
+    ws.send(Message::Text(hello.to_string().into())).await.unwrap();
+    let answer = next_json(&mut ws).await;
+    (ws, answer)
+}
+
+/// A full snapshot of this machine reported as `hostname`, with `seq`.
+fn full_snapshot(hostname: &str, seq: u64) -> Value {
+    let mut snap = procyon::sample::Sampler::new(Default::default()).sample();
+    snap.host.hostname = hostname.into();
+    snap.seq = seq;
+    serde_json::to_value(snap).unwrap()
+}
+
+async fn live_stream(c: &Collector, token: &str) -> Socket {
+    let url = format!("{}?token={token}", c.ws_url("/ws/process-snapshots/"));
+    tokio_tungstenite::connect_async(url).await.unwrap().0
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn tokens_end_with_their_account() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local"]);
+    let admin = c.admin_token().await;
+    let (status, _) = c
+        .post("/api/users", &admin, Some(json!({"username": "eve", "password": "eve-password-1", "role": "admin"})))
+        .await;
+    assert_eq!(status, 201);
+    let eve = c.login("eve", "eve-password-1").await;
+    let mut eve_stream = live_stream(&c, &eve).await;
+
+    // Removed: the token stops at once, and the open stream ends.
+    let r = c.http.delete(c.url("/api/users/eve")).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let (status, body) = c
+        .post("/api/users", &eve, Some(json!({"username": "mallory", "password": "mallory-pw-1", "role": "admin"})))
+        .await;
+    assert_eq!(status, 401, "a removed admin's token made a user: {body}");
+    assert!(body["message"].as_str().unwrap().contains("no longer exists"), "{body}");
+    assert_eq!(close_code(&mut eve_stream, Duration::from_secs(3)).await, Some(4001));
+
+    // Made again under the same name: the old token does not come back to life.
+    let (status, _) = c
+        .post("/api/users", &admin, Some(json!({"username": "eve", "password": "eve-password-2", "role": "admin"})))
+        .await;
+    assert_eq!(status, 201);
+    assert_eq!(c.get("/api/users", &eve).await.0, 401);
+
+    // A password changed elsewhere (the CLI, another process) ends earlier tokens within
+    // seconds, and their streams with them.
+    let pat = c.login("pat", &new_user(dir.path(), "pat", "operator")).await;
+    let mut pat_stream = live_stream(&c, &pat).await;
+    assert_eq!(c.get("/api/auth/me", &pat).await.0, 200);
+    cli(dir.path(), &["user", "passwd", "pat", "--password-stdin"], Some("a-new-password-0\n"));
+    assert!(eventually(Duration::from_secs(10), async || c.get("/api/auth/me", &pat).await.0 == 401).await);
+    assert_eq!(close_code(&mut pat_stream, Duration::from_secs(10)).await, Some(4001));
+    let pat = c.login("pat", "a-new-password-0").await;
+
+    // A role changed: the role is the database's, and earlier tokens end.
+    let (_, me) = c.get("/api/auth/me", &pat).await;
+    assert_eq!(me["role"], "operator");
+    cli(dir.path(), &["user", "role", "pat", "viewer"], None);
+    assert!(eventually(Duration::from_secs(10), async || c.get("/api/auth/me", &pat).await.0 == 401).await);
+    let pat = c.login("pat", "a-new-password-0").await;
+    assert_eq!(c.get("/api/auth/me", &pat).await.1["role"], "viewer");
+    let (status, _) = c.post("/api/monitoring/1/process/1/kill", &pat, None).await;
+    assert_eq!(status, 403);
+
+    // The last admin cannot be removed or demoted.
+    let r = c.http.delete(c.url("/api/users/eve")).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_procyon"))
+        .args(["user", "remove", "admin", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("last admin"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(c.get("/api/auth/me", &admin).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn token_lifetimes_are_capped() {
+    let dir = temp();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_procyon"))
+        .args(["serve", "--bind", "127.0.0.1:0", "--no-local", "--token-ttl", "30days", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--token-ttl"), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hosts_are_bound_to_their_key_and_machine() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local"]);
+    let admin = c.admin_token().await;
+    let fleet = new_key(dir.path(), "fleet", None);
+    let other = new_key(dir.path(), "other", None);
+    let (m1, m2) = ("a1".repeat(32), "b2".repeat(32));
+
+    let (mut real, welcome) = agent_hello(&c, &fleet, "web-1", Some(&m1)).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let frame = json!({"type": "snapshot", "snapshot": full_snapshot("web-1", 1)});
+    real.send(Message::Text(frame.to_string().into())).await.unwrap();
+    assert_eq!(next_json(&mut real).await["type"], "ack");
+
+    // A hand-written client with another key says hello as web-1: refused, naming why.
+    let (_, answer) = agent_hello(&c, &other, "web-1", None).await;
+    assert_eq!((answer["type"].as_str(), answer["code"].as_str()), (Some("error"), Some("forbidden")), "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("another API key"), "{answer}");
+    // The same fleet key from another machine (a cloned VM): refused, with the fix.
+    let (_, answer) = agent_hello(&c, &fleet, "web-1", Some(&m2)).await;
+    assert_eq!(answer["code"], "forbidden", "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("--hostname"), "{answer}");
+    // Nor by upload.
+    let (status, body) = c.upload(&other, full_snapshot("web-1", 1).to_string()).await;
+    assert_eq!(status, 403, "{body}");
+
+    // The real agent still holds the host: an admin's action reaches it, not a forger.
+    let act = tokio::spawn({
+        let (url, admin) =
+            (c.url("/api/monitoring/web-1/process/4242/kill?start_time=2020-01-01T00:00:00Z"), admin.clone());
+        async move { reqwest::Client::new().post(url).bearer_auth(admin).send().await.unwrap().status().as_u16() }
+    });
+    let request = next_json(&mut real).await;
+    assert_eq!((request["type"].as_str(), request["pid"].as_u64()), (Some("action"), Some(4242)), "{request}");
+    // An answer to a request id this session was not sent is refused as a bad frame.
+    let forged = json!({"type": "action_result", "request_id": request["request_id"].as_u64().unwrap() ^ 1,
+        "done": {"process_name": "x", "signalled": 1}});
+    real.send(Message::Text(forged.to_string().into())).await.unwrap();
+    assert_eq!(next_json(&mut real).await["code"], "bad_frame");
+    let reply = json!({"type": "action_result", "request_id": request["request_id"],
+        "error": {"code": "not_found", "message": "gone"}});
+    real.send(Message::Text(reply.to_string().into())).await.unwrap();
+    assert_eq!(act.await.unwrap(), 404);
+
+    // The same agent restarting replaces its old session.
+    let (_, welcome) = agent_hello(&c, &fleet, "web-1", Some(&m1)).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    assert_eq!(close_code(&mut real, Duration::from_secs(5)).await, Some(4009));
+
+    // Admins see the binding and can reset it; viewers cannot.
+    let (status, binding) = c.get("/api/hosts/web-1/binding", &admin).await;
+    assert_eq!((status, binding["machine_id"].as_str()), (200, Some(m1.as_str())), "{binding}");
+    let viewer = c.login("vic", &new_user(dir.path(), "vic", "viewer")).await;
+    assert_eq!(c.get("/api/hosts/web-1/binding", &viewer).await.0, 403);
+    let r = c.http.delete(c.url("/api/hosts/web-1/binding")).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(r.status(), 204);
+    let (mut moved, welcome) = agent_hello(&c, &other, "web-1", Some(&m2)).await;
+    assert_eq!(welcome["type"], "welcome", "after a reset the next agent binds the host: {welcome}");
+
+    // Revoking a key ends its sessions within seconds.
+    let r = c.http.delete(c.url("/api/keys/other")).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(close_code(&mut moved, Duration::from_secs(10)).await, Some(4003));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_may_not_be_the_collectors_own_machine() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &[]);
+    let key = new_key(dir.path(), "k", None);
+    let own = procyon::sample::Sampler::new(Default::default()).host().hostname.clone();
+    let (_, answer) = agent_hello(&c, &key, &own, None).await;
+    assert_eq!(answer["code"], "forbidden", "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("own machine"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sequence_numbers_cannot_freeze_a_hosts_history() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local"]);
+    let token = c.admin_token().await;
+    let key = new_key(dir.path(), "k", None);
+    let (status, body) = c.upload(&key, full_snapshot("db-1", 1).to_string()).await;
+    assert_eq!(status, 201, "{body}");
+
+    // The reproduced poison: seq = u64::MAX. Refused, naming the field.
+    let (status, body) = c.upload(&key, full_snapshot("db-1", u64::MAX).to_string()).await;
+    assert_eq!((status, body["field"].as_str()), (422, Some("seq")), "{body}");
+    // Far ahead of the host's history.
+    let (status, body) = c.upload(&key, full_snapshot("db-1", i64::MAX as u64 - 1).to_string()).await;
+    assert_eq!((status, body["field"].as_str()), (422, Some("seq")), "{body}");
+    // The same seq with other content is a conflict, not a silent duplicate ...
+    let mut other = full_snapshot("db-1", 1);
+    other["processes"].as_array_mut().unwrap().truncate(1);
+    let (status, body) = c.upload(&key, other.to_string()).await;
+    assert_eq!(status, 409, "{body}");
+    // ... and history goes on.
+    let (status, body) = c.upload(&key, full_snapshot("db-1", 2).to_string()).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(c.stored_count(&token).await, 2);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hostile_uploads_are_refused_and_change_nothing() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local", "--keep-hours", "90days"]);
+    let token = c.admin_token().await;
+    let key = new_key(dir.path(), "k", None);
+    let (_, hosts_before) = c.get("/api/hosts/", &token).await;
+
+    for (body, field) in [
+        (r#"{"hostname":"../../etc/passwd","processes":[]}"#.to_owned(), "hostname"),
+        (r#"{"hostname":"h","processes":[{"pid":1,"name":"a"},{"pid":1,"name":"b"}]}"#.to_owned(), "processes"),
+        (r#"{"hostname":"h","snapshot_time":"0000-01-01T00:00:00Z","processes":[]}"#.to_owned(), "taken_at"),
+        // The seed document's own example is older than 90 days of history.
+        (SEED_EXAMPLE.to_owned(), "taken_at"),
+    ] {
+        let (status, answer) = c.upload(&key, body.clone()).await;
+        assert_eq!((status, answer["field"].as_str()), (422, Some(field)), "{body}: {answer}");
+    }
+    let (_, hosts_after) = c.get("/api/hosts/", &token).await;
+    assert_eq!(hosts_before, hosts_after);
+
+    // A valid seed-style tree a thousand levels deep is stored.
+    let mut tree = String::from(r#"{"hostname":"deep","processes":["#);
+    for i in 0..1000 {
+        tree.push_str(&format!(r#"{{"pid":{},"name":"p","children":["#, i + 1));
+    }
+    tree.push_str(&"]}".repeat(1000));
+    tree.push_str("]}");
+    let (status, body) = c.upload(&key, tree).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sign_in_is_throttled_per_address_and_bounded() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local"]);
+    let password = c.admin_password.clone().unwrap();
+    let from =
+        |ip: &str| reqwest::Client::builder().local_address(ip.parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+    let attacker = from("127.0.0.2");
+    let login = async |client: &reqwest::Client, name: &str, password: &str| {
+        client
+            .post(c.url("/api/auth/login"))
+            .json(&json!({"username": name, "password": password}))
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // A name too long is refused before any work.
+    assert_eq!(login(&attacker, &"a".repeat(65), "x").await, 422);
+    // Five failures as `ADMIN` from one address lock that address out ...
+    for _ in 0..5 {
+        assert_eq!(login(&attacker, "ADMIN", "wrong").await, 401);
+    }
+    assert_eq!(login(&attacker, "admin", &password).await, 429);
+    // ... and nobody else: the real admin signs in from elsewhere.
+    assert_eq!(login(&from("127.0.0.1"), "admin", &password).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn websocket_tickets_work_once_and_keep_tokens_out_of_urls() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local"]);
+    let token = c.admin_token().await;
+    let (status, body) = c.post("/api/auth/ws-ticket", &token, None).await;
+    assert_eq!(status, 200, "{body}");
+    let ticket = body["ticket"].as_str().unwrap().to_owned();
+    let url = format!("{}?ticket={ticket}", c.ws_url("/ws/process-snapshots/"));
+    assert!(tokio_tungstenite::connect_async(&url).await.is_ok());
+    match tokio_tungstenite::connect_async(&url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(r)) => assert_eq!(r.status(), 401),
+        other => panic!("a used ticket opened a socket: {other:?}"),
+    }
+    // Tickets (and tokens) in URLs are for WebSockets only.
+    let (status, _) = c.post("/api/auth/ws-ticket", &token, None).await;
+    assert_eq!(status, 200);
+    let r = c.http.get(c.url(&format!("/api/hosts/?token={token}"))).send().await.unwrap();
+    assert_eq!(r.status(), 401);
+}
