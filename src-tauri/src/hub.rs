@@ -126,12 +126,43 @@ impl Hub {
     pub fn subscribe_all(&self) -> broadcast::Receiver<Arc<Published>> {
         self.all.subscribe()
     }
+
+    /// Forgets hosts that published nothing since `before` and that nobody follows, so
+    /// that the hub holds live hosts only: a host name that reported once (or a flood of
+    /// made-up ones) does not keep a snapshot in memory for ever. Returns how many went.
+    pub fn forget_idle(&self, before: DateTime<Utc>) -> usize {
+        let mut hosts = self.hosts();
+        let len = hosts.len();
+        hosts.retain(|_, tx| tx.receiver_count() > 0 || tx.borrow().as_ref().is_some_and(|p| p.received_at >= before));
+        len - hosts.len()
+    }
+
+    /// Hosts the hub holds now.
+    pub fn host_count(&self) -> usize {
+        self.hosts().len()
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::sample::{Sampler, SamplerOptions};
+
+    #[test]
+    fn idle_hosts_leave_unless_followed() {
+        let hub = Hub::new();
+        let snapshot = Arc::new(Sampler::new(SamplerOptions::default()).sample());
+        let long_ago = Utc::now() - chrono::Duration::hours(1);
+        for (name, at) in [("old", long_ago), ("followed", long_ago), ("fresh", Utc::now())] {
+            let mut s = (*snapshot).clone();
+            s.host.hostname = name.into();
+            hub.publish(Published::new(1, 1, at, Arc::new(s)));
+        }
+        let _reader = hub.subscribe("followed");
+        assert_eq!(hub.forget_idle(Utc::now() - chrono::Duration::minutes(10)), 1);
+        assert!(hub.latest("old").is_none());
+        assert!(hub.latest("followed").is_some() && hub.latest("fresh").is_some());
+    }
 
     fn published(host: &str, seq: u64, base: &Snapshot) -> Published {
         let mut s = base.clone();

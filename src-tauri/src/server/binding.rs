@@ -37,10 +37,13 @@ const MAX_MACHINE_ID: usize = 128;
 /// reset from the CLI, or by another collector, is noticed within this time).
 const SETTLED_FOR: Duration = Duration::from_secs(60);
 
+/// A settled binding: the key, the machine, and when it was last confirmed.
+type Settled = (i64, Option<String>, Instant);
+
 /// Bindings known to be settled, so that uploads do not ask the database each time.
 #[derive(Default)]
 pub struct Bindings {
-    settled: Mutex<HashMap<String, (i64, Option<String>, Instant)>>,
+    settled: Mutex<HashMap<String, Settled>>,
 }
 
 impl Bindings {

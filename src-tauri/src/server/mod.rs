@@ -372,10 +372,13 @@ impl Collector {
             });
         }
         let retention = settings.retention;
+        let hub = state.hub.clone();
         tasks.spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tick.tick().await;
+                // Hosts silent for ten minutes leave the live view (their history stays).
+                hub.forget_idle(Utc::now() - chrono::Duration::minutes(10));
                 match store.maintain(Utc::now(), &retention).await {
                     Ok(m) => tracing::debug!(?m, "maintenance"),
                     Err(e) => tracing::warn!("maintenance failed: {e}"),

@@ -307,7 +307,7 @@ pub fn validate_hostname(hostname: &str) -> Result<(), ApiError> {
 fn duplicate_pid(processes: &[ProcessSample]) -> Option<u32> {
     fn twice(mut pids: impl Iterator<Item = u32>) -> Option<u32> {
         let mut last = None;
-        pids.find(|&p| std::mem::replace(&mut last, Some(p)) == Some(p))
+        pids.find(|&p| last.replace(p) == Some(p))
     }
     if processes.windows(2).all(|w| w[0].pid <= w[1].pid) {
         twice(processes.iter().map(|p| p.pid))

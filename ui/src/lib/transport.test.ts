@@ -330,11 +330,15 @@ describe('WebTransport', () => {
     expect(await t.snapshots('h', { limit: 1, offset: 0 })).toMatchObject({ total: 57 });
   });
 
-  it('streams one host over a WebSocket with the token in its query only', () => {
+  it('streams one host over a WebSocket opened with a single-use ticket, never the token', async () => {
     const sockets: FakeSocket[] = [];
+    let tickets = 0;
+    const { f, calls } = fakeFetch({
+      'POST /api/auth/ws-ticket': () => json({ ticket: `ticket-${++tickets}`, expires_in_secs: 30 }),
+    });
     const t = new WebTransport({
       origin: 'http://c',
-      fetch: fakeFetch({}).f,
+      fetch: f,
       storage: null,
       socket: (url) => {
         const s = new FakeSocket(url);
@@ -346,10 +350,17 @@ describe('WebTransport', () => {
     (t as unknown as { current: unknown }).current = { token: 'T K', username: 'v', role: 'viewer', expires_at: future() };
     const got: string[] = [];
     const sub = t.live('web-1', { onSnapshot: (s) => got.push(s.host.hostname), onStatus: () => {} });
+    await vi.waitFor(() => expect(sockets.length).toBe(1));
+    // The ticket was asked for with the token in a header ...
+    expect(calls[0].url).toBe('http://c/api/auth/ws-ticket');
+    expect((calls[0].init.headers as Record<string, string>).Authorization).toBe('Bearer T K');
+    // ... and only the ticket is in the URL.
     const url = new URL(sockets[0].url);
     expect(url.protocol).toBe('ws:');
     expect(url.pathname).toBe('/ws/process-snapshots/');
-    expect(url.searchParams.get('token')).toBe('T K');
+    expect(url.searchParams.get('ticket')).toBe('ticket-1');
+    expect(url.searchParams.has('token')).toBe(false);
+    expect(sockets[0].url).not.toContain('T%20K');
     expect(url.searchParams.get('hostname')).toBe('web-1');
     sockets[0].open();
     sockets[0].message(JSON.stringify({ host: { hostname: 'web-1' } }));

@@ -4,9 +4,10 @@
 // implementation (`tauri.ts`, over the app's commands) is picked by `createTransport()`.
 //
 // The sign-in token lives in memory and in sessionStorage (so a reload keeps the
-// session but closing the tab ends it), never in localStorage and never in a URL the
-// user can copy: only the WebSocket URL carries it (`?token=`), because browsers cannot
-// set headers on a WebSocket.
+// session but closing the tab ends it), never in localStorage and never in a URL:
+// browsers cannot set headers on a WebSocket, so each connection first asks for a
+// single-use ticket (`POST /api/auth/ws-ticket`, valid for seconds) and puts that in the
+// URL instead, where a proxy's log would find nothing worth stealing.
 
 import { DeltaMismatch, applyDelta } from './delta';
 import type {
@@ -203,8 +204,8 @@ export interface SocketLike {
 export type SocketFactory = (url: string) => SocketLike;
 
 export interface LiveStreamOptions {
-  /** The URL for each attempt (built afresh: the token may have changed). */
-  url: () => string;
+  /** The URL for each attempt (built afresh: it carries a single-use ticket). */
+  url: () => string | Promise<string>;
   socket?: SocketFactory;
   onMessage: (data: string) => void;
   onStatus: (status: LiveStatus) => void;
@@ -260,9 +261,31 @@ export class LiveStream {
     this.timer = null;
     const generation = ++this.generation;
     this.setStatus({ state: this.status.attempt === 0 ? 'connecting' : 'reconnecting', retryAt: null });
+    let url: string | Promise<string>;
+    try {
+      url = this.options.url();
+    } catch {
+      this.dropped(generation);
+      return;
+    }
+    if (typeof url === 'string') {
+      this.open(url, generation);
+      return;
+    }
+    url.then(
+      (ready) => {
+        if (generation === this.generation && !this.stopped) this.open(ready, generation);
+      },
+      () => {
+        if (generation === this.generation && !this.stopped) this.dropped(generation);
+      },
+    );
+  }
+
+  private open(url: string, generation: number) {
     let socket: SocketLike;
     try {
-      socket = this.factory(this.options.url());
+      socket = this.factory(url);
     } catch {
       this.dropped(generation);
       return;
@@ -545,7 +568,10 @@ export class WebTransport implements Transport {
     // collector without deltas ignores the parameter and sends stored snapshots.
     let held: Snapshot | null = null;
     const stream: LiveStream = new LiveStream({
-      url: () => `${wsOrigin}/ws/process-snapshots/${query({ token: this.current?.token ?? '', hostname, delta: 1 })}`,
+      url: async () => {
+        const { ticket } = await this.request<{ ticket: string }>('POST', '/api/auth/ws-ticket');
+        return `${wsOrigin}/ws/process-snapshots/${query({ ticket, hostname, delta: 1 })}`;
+      },
       socket: this.options.socket,
       backoff: this.options.backoff,
       onMessage: (data) => {
