@@ -164,8 +164,13 @@ impl Store {
     }
 
     /// Fetches the row `select` names (a statement over the body columns with one bound
-    /// integer) and decodes it, within a heavy read's slot and off the async workers.
-    pub(super) async fn read_decoded(&self, select: &str, key: i64) -> Result<Option<StoredSnapshot>> {
+    /// integer), decodes it and passes it through `f`, within a heavy read's slot and
+    /// on a blocking thread (see [`RangeReader::next_with`] for why `f` runs there).
+    pub(super) async fn read_decoded<T, F>(&self, select: &str, key: i64, f: F) -> Result<Option<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(StoredSnapshot) -> T + Send + 'static,
+    {
         let _slot = self.reads.slot().await?;
         let (row, base) = {
             let mut conn = self.pool.acquire().await?;
@@ -178,10 +183,9 @@ impl Store {
             (row, base)
         };
         let reads = Arc::clone(&self.reads);
-        let decoded = tokio::task::spawn_blocking(move || decode_row(&reads, row, base))
+        tokio::task::spawn_blocking(move || decode_row(&reads, row, base).map(|(stored, _)| stored.map(f)))
             .await
-            .map_err(|e| StoreError::Corrupt(format!("the decoding task failed: {e}")))??;
-        Ok(decoded.0)
+            .map_err(|e| StoreError::Corrupt(format!("the decoding task failed: {e}")))?
     }
 
     /// A cursor over the snapshots of a host taken from `from` to `to` (both included),

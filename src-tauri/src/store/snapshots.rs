@@ -236,6 +236,7 @@ impl Store {
         self.read_decoded(
             &format!("SELECT {BODY_COLUMNS} FROM snapshots WHERE host_id = ? ORDER BY taken_at DESC, seq DESC LIMIT 1"),
             host_id,
+            |s| s,
         )
         .await
     }
@@ -270,7 +271,17 @@ impl Store {
 
     /// One stored snapshot by id.
     pub async fn snapshot(&self, id: i64) -> Result<Option<StoredSnapshot>> {
-        self.read_decoded(&format!("SELECT {BODY_COLUMNS} FROM snapshots WHERE id = ?"), id).await
+        self.snapshot_with(id, |s| s).await
+    }
+
+    /// One stored snapshot by id, passed through `f` on the thread that decoded it (to
+    /// encode it there, say, so that only the encoding outlives the decoded snapshot).
+    pub async fn snapshot_with<T, F>(&self, id: i64, f: F) -> Result<Option<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(StoredSnapshot) -> T + Send + 'static,
+    {
+        self.read_decoded(&format!("SELECT {BODY_COLUMNS} FROM snapshots WHERE id = ?"), id, f).await
     }
 
     /// Stored snapshots of one host or of all, newest first, without their bodies.
