@@ -522,10 +522,10 @@ async fn export_range(
 }
 
 /// One snapshot of a range export: when it was taken, and its JSON.
-type Encoded = (DateTime<Utc>, Result<Vec<u8>, String>);
+type ExportItem = (DateTime<Utc>, Result<Vec<u8>, String>);
 
 /// Encodes a snapshot for an export (on the thread that decoded it).
-fn encode_for_export(s: StoredSnapshot) -> Encoded {
+fn encode_for_export(s: StoredSnapshot) -> ExportItem {
     let json = serde_json::to_vec(&views::stored(s.id, &s.snapshot, false)).map_err(|e| e.to_string());
     (s.snapshot.taken_at, json)
 }
@@ -534,7 +534,7 @@ fn encode_for_export(s: StoredSnapshot) -> Encoded {
 struct JsonExport {
     reader: crate::store::RangeReader,
     /// A snapshot read but not sent yet (the first, read before the answer started).
-    pending: Option<Encoded>,
+    pending: Option<ExportItem>,
     budget: u64,
     sent_bytes: u64,
     exported: u64,
@@ -554,7 +554,7 @@ struct JsonExport {
 /// `X-Export-Budget-Bytes` header.
 fn json_export(
     reader: crate::store::RangeReader,
-    first: Option<Encoded>,
+    first: Option<ExportItem>,
     budget: u64,
 ) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
     let start = JsonExport { reader, pending: first, budget, sent_bytes: 0, exported: 0, done: false };
