@@ -44,6 +44,8 @@ pub enum ApiError {
     TooManyRequests(u64),
     /// 503: the service needed is not available (an agent offline, say).
     Unavailable(String),
+    /// 503: every slot for large reads stayed taken; retry after this many seconds.
+    Busy(u64),
     /// 504: a relayed action got no answer in time.
     Timeout(String),
     /// 500: our fault. The cause is logged, not shown.
@@ -75,6 +77,14 @@ impl ApiError {
                 body("too_many_requests", &format!("Too many failed attempts; try again in {secs} s."), None),
             ),
             Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, body("unavailable", m, None)),
+            Self::Busy(secs) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                body(
+                    "busy",
+                    &format!("The collector is busy with other large reads (exports, history); try again in {secs} s."),
+                    None,
+                ),
+            ),
             Self::Timeout(m) => (StatusCode::GATEWAY_TIMEOUT, body("timeout", m, None)),
             Self::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -110,7 +120,7 @@ impl IntoResponse for ApiError {
         }
         let (status, body) = self.parts();
         let mut response = (status, Json(body)).into_response();
-        if let Self::TooManyRequests(secs) = self
+        if let Self::TooManyRequests(secs) | Self::Busy(secs) = self
             && let Ok(value) = secs.to_string().parse()
         {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
@@ -127,6 +137,7 @@ impl From<StoreError> for ApiError {
             }
             StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found.")),
             e @ StoreError::LastAdmin(_) => ApiError::Conflict { code: "last_admin", message: format!("{e}.") },
+            StoreError::Busy { retry_after_secs } => ApiError::Busy(retry_after_secs),
             other => ApiError::Internal(other.to_string()),
         }
     }

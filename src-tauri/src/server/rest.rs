@@ -5,7 +5,7 @@
 //! also answer without the trailing slash.
 
 use axum::Json;
-use axum::body::Bytes;
+use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -261,9 +261,21 @@ async fn series(
     Ok(Json(series))
 }
 
-async fn find_snapshot(state: &AppState, id: &str) -> Result<StoredSnapshot, ApiError> {
+/// Reads snapshot `id` and passes it through `f` on the thread that decoded it, within
+/// the store's slot for heavy reads: what `f` returns (an encoding) is all that outlives
+/// the decoded snapshot.
+async fn with_snapshot<T, F>(state: &AppState, id: &str, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(StoredSnapshot) -> T + Send + 'static,
+{
     let id: i64 = id.parse().map_err(|_| ApiError::NotFound(format!("No snapshot `{id}`: ids are numbers.")))?;
-    state.store.snapshot(id).await?.ok_or_else(|| ApiError::NotFound(format!("No snapshot {id}.")))
+    state.store.snapshot_with(id, f).await?.ok_or_else(|| ApiError::NotFound(format!("No snapshot {id}.")))
+}
+
+/// A JSON body already encoded.
+fn json_bytes(bytes: Vec<u8>) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response()
 }
 
 #[derive(Deserialize)]
@@ -277,9 +289,11 @@ async fn snapshot_detail(
     _user: CurrentUser,
     ApiPath(id): ApiPath<String>,
     ApiQuery(q): ApiQuery<TreeQuery>,
-) -> Result<Json<Value>, ApiError> {
-    let stored = find_snapshot(&state, &id).await?;
-    Ok(Json(views::stored(stored.id, &stored.snapshot, q.tree)))
+) -> Result<Response, ApiError> {
+    let tree = q.tree;
+    let encoded =
+        with_snapshot(&state, &id, move |s| serde_json::to_vec(&views::stored(s.id, &s.snapshot, tree))).await?;
+    Ok(json_bytes(encoded.map_err(|e| ApiError::Internal(format!("encoding a snapshot: {e}")))?))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -292,6 +306,8 @@ struct RangeQuery {
     n: Option<u32>,
     format: Option<String>,
     limit: Option<u32>,
+    /// A smaller byte budget for an export than [`EXPORT_BUDGET_BYTES`].
+    max_bytes: Option<u64>,
 }
 
 impl RangeQuery {
@@ -341,26 +357,26 @@ async fn process_history(
     if from > to {
         return Err(ApiError::invalid("from", "from must be before to."));
     }
-    let snapshots = state.store.range(host.id, from, to, HISTORY_POINTS).await?;
-    let points = snapshots
-        .iter()
-        .filter_map(|s| {
-            let p = s
-                .snapshot
-                .processes
-                .iter()
-                .find(|p| p.pid == q.pid && q.start_time.is_none_or(|t| t == p.start_time))?;
-            Some(crate::model::api::ProcessHistoryPoint {
-                timestamp: s.snapshot.taken_at,
-                cpu_percent: p.cpu_percent,
-                rss_bytes: p.rss_bytes,
-                memory_percent: p.memory_percent,
-            })
+    // One snapshot decoded at a time; only the process's figures outlive it.
+    let mut reader = state.store.range_reader(host.id, from, to, HISTORY_POINTS).await?;
+    let (pid, start_time) = (q.pid, q.start_time);
+    let point_of = move |s: StoredSnapshot| {
+        let p = s.snapshot.processes.iter().find(|p| p.pid == pid && start_time.is_none_or(|t| t == p.start_time))?;
+        Some(crate::model::api::ProcessHistoryPoint {
+            timestamp: s.snapshot.taken_at,
+            cpu_percent: p.cpu_percent,
+            rss_bytes: p.rss_bytes,
+            memory_percent: p.memory_percent,
         })
-        .collect();
+    };
+    let mut points = Vec::new();
+    while let Some(point) = reader.next_with(point_of).await? {
+        points.extend(point);
+    }
     Ok(Json(points))
 }
 
+#[derive(Clone, Copy)]
 enum Format {
     Csv,
     Json,
@@ -374,23 +390,24 @@ fn format_of(q: Option<&str>) -> Result<Format, ApiError> {
     }
 }
 
-/// One CSV field: quoted when needed; a leading `=`, `+`, `-` or `@` is escaped so a
-/// spreadsheet never runs a process name as a formula.
+/// One CSV field: quoted when needed. A value a spreadsheet would take for a formula
+/// (OWASP's list: a leading `=`, `+`, `-`, `@`, tab or carriage return) gets a leading
+/// `'`, so a process name never runs as one.
 fn csv_field(value: &str) -> String {
     let mut v = value.to_owned();
-    if v.starts_with(['=', '+', '-', '@']) {
+    if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
         v.insert(0, '\'');
     }
     if v.contains([',', '"', '\n', '\r']) { format!("\"{}\"", v.replace('"', "\"\"")) } else { v }
 }
 
-fn attachment(body: String, content_type: &'static str, filename: &str) -> Response {
+fn attachment(body: impl Into<Body>, content_type: &'static str, filename: &str) -> Response {
     let mut headers = HeaderMap::new();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     if let Ok(v) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
         headers.insert(header::CONTENT_DISPOSITION, v);
     }
-    (headers, body).into_response()
+    (headers, body.into()).into_response()
 }
 
 /// The processes of a snapshot as CSV, one row each.
@@ -430,17 +447,42 @@ async fn export_snapshot(
     ApiQuery(q): ApiQuery<RangeQuery>,
 ) -> Result<Response, ApiError> {
     let format = format_of(q.format.as_deref())?;
-    let stored = find_snapshot(&state, &id).await?;
-    let name = format!("{}-snapshot-{}", stored.snapshot.host.hostname, stored.id);
+    // Encoded where it was decoded, within the heavy read's slot: the snapshot is gone
+    // before the body is sent, and the body is one buffer, not a tree of values.
+    let (name, body) = with_snapshot(&state, &id, move |s| {
+        let name = format!("{}-snapshot-{}", s.snapshot.host.hostname, s.id);
+        let body = match format {
+            Format::Csv => Ok(processes_csv(&s.snapshot).into_bytes()),
+            Format::Json => serde_json::to_vec(&views::stored(s.id, &s.snapshot, false)),
+        };
+        (name, body)
+    })
+    .await?;
+    let body = body.map_err(|e| ApiError::Internal(format!("encoding a snapshot: {e}")))?;
     Ok(match format {
-        Format::Csv => attachment(processes_csv(&stored.snapshot), "text/csv; charset=utf-8", &format!("{name}.csv")),
-        Format::Json => attachment(
-            serde_json::to_string(&views::stored(stored.id, &stored.snapshot, false)).unwrap_or_default(),
-            "application/json",
-            &format!("{name}.json"),
-        ),
+        Format::Csv => attachment(body, "text/csv; charset=utf-8", &format!("{name}.csv")),
+        Format::Json => attachment(body, "application/json", &format!("{name}.json")),
     })
 }
+
+/// Most bytes one range export sends. Past it the export ends early, still valid JSON,
+/// with a marker saying where to go on from (see [`json_export`]).
+pub const EXPORT_BUDGET_BYTES: u64 = 256 << 20;
+
+/// Smallest byte budget a client may ask for (room for the marker and some data).
+const MIN_EXPORT_BUDGET_BYTES: u64 = 4096;
+
+/// Room kept in the budget for the closing marker.
+const MARKER_ROOM: u64 = 1024;
+
+/// Header stating an export's byte budget.
+const BUDGET_HEADER: &str = "x-export-budget-bytes";
+
+/// CSV rows of a range export built per chunk of the body.
+const CSV_ROWS_PER_CHUNK: usize = 512;
+
+/// Header row of a range export as CSV.
+const RANGE_CSV_HEADER: &str = "timestamp,tier,samples,cpu_percent,cpu_max_percent,memory_used_bytes,memory_max_bytes,process_count,sent_bytes_per_sec,received_bytes_per_sec\n";
 
 async fn export_range(
     State(state): State<AppState>,
@@ -454,40 +496,159 @@ async fn export_range(
     let name = format!("{}-{}-{}", host.hostname, from.format("%Y%m%dT%H%M%S"), to.format("%Y%m%dT%H%M%S"));
     Ok(match format {
         Format::Csv => {
-            // One row per stored snapshot: the figures a chart would show.
+            // One row per point of the series (at most 10,000, a few hundred KiB): the
+            // figures a chart would show, written out a chunk of rows at a time.
             let series = state
                 .store
                 .series(host.id, Some(from), Some(to), Some(10_000), Utc::now(), &state.settings.retention)
                 .await?;
-            let mut out = String::from(
-                "timestamp,tier,samples,cpu_percent,cpu_max_percent,memory_used_bytes,memory_max_bytes,process_count,sent_bytes_per_sec,received_bytes_per_sec\n",
-            );
             let tier =
                 serde_json::to_value(series.tier).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-            for p in series.points {
-                out.push_str(&format!(
-                    "{},{},{},{:.2},{:.2},{},{},{:.1},{:.1},{:.1}\n",
-                    p.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
-                    tier,
-                    p.samples,
-                    p.cpu_percent,
-                    p.cpu_max_percent,
-                    p.memory_used_bytes,
-                    p.memory_max_bytes,
-                    p.process_count,
-                    p.sent_bytes_per_sec,
-                    p.received_bytes_per_sec
-                ));
-            }
-            attachment(out, "text/csv; charset=utf-8", &format!("{name}.csv"))
+            let mut points = series.points.into_iter().peekable();
+            let header = std::iter::once(RANGE_CSV_HEADER.to_owned());
+            let rows = std::iter::from_fn(move || {
+                points.peek()?;
+                let mut out = String::new();
+                for p in points.by_ref().take(CSV_ROWS_PER_CHUNK) {
+                    out.push_str(&format!(
+                        "{},{},{},{:.2},{:.2},{},{},{:.1},{:.1},{:.1}\n",
+                        p.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+                        tier,
+                        p.samples,
+                        p.cpu_percent,
+                        p.cpu_max_percent,
+                        p.memory_used_bytes,
+                        p.memory_max_bytes,
+                        p.process_count,
+                        p.sent_bytes_per_sec,
+                        p.received_bytes_per_sec
+                    ));
+                }
+                Some(out)
+            });
+            let chunks = header.chain(rows).map(|chunk| Ok::<_, std::convert::Infallible>(Bytes::from(chunk)));
+            attachment(
+                Body::from_stream(futures_util::stream::iter(chunks)),
+                "text/csv; charset=utf-8",
+                &format!("{name}.csv"),
+            )
         }
         Format::Json => {
             let limit = q.limit.unwrap_or(500).clamp(1, 2000);
-            let snapshots = state.store.range(host.id, from, to, limit).await?;
-            let body: Vec<Value> = snapshots.iter().map(|s| views::stored(s.id, &s.snapshot, false)).collect();
-            attachment(serde_json::to_string(&body).unwrap_or_default(), "application/json", &format!("{name}.json"))
+            let budget = q.max_bytes.unwrap_or(EXPORT_BUDGET_BYTES).clamp(MIN_EXPORT_BUDGET_BYTES, EXPORT_BUDGET_BYTES);
+            let mut reader = state.store.range_reader(host.id, from, to, limit).await?;
+            // The first snapshot is read before the answer starts, so that a busy store
+            // is a 503 the client can retry, not an export cut short.
+            let body = match reader.next_with(encode_for_export).await? {
+                None => Body::from("[]"),
+                first => Body::from_stream(json_export(reader, first, budget)),
+            };
+            let mut response = attachment(body, "application/json", &format!("{name}.json"));
+            response.headers_mut().insert(BUDGET_HEADER, HeaderValue::from(budget));
+            response
         }
     })
+}
+
+/// One snapshot of a range export: when it was taken, and its JSON.
+type ExportItem = (DateTime<Utc>, Result<Vec<u8>, String>);
+
+/// Encodes a snapshot for an export (on the thread that decoded it).
+fn encode_for_export(s: StoredSnapshot) -> ExportItem {
+    let json = serde_json::to_vec(&views::stored(s.id, &s.snapshot, false)).map_err(|e| e.to_string());
+    (s.snapshot.taken_at, json)
+}
+
+/// Where a range export is.
+struct JsonExport {
+    reader: crate::store::RangeReader,
+    /// A snapshot read but not sent yet (the first, read before the answer started).
+    pending: Option<ExportItem>,
+    budget: u64,
+    sent_bytes: u64,
+    exported: u64,
+    done: bool,
+}
+
+/// The body of a range export as JSON: an array of stored snapshots, written one at a
+/// time as they are decoded, so the collector holds about one snapshot whatever the
+/// range.
+///
+/// It never stops silently. If the next snapshot would take the body past `budget`
+/// bytes, or a snapshot cannot be read, the array ends with one last element that is
+/// not a snapshot: `{"truncated": true, "reason": "byte_budget" | "read_failed",
+/// "message": ..., "exported": <snapshots sent>, "next_from": <taken_at of the first
+/// snapshot not sent>}`. The body stays valid JSON; asking again with
+/// `from=<next_from>` gets the rest. The budget is stated up front in the
+/// `X-Export-Budget-Bytes` header.
+fn json_export(
+    reader: crate::store::RangeReader,
+    first: Option<ExportItem>,
+    budget: u64,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
+    let start = JsonExport { reader, pending: first, budget, sent_bytes: 0, exported: 0, done: false };
+    futures_util::stream::unfold(start, |mut export| async move {
+        if export.done {
+            return None;
+        }
+        let next = match export.pending.take() {
+            Some(encoded) => Ok(Some(encoded)),
+            None => export.reader.next_with(encode_for_export).await,
+        };
+        let open = if export.exported == 0 { "[" } else { "," };
+        let (chunk, done) = match next {
+            Ok(None) => (format!("{}]", if export.exported == 0 { "[" } else { "" }).into_bytes(), true),
+            Ok(Some((_, Ok(json))))
+                if export.sent_bytes + (open.len() + json.len()) as u64 + MARKER_ROOM <= export.budget =>
+            {
+                let mut chunk = Vec::with_capacity(json.len() + 1);
+                chunk.extend_from_slice(open.as_bytes());
+                chunk.extend_from_slice(&json);
+                export.exported += 1;
+                (chunk, false)
+            }
+            Ok(Some((taken_at, Ok(_)))) => {
+                let message = format!(
+                    "The export stopped at its limit of {} bytes after {} snapshots; ask again with from={} for the rest.",
+                    export.budget,
+                    export.exported,
+                    taken_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+                );
+                (marker(open, "byte_budget", &message, export.exported, Some(taken_at)), true)
+            }
+            Ok(Some((taken_at, Err(e)))) => {
+                tracing::error!("cannot encode a snapshot for an export: {e}");
+                let message = "The export stopped early: a snapshot could not be encoded; the details are in the collector's log.";
+                (marker(open, "read_failed", message, export.exported, Some(taken_at)), true)
+            }
+            Err(e) => {
+                tracing::warn!("an export stopped early: {e}");
+                let next_from = export.reader.next_taken_at();
+                let message = match &e {
+                    crate::store::StoreError::Busy { retry_after_secs } => format!(
+                        "The export stopped early: the collector is busy with other large reads; ask again from next_from in {retry_after_secs} s."
+                    ),
+                    _ => "The export stopped early: a stored snapshot could not be read; the details are in the collector's log.".to_owned(),
+                };
+                (marker(open, "read_failed", &message, export.exported, next_from), true)
+            }
+        };
+        export.sent_bytes += chunk.len() as u64;
+        export.done = done;
+        Some((Ok(Bytes::from(chunk)), export))
+    })
+}
+
+/// The last element of an export cut short, and the array's end.
+fn marker(open: &str, reason: &str, message: &str, exported: u64, next_from: Option<DateTime<Utc>>) -> Vec<u8> {
+    let marker = json!({
+        "truncated": true,
+        "reason": reason,
+        "message": message,
+        "exported": exported,
+        "next_from": next_from.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)),
+    });
+    format!("{open}{marker}]").into_bytes()
 }
 
 // ---------------------------------------------------------------------------------------
@@ -830,11 +991,29 @@ mod tests {
 
     #[test]
     fn csv_fields_are_quoted_and_defused() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a,b"), "\"a,b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("=cmd|' /C calc'!A0"), "'=cmd|' /C calc'!A0");
-        assert_eq!(csv_field("-rf"), "'-rf");
+        let cases = [
+            ("plain", "plain"),
+            ("", ""),
+            ("a,b", "\"a,b\""),
+            ("say \"hi\"", "\"say \"\"hi\"\"\""),
+            ("two\nlines", "\"two\nlines\""),
+            // OWASP's formula starters: =, +, -, @, tab, carriage return.
+            ("=cmd|' /C calc'!A0", "'=cmd|' /C calc'!A0"),
+            ("+1+1", "'+1+1"),
+            ("-rf", "'-rf"),
+            ("@SUM(A1)", "'@SUM(A1)"),
+            ("\t=1+1", "'\t=1+1"),
+            ("\r=1+1", "\"'\r=1+1\""),
+            // Defused and quoted: the quote goes inside.
+            ("=1,2", "\"'=1,2\""),
+            ("-a \"b\"", "\"'-a \"\"b\"\"\""),
+            // Only a leading one is a formula.
+            ("a=b", "a=b"),
+            ("a\tb", "a\tb"),
+        ];
+        for (value, field) in cases {
+            assert_eq!(csv_field(value), field, "{value:?}");
+        }
     }
 
     #[test]

@@ -358,7 +358,7 @@ pub fn validate(s: &Snapshot) -> Result<(), ApiError> {
     for (i, n) in s.network.interfaces.iter().enumerate() {
         check_text(&format!("network.interfaces[{i}].name"), &n.name, MAX_NAME, false)?;
     }
-    Ok(())
+    check_process_text(s)
 }
 
 #[cfg(test)]
@@ -509,5 +509,61 @@ mod tests {
         // Rendering is the reader's job (as text); storing it unchanged is ours.
         let body = r#"{"hostname":"h","processes":[{"pid":1,"name":"<img src=x onerror=alert(1)>"}]}"#;
         assert_eq!(parse(body.as_bytes()).unwrap().processes[0].name, "<img src=x onerror=alert(1)>");
+    }
+}
+
+/// Most bytes of text all of a snapshot's processes may carry together (names, command
+/// lines and users). Each is bounded on its own, but 20,000 processes with 4 KiB command
+/// lines would still make one snapshot 80 MB of JSON, which every read of it (export,
+/// history, the live stream) would have to decode.
+pub const MAX_PROCESS_TEXT_BYTES: usize = 8 << 20;
+
+/// Refuses a snapshot whose processes' text together is over [`MAX_PROCESS_TEXT_BYTES`];
+/// nothing is cut, so nothing is stored that differs from what was sent.
+pub fn check_process_text(s: &Snapshot) -> Result<(), ApiError> {
+    let total = s.processes.iter().fold(0usize, |sum, p| {
+        sum.saturating_add(p.name.len())
+            .saturating_add(p.cmd.len())
+            .saturating_add(p.user.as_ref().map_or(0, String::len))
+    });
+    if total > MAX_PROCESS_TEXT_BYTES {
+        return Err(ApiError::invalid(
+            "processes",
+            format!(
+                "The processes' names and command lines add up to {total} bytes, over the limit of {} MiB per \
+                 snapshot; send shorter command lines (procyon-agent bounds and redacts them).",
+                MAX_PROCESS_TEXT_BYTES >> 20
+            ),
+        ));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod process_text_tests {
+    use super::*;
+
+    fn with_processes(count: usize, cmd_bytes: usize) -> Snapshot {
+        let mut s = crate::sample::Sampler::new(Default::default()).sample();
+        let template = s.processes.first().cloned().expect("the machine has processes");
+        s.processes = (0..count)
+            .map(|i| ProcessSample { pid: i as u32 + 1, cmd: "x".repeat(cmd_bytes), ..template.clone() })
+            .collect();
+        s
+    }
+
+    #[test]
+    fn a_snapshot_over_the_text_cap_is_refused_naming_it() {
+        // About 9 MiB of command lines, each within its own limit.
+        let over = with_processes(2_400, 4_000);
+        let e = validate(&over).unwrap_err();
+        let (status, body) = e.parts();
+        assert_eq!((status.as_u16(), body.field.as_deref()), (422, Some("processes")));
+        assert!(body.message.contains("8 MiB"), "{}", body.message);
+        // The same through the upload path: refused, not cut.
+        assert_eq!(parse(&serde_json::to_vec(&over).unwrap()).unwrap_err().parts().0.as_u16(), 422);
+        // Just under the cap is fine.
+        let under = with_processes(2_000, 4_000);
+        assert!(validate(&under).is_ok());
     }
 }

@@ -8,7 +8,9 @@
 //!   each time a new one arrives (at the sampling interval).
 //!
 //! Both send what is current right after connecting, so a new page never waits a tick
-//! for its first picture. A slow client only ever misses intermediate snapshots: the hub
+//! for its first picture: from the hub when it holds the host's newest snapshot (no
+//! decoding, and the encoding shared with the other clients), else from the store, for
+//! the wanted hosts only and one at a time. A slow client only ever misses intermediate snapshots: the hub
 //! never queues without bound. A socket closes when its token expires (code 4001) and
 //! when the collector shuts down (1001).
 //!
@@ -35,6 +37,7 @@ use super::{AppState, views};
 use crate::hub::Encoded;
 use crate::model::Snapshot;
 use crate::model::delta::{LiveMessage, SnapshotDelta};
+use crate::store::Newest;
 
 /// The WebSocket routes, with who may open each (see `routes.rs`).
 pub fn routes() -> Vec<Route> {
@@ -128,7 +131,10 @@ async fn all_snapshots(
         Some(h) => Some(state.resolve_host(&h).await?.hostname),
         None => None,
     };
-    Ok(upgrade.on_upgrade(move |socket| stream_all(socket, state, user, only, deltas)))
+    // Which snapshots come first, chosen before the upgrade: a store too busy to say is
+    // an error the client can see.
+    let newest = state.store.newest_per_host().await?;
+    Ok(upgrade.on_upgrade(move |socket| stream_all(socket, state, user, only, newest, deltas)))
 }
 
 /// What a delta stream's client holds: the last snapshot sent of each host, with its id.
@@ -193,6 +199,7 @@ async fn stream_all(
     state: AppState,
     user: CurrentUser,
     only: Option<String>,
+    newest: Vec<Newest>,
     mut deltas: Option<Deltas>,
 ) {
     let wanted = |hostname: &str| only.as_deref().is_none_or(|o| o == hostname);
@@ -201,12 +208,23 @@ async fn stream_all(
     let expiry = tokio::time::sleep(until_expiry(&user));
     tokio::pin!(expiry);
     let mut access = AccessCheck::new(&state);
-    // First, what is current for every host.
-    if let Ok(latest) = state.store.latest_per_host().await {
-        for s in latest.into_iter().filter(|s| wanted(&s.snapshot.host.hostname)) {
-            if !send_text(&mut socket, stream_message(&mut deltas, s.id, &Arc::new(s.snapshot), None)).await {
-                return;
+    // First, what is current for every wanted host, filtered before anything is decoded.
+    for newest in newest.iter().filter(|n| wanted(&n.hostname)) {
+        let text = match state.hub.latest(&newest.hostname) {
+            Some(p) if p.snapshot_id >= newest.snapshot_id => {
+                stream_message(&mut deltas, p.snapshot_id, &p.snapshot, Some(&p.encoded))
             }
+            _ => match state.store.snapshot(newest.snapshot_id).await {
+                Ok(Some(s)) => stream_message(&mut deltas, s.id, &Arc::new(s.snapshot), None),
+                Ok(None) => continue,
+                Err(e) => {
+                    tracing::warn!(host = %newest.hostname, "cannot read the newest snapshot for a stream: {e}");
+                    continue;
+                }
+            },
+        };
+        if !send_text(&mut socket, text).await {
+            return;
         }
     }
     let end = loop {

@@ -156,6 +156,8 @@ struct Job {
 #[derive(Debug)]
 pub(super) struct Ingest {
     queue: mpsc::Sender<Job>,
+    /// The writer's own connection (a pool of one), for closing.
+    pool: SqlitePool,
     keyframes: Keyframes,
     /// Moved on by retention before it deletes raw rows (see [`Row::epoch`]).
     epoch: Arc<AtomicU64>,
@@ -172,18 +174,31 @@ impl Ingest {
     /// encoding snapshots, and the writer, which awaits the database once per row,
     /// would wait behind all of them at every await (measured: about 1 ms per row on
     /// two cores, against tens of microseconds on its own thread).
+    ///
+    /// `pool` is the writer's alone: readers never take its connection, so the writer
+    /// never waits for one.
     pub(super) fn start(pool: SqlitePool, turn: Arc<tokio::sync::Mutex<()>>) -> Result<Ingest> {
         let (queue, jobs) = mpsc::channel(QUEUE);
         let keyframes = Keyframes::default();
         let epoch = Arc::new(AtomicU64::new(0));
-        let writer =
-            Writer { pool, turn, keyframes: Arc::clone(&keyframes), epoch: Arc::clone(&epoch), hosts: HashMap::new() };
+        let writer = Writer {
+            pool: pool.clone(),
+            turn,
+            keyframes: Arc::clone(&keyframes),
+            epoch: Arc::clone(&epoch),
+            hosts: HashMap::new(),
+        };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StoreError::Writer)?;
         std::thread::Builder::new()
             .name("procyon-store-writer".into())
             .spawn(move || runtime.block_on(run(writer, jobs)))
             .map_err(StoreError::Writer)?;
-        Ok(Ingest { queue, keyframes, epoch })
+        Ok(Ingest { queue, pool, keyframes, epoch })
+    }
+
+    /// Closes the writer's connection, waiting for a batch in progress to finish.
+    pub(super) async fn close(&self) {
+        self.pool.close().await;
     }
 
     /// Queues a row and waits until it is committed. `None`: the row's keyframe is gone

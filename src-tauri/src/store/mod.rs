@@ -15,7 +15,10 @@
 //! - **host bindings**: the key and the machine each host name belongs to.
 //!
 //! The database is opened in WAL mode so readers never wait for the writer. Snapshots
-//! are written by one writer task that commits concurrent uploads together.
+//! are written by one writer task that commits concurrent uploads together, over a
+//! connection of its own: however busy the readers' pool, ingest never waits for it.
+//! Reads that decode snapshot bodies (the heavy ones: a body can hold tens of MB of
+//! JSON) run off the async workers, a few at a time (see `reads`).
 
 use std::ops::{Deref, DerefMut};
 use std::path::Path;
@@ -32,9 +35,13 @@ use crate::model::Snapshot;
 use crate::model::api::{ApiKeySummary, UserSummary};
 pub use binding::HostBinding;
 
+pub use reads::{HEAVY_READ_WAIT, HEAVY_READS, HeavyRead, RangeReader, ReadLimits, ReadStats};
+pub use snapshots::Newest;
+
 mod accounts;
 mod binding;
 mod ingest;
+mod reads;
 mod rollup;
 mod snapshots;
 #[cfg(test)]
@@ -70,6 +77,12 @@ pub enum StoreError {
     /// The snapshot writer's thread could not be started.
     #[error("cannot start the store's writer: {0}")]
     Writer(std::io::Error),
+    /// Every slot for heavy reads stayed taken for as long as a read may wait.
+    #[error("the store is busy with other large reads; try again in {retry_after_secs} s")]
+    Busy {
+        /// When trying again is likely to succeed.
+        retry_after_secs: u64,
+    },
 }
 
 /// Result of the store's operations.
@@ -187,6 +200,8 @@ pub struct Page {
 /// The store. Cheap to clone (a pool handle).
 #[derive(Clone, Debug)]
 pub struct Store {
+    /// Readers' connections, and the occasional write statement. The snapshot writer
+    /// has a connection of its own and never takes one from here.
     pool: sqlx::SqlitePool,
     /// Held by every write. Writers queue here, in order and without polling, rather
     /// than in SQLite's busy handler, which sleeps in growing steps (up to 100 ms) and
@@ -195,6 +210,8 @@ pub struct Store {
     writer: Arc<tokio::sync::Mutex<()>>,
     /// The snapshot writer's queue and the keyframes snapshots are compressed against.
     ingest: Arc<ingest::Ingest>,
+    /// The slots for reads that decode snapshot bodies, shared by every such read.
+    reads: Arc<reads::HeavyReads>,
 }
 
 /// A write transaction, holding the writer's turn until it ends. Derefs to the
@@ -224,9 +241,9 @@ impl DerefMut for Write {
     }
 }
 
-/// Connections in the pool. SQLite has one writer at a time; the others serve readers,
-/// which WAL lets run alongside the writer.
-const MAX_CONNECTIONS: u32 = 8;
+/// Connections in the readers' pool, which WAL lets run alongside the writer. The
+/// snapshot writer's own connection comes on top.
+const READ_CONNECTIONS: u32 = 7;
 
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
@@ -236,8 +253,13 @@ const MAX_PAGE: u32 = 1000;
 
 impl Store {
     /// Opens (creating it if missing) the database at `path` and brings its schema up to
-    /// date.
+    /// date, with the default [`ReadLimits`].
     pub async fn open(path: &Path) -> Result<Store> {
+        Store::open_with(path, ReadLimits::default()).await
+    }
+
+    /// Like [`Store::open`], with `limits` on heavy reads.
+    pub async fn open_with(path: &Path, limits: ReadLimits) -> Result<Store> {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
@@ -254,11 +276,22 @@ impl Store {
             // Keeps the query planner's statistics fresh, cheaply, as SQLite advises
             // for long-lived connections.
             .optimize_on_close(true, 400);
-        let pool = SqlitePoolOptions::new().max_connections(MAX_CONNECTIONS).connect_with(options).await?;
+        let pool = SqlitePoolOptions::new().max_connections(READ_CONNECTIONS).connect_with(options.clone()).await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
+        // The snapshot writer's connection: a pool of one that nothing else uses, so a
+        // burst of readers holding every other connection cannot hold up ingest. It
+        // lives on the writer's thread and never expires, so the writer never waits
+        // for it to be opened again either.
+        let own = SqlitePoolOptions::new()
+            .max_connections(1)
+            .min_connections(1)
+            .idle_timeout(None)
+            .max_lifetime(None)
+            .connect_with(options)
+            .await?;
         let writer = Arc::new(tokio::sync::Mutex::new(()));
-        let ingest = Arc::new(ingest::Ingest::start(pool.clone(), Arc::clone(&writer))?);
-        Ok(Store { pool, writer, ingest })
+        let ingest = Arc::new(ingest::Ingest::start(own, Arc::clone(&writer))?);
+        Ok(Store { pool, writer, ingest, reads: Arc::new(reads::HeavyReads::new(limits)) })
     }
 
     /// Closes every connection, waiting for those in use to be returned. SQLite
@@ -266,6 +299,7 @@ impl Store {
     /// nothing committed is lost.
     pub async fn close(&self) {
         self.pool.close().await;
+        self.ingest.close().await;
     }
 
     /// Size of the database file in bytes (pages in use and free), for health reports.
@@ -286,9 +320,13 @@ impl Store {
     /// A deferred transaction that reads and then writes can fail at once with
     /// `SQLITE_BUSY` when another connection wrote in between (the busy timeout does
     /// not apply to that case); `BEGIN IMMEDIATE` takes the lock up front instead.
+    ///
+    /// The connection is taken before the turn, so the turn (which the snapshot writer
+    /// also needs) is never held while waiting for a busy readers' pool.
     async fn write(&self) -> Result<Write> {
+        let conn = self.pool.acquire().await?;
         let turn = self.turn().await;
-        let tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let tx = sqlx::Transaction::begin(conn, Some("BEGIN IMMEDIATE".into())).await?;
         Ok(Write { tx, _turn: turn })
     }
 }

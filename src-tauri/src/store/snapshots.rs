@@ -3,7 +3,8 @@
 //!
 //! A snapshot row carries summary columns for lists and charts and the snapshot's body
 //! (whole, or as a delta from its keyframe: see `ingest`), which single-snapshot reads,
-//! exports and rollups (for top processes) open.
+//! exports and rollups (for top processes) open. Reads that open bodies go through
+//! `reads`: a few at a time, decoded off the async workers.
 
 use chrono::{DateTime, Utc};
 use sqlx::{FromRow, SqliteConnection};
@@ -19,7 +20,7 @@ use crate::model::{HostInfo, Snapshot};
 const HOST_COLUMNS: &str = "id, hostname, info_json, first_seen, last_seen, snapshot_count";
 
 /// Columns of [`BodyRow`].
-const BODY_COLUMNS: &str = "id, host_id, received_at, body, base_id";
+pub(super) const BODY_COLUMNS: &str = "id, host_id, received_at, body, base_id";
 
 #[derive(FromRow)]
 struct HostRow {
@@ -56,13 +57,25 @@ impl HostRow {
     }
 }
 
+/// A stored snapshot's row, its body not decoded yet.
 #[derive(FromRow)]
-struct BodyRow {
-    id: i64,
-    host_id: i64,
-    received_at: i64,
-    body: Vec<u8>,
-    base_id: Option<i64>,
+pub(super) struct BodyRow {
+    pub(super) id: i64,
+    pub(super) host_id: i64,
+    pub(super) received_at: i64,
+    pub(super) body: Vec<u8>,
+    pub(super) base_id: Option<i64>,
+}
+
+/// Which snapshot is a host's newest, without reading its body.
+#[derive(Clone, Debug, PartialEq, Eq, FromRow)]
+pub struct Newest {
+    /// Host id.
+    pub host_id: i64,
+    /// Host name.
+    pub hostname: String,
+    /// Its newest snapshot's id.
+    pub snapshot_id: i64,
 }
 
 /// Keyframes read for decoding rows stored against them, by id.
@@ -220,40 +233,55 @@ impl Store {
 
     /// The newest snapshot of a host (by taken_at, then seq).
     pub async fn latest(&self, host_id: i64) -> Result<Option<StoredSnapshot>> {
-        let row: Option<BodyRow> = sqlx::query_as(&format!(
-            "SELECT {BODY_COLUMNS} FROM snapshots WHERE host_id = ? ORDER BY taken_at DESC, seq DESC LIMIT 1"
-        ))
-        .bind(host_id)
-        .fetch_optional(&self.pool)
-        .await?;
-        self.decode_one(row).await
+        self.read_decoded(
+            &format!("SELECT {BODY_COLUMNS} FROM snapshots WHERE host_id = ? ORDER BY taken_at DESC, seq DESC LIMIT 1"),
+            host_id,
+            |s| s,
+        )
+        .await
     }
 
-    /// The newest snapshot of every host that has one, by host name. A snapshot that
-    /// cannot be read is left out (and logged) rather than hiding every other host.
-    pub async fn latest_per_host(&self) -> Result<Vec<StoredSnapshot>> {
-        let rows: Vec<BodyRow> = sqlx::query_as(
-            "SELECT s.id, s.host_id, s.received_at, s.body, s.base_id FROM hosts h JOIN snapshots s ON s.id = \
+    /// Which snapshot is the newest of each host that has one, by host name; nothing is
+    /// decoded, so a caller can pick the hosts it wants first.
+    pub async fn newest_per_host(&self) -> Result<Vec<Newest>> {
+        Ok(sqlx::query_as(
+            "SELECT h.id AS host_id, h.hostname, s.id AS snapshot_id FROM hosts h JOIN snapshots s ON s.id = \
                (SELECT id FROM snapshots WHERE host_id = h.id ORDER BY taken_at DESC, seq DESC LIMIT 1) \
              ORDER BY h.hostname",
         )
         .fetch_all(&self.pool)
-        .await?;
-        Ok(self
-            .decode(rows)
-            .await?
-            .into_iter()
-            .filter_map(|row| row.map_err(|e| tracing::warn!("skipping the newest snapshot of a host: {e}")).ok())
-            .collect())
+        .await?)
+    }
+
+    /// The newest snapshot of every host that has one, by host name, decoded one at a
+    /// time. A snapshot that cannot be read is left out (and logged) rather than hiding
+    /// every other host; a busy store is an error.
+    pub async fn latest_per_host(&self) -> Result<Vec<StoredSnapshot>> {
+        let mut out = Vec::new();
+        for newest in self.newest_per_host().await? {
+            match self.snapshot(newest.snapshot_id).await {
+                Ok(Some(stored)) => out.push(stored),
+                Ok(None) => {}
+                Err(e @ (StoreError::Busy { .. } | StoreError::Closed)) => return Err(e),
+                Err(e) => tracing::warn!(host = %newest.hostname, "skipping the newest snapshot of a host: {e}"),
+            }
+        }
+        Ok(out)
     }
 
     /// One stored snapshot by id.
     pub async fn snapshot(&self, id: i64) -> Result<Option<StoredSnapshot>> {
-        let row: Option<BodyRow> = sqlx::query_as(&format!("SELECT {BODY_COLUMNS} FROM snapshots WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        self.decode_one(row).await
+        self.snapshot_with(id, |s| s).await
+    }
+
+    /// One stored snapshot by id, passed through `f` on the thread that decoded it (to
+    /// encode it there, say, so that only the encoding outlives the decoded snapshot).
+    pub async fn snapshot_with<T, F>(&self, id: i64, f: F) -> Result<Option<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(StoredSnapshot) -> T + Send + 'static,
+    {
+        self.read_decoded(&format!("SELECT {BODY_COLUMNS} FROM snapshots WHERE id = ?"), id, f).await
     }
 
     /// Stored snapshots of one host or of all, newest first, without their bodies.
@@ -303,7 +331,8 @@ impl Store {
     }
 
     /// Full snapshots of a host taken from `from` to `to` (both included), oldest
-    /// first, at most `limit` of them (for export).
+    /// first, at most `limit` of them, all in memory at once: for small ranges. Walk
+    /// long ones with [`Store::range_reader`].
     pub async fn range(
         &self,
         host_id: i64,
@@ -311,41 +340,11 @@ impl Store {
         to: DateTime<Utc>,
         limit: u32,
     ) -> Result<Vec<StoredSnapshot>> {
-        let rows: Vec<BodyRow> = sqlx::query_as(&format!(
-            "SELECT {BODY_COLUMNS} FROM snapshots WHERE host_id = ? AND taken_at >= ? AND taken_at <= ? \
-             ORDER BY taken_at, seq LIMIT ?"
-        ))
-        .bind(host_id)
-        .bind(to_ms(from))
-        .bind(to_ms(to))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
-        self.decode(rows).await?.into_iter().collect()
-    }
-
-    /// Decodes one row (see [`Store::decode`]).
-    async fn decode_one(&self, row: Option<BodyRow>) -> Result<Option<StoredSnapshot>> {
-        let Some(row) = row else { return Ok(None) };
-        self.decode(vec![row]).await?.pop().transpose()
-    }
-
-    /// Decodes rows, reading and decoding each keyframe they need once.
-    ///
-    /// A row whose keyframe is gone is left out: keyframes are deleted only with their
-    /// whole minute, so that row is past retention and being deleted too.
-    async fn decode(&self, rows: Vec<BodyRow>) -> Result<Vec<Result<StoredSnapshot>>> {
-        let mut conn = self.pool.acquire().await?;
-        let ids = rows.iter().filter_map(|r| r.base_id).collect();
-        let keyframes = Keyframes::read(&mut conn, ids).await?;
-        Ok(rows
-            .into_iter()
-            .filter_map(|row| {
-                let (id, host_id, received_at) = (row.id, row.host_id, row.received_at);
-                keyframes.decode(id, &row.body, row.base_id).map(|snapshot| {
-                    Ok(StoredSnapshot { id, host_id, received_at: from_ms(received_at), snapshot: snapshot? })
-                })
-            })
-            .collect())
+        let mut reader = self.range_reader(host_id, from, to, limit).await?;
+        let mut out = Vec::new();
+        while let Some(stored) = reader.next().await? {
+            out.push(stored);
+        }
+        Ok(out)
     }
 }

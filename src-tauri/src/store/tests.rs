@@ -725,3 +725,74 @@ async fn rows_stored_before_keyframes_still_read_and_roll_up() {
 fn floor_ms(t: i64, width: i64) -> i64 {
     t.div_euclid(width) * width
 }
+
+#[tokio::test]
+async fn the_writer_stores_while_every_reader_connection_is_held() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let t0 = now();
+    store.insert_snapshot(&snap("alpha", 1, t0, 1.0), t0).await.unwrap();
+    // Every connection readers may use, held (as by slow readers).
+    let mut held = Vec::new();
+    for _ in 0..READ_CONNECTIONS {
+        held.push(store.pool.acquire().await.unwrap());
+    }
+    // Only a guard against hanging: the writer must not need any of them at all.
+    for seq in 2..=3 {
+        let s = snap("alpha", seq, t0 + secs(seq as i64), 1.0);
+        let inserted = tokio::time::timeout(Duration::from_secs(20), store.insert_snapshot(&s, t0)).await;
+        assert!(matches!(inserted, Ok(Ok(Inserted { duplicate: false, .. }))), "{inserted:?}");
+    }
+    drop(held);
+    assert_eq!(store.count(None).await.unwrap(), 3);
+}
+
+#[tokio::test]
+async fn a_range_is_decoded_one_snapshot_at_a_time_with_each_keyframe_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let t0 = from_ms(ingest::window_start("alpha", to_ms(now() - secs(3600))));
+    let mut stored = Vec::new();
+    let mut host = 0;
+    for seq in 1..=70u64 {
+        let s = tick("alpha", seq, t0 + secs(seq as i64 - 1));
+        let inserted = store.insert_snapshot(&s, t0).await.unwrap();
+        host = inserted.host_id;
+        stored.push(s);
+    }
+    let before = store.read_stats().decoded;
+    let mut reader = store.range_reader(host, t0, t0 + secs(3600), 1000).await.unwrap();
+    assert_eq!((reader.remaining(), reader.next_taken_at()), (70, Some(t0)));
+    let mut read = Vec::new();
+    while let Some(seq) = reader.next_with(|s| s.snapshot.seq).await.unwrap() {
+        read.push(seq);
+    }
+    assert_eq!(read, (1..=70).collect::<Vec<_>>());
+    assert_eq!(reader.next_taken_at(), None);
+    // 70 rows, and the two keyframes the deltas of each minute are stored against.
+    let stats = store.read_stats();
+    assert_eq!(stats.decoded - before, 72);
+    assert_eq!(stats.decoding_peak, 1);
+    let range = store.range(host, t0 + secs(59), t0 + secs(62), 10).await.unwrap();
+    assert_eq!(range.into_iter().map(|r| r.snapshot).collect::<Vec<_>>(), stored[59..63]);
+}
+
+#[tokio::test]
+async fn heavy_reads_wait_for_a_slot_and_then_give_up_as_busy() {
+    let dir = tempfile::tempdir().unwrap();
+    let limits = ReadLimits { concurrent: 1, wait: Duration::ZERO };
+    let store = Store::open_with(&dir.path().join("procyon.db"), limits).await.unwrap();
+    let t0 = now();
+    let inserted = store.insert_snapshot(&snap("alpha", 1, t0, 1.0), t0).await.unwrap();
+    let slot = store.heavy_read().await.unwrap();
+    assert!(matches!(store.snapshot(inserted.id).await, Err(StoreError::Busy { retry_after_secs: 1 })));
+    assert!(matches!(store.latest(inserted.host_id).await, Err(StoreError::Busy { .. })));
+    assert!(matches!(store.latest_per_host().await, Err(StoreError::Busy { .. })));
+    let mut reader = store.range_reader(inserted.host_id, t0, t0, 10).await.unwrap();
+    assert!(matches!(reader.next().await, Err(StoreError::Busy { .. })));
+    // Lists and counts decode nothing, so they never wait.
+    assert_eq!(store.newest_per_host().await.unwrap()[0].snapshot_id, inserted.id);
+    drop(slot);
+    assert_eq!(reader.next().await.unwrap().unwrap().id, inserted.id, "a busy read can be tried again");
+    assert_eq!(store.snapshot(inserted.id).await.unwrap().unwrap().snapshot.seq, 1);
+}
