@@ -196,9 +196,17 @@ impl Remote {
             if delta {
                 q.append_pair("delta", "1");
             }
-            q.append_pair("token", &self.session().token);
         }
-        let socket = match tokio_tungstenite::connect_async(url.as_str()).await {
+        // The token goes in a header, never in the URL (which proxies log).
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let Ok(mut request) = url.as_str().into_client_request() else {
+            return failed("bad collector address".into());
+        };
+        let Ok(bearer) = format!("Bearer {}", self.session().token).parse() else {
+            return failed("the stored sign-in is not a valid header".into());
+        };
+        request.headers_mut().insert(axum::http::header::AUTHORIZATION, bearer);
+        let socket = match tokio_tungstenite::connect_async(request).await {
             Ok((socket, _)) => socket,
             Err(tokio_tungstenite::tungstenite::Error::Http(r)) if r.status().as_u16() == 401 => {
                 return LiveEvent::Closed { code: 4001, reason: "The sign-in has expired.".into() };
