@@ -104,8 +104,9 @@ pub fn command_line_with<S: AsRef<str>>(args: &[S], mode: CmdlineMode) -> String
     truncate(line)
 }
 
-/// Masks the secrets in `cmd` where there are any, and bounds its length again (a mask
-/// may be longer than what it hides). Allocates only when something is masked: this is
+/// Masks the secrets in `cmd` where there are any; a line that changes is then made
+/// like [`command_line`]'s (tabs as spaces, the length bounded again: a mask may be
+/// longer than what it hides). Allocates only when something is masked: this is
 /// what the collector runs on every process of every snapshot it receives.
 pub fn redact_in_place(cmd: &mut String) {
     if let Cow::Owned(masked) = redact(cmd) {

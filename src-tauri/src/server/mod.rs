@@ -118,7 +118,14 @@ impl AppState {
     }
 
     /// Stores a snapshot and, unless it was a duplicate, publishes it live.
-    pub async fn ingest(&self, snapshot: Snapshot) -> Result<Inserted, ApiError> {
+    ///
+    /// Every command line is redacted again first, whoever sent it: an old agent, or one
+    /// that does not redact, must not get secrets stored or shown. For a line that was
+    /// redacted already this is a scan without allocation.
+    pub async fn ingest(&self, mut snapshot: Snapshot) -> Result<Inserted, ApiError> {
+        for p in &mut snapshot.processes {
+            crate::sample::redact::redact_in_place(&mut p.cmd);
+        }
         let received_at = Utc::now();
         let inserted = self.store.insert_snapshot(&snapshot, received_at).await?;
         if !inserted.duplicate {
