@@ -577,3 +577,29 @@ async fn uploaded_command_lines_are_redacted_again() {
         assert!(!text.contains("hunter2"), "{path}: {text}");
     }
 }
+
+/// `serve --cmdline exe` keeps only the program of this machine's own processes.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_cuts_its_own_command_lines_to_the_program_when_told() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--cmdline", "exe", "--interval", "0.5"]);
+    let token = c.admin_token().await;
+    let child = Sleeper::start(&marker("exe-only"));
+    let started = std::time::Instant::now();
+    let cmd = loop {
+        assert!(started.elapsed() < Duration::from_secs(20), "the child shows up in a local snapshot");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (_, hosts) = c.get("/api/hosts/", &token).await;
+        let Some(local) = hosts.as_array().and_then(|h| h.iter().find(|h| h["local"] == true)) else { continue };
+        let name = local["hostname"].as_str().unwrap();
+        let (_, list) = c.get(&format!("/api/process-snapshots/list/?hostname={name}"), &token).await;
+        let Some(id) = list.as_array().and_then(|l| l.first()).map(|s| s["snapshot_id"].clone()) else { continue };
+        let (_, snap) = c.get(&format!("/api/process-snapshots/{id}/export?format=json"), &token).await;
+        let procs = snap["processes"].as_array().cloned().unwrap_or_default();
+        if let Some(p) = procs.iter().find(|p| p["pid"] == child.pid()) {
+            assert!(procs.iter().all(|p| !p["cmd"].as_str().unwrap().contains(' ')), "one word each");
+            break p["cmd"].as_str().map(str::to_owned);
+        }
+    };
+    assert_eq!(cmd.as_deref(), Some("sh"));
+}

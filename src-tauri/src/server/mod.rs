@@ -29,7 +29,7 @@ use tower_http::trace::TraceLayer;
 use crate::hub::{Hub, Published};
 use crate::model::Snapshot;
 use crate::model::api::{HostSummary, Role};
-use crate::sample::{Sampler, SamplerOptions};
+use crate::sample::{CmdlineMode, Sampler, SamplerOptions};
 use crate::store::{Inserted, Retention, Store};
 
 pub mod agents;
@@ -55,6 +55,8 @@ pub struct Settings {
     pub retention: Retention,
     /// How long a sign-in token lives.
     pub token_ttl: Duration,
+    /// How much of each command line the local sampler reports.
+    pub cmdline: CmdlineMode,
 }
 
 impl Default for Settings {
@@ -64,6 +66,7 @@ impl Default for Settings {
             local_hostname: None,
             retention: Retention::default(),
             token_ttl: Duration::from_secs(3600),
+            cmdline: CmdlineMode::Full,
         }
     }
 }
@@ -263,7 +266,7 @@ impl Collector {
         let store = open_store(data).await?;
         let auth = auth::Auth::from_data_dir(data, settings.token_ttl)?;
         let mut settings = settings;
-        let mut sampler = local.then(|| Sampler::new(SamplerOptions::default()));
+        let mut sampler = local.then(|| Sampler::new(SamplerOptions { hostname: None, cmdline: settings.cmdline }));
         if let Some(s) = &mut sampler {
             let hostname = s.host().hostname.clone();
             // Continue the sequence after a restart: (host, seq) is what makes a stored
