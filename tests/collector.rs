@@ -530,3 +530,76 @@ async fn restart_keeps_everything_and_history_is_rolled_up() {
     assert!(c2.stop());
     drop(c);
 }
+
+/// An agent that does not redact (an old one, or not ours) uploads command lines with
+/// secrets in them, in both upload formats: what is stored and read back is masked.
+#[tokio::test(flavor = "multi_thread")]
+async fn uploaded_command_lines_are_redacted_again() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local"]);
+    let key = new_key(dir.path(), "careless", None);
+    let token = c.admin_token().await;
+
+    let mut full = full_snapshot("careless-1", 1);
+    let procs = full["processes"].as_array_mut().unwrap();
+    procs.truncate(2);
+    procs[0]["cmd"] = json!("mysqld --password hunter2 --port 3306");
+    procs[1]["cmd"] = json!("curl\t-H\tX-Api-Key: hunter2\thttps://h/a?token=hunter2");
+    let (status, body) = c.upload(&key, full.to_string()).await;
+    assert_eq!(status, 201, "{body}");
+    let full_id = body["snapshot_id"].as_i64().unwrap();
+
+    let short = json!({
+        "hostname": "careless-2",
+        "snapshot_time": "2025-08-22T09:15:00Z",
+        "processes": [{"pid": 7, "name": "redis-cli", "cmdline": "redis-cli -a hunter2 ping"}],
+    });
+    let (status, body) = c.upload(&key, short.to_string()).await;
+    assert_eq!(status, 201, "{body}");
+    let short_id = body["snapshot_id"].as_i64().unwrap();
+
+    let (status, stored) = c.get(&format!("/api/process-snapshots/{full_id}/export?format=json"), &token).await;
+    assert_eq!(status, 200, "{stored}");
+    let cmds: Vec<&str> = stored["processes"].as_array().unwrap().iter().map(|p| p["cmd"].as_str().unwrap()).collect();
+    // A line that was masked comes out as the sampler makes them: tabs as spaces.
+    assert_eq!(cmds, ["mysqld --password *** --port 3306", "curl -H X-Api-Key: *** https://h/a?token=***"]);
+    let (_, stored) = c.get(&format!("/api/process-snapshots/{short_id}/export?format=json"), &token).await;
+    assert_eq!(stored["processes"][0]["cmd"], "redis-cli -a *** ping");
+
+    // Nowhere to be read: not in the seed API's views, not in the fleet-wide listing.
+    for path in [
+        format!("/api/process-snapshots/{full_id}/"),
+        "/api/monitoring/careless-1/snapshot".to_owned(),
+        "/api/process-snapshots/latest/".to_owned(),
+        format!("/api/process-snapshots/{full_id}/export?format=csv"),
+    ] {
+        let text = c.http.get(c.url(&path)).bearer_auth(&token).send().await.unwrap().text().await.unwrap();
+        assert!(!text.contains("hunter2"), "{path}: {text}");
+    }
+}
+
+/// `serve --cmdline exe` keeps only the program of this machine's own processes.
+#[tokio::test(flavor = "multi_thread")]
+async fn serve_cuts_its_own_command_lines_to_the_program_when_told() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--cmdline", "exe", "--interval", "0.5"]);
+    let token = c.admin_token().await;
+    let child = Sleeper::start(&marker("exe-only"));
+    let started = std::time::Instant::now();
+    let cmd = loop {
+        assert!(started.elapsed() < Duration::from_secs(20), "the child shows up in a local snapshot");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        let (_, hosts) = c.get("/api/hosts/", &token).await;
+        let Some(local) = hosts.as_array().and_then(|h| h.iter().find(|h| h["local"] == true)) else { continue };
+        let name = local["hostname"].as_str().unwrap();
+        let (_, list) = c.get(&format!("/api/process-snapshots/list/?hostname={name}"), &token).await;
+        let Some(id) = list.as_array().and_then(|l| l.first()).map(|s| s["snapshot_id"].clone()) else { continue };
+        let (_, snap) = c.get(&format!("/api/process-snapshots/{id}/export?format=json"), &token).await;
+        let procs = snap["processes"].as_array().cloned().unwrap_or_default();
+        if let Some(p) = procs.iter().find(|p| p["pid"] == child.pid()) {
+            assert!(procs.iter().all(|p| !p["cmd"].as_str().unwrap().contains(' ')), "one word each");
+            break p["cmd"].as_str().map(str::to_owned);
+        }
+    };
+    assert_eq!(cmd.as_deref(), Some("sh"));
+}

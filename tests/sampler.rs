@@ -13,7 +13,7 @@ use std::collections::HashSet;
 use common::load::Load;
 use common::{Sleeper, marker};
 use procyon::model::{ProcessStatus, Protocol, TcpState};
-use procyon::sample::{Sampler, SamplerOptions};
+use procyon::sample::{CmdlineMode, Sampler, SamplerOptions};
 
 #[test]
 fn a_spawned_child_appears_with_its_facts() {
@@ -66,6 +66,25 @@ fn secrets_on_a_command_line_never_reach_the_json() {
     for s in secrets {
         assert!(!json.contains(s), "secret {s} leaked");
     }
+}
+
+#[test]
+fn command_lines_can_be_cut_to_the_program_or_left_out() {
+    let tag = marker("mode");
+    let child = Sleeper::start(&format!("{tag} --password hunter2"));
+    let cmd_with = |cmdline| {
+        let snap = Sampler::new(SamplerOptions { cmdline, ..SamplerOptions::default() }).sample();
+        let p = snap.processes.iter().find(|p| p.pid == child.pid()).expect("child listed");
+        (p.cmd.clone(), snap)
+    };
+    let (full, _) = cmd_with(CmdlineMode::Full);
+    assert!(full.starts_with("sh -c ") && full.contains(&tag) && full.ends_with("--password ***"), "{full}");
+    let (exe, _) = cmd_with(CmdlineMode::Exe);
+    assert_eq!(exe, "sh");
+    let (none, snap) = cmd_with(CmdlineMode::None);
+    assert_eq!(none, "");
+    assert!(snap.processes.iter().all(|p| p.cmd.is_empty()), "no command line at all");
+    assert!(snap.processes.iter().any(|p| p.name == "sh"), "the processes themselves are still there");
 }
 
 #[test]
@@ -219,7 +238,7 @@ fn a_loaded_machine_is_listed_whole_and_gone_processes_let_go_of_their_files() {
 
 #[test]
 fn the_hostname_can_be_overridden() {
-    let snap = Sampler::new(SamplerOptions { hostname: Some("web-1".into()) }).sample();
+    let snap = Sampler::new(SamplerOptions { hostname: Some("web-1".into()), ..SamplerOptions::default() }).sample();
     assert_eq!(snap.host.hostname, "web-1");
 }
 

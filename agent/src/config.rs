@@ -20,6 +20,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 use url::Url;
 
+use procyon::sample::CmdlineMode;
+
 use crate::key::Secret;
 use crate::spool::Limits;
 
@@ -89,6 +91,9 @@ pub struct Config {
     pub once: bool,
     /// WebSocket with REST fallback, or REST only.
     pub transport: Transport,
+    /// How much of each command line is sent: all of it (secrets masked), the program
+    /// only, or nothing.
+    pub cmdline: CmdlineMode,
     /// `tracing` filter, e.g. `info` or `procyon_agent=debug`.
     pub log: String,
 }
@@ -196,6 +201,9 @@ pub struct Flags {
     /// auto: WebSocket, REST if the upgrade is refused; rest: REST only [default: auto].
     #[arg(long, env = "PROCYON_TRANSPORT", value_enum)]
     pub transport: Option<Transport>,
+    /// Command lines to send: full (secrets masked), exe (the program only) or none [default: full].
+    #[arg(long, env = "PROCYON_CMDLINE", value_name = "full|exe|none", value_parser = parse_cmdline)]
+    pub cmdline: Option<CmdlineMode>,
     /// Log filter, e.g. info or procyon_agent=debug [default: info].
     #[arg(long, env = "PROCYON_LOG", value_name = "FILTER")]
     pub log: Option<String>,
@@ -302,6 +310,7 @@ pub fn resolve(
         allow_control: f.allow_control.or(file_flags.allow_control).unwrap_or(false),
         once: f.once.unwrap_or(false),
         transport: f.transport.or(file_flags.transport).unwrap_or_default(),
+        cmdline: f.cmdline.or(file_flags.cmdline).unwrap_or_default(),
         log: f.log.or(file_flags.log).unwrap_or_else(|| "info".to_owned()),
     };
     let command = match cli.command {
@@ -359,6 +368,7 @@ struct FileConfig {
     spool_max_age: Option<NumberOrText>,
     allow_control: Option<bool>,
     transport: Option<Transport>,
+    cmdline: Option<String>,
     log: Option<String>,
 }
 
@@ -404,6 +414,7 @@ fn parse_file(path: &Path, text: &str) -> anyhow::Result<Flags> {
         allow_control: raw.allow_control,
         once: None,
         transport: raw.transport,
+        cmdline: check(&prefix, "cmdline", raw.cmdline, parse_cmdline)?,
         log: check(&prefix, "log", raw.log, non_empty)?,
     })
 }
@@ -511,6 +522,11 @@ fn parse_age(s: &str) -> Result<Duration, String> {
     Ok(age)
 }
 
+/// `full`, `exe` or `none`.
+fn parse_cmdline(s: &str) -> Result<CmdlineMode, String> {
+    s.parse()
+}
+
 fn non_empty(s: &str) -> Result<String, String> {
     if s.trim().is_empty() { Err("must not be empty".into()) } else { Ok(s.to_owned()) }
 }
@@ -552,6 +568,7 @@ mod tests {
         spool_max_age = "2d"
         allow_control = true
         transport = "rest"
+        cmdline = "exe"
         log = "debug"
     "#;
 
@@ -566,6 +583,7 @@ mod tests {
         assert_eq!(config.spool_max_age, Duration::from_secs(7 * 86400));
         assert!(!config.allow_control && !config.once);
         assert_eq!(config.transport, Transport::Auto);
+        assert_eq!(config.cmdline, CmdlineMode::Full);
         assert_eq!(config.log, "info");
         assert_eq!(config.hostname, None);
         assert_eq!(config.config_file, None);
@@ -582,6 +600,7 @@ mod tests {
         assert_eq!(config.spool_max_age, Duration::from_secs(2 * 86400));
         assert!(config.allow_control);
         assert_eq!(config.transport, Transport::Rest);
+        assert_eq!(config.cmdline, CmdlineMode::Exe);
         assert_eq!(config.log, "debug");
         assert_eq!(config.config_file.as_deref(), Some(Path::new("/etc/procyon/agent.toml")));
     }
@@ -594,6 +613,7 @@ mod tests {
             "--allow-control=false",
             "--spool-max-bytes=2MiB",
             "--transport=auto",
+            "--cmdline=none",
         ];
         let (config, _) = load_with(&args, Some(FILE)).unwrap();
         assert_eq!(config.collector.unwrap().as_str(), "http://flag.example:1/");
@@ -601,6 +621,7 @@ mod tests {
         assert!(!config.allow_control, "--allow-control=false turns off what the file turned on");
         assert_eq!(config.spool_max_bytes, 2 << 20);
         assert_eq!(config.transport, Transport::Auto);
+        assert_eq!(config.cmdline, CmdlineMode::None);
         // Not given as flags: still the file's.
         assert_eq!(config.hostname.as_deref(), Some("from-file"));
         assert_eq!(config.spool, Path::new("/file/spool"));
@@ -676,6 +697,8 @@ mod tests {
             ("log = \" \"", "log must not be empty"),
             ("allow_control = \"yes\"", "allow_control"),
             ("transport = \"carrier-pigeon\"", "transport"),
+            ("cmdline = \"some\"", "cmdline must be full, exe or none (not \"some\")"),
+            ("cmdline = 1", "cmdline"),
             ("intervall = 2", "unknown field `intervall`"),
             ("once = true", "unknown field `once`"),
             ("interval = ", "config file /etc/procyon/agent.toml"),
@@ -697,6 +720,8 @@ mod tests {
         assert!(err.contains("--spool-max-age") && err.contains("at least"), "{err}");
         let err = cli_error(&["--transport=udp"]);
         assert!(err.contains("--transport"), "{err}");
+        let err = cli_error(&["--cmdline=args"]);
+        assert!(err.contains("--cmdline") && err.contains("must be full, exe or none"), "{err}");
     }
 
     #[test]

@@ -72,13 +72,14 @@ fn run(config: Config) -> anyhow::Result<()> {
     let key = key::resolve(&config)?;
     let spool = Spool::open(&config.spool, config.spool_limits())
         .with_context(|| format!("cannot open the spool in {}", config.spool.display()))?;
-    let mut sampler = Sampler::new(SamplerOptions { hostname: config.hostname.clone() });
+    let mut sampler = Sampler::new(SamplerOptions { hostname: config.hostname.clone(), cmdline: config.cmdline });
     let host = sampler.host().clone();
     tracing::info!(
         hostname = %host.hostname,
         collector = %collector,
         interval = config.interval.as_secs_f64(),
         allow_control = config.allow_control,
+        cmdline = %config.cmdline,
         pending = spool.pending().len(),
         "starting"
     );

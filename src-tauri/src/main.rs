@@ -9,7 +9,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use procyon::model::{ProcessAction, Snapshot};
-use procyon::sample::{Sampler, SamplerOptions};
+use procyon::sample::{CmdlineMode, Sampler, SamplerOptions};
 
 /// Procyon: processes and network of a machine or a fleet, live and over time.
 #[derive(Parser, Debug)]
@@ -37,6 +37,9 @@ enum Command {
         /// Report this host name instead of the machine's.
         #[arg(long, env = "PROCYON_HOSTNAME")]
         hostname: Option<String>,
+        /// Command lines to print: full (secrets masked), exe (the program only) or none.
+        #[arg(long, env = "PROCYON_CMDLINE", value_name = "full|exe|none", default_value_t = CmdlineMode::Full)]
+        cmdline: CmdlineMode,
     },
     /// Show a live summary of this machine in the terminal until interrupted.
     Watch {
@@ -155,6 +158,10 @@ struct ServeArgs {
     /// How long a sign-in lasts.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     token_ttl: Duration,
+    /// Command lines of this machine's processes to keep: full (secrets masked), exe (the
+    /// program only) or none. Agents choose their own with their --cmdline.
+    #[arg(long, env = "PROCYON_CMDLINE", value_name = "full|exe|none", default_value_t = CmdlineMode::Full)]
+    cmdline: CmdlineMode,
 }
 
 #[cfg(feature = "server")]
@@ -236,8 +243,8 @@ fn main() -> anyhow::Result<()> {
     match command {
         #[cfg(feature = "desktop")]
         Command::Desktop { hidden } => desktop(hidden)?,
-        Command::Snapshot { pretty, hostname } => {
-            let snapshot = Sampler::new(SamplerOptions { hostname }).sample();
+        Command::Snapshot { pretty, hostname, cmdline } => {
+            let snapshot = Sampler::new(SamplerOptions { hostname, cmdline }).sample();
             let mut out = std::io::stdout().lock();
             if pretty {
                 serde_json::to_writer_pretty(&mut out, &snapshot)?;
@@ -316,6 +323,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 hour: args.keep_hours,
             },
             token_ttl: args.token_ttl,
+            cmdline: args.cmdline,
         },
     };
     runtime()?.block_on(procyon::server::serve(options))

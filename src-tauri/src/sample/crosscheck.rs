@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use chrono::TimeDelta;
 
-use super::{linux, portable, socket};
+use super::{CmdlineMode, linux, portable, socket};
 use crate::model::{ConnectionSample, ProcessSample, ProcessStatus};
 
 #[path = "../../../tests/common/load.rs"]
@@ -128,8 +128,8 @@ fn compare_processes(
 #[test]
 fn processes_agree_with_the_general_sampler() {
     let before = load::Load::start(40, 0).unwrap();
-    let mut fast = linux::Processes::new();
-    let mut slow = portable::Processes::new();
+    let mut fast = linux::Processes::new(CmdlineMode::Full);
+    let mut slow = portable::Processes::new(CmdlineMode::Full);
     // Processes new to both samplers, read the first time on the fast path's slow road.
     let after = load::Load::start(40, 0).unwrap();
     let spinner = Spinner::start();
@@ -179,7 +179,7 @@ fn connections(list: Vec<(netstat2::SocketInfo, Option<u32>)>) -> HashMap<u32, C
 
 /// Every process now, as the sampler passes them to the socket reader.
 fn procs() -> Vec<ProcessSample> {
-    linux::Processes::new().read(1).unwrap()
+    linux::Processes::new(CmdlineMode::Full).read(1).unwrap()
 }
 
 /// Whether process `pid` has socket `inode` open, read from `/proc` on the spot.

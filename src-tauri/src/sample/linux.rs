@@ -35,9 +35,10 @@ use std::time::Instant;
 
 use chrono::{DateTime, Utc};
 
+use super::ProcessEntry;
 use super::network::{RawCounters, parse_proc_net_dev};
+use super::redact::{self, CmdlineMode};
 use super::sock_diag::SockDiag;
-use super::{ProcessEntry, redact};
 use crate::model::{ProcessSample, ProcessStatus};
 
 /// `PF_KTHREAD` in `/proc/PID/stat`'s flags: the task is a kernel thread.
@@ -326,6 +327,8 @@ impl Known {
 
 /// Reads the process table, keeping what does not change between ticks.
 pub(super) struct Processes {
+    /// How much of each command line to keep (read once per process, at first sight).
+    cmdline: CmdlineMode,
     clock: Clock,
     known: IdMap<Known>,
     users: UserNames,
@@ -342,13 +345,14 @@ pub(super) struct Processes {
 }
 
 impl Processes {
-    pub fn new() -> Processes {
-        Processes::with_budget(kept_files_budget())
+    pub fn new(cmdline: CmdlineMode) -> Processes {
+        Processes::with_budget(kept_files_budget(), cmdline)
     }
 
     /// A reader that keeps at most `budget` files open (and no more than its share).
-    fn with_budget(budget: usize) -> Processes {
+    fn with_budget(budget: usize, cmdline: CmdlineMode) -> Processes {
         let mut p = Processes {
+            cmdline,
             clock: Clock::read(),
             known: IdMap::default(),
             users: UserNames::default(),
@@ -412,7 +416,7 @@ impl Processes {
 
         let fresh = self.known.get(&pid).is_none_or(|k| k.start_ticks != stat.start_ticks);
         if fresh {
-            let fixed = first_look(&mut self.users, &mut self.path, pid, comm, &stat);
+            let fixed = first_look(&mut self.users, &mut self.path, self.cmdline, pid, comm, &stat);
             let known = Known {
                 start_ticks: stat.start_ticks,
                 fixed,
@@ -430,7 +434,7 @@ impl Processes {
         }
         let known = self.known.get_mut(&pid)?;
         if !fresh && known.fixed.comm != comm {
-            known.fixed = first_look(&mut self.users, &mut self.path, pid, comm, &stat);
+            known.fixed = first_look(&mut self.users, &mut self.path, self.cmdline, pid, comm, &stat);
         }
         if let Some(file) = opened {
             if let Some(kept) = known.stat_file.as_mut() {
@@ -534,7 +538,14 @@ impl Processes {
 /// Reads what stays fixed while a process runs one program: its name, command line and
 /// owner. A kernel thread has no command line and always runs as root, so nothing is
 /// read for it (worker threads rename themselves often).
-fn first_look(users: &mut UserNames, path: &mut String, pid: u32, comm: &[u8], stat: &Stat) -> Fixed {
+fn first_look(
+    users: &mut UserNames,
+    path: &mut String,
+    cmdline: CmdlineMode,
+    pid: u32,
+    comm: &[u8],
+    stat: &Stat,
+) -> Fixed {
     let kernel_thread = stat.flags & PF_KTHREAD != 0;
     let (args, uid): (Vec<String>, Option<u32>) = if kernel_thread {
         (Vec::new(), Some(0))
@@ -557,7 +568,7 @@ fn first_look(users: &mut UserNames, path: &mut String, pid: u32, comm: &[u8], s
     Fixed {
         comm: comm.to_vec(),
         name: redact::printable(&display_name(&comm_text, args.first().map(String::as_str))),
-        cmd: redact::command_line(&args),
+        cmd: redact::command_line_with(&args, cmdline),
         user: uid.map(|u| users.name(u)),
         kernel_thread,
     }
@@ -919,7 +930,7 @@ mod tests {
     /// How many of our open files are in `/proc/PID/`.
     #[test]
     fn a_kept_stat_file_gives_fresh_figures_every_read() {
-        let mut procs = Processes::with_budget(MAX_KEPT_FILES);
+        let mut procs = Processes::with_budget(MAX_KEPT_FILES, CmdlineMode::Full);
         let me = std::process::id();
         assert!(procs.known[&me].stat_file.is_some(), "our own stat file is kept");
         let before = find(&procs.read(1).unwrap(), me).unwrap().clone();
@@ -938,7 +949,7 @@ mod tests {
 
     #[test]
     fn a_gone_process_is_dropped_with_its_files() {
-        let mut procs = Processes::with_budget(MAX_KEPT_FILES);
+        let mut procs = Processes::with_budget(MAX_KEPT_FILES, CmdlineMode::Full);
         let mut child = sh("sleep 30");
         let pid = child.id();
         assert!(find(&procs.read(1).unwrap(), pid).is_some());
@@ -965,8 +976,8 @@ mod tests {
 
     #[test]
     fn no_more_files_are_kept_than_the_budget_and_the_rest_still_read() {
-        let mut limited = Processes::with_budget(5);
-        let mut unlimited = Processes::with_budget(MAX_KEPT_FILES);
+        let mut limited = Processes::with_budget(5, CmdlineMode::Full);
+        let mut unlimited = Processes::with_budget(MAX_KEPT_FILES, CmdlineMode::Full);
         let a = limited.read(1).unwrap();
         let b = unlimited.read(1).unwrap();
         assert_eq!(limited.kept_files(), 5);
@@ -975,14 +986,14 @@ mod tests {
         let (a, b) = (pids(&a), pids(&b));
         // Processes come and go between the two readings, but hardly any.
         assert!(a.symmetric_difference(&b).count() <= 4, "{:?}", a.symmetric_difference(&b).collect::<Vec<_>>());
-        let mut none = Processes::with_budget(0);
+        let mut none = Processes::with_budget(0, CmdlineMode::Full);
         assert!(none.read(1).unwrap().len() + 4 >= a.len());
         assert_eq!(none.kept_files(), 0);
     }
 
     #[test]
     fn a_process_that_starts_another_program_gets_its_new_name() {
-        let mut procs = Processes::with_budget(MAX_KEPT_FILES);
+        let mut procs = Processes::with_budget(MAX_KEPT_FILES, CmdlineMode::Full);
         let mut child = sh("sleep 0.5; exec sleep 31");
         let pid = child.id();
         let first = find(&procs.read(1).unwrap(), pid).unwrap().clone();
@@ -1011,7 +1022,7 @@ mod tests {
             file.display()
         ));
         let pid = child.id();
-        let mut procs = Processes::with_budget(MAX_KEPT_FILES);
+        let mut procs = Processes::with_budget(MAX_KEPT_FILES, CmdlineMode::Full);
         let before = find(&procs.read(1).unwrap(), pid).unwrap().clone();
         std::thread::sleep(Duration::from_millis(1200));
         let after = find(&procs.read(1).unwrap(), pid).unwrap().clone();

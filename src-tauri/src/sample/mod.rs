@@ -44,11 +44,16 @@ mod portable;
 #[cfg(not(target_os = "linux"))]
 use portable as os;
 
+pub use redact::CmdlineMode;
+
 /// How a sampler is set up.
 #[derive(Clone, Debug, Default)]
 pub struct SamplerOptions {
     /// Report this host name instead of the machine's own (agents may be told to).
     pub hostname: Option<String>,
+    /// How much of each command line to report: all of it (secrets masked), the
+    /// program only, or nothing.
+    pub cmdline: CmdlineMode,
 }
 
 /// Samples one machine. Create it once and call [`Sampler::sample`] once per tick.
@@ -69,7 +74,7 @@ impl Sampler {
     pub fn new(options: SamplerOptions) -> Sampler {
         let system = system::System::new();
         let host = system.host(options.hostname.as_deref(), os::machine_id());
-        let processes = os::Processes::new();
+        let processes = os::Processes::new(options.cmdline);
         let mut interfaces = os::Interfaces::new();
         let mut rates = network::Rates::default();
         if let Ok(now) = interfaces.read() {

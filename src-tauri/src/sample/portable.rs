@@ -14,8 +14,9 @@ use sysinfo::{
     Pid, ProcessRefreshKind, ProcessStatus as SysStatus, ProcessesToUpdate, System, ThreadKind, UpdateKind, Users,
 };
 
+use super::ProcessEntry;
 use super::network::RawCounters;
-use super::{ProcessEntry, redact};
+use super::redact::{self, CmdlineMode};
 use crate::model::{ProcessSample, ProcessStatus};
 
 fn refresh_kind() -> ProcessRefreshKind {
@@ -50,18 +51,19 @@ fn start_time(secs: u64) -> DateTime<Utc> {
 
 /// Reads the process table through sysinfo.
 pub(super) struct Processes {
+    cmdline: CmdlineMode,
     system: Option<System>,
     users: Option<Users>,
     cmds: HashMap<(u32, u64), String>,
 }
 
 impl Processes {
-    pub fn new() -> Processes {
+    pub fn new(cmdline: CmdlineMode) -> Processes {
         let mut system = System::new().ok();
         if let Some(s) = system.as_mut() {
             s.refresh_processes_specifics(ProcessesToUpdate::All, true, refresh_kind());
         }
-        Processes { system, users: Users::new_with_refreshed_list().ok(), cmds: HashMap::new() }
+        Processes { cmdline, system, users: Users::new_with_refreshed_list().ok(), cmds: HashMap::new() }
     }
 
     pub fn read(&mut self, memory_total: u64) -> std::io::Result<Vec<ProcessSample>> {
@@ -70,12 +72,13 @@ impl Processes {
         system.refresh_processes_specifics(ProcessesToUpdate::All, true, refresh_kind());
         let mut out = Vec::with_capacity(system.processes().len());
         let mut live = HashMap::with_capacity(self.cmds.len());
+        let cmdline = self.cmdline;
         for (pid, p) in system.processes() {
             let pid = pid.as_u32();
             let key = (pid, p.start_time());
             let cmd = self.cmds.remove(&key).unwrap_or_else(|| {
                 let args: Vec<String> = p.cmd().iter().map(|a| a.to_string_lossy().into_owned()).collect();
-                redact::command_line(&args)
+                redact::command_line_with(&args, cmdline)
             });
             let disk = p.disk_usage();
             let user = p.user_id().map(|uid| {

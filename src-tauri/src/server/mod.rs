@@ -31,7 +31,7 @@ use tower_http::trace::TraceLayer;
 use crate::hub::{Hub, Published};
 use crate::model::Snapshot;
 use crate::model::api::{HostSummary, Role};
-use crate::sample::{Sampler, SamplerOptions};
+use crate::sample::{CmdlineMode, Sampler, SamplerOptions};
 use crate::store::{Inserted, Retention, Store};
 
 pub mod agents;
@@ -59,6 +59,8 @@ pub struct Settings {
     pub retention: Retention,
     /// How long a sign-in token lives.
     pub token_ttl: Duration,
+    /// How much of each command line the local sampler reports.
+    pub cmdline: CmdlineMode,
 }
 
 impl Default for Settings {
@@ -68,6 +70,7 @@ impl Default for Settings {
             local_hostname: None,
             retention: Retention::default(),
             token_ttl: Duration::from_secs(3600),
+            cmdline: CmdlineMode::Full,
         }
     }
 }
@@ -128,12 +131,19 @@ impl AppState {
 
     /// Stores a snapshot and, unless it was a duplicate, publishes it live.
     ///
+    /// Every command line is redacted again first, whoever sent it: an old agent, or one
+    /// that does not redact, must not get secrets stored or shown. For a line that was
+    /// redacted already this is a scan without allocation.
+    ///
     /// Refused (and nothing stored): a snapshot taken before the epoch or so long ago
     /// that retention would delete it at once; a `seq` that runs ahead of the host's
     /// history by more than time allows (it would make every later snapshot look like a
     /// duplicate); and a "duplicate" whose content differs from the stored snapshot of
     /// that seq (two senders numbering alike: 409, never silently dropped).
-    pub async fn ingest(&self, snapshot: Snapshot) -> Result<Inserted, ApiError> {
+    pub async fn ingest(&self, mut snapshot: Snapshot) -> Result<Inserted, ApiError> {
+        for p in &mut snapshot.processes {
+            crate::sample::redact::redact_in_place(&mut p.cmd);
+        }
         let received_at = Utc::now();
         self.check_sequence(&snapshot, received_at).await?;
         let inserted = self.store.insert_snapshot(&snapshot, received_at).await?;
@@ -348,7 +358,7 @@ impl Collector {
         let store = open_store(data).await?;
         let auth = auth::Auth::from_data_dir(data, settings.token_ttl)?;
         let mut settings = settings;
-        let mut sampler = local.then(|| Sampler::new(SamplerOptions::default()));
+        let mut sampler = local.then(|| Sampler::new(SamplerOptions { hostname: None, cmdline: settings.cmdline }));
         if let Some(s) = &mut sampler {
             let hostname = s.host().hostname.clone();
             // Continue the sequence after a restart: (host, seq) is what makes a stored
