@@ -575,6 +575,7 @@ async fn connect_agent(
             agent_version: format!("loadgen/{}", env!("CARGO_PKG_VERSION")),
             host,
             allow_control: false,
+            machine_id: None,
         };
         ws.send(Message::Text(serde_json::to_string(&hello)?.into())).await?;
         loop {

@@ -98,6 +98,18 @@ pub enum AgentMessage {
         host: HostInfo,
         /// Whether the agent's operator allows process actions.
         allow_control: bool,
+        /// A fingerprint of the machine the agent runs on: the hex SHA-256 of `procyon:`
+        /// and its machine id (`/etc/machine-id`), never the id itself
+        /// ([`crate::sample::machine`]); `None` when the machine has none and the
+        /// agent was given none (`--machine-id-file`).
+        ///
+        /// Host names are not unique: a cloned VM, or a second machine given the same
+        /// `--hostname`, would interleave its snapshots with the first one's. The
+        /// collector binds each host name to the machine that first reported it and
+        /// refuses another machine reporting the same name. Absent from older agents'
+        /// hellos (and then not checked); older collectors ignore it.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        machine_id: Option<String>,
     },
     /// A snapshot sent as text (agents normally send binary frames instead).
     Snapshot {
@@ -290,6 +302,25 @@ mod tests {
         let mut wrapped = vec![FRAME_DELTA];
         wrapped.extend_from_slice(&not_a_snapshot);
         assert!(decode_frame(&wrapped).unwrap_err().starts_with("not a snapshot delta"));
+    }
+
+    #[test]
+    fn the_machine_id_is_optional_both_ways() {
+        let host = crate::sample::Sampler::new(Default::default()).host().clone();
+        let hello = |machine_id: Option<&str>| AgentMessage::Hello {
+            protocol: PROTOCOL_VERSION,
+            agent_version: "1".into(),
+            host: host.clone(),
+            allow_control: false,
+            machine_id: machine_id.map(str::to_owned),
+        };
+        // An agent without one sends what older agents sent, and their hellos still read.
+        let old = serde_json::to_value(hello(None)).unwrap();
+        assert!(old.get("machine_id").is_none(), "{old}");
+        assert_eq!(serde_json::from_value::<AgentMessage>(old).unwrap(), hello(None));
+        let new = serde_json::to_value(hello(Some("ab12"))).unwrap();
+        assert_eq!(new["machine_id"], "ab12");
+        assert_eq!(serde_json::from_value::<AgentMessage>(new).unwrap(), hello(Some("ab12")));
     }
 
     #[test]

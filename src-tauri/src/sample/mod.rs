@@ -10,7 +10,7 @@
 //! through sysinfo and netstat2 on other systems. Both offer the same functions with the
 //! same meaning; on Linux, `portable.rs` is built for the tests too, which check the
 //! Linux shortcuts against it (`crosscheck.rs`). `system.rs` (CPU, memory, host) is
-//! sysinfo on every OS.
+//! sysinfo on every OS. `machine.rs` makes the fingerprint an agent sends in its hello.
 //!
 //! A part that fails (say, the socket list) is reported in [`Snapshot::errors`] and the
 //! rest of the snapshot is kept: one failing source never loses a tick.
@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::model::{ConnectionSample, Domain, DomainError, HostInfo, NetworkSample, SCHEMA_VERSION, Snapshot};
 
+pub mod machine;
 mod network;
 pub mod redact;
 mod socket;
