@@ -185,6 +185,27 @@ pub fn process_table() -> std::io::Result<Vec<ProcessEntry>> {
     os::table()
 }
 
+/// The program file a process runs, as the kernel knows it (on Linux `/proc/PID/exe`,
+/// not the name the process gives itself, which any process can change).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Executable {
+    /// Its file name, e.g. `procyon-agent` (without Linux's ` (deleted)` for a file
+    /// replaced since the process started, nor a `.exe`).
+    pub file_name: String,
+    /// It is the very file this process runs (same device and inode), whatever its name.
+    pub is_ours: bool,
+    /// Only root or the user this process runs as can have put it there: it is owned by
+    /// one of them and writable by nobody else. `false` where the OS cannot tell.
+    pub owned_by_us_or_root: bool,
+}
+
+/// The program file `pid` runs. An error of kind `NotFound` when the process is gone
+/// (or is a zombie or a kernel thread, which run none), `PermissionDenied` when this
+/// process may not look (another user's, without the right to inspect it).
+pub fn executable(pid: u32) -> std::io::Result<Executable> {
+    os::executable(pid)
+}
+
 /// Runs `sampler` on its own thread, one snapshot every `interval`, and publishes the
 /// newest. The thread ends when every receiver is gone.
 ///
