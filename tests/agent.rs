@@ -520,3 +520,156 @@ async fn deltas_are_rebuilt_exactly_and_an_unknown_base_gets_a_resync() {
         assert_eq!(stored, snaps[stored.seq as usize - 1], "seq {}", stored.seq);
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_never_acts_on_the_collector_nor_without_a_start_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let c = Collector::start(&data, &["--no-local"]);
+    let collector_pid = c.child.as_ref().unwrap().id();
+    let token = c.admin_token().await;
+    let key = key_file(dir.path(), "k", &new_key(&data, "k", None));
+    let agent = Agent::start(&c.base, &key, "same-box", &dir.path().join("s"), &["--allow-control"]);
+    let agent_pid = agent.child.id();
+    let child = Sleeper::start(&marker("no-start-time"));
+
+    // The start times the agent's snapshot shows (the collector, the agent and the
+    // child all run on this machine).
+    let mut start_times = std::collections::HashMap::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while start_times.len() < 3 {
+        assert!(Instant::now() < deadline, "the processes never appeared in the agent's snapshot");
+        let (_, snap) = c.get("/api/monitoring/same-box/snapshot", &token).await;
+        for p in snap["processes"].as_array().into_iter().flatten() {
+            let pid = p["pid"].as_u64().unwrap() as u32;
+            if [collector_pid, agent_pid, child.pid()].contains(&pid) {
+                start_times.insert(pid, p["start_time"].as_str().unwrap().replace('+', "%2B"));
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+
+    // Suspending the collector through the agent would freeze every host's monitoring.
+    for (pid, action) in [(collector_pid, "suspend"), (collector_pid, "kill"), (agent_pid, "suspend")] {
+        let path = format!("/api/monitoring/same-box/process/{pid}/{action}?start_time={}", start_times[&pid]);
+        let (status, body) = c.post(&path, &token, None).await;
+        assert_eq!((status, body["error"].as_str()), (403, Some("protected")), "{pid} {action}: {body}");
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(matches!(state(collector_pid), Some('S' | 'R')), "the collector runs on");
+    assert_eq!(c.get("/api/hosts/", &token).await.0, 200, "and answers");
+
+    // Without a start time the agent refuses: the pid may have changed hands.
+    let (status, body) = c.post(&format!("/api/monitoring/same-box/process/{}/kill", child.pid()), &token, None).await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("no start time"), "{body}");
+    assert!(matches!(state(child.pid()), Some('S' | 'R')), "untouched");
+    let path =
+        format!("/api/monitoring/same-box/process/{}/kill?start_time={}", child.pid(), start_times[&child.pid()]);
+    assert_eq!(c.post(&path, &token, None).await.0, 200);
+    assert!(wait_for(Duration::from_secs(5), || common::is_gone(child.pid())));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_far_above_last_seq_is_not_adopted() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let c = Collector::start(&data, &["--no-local"]);
+    let token = c.admin_token().await;
+    let raw_key = new_key(&data, "k", None);
+    // An upload in the original API's format is numbered by its time in milliseconds:
+    // the host's last seq is now far above anything an agent numbers.
+    let body = json!({"hostname": "poisoned", "snapshot_time": chrono::Utc::now(),
+                      "processes": [{"pid": 10, "name": "x", "cpu": 1.0, "memory": "1MB"}]});
+    assert_eq!(c.upload(&raw_key, body.to_string()).await.0, 201);
+    let poisoned = seqs(&c, &token, "poisoned").await[0];
+    assert!(poisoned > 1_000_000_000_000, "{poisoned}");
+
+    let key = key_file(dir.path(), "k", &raw_key);
+    let agent = Agent::start(&c.base, &key, "poisoned", &dir.path().join("s"), &[]);
+    wait_until(Duration::from_secs(30), "the agent's snapshots", || async {
+        seqs(&c, &token, "poisoned").await.len() >= 4
+    })
+    .await;
+    let stored = seqs(&c, &token, "poisoned").await;
+    // Its own numbering, from 1, not continued above the upload's.
+    assert_eq!(&stored[..3], [1, 2, 3], "{stored:?}");
+    assert_eq!(*stored.last().unwrap(), poisoned, "{stored:?}");
+    let log = agent.log();
+    assert!(log.contains(&format!("last seq for this host ({poisoned}) is far above this agent's own")), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_unreadable_spooled_snapshot_is_set_aside_and_the_rest_is_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let spool = dir.path().join("s");
+    // Spool a few snapshots while no collector listens (port 9 on loopback: nothing).
+    let raw_key = "pk_unused_for_now";
+    let key = key_file(dir.path(), "k", raw_key);
+    let mut agent = Agent::start("http://127.0.0.1:9", &key, "spooled", &spool, &[]);
+    assert!(
+        wait_for(Duration::from_secs(30), || {
+            // (The agent creates the directory.)
+            let files = std::fs::read_dir(&spool).into_iter().flatten().flatten();
+            files.filter(|e| e.file_name().to_string_lossy().ends_with(".zst")).count() >= 4
+        }),
+        "snapshots spooled"
+    );
+    agent.kill();
+    // One of them becomes a whole zstd frame that is not a snapshot, another is cut short.
+    let mut names: Vec<String> = std::fs::read_dir(&spool)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".zst"))
+        .collect();
+    names.sort();
+    std::fs::write(spool.join(&names[1]), zstd::bulk::compress(b"{\"not\": \"a snapshot\"}", 1).unwrap()).unwrap();
+    let cut = std::fs::read(spool.join(&names[2])).unwrap();
+    std::fs::write(spool.join(&names[2]), &cut[..cut.len() / 2]).unwrap();
+    let seq_of = |name: &str| name.trim_end_matches(".zst").parse::<u64>().unwrap();
+    let (garbage, truncated) = (seq_of(&names[1]), seq_of(&names[2]));
+
+    let c = Collector::start(&data, &["--no-local"]);
+    let token = c.admin_token().await;
+    let key = key_file(dir.path(), "k", &new_key(&data, "k", None));
+    let agent = Agent::start(&c.base, &key, "spooled", &spool, &[]);
+    wait_until(Duration::from_secs(30), "the backlog and live snapshots", || async {
+        seqs(&c, &token, "spooled").await.len() >= names.len() + 2
+    })
+    .await;
+    let stored = seqs(&c, &token, "spooled").await;
+    assert!(!stored.contains(&garbage) && !stored.contains(&truncated), "{stored:?}");
+    for name in names.iter().filter(|n| ![garbage, truncated].contains(&seq_of(n))) {
+        assert!(stored.contains(&seq_of(name)), "{name} was sent: {stored:?}");
+    }
+    let mut aside: Vec<String> = std::fs::read_dir(spool.join("corrupt"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().into_string().unwrap())
+        .collect();
+    aside.sort();
+    assert_eq!(aside, [names[1].clone(), names[2].clone()]);
+    let log = agent.log();
+    assert_eq!(log.matches(&names[1]).count(), 1, "logged once, with its name: {log}");
+}
+
+#[test]
+fn a_machine_id_file_that_cannot_be_read_stops_the_agent_with_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), "k", "pk_whatever");
+    let output = agent_command()
+        .args(["--collector", "http://127.0.0.1:9", "--api-key-file"])
+        .arg(&key)
+        .arg("--spool")
+        .arg(dir.path().join("s"))
+        .arg("--machine-id-file")
+        .arg(dir.path().join("missing"))
+        .arg("--once")
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("--machine-id-file: cannot read"), "{stderr}");
+}

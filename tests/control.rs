@@ -148,3 +148,102 @@ fn permission_denied_says_what_to_do() {
     assert!(stderr.contains("or as root"), "says what to do: {stderr}");
     assert!(matches!(state(child.pid()), Some('S' | 'R')), "untouched: {:?}", state(child.pid()));
 }
+
+/// Whether `pid` runs (has exec'd) a file called `name`.
+fn runs(pid: u32, name: &str) -> bool {
+    procyon::sample::executable(pid).is_ok_and(|e| e.file_name == name)
+}
+
+/// `procyon serve` started from the built binary: a real collector, as another program
+/// (the test harness is not it).
+fn collector(dir: &std::path::Path) -> std::process::Child {
+    std::process::Command::new(env!("CARGO_BIN_EXE_procyon"))
+        .args(["serve", "--no-local", "--bind", "127.0.0.1:0", "--data"])
+        .arg(dir)
+        .env("RUST_LOG", "warn")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn no_action_touches_a_procyon_program_and_impostors_are_not_spared() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut serve = collector(&dir.path().join("data"));
+    let pid = serve.id();
+    assert!(wait_for(LIMIT, || runs(pid, "procyon")));
+    for action in ProcessAction::ALL {
+        let err = control::act(target_of(pid), action).unwrap_err();
+        assert_eq!(err.code, ActionErrorCode::Protected, "{action:?}");
+        assert!(err.message.contains("is a Procyon program"), "{}", err.message);
+    }
+    // Through the command line too (another process of the same binary).
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_procyon"))
+        .args(["act", "suspend"])
+        .arg(pid.to_string())
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    assert!(String::from_utf8_lossy(&output.stderr).contains("is a Procyon program"));
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(matches!(state(pid), Some('S' | 'R')), "the collector runs on: {:?}", state(pid));
+
+    // A process that only calls itself procyon is not one.
+    let mut impostor = std::process::Command::new("bash").args(["-c", "exec -a procyon sleep 600"]).spawn().unwrap();
+    let ipid = impostor.id();
+    assert!(wait_for(LIMIT, || runs(ipid, "sleep")));
+    control::act(target_of(ipid), ProcessAction::Kill).unwrap();
+    assert_eq!(impostor.wait().unwrap().signal(), Some(9));
+
+    // A copy of another program named procyon-agent: spared only when root or this
+    // user (who could have installed Procyon) owns it, not when anyone else does.
+    if common::me() == "root" {
+        use std::os::unix::fs::PermissionsExt;
+        let bin = dir.path().join("bin");
+        std::fs::create_dir(&bin).unwrap();
+        std::fs::set_permissions(&bin, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let copy = bin.join("procyon-agent");
+        std::fs::copy("/bin/sleep", &copy).unwrap();
+        std::fs::set_permissions(&copy, std::fs::Permissions::from_mode(0o755)).unwrap();
+        for (owner, protected) in [(0, true), (65534, false)] {
+            std::os::unix::fs::chown(&copy, Some(owner), Some(owner)).unwrap();
+            let mut child = std::process::Command::new(&copy).arg("600").spawn().unwrap();
+            let cpid = child.id();
+            assert!(wait_for(LIMIT, || runs(cpid, "procyon-agent")));
+            let result = control::act(target_of(cpid), ProcessAction::Kill);
+            assert_eq!(result.is_err(), protected, "owner {owner}: {result:?}");
+            let _ = child.kill();
+            child.wait().unwrap();
+        }
+    }
+    serve.kill().unwrap();
+    serve.wait().unwrap();
+}
+
+#[test]
+fn a_tree_action_leaves_the_procyon_programs_in_it_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = format!(
+        "'{}' serve --no-local --bind 127.0.0.1:0 --data '{}' >/dev/null 2>&1 & sleep 600 & wait; true {}",
+        env!("CARGO_BIN_EXE_procyon"),
+        dir.path().join("data").display(),
+        marker("tree-spares")
+    );
+    let mut shell = std::process::Command::new("sh").arg("-c").arg(script).spawn().unwrap();
+    let root = shell.id();
+    let named = |name: &str| children_of(root).into_iter().find(|c| runs(*c, name));
+    assert!(wait_for(LIMIT, || named("procyon").is_some() && named("sleep").is_some()));
+    let (serve, sleep) = (named("procyon").unwrap(), named("sleep").unwrap());
+
+    let outcome = control::act_tree(target_of(root), ProcessAction::Kill).unwrap();
+    assert!(outcome.signalled.contains(&sleep) && outcome.signalled.contains(&root), "{outcome:?}");
+    assert!(!outcome.signalled.contains(&serve));
+    let (pid, why) = outcome.failed.iter().find(|(p, _)| *p == serve).expect("the collector is reported");
+    assert_eq!((*pid, why.code), (serve, ActionErrorCode::Protected));
+    assert!(wait_for(LIMIT, || is_gone(sleep)));
+    shell.wait().unwrap();
+    assert!(matches!(state(serve), Some('S' | 'R')), "the collector runs on: {:?}", state(serve));
+    let _ = std::process::Command::new("kill").arg("-9").arg(serve.to_string()).status();
+}

@@ -77,6 +77,9 @@ pub struct Config {
     pub key_file: PathBuf,
     /// Host name to report instead of the machine's.
     pub hostname: Option<String>,
+    /// `--machine-id-file`: a file whose content stands in for the machine id
+    /// (`/etc/machine-id`) in the fingerprint sent to the collector.
+    pub machine_id_file: Option<PathBuf>,
     /// Time between snapshots.
     pub interval: Duration,
     /// The spool directory: snapshots not yet acknowledged by the collector.
@@ -164,6 +167,9 @@ pub struct Flags {
     /// Report this host name instead of the machine's.
     #[arg(long, env = "PROCYON_HOSTNAME", value_name = "NAME", value_parser = parse_hostname)]
     pub hostname: Option<String>,
+    /// Identify this machine to the collector by the content of FILE instead of /etc/machine-id (for hosts without one, and tests).
+    #[arg(long, env = "PROCYON_MACHINE_ID_FILE", value_name = "FILE")]
+    pub machine_id_file: Option<PathBuf>,
     /// Seconds between snapshots, 0.2 to 3600 [default: 2].
     #[arg(long, env = "PROCYON_INTERVAL", value_name = "SECS", value_parser = parse_interval)]
     pub interval: Option<Duration>,
@@ -303,6 +309,7 @@ pub fn resolve(
         api_key,
         key_file: key_file.context("cannot find a data directory for the key file: pass --key-file FILE")?,
         hostname: f.hostname.or(file_flags.hostname),
+        machine_id_file: f.machine_id_file.or(file_flags.machine_id_file),
         interval: f.interval.or(file_flags.interval).unwrap_or(DEFAULT_INTERVAL),
         spool: spool.context("cannot find a data directory for the spool: pass --spool DIR")?,
         spool_max_bytes: f.spool_max_bytes.or(file_flags.spool_max_bytes).unwrap_or(DEFAULT_SPOOL_MAX_BYTES),
@@ -362,6 +369,7 @@ struct FileConfig {
     api_key_file: Option<PathBuf>,
     key_file: Option<PathBuf>,
     hostname: Option<String>,
+    machine_id_file: Option<PathBuf>,
     interval: Option<NumberOrText>,
     spool: Option<PathBuf>,
     spool_max_bytes: Option<NumberOrText>,
@@ -407,6 +415,7 @@ fn parse_file(path: &Path, text: &str) -> anyhow::Result<Flags> {
         api_key_file: raw.api_key_file.map(|p| base.join(p)),
         key_file: raw.key_file.map(|p| base.join(p)),
         hostname: check(&prefix, "hostname", raw.hostname, parse_hostname)?,
+        machine_id_file: raw.machine_id_file.map(|p| base.join(p)),
         interval: check(&prefix, "interval", text(raw.interval), parse_interval)?,
         spool: raw.spool.map(|p| base.join(p)),
         spool_max_bytes: check(&prefix, "spool_max_bytes", text(raw.spool_max_bytes), parse_size)?,
@@ -747,13 +756,14 @@ mod tests {
 
     #[test]
     fn relative_paths_in_the_file_are_relative_to_it() {
-        let text =
-            "collector = \"http://c\"\nspool = \"spool\"\nkey_file = \"keys/api.key\"\napi_key_file = \"/abs/key\"";
+        let text = "collector = \"http://c\"\nspool = \"spool\"\nkey_file = \"keys/api.key\"\napi_key_file = \"/abs/key\"\n\
+                    machine_id_file = \"id\"";
         let (config, _) =
             resolve(cli(&[]), Some((Path::new("/etc/procyon/agent.toml"), text)), None, &defaults()).unwrap();
         assert_eq!(config.spool, Path::new("/etc/procyon/spool"));
         assert_eq!(config.key_file, Path::new("/etc/procyon/keys/api.key"));
         assert_eq!(config.api_key_file.as_deref(), Some(Path::new("/abs/key")));
+        assert_eq!(config.machine_id_file.as_deref(), Some(Path::new("/etc/procyon/id")));
     }
 
     #[test]
@@ -775,7 +785,7 @@ mod tests {
             line.split_once(" = ").is_some_and(|(key, _)| {
                 !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
                     // Settings without a default, shown with an example value.
-                    && !matches!(key, "hostname" | "api_key_file")
+                    && !matches!(key, "hostname" | "api_key_file" | "machine_id_file")
             })
         };
         let uncommented: String = example

@@ -72,6 +72,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     let key = key::resolve(&config)?;
     let spool = Spool::open(&config.spool, config.spool_limits())
         .with_context(|| format!("cannot open the spool in {}", config.spool.display()))?;
+    let machine_id = machine_id(&config)?;
     let mut sampler = Sampler::new(SamplerOptions { hostname: config.hostname.clone(), cmdline: config.cmdline });
     let host = sampler.host().clone();
     tracing::info!(
@@ -90,6 +91,8 @@ fn run(config: Config) -> anyhow::Result<()> {
         key: key.expose().to_owned(),
         allow_control: config.allow_control,
         rest_only: config.transport == Transport::Rest,
+        machine_id,
+        seq_leeway: uplink::seq_leeway(config.interval, config.spool_max_age),
     };
     let mut uplink = uplink::Uplink::new(options, host, spool.clone(), fresh.clone());
 
@@ -131,6 +134,25 @@ fn run(config: Config) -> anyhow::Result<()> {
     });
     let _ = sampling.join();
     Ok(())
+}
+
+/// The fingerprint of this machine for the hello, computed once: from
+/// `--machine-id-file` if given (an error if it cannot be read), else from the system's
+/// machine id; `None`, with a warning, when there is neither.
+fn machine_id(config: &Config) -> anyhow::Result<Option<String>> {
+    if let Some(path) = &config.machine_id_file {
+        return procyon::sample::machine::fingerprint_from_file(path)
+            .map(Some)
+            .map_err(|e| anyhow::anyhow!("--machine-id-file: {e}"));
+    }
+    let fingerprint = procyon::sample::machine::fingerprint();
+    if fingerprint.is_none() {
+        tracing::warn!(
+            "this machine has no machine id (/etc/machine-id), so the collector cannot tell it from another \
+             machine reporting the same host name; give it one with --machine-id-file FILE"
+        );
+    }
+    Ok(fingerprint)
 }
 
 /// Takes a snapshot and spools it under the next seq.

@@ -9,23 +9,29 @@
 //!   without decompressing it;
 //! - `state-NNNNNNNNNNNNNNNNNNNN.json`: the highest seq ever given out (also in its name)
 //!   and the drops not yet reported, so a restarted agent continues its sequence even
-//!   with an empty spool. Each new seq gets a new file and the old one is removed:
-//!   replacing an existing file by rename makes ext4 (`auto_da_alloc`) start writing it
-//!   out at once, which cost up to milliseconds per snapshot; a new name costs
-//!   microseconds. Older spools have `state.json`, read the same way;
+//!   with an empty spool. Each new seq gets a new file and the old one is removed (the
+//!   highest seq among them wins on reading, so no moment is without a complete one).
+//!   Older spools have `state.json`, read the same way;
 //! - `lock`: held (flock) while a [`Spool`] is open, so two agents cannot share a spool
 //!   and hand out the same seqs;
 //! - `*.tmp`: a write in progress. Every file is written to a temporary name and renamed,
-//!   so a crash leaves at worst a temporary file, removed on the next [`Spool::open`].
+//!   so a crash leaves at worst a temporary file, removed on the next [`Spool::open`];
+//! - `corrupt/`: snapshot files that could not be read back (cut short, or not a
+//!   snapshot), set aside for a person to look at rather than retried forever; only the
+//!   newest [`CORRUPT_KEPT`] are kept.
 //!
 //! Other files in the directory (the fallback key file lives in the same state
 //! directory by default) are left alone.
 //!
-//! Files are not fsynced: the spool guards against outages and restarts of the agent,
-//! which the page cache survives; after a power loss a file may be empty or cut short,
-//! which `open` detects (the zstd frame is incomplete), removes and counts as dropped.
-//! The state file may then be behind too; the collector tells the uplink the last seq
-//! it stored, and [`Spool::bump_seq`] continues above it.
+//! Durability: a file is written to its temporary name, fsynced, renamed, and then the
+//! directory is fsynced, all before the method that wrote it returns. So a snapshot that
+//! [`Spool::push`] accepted, and the seq the state file gives out, survive a power cut:
+//! without it, the state file could come back older than seqs already sent, and new
+//! snapshots would be numbered again under seqs the collector holds (and taken for
+//! resends, lost). Costs one flush of the disk per snapshot, which at the agent's
+//! intervals is nothing. A file damaged anyway (a disk that lies about flushes) is
+//! found on reading and set aside; the collector's `last_seq` still covers a state file
+//! that fell behind ([`Spool::bump_seq`]).
 
 use std::collections::BTreeMap;
 use std::fs;
@@ -48,6 +54,10 @@ const STATE_SUFFIX: &str = ".json";
 const LOCK_FILE: &str = "lock";
 /// Digits of a seq in a file name: enough for any u64.
 const SEQ_DIGITS: usize = 20;
+/// The subdirectory for snapshot files that could not be read back.
+pub const CORRUPT_DIR: &str = "corrupt";
+/// Set-aside files kept in [`CORRUPT_DIR`]; older ones are removed.
+pub const CORRUPT_KEPT: usize = 5;
 /// Newest snapshots kept decoded in memory, so the uplink can make a delta of a fresh
 /// one without reading it back from disk.
 const RECENT: usize = 8;
@@ -157,8 +167,7 @@ impl Spool {
                     spool.entries.insert(seq, entry);
                 }
                 Err(why) => {
-                    tracing::warn!(seq, "dropping a damaged snapshot from the spool: {why}");
-                    let _ = fs::remove_file(item.path());
+                    spool.set_aside_file(seq, &why);
                     spool.dropped += 1;
                     spool.state_saved = false;
                 }
@@ -215,11 +224,85 @@ impl Spool {
         Ok(dropped)
     }
 
-    /// A stored snapshot, decoded: from memory when it is among the newest.
-    pub fn snapshot(&self, seq: u64) -> anyhow::Result<Arc<Snapshot>> {
-        match self.recent.get(&seq) {
-            Some(snapshot) => Ok(snapshot.clone()),
-            None => Ok(Arc::new(decode(&self.read(seq)?)?)),
+    /// A stored snapshot, decoded: from memory when it is among the newest. `None` when
+    /// it is not in the spool (dropped by the limits meanwhile), or its file turned out
+    /// to be unreadable as a snapshot: then it is set aside ([`Spool::set_aside`]) and
+    /// the caller goes on with the next. An error only for a failure that may pass (the
+    /// file could not be read), so that it is tried again later.
+    pub fn snapshot(&mut self, seq: u64) -> anyhow::Result<Option<Arc<Snapshot>>> {
+        if let Some(snapshot) = self.recent.get(&seq) {
+            return Ok(Some(snapshot.clone()));
+        }
+        if !self.entries.contains_key(&seq) {
+            return Ok(None);
+        }
+        let path = self.path_of(seq);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                tracing::warn!(seq, "snapshot {} vanished from the spool", path.display());
+                self.forget(seq);
+                return Ok(None);
+            }
+            Err(e) => return Err(e).with_context(|| format!("cannot read {} from the spool", path.display())),
+        };
+        match decode(&bytes) {
+            Ok(snapshot) => Ok(Some(Arc::new(snapshot))),
+            Err(e) => {
+                self.set_aside(seq, &format!("{e:#}"));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Moves the file of `seq` into [`CORRUPT_DIR`] (it cannot be read back as a
+    /// snapshot: sending it again would fail again, forever), logs that once with its
+    /// name and why, and counts it as dropped, so the collector hears of the hole.
+    pub fn set_aside(&mut self, seq: u64, why: &str) {
+        if self.entries.contains_key(&seq) {
+            self.set_aside_file(seq, why);
+            self.forget(seq);
+            self.dropped += 1;
+            self.state_saved = false;
+            if let Err(e) = self.save_state() {
+                tracing::warn!("cannot update the spool's state file: {e:#}");
+            }
+        }
+    }
+
+    /// Forgets `seq` in memory (its file is gone or moved).
+    fn forget(&mut self, seq: u64) {
+        self.recent.remove(&seq);
+        if let Some(entry) = self.entries.remove(&seq) {
+            self.bytes -= entry.bytes;
+        }
+    }
+
+    /// Moves the file of `seq` into [`CORRUPT_DIR`], keeping the newest [`CORRUPT_KEPT`]
+    /// there; removes it if it cannot be moved. Logs what happened.
+    fn set_aside_file(&self, seq: u64, why: &str) {
+        let path = self.path_of(seq);
+        let corrupt = self.dir.join(CORRUPT_DIR);
+        let Some(name) = path.file_name() else { return };
+        let moved = create_private_dir(&corrupt).and_then(|()| fs::rename(&path, corrupt.join(name)));
+        match moved {
+            Ok(()) => {
+                tracing::warn!(
+                    seq,
+                    "set aside the unreadable spooled snapshot {} ({why}): moved to {}; going on with the next",
+                    path.display(),
+                    corrupt.display()
+                );
+                prune_corrupt(&corrupt);
+            }
+            Err(e) => {
+                tracing::warn!(
+                    seq,
+                    "dropping the unreadable spooled snapshot {} ({why}); it could not be moved aside: {e}",
+                    path.display()
+                );
+                let _ = remove_file_if_exists(&path);
+            }
         }
     }
 
@@ -238,10 +321,12 @@ impl Spool {
         self.last_seq = seq;
         let dropped = self.enforce_limits(SystemTime::now());
         // The snapshot is stored; a state file that cannot be written now is retried by
-        // the next change, and until then the highest file name stands in for it.
+        // the next change, and until then the highest file name stands in for it. Saving
+        // the state syncs the directory, which makes the snapshot's rename durable too.
         self.state_saved = false;
         if let Err(e) = self.save_state() {
             tracing::warn!("cannot update the spool's state file: {e:#}");
+            sync_dir(&self.dir).with_context(|| format!("cannot flush the spool directory {}", self.dir.display()))?;
         }
         Ok(dropped)
     }
@@ -354,6 +439,7 @@ impl Spool {
             }
         }
         self.state_files.push(path);
+        sync_dir(&self.dir).with_context(|| format!("cannot flush the spool directory {}", self.dir.display()))?;
         self.state_saved = true;
         Ok(())
     }
@@ -444,9 +530,10 @@ fn read_state(dir: &Path) -> (State, bool, Vec<PathBuf>) {
     (best.unwrap_or_default(), ok, files)
 }
 
-/// Writes `path` through `path.tmp` and a rename, so readers (and a restart after a
-/// crash) see the old content or the new, never a part. Mode 0600; the mtime is set to
-/// `mtime` if given.
+/// Writes `path` through `path.tmp`, an fsync and a rename, so readers (and a restart
+/// after a crash or a power cut) see the old content or the new, never a part. Mode
+/// 0600; the mtime is set to `mtime` if given. The rename itself is durable only once
+/// the directory is synced ([`sync_dir`]).
 fn write_atomically(path: &Path, bytes: &[u8], mtime: Option<SystemTime>) -> std::io::Result<()> {
     let mut tmp = path.as_os_str().to_os_string();
     tmp.push(TMP_SUFFIX);
@@ -461,13 +548,39 @@ fn write_atomically(path: &Path, bytes: &[u8], mtime: Option<SystemTime>) -> std
             // Best effort: without it the age counts from the write, a few ms later.
             let _ = file.set_modified(mtime);
         }
-        Ok(())
+        file.sync_all()
     });
     let result = result.and_then(|()| fs::rename(&tmp, path));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
     result
+}
+
+/// Makes the renames and removals in `dir` durable (fsync of the directory itself).
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    {
+        fs::File::open(dir)?.sync_all()
+    }
+    // Windows cannot open a directory as a file; NTFS journals renames itself.
+    #[cfg(not(unix))]
+    {
+        let _ = dir;
+        Ok(())
+    }
+}
+
+/// Removes the oldest (lowest seq) files of the set-aside directory beyond
+/// [`CORRUPT_KEPT`].
+fn prune_corrupt(corrupt: &Path) {
+    let mut names: Vec<_> =
+        fs::read_dir(corrupt).into_iter().flatten().flatten().map(|item| item.file_name()).collect();
+    names.sort();
+    let extra = names.len().saturating_sub(CORRUPT_KEPT);
+    for name in &names[..extra] {
+        let _ = remove_file_if_exists(&corrupt.join(name));
+    }
 }
 
 fn remove_file_if_exists(path: &Path) -> std::io::Result<()> {
@@ -727,8 +840,58 @@ mod tests {
         assert_eq!(spool.last_seq(), 7, "the seq of a damaged file was given out all the same");
         assert_eq!(
             names(dir.path()),
-            ["00000000000000000001.zst", "api.key", "lock", "notes.tmp", "state-00000000000000000007.json"]
+            ["00000000000000000001.zst", "api.key", "corrupt", "lock", "notes.tmp", "state-00000000000000000007.json"]
         );
+        // The damaged ones are set aside, not deleted.
+        assert_eq!(names(&dir.path().join(CORRUPT_DIR)), ["00000000000000000002.zst", "00000000000000000007.zst"]);
+    }
+
+    #[test]
+    fn an_unreadable_snapshot_is_set_aside_and_the_rest_goes_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), ROOMY).unwrap();
+        for seq in 1..=4 {
+            spool.push(&snap(seq, now())).unwrap();
+        }
+        // A whole zstd frame that is not a snapshot passes the check on opening; it
+        // fails only when decoded for sending, and used to be retried forever.
+        let garbage = zstd::bulk::compress(b"{\"not\": \"a snapshot\"}", 1).unwrap();
+        for (seq, bytes) in [(2u64, &garbage[..]), (3, &b"\x28\xb5\x2f\xfd garbage"[..])] {
+            // The same size as before, so the accounting does not depend on it.
+            fs::write(spool.path_of(seq), bytes).unwrap();
+        }
+        spool.recent.clear(); // as after a restart: read from the disk
+        assert!(spool.snapshot(2).unwrap().is_none());
+        assert!(spool.snapshot(3).unwrap().is_none());
+        assert_eq!(spool.pending(), [1, 4], "the others are still there");
+        assert_eq!(spool.snapshot(1).unwrap().unwrap().seq, 1);
+        assert_eq!(spool.snapshot(4).unwrap().unwrap().seq, 4);
+        assert!(spool.snapshot(2).unwrap().is_none(), "asked again: still gone, no error");
+        assert_eq!(spool.bytes(), [1, 4].iter().map(|&s| spool.read(s).unwrap().len() as u64).sum::<u64>());
+        assert_eq!(names(&dir.path().join(CORRUPT_DIR)), ["00000000000000000002.zst", "00000000000000000003.zst"]);
+        assert_eq!(fs::read(dir.path().join(CORRUPT_DIR).join("00000000000000000002.zst")).unwrap(), garbage);
+        drop(spool);
+
+        // The state survives: the same seq, the same pending ones, the holes reported.
+        let mut spool = Spool::open(dir.path(), ROOMY).unwrap();
+        assert_eq!((spool.last_seq(), spool.pending()), (4, vec![1, 4]));
+        assert_eq!(spool.take_dropped(), 2);
+    }
+
+    #[test]
+    fn only_the_newest_set_aside_files_are_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool = Spool::open(dir.path(), ROOMY).unwrap();
+        let total = CORRUPT_KEPT as u64 + 3;
+        for seq in 1..=total {
+            spool.push(&snap(seq, now())).unwrap();
+            spool.set_aside(seq, "test");
+        }
+        let kept = names(&dir.path().join(CORRUPT_DIR));
+        let expected: Vec<String> = (4..=total).map(|seq| format!("{seq:020}.zst")).collect();
+        assert_eq!(kept, expected);
+        assert!(spool.pending().is_empty());
+        assert_eq!(spool.take_dropped(), total);
     }
 
     #[test]

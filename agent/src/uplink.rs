@@ -57,6 +57,21 @@ pub struct Options {
     pub allow_control: bool,
     /// Always use REST uploads, never the WebSocket.
     pub rest_only: bool,
+    /// This machine's fingerprint, sent in the hello (`procyon::sample::machine`).
+    pub machine_id: Option<String>,
+    /// How far above this agent's own last seq the collector's `last_seq` may be and
+    /// still be adopted ([`seq_leeway`]).
+    pub seq_leeway: u64,
+}
+
+/// How far the collector's `last_seq` may run ahead of this agent's own and still be
+/// taken as this agent's history: every snapshot its spool can hold (its state file may
+/// lag behind what it sent, after a crash or a power cut), plus a day of intervals.
+/// Anything further ahead was not numbered by this agent.
+pub fn seq_leeway(interval: Duration, spool_max_age: Duration) -> u64 {
+    const DAY: Duration = Duration::from_secs(86_400);
+    let span = spool_max_age.saturating_add(DAY).as_secs_f64();
+    (span / interval.as_secs_f64().max(0.001)).ceil() as u64
 }
 
 /// How a session ended.
@@ -198,7 +213,7 @@ impl Uplink {
             agent_version: env!("CARGO_PKG_VERSION").into(),
             host: self.host.clone(),
             allow_control: self.options.allow_control,
-            machine_id: None,
+            machine_id: self.options.machine_id.clone(),
         };
         serde_json::to_string(&hello).unwrap_or_default()
     }
@@ -227,8 +242,9 @@ impl Uplink {
     /// surely still holds it, else a keyframe. With the snapshot, kept as the next base
     /// once acknowledged.
     fn frame(&mut self, seq: u64, deltas: &mut Deltas, unanswered: usize) -> anyhow::Result<(Vec<u8>, Arc<Snapshot>)> {
-        let spool = lock(&self.spool);
-        let snapshot = spool.snapshot(seq)?;
+        let mut spool = lock(&self.spool);
+        // Not there: dropped by the limits meanwhile, or set aside as unreadable.
+        let Some(snapshot) = spool.snapshot(seq)? else { anyhow::bail!("snapshot {seq} is not in the spool") };
         let base = deltas.base.as_ref().filter(|_| unanswered < BASES_KEPT && deltas.since_keyframe < KEYFRAME_EVERY);
         let frame = match base {
             Some(base) => {
@@ -312,8 +328,9 @@ impl Uplink {
             _ => return End::Disconnected("no welcome from the collector in time".into()),
         };
         // The collector may know a higher seq (this agent's state was lost): continue
-        // above it, or new snapshots would be taken for duplicates.
-        if let Err(e) = welcome_seq(&mut lock(&self.spool), last_seq) {
+        // above it, or new snapshots would be taken for duplicates; unless it is too
+        // far above to be this agent's.
+        if let Err(e) = welcome_seq(&mut lock(&self.spool), last_seq, self.options.seq_leeway) {
             return End::Fatal(format!("cannot update the spool: {e:#}"));
         }
         tracing::info!(collector = %self.options.collector, last_seq, "connected");
@@ -348,7 +365,8 @@ impl Uplink {
                         }
                         in_flight.insert(seq, snapshot);
                     }
-                    // Dropped by the spool's limits meanwhile: nothing to send.
+                    // Dropped by the spool's limits or set aside meanwhile: nothing to
+                    // send. A read error is tried again in the next session.
                     Err(_) => continue,
                 }
             }
@@ -446,15 +464,9 @@ impl Uplink {
         loop {
             let pending = lock(&self.spool).pending();
             for seq in pending {
-                let Ok(bytes) = lock(&self.spool).read(seq) else { continue };
-                let body = match crate::spool::decode(&bytes).and_then(|s| Ok(serde_json::to_vec(&s)?)) {
-                    Ok(body) => body,
-                    Err(e) => {
-                        tracing::warn!(seq, "unreadable spooled snapshot dropped: {e}");
-                        let _ = lock(&self.spool).remove(seq);
-                        continue;
-                    }
-                };
+                // An unreadable one is set aside by the spool; a read error is retried.
+                let Ok(Some(snapshot)) = lock(&self.spool).snapshot(seq) else { continue };
+                let Ok(body) = serde_json::to_vec(&*snapshot) else { continue };
                 let sent = self
                     .http
                     .post(&url)
@@ -509,6 +521,35 @@ impl Uplink {
 /// Name of the file that marks a spool as having met a collector.
 const MET_COLLECTOR: &str = "met-collector";
 
+/// The highest seq the collector can store: it keeps seqs as signed 64-bit integers.
+const MAX_STORABLE_SEQ: u64 = i64::MAX as u64;
+
+/// What the agent makes of the collector's `last_seq` in `welcome`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum SeqDecision {
+    /// Not above this agent's own: nothing to do.
+    Keep,
+    /// Above this agent's own by no more than it could have numbered itself: continue
+    /// above it.
+    Adopt,
+    /// Too far above (or not storable): not this agent's numbering. Adopting it would
+    /// hand the numbering to whoever wrote that seq (a bad upload, another machine
+    /// under this host name); at `i64::MAX` every later snapshot would be unstorable.
+    Refuse,
+}
+
+/// The decision for the collector's `last_seq` against this agent's `own`, given
+/// `leeway` ([`seq_leeway`]).
+fn decide_seq(own: u64, collector: u64, leeway: u64) -> SeqDecision {
+    if collector <= own {
+        SeqDecision::Keep
+    } else if collector > MAX_STORABLE_SEQ || collector - own > leeway {
+        SeqDecision::Refuse
+    } else {
+        SeqDecision::Adopt
+    }
+}
+
 /// Takes the collector's highest stored seq for this host into account.
 ///
 /// Snapshots are numbered by the spool. If its state was lost (a new spool for a host
@@ -517,13 +558,34 @@ const MET_COLLECTOR: &str = "met-collector";
 /// once, none of its snapshots can have been sent, so any at or below `last_seq` are
 /// renumbered above it. After that, such a seq is a resend whose ack was lost, and is
 /// left alone.
-fn welcome_seq(spool: &mut Spool, last_seq: u64) -> anyhow::Result<()> {
+///
+/// A `last_seq` further above the spool's own than `leeway` ([`decide_seq`]) is not
+/// adopted: the agent keeps its own numbering and says so; the collector refuses
+/// (`rejected`) or resolves the seqs it cannot take.
+fn welcome_seq(spool: &mut Spool, last_seq: u64, leeway: u64) -> anyhow::Result<()> {
     let marker = spool.dir().join(MET_COLLECTOR);
+    let own = spool.last_seq();
+    if decide_seq(own, last_seq, leeway) == SeqDecision::Refuse {
+        tracing::warn!(
+            collector_last_seq = last_seq,
+            own_last_seq = own,
+            "the collector's last seq for this host ({last_seq}) is far above this agent's own ({own}), more than \
+             {leeway} snapshots ahead or beyond what it can store: keeping this agent's own numbering. Snapshots \
+             under that host name that this agent did not send (a bad upload, or another machine using the name) \
+             are in the collector's history; an admin should look at this host there"
+        );
+        if !marker.exists() {
+            std::fs::write(&marker, b"")?;
+        }
+        return Ok(());
+    }
     if !marker.exists() {
         let colliding: Vec<u64> = spool.pending().into_iter().filter(|seq| *seq <= last_seq).collect();
         spool.bump_seq(last_seq)?;
         for old in colliding {
-            let mut snapshot = crate::spool::decode(&spool.read(old)?)?;
+            // Set aside if unreadable: nothing to renumber.
+            let Some(snapshot) = spool.snapshot(old)? else { continue };
+            let mut snapshot = Snapshot::clone(&snapshot);
             snapshot.seq = spool.last_seq() + 1;
             spool.push(&snapshot)?;
             spool.remove(old)?;
@@ -547,7 +609,25 @@ fn carry_out(request: ActionRequest, allow_control: bool) -> ActionReply {
             }),
         };
     }
-    let target = Target { pid, start_time };
+    // A relayed action names its process by pid and start time, so that a pid reused
+    // since the requester's snapshot is refused. The wire type keeps the start time
+    // optional (older collectors), so it is required here.
+    let Some(start_time) = start_time else {
+        tracing::warn!(%actor, pid, action = action.as_str(), "refused a process action without a start time");
+        return ActionReply {
+            request_id,
+            done: None,
+            error: Some(ActionError {
+                code: ActionErrorCode::PidReused,
+                message: format!(
+                    "Refused: this agent acts only on a process named by its pid and start time, and the request \
+                     for process {pid} has no start time. Give the start_time a snapshot showed for it (for example \
+                     ?start_time= on the REST call) and try again."
+                ),
+            }),
+        };
+    };
+    let target = Target { pid, start_time: Some(start_time) };
     let result = if tree { control::act_tree(target, action) } else { control::act(target, action) };
     match result {
         Ok(outcome) => {
@@ -614,6 +694,89 @@ mod tests {
     }
 
     #[test]
+    fn the_leeway_is_the_spool_plus_a_day_of_intervals() {
+        let week = Duration::from_secs(7 * 86_400);
+        assert_eq!(seq_leeway(Duration::from_secs(2), week), 8 * 86_400 / 2);
+        assert_eq!(seq_leeway(Duration::from_millis(200), Duration::from_secs(60)), (86_400 + 60) * 5);
+    }
+
+    #[test]
+    fn the_collector_s_last_seq_is_adopted_only_when_close_above() {
+        const LEEWAY: u64 = 1_000;
+        let max = i64::MAX as u64;
+        use SeqDecision::*;
+        let cases = [
+            // (own, collector's, decision)
+            (0, 0, Keep),
+            (50, 10, Keep),
+            (50, 50, Keep),
+            (50, 51, Adopt),
+            (50, 50 + LEEWAY, Adopt),
+            (50, 51 + LEEWAY, Refuse),
+            // A wiped spool meets a host the collector knows a little of.
+            (0, LEEWAY, Adopt),
+            // A short-format upload's seq is its time in milliseconds.
+            (120, 1_760_000_000_000, Refuse),
+            (max - 10, max, Adopt),
+            (max - 10, max + 1, Refuse),
+            (max, u64::MAX, Refuse),
+            (u64::MAX, u64::MAX, Keep),
+        ];
+        for (own, collector, decision) in cases {
+            assert_eq!(decide_seq(own, collector, LEEWAY), decision, "own {own}, collector {collector}");
+        }
+    }
+
+    #[test]
+    fn a_far_above_last_seq_leaves_the_spool_s_numbering_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spool =
+            Spool::open(dir.path(), crate::spool::Limits { max_bytes: 1 << 30, max_age: Duration::from_secs(86_400) })
+                .unwrap();
+        let mut snap = procyon::sample::Sampler::new(Default::default()).sample();
+        for seq in 1..=3 {
+            snap.seq = seq;
+            spool.push(&snap).unwrap();
+        }
+        welcome_seq(&mut spool, i64::MAX as u64, 1_000).unwrap();
+        assert_eq!((spool.last_seq(), spool.pending()), (3, vec![1, 2, 3]), "kept, not renumbered");
+        welcome_seq(&mut spool, 1_760_000_000_000, 1_000).unwrap();
+        assert_eq!(spool.last_seq(), 3);
+        // Close above: continue above it (the spool has met a collector: the pending
+        // ones are resends and keep their seqs).
+        welcome_seq(&mut spool, 500, 1_000).unwrap();
+        assert_eq!((spool.last_seq(), spool.pending()), (500, vec![1, 2, 3]));
+        drop(spool);
+        let spool =
+            Spool::open(dir.path(), crate::spool::Limits { max_bytes: 1 << 30, max_age: Duration::from_secs(86_400) })
+                .unwrap();
+        assert_eq!(spool.last_seq(), 500, "persisted");
+    }
+
+    #[test]
+    fn the_hello_carries_the_machine_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = crate::spool::Limits { max_bytes: 1 << 20, max_age: Duration::from_secs(3600) };
+        let spool = Arc::new(Mutex::new(Spool::open(dir.path(), limits).unwrap()));
+        let host = procyon::sample::Sampler::new(Default::default()).host().clone();
+        let options = |machine_id: Option<&str>| Options {
+            collector: "http://127.0.0.1:1".into(),
+            key: "k".into(),
+            allow_control: false,
+            rest_only: false,
+            machine_id: machine_id.map(str::to_owned),
+            seq_leeway: 1,
+        };
+        for machine_id in [Some("ab".repeat(32)), None] {
+            let uplink = Uplink::new(options(machine_id.as_deref()), host.clone(), spool.clone(), Default::default());
+            match serde_json::from_str(&uplink.hello()).unwrap() {
+                AgentMessage::Hello { machine_id: sent, .. } => assert_eq!(sent, machine_id),
+                other => panic!("not a hello: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn actions_are_refused_when_control_is_off() {
         let request = ActionRequest {
             request_id: 9,
@@ -626,5 +789,33 @@ mod tests {
         let reply = carry_out(request, false);
         assert_eq!(reply.request_id, 9);
         assert_eq!(reply.error.unwrap().code, ActionErrorCode::Unsupported);
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn a_relayed_action_without_a_start_time_is_refused() {
+        let mut child = std::process::Command::new("sleep").arg("30").spawn().unwrap();
+        let pid = child.id();
+        let request = |start_time| ActionRequest {
+            request_id: 4,
+            pid,
+            start_time,
+            action: procyon::model::ProcessAction::Suspend,
+            tree: false,
+            actor: "ada".into(),
+        };
+        let reply = carry_out(request(None), true);
+        let error = reply.error.unwrap();
+        assert_eq!((reply.request_id, error.code), (4, ActionErrorCode::PidReused));
+        assert!(error.message.contains("no start time"), "{}", error.message);
+        std::thread::sleep(Duration::from_millis(50));
+        let state = || std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+        assert!(!state().contains(") T "), "untouched: {}", state());
+        // With it, the action is carried out.
+        let start_time = procyon::sample::identify(pid).unwrap().start_time;
+        let reply = carry_out(request(Some(start_time)), true);
+        assert_eq!(reply.done.unwrap().signalled, 1, "{:?}", reply.error);
+        child.kill().unwrap();
+        child.wait().unwrap();
     }
 }

@@ -305,6 +305,25 @@ mod tests {
     }
 
     #[test]
+    fn the_machine_id_is_optional_both_ways() {
+        let host = crate::sample::Sampler::new(Default::default()).host().clone();
+        let hello = |machine_id: Option<&str>| AgentMessage::Hello {
+            protocol: PROTOCOL_VERSION,
+            agent_version: "1".into(),
+            host: host.clone(),
+            allow_control: false,
+            machine_id: machine_id.map(str::to_owned),
+        };
+        // An agent without one sends what older agents sent, and their hellos still read.
+        let old = serde_json::to_value(hello(None)).unwrap();
+        assert!(old.get("machine_id").is_none(), "{old}");
+        assert_eq!(serde_json::from_value::<AgentMessage>(old).unwrap(), hello(None));
+        let new = serde_json::to_value(hello(Some("ab12"))).unwrap();
+        assert_eq!(new["machine_id"], "ab12");
+        assert_eq!(serde_json::from_value::<AgentMessage>(new).unwrap(), hello(Some("ab12")));
+    }
+
+    #[test]
     fn messages_are_tagged_by_type() {
         let ack = serde_json::to_string(&CollectorMessage::Ack { seq: 7 }).unwrap();
         assert_eq!(ack, r#"{"type":"ack","seq":7}"#);

@@ -683,6 +683,27 @@ pub(super) fn table() -> io::Result<Vec<ProcessEntry>> {
     Ok(out)
 }
 
+/// The program file of `pid`: `/proc/PID/exe`, the link the kernel keeps to the file it
+/// runs. Its metadata is read through the link, so it is the running file's even after
+/// that was replaced or removed.
+pub(super) fn executable(pid: u32) -> io::Result<super::Executable> {
+    let link = format!("/proc/{pid}/exe");
+    let path = fs::read_link(&link)?;
+    let meta = fs::metadata(&link)?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = name.strip_suffix(" (deleted)").unwrap_or(&name).to_owned();
+    let ours = OUR_EXECUTABLE.get_or_init(|| fs::metadata("/proc/self/exe").ok().map(|m| (m.dev(), m.ino())));
+    let uid = nix::unistd::geteuid().as_raw();
+    Ok(super::Executable {
+        file_name: name,
+        is_ours: *ours == Some((meta.dev(), meta.ino())),
+        owned_by_us_or_root: (meta.uid() == 0 || meta.uid() == uid) && meta.mode() & 0o022 == 0,
+    })
+}
+
+/// Device and inode of this process's own program file, read once.
+static OUR_EXECUTABLE: std::sync::OnceLock<Option<(u64, u64)>> = std::sync::OnceLock::new();
+
 /// Every TCP and UDP socket with its owning process.
 #[derive(Default)]
 pub(super) struct Sockets {
@@ -840,6 +861,34 @@ mod tests {
 
     fn stat(text: &str) -> Option<Stat> {
         parse_stat(text.as_bytes())
+    }
+
+    #[test]
+    fn the_executable_is_the_file_the_kernel_runs() {
+        let me = executable(std::process::id()).unwrap();
+        assert!(me.is_ours);
+        // As the portable reader sees it too.
+        let portable = super::super::portable::executable(std::process::id()).unwrap();
+        assert_eq!(portable, me);
+        // bash: dash has no `exec -a`.
+        let mut child = Command::new("bash").args(["-c", "exec -a procyon sleep 30"]).spawn().unwrap();
+        let pid = child.id();
+        let sleep = (0..100)
+            .find_map(|_| {
+                std::thread::sleep(Duration::from_millis(20));
+                executable(pid).ok().filter(|e| e.file_name != "bash")
+            })
+            .unwrap();
+        // It calls itself procyon; the kernel knows better.
+        assert_eq!(sleep.file_name, "sleep");
+        assert!(!sleep.is_ours);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert_eq!(executable(pid).unwrap_err().kind(), io::ErrorKind::NotFound);
+        // Kernel threads run no file.
+        if identify(2).is_some_and(|p| p.kernel_thread) {
+            assert_eq!(executable(2).unwrap_err().kind(), io::ErrorKind::NotFound);
+        }
     }
 
     #[test]

@@ -10,7 +10,7 @@
 //! through sysinfo and netstat2 on other systems. Both offer the same functions with the
 //! same meaning; on Linux, `portable.rs` is built for the tests too, which check the
 //! Linux shortcuts against it (`crosscheck.rs`). `system.rs` (CPU, memory, host) is
-//! sysinfo on every OS.
+//! sysinfo on every OS. `machine.rs` makes the fingerprint an agent sends in its hello.
 //!
 //! A part that fails (say, the socket list) is reported in [`Snapshot::errors`] and the
 //! rest of the snapshot is kept: one failing source never loses a tick.
@@ -24,6 +24,7 @@ use tokio::sync::watch;
 
 use crate::model::{ConnectionSample, Domain, DomainError, HostInfo, NetworkSample, SCHEMA_VERSION, Snapshot};
 
+pub mod machine;
 mod network;
 pub mod redact;
 mod socket;
@@ -187,6 +188,27 @@ pub fn identify(pid: u32) -> Option<ProcessEntry> {
 /// Every process now, with its parent.
 pub fn process_table() -> std::io::Result<Vec<ProcessEntry>> {
     os::table()
+}
+
+/// The program file a process runs, as the kernel knows it (on Linux `/proc/PID/exe`,
+/// not the name the process gives itself, which any process can change).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Executable {
+    /// Its file name, e.g. `procyon-agent` (without Linux's ` (deleted)` for a file
+    /// replaced since the process started, nor a `.exe`).
+    pub file_name: String,
+    /// It is the very file this process runs (same device and inode), whatever its name.
+    pub is_ours: bool,
+    /// Only root or the user this process runs as can have put it there: it is owned by
+    /// one of them and writable by nobody else. `false` where the OS cannot tell.
+    pub owned_by_us_or_root: bool,
+}
+
+/// The program file `pid` runs. An error of kind `NotFound` when the process is gone
+/// (or is a zombie or a kernel thread, which run none), `PermissionDenied` when this
+/// process may not look (another user's, without the right to inspect it).
+pub fn executable(pid: u32) -> std::io::Result<Executable> {
+    os::executable(pid)
 }
 
 /// Runs `sampler` on its own thread, one snapshot every `interval`, and publishes the

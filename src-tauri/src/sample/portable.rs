@@ -160,6 +160,41 @@ pub(super) fn table() -> std::io::Result<Vec<ProcessEntry>> {
         .collect())
 }
 
+/// The program file of `pid`, through sysinfo.
+#[cfg_attr(target_os = "linux", allow(dead_code))] // Linux has its own; this one is built for tests there
+pub(super) fn executable(pid: u32) -> std::io::Result<super::Executable> {
+    use std::io::{Error, ErrorKind};
+    let mut system = System::new().map_err(|e| Error::other(e.to_string()))?;
+    let spid = Pid::from_u32(pid);
+    system.refresh_processes_specifics(
+        ProcessesToUpdate::Some(&[spid]),
+        true,
+        ProcessRefreshKind::nothing().with_exe(UpdateKind::Always),
+    );
+    let process = system.process(spid).ok_or_else(|| Error::from(ErrorKind::NotFound))?;
+    // No path: the OS would not tell (another user's process, typically).
+    let path = process.exe().ok_or_else(|| Error::from(ErrorKind::PermissionDenied))?;
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let name = name.strip_suffix(".exe").unwrap_or(&name).to_owned();
+    let meta = std::fs::metadata(path)?;
+    let ours = std::env::current_exe().ok().and_then(|p| std::fs::metadata(p).ok());
+    #[cfg(unix)]
+    let (is_ours, owned_by_us_or_root) = {
+        use std::os::unix::fs::MetadataExt;
+        let uid = nix::unistd::geteuid().as_raw();
+        (
+            ours.is_some_and(|o| (o.dev(), o.ino()) == (meta.dev(), meta.ino())),
+            (meta.uid() == 0 || meta.uid() == uid) && meta.mode() & 0o022 == 0,
+        )
+    };
+    #[cfg(not(unix))]
+    let (is_ours, owned_by_us_or_root) = {
+        let _ = (meta, ours);
+        (std::env::current_exe().ok().as_deref() == Some(path), false)
+    };
+    Ok(super::Executable { file_name: name, is_ours, owned_by_us_or_root })
+}
+
 /// Every TCP and UDP socket with its owning process.
 pub(super) struct Sockets;
 
