@@ -467,14 +467,17 @@ impl Uplink {
                 // An unreadable one is set aside by the spool; a read error is retried.
                 let Ok(Some(snapshot)) = lock(&self.spool).snapshot(seq) else { continue };
                 let Ok(body) = serde_json::to_vec(&*snapshot) else { continue };
-                let sent = self
+                let mut request = self
                     .http
                     .post(&url)
                     .header("Authorization", format!("Api-Key {}", self.options.key))
-                    .header("Content-Type", "application/json")
-                    .body(body)
-                    .send()
-                    .await;
+                    .header("Content-Type", "application/json");
+                // The collector binds the host to this machine; uploads prove it as the
+                // WebSocket's hello does.
+                if let Some(machine_id) = &self.options.machine_id {
+                    request = request.header("Procyon-Machine-Id", machine_id);
+                }
+                let sent = request.body(body).send().await;
                 let response = match sent {
                     Ok(r) => r,
                     Err(e) => return End::Disconnected(e.to_string()),
