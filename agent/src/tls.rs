@@ -200,28 +200,35 @@ pub fn describe(error: &(dyn std::error::Error + 'static)) -> String {
             }
             text.push_str(&line);
         }
-        // io::Error hides the error it wraps from `source()` (its text shows it).
-        let inner = e
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .map(|e| e as &(dyn std::error::Error + 'static));
-        for candidate in [Some(e), inner].into_iter().flatten() {
-            if let Some(rustls::Error::InvalidCertificate(c)) = candidate.downcast_ref::<rustls::Error>() {
-                certificate = Some(c.clone());
+        // io::Error hides the error it wraps from `source()` (its text shows it), and
+        // the TLS error may sit in an io::Error in an io::Error.
+        let mut candidate = Some(e);
+        while let Some(c) = candidate {
+            if let Some(rustls::Error::InvalidCertificate(error)) = c.downcast_ref::<rustls::Error>() {
+                certificate = Some(error.clone());
             }
+            candidate = c
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .map(|inner| inner as &(dyn std::error::Error + 'static));
         }
         next = e.source();
     }
-    match certificate {
-        Some(CertificateError::Other(other)) if other.0.downcast_ref::<NotPinned>().is_some() => {
-            format!("{text} (refused: pin the certificate the collector serves now, or correct its certificate)")
+    let not_pinned = match &certificate {
+        Some(CertificateError::Other(other)) => other.0.downcast_ref::<NotPinned>(),
+        _ => None,
+    };
+    match (not_pinned, &certificate) {
+        // rustls shows our error in its Debug form: say it in words instead.
+        (Some(not_pinned), _) => {
+            format!("{not_pinned} (if the collector's certificate was renewed on purpose, pin the new one)")
         }
-        Some(_) => format!(
+        (None, Some(_)) => format!(
             "{text} (the collector's TLS certificate is not trusted: if a private CA signed it, pass \
              --ca-cert FILE with that CA's certificate; or pin it with --pin sha256:... from \
              `openssl x509 -in CERT -noout -fingerprint -sha256`)"
         ),
-        None => text,
+        (None, None) => text,
     }
 }
 
