@@ -224,7 +224,10 @@ pub fn raise_fd_limit(max_connections: usize) {
         let open_files = getrlimit(Resource::RLIMIT_NOFILE).map(|(soft, _)| soft).unwrap_or(soft);
         // Room for the database, the logs and the listener itself.
         let needed = u64::try_from(max_connections).unwrap_or(u64::MAX).saturating_add(64);
-        if u64::from(open_files) < needed {
+        // rlim_t is u64 on Linux but not on every Unix.
+        #[allow(clippy::useless_conversion)]
+        let open_files = u64::from(open_files);
+        if open_files < needed {
             tracing::warn!(
                 open_files,
                 max_connections,
