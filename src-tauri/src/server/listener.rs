@@ -121,11 +121,6 @@ impl Tls {
         Ok(Tls { acceptor: TlsAcceptor::from(Arc::new(config)), current })
     }
 
-    /// The leaf certificate served now (DER).
-    pub fn leaf(&self) -> Option<CertificateDer<'static>> {
-        self.current.key.read().unwrap_or_else(|p| p.into_inner()).cert.first().cloned()
-    }
-
     /// Loads the files again; on failure the old certificate stays.
     pub fn reload(&self) -> anyhow::Result<()> {
         let key = load_key(&self.current.files.cert, &self.current.files.key)?;
