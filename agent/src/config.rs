@@ -24,6 +24,7 @@ use procyon::sample::CmdlineMode;
 
 use crate::key::Secret;
 use crate::spool::Limits;
+use crate::tls::Pin;
 
 /// The config file read when `--config` is not given, if it exists.
 pub const DEFAULT_CONFIG_FILE: &str = "/etc/procyon/agent.toml";
@@ -99,6 +100,12 @@ pub struct Config {
     pub cmdline: CmdlineMode,
     /// `tracing` filter, e.g. `info` or `procyon_agent=debug`.
     pub log: String,
+    /// CA certificates (PEM) trusted for the collector instead of the system's.
+    pub ca_cert: Option<PathBuf>,
+    /// Only a collector certificate with one of these SHA-256s is accepted.
+    pub pins: Vec<Pin>,
+    /// Plain `http://` to a collector on another machine is allowed.
+    pub insecure_http: bool,
 }
 
 impl Config {
@@ -213,7 +220,28 @@ pub struct Flags {
     /// Log filter, e.g. info or procyon_agent=debug [default: info].
     #[arg(long, env = "PROCYON_LOG", value_name = "FILTER")]
     pub log: Option<String>,
+    /// Trust the CA certificates in FILE (PEM) for the collector's https://, instead of the system's.
+    #[arg(long, env = "PROCYON_CA_CERT", value_name = "FILE")]
+    pub ca_cert: Option<PathBuf>,
+    /// Accept only the collector certificate with this SHA-256 (sha256:HEX or sha256:BASE64; several separated by commas).
+    #[arg(long, env = "PROCYON_PIN", value_name = "sha256:DIGEST", value_parser = parse_pins)]
+    pub pin: Option<Pins>,
+    /// Allow plain http:// to a collector on another machine: the key and snapshots go unencrypted [default: false].
+    #[arg(
+        long,
+        env = "PROCYON_INSECURE_HTTP",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    pub insecure_http: Option<bool>,
 }
+
+/// The pinned certificates of `--pin`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Pins(pub Vec<Pin>);
 
 /// The subcommands.
 #[derive(Subcommand, Debug, Clone, PartialEq)]
@@ -319,6 +347,9 @@ pub fn resolve(
         transport: f.transport.or(file_flags.transport).unwrap_or_default(),
         cmdline: f.cmdline.or(file_flags.cmdline).unwrap_or_default(),
         log: f.log.or(file_flags.log).unwrap_or_else(|| "info".to_owned()),
+        ca_cert: f.ca_cert.or(file_flags.ca_cert),
+        pins: f.pin.or(file_flags.pin).unwrap_or_default().0,
+        insecure_http: f.insecure_http.or(file_flags.insecure_http).unwrap_or(false),
     };
     let command = match cli.command {
         None => {
@@ -335,7 +366,36 @@ pub fn resolve(
             Command::Login { collector, user }
         }
     };
+    match &command {
+        Command::Run => check_plain_http(config.collector()?, config.insecure_http)?,
+        Command::Login { collector, .. } => check_plain_http(collector, config.insecure_http)?,
+        Command::SetKey | Command::ForgetKey => {}
+    }
     Ok((config, command))
+}
+
+/// Refuses plain `http://` to another machine unless `insecure_http`: the API key and
+/// every snapshot would cross the network unencrypted. This machine (loopback) is fine.
+pub fn check_plain_http(url: &Url, insecure_http: bool) -> anyhow::Result<()> {
+    if url.scheme() != "http" || insecure_http || is_loopback(url) {
+        return Ok(());
+    }
+    bail!(
+        "the collector {url} is on another machine and plain http:// would send the API key and every snapshot \
+         unencrypted: use https:// (procyon serve --tls-cert FILE --tls-key FILE), or pass --insecure-http \
+         (PROCYON_INSECURE_HTTP, insecure_http in the config file) if the network between them is trusted"
+    )
+}
+
+/// Whether plain `http://` to `url` goes over the network at all: `127.0.0.0/8`, `::1`
+/// and `localhost` stay on this machine.
+pub fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        Some(url::Host::Domain(name)) => matches!(name.to_ascii_lowercase().as_str(), "localhost" | "localhost."),
+        None => false,
+    }
 }
 
 /// Reads `explicit`, else [`DEFAULT_CONFIG_FILE`] if it exists: `(path, text)`.
@@ -378,6 +438,9 @@ struct FileConfig {
     transport: Option<Transport>,
     cmdline: Option<String>,
     log: Option<String>,
+    ca_cert: Option<PathBuf>,
+    pin: Option<String>,
+    insecure_http: Option<bool>,
 }
 
 /// A TOML value that may be written as a number (`interval = 2`) or with a unit
@@ -425,6 +488,9 @@ fn parse_file(path: &Path, text: &str) -> anyhow::Result<Flags> {
         transport: raw.transport,
         cmdline: check(&prefix, "cmdline", raw.cmdline, parse_cmdline)?,
         log: check(&prefix, "log", raw.log, non_empty)?,
+        ca_cert: raw.ca_cert.map(|p| base.join(p)),
+        pin: check(&prefix, "pin", raw.pin, parse_pins)?,
+        insecure_http: raw.insecure_http,
     })
 }
 
@@ -462,6 +528,15 @@ fn parse_collector(s: &str) -> Result<Url, String> {
         return Err("must not have a query or fragment".into());
     }
     Ok(url)
+}
+
+/// One pin or several, separated by commas.
+fn parse_pins(s: &str) -> Result<Pins, String> {
+    let pins = s.split(',').filter(|p| !p.trim().is_empty()).map(Pin::parse).collect::<Result<Vec<_>, _>>()?;
+    if pins.is_empty() {
+        return Err(crate::tls::PIN_USAGE.into());
+    }
+    Ok(Pins(pins))
 }
 
 fn parse_hostname(s: &str) -> Result<String, String> {
@@ -583,7 +658,7 @@ mod tests {
 
     #[test]
     fn defaults_apply_when_nothing_is_given() {
-        let (config, command) = load_with(&["--collector", "http://c.example:7450"], None).unwrap();
+        let (config, command) = load_with(&["--collector", "https://c.example:7450"], None).unwrap();
         assert_eq!(command, Command::Run);
         assert_eq!(config.interval, Duration::from_secs(2));
         assert_eq!(config.spool, Path::new("/state"));
@@ -617,7 +692,7 @@ mod tests {
     #[test]
     fn flags_override_the_file_field_by_field() {
         let args = [
-            "--collector=http://flag.example:1",
+            "--collector=https://flag.example:1",
             "--interval=0.5",
             "--allow-control=false",
             "--spool-max-bytes=2MiB",
@@ -625,7 +700,7 @@ mod tests {
             "--cmdline=none",
         ];
         let (config, _) = load_with(&args, Some(FILE)).unwrap();
-        assert_eq!(config.collector.unwrap().as_str(), "http://flag.example:1/");
+        assert_eq!(config.collector.unwrap().as_str(), "https://flag.example:1/");
         assert_eq!(config.interval, Duration::from_millis(500));
         assert!(!config.allow_control, "--allow-control=false turns off what the file turned on");
         assert_eq!(config.spool_max_bytes, 2 << 20);
@@ -676,6 +751,65 @@ mod tests {
     }
 
     #[test]
+    fn plain_http_is_refused_to_other_machines_unless_allowed() {
+        let cases = [
+            ("http://127.0.0.1:7450", true),
+            ("http://127.8.9.10", true),
+            ("http://[::1]:7450", true),
+            ("http://[::ffff:127.0.0.1]", true),
+            ("http://localhost:7450", true),
+            ("http://LOCALHOST", true),
+            ("http://localhost.:7450", true),
+            ("https://collector.example", true),
+            ("https://10.0.0.5:7450", true),
+            ("http://collector.example:7450", false),
+            ("http://10.0.0.5", false),
+            ("http://128.0.0.1", false),
+            ("http://[::2]", false),
+            ("http://localhost.example", false),
+            ("http://my-localhost", false),
+        ];
+        for (url, allowed) in cases {
+            let plain = load_with(&["--collector", url], None);
+            assert_eq!(plain.is_ok(), allowed, "{url}: {:?}", plain.err());
+            if !allowed {
+                let err = plain.unwrap_err().to_string();
+                assert!(err.contains("use https://") && err.contains("--insecure-http"), "{err}");
+                // Allowed on request, by flag or by file.
+                assert!(load_with(&["--collector", url, "--insecure-http"], None).unwrap().0.insecure_http);
+                let file = format!("collector = \"{url}\"\ninsecure_http = true");
+                assert!(load_with(&[], Some(&file)).is_ok(), "{url} with insecure_http in the file");
+                // login sends a password: the same rule.
+                let login = load_with(&["login", "--collector", url, "--user", "ada"], None);
+                assert!(login.unwrap_err().to_string().contains("--insecure-http"), "{url}");
+            }
+        }
+        // Key commands send nothing anywhere.
+        assert_eq!(load_with(&["set-key"], Some("collector = \"http://c.example\"")).unwrap().1, Command::SetKey);
+    }
+
+    #[test]
+    fn ca_cert_and_pins_come_from_flags_or_the_file() {
+        let hex = "AB".repeat(32);
+        let pin = Pin([0xab; 32]);
+        let args = ["--collector=https://c.example", "--ca-cert=/etc/ca.pem"];
+        let (config, _) = load_with(&args, None).unwrap();
+        assert_eq!(config.ca_cert.as_deref(), Some(Path::new("/etc/ca.pem")));
+        assert!(config.pins.is_empty() && !config.insecure_http);
+        let two = format!("--pin=sha256:{hex},{}", Pin([1; 32]));
+        let (config, _) = load_with(&["--collector=https://c.example", &two], None).unwrap();
+        assert_eq!(config.pins, vec![pin, Pin([1; 32])]);
+        let file = format!("collector = \"https://c\"\nca_cert = \"ca.pem\"\npin = \"sha256:{hex}\"");
+        let (config, _) = load_with(&[], Some(&file)).unwrap();
+        assert_eq!(config.ca_cert.as_deref(), Some(Path::new("/etc/procyon/ca.pem")));
+        assert_eq!(config.pins, vec![pin]);
+        let err = cli_error(&["--pin=md5:abc"]);
+        assert!(err.contains("--pin") && err.contains("sha256:"), "{err}");
+        let err = load_with(&[], Some("collector = \"https://c\"\npin = \"sha256:xyz\"")).unwrap_err().to_string();
+        assert!(err.contains("config file /etc/procyon/agent.toml: pin must be sha256:"), "{err}");
+    }
+
+    #[test]
     fn login_takes_its_collector_or_the_configured_one() {
         let (config, command) =
             load_with(&["login", "--collector", "https://l.example", "--user", "ada"], Some(FILE)).unwrap();
@@ -713,7 +847,7 @@ mod tests {
             ("interval = ", "config file /etc/procyon/agent.toml"),
         ];
         for (text, expected) in cases {
-            let err = load_with(&["--collector=http://c.example"], Some(text)).unwrap_err().to_string();
+            let err = load_with(&["--collector=https://c.example"], Some(text)).unwrap_err().to_string();
             assert!(err.contains(expected), "{text}: {err}");
             assert!(err.starts_with("config file /etc/procyon/agent.toml: "), "{text}: {err}");
         }
@@ -749,14 +883,14 @@ mod tests {
         assert_eq!(parse_age("90min"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_age("3600"), Ok(Duration::from_secs(3600)));
         let (config, _) =
-            load_with(&[], Some("collector = \"http://c\"\ninterval = 2.5\nspool_max_age = 7200")).unwrap();
+            load_with(&[], Some("collector = \"https://c\"\ninterval = 2.5\nspool_max_age = 7200")).unwrap();
         assert_eq!(config.interval, Duration::from_millis(2500));
         assert_eq!(config.spool_max_age, Duration::from_secs(7200));
     }
 
     #[test]
     fn relative_paths_in_the_file_are_relative_to_it() {
-        let text = "collector = \"http://c\"\nspool = \"spool\"\nkey_file = \"keys/api.key\"\napi_key_file = \"/abs/key\"\n\
+        let text = "collector = \"https://c\"\nspool = \"spool\"\nkey_file = \"keys/api.key\"\napi_key_file = \"/abs/key\"\n\
                     machine_id_file = \"id\"";
         let (config, _) =
             resolve(cli(&[]), Some((Path::new("/etc/procyon/agent.toml"), text)), None, &defaults()).unwrap();
@@ -769,10 +903,10 @@ mod tests {
     #[test]
     fn without_a_data_directory_the_spool_must_be_given() {
         let none = Defaults { state_dir: None };
-        let err = resolve(cli(&["--collector=http://c", "--key-file=/k"]), None, None, &none).unwrap_err();
+        let err = resolve(cli(&["--collector=https://c", "--key-file=/k"]), None, None, &none).unwrap_err();
         assert!(err.to_string().contains("pass --spool DIR"), "{err}");
         let (config, _) =
-            resolve(cli(&["--collector=http://c", "--key-file=/k", "--spool=/s"]), None, None, &none).unwrap();
+            resolve(cli(&["--collector=https://c", "--key-file=/k", "--spool=/s"]), None, None, &none).unwrap();
         assert_eq!(config.spool, Path::new("/s"));
     }
 
@@ -785,7 +919,7 @@ mod tests {
             line.split_once(" = ").is_some_and(|(key, _)| {
                 !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
                     // Settings without a default, shown with an example value.
-                    && !matches!(key, "hostname" | "api_key_file" | "machine_id_file")
+                    && !matches!(key, "hostname" | "api_key_file" | "machine_id_file" | "ca_cert" | "pin")
             })
         };
         let uncommented: String = example
@@ -799,7 +933,7 @@ mod tests {
         }
         let (config, _) =
             resolve(cli(&[]), Some((Path::new("/etc/procyon/agent.toml"), &uncommented)), None, &defaults()).unwrap();
-        let (plain, _) = load_with(&["--collector=http://collector.example:7450"], None).unwrap();
+        let (plain, _) = load_with(&["--collector=https://collector.example:7450"], None).unwrap();
         assert_eq!(
             Config { config_file: None, spool: plain.spool.clone(), key_file: plain.key_file.clone(), ..config },
             plain,

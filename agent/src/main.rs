@@ -8,11 +8,13 @@
 //! - `config.rs`: flags, `PROCYON_*` variables and the config file;
 //! - `key.rs`: where the API key comes from and is kept;
 //! - `spool.rs`: the bounded on-disk queue;
-//! - `uplink.rs`: the WebSocket (or REST) connection and relayed process actions.
+//! - `uplink.rs`: the WebSocket (or REST) connection and relayed process actions;
+//! - `tls.rs`: whom it trusts as its collector (a private CA, a pinned certificate).
 
 mod config;
 mod key;
 mod spool;
+mod tls;
 mod uplink;
 
 use std::io::Read;
@@ -67,7 +69,22 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the runtime")
 }
 
+/// The TLS settings, and the one warning about plain HTTP across the network.
+fn connection_settings(config: &Config, collector: &url::Url) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
+    if collector.scheme() == "http" && !config::is_loopback(collector) {
+        tracing::warn!(
+            %collector,
+            "--insecure-http: the API key and every snapshot cross the network UNENCRYPTED; \
+             anyone on the path can read them and act as this agent (use https://)"
+        );
+    } else if collector.scheme() == "http" && (config.ca_cert.is_some() || !config.pins.is_empty()) {
+        tracing::warn!(%collector, "--ca-cert and --pin apply to https:// only; this collector is plain http://");
+    }
+    tls::client_config(config.ca_cert.as_deref(), &config.pins)
+}
+
 fn run(config: Config) -> anyhow::Result<()> {
+    let tls = connection_settings(&config, config.collector()?)?;
     let collector = config.collector()?.to_string();
     let key = key::resolve(&config)?;
     let spool = Spool::open(&config.spool, config.spool_limits())
@@ -93,8 +110,9 @@ fn run(config: Config) -> anyhow::Result<()> {
         rest_only: config.transport == Transport::Rest,
         machine_id,
         seq_leeway: uplink::seq_leeway(config.interval, config.spool_max_age),
+        tls,
     };
-    let mut uplink = uplink::Uplink::new(options, host, spool.clone(), fresh.clone());
+    let mut uplink = uplink::Uplink::new(options, host, spool.clone(), fresh.clone())?;
 
     if config.once {
         take_one(&mut sampler, &spool)?;
@@ -204,14 +222,15 @@ fn login(config: &Config, collector: url::Url, user: &str) -> anyhow::Result<()>
         None => Sampler::new(SamplerOptions::default()).host().hostname.clone(),
     };
     let base = collector.as_str().trim_end_matches('/').to_owned();
+    let tls = connection_settings(config, &collector)?;
     let key: String = runtime()?.block_on(async {
-        let http = reqwest::Client::new();
+        let http = uplink::http_client(tls.as_deref())?;
         let answer = http
             .post(format!("{base}/api/auth/login"))
             .json(&serde_json::json!({ "username": user, "password": password }))
             .send()
             .await
-            .with_context(|| format!("cannot reach {base}"))?;
+            .map_err(|e| anyhow::anyhow!("cannot reach {base}: {}", tls::describe(&e)))?;
         let status = answer.status();
         let body: serde_json::Value = answer.json().await.unwrap_or_default();
         if !status.is_success() {

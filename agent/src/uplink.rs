@@ -62,6 +62,8 @@ pub struct Options {
     /// How far above this agent's own last seq the collector's `last_seq` may be and
     /// still be adopted ([`seq_leeway`]).
     pub seq_leeway: u64,
+    /// Our own TLS settings (a private CA, pins); `None`: the system's roots.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 /// How far the collector's `last_seq` may run ahead of this agent's own and still be
@@ -130,13 +132,14 @@ pub fn lock(spool: &Mutex<Spool>) -> MutexGuard<'_, Spool> {
 
 impl Uplink {
     /// An uplink for `host` reading `spool`; `fresh` is notified after each push.
-    pub fn new(options: Options, host: HostInfo, spool: Arc<Mutex<Spool>>, fresh: Arc<Notify>) -> Uplink {
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("procyon-agent/", env!("CARGO_PKG_VERSION")))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .unwrap_or_default();
-        Uplink { options, host, spool, fresh, http, delivered: false, sent: Sent::default() }
+    pub fn new(
+        options: Options,
+        host: HostInfo,
+        spool: Arc<Mutex<Spool>>,
+        fresh: Arc<Notify>,
+    ) -> anyhow::Result<Uplink> {
+        let http = http_client(options.tls.as_deref())?;
+        Ok(Uplink { options, host, spool, fresh, http, delivered: false, sent: Sent::default() })
     }
 
     fn url(&self, path: &str) -> String {
@@ -287,7 +290,8 @@ impl Uplink {
         let mut config = WebSocketConfig::default();
         config.max_message_size = Some(MAX_FRAME_BYTES);
         config.max_frame_size = Some(MAX_FRAME_BYTES);
-        let connected = tokio_tungstenite::connect_async_with_config(request, Some(config), false).await;
+        let connector = self.options.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+        let connected = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), false, connector).await;
         let mut ws = match connected {
             Ok((ws, _)) => ws,
             Err(tungstenite::Error::Http(response)) => {
@@ -304,7 +308,7 @@ impl Uplink {
                     End::NoWebSocket(format!("HTTP {status}"))
                 };
             }
-            Err(e) => return End::Disconnected(e.to_string()),
+            Err(e) => return End::Disconnected(crate::tls::describe(&e)),
         };
 
         // Hello, then wait for welcome.
@@ -480,7 +484,7 @@ impl Uplink {
                 let sent = request.body(body).send().await;
                 let response = match sent {
                     Ok(r) => r,
-                    Err(e) => return End::Disconnected(e.to_string()),
+                    Err(e) => return End::Disconnected(crate::tls::describe(&e)),
                 };
                 let status = response.status().as_u16();
                 let message = response
@@ -519,6 +523,18 @@ impl Uplink {
             }
         }
     }
+}
+
+/// The REST client, with our TLS settings when there are any. An error rather than a
+/// client without them: falling back to the defaults would quietly trust other CAs.
+pub fn http_client(tls: Option<&rustls::ClientConfig>) -> anyhow::Result<reqwest::Client> {
+    let mut builder = reqwest::Client::builder()
+        .user_agent(concat!("procyon-agent/", env!("CARGO_PKG_VERSION")))
+        .timeout(Duration::from_secs(30));
+    if let Some(tls) = tls {
+        builder = builder.use_preconfigured_tls(tls.clone());
+    }
+    builder.build().map_err(|e| anyhow::anyhow!("cannot set up the HTTP client: {}", crate::tls::describe(&e)))
 }
 
 /// Name of the file that marks a spool as having met a collector.
@@ -769,9 +785,11 @@ mod tests {
             rest_only: false,
             machine_id: machine_id.map(str::to_owned),
             seq_leeway: 1,
+            tls: None,
         };
         for machine_id in [Some("ab".repeat(32)), None] {
-            let uplink = Uplink::new(options(machine_id.as_deref()), host.clone(), spool.clone(), Default::default());
+            let uplink =
+                Uplink::new(options(machine_id.as_deref()), host.clone(), spool.clone(), Default::default()).unwrap();
             match serde_json::from_str(&uplink.hello()).unwrap() {
                 AgentMessage::Hello { machine_id: sent, .. } => assert_eq!(sent, machine_id),
                 other => panic!("not a hello: {other:?}"),

@@ -135,7 +135,7 @@ impl DataArg {
 #[derive(clap::Args, Debug)]
 struct ServeArgs {
     /// Address and port to listen on. Keep 127.0.0.1 unless agents or browsers on other
-    /// machines must reach it (then put TLS in front).
+    /// machines must reach it (then give it a certificate: --tls-cert, --tls-key).
     #[arg(long, env = "PROCYON_BIND", default_value = "127.0.0.1:7450")]
     bind: std::net::SocketAddr,
     #[command(flatten)]
@@ -162,6 +162,19 @@ struct ServeArgs {
     /// program only) or none. Agents choose their own with their --cmdline.
     #[arg(long, env = "PROCYON_CMDLINE", value_name = "full|exe|none", default_value_t = CmdlineMode::Full)]
     cmdline: CmdlineMode,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key. Reloaded
+    /// when the file changes, or on SIGHUP.
+    #[arg(long, env = "PROCYON_TLS_CERT", value_name = "FILE")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// The certificate's PEM private key (PKCS#8, RSA or SEC1); needs --tls-cert.
+    #[arg(long, env = "PROCYON_TLS_KEY", value_name = "FILE")]
+    tls_key: Option<std::path::PathBuf>,
+    /// How often the certificate files are checked for changes.
+    #[arg(long, env = "PROCYON_TLS_RELOAD_EVERY", default_value = "5s", value_parser = humantime::parse_duration)]
+    tls_reload_every: Duration,
+    /// Connections open at once (WebSockets included); more wait until one closes.
+    #[arg(long, env = "PROCYON_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections: u32,
 }
 
 #[cfg(feature = "server")]
@@ -308,12 +321,22 @@ fn desktop(hidden: bool) -> anyhow::Result<()> {
 
 #[cfg(feature = "server")]
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    use procyon::server::{ServeOptions, Settings};
+    use procyon::server::{Limits, ServeOptions, Settings, TlsFiles};
     init_logging();
+    let tls = match (args.tls_cert, args.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles { reload_every: args.tls_reload_every, ..TlsFiles::new(cert, key) }),
+        (None, None) => None,
+        (Some(_), None) | (None, Some(_)) => anyhow::bail!(
+            "--tls-cert and --tls-key go together (PROCYON_TLS_CERT, PROCYON_TLS_KEY): give both, \
+             the certificate chain and its private key, or neither for plain HTTP"
+        ),
+    };
     let options = ServeOptions {
         bind: args.bind,
         data: args.data.dir()?,
         local: !args.no_local,
+        limits: Limits { max_connections: args.max_connections as usize, ..Limits::default() },
+        tls,
         settings: Settings {
             interval: Duration::from_secs_f64(args.interval),
             local_hostname: None,

@@ -32,10 +32,28 @@ pub fn base_url(url: &str) -> Result<String, CommandError> {
         return Err(invalid("give only the scheme, host and port, e.g. https://procyon.example.com:7450"));
     }
     let host = parsed.host_str().ok_or_else(|| invalid("it has no host"))?;
+    if parsed.scheme() == "http" && !is_loopback(&parsed) {
+        return Err(invalid(
+            "plain http:// to another machine would send your password and session unencrypted; \
+             use https:// (the collector serves it with --tls-cert and --tls-key). Plain http:// is only \
+             for a collector on this machine (127.0.0.1, ::1, localhost)",
+        ));
+    }
     Ok(match parsed.port() {
         Some(port) => format!("{}://{host}:{port}", parsed.scheme()),
         None => format!("{}://{host}", parsed.scheme()),
     })
+}
+
+/// Whether `url` stays on this machine: `127.0.0.0/8`, `::1`, `localhost`. The agent
+/// applies the same rule to its collector URL.
+fn is_loopback(url: &reqwest::Url) -> bool {
+    let host = url.host_str().unwrap_or_default();
+    match host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback(),
+        Ok(std::net::IpAddr::V6(ip)) => ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        Err(_) => matches!(host.to_ascii_lowercase().as_str(), "localhost" | "localhost."),
+    }
 }
 
 fn unavailable(base: &str, e: impl std::fmt::Display) -> CommandError {
@@ -250,6 +268,31 @@ mod tests {
             ["", "127.0.0.1:7450", "ftp://x", "http://u:p@x", "http://x/api", "http://x/?a=1", "javascript:alert(1)"]
         {
             assert_eq!(base_url(bad).unwrap_err().code, "invalid", "{bad}");
+        }
+    }
+
+    #[test]
+    fn plain_http_only_reaches_this_machine() {
+        for (url, allowed) in [
+            ("http://127.0.0.1:7450", true),
+            ("http://127.1.2.3", true),
+            ("http://[::1]:7450", true),
+            ("http://localhost:7450", true),
+            ("https://procyon.example.com", true),
+            ("https://192.168.1.10:7450", true),
+            ("http://procyon.example.com:7450", false),
+            ("http://192.168.1.10:7450", false),
+            ("http://[fe80::1]", false),
+            ("http://localhost.example.com", false),
+        ] {
+            match base_url(url) {
+                Ok(_) => assert!(allowed, "{url} was accepted"),
+                Err(e) => {
+                    assert!(!allowed, "{url}: {}", e.detail);
+                    assert_eq!(e.code, "invalid");
+                    assert!(e.detail.contains("use https://"), "{}", e.detail);
+                }
+            }
         }
     }
 }

@@ -6,6 +6,7 @@
 //! accepted is lost.
 //!
 //! - `routes.rs`: every route in one table, with who may call it;
+//! - `listener.rs`: the accept loop: TLS, header and body timeouts, the connection cap;
 //! - `rest.rs`: every REST endpoint (both original APIs and ours);
 //! - `ws.rs`: the live WebSockets, fed by the hub;
 //! - `agents.rs`: the agent channel (`/ws/agent`) and action relay;
@@ -39,6 +40,7 @@ pub mod assets;
 pub mod auth;
 pub mod binding;
 pub mod error;
+pub mod listener;
 pub mod openapi;
 pub mod rest;
 pub mod routes;
@@ -47,6 +49,7 @@ pub mod views;
 pub mod ws;
 
 use error::ApiError;
+pub use listener::{Limits, Tls, TlsFiles};
 
 /// How the collector runs.
 #[derive(Clone, Debug)]
@@ -308,6 +311,10 @@ pub struct ServeOptions {
     pub data: PathBuf,
     /// Sample this machine too.
     pub local: bool,
+    /// Timeouts and the connection cap.
+    pub limits: Limits,
+    /// Serve HTTPS with this certificate; plain HTTP without.
+    pub tls: Option<TlsFiles>,
     /// Everything else.
     pub settings: Settings,
 }
@@ -406,21 +413,31 @@ impl Collector {
     }
 }
 
-/// Serves `state` on `listener` until `stop` completes, then lets open requests finish
-/// (WebSockets are told to close).
+/// Serves `state` over plain HTTP on `listener` with the default [`Limits`] until `stop`
+/// completes, then lets open requests finish (WebSockets are told to close).
 pub async fn listen(
     state: AppState,
     listener: tokio::net::TcpListener,
     stop: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    listen_with(state, listener, Limits::default(), None, stop).await
+}
+
+/// [`listen`] with its limits, and over TLS when given a certificate.
+pub async fn listen_with(
+    state: AppState,
+    listener: tokio::net::TcpListener,
+    limits: Limits,
+    tls: Option<Tls>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let stopping = state.clone();
-    axum::serve(listener, app(state).into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
-            stop.await;
-            stopping.begin_shutdown();
-        })
-        .await
-        .context("server error")
+    listener::run(app(state), listener, limits, tls, async move {
+        stop.await;
+        stopping.begin_shutdown();
+    })
+    .await
+    .context("server error")
 }
 
 /// Where the first admin's password is kept until someone reads it and deletes the file.
@@ -460,7 +477,10 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
             auth::MAX_TOKEN_TTL.as_secs() / 3600
         );
     }
-    // Listen first: a start that fails (the port is taken) must not make the first admin
+    // Before anything is opened: a bad certificate changes nothing.
+    let tls = options.tls.as_ref().map(Tls::load).transpose()?;
+    listener::raise_fd_limit(options.limits.max_connections);
+    // Listen next: a start that fails (the port is taken) must not make the first admin
     // and lose its password with it.
     let listener = tokio::net::TcpListener::bind(options.bind)
         .await
@@ -469,9 +489,10 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let collector = Collector::start(&options.data, options.local, options.settings.clone(), never_paused).await?;
     announce_first_admin(&collector.state.store, &options.data).await?;
     let local = listener.local_addr()?;
-    tracing::info!(address = %local, data = %options.data.display(), "collector listening");
-    println!("Procyon collector on http://{local}/ (data in {})", options.data.display());
-    listen(collector.state.clone(), listener, shutdown_signal()).await?;
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    tracing::info!(address = %local, tls = tls.is_some(), data = %options.data.display(), "collector listening");
+    println!("Procyon collector on {scheme}://{local}/ (data in {})", options.data.display());
+    listen_with(collector.state.clone(), listener, options.limits, tls, shutdown_signal()).await?;
     collector.stop().await;
     tracing::info!("collector stopped");
     Ok(())

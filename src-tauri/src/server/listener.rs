@@ -1,0 +1,473 @@
+//! The collector's listener: accepts TCP connections, wraps them in TLS when it has a
+//! certificate, and serves the router over HTTP/1.1 with WebSocket upgrades.
+//!
+//! `axum::serve` can do neither TLS nor timeouts, so this is a small accept loop of its
+//! own, with the limits that keep a slow or hostile client from holding the collector's
+//! sockets (slowloris):
+//!
+//! - the TLS handshake and each request's headers must arrive within
+//!   [`Limits::header_read_timeout`]; hyper's timer also runs while a keep-alive
+//!   connection waits for its next request, so that is the idle limit too;
+//! - a request's whole body must arrive within [`Limits::body_timeout`] of its headers;
+//! - at most [`Limits::max_connections`] connections are open at once (upgraded
+//!   WebSockets included, since each holds a socket); past that, new ones wait in the
+//!   kernel's backlog until one closes.
+//!
+//! Upgraded WebSockets leave hyper once upgraded, so none of the timeouts apply to them.
+//! The certificate is reloaded when its files change (polled) or on SIGHUP; a bad new
+//! file keeps the old certificate and says why in the log.
+
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::sync::{Arc, RwLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::ConnectInfo;
+use hyper::body::{Body as HttpBody, Frame, Incoming, SizeHint};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio_rustls::TlsAcceptor;
+use tokio_rustls::rustls;
+use tokio_rustls::rustls::pki_types::pem::PemObject;
+use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::server::{ClientHello, ResolvesServerCert};
+use tokio_rustls::rustls::sign::CertifiedKey;
+use tower::ServiceExt;
+
+/// How long a client may take, and how many may be connected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Limits {
+    /// The TLS handshake, and each request's line and headers (also the idle limit of a
+    /// keep-alive connection between requests).
+    pub header_read_timeout: Duration,
+    /// A request's whole body, from its headers on.
+    pub body_timeout: Duration,
+    /// Connections open at once; more wait until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            header_read_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(30),
+            max_connections: 1024,
+        }
+    }
+}
+
+/// Where the certificate and its key are, and how often to look for new ones.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// The PEM private key (PKCS#8, RSA or SEC1).
+    pub key: PathBuf,
+    /// How often the files' modification times are compared.
+    pub reload_every: Duration,
+}
+
+impl TlsFiles {
+    /// `cert` and `key`, looked at every five seconds.
+    pub fn new(cert: PathBuf, key: PathBuf) -> TlsFiles {
+        TlsFiles { cert, key, reload_every: Duration::from_secs(5) }
+    }
+}
+
+/// A loaded certificate that follows its files.
+#[derive(Clone)]
+pub struct Tls {
+    acceptor: TlsAcceptor,
+    current: Arc<Current>,
+}
+
+/// The certificate served to new connections; swapped on reload.
+#[derive(Debug)]
+struct Current {
+    files: TlsFiles,
+    key: RwLock<Arc<CertifiedKey>>,
+}
+
+impl ResolvesServerCert for Current {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.key.read().unwrap_or_else(|p| p.into_inner()).clone())
+    }
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+impl Tls {
+    /// Reads the certificate and key; the error names the file that is wrong and how.
+    pub fn load(files: &TlsFiles) -> anyhow::Result<Tls> {
+        let key = load_key(&files.cert, &files.key)?;
+        let current = Arc::new(Current { files: files.clone(), key: RwLock::new(Arc::new(key)) });
+        let mut config = rustls::ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .context("cannot set up TLS")?
+            .with_no_client_auth()
+            .with_cert_resolver(current.clone());
+        // HTTP/1.1 only: WebSockets upgrade over it, and it is all this listener speaks.
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(Tls { acceptor: TlsAcceptor::from(Arc::new(config)), current })
+    }
+
+    /// Loads the files again; on failure the old certificate stays.
+    pub fn reload(&self) -> anyhow::Result<()> {
+        let key = load_key(&self.current.files.cert, &self.current.files.key)?;
+        *self.current.key.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(key);
+        Ok(())
+    }
+
+    /// Reloads whenever the files' modification time or size changes, and on SIGHUP,
+    /// until the task is aborted.
+    async fn follow(self) {
+        let files = &self.current.files;
+        let mut seen = stamp(files);
+        #[cfg(unix)]
+        let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+        loop {
+            #[cfg(unix)]
+            let hup = async {
+                match hangup.as_mut() {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending().await,
+                }
+            };
+            #[cfg(not(unix))]
+            let hup = std::future::pending::<()>();
+            tokio::select! {
+                () = tokio::time::sleep(files.reload_every) => {
+                    let now = stamp(files);
+                    if now == seen {
+                        continue;
+                    }
+                    seen = now;
+                }
+                () = hup => tracing::info!("SIGHUP: reloading the TLS certificate"),
+            }
+            match self.reload() {
+                Ok(()) => tracing::info!(cert = %files.cert.display(), "reloaded the TLS certificate"),
+                Err(e) => tracing::warn!("kept the previous TLS certificate: {e:#}"),
+            }
+        }
+    }
+}
+
+/// What tells that a file changed: its modification time and size (`None`: unreadable).
+fn stamp(files: &TlsFiles) -> [Option<(SystemTime, u64)>; 2] {
+    let one = |path: &Path| std::fs::metadata(path).ok().and_then(|m| Some((m.modified().ok()?, m.len())));
+    [one(&files.cert), one(&files.key)]
+}
+
+/// Reads a certificate chain and its key, checking that they belong together.
+fn load_key(cert_path: &Path, key_path: &Path) -> anyhow::Result<CertifiedKey> {
+    let pem =
+        std::fs::read(cert_path).with_context(|| format!("cannot read the TLS certificate {}", cert_path.display()))?;
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| anyhow::anyhow!("the TLS certificate {} is not valid PEM: {e}", cert_path.display()))?;
+    if chain.is_empty() {
+        anyhow::bail!(
+            "the TLS certificate {} holds no certificate (expected PEM: -----BEGIN CERTIFICATE-----, leaf first)",
+            cert_path.display()
+        );
+    }
+    let pem = std::fs::read(key_path).with_context(|| format!("cannot read the TLS key {}", key_path.display()))?;
+    let der = PrivateKeyDer::from_pem_slice(&pem).map_err(|e| {
+        anyhow::anyhow!("the TLS key {} holds no private key in PEM (PKCS#8, RSA or SEC1 EC): {e}", key_path.display())
+    })?;
+    let signing = provider()
+        .key_provider
+        .load_private_key(der)
+        .map_err(|e| anyhow::anyhow!("the TLS key {} cannot be used: {e}", key_path.display()))?;
+    let key = CertifiedKey::new(chain, signing);
+    match key.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(rustls::InconsistentKeys::Unknown)) => Ok(key),
+        Err(_) => anyhow::bail!(
+            "the TLS key {} does not belong to the certificate {} (its first certificate must be the one for this key)",
+            key_path.display(),
+            cert_path.display()
+        ),
+    }
+}
+
+/// Raises the soft limit on open files to the hard one, so that the connection cap, not a
+/// default limit of 1024 files, is what bounds connections; warns when even the hard
+/// limit is below the cap (then the system refuses connections before the cap does).
+pub fn raise_fd_limit(max_connections: usize) {
+    #[cfg(unix)]
+    {
+        use nix::sys::resource::{Resource, getrlimit, setrlimit};
+        let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+        if soft < hard {
+            // Refused where the hard limit is "unlimited" but the kernel's is lower:
+            // the soft limit then stays as it was.
+            let _ = setrlimit(Resource::RLIMIT_NOFILE, hard, hard);
+        }
+        let open_files = getrlimit(Resource::RLIMIT_NOFILE).map(|(soft, _)| soft).unwrap_or(soft);
+        // Room for the database, the logs and the listener itself.
+        let needed = u64::try_from(max_connections).unwrap_or(u64::MAX).saturating_add(64);
+        // rlim_t is u64 on Linux but not on every Unix.
+        #[allow(clippy::useless_conversion)]
+        let open_files = u64::from(open_files);
+        if open_files < needed {
+            tracing::warn!(
+                open_files,
+                max_connections,
+                "the open-file limit is below --max-connections plus what the collector needs itself; \
+                 raise it (systemd: LimitNOFILE=) or lower --max-connections"
+            );
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = max_connections;
+}
+
+/// Serves `router` on `listener` until `stop` completes, then lets open requests finish.
+pub async fn run(
+    router: Router,
+    listener: TcpListener,
+    limits: Limits,
+    tls: Option<Tls>,
+    stop: impl std::future::Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let reloader = tls.clone().map(|tls| tokio::spawn(tls.follow()));
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
+    let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let (closing, closed) = watch::channel(false);
+    let mut connections = tokio::task::JoinSet::new();
+    let mut permit: Option<OwnedSemaphorePermit> = None;
+    let mut full_warned: Option<Instant> = None;
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            () = &mut stop => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            acquired = permits.clone().acquire_owned(), if permit.is_none() => {
+                permit = Some(acquired.context("the connection limit is gone")?);
+                if permits.available_permits() == 0 && full_warned.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+                    tracing::warn!(
+                        max_connections = limits.max_connections,
+                        "every connection slot is in use; new connections wait until one closes (--max-connections)"
+                    );
+                    full_warned = Some(Instant::now());
+                }
+            }
+            accepted = listener.accept(), if permit.is_some() => match accepted {
+                Ok((stream, remote)) => {
+                    let Some(permit) = permit.take() else { continue };
+                    let _ = stream.set_nodelay(true);
+                    let io = Counted { stream, _permit: permit };
+                    let connection = Connection {
+                        router: router.clone(),
+                        http: http.clone(),
+                        remote,
+                        limits,
+                        closed: closed.clone(),
+                    };
+                    let tls = tls.clone();
+                    connections.spawn(async move {
+                        match tls {
+                            None => connection.serve(io).await,
+                            Some(tls) => {
+                                match tokio::time::timeout(limits.header_read_timeout, tls.acceptor.accept(io)).await {
+                                    Ok(Ok(io)) => connection.serve(io).await,
+                                    Ok(Err(e)) => tracing::debug!(%remote, "TLS handshake failed: {e}"),
+                                    Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
+                                }
+                            }
+                        }
+                    });
+                }
+                // Out of file descriptors, or a connection reset before it was
+                // accepted: wait a little rather than spin, and go on.
+                Err(e) => {
+                    tracing::warn!("cannot accept a connection: {e}");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            },
+        }
+    }
+    drop(listener);
+    if let Some(reloader) = reloader {
+        reloader.abort();
+    }
+    closing.send_replace(true);
+    while connections.join_next().await.is_some() {}
+    Ok(())
+}
+
+/// What one connection's task needs.
+struct Connection {
+    router: Router,
+    http: hyper::server::conn::http1::Builder,
+    remote: SocketAddr,
+    limits: Limits,
+    closed: watch::Receiver<bool>,
+}
+
+impl Connection {
+    async fn serve<I>(mut self, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection { router, remote, limits, .. } = self;
+        let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
+            // Handlers may ask who is calling, as with axum's own server.
+            request.extensions_mut().insert(ConnectInfo(remote));
+            let request = request.map(|body| axum::body::Body::new(Deadline::new(body, limits.body_timeout)));
+            router.clone().oneshot(request)
+        });
+        let connection = self.http.serve_connection(TokioIo::new(io), service).with_upgrades();
+        tokio::pin!(connection);
+        let closing = async {
+            // The Ref it returns must not live across the await below.
+            let _ = self.closed.wait_for(|closing| *closing).await;
+        };
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            () = closing => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(e) = result {
+            // Timeouts and clients that hang up are routine; nothing to alarm anyone.
+            tracing::debug!(%remote, "connection ended: {e}");
+        }
+    }
+}
+
+/// A TCP stream that holds one connection slot for as long as it is open, through an
+/// upgrade to a WebSocket too.
+struct Counted {
+    stream: TcpStream,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl AsyncRead for Counted {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+    }
+}
+
+impl AsyncWrite for Counted {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().stream).poll_shutdown(cx)
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.stream.is_write_vectored()
+    }
+}
+
+/// A request body that must arrive whole by a deadline. tower-http's body timeout
+/// restarts with every frame, so a client sending a byte at a time would never meet it.
+struct Deadline {
+    body: Incoming,
+    limit: Duration,
+    deadline: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl Deadline {
+    fn new(body: Incoming, limit: Duration) -> Deadline {
+        // No timer for bodiless requests (most of them, WebSocket upgrades included).
+        let deadline = (!body.is_end_stream()).then(|| Box::pin(tokio::time::sleep(limit)));
+        Deadline { body, limit, deadline }
+    }
+}
+
+impl HttpBody for Deadline {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        if let Poll::Ready(frame) = Pin::new(&mut this.body).poll_frame(cx) {
+            return Poll::Ready(frame.map(|f| f.map_err(Into::into)));
+        }
+        if let Some(deadline) = &mut this.deadline
+            && deadline.as_mut().poll(cx).is_ready()
+        {
+            let message = format!("the request body did not arrive within {} s", this.limit.as_secs_f64());
+            return Poll::Ready(Some(Err(message.into())));
+        }
+        Poll::Pending
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.body.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.body.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+        let path = dir.join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    #[test]
+    fn bad_certificate_files_are_named_in_the_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let b = rcgen::generate_simple_self_signed(vec!["localhost".into()]).unwrap();
+        let cert = write(dir.path(), "cert.pem", &a.cert.pem());
+        let key = write(dir.path(), "key.pem", &a.key_pair.serialize_pem());
+        let other_key = write(dir.path(), "other.pem", &b.key_pair.serialize_pem());
+        let empty = write(dir.path(), "empty.pem", "");
+        let junk = write(dir.path(), "junk.pem", "-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n");
+        let missing = dir.path().join("missing.pem");
+        assert!(load_key(&cert, &key).is_ok());
+        let cases = [
+            (&missing, &key, "cannot read the TLS certificate", &missing),
+            (&cert, &missing, "cannot read the TLS key", &missing),
+            (&empty, &key, "holds no certificate", &empty),
+            (&junk, &key, "is not valid PEM", &junk),
+            (&key, &key, "holds no certificate", &key),
+            (&cert, &cert, "holds no private key", &cert),
+            (&cert, &other_key, "does not belong to the certificate", &other_key),
+        ];
+        for (cert, key, expected, named) in cases {
+            let err = format!("{:#}", load_key(cert, key).err().unwrap());
+            assert!(err.contains(expected), "{err}");
+            assert!(err.contains(&named.display().to_string()), "{err}");
+        }
+    }
+}
