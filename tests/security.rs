@@ -294,6 +294,17 @@ async fn hostile_uploads_are_refused_and_change_nothing() {
     tree.push_str("]}");
     let (status, body) = c.upload(&key, tree).await;
     assert_eq!(status, 201, "{body}");
+
+    // Hosts can be deleted with their history, by admins only.
+    let viewer = c.login("vi", &new_user(dir.path(), "vi", "viewer")).await;
+    let delete = async |token: &str| {
+        c.http.delete(c.url("/api/hosts/deep")).bearer_auth(token).send().await.unwrap().status().as_u16()
+    };
+    assert_eq!(delete(&viewer).await, 403);
+    assert_eq!(delete(&token).await, 204);
+    assert_eq!(delete(&token).await, 404);
+    assert_eq!(c.get("/api/process-snapshots/latest/?hostname=deep", &token).await.0, 404);
+    assert_eq!(c.stored_count(&token).await, 0);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -137,6 +137,11 @@ impl Hub {
         len - hosts.len()
     }
 
+    /// Forgets `hostname` (the host was deleted); its followers see nothing more.
+    pub fn forget(&self, hostname: &str) {
+        self.hosts().remove(hostname);
+    }
+
     /// Hosts the hub holds now.
     pub fn host_count(&self) -> usize {
         self.hosts().len()

@@ -50,6 +50,7 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::GET, "/api/openapi.json", Viewer, get(super::openapi::document)),
         Route::new(M::POST, "/api/process-snapshots/", Agent, post(upload_snapshot)),
         Route::new(M::GET, "/api/hosts/", Viewer, get(hosts)),
+        Route::new(M::DELETE, "/api/hosts/{server_id}", Admin, delete(delete_host)),
         Route::new(M::GET, "/api/hosts/{server_id}/top-processes", Viewer, get(top_processes)),
         Route::new(M::GET, "/api/hosts/{server_id}/export", Viewer, get(export_range)),
         Route::new(M::GET, "/api/hosts/{server_id}/process-history", Viewer, get(process_history)),
@@ -938,6 +939,25 @@ async fn revoke_key(
     state.agents.close_key(revoked.id);
     state.bindings.forget_key(revoked.id);
     Ok(Json(revoked))
+}
+
+/// Deletes a host and its whole history. Works for hosts stored under a name that is no
+/// longer accepted (so that such leftovers can be cleaned up); the collector's own machine
+/// comes back at its next sample.
+async fn delete_host(
+    State(state): State<AppState>,
+    AdminUser(user): AdminUser,
+    ApiPath(server_id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    let host = state.resolve_host(&server_id).await?;
+    state.agents.close_host(&host.hostname, "this host was deleted by an admin");
+    if !state.store.delete_host(&host.hostname).await? {
+        return Err(ApiError::NotFound(format!("No host `{server_id}`.")));
+    }
+    state.hub.forget(&host.hostname);
+    state.bindings.forget_host(&host.hostname);
+    tracing::warn!(hostname = %host.hostname, by = %user.username, "host deleted with its history");
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn host_binding(

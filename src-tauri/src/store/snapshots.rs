@@ -348,3 +348,17 @@ impl Store {
         Ok(out)
     }
 }
+
+impl Store {
+    /// Deletes a host with all its history (snapshots, rollups) and its binding. `false`
+    /// if there was no such host. The writer forgets the host's keyframe, so a snapshot
+    /// that arrives later starts the host afresh.
+    pub async fn delete_host(&self, hostname: &str) -> Result<bool> {
+        let mut tx = self.write().await?;
+        let done = sqlx::query("DELETE FROM hosts WHERE hostname = ?").bind(hostname).execute(&mut *tx).await?;
+        sqlx::query("DELETE FROM host_bindings WHERE hostname = ?").bind(hostname).execute(&mut *tx).await?;
+        tx.commit().await?;
+        self.ingest.forget(hostname);
+        Ok(done.rows_affected() > 0)
+    }
+}

@@ -125,6 +125,8 @@ describe('the live stream with deltas', () => {
     const t = new WebTransport({
       origin: 'http://c',
       storage: null,
+      // Tickets are the transport test's concern; this one is about deltas.
+      socketCredentials: 'none',
       socket: (url) => {
         const s = new FakeSocket(url);
         sockets.push(s);

@@ -135,7 +135,7 @@ export function apiFetch(invoke: Invoke): typeof fetch {
 
 /** A WebSocket look-alike over the app's `live` command, so that `LiveStream` (backoff,
  *  reconnection, expiry) works unchanged. The host comes from the URL's `hostname`
- *  parameter; other parameters (the token, opt-ins) mean nothing here. */
+ *  parameter; other parameters (opt-ins) mean nothing here. */
 export class ChannelSocket implements SocketLike {
   onopen: ((ev: unknown) => void) | null = null;
   onmessage: ((ev: { data: unknown }) => void) | null = null;
@@ -289,6 +289,8 @@ export class TauriTransport implements Transport {
       storage: this.slot,
       socket: (url) => new ChannelSocket(url, invoke),
       backoff: options.backoff,
+      // The app's channel is not a network socket: the app itself vouches for the window.
+      socketCredentials: 'none',
     });
     this.inner.onSessionEnd(() => this.innerEnded());
   }

@@ -405,6 +405,10 @@ export interface WebTransportOptions {
   storage?: KeyValueStore | null;
   socket?: SocketFactory;
   backoff?: Partial<BackoffOptions>;
+  /** How live sockets prove who opens them: `ticket` (the default) asks the collector
+   *  for a single-use ticket first; `none` for sockets that never cross a network (the
+   *  desktop app's channel, which is its own sign-in). */
+  socketCredentials?: 'ticket' | 'none';
 }
 
 function query(params: Record<string, string | number | boolean | undefined | null>): string {
@@ -568,10 +572,13 @@ export class WebTransport implements Transport {
     // collector without deltas ignores the parameter and sends stored snapshots.
     let held: Snapshot | null = null;
     const stream: LiveStream = new LiveStream({
-      url: async () => {
-        const { ticket } = await this.request<{ ticket: string }>('POST', '/api/auth/ws-ticket');
-        return `${wsOrigin}/ws/process-snapshots/${query({ ticket, hostname, delta: 1 })}`;
-      },
+      url:
+        this.options.socketCredentials === 'none'
+          ? () => `${wsOrigin}/ws/process-snapshots/${query({ hostname, delta: 1 })}`
+          : async () => {
+              const { ticket } = await this.request<{ ticket: string }>('POST', '/api/auth/ws-ticket');
+              return `${wsOrigin}/ws/process-snapshots/${query({ ticket, hostname, delta: 1 })}`;
+            },
       socket: this.options.socket,
       backoff: this.options.backoff,
       onMessage: (data) => {
