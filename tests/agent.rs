@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::collector::{Collector, cli, new_key};
+use common::collector::{Collector, agent_bin, cli, new_key};
 use common::{Sleeper, marker, state, wait_for};
 use futures_util::{SinkExt, StreamExt};
 use procyon::model::Snapshot;
@@ -18,19 +18,6 @@ use procyon::model::delta::{LiveMessage, ProcessKey, SnapshotDelta};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-/// The agent binary, next to `procyon`. `cargo test` does not build another package's
-/// binary, so it is built (or found up to date) once per run: a binary left over from
-/// an older build would speak an older protocol.
-fn agent_bin() -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo).args(["build", "-p", "procyon-agent"]).status().unwrap();
-        assert!(status.success(), "building procyon-agent");
-    });
-    Path::new(common::collector::BIN).with_file_name("procyon-agent")
-}
 
 /// The agent command, isolated from any config file of this machine.
 fn agent_command() -> Command {

@@ -14,7 +14,7 @@ use std::process::{Command, Output, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::collector::{BIN, Collector, new_key};
+use common::collector::{BIN, Collector, agent_bin, new_key};
 use futures_util::{SinkExt, StreamExt};
 use procyon::server::{Limits, listen_with};
 use serde_json::{Value, json};
@@ -306,16 +306,6 @@ async fn served_pin(addr: &str) -> [u8; 32] {
     let tls = tokio_rustls::TlsConnector::from(Arc::new(config)).connect(name, tcp).await.unwrap();
     let leaf = tls.get_ref().1.peer_certificates().unwrap()[0].clone();
     Sha256::digest(leaf.as_ref()).into()
-}
-
-fn agent_bin() -> PathBuf {
-    static BUILT: std::sync::Once = std::sync::Once::new();
-    BUILT.call_once(|| {
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let status = Command::new(cargo).args(["build", "-p", "procyon-agent"]).status().unwrap();
-        assert!(status.success(), "building procyon-agent");
-    });
-    Path::new(BIN).with_file_name("procyon-agent")
 }
 
 /// An agent command for `collector` with its own spool and key file.

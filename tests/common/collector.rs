@@ -11,6 +11,19 @@ use serde_json::{Value, json};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_procyon");
 
+/// The agent binary, next to `procyon`. `cargo test` does not build another package's
+/// binary, so it is built (or found up to date) once per run: a binary left over from
+/// an older build would speak an older protocol.
+pub fn agent_bin() -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    BUILT.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo).args(["build", "-p", "procyon-agent"]).status().unwrap();
+        assert!(status.success(), "building procyon-agent");
+    });
+    Path::new(BIN).with_file_name("procyon-agent")
+}
+
 /// A running collector. Stopped (SIGTERM) when dropped.
 pub struct Collector {
     pub child: Option<Child>,
