@@ -241,7 +241,39 @@ fn parse_interval(s: &str) -> Result<f64, String> {
     if (0.2..=3600.0).contains(&v) { Ok(v) } else { Err("the interval must be between 0.2 and 3600 seconds".into()) }
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        // A closed pipe (`procyon snapshot | head`) is a normal end, not an error.
+        Err(e) if is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            // Users get the message and its causes. A developer who wants the trace
+            // asks for it with PROCYON_BACKTRACE=1 (and RUST_BACKTRACE=1 to capture it):
+            // RUST_BACKTRACE alone is often set for other programs.
+            if std::env::var_os("PROCYON_BACKTRACE").is_some() {
+                eprintln!("Error: {e:?}");
+            } else {
+                eprintln!("Error: {e}");
+                for cause in e.chain().skip(1) {
+                    eprintln!("  because: {cause}");
+                }
+            }
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+/// Whether an error comes from writing to a pipe whose reader has gone.
+fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause.downcast_ref::<std::io::Error>().is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+            || cause
+                .downcast_ref::<serde_json::Error>()
+                .is_some_and(|j| j.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe))
+    })
+}
+
+fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let Some(command) = cli.command else {
         #[cfg(feature = "desktop")]
@@ -315,6 +347,15 @@ fn init_logging() {
 
 #[cfg(feature = "desktop")]
 fn desktop(hidden: bool) -> anyhow::Result<()> {
+    // GTK panics without a display; say what to do instead.
+    #[cfg(target_os = "linux")]
+    if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
+        anyhow::bail!(
+            "No display to open the desktop app on (neither DISPLAY nor WAYLAND_DISPLAY is set). On a server, run \
+             the collector instead: `procyon serve`, then open http://127.0.0.1:7450/ in a browser (`make run` \
+             does this by itself when there is no display)."
+        );
+    }
     init_logging();
     procyon::desktop::run(procyon::desktop::Options { hidden })
 }

@@ -1,0 +1,49 @@
+//! The `procyon` command as a person meets it in a terminal: pipes that close early,
+//! errors without backtraces, no display.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::process::Command;
+
+use common::collector::BIN;
+
+/// Runs `script` in sh with `procyon` as `$P`; returns (exit code, stderr).
+fn sh(script: &str, envs: &[(&str, &str)]) -> (i32, String) {
+    let out = Command::new("sh").arg("-c").arg(script).env("P", BIN).envs(envs.iter().copied()).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn a_closed_pipe_is_a_normal_end() {
+    // `set -o pipefail` is not in every sh: read procyon's own exit code instead.
+    let (code, stderr) = sh(r#"{ "$P" snapshot --pretty; echo "rc=$?" >&2; } | head -c 1 >/dev/null"#, &[]);
+    assert_eq!(code, 0);
+    assert!(stderr.contains("rc=0"), "{stderr}");
+    assert!(!stderr.contains("Broken pipe"), "{stderr}");
+}
+
+#[test]
+fn errors_carry_their_message_not_a_backtrace() {
+    let (code, stderr) = sh(r#""$P" act kill 4000000000"#, &[("RUST_BACKTRACE", "1")]);
+    assert_ne!(code, 0);
+    assert!(stderr.starts_with("Error: "), "{stderr}");
+    assert!(!stderr.contains("Stack backtrace") && !stderr.contains("stack backtrace"), "{stderr}");
+}
+
+#[cfg(all(target_os = "linux", feature = "desktop"))]
+#[test]
+fn without_a_display_the_desktop_app_says_what_to_run_instead() {
+    for args in ["", "desktop"] {
+        let out = Command::new(BIN)
+            .args(args.split_whitespace())
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "no panic (101): {stderr}");
+        assert!(stderr.contains("No display") && stderr.contains("procyon serve"), "{stderr}");
+    }
+}
