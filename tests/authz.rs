@@ -1,4 +1,4 @@
-//! The authorisation matrix: every route of the collector (taken from the table the
+//! The authorisation matrix (and what every answer shares, such as compression): every route of the collector (taken from the table the
 //! router is built from, so a new route cannot be left out) called with every kind of
 //! credential, each answer held to the route's declared access. No route may answer a
 //! credential it should refuse with anything but 401 or 403, and none may refuse one it
@@ -192,4 +192,24 @@ async fn every_route_answers_every_credential_as_its_access_says() {
         }
     }
     assert!(failures.is_empty(), "{} wrong answers:\n{}", failures.len(), failures.join("\n"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn answers_are_compressed_when_the_client_asks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (state, creds) = setup(dir.path()).await;
+    let admin = creds.headers.iter().find(|(c, _)| *c == Cred::Admin).and_then(|(_, v)| v.clone()).unwrap();
+    let router = app(state);
+    for (accept, expected) in [("gzip", Some("gzip")), ("br", Some("br")), ("zstd", Some("zstd")), ("identity", None)] {
+        let request = Request::builder()
+            .uri("/api/openapi.json")
+            .header(header::AUTHORIZATION, &admin)
+            .header(header::ACCEPT_ENCODING, accept)
+            .body(Body::empty())
+            .unwrap();
+        let response = router.clone().oneshot(request).await.unwrap();
+        assert_eq!(response.status(), 200);
+        let encoding = response.headers().get(header::CONTENT_ENCODING).map(|v| v.to_str().unwrap().to_owned());
+        assert_eq!(encoding.as_deref(), expected, "asked for {accept}");
+    }
 }

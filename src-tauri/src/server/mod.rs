@@ -293,6 +293,9 @@ pub fn app(state: AppState) -> Router {
             // The path only: query strings can hold tokens, which never reach logs.
             tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
         }))
+        // gzip, brotli or zstd, as the client asks (a host's processes as JSON shrink
+        // tenfold); tiny bodies, images and WebSocket upgrades are left alone.
+        .layer(tower_http::compression::CompressionLayer::new())
         .layer(CatchPanicLayer::custom(|_| {
             use axum::response::IntoResponse;
             ApiError::Internal("a handler panicked".into()).into_response()
