@@ -1,6 +1,7 @@
-//! The authorisation matrix (and what every answer shares, such as compression): every route of the collector (taken from the table the
+//! The authorisation matrix: every route of the collector (taken from the table the
 //! router is built from, so a new route cannot be left out) called with every kind of
-//! credential, each answer held to the route's declared access. No route may answer a
+//! credential, each answer held to the route's declared access; and what every answer
+//! shares, such as compression. No route may answer a
 //! credential it should refuse with anything but 401 or 403, and none may refuse one it
 //! should accept.
 

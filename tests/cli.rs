@@ -47,3 +47,26 @@ fn without_a_display_the_desktop_app_says_what_to_run_instead() {
         assert!(stderr.contains("No display") && stderr.contains("procyon serve"), "{stderr}");
     }
 }
+
+#[cfg(feature = "server")]
+#[test]
+fn impossible_settings_are_refused_at_start_with_the_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    for (args, says) in [
+        (&["--keep-raw", "0"][..], "--keep-raw"),
+        (&["--keep-raw", "2h", "--keep-minutes", "1h"][..], "grow tier by tier"),
+        (&["--token-ttl", "0"][..], "--token-ttl"),
+        (&["--interval", "50ms"][..], "interval"),
+        (&["--bind", "not a host!"][..], "not an address"),
+    ] {
+        let out = Command::new(BIN)
+            .args(["serve", "--no-local", "--data"])
+            .arg(dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was accepted");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}

@@ -44,8 +44,8 @@ enum Command {
     /// Show a live summary of this machine in the terminal until interrupted.
     Watch {
         /// Seconds between updates.
-        #[arg(long, default_value_t = 2.0, value_parser = parse_interval)]
-        interval: f64,
+        #[arg(long, default_value = "2s", value_parser = parse_interval)]
+        interval: Duration,
         /// How many of the busiest processes to list.
         #[arg(long, default_value_t = 10)]
         top: usize,
@@ -136,27 +136,27 @@ impl DataArg {
 struct ServeArgs {
     /// Address and port to listen on. Keep 127.0.0.1 unless agents or browsers on other
     /// machines must reach it (then give it a certificate: --tls-cert, --tls-key).
-    #[arg(long, env = "PROCYON_BIND", default_value = "127.0.0.1:7450")]
+    #[arg(long, env = "PROCYON_BIND", default_value = "127.0.0.1:7450", value_parser = parse_bind)]
     bind: std::net::SocketAddr,
     #[command(flatten)]
     data: DataArg,
     /// Seconds between samples of this machine.
-    #[arg(long, env = "PROCYON_INTERVAL", default_value_t = 2.0, value_parser = parse_interval)]
-    interval: f64,
+    #[arg(long, env = "PROCYON_INTERVAL", default_value = "2s", value_parser = parse_interval)]
+    interval: Duration,
     /// Do not sample this machine; only store what agents send.
     #[arg(long)]
     no_local: bool,
     /// How long full snapshots are kept (e.g. 24h, 3d).
-    #[arg(long, default_value = "24h", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "24h", value_parser = parse_duration)]
     keep_raw: Duration,
     /// How long per-minute history is kept.
-    #[arg(long, default_value = "7d", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "7d", value_parser = parse_duration)]
     keep_minutes: Duration,
     /// How long per-hour history is kept.
-    #[arg(long, default_value = "90d", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "90d", value_parser = parse_duration)]
     keep_hours: Duration,
     /// How long a sign-in lasts.
-    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    #[arg(long, default_value = "1h", value_parser = parse_duration)]
     token_ttl: Duration,
     /// Command lines of this machine's processes to keep: full (secrets masked), exe (the
     /// program only) or none. Agents choose their own with their --cmdline.
@@ -170,7 +170,7 @@ struct ServeArgs {
     #[arg(long, env = "PROCYON_TLS_KEY", value_name = "FILE")]
     tls_key: Option<std::path::PathBuf>,
     /// How often the certificate files are checked for changes.
-    #[arg(long, env = "PROCYON_TLS_RELOAD_EVERY", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "PROCYON_TLS_RELOAD_EVERY", default_value = "5s", value_parser = parse_duration)]
     tls_reload_every: Duration,
     /// Connections open at once (WebSockets included); more wait until one closes.
     #[arg(long, env = "PROCYON_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
@@ -236,9 +236,56 @@ enum ApiKeyCommand {
     },
 }
 
-fn parse_interval(s: &str) -> Result<f64, String> {
-    let v: f64 = s.parse().map_err(|_| format!("`{s}` is not a number of seconds"))?;
-    if (0.2..=3600.0).contains(&v) { Ok(v) } else { Err("the interval must be between 0.2 and 3600 seconds".into()) }
+/// A duration as people type it: a number of seconds (`2`, `0.5`) or with a unit
+/// (`500ms`, `2s`, `15m`, `1h`, `3d`). Every interval and retention flag takes this form.
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let t = s.trim();
+    if let Ok(secs) = t.parse::<f64>() {
+        return Duration::try_from_secs_f64(secs)
+            .map_err(|_| format!("`{s}` is not a duration of zero or more seconds"));
+    }
+    let bad = || format!("`{s}` is not a duration: use e.g. 2, 2s, 500ms, 15m, 1h or 3d");
+    #[cfg(feature = "server")]
+    return humantime::parse_duration(t).map_err(|_| bad());
+    #[cfg(not(feature = "server"))]
+    Err(bad())
+}
+
+/// A sampling interval: a duration between 0.2 seconds and an hour.
+fn parse_interval(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if (Duration::from_millis(200)..=Duration::from_secs(3600)).contains(&d) {
+        Ok(d)
+    } else {
+        Err("the interval must be between 200ms and 1h".into())
+    }
+}
+
+#[cfg(feature = "server")]
+/// Where to listen: `ADDR:PORT`, a bare address (port 7450), or a host name with or
+/// without a port (`localhost:7450`, `localhost`).
+fn parse_bind(s: &str) -> Result<std::net::SocketAddr, String> {
+    use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+    const PORT: u16 = 7450;
+    let t = s.trim();
+    if let Ok(addr) = t.parse::<SocketAddr>() {
+        return Ok(addr);
+    }
+    if let Ok(ip) = t.trim_start_matches('[').trim_end_matches(']').parse::<IpAddr>() {
+        return Ok(SocketAddr::new(ip, PORT));
+    }
+    let with_port = if t.rsplit_once(':').is_some_and(|(_, p)| p.parse::<u16>().is_ok()) {
+        t.to_owned()
+    } else {
+        format!("{t}:{PORT}")
+    };
+    let mut found: Vec<SocketAddr> = with_port
+        .to_socket_addrs()
+        .map_err(|e| format!("`{s}` is not an address to listen on (like 127.0.0.1:7450, 0.0.0.0 or localhost): {e}"))?
+        .collect();
+    // IPv4 first: `localhost` then means 127.0.0.1, which every client reaches.
+    found.sort_by_key(|a| !a.is_ipv4());
+    found.into_iter().next().ok_or_else(|| format!("`{s}` names no address"))
 }
 
 fn main() -> std::process::ExitCode {
@@ -298,7 +345,7 @@ fn run() -> anyhow::Result<()> {
             }
             writeln!(out)?;
         }
-        Command::Watch { interval, top } => watch(Duration::from_secs_f64(interval), top)?,
+        Command::Watch { interval, top } => watch(interval, top)?,
         Command::Act { action, pid, start_time, tree } => {
             let target = procyon::control::Target { pid, start_time };
             let result =
@@ -372,6 +419,18 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
              the certificate chain and its private key, or neither for plain HTTP"
         ),
     };
+    // Settings that cannot work are refused now, with the reason, not found out later.
+    if args.keep_raw.is_zero() {
+        anyhow::bail!("--keep-raw must be more than 0: full snapshots are what history is made from");
+    }
+    if args.keep_minutes < args.keep_raw || args.keep_hours < args.keep_minutes {
+        anyhow::bail!(
+            "retention must grow tier by tier: --keep-raw ({}) <= --keep-minutes ({}) <= --keep-hours ({})",
+            humantime::format_duration(args.keep_raw),
+            humantime::format_duration(args.keep_minutes),
+            humantime::format_duration(args.keep_hours)
+        );
+    }
     let options = ServeOptions {
         bind: args.bind,
         data: args.data.dir()?,
@@ -379,7 +438,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         limits: Limits { max_connections: args.max_connections as usize, ..Limits::default() },
         tls,
         settings: Settings {
-            interval: Duration::from_secs_f64(args.interval),
+            interval: args.interval,
             local_hostname: None,
             retention: procyon::store::Retention {
                 raw: args.keep_raw,
@@ -575,4 +634,34 @@ fn print_summary(s: &Snapshot, top: usize) -> anyhow::Result<()> {
 /// could move the cursor or recolour the terminal, so they are shown as `?`.
 fn printable(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_as_people_type_them() {
+        for (text, secs) in [("2", 2.0), ("0.5", 0.5), ("2s", 2.0), ("500ms", 0.5), ("15m", 900.0), ("1h", 3600.0)] {
+            assert_eq!(parse_duration(text), Ok(Duration::from_secs_f64(secs)), "{text}");
+        }
+        assert!(parse_duration("yesterday").is_err());
+        assert!(parse_duration("-1").is_err());
+        assert_eq!(parse_interval("1s"), Ok(Duration::from_secs(1)));
+        assert!(parse_interval("0").is_err());
+        assert!(parse_interval("2h").is_err());
+    }
+
+    #[cfg(feature = "server")]
+    #[test]
+    fn bind_takes_addresses_and_host_names_with_or_without_a_port() {
+        let addr = |s: &str| parse_bind(s).map(|a| a.to_string());
+        assert_eq!(addr("127.0.0.1:8000").as_deref(), Ok("127.0.0.1:8000"));
+        assert_eq!(addr("127.0.0.1").as_deref(), Ok("127.0.0.1:7450"));
+        assert_eq!(addr("0.0.0.0").as_deref(), Ok("0.0.0.0:7450"));
+        assert_eq!(addr("::1").as_deref(), Ok("[::1]:7450"));
+        assert_eq!(addr("localhost:9000").as_deref(), Ok("127.0.0.1:9000"));
+        assert_eq!(addr("localhost").as_deref(), Ok("127.0.0.1:7450"));
+        assert!(parse_bind("not a host!").is_err());
+    }
 }
