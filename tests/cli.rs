@@ -59,14 +59,23 @@ fn impossible_settings_are_refused_at_start_with_the_reason() {
         (&["--interval", "50ms"][..], "interval"),
         (&["--bind", "not a host!"][..], "not an address"),
     ] {
-        let out = Command::new(BIN)
-            .args(["serve", "--no-local", "--data"])
-            .arg(dir.path())
-            .args(args)
-            .output()
-            .unwrap();
+        let out =
+            Command::new(BIN).args(["serve", "--no-local", "--data"]).arg(dir.path()).args(args).output().unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} was accepted");
         assert!(stderr.contains(says), "{args:?}: {stderr}");
     }
+}
+
+#[cfg(feature = "server")]
+#[test]
+fn management_commands_say_which_database_they_use() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = || Command::new(BIN).args(["user", "list", "--data"]).arg(dir.path()).output().unwrap();
+    let first = run();
+    let said = String::from_utf8_lossy(&first.stderr);
+    assert!(said.contains(&format!("Using the database in {}", dir.path().display())), "{said}");
+    assert!(said.contains("(new"), "a database nobody used is called new: {said}");
+    let again = run();
+    assert!(!String::from_utf8_lossy(&again.stderr).contains("(new"));
 }

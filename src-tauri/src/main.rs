@@ -113,8 +113,9 @@ enum HostCommand {
 #[cfg(feature = "server")]
 #[derive(clap::Args, Debug)]
 struct DataArg {
-    /// Data directory (database, token signing key). Default: the platform's data
-    /// directory, e.g. ~/.local/share/procyon.
+    /// Data directory (database, token signing key). Default: /var/lib/procyon for root
+    /// (where the system service keeps it), else the platform's data directory, e.g.
+    /// ~/.local/share/procyon.
     #[arg(long, env = "PROCYON_DATA", global = true)]
     data: Option<std::path::PathBuf>,
 }
@@ -124,10 +125,25 @@ impl DataArg {
     fn dir(&self) -> anyhow::Result<std::path::PathBuf> {
         match &self.data {
             Some(d) => Ok(d.clone()),
+            #[cfg(unix)]
+            None if nix::unistd::Uid::effective().is_root() => Ok("/var/lib/procyon".into()),
             None => directories::ProjectDirs::from("", "", "procyon")
                 .map(|d| d.data_dir().to_path_buf())
                 .context("no home directory to keep data in; pass --data DIR"),
         }
+    }
+
+    /// The directory, said out loud: a command that manages users or keys in the wrong
+    /// database would otherwise look like it worked.
+    fn announced(&self) -> anyhow::Result<std::path::PathBuf> {
+        let dir = self.dir()?;
+        let new = !dir.join("procyon.db").exists();
+        eprintln!(
+            "Using the database in {}{}",
+            dir.display(),
+            if new { " (new: no collector has used it; pass --data DIR for another)" } else { "" }
+        );
+        Ok(dir)
     }
 }
 
@@ -363,11 +379,11 @@ fn run() -> anyhow::Result<()> {
         #[cfg(feature = "server")]
         Command::Serve(args) => serve(args)?,
         #[cfg(feature = "server")]
-        Command::User { data, command } => runtime()?.block_on(user(data.dir()?, command))?,
+        Command::User { data, command } => runtime()?.block_on(user(data.announced()?, command))?,
         #[cfg(feature = "server")]
-        Command::Apikey { data, command } => runtime()?.block_on(apikey(data.dir()?, command))?,
+        Command::Apikey { data, command } => runtime()?.block_on(apikey(data.announced()?, command))?,
         #[cfg(feature = "server")]
-        Command::Host { data, command } => runtime()?.block_on(host(data.dir()?, command))?,
+        Command::Host { data, command } => runtime()?.block_on(host(data.announced()?, command))?,
     }
     Ok(())
 }
