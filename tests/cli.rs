@@ -79,3 +79,20 @@ fn management_commands_say_which_database_they_use() {
     let again = run();
     assert!(!String::from_utf8_lossy(&again.stderr).contains("(new"));
 }
+
+#[cfg(feature = "server")]
+#[test]
+fn a_second_collector_on_one_data_directory_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = common::collector::Collector::start(dir.path(), &["--no-local"]);
+    let pid = first.child.as_ref().unwrap().id();
+    let out = Command::new(BIN)
+        .args(["serve", "--no-local", "--bind", "127.0.0.1:0", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains(&format!("Another Procyon collector (pid {pid})")), "{stderr}");
+    assert!(stderr.contains("--data"), "{stderr}");
+}

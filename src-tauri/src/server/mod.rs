@@ -354,6 +354,45 @@ pub struct Collector {
     /// What handlers and commands share.
     pub state: AppState,
     tasks: tokio::task::JoinSet<()>,
+    /// Held while the collector runs: one collector per data directory.
+    #[cfg(unix)]
+    _lock: nix::fcntl::Flock<std::fs::File>,
+}
+
+/// Takes the data directory's collector lock, or says who holds it. Two collectors on
+/// one database would each think they own its hosts' sequence numbers and drop each
+/// other's snapshots as duplicates. (The CLI's `user`, `apikey` and `host` commands do
+/// not take it: they are meant to run beside a collector.)
+#[cfg(unix)]
+fn lock_data_dir(data: &std::path::Path) -> anyhow::Result<nix::fcntl::Flock<std::fs::File>> {
+    use nix::fcntl::{Flock, FlockArg};
+    use std::io::{Read, Seek, Write};
+    let path = data.join("collector.lock");
+    let mut options = std::fs::OpenOptions::new();
+    options.read(true).write(true).create(true).truncate(false);
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    let file = options.open(&path).with_context(|| format!("cannot open {}", path.display()))?;
+    match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+        Ok(mut lock) => {
+            // The pid, for the next one to name.
+            let _ = lock.set_len(0);
+            let _ = lock.rewind();
+            let _ = write!(lock, "{}", std::process::id());
+            Ok(lock)
+        }
+        Err((mut file, nix::errno::Errno::EWOULDBLOCK)) => {
+            let mut holder = String::new();
+            let _ = file.read_to_string(&mut holder);
+            let holder = holder.trim();
+            anyhow::bail!(
+                "Another Procyon collector{} already uses the data directory {}: two on one database would drop each \
+                 other's snapshots. Stop it, or give this one its own --data DIR.",
+                if holder.is_empty() { String::new() } else { format!(" (pid {holder})") },
+                data.display()
+            )
+        }
+        Err((_, errno)) => anyhow::bail!("cannot lock {}: {errno}", path.display()),
+    }
 }
 
 impl Collector {
@@ -366,6 +405,14 @@ impl Collector {
         paused: tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<Collector> {
         let store = open_store(data).await?;
+        #[cfg(unix)]
+        let lock = match lock_data_dir(data) {
+            Ok(lock) => lock,
+            Err(e) => {
+                store.close().await;
+                return Err(e);
+            }
+        };
         let auth = auth::Auth::from_data_dir(data, settings.token_ttl)?;
         let mut settings = settings;
         let mut sampler = local.then(|| Sampler::new(SamplerOptions { hostname: None, cmdline: settings.cmdline }));
@@ -405,7 +452,12 @@ impl Collector {
                 }
             }
         });
-        Ok(Collector { state, tasks })
+        Ok(Collector {
+            state,
+            tasks,
+            #[cfg(unix)]
+            _lock: lock,
+        })
     }
 
     /// Stops the background tasks, then closes the store, so nothing accepted is lost.
