@@ -135,6 +135,8 @@ pub enum Command {
         collector: Url,
         /// The user name.
         user: String,
+        /// Replace (revoke) this host's earlier key if the collector has one.
+        replace: bool,
     },
     /// Remove the stored API key (keyring entry and key file).
     ForgetKey,
@@ -258,6 +260,10 @@ pub enum Sub {
         /// The user to sign in as (an admin: creating agent keys needs that role).
         #[arg(long, value_name = "NAME")]
         user: String,
+        /// If the collector already has this host's key (an earlier login, a reinstall),
+        /// revoke it and issue a new one: the old key stops working.
+        #[arg(long)]
+        replace: bool,
     },
     /// Remove the stored API key (keyring entry and key file).
     ForgetKey,
@@ -358,12 +364,12 @@ pub fn resolve(
         }
         Some(Sub::SetKey) => Command::SetKey,
         Some(Sub::ForgetKey) => Command::ForgetKey,
-        Some(Sub::Login { collector, user }) => {
+        Some(Sub::Login { collector, user, replace }) => {
             if let Some(url) = collector {
                 config.collector = Some(url);
             }
             let collector = config.collector()?.clone();
-            Command::Login { collector, user }
+            Command::Login { collector, user, replace }
         }
     };
     match &command {
@@ -814,11 +820,11 @@ mod tests {
         let (config, command) =
             load_with(&["login", "--collector", "https://l.example", "--user", "ada"], Some(FILE)).unwrap();
         let url = Url::parse("https://l.example").unwrap();
-        assert_eq!(command, Command::Login { collector: url.clone(), user: "ada".into() });
+        assert_eq!(command, Command::Login { collector: url.clone(), user: "ada".into(), replace: false });
         assert_eq!(config.collector, Some(url));
         let (_, command) = load_with(&["login", "--user", "ada"], Some(FILE)).unwrap();
         let url = Url::parse("https://file.example:7450").unwrap();
-        assert_eq!(command, Command::Login { collector: url, user: "ada".into() });
+        assert_eq!(command, Command::Login { collector: url, user: "ada".into(), replace: false });
         assert!(load_with(&["login", "--user", "ada"], None).unwrap_err().to_string().contains("no collector"));
         assert!(cli_error(&["login"]).contains("--user"));
     }

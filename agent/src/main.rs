@@ -48,7 +48,7 @@ fn main() -> ExitCode {
         Command::Run => run(config),
         Command::SetKey => set_key(&config),
         Command::ForgetKey => key::forget(&config).map(|done| println!("{done}")),
-        Command::Login { collector, user } => login(&config, collector, &user),
+        Command::Login { collector, user, replace } => login(&config, collector, &user, replace),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -212,8 +212,10 @@ fn set_key(config: &Config) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Signs in as an admin and has the collector issue a key bound to this host.
-fn login(config: &Config, collector: url::Url, user: &str) -> anyhow::Result<()> {
+/// Signs in as an admin and has the collector issue a key bound to this host. A host
+/// that already has one (an earlier login, a reinstall) gets a new one only with
+/// `replace`, which revokes the old.
+fn login(config: &Config, collector: url::Url, user: &str, replace: bool) -> anyhow::Result<()> {
     let mut password = String::new();
     std::io::stdin().read_to_string(&mut password)?;
     let password = password.lines().next().unwrap_or_default().to_owned();
@@ -237,14 +239,36 @@ fn login(config: &Config, collector: url::Url, user: &str) -> anyhow::Result<()>
             anyhow::bail!("sign-in refused: {}", body["message"].as_str().unwrap_or("no reason given"));
         }
         let token = body["token"].as_str().context("the collector sent no token")?.to_owned();
+        let name = format!("agent-{hostname}");
+        if replace {
+            // The old key (and the name earlier versions gave it) stops working now, so
+            // the host's binding passes to the new one.
+            for old in [name.clone(), format!("agent {hostname}")] {
+                let url = format!(
+                    "{base}/api/keys/{}",
+                    url::form_urlencoded::byte_serialize(old.as_bytes()).collect::<String>()
+                );
+                let answer = http.delete(url).bearer_auth(&token).send().await?;
+                if answer.status().is_success() {
+                    println!("Revoked the earlier key `{old}`.");
+                }
+            }
+        }
         let answer = http
             .post(format!("{base}/api/keys"))
             .bearer_auth(&token)
-            .json(&serde_json::json!({ "name": format!("agent {hostname}"), "hostname": hostname }))
+            .json(&serde_json::json!({ "name": name, "hostname": hostname }))
             .send()
             .await?;
         let status = answer.status();
         let body: serde_json::Value = answer.json().await.unwrap_or_default();
+        if status.as_u16() == 409 {
+            anyhow::bail!(
+                "the collector already has a key for host {hostname} (`{name}`, from an earlier login or another \
+                 machine of that name). To replace it, and make the old key stop working, run this again with \
+                 --replace."
+            );
+        }
         if !status.is_success() {
             anyhow::bail!(
                 "the collector did not issue a key: {}",
