@@ -35,9 +35,11 @@ enum Cred {
     UploadKey,
     RevokedKey,
     KeyBoundElsewhere,
+    /// An admin's token in the URL (`?token=`), which only WebSockets accept.
+    AdminTokenInUrl,
 }
 
-const CREDS: [Cred; 11] = [
+const CREDS: [Cred; 12] = [
     Cred::None,
     Cred::Malformed,
     Cred::Expired,
@@ -49,6 +51,7 @@ const CREDS: [Cred; 11] = [
     Cred::UploadKey,
     Cred::RevokedKey,
     Cred::KeyBoundElsewhere,
+    Cred::AdminTokenInUrl,
 ];
 
 /// Whether `access` admits `cred` on `path`.
@@ -59,7 +62,9 @@ fn admits(access: Access, cred: Cred, path: &str) -> bool {
         // A key bound to another host passes the agent channel's door (the host it
         // reports as is checked at its hello), but not an upload for this host.
         Access::Agent => cred == UploadKey || (cred == KeyBoundElsewhere && path == "/ws/agent"),
-        Access::Viewer => matches!(cred, Viewer | Operator | Admin),
+        Access::Viewer => {
+            matches!(cred, Viewer | Operator | Admin) || (cred == AdminTokenInUrl && path.starts_with("/ws/"))
+        }
         Access::Operator => matches!(cred, Operator | Admin),
         Access::Admin => cred == Admin,
     }
@@ -95,7 +100,9 @@ async fn setup(dir: &std::path::Path) -> (AppState, Creds) {
     store.set_password("changed", "another hash").await.unwrap();
     let expired = {
         let now = chrono::Utc::now().timestamp();
-        let claims = Claims { sub: "admin".into(), role: Role::Admin, generation: 0, iat: now - 7200, exp: now - 3600 };
+        // The admin's real generation: only the expiry is wrong with this token.
+        let generation = store.user_by_name("admin").await.unwrap().unwrap().token_generation;
+        let claims = Claims { sub: "admin".into(), role: Role::Admin, generation, iat: now - 7200, exp: now - 3600 };
         let key = jsonwebtoken::EncodingKey::from_secret(SECRET);
         format!("Bearer {}", jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap())
     };
@@ -123,6 +130,8 @@ async fn setup(dir: &std::path::Path) -> (AppState, Creds) {
         (Cred::UploadKey, Some(upload)),
         (Cred::RevokedKey, Some(revoked)),
         (Cred::KeyBoundElsewhere, Some(elsewhere)),
+        // Not a header: the token goes in the URL (see the loop).
+        (Cred::AdminTokenInUrl, Some(token_for(&state, "admin").await)),
     ];
     assert_eq!(headers.iter().map(|(c, _)| *c).collect::<Vec<_>>(), CREDS);
     (state, Creds { headers })
@@ -155,10 +164,15 @@ async fn every_route_answers_every_credential_as_its_access_says() {
     let mut failures = Vec::new();
     for route in &table {
         for (cred, value) in &creds.headers {
-            let path = concrete(route.path);
+            let mut path = concrete(route.path);
             let body = if route.method == Method::POST { upload.clone() } else { String::new() };
+            let mut header_value = value.clone();
+            if *cred == Cred::AdminTokenInUrl {
+                let token = header_value.take().unwrap().trim_start_matches("Bearer ").to_owned();
+                path = format!("{path}?token={token}");
+            }
             let mut request = Request::builder().method(route.method.clone()).uri(&path);
-            if let Some(v) = value {
+            if let Some(v) = header_value {
                 request = request.header(header::AUTHORIZATION, v);
             }
             let request = request.header(header::CONTENT_TYPE, "application/json").body(Body::from(body)).unwrap();
@@ -181,6 +195,11 @@ async fn every_route_answers_every_credential_as_its_access_says() {
                     Access::Viewer | Access::Operator | Access::Admin,
                     Cred::None | Cred::Malformed | Cred::Expired | Cred::RemovedUser | Cred::BeforePasswordChange,
                 ) => Some(401),
+                (Access::Viewer | Access::Operator | Access::Admin, Cred::AdminTokenInUrl)
+                    if !route.path.starts_with("/ws/") =>
+                {
+                    Some(401)
+                }
                 (Access::Operator, Cred::Viewer) | (Access::Admin, Cred::Viewer | Cred::Operator) => Some(403),
                 (Access::Agent, Cred::RevokedKey | Cred::None) => Some(401),
                 _ => None,

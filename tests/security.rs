@@ -176,10 +176,15 @@ async fn hosts_are_bound_to_their_key_and_machine() {
     real.send(Message::Text(frame.to_string().into())).await.unwrap();
     assert_eq!(next_json(&mut real).await["type"], "ack");
 
-    // A hand-written client with another key says hello as web-1: refused, naming why.
-    let (_, answer) = agent_hello(&c, &other, "web-1", None).await;
+    // A hand-written client with another key says hello as web-1 (even claiming the
+    // real machine's fingerprint): refused, naming why.
+    let (_, answer) = agent_hello(&c, &other, "web-1", Some(&m1)).await;
     assert_eq!((answer["type"].as_str(), answer["code"].as_str()), (Some("error"), Some("forbidden")), "{answer}");
     assert!(answer["message"].as_str().unwrap().contains("another API key"), "{answer}");
+    // Leaving the fingerprint out is no way around it, not even with the host's own key.
+    let (_, answer) = agent_hello(&c, &fleet, "web-1", None).await;
+    assert_eq!(answer["code"], "forbidden", "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("carries none"), "{answer}");
     // The same fleet key from another machine (a cloned VM): refused, with the fix.
     let (_, answer) = agent_hello(&c, &fleet, "web-1", Some(&m2)).await;
     assert_eq!(answer["code"], "forbidden", "{answer}");

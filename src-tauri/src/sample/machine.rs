@@ -28,6 +28,14 @@ pub fn fingerprint_from_file(path: &Path) -> Result<String, String> {
     Ok(of(id))
 }
 
+/// The id a snapshot gives its host (`HostInfo::id`), which every viewer sees: a hash of
+/// the machine id under another prefix than [`fingerprint`]'s, so that neither the raw
+/// id nor the fingerprint the collector binds hosts to can be read off a snapshot.
+pub fn host_id(machine_id: &str) -> String {
+    let digest = Sha256::new().chain_update(b"procyon-host:").chain_update(machine_id.trim().as_bytes()).finalize();
+    digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
 /// The fingerprint of a machine id.
 fn of(id: &str) -> String {
     let digest = Sha256::new().chain_update(b"procyon:").chain_update(id.trim().as_bytes()).finalize();
@@ -51,6 +59,16 @@ mod tests {
         assert_eq!(expected.len(), 64);
         assert_ne!(of(id), of("another"));
         assert!(!of(id).contains(id));
+    }
+
+    #[test]
+    fn the_host_id_reveals_neither_the_machine_id_nor_the_fingerprint() {
+        let id = "0123456789abcdef0123456789abcdef";
+        let shown = host_id(id);
+        assert_eq!(shown.len(), 32);
+        assert_ne!(shown, id);
+        assert!(!of(id).starts_with(&shown));
+        assert_eq!(shown, host_id(&format!("{id}\n")));
     }
 
     #[test]

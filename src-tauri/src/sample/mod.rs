@@ -74,7 +74,7 @@ impl Sampler {
     /// measured against.
     pub fn new(options: SamplerOptions) -> Sampler {
         let system = system::System::new();
-        let host = system.host(options.hostname.as_deref(), os::machine_id());
+        let host = system.host(options.hostname.as_deref(), os::machine_id().map(|id| machine::host_id(&id)));
         let processes = os::Processes::new(options.cmdline);
         let mut interfaces = os::Interfaces::new();
         let mut rates = network::Rates::default();

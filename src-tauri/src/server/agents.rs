@@ -222,6 +222,19 @@ impl Agents {
     }
 }
 
+/// Takes a session out of the registry when dropped.
+struct Unregister {
+    agents: std::sync::Arc<Agents>,
+    hostname: String,
+    session: u64,
+}
+
+impl Drop for Unregister {
+    fn drop(&mut self) {
+        self.agents.unregister(&self.hostname, self.session);
+    }
+}
+
 /// A request id nobody can predict.
 fn random_id() -> u64 {
     let mut bytes = [0u8; 8];
@@ -311,6 +324,9 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
             Ok(r) => r,
             Err(message) => return refuse(socket, 4009, "conflict", message).await,
         };
+    // Unregistered however the session ends, a panic in a handler included: a leaked
+    // entry would show the host online for ever and hold a session slot.
+    let _registered = Unregister { agents: std::sync::Arc::clone(&state.agents), hostname: hostname.clone(), session };
     tracing::info!(%hostname, %agent_version, allow_control, last_seq, "agent connected");
     let welcome = CollectorMessage::Welcome {
         protocol: PROTOCOL_VERSION,
@@ -380,7 +396,6 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
                 }
                 _ = key_check.tick() => {
                     if matches!(state.store.api_key_live(key.key.id).await, Ok(false)) {
-                        state.agents.unregister(&hostname, session);
                         return refuse(socket, 4003, "revoked", "This API key has been revoked.".into()).await;
                     }
                 }
@@ -391,7 +406,6 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
             }
         }
     }
-    state.agents.unregister(&hostname, session);
     tracing::info!(%hostname, "agent disconnected");
 }
 

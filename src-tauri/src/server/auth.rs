@@ -61,6 +61,10 @@ const FAILURE_DELAY: Duration = Duration::from_millis(300);
 const LEDGER_MAX: usize = 10_000;
 /// Password hashes computed at once (each takes about 19 MiB and tens of milliseconds).
 const HASHING_AT_ONCE: usize = 2;
+/// Longest wait for a turn at hashing.
+const HASHING_WAIT: Duration = Duration::from_secs(5);
+/// Most WebSocket tickets one user may hold at once.
+const TICKETS_PER_USER: usize = 16;
 /// How long a user's generation and role are trusted without asking the database.
 const USER_CACHE_TTL: Duration = Duration::from_secs(5);
 /// Most users in that cache.
@@ -186,6 +190,12 @@ impl<K: std::hash::Hash + Eq + Clone> Table<K> {
 
     fn remove(&mut self, key: &K) {
         self.entries.remove(key);
+    }
+
+    fn unbump(&mut self, key: &K) {
+        if let Some(f) = self.entries.get_mut(key) {
+            f.count = f.count.saturating_sub(1);
+        }
     }
 
     fn len(&self) -> usize {
@@ -365,11 +375,24 @@ impl Auth {
     pub fn issue_ticket(&self, user: &CurrentUser) -> Result<String, ApiError> {
         let ticket = random_token(32)?;
         let mut tickets = self.tickets.lock().unwrap_or_else(|p| p.into_inner());
-        if tickets.len() >= TICKETS_MAX {
-            tickets.retain(|_, t| t.valid_until > Instant::now());
-            if tickets.len() >= TICKETS_MAX {
-                return Err(ApiError::TooManyRequests(TICKET_TTL.as_secs()));
+        let now = Instant::now();
+        // One user cannot use up everyone's tickets: a few each, the oldest going first.
+        let mut own: Vec<(Instant, String)> = tickets
+            .iter()
+            .filter(|(_, t)| t.username == user.username)
+            .map(|(k, t)| (t.valid_until, k.clone()))
+            .collect();
+        if own.len() >= TICKETS_PER_USER {
+            own.sort();
+            for (_, k) in own.iter().take(own.len() + 1 - TICKETS_PER_USER) {
+                tickets.remove(k);
             }
+        }
+        if tickets.len() >= TICKETS_MAX {
+            tickets.retain(|_, t| t.valid_until > now);
+        }
+        if tickets.len() >= TICKETS_MAX {
+            return Err(ApiError::TooManyRequests(TICKET_TTL.as_secs()));
         }
         tickets.insert(
             ticket.clone(),
@@ -400,8 +423,7 @@ impl Auth {
     pub async fn check_password(&self, password: String, hash: Option<String>) -> Result<bool, ApiError> {
         const DUMMY: &str =
             "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$2TqOIcSy6u4tvdOoFjIe1xgMAp2QTVbnImhdrGEJdGE";
-        let _permit =
-            self.hashing.acquire().await.map_err(|_| ApiError::Unavailable("The collector is stopping.".into()))?;
+        let _permit = self.hashing_turn().await?;
         tokio::task::spawn_blocking(move || {
             let ok = verify_password(&password, hash.as_deref().unwrap_or(DUMMY));
             ok && hash.is_some()
@@ -410,32 +432,48 @@ impl Auth {
         .map_err(|e| ApiError::Internal(format!("password check: {e}")))
     }
 
+    /// A turn at password hashing, waited for a few seconds at most: a flood of sign-ins
+    /// gets 503 rather than a queue that keeps everyone waiting.
+    async fn hashing_turn(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        match tokio::time::timeout(HASHING_WAIT, self.hashing.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) => Err(ApiError::Unavailable("The collector is stopping.".into())),
+            Err(_) => Err(ApiError::Busy(HASHING_WAIT.as_secs())),
+        }
+    }
+
     /// Hashes a password on a blocking thread, a few at a time.
     pub async fn hash(&self, password: String) -> Result<String, ApiError> {
-        let _permit =
-            self.hashing.acquire().await.map_err(|_| ApiError::Unavailable("The collector is stopping.".into()))?;
+        let _permit = self.hashing_turn().await?;
         tokio::task::spawn_blocking(move || hash_password(&password))
             .await
             .map_err(|e| ApiError::Internal(format!("password hashing: {e}")))?
     }
 
-    /// Refuses with 429 while `name` is locked for `address`, or `address` is throttled.
-    pub fn check_not_locked(&self, name: &str, address: ClientAddress) -> Result<(), ApiError> {
-        let ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+    /// Starts a sign-in attempt for `name` from `address`: refused with 429 while that
+    /// name is locked for that address, or the address is throttled. The attempt counts
+    /// as a failure from now on, until [`Auth::succeeded`] says otherwise, so that many
+    /// attempts sent at once cannot all pass the lock before the first is judged.
+    pub fn attempt(&self, name: &str, address: ClientAddress) -> Result<(), ApiError> {
+        let mut ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+        let key = (name.to_lowercase(), address);
         let by_address = ledger.by_address.get(&address).and_then(|f| f.locked_for(FREE_ADDRESS_FAILURES));
-        let by_name = ledger.by_name.get(&(name.to_lowercase(), address)).and_then(|f| f.locked_for(FREE_FAILURES));
-        match by_address.max(by_name) {
-            Some(wait) => Err(ApiError::TooManyRequests(wait.as_secs().max(1))),
-            None => Ok(()),
+        let by_name = ledger.by_name.get(&key).and_then(|f| f.locked_for(FREE_FAILURES));
+        if let Some(wait) = by_address.max(by_name) {
+            return Err(ApiError::TooManyRequests(wait.as_secs().max(1)));
         }
+        ledger.by_name.bump(key);
+        ledger.by_address.bump(address);
+        Ok(())
     }
 
-    /// Counts a failed sign-in for `name` from `address`, logs it (never the password),
-    /// and waits a little.
-    pub async fn record_failure(&self, name: &str, address: ClientAddress) {
+    /// A failed sign-in (already counted by [`Auth::attempt`]): logged, never with the
+    /// password, then a little wait.
+    pub async fn failed(&self, name: &str, address: ClientAddress) {
         let (for_name, for_address) = {
-            let mut ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
-            (ledger.by_name.bump((name.to_lowercase(), address)), ledger.by_address.bump(address))
+            let ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
+            let count = |f: Option<Failures>| f.map_or(0, |f| f.count);
+            (count(ledger.by_name.get(&(name.to_lowercase(), address))), count(ledger.by_address.get(&address)))
         };
         let total = self.failed_sign_ins.fetch_add(1, Ordering::Relaxed) + 1;
         let shown: String = name.chars().take(MAX_USERNAME_BYTES).collect();
@@ -444,10 +482,12 @@ impl Auth {
         tokio::time::sleep(FAILURE_DELAY).await;
     }
 
-    /// Forgets the failures of `name` from `address` after a successful sign-in.
-    pub fn record_success(&self, name: &str, address: ClientAddress) {
+    /// A successful sign-in: the name's failures from that address are forgotten, and
+    /// the attempt no longer counts against the address.
+    pub fn succeeded(&self, name: &str, address: ClientAddress) {
         let mut ledger = self.ledger.lock().unwrap_or_else(|p| p.into_inner());
         ledger.by_name.remove(&(name.to_lowercase(), address));
+        ledger.by_address.unbump(&address);
     }
 
     /// Failed sign-ins since start.
@@ -508,7 +548,19 @@ pub fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
 
 /// The peer address of a request, when the listener recorded it.
 pub fn client_address(parts: &Parts) -> ClientAddress {
-    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip())
+    parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| throttling_key(c.0.ip()))
+}
+
+/// The address sign-ins are counted under: an IPv6 client holds a whole /64 (it can
+/// pick any address in it), so it is counted as one.
+fn throttling_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        v4 => v4,
+    }
 }
 
 /// The signed-in person of a request the desktop app makes in-process. Requests from the
@@ -713,16 +765,25 @@ mod tests {
         let auth = Auth::new(SECRET, Duration::from_secs(60));
         let (attacker, admin) = (addr("203.0.113.9"), addr("192.0.2.1"));
         for _ in 0..FREE_FAILURES {
-            assert!(auth.check_not_locked("admin", attacker).is_ok());
-            auth.record_failure("ADMIN", attacker).await;
+            auth.attempt("ADMIN", attacker).unwrap();
+            auth.failed("ADMIN", attacker).await;
         }
         // Case does not help the attacker around the lock ...
-        assert!(matches!(auth.check_not_locked("Admin", attacker), Err(ApiError::TooManyRequests(_))));
+        assert!(matches!(auth.attempt("Admin", attacker), Err(ApiError::TooManyRequests(_))));
         // ... and the real admin, elsewhere, is not locked out.
-        assert!(auth.check_not_locked("admin", admin).is_ok());
-        auth.record_success("admin", attacker);
-        assert!(auth.check_not_locked("admin", attacker).is_ok());
+        auth.attempt("admin", admin).unwrap();
+        auth.succeeded("admin", admin);
+        auth.succeeded("admin", attacker);
+        assert!(auth.attempt("admin", attacker).is_ok());
         assert_eq!(auth.failed_sign_ins(), u64::from(FREE_FAILURES));
+    }
+
+    #[test]
+    fn attempts_sent_at_once_count_before_any_is_judged() {
+        let auth = Auth::new(SECRET, Duration::from_secs(60));
+        let from = addr("203.0.113.9");
+        let admitted = (0..50).filter(|_| auth.attempt("admin", from).is_ok()).count();
+        assert_eq!(admitted, FREE_FAILURES as usize);
     }
 
     #[tokio::test(start_paused = true)]
@@ -730,11 +791,31 @@ mod tests {
         let auth = Auth::new(SECRET, Duration::from_secs(60));
         let from = addr("203.0.113.9");
         for i in 0..FREE_ADDRESS_FAILURES {
-            assert!(auth.check_not_locked(&format!("user{i}"), from).is_ok());
-            auth.record_failure(&format!("user{i}"), from).await;
+            auth.attempt(&format!("user{i}"), from).unwrap();
+            auth.failed(&format!("user{i}"), from).await;
         }
-        assert!(matches!(auth.check_not_locked("someone-new", from), Err(ApiError::TooManyRequests(_))));
-        assert!(auth.check_not_locked("someone-new", addr("192.0.2.1")).is_ok());
+        assert!(matches!(auth.attempt("someone-new", from), Err(ApiError::TooManyRequests(_))));
+        assert!(auth.attempt("someone-new", addr("192.0.2.1")).is_ok());
+        // Every address of one IPv6 /64 counts as one client.
+        let a: IpAddr = "2001:db8:1:2:aaaa::1".parse().unwrap();
+        let b: IpAddr = "2001:db8:1:2:bbbb::9".parse().unwrap();
+        assert_eq!(throttling_key(a), throttling_key(b));
+        assert_ne!(throttling_key(a), throttling_key("2001:db8:1:3::1".parse().unwrap()));
+    }
+
+    #[test]
+    fn one_user_cannot_hold_everyones_tickets() {
+        let auth = Auth::new(SECRET, Duration::from_secs(60));
+        let user =
+            |name: &str| CurrentUser { username: name.into(), role: Role::Viewer, generation: 1, expires_at: 99 };
+        let first = auth.issue_ticket(&user("greedy")).unwrap();
+        for _ in 0..(TICKETS_PER_USER * 3) {
+            auth.issue_ticket(&user("greedy")).unwrap();
+        }
+        assert!(auth.redeem_ticket(&first).is_err(), "the oldest went");
+        let held = auth.tickets.lock().unwrap().values().filter(|t| t.username == "greedy").count();
+        assert_eq!(held, TICKETS_PER_USER);
+        assert!(auth.issue_ticket(&user("someone")).is_ok());
     }
 
     #[test]

@@ -5,8 +5,10 @@
 //! `Procyon-Machine-Id` header on REST uploads). From then on:
 //!
 //! - the same key may keep reporting it (a machine that gains a fingerprint has it
-//!   recorded; a report without one, from an older agent or a seed-style upload, is
-//!   taken on the key alone);
+//!   recorded; once a host has one, reports without it are refused, so leaving it out is
+//!   no way around it). A fingerprint is what an agent says of itself: a fleet key is
+//!   trusted by all of its hosts, and a host that must not be impersonated by another
+//!   holder of the same key gets a key of its own (`--host`);
 //! - another machine (a different fingerprint) may not, whatever its key: two machines
 //!   that share a name (a cloned VM) are refused, naming the conflict and the fix;
 //! - another key may take the host over only when the bound key is revoked or deleted
@@ -49,9 +51,9 @@ pub struct Bindings {
 impl Bindings {
     fn settled(&self, hostname: &str, key_id: i64, machine_id: Option<&str>) -> bool {
         let settled = self.settled.lock().unwrap_or_else(|p| p.into_inner());
-        settled.get(hostname).is_some_and(|(k, m, at)| {
-            *k == key_id && (machine_id.is_none() || m.as_deref() == machine_id) && at.elapsed() < SETTLED_FOR
-        })
+        settled
+            .get(hostname)
+            .is_some_and(|(k, m, at)| *k == key_id && m.as_deref() == machine_id && at.elapsed() < SETTLED_FOR)
     }
 
     fn settle(&self, hostname: &str, key_id: i64, machine_id: Option<String>) {
@@ -117,6 +119,13 @@ fn judge(binding: Option<&HostBinding>, key: &ApiKeySummary, hostname: &str, mac
             short(machine_id.unwrap_or_default()),
         ));
     }
+    if b.machine_id.is_some() && machine_id.is_none() {
+        // Leaving the fingerprint out must not be a way around it.
+        return Verdict::Refuse(format!(
+            "Host `{hostname}` is bound to a machine fingerprint, and this report carries none. Agents send it \
+             (an older agent: update it); a seed-style upload cannot report for such a host. {reset}"
+        ));
+    }
     if b.key_id == key.id {
         return if b.machine_id.is_none() && machine_id.is_some() { Verdict::Claim } else { Verdict::Keep };
     }
@@ -153,7 +162,7 @@ pub async fn admit(
             "This API key is bound to host `{bound}` and may not report as `{hostname}`."
         )));
     }
-    if state.settings.local_hostname.as_deref() == Some(hostname) {
+    if state.settings.local_hostname.as_deref().is_some_and(|local| local.eq_ignore_ascii_case(hostname)) {
         return Err(ApiError::Forbidden(format!(
             "`{hostname}` is this collector's own machine, which it samples itself; an agent may not report as it. \
              Give the agent another name with `--hostname NAME`."
@@ -234,7 +243,8 @@ mod tests {
         assert_eq!(judge(None, &key(1, None), "web-1", None), claim);
         // The same key and machine keep reporting; a fingerprint is recorded when it comes.
         assert_eq!(judge(Some(&bound(1, true, m1)), &key(1, None), "web-1", m1), keep);
-        assert_eq!(judge(Some(&bound(1, true, m1)), &key(1, None), "web-1", None), keep);
+        // A fingerprinted host does not take reports without one, not even from its key.
+        assert!(refused(&judge(Some(&bound(1, true, m1)), &key(1, None), "web-1", None)));
         assert_eq!(judge(Some(&bound(1, true, None)), &key(1, None), "web-1", m1), claim);
         // Another machine never, whichever key it holds.
         assert!(refused(&judge(Some(&bound(1, true, m1)), &key(1, None), "web-1", m2)));

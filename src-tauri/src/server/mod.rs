@@ -210,10 +210,12 @@ impl AppState {
         if snapshot.seq as i64 > limit {
             return Err(ApiError::invalid(
                 "seq",
+                // No numbers of the host's history: this is said before the sender is
+                // known to own the host.
                 format!(
-                    "seq {} runs too far ahead of this host's newest ({last_seq}): at most {limit} is accepted now. \
-                     An agent that lost its state continues from the collector's number; seed-style uploads use \
-                     their time.",
+                    "seq {} runs too far ahead of this host's history (more than the time since it last reported \
+                     allows). An agent that lost its state continues from the collector's number; seed-style \
+                     uploads use their time.",
                     snapshot.seq
                 ),
             ));

@@ -108,17 +108,17 @@ async fn login(
     if body.password.len() > 1024 {
         return Err(ApiError::invalid("password", "A password is at most 1024 bytes."));
     }
-    state.auth.check_not_locked(&body.username, address)?;
+    state.auth.attempt(&body.username, address)?;
     let user = state.store.user_by_name(&body.username).await?;
     let ok = state.auth.check_password(body.password, user.as_ref().map(|u| u.password_hash.clone())).await?;
     match user {
         Some(u) if ok => {
-            state.auth.record_success(&body.username, address);
+            state.auth.succeeded(&body.username, address);
             let login = state.auth.issue(&u.summary.username, u.summary.role, u.token_generation)?;
             Ok(Json(login).into_response())
         }
         _ => {
-            state.auth.record_failure(&body.username, address).await;
+            state.auth.failed(&body.username, address).await;
             Err(ApiError::Unauthorized("Wrong user name or password.".into()))
         }
     }

@@ -289,6 +289,13 @@ pub fn validate_hostname(hostname: &str) -> Result<(), ApiError> {
     check_text("hostname", hostname, MAX_HOSTNAME, false)?;
     let label_ok =
         |l: &str| (1..=63).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    // A name the API would read as something else: a host id, or this collector.
+    if hostname.bytes().all(|b| b.is_ascii_digit()) || hostname.eq_ignore_ascii_case("local") {
+        return Err(ApiError::invalid(
+            "hostname",
+            format!("`{hostname}` cannot be a host name: the API reads it as a host id or as `local`, this collector."),
+        ));
+    }
     if !hostname.split('.').all(label_ok) {
         return Err(ApiError::invalid(
             "hostname",
