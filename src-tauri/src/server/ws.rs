@@ -88,9 +88,10 @@ struct AccessCheck {
 
 impl AccessCheck {
     fn new(state: &AppState) -> AccessCheck {
+        // The first tick comes at once: a change between the user's check and this
+        // subscription is caught by one look when the stream starts.
         let mut tick = tokio::time::interval(ACCESS_CHECK);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        tick.reset();
         AccessCheck { changes: state.auth.changes(), tick }
     }
 
@@ -134,7 +135,10 @@ async fn all_snapshots(
     // Which snapshots come first, chosen before the upgrade: a store too busy to say is
     // an error the client can see.
     let newest = state.store.newest_per_host().await?;
-    Ok(upgrade.on_upgrade(move |socket| stream_all(socket, state, user, only, newest, deltas)))
+    // Listening for account changes from the moment the user was checked: one made while
+    // the socket opens must still end it.
+    let access = AccessCheck::new(&state);
+    Ok(upgrade.on_upgrade(move |socket| stream_all(socket, state, user, access, only, newest, deltas)))
 }
 
 /// What a delta stream's client holds: the last snapshot sent of each host, with its id.
@@ -198,6 +202,7 @@ async fn stream_all(
     mut socket: WebSocket,
     state: AppState,
     user: CurrentUser,
+    mut access: AccessCheck,
     only: Option<String>,
     newest: Vec<Newest>,
     mut deltas: Option<Deltas>,
@@ -207,7 +212,6 @@ async fn stream_all(
     let mut shutdown = state.shutdown_signal();
     let expiry = tokio::time::sleep(until_expiry(&user));
     tokio::pin!(expiry);
-    let mut access = AccessCheck::new(&state);
     // First, what is current for every wanted host, filtered before anything is decoded.
     for newest in newest.iter().filter(|n| wanted(&n.hostname)) {
         let text = match state.hub.latest(&newest.hostname) {
@@ -257,15 +261,21 @@ async fn monitoring(
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let host = state.resolve_host(&server_id).await?;
-    Ok(upgrade.on_upgrade(move |socket| stream_host(socket, state, user, host.hostname)))
+    let access = AccessCheck::new(&state);
+    Ok(upgrade.on_upgrade(move |socket| stream_host(socket, state, user, access, host.hostname)))
 }
 
-async fn stream_host(mut socket: WebSocket, state: AppState, user: CurrentUser, hostname: String) {
+async fn stream_host(
+    mut socket: WebSocket,
+    state: AppState,
+    user: CurrentUser,
+    mut access: AccessCheck,
+    hostname: String,
+) {
     let mut feed = state.hub.subscribe(&hostname);
     let mut shutdown = state.shutdown_signal();
     let expiry = tokio::time::sleep(until_expiry(&user));
     tokio::pin!(expiry);
-    let mut access = AccessCheck::new(&state);
     if feed.borrow().is_none() {
         // Nothing live yet (a host that reports rarely): start from what is stored.
         if let Ok(Some(host)) = state.store.host(&hostname).await
