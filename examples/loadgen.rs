@@ -419,7 +419,7 @@ fn evolve(
     s.memory.used_bytes = ((s.memory.used_bytes as f64 * r.between(0.98, 1.02)) as u64).min(total);
     s.memory.available_bytes = total - s.memory.used_bytes;
     for p in &mut s.processes {
-        p.cpu_percent = vary(&mut r, p.cpu_percent, 0.5, 100.0 * f64::from(s.host.logical_cores.max(1)));
+        p.cpu_percent = vary(&mut r, p.cpu_percent, 0.5, 100.0 * f64::from(s.host.logical_cores.unwrap_or(1).max(1)));
         p.rss_bytes = (p.rss_bytes as f64 * r.between(0.99, 1.01)) as u64;
         p.memory_percent = (p.rss_bytes as f64 / total as f64 * 100.0).min(100.0) as f32;
         if let Some(read) = &mut p.disk_read_bytes {

@@ -317,7 +317,9 @@ async fn bad_keys_protocol_mismatch_and_garbage_are_handled() {
     // A wrong key and a revoked key are refused, with the reason.
     let revoked = new_key(&data, "old", None);
     cli(&data, &["apikey", "revoke", "old"], None);
-    for (name, key, says) in [("wrong", "pk_nonsense".to_owned(), "Unknown API key"), ("revoked", revoked, "revoked")] {
+    for (name, key, says) in
+        [("wrong", "pk_nonsense".to_owned(), "procyon apikey create"), ("revoked", revoked, "revoked")]
+    {
         let file = key_file(dir.path(), name, &key);
         let out = agent_command()
             .args(["--collector", &c.base, "--hostname", "x", "--once", "--api-key-file"])
@@ -330,6 +332,31 @@ async fn bad_keys_protocol_mismatch_and_garbage_are_handled() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(stderr.contains(says), "{name}: {stderr}");
         assert!(!stderr.contains(&key), "the key never reaches the log");
+    }
+    // The usual wrong addresses say what is likely wrong, not only what broke.
+    let not_a_collector = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let closed_port = not_a_collector.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in not_a_collector.incoming() {
+            drop(stream);
+        }
+    });
+    let https = c.base.replacen("http://", "https://", 1);
+    for (url, says) in [
+        (https.as_str(), "speaks plain HTTP"),
+        (&*format!("http://127.0.0.1:{closed_port}"), "not a Procyon collector"),
+        (&*format!("{}/api", c.base), "give the collector's own address"),
+    ] {
+        let out = agent_command()
+            .args(["--collector", url, "--hostname", "x", "--once", "--api-key-file"])
+            .arg(&good_file)
+            .arg("--spool")
+            .arg(dir.path().join("spool-wrong-url"))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{url}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(says), "{url}: {stderr}");
     }
     // A key file others can read is refused before anything is sent.
     let loose = dir.path().join("loose.key");

@@ -102,7 +102,14 @@ async fn setup(dir: &std::path::Path) -> (AppState, Creds) {
         let now = chrono::Utc::now().timestamp();
         // The admin's real generation: only the expiry is wrong with this token.
         let generation = store.user_by_name("admin").await.unwrap().unwrap().token_generation;
-        let claims = Claims { sub: "admin".into(), role: Role::Admin, generation, iat: now - 7200, exp: now - 3600 };
+        let claims = Claims {
+            sub: "admin".into(),
+            role: Role::Admin,
+            generation,
+            iat: now - 7200,
+            exp: now - 3600,
+            auth_time: 0,
+        };
         let key = jsonwebtoken::EncodingKey::from_secret(SECRET);
         format!("Bearer {}", jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).unwrap())
     };

@@ -456,8 +456,17 @@ async fn bad_input_gets_a_clear_error_and_changes_nothing() {
     assert_eq!(c.get("/api/process-snapshots/abc/", &token).await.0, 404);
     assert_eq!(c.get("/api/monitoring/no-such-host/snapshot", &token).await.0, 404);
     assert_eq!(c.get("/api/process-snapshots/series/?hostname=no-such-host", &token).await.0, 404);
-    assert_eq!(c.get("/api/process-snapshots/list/?limit=many", &token).await.0, 400);
-    assert_eq!(c.get("/api/process-snapshots/series/?hostname=MACHINE-01&from=yesterday", &token).await.0, 400);
+    // A bad parameter is named, as a bad field is; times read as people type them.
+    let (status, body) = c.get("/api/process-snapshots/list/?limit=many", &token).await;
+    assert_eq!((status, body["field"].as_str()), (422, Some("limit")), "{body}");
+    let (status, body) = c.get("/api/process-snapshots/series/?hostname=MACHINE-01&from=yesterday", &token).await;
+    assert_eq!((status, body["field"].as_str()), (422, Some("from")), "{body}");
+    assert!(body["message"].as_str().unwrap().contains("-15m"), "{body}");
+    for from in ["-15m", "2026-01-02", "1767225600", "2026-01-02T03:04:05"] {
+        let (status, body) =
+            c.get(&format!("/api/process-snapshots/series/?hostname=MACHINE-01&from={from}"), &token).await;
+        assert_eq!(status, 200, "{from}: {body}");
+    }
     assert_eq!(c.get("/api/no/such/thing", &token).await.0, 404);
     let login = c
         .http

@@ -150,6 +150,23 @@ async fn tokens_end_with_their_account() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_renewed_token_is_the_same_session_and_ends_with_the_account() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local"]);
+    let pat = c.login("pat", &new_user(dir.path(), "pat", "operator")).await;
+    let (status, body) = c.post("/api/auth/refresh", &pat, None).await;
+    assert_eq!(status, 200, "{body}");
+    let renewed = body["token"].as_str().unwrap().to_owned();
+    assert_eq!((body["username"].as_str(), body["role"].as_str()), (Some("pat"), Some("operator")));
+    assert_eq!(c.get("/api/auth/me", &renewed).await.0, 200);
+    // Renewing is no way to outlive a password change: both tokens end.
+    cli(dir.path(), &["user", "passwd", "pat", "--password-stdin"], Some("a-new-password-0\n"));
+    assert!(eventually(Duration::from_secs(10), async || c.get("/api/auth/me", &renewed).await.0 == 401).await);
+    assert_eq!(c.post("/api/auth/refresh", &pat, None).await.0, 401);
+    assert_eq!(c.post("/api/auth/refresh", &renewed, None).await.0, 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn token_lifetimes_are_capped() {
     let dir = temp();
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_procyon"))

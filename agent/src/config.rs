@@ -533,6 +533,17 @@ fn parse_collector(s: &str) -> Result<Url, String> {
     if url.query().is_some() || url.fragment().is_some() {
         return Err("must not have a query or fragment".into());
     }
+    // A path is fine (a collector behind a proxy at /procyon/), but one naming the API
+    // is the collector's address copied from an API call: the agent adds those paths.
+    let path = url.path().trim_end_matches('/');
+    if path.split('/').any(|segment| segment == "api" || segment == "ws") {
+        let mut base = url.clone();
+        base.set_path("");
+        return Err(format!(
+            "is the address of an API endpoint ({path}); give the collector's own address, e.g. {}",
+            base.as_str().trim_end_matches('/')
+        ));
+    }
     Ok(url)
 }
 

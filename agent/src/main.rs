@@ -232,7 +232,7 @@ fn login(config: &Config, collector: url::Url, user: &str, replace: bool) -> any
             .json(&serde_json::json!({ "username": user, "password": password }))
             .send()
             .await
-            .map_err(|e| anyhow::anyhow!("cannot reach {base}: {}", tls::describe(&e)))?;
+            .map_err(|e| anyhow::anyhow!("cannot reach {base}: {}", uplink::explain(tls::describe(&e))))?;
         let status = answer.status();
         let body: serde_json::Value = answer.json().await.unwrap_or_default();
         if !status.is_success() {

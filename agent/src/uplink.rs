@@ -308,7 +308,7 @@ impl Uplink {
                     End::NoWebSocket(format!("HTTP {status}"))
                 };
             }
-            Err(e) => return End::Disconnected(crate::tls::describe(&e)),
+            Err(e) => return End::Disconnected(explain(crate::tls::describe(&e))),
         };
 
         // Hello, then wait for welcome.
@@ -484,7 +484,7 @@ impl Uplink {
                 let sent = request.body(body).send().await;
                 let response = match sent {
                     Ok(r) => r,
-                    Err(e) => return End::Disconnected(crate::tls::describe(&e)),
+                    Err(e) => return End::Disconnected(explain(crate::tls::describe(&e))),
                 };
                 let status = response.status().as_u16();
                 let message = response
@@ -527,6 +527,34 @@ impl Uplink {
 
 /// The REST client, with our TLS settings when there are any. An error rather than a
 /// client without them: falling back to the defaults would quietly trust other CAs.
+/// A connection failure in words, with what is likely wrong and what to try: the
+/// libraries' own messages ("received corrupt message of type InvalidContentType",
+/// "Handshake not finished") say what broke, not why.
+pub fn explain(why: String) -> String {
+    let lower = why.to_ascii_lowercase();
+    let hint = if lower.contains("invalidcontenttype") || lower.contains("corrupt message") {
+        "the collector at this address speaks plain HTTP, not TLS: use http:// (with --insecure-http if it runs \
+         on another machine), or give the collector a certificate with --tls-cert and --tls-key"
+    } else if lower.contains("handshake not finished")
+        || lower.contains("connection reset")
+        || lower.contains("unexpected eof")
+        || lower.contains("httparse")
+        || lower.contains("invalid http")
+    {
+        "what answers at this address is not a Procyon collector, or it expected TLS: check the host and the \
+         port (a collector listens on 7450 unless --bind says otherwise), and use https:// if it serves TLS"
+    } else if lower.contains("connection refused") {
+        "nothing listens at this address: check that `procyon serve` runs there, on this port"
+    } else if lower.contains("dns error") || lower.contains("failed to lookup") || lower.contains("name or service") {
+        "this host name does not resolve: check its spelling, or use the collector's IP address"
+    } else if lower.contains("timed out") {
+        "no answer: a firewall may be dropping the connection, or the address is wrong"
+    } else {
+        return why;
+    };
+    format!("{why} ({hint})")
+}
+
 pub fn http_client(tls: Option<&rustls::ClientConfig>) -> anyhow::Result<reqwest::Client> {
     let mut builder = reqwest::Client::builder()
         .user_agent(concat!("procyon-agent/", env!("CARGO_PKG_VERSION")))
@@ -697,6 +725,18 @@ impl Backoff {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn connection_failures_come_with_what_to_try() {
+        for (error, says) in [
+            ("IO error: received corrupt message of type InvalidContentType", "plain HTTP"),
+            ("WebSocket protocol error: Handshake not finished", "not a Procyon collector"),
+            ("IO error: Connection refused (os error 111)", "procyon serve"),
+        ] {
+            assert!(super::explain(error.into()).contains(says), "{error}");
+        }
+        assert_eq!(super::explain("something else".into()), "something else");
+    }
+
     use super::*;
 
     #[test]

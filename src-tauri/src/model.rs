@@ -83,13 +83,13 @@ pub struct HostInfo {
     pub arch: String,
     /// CPU model name.
     pub cpu_model: Option<String>,
-    /// Logical processors.
-    pub logical_cores: u32,
-    /// Physical memory in bytes.
-    #[ts(type = "number")]
-    pub memory_total_bytes: u64,
-    /// When the machine booted (UTC).
-    pub boot_time: DateTime<Utc>,
+    /// Logical processors (`null` when not known, as in uploads that do not say).
+    pub logical_cores: Option<u32>,
+    /// Physical memory in bytes (`null` when not known).
+    #[ts(type = "number | null")]
+    pub memory_total_bytes: Option<u64>,
+    /// When the machine booted (UTC; `null` when not known).
+    pub boot_time: Option<DateTime<Utc>>,
     /// Version of the Procyon program that sampled it.
     pub agent_version: String,
 }
@@ -485,6 +485,7 @@ pub fn typescript() -> String {
         api::SeriesPoint::decl(&cfg),
         api::TopProcess::decl(&cfg),
         api::ProcessHistoryPoint::decl(&cfg),
+        api::AuditAction::decl(&cfg),
         api::AuditEntry::decl(&cfg),
         api::UserSummary::decl(&cfg),
         api::ApiKeySummary::decl(&cfg),

@@ -355,6 +355,31 @@ test('the dashboard, end to end', { timeout: 240_000 }, async (t) => {
     await viewer.close();
   });
 
+  await t.test('an admin deletes an offline host, confirmed by its name, and the audit log says so', async () => {
+    await page.click('nav a:has-text("Processes")');
+    await page.click('[data-testid=host-picker]');
+    await page.click(`[role=option]:has-text("${HOSTILE_HOST}")`);
+    // Online for 30 s after its upload, then offline: only then is it offered.
+    await page.waitForSelector('[data-testid=delete-host]', { timeout: 60_000 });
+    await page.click('[data-testid=delete-host]');
+    await page.waitForSelector('[data-testid=delete-host-dialog]');
+    assert.equal(await page.isDisabled('[data-testid=delete-host-confirm]'), true, 'nothing deleted before the name is typed');
+    await page.fill('[data-testid=delete-host-name]', HOSTILE_HOST);
+    await shot(page, 'delete-host');
+    await page.click('[data-testid=delete-host-confirm]');
+    await page.waitForSelector('[data-testid=delete-host-dialog]', { state: 'detached' });
+    const token = await collector.login('admin', collector.adminPassword);
+    const hosts = await (await fetch(`${collector.base}/api/hosts/`, { headers: { Authorization: `Bearer ${token}` } })).json();
+    assert.ok(!hosts.some((h) => h.hostname === HOSTILE_HOST), 'the host is gone');
+    await page.click('[data-testid=host-picker]');
+    assert.equal(await page.locator(`[role=option]:has-text("${HOSTILE_HOST}")`).count(), 0);
+    await page.keyboard.press('Escape');
+    await page.click('nav a:has-text("Audit")');
+    await page.waitForSelector(`[data-testid=audit-table] tr:has-text("delete host")`, { timeout: 15_000 });
+    assert.match(await page.textContent(`[data-testid=audit-table] tr:has-text("delete host")`), new RegExp(HOSTILE_HOST.slice(0, 12)));
+    await shot(page, 'audit-delete-host');
+  });
+
   await t.test('says so when the collector goes away', async () => {
     await page.click('nav a:has-text("Processes")');
     await collector.stop();

@@ -14,6 +14,8 @@ use crate::model::desktop::{ApiReply, ApiRequest, CommandError, LiveEvent, Remot
 
 /// How long a REST call to the remote collector may take.
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// Renew the token this long before it expires.
+const RENEW_BEFORE_SECS: i64 = 120;
 /// Largest reply accepted (a month's export is well under this).
 const MAX_REPLY: usize = 256 << 20;
 
@@ -163,9 +165,39 @@ impl Remote {
         }
     }
 
+    /// Renews the token when it is about to expire: the window in use keeps its session,
+    /// up to the collector's longest session (it refuses then, and the token runs out).
+    /// Only this side holds the token, so renewing is its business, not the window's.
+    async fn renew_if_due(&self) {
+        let session = self.session();
+        if session.expires_at - chrono::Utc::now() > chrono::Duration::seconds(RENEW_BEFORE_SECS) {
+            return;
+        }
+        let sent = self.client.post(format!("{}/api/auth/refresh", self.base)).bearer_auth(&session.token).send().await;
+        let Ok(response) = sent else { return };
+        if !response.status().is_success() {
+            return;
+        }
+        let Ok(login) = response.json::<LoginResponse>().await else { return };
+        let renewed = StoredSession {
+            token: login.token,
+            username: login.username,
+            role: login.role,
+            expires_at: login.expires_at,
+        };
+        *self.session.lock().unwrap_or_else(|p| p.into_inner()) = renewed.clone();
+        let key = self.base.clone();
+        match tokio::task::spawn_blocking(move || credentials::save(&key, &renewed)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!("cannot keep the renewed sign-in in the keyring: {}", e.detail),
+            Err(e) => tracing::warn!("cannot keep the renewed sign-in in the keyring: {e}"),
+        }
+    }
+
     /// Carries one REST request to the collector.
     pub async fn api(&self, request: &ApiRequest) -> Result<ApiReply, CommandError> {
         let method = check_request(request)?;
+        self.renew_if_due().await;
         let method = reqwest::Method::from_bytes(method.as_str().as_bytes())
             .map_err(|e| CommandError::new("invalid", e.to_string()))?;
         let mut call =

@@ -205,6 +205,62 @@ pub struct ProcessHistoryPoint {
     pub memory_percent: f32,
 }
 
+/// What an audit entry records: a process action, or an admin's action on a host.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[serde(rename_all = "snake_case")]
+pub enum AuditAction {
+    /// Stop a process (SIGSTOP).
+    Suspend,
+    /// Continue a stopped process (SIGCONT).
+    Resume,
+    /// Ask a process to exit (SIGTERM).
+    Terminate,
+    /// End a process at once (SIGKILL).
+    Kill,
+    /// Delete a host with its whole history.
+    DeleteHost,
+}
+
+impl AuditAction {
+    /// The process action this is, if it is one.
+    pub fn process(self) -> Option<ProcessAction> {
+        match self {
+            Self::Suspend => Some(ProcessAction::Suspend),
+            Self::Resume => Some(ProcessAction::Resume),
+            Self::Terminate => Some(ProcessAction::Terminate),
+            Self::Kill => Some(ProcessAction::Kill),
+            Self::DeleteHost => None,
+        }
+    }
+
+    /// The name stored and sent.
+    pub fn as_str(self) -> &'static str {
+        self.process().map_or("delete_host", ProcessAction::as_str)
+    }
+}
+
+impl From<ProcessAction> for AuditAction {
+    fn from(action: ProcessAction) -> Self {
+        match action {
+            ProcessAction::Suspend => Self::Suspend,
+            ProcessAction::Resume => Self::Resume,
+            ProcessAction::Terminate => Self::Terminate,
+            ProcessAction::Kill => Self::Kill,
+        }
+    }
+}
+
+impl std::str::FromStr for AuditAction {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        [Self::Suspend, Self::Resume, Self::Terminate, Self::Kill, Self::DeleteHost]
+            .into_iter()
+            .find(|a| a.as_str() == s)
+            .ok_or_else(|| format!("unknown audited action `{s}`"))
+    }
+}
+
 /// One process action attempt, whatever its result (`GET /api/audit`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
 pub struct AuditEntry {
@@ -217,12 +273,12 @@ pub struct AuditEntry {
     pub actor: String,
     /// On which host (host name).
     pub hostname: String,
-    /// Target pid.
-    pub pid: u32,
+    /// Target pid (`null` for an action on the host itself).
+    pub pid: Option<u32>,
     /// Target's name, when known.
     pub process_name: Option<String>,
     /// What was attempted.
-    pub action: ProcessAction,
+    pub action: AuditAction,
     /// Whether a whole subtree was targeted.
     pub tree: bool,
     /// `"success"`, or the error code (`"permission_denied"`, ...).

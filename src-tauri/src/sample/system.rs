@@ -38,12 +38,12 @@ impl System {
             kernel: sysinfo::System::kernel_version().ok(),
             arch: sysinfo::System::cpu_arch(),
             cpu_model: cpus.first().map(|c| c.brand().trim().to_owned()).filter(|b| !b.is_empty()),
-            logical_cores: cpus.len() as u32,
-            memory_total_bytes: self.sys.as_ref().map_or(0, |s| s.total_memory()),
+            logical_cores: (!cpus.is_empty()).then_some(cpus.len() as u32),
+            memory_total_bytes: self.sys.as_ref().map(|s| s.total_memory()).filter(|&b| b > 0),
             boot_time: sysinfo::System::boot_time()
                 .ok()
-                .and_then(|secs| DateTime::<Utc>::from_timestamp(secs as i64, 0))
-                .unwrap_or_default(),
+                .filter(|&secs| secs > 0)
+                .and_then(|secs| DateTime::<Utc>::from_timestamp(secs as i64, 0)),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
         }
     }

@@ -47,6 +47,9 @@ use crate::store::Store;
 
 /// The longest a token may live: a stolen token is worth a day at most.
 pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(24 * 3600);
+/// The longest a session may be kept alive by renewing its token without signing in
+/// again: a working day.
+pub const MAX_SESSION_AGE: Duration = Duration::from_secs(12 * 3600);
 /// Longest user name accepted at sign-in; longer ones are refused before any work.
 pub const MAX_USERNAME_BYTES: usize = 64;
 /// Failed sign-ins allowed for one (name, address) before it is locked for a while.
@@ -129,6 +132,11 @@ pub struct Claims {
     pub iat: i64,
     /// Expires at (seconds since the epoch).
     pub exp: i64,
+    /// When the user signed in with their password (seconds since the epoch): renewing a
+    /// token keeps it, so a session cannot be renewed past [`MAX_SESSION_AGE`]. 0 in
+    /// tokens from before renewal existed (their `iat` counts).
+    #[serde(default)]
+    pub auth_time: i64,
 }
 
 /// Failed sign-ins of one key of the ledger.
@@ -284,12 +292,46 @@ impl Auth {
         Ok(Auth::new(&secret, ttl))
     }
 
-    /// A token for `username` under its current `generation`.
+    /// A token for `username` under its current `generation`, for a sign-in now.
     pub fn issue(&self, username: &str, role: Role, generation: i64) -> Result<LoginResponse, ApiError> {
+        self.issue_for_session(username, role, generation, Utc::now().timestamp())
+    }
+
+    /// A new token for the session `token` belongs to (the dashboard renews before its
+    /// token expires, while someone uses it), for `user` as checked now. Refused once the
+    /// session is [`MAX_SESSION_AGE`] old: then the password is asked again.
+    pub fn renew(&self, token: &str, user: &CurrentUser) -> Result<LoginResponse, ApiError> {
+        let claims = self.verify(token)?;
+        let signed_in = if claims.auth_time > 0 { claims.auth_time } else { claims.iat };
+        let age = Utc::now().timestamp() - signed_in;
+        if age >= MAX_SESSION_AGE.as_secs() as i64 {
+            return Err(ApiError::Unauthorized(format!(
+                "This session is {} hours old, the most a sign-in lasts; sign in again.",
+                MAX_SESSION_AGE.as_secs() / 3600
+            )));
+        }
+        self.issue_for_session(&user.username, user.role, user.generation, signed_in)
+    }
+
+    fn issue_for_session(
+        &self,
+        username: &str,
+        role: Role,
+        generation: i64,
+        auth_time: i64,
+    ) -> Result<LoginResponse, ApiError> {
         let now = Utc::now();
-        let expires_at = now + self.ttl;
-        let claims =
-            Claims { sub: username.to_owned(), role, generation, iat: now.timestamp(), exp: expires_at.timestamp() };
+        let session_end = chrono::DateTime::from_timestamp(auth_time, 0).unwrap_or(now)
+            + chrono::Duration::from_std(MAX_SESSION_AGE).unwrap_or_default();
+        let expires_at = (now + self.ttl).min(session_end);
+        let claims = Claims {
+            sub: username.to_owned(),
+            role,
+            generation,
+            iat: now.timestamp(),
+            exp: expires_at.timestamp(),
+            auth_time,
+        };
         let token = jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| ApiError::Internal(format!("signing a token: {e}")))?;
         Ok(LoginResponse { token, expires_at, role, username: username.to_owned() })
@@ -684,6 +726,9 @@ impl FromRequestParts<AppState> for AdminUser {
     }
 }
 
+/// What to do about a key the collector refuses.
+const KEY_FIX: &str = " Sign the agent in again (`procyon-agent login --collector URL --user ADMIN --replace`) or give it a key made with `procyon apikey create` on this collector.";
+
 /// An agent, from a valid, unrevoked API key.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AgentKey {
@@ -707,8 +752,10 @@ impl FromRequestParts<AppState> for AgentKey {
                 state.touch_key(&r.summary);
                 Ok(AgentKey { key: r.summary })
             }
-            Some(_) => Err(ApiError::Unauthorized("This API key has been revoked.".into())),
-            None => Err(ApiError::Unauthorized("Unknown API key.".into())),
+            Some(_) => Err(ApiError::Unauthorized(format!("This API key has been revoked.{KEY_FIX}"))),
+            None => Err(ApiError::Unauthorized(format!(
+                "Unknown API key: this collector never made it (another collector or data directory?).{KEY_FIX}"
+            ))),
         }
     }
 }
@@ -827,6 +874,25 @@ mod tests {
         assert!(table.len() <= LEDGER_MAX, "{} entries", table.len());
         // The newest failures are the ones kept.
         assert!(table.get(&(format!("name{}", 3 * LEDGER_MAX - 1), None)).is_some());
+    }
+
+    #[test]
+    fn a_session_is_renewed_up_to_its_maximum_age() {
+        let auth = Auth::new(SECRET, Duration::from_secs(3600));
+        let user = CurrentUser { username: "ada".into(), role: Role::Viewer, generation: 3, expires_at: 0 };
+        let fresh = auth.issue("ada", Role::Viewer, 3).unwrap();
+        let renewed = auth.renew(&fresh.token, &user).unwrap();
+        let (a, b) = (auth.verify(&fresh.token).unwrap(), auth.verify(&renewed.token).unwrap());
+        assert_eq!(b.auth_time, a.auth_time, "the sign-in time is kept");
+        assert_eq!(b.generation, 3);
+        // A session signed in 11.5 hours ago gets a token that ends at 12 hours ...
+        let now = Utc::now().timestamp();
+        let old = auth.issue_for_session("ada", Role::Viewer, 3, now - 11 * 3600 - 1800).unwrap();
+        let renewed = auth.renew(&old.token, &user).unwrap();
+        assert!(renewed.expires_at.timestamp() <= now - 11 * 3600 - 1800 + MAX_SESSION_AGE.as_secs() as i64);
+        // ... and one past that is not renewed.
+        let older = auth.issue_for_session("ada", Role::Viewer, 3, now - 13 * 3600).unwrap();
+        assert!(matches!(auth.renew(&older.token, &user), Err(ApiError::Unauthorized(_))));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 //! cause goes to the log only (it may hold paths or SQL that are nobody else's business).
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
@@ -162,12 +162,6 @@ impl From<JsonRejection> for ApiError {
             }
             other => ApiError::BadRequest(other.body_text()),
         }
-    }
-}
-
-impl From<QueryRejection> for ApiError {
-    fn from(r: QueryRejection) -> Self {
-        ApiError::BadRequest(r.body_text())
     }
 }
 

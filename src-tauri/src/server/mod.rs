@@ -42,6 +42,7 @@ pub mod binding;
 pub mod error;
 pub mod listener;
 pub mod openapi;
+pub mod query;
 pub mod rest;
 pub mod routes;
 pub mod upload;

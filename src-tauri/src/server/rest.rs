@@ -16,10 +16,11 @@ use serde_json::{Value, json};
 
 use super::auth::{self, AdminUser, AgentKey, CurrentUser};
 use super::error::ApiError;
+use super::query::{self, ApiQuery};
 use super::routes::{Access, Route};
 use super::{AppState, upload, views};
 use crate::control::{self, Target};
-use crate::model::api::{ApiKeySummary, AuditEntry, HostSummary, Role, SnapshotSummary, UserSummary};
+use crate::model::api::{ApiKeySummary, AuditAction, AuditEntry, HostSummary, Role, SnapshotSummary, UserSummary};
 use crate::model::{ActionErrorCode, ProcessAction, Snapshot};
 use crate::store::{NewAuditEntry, Page, StoredSnapshot};
 
@@ -27,11 +28,6 @@ use crate::store::{NewAuditEntry, Page, StoredSnapshot};
 #[derive(FromRequest)]
 #[from_request(via(axum::Json), rejection(ApiError))]
 pub struct ApiJson<T>(pub T);
-
-/// Query string with errors in our shape.
-#[derive(FromRequestParts)]
-#[from_request(via(axum::extract::Query), rejection(ApiError))]
-pub struct ApiQuery<T>(pub T);
 
 /// Path parameters with errors in our shape.
 #[derive(FromRequestParts)]
@@ -46,6 +42,7 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::POST, "/api/auth/login", Public, post(login)),
         Route::new(M::GET, "/api/auth/me", Viewer, get(me)),
         Route::new(M::POST, "/api/auth/ws-ticket", Viewer, post(ws_ticket)),
+        Route::new(M::POST, "/api/auth/refresh", Viewer, post(refresh)),
         Route::new(M::GET, "/api/health", Public, get(health)),
         Route::new(M::GET, "/api/openapi.json", Viewer, get(super::openapi::document)),
         Route::new(M::POST, "/api/process-snapshots/", Agent, post(upload_snapshot)),
@@ -124,6 +121,19 @@ async fn login(
     }
 }
 
+/// A new token for the caller's session, so that a dashboard in use is not signed out
+/// every `--token-ttl`; at most [`auth::MAX_SESSION_AGE`] after the password was given.
+async fn refresh(State(state): State<AppState>, user: CurrentUser, headers: HeaderMap) -> Result<Response, ApiError> {
+    let token = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or_else(|| {
+            ApiError::Unauthorized("Renewing needs the token itself: `Authorization: Bearer ...`.".into())
+        })?;
+    Ok(Json(state.auth.renew(token.trim(), &user)?).into_response())
+}
+
 /// A single-use ticket for opening a WebSocket (`?ticket=`), so that browsers never put
 /// their token in a URL.
 async fn ws_ticket(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Value>, ApiError> {
@@ -166,12 +176,16 @@ async fn upload_snapshot(
     state.check_sequence(&snapshot, chrono::Utc::now()).await?;
     let machine_id = headers.get(MACHINE_ID_HEADER).map(|v| v.to_str().unwrap_or("?"));
     super::binding::admit(&state, &agent.key, &snapshot.host.hostname, machine_id).await?;
+    let taken_at = snapshot.taken_at;
     let inserted = state.ingest(snapshot).await?;
+    // The time stored: a short upload without `snapshot_time` is stamped on arrival.
     let body = json!({
         "message": "Snapshot uploaded successfully.",
         "snapshot_id": inserted.id,
+        "snapshot_time": taken_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "duplicate": inserted.duplicate,
     });
+    // Created, or (the same snapshot sent again, e.g. a retry) already there: 200.
     let status = if inserted.duplicate { StatusCode::OK } else { StatusCode::CREATED };
     Ok((status, Json(body)).into_response())
 }
@@ -241,7 +255,9 @@ struct SeriesQuery {
     limit: Option<u32>,
     /// The original document's spelling of `limit`.
     limt: Option<u32>,
+    #[serde(default, deserialize_with = "query::time")]
     from: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "query::time")]
     to: Option<DateTime<Utc>>,
 }
 
@@ -302,7 +318,9 @@ async fn snapshot_detail(
 
 #[derive(Deserialize)]
 struct RangeQuery {
+    #[serde(default, deserialize_with = "query::time")]
     from: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "query::time")]
     to: Option<DateTime<Utc>>,
     n: Option<u32>,
     format: Option<String>,
@@ -338,7 +356,9 @@ async fn top_processes(
 struct HistoryQuery {
     pid: u32,
     start_time: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "query::time")]
     from: Option<DateTime<Utc>>,
+    #[serde(default, deserialize_with = "query::time")]
     to: Option<DateTime<Utc>>,
 }
 
@@ -699,9 +719,9 @@ async fn process_action(
         let entry = NewAuditEntry {
             actor: user.username.clone(),
             hostname: server_id.clone(),
-            pid,
+            pid: Some(pid),
             process_name: None,
-            action,
+            action: action.into(),
             tree: false,
             result: "forbidden".into(),
             message: refusal.parts().1.message,
@@ -760,9 +780,9 @@ async fn process_action(
         .audit(NewAuditEntry {
             actor: user.username.clone(),
             hostname: host.hostname.clone(),
-            pid,
+            pid: Some(pid),
             process_name: result.as_ref().ok().map(|(n, _)| n.clone()).or(process_name),
-            action,
+            action: action.into(),
             tree: options.tree,
             result: result_code,
             message: message.clone(),
@@ -957,6 +977,20 @@ async fn delete_host(
     state.hub.forget(&host.hostname);
     state.bindings.forget_host(&host.hostname);
     tracing::warn!(hostname = %host.hostname, by = %user.username, "host deleted with its history");
+    // The audit log is kept when its host goes: it says who deleted it, and when.
+    let entry = NewAuditEntry {
+        actor: user.username.clone(),
+        hostname: host.hostname.clone(),
+        pid: None,
+        process_name: None,
+        action: AuditAction::DeleteHost,
+        tree: false,
+        result: "success".into(),
+        message: format!("Host {} deleted with its history", host.hostname),
+    };
+    if let Err(e) = state.store.audit(entry).await {
+        tracing::error!("cannot write the audit log: {e}");
+    }
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -228,7 +228,8 @@ fn from_short(upload: ShortUpload) -> Result<Snapshot, ApiError> {
         });
     }
     processes.sort_by_key(|p| p.pid);
-    let total_cpu: f32 = processes.iter().map(|p| p.cpu_percent).sum();
+    // A fold from +0.0: an empty `sum()` of floats is -0.0.
+    let total_cpu: f32 = processes.iter().fold(0.0, |sum, p| sum + p.cpu_percent);
     Ok(Snapshot {
         schema_version: SCHEMA_VERSION,
         host: HostInfo {
@@ -238,9 +239,9 @@ fn from_short(upload: ShortUpload) -> Result<Snapshot, ApiError> {
             kernel: None,
             arch: String::new(),
             cpu_model: None,
-            logical_cores: 0,
-            memory_total_bytes: 0,
-            boot_time: DateTime::UNIX_EPOCH,
+            logical_cores: None,
+            memory_total_bytes: None,
+            boot_time: None,
             agent_version: String::new(),
         },
         taken_at,

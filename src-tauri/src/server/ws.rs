@@ -120,7 +120,7 @@ struct StreamQuery {
 async fn all_snapshots(
     State(state): State<AppState>,
     user: CurrentUser,
-    super::rest::ApiQuery(q): super::rest::ApiQuery<StreamQuery>,
+    super::query::ApiQuery(q): super::query::ApiQuery<StreamQuery>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
     let deltas = match q.delta {

@@ -10,8 +10,7 @@ use super::{
     ApiKeyRecord, NewAuditEntry, Page, Result, Store, StoreError, UserRecord, from_ms, is_unique_violation, page_limit,
     to_ms, to_u32,
 };
-use crate::model::ProcessAction;
-use crate::model::api::{ApiKeySummary, AuditEntry, Role, UserSummary};
+use crate::model::api::{ApiKeySummary, AuditAction, AuditEntry, Role, UserSummary};
 
 /// Now, at the precision times are stored with, so that what a call returns equals what
 /// a later read returns.
@@ -99,14 +98,14 @@ impl AuditRow {
     fn entry(self) -> Result<AuditEntry> {
         let action = self
             .action
-            .parse::<ProcessAction>()
+            .parse::<AuditAction>()
             .map_err(|e| StoreError::Corrupt(format!("audit entry {}: {e}", self.id)))?;
         Ok(AuditEntry {
             id: self.id,
             at: from_ms(self.at),
             actor: self.actor,
             hostname: self.hostname,
-            pid: to_u32(self.pid),
+            pid: Some(to_u32(self.pid)).filter(|&pid| pid != 0),
             process_name: self.process_name,
             action,
             tree: self.tree,
@@ -326,7 +325,7 @@ impl Store {
         .bind(now_ms())
         .bind(&entry.actor)
         .bind(&entry.hostname)
-        .bind(i64::from(entry.pid))
+        .bind(i64::from(entry.pid.unwrap_or(0)))
         .bind(&entry.process_name)
         .bind(entry.action.as_str())
         .bind(entry.tree)

@@ -174,12 +174,12 @@ pub struct NewAuditEntry {
     pub actor: String,
     /// Host name.
     pub hostname: String,
-    /// Target pid.
-    pub pid: u32,
+    /// Target pid (`None` for an action on the host itself, stored as 0: no process).
+    pub pid: Option<u32>,
     /// Target's name, when known.
     pub process_name: Option<String>,
     /// What was attempted.
-    pub action: crate::model::ProcessAction,
+    pub action: crate::model::api::AuditAction,
     /// A whole subtree.
     pub tree: bool,
     /// `"success"` or an error code.

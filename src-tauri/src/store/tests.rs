@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::*;
-use crate::model::api::{Role, SeriesPoint, SnapshotSummary, Tier, TopProcess};
+use crate::model::api::{AuditAction, Role, SeriesPoint, SnapshotSummary, Tier, TopProcess};
 use crate::model::{ProcessAction, ProcessSample, Snapshot};
 use crate::sample::Sampler;
 
@@ -405,23 +405,29 @@ async fn users_keys_and_audit() {
     let entry = |host: &str, pid: u32, action: ProcessAction| NewAuditEntry {
         actor: "ada".into(),
         hostname: host.into(),
-        pid,
+        pid: Some(pid),
         process_name: Some("sleep".into()),
-        action,
+        action: action.into(),
         tree: pid == 3,
         result: "success".into(),
         message: format!("Process {pid} {}", action.past_tense()),
     };
     let first = store.audit(entry("alpha", 1, ProcessAction::Suspend)).await.unwrap();
-    assert_eq!((first.actor.as_str(), first.action, first.tree), ("ada", ProcessAction::Suspend, false));
+    assert_eq!((first.actor.as_str(), first.action, first.tree), ("ada", AuditAction::Suspend, false));
     store.audit(entry("beta", 2, ProcessAction::Kill)).await.unwrap();
     store.audit(entry("alpha", 3, ProcessAction::Resume)).await.unwrap();
     let all = store.audit_log(None, page(10, 0)).await.unwrap();
-    assert_eq!(all.iter().map(|e| e.pid).collect::<Vec<_>>(), [3, 2, 1]);
+    assert_eq!(all.iter().map(|e| e.pid).collect::<Vec<_>>(), [Some(3), Some(2), Some(1)]);
     assert_eq!(all[2], first);
     assert!(all[0].tree);
     let alpha = store.audit_log(Some("alpha"), page(1, 1)).await.unwrap();
-    assert_eq!(alpha.iter().map(|e| e.pid).collect::<Vec<_>>(), [1]);
+    assert_eq!(alpha.iter().map(|e| e.pid).collect::<Vec<_>>(), [Some(1)]);
+    // An action on a host has no pid, and reads back as none.
+    let deleted = store
+        .audit(NewAuditEntry { pid: None, action: AuditAction::DeleteHost, ..entry("gamma", 9, ProcessAction::Kill) })
+        .await
+        .unwrap();
+    assert_eq!((deleted.pid, deleted.action), (None, AuditAction::DeleteHost));
 }
 
 #[tokio::test]
@@ -438,9 +444,9 @@ async fn reopening_keeps_everything() {
             .audit(NewAuditEntry {
                 actor: "ada".into(),
                 hostname: "alpha".into(),
-                pid: 42,
+                pid: Some(42),
                 process_name: None,
-                action: ProcessAction::Terminate,
+                action: AuditAction::Terminate,
                 tree: false,
                 result: "not_found".into(),
                 message: "No process 42".into(),

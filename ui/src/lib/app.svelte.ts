@@ -145,6 +145,18 @@ export class App {
     return this.session?.role === 'operator' || this.session?.role === 'admin';
   }
 
+  get isAdmin(): boolean {
+    return this.session?.role === 'admin';
+  }
+
+  /** Deletes a host with its history, then shows another one. */
+  async deleteHost(hostname: string) {
+    await this.transport.deleteHost(hostname);
+    this.hosts = this.hosts.filter((h) => h.hostname !== hostname);
+    if (this.route.host === hostname) this.navigate({ host: null, snapshot: null });
+    await this.refreshHosts();
+  }
+
   get resolvedTheme(): 'light' | 'dark' {
     if (this.theme === 'system') return this.systemDark ? 'dark' : 'light';
     return this.theme;

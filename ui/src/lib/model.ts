@@ -79,17 +79,17 @@ arch: string,
  */
 cpu_model: string | null, 
 /**
- * Logical processors.
+ * Logical processors (`null` when not known, as in uploads that do not say).
  */
-logical_cores: number, 
+logical_cores: number | null, 
 /**
- * Physical memory in bytes.
+ * Physical memory in bytes (`null` when not known).
  */
-memory_total_bytes: number, 
+memory_total_bytes: number | null, 
 /**
- * When the machine booted (UTC).
+ * When the machine booted (UTC; `null` when not known).
  */
-boot_time: string, 
+boot_time: string | null, 
 /**
  * Version of the Procyon program that sampled it.
  */
@@ -604,6 +604,8 @@ rss_bytes: number,
  */
 memory_percent: number, };
 
+export type AuditAction = "suspend" | "resume" | "terminate" | "kill" | "delete_host";
+
 export type AuditEntry = { 
 /**
  * Entry id.
@@ -622,9 +624,9 @@ actor: string,
  */
 hostname: string, 
 /**
- * Target pid.
+ * Target pid (`null` for an action on the host itself).
  */
-pid: number, 
+pid: number | null, 
 /**
  * Target's name, when known.
  */
@@ -632,7 +634,7 @@ process_name: string | null,
 /**
  * What was attempted.
  */
-action: ProcessAction, 
+action: AuditAction, 
 /**
  * Whether a whole subtree was targeted.
  */

@@ -263,6 +263,21 @@ describe('TauriTransport: live over the live command', () => {
     expect(c.last().state).toBe('closed');
   });
 
+  it('opens the stream again on close code 4001 when the session was renewed', async () => {
+    const app = fakeApp(REMOTE);
+    const t = new TauriTransport();
+    await t.restore();
+    const ended = vi.fn();
+    t.onSessionEnd(ended);
+    const c = collect();
+    t.live('web-1', c.handlers);
+    await flush();
+    send(app.channels[0], { kind: 'closed', code: 4001, reason: 'token expired' });
+    await flush();
+    expect(ended).not.toHaveBeenCalled();
+    expect(app.calls.filter((x) => x.cmd === 'live')).toHaveLength(2);
+  });
+
   it('ends the session on close code 4001', async () => {
     const app = fakeApp(REMOTE);
     const t = new TauriTransport();
@@ -272,7 +287,10 @@ describe('TauriTransport: live over the live command', () => {
     const c = collect();
     t.live('web-1', c.handlers);
     await flush();
+    const me = app.me;
+    app.me = (s) => (s.mode === 'remote' ? json(401, { error: 'unauthorized', message: 'expired', field: null }) : me(s));
     send(app.channels[0], { kind: 'closed', code: 4001, reason: 'expired' });
+    await flush();
     expect(c.last().state).toBe('closed');
     expect(ended).toHaveBeenCalledTimes(1);
     expect(ended.mock.calls[0][0]).toMatch(/procyon\.example\.com has ended/);

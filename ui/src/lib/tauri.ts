@@ -291,6 +291,8 @@ export class TauriTransport implements Transport {
       backoff: options.backoff,
       // The app's channel is not a network socket: the app itself vouches for the window.
       socketCredentials: 'none',
+      // The token is the app's: it renews it, and a 401 says when it is over.
+      sessionClock: false,
     });
     this.inner.onSessionEnd(() => this.innerEnded());
   }
@@ -543,6 +545,10 @@ export class TauriTransport implements Transport {
 
   act(request: ActionRequest): Promise<ActionResult> {
     return this.inner.act(request);
+  }
+
+  deleteHost(host: HostRef): Promise<void> {
+    return this.inner.deleteHost(host);
   }
 }
 

@@ -280,6 +280,60 @@ describe('WebTransport', () => {
     expect(t.session()).toBeNull();
   });
 
+  it('renews its token before expiry while the dashboard is used, and lets an idle one expire', async () => {
+    vi.useFakeTimers();
+    try {
+      let activity = Date.now();
+      let renewals = 0;
+      const soon = () => new Date(Date.now() + 10 * 60_000).toISOString();
+      const { f, calls } = fakeFetch({
+        'POST /api/auth/login': () => json({ token: 'T1', expires_at: soon(), role: 'viewer', username: 'v' }),
+        'POST /api/auth/refresh': () => {
+          renewals += 1;
+          return json({ token: `R${renewals}`, expires_at: soon(), role: 'operator', username: 'v' });
+        },
+      });
+      const t = new WebTransport({ origin: 'http://c', fetch: f, storage: null, lastActivity: () => activity });
+      const ended = vi.fn();
+      t.onSessionEnd(ended);
+      await t.signIn('v', 'pw');
+      // Someone clicks a minute in: the token is renewed two minutes before it expires.
+      await vi.advanceTimersByTimeAsync(60_000);
+      activity = Date.now();
+      await vi.advanceTimersByTimeAsync(7 * 60_000 + 1000);
+      expect(renewals).toBe(1);
+      const refresh = calls.find((c) => c.url.endsWith('/api/auth/refresh'))!;
+      expect((refresh.init.headers as Record<string, string>).Authorization).toBe('Bearer T1');
+      expect(t.session()).toMatchObject({ token: 'R1', role: 'operator' });
+      // Then nobody touches it: no renewal, and it ends at its expiry.
+      await vi.advanceTimersByTimeAsync(10 * 60_000 + 1000);
+      expect(renewals).toBe(1);
+      expect(ended).toHaveBeenCalledOnce();
+      expect(t.session()).toBeNull();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('ends the session when the collector refuses to renew it', async () => {
+    vi.useFakeTimers();
+    try {
+      const { f } = fakeFetch({
+        'POST /api/auth/login': () => json({ token: 'T', expires_at: new Date(Date.now() + 600_000).toISOString(), role: 'viewer', username: 'v' }),
+        'POST /api/auth/refresh': () => json({ error: 'unauthorized', message: 'This session is 12 hours old' }, 401),
+      });
+      const t = new WebTransport({ origin: 'http://c', fetch: f, storage: null, lastActivity: () => Date.now() });
+      const ended = vi.fn();
+      t.onSessionEnd(ended);
+      await t.signIn('v', 'pw');
+      await vi.advanceTimersByTimeAsync(8 * 60_000 + 1000);
+      expect(ended).toHaveBeenCalledOnce();
+      expect(t.session()).toBeNull();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
   it('restores a stored session with the role the server reports now', async () => {
     const storage = new MemoryStore();
     storage.setItem('procyon.session', JSON.stringify({ token: 'T', username: 'ada', role: 'admin', expires_at: future() }));

@@ -158,6 +158,8 @@ export interface Transport {
   audit(query: { host?: string; limit: number; offset: number }): Promise<AuditEntry[]>;
   download(request: ExportRequest): Promise<Download>;
   act(request: ActionRequest): Promise<ActionResult>;
+  /** Deletes a host with its whole history (admins). */
+  deleteHost(host: HostRef): Promise<void>;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -310,13 +312,33 @@ export class LiveStream {
       if (generation !== this.generation || this.stopped) return;
       this.socket = null;
       if (ev.code === CLOSE_TOKEN_EXPIRED) {
-        this.stopped = true;
-        this.setStatus({ state: 'closed', retryAt: null });
-        this.options.onExpired();
+        void this.expiredOrRenewed(generation);
         return;
       }
       this.dropped(generation);
     };
+  }
+
+  /** The server ended the stream with the token it was opened with. If the session has a
+   *  newer token since (it was renewed), open the stream again with that one; else the
+   *  session is over. */
+  private async expiredOrRenewed(generation: number) {
+    let renewed = false;
+    if (this.options.stillAuthorized) {
+      try {
+        renewed = await this.options.stillAuthorized();
+      } catch {
+        renewed = false;
+      }
+    }
+    if (this.stopped || generation !== this.generation) return;
+    if (renewed) {
+      this.connect();
+      return;
+    }
+    this.stopped = true;
+    this.setStatus({ state: 'closed', retryAt: null });
+    this.options.onExpired();
   }
 
   /** Schedules the next attempt, once per drop however many events report it. */
@@ -409,6 +431,33 @@ export interface WebTransportOptions {
    *  for a single-use ticket first; `none` for sockets that never cross a network (the
    *  desktop app's channel, which is its own sign-in). */
   socketCredentials?: 'ticket' | 'none';
+  /** When someone last used the dashboard (ms since the epoch). A token is renewed
+   *  before it expires only if this moved since it was issued, so that a dashboard left
+   *  alone signs out. Defaults to the last key press or pointer press on the page. */
+  lastActivity?: () => number;
+  /** Whether this transport keeps the session's clock: ends it at its expiry and renews
+   *  it before (the default). The desktop app's Rust side holds the token and renews it
+   *  itself; there a refused request (401) is what ends the session. */
+  sessionClock?: boolean;
+}
+
+/** Renew this long before a token expires (or halfway through shorter tokens). */
+const RENEW_BEFORE_MS = 2 * 60_000;
+/** After a renewal that failed for want of a network, try again this soon. */
+const RENEW_RETRY_MS = 30_000;
+
+/** The last key press or pointer press on this page, tracked once per page. */
+let lastInput = Date.now();
+let trackingInput = false;
+function pageActivity(): number {
+  if (!trackingInput && typeof globalThis.addEventListener === 'function') {
+    trackingInput = true;
+    const note = () => {
+      lastInput = Date.now();
+    };
+    for (const type of ['pointerdown', 'keydown', 'wheel']) globalThis.addEventListener(type, note, { capture: true, passive: true });
+  }
+  return lastInput;
 }
 
 function query(params: Record<string, string | number | boolean | undefined | null>): string {
@@ -432,12 +481,18 @@ export class WebTransport implements Transport {
   private current: Session | null = null;
   private readonly listeners = new Set<(reason: string) => void>();
   private expiryTimer: ReturnType<typeof setTimeout> | null = null;
+  private renewTimer: ReturnType<typeof setTimeout> | null = null;
+  /** When the current token was received: activity after it earns a renewal. */
+  private issuedAt = 0;
+  private readonly lastActivity: () => number;
   private readonly fetcher: typeof fetch;
   private readonly storage: KeyValueStore | null;
 
   constructor(private readonly options: WebTransportOptions) {
     this.fetcher = options.fetch ?? ((input, init) => fetch(input, init));
     this.storage = options.storage === undefined ? safeSessionStorage() : options.storage;
+    this.lastActivity = options.lastActivity ?? pageActivity;
+    this.lastActivity();
   }
 
   session(): Session | null {
@@ -453,16 +508,45 @@ export class WebTransport implements Transport {
     this.current = session;
     this.storage?.setItem(SESSION_KEY, JSON.stringify(session));
     if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
+    if (this.options.sessionClock === false) return;
     // Timers cannot wait longer than ~24.8 days; tokens live hours.
     const ms = Math.min(2 ** 31 - 1, Date.parse(session.expires_at) - Date.now());
     this.expiryTimer = setTimeout(() => this.end('Your sign-in has expired. Sign in again to continue.'), Math.max(0, ms));
+    this.issuedAt = Date.now();
+    this.scheduleRenewal(Math.max(0, ms - Math.min(RENEW_BEFORE_MS, ms / 2)));
+  }
+
+  private scheduleRenewal(ms: number) {
+    if (this.renewTimer !== null) clearTimeout(this.renewTimer);
+    this.renewTimer = setTimeout(() => void this.renew(), Math.min(2 ** 31 - 1, ms));
+  }
+
+  /** Shortly before the token expires: a new one if someone used the dashboard since the
+   *  last, else nothing (the session ends at its expiry). The collector refuses once the
+   *  sign-in is its maximum age old; then the session ends as it would have. */
+  private async renew() {
+    this.renewTimer = null;
+    const session = this.current;
+    if (!session || !(this.lastActivity() > this.issuedAt)) return;
+    try {
+      const body = await this.request<LoginResponse>('POST', '/api/auth/refresh');
+      if (this.current !== session) return;
+      this.begin({ ...session, token: body.token, role: body.role, expires_at: body.expires_at });
+    } catch (e) {
+      // A 401 has already ended the session; a network failure is retried until expiry.
+      if (this.current === session && !(e instanceof ApiError && e.status === 401)) {
+        if (Date.parse(session.expires_at) - Date.now() > RENEW_RETRY_MS) this.scheduleRenewal(RENEW_RETRY_MS);
+      }
+    }
   }
 
   private clear() {
     this.current = null;
     this.storage?.removeItem(SESSION_KEY);
     if (this.expiryTimer !== null) clearTimeout(this.expiryTimer);
+    if (this.renewTimer !== null) clearTimeout(this.renewTimer);
     this.expiryTimer = null;
+    this.renewTimer = null;
   }
 
   /** The session ended without the user asking. */
@@ -677,6 +761,10 @@ export class WebTransport implements Transport {
   act(request: ActionRequest): Promise<ActionResult> {
     const q = query({ start_time: request.startTime, tree: request.tree ? 'true' : undefined });
     return this.request('POST', `/api/monitoring/${seg(request.host)}/process/${seg(request.pid)}/${seg(request.action)}${q}`);
+  }
+
+  deleteHost(host: HostRef): Promise<void> {
+    return this.request('DELETE', `/api/hosts/${seg(host)}`);
   }
 }
 
