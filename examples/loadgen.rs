@@ -47,7 +47,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
 use procyon::model::agent::{
-    AgentMessage, CollectorMessage, MAX_FRAME_BYTES, PROTOCOL_VERSION, delta_frame, encode_snapshot, full_frame,
+    AgentMessage, CollectorMessage, Encoding, MAX_FRAME_BYTES, PROTOCOL_VERSION, delta_frame, encode_snapshot,
+    full_frame,
 };
 use procyon::model::delta::SnapshotDelta;
 use procyon::model::{ConnectionSample, ProcessSample, Protocol, Snapshot, TcpState};
@@ -450,8 +451,8 @@ fn evolve(
 /// order, so it holds that base), and a keyframe when there is none.
 fn encode_frame(previous: Option<&Snapshot>, snapshot: &Snapshot) -> std::io::Result<Vec<u8>> {
     match previous {
-        Some(base) => delta_frame(&SnapshotDelta::between(base, snapshot)),
-        None => Ok(full_frame(&encode_snapshot(snapshot)?)),
+        Some(base) => delta_frame(&SnapshotDelta::between(base, snapshot), Encoding::of_protocol(PROTOCOL_VERSION)),
+        None => full_frame(&encode_snapshot(snapshot)?, snapshot, Encoding::of_protocol(PROTOCOL_VERSION)),
     }
 }
 

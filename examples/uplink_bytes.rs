@@ -1,7 +1,7 @@
 //! Measures what the agent uplink costs on the wire: samples this machine for a number
 //! of ticks and prints one JSON object to stdout (progress goes to stderr).
 //!
-//! For each snapshot: its JSON size, its keyframe size (zstd of the JSON, as the agent
+//! For each snapshot: its JSON size, its keyframe size (zstd of its MessagePack, as the agent
 //! sends it whole) and its delta frame size against the previous snapshot (what the
 //! agent sends in steady state). `ratio_wire_to_full_json` is the mean delta frame over
 //! the mean JSON size; `ratio_with_keyframes` also counts one keyframe every
@@ -12,7 +12,7 @@
 use std::error::Error;
 use std::time::{Duration, Instant};
 
-use procyon::model::agent::{KEYFRAME_EVERY, delta_frame, encode_snapshot, full_frame};
+use procyon::model::agent::{Encoding, KEYFRAME_EVERY, delta_frame, encode_snapshot, full_frame};
 use procyon::model::delta::SnapshotDelta;
 use procyon::sample::{Sampler, SamplerOptions};
 use serde_json::json;
@@ -59,9 +59,9 @@ fn main() -> Result<(), Box<dyn Error>> {
         let mut snapshot = sampler.sample();
         snapshot.seq = seq;
         json_bytes.push(serde_json::to_vec(&snapshot)?.len());
-        keyframe_bytes.push(full_frame(&encode_snapshot(&snapshot)?).len());
+        keyframe_bytes.push(full_frame(&encode_snapshot(&snapshot)?, &snapshot, Encoding::MessagePack)?.len());
         if let Some(base) = &previous {
-            delta_bytes.push(delta_frame(&SnapshotDelta::between(base, &snapshot))?.len());
+            delta_bytes.push(delta_frame(&SnapshotDelta::between(base, &snapshot), Encoding::MessagePack)?.len());
         }
         eprintln!("tick {seq}/{ticks}: {} processes, {} sockets", snapshot.processes.len(), snapshot.connections.len());
         previous = Some(snapshot);

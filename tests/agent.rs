@@ -13,7 +13,7 @@ use common::collector::{Collector, agent_bin, cli, new_key};
 use common::{Sleeper, marker, state, wait_for};
 use futures_util::{SinkExt, StreamExt};
 use procyon::model::Snapshot;
-use procyon::model::agent::{PROTOCOL_VERSION, delta_frame, encode_snapshot, full_frame};
+use procyon::model::agent::{Encoding, OLDEST_PROTOCOL, PROTOCOL_VERSION, delta_frame, encode_snapshot, full_frame};
 use procyon::model::delta::{LiveMessage, ProcessKey, SnapshotDelta};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
@@ -401,7 +401,27 @@ async fn bad_keys_protocol_mismatch_and_garbage_are_handled() {
     ws.send(Message::Text(hello.to_string().into())).await.unwrap();
     let error = next_json(ws.next().await);
     assert_eq!(error["code"], "protocol_mismatch");
-    assert!(error["message"].as_str().unwrap().contains(&format!("protocol {PROTOCOL_VERSION}")), "{error}");
+    assert!(
+        error["message"].as_str().unwrap().contains(&format!("{OLDEST_PROTOCOL} to {PROTOCOL_VERSION}")),
+        "{error}"
+    );
+
+    // An agent of the previous release (protocol 2, JSON frames) is welcomed in its
+    // protocol and stored.
+    let (mut ws, _) = connect().await.unwrap();
+    let mut old = procyon::sample::Sampler::new(Default::default()).sample();
+    old.host.hostname = "old-agent".into();
+    old.seq = 1;
+    let hello = json!({"type": "hello", "protocol": OLDEST_PROTOCOL, "agent_version": "0.0.9", "host": old.host,
+        "allow_control": false});
+    ws.send(Message::Text(hello.to_string().into())).await.unwrap();
+    let welcome = next_json(ws.next().await);
+    assert_eq!((welcome["type"].as_str(), welcome["protocol"].as_u64()), (Some("welcome"), Some(2)), "{welcome}");
+    let json_keyframe = full_frame(&encode_snapshot(&old).unwrap(), &old, Encoding::Json).unwrap();
+    assert_eq!(json_keyframe[0], 0, "the old kind byte");
+    ws.send(Message::Binary(json_keyframe.into())).await.unwrap();
+    assert_eq!(next_json(ws.next().await), json!({"type": "ack", "seq": 1}));
+    assert_eq!(seqs(&c, &token, "old-agent").await, [1]);
 
     // Garbage after a proper hello: an error per frame, the session and collector live on.
     let (mut ws, _) = connect().await.unwrap();
@@ -417,7 +437,7 @@ async fn bad_keys_protocol_mismatch_and_garbage_are_handled() {
     // A snapshot for another host on this session is rejected, not stored.
     let mut snap = procyon::sample::Sampler::new(Default::default()).sample();
     snap.host.hostname = "someone-else".into();
-    let frame = full_frame(&encode_snapshot(&snap).unwrap());
+    let frame = full_frame(&encode_snapshot(&snap).unwrap(), &snap, Encoding::MessagePack).unwrap();
     ws.send(Message::Binary(frame.into())).await.unwrap();
     assert_eq!(next_json(ws.next().await)["type"], "rejected");
     wait_until(Duration::from_secs(20), "the steady agent to keep delivering", || async {
@@ -487,27 +507,34 @@ async fn deltas_are_rebuilt_exactly_and_an_unknown_base_gets_a_resync() {
     let ack = |seq: u64| json!({"type": "ack", "seq": seq});
 
     // A delta before any keyframe has no base here: resync, nothing stored.
-    let reply = send(delta_frame(&delta(0, 1)).unwrap()).await;
+    let reply = send(delta_frame(&delta(0, 1), Encoding::MessagePack).unwrap()).await;
     assert_eq!((reply["type"].as_str(), reply["seq"].as_u64()), (Some("resync"), Some(2)), "{reply}");
     assert!(seqs(&c, &token, "delta-host").await.is_empty());
 
     // Keyframe, then deltas against the newest acknowledged snapshot and an older one.
-    assert_eq!(send(full_frame(&encode_snapshot(&snaps[0]).unwrap())).await, ack(1));
-    assert_eq!(send(delta_frame(&delta(0, 1)).unwrap()).await, ack(2));
-    assert_eq!(send(delta_frame(&delta(1, 2)).unwrap()).await, ack(3));
-    assert_eq!(send(delta_frame(&delta(1, 3)).unwrap()).await, ack(4));
+    assert_eq!(
+        send(full_frame(&encode_snapshot(&snaps[0]).unwrap(), &snaps[0], Encoding::MessagePack).unwrap()).await,
+        ack(1)
+    );
+    assert_eq!(send(delta_frame(&delta(0, 1), Encoding::MessagePack).unwrap()).await, ack(2));
+    // The older protocol's JSON frames are read on the same connection too.
+    assert_eq!(send(delta_frame(&delta(1, 2), Encoding::Json).unwrap()).await, ack(3));
+    assert_eq!(send(delta_frame(&delta(1, 3), Encoding::MessagePack).unwrap()).await, ack(4));
 
     // An unknown base, and a delta that does not fit its base: resync, nothing stored.
     let mut unknown = delta(3, 4);
     unknown.base_seq = 99;
-    assert_eq!(send(delta_frame(&unknown).unwrap()).await["type"], "resync");
+    assert_eq!(send(delta_frame(&unknown, Encoding::MessagePack).unwrap()).await["type"], "resync");
     let mut forged = delta(3, 4);
     forged.processes.removed.push(ProcessKey { pid: u32::MAX, start_time: snaps[3].taken_at });
-    assert_eq!(send(delta_frame(&forged).unwrap()).await["type"], "resync");
+    assert_eq!(send(delta_frame(&forged, Encoding::MessagePack).unwrap()).await["type"], "resync");
     // A rebuilt snapshot that breaks the upload rules is rejected like an upload.
     let mut bad = snaps[4].clone();
     bad.processes[0].name = "\u{7}".repeat(2000);
-    assert_eq!(send(delta_frame(&SnapshotDelta::between(&snaps[3], &bad)).unwrap()).await["type"], "rejected");
+    assert_eq!(
+        send(delta_frame(&SnapshotDelta::between(&snaps[3], &bad), Encoding::MessagePack).unwrap()).await["type"],
+        "rejected"
+    );
     assert_eq!(seqs(&c, &token, "delta-host").await, [1, 2, 3, 4]);
 
     // A live delta stream: the newest snapshot whole, then a delta that rebuilds the next
@@ -522,7 +549,7 @@ async fn deltas_are_rebuilt_exactly_and_an_unknown_base_gets_a_resync() {
     };
     let LiveMessage::Full { snapshot: held, .. } = next_live().await else { panic!("the first message is full") };
     assert_eq!(*held, snaps[3]);
-    assert_eq!(send(delta_frame(&delta(3, 4)).unwrap()).await, ack(5));
+    assert_eq!(send(delta_frame(&delta(3, 4), Encoding::MessagePack).unwrap()).await, ack(5));
     let LiveMessage::Delta { delta: live_delta, .. } = next_live().await else { panic!("then deltas") };
     assert_eq!(live_delta.apply(&held).unwrap(), snaps[4]);
 

@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use procyon::control::{self, Target};
 use procyon::model::agent::{
-    ActionDone, ActionReply, ActionRequest, AgentMessage, BASES_KEPT, CollectorMessage, KEYFRAME_EVERY,
-    MAX_FRAME_BYTES, PROTOCOL_VERSION, delta_frame, full_frame,
+    ActionDone, ActionReply, ActionRequest, AgentMessage, BASES_KEPT, CollectorMessage, Encoding, KEYFRAME_EVERY,
+    MAX_FRAME_BYTES, OLDEST_PROTOCOL, PROTOCOL_VERSION, delta_frame, full_frame,
 };
 use procyon::model::delta::SnapshotDelta;
 use procyon::model::{ActionError, ActionErrorCode, HostInfo, Snapshot};
@@ -91,6 +91,8 @@ enum End {
     Fatal(String),
     /// Something between us refused the WebSocket upgrade: use REST.
     NoWebSocket(String),
+    /// An older collector refused this protocol: connect again speaking the older one.
+    Downgrade(String),
 }
 
 /// Sends what the spool holds to the collector.
@@ -104,6 +106,9 @@ pub struct Uplink {
     delivered: bool,
     /// What the current WebSocket session has sent.
     sent: Sent,
+    /// The agent protocol spoken: [`PROTOCOL_VERSION`], or [`OLDEST_PROTOCOL`] to a
+    /// collector that refused the newer one (until this agent restarts).
+    protocol: u32,
 }
 
 /// Frames sent in one WebSocket session, for its closing log line.
@@ -139,7 +144,16 @@ impl Uplink {
         fresh: Arc<Notify>,
     ) -> anyhow::Result<Uplink> {
         let http = http_client(options.tls.as_deref())?;
-        Ok(Uplink { options, host, spool, fresh, http, delivered: false, sent: Sent::default() })
+        Ok(Uplink {
+            options,
+            host,
+            spool,
+            fresh,
+            http,
+            delivered: false,
+            sent: Sent::default(),
+            protocol: PROTOCOL_VERSION,
+        })
     }
 
     fn url(&self, path: &str) -> String {
@@ -166,7 +180,7 @@ impl Uplink {
             End::Drained => Ok(()),
             End::Stopped => Ok(()),
             End::Disconnected(why) => anyhow::bail!("cannot reach the collector: {why}"),
-            End::Refused(why) | End::Fatal(why) | End::NoWebSocket(why) => anyhow::bail!(why),
+            End::Refused(why) | End::Fatal(why) | End::NoWebSocket(why) | End::Downgrade(why) => anyhow::bail!(why),
         }
     }
 
@@ -198,7 +212,7 @@ impl Uplink {
                     tracing::error!("the collector refused this agent: {why}");
                     backoff.max()
                 }
-                End::Fatal(why) => {
+                End::Fatal(why) | End::Downgrade(why) => {
                     tracing::error!("{why}");
                     backoff.max()
                 }
@@ -212,7 +226,7 @@ impl Uplink {
 
     fn hello(&self) -> String {
         let hello = AgentMessage::Hello {
-            protocol: PROTOCOL_VERSION,
+            protocol: self.protocol,
             agent_version: env!("CARGO_PKG_VERSION").into(),
             host: self.host.clone(),
             allow_control: self.options.allow_control,
@@ -233,7 +247,12 @@ impl Uplink {
 
     async fn websocket(&mut self, until_empty: bool, stop: watch::Receiver<bool>) -> End {
         self.sent = Sent::default();
-        let end = self.websocket_session(until_empty, stop).await;
+        let mut end = self.websocket_session(until_empty, stop.clone()).await;
+        if let End::Downgrade(why) = end {
+            tracing::warn!("{why}; speaking agent protocol {OLDEST_PROTOCOL} to this collector");
+            self.protocol = OLDEST_PROTOCOL;
+            end = self.websocket_session(until_empty, stop).await;
+        }
         let Sent { keyframes, keyframe_bytes, deltas, delta_bytes, resyncs } = self.sent;
         if keyframes + deltas > 0 {
             tracing::info!(keyframes, keyframe_bytes, deltas, delta_bytes, resyncs, "session ended");
@@ -251,14 +270,15 @@ impl Uplink {
         let base = deltas.base.as_ref().filter(|_| unanswered < BASES_KEPT && deltas.since_keyframe < KEYFRAME_EVERY);
         let frame = match base {
             Some(base) => {
-                let frame = delta_frame(&SnapshotDelta::between(base, &snapshot))?;
+                let frame =
+                    delta_frame(&SnapshotDelta::between(base, &snapshot), Encoding::of_protocol(self.protocol))?;
                 deltas.since_keyframe += 1;
                 self.sent.deltas += 1;
                 self.sent.delta_bytes += frame.len() as u64;
                 frame
             }
             None => {
-                let frame = full_frame(&spool.read(seq)?);
+                let frame = full_frame(&spool.read(seq)?, &snapshot, Encoding::of_protocol(self.protocol))?;
                 deltas.since_keyframe = 0;
                 self.sent.keyframes += 1;
                 self.sent.keyframe_bytes += frame.len() as u64;
@@ -320,7 +340,7 @@ impl Uplink {
             Ok(Some(Ok(Message::Text(text)))) => match serde_json::from_str::<CollectorMessage>(&text) {
                 Ok(CollectorMessage::Welcome { last_seq, .. }) => last_seq,
                 Ok(CollectorMessage::Error { code, message }) if code == "protocol_mismatch" => {
-                    return End::Fatal(message);
+                    return if self.protocol > OLDEST_PROTOCOL { End::Downgrade(message) } else { End::Fatal(message) };
                 }
                 Ok(CollectorMessage::Error { message, .. }) => return End::Refused(message),
                 _ => return End::Disconnected("the collector did not welcome us".into()),

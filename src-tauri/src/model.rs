@@ -23,6 +23,7 @@ pub mod agent;
 pub mod api;
 pub mod delta;
 pub mod desktop;
+pub mod wire;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -42,6 +43,8 @@ pub struct Snapshot {
     /// The machine this snapshot describes.
     pub host: HostInfo,
     /// When the sample was taken (UTC).
+    #[serde(with = "wire::time")]
+    #[ts(as = "DateTime<Utc>")]
     pub taken_at: DateTime<Utc>,
     /// Per-sampler sequence number, increasing by one per snapshot. Together with the
     /// host it names a snapshot, which makes uploads idempotent.
@@ -89,6 +92,8 @@ pub struct HostInfo {
     #[ts(type = "number | null")]
     pub memory_total_bytes: Option<u64>,
     /// When the machine booted (UTC; `null` when not known).
+    #[serde(default, with = "wire::option_time")]
+    #[ts(as = "Option<DateTime<Utc>>")]
     pub boot_time: Option<DateTime<Utc>>,
     /// Version of the Procyon program that sampled it.
     pub agent_version: String,
@@ -166,6 +171,8 @@ pub struct ProcessSample {
     pub threads: Option<u32>,
     /// When the process started (UTC). With the pid it names this process: a pid that
     /// is reused gets a different start time.
+    #[serde(with = "wire::time")]
+    #[ts(as = "DateTime<Utc>")]
     pub start_time: DateTime<Utc>,
     /// Bytes read from storage since the process started; `null` without permission.
     #[ts(type = "number | null")]

@@ -62,6 +62,8 @@ pub struct SnapshotDelta {
     /// The new snapshot's schema version.
     pub schema_version: u32,
     /// When the new snapshot was taken.
+    #[serde(with = "super::wire::time")]
+    #[ts(as = "DateTime<Utc>")]
     pub taken_at: DateTime<Utc>,
     /// The new snapshot's interval, in ms.
     #[ts(type = "number")]
@@ -124,6 +126,8 @@ pub struct ProcessKey {
     /// Process id.
     pub pid: u32,
     /// Start time.
+    #[serde(with = "super::wire::time")]
+    #[ts(as = "DateTime<Utc>")]
     pub start_time: DateTime<Utc>,
 }
 
@@ -177,6 +181,8 @@ pub struct ProcessChange {
     /// Process id (with `start_time`, the key).
     pub pid: u32,
     /// Start time (with `pid`, the key).
+    #[serde(with = "super::wire::time")]
+    #[ts(as = "DateTime<Utc>")]
     pub start_time: DateTime<Utc>,
     /// New parent pid.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
@@ -623,6 +629,12 @@ mod tests {
         let json = serde_json::to_string(&delta).unwrap();
         let delta: SnapshotDelta = serde_json::from_str(&json).unwrap();
         assert_exact(&delta.apply(base).unwrap(), next);
+        // And through MessagePack, as protocol 3 carries it: the same delta, to the bit.
+        let packed = rmp_serde::to_vec_named(&delta).unwrap();
+        let unpacked: SnapshotDelta = rmp_serde::from_slice(&packed).unwrap();
+        assert_eq!(serde_json::to_string(&unpacked).unwrap(), json);
+        assert_eq!(rmp_serde::to_vec_named(&unpacked).unwrap(), packed);
+        assert_exact(&unpacked.apply(base).unwrap(), next);
         delta
     }
 
@@ -834,6 +846,14 @@ mod tests {
         #[test]
         fn any_two_snapshots_round_trip_exactly(base in snapshot(), next in snapshot()) {
             round_trip(&base, &next);
+        }
+
+        #[test]
+        fn any_snapshot_round_trips_through_messagepack_exactly(s in snapshot()) {
+            let packed = rmp_serde::to_vec_named(&s).unwrap();
+            let unpacked: Snapshot = rmp_serde::from_slice(&packed).unwrap();
+            assert_exact(&unpacked, &s);
+            prop_assert_eq!(rmp_serde::to_vec_named(&unpacked).unwrap(), packed);
         }
 
         #[test]

@@ -34,8 +34,8 @@ use super::routes::{Access, Route};
 use super::{AppState, binding, upload};
 use crate::model::Snapshot;
 use crate::model::agent::{
-    ActionReply, ActionRequest, AgentMessage, BASES_KEPT, CollectorMessage, Frame, MAX_FRAME_BYTES, PROTOCOL_VERSION,
-    decode_frame,
+    ActionReply, ActionRequest, AgentMessage, BASES_KEPT, CollectorMessage, Frame, MAX_FRAME_BYTES, OLDEST_PROTOCOL,
+    PROTOCOL_VERSION, decode_frame,
 };
 
 /// How long an agent has to say hello.
@@ -295,10 +295,10 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
         return refuse(socket, 4000, "expected_hello", message).await;
     };
     let agent_version = loggable(&agent_version, 40);
-    if protocol != PROTOCOL_VERSION {
+    if !(OLDEST_PROTOCOL..=PROTOCOL_VERSION).contains(&protocol) {
         let message = format!(
-            "This collector (Procyon {}) speaks agent protocol {PROTOCOL_VERSION}, but this agent (version \
-             {agent_version}) speaks protocol {protocol}. Install the same Procyon version on both.",
+            "This collector (Procyon {}) speaks agent protocols {OLDEST_PROTOCOL} to {PROTOCOL_VERSION}, but this \
+             agent (version {agent_version}) speaks protocol {protocol}. Install the same Procyon version on both.",
             env!("CARGO_PKG_VERSION"),
         );
         return refuse(socket, 4002, "protocol_mismatch", message).await;
@@ -328,11 +328,8 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
     // entry would show the host online for ever and hold a session slot.
     let _registered = Unregister { agents: std::sync::Arc::clone(&state.agents), hostname: hostname.clone(), session };
     tracing::info!(%hostname, %agent_version, allow_control, last_seq, "agent connected");
-    let welcome = CollectorMessage::Welcome {
-        protocol: PROTOCOL_VERSION,
-        collector_version: env!("CARGO_PKG_VERSION").into(),
-        last_seq,
-    };
+    // The session speaks the agent's protocol; frames of either encoding are read.
+    let welcome = CollectorMessage::Welcome { protocol, collector_version: env!("CARGO_PKG_VERSION").into(), last_seq };
     let mut shutdown = state.shutdown_signal();
     let mut key_check = tokio::time::interval(KEY_CHECK);
     key_check.reset();
