@@ -12,9 +12,9 @@ use std::time::{Duration, Instant};
 use common::collector::{Collector, agent_bin, cli, new_key};
 use common::{Sleeper, marker, state, wait_for};
 use futures_util::{SinkExt, StreamExt};
-use procyon::model::Snapshot;
 use procyon::model::agent::{Encoding, OLDEST_PROTOCOL, PROTOCOL_VERSION, delta_frame, encode_snapshot, full_frame};
 use procyon::model::delta::{LiveMessage, ProcessKey, SnapshotDelta};
+use procyon::model::{ProcessSample, Snapshot};
 use serde_json::{Value, json};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -465,7 +465,8 @@ async fn a_full_spool_drops_the_oldest_and_says_so() {
     );
     let c = Collector::start(&data, &["--no-local", "--bind", &format!("127.0.0.1:{port}")]);
     let token = c.login("admin", c.admin_password.as_deref().unwrap_or("")).await;
-    wait_until(Duration::from_secs(30), "the spool to drain", || async { seqs(&c, &token, "tiny").await.len() >= 3 })
+    // Within the longest backoff (a minute) of the agent's last failed attempt.
+    wait_until(Duration::from_secs(75), "the spool to drain", || async { seqs(&c, &token, "tiny").await.len() >= 3 })
         .await;
     let stored = seqs(&c, &token, "tiny").await;
     assert!(stored[0] > 1, "the oldest were dropped: {stored:?}");
@@ -535,6 +536,13 @@ async fn deltas_are_rebuilt_exactly_and_an_unknown_base_gets_a_resync() {
         send(delta_frame(&SnapshotDelta::between(&snaps[3], &bad), Encoding::MessagePack).unwrap()).await["type"],
         "rejected"
     );
+    // So is one over the process limit: the checks of the whole run on every delta.
+    let mut crowded = snaps[4].clone();
+    let template = crowded.processes[0].clone();
+    crowded.processes = (0..20_001u32).map(|i| ProcessSample { pid: 1_000_000 + i, ..template.clone() }).collect();
+    let reply = send(delta_frame(&SnapshotDelta::between(&snaps[3], &crowded), Encoding::MessagePack).unwrap()).await;
+    assert_eq!(reply["type"], "rejected", "{reply}");
+    assert!(reply["message"].as_str().unwrap().contains("20000"), "{reply}");
     assert_eq!(seqs(&c, &token, "delta-host").await, [1, 2, 3, 4]);
 
     // A live delta stream: the newest snapshot whole, then a delta that rebuilds the next

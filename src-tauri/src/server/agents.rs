@@ -341,14 +341,24 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
             tokio::select! {
                 frame = socket.recv() => {
                     let reply = match frame {
-                        Some(Ok(Message::Binary(bytes))) => match decode(bytes, &bases).await {
-                            Ok(Ok(snapshot)) => Some(store_base(&state, &hostname, snapshot, &mut bases).await),
+                        Some(Ok(Message::Binary(bytes))) => match decode(bytes, &hostname, &bases).await {
+                            Ok(Ok(snapshot)) => Some(store_base(&state, snapshot, &mut bases).await),
                             Ok(Err(reply)) => Some(reply),
                             Err(e) => Some(bad_frame(&mut bad_frames, e)),
                         },
                         Some(Ok(Message::Text(text))) => match parse_text(text).await {
                             Ok(AgentMessage::Snapshot { snapshot }) => {
-                                Some(store_base(&state, &hostname, *snapshot, &mut bases).await)
+                                let seq = snapshot.seq;
+                                let hostname = hostname.clone();
+                                let checked = tokio::task::spawn_blocking(move || check(*snapshot, &hostname, None)).await;
+                                match checked {
+                                    Ok(Ok(snapshot)) => Some(store_base(&state, snapshot, &mut bases).await),
+                                    Ok(Err(reply)) => Some(reply),
+                                    Err(e) => Some(CollectorMessage::Error {
+                                        code: "unavailable".into(),
+                                        message: format!("checking snapshot {seq} failed: {e}"),
+                                    }),
+                                }
                             }
                             Ok(AgentMessage::Dropped { count, reason }) => {
                                 // Never silent: the operator learns that history has a hole.
@@ -406,21 +416,50 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
     tracing::info!(%hostname, "agent disconnected");
 }
 
-/// Decodes a binary frame and, for a delta, rebuilds the snapshot it stands for, on a
-/// blocking thread: a large snapshot takes milliseconds of CPU, which must not stall the
-/// async workers that serve everyone else. `Err` is a frame that is not one of ours;
-/// `Ok(Err)` the answer for a delta that cannot be rebuilt here.
+/// Decodes a binary frame, rebuilds the snapshot a delta stands for, checks it and
+/// redacts its command lines, all on a blocking thread (so on every core): a large
+/// snapshot takes milliseconds of CPU, which must not stall the async workers that serve
+/// everyone else. `Err` is a frame that is not one of ours; `Ok(Err)` the answer for a
+/// snapshot that cannot be rebuilt or stored.
 async fn decode(
     bytes: axum::body::Bytes,
+    hostname: &str,
     bases: &VecDeque<Arc<Snapshot>>,
-) -> Result<Result<Snapshot, CollectorMessage>, String> {
+) -> Result<Result<Arc<Snapshot>, CollectorMessage>, String> {
     let bases: Vec<Arc<Snapshot>> = bases.iter().cloned().collect();
+    let hostname = hostname.to_owned();
     tokio::task::spawn_blocking(move || match decode_frame(&bytes)? {
-        Frame::Full(snapshot) => Ok(Ok(*snapshot)),
-        Frame::Delta(delta) => Ok(rebuild(&delta, &bases)),
+        Frame::Full(snapshot) => Ok(check(*snapshot, &hostname, None)),
+        Frame::Delta(delta) => Ok(rebuild(&delta, &bases).and_then(|s| check(s, &hostname, Some(&delta)))),
     })
     .await
     .map_err(|e| format!("decoding failed: {e}"))?
+}
+
+/// Checks a snapshot from `hostname`'s agent like an upload and redacts it, ready to
+/// store. A snapshot rebuilt from `delta` is checked and redacted where the delta
+/// changed it: the rest is its base's, which passed the same checks when it was stored.
+fn check(
+    mut snapshot: Snapshot,
+    hostname: &str,
+    delta: Option<&crate::model::delta::SnapshotDelta>,
+) -> Result<Arc<Snapshot>, CollectorMessage> {
+    let seq = snapshot.seq;
+    if snapshot.host.hostname != hostname {
+        return Err(CollectorMessage::Rejected {
+            seq,
+            message: format!("This session is for host `{hostname}`, not `{}`.", snapshot.host.hostname),
+        });
+    }
+    let touched = delta.map(upload::touched_pids);
+    let is_touched = |pid: u32| touched.as_ref().is_none_or(|t| t.contains(&pid));
+    if let Err(e) = upload::validate_where(&snapshot, |p| is_touched(p.pid)) {
+        return Err(CollectorMessage::Rejected { seq, message: e.parts().1.message });
+    }
+    for p in snapshot.processes.iter_mut().filter(|p| is_touched(p.pid)) {
+        crate::sample::redact::redact_in_place(&mut p.cmd);
+    }
+    Ok(Arc::new(snapshot))
 }
 
 /// Parses a text frame on a blocking thread (it may hold a whole snapshot).
@@ -450,16 +489,17 @@ fn rebuild(delta: &crate::model::delta::SnapshotDelta, bases: &[Arc<Snapshot>]) 
     delta.apply(base).map_err(|e| CollectorMessage::Resync { seq, message: e.to_string() })
 }
 
-/// Stores a snapshot like [`store`] and, once it is acknowledged, keeps it as a delta
-/// base (the oldest of more than [`BASES_KEPT`] goes).
+/// Stores a checked snapshot like [`store`] and, once it is acknowledged, keeps it as a
+/// delta base (the oldest of more than [`BASES_KEPT`] goes): the very snapshot stored
+/// and published, redacted, which is what the agent's next delta applies to (redaction
+/// never changes what a delta names a process by).
 async fn store_base(
     state: &AppState,
-    hostname: &str,
-    snapshot: Snapshot,
+    snapshot: Arc<Snapshot>,
     bases: &mut VecDeque<Arc<Snapshot>>,
 ) -> CollectorMessage {
-    let base = Arc::new(snapshot.clone());
-    let reply = store(state, hostname, snapshot).await;
+    let base = Arc::clone(&snapshot);
+    let reply = store(state, snapshot).await;
     if matches!(reply, CollectorMessage::Ack { .. }) {
         bases.retain(|b| b.seq != base.seq);
         bases.push_back(base);
@@ -470,20 +510,11 @@ async fn store_base(
     reply
 }
 
-/// Checks and stores one snapshot from `hostname`'s agent; the answer to send back.
-async fn store(state: &AppState, hostname: &str, snapshot: crate::model::Snapshot) -> CollectorMessage {
+/// Stores one checked snapshot from an agent; the answer to send back.
+async fn store(state: &AppState, snapshot: Arc<Snapshot>) -> CollectorMessage {
     let seq = snapshot.seq;
-    if snapshot.host.hostname != hostname {
-        return CollectorMessage::Rejected {
-            seq,
-            message: format!("This session is for host `{hostname}`, not `{}`.", snapshot.host.hostname),
-        };
-    }
-    if let Err(e) = upload::validate(&snapshot) {
-        let (_, body) = e.parts();
-        return CollectorMessage::Rejected { seq, message: body.message };
-    }
-    match state.ingest(snapshot).await {
+    let hostname = snapshot.host.hostname.clone();
+    match state.ingest_redacted(snapshot).await {
         Ok(_) => CollectorMessage::Ack { seq },
         // Refused for what it is (a 4xx): sending it again would not help.
         Err(e) if e.parts().0.is_client_error() => CollectorMessage::Rejected { seq, message: e.parts().1.message },

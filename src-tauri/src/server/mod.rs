@@ -148,12 +148,19 @@ impl AppState {
         for p in &mut snapshot.processes {
             crate::sample::redact::redact_in_place(&mut p.cmd);
         }
+        self.ingest_redacted(Arc::new(snapshot)).await
+    }
+
+    /// [`AppState::ingest`] of a snapshot whose command lines are redacted already (the
+    /// agent channel redacts what a delta changed, on its decoding thread). The same
+    /// `Arc` is published, so a caller may keep it (as a delta base) without a copy.
+    pub async fn ingest_redacted(&self, snapshot: Arc<Snapshot>) -> Result<Inserted, ApiError> {
         let received_at = Utc::now();
         self.check_sequence(&snapshot, received_at).await?;
         let inserted = self.store.insert_snapshot(&snapshot, received_at).await?;
         if inserted.duplicate {
             let stored = self.store.snapshot(inserted.id).await?;
-            if stored.is_some_and(|s| s.snapshot != snapshot) {
+            if stored.is_some_and(|s| s.snapshot != *snapshot) {
                 return Err(ApiError::Conflict {
                     code: "seq_conflict",
                     message: format!(
@@ -164,7 +171,7 @@ impl AppState {
                 });
             }
         } else {
-            self.hub.publish(Published::new(inserted.id, inserted.host_id, received_at, Arc::new(snapshot)));
+            self.hub.publish(Published::new(inserted.id, inserted.host_id, received_at, snapshot));
         }
         Ok(inserted)
     }

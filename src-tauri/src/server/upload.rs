@@ -328,6 +328,32 @@ fn duplicate_pid(processes: &[ProcessSample]) -> Option<u32> {
 
 /// Checks everything a stored snapshot must satisfy.
 pub fn validate(s: &Snapshot) -> Result<(), ApiError> {
+    validate_where(s, |_| true)
+}
+
+/// The pids whose processes a delta adds or changes: in the snapshot it rebuilds, only
+/// these hold anything its base did not.
+pub fn touched_pids(delta: &crate::model::delta::SnapshotDelta) -> std::collections::HashSet<u32> {
+    let added = delta.processes.added.iter().map(|p| p.item.pid);
+    added.chain(delta.processes.changed.iter().map(|c| c.pid)).collect()
+}
+
+/// The per-process checks of [`validate`] without building a message: the message
+/// (with its field path) is made only for a process that fails.
+fn process_ok(p: &ProcessSample) -> bool {
+    let text_ok = |t: &str, max: usize| t.len() <= max && !t.chars().any(|c| c.is_control() && c != '\t');
+    let percent_ok = |v: f32, max: f32| v.is_finite() && (0.0..=max).contains(&v);
+    text_ok(&p.name, MAX_NAME)
+        && text_ok(&p.cmd, MAX_CMD_CHARS + 1)
+        && p.user.as_deref().is_none_or(|u| text_ok(u, MAX_NAME))
+        && percent_ok(p.cpu_percent, 100_000.0)
+        && percent_ok(p.memory_percent, 100.5)
+}
+
+/// [`validate`], with the per-process checks only for processes `check` picks: a
+/// snapshot rebuilt from a delta needs them only where the delta changed it. The checks
+/// of the whole (counts, duplicate pids, sizes) always run.
+pub fn validate_where(s: &Snapshot, check: impl Fn(&ProcessSample) -> bool) -> Result<(), ApiError> {
     if s.schema_version == 0 {
         return Err(ApiError::invalid("schema_version", "schema_version must be 1 or more."));
     }
@@ -355,6 +381,9 @@ pub fn validate(s: &Snapshot) -> Result<(), ApiError> {
         ));
     }
     for (i, p) in s.processes.iter().enumerate() {
+        if !check(p) || process_ok(p) {
+            continue;
+        }
         check_text(&format!("processes[{i}].name"), &p.name, MAX_NAME, true)?;
         check_text(&format!("processes[{i}].cmd"), &p.cmd, MAX_CMD_CHARS + 1, true)?;
         if let Some(user) = &p.user {
