@@ -1,0 +1,215 @@
+//! `procyon watch` as a person uses it: in a real terminal (tmux), keys sent and the
+//! screen read back. This machine first, then a host of a collector.
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_procyon");
+
+/// A tmux server of the test's own (its own socket), so that nobody's sessions are
+/// touched; killed when dropped.
+struct Tmux {
+    socket: String,
+    session: String,
+}
+
+impl Tmux {
+    /// `None` when tmux is not installed.
+    fn start(name: &str, command: &str, env: &[(&str, &str)]) -> Option<Tmux> {
+        if Command::new("tmux").arg("-V").output().is_err() {
+            eprintln!("skipped: tmux is not installed (scripts/deps.sh test installs it)");
+            return None;
+        }
+        let tmux = Tmux { socket: format!("procyon-test-{}-{name}", std::process::id()), session: name.into() };
+        let mut args = vec!["new-session", "-d", "-s", name, "-x", "160", "-y", "45"];
+        let mut vars = Vec::new();
+        for (k, v) in env {
+            vars.push(format!("{k}={v}"));
+        }
+        for v in &vars {
+            args.extend(["-e", v.as_str()]);
+        }
+        args.push(command);
+        let out = tmux.run(&args);
+        assert!(out.status.success(), "tmux new-session: {}", String::from_utf8_lossy(&out.stderr));
+        Some(tmux)
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux").args(["-L", &self.socket, "-f", "/dev/null"]).args(args).output().unwrap()
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        let mut args = vec!["send-keys", "-t", &self.session];
+        args.extend(keys);
+        assert!(self.run(&args).status.success());
+    }
+
+    /// Text typed as it is (no key names).
+    fn type_text(&self, text: &str) {
+        assert!(self.run(&["send-keys", "-t", &self.session, "-l", text]).status.success());
+    }
+
+    fn pane(&self) -> String {
+        String::from_utf8_lossy(&self.run(&["capture-pane", "-p", "-t", &self.session]).stdout).into_owned()
+    }
+
+    /// Waits until the pane satisfies `ok`; panics with the pane (and `what`) if it never does.
+    fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(40);
+        loop {
+            let pane = self.pane();
+            if ok(&pane) {
+                println!("--- {what} ---\n{pane}");
+                return pane;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; the pane shows:\n{pane}");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+    }
+}
+
+/// The table's rows: the lines between the heading and the status line.
+fn table_rows(pane: &str) -> Vec<&str> {
+    let lines: Vec<&str> = pane.lines().collect();
+    let Some(head) = lines.iter().position(|l| l.contains("PID USER")) else { return Vec::new() };
+    // The last two lines are the status line and the keys.
+    let end = lines.iter().rposition(|l| l.contains("F1/? help")).unwrap_or(lines.len()).saturating_sub(1);
+    lines[head + 1..end.max(head + 1)].iter().copied().filter(|l| !l.trim().is_empty()).collect()
+}
+
+/// A `sleep` whose command line carries a name no other process has.
+fn marked_sleep(tag: &str) -> (Child, String) {
+    let name = format!("procyon-tui-test-{tag}-{}", std::process::id());
+    let child = Command::new("sleep").arg0(&name).arg("600").stdin(Stdio::null()).spawn().unwrap();
+    (child, name)
+}
+
+fn wait_exit(child: &mut Child) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the process was not ended");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Runs `watch_args` in the terminal, then says the terminal's state once it has quit,
+/// so the test can see that it was put back (the screen and the line discipline).
+fn watch_command(watch_args: &str) -> String {
+    format!("env TERM=xterm-256color {BIN} watch {watch_args}; echo WATCH-ENDED $?; stty -a; sleep 60")
+}
+
+#[test]
+fn watch_this_machine_filter_tree_sort_and_terminate() {
+    let (mut child, name) = marked_sleep("local");
+    let Some(tmux) = Tmux::start("local", &watch_command("--interval 1s"), &[]) else {
+        child.kill().unwrap();
+        return;
+    };
+    tmux.wait_for("the header and the table", |p| {
+        p.contains("Mem[") && p.contains("Net all interfaces") && p.contains("PID USER") && table_rows(p).len() > 3
+    });
+
+    // Filter: only the marked process is left.
+    tmux.keys(&["/"]);
+    tmux.type_text(&name);
+    tmux.keys(&["Enter"]);
+    let pid = child.id().to_string();
+    let pane = tmux.wait_for("only the marked process", |p| {
+        let rows = table_rows(p);
+        rows.len() == 1 && rows[0].trim_start().starts_with(&format!("{pid} "))
+    });
+    assert!(pane.contains(&format!("filter “{name}”: 1 of ")), "{pane}");
+    assert!(table_rows(&pane)[0].contains(&format!("sleep  {name} 600")), "{pane}");
+
+    // Tree: the process under its ancestors (this test, and what started it), indented.
+    tmux.keys(&["t"]);
+    let pane = tmux.wait_for("the tree", |p| table_rows(p).len() > 1);
+    let rows = table_rows(&pane);
+    let mine = rows.iter().find(|r| r.contains(&name)).expect("the process is in the tree");
+    assert!(mine.contains("└─ sleep") || mine.contains("├─ sleep"), "no branch before the name: {mine}");
+    let me = std::process::id().to_string();
+    let parent = rows.iter().find(|r| r.trim_start().starts_with(&format!("{me} "))).expect("this test is its parent");
+    let heading = pane.lines().find(|l| l.contains("PID USER")).unwrap();
+    let command =
+        heading.chars().collect::<Vec<_>>().windows(7).position(|w| w.iter().collect::<String>() == "COMMAND");
+    let name_at = |row: &str| {
+        row.chars().enumerate().skip(command.unwrap()).find(|(_, c)| !" │├└─".contains(*c)).map(|(i, _)| i).unwrap()
+    };
+    assert!(name_at(mine) > name_at(parent), "the process is not indented under its parent:\n{pane}");
+
+    // Sort: the next column, then reversed; the heading says which.
+    assert!(pane.contains("CPU%▼"), "{pane}");
+    tmux.keys(&["s"]);
+    tmux.wait_for("sorting by memory", |p| p.contains("MEM%▼"));
+    tmux.keys(&["r"]);
+    tmux.wait_for("sorting by memory, smallest first", |p| p.contains("MEM%▲"));
+    tmux.keys(&["t", "Home"]);
+    tmux.wait_for("the flat list again", |p| table_rows(p).len() == 1);
+
+    // Terminate, confirmed: the process really ends, by SIGTERM.
+    tmux.keys(&["T"]);
+    tmux.wait_for("the confirmation", |p| p.contains(&format!("Terminate process {pid} (sleep)?")));
+    tmux.keys(&["y"]);
+    let status = wait_exit(&mut child);
+    assert_eq!(status.signal(), Some(15), "{status:?}");
+    tmux.wait_for("the result", |p| p.contains(&format!("Process {pid} (sleep) terminated.")));
+
+    // Quit: the program ends and the terminal is as it was (no raw mode, echo on).
+    tmux.keys(&["q"]);
+    let pane = tmux.wait_for("the shell after quitting", |p| p.contains("WATCH-ENDED"));
+    assert!(pane.contains("WATCH-ENDED 0"), "{pane}");
+    assert!(!pane.contains("PID USER"), "the full screen was left on:\n{pane}");
+    assert!(pane.contains(" icanon") && pane.contains(" echo "), "the terminal was left raw:\n{pane}");
+}
+
+#[test]
+fn watch_a_cancelled_action_leaves_the_process_alone() {
+    let (mut child, name) = marked_sleep("cancel");
+    let Some(tmux) = Tmux::start("cancel", &watch_command("--interval 1s"), &[]) else {
+        child.kill().unwrap();
+        return;
+    };
+    tmux.wait_for("the table", |p| table_rows(p).len() > 3);
+    tmux.keys(&["/"]);
+    tmux.type_text(&format!("{name} cpu>lots"));
+    tmux.keys(&["Enter"]);
+    let pane = tmux.wait_for("the filter's problem", |p| table_rows(p).len() == 1);
+    assert!(pane.contains("ignored: “cpu>lots”: cpu needs a number, e.g. cpu>50"), "{pane}");
+    tmux.keys(&["K"]);
+    tmux.wait_for("the confirmation", |p| p.contains("Kill process"));
+    tmux.keys(&["n"]);
+    tmux.wait_for("the cancellation", |p| p.contains("Cancelled: process"));
+    std::thread::sleep(Duration::from_millis(500));
+    assert!(child.try_wait().unwrap().is_none(), "the process ended though the action was cancelled");
+    child.kill().unwrap();
+    child.wait().unwrap();
+    tmux.keys(&["C-c"]);
+    tmux.wait_for("the shell after Ctrl-C", |p| p.contains("WATCH-ENDED 0"));
+}
+
+#[test]
+fn watch_into_a_pipe_prints_summaries() {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!("{BIN} watch --interval 500ms --top 3 | head -n 12"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("with loopback") && text.contains("pid user"), "{text}");
+    assert!(!text.contains('\u{1b}'), "escape sequences in plain output: {text:?}");
+}
