@@ -213,3 +213,103 @@ fn watch_into_a_pipe_prints_summaries() {
     assert!(text.contains("with loopback") && text.contains("pid user"), "{text}");
     assert!(!text.contains('\u{1b}'), "escape sequences in plain output: {text:?}");
 }
+
+/// The local host of a collector, once it has reported.
+async fn local_host(c: &common::collector::Collector, token: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, hosts) = c.get("/api/hosts/", token).await;
+        if let Some(h) = hosts.as_array().and_then(|a| a.iter().find(|h| h["local"] == true)) {
+            return h["hostname"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "the collector's own host never reported: {hosts}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_a_collector_host_act_as_operator_refused_as_viewer_and_sessions_renew_only_when_used() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("skipped: tmux is not installed (scripts/deps.sh test installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // Short sign-ins, so that renewal and expiry happen within the test.
+    let c = common::collector::Collector::start(dir.path(), &["--interval", "1s", "--token-ttl", "12s"]);
+    let admin = c.admin_token().await;
+    let host = local_host(&c, &admin).await;
+    let viewer_password = common::collector::new_user(dir.path(), "watcher", "viewer");
+    let (mut child, name) = marked_sleep("remote");
+    let pid = child.id().to_string();
+
+    // An admin, who keeps pressing keys: the session is renewed and outlives its token.
+    let admin_password = c.admin_password.clone().unwrap();
+    let command = watch_command(&format!("--collector {} --user admin --host {host}", c.base));
+    let admin_tmux = Tmux::start("remote-admin", &command, &[("PROCYON_PASSWORD", &admin_password)]).unwrap();
+    // A viewer, who presses keys only at the start: renewed once at most, then the
+    // session lapses.
+    let command = watch_command(&format!("--collector {} --user watcher", c.base));
+    let viewer_tmux = Tmux::start("remote-viewer", &command, &[("PROCYON_PASSWORD", &viewer_password)]).unwrap();
+
+    for (tmux, who) in [(&admin_tmux, "admin (admin)"), (&viewer_tmux, "watcher (viewer)")] {
+        let source = format!("{who} at {}", c.base);
+        tmux.wait_for("the host's header and table", |p| {
+            p.lines().next().is_some_and(|l| l.starts_with(&format!("{host}  {source}")))
+                && p.contains("Mem[")
+                && table_rows(p).len() > 3
+        });
+        tmux.keys(&["/"]);
+        tmux.type_text(&name);
+        tmux.keys(&["Enter"]);
+        tmux.wait_for("only the marked process", |p| {
+            let rows = table_rows(p);
+            rows.len() == 1 && rows[0].trim_start().starts_with(&format!("{pid} "))
+        });
+    }
+
+    // The viewer may look but not act: the collector's refusal is shown.
+    viewer_tmux.keys(&["K"]);
+    viewer_tmux.wait_for("the viewer's confirmation", |p| p.contains(&format!("Kill process {pid} (sleep)?")));
+    viewer_tmux.keys(&["y"]);
+    viewer_tmux.wait_for("the refusal", |p| {
+        p.contains(&format!("Process {pid} (sleep) was not killed:")) && p.contains("operator")
+    });
+    assert!(child.try_wait().unwrap().is_none(), "a viewer's kill went through");
+
+    // Past the token's lifetime, with keys pressed now and then: the admin's view goes
+    // on; the viewer's ends, saying why, with the terminal put back.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(16) {
+        admin_tmux.keys(&["Home"]);
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let pane = viewer_tmux.wait_for("the viewer's lapsed session", |p| p.contains("WATCH-ENDED"));
+    assert!(pane.contains("sign-in expired"), "{pane}");
+    assert!(pane.contains(" icanon") && !pane.contains("PID USER"), "{pane}");
+    let before = admin_tmux.pane().lines().next().unwrap().to_owned();
+    admin_tmux.wait_for("a newer snapshot after the renewal", |p| p.lines().next() != Some(before.as_str()));
+
+    // The admin terminates the process through the collector.
+    admin_tmux.keys(&["T"]);
+    admin_tmux.wait_for("the confirmation", |p| p.contains(&format!("Terminate process {pid} (sleep)?")));
+    admin_tmux.keys(&["y"]);
+    let status = wait_exit(&mut child);
+    assert_eq!(status.signal(), Some(15), "{status:?}");
+    admin_tmux.wait_for("the result", |p| p.contains(&format!("Process {pid} (sleep) terminated on {host}.")));
+    let (_, audit) = c.get("/api/audit", &c.admin_token().await).await;
+    assert!(audit.to_string().contains("terminate"), "{audit}");
+    admin_tmux.keys(&["q"]);
+    admin_tmux.wait_for("the shell after quitting", |p| p.contains("WATCH-ENDED 0"));
+}
+
+#[test]
+fn watch_refuses_plain_http_to_another_machine_and_names_a_missing_host() {
+    let out = Command::new(BIN)
+        .args(["watch", "--collector", "http://procyon.example.com:7450", "--user", "u", "--password-stdin"])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("use https://") && err.contains("--allow-http"), "{err}");
+}

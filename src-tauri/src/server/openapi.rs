@@ -53,6 +53,7 @@ pub fn spec() -> Value {
         },
         "paths": {
             "/api/auth/login": { "post": op("Sign in with {username, password}; returns {token, expires_at, role, username}", "none", &[], "A token") },
+            "/api/auth/refresh": { "post": op("A new token for the signed-in user before theirs expires; returns {token, expires_at, role, username}", "bearer", &[], "A token") },
             "/api/auth/me": { "get": op("The signed-in user", "bearer", &[], "{username, role}") },
             "/api/health": { "get": op("Liveness", "none", &[], "{status, version}") },
             "/api/openapi.json": { "get": op("This document", "bearer", &[], "OpenAPI document") },

@@ -19,7 +19,7 @@ use super::error::ApiError;
 use super::routes::{Access, Route};
 use super::{AppState, upload, views};
 use crate::control::{self, Target};
-use crate::model::api::{ApiKeySummary, AuditEntry, HostSummary, Role, SnapshotSummary, UserSummary};
+use crate::model::api::{ApiKeySummary, AuditEntry, HostSummary, LoginResponse, Role, SnapshotSummary, UserSummary};
 use crate::model::{ActionErrorCode, ProcessAction, Snapshot};
 use crate::store::{NewAuditEntry, Page, StoredSnapshot};
 
@@ -46,6 +46,7 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::POST, "/api/auth/login", Public, post(login)),
         Route::new(M::GET, "/api/auth/me", Viewer, get(me)),
         Route::new(M::POST, "/api/auth/ws-ticket", Viewer, post(ws_ticket)),
+        Route::new(M::POST, "/api/auth/refresh", Viewer, post(refresh)),
         Route::new(M::GET, "/api/health", Public, get(health)),
         Route::new(M::GET, "/api/openapi.json", Viewer, get(super::openapi::document)),
         Route::new(M::POST, "/api/process-snapshots/", Agent, post(upload_snapshot)),
@@ -122,6 +123,15 @@ async fn login(
             Err(ApiError::Unauthorized("Wrong user name or password.".into()))
         }
     }
+}
+
+/// A new token for the signed-in user, in the shape of a sign-in, so that a session in
+/// use (`procyon watch` with someone at the keys) need not end at the token's expiry.
+/// The user is checked as on every request (a removed user, or a changed password or
+/// role, is refused with 401), and the new token has the same generation: whatever ends
+/// the old one ends it too.
+async fn refresh(State(state): State<AppState>, user: CurrentUser) -> Result<Json<LoginResponse>, ApiError> {
+    Ok(Json(state.auth.issue(&user.username, user.role, user.generation)?))
 }
 
 /// A single-use ticket for opening a WebSocket (`?ticket=`), so that browsers never put

@@ -91,7 +91,7 @@ mod terminal {
     use ratatui::crossterm::event::{self, Event};
     use tokio::sync::{mpsc, watch};
 
-    use super::app::{App, Effect, HostChoice, Pending};
+    use super::app::{App, Effect, Pending};
     use super::render;
     use crate::model::Snapshot;
     use crate::sample::{Sampler, SamplerOptions};
@@ -101,8 +101,6 @@ mod terminal {
     pub enum Note {
         /// A sentence for the status line.
         Report(String),
-        /// The hosts the picker offers.
-        Hosts(Vec<HostChoice>),
         /// Leave, saying this (e.g. the sign-in expired).
         End(String),
     }
@@ -227,7 +225,6 @@ mod terminal {
                 Some(text) = results.recv() => app.report(text),
                 Some(note) = notes.recv() => match note {
                     Note::Report(text) => app.report(text),
-                    Note::Hosts(hosts) => app.hosts = hosts,
                     Note::End(text) => break Some(text),
                 },
             }
