@@ -170,7 +170,8 @@ fn watch_this_machine_filter_tree_sort_and_terminate() {
 
     // Quit: the program ends and the terminal is as it was (no raw mode, echo on).
     tmux.keys(&["q"]);
-    let pane = tmux.wait_for("the shell after quitting", |p| p.contains("WATCH-ENDED"));
+    // `stty -a` prints after the program has gone; its `icanon` line is near the end.
+    let pane = tmux.wait_for("the shell after quitting", |p| p.contains("WATCH-ENDED") && p.contains("icanon"));
     assert!(pane.contains("WATCH-ENDED 0"), "{pane}");
     assert!(!pane.contains("PID USER"), "the full screen was left on:\n{pane}");
     assert!(pane.contains(" icanon") && pane.contains(" echo "), "the terminal was left raw:\n{pane}");
@@ -184,6 +185,19 @@ fn watch_a_cancelled_action_leaves_the_process_alone() {
         return;
     };
     tmux.wait_for("the table", |p| table_rows(p).len() > 3);
+    tmux.keys(&["?"]);
+    tmux.wait_for("the help", |p| p.contains("Keys") && p.contains("The same language as the dashboard"));
+    tmux.keys(&["x"]);
+    tmux.wait_for("the help closed", |p| !p.contains("The same language as the dashboard"));
+    // A smaller terminal: the screen is laid out again to fit it.
+    let resized = tmux.run(&["resize-window", "-t", &tmux.session, "-x", "90", "-y", "24"]);
+    assert!(resized.status.success(), "{}", String::from_utf8_lossy(&resized.stderr));
+    tmux.wait_for("the smaller layout", |p| {
+        p.lines().count() <= 24 && p.contains("F1/? help") && p.contains("PID USER") && table_rows(p).len() > 3
+    });
+    // And back: the status line needs the width for what follows.
+    tmux.run(&["resize-window", "-t", &tmux.session, "-x", "160", "-y", "45"]);
+    tmux.wait_for("the larger layout", |p| p.lines().count() > 24 && p.contains("F1/? help"));
     tmux.keys(&["/"]);
     tmux.type_text(&format!("{name} cpu>lots"));
     tmux.keys(&["Enter"]);
@@ -283,11 +297,15 @@ async fn watch_a_collector_host_act_as_operator_refused_as_viewer_and_sessions_r
         admin_tmux.keys(&["Home"]);
         std::thread::sleep(Duration::from_millis(700));
     }
-    let pane = viewer_tmux.wait_for("the viewer's lapsed session", |p| p.contains("WATCH-ENDED"));
+    let pane =
+        viewer_tmux.wait_for("the viewer's lapsed session", |p| p.contains("WATCH-ENDED") && p.contains("icanon"));
     assert!(pane.contains("sign-in expired"), "{pane}");
     assert!(pane.contains(" icanon") && !pane.contains("PID USER"), "{pane}");
     let before = admin_tmux.pane().lines().next().unwrap().to_owned();
-    admin_tmux.wait_for("a newer snapshot after the renewal", |p| p.lines().next() != Some(before.as_str()));
+    let pane = admin_tmux.wait_for("a newer snapshot after the renewal", |p| p.lines().next() != Some(before.as_str()));
+    // The stream opened with the first token was closed at its expiry and opened again
+    // with the renewed one, without a word: nothing was wrong.
+    assert!(!pane.contains("Live stream of"), "{pane}");
 
     // The admin terminates the process through the collector.
     admin_tmux.keys(&["T"]);

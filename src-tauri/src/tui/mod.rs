@@ -82,6 +82,9 @@ pub use terminal::{Note, Source, run, run_local};
 
 #[cfg(feature = "server")]
 mod terminal {
+    //! The terminal (raw mode, the alternate screen, put back on any exit) and the loop
+    //! that joins keys, snapshots and the results of actions.
+
     use std::future::Future;
     use std::pin::Pin;
     use std::sync::Arc;

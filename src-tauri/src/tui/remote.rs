@@ -229,6 +229,8 @@ impl Client {
 enum Ended {
     /// The session is over.
     Expired,
+    /// The stream's token expired but a renewed one holds: open it again at once.
+    Renewed,
     /// The connection is gone (or never came); worth another try. `true` if it had
     /// delivered snapshots (the next try starts with a short wait again).
     Lost(String, bool),
@@ -249,6 +251,7 @@ async fn follow(
                 let _ = notes.send(Note::End(expired(&client.base)));
                 return;
             }
+            Ended::Renewed => pause = Duration::from_secs(1),
             Ended::Lost(why, delivered) => {
                 if delivered {
                     pause = Duration::from_secs(1);
@@ -290,8 +293,11 @@ async fn stream(client: &Client, hostname: &str, snapshots: &watch::Sender<Optio
                 let code = frame.as_ref().map(|f| u16::from(f.code));
                 // 4001: the token behind the ticket expired or the account changed. A
                 // renewed token still valid opens the stream again; else it is over.
-                if code == Some(4001) && client.expires_at() <= chrono::Utc::now() + chrono::Duration::seconds(2) {
-                    return Ended::Expired;
+                if code == Some(4001) {
+                    if client.expires_at() <= chrono::Utc::now() + chrono::Duration::seconds(2) {
+                        return Ended::Expired;
+                    }
+                    return Ended::Renewed;
                 }
                 let reason = frame.map(|f| f.reason.to_string()).unwrap_or_default();
                 return Ended::Lost(format!("closed by the collector ({reason})"), delivered);
