@@ -331,3 +331,51 @@ fn watch_refuses_plain_http_to_another_machine_and_names_a_missing_host() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("use https://") && err.contains("--allow-http"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn watch_a_collector_without_host_offers_its_hosts() {
+    if Command::new("tmux").arg("-V").output().is_err() {
+        eprintln!("skipped: tmux is not installed (scripts/deps.sh test installs it)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let c = common::collector::Collector::start(dir.path(), &["--interval", "1s"]);
+    let admin = c.admin_token().await;
+    let host = local_host(&c, &admin).await;
+    // A second host: the seed API's example upload (MACHINE-01, explorer.exe and notepad.exe).
+    let key = common::collector::new_key(dir.path(), "machine-01", None);
+    assert_eq!(c.upload(&key, common::collector::SEED_EXAMPLE).await.0, 201);
+
+    let command = watch_command(&format!("--collector {} --user admin", c.base));
+    let tmux = Tmux::start("picker", &command, &[("PROCYON_PASSWORD", c.admin_password.as_deref().unwrap())]).unwrap();
+    let pane =
+        tmux.wait_for("the host list", |p| p.contains("Hosts") && p.contains("MACHINE-01") && p.contains("PID USER"));
+    // The list opens on the host being shown.
+    let shown = pane.lines().next().unwrap().split_whitespace().next().unwrap().to_owned();
+    assert!(pane.contains(&format!("> {shown} ")), "{pane}");
+    assert!(pane.contains(&format!("  {host} ")) || shown == host, "{pane}");
+    let choose = |name: &str| {
+        for key in ["Down", "Down", "Down", "Up", "Up", "Up", "Up", "Up"] {
+            if tmux.pane().contains(&format!("> {name} ")) {
+                break;
+            }
+            tmux.keys(&[key]);
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        tmux.keys(&["Enter"]);
+    };
+    choose("MACHINE-01");
+    let pane = tmux.wait_for("the other host's processes", |p| {
+        p.lines().next().is_some_and(|l| l.starts_with("MACHINE-01  admin (admin)")) && p.contains("notepad.exe")
+    });
+    assert!(pane.contains("explorer.exe") && !pane.contains("Hosts"), "{pane}");
+    // And back to this machine with H.
+    tmux.keys(&["H"]);
+    tmux.wait_for("the host list again", |p| p.contains("> MACHINE-01 "));
+    choose(&host);
+    tmux.wait_for("this machine again", |p| {
+        p.lines().next().is_some_and(|l| l.starts_with(&format!("{host}  admin"))) && !p.contains("notepad.exe")
+    });
+    tmux.keys(&["q"]);
+    tmux.wait_for("the shell after quitting", |p| p.contains("WATCH-ENDED 0"));
+}

@@ -476,6 +476,7 @@ pub fn watch(options: Options) -> anyhow::Result<()> {
             snapshots: snapshots_tx,
             notes: notes_tx.clone(),
         });
+        let followed = hostname.clone();
         remote.start(hostname);
         if !options.interactive {
             if pick {
@@ -491,7 +492,9 @@ pub fn watch(options: Options) -> anyhow::Result<()> {
         let mut app = App::new(format!("{} ({}) at {base}", login.username, login.role.as_str()));
         app.hosts = hosts.iter().map(|h| HostChoice { hostname: h.hostname.clone(), online: h.online }).collect();
         if pick {
-            app.mode = Mode::Hosts { selected: 0 };
+            // The list opens on the host shown behind it.
+            let selected = hosts.iter().position(|h| h.hostname == followed).unwrap_or(0);
+            app.mode = Mode::Hosts { selected };
         }
         super::run(app, snapshots, remote, notes).await
     })

@@ -137,6 +137,10 @@ fn bar(label: &str, fraction: f64, figure: &str, width: usize, color: Color) -> 
 }
 
 fn uptime(s: &Snapshot) -> String {
+    // Uploads in the seed API's short format know no boot time (it reads as 1970).
+    if s.host.boot_time.timestamp() <= 0 {
+        return "?".into();
+    }
     let secs = (s.taken_at - s.host.boot_time).num_seconds().max(0);
     let (days, h, m) = (secs / 86400, secs % 86400 / 3600, secs % 3600 / 60);
     match days {
@@ -160,7 +164,14 @@ fn header_lines(app: &App, width: u16) -> Vec<Line<'static>> {
         Span::raw(format!(
             "  {}  {}  up {}  load {}  tasks {}, {} running  ",
             printable(&app.source),
-            s.taken_at.with_timezone(&chrono::Local).format("%H:%M:%S"),
+            // An old snapshot (a host that stopped reporting) says its day too.
+            s.taken_at.with_timezone(&chrono::Local).format(
+                if chrono::Utc::now() - s.taken_at > chrono::Duration::hours(12) {
+                    "%Y-%m-%d %H:%M:%S"
+                } else {
+                    "%H:%M:%S"
+                }
+            ),
             uptime(s),
             load,
             s.processes.len(),
