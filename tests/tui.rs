@@ -10,11 +10,12 @@ use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_procyon");
 
-/// A tmux server of the test's own (its own socket), so that nobody's sessions are
-/// touched; killed when dropped.
+/// A tmux server of the test's own (its own socket, in a directory of its own), so that
+/// nobody's sessions are touched; killed when dropped, and its socket removed.
 struct Tmux {
-    socket: String,
+    socket: std::path::PathBuf,
     session: String,
+    _dir: tempfile::TempDir,
 }
 
 impl Tmux {
@@ -24,7 +25,8 @@ impl Tmux {
             eprintln!("skipped: tmux is not installed (scripts/deps.sh test installs it)");
             return None;
         }
-        let tmux = Tmux { socket: format!("procyon-test-{}-{name}", std::process::id()), session: name.into() };
+        let dir = tempfile::tempdir().unwrap();
+        let tmux = Tmux { socket: dir.path().join("tmux"), session: name.into(), _dir: dir };
         let mut args = vec!["new-session", "-d", "-s", name, "-x", "160", "-y", "45"];
         let mut vars = Vec::new();
         for (k, v) in env {
@@ -40,7 +42,7 @@ impl Tmux {
     }
 
     fn run(&self, args: &[&str]) -> std::process::Output {
-        Command::new("tmux").args(["-L", &self.socket, "-f", "/dev/null"]).args(args).output().unwrap()
+        Command::new("tmux").arg("-S").arg(&self.socket).args(["-f", "/dev/null"]).args(args).output().unwrap()
     }
 
     fn keys(&self, keys: &[&str]) {
@@ -354,6 +356,55 @@ async fn watch_a_collector_without_host_offers_its_hosts() {
     // A second host: the seed API's example upload (MACHINE-01, explorer.exe and notepad.exe).
     let key = common::collector::new_key(dir.path(), "machine-01", None);
     assert_eq!(c.upload(&key, common::collector::SEED_EXAMPLE).await.0, 201);
+
+    // Piped, it prints summaries of the host instead, the password read from stdin.
+    // (MACHINE-01 reports no more, so the summary is read and the program stopped.)
+    let mut piped = Command::new(BIN)
+        .args(["watch", "--collector", &c.base, "--user", "admin", "--host", "MACHINE-01", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        writeln!(piped.stdin.take().unwrap(), "{}", c.admin_password.as_deref().unwrap()).unwrap();
+    }
+    let stdout = piped.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut text = String::new();
+    while !text.contains("notepad.exe") {
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(line) => text.push_str(&format!("{line}\n")),
+            Err(e) => panic!("no summary of MACHINE-01 ({e}): {text}"),
+        }
+    }
+    piped.kill().unwrap();
+    piped.wait().unwrap();
+    assert!(text.contains("MACHINE-01") && text.contains("explorer.exe"), "{text}");
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    // Several hosts and no --host: a pipe cannot show the list, so it says what to do.
+    let out = Command::new(BIN)
+        .args(["watch", "--collector", &c.base, "--user", "admin", "--password-stdin"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write;
+            writeln!(child.stdin.take().unwrap(), "{}", c.admin_password.as_deref().unwrap())?;
+            child.wait_with_output()
+        })
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("choose one with --host") && err.contains("MACHINE-01"), "{err}");
 
     let command = watch_command(&format!("--collector {} --user admin", c.base));
     let tmux = Tmux::start("picker", &command, &[("PROCYON_PASSWORD", c.admin_password.as_deref().unwrap())]).unwrap();
