@@ -98,11 +98,13 @@ struct WatchArgs {
     /// Watch a host of this collector instead of this machine (https://HOST:PORT; plain
     /// http:// only to this machine unless --allow-http).
     #[cfg(feature = "server")]
-    #[arg(long, env = "PROCYON_COLLECTOR", value_name = "URL")]
+    // No environment variable: the agent's PROCYON_COLLECTOR must not turn a look at
+    // this machine into a sign-in elsewhere.
+    #[arg(long, value_name = "URL")]
     collector: Option<String>,
-    /// User to sign in as (asked for when not given).
+    /// User to sign in as with --collector (asked for when not given).
     #[cfg(feature = "server")]
-    #[arg(long, env = "PROCYON_USER", requires = "collector")]
+    #[arg(long)]
     user: Option<String>,
     /// The host to watch; without it, the only host, or a list to choose from.
     #[cfg(feature = "server")]
