@@ -21,8 +21,9 @@ case "$what" in
   build) ;;
   desktop) apt_packages+=("${desktop_packages[@]}") ;;
   # The dashboard's browser tests drive Debian's Chromium; the desktop window's test runs
-  # the app under Xvfb with a D-Bus session, driven over WebDriver.
-  test) apt_packages+=(util-linux procps chromium "${desktop_packages[@]}" xvfb xauth dbus dbus-x11
+  # the app under Xvfb with a D-Bus session, driven over WebDriver; tmux is the terminal
+  # `procyon watch` is driven in.
+  test) apt_packages+=(util-linux procps tmux chromium "${desktop_packages[@]}" xvfb xauth dbus dbus-x11
     webkit2gtk-driver) ;;
   bench) apt_packages+=(python3 python3-venv python3-dev chromium "${desktop_packages[@]}" xvfb xauth dbus
     dbus-x11) ;;

@@ -121,8 +121,16 @@ async fn tokens_end_with_their_account() {
     let pat = c.login("pat", &new_user(dir.path(), "pat", "operator")).await;
     let mut pat_stream = live_stream(&c, &pat).await;
     assert_eq!(c.get("/api/auth/me", &pat).await.0, 200);
+    // A renewed token (`procyon watch` renews while in use) is the same session: it
+    // works, and it ends with everything else the password change ends.
+    let (status, renewed) = c.post("/api/auth/refresh", &pat, None).await;
+    assert_eq!((status, &renewed["username"], &renewed["role"]), (200, &json!("pat"), &json!("operator")));
+    let renewed = renewed["token"].as_str().unwrap().to_owned();
+    assert_eq!(c.get("/api/auth/me", &renewed).await.0, 200);
     cli(dir.path(), &["user", "passwd", "pat", "--password-stdin"], Some("a-new-password-0\n"));
     assert!(eventually(Duration::from_secs(10), async || c.get("/api/auth/me", &pat).await.0 == 401).await);
+    assert!(eventually(Duration::from_secs(10), async || c.get("/api/auth/me", &renewed).await.0 == 401).await);
+    assert_eq!(c.post("/api/auth/refresh", &renewed, None).await.0, 401, "an ended session cannot be renewed");
     assert_eq!(close_code(&mut pat_stream, Duration::from_secs(10)).await, Some(4001));
     let pat = c.login("pat", "a-new-password-0").await;
 

@@ -10,7 +10,9 @@
 //! - [`sample`]: the sampler, the one owner of the OS handles, producing snapshots;
 //! - [`control`]: process actions with their guards (pid reuse, protected processes).
 //!
-//! - [`hub`]: live fan-out of the newest snapshot per host.
+//! - [`hub`]: live fan-out of the newest snapshot per host;
+//! - [`tui`]: `procyon watch`, the terminal UI (its filter language needs no feature;
+//!   the terminal itself comes with `server`).
 //!
 //! With the `server` feature (on by default) it is also the collector:
 //!
@@ -37,3 +39,4 @@ pub mod sample;
 pub mod server;
 #[cfg(feature = "server")]
 pub mod store;
+pub mod tui;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use procyon::model::{ProcessAction, Snapshot};
+use procyon::model::ProcessAction;
 use procyon::sample::{CmdlineMode, Sampler, SamplerOptions};
 
 /// Procyon: processes and network of a machine or a fleet, live and over time.
@@ -41,15 +41,9 @@ enum Command {
         #[arg(long, env = "PROCYON_CMDLINE", value_name = "full|exe|none", default_value_t = CmdlineMode::Full)]
         cmdline: CmdlineMode,
     },
-    /// Show a live summary of this machine in the terminal until interrupted.
-    Watch {
-        /// Seconds between updates.
-        #[arg(long, default_value = "2s", value_parser = parse_interval)]
-        interval: Duration,
-        /// How many of the busiest processes to list.
-        #[arg(long, default_value_t = 10)]
-        top: usize,
-    },
+    /// Watch this machine, or a host of a collector, live in the terminal (like top and
+    /// htop; keys: ? for help). Piped or redirected, it prints a summary per update.
+    Watch(WatchArgs),
     /// Suspend, resume, terminate or kill a process of this machine.
     Act {
         /// What to do: suspend, resume, terminate or kill.
@@ -91,6 +85,41 @@ enum Command {
         #[command(subcommand)]
         command: HostCommand,
     },
+}
+
+#[derive(clap::Args, Debug)]
+struct WatchArgs {
+    /// Time between updates of this machine (a collector's hosts report at their own).
+    #[arg(long, default_value = "2s", value_parser = parse_interval)]
+    interval: Duration,
+    /// How many of the busiest processes to list when the output is not a terminal.
+    #[arg(long, default_value_t = 10)]
+    top: usize,
+    /// Watch a host of this collector instead of this machine (https://HOST:PORT; plain
+    /// http:// only to this machine unless --allow-http).
+    #[cfg(feature = "server")]
+    // No environment variable: the agent's PROCYON_COLLECTOR must not turn a look at
+    // this machine into a sign-in elsewhere.
+    #[arg(long, value_name = "URL")]
+    collector: Option<String>,
+    /// User to sign in as with --collector (asked for when not given).
+    #[cfg(feature = "server")]
+    #[arg(long)]
+    user: Option<String>,
+    /// The host to watch; without it, the only host, or a list to choose from.
+    #[cfg(feature = "server")]
+    #[arg(long, requires = "collector")]
+    host: Option<String>,
+    /// Read the password from standard input (one line) instead of asking on the
+    /// terminal; PROCYON_PASSWORD also works.
+    #[cfg(feature = "server")]
+    #[arg(long, requires = "collector")]
+    password_stdin: bool,
+    /// Allow plain http:// to another machine: the password and session then cross the
+    /// network unencrypted.
+    #[cfg(feature = "server")]
+    #[arg(long, requires = "collector")]
+    allow_http: bool,
 }
 
 #[cfg(feature = "server")]
@@ -361,7 +390,7 @@ fn run() -> anyhow::Result<()> {
             }
             writeln!(out)?;
         }
-        Command::Watch { interval, top } => watch(interval, top)?,
+        Command::Watch(args) => watch(args)?,
         Command::Act { action, pid, start_time, tree } => {
             let target = procyon::control::Target { pid, start_time };
             let result =
@@ -594,62 +623,39 @@ async fn apikey(data: std::path::PathBuf, command: ApiKeyCommand) -> anyhow::Res
     Ok(())
 }
 
-fn watch(interval: Duration, top: usize) -> anyhow::Result<()> {
+fn watch(args: WatchArgs) -> anyhow::Result<()> {
+    #[cfg(feature = "server")]
+    if let Some(url) = &args.collector {
+        return procyon::tui::remote::watch(procyon::tui::remote::Options {
+            url: url.clone(),
+            user: args.user.clone(),
+            host: args.host.clone(),
+            password_stdin: args.password_stdin,
+            allow_http: args.allow_http,
+            top: args.top,
+            interactive: std::io::IsTerminal::is_terminal(&std::io::stdout()),
+        });
+    }
+    // A terminal gets the full-screen UI; a pipe or a file (`procyon watch | head`, CI)
+    // gets plain lines it can read.
+    #[cfg(feature = "server")]
+    if std::io::IsTerminal::is_terminal(&std::io::stdout()) {
+        return procyon::tui::run_local(args.interval);
+    }
+    plain_watch(args.interval, args.top)
+}
+
+/// A summary per update, one after the other, for output that is not a terminal.
+fn plain_watch(interval: Duration, top: usize) -> anyhow::Result<()> {
     let mut live = procyon::sample::spawn(Sampler::new(SamplerOptions::default()), interval);
     let runtime = tokio::runtime::Builder::new_current_thread().build().context("cannot start the runtime")?;
     runtime.block_on(async {
         while live.changed().await.is_ok() {
             let Some(snapshot) = live.borrow_and_update().clone() else { continue };
-            print_summary(&snapshot, top)?;
+            procyon::tui::print_summary(&mut std::io::stdout().lock(), &snapshot, top)?;
         }
         Ok(())
     })
-}
-
-fn print_summary(s: &Snapshot, top: usize) -> anyhow::Result<()> {
-    let mut out = std::io::stdout().lock();
-    let gib = |b: u64| b as f64 / (1024.0 * 1024.0 * 1024.0);
-    let kib = |b: f64| b / 1024.0;
-    writeln!(
-        out,
-        "\n{}  {}  cpu {:5.1}%  mem {:.1}/{:.1} GiB  load {}  processes {}  sockets {}  net ↑{:.1} ↓{:.1} KiB/s",
-        s.taken_at.format("%H:%M:%S"),
-        s.host.hostname,
-        s.cpu.total_percent,
-        gib(s.memory.used_bytes),
-        gib(s.memory.total_bytes),
-        s.cpu.load_average.map_or("-".into(), |l| format!("{:.2}", l.one)),
-        s.processes.len(),
-        s.connections.len(),
-        kib(s.network.total.sent_bytes_per_sec),
-        kib(s.network.total.received_bytes_per_sec),
-    )?;
-    let mut busiest: Vec<_> = s.processes.iter().collect();
-    busiest.sort_by(|a, b| b.cpu_percent.total_cmp(&a.cpu_percent));
-    writeln!(out, "{:>8} {:<12} {:>6} {:>6}  {:<10} name", "pid", "user", "cpu%", "mem%", "status")?;
-    for p in busiest.into_iter().take(top) {
-        let user: String = printable(p.user.as_deref().unwrap_or("?")).chars().take(12).collect();
-        writeln!(
-            out,
-            "{:>8} {:<12} {:>6.1} {:>6.1}  {:<10} {}",
-            p.pid,
-            user,
-            p.cpu_percent,
-            p.memory_percent,
-            format!("{:?}", p.status).to_lowercase(),
-            printable(&p.name)
-        )?;
-    }
-    for e in &s.errors {
-        writeln!(out, "note: {}", e.message)?;
-    }
-    Ok(())
-}
-
-/// Process names are chosen by whoever started the process: control characters in them
-/// could move the cursor or recolour the terminal, so they are shown as `?`.
-fn printable(s: &str) -> String {
-    s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
 #[cfg(test)]

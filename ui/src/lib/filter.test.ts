@@ -4,6 +4,10 @@ import { describe, expect, it } from 'vitest';
 import type { ConnectionRow } from './filter';
 import { compileConnectionQuery, compileProcessQuery, parseSize, statusesMatching, tokenize } from './filter';
 import { conn, proc } from './testing/fixtures';
+import type { ProcessSample } from './model';
+// Cases shared with `procyon watch` (src-tauri/src/tui/filter.rs), so that the two
+// implementations of the language cannot drift apart.
+import shared from '../../../tests/fixtures/filter-cases.json';
 
 const procs = [
   proc(1, null, { name: 'systemd', user: 'root', cmd: '/sbin/init splash', cpu_percent: 0.5, memory_percent: 0.2, rss_bytes: 12 * 1024 ** 2 }),
@@ -92,6 +96,22 @@ describe('process search', () => {
     expect(evil.filter(c.test!)).toHaveLength(1);
     expect(() => compileProcessQuery('((((( [[[ \\ .* +?')).not.toThrow();
   });
+});
+
+describe('the cases shared with procyon watch', () => {
+  const defaults = shared.defaults as ProcessSample;
+  const all = shared.processes.map((patch) => ({ ...defaults, ...patch }) as ProcessSample);
+  it('has enough of them to mean something', () => {
+    expect(shared.cases.length).toBeGreaterThan(30);
+  });
+  for (const c of shared.cases) {
+    it(`${JSON.stringify(c.query)} keeps ${JSON.stringify(c.pids)}`, () => {
+      const compiled = compileProcessQuery(c.query);
+      const kept = compiled.test ? all.filter(compiled.test) : all;
+      expect(kept.map((p) => p.pid)).toEqual(c.pids);
+      expect(compiled.errors).toEqual(c.errors);
+    });
+  }
 });
 
 describe('sizes and statuses', () => {

@@ -1,0 +1,491 @@
+//! The dashboard's process filter language, for the terminal: the same words mean the
+//! same thing in `procyon watch` as in the dashboard's search box
+//! (`ui/src/lib/filter.ts`).
+//!
+//! A query is words separated by spaces (double quotes keep spaces in a word). A word is
+//! free text, matched anywhere (name, pid, user, command line), or a filter such as
+//! `user:root`, `cpu>50`, `mem>=10`, `rss>500M`, `status:stopped,zombie`, `pid:1234`. A
+//! filter is negated by a leading `!` or `-` (`-user:root`). All words must hold. A word
+//! that looks like a filter but is malformed (`cpu>lots`) is reported and ignored, so
+//! typing never empties the table by surprise.
+//!
+//! Both implementations are checked against the same cases,
+//! `tests/fixtures/filter-cases.json`: a change to one that the other lacks fails a test.
+
+use crate::model::{ProcessSample, ProcessStatus};
+
+/// A comparison in a filter word.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Op {
+    /// `:`: "is" for ids and text, "at least" for measures.
+    Colon,
+    /// `=`: exactly.
+    Eq,
+    /// `>`.
+    Gt,
+    /// `>=`.
+    Ge,
+    /// `<`.
+    Lt,
+    /// `<=`.
+    Le,
+}
+
+impl Op {
+    fn as_str(self) -> &'static str {
+        match self {
+            Op::Colon => ":",
+            Op::Eq => "=",
+            Op::Gt => ">",
+            Op::Ge => ">=",
+            Op::Lt => "<",
+            Op::Le => "<=",
+        }
+    }
+}
+
+/// One word of a query.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Token {
+    /// Led by `!` (anything) or `-` (filters only).
+    pub negated: bool,
+    /// The field (lower case) and comparison of a filter; `None` for free text.
+    pub filter: Option<(String, Op)>,
+    /// What follows the comparison, or the whole text.
+    pub value: String,
+    /// The word as typed, for messages.
+    pub raw: String,
+}
+
+/// `name` + comparison + rest, as the dashboard's `/^([A-Za-z_]+)(>=|<=|:|=|>|<)(.*)$/s`.
+fn split_filter(word: &str) -> Option<(&str, Op, &str)> {
+    let name_len = word.bytes().take_while(|b| b.is_ascii_alphabetic() || *b == b'_').count();
+    if name_len == 0 {
+        return None;
+    }
+    let (name, rest) = word.split_at(name_len);
+    let (op, len) = if rest.starts_with(">=") {
+        (Op::Ge, 2)
+    } else if rest.starts_with("<=") {
+        (Op::Le, 2)
+    } else {
+        match rest.as_bytes().first() {
+            Some(b':') => (Op::Colon, 1),
+            Some(b'=') => (Op::Eq, 1),
+            Some(b'>') => (Op::Gt, 1),
+            Some(b'<') => (Op::Lt, 1),
+            _ => return None,
+        }
+    };
+    Some((name, op, &rest[len..]))
+}
+
+/// Splits a query into words, keeping quoted spaces. An unknown `field:` is not a filter
+/// (a URL such as `http://host` is text to search for).
+pub fn tokenize(query: &str, is_field: impl Fn(&str) -> bool) -> Vec<Token> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let (mut quoted, mut started) = (false, false);
+    for ch in query.chars() {
+        if ch == '"' {
+            quoted = !quoted;
+            started = true;
+            continue;
+        }
+        if !quoted && ch.is_whitespace() {
+            if started {
+                words.push(std::mem::take(&mut current));
+            }
+            started = false;
+            continue;
+        }
+        current.push(ch);
+        started = true;
+    }
+    if started {
+        words.push(current);
+    }
+    let known = |word: &str| split_filter(word).is_some_and(|(name, _, _)| is_field(&name.to_ascii_lowercase()));
+    words
+        .into_iter()
+        .filter(|w| !w.is_empty())
+        .map(|raw| {
+            let mut word = raw.as_str();
+            let mut negated = false;
+            // `!` negates anything; `-` only a filter, so `--verbose` stays searchable text.
+            if word.chars().count() > 1 && word.starts_with('!') {
+                negated = true;
+                word = &word[1..];
+            } else if let Some(rest) = word.strip_prefix('-')
+                && known(rest)
+            {
+                negated = true;
+                word = rest;
+            }
+            match split_filter(word) {
+                Some((name, op, value)) if is_field(&name.to_ascii_lowercase()) => Token {
+                    negated,
+                    filter: Some((name.to_ascii_lowercase(), op)),
+                    value: value.to_owned(),
+                    raw: raw.clone(),
+                },
+                _ => Token { negated, filter: None, value: word.to_owned(), raw: raw.clone() },
+            }
+        })
+        .filter(|t| !t.value.is_empty() || t.filter.is_some())
+        .collect()
+}
+
+/// `500M`, `1.5GiB`, `2048`, `3MB/s` as bytes; `None` when it is not a size.
+pub fn parse_size(text: &str) -> Option<f64> {
+    let t = text.trim();
+    let digits = leading_decimal(t)?;
+    let (number, rest) = t.split_at(digits);
+    let rest = rest.trim_start();
+    let unit_len = rest.bytes().take_while(u8::is_ascii_alphabetic).count();
+    let (unit, tail) = rest.split_at(unit_len);
+    if !(tail.is_empty() || tail.eq_ignore_ascii_case("/s")) {
+        return None;
+    }
+    let factor: f64 = match unit.to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" | "kib" => 1024.0,
+        "m" | "mb" | "mib" => 1024f64.powi(2),
+        "g" | "gb" | "gib" => 1024f64.powi(3),
+        "t" | "tb" | "tib" => 1024f64.powi(4),
+        _ => return None,
+    };
+    Some(number.parse::<f64>().ok()? * factor)
+}
+
+/// Length of `\d+(\.\d+)?` at the start of `t`, if there is one.
+fn leading_decimal(t: &str) -> Option<usize> {
+    let b = t.as_bytes();
+    let int = b.iter().take_while(|c| c.is_ascii_digit()).count();
+    if int == 0 {
+        return None;
+    }
+    if b.get(int) == Some(&b'.') {
+        let frac = b[int + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if frac > 0 {
+            return Some(int + 1 + frac);
+        }
+    }
+    Some(int)
+}
+
+/// `-12.5`, `50%` as a number; `None` otherwise.
+fn parse_number(text: &str) -> Option<f64> {
+    let t = text.trim();
+    let t = t.strip_suffix('%').unwrap_or(t);
+    let unsigned = t.strip_prefix('-').unwrap_or(t);
+    (leading_decimal(unsigned) == Some(unsigned.len())).then(|| t.parse().ok()).flatten()
+}
+
+fn compare(value: Option<f64>, op: Op, target: f64) -> bool {
+    let Some(value) = value else { return false };
+    match op {
+        Op::Gt => value > target,
+        Op::Ge | Op::Colon => value >= target,
+        Op::Lt => value < target,
+        Op::Le => value <= target,
+        Op::Eq => value == target,
+    }
+}
+
+/// A figure as the dashboard sees it: JSON carries an `f32` in its shortest decimal
+/// form, which JavaScript reads as the nearest `f64`. Widening the bits instead would
+/// make `mem<=0.2` false for a process at 0.2 %.
+fn widen(x: f32) -> f64 {
+    x.to_string().parse().unwrap_or(f64::from(x))
+}
+
+/// The lower-case name of a status, as in JSON.
+pub fn status_name(s: ProcessStatus) -> &'static str {
+    match s {
+        ProcessStatus::Running => "running",
+        ProcessStatus::Sleeping => "sleeping",
+        ProcessStatus::DiskSleep => "disk_sleep",
+        ProcessStatus::Stopped => "stopped",
+        ProcessStatus::TracingStop => "tracing_stop",
+        ProcessStatus::Zombie => "zombie",
+        ProcessStatus::Dead => "dead",
+        ProcessStatus::Idle => "idle",
+        ProcessStatus::Parked => "parked",
+        ProcessStatus::Waking => "waking",
+        ProcessStatus::Unknown => "unknown",
+    }
+}
+
+const STATUSES: [ProcessStatus; 11] = [
+    ProcessStatus::Running,
+    ProcessStatus::Sleeping,
+    ProcessStatus::DiskSleep,
+    ProcessStatus::Stopped,
+    ProcessStatus::TracingStop,
+    ProcessStatus::Zombie,
+    ProcessStatus::Dead,
+    ProcessStatus::Idle,
+    ProcessStatus::Parked,
+    ProcessStatus::Waking,
+    ProcessStatus::Unknown,
+];
+
+/// `stopped`, `stop`, `T`, `disk` → the statuses meant.
+pub fn statuses_matching(word: &str) -> Vec<ProcessStatus> {
+    let w: String = word.to_lowercase().chars().map(|c| if c.is_whitespace() || c == '-' { '_' } else { c }).collect();
+    let letter = match w.as_str() {
+        "r" => Some(ProcessStatus::Running),
+        "s" => Some(ProcessStatus::Sleeping),
+        "d" => Some(ProcessStatus::DiskSleep),
+        "t" => Some(ProcessStatus::Stopped),
+        "z" => Some(ProcessStatus::Zombie),
+        "i" => Some(ProcessStatus::Idle),
+        "x" => Some(ProcessStatus::Dead),
+        _ => None,
+    };
+    if let Some(s) = letter {
+        return vec![s];
+    }
+    STATUSES
+        .into_iter()
+        .filter(|s| {
+            let name = status_name(*s);
+            name.starts_with(&w) || name.replacen('_', "", 1) == w
+        })
+        .collect()
+}
+
+/// How a field's value is read and compared.
+enum Kind {
+    /// A measure: `:` means "at least".
+    Number(fn(&ProcessSample) -> Option<f64>, &'static str),
+    /// A size in bytes (`500M`): `:` means "at least".
+    Size(fn(&ProcessSample) -> Option<f64>, &'static str),
+    /// An id: `:` means "is".
+    Id(fn(&ProcessSample) -> Option<f64>, &'static str),
+    /// Text that contains the value (`=`: equals it).
+    Text(fn(&ProcessSample) -> Option<&str>),
+    /// Text that equals the value.
+    Exact(fn(&ProcessSample) -> Option<&str>),
+    /// `status:` and `is:`.
+    Status,
+    Is,
+}
+
+fn field(name: &str) -> Option<Kind> {
+    Some(match name {
+        "name" => Kind::Text(|p| Some(&p.name)),
+        "cmd" | "command" => Kind::Text(|p| Some(&p.cmd)),
+        "user" => Kind::Exact(|p| p.user.as_deref()),
+        "pid" => Kind::Id(|p| Some(f64::from(p.pid)), "pid:1234"),
+        "ppid" => Kind::Id(|p| p.ppid.map(f64::from), "ppid:1"),
+        "cpu" => Kind::Number(|p| Some(widen(p.cpu_percent)), "cpu>50"),
+        "mem" => Kind::Number(|p| Some(widen(p.memory_percent)), "mem>10"),
+        "memory" => Kind::Number(|p| Some(widen(p.memory_percent)), "memory>10"),
+        "rss" => Kind::Size(|p| Some(p.rss_bytes as f64), "rss>500M"),
+        "threads" => Kind::Number(|p| p.threads.map(f64::from), "threads>100"),
+        "read" => Kind::Size(|p| p.disk_read_bytes_per_sec, "read>1M"),
+        "write" => Kind::Size(|p| p.disk_write_bytes_per_sec, "write>1M"),
+        "status" | "state" => Kind::Status,
+        "is" => Kind::Is,
+        _ => return None,
+    })
+}
+
+type Predicate = Box<dyn Fn(&ProcessSample) -> bool + Send + Sync>;
+
+/// A compiled process query.
+pub struct ProcessQuery {
+    tests: Vec<Predicate>,
+    /// Words that were malformed and ignored, each with what was wrong, for a person.
+    pub errors: Vec<String>,
+}
+
+impl std::fmt::Debug for ProcessQuery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProcessQuery").field("tests", &self.tests.len()).field("errors", &self.errors).finish()
+    }
+}
+
+impl Default for ProcessQuery {
+    fn default() -> Self {
+        ProcessQuery::compile("")
+    }
+}
+
+impl ProcessQuery {
+    /// Compiles `query`; malformed words are in [`ProcessQuery::errors`].
+    pub fn compile(query: &str) -> ProcessQuery {
+        let mut tests: Vec<Predicate> = Vec::new();
+        let mut errors = Vec::new();
+        for token in tokenize(query, |name| field(name).is_some()) {
+            let test: Predicate = match &token.filter {
+                None => {
+                    let needle = token.value.to_lowercase();
+                    let as_pid = (!needle.is_empty() && needle.bytes().all(|b| b.is_ascii_digit()))
+                        .then(|| needle.parse::<f64>().ok())
+                        .flatten();
+                    Box::new(move |p| {
+                        as_pid == Some(f64::from(p.pid))
+                            || p.name.to_lowercase().contains(&needle)
+                            || p.user.as_ref().is_some_and(|u| u.to_lowercase().contains(&needle))
+                            || p.cmd.to_lowercase().contains(&needle)
+                    })
+                }
+                Some((name, op)) => {
+                    let (name, op, value, raw) = (name.as_str(), *op, token.value.as_str(), token.raw.as_str());
+                    if value.is_empty() {
+                        errors.push(format!("“{raw}” needs a value after {name}{}", op.as_str()));
+                        continue;
+                    }
+                    match build(name, op, value, raw) {
+                        Ok(test) => test,
+                        Err(message) => {
+                            errors.push(message);
+                            continue;
+                        }
+                    }
+                }
+            };
+            tests.push(if token.negated { Box::new(move |p| !test(p)) } else { test });
+        }
+        ProcessQuery { tests, errors }
+    }
+
+    /// Whether the query asks for nothing (every process matches).
+    pub fn is_empty(&self) -> bool {
+        self.tests.is_empty()
+    }
+
+    /// Whether `p` matches every word.
+    pub fn matches(&self, p: &ProcessSample) -> bool {
+        self.tests.iter().all(|t| t(p))
+    }
+}
+
+fn build(name: &str, op: Op, value: &str, raw: &str) -> Result<Predicate, String> {
+    let Some(kind) = field(name) else { return Err(format!("“{raw}”: unknown field {name}")) };
+    Ok(match kind {
+        Kind::Status => {
+            let mut wanted: Vec<ProcessStatus> = Vec::new();
+            for w in value.split(',').filter(|w| !w.is_empty()) {
+                wanted.extend(statuses_matching(w));
+            }
+            if wanted.is_empty() {
+                return Err(format!("“status:{value}”: no such status; try running, sleeping, stopped, zombie"));
+            }
+            Box::new(move |p| wanted.contains(&p.status))
+        }
+        Kind::Is => {
+            if value.to_lowercase() != "kernel" {
+                return Err(format!("“is:{value}”: the only one is is:kernel (and -is:kernel)"));
+            }
+            Box::new(|p| p.kernel_thread)
+        }
+        Kind::Text(get) | Kind::Exact(get) => {
+            if !matches!(op, Op::Colon | Op::Eq) {
+                return Err(format!("“{raw}”: {name} is text; use {name}:value"));
+            }
+            let exact = matches!(kind, Kind::Exact(_)) || op == Op::Eq;
+            let wanted: Vec<String> =
+                value.to_lowercase().split(',').filter(|w| !w.is_empty()).map(str::to_owned).collect();
+            Box::new(move |p| {
+                get(p).is_some_and(|v| {
+                    let lower = v.to_lowercase();
+                    wanted.iter().any(|w| if exact { lower == *w } else { lower.contains(w.as_str()) })
+                })
+            })
+        }
+        Kind::Number(get, example) | Kind::Size(get, example) | Kind::Id(get, example) => {
+            let size = matches!(kind, Kind::Size(..));
+            let targets: Option<Vec<f64>> =
+                value.split(',').map(|part| if size { parse_size(part) } else { parse_number(part) }).collect();
+            let Some(targets) = targets else {
+                let what = if size { "size" } else { "number" };
+                return Err(format!("“{raw}”: {name} needs a {what}, e.g. {example}"));
+            };
+            // For ids `:` means "is"; for measures it means "at least".
+            let op = if matches!(kind, Kind::Id(..)) && op == Op::Colon { Op::Eq } else { op };
+            Box::new(move |p| targets.iter().any(|t| compare(get(p), op, *t)))
+        }
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    /// The cases shared with the dashboard's tests (`ui/src/lib/filter.test.ts`).
+    const CASES: &str = include_str!("../../../tests/fixtures/filter-cases.json");
+
+    /// A process from the fixture's defaults with the case's fields over them, as the
+    /// dashboard's `proc()` helper makes one.
+    fn process(defaults: &serde_json::Value, patch: &serde_json::Value) -> ProcessSample {
+        let mut p = defaults.clone();
+        for (k, v) in patch.as_object().unwrap() {
+            p[k] = v.clone();
+        }
+        serde_json::from_value(p).unwrap()
+    }
+
+    #[test]
+    fn the_shared_cases_hold() {
+        let doc: serde_json::Value = serde_json::from_str(CASES).unwrap();
+        let defaults = &doc["defaults"];
+        let processes: Vec<ProcessSample> =
+            doc["processes"].as_array().unwrap().iter().map(|p| process(defaults, p)).collect();
+        let cases = doc["cases"].as_array().unwrap();
+        assert!(cases.len() > 30);
+        for case in cases {
+            let query = case["query"].as_str().unwrap();
+            let compiled = ProcessQuery::compile(query);
+            let pids: Vec<u64> = processes.iter().filter(|p| compiled.matches(p)).map(|p| u64::from(p.pid)).collect();
+            let want: Vec<u64> = case["pids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect();
+            assert_eq!(pids, want, "pids of {query:?}");
+            let errors: Vec<&str> = case["errors"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
+            assert_eq!(compiled.errors, errors, "errors of {query:?}");
+        }
+    }
+
+    #[test]
+    fn tokens_split_on_spaces_and_keep_quotes() {
+        let fields = |n: &str| matches!(n, "user" | "cpu");
+        let values: Vec<String> = tokenize("  a  \"b c\" user:root ", fields).into_iter().map(|t| t.value).collect();
+        assert_eq!(values, ["a", "b c", "root"]);
+        let t = &tokenize("-user:root", fields)[0];
+        assert!(t.negated);
+        assert_eq!(t.filter, Some(("user".into(), Op::Colon)));
+        let t = &tokenize("--verbose", fields)[0];
+        assert!(!t.negated && t.filter.is_none() && t.value == "--verbose");
+        assert!(tokenize("http://x", fields)[0].filter.is_none());
+        assert!(tokenize("CPU>=5", fields)[0].filter == Some(("cpu".into(), Op::Ge)));
+    }
+
+    #[test]
+    fn sizes_and_statuses_read_as_in_the_dashboard() {
+        assert_eq!(parse_size("500"), Some(500.0));
+        assert_eq!(parse_size("1.5k"), Some(1536.0));
+        assert_eq!(parse_size("2MiB"), Some(2.0 * 1024.0 * 1024.0));
+        assert_eq!(parse_size("3MB/s"), Some(3.0 * 1024.0 * 1024.0));
+        assert_eq!(parse_size(" 1 G "), Some(1024f64.powi(3)));
+        for bad in ["lots", "5 parsecs", "1.", ".5", "1e3", "-1"] {
+            assert_eq!(parse_size(bad), None, "{bad}");
+        }
+        assert_eq!(parse_number("50%"), Some(50.0));
+        assert_eq!(parse_number("-2.5"), Some(-2.5));
+        assert_eq!(parse_number("1e3"), None);
+        assert_eq!(statuses_matching("disk"), [ProcessStatus::DiskSleep]);
+        assert_eq!(statuses_matching("D"), [ProcessStatus::DiskSleep]);
+        assert_eq!(statuses_matching("disksleep"), [ProcessStatus::DiskSleep]);
+        assert_eq!(statuses_matching("tracing-stop"), [ProcessStatus::TracingStop]);
+    }
+
+    #[test]
+    fn hostile_text_is_only_text() {
+        for q in ["((((( [[[ \\ .* +?", "\"", "!", "-", "\u{0}\u{1b}[2J", "é:ü>"] {
+            let _ = ProcessQuery::compile(q);
+        }
+    }
+}
