@@ -47,8 +47,8 @@ use chrono::{DateTime, TimeDelta, Utc};
 use clap::{Parser, Subcommand};
 use futures_util::{SinkExt, StreamExt};
 use procyon::model::agent::{
-    AgentMessage, CollectorMessage, Encoding, MAX_FRAME_BYTES, PROTOCOL_VERSION, delta_frame, encode_snapshot,
-    full_frame,
+    AgentMessage, CollectorMessage, Encoding, MAX_FRAME_BYTES, OLDEST_PROTOCOL, PROTOCOL_VERSION, delta_frame,
+    encode_snapshot, full_frame,
 };
 use procyon::model::delta::SnapshotDelta;
 use procyon::model::{ConnectionSample, ProcessSample, Protocol, Snapshot, TcpState};
@@ -114,6 +114,11 @@ pub struct Cli {
     /// Prefix of the simulated host names (a unique one is made up when absent).
     #[arg(long)]
     pub host_prefix: Option<String>,
+    /// The agent protocol the simulated agents speak: 3 (MessagePack frames) or 2 (JSON
+    /// frames, the previous release's), to compare the two in one run.
+    #[arg(long, default_value_t = PROTOCOL_VERSION,
+          value_parser = clap::value_parser!(u32).range(i64::from(OLDEST_PROTOCOL)..=i64::from(PROTOCOL_VERSION)))]
+    pub protocol: u32,
     /// What to run.
     #[command(subcommand)]
     pub mode: Mode,
@@ -237,6 +242,8 @@ struct Collector {
     ws_base: String,
     key: String,
     pid: Option<u32>,
+    /// The agent protocol spoken.
+    protocol: u32,
 }
 
 impl Collector {
@@ -254,7 +261,7 @@ impl Collector {
         let authority = base.split_once("://").map_or(base.as_str(), |(_, rest)| rest);
         let ws_base = format!("ws://{authority}");
         let key = read_secret(&cli.api_key_file, "API key")?;
-        Ok(Collector { base, ws_base, key, pid: cli.collector_pid })
+        Ok(Collector { base, ws_base, key, pid: cli.collector_pid, protocol: cli.protocol })
     }
 }
 
@@ -449,10 +456,11 @@ fn evolve(
 /// agent does: a delta against `previous`, the snapshot this agent sent before (every
 /// frame of a run is acknowledged, and the collector handles one connection's frames in
 /// order, so it holds that base), and a keyframe when there is none.
-fn encode_frame(previous: Option<&Snapshot>, snapshot: &Snapshot) -> std::io::Result<Vec<u8>> {
+fn encode_frame(previous: Option<&Snapshot>, snapshot: &Snapshot, protocol: u32) -> std::io::Result<Vec<u8>> {
+    let encoding = Encoding::of_protocol(protocol);
     match previous {
-        Some(base) => delta_frame(&SnapshotDelta::between(base, snapshot), Encoding::of_protocol(PROTOCOL_VERSION)),
-        None => full_frame(&encode_snapshot(snapshot)?, snapshot, Encoding::of_protocol(PROTOCOL_VERSION)),
+        Some(base) => delta_frame(&SnapshotDelta::between(base, snapshot), encoding),
+        None => full_frame(&encode_snapshot(snapshot)?, snapshot, encoding),
     }
 }
 
@@ -486,13 +494,14 @@ struct Sizes {
 
 /// Prepares every frame of a run, on all cores, before the measured window.
 fn prepare(
+    protocol: u32,
     template: &Snapshot,
     agents: &[AgentId],
     plan: &Plan,
     wall_start: DateTime<Utc>,
 ) -> anyhow::Result<(Vec<Frames>, Sizes)> {
     // Check the memory bound on one frame before preparing thousands.
-    let probe = encode_frame(None, template)?.len();
+    let probe = encode_frame(None, template, protocol)?.len();
     let estimate = probe.saturating_mul(agents.len()).saturating_mul(plan.ticks as usize);
     if estimate > MAX_PREPARED_BYTES {
         bail!(
@@ -513,7 +522,7 @@ fn prepare(
             let offset = phase + plan.interval * tick;
             let taken_at = wall_start + TimeDelta::from_std(offset).unwrap_or_default();
             let snapshot = evolve(template, &a.hostname, a.index, tick, seq, taken_at, plan.interval);
-            let bytes = encode_frame(previous.as_ref(), &snapshot)?;
+            let bytes = encode_frame(previous.as_ref(), &snapshot, protocol)?;
             if tick == 0 {
                 sizes.json_bytes = serde_json::to_vec(&snapshot)?.len();
             }
@@ -572,7 +581,7 @@ async fn connect_agent(
         host.hostname = hostname.clone();
         host.id = format!("{hostname}-id");
         let hello = AgentMessage::Hello {
-            protocol: PROTOCOL_VERSION,
+            protocol: collector.protocol,
             agent_version: format!("loadgen/{}", env!("CARGO_PKG_VERSION")),
             host,
             allow_control: false,
@@ -819,7 +828,8 @@ async fn send_window(
     let lead = Duration::from_secs(1);
     let wall_start = Utc::now();
     let ids: Vec<AgentId> = agents.iter().map(|a| a.id.clone()).collect();
-    let (frames, sizes) = tokio::task::block_in_place(|| prepare(template, &ids, plan, wall_start))?;
+    let (frames, sizes) =
+        tokio::task::block_in_place(|| prepare(collector.protocol, template, &ids, plan, wall_start))?;
     let count = agents.len();
     let start = Instant::now() + lead;
     let cpu = CpuWindow::start(collector.pid);
@@ -951,7 +961,7 @@ async fn fanout(
     let mut agent = connect_agent(collector, template, 0, hostname.clone()).await?;
     let seq = agent.id.last_seq + 1;
     let first = evolve(template, &hostname, 0, 0, seq, Utc::now(), plan.interval);
-    agent.ws.send(Message::Binary(encode_frame(None, &first)?.into())).await?;
+    agent.ws.send(Message::Binary(encode_frame(None, &first, collector.protocol)?.into())).await?;
     wait_for_ack(&mut agent.ws, seq).await?;
     agent.id.last_seq = seq;
 
