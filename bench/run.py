@@ -26,7 +26,7 @@ the exit status is then non-zero. Missed budgets are reported, not fatal.
 
 Environment: BENCH_TICKS (sampler ticks, default 30), AGENT_BENCH_SECS (agent window,
 default 30), BENCH_RAMP_STEPS (default
-10,25,50,100,150,200,300,400,500,750,1000), BENCH_STEP_SECS
+10,25,50,100,150,200,300,400,500,750,1000,1250,1500,2000), BENCH_STEP_SECS
 (seconds per ramp step, default 10), BENCH_FANOUT_CLIENTS (default 100),
 BENCH_FANOUT_SECS (default 20), BENCH_ONLY. Standard library only.
 """
@@ -47,8 +47,9 @@ import pieces
 import samplers as samplers_part
 from common import BenchError, counts_now, machine_info
 
-# Agent counts of the collector ramp (at 1 s), up to the budget's 1,000.
-RAMP_STEPS = "10,25,50,100,150,200,300,400,500,750,1000"
+# Agent counts of the collector ramp (at 1 s): up to the budget's 1,000, then on, to
+# show where it stops.
+RAMP_STEPS = "10,25,50,100,150,200,300,400,500,750,1000,1250,1500,2000"
 
 PARTS = ("samplers", "agents", "uplink", "store", "collector", "fanout", "desktop", "dashboard")
 

@@ -218,7 +218,7 @@ struct ServeArgs {
     #[arg(long, env = "PROCYON_TLS_RELOAD_EVERY", default_value = "5s", value_parser = parse_duration)]
     tls_reload_every: Duration,
     /// Connections open at once (WebSockets included); more wait until one closes.
-    #[arg(long, env = "PROCYON_MAX_CONNECTIONS", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, env = "PROCYON_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
     max_connections: u32,
 }
 

@@ -89,14 +89,16 @@ impl Encoding {
         if version >= 3 { Encoding::MessagePack } else { Encoding::Json }
     }
 
-    fn encode<T: Serialize>(self, value: &T) -> std::io::Result<Vec<u8>> {
+    /// `value` in this encoding.
+    pub fn encode<T: Serialize>(self, value: &T) -> std::io::Result<Vec<u8>> {
         match self {
             Encoding::Json => Ok(serde_json::to_vec(value)?),
             Encoding::MessagePack => rmp_serde::to_vec_named(value).map_err(std::io::Error::other),
         }
     }
 
-    fn decode<T: for<'de> Deserialize<'de>>(self, bytes: &[u8]) -> Result<T, String> {
+    /// A value of this encoding back.
+    pub fn decode<T: for<'de> Deserialize<'de>>(self, bytes: &[u8]) -> Result<T, String> {
         match self {
             Encoding::Json => serde_json::from_slice(bytes).map_err(|e| e.to_string()),
             Encoding::MessagePack => rmp_serde::from_slice(bytes).map_err(|e| e.to_string()),
@@ -105,7 +107,7 @@ impl Encoding {
 
     /// Which encoding `bytes` are in: a JSON object starts with `{` (or white space), a
     /// MessagePack map with a map marker.
-    fn sniff(bytes: &[u8]) -> Encoding {
+    pub fn sniff(bytes: &[u8]) -> Encoding {
         match bytes.first() {
             Some(b'{' | b' ' | b'\n' | b'\r' | b'\t') => Encoding::Json,
             _ => Encoding::MessagePack,

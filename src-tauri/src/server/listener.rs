@@ -59,7 +59,7 @@ impl Default for Limits {
         Limits {
             header_read_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
-            max_connections: 1024,
+            max_connections: 4096,
         }
     }
 }

@@ -157,7 +157,7 @@ impl AppState {
     pub async fn ingest_redacted(&self, snapshot: Arc<Snapshot>) -> Result<Inserted, ApiError> {
         let received_at = Utc::now();
         self.check_sequence(&snapshot, received_at).await?;
-        let inserted = self.store.insert_snapshot(&snapshot, received_at).await?;
+        let inserted = self.store.insert_shared(&snapshot, received_at).await?;
         if inserted.duplicate {
             let stored = self.store.snapshot(inserted.id).await?;
             if stored.is_some_and(|s| s.snapshot != *snapshot) {

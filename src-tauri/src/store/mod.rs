@@ -5,7 +5,7 @@
 //!
 //! - **hosts**, keyed by host name (the original API names hosts that way);
 //! - **snapshots**: summary columns for fast lists and charts, and the snapshot's body:
-//!   zstd-compressed JSON, whole for a host's first snapshot of a minute (a keyframe),
+//!   zstd-compressed MessagePack (older rows JSON), whole for a host's first snapshot of a minute (a keyframe),
 //!   else the delta from that keyframe (see `ingest`). `(host, seq)` is unique: an
 //!   upload sent twice is stored once;
 //! - **rollups** per minute and per hour (average and peak of CPU, memory, process count

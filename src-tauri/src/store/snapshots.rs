@@ -158,6 +158,12 @@ impl Store {
     /// A snapshot whose host and `seq` are already stored is a duplicate (an upload sent
     /// twice): nothing changes and the existing row's id is returned.
     pub async fn insert_snapshot(&self, snap: &Snapshot, received_at: DateTime<Utc>) -> Result<Inserted> {
+        self.insert_shared(&std::sync::Arc::new(snap.clone()), received_at).await
+    }
+
+    /// [`Store::insert_snapshot`] of a shared snapshot: a keyframe keeps this `Arc`
+    /// as the base of its window's later snapshots, without a copy.
+    pub async fn insert_shared(&self, snap: &std::sync::Arc<Snapshot>, received_at: DateTime<Utc>) -> Result<Inserted> {
         // Encode before queueing for the writer: it is the slow part, and runs here on
         // the caller's task, alongside other callers.
         let info = serde_json::to_string(&snap.host)
