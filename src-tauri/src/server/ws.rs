@@ -39,6 +39,9 @@ use crate::model::Snapshot;
 use crate::model::delta::{LiveMessage, SnapshotDelta};
 use crate::store::Newest;
 
+/// Read buffer of a live stream's WebSocket: its client sends nothing but control frames.
+const CLIENT_READ_BUFFER: usize = 4 * 1024;
+
 /// The WebSocket routes, with who may open each (see `routes.rs`).
 pub fn routes() -> Vec<Route> {
     vec![
@@ -138,7 +141,10 @@ async fn all_snapshots(
     // Listening for account changes from the moment the user was checked: one made while
     // the socket opens must still end it.
     let access = AccessCheck::new(&state);
-    Ok(upgrade.on_upgrade(move |socket| stream_all(socket, state, user, access, only, newest, deltas)))
+    // Dashboards only ever send pings and a close: a small read buffer (see agents.rs).
+    Ok(upgrade
+        .read_buffer_size(CLIENT_READ_BUFFER)
+        .on_upgrade(move |socket| stream_all(socket, state, user, access, only, newest, deltas)))
 }
 
 /// What a delta stream's client holds: the last snapshot sent of each host, with its id.
@@ -262,7 +268,9 @@ async fn monitoring(
 ) -> Result<Response, ApiError> {
     let host = state.resolve_host(&server_id).await?;
     let access = AccessCheck::new(&state);
-    Ok(upgrade.on_upgrade(move |socket| stream_host(socket, state, user, access, host.hostname)))
+    Ok(upgrade
+        .read_buffer_size(CLIENT_READ_BUFFER)
+        .on_upgrade(move |socket| stream_host(socket, state, user, access, host.hostname)))
 }
 
 async fn stream_host(
