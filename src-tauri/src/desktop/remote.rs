@@ -19,43 +19,11 @@ const RENEW_BEFORE_SECS: i64 = 120;
 /// Largest reply accepted (a month's export is well under this).
 const MAX_REPLY: usize = 256 << 20;
 
-/// `url` reduced to `scheme://host[:port]`, or a sentence saying why it cannot be a
-/// collector's address.
+/// `url` reduced to `scheme://host[:port]`, or why it cannot be a collector's address
+/// (plain http:// only to this machine): [`crate::server::address`]'s rules.
 pub fn base_url(url: &str) -> Result<String, CommandError> {
-    let invalid = |why: &str| CommandError::new("invalid", format!("`{url}` is not a collector address: {why}"));
-    let parsed = reqwest::Url::parse(url.trim()).map_err(|e| invalid(&e.to_string()))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(invalid("it must start with http:// or https://"));
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(invalid("leave the user name out of the address; sign in below instead"));
-    }
-    if parsed.query().is_some() || parsed.fragment().is_some() || !matches!(parsed.path(), "" | "/") {
-        return Err(invalid("give only the scheme, host and port, e.g. https://procyon.example.com:7450"));
-    }
-    let host = parsed.host_str().ok_or_else(|| invalid("it has no host"))?;
-    if parsed.scheme() == "http" && !is_loopback(&parsed) {
-        return Err(invalid(
-            "plain http:// to another machine would send your password and session unencrypted; \
-             use https:// (the collector serves it with --tls-cert and --tls-key). Plain http:// is only \
-             for a collector on this machine (127.0.0.1, ::1, localhost)",
-        ));
-    }
-    Ok(match parsed.port() {
-        Some(port) => format!("{}://{host}:{port}", parsed.scheme()),
-        None => format!("{}://{host}", parsed.scheme()),
-    })
-}
-
-/// Whether `url` stays on this machine: `127.0.0.0/8`, `::1`, `localhost`. The agent
-/// applies the same rule to its collector URL.
-fn is_loopback(url: &reqwest::Url) -> bool {
-    let host = url.host_str().unwrap_or_default();
-    match host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback(),
-        Ok(std::net::IpAddr::V6(ip)) => ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
-        Err(_) => matches!(host.to_ascii_lowercase().as_str(), "localhost" | "localhost."),
-    }
+    crate::server::address::collector_base(url, false, crate::server::address::Asker::Desktop)
+        .map_err(|why| CommandError::new("invalid", why))
 }
 
 fn unavailable(base: &str, e: impl std::fmt::Display) -> CommandError {

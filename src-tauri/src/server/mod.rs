@@ -35,6 +35,7 @@ use crate::model::api::{HostSummary, Role};
 use crate::sample::{CmdlineMode, Sampler, SamplerOptions};
 use crate::store::{Inserted, Retention, Store};
 
+pub mod address;
 pub mod agents;
 pub mod assets;
 pub mod auth;

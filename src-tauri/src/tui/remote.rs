@@ -50,41 +50,9 @@ pub struct Options {
 const TIMEOUT: Duration = Duration::from_secs(30);
 
 /// `url` reduced to `scheme://host[:port]`, or why it cannot be a collector's address.
-/// Plain http:// goes only to this machine unless `allow_http`: the password and the
-/// session would cross the network readable by anyone on the way (the desktop app
-/// refuses it outright).
+/// Plain http:// goes only to this machine unless `allow_http` ([`crate::server::address`]).
 pub fn collector_base(url: &str, allow_http: bool) -> Result<String, String> {
-    let invalid = |why: &str| format!("`{url}` is not a collector address: {why}");
-    let parsed = reqwest::Url::parse(url.trim()).map_err(|e| invalid(&e.to_string()))?;
-    if !matches!(parsed.scheme(), "http" | "https") {
-        return Err(invalid("it must start with http:// or https://"));
-    }
-    if !parsed.username().is_empty() || parsed.password().is_some() {
-        return Err(invalid("leave the user name out of the address; give it with --user"));
-    }
-    if parsed.query().is_some() || parsed.fragment().is_some() || !matches!(parsed.path(), "" | "/") {
-        return Err(invalid("give only the scheme, host and port, e.g. https://procyon.example.com:7450"));
-    }
-    let host = parsed.host_str().ok_or_else(|| invalid("it has no host"))?;
-    if parsed.scheme() == "http" && !allow_http && !is_loopback(host) {
-        return Err(invalid(
-            "plain http:// to another machine would send your password and session unencrypted; use https:// \
-             (the collector serves it with --tls-cert and --tls-key), or pass --allow-http if the network is yours",
-        ));
-    }
-    Ok(match parsed.port() {
-        Some(port) => format!("{}://{host}:{port}", parsed.scheme()),
-        None => format!("{}://{host}", parsed.scheme()),
-    })
-}
-
-/// `127.0.0.0/8`, `::1`, `localhost`.
-fn is_loopback(host: &str) -> bool {
-    match host.trim_start_matches('[').trim_end_matches(']').parse::<std::net::IpAddr>() {
-        Ok(std::net::IpAddr::V4(ip)) => ip.is_loopback(),
-        Ok(std::net::IpAddr::V6(ip)) => ip.is_loopback() || ip.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
-        Err(_) => matches!(host.to_ascii_lowercase().as_str(), "localhost" | "localhost."),
-    }
+    crate::server::address::collector_base(url, allow_http, crate::server::address::Asker::Terminal)
 }
 
 /// Why a call failed.
