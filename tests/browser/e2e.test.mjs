@@ -165,6 +165,10 @@ test('the dashboard, end to end', { timeout: 240_000 }, async (t) => {
     assert.ok(at > 0, `the process has rows above it: ${JSON.stringify(order)}`);
     assert.equal(order[at - 1].pid, parent.pid, 'the row above is its parent');
     assert.equal(order[at].level, order[at - 1].level + 1, 'one level deeper than its parent');
+    // And a person sees it so: the name starts further right than its parent's.
+    const left = (pid) => row(page, pid).locator('.pname').evaluate((e) => e.getBoundingClientRect().left);
+    const [own, parents] = [await left(targetPid), await left(parent.pid)];
+    assert.ok(own >= parents + 10, `the name is indented under its parent's: ${own} against ${parents}`);
     await search(page, '');
     await page.waitForTimeout(500);
     await shot(page, 'tree');
