@@ -24,13 +24,14 @@ ui:
 
 ## Every check and test: formatting, lints, unit and integration tests, the dashboard's
 ## unit tests and its end-to-end test in headless Chromium, and the desktop app's window
-## under Xvfb, driven over WebDriver.
+## under Xvfb, driven over WebDriver. Property tests start from a fixed seed, so a run
+## can be repeated; set PROPTEST_RNG_SEED to another number to explore further.
 test:
 	@scripts/deps.sh test
 	cd ui && npm ci --no-audit --no-fund && npm run check && npm test && npm run build
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
-	$(CARGO) test --workspace --all-features
+	PROPTEST_RNG_SEED=$${PROPTEST_RNG_SEED:-20261207} $(CARGO) test --workspace --all-features
 	node --test tests/browser/e2e.test.mjs
 	xvfb-run -a -s "-screen 0 1400x900x24" dbus-run-session -- node --test tests/desktop/e2e.test.mjs
 

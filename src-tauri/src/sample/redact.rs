@@ -369,7 +369,11 @@ impl Redactor<'_> {
         if body.is_empty() {
             return;
         }
-        if let Some(eq) = body.find('=') {
+        // `--name=value`, or `-name=value` with a real name before the `=` (a `-p`
+        // with an attached password may hold a `=` anywhere).
+        if let Some(eq) = body.find('=')
+            && (long || is_name(&body[..eq]))
+        {
             let name = &body[..eq];
             let value = at + dashes + eq + 1;
             if classify(name) == Kind::Secret {
@@ -966,6 +970,8 @@ mod tests {
             "u:p;",
             "'--password=x'",
             "https://h/a?token=1;b",
+            "-phttp://discord.com/api/webhooks/=",
+            "-pa=b",
         ];
         for a in words {
             for b in words {
