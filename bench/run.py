@@ -9,7 +9,8 @@ The parts, in order (BENCH_ONLY=part,part runs a subset):
 - samplers:  CPU per snapshot of our sampler, a naive raw /proc reader, a psutil sampler
              in the seed documents' style and Glances, side by side (bench/samplers.py);
 - agents:    procyon-agent's steady-state CPU and memory at 1 s and 2 s (bench/agents.py),
-             against the samplers above;
+             against the samplers above, then at 1 s on a host grown to 5,000 processes
+             and sockets;
 - uplink:    bytes on the wire per steady-state snapshot against its full JSON
              (examples/uplink_bytes.rs);
 - store:     storage per process-metric sample and per host per month, and the store
@@ -25,7 +26,9 @@ reported as not available. A part that fails is reported and the others still ru
 the exit status is then non-zero. Missed budgets are reported, not fatal.
 
 Environment: BENCH_TICKS (sampler ticks, default 30), AGENT_BENCH_SECS (agent window,
-default 30), BENCH_RAMP_STEPS (default
+default 30), AGENT_LARGE_PROCESSES (processes of the large host, default 5000; 0: not
+measured), AGENT_BENCH_BASELINE (another procyon-agent binary measured beside ours),
+BENCH_RAMP_STEPS (default
 10,25,50,100,150,200,300,400,500,750,1000,1250,1500,2000), BENCH_STEP_SECS
 (seconds per ramp step, default 10), BENCH_FANOUT_CLIENTS (default 100),
 BENCH_FANOUT_SECS (default 20), BENCH_ONLY. Standard library only.
@@ -57,6 +60,8 @@ PARTS = ("samplers", "agents", "uplink", "store", "collector", "fanout", "deskto
 BUDGET = {
     "agent_cpu_percent_1s": 0.6,
     "agent_rss_mib_1s": 20.0,
+    "agent_cpu_percent_1s_large": 3.0,
+    "agent_rss_mib_1s_large": 30.0,
     "uplink_share_of_full_json": 0.10,
     "collector_agents_at_1s": 1000,
     "collector_p99_ms": 100.0,
@@ -169,26 +174,62 @@ def report_samplers(r, result):
 
 
 def report_agents(r, result, sampler_rows):
-    """Agent figures against the samplers, and the agent budget."""
+    """Agent figures against the samplers, and the agent budgets at both sizes."""
     r.section(f"agent steady state against a local collector ({result['window_s']:.0f} s window)")
     peers = {row["name"]: row for row in sampler_rows or [] if row["name"] != "ours"}
-    for run in result["runs"]:
-        i = run["interval_s"]
-        r.say(f"agent at {i} s: cpu {run['cpu_percent_of_one_core']:.3f} % of one core, "
+
+    def machine(counts):
+        if not counts:
+            return "n/a"
+        p = [c["processes"] for c in counts]
+        s = [c["sockets"] for c in counts]
+        return f"{min(p):,}-{max(p):,} processes, {min(s):,}-{max(s):,} sockets"
+
+    def say_run(run):
+        r.say(f"{run['label']}: cpu {run['cpu_percent_of_one_core']:.3f} % of one core, "
               f"rss {run['rss_mib']:.1f} MiB (max {run['rss_mib_max']:.1f}), "
               f"{run['snapshots_stored']} snapshots stored")
+
+    r.say(f"machine during the window: {machine(result.get('machine'))}")
+    for run in result["runs"]:
+        i = run["interval_s"]
+        say_run(run)
+        if run["label"].startswith("baseline"):
+            continue
         for name, peer in peers.items():
             # A peer sampling every i seconds costs its per-snapshot CPU once per i s.
             r.ratio(f"agent-cpu-{i}s", f"{name}-cpu-{i}s", run["cpu_percent_of_one_core"],
                     peer["cpu_ms_per_snapshot"] / (i * 1000.0) * 100.0)
         for name, peer in peers.items():
             r.ratio(f"agent-rss-{i}s", f"{name}-rss", run["rss_mib_max"], peer["rss_mib_max"])
-    r.say(f"collector (storing both): cpu {result['collector_cpu_percent_of_one_core']:.2f} % "
+    r.say(f"collector (storing them): cpu {result['collector_cpu_percent_of_one_core']:.2f} % "
           f"of one core")
-    one = next(run for run in result["runs"] if run["interval_s"] == 1)
+    by = {run["label"]: run for run in result["runs"]}
+    one = by["agent 1s"]
+    if "baseline 1s" in by:
+        r.ratio("agent-cpu-1s", "baseline-cpu-1s", one["cpu_percent_of_one_core"],
+                by["baseline 1s"]["cpu_percent_of_one_core"])
     r.budget("agent cpu at 1 s", one["cpu_percent_of_one_core"], "<=",
              BUDGET["agent_cpu_percent_1s"], "% of one core")
     r.budget("agent rss at 1 s", one["rss_mib_max"], "<=", BUDGET["agent_rss_mib_1s"], "MiB")
+
+    large = result.get("large")
+    if large is None:
+        return
+    r.section(f"agent on a large host ({large['target_processes']:,} processes wanted, "
+              f"{large['added_processes_and_sockets']:,} processes and sockets added)")
+    r.say(f"machine during the window: {machine(large['machine'])}")
+    by = {run["label"]: run for run in large["runs"]}
+    for run in large["runs"]:
+        say_run(run)
+    big = by.get("agent 1s large")
+    if big and "baseline 1s large" in by:
+        r.ratio("agent-cpu-1s-large", "baseline-cpu-1s-large", big["cpu_percent_of_one_core"],
+                by["baseline 1s large"]["cpu_percent_of_one_core"])
+    r.budget("agent cpu at 1 s, large host", big and big["cpu_percent_of_one_core"], "<=",
+             BUDGET["agent_cpu_percent_1s_large"], "% of one core")
+    r.budget("agent rss at 1 s, large host", big and big["rss_mib_max"], "<=",
+             BUDGET["agent_rss_mib_1s_large"], "MiB")
 
 
 def report_uplink(r, result):
@@ -314,6 +355,10 @@ def main():
     args = parser.parse_args()
     ticks = env_int("BENCH_TICKS", 30, 2)
     agent_secs = env_int("AGENT_BENCH_SECS", 30, 5)
+    large_processes = env_int("AGENT_LARGE_PROCESSES", 5000, 0)
+    baseline = os.environ.get("AGENT_BENCH_BASELINE") or None
+    if baseline and not Path(baseline).is_file():
+        sys.exit(f"error: AGENT_BENCH_BASELINE={baseline!r} is not a file")
     steps = env_steps()
     step_secs = env_int("BENCH_STEP_SECS", 10, 1)
     clients = env_int("BENCH_FANOUT_CLIENTS", 100, 1)
@@ -399,7 +444,8 @@ def main():
         return result
 
     def agents():
-        result = agents_part.run_agents(procyon, agent, agent_secs)
+        result = agents_part.run_agents(procyon, agent, agent_secs, examples / "sampler_loop",
+                                        large_processes, baseline)
         report_agents(r, result, (results.get("samplers") or {}).get("samplers"))
         return result
 

@@ -857,6 +857,93 @@ mod tests {
         }
     }
 
+    /// A collector of the release before protocol 3 on a real socket: it refuses a
+    /// newer hello with the `protocol_mismatch` error such a collector sends, and
+    /// speaks protocol 2 (JSON frames) to an agent that says protocol 2, rebuilding and
+    /// acknowledging every snapshot. Returns the hellos' protocols and the snapshots it
+    /// received with their frame kinds.
+    async fn older_collector(listener: tokio::net::TcpListener, expected: usize) -> (Vec<u64>, Vec<(u8, Snapshot)>) {
+        use procyon::model::agent::{Frame, decode_frame};
+        let (mut hellos, mut received) = (Vec::new(), Vec::new());
+        while received.len() < expected {
+            let (stream, _) = listener.accept().await.unwrap();
+            let mut ws = tokio_tungstenite::accept_async(stream).await.unwrap();
+            let Some(Ok(Message::Text(hello))) = ws.next().await else { panic!("no hello") };
+            let hello: serde_json::Value = serde_json::from_str(&hello).unwrap();
+            let protocol = hello["protocol"].as_u64().unwrap();
+            hellos.push(protocol);
+            if protocol != u64::from(OLDEST_PROTOCOL) {
+                let refusal = serde_json::json!({"type": "error", "code": "protocol_mismatch",
+                    "message": format!("this collector speaks agent protocol 2, not {protocol}")});
+                ws.send(Message::Text(refusal.to_string().into())).await.unwrap();
+                let _ = ws.close(None).await;
+                continue;
+            }
+            let welcome = serde_json::json!({"type": "welcome", "protocol": 2, "collector_version": "0.0.9",
+                "last_seq": 0});
+            ws.send(Message::Text(welcome.to_string().into())).await.unwrap();
+            let mut base: Option<Snapshot> = None;
+            while received.len() < expected {
+                let Some(Ok(message)) = ws.next().await else { break };
+                let Message::Binary(bytes) = message else { continue };
+                let snapshot = match decode_frame(&bytes).unwrap() {
+                    Frame::Full(snapshot) => *snapshot,
+                    Frame::Delta(delta) => delta.apply(base.as_ref().unwrap()).unwrap(),
+                };
+                let ack = serde_json::json!({"type": "ack", "seq": snapshot.seq});
+                ws.send(Message::Text(ack.to_string().into())).await.unwrap();
+                base = Some(snapshot.clone());
+                received.push((bytes[0], snapshot));
+            }
+        }
+        (hellos, received)
+    }
+
+    #[test]
+    fn a_collector_that_refuses_protocol_3_is_spoken_to_in_protocol_2() {
+        use procyon::model::agent::{FRAME_DELTA, FRAME_FULL};
+        let dir = tempfile::tempdir().unwrap();
+        let limits = crate::spool::Limits { max_bytes: 1 << 30, max_age: Duration::from_secs(86_400) };
+        let spool = Arc::new(Mutex::new(Spool::open(dir.path(), limits).unwrap()));
+        let mut sampler = procyon::sample::Sampler::new(Default::default());
+        let mut taken = Vec::new();
+        for seq in 1..=3 {
+            let mut snapshot = sampler.sample();
+            snapshot.seq = seq;
+            lock(&spool).push(&snapshot).unwrap();
+            taken.push(snapshot);
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+        runtime.block_on(async {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let collector = format!("http://{}", listener.local_addr().unwrap());
+            let server = tokio::spawn(older_collector(listener, taken.len()));
+            let options = Options {
+                collector,
+                key: "k".into(),
+                allow_control: false,
+                rest_only: false,
+                machine_id: None,
+                seq_leeway: 1_000,
+                tls: None,
+            };
+            let host = taken[0].host.clone();
+            let mut uplink = Uplink::new(options, host, spool.clone(), Default::default()).unwrap();
+            tokio::time::timeout(Duration::from_secs(60), uplink.flush()).await.unwrap().unwrap();
+            assert_eq!(uplink.protocol, OLDEST_PROTOCOL, "it stays at protocol 2 with this collector");
+            let (hellos, received) = server.await.unwrap();
+            assert_eq!(hellos, [u64::from(PROTOCOL_VERSION), u64::from(OLDEST_PROTOCOL)]);
+            // Every snapshot once, in order, in JSON frames, exactly as taken.
+            assert_eq!(received.iter().map(|(_, s)| s.seq).collect::<Vec<_>>(), [1, 2, 3]);
+            assert!(received.iter().all(|(kind, _)| [FRAME_FULL, FRAME_DELTA].contains(kind)), "JSON frames");
+            assert_eq!(received[0].0, FRAME_FULL, "a session starts with a keyframe");
+            for ((_, got), want) in received.iter().zip(&taken) {
+                assert_eq!(got, want);
+            }
+        });
+        assert!(lock(&spool).pending().is_empty(), "each acknowledged snapshot left the spool");
+    }
+
     #[test]
     fn actions_are_refused_when_control_is_off() {
         let request = ActionRequest {

@@ -15,9 +15,25 @@
 //! someone else's by then). At most [`kept_files_budget`] files are kept, in all
 //! samplers of the process together; past that, processes are read the plain way.
 //!
-//! `/proc/PID/io` is read even for a process whose CPU time did not move: that time is
-//! counted in clock ticks (10 ms), and a process can write megabytes in less than one,
-//! so an unchanged figure does not mean it ran no code (a test below holds this).
+//! `/proc/PID/io` is read only for a process that did something since the last tick, and
+//! for every other one once in [`IO_EVERY`] ticks (spread over the ticks by pid), so
+//! that most idle processes cost one read a tick, not two. "Did something" is any move
+//! of its CPU time, its children's, or its page faults or its children's (all in
+//! `/proc/PID/stat`): CPU time alone is counted in clock ticks (10 ms), and a process can
+//! write megabytes in less than one, but it cannot start a program, map a file or take
+//! in a finished child's counters (a shell whose `dd` just wrote) without faulting or
+//! collecting the child's figures. The counters are totals, so a read that comes later
+//! loses nothing: bytes written by a process that did none of that show at its next
+//! read, at most [`IO_EVERY`] ticks later, and its rate is over the time since the
+//! read before (tests below hold both).
+//!
+//! Listing `/proc` costs about a microsecond per process (the kernel looks up a dentry
+//! for each), as much as a seventh of a tick. It is skipped while no pid was handed out
+//! since the last tick: the last pid the kernel gave, the last figure of `/proc/loadavg`
+//! (one small read of a kept file), has not moved, so no process can have started, and
+//! the processes that ended are found by their files failing to read. Every
+//! [`LIST_EVERY`] ticks `/proc` is listed all the same, and always when `/proc` is not
+//! of this process's pid namespace (its `/proc/loadavg` would speak of another one).
 //!
 //! Socket owners: the kernel lists sockets with their inode (netlink, in `sock_diag.rs`),
 //! but only `/proc/*/fd` says which process holds an inode. Walking every descriptor of
@@ -47,8 +63,18 @@ const PF_KTHREAD: u64 = 0x0020_0000;
 /// Most bytes of a name in `/proc/PID/stat`.
 const COMM_LIMIT: usize = 64;
 
-/// Most `/proc` files kept open between ticks, whatever the limit on open files.
-const MAX_KEPT_FILES: usize = 4096;
+/// Most `/proc` files kept open between ticks, whatever the limit on open files: `stat`
+/// and `io` of 8,192 processes. Each costs the kernel about a page while kept (the
+/// buffer it formats the file into), 64 MiB at most; past it, files are opened per read,
+/// which costs several times as much as the read.
+const MAX_KEPT_FILES: usize = 16_384;
+
+/// `/proc` is listed at least once in this many ticks, even while no pid was handed out.
+const LIST_EVERY: u64 = 10;
+
+/// A process that did nothing in our eyes still has its `/proc/PID/io` read once in this
+/// many ticks, so that what it wrote shows within as many ticks.
+pub(super) const IO_EVERY: u64 = 5;
 
 /// The fields of `/proc/PID/stat` that Procyon uses.
 #[derive(Debug, Clone, PartialEq)]
@@ -60,6 +86,9 @@ pub(super) struct Stat {
     pub flags: u64,
     /// User plus system time, in clock ticks.
     pub cpu_ticks: u64,
+    /// A sum that moves whenever the process (or a child it collected) used CPU or
+    /// faulted a page: its own and its children's times and minor and major faults.
+    pub activity: u64,
     pub threads: u32,
     /// Start time in clock ticks after boot.
     pub start_ticks: u64,
@@ -83,9 +112,19 @@ pub(super) fn parse_stat(text: &[u8]) -> Option<Stat> {
     };
     let ppid = u32::try_from(number(fields.next()?)?).ok()?; // 4
     let flags = number(fields.skip(4).next()?)?; // 9
-    let utime = number(fields.skip(4).next()?)?; // 14
+    // Fields 10 to 13: minor and major faults, the process's and its collected children's.
+    let mut activity = 0u64;
+    for _ in 10..=13 {
+        activity = activity.wrapping_add(number(fields.next()?)?);
+    }
+    let utime = number(fields.next()?)?; // 14
     let stime = number(fields.next()?)?; // 15
-    let threads = u32::try_from(number(fields.skip(4).next()?)?).ok()?; // 20
+    // Children's times (16, 17): signed in the kernel's format, never negative in fact;
+    // a figure that will not parse only means less to go on, not a broken line.
+    for _ in 16..=17 {
+        activity = activity.wrapping_add(number(fields.next()?).unwrap_or(0));
+    }
+    let threads = u32::try_from(number(fields.skip(2).next()?)?).ok()?; // 20
     let start_ticks = number(fields.skip(1).next()?)?; // 22
     let vsize_bytes = number(fields.next()?)?; // 23
     let rss_pages = number(fields.next()?)?; // 24
@@ -95,6 +134,7 @@ pub(super) fn parse_stat(text: &[u8]) -> Option<Stat> {
         ppid,
         flags,
         cpu_ticks: utime.checked_add(stime)?,
+        activity: activity.wrapping_add(utime).wrapping_add(stime),
         threads,
         start_ticks,
         vsize_bytes,
@@ -170,6 +210,13 @@ pub(super) fn parse_io(text: &[u8]) -> Option<(u64, u64)> {
 fn parse_status_uid(text: &str) -> Option<u32> {
     let line = text.lines().find(|l| l.starts_with("Uid:"))?;
     line.split_ascii_whitespace().nth(1)?.parse().ok()
+}
+
+/// The last pid the kernel handed out: the fifth figure of `/proc/loadavg`
+/// (`0.20 0.18 0.12 1/80 11206`).
+fn parse_last_pid(text: &[u8]) -> Option<u64> {
+    let mut fields = Fields { text };
+    number(fields.skip(4).next()?)
 }
 
 /// The soft limit on open files in `/proc/self/limits`.
@@ -309,10 +356,14 @@ struct Known {
     start_ticks: u64,
     fixed: Fixed,
     cpu_ticks: u64,
+    /// [`Stat::activity`] at the last tick.
+    activity: u64,
     seen_at: Instant,
     /// The tick it was last listed in; a process not listed in this one is gone.
     seen_tick: u64,
     io: Option<(u64, u64)>,
+    /// When `io` was read.
+    io_at: Instant,
     /// `/proc/PID/io` refused us: it will keep refusing, so stop asking.
     io_denied: bool,
     stat_file: Option<KeptFile>,
@@ -336,6 +387,10 @@ pub(super) struct Processes {
     buf: Vec<u8>,
     path: String,
     pids: Vec<u32>,
+    /// `/proc/loadavg`, kept open, when `/proc` is of our pid namespace; and the last pid
+    /// it gave at the last listing of `/proc`.
+    loadavg: Option<File>,
+    last_pid: Option<u64>,
     tick: u64,
     /// Files this reader keeps open now, and how many it may.
     kept: usize,
@@ -359,6 +414,8 @@ impl Processes {
             buf: vec![0; 1024],
             path: String::with_capacity(32),
             pids: Vec::with_capacity(512),
+            loadavg: same_pid_namespace().then(|| File::open("/proc/loadavg").ok()).flatten(),
+            last_pid: None,
             tick: 0,
             kept: 0,
             budget,
@@ -375,7 +432,17 @@ impl Processes {
         let wall_now = Utc::now();
         self.tick += 1;
         let mut pids = std::mem::take(&mut self.pids);
-        list_pids(&mut pids)?;
+        // Before listing: a process that starts after this read moves it for next time.
+        let last_pid = self.loadavg.as_ref().and_then(|f| {
+            let n = read_from_start(f, &mut self.buf).ok()?;
+            parse_last_pid(&self.buf[..n])
+        });
+        if last_pid.is_none() || last_pid != self.last_pid || self.tick % LIST_EVERY == 0 {
+            // Last tick's list is this one's but for the processes that ended (their
+            // reads fail below), unless a pid was handed out since.
+            list_pids(&mut pids)?;
+            self.last_pid = last_pid;
+        }
         let mut out = Vec::with_capacity(pids.len());
         for &pid in &pids {
             if let Some(sample) = self.read_one(pid, now, wall_now, memory_total) {
@@ -421,9 +488,11 @@ impl Processes {
                 start_ticks: stat.start_ticks,
                 fixed,
                 cpu_ticks: stat.cpu_ticks,
+                activity: stat.activity,
                 seen_at: now,
                 seen_tick: self.tick,
                 io: None,
+                io_at: now,
                 io_denied: false,
                 stat_file: None,
                 io_file: None,
@@ -463,7 +532,13 @@ impl Processes {
 
         let mut disk_read_rate = None;
         let mut disk_write_rate = None;
-        if !known.io_denied {
+        let ran = fresh || stat.activity != known.activity;
+        if !known.io_denied && !ran && !io_due(pid, self.tick) && known.io.is_some() {
+            // Did nothing since the last tick, and not its turn: it wrote nothing we
+            // would not see at its next read.
+            disk_read_rate = Some(0.0);
+            disk_write_rate = Some(0.0);
+        } else if !known.io_denied {
             let read = match known.io_file.as_ref() {
                 Some(kept) => read_from_start(&kept.0, &mut self.buf),
                 None => File::open(proc_path(&mut self.path, pid, "io")).and_then(|file| {
@@ -480,14 +555,17 @@ impl Processes {
             match read {
                 Ok(n) => {
                     let now_io = parse_io(&self.buf[..n]);
+                    // Over the time since the last read, which may be several ticks.
+                    let since_read = now.duration_since(known.io_at).as_secs_f64();
                     if let (Some((r, w)), Some((pr, pw))) = (now_io, known.io)
-                        && since_seen > 0.0
+                        && since_read > 0.0
                         && !fresh
                     {
-                        disk_read_rate = Some(r.saturating_sub(pr) as f64 / since_seen);
-                        disk_write_rate = Some(w.saturating_sub(pw) as f64 / since_seen);
+                        disk_read_rate = Some(r.saturating_sub(pr) as f64 / since_read);
+                        disk_write_rate = Some(w.saturating_sub(pw) as f64 / since_read);
                     }
                     known.io = now_io;
+                    known.io_at = now;
                 }
                 Err(e) if e.kind() == io::ErrorKind::PermissionDenied => {
                     known.io_denied = true;
@@ -500,6 +578,7 @@ impl Processes {
             }
         }
         known.cpu_ticks = stat.cpu_ticks;
+        known.activity = stat.activity;
         known.seen_at = now;
 
         let rss_bytes = stat.rss_pages * self.clock.page_size;
@@ -533,6 +612,13 @@ impl Processes {
     fn kept_files(&self) -> usize {
         self.known.values().map(Known::kept_files).sum()
     }
+}
+
+/// Whether tick `tick` is the one in [`IO_EVERY`] at which process `pid` has its
+/// `/proc/PID/io` read even if it did nothing: by pid, so that the reads of idle
+/// processes spread evenly over the ticks.
+fn io_due(pid: u32, tick: u64) -> bool {
+    (tick.wrapping_add(u64::from(pid))) % IO_EVERY == 0
 }
 
 /// Reads what stays fixed while a process runs one program: its name, command line and
@@ -588,6 +674,14 @@ fn display_name(comm: &str, argv0: Option<&str>) -> String {
         }
     }
     comm.to_owned()
+}
+
+/// Whether `/proc` shows this process's pid namespace: it knows us by our own pid.
+fn same_pid_namespace() -> bool {
+    fs::read_link("/proc/self")
+        .ok()
+        .and_then(|link| link.to_str()?.parse::<u32>().ok())
+        .is_some_and(|pid| pid == std::process::id())
 }
 
 /// The numeric entries of `/proc`, sorted, into `out`.
@@ -899,6 +993,11 @@ mod tests {
         assert_eq!(s.ppid, 1);
         assert_eq!(s.flags, 4194560);
         assert_eq!(s.cpu_ticks, 300);
+        // Faults (100 minor) and times (250 + 50), own and children's (0 here).
+        assert_eq!(s.activity, 400);
+        let busier = stat(&STAT.replace(" 100 0 0 0 ", " 100 7 0 0 ")).unwrap();
+        assert_eq!(busier.activity, 407, "a collected child's faults count");
+        assert_eq!(busier.cpu_ticks, 300);
         assert_eq!(s.threads, 3);
         assert_eq!(s.start_ticks, 98765);
         assert_eq!(s.vsize_bytes, 123456789);
@@ -939,6 +1038,33 @@ mod tests {
         assert_eq!(parse_open_files_limit(limits), Some(1024));
         assert_eq!(parse_open_files_limit("Max open files  unlimited  unlimited  files\n"), Some(usize::MAX));
         assert_eq!(parse_open_files_limit("Max processes 10 10 processes\n"), None);
+    }
+
+    #[test]
+    fn the_last_pid_handed_out_is_read_from_loadavg() {
+        assert_eq!(parse_last_pid(b"0.20 0.18 0.12 1/80 11206\n"), Some(11206));
+        assert_eq!(parse_last_pid(b"0.20 0.18 0.12 1/80\n"), None);
+        assert_eq!(parse_last_pid(b""), None);
+        assert!(parse_last_pid(&fs::read("/proc/loadavg").unwrap()).is_some());
+        assert!(same_pid_namespace(), "the tests run where /proc is their own");
+    }
+
+    #[test]
+    fn processes_that_start_or_end_between_reads_are_seen_without_waiting_for_a_listing() {
+        let mut procs = Processes::with_budget(MAX_KEPT_FILES, CmdlineMode::Full);
+        assert!(procs.loadavg.is_some());
+        // Ticks in which no process starts take last tick's list; a start shows at once.
+        for round in 0..3 {
+            let first = procs.read(1).unwrap();
+            let mut child = sh("sleep 30");
+            let pid = child.id();
+            assert!(find(&first, pid).is_none());
+            assert!(find(&procs.read(1).unwrap(), pid).is_some(), "round {round}: new process seen");
+            assert!(find(&procs.read(1).unwrap(), pid).is_some());
+            child.kill().unwrap();
+            child.wait().unwrap();
+            assert!(find(&procs.read(1).unwrap(), pid).is_none(), "round {round}: ended process gone");
+        }
     }
 
     #[test]
@@ -1084,5 +1210,86 @@ mod tests {
         // The shell's own counters include its finished child's (dd) once reaped.
         assert!(w1 >= w0 + (1 << 20), "written bytes {w0} then {w1}");
         assert!(after.disk_write_bytes_per_sec.unwrap_or(0.0) > 0.0);
+    }
+
+    /// `/proc/PID/io`'s write_bytes of `pid`, read directly.
+    fn written(pid: u32) -> Option<u64> {
+        parse_io(&fs::read(format!("/proc/{pid}/io")).ok()?).map(|(_, w)| w)
+    }
+
+    #[test]
+    fn bytes_of_a_writer_that_seems_idle_show_within_io_every_ticks_exactly() {
+        // A process whose writes leave no trace in /proc/PID/stat (no CPU tick, no
+        // fault) is read on its turn only: what it wrote must show then, to the byte,
+        // with a rate over the time since its previous read. The reader is made to see
+        // it idle every tick (its activity set to what /proc/PID/stat says), which is
+        // the case to hold whatever the shell and dd below happen to do.
+        let exe = std::env::current_exe().unwrap();
+        let dir = exe.parent().unwrap().join(format!("procyon-io-idle-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("out");
+        // The reader first, so that its first sight of the shell (and of its counters)
+        // is the read timed below.
+        let mut procs = Processes::with_budget(MAX_KEPT_FILES, CmdlineMode::Full);
+        let mut child = sh(&format!(
+            "sleep 0.5; dd if=/dev/zero of={} bs=64k count=16 conv=fsync 2>/dev/null; sleep 30",
+            file.display()
+        ));
+        let pid = child.id();
+        let first_start = Instant::now();
+        let before = find(&procs.read(1).unwrap(), pid).unwrap().clone();
+        let first_end = Instant::now();
+        let Some(w0) = before.disk_write_bytes else {
+            child.kill().unwrap();
+            child.wait().unwrap();
+            return; // this system does not account I/O per process
+        };
+        // Let it write, and wait for the bytes.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while written(pid).is_none_or(|w| w < w0 + (1 << 20)) {
+            assert!(Instant::now() < deadline, "dd never wrote");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let total = written(pid).unwrap();
+        let seems_idle = |procs: &mut Processes| {
+            let stat = fs::read(format!("/proc/{pid}/stat")).unwrap();
+            procs.known.get_mut(&pid).unwrap().activity = parse_stat(&stat).unwrap().activity;
+        };
+        let mut shown = None;
+        for ticks in 1..=IO_EVERY {
+            seems_idle(&mut procs);
+            let start = Instant::now();
+            let now = find(&procs.read(1).unwrap(), pid).unwrap().clone();
+            let end = Instant::now();
+            if now.disk_write_bytes != Some(w0) {
+                shown = Some((ticks, now, start, end));
+                break;
+            }
+            // Not its turn: the counters it had, and nothing written meanwhile.
+            assert_eq!(now.disk_write_bytes_per_sec, Some(0.0));
+        }
+        child.kill().unwrap();
+        child.wait().unwrap();
+        let _ = fs::remove_dir_all(&dir);
+        let (ticks, now, start, end) = shown.expect("the bytes showed within IO_EVERY ticks");
+        assert!(ticks <= IO_EVERY);
+        assert_eq!(now.disk_write_bytes, Some(total), "every byte, no more");
+        // The rate is over the time since the first read, not over one tick.
+        let delta = (total - w0) as f64;
+        let rate = now.disk_write_bytes_per_sec.unwrap();
+        let (shortest, longest) = ((start - first_end).as_secs_f64(), (end - first_start).as_secs_f64());
+        assert!(rate >= delta / longest && rate <= delta / shortest, "{rate} for {delta} bytes");
+    }
+
+    #[test]
+    fn each_process_has_its_turn_once_in_io_every_ticks() {
+        for pid in [1u32, 2, 77, 4_194_303] {
+            for first in 0..20u64 {
+                let due = (first..first + IO_EVERY).filter(|t| io_due(pid, *t)).count();
+                assert_eq!(due, 1, "pid {pid} from tick {first}");
+            }
+        }
+        // Spread: of IO_EVERY consecutive pids, one is due at any tick.
+        assert_eq!((100..100 + IO_EVERY as u32).filter(|p| io_due(*p, 9)).count(), 1);
     }
 }
