@@ -58,9 +58,21 @@ fn impossible_settings_are_refused_at_start_with_the_reason() {
         (&["--token-ttl", "0"][..], "--token-ttl"),
         (&["--interval", "50ms"][..], "interval"),
         (&["--bind", "not a host!"][..], "not an address"),
+        // Zero would check the certificate files in a busy loop.
+        (&["--tls-reload-every", "0"][..], "--tls-reload-every"),
+        (&["--tls-reload-every", "0"][..], "between 1s and 1day"),
+        (&["--max-connections", "0"][..], "--max-connections"),
+        (&["--max-connections", "4000000000"][..], "--max-connections"),
     ] {
-        let out =
-            Command::new(BIN).args(["serve", "--no-local", "--data"]).arg(dir.path()).args(args).output().unwrap();
+        // Certificates that do not exist: a setting that slipped through would still
+        // stop the start (with another message) instead of leaving a collector running.
+        let out = Command::new(BIN)
+            .args(["serve", "--no-local", "--data"])
+            .arg(dir.path())
+            .args(["--tls-cert", "/nonexistent/cert.pem", "--tls-key", "/nonexistent/key.pem"])
+            .args(args)
+            .output()
+            .unwrap();
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(!out.status.success(), "{args:?} was accepted");
         assert!(stderr.contains(says), "{args:?}: {stderr}");

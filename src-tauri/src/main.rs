@@ -185,7 +185,7 @@ struct ServeArgs {
     bind: std::net::SocketAddr,
     #[command(flatten)]
     data: DataArg,
-    /// Seconds between samples of this machine.
+    /// Time between samples of this machine (e.g. 2s, 500ms; 200ms to 1h).
     #[arg(long, env = "PROCYON_INTERVAL", default_value = "2s", value_parser = parse_interval)]
     interval: Duration,
     /// Do not sample this machine; only store what agents send.
@@ -215,10 +215,11 @@ struct ServeArgs {
     #[arg(long, env = "PROCYON_TLS_KEY", value_name = "FILE")]
     tls_key: Option<std::path::PathBuf>,
     /// How often the certificate files are checked for changes.
-    #[arg(long, env = "PROCYON_TLS_RELOAD_EVERY", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "PROCYON_TLS_RELOAD_EVERY", default_value = "5s", value_parser = parse_reload_every)]
     tls_reload_every: Duration,
-    /// Connections open at once (WebSockets included); more wait until one closes.
-    #[arg(long, env = "PROCYON_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Connections open at once (WebSockets included); more wait until one closes. At
+    /// most 1048576, the kernel's usual ceiling on open files per process.
+    #[arg(long, env = "PROCYON_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     max_connections: u32,
 }
 
@@ -281,29 +282,25 @@ enum ApiKeyCommand {
     },
 }
 
-/// A duration as people type it: a number of seconds (`2`, `0.5`) or with a unit
-/// (`500ms`, `2s`, `15m`, `1h`, `3d`). Every interval and retention flag takes this form.
+/// A duration as people type it (`2`, `0.5`, `500ms`, `2s`, `15m`, `1h`, `3d`): the
+/// project's one parser, which the agent shares.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if let Ok(secs) = t.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs)
-            .map_err(|_| format!("`{s}` is not a duration of zero or more seconds"));
-    }
-    let bad = || format!("`{s}` is not a duration: use e.g. 2, 2s, 500ms, 15m, 1h or 3d");
-    #[cfg(feature = "server")]
-    return humantime::parse_duration(t).map_err(|_| bad());
-    #[cfg(not(feature = "server"))]
-    Err(bad())
+    procyon::duration::parse(s)
 }
 
-/// A sampling interval: a duration between 0.2 seconds and an hour.
+/// A sampling interval: between 0.2 seconds (the CPU figures need that much time between
+/// readings) and an hour.
 fn parse_interval(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if (Duration::from_millis(200)..=Duration::from_secs(3600)).contains(&d) {
-        Ok(d)
-    } else {
-        Err("the interval must be between 200ms and 1h".into())
-    }
+    procyon::duration::parse_between(s, Duration::from_millis(200), Duration::from_secs(3600))
+}
+
+/// How often the certificate files are checked: at most once a second (a check reads
+/// both files; more often would only burn CPU, and 0 would never stop), at least once a
+/// day. SIGHUP reloads at once in between.
+#[cfg(feature = "server")]
+fn parse_reload_every(s: &str) -> Result<Duration, String> {
+    procyon::duration::parse_between(s, Duration::from_secs(1), Duration::from_secs(86_400))
+        .map_err(|e| format!("{e} (the certificate files are read this often; SIGHUP reloads them at once)"))
 }
 
 #[cfg(feature = "server")]
@@ -471,9 +468,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.keep_minutes < args.keep_raw || args.keep_hours < args.keep_minutes {
         anyhow::bail!(
             "retention must grow tier by tier: --keep-raw ({}) <= --keep-minutes ({}) <= --keep-hours ({})",
-            humantime::format_duration(args.keep_raw),
-            humantime::format_duration(args.keep_minutes),
-            humantime::format_duration(args.keep_hours)
+            procyon::duration::format(args.keep_raw),
+            procyon::duration::format(args.keep_minutes),
+            procyon::duration::format(args.keep_hours)
         );
     }
     let options = ServeOptions {
@@ -663,15 +660,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_read_as_people_type_them() {
-        for (text, secs) in [("2", 2.0), ("0.5", 0.5), ("2s", 2.0), ("500ms", 0.5), ("15m", 900.0), ("1h", 3600.0)] {
-            assert_eq!(parse_duration(text), Ok(Duration::from_secs_f64(secs)), "{text}");
-        }
-        assert!(parse_duration("yesterday").is_err());
-        assert!(parse_duration("-1").is_err());
+    fn intervals_are_durations_within_their_range() {
         assert_eq!(parse_interval("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_interval("0.5"), Ok(Duration::from_millis(500)));
         assert!(parse_interval("0").is_err());
         assert!(parse_interval("2h").is_err());
+        assert!(parse_duration("yesterday").is_err());
+    }
+
+    #[cfg(feature = "server")]
+    #[test]
+    fn the_certificate_check_cannot_spin() {
+        assert_eq!(parse_reload_every("5s"), Ok(Duration::from_secs(5)));
+        for bad in ["0", "0s", "10ms", "2d"] {
+            let e = parse_reload_every(bad).unwrap_err();
+            assert!(e.contains("between 1s and 1day") && e.contains("SIGHUP"), "{bad}: {e}");
+        }
     }
 
     #[cfg(feature = "server")]
