@@ -46,6 +46,21 @@ fn without_a_display_the_desktop_app_says_what_to_run_instead() {
         assert_eq!(out.status.code(), Some(1), "no panic (101): {stderr}");
         assert!(stderr.contains("No display") && stderr.contains("procyon serve"), "{stderr}");
     }
+    // Set, but nothing there: a stale `ssh -X` display, a Wayland session that ended.
+    let runtime = tempfile::tempdir().unwrap();
+    for (var, value) in [("DISPLAY", ":987"), ("DISPLAY", "127.0.0.1:987"), ("WAYLAND_DISPLAY", "wayland-987")] {
+        let out = Command::new(BIN)
+            .env_remove("DISPLAY")
+            .env_remove("WAYLAND_DISPLAY")
+            .env("XDG_RUNTIME_DIR", runtime.path())
+            .env(var, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{var}={value}: no panic (101): {stderr}");
+        assert!(stderr.contains("No display") && stderr.contains(&format!("{var} is `{value}`")), "{stderr}");
+        assert!(stderr.contains("procyon serve") && !stderr.contains("panicked"), "{stderr}");
+    }
 }
 
 #[cfg(feature = "server")]

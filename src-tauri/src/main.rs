@@ -436,17 +436,108 @@ fn init_logging() {
 
 #[cfg(feature = "desktop")]
 fn desktop(hidden: bool) -> anyhow::Result<()> {
-    // GTK panics without a display; say what to do instead.
+    // GTK panics when it cannot open a display; say what to do instead.
     #[cfg(target_os = "linux")]
-    if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
+    if let Err(why) = display::reachable() {
         anyhow::bail!(
-            "No display to open the desktop app on (neither DISPLAY nor WAYLAND_DISPLAY is set). On a server, run \
-             the collector instead: `procyon serve`, then open http://127.0.0.1:7450/ in a browser (`make run` \
-             does this by itself when there is no display)."
+            "No display to open the desktop app on: {why}. On a server, run the collector instead: `procyon \
+             serve`, then open http://127.0.0.1:7450/ in a browser (`make run` does this by itself when there is \
+             no display)."
         );
     }
     init_logging();
     procyon::desktop::run(procyon::desktop::Options { hidden })
+}
+
+/// Whether the desktop app has a display to open its window on, checked the way GTK
+/// will look for one, before GTK does: it panics when it finds none, and a variable
+/// that is set proves nothing (`ssh -X` leaves `DISPLAY` behind after the forwarding is
+/// gone; a Wayland session that ended leaves `WAYLAND_DISPLAY`).
+#[cfg(all(feature = "desktop", target_os = "linux"))]
+mod display {
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    /// How long a display server over TCP gets to accept the connection.
+    const TCP_TIMEOUT: Duration = Duration::from_secs(3);
+
+    /// `Ok` when a Wayland compositor or an X server accepts a connection where
+    /// `WAYLAND_DISPLAY` or `DISPLAY` point; else what was tried, in words.
+    pub fn reachable() -> Result<(), String> {
+        let wayland = std::env::var("WAYLAND_DISPLAY").ok().filter(|v| !v.is_empty());
+        let x11 = std::env::var("DISPLAY").ok().filter(|v| !v.is_empty());
+        if wayland.is_none() && x11.is_none() {
+            return Err("neither DISPLAY nor WAYLAND_DISPLAY is set".into());
+        }
+        let mut tried = Vec::new();
+        if let Some(name) = wayland {
+            match wayland_socket(&name).and_then(|path| connect_unix(&path)) {
+                Ok(()) => return Ok(()),
+                Err(e) => tried.push(format!("WAYLAND_DISPLAY is `{name}`, but {e}")),
+            }
+        }
+        if let Some(name) = x11 {
+            match connect_x11(&name) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tried.push(format!("DISPLAY is `{name}`, but {e} (a forwarded `ssh -X` display that is gone?)"))
+                }
+            }
+        }
+        Err(tried.join("; "))
+    }
+
+    /// Where a Wayland compositor listens: the name itself when it is a path, else in
+    /// `XDG_RUNTIME_DIR`.
+    fn wayland_socket(name: &str) -> Result<std::path::PathBuf, String> {
+        if name.starts_with('/') {
+            return Ok(name.into());
+        }
+        let dir =
+            std::env::var_os("XDG_RUNTIME_DIR").ok_or("XDG_RUNTIME_DIR, where its socket would be, is not set")?;
+        Ok(std::path::Path::new(&dir).join(name))
+    }
+
+    fn connect_unix(path: &std::path::Path) -> Result<(), String> {
+        UnixStream::connect(path).map(drop).map_err(|e| format!("nothing answers at {} ({e})", path.display()))
+    }
+
+    /// An X display `[host]:N[.screen]`: a local server's socket `/tmp/.X11-unix/XN` (or
+    /// the abstract socket of that name, which Xorg and Xvfb also open), or TCP port
+    /// 6000 + N on `host`.
+    fn connect_x11(display: &str) -> Result<(), String> {
+        let (host, rest) = display.rsplit_once(':').ok_or("it names no display number (like :0)")?;
+        let number: u16 = rest
+            .split('.')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .filter(|n| *n < 1000)
+            .ok_or("it names no display number (like :0)")?;
+        if host.is_empty() || host == "unix" {
+            let path = format!("/tmp/.X11-unix/X{number}");
+            let abstract_socket = {
+                use std::os::linux::net::SocketAddrExt;
+                std::os::unix::net::SocketAddr::from_abstract_name(path.as_bytes())
+                    .and_then(|addr| UnixStream::connect_addr(&addr))
+            };
+            return match (UnixStream::connect(&path), abstract_socket) {
+                (Ok(_), _) | (_, Ok(_)) => Ok(()),
+                (Err(e), Err(_)) => Err(format!("no X server answers at {path} ({e})")),
+            };
+        }
+        let port = 6000 + number;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let addrs = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+            .map_err(|e| format!("its host `{host}` cannot be found ({e})"))?;
+        let mut last = format!("`{host}` has no address");
+        for addr in addrs {
+            match std::net::TcpStream::connect_timeout(&addr, TCP_TIMEOUT) {
+                Ok(_) => return Ok(()),
+                Err(e) => last = format!("no X server answers at {addr} ({e})"),
+            }
+        }
+        Err(last)
+    }
 }
 
 #[cfg(feature = "server")]
