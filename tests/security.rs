@@ -147,14 +147,23 @@ async fn tokens_end_with_their_account() {
     // The last admin cannot be removed or demoted.
     let r = c.http.delete(c.url("/api/users/eve")).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(r.status(), 204);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_procyon"))
-        .args(["user", "remove", "admin", "--data"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("last admin"), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(c.get("/api/auth/me", &admin).await.0, 200);
+    for args in [&["user", "remove", "admin"][..], &["user", "role", "admin", "viewer"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_procyon"))
+            .args(args)
+            .arg("--data")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was done");
+        // Refused, and saying how to get out of it.
+        assert!(
+            stderr.contains("last admin") && stderr.contains("procyon user add NAME --role admin"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(c.get("/api/auth/me", &admin).await.0, 200, "the admin is still signed in, still an admin");
+    assert_eq!(c.get("/api/auth/me", &admin).await.1["role"], "admin");
 }
 
 #[tokio::test(flavor = "multi_thread")]

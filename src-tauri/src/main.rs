@@ -11,6 +11,15 @@ use clap::{Parser, Subcommand};
 use procyon::model::ProcessAction;
 use procyon::sample::{CmdlineMode, Sampler, SamplerOptions};
 
+/// Prints a line to standard output, as `println!` does, but returns the write's error
+/// instead of panicking: a reader that has gone (`procyon user list | head -1`) ends the
+/// command, and [`is_broken_pipe`] makes that a normal end. Use it with `?`.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    };
+}
+
 /// Procyon: processes and network of a machine or a fleet, live and over time.
 #[derive(Parser, Debug)]
 #[command(name = "procyon", version, about, propagate_version = true)]
@@ -394,7 +403,7 @@ fn run() -> anyhow::Result<()> {
                 if tree { procyon::control::act_tree(target, action) } else { procyon::control::act(target, action) };
             match result {
                 Ok(outcome) => {
-                    println!("Process {pid} {} ({} signalled).", action.past_tense(), outcome.signalled.len());
+                    say!("Process {pid} {} ({} signalled).", action.past_tense(), outcome.signalled.len())?;
                     for (pid, e) in &outcome.failed {
                         eprintln!("  {pid}: {}", e.message);
                     }
@@ -612,31 +621,31 @@ async fn user(data: std::path::PathBuf, command: UserCommand) -> anyhow::Result<
             check_credentials(&name, &password).map_err(api_error)?;
             let hash = auth::hash_password(&password).map_err(api_error)?;
             let user = store.create_user(&name, &hash, role).await?;
-            println!("Added {} ({}).", user.username, user.role.as_str());
+            say!("Added {} ({}).", user.username, user.role.as_str())?;
             if generated {
-                println!("Password: {password}");
+                say!("Password: {password}")?;
             }
         }
         UserCommand::List => {
             for u in store.users().await? {
-                println!("{:<24} {:<9} created {}", u.username, u.role.as_str(), u.created_at.format("%Y-%m-%d %H:%M"));
+                say!("{:<24} {:<9} created {}", u.username, u.role.as_str(), u.created_at.format("%Y-%m-%d %H:%M"))?;
             }
         }
         UserCommand::Remove { name } => {
             store.remove_user(&name).await?;
-            println!("Removed {name}.");
+            say!("Removed {name}.")?;
         }
         UserCommand::Role { name, role } => {
             store.set_role(&name, role).await?;
-            println!("{name} is now {} (their earlier sign-ins have ended).", role.as_str());
+            say!("{name} is now {} (their earlier sign-ins have ended).", role.as_str())?;
         }
         UserCommand::Passwd { name, password_stdin } => {
             let (password, generated) = read_password(password_stdin)?;
             check_credentials(&name, &password).map_err(api_error)?;
             store.set_password(&name, &auth::hash_password(&password).map_err(api_error)?).await?;
-            println!("Password of {name} changed.");
+            say!("Password of {name} changed.")?;
             if generated {
-                println!("Password: {password}");
+                say!("Password: {password}")?;
             }
         }
     }
@@ -649,23 +658,23 @@ async fn host(data: std::path::PathBuf, command: HostCommand) -> anyhow::Result<
     let store = procyon::server::open_store(&data).await?;
     match command {
         HostCommand::Binding { name } => match store.host_binding(&name).await? {
-            Some(b) => println!(
+            Some(b) => say!(
                 "{} is bound to API key {} ({}), machine {}, since {}.",
                 b.hostname,
                 b.key_name.as_deref().map_or_else(|| format!("id {}", b.key_id), |n| format!("`{n}`")),
                 if b.key_live { "live" } else { "revoked" },
                 b.machine_id.as_deref().unwrap_or("not known"),
                 b.bound_at.format("%Y-%m-%d %H:%M")
-            ),
-            None => println!("{name} is not bound: the next agent to report it binds it."),
+            )?,
+            None => say!("{name} is not bound: the next agent to report it binds it.")?,
         },
         HostCommand::Unbind { name } => {
             if store.reset_host_binding(&name).await? {
-                println!(
+                say!(
                     "{name} is no longer bound; the next agent to report it binds it (a running collector notices within a minute)."
-                );
+                )?;
             } else {
-                println!("{name} was not bound.");
+                say!("{name} was not bound.")?;
             }
         }
     }
@@ -680,11 +689,11 @@ async fn apikey(data: std::path::PathBuf, command: ApiKeyCommand) -> anyhow::Res
         ApiKeyCommand::Create { name, host } => {
             let (key, prefix, hash) = procyon::server::auth::new_api_key().map_err(api_error)?;
             store.create_api_key(&name, &prefix, &hash, host.as_deref()).await?;
-            println!(
+            say!(
                 "API key `{name}`{}; it is shown only now:",
                 host.map(|h| format!(" for host {h}")).unwrap_or_default()
-            );
-            println!("{key}");
+            )?;
+            say!("{key}")?;
         }
         ApiKeyCommand::List => {
             for k in store.api_keys().await? {
@@ -693,18 +702,12 @@ async fn apikey(data: std::path::PathBuf, command: ApiKeyCommand) -> anyhow::Res
                     (None, Some(at)) => format!("last used {}", at.format("%Y-%m-%d %H:%M")),
                     (None, None) => "never used".into(),
                 };
-                println!(
-                    "{:<24} {:<12} {:<20} {}",
-                    k.name,
-                    k.prefix,
-                    k.hostname.as_deref().unwrap_or("any host"),
-                    state
-                );
+                say!("{:<24} {:<12} {:<20} {}", k.name, k.prefix, k.hostname.as_deref().unwrap_or("any host"), state)?;
             }
         }
         ApiKeyCommand::Revoke { key } => {
             let k = store.revoke_api_key(&key).await?;
-            println!("Revoked `{}` ({}).", k.name, k.prefix);
+            say!("Revoked `{}` ({}).", k.name, k.prefix)?;
         }
     }
     store.close().await;
