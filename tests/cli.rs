@@ -75,7 +75,7 @@ fn impossible_settings_are_refused_at_start_with_the_reason() {
         (&["--bind", "not a host!"][..], "not an address"),
         // Zero would check the certificate files in a busy loop.
         (&["--tls-reload-every", "0"][..], "--tls-reload-every"),
-        (&["--tls-reload-every", "0"][..], "between 1s and 1day"),
+        (&["--tls-reload-every", "0"][..], "between 100ms and 1day"),
         (&["--max-connections", "0"][..], "--max-connections"),
         (&["--max-connections", "4000000000"][..], "--max-connections"),
     ] {

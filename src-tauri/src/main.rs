@@ -303,12 +303,12 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
     procyon::duration::parse_between(s, Duration::from_millis(200), Duration::from_secs(3600))
 }
 
-/// How often the certificate files are checked: at most once a second (a check reads
-/// both files; more often would only burn CPU, and 0 would never stop), at least once a
-/// day. SIGHUP reloads at once in between.
+/// How often the certificate files are checked: at most ten times a second (0 would
+/// check in a loop that never rests), at least once a day. SIGHUP reloads at once in
+/// between.
 #[cfg(feature = "server")]
 fn parse_reload_every(s: &str) -> Result<Duration, String> {
-    procyon::duration::parse_between(s, Duration::from_secs(1), Duration::from_secs(86_400))
+    procyon::duration::parse_between(s, Duration::from_millis(100), Duration::from_secs(86_400))
         .map_err(|e| format!("{e} (the certificate files are read this often; SIGHUP reloads them at once)"))
 }
 
@@ -766,9 +766,10 @@ mod tests {
     #[test]
     fn the_certificate_check_cannot_spin() {
         assert_eq!(parse_reload_every("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_reload_every("100ms"), Ok(Duration::from_millis(100)));
         for bad in ["0", "0s", "10ms", "2d"] {
             let e = parse_reload_every(bad).unwrap_err();
-            assert!(e.contains("between 1s and 1day") && e.contains("SIGHUP"), "{bad}: {e}");
+            assert!(e.contains("between 100ms and 1day") && e.contains("SIGHUP"), "{bad}: {e}");
         }
     }
 
