@@ -527,7 +527,7 @@ async fn deltas_are_rebuilt_exactly_and_an_unknown_base_gets_a_resync() {
     unknown.base_seq = 99;
     assert_eq!(send(delta_frame(&unknown, Encoding::MessagePack).unwrap()).await["type"], "resync");
     let mut forged = delta(3, 4);
-    forged.processes.removed.push(ProcessKey { pid: u32::MAX, start_time: snaps[3].taken_at });
+    forged.processes.removed.push(ProcessKey { pid: u32::MAX, start_time: Some(snaps[3].taken_at) });
     assert_eq!(send(delta_frame(&forged, Encoding::MessagePack).unwrap()).await["type"], "resync");
     // A rebuilt snapshot that breaks the upload rules is rejected like an upload.
     let mut bad = snaps[4].clone();
