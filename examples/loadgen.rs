@@ -423,13 +423,16 @@ fn evolve(
     for core in &mut s.cpu.per_core_percent {
         *core = vary(&mut r, core.max(1.0), 0.3, 100.0);
     }
-    let total = s.memory.total_bytes.max(1);
+    // The template is a sampler's snapshot, which knows every figure.
+    let total = s.memory.total_bytes.unwrap_or(1).max(1);
     s.memory.used_bytes = ((s.memory.used_bytes as f64 * r.between(0.98, 1.02)) as u64).min(total);
-    s.memory.available_bytes = total - s.memory.used_bytes;
+    s.memory.available_bytes = Some(total - s.memory.used_bytes);
     for p in &mut s.processes {
-        p.cpu_percent = vary(&mut r, p.cpu_percent, 0.5, 100.0 * f64::from(s.host.logical_cores.unwrap_or(1).max(1)));
-        p.rss_bytes = (p.rss_bytes as f64 * r.between(0.99, 1.01)) as u64;
-        p.memory_percent = (p.rss_bytes as f64 / total as f64 * 100.0).min(100.0) as f32;
+        let cores = f64::from(s.host.logical_cores.unwrap_or(1).max(1));
+        p.cpu_percent = Some(vary(&mut r, p.cpu_percent.unwrap_or(0.0), 0.5, 100.0 * cores));
+        let rss = (p.rss_bytes.unwrap_or(0) as f64 * r.between(0.99, 1.01)) as u64;
+        p.rss_bytes = Some(rss);
+        p.memory_percent = Some((rss as f64 / total as f64 * 100.0).min(100.0) as f32);
         if let Some(read) = &mut p.disk_read_bytes {
             *read += (r.between(0.0, 4096.0) * f64::from(tick)) as u64;
         }
@@ -438,10 +441,10 @@ fn evolve(
     let churn = (seq as usize) % s.processes.len().max(1);
     if let Some(p) = s.processes.get_mut(churn).filter(|p| p.pid > 1) {
         p.pid = 400_000 + (seq % 100_000) as u32;
-        p.start_time = taken_at - TimeDelta::seconds(1);
-        p.cpu_percent = 0.0;
+        p.start_time = Some(taken_at - TimeDelta::seconds(1));
+        p.cpu_percent = Some(0.0);
     }
-    let t = &mut s.network.total;
+    let t = s.network.total.get_or_insert_with(Default::default);
     t.sent_bytes_per_sec = r.between(10_000.0, 2_000_000.0);
     t.received_bytes_per_sec = r.between(10_000.0, 2_000_000.0);
     t.sent_bytes += (t.sent_bytes_per_sec * secs * f64::from(tick)) as u64;

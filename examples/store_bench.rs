@@ -263,7 +263,7 @@ fn churn(recorded: &[Snapshot]) -> serde_json::Value {
                     both += 1;
                     let metrics = |p: &procyon::model::ProcessSample| {
                         (
-                            p.cpu_percent.to_bits(),
+                            p.cpu_percent.map(f32::to_bits),
                             p.rss_bytes,
                             p.virtual_bytes,
                             p.threads,

@@ -136,8 +136,11 @@ if [ "$what" = collector ]; then
 The collector is running (on 127.0.0.1:7450 unless PROCYON_BIND says otherwise; data
 in /var/lib/procyon).
 Next:
-  - on its first start it created the user admin; the password is in the journal, once:
-      journalctl -u procyon | grep admin
+  - on its first start it created the user admin; its password is in a file only the
+    service's user can read (never in the journal):
+      sudo cat /var/lib/procyon/initial-admin-password
+    sign in with it, change it (sudo -u procyon $bin_dir/procyon user passwd admin
+    --data /var/lib/procyon), then delete that file
   - create a key for each agent:
       sudo -u procyon $bin_dir/procyon apikey create --name web-1 --data /var/lib/procyon
   - to let agents on other machines in: systemctl edit procyon, add

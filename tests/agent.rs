@@ -527,7 +527,7 @@ async fn deltas_are_rebuilt_exactly_and_an_unknown_base_gets_a_resync() {
     unknown.base_seq = 99;
     assert_eq!(send(delta_frame(&unknown, Encoding::MessagePack).unwrap()).await["type"], "resync");
     let mut forged = delta(3, 4);
-    forged.processes.removed.push(ProcessKey { pid: u32::MAX, start_time: snaps[3].taken_at });
+    forged.processes.removed.push(ProcessKey { pid: u32::MAX, start_time: Some(snaps[3].taken_at) });
     assert_eq!(send(delta_frame(&forged, Encoding::MessagePack).unwrap()).await["type"], "resync");
     // A rebuilt snapshot that breaks the upload rules is rejected like an upload.
     let mut bad = snaps[4].clone();
@@ -722,4 +722,109 @@ fn a_machine_id_file_that_cannot_be_read_stops_the_agent_with_a_clear_error() {
     assert!(!output.status.success());
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("--machine-id-file: cannot read"), "{stderr}");
+}
+
+/// `procyon-agent login` for `hostname`, the password on stdin, the key kept in
+/// `key_file` (the keyring made unreachable, so no one's real keyring is touched).
+fn login(c: &Collector, hostname: &str, key_file: &Path, extra: &[&str]) -> std::process::Output {
+    use std::io::Write;
+    let mut child = agent_command()
+        .args(["--hostname", hostname, "--key-file"])
+        .arg(key_file)
+        .args(["login", "--collector", &c.base, "--user", "admin"])
+        .args(extra)
+        .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/procyon-test-bus")
+        .env("PROCYON_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let password = c.admin_password.clone().unwrap();
+    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn login_again_for_a_host_rotates_its_key_only_with_replace() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(&dir.path().join("data"), &["--no-local"]);
+    let token = c.admin_token().await;
+    let keys = dir.path().join("api.key");
+    let upload = |key: String| {
+        let c = &c;
+        async move {
+            let body = json!({"hostname": "web-9", "processes": [{"pid": 1, "name": "init"}]});
+            c.upload(&key, body.to_string()).await.0
+        }
+    };
+
+    let first = login(&c, "web-9", &keys, &[]);
+    assert!(first.status.success(), "{}", String::from_utf8_lossy(&first.stderr));
+    let old_key = std::fs::read_to_string(&keys).unwrap().trim().to_owned();
+    assert_eq!(upload(old_key.clone()).await, 201);
+
+    // A second sign-in for the same host (a reinstall, a forgotten key) is refused, and
+    // says how to go on; the key stays as it was.
+    let again = login(&c, "web-9", &keys, &[]);
+    let stderr = String::from_utf8_lossy(&again.stderr);
+    assert!(!again.status.success());
+    assert!(stderr.contains("already has a key for host web-9") && stderr.contains("--replace"), "{stderr}");
+    assert!(!stderr.contains('\u{1b}'), "colour codes in a pipe: {stderr:?}");
+    assert_eq!(std::fs::read_to_string(&keys).unwrap().trim(), old_key);
+
+    // With --replace: a new key, and the old one stops working.
+    let replaced = login(&c, "web-9", &keys, &["--replace"]);
+    let stdout = String::from_utf8_lossy(&replaced.stdout);
+    assert!(replaced.status.success(), "{}", String::from_utf8_lossy(&replaced.stderr));
+    assert!(stdout.contains("Revoked the earlier key `agent-web-9`"), "{stdout}");
+    let new_key = std::fs::read_to_string(&keys).unwrap().trim().to_owned();
+    assert_ne!(new_key, old_key);
+    assert_eq!(upload(old_key).await, 401, "the old key is revoked");
+    assert_eq!(upload(new_key).await, 201);
+    let (_, list) = c.get("/api/keys", &token).await;
+    let states: Vec<(String, bool)> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| (k["name"].as_str().unwrap().to_owned(), k["revoked_at"].is_null()))
+        .collect();
+    assert_eq!(states.iter().filter(|(name, live)| name == "agent-web-9" && *live).count(), 1, "{states:?}");
+    assert_eq!(states.iter().filter(|(_, live)| !*live).count(), 1, "{states:?}");
+}
+
+#[test]
+fn agent_logs_go_to_stderr_in_colour_only_on_a_terminal() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = key_file(dir.path(), "k", "pk_whatever");
+    // Into a file, as under systemd: plain text.
+    let mut agent = Agent::start("http://127.0.0.1:9", &key, "logs-host", &dir.path().join("spool"), &[]);
+    assert!(wait_for(Duration::from_secs(20), || agent.log().contains("starting")), "{}", agent.log());
+    agent.kill();
+    let log = agent.log();
+    assert!(log.contains("INFO"), "{log}");
+    assert!(!log.contains('\u{1b}'), "colour codes in a file: {log:?}");
+
+    // On a terminal: coloured, unless NO_COLOR says otherwise. (A sign-in to a port
+    // where nothing listens fails at once, with an error logged.)
+    let script = r#""$A" login --collector http://127.0.0.1:9 --user u </dev/null"#;
+    let on_a_terminal = |envs: &[(&str, &str)]| {
+        let out = Command::new("script")
+            .args(["-qec", script, "/dev/null"])
+            .env("A", agent_bin())
+            .env("PROCYON_CONFIG", "/dev/null")
+            .env_remove("NO_COLOR")
+            .envs(envs.iter().copied())
+            .stdin(Stdio::null())
+            .output()
+            .ok()?;
+        Some(String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let Some(coloured) = on_a_terminal(&[]) else {
+        eprintln!("skipped the terminal half: `script` is not installed");
+        return;
+    };
+    assert!(coloured.contains("cannot reach") && coloured.contains('\u{1b}'), "{coloured:?}");
+    let plain = on_a_terminal(&[("NO_COLOR", "1")]).unwrap();
+    assert!(plain.contains("cannot reach") && !plain.contains('\u{1b}'), "{plain:?}");
 }

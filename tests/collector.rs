@@ -138,6 +138,61 @@ async fn the_seed_api_works_unchanged() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_short_upload_reads_back_with_nulls_for_what_it_does_not_say() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local"]);
+    let key = new_key(dir.path(), "short", None);
+    let token = c.admin_token().await;
+
+    // No snapshot_time: stamped with its arrival, which the answer gives.
+    let body = json!({"hostname": "short-1", "processes": [
+        {"pid": 10, "name": "a", "cpu": 1.5},
+        {"pid": 11, "name": "b", "memory": "2KB", "parent_pid": 10},
+    ]});
+    let before = chrono::Utc::now().timestamp_millis();
+    let (status, answer) = c.upload(&key, body.to_string()).await;
+    let after = chrono::Utc::now().timestamp_millis();
+    assert_eq!(status, 201, "{answer}");
+    let ms = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap().timestamp_millis();
+    let stamped = ms(&answer["snapshot_time"]);
+    assert!((before..=after).contains(&stamped), "{before} <= {stamped} <= {after}");
+
+    let (_, latest) = c.get("/api/process-snapshots/latest/?hostname=short-1", &token).await;
+    assert_eq!(ms(&latest["taken_at"]), stamped);
+    assert_eq!(ms(&latest["snapshot_time"]), stamped);
+    // Never a made-up zero: the machine's sizes and counters, and each process's start
+    // time, memory share, virtual size, and the CPU or memory it left out.
+    for field in ["total_bytes", "available_bytes", "swap_total_bytes", "swap_used_bytes"] {
+        assert!(latest["memory"][field].is_null(), "memory.{field}: {latest}");
+    }
+    assert!(latest["network"]["total"].is_null(), "{latest}");
+    let (a, b) = (&latest["processes"][0], &latest["processes"][1]);
+    for p in [a, b] {
+        for field in ["start_time", "memory_percent", "virtual_bytes"] {
+            assert!(p[field].is_null(), "{field}: {p}");
+        }
+    }
+    assert_eq!((a["cpu_percent"].as_f64(), a["cpu"].as_f64()), (Some(1.5), Some(1.5)));
+    assert!(a["rss_bytes"].is_null() && a["memory"].is_null(), "{a}");
+    assert!(b["cpu_percent"].is_null() && b["cpu"].is_null(), "{b}");
+    assert_eq!((b["rss_bytes"].as_u64(), b["memory"].as_u64()), (Some(2048), Some(2048)));
+
+    // The same in the other shapes it is served in.
+    let (_, list) = c.get("/api/process-snapshots/list/?hostname=short-1", &token).await;
+    assert!(list[0]["memory_total_bytes"].is_null(), "{list}");
+    let (_, mon) = c.get("/api/monitoring/short-1/snapshot", &token).await;
+    assert!(mon["network_stats"]["bytes_sent"].is_null() && mon["memory"]["total_bytes"].is_null(), "{mon}");
+    let (status, history) = c.get("/api/hosts/short-1/process-history?pid=10", &token).await;
+    assert_eq!(status, 200, "{history}");
+    assert_eq!(history[0]["cpu_percent"].as_f64(), Some(1.5));
+    assert!(history[0]["rss_bytes"].is_null() && history[0]["memory_percent"].is_null(), "{history}");
+    let id = latest["snapshot_id"].as_i64().unwrap();
+    let csv = c.http.get(c.url(&format!("/api/process-snapshots/{id}/export?format=csv"))).bearer_auth(&token);
+    let text = csv.send().await.unwrap().text().await.unwrap();
+    assert!(text.contains("\n11,10,b,,unknown,,,2048,,,,,,\n"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn websockets_push_snapshots_uploaded_after_connecting() {
     let dir = temp();
     let c = Collector::start(dir.path(), &["--no-local"]);

@@ -36,7 +36,7 @@ fn hostile(hostname: &str, seq: u64, taken_at: DateTime<Utc>, processes: usize) 
         .map(|i| procyon::model::ProcessSample {
             pid: i as u32 + 10,
             cmd: format!("/opt/{i}/worker {}", "x".repeat(2048)),
-            cpu_percent: (seq % 7) as f32,
+            cpu_percent: Some((seq % 7) as f32),
             ..template.clone()
         })
         .collect();

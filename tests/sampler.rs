@@ -26,13 +26,16 @@ fn a_spawned_child_appears_with_its_facts() {
     assert!(p.cmd.contains(&tag), "command line {:?} lacks the marker", p.cmd);
     assert_eq!(p.user.as_deref(), Some(common::me().as_str()));
     assert!(matches!(p.status, ProcessStatus::Sleeping | ProcessStatus::Running), "{:?}", p.status);
-    assert!(p.rss_bytes > 0 && p.virtual_bytes >= p.rss_bytes);
+    // A sampler knows every figure: none is null.
+    let (rss, virt) = (p.rss_bytes.unwrap(), p.virtual_bytes.unwrap());
+    assert!(rss > 0 && virt >= rss);
     assert_eq!(p.threads, Some(1));
     assert!(!p.kernel_thread);
     // Its start time is recent and matches what the control guard sees.
-    let age = chrono::Utc::now() - p.start_time;
-    assert!(age >= chrono::TimeDelta::zero() && age < chrono::TimeDelta::seconds(60), "start time {}", p.start_time);
-    assert_eq!(procyon::sample::identify(child.pid()).unwrap().start_time, p.start_time);
+    let start = p.start_time.unwrap();
+    let age = chrono::Utc::now() - start;
+    assert!(age >= chrono::TimeDelta::zero() && age < chrono::TimeDelta::seconds(60), "start time {start}");
+    assert_eq!(procyon::sample::identify(child.pid()).unwrap().start_time, start);
     // The sleeping grandchild is there too, under it.
     assert!(snap.processes.iter().any(|q| q.ppid == Some(child.pid()) && q.name == "sleep"));
 }
@@ -170,7 +173,7 @@ fn cpu_memory_and_network_figures_are_sane() {
     spin.join().unwrap();
     assert!(busy.cpu.total_percent > 10.0, "a spinning thread shows: {}", busy.cpu.total_percent);
     let me = busy.processes.iter().find(|p| p.pid == std::process::id()).unwrap();
-    assert!(me.cpu_percent > 30.0, "our own process shows the spin: {}", me.cpu_percent);
+    assert!(me.cpu_percent.unwrap() > 30.0, "our own process shows the spin: {:?}", me.cpu_percent);
 
     std::thread::sleep(Duration::from_millis(300));
     let second = sampler.sample();
@@ -178,19 +181,23 @@ fn cpu_memory_and_network_figures_are_sane() {
     assert!(second.taken_at > first.taken_at);
     assert!(second.interval_ms >= 200);
     for s in [&first, &second] {
-        assert!(s.memory.total_bytes > 0 && s.memory.used_bytes <= s.memory.total_bytes);
+        let total = s.memory.total_bytes.unwrap();
+        assert!(total > 0 && s.memory.used_bytes <= total);
+        assert!(s.memory.available_bytes.is_some() && s.memory.swap_total_bytes.is_some());
         assert!((0.0..=100.0).contains(&s.cpu.total_percent));
         assert!(s.cpu.per_core_percent.iter().all(|c| (0.0..=100.0).contains(c)));
         assert!(s.errors.is_empty(), "errors: {:?}", s.errors);
-        let t = &s.network.total;
+        let t = s.network.total.as_ref().unwrap();
         for rate in [t.sent_bytes_per_sec, t.received_bytes_per_sec, t.sent_packets_per_sec, t.received_packets_per_sec]
         {
             assert!(rate.is_finite() && rate >= 0.0);
         }
         assert!(s.network.interfaces.iter().any(|i| i.name == "lo"));
         for p in &s.processes {
-            assert!(p.cpu_percent.is_finite() && p.cpu_percent >= 0.0);
-            assert!((0.0..=100.0).contains(&p.memory_percent));
+            let cpu = p.cpu_percent.unwrap();
+            assert!(cpu.is_finite() && cpu >= 0.0);
+            assert!((0.0..=100.0).contains(&p.memory_percent.unwrap()));
+            assert!(p.start_time.is_some() && p.rss_bytes.is_some() && p.virtual_bytes.is_some());
         }
     }
 }

@@ -147,14 +147,23 @@ async fn tokens_end_with_their_account() {
     // The last admin cannot be removed or demoted.
     let r = c.http.delete(c.url("/api/users/eve")).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(r.status(), 204);
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_procyon"))
-        .args(["user", "remove", "admin", "--data"])
-        .arg(dir.path())
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("last admin"), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(c.get("/api/auth/me", &admin).await.0, 200);
+    for args in [&["user", "remove", "admin"][..], &["user", "role", "admin", "viewer"]] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_procyon"))
+            .args(args)
+            .arg("--data")
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} was done");
+        // Refused, and saying how to get out of it.
+        assert!(
+            stderr.contains("last admin") && stderr.contains("procyon user add NAME --role admin"),
+            "{args:?}: {stderr}"
+        );
+    }
+    assert_eq!(c.get("/api/auth/me", &admin).await.0, 200, "the admin is still signed in, still an admin");
+    assert_eq!(c.get("/api/auth/me", &admin).await.1["role"], "admin");
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -255,6 +264,39 @@ async fn hosts_are_bound_to_their_key_and_machine() {
     let r = c.http.delete(c.url("/api/keys/other")).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(r.status(), 200);
     assert_eq!(close_code(&mut moved, Duration::from_secs(10)).await, Some(4003));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_process_without_a_start_time_is_never_named_by_a_made_up_one() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local"]);
+    let admin = c.admin_token().await;
+    let key = new_key(dir.path(), "k", None);
+    let (mut agent, welcome) = agent_hello(&c, &key, "blind-1", Some(&"c3".repeat(32))).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    // A snapshot whose processes have no start time (as a short upload's have none).
+    let mut snapshot = full_snapshot("blind-1", 1);
+    for p in snapshot["processes"].as_array_mut().unwrap() {
+        p["start_time"] = Value::Null;
+    }
+    let pid = snapshot["processes"][0]["pid"].as_u64().unwrap();
+    let frame = json!({"type": "snapshot", "snapshot": snapshot});
+    agent.send(Message::Text(frame.to_string().into())).await.unwrap();
+    assert_eq!(next_json(&mut agent).await["type"], "ack");
+
+    // An action without a start time of the caller's: the collector has none to give
+    // either, and passes on that it has none (the agent refuses such requests).
+    let act = tokio::spawn({
+        let (url, admin) = (c.url(&format!("/api/monitoring/blind-1/process/{pid}/kill")), admin.clone());
+        async move { reqwest::Client::new().post(url).bearer_auth(admin).send().await.unwrap().status().as_u16() }
+    });
+    let request = next_json(&mut agent).await;
+    assert_eq!((request["type"].as_str(), request["pid"].as_u64()), (Some("action"), Some(pid)), "{request}");
+    assert!(request["start_time"].is_null(), "a start time was made up: {request}");
+    let reply = json!({"type": "action_result", "request_id": request["request_id"],
+        "error": {"code": "pid_reused", "message": "no start time"}});
+    agent.send(Message::Text(reply.to_string().into())).await.unwrap();
+    assert_eq!(act.await.unwrap(), 409);
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -37,9 +37,9 @@ pub const KEY_FILE_NAME: &str = "api.key";
 pub const API_KEY_ENV: &str = "PROCYON_API_KEY";
 
 /// Shortest interval: the sampler's CPU figures need at least 200 ms between readings.
-pub const MIN_INTERVAL_SECS: f64 = 0.2;
+pub const MIN_INTERVAL: Duration = Duration::from_millis(200);
 /// Longest interval: an hour; slower than that a host looks offline to the collector.
-pub const MAX_INTERVAL_SECS: f64 = 3600.0;
+pub const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 const DEFAULT_INTERVAL: Duration = Duration::from_secs(2);
 const DEFAULT_SPOOL_MAX_BYTES: u64 = 256 << 20;
 const DEFAULT_SPOOL_MAX_AGE: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -179,8 +179,8 @@ pub struct Flags {
     /// Identify this machine to the collector by the content of FILE instead of /etc/machine-id (for hosts without one, and tests).
     #[arg(long, env = "PROCYON_MACHINE_ID_FILE", value_name = "FILE")]
     pub machine_id_file: Option<PathBuf>,
-    /// Seconds between snapshots, 0.2 to 3600 [default: 2].
-    #[arg(long, env = "PROCYON_INTERVAL", value_name = "SECS", value_parser = parse_interval)]
+    /// Time between snapshots, e.g. 2s, 500ms or 1m (a bare number is seconds), 200ms to 1h [default: 2s].
+    #[arg(long, env = "PROCYON_INTERVAL", value_name = "DURATION", value_parser = parse_interval)]
     pub interval: Option<Duration>,
     /// Directory for snapshots not yet acknowledged [default: /var/lib/procyon-agent as root, else the user's data directory].
     #[arg(long, env = "PROCYON_SPOOL", value_name = "DIR")]
@@ -189,7 +189,7 @@ pub struct Flags {
     #[arg(long, env = "PROCYON_SPOOL_MAX_BYTES", value_name = "SIZE", value_parser = parse_size)]
     pub spool_max_bytes: Option<u64>,
     /// Drop spooled snapshots older than this, e.g. 7d or 12h [default: 7d].
-    #[arg(long, env = "PROCYON_SPOOL_MAX_AGE", value_name = "AGE", value_parser = parse_age)]
+    #[arg(long, env = "PROCYON_SPOOL_MAX_AGE", value_name = "DURATION", value_parser = parse_age)]
     pub spool_max_age: Option<Duration>,
     /// Carry out process actions relayed by the collector [default: false].
     #[arg(
@@ -306,7 +306,7 @@ pub fn running_as_root() -> bool {
 /// reads `PROCYON_API_KEY` and the config file, and merges them with the defaults.
 ///
 /// Errors name the setting and its source, e.g. `config file /etc/procyon/agent.toml:
-/// interval must be between 0.2 and 3600 seconds`, or say what is missing, e.g. no
+/// interval must be between 200ms and 1h`, or say what is missing, e.g. no
 /// collector for [`Command::Run`].
 pub fn load() -> anyhow::Result<(Config, Command)> {
     let cli = Cli::parse();
@@ -567,18 +567,9 @@ fn parse_hostname(s: &str) -> Result<String, String> {
     Ok(name.to_owned())
 }
 
-/// Seconds as a number (`2`, `0.5`), or with a unit (`500ms`).
+/// A duration (`2`, `0.5`, `500ms`, `1m`) between [`MIN_INTERVAL`] and [`MAX_INTERVAL`].
 fn parse_interval(s: &str) -> Result<Duration, String> {
-    let range = format!("must be between {MIN_INTERVAL_SECS} and {MAX_INTERVAL_SECS} seconds");
-    let secs = match s.trim().parse::<f64>() {
-        Ok(secs) => secs,
-        Err(_) => humantime::parse_duration(s.trim()).map_err(|_| range.clone())?.as_secs_f64(),
-    };
-    // `contains` is false for NaN, so "NaN" is refused here too.
-    if !(MIN_INTERVAL_SECS..=MAX_INTERVAL_SECS).contains(&secs) {
-        return Err(range);
-    }
-    Ok(Duration::from_secs_f64(secs))
+    procyon::duration::parse_between(s, MIN_INTERVAL, MAX_INTERVAL)
 }
 
 /// Bytes as a number, or with a unit: `KB`, `MB`, `GB`, `TB` are powers of 1000; `K`,
@@ -608,19 +599,10 @@ fn parse_size(s: &str) -> Result<u64, String> {
     Ok(bytes as u64)
 }
 
-/// A duration with a unit (`7d`, `12h`, `90min`) or a number of seconds.
+/// A duration (`7d`, `12h`, `90min`, or a number of seconds) of at least
+/// [`MIN_SPOOL_MAX_AGE`].
 fn parse_age(s: &str) -> Result<Duration, String> {
-    let text = s.trim();
-    let age = match text.parse::<u64>() {
-        Ok(secs) => Duration::from_secs(secs),
-        Err(_) => {
-            humantime::parse_duration(text).map_err(|e| format!("must be a duration such as 7d, 12h or 90min ({e})"))?
-        }
-    };
-    if age < MIN_SPOOL_MAX_AGE {
-        return Err(format!("must be at least {}", humantime::format_duration(MIN_SPOOL_MAX_AGE)));
-    }
-    Ok(age)
+    procyon::duration::parse_at_least(s, MIN_SPOOL_MAX_AGE)
 }
 
 /// `full`, `exe` or `none`.
@@ -843,15 +825,17 @@ mod tests {
     #[test]
     fn bad_values_in_the_file_name_the_key() {
         let cases = [
-            ("interval = -1", "config file /etc/procyon/agent.toml: interval must be between 0.2 and 3600 seconds"),
-            ("interval = 0.1", "interval must be between 0.2 and 3600 seconds"),
-            ("interval = \"2 fortnights\"", "interval must be between 0.2 and 3600 seconds"),
+            ("interval = -1", "config file /etc/procyon/agent.toml: interval must be a duration"),
+            ("interval = 0.1", "interval must be between 200ms and 1h"),
+            ("interval = \"50ms\"", "interval must be between 200ms and 1h"),
+            ("interval = \"2 fortnights\"", "interval must be a duration such as 2 (seconds), 500ms"),
             ("collector = \"ftp://x.example\"", "collector must be an http or https URL"),
             ("collector = \"https://u:p@x.example\"", "collector must not contain a user name or password"),
             ("collector = \"not a url\"", "collector is not a URL"),
             ("spool_max_bytes = \"12 parsecs\"", "spool_max_bytes has an unknown unit"),
             ("spool_max_bytes = 1000", "spool_max_bytes must be at least 64 KiB"),
-            ("spool_max_age = \"soon\"", "spool_max_age must be a duration such as 7d"),
+            ("spool_max_age = \"soon\"", "spool_max_age must be a duration such as"),
+            ("spool_max_age = -5", "spool_max_age must be a duration of zero or more seconds"),
             ("spool_max_age = \"5s\"", "spool_max_age must be at least 1m"),
             ("hostname = \"\"", "hostname must not be empty"),
             ("log = \" \"", "log must not be empty"),
@@ -873,7 +857,9 @@ mod tests {
     #[test]
     fn bad_flag_values_name_the_flag() {
         let err = cli_error(&["--interval=-1"]);
-        assert!(err.contains("--interval") && err.contains("must be between 0.2 and 3600 seconds"), "{err}");
+        assert!(err.contains("--interval") && err.contains("must be a duration"), "{err}");
+        let err = cli_error(&["--interval=0"]);
+        assert!(err.contains("--interval") && err.contains("must be between 200ms and 1h"), "{err}");
         let err = cli_error(&["--collector=ws://x.example"]);
         assert!(err.contains("--collector") && err.contains("http or https"), "{err}");
         let err = cli_error(&["--spool-max-age=1s"]);
@@ -899,6 +885,8 @@ mod tests {
         assert_eq!(parse_age("7d"), Ok(Duration::from_secs(7 * 86400)));
         assert_eq!(parse_age("90min"), Ok(Duration::from_secs(5400)));
         assert_eq!(parse_age("3600"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_age("1h 30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_interval("1m"), Ok(Duration::from_secs(60)));
         let (config, _) =
             load_with(&[], Some("collector = \"https://c\"\ninterval = 2.5\nspool_max_age = 7200")).unwrap();
         assert_eq!(config.interval, Duration::from_millis(2500));

@@ -42,7 +42,11 @@ fn main() -> ExitCode {
             tracing_subscriber::EnvFilter::try_new(&config.log)
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
+        // Logs go to stderr (stdout is for what a command prints, such as `login`'s
+        // answer). Colours only on a terminal and never with NO_COLOR set: under systemd
+        // stderr is the journal, and escape codes there are noise.
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()) && std::env::var_os("NO_COLOR").is_none())
         .init();
     let result = match command {
         Command::Run => run(config),

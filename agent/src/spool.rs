@@ -409,7 +409,7 @@ impl Spool {
             dropped += 1;
         }
         if dropped > 0 {
-            let (max_bytes, max_age) = (self.limits.max_bytes, humantime::format_duration(max_age));
+            let (max_bytes, max_age) = (self.limits.max_bytes, procyon::duration::format(max_age));
             tracing::warn!(dropped, max_bytes, %max_age, "spool limit reached: dropped the oldest snapshots");
             self.dropped += dropped;
         }

@@ -8,7 +8,8 @@
 //! - [`model`]: the wire types, one definition each (the UI's TypeScript is generated
 //!   from them);
 //! - [`sample`]: the sampler, the one owner of the OS handles, producing snapshots;
-//! - [`control`]: process actions with their guards (pid reuse, protected processes).
+//! - [`control`]: process actions with their guards (pid reuse, protected processes);
+//! - [`duration`]: durations as people type them, for every program's settings.
 //!
 //! - [`hub`]: live fan-out of the newest snapshot per host;
 //! - [`tui`]: `procyon watch`, the terminal UI (its filter language needs no feature;
@@ -32,6 +33,7 @@
 pub mod control;
 #[cfg(feature = "desktop")]
 pub mod desktop;
+pub mod duration;
 pub mod hub;
 pub mod model;
 pub mod sample;

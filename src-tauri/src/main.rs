@@ -11,6 +11,15 @@ use clap::{Parser, Subcommand};
 use procyon::model::ProcessAction;
 use procyon::sample::{CmdlineMode, Sampler, SamplerOptions};
 
+/// Prints a line to standard output, as `println!` does, but returns the write's error
+/// instead of panicking: a reader that has gone (`procyon user list | head -1`) ends the
+/// command, and [`is_broken_pipe`] makes that a normal end. Use it with `?`.
+macro_rules! say {
+    ($($arg:tt)*) => {
+        writeln!(std::io::stdout().lock(), $($arg)*)
+    };
+}
+
 /// Procyon: processes and network of a machine or a fleet, live and over time.
 #[derive(Parser, Debug)]
 #[command(name = "procyon", version, about, propagate_version = true)]
@@ -185,7 +194,7 @@ struct ServeArgs {
     bind: std::net::SocketAddr,
     #[command(flatten)]
     data: DataArg,
-    /// Seconds between samples of this machine.
+    /// Time between samples of this machine (e.g. 2s, 500ms; 200ms to 1h).
     #[arg(long, env = "PROCYON_INTERVAL", default_value = "2s", value_parser = parse_interval)]
     interval: Duration,
     /// Do not sample this machine; only store what agents send.
@@ -215,10 +224,11 @@ struct ServeArgs {
     #[arg(long, env = "PROCYON_TLS_KEY", value_name = "FILE")]
     tls_key: Option<std::path::PathBuf>,
     /// How often the certificate files are checked for changes.
-    #[arg(long, env = "PROCYON_TLS_RELOAD_EVERY", default_value = "5s", value_parser = parse_duration)]
+    #[arg(long, env = "PROCYON_TLS_RELOAD_EVERY", default_value = "5s", value_parser = parse_reload_every)]
     tls_reload_every: Duration,
-    /// Connections open at once (WebSockets included); more wait until one closes.
-    #[arg(long, env = "PROCYON_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..))]
+    /// Connections open at once (WebSockets included); more wait until one closes. At
+    /// most 1048576, the kernel's usual ceiling on open files per process.
+    #[arg(long, env = "PROCYON_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     max_connections: u32,
 }
 
@@ -281,29 +291,25 @@ enum ApiKeyCommand {
     },
 }
 
-/// A duration as people type it: a number of seconds (`2`, `0.5`) or with a unit
-/// (`500ms`, `2s`, `15m`, `1h`, `3d`). Every interval and retention flag takes this form.
+/// A duration as people type it (`2`, `0.5`, `500ms`, `2s`, `15m`, `1h`, `3d`): the
+/// project's one parser, which the agent shares.
 fn parse_duration(s: &str) -> Result<Duration, String> {
-    let t = s.trim();
-    if let Ok(secs) = t.parse::<f64>() {
-        return Duration::try_from_secs_f64(secs)
-            .map_err(|_| format!("`{s}` is not a duration of zero or more seconds"));
-    }
-    let bad = || format!("`{s}` is not a duration: use e.g. 2, 2s, 500ms, 15m, 1h or 3d");
-    #[cfg(feature = "server")]
-    return humantime::parse_duration(t).map_err(|_| bad());
-    #[cfg(not(feature = "server"))]
-    Err(bad())
+    procyon::duration::parse(s)
 }
 
-/// A sampling interval: a duration between 0.2 seconds and an hour.
+/// A sampling interval: between 0.2 seconds (the CPU figures need that much time between
+/// readings) and an hour.
 fn parse_interval(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if (Duration::from_millis(200)..=Duration::from_secs(3600)).contains(&d) {
-        Ok(d)
-    } else {
-        Err("the interval must be between 200ms and 1h".into())
-    }
+    procyon::duration::parse_between(s, Duration::from_millis(200), Duration::from_secs(3600))
+}
+
+/// How often the certificate files are checked: at most ten times a second (0 would
+/// check in a loop that never rests), at least once a day. SIGHUP reloads at once in
+/// between.
+#[cfg(feature = "server")]
+fn parse_reload_every(s: &str) -> Result<Duration, String> {
+    procyon::duration::parse_between(s, Duration::from_millis(100), Duration::from_secs(86_400))
+        .map_err(|e| format!("{e} (the certificate files are read this often; SIGHUP reloads them at once)"))
 }
 
 #[cfg(feature = "server")]
@@ -397,7 +403,7 @@ fn run() -> anyhow::Result<()> {
                 if tree { procyon::control::act_tree(target, action) } else { procyon::control::act(target, action) };
             match result {
                 Ok(outcome) => {
-                    println!("Process {pid} {} ({} signalled).", action.past_tense(), outcome.signalled.len());
+                    say!("Process {pid} {} ({} signalled).", action.past_tense(), outcome.signalled.len())?;
                     for (pid, e) in &outcome.failed {
                         eprintln!("  {pid}: {}", e.message);
                     }
@@ -439,17 +445,108 @@ fn init_logging() {
 
 #[cfg(feature = "desktop")]
 fn desktop(hidden: bool) -> anyhow::Result<()> {
-    // GTK panics without a display; say what to do instead.
+    // GTK panics when it cannot open a display; say what to do instead.
     #[cfg(target_os = "linux")]
-    if std::env::var_os("DISPLAY").is_none() && std::env::var_os("WAYLAND_DISPLAY").is_none() {
+    if let Err(why) = display::reachable() {
         anyhow::bail!(
-            "No display to open the desktop app on (neither DISPLAY nor WAYLAND_DISPLAY is set). On a server, run \
-             the collector instead: `procyon serve`, then open http://127.0.0.1:7450/ in a browser (`make run` \
-             does this by itself when there is no display)."
+            "No display to open the desktop app on: {why}. On a server, run the collector instead: `procyon \
+             serve`, then open http://127.0.0.1:7450/ in a browser (`make run` does this by itself when there is \
+             no display)."
         );
     }
     init_logging();
     procyon::desktop::run(procyon::desktop::Options { hidden })
+}
+
+/// Whether the desktop app has a display to open its window on, checked the way GTK
+/// will look for one, before GTK does: it panics when it finds none, and a variable
+/// that is set proves nothing (`ssh -X` leaves `DISPLAY` behind after the forwarding is
+/// gone; a Wayland session that ended leaves `WAYLAND_DISPLAY`).
+#[cfg(all(feature = "desktop", target_os = "linux"))]
+mod display {
+    use std::os::unix::net::UnixStream;
+    use std::time::Duration;
+
+    /// How long a display server over TCP gets to accept the connection.
+    const TCP_TIMEOUT: Duration = Duration::from_secs(3);
+
+    /// `Ok` when a Wayland compositor or an X server accepts a connection where
+    /// `WAYLAND_DISPLAY` or `DISPLAY` point; else what was tried, in words.
+    pub fn reachable() -> Result<(), String> {
+        let wayland = std::env::var("WAYLAND_DISPLAY").ok().filter(|v| !v.is_empty());
+        let x11 = std::env::var("DISPLAY").ok().filter(|v| !v.is_empty());
+        if wayland.is_none() && x11.is_none() {
+            return Err("neither DISPLAY nor WAYLAND_DISPLAY is set".into());
+        }
+        let mut tried = Vec::new();
+        if let Some(name) = wayland {
+            match wayland_socket(&name).and_then(|path| connect_unix(&path)) {
+                Ok(()) => return Ok(()),
+                Err(e) => tried.push(format!("WAYLAND_DISPLAY is `{name}`, but {e}")),
+            }
+        }
+        if let Some(name) = x11 {
+            match connect_x11(&name) {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tried.push(format!("DISPLAY is `{name}`, but {e} (a forwarded `ssh -X` display that is gone?)"))
+                }
+            }
+        }
+        Err(tried.join("; "))
+    }
+
+    /// Where a Wayland compositor listens: the name itself when it is a path, else in
+    /// `XDG_RUNTIME_DIR`.
+    fn wayland_socket(name: &str) -> Result<std::path::PathBuf, String> {
+        if name.starts_with('/') {
+            return Ok(name.into());
+        }
+        let dir =
+            std::env::var_os("XDG_RUNTIME_DIR").ok_or("XDG_RUNTIME_DIR, where its socket would be, is not set")?;
+        Ok(std::path::Path::new(&dir).join(name))
+    }
+
+    fn connect_unix(path: &std::path::Path) -> Result<(), String> {
+        UnixStream::connect(path).map(drop).map_err(|e| format!("nothing answers at {} ({e})", path.display()))
+    }
+
+    /// An X display `[host]:N[.screen]`: a local server's socket `/tmp/.X11-unix/XN` (or
+    /// the abstract socket of that name, which Xorg and Xvfb also open), or TCP port
+    /// 6000 + N on `host`.
+    fn connect_x11(display: &str) -> Result<(), String> {
+        let (host, rest) = display.rsplit_once(':').ok_or("it names no display number (like :0)")?;
+        let number: u16 = rest
+            .split('.')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .filter(|n| *n < 1000)
+            .ok_or("it names no display number (like :0)")?;
+        if host.is_empty() || host == "unix" {
+            let path = format!("/tmp/.X11-unix/X{number}");
+            let abstract_socket = {
+                use std::os::linux::net::SocketAddrExt;
+                std::os::unix::net::SocketAddr::from_abstract_name(path.as_bytes())
+                    .and_then(|addr| UnixStream::connect_addr(&addr))
+            };
+            return match (UnixStream::connect(&path), abstract_socket) {
+                (Ok(_), _) | (_, Ok(_)) => Ok(()),
+                (Err(e), Err(_)) => Err(format!("no X server answers at {path} ({e})")),
+            };
+        }
+        let port = 6000 + number;
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let addrs = std::net::ToSocketAddrs::to_socket_addrs(&(host, port))
+            .map_err(|e| format!("its host `{host}` cannot be found ({e})"))?;
+        let mut last = format!("`{host}` has no address");
+        for addr in addrs {
+            match std::net::TcpStream::connect_timeout(&addr, TCP_TIMEOUT) {
+                Ok(_) => return Ok(()),
+                Err(e) => last = format!("no X server answers at {addr} ({e})"),
+            }
+        }
+        Err(last)
+    }
 }
 
 #[cfg(feature = "server")]
@@ -471,9 +568,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if args.keep_minutes < args.keep_raw || args.keep_hours < args.keep_minutes {
         anyhow::bail!(
             "retention must grow tier by tier: --keep-raw ({}) <= --keep-minutes ({}) <= --keep-hours ({})",
-            humantime::format_duration(args.keep_raw),
-            humantime::format_duration(args.keep_minutes),
-            humantime::format_duration(args.keep_hours)
+            procyon::duration::format(args.keep_raw),
+            procyon::duration::format(args.keep_minutes),
+            procyon::duration::format(args.keep_hours)
         );
     }
     let options = ServeOptions {
@@ -524,31 +621,31 @@ async fn user(data: std::path::PathBuf, command: UserCommand) -> anyhow::Result<
             check_credentials(&name, &password).map_err(api_error)?;
             let hash = auth::hash_password(&password).map_err(api_error)?;
             let user = store.create_user(&name, &hash, role).await?;
-            println!("Added {} ({}).", user.username, user.role.as_str());
+            say!("Added {} ({}).", user.username, user.role.as_str())?;
             if generated {
-                println!("Password: {password}");
+                say!("Password: {password}")?;
             }
         }
         UserCommand::List => {
             for u in store.users().await? {
-                println!("{:<24} {:<9} created {}", u.username, u.role.as_str(), u.created_at.format("%Y-%m-%d %H:%M"));
+                say!("{:<24} {:<9} created {}", u.username, u.role.as_str(), u.created_at.format("%Y-%m-%d %H:%M"))?;
             }
         }
         UserCommand::Remove { name } => {
             store.remove_user(&name).await?;
-            println!("Removed {name}.");
+            say!("Removed {name}.")?;
         }
         UserCommand::Role { name, role } => {
             store.set_role(&name, role).await?;
-            println!("{name} is now {} (their earlier sign-ins have ended).", role.as_str());
+            say!("{name} is now {} (their earlier sign-ins have ended).", role.as_str())?;
         }
         UserCommand::Passwd { name, password_stdin } => {
             let (password, generated) = read_password(password_stdin)?;
             check_credentials(&name, &password).map_err(api_error)?;
             store.set_password(&name, &auth::hash_password(&password).map_err(api_error)?).await?;
-            println!("Password of {name} changed.");
+            say!("Password of {name} changed.")?;
             if generated {
-                println!("Password: {password}");
+                say!("Password: {password}")?;
             }
         }
     }
@@ -561,23 +658,23 @@ async fn host(data: std::path::PathBuf, command: HostCommand) -> anyhow::Result<
     let store = procyon::server::open_store(&data).await?;
     match command {
         HostCommand::Binding { name } => match store.host_binding(&name).await? {
-            Some(b) => println!(
+            Some(b) => say!(
                 "{} is bound to API key {} ({}), machine {}, since {}.",
                 b.hostname,
                 b.key_name.as_deref().map_or_else(|| format!("id {}", b.key_id), |n| format!("`{n}`")),
                 if b.key_live { "live" } else { "revoked" },
                 b.machine_id.as_deref().unwrap_or("not known"),
                 b.bound_at.format("%Y-%m-%d %H:%M")
-            ),
-            None => println!("{name} is not bound: the next agent to report it binds it."),
+            )?,
+            None => say!("{name} is not bound: the next agent to report it binds it.")?,
         },
         HostCommand::Unbind { name } => {
             if store.reset_host_binding(&name).await? {
-                println!(
+                say!(
                     "{name} is no longer bound; the next agent to report it binds it (a running collector notices within a minute)."
-                );
+                )?;
             } else {
-                println!("{name} was not bound.");
+                say!("{name} was not bound.")?;
             }
         }
     }
@@ -592,11 +689,11 @@ async fn apikey(data: std::path::PathBuf, command: ApiKeyCommand) -> anyhow::Res
         ApiKeyCommand::Create { name, host } => {
             let (key, prefix, hash) = procyon::server::auth::new_api_key().map_err(api_error)?;
             store.create_api_key(&name, &prefix, &hash, host.as_deref()).await?;
-            println!(
+            say!(
                 "API key `{name}`{}; it is shown only now:",
                 host.map(|h| format!(" for host {h}")).unwrap_or_default()
-            );
-            println!("{key}");
+            )?;
+            say!("{key}")?;
         }
         ApiKeyCommand::List => {
             for k in store.api_keys().await? {
@@ -605,18 +702,12 @@ async fn apikey(data: std::path::PathBuf, command: ApiKeyCommand) -> anyhow::Res
                     (None, Some(at)) => format!("last used {}", at.format("%Y-%m-%d %H:%M")),
                     (None, None) => "never used".into(),
                 };
-                println!(
-                    "{:<24} {:<12} {:<20} {}",
-                    k.name,
-                    k.prefix,
-                    k.hostname.as_deref().unwrap_or("any host"),
-                    state
-                );
+                say!("{:<24} {:<12} {:<20} {}", k.name, k.prefix, k.hostname.as_deref().unwrap_or("any host"), state)?;
             }
         }
         ApiKeyCommand::Revoke { key } => {
             let k = store.revoke_api_key(&key).await?;
-            println!("Revoked `{}` ({}).", k.name, k.prefix);
+            say!("Revoked `{}` ({}).", k.name, k.prefix)?;
         }
     }
     store.close().await;
@@ -663,15 +754,23 @@ mod tests {
     use super::*;
 
     #[test]
-    fn durations_read_as_people_type_them() {
-        for (text, secs) in [("2", 2.0), ("0.5", 0.5), ("2s", 2.0), ("500ms", 0.5), ("15m", 900.0), ("1h", 3600.0)] {
-            assert_eq!(parse_duration(text), Ok(Duration::from_secs_f64(secs)), "{text}");
-        }
-        assert!(parse_duration("yesterday").is_err());
-        assert!(parse_duration("-1").is_err());
+    fn intervals_are_durations_within_their_range() {
         assert_eq!(parse_interval("1s"), Ok(Duration::from_secs(1)));
+        assert_eq!(parse_interval("0.5"), Ok(Duration::from_millis(500)));
         assert!(parse_interval("0").is_err());
         assert!(parse_interval("2h").is_err());
+        assert!(parse_duration("yesterday").is_err());
+    }
+
+    #[cfg(feature = "server")]
+    #[test]
+    fn the_certificate_check_cannot_spin() {
+        assert_eq!(parse_reload_every("5s"), Ok(Duration::from_secs(5)));
+        assert_eq!(parse_reload_every("100ms"), Ok(Duration::from_millis(100)));
+        for bad in ["0", "0s", "10ms", "2d"] {
+            let e = parse_reload_every(bad).unwrap_err();
+            assert!(e.contains("between 100ms and 1day") && e.contains("SIGHUP"), "{bad}: {e}");
+        }
     }
 
     #[cfg(feature = "server")]

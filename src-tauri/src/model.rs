@@ -10,7 +10,9 @@
 //! A [`Snapshot`] serialises to one JSON object with named fields. Conventions:
 //! - units are in field names (`rss_bytes`, `cpu_percent`, `received_bytes_per_sec`);
 //! - times are UTC, RFC 3339 with milliseconds (`"2026-11-21T09:15:00.123Z"`);
-//! - a field an OS cannot fill is `null`, never left out and never a made-up zero;
+//! - a field an OS cannot fill, or an upload does not give, is `null`, never left out and
+//!   never a made-up zero (a short upload in the original API's format has no memory
+//!   size, no process start times, no network counters);
 //! - enums are lower-case strings (`"sleeping"`), except TCP states, which use the
 //!   names people know from `netstat` (`"ESTABLISHED"`, `"LISTEN"`).
 //!
@@ -121,24 +123,26 @@ pub struct LoadAverage {
     pub fifteen: f64,
 }
 
-/// Memory and swap in bytes.
+/// Memory and swap in bytes. A sampler knows them all; an upload in the original API's
+/// short format gives none, so what it cannot say is `null`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
 pub struct MemorySample {
-    /// Physical memory.
-    #[ts(type = "number")]
-    pub total_bytes: u64,
-    /// In use (total minus available).
+    /// Physical memory; `null` when not known.
+    #[ts(type = "number | null")]
+    pub total_bytes: Option<u64>,
+    /// In use (total minus available). For a short upload, which gives no memory
+    /// figures, the sum of its processes' resident memory.
     #[ts(type = "number")]
     pub used_bytes: u64,
-    /// Available to new work without swapping, caches included.
-    #[ts(type = "number")]
-    pub available_bytes: u64,
-    /// Swap space.
-    #[ts(type = "number")]
-    pub swap_total_bytes: u64,
-    /// Swap in use.
-    #[ts(type = "number")]
-    pub swap_used_bytes: u64,
+    /// Available to new work without swapping, caches included; `null` when not known.
+    #[ts(type = "number | null")]
+    pub available_bytes: Option<u64>,
+    /// Swap space; `null` when not known.
+    #[ts(type = "number | null")]
+    pub swap_total_bytes: Option<u64>,
+    /// Swap in use; `null` when not known.
+    #[ts(type = "number | null")]
+    pub swap_used_bytes: Option<u64>,
 }
 
 /// One process.
@@ -157,23 +161,26 @@ pub struct ProcessSample {
     pub user: Option<String>,
     /// Scheduler state.
     pub status: ProcessStatus,
-    /// Share of one core over the last interval (can exceed 100 with several threads).
-    pub cpu_percent: f32,
-    /// Resident memory as a share of physical memory, 0-100.
-    pub memory_percent: f32,
-    /// Resident set size.
-    #[ts(type = "number")]
-    pub rss_bytes: u64,
-    /// Virtual memory size.
-    #[ts(type = "number")]
-    pub virtual_bytes: u64,
+    /// Share of one core over the last interval (can exceed 100 with several threads);
+    /// `null` when not known (an upload that does not give it).
+    pub cpu_percent: Option<f32>,
+    /// Resident memory as a share of physical memory, 0-100; `null` when not known.
+    pub memory_percent: Option<f32>,
+    /// Resident set size; `null` when not known.
+    #[ts(type = "number | null")]
+    pub rss_bytes: Option<u64>,
+    /// Virtual memory size; `null` when not known.
+    #[ts(type = "number | null")]
+    pub virtual_bytes: Option<u64>,
     /// Number of threads.
     pub threads: Option<u32>,
     /// When the process started (UTC). With the pid it names this process: a pid that
-    /// is reused gets a different start time.
-    #[serde(with = "wire::time")]
-    #[ts(as = "DateTime<Utc>")]
-    pub start_time: DateTime<Utc>,
+    /// is reused gets a different start time. `null` when not known (a short upload):
+    /// such a process cannot be told from a later one with its pid, so nothing acts on
+    /// it by pid alone.
+    #[serde(with = "wire::option_time")]
+    #[ts(as = "Option<DateTime<Utc>>")]
+    pub start_time: Option<DateTime<Utc>>,
     /// Bytes read from storage since the process started; `null` without permission.
     #[ts(type = "number | null")]
     pub disk_read_bytes: Option<u64>,
@@ -271,8 +278,9 @@ pub enum TcpState {
 /// Network counters of all interfaces together and of each one.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
 pub struct NetworkSample {
-    /// Sum over the interfaces, loopback excluded.
-    pub total: InterfaceCounters,
+    /// Sum over the interfaces, loopback excluded; `null` when not known (an upload
+    /// that gives no network figures).
+    pub total: Option<InterfaceCounters>,
     /// Each interface, loopback included, by name.
     pub interfaces: Vec<InterfaceSample>,
 }

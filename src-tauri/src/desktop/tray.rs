@@ -39,22 +39,24 @@ pub fn waiting(paused: bool) -> Figures {
 pub fn figures(snapshot: &Snapshot) -> Figures {
     let gib = |b: u64| b as f64 / f64::from(1u32 << 30);
     let m = &snapshot.memory;
-    let used_percent = if m.total_bytes > 0 { m.used_bytes as f64 * 100.0 / m.total_bytes as f64 } else { 0.0 };
-    let summary = format!(
-        "CPU {:.0} % · Memory {:.1} of {:.1} GiB ({:.0} %)",
-        snapshot.cpu.total_percent,
-        gib(m.used_bytes),
-        gib(m.total_bytes),
-        used_percent
-    );
+    let memory = match m.total_bytes.filter(|&t| t > 0) {
+        Some(total) => format!(
+            "{:.1} of {:.1} GiB ({:.0} %)",
+            gib(m.used_bytes),
+            gib(total),
+            m.used_bytes as f64 * 100.0 / total as f64
+        ),
+        None => format!("{:.1} GiB", gib(m.used_bytes)),
+    };
+    let summary = format!("CPU {:.0} % · Memory {memory}", snapshot.cpu.total_percent);
     let mut busy: Vec<_> = snapshot.processes.iter().collect();
-    busy.sort_by(|a, b| b.cpu_percent.total_cmp(&a.cpu_percent).then(a.pid.cmp(&b.pid)));
+    busy.sort_by(|a, b| crate::tui::compare_known(b.cpu_percent, a.cpu_percent).then(a.pid.cmp(&b.pid)));
     let mut top: Vec<String> = busy
         .into_iter()
         .take(TOP)
         .map(|p| {
             let name: String = p.name.chars().filter(|c| !c.is_control()).take(32).collect();
-            format!("{name}  {:.1} %", p.cpu_percent)
+            format!("{name}  {}", crate::tui::or_unknown(p.cpu_percent, |c| format!("{c:.1} %")))
         })
         .collect();
     top.resize(TOP, String::new());
@@ -158,7 +160,7 @@ mod tests {
     fn the_menu_shows_current_figures_and_the_busiest_processes() {
         let mut s = crate::sample::Sampler::new(crate::sample::SamplerOptions::default()).sample();
         s.cpu.total_percent = 12.4;
-        s.memory.total_bytes = 8 << 30;
+        s.memory.total_bytes = Some(8 << 30);
         s.memory.used_bytes = 2 << 30;
         let template = s.processes[0].clone();
         s.processes.clear();
@@ -168,7 +170,7 @@ mod tests {
             let mut p = template.clone();
             p.pid = 100 + i as u32;
             p.name = (*name).into();
-            p.cpu_percent = *cpu;
+            p.cpu_percent = Some(*cpu);
             s.processes.push(p);
         }
         let f = figures(&s);

@@ -107,9 +107,9 @@ pub struct SnapshotSummary {
     /// Memory in use.
     #[ts(type = "number")]
     pub memory_used_bytes: i64,
-    /// Physical memory.
-    #[ts(type = "number")]
-    pub memory_total_bytes: i64,
+    /// Physical memory; `null` when the snapshot does not say (a short upload).
+    #[ts(type = "number | null")]
+    pub memory_total_bytes: Option<i64>,
     /// Processes.
     pub process_count: u32,
     /// Sockets.
@@ -196,13 +196,13 @@ pub struct TopProcess {
 pub struct ProcessHistoryPoint {
     /// Snapshot time.
     pub timestamp: DateTime<Utc>,
-    /// CPU (share of one core).
-    pub cpu_percent: f32,
-    /// Resident memory.
-    #[ts(type = "number")]
-    pub rss_bytes: u64,
-    /// Resident memory as a share of physical memory.
-    pub memory_percent: f32,
+    /// CPU (share of one core); `null` when the snapshot does not say.
+    pub cpu_percent: Option<f32>,
+    /// Resident memory; `null` when the snapshot does not say.
+    #[ts(type = "number | null")]
+    pub rss_bytes: Option<u64>,
+    /// Resident memory as a share of physical memory; `null` when not known.
+    pub memory_percent: Option<f32>,
 }
 
 /// What an audit entry records: a process action, or an admin's action on a host.

@@ -36,7 +36,8 @@ use super::{
 /// The small parts (`host`, `cpu`, `memory`, `network`, `errors`) are either absent
 /// (unchanged from the base) or present whole. The lists are edited:
 ///
-/// - `processes`: keyed by `(pid, start_time)`. `removed` lists the keys of base processes
+/// - `processes`: keyed by `(pid, start_time)` (a start time may be `null`, in uploads
+///   that do not give one: the pid alone then, unique in a snapshot). `removed` lists the keys of base processes
 ///   that are gone; `changed` lists, for processes in both, their key and only the fields
 ///   whose value differs (a nullable field that became `null` is present as `null`);
 ///   `added` gives whole processes with `at`, their index in the new list.
@@ -125,10 +126,10 @@ pub enum LiveMessage {
 pub struct ProcessKey {
     /// Process id.
     pub pid: u32,
-    /// Start time.
-    #[serde(with = "super::wire::time")]
-    #[ts(as = "DateTime<Utc>")]
-    pub start_time: DateTime<Utc>,
+    /// Start time (`null` when the snapshot does not know it).
+    #[serde(with = "super::wire::option_time")]
+    #[ts(as = "Option<DateTime<Utc>>")]
+    pub start_time: Option<DateTime<Utc>>,
 }
 
 /// Edits to the process list.
@@ -181,9 +182,9 @@ pub struct ProcessChange {
     /// Process id (with `start_time`, the key).
     pub pid: u32,
     /// Start time (with `pid`, the key).
-    #[serde(with = "super::wire::time")]
-    #[ts(as = "DateTime<Utc>")]
-    pub start_time: DateTime<Utc>,
+    #[serde(with = "super::wire::option_time")]
+    #[ts(as = "Option<DateTime<Utc>>")]
+    pub start_time: Option<DateTime<Utc>>,
     /// New parent pid.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     #[ts(optional)]
@@ -205,21 +206,21 @@ pub struct ProcessChange {
     #[ts(optional)]
     pub status: Option<ProcessStatus>,
     /// New CPU share.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     #[ts(optional)]
-    pub cpu_percent: Option<f32>,
+    pub cpu_percent: Option<Option<f32>>,
     /// New memory share.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     #[ts(optional)]
-    pub memory_percent: Option<f32>,
+    pub memory_percent: Option<Option<f32>>,
     /// New resident set size.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[ts(optional, type = "number")]
-    pub rss_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[ts(optional, type = "number | null")]
+    pub rss_bytes: Option<Option<u64>>,
     /// New virtual size.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[ts(optional, type = "number")]
-    pub virtual_bytes: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[ts(optional, type = "number | null")]
+    pub virtual_bytes: Option<Option<u64>>,
     /// New thread count.
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     #[ts(optional)]
@@ -357,7 +358,7 @@ fn listening_key(l: &ListeningPort) -> (Protocol, IpAddr, u16, Option<u32>, Opti
     (l.protocol, l.address, l.port, l.pid, l.process_name.clone())
 }
 
-fn process_key(p: &ProcessSample) -> (u32, DateTime<Utc>) {
+fn process_key(p: &ProcessSample) -> (u32, Option<DateTime<Utc>>) {
     (p.pid, p.start_time)
 }
 
@@ -470,8 +471,8 @@ fn differs<T: PartialEq + Clone>(old: &T, new: &T) -> Option<T> {
 }
 
 /// Floats by their bits, so that `-0.0` and `0.0` (and NaNs) count as different.
-fn differs_f32(old: f32, new: f32) -> Option<f32> {
-    (old.to_bits() != new.to_bits()).then_some(new)
+fn differs_f32(old: Option<f32>, new: Option<f32>) -> Option<Option<f32>> {
+    (old.map(f32::to_bits) != new.map(f32::to_bits)).then_some(new)
 }
 
 fn differs_f64(old: Option<f64>, new: Option<f64>) -> Option<Option<f64>> {
@@ -582,7 +583,7 @@ fn list_apply<T: Clone, K: Hash + Eq>(
 }
 
 fn processes_apply(base: &[ProcessSample], delta: &ProcessesDelta) -> Result<Vec<ProcessSample>, DeltaError> {
-    let removed: HashSet<(u32, DateTime<Utc>)> = delta.removed.iter().map(|k| (k.pid, k.start_time)).collect();
+    let removed: HashSet<(u32, Option<DateTime<Utc>>)> = delta.removed.iter().map(|k| (k.pid, k.start_time)).collect();
     if removed.len() != delta.removed.len() {
         return Err(DeltaError::Inconsistent("it removes a process twice".into()));
     }
@@ -592,7 +593,7 @@ fn processes_apply(base: &[ProcessSample], delta: &ProcessesDelta) -> Result<Vec
     }
     // Changes apply to kept processes only, never to added ones.
     let added: HashSet<usize> = delta.added.iter().map(|p| p.at as usize).collect();
-    let mut index: HashMap<(u32, DateTime<Utc>), Option<usize>> = HashMap::with_capacity(out.len());
+    let mut index: HashMap<(u32, Option<DateTime<Utc>>), Option<usize>> = HashMap::with_capacity(out.len());
     for (i, p) in out.iter().enumerate().filter(|(i, _)| !added.contains(i)) {
         index.entry(process_key(p)).and_modify(|slot| *slot = None).or_insert(Some(i));
     }
@@ -646,15 +647,25 @@ mod tests {
         prop_oneof![Just(0.0f64), Just(-0.0f64), 0.0f64..1e12]
     }
 
-    fn time() -> impl Strategy<Value = DateTime<Utc>> {
-        // Few distinct start times, so that pids collide with different ones.
-        (0i64..4, 0u32..3).prop_map(|(s, n)| DateTime::from_timestamp(1_700_000_000 + s, n * 1_000_000).unwrap())
+    fn time() -> impl Strategy<Value = Option<DateTime<Utc>>> {
+        // Few distinct start times, so that pids collide with different ones; sometimes
+        // none, as a short upload has.
+        proptest::option::of(
+            (0i64..4, 0u32..3).prop_map(|(s, n)| DateTime::from_timestamp(1_700_000_000 + s, n * 1_000_000).unwrap()),
+        )
     }
 
     fn process() -> impl Strategy<Value = ProcessSample> {
         (
             (0u32..12, proptest::option::of(0u32..4), "[a-c]{0,2}", "[a-c ]{0,3}", proptest::option::of("[xy]")),
-            (small_f32(), small_f32(), 0u64..4, 0u64..3, proptest::option::of(0u32..3), time()),
+            (
+                proptest::option::of(small_f32()),
+                proptest::option::of(small_f32()),
+                proptest::option::of(0u64..4),
+                proptest::option::of(0u64..3),
+                proptest::option::of(0u32..3),
+                time(),
+            ),
             (
                 proptest::option::of(0u64..3),
                 proptest::option::of(0u64..3),
@@ -738,19 +749,19 @@ mod tests {
                         load_average: cpu.2.map(|one| LoadAverage { one, five: 0.5, fifteen: -0.0 }),
                     },
                     memory: MemorySample {
-                        total_bytes: 8,
+                        total_bytes: Some(8),
                         used_bytes: mem.0,
-                        available_bytes: 1,
-                        swap_total_bytes: 0,
-                        swap_used_bytes: 0,
+                        available_bytes: (mem.0 % 2 == 0).then_some(1),
+                        swap_total_bytes: Some(0),
+                        swap_used_bytes: None,
                     },
                     processes,
                     connections,
                     network: crate::model::NetworkSample {
-                        total: InterfaceCounters {
-                            sent_bytes_per_sec: net.0.first().map_or(0.0, |i| i.1),
-                            ..Default::default()
-                        },
+                        total: net
+                            .0
+                            .first()
+                            .map(|i| InterfaceCounters { sent_bytes_per_sec: i.1, ..Default::default() }),
                         interfaces: net
                             .0
                             .into_iter()
@@ -794,7 +805,7 @@ mod tests {
         let n = base.processes.len().max(1);
         let c = base.connections.len().max(1);
         (
-            proptest::collection::vec((0..n, small_f32(), 0u64..5), 0..4),
+            proptest::collection::vec((0..n, proptest::option::of(small_f32()), proptest::option::of(0u64..5)), 0..4),
             proptest::collection::vec(0..n, 0..2),
             proptest::collection::vec(process(), 0..2),
             proptest::collection::vec(0..c, 0..2),
@@ -909,22 +920,41 @@ mod tests {
         assert!(!json.contains("\"cpu\"") && !json.contains("\"host\""), "{json}");
         // A zero turning into a negative zero is a change.
         if let Some(p) = next.processes.first_mut() {
-            p.cpu_percent = -0.0;
+            p.cpu_percent = Some(-0.0);
             let delta = round_trip(&base, &next);
             assert_eq!(
                 delta.processes.changed.len(),
-                usize::from(base.processes[0].cpu_percent.to_bits() != (-0.0f32).to_bits())
+                usize::from(base.processes[0].cpu_percent.map(f32::to_bits) != Some((-0.0f32).to_bits()))
             );
         }
     }
 
     #[test]
     fn a_nullable_field_that_becomes_null_is_sent_as_null() {
-        let change = ProcessChange { threads: Some(None), ..ProcessChange::default() };
+        let change = ProcessChange { threads: Some(None), rss_bytes: Some(None), ..ProcessChange::default() };
         let json = serde_json::to_string(&change).unwrap();
-        assert!(json.contains("\"threads\":null"), "{json}");
-        assert!(!json.contains("ppid"), "{json}");
+        assert!(json.contains("\"threads\":null") && json.contains("\"rss_bytes\":null"), "{json}");
+        assert!(!json.contains("ppid") && !json.contains("cpu_percent"), "{json}");
         assert_eq!(serde_json::from_str::<ProcessChange>(&json).unwrap(), change);
+    }
+
+    #[test]
+    fn processes_without_start_times_are_named_by_pid() {
+        // A short upload's processes: no start time, some figures unknown.
+        let mut sampler = crate::sample::Sampler::new(Default::default());
+        let mut base = sampler.sample();
+        for p in &mut base.processes {
+            p.start_time = None;
+            p.cpu_percent = None;
+        }
+        let mut next = base.clone();
+        next.seq += 1;
+        next.processes.remove(0);
+        next.processes[0].cpu_percent = Some(1.5);
+        next.processes[1].rss_bytes = None;
+        let delta = round_trip(&base, &next);
+        assert_eq!(delta.processes.removed, [ProcessKey { pid: base.processes[0].pid, start_time: None }]);
+        assert_eq!(delta.processes.changed.len(), 2);
     }
 
     #[test]
@@ -935,7 +965,7 @@ mod tests {
         next.seq += 1;
         let good = SnapshotDelta::between(&base, &next);
         let mut bad = good.clone();
-        bad.processes.removed.push(ProcessKey { pid: u32::MAX, start_time: base.taken_at });
+        bad.processes.removed.push(ProcessKey { pid: u32::MAX, start_time: Some(base.taken_at) });
         assert!(matches!(bad.apply(&base), Err(DeltaError::Inconsistent(_))));
         let mut bad = good.clone();
         bad.processes.changed.push(ProcessChange { pid: u32::MAX, ..ProcessChange::default() });

@@ -47,8 +47,8 @@ fn same_name(a: &str, b: &str, kernel_thread: bool) -> bool {
 }
 
 /// sysinfo gives start times in whole seconds, we give milliseconds.
-fn same_start(a: chrono::DateTime<chrono::Utc>, b: chrono::DateTime<chrono::Utc>) -> bool {
-    (a - b).abs() < TimeDelta::seconds(1)
+fn same_start(a: Option<chrono::DateTime<chrono::Utc>>, b: Option<chrono::DateTime<chrono::Utc>>) -> bool {
+    matches!((a, b), (Some(a), Some(b)) if (a - b).abs() < TimeDelta::seconds(1))
 }
 
 /// `x` lies between `a` and `b` (either order), with `slack` either side.
@@ -89,7 +89,7 @@ fn compare_processes(
     for (pid, f1) in fast1 {
         let Some(f2) = fast2.get(pid).filter(|f2| f2.start_time == f1.start_time) else { continue };
         let s = slow.get(pid).unwrap_or_else(|| panic!("pid {pid} ({}) is missing from the general reading", f1.name));
-        assert!(same_start(f1.start_time, s.start_time), "pid {pid}: start {} vs {}", f1.start_time, s.start_time);
+        assert!(same_start(f1.start_time, s.start_time), "pid {pid}: start {:?} vs {:?}", f1.start_time, s.start_time);
         if f1.name == f2.name {
             assert!(same_name(&f1.name, &s.name, f1.kernel_thread), "pid {pid}: name {:?} vs {:?}", f1.name, s.name);
         }
@@ -108,6 +108,7 @@ fn compare_processes(
             ("rss", f1.rss_bytes, s.rss_bytes, f2.rss_bytes),
             ("virtual size", f1.virtual_bytes, s.virtual_bytes, f2.virtual_bytes),
         ] {
+            let (a, x, b) = (a.unwrap(), x.unwrap(), b.unwrap());
             let slack = b / 20 + 256 * 1024;
             assert!(between(x, a, b, slack), "pid {pid} ({}): {what} {x} not near {a}..{b}", f1.name);
         }
@@ -136,9 +137,9 @@ fn processes_agree_with_the_general_sampler() {
     std::thread::sleep(Duration::from_millis(300));
 
     let total = 16 << 30;
-    let f1 = by_pid(fast.read(total).unwrap());
-    let s1 = by_pid(slow.read(total).unwrap());
-    let f2 = by_pid(fast.read(total).unwrap());
+    let f1 = by_pid(fast.read(Some(total)).unwrap());
+    let s1 = by_pid(slow.read(Some(total)).unwrap());
+    let f2 = by_pid(fast.read(Some(total)).unwrap());
     let compared = compare_processes(&f1, &s1, &f2);
     // Other tests start and end processes meanwhile, so not every pid of the first
     // reading is still the same process in the third; the ones this test holds are.
@@ -156,25 +157,21 @@ fn processes_agree_with_the_general_sampler() {
 
     // CPU over (nearly) the same second on both sides.
     std::thread::sleep(Duration::from_secs(1));
-    let f3 = by_pid(fast.read(total).unwrap());
-    let s2 = by_pid(slow.read(total).unwrap());
-    let f4 = by_pid(fast.read(total).unwrap());
+    let f3 = by_pid(fast.read(Some(total)).unwrap());
+    let s2 = by_pid(slow.read(Some(total)).unwrap());
+    let f4 = by_pid(fast.read(Some(total)).unwrap());
     compare_processes(&f3, &s2, &f4);
     let spin = spinner.0.id();
     // On a busy machine it may get only a part of a core, but never none.
-    assert!(f3[&spin].cpu_percent > 5.0, "the spinner shows on the fast path: {}", f3[&spin].cpu_percent);
+    let spinning = f3[&spin].cpu_percent.unwrap();
+    assert!(spinning > 5.0, "the spinner shows on the fast path: {spinning}");
     for (pid, f) in &f3 {
         let Some(s) = s2.get(pid).filter(|s| same_start(s.start_time, f.start_time)) else { continue };
         if !s1.contains_key(pid) {
             continue; // sysinfo reports no CPU for a process the first time it sees it
         }
-        assert!(
-            (f.cpu_percent - s.cpu_percent).abs() <= 10.0,
-            "pid {pid} ({}): cpu {} vs {}",
-            f.name,
-            f.cpu_percent,
-            s.cpu_percent
-        );
+        let (fast_cpu, slow_cpu) = (f.cpu_percent.unwrap(), s.cpu_percent.unwrap());
+        assert!((fast_cpu - slow_cpu).abs() <= 10.0, "pid {pid} ({}): cpu {fast_cpu} vs {slow_cpu}", f.name);
     }
     drop(spinner);
 }
@@ -185,7 +182,7 @@ fn connections(list: Vec<(netstat2::SocketInfo, Option<u32>)>) -> HashMap<u32, C
 
 /// Every process now, as the sampler passes them to the socket reader.
 fn procs() -> Vec<ProcessSample> {
-    linux::Processes::new(CmdlineMode::Full).read(1).unwrap()
+    linux::Processes::new(CmdlineMode::Full).read(Some(1)).unwrap()
 }
 
 /// Whether process `pid` has socket `inode` open, read from `/proc` on the spot.
@@ -246,7 +243,7 @@ fn identify_and_the_table_agree_with_the_general_ones() {
         let b = portable::identify(pid).unwrap();
         assert_eq!((a.pid, a.ppid, a.kernel_thread), (b.pid, b.ppid, b.kernel_thread));
         assert!(same_name(&a.name, &b.name, a.kernel_thread), "{a:?} vs {b:?}");
-        assert!(same_start(a.start_time, b.start_time), "{a:?} vs {b:?}");
+        assert!(same_start(Some(a.start_time), Some(b.start_time)), "{a:?} vs {b:?}");
         assert_eq!(a.user, b.user);
     }
     let t1 = linux::table().unwrap();
@@ -257,7 +254,7 @@ fn identify_and_the_table_agree_with_the_general_ones() {
     for a in &t1 {
         let Some(b) = t2.get(&a.pid).filter(|b| b.start_time == a.start_time) else { continue };
         let g = &general[&a.pid];
-        assert!(same_start(a.start_time, g.start_time), "{a:?} vs {g:?}");
+        assert!(same_start(Some(a.start_time), Some(g.start_time)), "{a:?} vs {g:?}");
         if a.name == b.name {
             assert!(same_name(&a.name, &g.name, a.kernel_thread), "{a:?} vs {g:?}");
         }

@@ -422,12 +422,12 @@ impl Processes {
             shared_budget: kept_files_budget(),
         };
         // The baseline: CPU figures of the first real sample are deltas against it.
-        let _ = p.read(1);
+        let _ = p.read(Some(1));
         p
     }
 
     /// Every process now. `memory_total` turns resident sizes into percentages.
-    pub fn read(&mut self, memory_total: u64) -> io::Result<Vec<ProcessSample>> {
+    pub fn read(&mut self, memory_total: Option<u64>) -> io::Result<Vec<ProcessSample>> {
         let now = Instant::now();
         let wall_now = Utc::now();
         self.tick += 1;
@@ -463,7 +463,7 @@ impl Processes {
         pid: u32,
         now: Instant,
         wall_now: DateTime<Utc>,
-        memory_total: u64,
+        memory_total: Option<u64>,
     ) -> Option<ProcessSample> {
         let kept = self.known.get(&pid).and_then(|k| k.stat_file.as_ref()).map(|k| &k.0);
         let mut opened = None;
@@ -589,16 +589,12 @@ impl Processes {
             cmd: known.fixed.cmd.clone(),
             user: known.fixed.user.clone(),
             status: status_of(stat.state),
-            cpu_percent,
-            memory_percent: if memory_total > 0 {
-                (rss_bytes as f64 / memory_total as f64 * 100.0) as f32
-            } else {
-                0.0
-            },
-            rss_bytes,
-            virtual_bytes: stat.vsize_bytes,
+            cpu_percent: Some(cpu_percent),
+            memory_percent: memory_total.filter(|&t| t > 0).map(|t| (rss_bytes as f64 / t as f64 * 100.0) as f32),
+            rss_bytes: Some(rss_bytes),
+            virtual_bytes: Some(stat.vsize_bytes),
             threads: Some(stat.threads),
-            start_time,
+            start_time: Some(start_time),
             disk_read_bytes: known.io.map(|(r, _)| r),
             disk_write_bytes: known.io.map(|(_, w)| w),
             disk_read_bytes_per_sec: disk_read_rate,
@@ -875,7 +871,7 @@ impl SocketOwners {
         let rank = |p: &ProcessSample| {
             if !walked.contains(&p.pid) {
                 0
-            } else if p.cpu_percent > 0.0 {
+            } else if p.cpu_percent.is_some_and(|c| c > 0.0) {
                 1
             } else {
                 2
@@ -1108,7 +1104,7 @@ mod tests {
         let mut procs = Processes::with_budget(MAX_KEPT_FILES, CmdlineMode::Full);
         let me = std::process::id();
         assert!(procs.known[&me].stat_file.is_some(), "our own stat file is kept");
-        let before = find(&procs.read(1).unwrap(), me).unwrap().clone();
+        let before = find(&procs.read(Some(1)).unwrap(), me).unwrap().clone();
         // Burn a little CPU and grow: both must show through the kept file.
         let grow = vec![1u8; 64 << 20];
         let start = Instant::now();
@@ -1116,9 +1112,10 @@ mod tests {
             std::hint::black_box(&grow);
         }
         std::hint::black_box(grow.iter().map(|b| u64::from(*b)).sum::<u64>());
-        let after = find(&procs.read(1).unwrap(), me).unwrap().clone();
-        assert!(after.rss_bytes >= before.rss_bytes + (32 << 20), "{} then {}", before.rss_bytes, after.rss_bytes);
-        assert!(after.cpu_percent > 0.0);
+        let after = find(&procs.read(Some(1)).unwrap(), me).unwrap().clone();
+        let (before_rss, after_rss) = (before.rss_bytes.unwrap(), after.rss_bytes.unwrap());
+        assert!(after_rss >= before_rss + (32 << 20), "{before_rss} then {after_rss}");
+        assert!(after.cpu_percent.unwrap() > 0.0);
         assert!(procs.known[&me].stat_file.is_some());
     }
 
@@ -1127,7 +1124,7 @@ mod tests {
         let mut procs = Processes::with_budget(MAX_KEPT_FILES, CmdlineMode::Full);
         let mut child = sh("sleep 30");
         let pid = child.id();
-        assert!(find(&procs.read(1).unwrap(), pid).is_some());
+        assert!(find(&procs.read(Some(1)).unwrap(), pid).is_some());
         assert!(procs.known[&pid].stat_file.is_some());
         // The descriptors this sampler keeps for it (other samplers in this test
         // process may keep their own on the same pid, so only these are checked).
@@ -1143,7 +1140,7 @@ mod tests {
         assert!(!ours.is_empty() && ours.iter().all(open_on_pid));
         child.kill().unwrap();
         child.wait().unwrap();
-        assert!(find(&procs.read(1).unwrap(), pid).is_none());
+        assert!(find(&procs.read(Some(1)).unwrap(), pid).is_none());
         assert!(!procs.known.contains_key(&pid));
         assert!(!ours.iter().any(open_on_pid), "its files are closed");
         assert_eq!(procs.kept, procs.kept_files());
@@ -1153,8 +1150,8 @@ mod tests {
     fn no_more_files_are_kept_than_the_budget_and_the_rest_still_read() {
         let mut limited = Processes::with_budget(5, CmdlineMode::Full);
         let mut unlimited = Processes::with_budget(MAX_KEPT_FILES, CmdlineMode::Full);
-        let a = limited.read(1).unwrap();
-        let b = unlimited.read(1).unwrap();
+        let a = limited.read(Some(1)).unwrap();
+        let b = unlimited.read(Some(1)).unwrap();
         assert_eq!(limited.kept_files(), 5);
         assert!(unlimited.kept_files() > 5);
         let pids = |l: &[ProcessSample]| l.iter().map(|p| (p.pid, p.start_time)).collect::<HashSet<_>>();
@@ -1162,7 +1159,7 @@ mod tests {
         // Processes come and go between the two readings, but hardly any.
         assert!(a.symmetric_difference(&b).count() <= 4, "{:?}", a.symmetric_difference(&b).collect::<Vec<_>>());
         let mut none = Processes::with_budget(0, CmdlineMode::Full);
-        assert!(none.read(1).unwrap().len() + 4 >= a.len());
+        assert!(none.read(Some(1)).unwrap().len() + 4 >= a.len());
         assert_eq!(none.kept_files(), 0);
     }
 
@@ -1171,10 +1168,10 @@ mod tests {
         let mut procs = Processes::with_budget(MAX_KEPT_FILES, CmdlineMode::Full);
         let mut child = sh("sleep 0.5; exec sleep 31");
         let pid = child.id();
-        let first = find(&procs.read(1).unwrap(), pid).unwrap().clone();
+        let first = find(&procs.read(Some(1)).unwrap(), pid).unwrap().clone();
         assert_eq!(first.name, "sh");
         std::thread::sleep(Duration::from_millis(900));
-        let later = find(&procs.read(1).unwrap(), pid).unwrap().clone();
+        let later = find(&procs.read(Some(1)).unwrap(), pid).unwrap().clone();
         child.kill().unwrap();
         child.wait().unwrap();
         assert_eq!(later.start_time, first.start_time, "the same process");
@@ -1198,9 +1195,9 @@ mod tests {
         ));
         let pid = child.id();
         let mut procs = Processes::with_budget(MAX_KEPT_FILES, CmdlineMode::Full);
-        let before = find(&procs.read(1).unwrap(), pid).unwrap().clone();
+        let before = find(&procs.read(Some(1)).unwrap(), pid).unwrap().clone();
         std::thread::sleep(Duration::from_millis(1200));
-        let after = find(&procs.read(1).unwrap(), pid).unwrap().clone();
+        let after = find(&procs.read(Some(1)).unwrap(), pid).unwrap().clone();
         child.kill().unwrap();
         child.wait().unwrap();
         let _ = fs::remove_dir_all(&dir);

@@ -141,7 +141,7 @@ impl Sampler {
             Ok(now) => self.rates.sample(now, secs),
             Err(message) => {
                 errors.push(DomainError { domain: Domain::Network, message });
-                NetworkSample { total: Default::default(), interfaces: Vec::new() }
+                NetworkSample { total: None, interfaces: Vec::new() }
             }
         };
 
@@ -172,7 +172,8 @@ pub struct ProcessEntry {
     pub ppid: Option<u32>,
     /// Short name.
     pub name: String,
-    /// Start time, exactly as [`crate::model::ProcessSample::start_time`] reports it.
+    /// Start time, exactly as [`crate::model::ProcessSample::start_time`] reports it (a
+    /// sampler always knows it; only uploads leave it out).
     pub start_time: DateTime<Utc>,
     /// A kernel thread.
     pub kernel_thread: bool,

@@ -66,7 +66,7 @@ impl Processes {
         Processes { cmdline, system, users: Users::new_with_refreshed_list().ok(), cmds: HashMap::new() }
     }
 
-    pub fn read(&mut self, memory_total: u64) -> std::io::Result<Vec<ProcessSample>> {
+    pub fn read(&mut self, memory_total: Option<u64>) -> std::io::Result<Vec<ProcessSample>> {
         let system =
             self.system.as_mut().ok_or_else(|| std::io::Error::other("the process table is not available here"))?;
         system.refresh_processes_specifics(ProcessesToUpdate::All, true, refresh_kind());
@@ -95,16 +95,12 @@ impl Processes {
                 cmd: cmd.clone(),
                 user,
                 status: status_of(p.status()),
-                cpu_percent: p.cpu_usage(),
-                memory_percent: if memory_total > 0 {
-                    (p.memory() as f64 / memory_total as f64 * 100.0) as f32
-                } else {
-                    0.0
-                },
-                rss_bytes: p.memory(),
-                virtual_bytes: p.virtual_memory(),
+                cpu_percent: Some(p.cpu_usage()),
+                memory_percent: memory_total.filter(|&t| t > 0).map(|t| (p.memory() as f64 / t as f64 * 100.0) as f32),
+                rss_bytes: Some(p.memory()),
+                virtual_bytes: Some(p.virtual_memory()),
                 threads: p.tasks().map(|t| t.len() as u32),
-                start_time: start_time(p.start_time()),
+                start_time: Some(start_time(p.start_time())),
                 disk_read_bytes: Some(disk.total_read_bytes),
                 disk_write_bytes: Some(disk.total_written_bytes),
                 disk_read_bytes_per_sec: None,

@@ -58,11 +58,11 @@ impl System {
         let Some(sys) = self.sys.as_mut() else {
             let cpu = CpuSample { total_percent: 0.0, per_core_percent: Vec::new(), load_average };
             let mem = MemorySample {
-                total_bytes: 0,
+                total_bytes: None,
                 used_bytes: 0,
-                available_bytes: 0,
-                swap_total_bytes: 0,
-                swap_used_bytes: 0,
+                available_bytes: None,
+                swap_total_bytes: None,
+                swap_used_bytes: None,
             };
             return (cpu, mem);
         };
@@ -76,11 +76,11 @@ impl System {
         let total = sys.total_memory();
         let available = sys.available_memory();
         let memory = MemorySample {
-            total_bytes: total,
+            total_bytes: Some(total),
             used_bytes: total.saturating_sub(available),
-            available_bytes: available,
-            swap_total_bytes: sys.total_swap(),
-            swap_used_bytes: sys.used_swap(),
+            available_bytes: Some(available),
+            swap_total_bytes: Some(sys.total_swap()),
+            swap_used_bytes: Some(sys.used_swap()),
         };
         (cpu, memory)
     }

@@ -125,7 +125,7 @@ impl Agents {
         if let Some(old) = connections.get(hostname) {
             if old.key_id != key_id || old.machine_id != machine_id {
                 return Err(format!(
-                    "Host `{hostname}` already has a live session from another agent (another key or machine). Give                      this agent its own name with `--hostname NAME`."
+                    "Host `{hostname}` already has a live session from another agent (another key or machine). Give this agent its own name with `--hostname NAME`."
                 ));
             }
             old.kick.send_replace(Some((4009, "replaced by a newer session of the same agent".into())));

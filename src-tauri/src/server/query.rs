@@ -72,7 +72,7 @@ pub fn parse_time(text: &str, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
         return Some(Utc.from_utc_datetime(&date.and_hms_opt(0, 0, 0)?));
     }
     if let Some(ago) = t.strip_prefix('-') {
-        let ago = humantime::parse_duration(ago.trim()).ok()?;
+        let ago = crate::duration::parse(ago).ok()?;
         return now.checked_sub_signed(chrono::Duration::from_std(ago).ok()?);
     }
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit() || b == b'.') {

@@ -382,7 +382,8 @@ async fn process_history(
     let mut reader = state.store.range_reader(host.id, from, to, HISTORY_POINTS).await?;
     let (pid, start_time) = (q.pid, q.start_time);
     let point_of = move |s: StoredSnapshot| {
-        let p = s.snapshot.processes.iter().find(|p| p.pid == pid && start_time.is_none_or(|t| t == p.start_time))?;
+        let p =
+            s.snapshot.processes.iter().find(|p| p.pid == pid && start_time.is_none_or(|t| Some(t) == p.start_time))?;
         Some(crate::model::api::ProcessHistoryPoint {
             timestamp: s.snapshot.taken_at,
             cpu_percent: p.cpu_percent,
@@ -437,22 +438,24 @@ pub fn processes_csv(snapshot: &Snapshot) -> String {
         "pid,ppid,name,user,status,cpu_percent,memory_percent,rss_bytes,virtual_bytes,threads,start_time,disk_read_bytes,disk_write_bytes,cmd\n",
     );
     for p in &snapshot.processes {
+        // What the snapshot does not know is an empty field, never a zero.
         let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+        let percent = |v: Option<f32>| v.map(|v| format!("{v:.2}")).unwrap_or_default();
         let status =
             serde_json::to_value(p.status).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
         out.push_str(&format!(
-            "{},{},{},{},{},{:.2},{:.2},{},{},{},{},{},{},{}\n",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{}\n",
             p.pid,
             p.ppid.map(|v| v.to_string()).unwrap_or_default(),
             csv_field(&p.name),
             csv_field(p.user.as_deref().unwrap_or("")),
             status,
-            p.cpu_percent,
-            p.memory_percent,
-            p.rss_bytes,
-            p.virtual_bytes,
+            percent(p.cpu_percent),
+            percent(p.memory_percent),
+            opt(p.rss_bytes),
+            opt(p.virtual_bytes),
             p.threads.map(|v| v.to_string()).unwrap_or_default(),
-            p.start_time.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            p.start_time.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true)).unwrap_or_default(),
             opt(p.disk_read_bytes),
             opt(p.disk_write_bytes),
             csv_field(&p.cmd),
@@ -749,7 +752,9 @@ async fn process_action(
     let seen = latest.as_ref().and_then(|s| s.processes.iter().find(|q| q.pid == pid));
     let process_name = seen.map(|q| q.name.clone());
     let start_time = match (options.start_time, seen) {
-        (Some(t), _) => t,
+        (Some(t), _) => Some(t),
+        // Unknown stays unknown (an upload without start times gives none): an agent
+        // refuses a relayed action without one, and so does this machine below.
         (None, Some(q)) => q.start_time,
         (None, None) => {
             return Err(ApiError::NotFound(format!(
@@ -758,8 +763,16 @@ async fn process_action(
             )));
         }
     };
-    let target = Target { pid, start_time: Some(start_time) };
-    let result = if host.local {
+    let target = Target { pid, start_time };
+    let result = if host.local && start_time.is_none() {
+        Err(crate::model::ActionError {
+            code: ActionErrorCode::PidReused,
+            message: format!(
+                "When process {pid} started is not known, so Procyon cannot make sure the pid still names the \
+                 process you saw; nothing was done. Refresh and try again."
+            ),
+        })
+    } else if host.local {
         let act = if options.tree { control::act_tree } else { control::act };
         tokio::task::spawn_blocking(move || act(target, action))
             .await

@@ -7,7 +7,10 @@
 //!   processes nested under `children`, `memory` as a number of bytes or a string such as
 //!   `"150MB"`, and `parent_pid` possibly `null`. It becomes a snapshot with only
 //!   processes; its sequence number is its time in milliseconds, so sending the same
-//!   upload twice stores it once.
+//!   upload twice stores it once. Without `snapshot_time` it is stamped with its
+//!   arrival. What it does not say is `null` in the snapshot, never a made-up zero: the
+//!   memory size and swap, network counters, and of each process its start time, memory
+//!   share and virtual size, and its CPU and memory when it leaves them out.
 //!
 //! Nothing a monitored machine sends is trusted: sizes and counts are bounded, strings
 //! must be printable, numbers must be in range. Errors name the field
@@ -188,14 +191,14 @@ fn from_short(upload: ShortUpload) -> Result<Snapshot, ApiError> {
             return Err(ApiError::invalid("processes", format!("More than {MAX_PROCESSES} processes in one upload.")));
         }
         let rss_bytes = match &p.memory {
-            None => 0,
-            Some(ShortMemory::Bytes(b)) if b.is_finite() && *b >= 0.0 => *b as u64,
-            Some(ShortMemory::Text(t)) => parse_memory(t).ok_or_else(|| {
+            None => None,
+            Some(ShortMemory::Bytes(b)) if b.is_finite() && *b >= 0.0 => Some(*b as u64),
+            Some(ShortMemory::Text(t)) => Some(parse_memory(t).ok_or_else(|| {
                 ApiError::invalid(
                     format!("{path}.memory"),
                     format!("{path}.memory: `{t}` is not a size such as \"150MB\"."),
                 )
-            })?,
+            })?),
             Some(ShortMemory::Bytes(_)) => {
                 return Err(ApiError::invalid(
                     format!("{path}.memory"),
@@ -214,12 +217,12 @@ fn from_short(upload: ShortUpload) -> Result<Snapshot, ApiError> {
             cmd: p.cmd.unwrap_or_default(),
             user: p.username,
             status: status_from(p.status.as_deref()),
-            cpu_percent: p.cpu.unwrap_or(0.0),
-            memory_percent: 0.0,
+            cpu_percent: p.cpu,
+            memory_percent: None,
             rss_bytes,
-            virtual_bytes: 0,
+            virtual_bytes: None,
             threads: None,
-            start_time: DateTime::UNIX_EPOCH,
+            start_time: None,
             disk_read_bytes: None,
             disk_write_bytes: None,
             disk_read_bytes_per_sec: None,
@@ -229,7 +232,7 @@ fn from_short(upload: ShortUpload) -> Result<Snapshot, ApiError> {
     }
     processes.sort_by_key(|p| p.pid);
     // A fold from +0.0: an empty `sum()` of floats is -0.0.
-    let total_cpu: f32 = processes.iter().fold(0.0, |sum, p| sum + p.cpu_percent);
+    let total_cpu: f32 = processes.iter().filter_map(|p| p.cpu_percent).fold(0.0, |sum, cpu| sum + cpu);
     Ok(Snapshot {
         schema_version: SCHEMA_VERSION,
         host: HostInfo {
@@ -249,15 +252,15 @@ fn from_short(upload: ShortUpload) -> Result<Snapshot, ApiError> {
         interval_ms: 0,
         cpu: CpuSample { total_percent: total_cpu.clamp(0.0, 100.0), per_core_percent: Vec::new(), load_average: None },
         memory: MemorySample {
-            total_bytes: 0,
-            used_bytes: processes.iter().map(|p| p.rss_bytes).sum(),
-            available_bytes: 0,
-            swap_total_bytes: 0,
-            swap_used_bytes: 0,
+            total_bytes: None,
+            used_bytes: processes.iter().filter_map(|p| p.rss_bytes).sum(),
+            available_bytes: None,
+            swap_total_bytes: None,
+            swap_used_bytes: None,
         },
         processes,
         connections: Vec::new(),
-        network: NetworkSample { total: Default::default(), interfaces: Vec::new() },
+        network: NetworkSample { total: None, interfaces: Vec::new() },
         ports: PortUsage::default(),
         errors: Vec::new(),
     })
@@ -346,8 +349,8 @@ fn process_ok(p: &ProcessSample) -> bool {
     text_ok(&p.name, MAX_NAME)
         && text_ok(&p.cmd, MAX_CMD_CHARS + 1)
         && p.user.as_deref().is_none_or(|u| text_ok(u, MAX_NAME))
-        && percent_ok(p.cpu_percent, 100_000.0)
-        && percent_ok(p.memory_percent, 100.5)
+        && p.cpu_percent.is_none_or(|v| percent_ok(v, 100_000.0))
+        && p.memory_percent.is_none_or(|v| percent_ok(v, 100.5))
 }
 
 /// [`validate`], with the per-process checks only for processes `check` picks: a
@@ -389,8 +392,12 @@ pub fn validate_where(s: &Snapshot, check: impl Fn(&ProcessSample) -> bool) -> R
         if let Some(user) = &p.user {
             check_text(&format!("processes[{i}].user"), user, MAX_NAME, true)?;
         }
-        check_percent(&format!("processes[{i}].cpu_percent"), p.cpu_percent, 100_000.0)?;
-        check_percent(&format!("processes[{i}].memory_percent"), p.memory_percent, 100.5)?;
+        if let Some(cpu) = p.cpu_percent {
+            check_percent(&format!("processes[{i}].cpu_percent"), cpu, 100_000.0)?;
+        }
+        if let Some(memory) = p.memory_percent {
+            check_percent(&format!("processes[{i}].memory_percent"), memory, 100.5)?;
+        }
     }
     for (i, n) in s.network.interfaces.iter().enumerate() {
         check_text(&format!("network.interfaces[{i}].name"), &n.name, MAX_NAME, false)?;
@@ -414,10 +421,39 @@ mod tests {
         assert_eq!(s.processes.len(), 2);
         let explorer = &s.processes[0];
         assert_eq!((explorer.pid, explorer.ppid, explorer.name.as_str()), (100, None, "explorer.exe"));
-        assert_eq!(explorer.rss_bytes, 150 * 1024 * 1024);
-        assert_eq!(explorer.cpu_percent, 2.5);
+        assert_eq!(explorer.rss_bytes, Some(150 * 1024 * 1024));
+        assert_eq!(explorer.cpu_percent, Some(2.5));
         let notepad = &s.processes[1];
         assert_eq!((notepad.pid, notepad.ppid), (200, Some(100)));
+    }
+
+    #[test]
+    fn what_a_short_upload_leaves_out_is_null() {
+        let body = r#"{"hostname":"h","snapshot_time":"2026-01-02T03:04:05Z","processes":[{"pid":1,"name":"a","cpu":1.5},{"pid":2,"name":"b","memory":"1KB"}]}"#;
+        let s = parse(body.as_bytes()).unwrap();
+        let (a, b) = (&s.processes[0], &s.processes[1]);
+        assert_eq!((a.cpu_percent, a.rss_bytes), (Some(1.5), None));
+        assert_eq!((b.cpu_percent, b.rss_bytes), (None, Some(1024)));
+        for p in &s.processes {
+            assert_eq!((p.start_time, p.memory_percent, p.virtual_bytes), (None, None, None));
+        }
+        let m = &s.memory;
+        assert_eq!((m.total_bytes, m.available_bytes, m.swap_total_bytes, m.swap_used_bytes), (None, None, None, None));
+        assert_eq!(m.used_bytes, 1024);
+        assert_eq!(s.network.total, None);
+        assert_eq!(s.cpu.total_percent, 1.5);
+        // And so it reads, as JSON.
+        let json = serde_json::to_value(&s).unwrap();
+        assert!(json["memory"]["total_bytes"].is_null() && json["network"]["total"].is_null(), "{json}");
+        assert!(json["processes"][0]["start_time"].is_null() && json["processes"][0]["rss_bytes"].is_null());
+    }
+
+    #[test]
+    fn a_short_upload_without_a_time_is_stamped_with_its_arrival() {
+        let before = Utc::now();
+        let s = parse(br#"{"hostname":"h","processes":[]}"#).unwrap();
+        assert!((before..=Utc::now()).contains(&s.taken_at), "{}", s.taken_at);
+        assert_eq!(s.seq, s.taken_at.timestamp_millis() as u64);
     }
 
     #[test]

@@ -100,7 +100,9 @@ pub fn stored(snapshot_id: i64, snapshot: &Snapshot, tree: bool) -> Value {
 
 /// A snapshot in the monitoring API's shape.
 pub fn monitoring(snapshot_id: i64, received_at: DateTime<Utc>, s: &Snapshot) -> Value {
-    let t = &s.network.total;
+    // `null` for each counter the snapshot does not know (a short upload has none).
+    let t = s.network.total.as_ref();
+    let counter = |f: fn(&crate::model::InterfaceCounters) -> Value| t.map_or(Value::Null, f);
     let processes: Vec<Value> = match serde_json::to_value(&s.processes) {
         Ok(Value::Array(items)) => {
             items.into_iter().map(|p| Value::Object(with_seed_process_names(object(p)))).collect()
@@ -131,18 +133,18 @@ pub fn monitoring(snapshot_id: i64, received_at: DateTime<Utc>, s: &Snapshot) ->
         "processes": processes,
         "network_connections": connections,
         "network_stats": {
-            "bytes_sent": t.sent_bytes,
-            "bytes_recv": t.received_bytes,
-            "packets_sent": t.sent_packets,
-            "packets_recv": t.received_packets,
-            "errin": t.errors_in,
-            "errout": t.errors_out,
-            "dropin": t.drops_in,
-            "dropout": t.drops_out,
-            "bytes_sent_per_sec": t.sent_bytes_per_sec,
-            "bytes_recv_per_sec": t.received_bytes_per_sec,
-            "packets_sent_per_sec": t.sent_packets_per_sec,
-            "packets_recv_per_sec": t.received_packets_per_sec,
+            "bytes_sent": counter(|t| json!(t.sent_bytes)),
+            "bytes_recv": counter(|t| json!(t.received_bytes)),
+            "packets_sent": counter(|t| json!(t.sent_packets)),
+            "packets_recv": counter(|t| json!(t.received_packets)),
+            "errin": counter(|t| json!(t.errors_in)),
+            "errout": counter(|t| json!(t.errors_out)),
+            "dropin": counter(|t| json!(t.drops_in)),
+            "dropout": counter(|t| json!(t.drops_out)),
+            "bytes_sent_per_sec": counter(|t| json!(t.sent_bytes_per_sec)),
+            "bytes_recv_per_sec": counter(|t| json!(t.received_bytes_per_sec)),
+            "packets_sent_per_sec": counter(|t| json!(t.sent_packets_per_sec)),
+            "packets_recv_per_sec": counter(|t| json!(t.received_packets_per_sec)),
             "interfaces": s.network.interfaces,
         },
         "cpu_per_core": s.cpu.per_core_percent,
@@ -170,6 +172,12 @@ mod tests {
         assert_eq!(flat["processes"][1]["parent_pid"], 100);
         assert_eq!(flat["processes"][0]["cpu"], 2.5);
         assert_eq!(flat["processes"][0]["memory"], 1024);
+        // What the upload did not say stays unsaid, in both vocabularies.
+        let b = &flat["processes"][1];
+        assert!(b["cpu"].is_null() && b["cpu_percent"].is_null() && b["memory"].is_null(), "{b}");
+        assert!(b["start_time"].is_null() && flat["memory"]["total_bytes"].is_null(), "{flat}");
+        let monitoring = monitoring(7, Utc::now(), &snap);
+        assert!(monitoring["network_stats"]["bytes_recv"].is_null(), "{monitoring}");
         let tree = stored(7, &snap, true);
         assert_eq!(tree["processes"].as_array().unwrap().len(), 1);
         assert_eq!(tree["processes"][0]["children"][0]["pid"], 200);

@@ -500,7 +500,7 @@ mod tests {
         let mut next = (*first).clone();
         next.seq += 1;
         if let Some(p) = next.processes.first_mut() {
-            p.cpu_percent += 1.0;
+            p.cpu_percent = Some(p.cpu_percent.unwrap_or(0.0) + 1.0);
         }
         let next = Arc::new(next);
         let whole = encode(&first, None).unwrap();

@@ -66,7 +66,11 @@ pub enum StoreError {
     #[error("{0} not found")]
     NotFound(String),
     /// The change would leave no admin, and so nobody to manage users and keys.
-    #[error("`{0}` is the last admin; make another admin first")]
+    #[error(
+        "`{0}` is the last admin, and without one nobody could manage users or keys: make another admin first \
+         (`procyon user add NAME --role admin`, or `procyon user role NAME admin` for an existing user), then try \
+         again"
+    )]
     LastAdmin(String),
     /// The transaction holding a batch of snapshots failed; none of them is stored.
     #[error("storing a batch of snapshots failed: {0}")]

@@ -94,18 +94,16 @@ pub(super) struct Peak {
     rss_peak_at: Option<i64>,
 }
 
-/// A raw snapshot's top list: its top processes by CPU and by memory.
+/// A raw snapshot's top list: its top processes by CPU and by memory. A figure the
+/// snapshot does not know (a short upload may leave them out) ranks as 0: such a process
+/// only makes a list when nothing known is higher.
 fn snapshot_top_json(snap: &Snapshot) -> Result<String> {
-    let cpu = |i: usize| finite(f64::from(snap.processes[i].cpu_percent));
+    let cpu = |i: usize| finite(f64::from(snap.processes[i].cpu_percent.unwrap_or(0.0)));
+    let rss = |i: usize| snap.processes[i].rss_bytes.unwrap_or(0);
     let mut by_cpu: Vec<usize> = (0..snap.processes.len()).collect();
     by_cpu.sort_by(|&a, &b| cpu(b).total_cmp(&cpu(a)).then(snap.processes[a].pid.cmp(&snap.processes[b].pid)));
     let mut by_rss: Vec<usize> = (0..snap.processes.len()).collect();
-    by_rss.sort_by(|&a, &b| {
-        snap.processes[b]
-            .rss_bytes
-            .cmp(&snap.processes[a].rss_bytes)
-            .then(snap.processes[a].pid.cmp(&snap.processes[b].pid))
-    });
+    by_rss.sort_by(|&a, &b| rss(b).cmp(&rss(a)).then(snap.processes[a].pid.cmp(&snap.processes[b].pid)));
     let mut chosen: Vec<usize> = by_cpu.into_iter().take(TOP_N).collect();
     for i in by_rss.into_iter().take(TOP_N) {
         if !chosen.contains(&i) {
@@ -121,7 +119,7 @@ fn snapshot_top_json(snap: &Snapshot) -> Result<String> {
                 pid: p.pid,
                 cmd: p.cmd.chars().take(TOP_CMD_CHARS).collect(),
                 cpu_percent: cpu(i) as f32,
-                rss_bytes: p.rss_bytes,
+                rss_bytes: rss(i),
                 cpu_peak_at: None,
                 rss_peak_at: None,
             }

@@ -134,7 +134,8 @@ impl From<SummaryRow> for SnapshotSummary {
             seq: r.seq,
             cpu_percent: r.cpu_percent as f32,
             memory_used_bytes: r.memory_used_bytes,
-            memory_total_bytes: r.memory_total_bytes,
+            // The column holds 0 for "not known": no machine has no memory.
+            memory_total_bytes: (r.memory_total_bytes > 0).then_some(r.memory_total_bytes),
             process_count: to_u32(r.process_count),
             connection_count: to_u32(r.connection_count),
         }
@@ -180,11 +181,13 @@ impl Store {
                 seq: to_i64(snap.seq),
                 cpu_percent: finite(f64::from(snap.cpu.total_percent)),
                 memory_used_bytes: to_i64(snap.memory.used_bytes),
-                memory_total_bytes: to_i64(snap.memory.total_bytes),
+                // 0 stands for "not known" (the column predates nullable sizes).
+                memory_total_bytes: to_i64(snap.memory.total_bytes.unwrap_or(0)),
                 process_count: to_i64(snap.processes.len() as u64),
                 connection_count: to_i64(snap.connections.len() as u64),
-                sent_bytes_per_sec: finite(snap.network.total.sent_bytes_per_sec),
-                received_bytes_per_sec: finite(snap.network.total.received_bytes_per_sec),
+                // Without network figures (a short upload), the series has nothing to add.
+                sent_bytes_per_sec: snap.network.total.as_ref().map_or(0.0, |t| finite(t.sent_bytes_per_sec)),
+                received_bytes_per_sec: snap.network.total.as_ref().map_or(0.0, |t| finite(t.received_bytes_per_sec)),
                 load_one: snap.cpu.load_average.map(|l| l.one).filter(|v| v.is_finite()),
                 body: ingest::encode(snap, keyframe.as_deref())?,
                 epoch,

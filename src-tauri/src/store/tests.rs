@@ -32,8 +32,8 @@ fn process(name: &str, pid: u32, cpu: f32, rss: u64) -> ProcessSample {
     p.name = name.to_owned();
     p.pid = pid;
     p.cmd = format!("{name} --work");
-    p.cpu_percent = cpu;
-    p.rss_bytes = rss;
+    p.cpu_percent = Some(cpu);
+    p.rss_bytes = Some(rss);
     p
 }
 
@@ -528,8 +528,8 @@ fn tick(hostname: &str, seq: u64, taken_at: DateTime<Utc>) -> Snapshot {
     let mut s = snap(hostname, seq, taken_at, seq as f32);
     for (i, p) in s.processes.iter_mut().enumerate() {
         if (i as u64 + seq) % 5 == 0 {
-            p.cpu_percent += seq as f32 / 10.0;
-            p.rss_bytes += seq * 4096;
+            p.cpu_percent = p.cpu_percent.map(|c| c + seq as f32 / 10.0);
+            p.rss_bytes = p.rss_bytes.map(|r| r + seq * 4096);
         }
     }
     let gone = seq as usize % s.processes.len();

@@ -64,8 +64,8 @@ impl Column {
         match self {
             Column::Pid => a.pid.cmp(&b.pid),
             Column::User => a.user.cmp(&b.user),
-            Column::Cpu => a.cpu_percent.total_cmp(&b.cpu_percent),
-            Column::Mem => a.memory_percent.total_cmp(&b.memory_percent),
+            Column::Cpu => super::compare_known(a.cpu_percent, b.cpu_percent),
+            Column::Mem => super::compare_known(a.memory_percent, b.memory_percent),
             Column::Rss => a.rss_bytes.cmp(&b.rss_bytes),
             Column::Status => status_name(a.status).cmp(status_name(b.status)),
             Column::Name => a.name.to_lowercase().cmp(&b.name.to_lowercase()),
@@ -91,8 +91,9 @@ pub struct Pending {
     pub action: ProcessAction,
     /// To which process: its pid...
     pub pid: u32,
-    /// ...and start time, so that a pid reused meanwhile is refused.
-    pub start_time: DateTime<Utc>,
+    /// ...and start time, so that a pid reused meanwhile is refused (`None` when the
+    /// snapshot does not know it: a collector then refuses to act).
+    pub start_time: Option<DateTime<Utc>>,
     /// Its name, cleaned for display.
     pub name: String,
 }
@@ -173,7 +174,7 @@ pub struct App {
     /// The hosts the picker offers (empty on this machine: no picker).
     pub hosts: Vec<HostChoice>,
     /// The selected process, followed across new snapshots by pid and start time.
-    selected_key: Option<(u32, DateTime<Utc>)>,
+    selected_key: Option<(u32, Option<DateTime<Utc>>)>,
 }
 
 impl App {
@@ -541,12 +542,12 @@ pub(crate) mod tests {
             cmd: format!("/usr/bin/{name} --flag"),
             user: Some("alice".into()),
             status: crate::model::ProcessStatus::Sleeping,
-            cpu_percent: cpu,
-            memory_percent: cpu / 10.0,
-            rss_bytes: u64::from(pid) * 1024 * 1024,
-            virtual_bytes: 0,
+            cpu_percent: Some(cpu),
+            memory_percent: Some(cpu / 10.0),
+            rss_bytes: Some(u64::from(pid) * 1024 * 1024),
+            virtual_bytes: Some(0),
             threads: Some(1),
-            start_time: DateTime::from_timestamp(1_700_000_000 + i64::from(pid), 0).unwrap(),
+            start_time: DateTime::from_timestamp(1_700_000_000 + i64::from(pid), 0),
             disk_read_bytes: None,
             disk_write_bytes: None,
             disk_read_bytes_per_sec: None,
@@ -584,16 +585,16 @@ pub(crate) mod tests {
                 load_average: Some(crate::model::LoadAverage { one: 0.5, five: 0.25, fifteen: 0.125 }),
             },
             memory: MemorySample {
-                total_bytes: 8 << 30,
+                total_bytes: Some(8 << 30),
                 used_bytes: 2 << 30,
-                available_bytes: 6 << 30,
-                swap_total_bytes: 1 << 30,
-                swap_used_bytes: 0,
+                available_bytes: Some(6 << 30),
+                swap_total_bytes: Some(1 << 30),
+                swap_used_bytes: Some(0),
             },
             processes,
             connections: Vec::new(),
             network: NetworkSample {
-                total: counters(1024.0, 2048.0),
+                total: Some(counters(1024.0, 2048.0)),
                 interfaces: vec![
                     crate::model::InterfaceSample { name: "lo".into(), counters: counters(10240.0, 10240.0) },
                     crate::model::InterfaceSample { name: "eth0".into(), counters: counters(1024.0, 2048.0) },

@@ -28,11 +28,29 @@ pub fn printable(s: &str) -> String {
     s.chars().map(|c| if c.is_control() { '?' } else { c }).collect()
 }
 
+/// What is shown for a figure the snapshot does not know (a short upload leaves some
+/// out): a dash, never a made-up zero.
+pub const UNKNOWN: &str = "—";
+
+/// `value` formatted by `show`, or [`UNKNOWN`].
+pub fn or_unknown<T>(value: Option<T>, show: impl FnOnce(T) -> String) -> String {
+    value.map_or_else(|| UNKNOWN.to_owned(), show)
+}
+
+/// Orders figures that may be unknown: an unknown one below every known one.
+pub fn compare_known(a: Option<f32>, b: Option<f32>) -> std::cmp::Ordering {
+    match (a, b) {
+        (Some(a), Some(b)) => a.total_cmp(&b),
+        (a, b) => a.is_some().cmp(&b.is_some()),
+    }
+}
+
 /// One summary of `s` as plain lines, for output that is not a terminal (`procyon watch |
 /// head`, CI logs): the host's figures, then the `top` busiest processes.
 pub fn print_summary(out: &mut impl std::io::Write, s: &crate::model::Snapshot, top: usize) -> std::io::Result<()> {
-    let gib = |b: u64| b as f64 / (1024.0 * 1024.0 * 1024.0);
-    let kib = |b: f64| b / 1024.0;
+    let gib = |b: u64| format!("{:.1}", b as f64 / (1024.0 * 1024.0 * 1024.0));
+    let kib = |b: f64| format!("{:.1}", b / 1024.0);
+    let total = s.network.total.as_ref();
     // `network.total` leaves loopback out; the interfaces list has it.
     let (sent, received) =
         s.network.interfaces.iter().fold((0.0, 0.0), |(tx, rx), i| {
@@ -40,33 +58,34 @@ pub fn print_summary(out: &mut impl std::io::Write, s: &crate::model::Snapshot, 
         });
     writeln!(
         out,
-        "\n{}  {}  cpu {:5.1}%  mem {:.1}/{:.1} GiB  load {}  processes {}  sockets {}  net ↑{:.1} ↓{:.1} KiB/s \
-         (↑{:.1} ↓{:.1} with loopback)",
+        "\n{}  {}  cpu {:5.1}%  mem {}/{} GiB  load {}  processes {}  sockets {}  net ↑{} ↓{} KiB/s \
+         (↑{} ↓{} with loopback)",
         s.taken_at.format("%H:%M:%S"),
         printable(&s.host.hostname),
         s.cpu.total_percent,
         gib(s.memory.used_bytes),
-        gib(s.memory.total_bytes),
+        or_unknown(s.memory.total_bytes, gib),
         s.cpu.load_average.map_or("-".into(), |l| format!("{:.2}", l.one)),
         s.processes.len(),
         s.connections.len(),
-        kib(s.network.total.sent_bytes_per_sec),
-        kib(s.network.total.received_bytes_per_sec),
+        or_unknown(total.map(|t| t.sent_bytes_per_sec), kib),
+        or_unknown(total.map(|t| t.received_bytes_per_sec), kib),
         kib(sent),
         kib(received),
     )?;
     let mut busiest: Vec<_> = s.processes.iter().collect();
-    busiest.sort_by(|a, b| b.cpu_percent.total_cmp(&a.cpu_percent));
+    busiest.sort_by(|a, b| compare_known(b.cpu_percent, a.cpu_percent));
     writeln!(out, "{:>8} {:<12} {:>6} {:>6}  {:<10} name", "pid", "user", "cpu%", "mem%", "status")?;
+    let percent = |v: Option<f32>| or_unknown(v, |v| format!("{v:.1}"));
     for p in busiest.into_iter().take(top) {
         let user: String = printable(p.user.as_deref().unwrap_or("?")).chars().take(12).collect();
         writeln!(
             out,
-            "{:>8} {:<12} {:>6.1} {:>6.1}  {:<10} {}",
+            "{:>8} {:<12} {:>6} {:>6}  {:<10} {}",
             p.pid,
             user,
-            p.cpu_percent,
-            p.memory_percent,
+            percent(p.cpu_percent),
+            percent(p.memory_percent),
             filter::status_name(p.status),
             printable(&p.name)
         )?;
@@ -125,7 +144,7 @@ mod terminal {
     impl Source for Local {
         fn act(&self, p: Pending) -> Pin<Box<dyn Future<Output = String> + Send + 'static>> {
             Box::pin(async move {
-                let target = crate::control::Target { pid: p.pid, start_time: Some(p.start_time) };
+                let target = crate::control::Target { pid: p.pid, start_time: p.start_time };
                 match tokio::task::spawn_blocking(move || crate::control::act(target, p.action)).await {
                     Ok(Ok(_)) => format!("Process {} ({}) {}.", p.pid, p.name, p.action.past_tense()),
                     Ok(Err(e)) => e.message,
@@ -250,7 +269,7 @@ mod terminal {
             let pending = Pending {
                 action: crate::model::ProcessAction::Suspend,
                 pid: me,
-                start_time: chrono::DateTime::from_timestamp(0, 0).unwrap(),
+                start_time: chrono::DateTime::from_timestamp(0, 0),
                 name: "x".into(),
             };
             let said = Local.act(pending).await;

@@ -166,9 +166,12 @@ impl Client {
             &p.pid.to_string(),
             p.action.as_str(),
         ]);
-        // The start time the snapshot showed: a pid reused since is refused.
-        let start_time = p.start_time.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true);
-        let request = self.http.post(url).query(&[("start_time", start_time)]).bearer_auth(self.token());
+        // The start time the snapshot showed: a pid reused since is refused. (Without
+        // one the collector refuses, having nothing to tell the process by.)
+        let mut request = self.http.post(url).bearer_auth(self.token());
+        if let Some(t) = p.start_time {
+            request = request.query(&[("start_time", t.to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true))]);
+        }
         self.send(request).await?;
         Ok(format!("Process {} ({}) {} on {}.", p.pid, p.name, p.action.past_tense(), super::printable(hostname)))
     }

@@ -15,7 +15,7 @@ use ratatui::widgets::{Block, Borders, Cell, Clear, Paragraph, Row as TableRow, 
 
 use super::app::{App, Column, Mode};
 use super::filter::status_name;
-use super::printable;
+use super::{or_unknown, printable};
 use crate::model::{ProcessAction, Snapshot};
 
 /// Draws the whole screen.
@@ -214,11 +214,16 @@ fn header_lines(app: &App, width: u16) -> Vec<Line<'static>> {
     }
     let m = &s.memory;
     let half = width / 2;
-    let fraction = |used: u64, total: u64| if total == 0 { 0.0 } else { used as f64 / total as f64 };
+    // An unknown size (a short upload's) draws an empty bar, labelled as unknown.
+    let fraction = |used: Option<u64>, total: Option<u64>| match (used, total) {
+        (Some(used), Some(total)) if total > 0 => used as f64 / total as f64,
+        _ => 0.0,
+    };
+    let bytes = |b: Option<u64>| or_unknown(b, |b| size(b as f64));
     let mut memory = bar(
         "Mem",
-        fraction(m.used_bytes, m.total_bytes),
-        &format!("{}/{}", size(m.used_bytes as f64), size(m.total_bytes as f64)),
+        fraction(Some(m.used_bytes), m.total_bytes),
+        &format!("{}/{}", size(m.used_bytes as f64), bytes(m.total_bytes)),
         half.saturating_sub(1),
         Color::Green,
     );
@@ -226,7 +231,7 @@ fn header_lines(app: &App, width: u16) -> Vec<Line<'static>> {
     memory.extend(bar(
         "Swp",
         fraction(m.swap_used_bytes, m.swap_total_bytes),
-        &format!("{}/{}", size(m.swap_used_bytes as f64), size(m.swap_total_bytes as f64)),
+        &format!("{}/{}", bytes(m.swap_used_bytes), bytes(m.swap_total_bytes)),
         (width - half).saturating_sub(1),
         Color::Red,
     ));
@@ -239,15 +244,16 @@ fn header_lines(app: &App, width: u16) -> Vec<Line<'static>> {
         sent += i.counters.sent_bytes_per_sec;
         received += i.counters.received_bytes_per_sec;
     }
-    let t = &s.network.total;
+    let t = s.network.total.as_ref();
+    let rate = |r: Option<f64>| or_unknown(r, |r| format!("{}/s", size(r)));
     lines.push(Line::from(vec![
         Span::styled("Net", Style::new().fg(Color::Cyan).bold()),
         Span::raw(format!(
-            " all interfaces ↑ {}/s ↓ {}/s   without loopback ↑ {}/s ↓ {}/s   sockets {}",
+            " all interfaces ↑ {}/s ↓ {}/s   without loopback ↑ {} ↓ {}   sockets {}",
             size(sent),
             size(received),
-            size(t.sent_bytes_per_sec),
-            size(t.received_bytes_per_sec),
+            rate(t.map(|t| t.sent_bytes_per_sec)),
+            rate(t.map(|t| t.received_bytes_per_sec)),
             s.connections.len()
         )),
     ]));
@@ -305,9 +311,9 @@ fn draw_table(frame: &mut Frame, app: &mut App, area: Rect) {
             TableRow::new(vec![
                 Cell::from(format!("{:>7}", p.pid)),
                 Cell::from(user),
-                Cell::from(format!("{:>6.1}", p.cpu_percent)),
-                Cell::from(format!("{:>5.1}", p.memory_percent)),
-                Cell::from(format!("{:>6}", size(p.rss_bytes as f64))),
+                Cell::from(format!("{:>6}", or_unknown(p.cpu_percent, |v| format!("{v:.1}")))),
+                Cell::from(format!("{:>5}", or_unknown(p.memory_percent, |v| format!("{v:.1}")))),
+                Cell::from(format!("{:>6}", or_unknown(p.rss_bytes, |b| size(b as f64)))),
                 Cell::from(Span::styled(status_name(p.status).to_owned(), status_style)),
                 Cell::from(Line::from(command)),
             ])

@@ -32,9 +32,11 @@ export interface Toast {
 export interface RecentPoint {
   t: number;
   cpu: number;
-  memPercent: number;
-  sent: number;
-  received: number;
+  /** `null` where the snapshot does not say (a short upload has no memory size or
+   *  network counters). */
+  memPercent: number | null;
+  sent: number | null;
+  received: number | null;
   /** One-minute load average; `null` where the OS has none or for seeded points. */
   load: number | null;
 }
@@ -59,9 +61,9 @@ function point(s: StoredSnapshot): RecentPoint {
   return {
     t: Date.parse(s.taken_at),
     cpu: s.cpu.total_percent,
-    memPercent: total > 0 ? (s.memory.used_bytes / total) * 100 : 0,
-    sent: s.network.total.sent_bytes_per_sec,
-    received: s.network.total.received_bytes_per_sec,
+    memPercent: total !== null && total > 0 ? (s.memory.used_bytes / total) * 100 : null,
+    sent: s.network.total?.sent_bytes_per_sec ?? null,
+    received: s.network.total?.received_bytes_per_sec ?? null,
     load: s.cpu.load_average?.one ?? null,
   };
 }
@@ -370,13 +372,13 @@ export class App {
       const seeded: RecentPoint[] = series.points.map((p) => ({
         t: Date.parse(p.timestamp),
         cpu: p.cpu_percent,
-        memPercent: 0,
+        memPercent: null,
         sent: p.sent_bytes_per_sec,
         received: p.received_bytes_per_sec,
         load: null,
       }));
       const total = this.hosts.find((h) => h.hostname === hostname)?.info?.memory_total_bytes ?? 0;
-      series.points.forEach((p, i) => (seeded[i].memPercent = total > 0 ? (p.memory_used_bytes / total) * 100 : 0));
+      series.points.forEach((p, i) => (seeded[i].memPercent = total > 0 ? (p.memory_used_bytes / total) * 100 : null));
       const newest = this.recent.length > 0 ? this.recent[0].t : Infinity;
       this.recent = [...seeded.filter((p) => p.t < newest), ...this.recent].slice(-RECENT_POINTS);
     } catch {

@@ -75,6 +75,23 @@ describe('applyDelta', () => {
     expect(next).toEqual({ ...base, seq: 2, taken_at: '2026-01-01T00:00:02Z' });
   });
 
+  it('names processes without a start time by their pid, and sets figures to null', () => {
+    // A short upload's processes: no start time, figures that may be unknown.
+    const short = snapshot(1, {
+      processes: [proc(1, null, { start_time: null }), proc(2, 1, { start_time: null, cpu_percent: null })],
+    });
+    const delta: SnapshotDelta = {
+      ...emptyDelta(short, 2),
+      processes: {
+        removed: [{ pid: 1, start_time: null }],
+        changed: [{ pid: 2, start_time: null, cpu_percent: 3, rss_bytes: null }],
+        added: [],
+      },
+    };
+    const next = applyDelta(short, JSON.parse(JSON.stringify(delta)) as SnapshotDelta);
+    expect(next.processes).toEqual([proc(2, 1, { start_time: null, cpu_percent: 3, rss_bytes: null })]);
+  });
+
   it('refuses a delta made against another snapshot', () => {
     expect(() => applyDelta(snapshot(5), emptyDelta(base, 6))).toThrow(DeltaMismatch);
     const otherHost = { ...base, host: { ...base.host, hostname: 'web-2' } };

@@ -46,8 +46,10 @@ export function applyDelta(base: Snapshot, delta: SnapshotDelta): Snapshot {
   };
 }
 
-function processKey(p: { pid: number; start_time: string }): string {
-  return `${p.pid}|${p.start_time}`;
+/** Pid and start time; a start time may be `null` (a short upload has none): the pid
+ *  alone then, which is unique in a snapshot. */
+function processKey(p: { pid: number; start_time: string | null }): string {
+  return `${p.pid}|${p.start_time ?? ''}`;
 }
 
 /** Entries compared by value: the JSON text of values parsed from the same serialiser

@@ -38,7 +38,7 @@ export const HOT_MEMORY_PERCENT = 10;
 
 /** A process worth a second look: busy CPU or a big share of memory. */
 export function isHot(p: ProcessSample): boolean {
-  return p.cpu_percent >= HOT_CPU_PERCENT || p.memory_percent >= HOT_MEMORY_PERCENT;
+  return (p.cpu_percent ?? 0) >= HOT_CPU_PERCENT || (p.memory_percent ?? 0) >= HOT_MEMORY_PERCENT;
 }
 
 /** Load average per core, as a utilisation-like percent for colouring. */

@@ -125,25 +125,26 @@ fifteen: number, };
 
 export type MemorySample = { 
 /**
- * Physical memory.
+ * Physical memory; `null` when not known.
  */
-total_bytes: number, 
+total_bytes: number | null, 
 /**
- * In use (total minus available).
+ * In use (total minus available). For a short upload, which gives no memory
+ * figures, the sum of its processes' resident memory.
  */
 used_bytes: number, 
 /**
- * Available to new work without swapping, caches included.
+ * Available to new work without swapping, caches included; `null` when not known.
  */
-available_bytes: number, 
+available_bytes: number | null, 
 /**
- * Swap space.
+ * Swap space; `null` when not known.
  */
-swap_total_bytes: number, 
+swap_total_bytes: number | null, 
 /**
- * Swap in use.
+ * Swap in use; `null` when not known.
  */
-swap_used_bytes: number, };
+swap_used_bytes: number | null, };
 
 export type ProcessSample = { 
 /**
@@ -172,30 +173,33 @@ user: string | null,
  */
 status: ProcessStatus, 
 /**
- * Share of one core over the last interval (can exceed 100 with several threads).
+ * Share of one core over the last interval (can exceed 100 with several threads);
+ * `null` when not known (an upload that does not give it).
  */
-cpu_percent: number, 
+cpu_percent: number | null, 
 /**
- * Resident memory as a share of physical memory, 0-100.
+ * Resident memory as a share of physical memory, 0-100; `null` when not known.
  */
-memory_percent: number, 
+memory_percent: number | null, 
 /**
- * Resident set size.
+ * Resident set size; `null` when not known.
  */
-rss_bytes: number, 
+rss_bytes: number | null, 
 /**
- * Virtual memory size.
+ * Virtual memory size; `null` when not known.
  */
-virtual_bytes: number, 
+virtual_bytes: number | null, 
 /**
  * Number of threads.
  */
 threads: number | null, 
 /**
  * When the process started (UTC). With the pid it names this process: a pid that
- * is reused gets a different start time.
+ * is reused gets a different start time. `null` when not known (a short upload):
+ * such a process cannot be told from a later one with its pid, so nothing acts on
+ * it by pid alone.
  */
-start_time: string, 
+start_time: string | null, 
 /**
  * Bytes read from storage since the process started; `null` without permission.
  */
@@ -256,9 +260,10 @@ export type TcpState = "ESTABLISHED" | "SYN_SENT" | "SYN_RECV" | "FIN_WAIT1" | "
 
 export type NetworkSample = { 
 /**
- * Sum over the interfaces, loopback excluded.
+ * Sum over the interfaces, loopback excluded; `null` when not known (an upload
+ * that gives no network figures).
  */
-total: InterfaceCounters, 
+total: InterfaceCounters | null, 
 /**
  * Each interface, loopback included, by name.
  */
@@ -478,9 +483,9 @@ cpu_percent: number,
  */
 memory_used_bytes: number, 
 /**
- * Physical memory.
+ * Physical memory; `null` when the snapshot does not say (a short upload).
  */
-memory_total_bytes: number, 
+memory_total_bytes: number | null, 
 /**
  * Processes.
  */
@@ -592,17 +597,17 @@ export type ProcessHistoryPoint = {
  */
 timestamp: string, 
 /**
- * CPU (share of one core).
+ * CPU (share of one core); `null` when the snapshot does not say.
  */
-cpu_percent: number, 
+cpu_percent: number | null, 
 /**
- * Resident memory.
+ * Resident memory; `null` when the snapshot does not say.
  */
-rss_bytes: number, 
+rss_bytes: number | null, 
 /**
- * Resident memory as a share of physical memory.
+ * Resident memory as a share of physical memory; `null` when not known.
  */
-memory_percent: number, };
+memory_percent: number | null, };
 
 export type AuditAction = "suspend" | "resume" | "terminate" | "kill" | "delete_host";
 
@@ -956,9 +961,9 @@ export type ProcessKey = {
  */
 pid: number, 
 /**
- * Start time.
+ * Start time (`null` when the snapshot does not know it).
  */
-start_time: string, };
+start_time: string | null, };
 
 export type ProcessesDelta = { 
 /**
@@ -982,7 +987,7 @@ pid: number,
 /**
  * Start time (with `pid`, the key).
  */
-start_time: string, 
+start_time: string | null, 
 /**
  * New parent pid.
  */
@@ -1006,19 +1011,19 @@ status?: ProcessStatus,
 /**
  * New CPU share.
  */
-cpu_percent?: number, 
+cpu_percent?: number | null, 
 /**
  * New memory share.
  */
-memory_percent?: number, 
+memory_percent?: number | null, 
 /**
  * New resident set size.
  */
-rss_bytes?: number, 
+rss_bytes?: number | null, 
 /**
  * New virtual size.
  */
-virtual_bytes?: number, 
+virtual_bytes?: number | null, 
 /**
  * New thread count.
  */

@@ -35,7 +35,9 @@ function before(a: ProcessSample, b: ProcessSample): boolean {
   const ca = finite(a.cpu_percent) ? a.cpu_percent : 0;
   const cb = finite(b.cpu_percent) ? b.cpu_percent : 0;
   if (ca !== cb) return ca > cb;
-  if (a.rss_bytes !== b.rss_bytes) return a.rss_bytes > b.rss_bytes;
+  const ra = a.rss_bytes ?? 0;
+  const rb = b.rss_bytes ?? 0;
+  if (ra !== rb) return ra > rb;
   return a.pid < b.pid;
 }
 

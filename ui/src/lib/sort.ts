@@ -81,7 +81,7 @@ export function sortValue(
     case 'write':
       return p.disk_write_bytes_per_sec;
     case 'start':
-      return Date.parse(p.start_time);
+      return p.start_time === null ? null : Date.parse(p.start_time);
     case 'cmd':
       return p.cmd === '' ? null : p.cmd.toLowerCase();
     case 'subtreeCpu':

@@ -531,7 +531,7 @@ export class TauriTransport implements Transport {
     return this.inner.topProcesses(host, range);
   }
 
-  processHistory(host: HostRef, pid: number, startTime: string, range: Range): Promise<ProcessHistoryPoint[]> {
+  processHistory(host: HostRef, pid: number, startTime: string | null, range: Range): Promise<ProcessHistoryPoint[]> {
     return this.inner.processHistory(host, pid, startTime, range);
   }
 

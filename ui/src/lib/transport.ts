@@ -79,8 +79,9 @@ export interface ActionRequest {
   pid: number;
   action: ProcessAction;
   /** The start time from the snapshot the user saw: the server refuses to act if the
-   *  pid now belongs to another process. Always sent. */
-  startTime: string;
+   *  pid now belongs to another process. Sent whenever the snapshot has one; `null` for
+   *  a process without (a short upload's), which the server then refuses to act on. */
+  startTime: string | null;
   /** The process and all its descendants, children first. */
   tree: boolean;
 }
@@ -154,7 +155,7 @@ export interface Transport {
   snapshot(id: number): Promise<StoredSnapshot>;
   series(hostname: string, range: Range & { limit?: number }): Promise<Series>;
   topProcesses(host: HostRef, range: Range & { n?: number }): Promise<TopProcess[]>;
-  processHistory(host: HostRef, pid: number, startTime: string, range: Range): Promise<ProcessHistoryPoint[]>;
+  processHistory(host: HostRef, pid: number, startTime: string | null, range: Range): Promise<ProcessHistoryPoint[]>;
   audit(query: { host?: string; limit: number; offset: number }): Promise<AuditEntry[]>;
   download(request: ExportRequest): Promise<Download>;
   act(request: ActionRequest): Promise<ActionResult>;
@@ -740,7 +741,7 @@ export class WebTransport implements Transport {
     return this.request('GET', `/api/hosts/${seg(host)}/top-processes${query({ ...range })}`);
   }
 
-  processHistory(host: HostRef, pid: number, startTime: string, range: Range): Promise<ProcessHistoryPoint[]> {
+  processHistory(host: HostRef, pid: number, startTime: string | null, range: Range): Promise<ProcessHistoryPoint[]> {
     return this.request('GET', `/api/hosts/${seg(host)}/process-history${query({ pid, start_time: startTime, ...range })}`);
   }
 

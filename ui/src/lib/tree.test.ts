@@ -98,7 +98,7 @@ describe('flattenTree', () => {
   });
 
   it('orders siblings with the comparator', () => {
-    const rows = flattenTree(buildForest(sample), { compare: (a, b) => b.cpu_percent - a.cpu_percent });
+    const rows = flattenTree(buildForest(sample), { compare: (a, b) => (b.cpu_percent ?? 0) - (a.cpu_percent ?? 0) });
     expect(rows.map((r) => r.node.proc.pid)).toEqual([2, 1, 20, 10, 101, 100]);
   });
 

@@ -91,9 +91,10 @@ export function buildForest(processes: readonly ProcessSample[]): Forest {
   // Totals bottom-up: reverse pre-order visits every child before its parent.
   for (let i = order.length - 1; i >= 0; i -= 1) {
     const node = order[i];
-    node.subtreeCpu += node.proc.cpu_percent;
-    node.subtreeMemory += node.proc.memory_percent;
-    node.subtreeRss += node.proc.rss_bytes;
+    // An unknown figure (a short upload may leave them out) adds nothing to a total.
+    node.subtreeCpu += node.proc.cpu_percent ?? 0;
+    node.subtreeMemory += node.proc.memory_percent ?? 0;
+    node.subtreeRss += node.proc.rss_bytes ?? 0;
     const parent = node.parent;
     if (parent) {
       parent.subtreeCpu += node.subtreeCpu;
