@@ -331,12 +331,27 @@ pub fn validate(s: &Snapshot) -> Result<(), ApiError> {
     validate_where(s, |_| true)
 }
 
-/// The pids whose processes a delta adds or changes: in the snapshot it rebuilds, only
-/// these hold anything its base did not.
-pub fn touched_pids(delta: &crate::model::delta::SnapshotDelta) -> std::collections::HashSet<u32> {
-    let added = delta.processes.added.iter().map(|p| p.item.pid);
-    added.chain(delta.processes.changed.iter().map(|c| c.pid)).collect()
+/// The pids whose processes a snapshot rebuilt from `delta` must have checked: in it,
+/// only these hold anything its base did not that a check could refuse. A process the
+/// delta adds is checked whole; one it changes only when its name, command line or user
+/// changed, or a share it changed is out of range (the other fields have no rule). The
+/// rest is its base's, which passed the same checks when it was stored.
+pub fn pids_to_check(delta: &crate::model::delta::SnapshotDelta) -> std::collections::HashSet<u32> {
+    let percent_ok = |v: Option<f32>, max: f32| v.is_none_or(|v| v.is_finite() && (0.0..=max).contains(&v));
+    let changed = delta.processes.changed.iter().filter(|c| {
+        c.name.is_some()
+            || c.cmd.is_some()
+            || c.user.is_some()
+            || !percent_ok(c.cpu_percent, MAX_CPU_PERCENT)
+            || !percent_ok(c.memory_percent, MAX_MEMORY_PERCENT)
+    });
+    delta.processes.added.iter().map(|p| p.item.pid).chain(changed.map(|c| c.pid)).collect()
 }
+
+/// Highest CPU share of one process: 100 per core, for machines of up to 1,000 cores.
+const MAX_CPU_PERCENT: f32 = 100_000.0;
+/// Highest memory share of one process (a little over 100 for rounding).
+const MAX_MEMORY_PERCENT: f32 = 100.5;
 
 /// The per-process checks of [`validate`] without building a message: the message
 /// (with its field path) is made only for a process that fails.
@@ -346,8 +361,8 @@ fn process_ok(p: &ProcessSample) -> bool {
     text_ok(&p.name, MAX_NAME)
         && text_ok(&p.cmd, MAX_CMD_CHARS + 1)
         && p.user.as_deref().is_none_or(|u| text_ok(u, MAX_NAME))
-        && percent_ok(p.cpu_percent, 100_000.0)
-        && percent_ok(p.memory_percent, 100.5)
+        && percent_ok(p.cpu_percent, MAX_CPU_PERCENT)
+        && percent_ok(p.memory_percent, MAX_MEMORY_PERCENT)
 }
 
 /// [`validate`], with the per-process checks only for processes `check` picks: a
@@ -389,8 +404,8 @@ pub fn validate_where(s: &Snapshot, check: impl Fn(&ProcessSample) -> bool) -> R
         if let Some(user) = &p.user {
             check_text(&format!("processes[{i}].user"), user, MAX_NAME, true)?;
         }
-        check_percent(&format!("processes[{i}].cpu_percent"), p.cpu_percent, 100_000.0)?;
-        check_percent(&format!("processes[{i}].memory_percent"), p.memory_percent, 100.5)?;
+        check_percent(&format!("processes[{i}].cpu_percent"), p.cpu_percent, MAX_CPU_PERCENT)?;
+        check_percent(&format!("processes[{i}].memory_percent"), p.memory_percent, MAX_MEMORY_PERCENT)?;
     }
     for (i, n) in s.network.interfaces.iter().enumerate() {
         check_text(&format!("network.interfaces[{i}].name"), &n.name, MAX_NAME, false)?;
