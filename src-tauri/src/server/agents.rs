@@ -867,3 +867,72 @@ async fn store(state: &AppState, checked: Checked) -> CollectorMessage {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame of `kind` holding `value` in MessagePack.
+    fn packed(kind: u8, value: &serde_json::Value) -> Vec<u8> {
+        let mut frame = vec![kind];
+        frame.extend(zstd::bulk::compress(&rmp_serde::to_vec_named(value).unwrap(), 1).unwrap());
+        frame
+    }
+
+    #[test]
+    fn frames_over_the_counts_are_refused_before_they_are_built() {
+        // More processes than an upload may have, each padded so that the frame is large
+        // enough to be counted first, and none of them a process at all: a frame that was
+        // decoded would fail as garbage instead of being refused for its count.
+        let fake = serde_json::json!({ "padding": "x".repeat(64) });
+        let many = vec![fake; upload::MAX_PROCESSES + 1];
+        let delta = serde_json::json!({ "seq": 9, "processes": { "added": many, "changed": [], "removed": [] } });
+        let refused = |frame: &[u8]| match read_frame(frame) {
+            Ok(Err(CollectorMessage::Rejected { seq, message })) => (seq, message),
+            Ok(Ok(_)) => panic!("decoded"),
+            Ok(Err(other)) => panic!("{other:?}"),
+            Err(e) => panic!("read as garbage: {e}"),
+        };
+        let (seq, message) = refused(&packed(FRAME_DELTA_PACKED, &delta));
+        assert_eq!((seq, message.as_str()), (9, "More than 20000 processes in one upload."));
+        let whole = serde_json::json!({ "seq": 4, "processes": delta["processes"]["added"] });
+        assert_eq!(refused(&packed(FRAME_FULL_PACKED, &whole)).0, 4);
+        // The JSON frames of the previous protocol are counted the same way.
+        let mut json = vec![FRAME_DELTA];
+        json.extend(zstd::bulk::compress(delta.to_string().as_bytes(), 1).unwrap());
+        assert_eq!(refused(&json).0, 9);
+        // Within the counts, such a frame is decoded, and is garbage.
+        let few = serde_json::json!({ "seq": 9, "processes": { "added": [{ "padding": "x".repeat(2 << 20) }] } });
+        assert!(read_frame(&packed(FRAME_DELTA_PACKED, &few)).is_err());
+        // A frame whose header claims more than a snapshot may expand to is not inflated.
+        let bomb = zstd::bulk::compress(&vec![0u8; MAX_SNAPSHOT_JSON_BYTES as usize + 1], 1).unwrap();
+        assert!(inflate(&bomb).unwrap_err().contains("more than 64 MiB"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn frames_are_decoded_one_per_core_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("procyon.db")).await.unwrap();
+        let auth = super::super::auth::Auth::new(b"a test signing key of 32 bytes!!", Duration::from_secs(60));
+        let state = AppState::new(store, crate::hub::Hub::new(), auth, super::super::Settings::default());
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let now = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..cores * 4 {
+            let (state, now, peak) = (state.clone(), Arc::clone(&now), Arc::clone(&peak));
+            tasks.spawn(async move {
+                decoding(&state, move || {
+                    let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(running, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(50));
+                    now.fetch_sub(1, Ordering::SeqCst);
+                })
+                .await
+                .unwrap();
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        assert_eq!(peak.load(Ordering::SeqCst), cores);
+    }
+}
