@@ -162,29 +162,61 @@ def loadgen_argv(loadgen, env, host_prefix):
             "--collector-pid", str(env.collector.pid), "--host-prefix", host_prefix]
 
 
-def run_ingest(procyon, loadgen, steps, step_secs):
-    """The ramp against a throwaway collector, then raw SQLite with its rows."""
-    with throwaway_collector(procyon, "ingest") as env:
+def run_ingest(procyon, loadgen, steps, step_secs, processes=480, rate_intervals=()):
+    """The ramp against a throwaway collector, then raw SQLite with its rows. Each step
+    also reports the collector's resident memory before its agents connect, with all
+    of them connected, and a few seconds after they left. If the ramp's last step is
+    sustained, the same agents then send at each of `rate_intervals` (see run_rates)."""
+    with throwaway_collector(procyon, f"ingest-{processes}") as env:
         db = find_database(env.data_dir)
         before = table_counts(db)
         print(f"collector ingest: ramp of {','.join(map(str, steps))} agents at 1 s, "
-              f"{step_secs} s per step ...", flush=True)
-        gen = Daemon("loadgen ramp", loadgen_argv(loadgen, env, "bench-ingest") + [
+              f"{processes} processes each, {step_secs} s per step ...", flush=True)
+        gen = Daemon(f"loadgen ramp {processes}", loadgen_argv(loadgen, env, "bench-ingest") + [
+            "--processes", str(processes),
             "ramp", "--steps", ",".join(map(str, steps)), "--interval", "1",
             "--step-duration", str(step_secs), "--p99-ms", "100"], child_env(), env.tmp)
         env.daemons.append(gen)
         ramp = gen.wait_json(ramp_limit_s(steps, step_secs))
         print(gen.stderr_path.read_text(errors="replace").strip(), flush=True)
         env.collector.check_running()
+        rate_steps = []
+        if rate_intervals and (ramp.get("best") or {}).get("agents") == max(steps):
+            rate_steps = run_rates(loadgen, env, max(steps), rate_intervals, step_secs, processes)
         # Stopped, so that everything it wrote is in the database file.
         stop_all(env.daemons)
         after = table_counts(db)
         grown = [t for t in after if t not in NOT_INGEST and after[t] > before.get(t, 0)]
-        acked = sum(s.get("acked", 0) for s in ramp["steps"])
+        acked = sum(s.get("acked", 0) for s in ramp["steps"] + rate_steps)
         if not grown or acked == 0:
             raise BenchError("the ramp stored nothing: no raw SQLite peer to compare with")
         raw = raw_sqlite(db, grown, acked, env.tmp)
-    return {"ramp": ramp, "raw_sqlite": raw, "stored_snapshots": acked}
+    return {"ramp": ramp, "rate_steps": rate_steps, "raw_sqlite": raw, "stored_snapshots": acked,
+            "processes": processes}
+
+
+def run_rates(loadgen, env, agents, intervals, step_secs, processes):
+    """Past the ramp's last step: the same agents sending faster, one shorter interval a
+    step, until one is not sustained. The ramp at 1 s stops at the load generator's
+    agent count; this finds the collector's own ceiling in snapshots a second, which is
+    what is compared with raw SQLite."""
+    out = []
+    for interval in intervals:
+        print(f"collector ingest: {agents} agents every {interval} s ...", flush=True)
+        gen = Daemon(f"loadgen rate {interval}", loadgen_argv(loadgen, env, "bench-ingest") + [
+            "--processes", str(processes),
+            "ingest", "--agents", str(agents), "--interval", str(interval),
+            "--duration", str(step_secs), "--p99-ms", "100"], child_env(), env.tmp)
+        env.daemons.append(gen)
+        step = gen.wait_json(step_secs + 600)
+        env.daemons.remove(gen)
+        lat = step.get("latency_ms", {})
+        print(f"  {step.get('rate_per_s', 0):.0f}/s, p99 {lat.get('p99')} ms, "
+              f"{'sustained' if step.get('sustained') else 'not sustained'}", flush=True)
+        out.append(step)
+        if not step.get("sustained"):
+            break
+    return out
 
 
 def run_fanout(procyon, loadgen, clients, secs):

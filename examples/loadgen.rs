@@ -503,9 +503,16 @@ fn prepare(
     plan: &Plan,
     wall_start: DateTime<Utc>,
 ) -> anyhow::Result<(Vec<Frames>, Sizes)> {
-    // Check the memory bound on one frame before preparing thousands.
-    let probe = encode_frame(None, template, protocol)?.len();
-    let estimate = probe.saturating_mul(agents.len()).saturating_mul(plan.ticks as usize);
+    // Check the memory bound on one agent's first two frames (a keyframe, then deltas)
+    // before preparing thousands.
+    let now = Utc::now();
+    let first = evolve(template, "probe", 0, 0, 1, now, plan.interval);
+    let second =
+        evolve(template, "probe", 0, 1, 2, now + TimeDelta::from_std(plan.interval).unwrap_or_default(), plan.interval);
+    let keyframe = encode_frame(None, &first, protocol)?.len();
+    let delta = encode_frame(Some(&first), &second, protocol)?.len();
+    let per_agent = keyframe.saturating_add(delta.saturating_mul(plan.ticks.saturating_sub(1) as usize));
+    let estimate = per_agent.saturating_mul(agents.len());
     if estimate > MAX_PREPARED_BYTES {
         bail!(
             "this run needs about {} MiB of prepared frames, more than {} MiB: use fewer agents or a shorter duration",
@@ -777,6 +784,18 @@ fn cpu_seconds(pid: Option<u32>) -> Option<f64> {
     Some(ticks / 100.0)
 }
 
+/// Resident memory of a process in KiB, from `/proc/PID/status`; `None` where there is
+/// no `/proc` or no pid.
+fn rss_kib(pid: Option<u32>) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{}/status", pid?)).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// How long after its agents leave the collector's memory is read again: sessions end
+/// within moments, and an allocator hands freed memory back after a short delay.
+const SETTLE: Duration = Duration::from_secs(5);
+
 /// CPU use of this process and of the collector over a window, as % of one core.
 struct CpuWindow {
     started: Instant,
@@ -812,9 +831,29 @@ impl CpuWindow {
 // Runs
 
 /// One run: connect, prepare, send for the window, drain, report.
+///
+/// The collector's resident memory is read before the agents connect, at the end of the
+/// window (all of them connected) and once they have left: per connected host is the
+/// difference of the first two over the agents.
 async fn ingest(collector: &Collector, template: &Snapshot, prefix: &str, plan: &Plan) -> anyhow::Result<Value> {
+    let before = rss_kib(collector.pid);
     let agents = connect_all(collector, template, prefix, plan.agents).await?;
     let (mut report, _) = send_window(collector, template, agents, plan).await?;
+    // `send_window` reads the memory while every agent is still connected.
+    let connected = report["memory"]["connected_kib"].as_u64();
+    tokio::time::sleep(SETTLE).await;
+    let after = rss_kib(collector.pid);
+    let per_host = match (before, connected) {
+        (Some(b), Some(c)) => json!((c as f64 - b as f64) / plan.agents as f64),
+        _ => Value::Null,
+    };
+    report["memory"] = json!({
+        "before_kib": before,
+        "connected_kib": connected,
+        "after_kib": after,
+        "after_settle_s": SETTLE.as_secs(),
+        "per_connected_host_kib": per_host,
+    });
     report["p99_limit_ms"] = json!(plan.p99_ms);
     Ok(report)
 }
@@ -841,11 +880,22 @@ async fn send_window(
         .zip(frames)
         .map(|(agent, frames)| tokio::spawn(drive(agent, frames, count, plan.clone(), start)))
         .collect();
+    // When the first agent sends its last frame every agent is still connected (each
+    // closes its socket once its last ack is in): the collector's memory with all of them.
+    let peak_reader = {
+        let pid = collector.pid;
+        let at = start + plan.interval * plan.ticks.saturating_sub(1);
+        tokio::spawn(async move {
+            tokio::time::sleep_until(at).await;
+            rss_kib(pid)
+        })
+    };
     let mut outcomes = Vec::with_capacity(count);
     for task in tasks {
         outcomes.push(task.await?);
     }
     let cpu = cpu.finish();
+    let connected_kib = peak_reader.await.ok().flatten();
     let window_s = plan.window().as_secs_f64();
     let total = |f: fn(&Outcome) -> usize| outcomes.iter().map(f).sum::<usize>();
     let (sent, acked, rejected, errors, unacked) =
@@ -884,6 +934,7 @@ async fn send_window(
             "frame_bytes_mean": sizes.frame_bytes as f64 / sizes.frames.max(1) as f64,
         },
         "cpu": cpu,
+        "memory": { "connected_kib": connected_kib },
     });
     Ok((report, outcomes))
 }
@@ -917,13 +968,19 @@ async fn ramp(collector: &Collector, template: &Snapshot, prefix: &str, plans: &
         step["attempts"] = json!(missed_p99.len() + 1);
         step["earlier_attempts_p99_ms"] = json!(missed_p99);
         let sustained = step["sustained"].as_bool().unwrap_or(false);
+        let mib = |key: &str| step["memory"][key].as_f64().map_or("-".into(), |k| format!("{:.0}", k / 1024.0));
         eprintln!(
-            "loadgen: {} agents at {} s: {:.0}/s, p99 {} ms, {}",
+            "loadgen: {} agents at {} s: {:.0}/s, p99 {} ms, {}; collector {} MiB before, {} connected ({} KiB a \
+             host), {} after",
             plan.agents,
             plan.interval.as_secs_f64(),
             step["rate_per_s"].as_f64().unwrap_or(0.0),
             step["latency_ms"]["p99"].as_f64().map_or("-".into(), |p| format!("{p:.1}")),
-            if sustained { "sustained" } else { "not sustained" }
+            if sustained { "sustained" } else { "not sustained" },
+            mib("before_kib"),
+            mib("connected_kib"),
+            step["memory"]["per_connected_host_kib"].as_f64().map_or("-".into(), |k| format!("{k:.0}")),
+            mib("after_kib"),
         );
         if sustained {
             best = Some(json!({

@@ -421,7 +421,19 @@ async fn bad_keys_protocol_mismatch_and_garbage_are_handled() {
     assert_eq!(json_keyframe[0], 0, "the old kind byte");
     ws.send(Message::Binary(json_keyframe.into())).await.unwrap();
     assert_eq!(next_json(ws.next().await), json!({"type": "ack", "seq": 1}));
-    assert_eq!(seqs(&c, &token, "old-agent").await, [1]);
+    // Its deltas (JSON too, kind 1) are rebuilt and stored exactly.
+    let mut old_next = old.clone();
+    old_next.seq = 2;
+    old_next.processes.iter_mut().for_each(|p| p.rss_bytes = p.rss_bytes.map(|r| r + 4096));
+    old_next.processes.pop();
+    let json_delta = delta_frame(&SnapshotDelta::between(&old, &old_next), Encoding::Json).unwrap();
+    assert_eq!(json_delta[0], 1, "the old kind byte");
+    ws.send(Message::Binary(json_delta.into())).await.unwrap();
+    assert_eq!(next_json(ws.next().await), json!({"type": "ack", "seq": 2}));
+    assert_eq!(seqs(&c, &token, "old-agent").await, [1, 2]);
+    let (_, list) = c.get("/api/process-snapshots/list/?hostname=old-agent&limit=10", &token).await;
+    let (_, stored) = c.get(&format!("/api/process-snapshots/{}/", list[0]["snapshot_id"]), &token).await;
+    assert_eq!(serde_json::from_value::<Snapshot>(stored).unwrap(), old_next);
 
     // Garbage after a proper hello: an error per frame, the session and collector live on.
     let (mut ws, _) = connect().await.unwrap();
@@ -440,6 +452,22 @@ async fn bad_keys_protocol_mismatch_and_garbage_are_handled() {
     let frame = full_frame(&encode_snapshot(&snap).unwrap(), &snap, Encoding::MessagePack).unwrap();
     ws.send(Message::Binary(frame.into())).await.unwrap();
     assert_eq!(next_json(ws.next().await)["type"], "rejected");
+    // The session's valid frames after all that are stored: a keyframe, then a delta.
+    let mut mine = procyon::sample::Sampler::new(Default::default()).sample();
+    mine.host.hostname = "garbage-host".into();
+    mine.seq = 1;
+    let frame = full_frame(&encode_snapshot(&mine).unwrap(), &mine, Encoding::MessagePack).unwrap();
+    ws.send(Message::Binary(frame.into())).await.unwrap();
+    assert_eq!(next_json(ws.next().await), json!({"type": "ack", "seq": 1}));
+    ws.send(Message::Binary(vec![2, 0xde, 0xad].into())).await.unwrap();
+    assert_eq!(next_json(ws.next().await)["code"], "bad_frame");
+    let mut mine_next = mine.clone();
+    mine_next.seq = 2;
+    mine_next.processes.iter_mut().for_each(|p| p.rss_bytes = p.rss_bytes.map(|r| r + 4096));
+    let frame = delta_frame(&SnapshotDelta::between(&mine, &mine_next), Encoding::MessagePack).unwrap();
+    ws.send(Message::Binary(frame.into())).await.unwrap();
+    assert_eq!(next_json(ws.next().await), json!({"type": "ack", "seq": 2}));
+    assert_eq!(seqs(&c, &token, "garbage-host").await, [1, 2]);
     wait_until(Duration::from_secs(20), "the steady agent to keep delivering", || async {
         seqs(&c, &token, "steady").await.len() > steady_before + 2
     })

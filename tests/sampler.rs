@@ -214,8 +214,23 @@ fn processes_with_files_open(pids: &[u32]) -> usize {
     pids.iter().filter(|pid| targets.iter().any(|t| t.starts_with(&format!("/proc/{pid}/")))).count()
 }
 
+/// Runs in a process of its own: the files open in this test binary are counted, and the
+/// samplers of tests running beside it keep files open on the same processes.
 #[test]
 fn a_loaded_machine_is_listed_whole_and_gone_processes_let_go_of_their_files() {
+    let name = "a_loaded_machine_alone";
+    let out = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", name, "--test-threads=1", "--nocapture"])
+        .output()
+        .unwrap();
+    let report = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{report}");
+    assert!(report.contains("1 passed"), "the test ran: {report}");
+}
+
+#[test]
+#[ignore = "run by a_loaded_machine_is_listed_whole_and_gone_processes_let_go_of_their_files, alone"]
+fn a_loaded_machine_alone() {
     let mut sampler = Sampler::new(SamplerOptions::default());
     let load = Load::start(100, 100).unwrap();
     let snap = sampler.sample();

@@ -94,7 +94,6 @@ fn run(config: Config) -> anyhow::Result<()> {
     let spool = Spool::open(&config.spool, config.spool_limits())
         .with_context(|| format!("cannot open the spool in {}", config.spool.display()))?;
     let machine_id = machine_id(&config)?;
-    raise_open_files_limit();
     let mut sampler = Sampler::new(SamplerOptions { hostname: config.hostname.clone(), cmdline: config.cmdline });
     let host = sampler.host().clone();
     tracing::info!(
@@ -158,32 +157,6 @@ fn run(config: Config) -> anyhow::Result<()> {
     let _ = sampling.join();
     Ok(())
 }
-
-/// Raises this process's soft limit on open files to its hard limit (at most
-/// [`OPEN_FILES_WANTED`]). The sampler keeps each process's `/proc` files open between
-/// ticks (a read of a kept file costs far less than opening it anew) within half of the
-/// soft limit, and service managers start daemons with a soft limit of 1,024 (systemd's
-/// default, with a hard limit far above): 512 files would cover only 256 processes. The
-/// hard limit is the operator's, and is left as it is.
-#[cfg(unix)]
-fn raise_open_files_limit() {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
-    let wanted = hard.min(OPEN_FILES_WANTED);
-    if soft < wanted
-        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, wanted, hard)
-    {
-        tracing::debug!("cannot raise the limit on open files from {soft} to {wanted}: {e}");
-    }
-}
-
-#[cfg(not(unix))]
-fn raise_open_files_limit() {}
-
-/// Open files the agent asks for: two `/proc` files for each of 10,000 processes, twice
-/// over (the sampler keeps within half), and room for the rest.
-#[cfg(unix)]
-const OPEN_FILES_WANTED: u64 = 65_536;
 
 /// The fingerprint of this machine for the hello, computed once: from
 /// `--machine-id-file` if given (an error if it cannot be read), else from the system's

@@ -137,6 +137,17 @@ impl Hub {
         len - hosts.len()
     }
 
+    /// Forgets `hostname`'s newest snapshot unless someone follows the host (its agent
+    /// went away: a reader that asks later gets it from the store). `true` if it went.
+    pub fn release(&self, hostname: &str) -> bool {
+        let mut hosts = self.hosts();
+        let unfollowed = hosts.get(hostname).is_some_and(|tx| tx.receiver_count() == 0);
+        if unfollowed {
+            hosts.remove(hostname);
+        }
+        unfollowed
+    }
+
     /// Forgets `hostname` (the host was deleted); its followers see nothing more.
     pub fn forget(&self, hostname: &str) {
         self.hosts().remove(hostname);

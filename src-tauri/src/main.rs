@@ -20,6 +20,17 @@ macro_rules! say {
     };
 }
 
+/// The collector's memory comes and goes with its agents: each connected host holds its
+/// newest snapshot (a few hundred KB of small allocations), freed when the host leaves.
+/// glibc's allocator keeps such memory in per-thread arenas for reuse and hardly ever
+/// returns it, so a collector that once served a thousand agents stayed at that size.
+/// mimalloc returns freed pages to the system shortly after (its default purge delay),
+/// and is at least as fast here. The agent keeps the system allocator: it allocates
+/// little, and nothing of this applies to it.
+#[cfg(feature = "server")]
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Procyon: processes and network of a machine or a fleet, live and over time.
 #[derive(Parser, Debug)]
 #[command(name = "procyon", version, about, propagate_version = true)]

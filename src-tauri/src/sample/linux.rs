@@ -219,6 +219,29 @@ fn parse_last_pid(text: &[u8]) -> Option<u64> {
     number(fields.skip(4).next()?)
 }
 
+/// Raises this process's soft limit on open files to its hard limit (at most
+/// [`OPEN_FILES_WANTED`]), once, before the first sampler takes its budget. Samplers keep
+/// each process's `/proc` files open between ticks (a read of a kept file costs far less
+/// than opening it anew) within half of the soft limit, and service managers start
+/// daemons with a soft limit of 1,024 (systemd's default, with a hard limit far above):
+/// 512 files would cover only 256 processes. The hard limit is the operator's, and is
+/// left as it is.
+fn raise_open_files_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else { return };
+    let wanted = hard.min(OPEN_FILES_WANTED);
+    if soft < wanted
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, wanted, hard)
+    {
+        tracing::debug!("cannot raise the limit on open files from {soft} to {wanted}: {e}");
+    }
+}
+
+/// Open files a sampling process asks for: [`MAX_KEPT_FILES`] twice over (samplers keep
+/// within half), and room for the rest of the program (a collector's connections: the
+/// listener raises the limit further when it needs to).
+const OPEN_FILES_WANTED: u64 = 65_536;
+
 /// The soft limit on open files in `/proc/self/limits`.
 fn parse_open_files_limit(text: &str) -> Option<usize> {
     let line = text.lines().find_map(|l| l.strip_prefix("Max open files"))?;
@@ -232,6 +255,8 @@ fn parse_open_files_limit(text: &str) -> Option<usize> {
 /// its limit on open files (the rest of the program needs its share), at most
 /// [`MAX_KEPT_FILES`].
 fn kept_files_budget() -> usize {
+    static RAISED: std::sync::Once = std::sync::Once::new();
+    RAISED.call_once(raise_open_files_limit);
     fs::read_to_string("/proc/self/limits")
         .ok()
         .and_then(|t| parse_open_files_limit(&t))
@@ -1051,15 +1076,15 @@ mod tests {
         assert!(procs.loadavg.is_some());
         // Ticks in which no process starts take last tick's list; a start shows at once.
         for round in 0..3 {
-            let first = procs.read(1).unwrap();
+            let first = procs.read(Some(1)).unwrap();
             let mut child = sh("sleep 30");
             let pid = child.id();
             assert!(find(&first, pid).is_none());
-            assert!(find(&procs.read(1).unwrap(), pid).is_some(), "round {round}: new process seen");
-            assert!(find(&procs.read(1).unwrap(), pid).is_some());
+            assert!(find(&procs.read(Some(1)).unwrap(), pid).is_some(), "round {round}: new process seen");
+            assert!(find(&procs.read(Some(1)).unwrap(), pid).is_some());
             child.kill().unwrap();
             child.wait().unwrap();
-            assert!(find(&procs.read(1).unwrap(), pid).is_none(), "round {round}: ended process gone");
+            assert!(find(&procs.read(Some(1)).unwrap(), pid).is_none(), "round {round}: ended process gone");
         }
     }
 
@@ -1153,7 +1178,12 @@ mod tests {
         let a = limited.read(Some(1)).unwrap();
         let b = unlimited.read(Some(1)).unwrap();
         assert_eq!(limited.kept_files(), 5);
-        assert!(unlimited.kept_files() > 5);
+        assert!(
+            unlimited.kept_files() > 5,
+            "kept {} of {} in all",
+            KEPT_FILES.load(Ordering::Relaxed),
+            unlimited.shared_budget
+        );
         let pids = |l: &[ProcessSample]| l.iter().map(|p| (p.pid, p.start_time)).collect::<HashSet<_>>();
         let (a, b) = (pids(&a), pids(&b));
         // Processes come and go between the two readings, but hardly any.
@@ -1234,7 +1264,7 @@ mod tests {
         ));
         let pid = child.id();
         let first_start = Instant::now();
-        let before = find(&procs.read(1).unwrap(), pid).unwrap().clone();
+        let before = find(&procs.read(Some(1)).unwrap(), pid).unwrap().clone();
         let first_end = Instant::now();
         let Some(w0) = before.disk_write_bytes else {
             child.kill().unwrap();
@@ -1256,7 +1286,7 @@ mod tests {
         for ticks in 1..=IO_EVERY {
             seems_idle(&mut procs);
             let start = Instant::now();
-            let now = find(&procs.read(1).unwrap(), pid).unwrap().clone();
+            let now = find(&procs.read(Some(1)).unwrap(), pid).unwrap().clone();
             let end = Instant::now();
             if now.disk_write_bytes != Some(w0) {
                 shown = Some((ticks, now, start, end));

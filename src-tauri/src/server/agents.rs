@@ -6,9 +6,22 @@
 //! `error` and the socket closes. Then every snapshot frame is checked like an upload,
 //! stored, and answered with `ack` (or `rejected`). A delta frame is first rebuilt into
 //! the full snapshot from one of the last [`BASES_KEPT`] snapshots acknowledged on this
-//! connection (kept in memory for that); one whose base is not kept, or that does not fit
-//! it, is answered with `resync` and nothing is stored. A garbage frame gets an `error`
-//! and is otherwise ignored: one broken agent never affects another.
+//! connection: the newest is kept in memory (it is the very snapshot the hub publishes
+//! and the store chains the next row on, so it costs no copy), older ones are read back
+//! from the store in the rare case an agent names one. A delta whose base is not one of
+//! these, or that does not fit it, is answered with `resync` and nothing is stored. A
+//! garbage frame gets an `error` and is otherwise ignored: one broken agent never affects
+//! another.
+//!
+//! Frames are decoded on the blocking pool, at most one per core at a time (a frame
+//! waits for its turn; agents wait for acks, so they slow down rather than pile up), and
+//! what they may cost is bounded before it is spent: a frame whose zstd header claims
+//! more than [`MAX_SNAPSHOT_JSON_BYTES`] is refused unread, and one that inflates past
+//! [`COUNT_FIRST_BYTES`] has its process and socket counts read (without building
+//! anything) before it is decoded, so a frame over the limits is refused without its
+//! value ever being built. A delta is checked and redacted only where it changed the
+//! snapshot, and its bytes are handed to the store, which keeps them as they came (see
+//! `store::Sent`) unless redaction changed something.
 //!
 //! Before a session is registered, its key must be allowed to report as the host it
 //! names (`binding.rs`). [`Agents`] holds one session per connected host. A relayed
@@ -34,9 +47,12 @@ use super::routes::{Access, Route};
 use super::{AppState, binding, upload};
 use crate::model::Snapshot;
 use crate::model::agent::{
-    ActionReply, ActionRequest, AgentMessage, BASES_KEPT, CollectorMessage, Frame, MAX_FRAME_BYTES, OLDEST_PROTOCOL,
-    PROTOCOL_VERSION, decode_frame,
+    ActionReply, ActionRequest, AgentMessage, BASES_KEPT, CollectorMessage, Encoding, FRAME_DELTA, FRAME_DELTA_PACKED,
+    FRAME_FULL, FRAME_FULL_PACKED, MAX_FRAME_BYTES, MAX_SNAPSHOT_JSON_BYTES, OLDEST_PROTOCOL, PROTOCOL_VERSION,
+    delta_frame,
 };
+use crate::model::delta::SnapshotDelta;
+use crate::store::Sent;
 
 /// How long an agent has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -83,13 +99,27 @@ struct Registered {
 }
 
 /// The connected agents, by host name.
-#[derive(Default)]
 pub struct Agents {
     connections: Mutex<HashMap<String, Connection>>,
     /// Relayed actions waiting for their answer, by request id, with the session the
     /// request went out on: only that session may answer it.
     pending: Mutex<HashMap<u64, (u64, oneshot::Sender<ActionReply>)>>,
     next_session: AtomicU64,
+    /// Turns to decode a frame: one per core. Decoding is all CPU, so more at once
+    /// would only hold more frames in memory, not finish them sooner.
+    decodes: Arc<tokio::sync::Semaphore>,
+}
+
+impl Default for Agents {
+    fn default() -> Self {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        Agents {
+            connections: Mutex::default(),
+            pending: Mutex::default(),
+            next_session: AtomicU64::default(),
+            decodes: Arc::new(tokio::sync::Semaphore::new(cores)),
+        }
+    }
 }
 
 impl Agents {
@@ -140,11 +170,15 @@ impl Agents {
         Ok(Registered { session, outbox: inbox, kicked })
     }
 
-    fn unregister(&self, hostname: &str, session: u64) {
+    /// Takes `session` out of the registry; `false` if a newer session of the host
+    /// replaced it already.
+    fn unregister(&self, hostname: &str, session: u64) -> bool {
         let mut connections = self.connections();
-        if connections.get(hostname).is_some_and(|c| c.session == session) {
+        let current = connections.get(hostname).is_some_and(|c| c.session == session);
+        if current {
             connections.remove(hostname);
         }
+        current
     }
 
     /// Ends every session that authenticated with `key_id` (the key was revoked).
@@ -222,16 +256,22 @@ impl Agents {
     }
 }
 
-/// Takes a session out of the registry when dropped.
+/// Takes a session out of the registry when dropped and, unless a newer session of the
+/// host took over, lets the host's newest snapshot go from the store's and the hub's
+/// memory (the hub keeps it while someone follows the host): a host that went away
+/// must not hold memory, and a new session starts with a whole snapshot anyway.
 struct Unregister {
-    agents: std::sync::Arc<Agents>,
+    state: AppState,
     hostname: String,
     session: u64,
 }
 
 impl Drop for Unregister {
     fn drop(&mut self) {
-        self.agents.unregister(&self.hostname, self.session);
+        if self.state.agents.unregister(&self.hostname, self.session) {
+            self.state.store.release(&self.hostname);
+            self.state.hub.release(&self.hostname);
+        }
     }
 }
 
@@ -333,7 +373,7 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
         };
     // Unregistered however the session ends, a panic in a handler included: a leaked
     // entry would show the host online for ever and hold a session slot.
-    let _registered = Unregister { agents: std::sync::Arc::clone(&state.agents), hostname: hostname.clone(), session };
+    let _registered = Unregister { state: state.clone(), hostname: hostname.clone(), session };
     tracing::info!(%hostname, %agent_version, allow_control, last_seq, "agent connected");
     // The session speaks the agent's protocol; frames of either encoding are read.
     let welcome = CollectorMessage::Welcome { protocol, collector_version: env!("CARGO_PKG_VERSION").into(), last_seq };
@@ -341,25 +381,24 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
     let mut key_check = tokio::time::interval(KEY_CHECK);
     key_check.reset();
     let mut bad_frames = 0u32;
-    // Delta bases: the snapshots acknowledged on this connection, newest last.
-    let mut bases: VecDeque<Arc<Snapshot>> = VecDeque::with_capacity(BASES_KEPT + 1);
+    let mut bases = Bases::default();
     if send(&mut socket, &welcome).await {
         loop {
             tokio::select! {
                 frame = socket.recv() => {
                     let reply = match frame {
-                        Some(Ok(Message::Binary(bytes))) => match decode(bytes, &hostname, &bases).await {
-                            Ok(Ok(snapshot)) => Some(store_base(&state, snapshot, &mut bases).await),
+                        Some(Ok(Message::Binary(bytes))) => match decode(&state, bytes, &hostname, &mut bases).await {
+                            Ok(Ok(checked)) => Some(store_base(&state, checked, &mut bases).await),
                             Ok(Err(reply)) => Some(reply),
                             Err(e) => Some(bad_frame(&mut bad_frames, e)),
                         },
-                        Some(Ok(Message::Text(text))) => match parse_text(text).await {
+                        Some(Ok(Message::Text(text))) => match parse_text(&state, text).await {
                             Ok(AgentMessage::Snapshot { snapshot }) => {
                                 let seq = snapshot.seq;
                                 let hostname = hostname.clone();
-                                let checked = tokio::task::spawn_blocking(move || check(*snapshot, &hostname, None)).await;
+                                let checked = decoding(&state, move || check(*snapshot, &hostname, None, None)).await;
                                 match checked {
-                                    Ok(Ok(snapshot)) => Some(store_base(&state, snapshot, &mut bases).await),
+                                    Ok(Ok(checked)) => Some(store_base(&state, checked, &mut bases).await),
                                     Ok(Err(reply)) => Some(reply),
                                     Err(e) => Some(CollectorMessage::Error {
                                         code: "unavailable".into(),
@@ -423,34 +462,312 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
     tracing::info!(%hostname, "agent disconnected");
 }
 
+/// The delta bases of a session: the snapshots acknowledged on it that the agent may
+/// still name. The agent names only the newest acknowledgement it has seen, so a delta
+/// against seq N means older ones will never be named again.
+#[derive(Default)]
+struct Bases {
+    /// The newest acknowledged snapshot, whole: the one nearly every delta names. The
+    /// same `Arc` as the hub's and the store's, so it costs no memory of its own.
+    newest: Option<Arc<Snapshot>>,
+    /// Seqs of older acknowledged snapshots (at most [`BASES_KEPT`] - 1, oldest first),
+    /// read back from the store if named: pipelining agents are rare, and a snapshot
+    /// per seq in memory is what a host must not cost.
+    older: VecDeque<u64>,
+}
+
+impl Bases {
+    /// `snapshot` was acknowledged.
+    fn acked(&mut self, snapshot: Arc<Snapshot>) {
+        let seq = snapshot.seq;
+        if let Some(previous) = self.newest.replace(snapshot)
+            && previous.seq != seq
+        {
+            self.older.push_back(previous.seq);
+        }
+        self.older.retain(|&s| s != seq);
+        while self.older.len() >= BASES_KEPT {
+            self.older.pop_front();
+        }
+    }
+
+    /// A delta named `seq`: older acknowledgements are of no use any more.
+    fn named(&mut self, seq: u64) {
+        self.older.retain(|&s| s >= seq);
+    }
+}
+
+/// A snapshot from an agent, checked and redacted, ready to store, with its frame's
+/// bytes when the store may keep them as they came.
+struct Checked {
+    snapshot: Arc<Snapshot>,
+    sent: Option<Sent>,
+}
+
+/// Runs `work` on the blocking pool in one of the decoding turns (see [`Agents`]).
+async fn decoding<T: Send + 'static>(state: &AppState, work: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
+    let _turn =
+        Arc::clone(&state.agents.decodes).acquire_owned().await.map_err(|_| "the collector is stopping".to_owned())?;
+    tokio::task::spawn_blocking(work).await.map_err(|e| format!("decoding failed: {e}"))
+}
+
+/// What a binary frame holds, decoded.
+enum Decoded {
+    Full(Box<Snapshot>, Vec<u8>),
+    Delta(Box<SnapshotDelta>, Vec<u8>),
+}
+
 /// Decodes a binary frame, rebuilds the snapshot a delta stands for, checks it and
-/// redacts its command lines, all on a blocking thread (so on every core): a large
-/// snapshot takes milliseconds of CPU, which must not stall the async workers that serve
-/// everyone else. `Err` is a frame that is not one of ours; `Ok(Err)` the answer for a
-/// snapshot that cannot be rebuilt or stored.
+/// redacts its command lines, on the blocking pool (see [`decoding`]). `Err` is a frame
+/// that is not one of ours; `Ok(Err)` the answer for a snapshot that cannot be rebuilt
+/// or stored.
 async fn decode(
+    state: &AppState,
     bytes: axum::body::Bytes,
     hostname: &str,
-    bases: &VecDeque<Arc<Snapshot>>,
-) -> Result<Result<Arc<Snapshot>, CollectorMessage>, String> {
-    let bases: Vec<Arc<Snapshot>> = bases.iter().cloned().collect();
-    let hostname = hostname.to_owned();
-    tokio::task::spawn_blocking(move || match decode_frame(&bytes)? {
-        Frame::Full(snapshot) => Ok(check(*snapshot, &hostname, None)),
-        Frame::Delta(delta) => Ok(rebuild(&delta, &bases).and_then(|s| check(s, &hostname, Some(&delta)))),
+    bases: &mut Bases,
+) -> Result<Result<Checked, CollectorMessage>, String> {
+    /// What the first trip to the blocking pool found.
+    enum First {
+        /// The answer, and the base seq a delta named.
+        Done(Result<Checked, CollectorMessage>, Option<u64>),
+        /// A delta whose base is not the newest.
+        Older(Box<SnapshotDelta>, Vec<u8>),
+    }
+    let newest = bases.newest.clone();
+    let host = hostname.to_owned();
+    // The usual case in one trip: a keyframe, or a delta against the newest base.
+    let first = decoding(state, move || -> Result<First, String> {
+        Ok(match read_frame(&bytes)? {
+            Err(reply) => First::Done(Err(reply), None),
+            Ok(Decoded::Full(snapshot, body)) => {
+                First::Done(check(*snapshot, &host, None, Some(Sent::Whole(body))), None)
+            }
+            Ok(Decoded::Delta(delta, body)) => match newest.filter(|b| delta.fits(b)) {
+                Some(base) => {
+                    let checked = rebuild_and_check(&delta, &base, &host, body);
+                    First::Done(checked, Some(delta.base_seq))
+                }
+                None => First::Older(delta, body),
+            },
+        })
     })
-    .await
-    .map_err(|e| format!("decoding failed: {e}"))?
+    .await??;
+    let (delta, body) = match first {
+        First::Done(checked, named) => {
+            if let Some(seq) = named {
+                bases.named(seq);
+            }
+            return Ok(checked);
+        }
+        First::Older(delta, body) => (delta, body),
+    };
+    // A delta against an older acknowledged snapshot: read it back from the store.
+    let seq = delta.seq;
+    let resync = |message: String| Ok(Err(CollectorMessage::Resync { seq, message }));
+    if !bases.older.contains(&delta.base_seq) {
+        return resync(format!(
+            "snapshot {seq} is a delta against seq {}, which this connection does not hold",
+            delta.base_seq
+        ));
+    }
+    let base = match state.store.snapshot_by_seq(hostname, delta.base_seq).await {
+        Ok(Some(stored)) if delta.fits(&stored.snapshot) => Arc::new(stored.snapshot),
+        Ok(_) => return resync(format!("snapshot {seq}: its base, seq {}, is not stored", delta.base_seq)),
+        Err(e) => return resync(format!("snapshot {seq}: its base, seq {}, cannot be read: {e}", delta.base_seq)),
+    };
+    bases.named(delta.base_seq);
+    let host = hostname.to_owned();
+    decoding(state, move || rebuild_and_check(&delta, &base, &host, body)).await
+}
+
+/// Frames that inflate to more than this have their counts read before they are decoded
+/// (see [`read_frame`]). Smaller ones cannot build enough to matter: a 480-process
+/// keyframe inflates to about 100 KB.
+pub const COUNT_FIRST_BYTES: usize = 1 << 20;
+
+/// Inflates and decodes a binary frame of either protocol, within the bounds of the
+/// module doc. `Err`: not a frame of ours. `Ok(Err)`: a frame over the limits, with the
+/// answer to send (nothing of it was built).
+fn read_frame(frame: &[u8]) -> Result<Result<Decoded, CollectorMessage>, String> {
+    let (encoding, delta, body) = match frame.split_first() {
+        Some((&FRAME_FULL, rest)) => (Encoding::Json, false, rest),
+        Some((&FRAME_DELTA, rest)) => (Encoding::Json, true, rest),
+        Some((&FRAME_FULL_PACKED, rest)) => (Encoding::MessagePack, false, rest),
+        Some((&FRAME_DELTA_PACKED, rest)) => (Encoding::MessagePack, true, rest),
+        Some((kind, _)) => return Err(format!("unknown frame kind {kind}")),
+        None => return Err("an empty frame".into()),
+    };
+    let raw = inflate(body)?;
+    if raw.len() > COUNT_FIRST_BYTES {
+        let counts = if delta { counts::of_delta(encoding, &raw) } else { counts::of_snapshot(encoding, &raw) };
+        if let Some(refusal) = counts.map_err(|e| format!("not a snapshot: {e}"))? {
+            return Ok(Err(refusal));
+        }
+    }
+    Ok(Ok(if delta {
+        let delta = encoding.decode(&raw).map_err(|e| format!("not a snapshot delta: {e}"))?;
+        Decoded::Delta(Box::new(delta), body.to_vec())
+    } else {
+        let snapshot = encoding.decode(&raw).map_err(|e| format!("not a snapshot: {e}"))?;
+        Decoded::Full(Box::new(snapshot), body.to_vec())
+    }))
+}
+
+/// Decompresses a frame's zstd bytes, refusing unread a frame whose header claims more
+/// than [`MAX_SNAPSHOT_JSON_BYTES`], and stopping at that many for one that does not say.
+fn inflate(bytes: &[u8]) -> Result<Vec<u8>, String> {
+    let too_big = || format!("a snapshot expands to more than {} MiB", MAX_SNAPSHOT_JSON_BYTES >> 20);
+    if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(bytes) {
+        if size > MAX_SNAPSHOT_JSON_BYTES {
+            return Err(too_big());
+        }
+        if let Ok(inflated) = zstd::bulk::decompress(bytes, size as usize) {
+            return Ok(inflated);
+        }
+        // A header that lies about the size: read it as a stream, as below.
+    }
+    let mut out = Vec::new();
+    std::io::Read::read_to_end(
+        &mut std::io::Read::take(
+            zstd::stream::read::Decoder::new(bytes).map_err(|e| format!("not a zstd frame: {e}"))?,
+            MAX_SNAPSHOT_JSON_BYTES + 1,
+        ),
+        &mut out,
+    )
+    .map_err(|e| format!("not a zstd frame: {e}"))?;
+    if out.len() as u64 > MAX_SNAPSHOT_JSON_BYTES {
+        return Err(too_big());
+    }
+    Ok(out)
+}
+
+/// Process and socket counts read from a frame's encoding without building the values
+/// (serde's `IgnoredAny` skips each element; MessagePack states a list's length up
+/// front), to refuse a frame over the limits before decoding it.
+mod counts {
+    use serde::Deserialize;
+    use serde::de::{self, IgnoredAny, SeqAccess, Visitor};
+
+    use super::super::upload::{MAX_CONNECTIONS, MAX_PROCESSES};
+    use crate::model::agent::{CollectorMessage, Encoding};
+
+    /// The length of a list.
+    #[derive(Default)]
+    pub(super) struct Count(usize);
+
+    impl<'de> Deserialize<'de> for Count {
+        fn deserialize<D: de::Deserializer<'de>>(d: D) -> Result<Count, D::Error> {
+            struct Counting;
+            impl<'de> Visitor<'de> for Counting {
+                type Value = Count;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str("a list")
+                }
+                fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Count, A::Error> {
+                    let mut n = 0;
+                    while seq.next_element::<IgnoredAny>()?.is_some() {
+                        n += 1;
+                    }
+                    Ok(Count(n))
+                }
+            }
+            d.deserialize_seq(Counting)
+        }
+    }
+
+    #[derive(Deserialize)]
+    struct Whole {
+        #[serde(default)]
+        seq: u64,
+        #[serde(default)]
+        processes: Count,
+        #[serde(default)]
+        connections: Count,
+    }
+
+    #[derive(Deserialize, Default)]
+    struct Added {
+        #[serde(default)]
+        added: Count,
+    }
+
+    #[derive(Deserialize)]
+    struct Delta {
+        #[serde(default)]
+        seq: u64,
+        #[serde(default)]
+        processes: Added,
+        #[serde(default)]
+        connections: Added,
+    }
+
+    /// The answer for a snapshot with more processes or sockets than an upload may
+    /// have (the same words as the upload check's), if it has.
+    fn refusal(seq: u64, processes: usize, connections: usize) -> Option<CollectorMessage> {
+        let message = if processes > MAX_PROCESSES {
+            format!("More than {MAX_PROCESSES} processes in one upload.")
+        } else if connections > MAX_CONNECTIONS {
+            format!("More than {MAX_CONNECTIONS} sockets in one upload.")
+        } else {
+            return None;
+        };
+        Some(CollectorMessage::Rejected { seq, message })
+    }
+
+    /// A whole snapshot's counts: its refusal, if it is over the limits.
+    pub(super) fn of_snapshot(encoding: Encoding, raw: &[u8]) -> Result<Option<CollectorMessage>, String> {
+        let w: Whole = encoding.decode(raw)?;
+        Ok(refusal(w.seq, w.processes.0, w.connections.0))
+    }
+
+    /// A delta's counts: what it adds is in the snapshot it rebuilds, so adding more than
+    /// the limit is over it, whatever the base.
+    pub(super) fn of_delta(encoding: Encoding, raw: &[u8]) -> Result<Option<CollectorMessage>, String> {
+        let d: Delta = encoding.decode(raw)?;
+        Ok(refusal(d.seq, d.processes.added.0, d.connections.added.0))
+    }
+
+    /// A text message's counts, when it is a snapshot.
+    pub(super) fn of_text(text: &str) -> Result<Option<CollectorMessage>, String> {
+        #[derive(Deserialize)]
+        struct Text {
+            snapshot: Option<Whole>,
+        }
+        let t: Text = serde_json::from_str(text).map_err(|e| e.to_string())?;
+        Ok(t.snapshot.and_then(|w| refusal(w.seq, w.processes.0, w.connections.0)))
+    }
+}
+
+/// Rebuilds the snapshot `delta` stands for from `base`, then [`check`]s it. The resync
+/// to answer if the delta does not fit its base (a damaged or forged delta is never
+/// stored; a keyframe of that seq will be).
+fn rebuild_and_check(
+    delta: &SnapshotDelta,
+    base: &Arc<Snapshot>,
+    hostname: &str,
+    body: Vec<u8>,
+) -> Result<Checked, CollectorMessage> {
+    let seq = delta.seq;
+    let snapshot = delta.apply(base).map_err(|e| CollectorMessage::Resync { seq, message: e.to_string() })?;
+    let sent = Sent::Delta { base: Arc::clone(base), bytes: body };
+    check(snapshot, hostname, Some(delta), Some(sent))
 }
 
 /// Checks a snapshot from `hostname`'s agent like an upload and redacts it, ready to
 /// store. A snapshot rebuilt from `delta` is checked and redacted where the delta
-/// changed it: the rest is its base's, which passed the same checks when it was stored.
+/// changed it (see [`upload::pids_to_check`]): the rest is its base's, which passed the
+/// same checks when it was stored.
+///
+/// `sent` (the frame's bytes) goes to the store only if redaction changed nothing: a
+/// command line it masks makes the bytes say something else than what is stored. Then
+/// a delta is encoded again, redacted the same way; a whole snapshot the store encodes.
 fn check(
     mut snapshot: Snapshot,
     hostname: &str,
-    delta: Option<&crate::model::delta::SnapshotDelta>,
-) -> Result<Arc<Snapshot>, CollectorMessage> {
+    delta: Option<&SnapshotDelta>,
+    sent: Option<Sent>,
+) -> Result<Checked, CollectorMessage> {
     let seq = snapshot.seq;
     if snapshot.host.hostname != hostname {
         return Err(CollectorMessage::Rejected {
@@ -458,24 +775,62 @@ fn check(
             message: format!("This session is for host `{hostname}`, not `{}`.", snapshot.host.hostname),
         });
     }
-    let touched = delta.map(upload::touched_pids);
-    let is_touched = |pid: u32| touched.as_ref().is_none_or(|t| t.contains(&pid));
-    if let Err(e) = upload::validate_where(&snapshot, |p| is_touched(p.pid)) {
+    let to_check = delta.map(upload::pids_to_check);
+    let checked = |pid: u32| to_check.as_ref().is_none_or(|t| t.contains(&pid));
+    if let Err(e) = upload::validate_where(&snapshot, |p| checked(p.pid)) {
         return Err(CollectorMessage::Rejected { seq, message: e.parts().1.message });
     }
-    for p in snapshot.processes.iter_mut().filter(|p| is_touched(p.pid)) {
-        crate::sample::redact::redact_in_place(&mut p.cmd);
+    // Only a process the delta adds or whose command line it changes has a line that
+    // was not redacted already.
+    let to_redact: Option<std::collections::HashSet<u32>> = delta.map(|d| {
+        let changed = d.processes.changed.iter().filter(|c| c.cmd.is_some()).map(|c| c.pid);
+        d.processes.added.iter().map(|p| p.item.pid).chain(changed).collect()
+    });
+    let mut masked = false;
+    if to_redact.as_ref().is_none_or(|r| !r.is_empty()) {
+        for p in snapshot.processes.iter_mut().filter(|p| to_redact.as_ref().is_none_or(|r| r.contains(&p.pid))) {
+            if matches!(crate::sample::redact::redact(&p.cmd), std::borrow::Cow::Owned(_)) {
+                crate::sample::redact::redact_in_place(&mut p.cmd);
+                masked = true;
+            }
+        }
     }
-    Ok(Arc::new(snapshot))
+    let sent = match (sent, delta) {
+        (sent, _) if !masked => sent,
+        (Some(Sent::Delta { base, .. }), Some(delta)) => redacted(delta).map(|bytes| Sent::Delta { base, bytes }),
+        _ => None,
+    };
+    Ok(Checked { snapshot: Arc::new(snapshot), sent })
 }
 
-/// Parses a text frame on a blocking thread (it may hold a whole snapshot).
-async fn parse_text(text: axum::extract::ws::Utf8Bytes) -> Result<AgentMessage, String> {
-    tokio::task::spawn_blocking(move || {
+/// `delta` with its command lines redacted, encoded as a packed frame's body is.
+fn redacted(delta: &SnapshotDelta) -> Option<Vec<u8>> {
+    let mut delta = delta.clone();
+    for p in &mut delta.processes.added {
+        crate::sample::redact::redact_in_place(&mut p.item.cmd);
+    }
+    for c in &mut delta.processes.changed {
+        if let Some(cmd) = &mut c.cmd {
+            crate::sample::redact::redact_in_place(cmd);
+        }
+    }
+    let mut frame = delta_frame(&delta, Encoding::MessagePack).ok()?;
+    frame.remove(0);
+    Some(frame)
+}
+
+/// Parses a text frame on the blocking pool (it may hold a whole snapshot), its counts
+/// first when it is large (see [`read_frame`]).
+async fn parse_text(state: &AppState, text: axum::extract::ws::Utf8Bytes) -> Result<AgentMessage, String> {
+    decoding(state, move || {
+        if text.len() > COUNT_FIRST_BYTES
+            && let Some(CollectorMessage::Rejected { message, .. }) = counts::of_text(&text)?
+        {
+            return Err(message);
+        }
         serde_json::from_str::<AgentMessage>(&text).map_err(|e| format!("not a message: {e}"))
     })
-    .await
-    .map_err(|e| format!("decoding failed: {e}"))?
+    .await?
 }
 
 fn bad_frame(count: &mut u32, message: String) -> CollectorMessage {
@@ -483,45 +838,24 @@ fn bad_frame(count: &mut u32, message: String) -> CollectorMessage {
     CollectorMessage::Error { code: "bad_frame".into(), message }
 }
 
-/// The full snapshot a delta stands for, or the `resync` to answer when its base is
-/// not kept here or the delta does not fit it (a damaged or forged delta is never
-/// stored; a keyframe of that seq will be).
-fn rebuild(delta: &crate::model::delta::SnapshotDelta, bases: &[Arc<Snapshot>]) -> Result<Snapshot, CollectorMessage> {
-    let seq = delta.seq;
-    let Some(base) = bases.iter().rev().find(|b| delta.fits(b)) else {
-        let message =
-            format!("snapshot {seq} is a delta against seq {}, which this connection does not hold", delta.base_seq);
-        return Err(CollectorMessage::Resync { seq, message });
-    };
-    delta.apply(base).map_err(|e| CollectorMessage::Resync { seq, message: e.to_string() })
-}
-
-/// Stores a checked snapshot like [`store`] and, once it is acknowledged, keeps it as a
-/// delta base (the oldest of more than [`BASES_KEPT`] goes): the very snapshot stored
-/// and published, redacted, which is what the agent's next delta applies to (redaction
-/// never changes what a delta names a process by).
-async fn store_base(
-    state: &AppState,
-    snapshot: Arc<Snapshot>,
-    bases: &mut VecDeque<Arc<Snapshot>>,
-) -> CollectorMessage {
-    let base = Arc::clone(&snapshot);
-    let reply = store(state, snapshot).await;
+/// Stores a checked snapshot like [`store`] and, once it is acknowledged, keeps it as
+/// the session's newest delta base: the very snapshot stored and published, redacted,
+/// which is what the agent's next delta applies to (redaction never changes what a
+/// delta names a process by).
+async fn store_base(state: &AppState, checked: Checked, bases: &mut Bases) -> CollectorMessage {
+    let base = Arc::clone(&checked.snapshot);
+    let reply = store(state, checked).await;
     if matches!(reply, CollectorMessage::Ack { .. }) {
-        bases.retain(|b| b.seq != base.seq);
-        bases.push_back(base);
-        while bases.len() > BASES_KEPT {
-            bases.pop_front();
-        }
+        bases.acked(base);
     }
     reply
 }
 
 /// Stores one checked snapshot from an agent; the answer to send back.
-async fn store(state: &AppState, snapshot: Arc<Snapshot>) -> CollectorMessage {
-    let seq = snapshot.seq;
-    let hostname = snapshot.host.hostname.clone();
-    match state.ingest_redacted(snapshot).await {
+async fn store(state: &AppState, checked: Checked) -> CollectorMessage {
+    let seq = checked.snapshot.seq;
+    let hostname = checked.snapshot.host.hostname.clone();
+    match state.ingest_sent(checked.snapshot, checked.sent).await {
         Ok(_) => CollectorMessage::Ack { seq },
         // Refused for what it is (a 4xx): sending it again would not help.
         Err(e) if e.parts().0.is_client_error() => CollectorMessage::Rejected { seq, message: e.parts().1.message },
@@ -531,5 +865,74 @@ async fn store(state: &AppState, snapshot: Arc<Snapshot>) -> CollectorMessage {
             tracing::error!(%hostname, seq, "cannot store an agent's snapshot: {e:?}");
             CollectorMessage::Error { code: "unavailable".into(), message: body.message }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A frame of `kind` holding `value` in MessagePack.
+    fn packed(kind: u8, value: &serde_json::Value) -> Vec<u8> {
+        let mut frame = vec![kind];
+        frame.extend(zstd::bulk::compress(&rmp_serde::to_vec_named(value).unwrap(), 1).unwrap());
+        frame
+    }
+
+    #[test]
+    fn frames_over_the_counts_are_refused_before_they_are_built() {
+        // More processes than an upload may have, each padded so that the frame is large
+        // enough to be counted first, and none of them a process at all: a frame that was
+        // decoded would fail as garbage instead of being refused for its count.
+        let fake = serde_json::json!({ "padding": "x".repeat(64) });
+        let many = vec![fake; upload::MAX_PROCESSES + 1];
+        let delta = serde_json::json!({ "seq": 9, "processes": { "added": many, "changed": [], "removed": [] } });
+        let refused = |frame: &[u8]| match read_frame(frame) {
+            Ok(Err(CollectorMessage::Rejected { seq, message })) => (seq, message),
+            Ok(Ok(_)) => panic!("decoded"),
+            Ok(Err(other)) => panic!("{other:?}"),
+            Err(e) => panic!("read as garbage: {e}"),
+        };
+        let (seq, message) = refused(&packed(FRAME_DELTA_PACKED, &delta));
+        assert_eq!((seq, message.as_str()), (9, "More than 20000 processes in one upload."));
+        let whole = serde_json::json!({ "seq": 4, "processes": delta["processes"]["added"] });
+        assert_eq!(refused(&packed(FRAME_FULL_PACKED, &whole)).0, 4);
+        // The JSON frames of the previous protocol are counted the same way.
+        let mut json = vec![FRAME_DELTA];
+        json.extend(zstd::bulk::compress(delta.to_string().as_bytes(), 1).unwrap());
+        assert_eq!(refused(&json).0, 9);
+        // Within the counts, such a frame is decoded, and is garbage.
+        let few = serde_json::json!({ "seq": 9, "processes": { "added": [{ "padding": "x".repeat(2 << 20) }] } });
+        assert!(read_frame(&packed(FRAME_DELTA_PACKED, &few)).is_err());
+        // A frame whose header claims more than a snapshot may expand to is not inflated.
+        let bomb = zstd::bulk::compress(&vec![0u8; MAX_SNAPSHOT_JSON_BYTES as usize + 1], 1).unwrap();
+        assert!(inflate(&bomb).unwrap_err().contains("more than 64 MiB"));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn frames_are_decoded_one_per_core_at_a_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("procyon.db")).await.unwrap();
+        let auth = super::super::auth::Auth::new(b"a test signing key of 32 bytes!!", Duration::from_secs(60));
+        let state = AppState::new(store, crate::hub::Hub::new(), auth, super::super::Settings::default());
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let now = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let peak = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let mut tasks = tokio::task::JoinSet::new();
+        for _ in 0..cores * 4 {
+            let (state, now, peak) = (state.clone(), Arc::clone(&now), Arc::clone(&peak));
+            tasks.spawn(async move {
+                decoding(&state, move || {
+                    let running = now.fetch_add(1, Ordering::SeqCst) + 1;
+                    peak.fetch_max(running, Ordering::SeqCst);
+                    std::thread::sleep(Duration::from_millis(50));
+                    now.fetch_sub(1, Ordering::SeqCst);
+                })
+                .await
+                .unwrap();
+            });
+        }
+        while tasks.join_next().await.is_some() {}
+        assert_eq!(peak.load(Ordering::SeqCst), cores);
     }
 }

@@ -152,13 +152,23 @@ impl AppState {
         self.ingest_redacted(Arc::new(snapshot)).await
     }
 
-    /// [`AppState::ingest`] of a snapshot whose command lines are redacted already (the
-    /// agent channel redacts what a delta changed, on its decoding thread). The same
-    /// `Arc` is published, so a caller may keep it (as a delta base) without a copy.
+    /// [`AppState::ingest`] of a snapshot whose command lines are redacted already. The
+    /// same `Arc` is published, so a caller may keep it (as a delta base) without a copy.
     pub async fn ingest_redacted(&self, snapshot: Arc<Snapshot>) -> Result<Inserted, ApiError> {
+        self.ingest_sent(snapshot, None).await
+    }
+
+    /// [`AppState::ingest_redacted`] with the bytes its sender encoded it in, which the
+    /// store keeps as they came when they fit (the agent channel redacts what a delta
+    /// changed, on its decoding thread, and passes its frame's bytes).
+    pub async fn ingest_sent(
+        &self,
+        snapshot: Arc<Snapshot>,
+        sent: Option<crate::store::Sent>,
+    ) -> Result<Inserted, ApiError> {
         let received_at = Utc::now();
         self.check_sequence(&snapshot, received_at).await?;
-        let inserted = self.store.insert_shared(&snapshot, received_at).await?;
+        let inserted = self.store.insert_sent(&snapshot, received_at, sent).await?;
         if inserted.duplicate {
             let stored = self.store.snapshot(inserted.id).await?;
             if stored.is_some_and(|s| s.snapshot != *snapshot) {

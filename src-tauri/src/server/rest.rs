@@ -381,7 +381,7 @@ async fn process_history(
     // One snapshot decoded at a time; only the process's figures outlive it.
     let mut reader = state.store.range_reader(host.id, from, to, HISTORY_POINTS).await?;
     let (pid, start_time) = (q.pid, q.start_time);
-    let point_of = move |s: StoredSnapshot| {
+    let point_of = move |s: &StoredSnapshot| {
         let p =
             s.snapshot.processes.iter().find(|p| p.pid == pid && start_time.is_none_or(|t| Some(t) == p.start_time))?;
         Some(crate::model::api::ProcessHistoryPoint {
@@ -578,7 +578,7 @@ async fn export_range(
 type ExportItem = (DateTime<Utc>, Result<Vec<u8>, String>);
 
 /// Encodes a snapshot for an export (on the thread that decoded it).
-fn encode_for_export(s: StoredSnapshot) -> ExportItem {
+fn encode_for_export(s: &StoredSnapshot) -> ExportItem {
     let json = serde_json::to_vec(&views::stored(s.id, &s.snapshot, false)).map_err(|e| e.to_string());
     (s.snapshot.taken_at, json)
 }

@@ -334,12 +334,27 @@ pub fn validate(s: &Snapshot) -> Result<(), ApiError> {
     validate_where(s, |_| true)
 }
 
-/// The pids whose processes a delta adds or changes: in the snapshot it rebuilds, only
-/// these hold anything its base did not.
-pub fn touched_pids(delta: &crate::model::delta::SnapshotDelta) -> std::collections::HashSet<u32> {
-    let added = delta.processes.added.iter().map(|p| p.item.pid);
-    added.chain(delta.processes.changed.iter().map(|c| c.pid)).collect()
+/// The pids whose processes a snapshot rebuilt from `delta` must have checked: in it,
+/// only these hold anything its base did not that a check could refuse. A process the
+/// delta adds is checked whole; one it changes only when its name, command line or user
+/// changed, or a share it changed is out of range (the other fields have no rule). The
+/// rest is its base's, which passed the same checks when it was stored.
+pub fn pids_to_check(delta: &crate::model::delta::SnapshotDelta) -> std::collections::HashSet<u32> {
+    let percent_ok = |v: Option<f32>, max: f32| v.is_none_or(|v| v.is_finite() && (0.0..=max).contains(&v));
+    let changed = delta.processes.changed.iter().filter(|c| {
+        c.name.is_some()
+            || c.cmd.is_some()
+            || c.user.is_some()
+            || !percent_ok(c.cpu_percent.flatten(), MAX_CPU_PERCENT)
+            || !percent_ok(c.memory_percent.flatten(), MAX_MEMORY_PERCENT)
+    });
+    delta.processes.added.iter().map(|p| p.item.pid).chain(changed.map(|c| c.pid)).collect()
 }
+
+/// Highest CPU share of one process: 100 per core, for machines of up to 1,000 cores.
+const MAX_CPU_PERCENT: f32 = 100_000.0;
+/// Highest memory share of one process (a little over 100 for rounding).
+const MAX_MEMORY_PERCENT: f32 = 100.5;
 
 /// The per-process checks of [`validate`] without building a message: the message
 /// (with its field path) is made only for a process that fails.
@@ -349,8 +364,8 @@ fn process_ok(p: &ProcessSample) -> bool {
     text_ok(&p.name, MAX_NAME)
         && text_ok(&p.cmd, MAX_CMD_CHARS + 1)
         && p.user.as_deref().is_none_or(|u| text_ok(u, MAX_NAME))
-        && p.cpu_percent.is_none_or(|v| percent_ok(v, 100_000.0))
-        && p.memory_percent.is_none_or(|v| percent_ok(v, 100.5))
+        && p.cpu_percent.is_none_or(|v| percent_ok(v, MAX_CPU_PERCENT))
+        && p.memory_percent.is_none_or(|v| percent_ok(v, MAX_MEMORY_PERCENT))
 }
 
 /// [`validate`], with the per-process checks only for processes `check` picks: a
@@ -393,10 +408,10 @@ pub fn validate_where(s: &Snapshot, check: impl Fn(&ProcessSample) -> bool) -> R
             check_text(&format!("processes[{i}].user"), user, MAX_NAME, true)?;
         }
         if let Some(cpu) = p.cpu_percent {
-            check_percent(&format!("processes[{i}].cpu_percent"), cpu, 100_000.0)?;
+            check_percent(&format!("processes[{i}].cpu_percent"), cpu, MAX_CPU_PERCENT)?;
         }
         if let Some(memory) = p.memory_percent {
-            check_percent(&format!("processes[{i}].memory_percent"), memory, 100.5)?;
+            check_percent(&format!("processes[{i}].memory_percent"), memory, MAX_MEMORY_PERCENT)?;
         }
     }
     for (i, n) in s.network.interfaces.iter().enumerate() {

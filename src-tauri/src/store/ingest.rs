@@ -1,14 +1,25 @@
 //! Ingest of raw snapshots: how a snapshot's body is encoded, and the group-commit
 //! writer that stores concurrent uploads in shared transactions.
 //!
-//! **Bodies.** A host's first stored snapshot of each keyframe window (a minute of
-//! `taken_at`, shifted per host) is a keyframe: the whole snapshot in MessagePack,
-//! zstd-compressed. The host's other snapshots of that window store only their
-//! [`SnapshotDelta`] from the keyframe (encoded the same way) and name it in `base_id`
-//! (bodies written before MessagePack are JSON, and still read): the processes, sockets and
-//! facts that did not change since the keyframe cost nothing. Reading one applies its
-//! delta to the keyframe, which rebuilds it exactly. Retention deletes a host's raw
-//! rows up to one of its window starts, so a kept snapshot never loses its keyframe.
+//! **Bodies.** A host's rows chain: each row's body is the [`SnapshotDelta`] from the
+//! host's previous row (named in `base_id`), zstd-compressed MessagePack, except the
+//! first row of each keyframe window (a minute of `taken_at`, shifted per host), which is
+//! the whole snapshot, encoded the same way; so is a row whose chain would grow past
+//! [`MAX_CHAIN`] deltas, which bounds what a single read applies. The processes, sockets
+//! and facts that did not change since the row before cost nothing. An agent's delta is
+//! already exactly that (against its last acknowledged snapshot, which is normally the
+//! host's previous row), so the agent channel hands its frame's bytes over ([`Sent`]) and
+//! they are stored as they came: no delta, encoding or compression of our own per
+//! snapshot. Reading a row decodes its window's whole row and applies the deltas after it
+//! (`chain`). Bodies written before MessagePack are JSON, and rows written before chains
+//! are deltas from their window's whole row; both still read. Retention deletes a host's
+//! raw rows up to one of its window starts, so a kept row never loses a base.
+//!
+//! To chain a row, the writer keeps each host's newest row ([`Tip`]) with its snapshot:
+//! the very `Arc` that the hub publishes and the agent's session keeps as its delta base,
+//! so that holding it costs no copy. A tip goes when its window is over (a new window
+//! starts whole anyway), when its host's agent disconnects, or when retention may delete
+//! its row.
 //!
 //! **Group commit.** Callers encode their snapshot (the CPU-heavy part) on their own
 //! task, then queue it for one writer, on a thread of its own. The writer takes every
@@ -35,9 +46,20 @@ use crate::model::Snapshot;
 use crate::model::agent::Encoding;
 use crate::model::delta::SnapshotDelta;
 
-/// zstd level for bodies: level 3 compresses process tables about 10:1 at a fraction
-/// of a millisecond per snapshot; higher levels gain little on this kind of JSON.
+/// zstd level for bodies the store encodes itself: level 3 compresses process tables
+/// about 10:1 at a fraction of a millisecond per snapshot; higher levels gain little.
+/// (Bodies stored as an agent sent them are at the agent's level.)
 const ZSTD_LEVEL: i32 = 3;
+
+/// Most deltas between a row and the whole row its chain starts from. A row that would
+/// be further is stored whole. At one snapshot a second a window holds 60 rows, so this
+/// bounds only faster senders; a single read applies at most this many deltas.
+pub(super) const MAX_CHAIN: u32 = 60;
+
+/// Largest sent body stored as it came. Above it the store encodes the snapshot itself:
+/// a sender's bytes may carry fields nobody reads, and must not cost more disk than the
+/// snapshot does. A 5,000-process keyframe is about 150 KB.
+const MAX_SENT_BODY: usize = 1 << 20;
 
 /// Width of a keyframe window in ms.
 pub(super) const KEYFRAME_WINDOW_MS: i64 = 60_000;
@@ -59,7 +81,7 @@ const MAX_JSON_BYTES: usize = 256 << 20;
 /// thousand hosts do not all store a whole keyframe in the same second of every minute
 /// (measured: that burst alone took p99 insert latency past 100 ms). The offset must
 /// never change for a host: retention deletes a host's raw rows up to one of its
-/// window starts, so that no kept row loses its keyframe. FNV-1a, fixed here, rather
+/// window starts, so that no kept row loses a base. FNV-1a, fixed here, rather
 /// than the standard library's hasher, which may change between Rust versions.
 pub(super) fn window_start(hostname: &str, taken_ms: i64) -> i64 {
     let hash =
@@ -68,56 +90,97 @@ pub(super) fn window_start(hostname: &str, taken_ms: i64) -> i64 {
     (taken_ms - offset).div_euclid(KEYFRAME_WINDOW_MS) * KEYFRAME_WINDOW_MS + offset
 }
 
-/// A host's current keyframe, as the writer last stored it.
-pub(super) struct Keyframe {
+/// A host's newest stored row, which its next row is chained on.
+#[derive(Clone)]
+pub(super) struct Tip {
     id: i64,
-    /// Start of its window, ms.
+    /// Start of its keyframe window, ms.
     window: i64,
+    /// Deltas between it and the whole row its chain starts from.
+    depth: u32,
+    /// Its snapshot: shared with the hub and the agent's session, not a copy.
     snapshot: Arc<Snapshot>,
 }
 
-impl std::fmt::Debug for Keyframe {
+impl std::fmt::Debug for Tip {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Keyframe").field("id", &self.id).field("window", &self.window).finish_non_exhaustive()
+        f.debug_struct("Tip").field("id", &self.id).field("window", &self.window).field("depth", &self.depth).finish()
     }
+}
+
+/// A snapshot's body as its sender encoded it: zstd-compressed MessagePack (or JSON, from
+/// an agent of the previous protocol). Given to [`super::Store::insert_sent`], which
+/// stores it as it came when it fits.
+///
+/// The caller vouches that the bytes decode to exactly the snapshot being stored (or
+/// its delta from `base`): the agent channel passes a frame's bytes only when its
+/// checks changed nothing in what they decode to.
+#[derive(Clone, Debug)]
+pub enum Sent {
+    /// The whole snapshot.
+    Whole(Vec<u8>),
+    /// Its [`SnapshotDelta`] from `base`, a snapshot stored before (the agent's last
+    /// acknowledged one). Kept only when `base` is the host's newest row.
+    Delta {
+        /// The snapshot the delta is from, as stored.
+        base: Arc<Snapshot>,
+        /// The delta's bytes.
+        bytes: Vec<u8>,
+    },
 }
 
 /// A snapshot body ready to store.
 pub(super) struct Body {
-    /// zstd-compressed MessagePack of the snapshot, or of its delta from `base_id`.
+    /// zstd-compressed MessagePack (or JSON) of the snapshot, or of its delta from
+    /// `base_id`.
     pub bytes: Vec<u8>,
-    /// The keyframe the delta is from.
+    /// The row the delta is from.
     pub base_id: Option<i64>,
-    /// A would-be keyframe's snapshot, for the writer to compress the window's later
-    /// snapshots against once it is stored.
-    pub keyframe: Option<Arc<Snapshot>>,
+    /// Deltas between this row and the whole row its chain starts from.
+    pub depth: u32,
 }
 
-/// Encodes a snapshot: as its delta from `keyframe` when given, else whole.
-pub(super) fn encode(snap: &Arc<Snapshot>, keyframe: Option<&Keyframe>) -> Result<Body> {
-    let encoded = |e: std::io::Error| StoreError::Corrupt(format!("cannot encode snapshot: {e}"));
-    // MessagePack, as the agent channel: half the CPU of JSON either way (model/agent.rs).
-    let packed = Encoding::MessagePack;
-    Ok(match keyframe {
-        Some(k) => Body {
-            bytes: compress(&packed.encode(&SnapshotDelta::between(&k.snapshot, snap)).map_err(encoded)?)?,
-            base_id: Some(k.id),
-            keyframe: None,
-        },
-        None => Body {
-            bytes: compress(&packed.encode(&**snap).map_err(encoded)?)?,
-            base_id: None,
-            keyframe: Some(Arc::clone(snap)),
-        },
-    })
+impl Body {
+    /// How `snap` is stored given its host's `tip` (already checked to be of the same
+    /// window and short enough to chain on) and what its sender encoded, if anything.
+    /// `None`: the snapshot must be encoded (call [`Body::encode`], off the async
+    /// workers).
+    pub(super) fn as_sent(tip: Option<&Tip>, sent: Option<&Sent>) -> Option<Body> {
+        match (tip, sent?) {
+            (_, Sent::Whole(bytes)) if bytes.len() <= MAX_SENT_BODY => {
+                Some(Body { bytes: bytes.clone(), base_id: None, depth: 0 })
+            }
+            (Some(tip), Sent::Delta { base, bytes })
+                if Arc::ptr_eq(base, &tip.snapshot) && bytes.len() <= MAX_SENT_BODY =>
+            {
+                Some(Body { bytes: bytes.clone(), base_id: Some(tip.id), depth: tip.depth + 1 })
+            }
+            _ => None,
+        }
+    }
+
+    /// Encodes `snap`: as its delta from `tip` when given, else whole.
+    pub(super) fn encode(snap: &Snapshot, tip: Option<&Tip>) -> Result<Body> {
+        let encoded = |e: std::io::Error| StoreError::Corrupt(format!("cannot encode snapshot: {e}"));
+        // MessagePack, as the agent channel: half the CPU of JSON either way (model/agent.rs).
+        let packed = Encoding::MessagePack;
+        Ok(match tip {
+            Some(tip) => Body {
+                bytes: compress(&packed.encode(&SnapshotDelta::between(&tip.snapshot, snap)).map_err(encoded)?)?,
+                base_id: Some(tip.id),
+                depth: tip.depth + 1,
+            },
+            None => Body { bytes: compress(&packed.encode(snap).map_err(encoded)?)?, base_id: None, depth: 0 },
+        })
+    }
 }
 
-/// Decodes a stored body, given its keyframe when it has one. Bodies written before
-/// MessagePack are JSON, told apart by their first byte.
-pub(super) fn decode(bytes: &[u8], keyframe: Option<&Snapshot>) -> std::result::Result<Snapshot, String> {
+/// Decodes a stored body, given the snapshot of its base row when it has one. Bodies
+/// written before MessagePack are JSON, told apart by their first byte.
+pub(super) fn decode(bytes: &[u8], base: Option<&Snapshot>) -> std::result::Result<Snapshot, String> {
     let raw = decompress(bytes).map_err(|e| format!("cannot decompress: {e}"))?;
     let encoding = Encoding::sniff(&raw);
-    match keyframe {
+    match base {
         None => encoding.decode(&raw).map_err(|e| format!("cannot parse: {e}")),
         Some(base) => {
             let delta: SnapshotDelta = encoding.decode(&raw).map_err(|e| format!("cannot parse: {e}"))?;
@@ -142,6 +205,8 @@ pub(super) struct Row {
     pub received_bytes_per_sec: f64,
     pub load_one: Option<f64>,
     pub body: Body,
+    /// The snapshot, to chain the host's next row on once this one is stored.
+    pub snapshot: Arc<Snapshot>,
     /// The retention epoch when the body was encoded ([`Ingest::epoch`]).
     pub epoch: u64,
 }
@@ -149,7 +214,7 @@ pub(super) struct Row {
 /// What the writer did with one row.
 enum Outcome {
     Stored(Inserted),
-    /// The row's keyframe is gone (deleted by retention after the row was encoded).
+    /// The row's base is gone (deleted by retention after the row was encoded).
     BaseGone,
 }
 
@@ -158,19 +223,19 @@ struct Job {
     reply: oneshot::Sender<Result<Option<Inserted>>>,
 }
 
-/// The writer's queue and the keyframes callers compress against.
+/// The writer's queue and the tips callers chain rows on.
 #[derive(Debug)]
 pub(super) struct Ingest {
     queue: mpsc::Sender<Job>,
     /// The writer's own connection (a pool of one), for closing.
     pool: SqlitePool,
-    keyframes: Keyframes,
+    tips: Tips,
     /// Moved on by retention before it deletes raw rows (see [`Row::epoch`]).
     epoch: Arc<AtomicU64>,
 }
 
-/// The current keyframe of each host, by host name.
-type Keyframes = Arc<Mutex<HashMap<String, Arc<Keyframe>>>>;
+/// The newest row of each host, by host name.
+type Tips = Arc<Mutex<HashMap<String, Tip>>>;
 
 impl Ingest {
     /// Starts the writer on a thread of its own. It ends when the last handle to the
@@ -185,12 +250,12 @@ impl Ingest {
     /// never waits for one.
     pub(super) fn start(pool: SqlitePool, turn: Arc<tokio::sync::Mutex<()>>) -> Result<Ingest> {
         let (queue, jobs) = mpsc::channel(QUEUE);
-        let keyframes = Keyframes::default();
+        let tips = Tips::default();
         let epoch = Arc::new(AtomicU64::new(0));
         let writer = Writer {
             pool: pool.clone(),
             turn,
-            keyframes: Arc::clone(&keyframes),
+            tips: Arc::clone(&tips),
             epoch: Arc::clone(&epoch),
             hosts: HashMap::new(),
         };
@@ -199,7 +264,7 @@ impl Ingest {
             .name("procyon-store-writer".into())
             .spawn(move || runtime.block_on(run(writer, jobs)))
             .map_err(StoreError::Writer)?;
-        Ok(Ingest { queue, pool, keyframes, epoch })
+        Ok(Ingest { queue, pool, tips, epoch })
     }
 
     /// Closes the writer's connection, waiting for a batch in progress to finish.
@@ -207,7 +272,7 @@ impl Ingest {
         self.pool.close().await;
     }
 
-    /// Queues a row and waits until it is committed. `None`: the row's keyframe is gone
+    /// Queues a row and waits until it is committed. `None`: the row's base is gone
     /// (retention deleted it after the row was encoded) and nothing was stored; encode
     /// the snapshot whole and try again.
     pub(super) async fn submit(&self, row: Row) -> Result<Option<Inserted>> {
@@ -216,30 +281,41 @@ impl Ingest {
         answer.await.map_err(|_| StoreError::Closed)?
     }
 
-    /// The host's keyframe for the window holding `taken` (ms), if one is stored.
-    pub(super) fn keyframe(&self, hostname: &str, taken: i64) -> Option<Arc<Keyframe>> {
-        let keyframes = self.keyframes.lock().unwrap_or_else(|p| p.into_inner());
-        keyframes.get(hostname).filter(|k| k.window == window_start(hostname, taken)).cloned()
+    /// The row that `hostname`'s snapshot taken at `taken` (ms) can be chained on: its
+    /// newest, if that is of the same keyframe window and its chain may grow.
+    pub(super) fn tip(&self, hostname: &str, taken: i64) -> Option<Tip> {
+        let tips = self.tips.lock().unwrap_or_else(|p| p.into_inner());
+        tips.get(hostname).filter(|t| t.window == window_start(hostname, taken) && t.depth < MAX_CHAIN).cloned()
     }
 
-    /// Forgets a host's keyframe.
+    /// Forgets a host's tip (and so its snapshot): its next row starts a chain.
     pub(super) fn forget(&self, hostname: &str) {
-        self.keyframes.lock().unwrap_or_else(|p| p.into_inner()).remove(hostname);
+        self.tips.lock().unwrap_or_else(|p| p.into_inner()).remove(hostname);
     }
 
-    /// The retention epoch, to read before [`Ingest::keyframe`].
+    /// The retention epoch, to read before [`Ingest::tip`].
     pub(super) fn epoch(&self) -> u64 {
         self.epoch.load(Ordering::SeqCst)
     }
 
-    /// Forgets keyframes of windows starting before `cutoff` (ms), whose rows retention
-    /// may be about to delete, and moves the epoch on so that rows already encoded
-    /// against them are checked. It also frees the memory of hosts that stopped
-    /// reporting.
+    /// Forgets tips of windows starting before `cutoff` (ms), whose rows retention may
+    /// be about to delete, and moves the epoch on so that rows already encoded against
+    /// them are checked.
     pub(super) fn forget_before(&self, cutoff: i64) {
         self.epoch.fetch_add(1, Ordering::SeqCst);
-        let mut keyframes = self.keyframes.lock().unwrap_or_else(|p| p.into_inner());
-        keyframes.retain(|_, k| k.window >= cutoff);
+        self.forget_ended(cutoff);
+    }
+
+    /// Forgets tips of windows starting before `cutoff` (ms) without moving the epoch:
+    /// their rows stay, but no new row chains on them (hosts that stopped reporting
+    /// leave memory this way).
+    pub(super) fn forget_ended(&self, cutoff: i64) {
+        self.tips.lock().unwrap_or_else(|p| p.into_inner()).retain(|_, t| t.window >= cutoff);
+    }
+
+    /// Tips held now.
+    pub(super) fn tip_count(&self) -> usize {
+        self.tips.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 
@@ -249,7 +325,7 @@ thread_local! {
     static COMPRESSOR: RefCell<Option<zstd::bulk::Compressor<'static>>> = const { RefCell::new(None) };
 }
 
-fn compress(json: &[u8]) -> Result<Vec<u8>> {
+fn compress(bytes: &[u8]) -> Result<Vec<u8>> {
     let failed = |e: std::io::Error| StoreError::Corrupt(format!("cannot compress snapshot: {e}"));
     COMPRESSOR.with(|cell| {
         let mut cell = cell.borrow_mut();
@@ -257,7 +333,7 @@ fn compress(json: &[u8]) -> Result<Vec<u8>> {
             Some(c) => c,
             None => cell.insert(zstd::bulk::Compressor::new(ZSTD_LEVEL).map_err(failed)?),
         };
-        compressor.compress(json).map_err(failed)
+        compressor.compress(bytes).map_err(failed)
     })
 }
 
@@ -288,7 +364,7 @@ struct KnownHost {
 struct Writer {
     pool: SqlitePool,
     turn: Arc<tokio::sync::Mutex<()>>,
-    keyframes: Keyframes,
+    tips: Tips,
     epoch: Arc<AtomicU64>,
     hosts: HashMap<String, KnownHost>,
 }
@@ -301,12 +377,14 @@ async fn run(mut writer: Writer, mut jobs: mpsc::Receiver<Job>) {
         for (job, result) in batch.drain(..).zip(results) {
             let answer = match result {
                 Ok(Outcome::Stored(inserted)) => {
-                    if let Some(snapshot) = job.row.body.keyframe
-                        && !inserted.duplicate
-                    {
-                        let window = window_start(&job.row.hostname, job.row.taken);
-                        let keyframe = Keyframe { id: inserted.id, window, snapshot };
-                        remember(&writer.keyframes, &job.row.hostname, keyframe);
+                    // A duplicate's row holds what was stored first, which may differ
+                    // from this snapshot (the caller finds out): never chain on it.
+                    if !inserted.duplicate {
+                        let row = &job.row;
+                        let window = window_start(&row.hostname, row.taken);
+                        let snapshot = Arc::clone(&row.snapshot);
+                        let tip = Tip { id: inserted.id, window, depth: row.body.depth, snapshot };
+                        remember(&writer.tips, &row.hostname, tip);
                     }
                     Ok(Some(inserted))
                 }
@@ -319,12 +397,16 @@ async fn run(mut writer: Writer, mut jobs: mpsc::Receiver<Job>) {
     }
 }
 
-/// Makes a newly stored keyframe its host's current one, unless the host already has
-/// one of a later window (a late snapshot does not replace it).
-fn remember(keyframes: &Keyframes, hostname: &str, keyframe: Keyframe) {
-    let mut keyframes = keyframes.lock().unwrap_or_else(|p| p.into_inner());
-    if keyframes.get(hostname).is_none_or(|k| k.window <= keyframe.window) {
-        keyframes.insert(hostname.to_owned(), Arc::new(keyframe));
+/// Makes a newly stored row its host's tip, unless the tip is of a later window (a late
+/// snapshot does not replace it).
+fn remember(tips: &Tips, hostname: &str, tip: Tip) {
+    let mut tips = tips.lock().unwrap_or_else(|p| p.into_inner());
+    match tips.get_mut(hostname) {
+        Some(current) if current.window > tip.window => {}
+        Some(current) => *current = tip,
+        None => {
+            tips.insert(hostname.to_owned(), tip);
+        }
     }
 }
 
@@ -360,8 +442,8 @@ impl Writer {
     /// committed.
     async fn attempt(&mut self, batch: &[Job], savepoints: bool) -> Result<Option<Vec<Result<Outcome>>>> {
         let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        // Rows stored against a keyframe are checked for it only if retention ran since
-        // they were encoded; it deletes keyframes only after moving the epoch on.
+        // Rows chained on another are checked for it only if retention ran since they
+        // were encoded; it deletes rows only after moving the epoch on.
         let epoch = self.epoch.load(Ordering::SeqCst);
         let mut learnt = Learnt::new();
         let mut results = Vec::with_capacity(batch.len());
@@ -503,11 +585,23 @@ mod tests {
             p.cpu_percent = Some(p.cpu_percent.unwrap_or(0.0) + 1.0);
         }
         let next = Arc::new(next);
-        let whole = encode(&first, None).unwrap();
+        let whole = Body::encode(&first, None).unwrap();
+        assert_eq!((whole.base_id, whole.depth), (None, 0));
         assert_eq!(decode(&whole.bytes, None).unwrap(), *first);
-        let keyframe = Keyframe { id: 1, window: 0, snapshot: Arc::clone(&first) };
-        let delta = encode(&next, Some(&keyframe)).unwrap();
+        let tip = Tip { id: 1, window: 0, depth: 0, snapshot: Arc::clone(&first) };
+        let delta = Body::encode(&next, Some(&tip)).unwrap();
+        assert_eq!((delta.base_id, delta.depth), (Some(1), 1));
         assert_eq!(decode(&delta.bytes, Some(&first)).unwrap(), *next);
+        // What a sender encoded is kept as it came: whole always, a delta only when it is
+        // from the tip's very snapshot.
+        let sent = Sent::Delta { base: Arc::clone(&first), bytes: delta.bytes.clone() };
+        assert_eq!(Body::as_sent(Some(&tip), Some(&sent)).unwrap().bytes, delta.bytes);
+        let copy = Sent::Delta { base: Arc::new((*first).clone()), bytes: delta.bytes.clone() };
+        assert!(Body::as_sent(Some(&tip), Some(&copy)).is_none(), "an equal snapshot is not the tip's");
+        assert!(Body::as_sent(None, Some(&sent)).is_none());
+        let kept = Body::as_sent(Some(&tip), Some(&Sent::Whole(whole.bytes.clone()))).unwrap();
+        assert_eq!((kept.base_id, kept.bytes), (None, whole.bytes.clone()));
+        assert!(Body::as_sent(None, Some(&Sent::Whole(vec![0; MAX_SENT_BODY + 1]))).is_none());
         // Rows written when bodies were JSON.
         let old_whole = compress(&serde_json::to_vec(&*first).unwrap()).unwrap();
         assert_eq!(decode(&old_whole, None).unwrap(), *first);

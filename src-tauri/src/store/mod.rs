@@ -5,9 +5,10 @@
 //!
 //! - **hosts**, keyed by host name (the original API names hosts that way);
 //! - **snapshots**: summary columns for fast lists and charts, and the snapshot's body:
-//!   zstd-compressed MessagePack (older rows JSON), whole for a host's first snapshot of a minute (a keyframe),
-//!   else the delta from that keyframe (see `ingest`). `(host, seq)` is unique: an
-//!   upload sent twice is stored once;
+//!   zstd-compressed MessagePack (older rows JSON), whole for a host's first snapshot of
+//!   a minute (a keyframe), else the delta from the host's row before, which is what an
+//!   agent sends already and is stored as it came (see `ingest`, `chain`). `(host, seq)`
+//!   is unique: an upload sent twice is stored once;
 //! - **rollups** per minute and per hour (average and peak of CPU, memory, process count
 //!   and network rates, and the top processes per bucket), so that history and "which
 //!   process spiked, and when" outlive the raw snapshots;
@@ -34,12 +35,14 @@ use tokio::sync::OwnedMutexGuard;
 use crate::model::Snapshot;
 use crate::model::api::{ApiKeySummary, UserSummary};
 pub use binding::HostBinding;
+pub use ingest::Sent;
 
 pub use reads::{HEAVY_READ_WAIT, HEAVY_READS, HeavyRead, RangeReader, ReadLimits, ReadStats};
 pub use snapshots::Newest;
 
 mod accounts;
 mod binding;
+mod chain;
 mod ingest;
 mod reads;
 mod rollup;
@@ -212,7 +215,8 @@ pub struct Store {
     /// would make ingest latency jumpy under load. The busy timeout still covers other
     /// processes writing the file (the CLI managing users, for one).
     writer: Arc<tokio::sync::Mutex<()>>,
-    /// The snapshot writer's queue and the keyframes snapshots are compressed against.
+    /// The snapshot writer's queue and each host's newest row, which the next is
+    /// chained on.
     ingest: Arc<ingest::Ingest>,
     /// The slots for reads that decode snapshot bodies, shared by every such read.
     reads: Arc<reads::HeavyReads>,

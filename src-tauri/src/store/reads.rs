@@ -11,8 +11,8 @@
 //! - decodes on a blocking thread (`spawn_blocking`), never on an async worker, and
 //!   holds a database connection only to fetch the bytes, not while decoding;
 //! - over a range ([`RangeReader`]), decodes one snapshot at a time, keeping only the
-//!   keyframe the next deltas are stored against, so a long export costs about one
-//!   snapshot of memory, not the whole range.
+//!   last one (the next row is a delta from it), so a long export costs about one
+//!   snapshot of memory and one delta per row, not the whole range.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -20,16 +20,16 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use sqlx::SqliteConnection;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use super::chain::{self, Chain, Known};
 use super::snapshots::BodyRow;
 use super::{Result, Store, StoreError, StoredSnapshot, from_ms, ingest};
 use crate::model::Snapshot;
 
 /// Heavy reads that run at once by default: enough that one export does not hold up a
 /// dashboard, few enough that a burst of exports cannot fill the memory (each holds
-/// about one decoded snapshot, two with its keyframe).
+/// about two decoded snapshots: one and the one before).
 pub const HEAVY_READS: usize = 3;
 
 /// How long a heavy read waits for a slot by default before giving up as busy.
@@ -53,7 +53,7 @@ impl Default for ReadLimits {
 /// What heavy reads have done since the store was opened.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct ReadStats {
-    /// Snapshot bodies decoded (keyframes included).
+    /// Snapshot bodies decoded (the bases a row was rebuilt from included).
     pub decoded: u64,
     /// Most decodes that ever ran at the same moment.
     pub decoding_peak: usize,
@@ -110,44 +110,12 @@ impl HeavyReads {
     }
 }
 
-/// What a fetched row's keyframe is, for decoding it.
-pub(super) enum Base {
-    /// The row is a keyframe itself.
-    Whole,
-    /// Already decoded (the reader keeps the current one).
-    Decoded(Arc<Snapshot>),
-    /// Its keyframe's stored body, to decode first.
-    Stored(i64, Vec<u8>),
-    /// Its keyframe is gone: the row is past retention and being deleted too.
-    Gone,
-}
-
-/// A decoded row, and the keyframe decoded for it if there was one to decode.
-type Decoded = (Option<StoredSnapshot>, Option<(i64, Arc<Snapshot>)>);
-
-/// Decodes a fetched row (on the calling thread: call it from a blocking one).
-fn decode_row(reads: &HeavyReads, row: BodyRow, base: Base) -> Result<Decoded> {
-    let (keyframe, fresh) = match base {
-        Base::Whole => (None, None),
-        Base::Gone => return Ok((None, None)),
-        Base::Decoded(keyframe) => (Some(keyframe), None),
-        Base::Stored(base_id, bytes) => {
-            let keyframe =
-                reads.decode(&bytes, None).map_err(|e| StoreError::Corrupt(format!("keyframe {base_id}: {e}")))?;
-            let keyframe = Arc::new(keyframe);
-            (Some(Arc::clone(&keyframe)), Some((base_id, keyframe)))
-        }
-    };
-    let snapshot = reads
-        .decode(&row.body, keyframe.as_deref())
-        .map_err(|e| StoreError::Corrupt(format!("snapshot {}: {e}", row.id)))?;
-    let stored = StoredSnapshot { id: row.id, host_id: row.host_id, received_at: from_ms(row.received_at), snapshot };
-    Ok((Some(stored), fresh))
-}
-
-/// The stored body of a keyframe, if it still exists.
-pub(super) async fn body_of(conn: &mut SqliteConnection, id: i64) -> Result<Option<Vec<u8>>> {
-    Ok(sqlx::query_scalar("SELECT body FROM snapshots WHERE id = ?").bind(id).fetch_optional(&mut *conn).await?)
+/// Rebuilds a fetched row from its chain (on the calling thread: call it from a blocking
+/// one). `None`: a base is gone, and so the row is past retention.
+fn decode_row(reads: &HeavyReads, row: &BodyRow, chain: Option<Chain>) -> Result<Option<StoredSnapshot>> {
+    let Some(chain) = chain else { return Ok(None) };
+    let snapshot = chain.rebuild(|bytes, base| reads.decode(bytes, base))?;
+    Ok(Some(StoredSnapshot { id: row.id, host_id: row.host_id, received_at: from_ms(row.received_at), snapshot }))
 }
 
 impl Store {
@@ -172,18 +140,17 @@ impl Store {
         F: FnOnce(StoredSnapshot) -> T + Send + 'static,
     {
         let _slot = self.reads.slot().await?;
-        let (row, base) = {
+        let (mut row, chain) = {
             let mut conn = self.pool.acquire().await?;
             let row: Option<BodyRow> = sqlx::query_as(select).bind(key).fetch_optional(&mut *conn).await?;
-            let Some(row) = row else { return Ok(None) };
-            let base = match row.base_id {
-                None => Base::Whole,
-                Some(id) => body_of(&mut conn, id).await?.map_or(Base::Gone, |bytes| Base::Stored(id, bytes)),
-            };
-            (row, base)
+            let Some(mut row) = row else { return Ok(None) };
+            let body = std::mem::take(&mut row.body);
+            let chain = chain::fetch(&mut conn, row.id, body, row.base_id, None).await?;
+            (row, chain)
         };
         let reads = Arc::clone(&self.reads);
-        tokio::task::spawn_blocking(move || decode_row(&reads, row, base).map(|(stored, _)| stored.map(f)))
+        row.body = Vec::new();
+        tokio::task::spawn_blocking(move || decode_row(&reads, &row, chain).map(|stored| stored.map(f)))
             .await
             .map_err(|e| StoreError::Corrupt(format!("the decoding task failed: {e}")))?
     }
@@ -208,21 +175,21 @@ impl Store {
         .bind(i64::from(limit))
         .fetch_all(&self.pool)
         .await?;
-        Ok(RangeReader { store: self.clone(), rows: rows.into(), keyframe: None })
+        Ok(RangeReader { store: self.clone(), rows: rows.into(), last: None })
     }
 }
 
 /// Snapshots of a range, read and decoded one at a time (see [`Store::range_reader`]).
 ///
-/// Between two calls it holds no slot and no connection, only the keyframe the next
-/// rows are likely stored against; a slow consumer (an export to a slow client) costs
-/// nothing but that.
+/// Between two calls it holds no slot and no connection, only the last snapshot it
+/// decoded, which the next row is likely a delta from; a slow consumer (an export to a
+/// slow client) costs nothing but that.
 pub struct RangeReader {
     store: Store,
     /// Rows still to read: id and `taken_at` (ms).
     rows: VecDeque<(i64, i64)>,
-    /// The keyframe last decoded for a delta, by id.
-    keyframe: Option<(i64, Arc<Snapshot>)>,
+    /// The last snapshot decoded, by row id.
+    last: Option<Known>,
 }
 
 impl RangeReader {
@@ -239,52 +206,54 @@ impl RangeReader {
     /// The next snapshot, or `None` at the end. Rows deleted since the cursor was made
     /// (by retention) are skipped.
     pub async fn next(&mut self) -> Result<Option<StoredSnapshot>> {
-        self.next_with(|s| s).await
+        self.next_with(StoredSnapshot::clone).await
     }
 
     /// The next snapshot passed through `f`, which runs on the same blocking thread as
     /// the decoding and within the same slot: what `f` keeps (a few figures, or the
-    /// snapshot's encoding) is all that outlives the decoded snapshot.
+    /// snapshot's encoding) is all that outlives the decoded snapshot, besides the
+    /// snapshot itself, kept as the base of the next row.
     pub async fn next_with<T, F>(&mut self, f: F) -> Result<Option<T>>
     where
         T: Send + 'static,
-        F: FnOnce(StoredSnapshot) -> T + Clone + Send + 'static,
+        F: FnOnce(&StoredSnapshot) -> T + Clone + Send + 'static,
     {
         while let Some(&(id, _)) = self.rows.front() {
             let _slot = self.store.reads.slot().await?;
-            let (row, base) = {
+            let (row, chain) = {
                 let mut conn = self.store.pool.acquire().await?;
                 let row: Option<BodyRow> =
                     sqlx::query_as(&format!("SELECT {} FROM snapshots WHERE id = ?", super::snapshots::BODY_COLUMNS))
                         .bind(id)
                         .fetch_optional(&mut *conn)
                         .await?;
-                let base = match row.as_ref().and_then(|r| r.base_id) {
-                    None => Base::Whole,
-                    Some(base) => match &self.keyframe {
-                        Some((kept, keyframe)) if *kept == base => Base::Decoded(Arc::clone(keyframe)),
-                        _ => body_of(&mut conn, base).await?.map_or(Base::Gone, |bytes| Base::Stored(base, bytes)),
-                    },
-                };
-                (row, base)
+                match row {
+                    None => (None, None),
+                    Some(mut row) => {
+                        let body = std::mem::take(&mut row.body);
+                        let chain = chain::fetch(&mut conn, row.id, body, row.base_id, self.last.as_ref()).await?;
+                        (Some(row), chain)
+                    }
+                }
             };
             self.rows.pop_front();
             let Some(row) = row else { continue };
-            if matches!(base, Base::Stored(..)) {
-                // Not needed any more, whatever comes next: free it before decoding.
-                self.keyframe = None;
-            }
+            // Not needed any more, whatever comes next: free it before decoding (the
+            // chain holds it if it is the base).
+            self.last = None;
             let reads = Arc::clone(&self.store.reads);
             let f = f.clone();
-            let (out, keyframe) = tokio::task::spawn_blocking(move || {
-                decode_row(&reads, row, base).map(|(stored, keyframe)| (stored.map(f), keyframe))
+            let decoded = tokio::task::spawn_blocking(move || {
+                let stored = decode_row(&reads, &row, chain)?;
+                Ok::<_, StoreError>(stored.map(|stored| {
+                    let out = f(&stored);
+                    (out, (stored.id, Arc::new(stored.snapshot)))
+                }))
             })
             .await
             .map_err(|e| StoreError::Corrupt(format!("the decoding task failed: {e}")))??;
-            if let Some(keyframe) = keyframe {
-                self.keyframe = Some(keyframe);
-            }
-            if let Some(out) = out {
+            if let Some((out, last)) = decoded {
+                self.last = Some(last);
                 return Ok(Some(out));
             }
         }

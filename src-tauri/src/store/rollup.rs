@@ -18,8 +18,9 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Executor, FromRow, Sqlite, SqliteConnection};
 
+use super::chain::{self, Known};
 use super::ingest;
-use super::snapshots::{Keyframes, finite};
+use super::snapshots::finite;
 use super::{Maintenance, Result, Retention, Store, StoreError, from_ms, to_i64, to_ms, to_u32};
 use crate::model::Snapshot;
 use crate::model::api::{Series, SeriesPoint, Tier, TopProcess};
@@ -275,17 +276,23 @@ fn raw_columns(top: bool) -> String {
 
 /// Fills in the top lists of rows stored without one (since keyframes, a snapshot's top
 /// list is not stored: it is derived here from the body, when rolling up, instead of
-/// costing every row a few hundred bytes). A row whose keyframe is gone keeps an empty
-/// list: it is past retention and being deleted.
+/// costing every row a few hundred bytes). Rows are rebuilt in the order they were
+/// stored, keeping the last one: a host's next row is a delta from it. A row whose base
+/// is gone keeps an empty list: it is past retention and being deleted.
 async fn fill_tops(conn: &mut SqliteConnection, rows: &mut [RawRow]) -> Result<()> {
-    let ids = rows.iter().filter(|r| r.body.is_some()).filter_map(|r| r.base_id).collect();
-    let keyframes = Keyframes::read(conn, ids).await?;
-    for r in rows.iter_mut() {
+    let mut order: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].body.is_some()).collect();
+    order.sort_by_key(|&i| rows[i].id);
+    let mut last: Option<Known> = None;
+    for i in order {
+        let r = &mut rows[i];
         let Some(body) = r.body.take() else { continue };
-        match keyframes.decode(r.id, &body, r.base_id) {
-            Some(snapshot) => r.top_json = snapshot_top_json(&snapshot?)?,
-            None => r.top_json = "[]".to_owned(),
-        }
+        let Some(chain) = chain::fetch(conn, r.id, body, r.base_id, last.as_ref()).await? else {
+            r.top_json = "[]".to_owned();
+            continue;
+        };
+        let snapshot = chain.rebuild(ingest::decode)?;
+        r.top_json = snapshot_top_json(&snapshot)?;
+        last = Some((r.id, std::sync::Arc::new(snapshot)));
     }
     Ok(())
 }
@@ -471,8 +478,10 @@ impl Store {
             self.roll_minutes(host_id, now, &mut done).await?;
             self.roll_hours(host_id, &mut done).await?;
         }
-        // Keyframes that retention may delete now are not compressed against any more.
+        // Rows that retention may delete now are not chained on any more; nor are those
+        // of windows over for a minute (their hosts went quiet: let their snapshots go).
         self.ingest.forget_before(now.saturating_sub(duration_ms(retention.raw)));
+        self.ingest.forget_ended(now.saturating_sub(2 * ingest::KEYFRAME_WINDOW_MS));
         for &host_id in &hosts {
             self.expire(host_id, now, retention, &mut done).await?;
         }
@@ -634,21 +643,27 @@ impl Store {
         let minutes_rolled = progress(&self.pool, host_id, Tier::Minute).await?;
         let hours_rolled = progress(&self.pool, host_id, Tier::Hour).await?;
         // Raw snapshots: older than retention and in a rolled minute. Queued late ones
-        // wait for their merge, and so do their keyframes. Whole keyframe windows go
-        // together (the bound is the start of one), so no kept snapshot loses its
-        // keyframe.
+        // wait for their merge. Whole keyframe windows go together (the bound is the
+        // start of one), so no kept snapshot loses a base.
         if let Some(rolled) = minutes_rolled {
             let hostname: String = sqlx::query_scalar("SELECT hostname FROM hosts WHERE id = ?")
                 .bind(host_id)
                 .fetch_one(&self.pool)
                 .await?;
-            let before = ingest::window_start(&hostname, rolled.min(now.saturating_sub(duration_ms(retention.raw))));
+            // A late row waiting for its merge keeps its whole window: the rows of its
+            // chain are all in it.
+            let late: Option<i64> = sqlx::query_scalar(
+                "SELECT MIN(s.taken_at) FROM rollup_late l JOIN snapshots s ON s.id = l.snapshot_id \
+                 WHERE s.host_id = ?",
+            )
+            .bind(host_id)
+            .fetch_one(&self.pool)
+            .await?;
+            let bound = rolled.min(now.saturating_sub(duration_ms(retention.raw))).min(late.unwrap_or(i64::MAX));
+            let before = ingest::window_start(&hostname, bound);
             done.raw_deleted += self
                 .delete_batched(
                     "DELETE FROM snapshots WHERE id IN (SELECT id FROM snapshots WHERE host_id = ? AND taken_at < ? \
-                     AND id NOT IN (SELECT snapshot_id FROM rollup_late) \
-                     AND id NOT IN (SELECT s.base_id FROM rollup_late l JOIN snapshots s ON s.id = l.snapshot_id \
-                       WHERE s.base_id IS NOT NULL) \
                      ORDER BY taken_at LIMIT ?)",
                     host_id,
                     before,

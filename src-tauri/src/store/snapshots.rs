@@ -2,16 +2,16 @@
 //! lists and export ranges.
 //!
 //! A snapshot row carries summary columns for lists and charts and the snapshot's body
-//! (whole, or as a delta from its keyframe: see `ingest`), which single-snapshot reads,
+//! (whole, or as a delta from the row before: see `ingest`), which single-snapshot reads,
 //! exports and rollups (for top processes) open. Reads that open bodies go through
 //! `reads`: a few at a time, decoded off the async workers.
 
 use chrono::{DateTime, Utc};
-use sqlx::{FromRow, SqliteConnection};
+use sqlx::FromRow;
 
-use std::collections::HashMap;
+use std::sync::Arc;
 
-use super::ingest;
+use super::ingest::{self, Sent};
 use super::{Inserted, Page, Result, Store, StoreError, StoredSnapshot, from_ms, page_limit, to_i64, to_ms, to_u32};
 use crate::model::api::{HostSummary, SnapshotSummary};
 use crate::model::{HostInfo, Snapshot};
@@ -78,40 +78,6 @@ pub struct Newest {
     pub snapshot_id: i64,
 }
 
-/// Keyframes read for decoding rows stored against them, by id.
-pub(super) struct Keyframes(HashMap<i64, Option<std::result::Result<Snapshot, String>>>);
-
-impl Keyframes {
-    /// Reads and decodes the keyframes with these ids (each once) through `conn`.
-    pub(super) async fn read(conn: &mut SqliteConnection, ids: Vec<i64>) -> Result<Keyframes> {
-        let mut keyframes = HashMap::new();
-        for id in ids {
-            if keyframes.contains_key(&id) {
-                continue;
-            }
-            let body: Option<Vec<u8>> = sqlx::query_scalar("SELECT body FROM snapshots WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&mut *conn)
-                .await?;
-            keyframes.insert(id, body.map(|b| ingest::decode(&b, None)));
-        }
-        Ok(Keyframes(keyframes))
-    }
-
-    /// Decodes the body of row `id`. `None` if its keyframe is gone.
-    pub(super) fn decode(&self, id: i64, body: &[u8], base_id: Option<i64>) -> Option<Result<Snapshot>> {
-        let keyframe = match base_id {
-            None => None,
-            Some(base) => match self.0.get(&base)? {
-                Some(Ok(keyframe)) => Some(keyframe),
-                Some(Err(e)) => return Some(Err(StoreError::Corrupt(format!("keyframe {base}: {e}")))),
-                None => return None,
-            },
-        };
-        Some(ingest::decode(body, keyframe).map_err(|e| StoreError::Corrupt(format!("snapshot {id}: {e}"))))
-    }
-}
-
 #[derive(FromRow)]
 struct SummaryRow {
     id: i64,
@@ -159,20 +125,42 @@ impl Store {
     /// A snapshot whose host and `seq` are already stored is a duplicate (an upload sent
     /// twice): nothing changes and the existing row's id is returned.
     pub async fn insert_snapshot(&self, snap: &Snapshot, received_at: DateTime<Utc>) -> Result<Inserted> {
-        self.insert_shared(&std::sync::Arc::new(snap.clone()), received_at).await
+        self.insert_shared(&Arc::new(snap.clone()), received_at).await
     }
 
-    /// [`Store::insert_snapshot`] of a shared snapshot: a keyframe keeps this `Arc`
-    /// as the base of its window's later snapshots, without a copy.
-    pub async fn insert_shared(&self, snap: &std::sync::Arc<Snapshot>, received_at: DateTime<Utc>) -> Result<Inserted> {
-        // Encode before queueing for the writer: it is the slow part, and runs here on
-        // the caller's task, alongside other callers.
+    /// [`Store::insert_snapshot`] of a shared snapshot: the host's next row is chained
+    /// on this `Arc`, kept without a copy until then.
+    pub async fn insert_shared(&self, snap: &Arc<Snapshot>, received_at: DateTime<Utc>) -> Result<Inserted> {
+        self.insert_sent(snap, received_at, None).await
+    }
+
+    /// [`Store::insert_shared`] with what its sender encoded: those bytes are stored as
+    /// they came when they fit the host's chain (see [`Sent`]); else the snapshot is
+    /// encoded here, on a blocking thread (a large snapshot takes milliseconds of CPU,
+    /// which must not stall the async workers).
+    pub async fn insert_sent(
+        &self,
+        snap: &Arc<Snapshot>,
+        received_at: DateTime<Utc>,
+        sent: Option<Sent>,
+    ) -> Result<Inserted> {
         let info = serde_json::to_string(&snap.host)
             .map_err(|e| StoreError::Corrupt(format!("cannot encode host info: {e}")))?;
         let taken = to_ms(snap.taken_at);
         let epoch = self.ingest.epoch();
-        let mut keyframe = self.ingest.keyframe(&snap.host.hostname, taken);
+        let mut tip = self.ingest.tip(&snap.host.hostname, taken);
+        let mut sent = sent;
         loop {
+            let body = match ingest::Body::as_sent(tip.as_ref(), sent.as_ref()) {
+                Some(body) => body,
+                None => {
+                    let (snap, tip) = (Arc::clone(snap), tip.clone());
+                    tokio::task::spawn_blocking(move || ingest::Body::encode(&snap, tip.as_ref()))
+                        .await
+                        .map_err(|e| StoreError::Corrupt(format!("the encoding task failed: {e}")))??
+                }
+            };
+            let whole = body.base_id.is_none();
             let row = ingest::Row {
                 hostname: snap.host.hostname.clone(),
                 info: info.clone(),
@@ -189,19 +177,33 @@ impl Store {
                 sent_bytes_per_sec: snap.network.total.as_ref().map_or(0.0, |t| finite(t.sent_bytes_per_sec)),
                 received_bytes_per_sec: snap.network.total.as_ref().map_or(0.0, |t| finite(t.received_bytes_per_sec)),
                 load_one: snap.cpu.load_average.map(|l| l.one).filter(|v| v.is_finite()),
-                body: ingest::encode(snap, keyframe.as_deref())?,
+                body,
+                snapshot: Arc::clone(snap),
                 epoch,
             };
             match self.ingest.submit(row).await? {
                 Some(inserted) => return Ok(inserted),
-                None if keyframe.is_some() => {
-                    // Retention deleted the keyframe meanwhile: store this one whole.
+                None if !whole => {
+                    // Retention deleted the base meanwhile: store this one whole.
                     self.ingest.forget(&snap.host.hostname);
-                    keyframe = None;
+                    tip = None;
+                    sent = sent.filter(|s| matches!(s, Sent::Whole(_)));
                 }
                 None => return Err(StoreError::Corrupt("a whole snapshot was refused as a delta".into())),
             }
         }
+    }
+
+    /// Lets go of what the store keeps of `hostname` for chaining its next row (its
+    /// newest snapshot): its agent went away, and a new session starts with a whole
+    /// snapshot anyway.
+    pub fn release(&self, hostname: &str) {
+        self.ingest.forget(hostname);
+    }
+
+    /// Hosts whose newest snapshot the store keeps now (for chaining their next row).
+    pub fn held_hosts(&self) -> usize {
+        self.ingest.tip_count()
     }
 
     /// The sequence number to give the next snapshot of `hostname` when its upload
@@ -293,6 +295,21 @@ impl Store {
         self.read_decoded(&format!("SELECT {BODY_COLUMNS} FROM snapshots WHERE id = ?"), id, f).await
     }
 
+    /// The stored snapshot of `hostname` with sequence number `seq`.
+    pub async fn snapshot_by_seq(&self, hostname: &str, seq: u64) -> Result<Option<StoredSnapshot>> {
+        let id: Option<i64> = sqlx::query_scalar(
+            "SELECT s.id FROM snapshots s JOIN hosts h ON h.id = s.host_id WHERE h.hostname = ? AND s.seq = ?",
+        )
+        .bind(hostname)
+        .bind(to_i64(seq))
+        .fetch_optional(&self.pool)
+        .await?;
+        match id {
+            Some(id) => self.snapshot(id).await,
+            None => Ok(None),
+        }
+    }
+
     /// Stored snapshots of one host or of all, newest first, without their bodies.
     pub async fn list(&self, host_id: Option<i64>, page: Page) -> Result<Vec<SnapshotSummary>> {
         let (limit, offset) = page_limit(page);
@@ -360,8 +377,8 @@ impl Store {
 
 impl Store {
     /// Deletes a host with all its history (snapshots, rollups) and its binding. `false`
-    /// if there was no such host. The writer forgets the host's keyframe, so a snapshot
-    /// that arrives later starts the host afresh.
+    /// if there was no such host. The writer forgets the host's newest row, so a
+    /// snapshot that arrives later starts the host afresh.
     pub async fn delete_host(&self, hostname: &str) -> Result<bool> {
         let mut tx = self.write().await?;
         let done = sqlx::query("DELETE FROM hosts WHERE hostname = ?").bind(hostname).execute(&mut *tx).await?;
