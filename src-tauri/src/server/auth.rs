@@ -480,7 +480,13 @@ impl Auth {
         match tokio::time::timeout(HASHING_WAIT, self.hashing.acquire()).await {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_)) => Err(ApiError::Unavailable("The collector is stopping.".into())),
-            Err(_) => Err(ApiError::Busy(HASHING_WAIT.as_secs())),
+            Err(_) => Err(ApiError::Busy {
+                retry_after_secs: HASHING_WAIT.as_secs(),
+                message: format!(
+                    "The collector is busy checking other passwords; try again in {} s.",
+                    HASHING_WAIT.as_secs()
+                ),
+            }),
         }
     }
 

@@ -95,6 +95,8 @@ pub struct AppState {
     pub agents: Arc<agents::Agents>,
     /// Which key and machine each host belongs to, as far as already settled.
     pub bindings: Arc<binding::Bindings>,
+    /// The room REST uploads share (bytes in memory, parsing slots).
+    pub uploads: Arc<upload::UploadGate>,
     key_touches: Arc<Mutex<std::collections::HashMap<i64, Instant>>>,
     refusals: Arc<Mutex<std::collections::HashMap<String, Instant>>>,
     shutdown: Arc<tokio::sync::watch::Sender<bool>>,
@@ -110,6 +112,7 @@ impl AppState {
             settings: Arc::new(settings),
             agents: Arc::default(),
             bindings: Arc::default(),
+            uploads: Arc::default(),
             key_touches: Arc::default(),
             refusals: Arc::default(),
             shutdown: Arc::new(tokio::sync::watch::channel(false).0),

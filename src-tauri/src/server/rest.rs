@@ -170,14 +170,19 @@ async fn upload_snapshot(
     if declared.is_some_and(|len| len > upload::MAX_BODY_BYTES as u64) {
         return Err(too_large());
     }
-    let body = axum::body::to_bytes(body, upload::MAX_BODY_BYTES).await.map_err(|_| too_large())?;
-    let snapshot = upload::parse(&body)?;
+    // Room for the body before it is read (a body of unknown length may be the largest),
+    // held until the snapshot is stored.
+    let limit = declared.map_or(upload::MAX_BODY_BYTES, |len| len as usize);
+    let _room = state.uploads.room(agent.key.id, limit).await?;
+    let body = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
+    // Parsed, checked and masked on a blocking thread.
+    let snapshot = state.uploads.parse(body).await?;
     // Checked before the host is bound, so that a refused upload binds nothing.
     state.check_sequence(&snapshot, chrono::Utc::now()).await?;
     let machine_id = headers.get(MACHINE_ID_HEADER).map(|v| v.to_str().unwrap_or("?"));
     super::binding::admit(&state, &agent.key, &snapshot.host.hostname, machine_id).await?;
     let taken_at = snapshot.taken_at;
-    let inserted = state.ingest(snapshot).await?;
+    let inserted = state.ingest_redacted(std::sync::Arc::new(snapshot)).await?;
     // The time stored: a short upload without `snapshot_time` is stamped on arrival.
     let body = json!({
         "message": "Snapshot uploaded successfully.",

@@ -12,10 +12,19 @@
 //! Nothing a monitored machine sends is trusted: sizes and counts are bounded, strings
 //! must be printable, numbers must be in range. Errors name the field
 //! (`processes[3].memory`) and nothing is stored.
+//!
+//! Uploads also share the collector fairly ([`UploadGate`]): the bodies held in memory
+//! at once are bounded in bytes, over all keys and per key, and parsing (CPU-heavy for a
+//! large body) runs on blocking threads, a few at a time. An upload that finds no room
+//! within a few seconds gets 503 (`busy`) or, when its own key holds the room, 429.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
-use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiError;
 use crate::model::{
@@ -38,76 +47,289 @@ pub const MAX_NAME: usize = 1024;
 /// is an object and its `children` array).
 pub const MAX_JSON_DEPTH: usize = 2 * 2048 + 8;
 
+/// Bytes of upload bodies held at once over every key (read, waiting, being parsed).
+pub const UPLOAD_BUDGET_BYTES: usize = 64 << 20;
+/// Bytes of upload bodies one API key may hold at once: one body of the largest size.
+/// A fleet key's agents upload a few hundred KiB each and take turns within it; a key
+/// that sends slowly or hugely cannot hold the room everyone else uploads in.
+pub const UPLOAD_BUDGET_PER_KEY: usize = MAX_BODY_BYTES;
+/// Uploads parsed and checked at once, each on a blocking thread.
+pub const PARSES_AT_ONCE: usize = 2;
+/// How long an upload waits for room before it is refused.
+pub const UPLOAD_WAIT: Duration = Duration::from_secs(10);
+
+/// The room uploads share: bytes in memory (over all keys and per key) and parsing
+/// slots. See the module's documentation.
+#[derive(Debug)]
+pub struct UploadGate {
+    /// KiB of bodies, over all keys.
+    bytes: Arc<Semaphore>,
+    /// KiB of bodies per key, by key id (an entry nobody holds is pruned).
+    keys: Mutex<HashMap<i64, Arc<Semaphore>>>,
+    per_key_kib: usize,
+    parsing: Arc<Semaphore>,
+    wait: Duration,
+}
+
+/// An upload's share of the room, given back when dropped.
+#[derive(Debug)]
+pub struct UploadRoom {
+    _key: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
+}
+
+impl Default for UploadGate {
+    fn default() -> Self {
+        UploadGate::new(UPLOAD_BUDGET_BYTES, UPLOAD_BUDGET_PER_KEY, PARSES_AT_ONCE, UPLOAD_WAIT)
+    }
+}
+
+impl UploadGate {
+    /// A gate for `budget` bytes of bodies in all, `per_key` for one key, `parses` parses
+    /// at once, each waited for at most `wait`.
+    pub fn new(budget: usize, per_key: usize, parses: usize, wait: Duration) -> UploadGate {
+        let kib = |bytes: usize| bytes.div_ceil(1024).max(1);
+        UploadGate {
+            bytes: Arc::new(Semaphore::new(kib(budget))),
+            keys: Mutex::default(),
+            per_key_kib: kib(per_key),
+            parsing: Arc::new(Semaphore::new(parses.max(1))),
+            wait,
+        }
+    }
+
+    fn retry_after(&self) -> u64 {
+        self.wait.as_secs().clamp(1, 60)
+    }
+
+    /// Waits (bounded) for room for a body of `len` bytes from key `key_id`: 429 when the
+    /// key's own uploads hold its share, 503 when all uploads together hold the budget.
+    pub async fn room(&self, key_id: i64, len: usize) -> Result<UploadRoom, ApiError> {
+        let deadline = tokio::time::Instant::now() + self.wait;
+        let kib = len.div_ceil(1024).clamp(1, self.per_key_kib);
+        let key = {
+            let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            if keys.len() >= 4096 {
+                // Held permits keep a reference: an entry with none is idle.
+                keys.retain(|_, s| Arc::strong_count(s) > 1);
+            }
+            Arc::clone(keys.entry(key_id).or_insert_with(|| Arc::new(Semaphore::new(self.per_key_kib))))
+        };
+        let amount = u32::try_from(kib).unwrap_or(u32::MAX);
+        let key = match tokio::time::timeout_at(deadline, key.acquire_many_owned(amount)).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(ApiError::Unavailable("The collector is stopping.".into())),
+            Err(_) => {
+                return Err(ApiError::OverLimit {
+                    retry_after_secs: self.retry_after(),
+                    message: format!(
+                        "This API key's other uploads fill its share ({} MiB of bodies at once) for more than {} s; \
+                         send one upload at a time, or give each agent its own key.",
+                        self.per_key_kib >> 10,
+                        self.wait.as_secs()
+                    ),
+                });
+            }
+        };
+        let busy = || ApiError::Busy {
+            retry_after_secs: self.retry_after(),
+            message: format!("The collector is busy with other uploads; try again in {} s.", self.retry_after()),
+        };
+        let bytes = match tokio::time::timeout_at(deadline, Arc::clone(&self.bytes).acquire_many_owned(amount)).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(ApiError::Unavailable("The collector is stopping.".into())),
+            Err(_) => return Err(busy()),
+        };
+        Ok(UploadRoom { _key: key, _bytes: bytes })
+    }
+
+    /// Parses and checks `body` ([`parse`]) and masks its command lines, on a blocking
+    /// thread within one of the parsing slots (503 after waiting too long for one).
+    pub async fn parse(&self, body: axum::body::Bytes) -> Result<Snapshot, ApiError> {
+        let _slot = match tokio::time::timeout(self.wait, Arc::clone(&self.parsing).acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(ApiError::Unavailable("The collector is stopping.".into())),
+            Err(_) => {
+                return Err(ApiError::Busy {
+                    retry_after_secs: self.retry_after(),
+                    message: format!(
+                        "The collector is busy reading other uploads; try again in {} s.",
+                        self.retry_after()
+                    ),
+                });
+            }
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut snapshot = parse(&body)?;
+            drop(body);
+            for p in &mut snapshot.processes {
+                crate::sample::redact::redact_in_place(&mut p.cmd);
+            }
+            Ok(snapshot)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("the upload's parsing task failed: {e}")))?
+    }
+}
+
 /// Parses and checks an upload body.
+///
+/// The body is parsed straight into the typed upload, never into a tree of JSON values
+/// first: a value tree costs tens of bytes per object (800,000 empty processes fit in
+/// 16 MiB and would take about 300 MB), and fields nobody reads (unknown keys) are
+/// skipped without being built. Before that, one pass over the bytes ([`outline`])
+/// measures the nesting and counts the processes and sockets, so that an over-long list
+/// is refused before anything is built from it. CPU-heavy on large bodies: run it off
+/// the async workers.
 pub fn parse(body: &[u8]) -> Result<Snapshot, ApiError> {
-    let depth = json_depth(body);
-    if depth > MAX_JSON_DEPTH {
+    let outline = outline(body);
+    if outline.depth > MAX_JSON_DEPTH {
         return Err(ApiError::Invalid {
             field: None,
             message: format!(
-                "The body nests {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted (a process tree of {} \
+                "The body nests {} levels deep; at most {MAX_JSON_DEPTH} are accepted (a process tree of {} \
                  levels).",
+                outline.depth,
                 MAX_JSON_DEPTH / 2 - 4
             ),
         });
     }
-    // Within that bound, no recursion limit, on a stack that grows on the heap: a valid
-    // tree a thousand levels deep is accepted, and no body can overflow the stack.
-    let mut de = serde_json::Deserializer::from_slice(body);
-    de.disable_recursion_limit();
-    let value = Value::deserialize(serde_stacker::Deserializer::new(&mut de))
-        .and_then(|v| de.end().map(|()| v))
-        .map_err(|e| ApiError::BadRequest(format!("The body is not valid JSON: {e}.")))?;
-    let Value::Object(map) = &value else {
-        return Err(ApiError::Invalid { field: None, message: "The body must be a JSON object.".into() });
-    };
-    let snapshot = if map.contains_key("schema_version") {
-        typed::<Snapshot>(value)?
-    } else {
-        from_short(typed::<ShortUpload>(value)?)?
-    };
+    if !outline.object {
+        // Valid JSON of another kind is a 422; anything else is not JSON at all.
+        return Err(match typed::<serde::de::IgnoredAny>(body) {
+            Ok(_) => ApiError::Invalid { field: None, message: "The body must be a JSON object.".into() },
+            Err(e) => e,
+        });
+    }
+    if outline.processes > MAX_PROCESSES {
+        return Err(ApiError::invalid(
+            "processes",
+            format!(
+                "More than {MAX_PROCESSES} processes in one upload ({} process objects, children included).",
+                outline.processes
+            ),
+        ));
+    }
+    if outline.connections > MAX_CONNECTIONS {
+        return Err(ApiError::invalid(
+            "connections",
+            format!("More than {MAX_CONNECTIONS} sockets in one upload ({}).", outline.connections),
+        ));
+    }
+    let snapshot = if outline.full { typed::<Snapshot>(body)? } else { from_short(typed::<ShortUpload>(body)?)? };
     validate(&snapshot)?;
     Ok(snapshot)
 }
 
-/// The deepest nesting of arrays and objects in a JSON text (strings skipped), in one
-/// pass and without recursion, so the bound is checked before anything is parsed.
-fn json_depth(body: &[u8]) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for &b in body {
+/// What one pass over an upload's bytes tells before anything is built from them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Outline {
+    /// The deepest nesting of arrays and objects.
+    depth: usize,
+    /// The body is a JSON object (its first byte that is not white space is `{`).
+    object: bool,
+    /// The top-level object has a `schema_version` key: the full format.
+    full: bool,
+    /// Objects anywhere under the top-level `processes` key, but the array's own:
+    /// processes, with a seed-style tree's `children` counted too (neither format's
+    /// process holds any other object).
+    processes: usize,
+    /// Objects directly in the top-level `connections` array.
+    connections: usize,
+}
+
+/// Which top-level key the bytes being scanned belong to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TopKey {
+    Other,
+    Processes,
+    Connections,
+}
+
+/// Scans a JSON text once, without recursion or allocation (strings skipped): its
+/// depth, whether it is an object with `schema_version`, and how many processes and
+/// sockets it holds. The scan trusts nothing: on invalid JSON its figures may be off,
+/// and the parse that follows refuses the body anyway.
+fn outline(body: &[u8]) -> Outline {
+    let mut o = Outline { object: body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'), ..Outline::default() };
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    // At depth 1: whether the next string is a key, where the string being read
+    // started, and which key the value being read belongs to.
+    let (mut expect_key, mut string_start, mut key) = (false, 0usize, TopKey::Other);
+    for (i, &b) in body.iter().enumerate() {
         if in_string {
             match b {
                 _ if escaped => escaped = false,
                 b'\\' => escaped = true,
-                b'"' => in_string = false,
+                b'"' => {
+                    in_string = false;
+                    if depth == 1 && expect_key {
+                        expect_key = false;
+                        key = match &body[string_start..i] {
+                            b"processes" => TopKey::Processes,
+                            b"connections" => TopKey::Connections,
+                            b"schema_version" => {
+                                o.full = true;
+                                TopKey::Other
+                            }
+                            _ => TopKey::Other,
+                        };
+                    }
+                }
                 _ => {}
             }
             continue;
         }
         match b {
-            b'"' => in_string = true,
+            b'"' => {
+                in_string = true;
+                string_start = i + 1;
+            }
             b'[' | b'{' => {
                 depth += 1;
-                deepest = deepest.max(depth);
+                o.depth = o.depth.max(depth);
+                if b == b'{' && depth == 1 {
+                    expect_key = true;
+                }
+                if b == b'{' && depth >= 3 {
+                    match key {
+                        TopKey::Processes => o.processes += 1,
+                        TopKey::Connections if depth == 3 => o.connections += 1,
+                        _ => {}
+                    }
+                }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => {
+                expect_key = true;
+                key = TopKey::Other;
+            }
             _ => {}
         }
     }
-    deepest
+    o
 }
 
-/// Deserialises with the path of the first bad field in the error (on a heap-grown
-/// stack, like the parse: the value may be deep).
-fn typed<T: for<'de> Deserialize<'de>>(value: Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(serde_stacker::Deserializer::new(value)).map_err(|e| {
+/// Deserialises a JSON text with the path of the first bad field in the error, on a
+/// stack that grows on the heap (the text may be deep; [`parse`] bounds how deep).
+/// Not JSON at all is a 400; JSON of the wrong shape a 422 naming the field.
+fn typed<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    de.disable_recursion_limit();
+    let not_json = |e: &serde_json::Error| ApiError::BadRequest(format!("The body is not valid JSON: {e}."));
+    let value = serde_path_to_error::deserialize(serde_stacker::Deserializer::new(&mut de)).map_err(|e| {
+        if !e.inner().is_data() {
+            return not_json(e.inner());
+        }
         let path = e.path().to_string();
         let field = (path != ".").then_some(path);
         ApiError::Invalid {
             message: format!("{}{}", field.as_deref().map(|f| format!("{f}: ")).unwrap_or_default(), e.inner()),
             field,
         }
-    })
+    })?;
+    de.end().map_err(|e| not_json(&e))?;
+    Ok(value)
 }
 
 /// The original API's upload.
@@ -538,7 +760,7 @@ mod tests {
             .unwrap();
         handle.join().unwrap();
         // Brackets inside strings do not count.
-        assert_eq!(json_depth(br#"{"a":"[[[[{{{{\"]]"}"#), 1);
+        assert_eq!(outline(br#"{"a":"[[[[{{{{\"]]"}"#).depth, 1);
     }
 
     #[test]
