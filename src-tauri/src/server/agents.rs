@@ -44,9 +44,13 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const OUTBOX: usize = 64;
 /// Garbage frames tolerated in one session before it is closed.
 const MAX_BAD_FRAMES: u32 = 100;
-/// Most agent sessions open at once, over all keys: each holds memory (its delta bases)
-/// and a socket.
+/// Most agent sessions open at once by default, over all keys: each holds memory (its
+/// delta bases) and a socket.
 pub const MAX_SESSIONS: usize = 10_000;
+/// Most agent sessions one API key may hold by default: a quarter of [`MAX_SESSIONS`],
+/// so that one leaked fleet key saying hello as thousands of hosts cannot take them all
+/// (or every connection the collector has).
+pub const MAX_SESSIONS_PER_KEY: usize = 2_500;
 /// How often a session checks that its key is still valid, so that a key revoked
 /// elsewhere (the CLI, another collector) ends its sessions within seconds. Revoking
 /// through this collector's API ends them at once.
@@ -73,6 +77,25 @@ struct Connection {
     allow_control: bool,
     outbox: mpsc::Sender<CollectorMessage>,
     kick: watch::Sender<Kick>,
+}
+
+/// Why a session was not registered: the close code, the error code and the message.
+struct Refused {
+    close: u16,
+    code: &'static str,
+    message: String,
+}
+
+impl Refused {
+    /// Another agent holds the host.
+    fn conflict(message: String) -> Refused {
+        Refused { close: 4009, code: "conflict", message }
+    }
+
+    /// A cap on sessions is reached (the agent tries again later).
+    fn full(message: String) -> Refused {
+        Refused { close: 4008, code: "too_many_sessions", message }
+    }
 }
 
 /// What a registered session listens to.
@@ -113,24 +136,34 @@ impl Agents {
 
     /// Registers a session. At most one per host: a new one from the same key and
     /// machine replaces the old (an agent that restarted before its old socket timed
-    /// out); one from another key or machine is refused.
+    /// out); one from another key or machine is refused. At most `limits.0` sessions in
+    /// all and `limits.1` for one key.
     fn register(
         &self,
         hostname: &str,
         key_id: i64,
         machine_id: Option<String>,
         allow_control: bool,
-    ) -> Result<Registered, String> {
+        (max_sessions, max_per_key): (usize, usize),
+    ) -> Result<Registered, Refused> {
         let mut connections = self.connections();
         if let Some(old) = connections.get(hostname) {
             if old.key_id != key_id || old.machine_id != machine_id {
-                return Err(format!(
-                    "Host `{hostname}` already has a live session from another agent (another key or machine). Give                      this agent its own name with `--hostname NAME`."
-                ));
+                return Err(Refused::conflict(format!(
+                    "Host `{hostname}` already has a live session from another agent (another key or machine). Give \
+                     this agent its own name with `--hostname NAME`."
+                )));
             }
             old.kick.send_replace(Some((4009, "replaced by a newer session of the same agent".into())));
-        } else if connections.len() >= MAX_SESSIONS {
-            return Err(format!("This collector holds its maximum of {MAX_SESSIONS} agent sessions; try another one."));
+        } else if connections.len() >= max_sessions {
+            return Err(Refused::full(format!(
+                "This collector holds its maximum of {max_sessions} agent sessions; try another one."
+            )));
+        } else if connections.values().filter(|c| c.key_id == key_id).count() >= max_per_key {
+            return Err(Refused::full(format!(
+                "This API key already has {max_per_key} agent sessions open, the most one key may; give more agents \
+                 a key of their own (`procyon apikey create`)."
+            )));
         }
         let session = self.next_session.fetch_add(1, Ordering::Relaxed) + 1;
         let (outbox, inbox) = mpsc::channel(OUTBOX);
@@ -138,6 +171,11 @@ impl Agents {
         connections
             .insert(hostname.to_owned(), Connection { session, key_id, machine_id, allow_control, outbox, kick });
         Ok(Registered { session, outbox: inbox, kicked })
+    }
+
+    /// Agent sessions `key_id` holds now.
+    pub fn sessions_of(&self, key_id: i64) -> usize {
+        self.connections().values().filter(|c| c.key_id == key_id).count()
     }
 
     fn unregister(&self, hostname: &str, session: u64) {
@@ -326,11 +364,16 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
     };
 
     // 2. Registered: snapshots in, acks and actions out.
-    let Registered { session, mut outbox, mut kicked } =
-        match state.agents.register(&hostname, key.key.id, machine_id, allow_control) {
-            Ok(r) => r,
-            Err(message) => return refuse(socket, 4009, "conflict", message).await,
-        };
+    let Registered { session, mut outbox, mut kicked } = match state.agents.register(
+        &hostname,
+        key.key.id,
+        machine_id,
+        allow_control,
+        (state.settings.max_agent_sessions, state.settings.max_sessions_per_key),
+    ) {
+        Ok(r) => r,
+        Err(refused) => return refuse(socket, refused.close, refused.code, refused.message).await,
+    };
     // Unregistered however the session ends, a panic in a handler included: a leaked
     // entry would show the host online for ever and hold a session slot.
     let _registered = Unregister { agents: std::sync::Arc::clone(&state.agents), hostname: hostname.clone(), session };

@@ -15,7 +15,7 @@
 //!   and the newcomer proves the same machine (same fingerprint) or holds a key made for
 //!   exactly this host name: that is how a host's key is rotated;
 //! - the collector's own host name is never accepted from an agent;
-//! - one key may bind at most [`MAX_HOSTS_PER_KEY`] hosts.
+//! - one key may bind at most [`MAX_HOSTS_PER_KEY`] hosts (by default; `Settings`).
 //!
 //! Admins see a binding at `GET /api/hosts/{server_id}/binding` and reset it with
 //! `DELETE` on the same path (a machine that was really replaced).
@@ -30,7 +30,8 @@ use super::upload;
 use crate::model::api::ApiKeySummary;
 use crate::store::HostBinding;
 
-/// Most hosts one API key may bind (a fleet key enrols many agents; not without end).
+/// Most hosts one API key may bind by default (a fleet key enrols many agents; not
+/// without end).
 pub const MAX_HOSTS_PER_KEY: i64 = 10_000;
 /// Longest machine fingerprint accepted (a hex SHA-256 is 64).
 const MAX_MACHINE_ID: usize = 128;
@@ -182,12 +183,12 @@ pub async fn admit(
             Verdict::Keep => true,
             Verdict::Claim => {
                 if binding.as_ref().is_none_or(|b| b.key_id != key.id)
-                    && state.store.hosts_bound_to(key.id).await? >= MAX_HOSTS_PER_KEY
+                    && state.store.hosts_bound_to(key.id).await? >= state.settings.max_hosts_per_key
                 {
                     return Err(ApiError::Forbidden(format!(
-                        "The API key `{}` already reports for {MAX_HOSTS_PER_KEY} hosts, the most one key may; make \
-                         another key for more.",
-                        key.name
+                        "The API key `{}` already reports for {} hosts, the most one key may; make another key for \
+                         more.",
+                        key.name, state.settings.max_hosts_per_key
                     )));
                 }
                 state.store.claim_host(hostname, key.id, machine_id, binding.as_ref()).await?
