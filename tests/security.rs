@@ -386,3 +386,99 @@ async fn websocket_tickets_work_once_and_keep_tokens_out_of_urls() {
     let r = c.http.get(c.url(&format!("/api/hosts/?token={token}"))).send().await.unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_bound_without_a_fingerprint_cannot_be_taken_over() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local"]);
+    let admin = c.admin_token().await;
+    let fleet = new_key(dir.path(), "fleet", None);
+    let m2 = "c3".repeat(32);
+    // Bound by a seed-style upload (no fingerprint), then its agent connects without one
+    // (an old agent, or a machine without /etc/machine-id).
+    let seed =
+        json!({"hostname": "web-1", "snapshot_time": chrono::Utc::now(), "processes": [{"pid": 1, "name": "a"}]});
+    assert_eq!(c.upload(&fleet, seed.to_string()).await.0, 201);
+    let (mut real, welcome) = agent_hello(&c, &fleet, "web-1", None).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+
+    // Another holder of the fleet key says hello as web-1: without a fingerprint it
+    // cannot show it is the same machine, so the live session stays the real one's ...
+    let (_, answer) = agent_hello(&c, &fleet, "web-1", None).await;
+    assert_eq!(answer["code"], "conflict", "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("procyon host unbind web-1"), "{answer}");
+    // ... and with a made-up fingerprint it neither gets the host nor binds it.
+    let (_, answer) = agent_hello(&c, &fleet, "web-1", Some(&m2)).await;
+    assert_eq!(answer["code"], "conflict", "{answer}");
+    let (_, binding) = c.get("/api/hosts/web-1/binding", &admin).await;
+    assert_eq!(binding["machine_id"], Value::Null, "{binding}");
+    // Nor by upload while the real agent is connected.
+    let r = c
+        .http
+        .post(c.url("/api/process-snapshots/"))
+        .header("Authorization", format!("Api-Key {fleet}"))
+        .header("Procyon-Machine-Id", &m2)
+        .json(&full_snapshot("web-1", 5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("procyon host unbind web-1"));
+
+    // The real agent still gets the host's relayed actions.
+    let act = tokio::spawn({
+        let (url, admin) =
+            (c.url("/api/monitoring/web-1/process/4242/kill?start_time=2020-01-01T00:00:00Z"), admin.clone());
+        async move { reqwest::Client::new().post(url).bearer_auth(admin).send().await.unwrap().status().as_u16() }
+    });
+    let request = next_json(&mut real).await;
+    assert_eq!((request["type"].as_str(), request["pid"].as_u64()), (Some("action"), Some(4242)), "{request}");
+    let reply = json!({"type": "action_result", "request_id": request["request_id"],
+        "error": {"code": "not_found", "message": "gone"}});
+    real.send(Message::Text(reply.to_string().into())).await.unwrap();
+    assert_eq!(act.await.unwrap(), 404);
+
+    // Once no session is live, the first fingerprint reported takes the host: logged and
+    // audited, naming the key and how to undo it.
+    drop(real);
+    let mut welcome = Value::Null;
+    for _ in 0..50 {
+        welcome = agent_hello(&c, &fleet, "web-1", Some(&m2)).await.1;
+        if welcome["type"] == "welcome" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let (_, binding) = c.get("/api/hosts/web-1/binding", &admin).await;
+    assert_eq!(binding["machine_id"].as_str(), Some(m2.as_str()), "{binding}");
+    let (_, audit) = c.get("/api/audit?host=web-1", &admin).await;
+    let entry = audit.as_array().unwrap().iter().find(|e| e["action"] == "bind_machine").cloned().unwrap_or_default();
+    assert_eq!(entry["actor"], "apikey:fleet", "{audit}");
+    assert!(entry["message"].as_str().unwrap().contains("procyon host unbind web-1"), "{entry}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_names_differing_only_in_case_or_starting_with_a_dash_are_refused() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local"]);
+    let token = c.admin_token().await;
+    let key = new_key(dir.path(), "k", None);
+    let other = new_key(dir.path(), "other", None);
+    let seed = |name: &str| {
+        json!({"hostname": name, "snapshot_time": chrono::Utc::now(), "processes": [{"pid": 1, "name": "a"}]})
+            .to_string()
+    };
+    assert_eq!(c.upload(&key, seed("web-1")).await.0, 201);
+    for (k, name) in [(&key, "WEB-1"), (&other, "Web-1")] {
+        let (status, body) = c.upload(k, seed(name)).await;
+        assert_eq!((status, body["field"].as_str()), (422, Some("hostname")), "{name}: {body}");
+        assert!(body["message"].as_str().unwrap().contains("`web-1`"), "{body}");
+    }
+    let (_, answer) = agent_hello(&c, &other, "wEb-1", Some(&"d4".repeat(32))).await;
+    assert_eq!(answer["code"], "invalid", "{answer}");
+    let (status, body) = c.upload(&key, seed("-web")).await;
+    assert_eq!((status, body["field"].as_str()), (422, Some("hostname")), "{body}");
+    let (_, hosts) = c.get("/api/hosts/", &token).await;
+    assert_eq!(hosts.as_array().unwrap().len(), 1, "{hosts}");
+}

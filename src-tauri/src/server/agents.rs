@@ -134,10 +134,12 @@ impl Agents {
         self.connections().len()
     }
 
-    /// Registers a session. At most one per host: a new one from the same key and
-    /// machine replaces the old (an agent that restarted before its old socket timed
-    /// out); one from another key or machine is refused. At most `limits.0` sessions in
-    /// all and `limits.1` for one key.
+    /// Registers a session. At most one per host: a new one replaces the old only when it
+    /// proves to be the same agent, with the same key and the same machine fingerprint
+    /// (an agent that restarted before its old socket timed out). Any other is refused,
+    /// a session without a fingerprint included: nothing shows it is the same machine,
+    /// and taking the host over would give it the host's relayed actions. At most
+    /// `limits.0` sessions in all and `limits.1` for one key.
     fn register(
         &self,
         hostname: &str,
@@ -148,10 +150,14 @@ impl Agents {
     ) -> Result<Registered, Refused> {
         let mut connections = self.connections();
         if let Some(old) = connections.get(hostname) {
-            if old.key_id != key_id || old.machine_id != machine_id {
+            let same_agent = old.key_id == key_id && old.machine_id.is_some() && old.machine_id == machine_id;
+            if !same_agent {
                 return Err(Refused::conflict(format!(
-                    "Host `{hostname}` already has a live session from another agent (another key or machine). Give \
-                     this agent its own name with `--hostname NAME`."
+                    "Host `{hostname}` already has a live session, and this agent cannot show it is the same one \
+                     (another key, another machine fingerprint, or none). If this is that host's agent restarted, \
+                     it gets in once the old connection closes. If the host really moved to this machine, an admin \
+                     can reset it (`procyon host unbind {hostname}`); else give this agent its own name with \
+                     `--hostname NAME`."
                 )));
             }
             old.kick.send_replace(Some((4009, "replaced by a newer session of the same agent".into())));
@@ -349,21 +355,22 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
         return refuse(socket, 4002, "protocol_mismatch", message).await;
     }
     let hostname = host.hostname.clone();
-    if let Err(e) = binding::admit(&state, &key.key, &hostname, machine_id.as_deref()).await {
+    let refusal = |e: super::error::ApiError| {
         let (status, body) = e.parts();
         let (close, code) = if status.as_u16() == 403 { (4003, "forbidden") } else { (4000, "invalid") };
-        return refuse(socket, close, code, body.message).await;
-    }
-    let last_seq = match state.store.next_seq(&hostname).await {
-        Ok(next) => next.saturating_sub(1),
+        (close, code, body.message)
+    };
+    let admission = match binding::check(&state, &key.key, &hostname, machine_id.as_deref()).await {
+        Ok(a) => a,
         Err(e) => {
-            tracing::error!("agent session for {hostname}: {e}");
-            return refuse(socket, 1011, "internal", "The collector cannot read its store; try again later.".into())
-                .await;
+            let (close, code, message) = refusal(e);
+            return refuse(socket, close, code, message).await;
         }
     };
-
-    // 2. Registered: snapshots in, acks and actions out.
+    // 2. Registered (the host's one live session), then bound: a binding is recorded
+    // only for a session that got the host. For a host bound without a fingerprint, the
+    // two happen while no fingerprint can be claimed for it elsewhere (see binding.rs).
+    let claims = if admission.machine_bound() { None } else { Some(state.bindings.claims.lock().await) };
     let Registered { session, mut outbox, mut kicked } = match state.agents.register(
         &hostname,
         key.key.id,
@@ -377,6 +384,19 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
     // Unregistered however the session ends, a panic in a handler included: a leaked
     // entry would show the host online for ever and hold a session slot.
     let _registered = Unregister { agents: std::sync::Arc::clone(&state.agents), hostname: hostname.clone(), session };
+    if let Err(e) = admission.commit(&state).await {
+        let (close, code, message) = refusal(e);
+        return refuse(socket, close, code, message).await;
+    }
+    drop(claims);
+    let last_seq = match state.store.next_seq(&hostname).await {
+        Ok(next) => next.saturating_sub(1),
+        Err(e) => {
+            tracing::error!("agent session for {hostname}: {e}");
+            return refuse(socket, 1011, "internal", "The collector cannot read its store; try again later.".into())
+                .await;
+        }
+    };
     tracing::info!(%hostname, %agent_version, allow_control, last_seq, "agent connected");
     // The session speaks the agent's protocol; frames of either encoding are read.
     let welcome = CollectorMessage::Welcome { protocol, collector_version: env!("CARGO_PKG_VERSION").into(), last_seq };

@@ -179,8 +179,19 @@ async fn upload_snapshot(
     let snapshot = state.uploads.parse(body).await?;
     // Checked before the host is bound, so that a refused upload binds nothing.
     state.check_sequence(&snapshot, chrono::Utc::now()).await?;
+    let hostname = snapshot.host.hostname.as_str();
     let machine_id = headers.get(MACHINE_ID_HEADER).map(|v| v.to_str().unwrap_or("?"));
-    super::binding::admit(&state, &agent.key, &snapshot.host.hostname, machine_id).await?;
+    let admission = super::binding::check(&state, &agent.key, hostname, machine_id).await?;
+    if admission.claims_fingerprint() {
+        // Only while no agent session is live for the host, and never in between.
+        let _claims = state.bindings.claims.lock().await;
+        if state.agents.is_connected(hostname) {
+            return Err(super::binding::live_session_refusal(hostname));
+        }
+        admission.commit(&state).await?;
+    } else {
+        admission.commit(&state).await?;
+    }
     let taken_at = snapshot.taken_at;
     let inserted = state.ingest_redacted(std::sync::Arc::new(snapshot)).await?;
     // The time stored: a short upload without `snapshot_time` is stamped on arrival.

@@ -510,8 +510,12 @@ fn check_percent(field: &str, value: f32, max: f32) -> Result<(), ApiError> {
 /// dots; at most [`MAX_HOSTNAME`] characters in all.
 pub fn validate_hostname(hostname: &str) -> Result<(), ApiError> {
     check_text("hostname", hostname, MAX_HOSTNAME, false)?;
-    let label_ok =
-        |l: &str| (1..=63).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    // A leading `-` would read as an option on a command line (`procyon host unbind -x`).
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && !l.starts_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
     // A name the API would read as something else: a host id, or this collector.
     if hostname.bytes().all(|b| b.is_ascii_digit()) || hostname.eq_ignore_ascii_case("local") {
         return Err(ApiError::invalid(
@@ -524,7 +528,7 @@ pub fn validate_hostname(hostname: &str) -> Result<(), ApiError> {
             "hostname",
             format!(
                 "`{}` is not a host name: use letters, digits, `-` and `_`, in labels of at most 63 characters \
-                 joined by dots (like `web-1` or `db.example.org`).",
+                 joined by dots, none starting with `-` (like `web-1` or `db.example.org`).",
                 hostname.chars().take(80).collect::<String>()
             ),
         ));
@@ -708,9 +712,23 @@ mod tests {
             assert!(validate_hostname(good).is_ok(), "{good}");
         }
         let long = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(63)].join(".");
-        for bad in
-            ["../../etc/passwd", "a/b", "a b", "", ".", "a..b", ".a", "a.", "<b>", "a%2Fb", &"a".repeat(64), &long]
-        {
+        for bad in [
+            "../../etc/passwd",
+            "a/b",
+            "a b",
+            "",
+            ".",
+            "a..b",
+            ".a",
+            "a.",
+            "<b>",
+            "a%2Fb",
+            "-web",
+            "--help",
+            "web.-1",
+            &"a".repeat(64),
+            &long,
+        ] {
             assert_eq!(
                 field_of(&format!(r#"{{"hostname":"{bad}","processes":[]}}"#)).1.as_deref(),
                 Some("hostname"),

@@ -604,7 +604,7 @@ rss_bytes: number,
  */
 memory_percent: number, };
 
-export type AuditAction = "suspend" | "resume" | "terminate" | "kill" | "delete_host";
+export type AuditAction = "suspend" | "resume" | "terminate" | "kill" | "delete_host" | "bind_machine";
 
 export type AuditEntry = { 
 /**
