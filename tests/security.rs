@@ -292,6 +292,15 @@ async fn sequence_numbers_cannot_freeze_a_hosts_history() {
     let (status, body) = c.upload(&key, full_snapshot("db-1", 2).to_string()).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(c.stored_count(&token).await, 2);
+
+    // A key that does not own the host learns nothing of its history: whatever the seq,
+    // the answer is the same 403, before the seq is looked at.
+    let other = new_key(dir.path(), "other", None);
+    for seq in [3, i64::MAX as u64 - 1, u64::MAX] {
+        let (status, body) = c.upload(&other, full_snapshot("db-1", seq).to_string()).await;
+        assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")), "seq {seq}: {body}");
+    }
+    assert_eq!(c.stored_count(&token).await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]

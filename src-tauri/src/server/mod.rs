@@ -238,8 +238,8 @@ impl AppState {
         if snapshot.seq as i64 > limit {
             return Err(ApiError::invalid(
                 "seq",
-                // No numbers of the host's history: this is said before the sender is
-                // known to own the host.
+                // No numbers of the host's history in the answer all the same (uploads
+                // are admitted before this check, but other callers may not be).
                 format!(
                     "seq {} runs too far ahead of this host's history (more than the time since it last reported \
                      allows). An agent that lost its state continues from the collector's number; seed-style \

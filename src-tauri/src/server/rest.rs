@@ -177,11 +177,13 @@ async fn upload_snapshot(
     let body = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
     // Parsed, checked and masked on a blocking thread.
     let snapshot = state.uploads.parse(body).await?;
-    // Checked before the host is bound, so that a refused upload binds nothing.
-    state.check_sequence(&snapshot, chrono::Utc::now()).await?;
+    // Whether this key may report as the host comes first: a sender that may not learns
+    // nothing of the host's history (its sequence numbers) from the answer.
     let hostname = snapshot.host.hostname.as_str();
     let machine_id = headers.get(MACHINE_ID_HEADER).map(|v| v.to_str().unwrap_or("?"));
     let admission = super::binding::check(&state, &agent.key, hostname, machine_id).await?;
+    // Checked before the host is bound, so that a refused upload binds nothing.
+    state.check_sequence(&snapshot, chrono::Utc::now()).await?;
     if admission.claims_fingerprint() {
         // Only while no agent session is live for the host, and never in between.
         let _claims = state.bindings.claims.lock().await;
