@@ -321,6 +321,14 @@ async fn hostile_uploads_are_refused_and_change_nothing() {
         let (status, answer) = c.upload(&key, body.clone()).await;
         assert_eq!((status, answer["field"].as_str()), (422, Some(field)), "{body}: {answer}");
     }
+    // Host facts that would forge a log line, or bloat every read of the host.
+    for (field, value) in [("agent_version", json!("1.0\nERROR forged")), ("os", json!("x".repeat(4096)))] {
+        let mut snap = full_snapshot("facts", 1);
+        snap["host"][field] = value;
+        let (status, answer) = c.upload(&key, snap.to_string()).await;
+        let field = format!("host.{field}");
+        assert_eq!((status, answer["field"].as_str()), (422, Some(field.as_str())), "{answer}");
+    }
     let (_, hosts_after) = c.get("/api/hosts/", &token).await;
     assert_eq!(hosts_before, hosts_after);
 

@@ -42,6 +42,14 @@ pub const MAX_CONNECTIONS: usize = 100_000;
 pub const MAX_HOSTNAME: usize = 253;
 /// Longest process or user name.
 pub const MAX_NAME: usize = 1024;
+/// Longest host fact (`host.os`, `host.kernel`, `host.cpu_model`, `host.id`).
+pub const MAX_HOST_TEXT: usize = 256;
+/// Longest agent version or CPU architecture.
+pub const MAX_VERSION: usize = 64;
+/// Most sampling errors one snapshot may report, and the longest message of one.
+pub const MAX_ERRORS: usize = 64;
+/// See [`MAX_ERRORS`].
+pub const MAX_ERROR_MESSAGE: usize = 1024;
 
 /// Deepest JSON nesting accepted: a seed-style process tree 2,048 levels deep (each level
 /// is an object and its `children` array).
@@ -536,6 +544,41 @@ pub fn validate_hostname(hostname: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// The host's facts and the snapshot's other lists of text: every one is shown, stored
+/// and logged, so each is bounded and printable like a process name.
+fn check_host(s: &Snapshot) -> Result<(), ApiError> {
+    let h = &s.host;
+    check_text("host.id", &h.id, MAX_HOST_TEXT, true)?;
+    check_text("host.os", &h.os, MAX_HOST_TEXT, true)?;
+    check_text("host.arch", &h.arch, MAX_VERSION, true)?;
+    check_text("host.agent_version", &h.agent_version, MAX_VERSION, true)?;
+    if let Some(kernel) = &h.kernel {
+        check_text("host.kernel", kernel, MAX_HOST_TEXT, true)?;
+    }
+    if let Some(model) = &h.cpu_model {
+        check_text("host.cpu_model", model, MAX_HOST_TEXT, true)?;
+    }
+    if s.errors.len() > MAX_ERRORS {
+        return Err(ApiError::invalid("errors", format!("More than {MAX_ERRORS} sampling errors in one snapshot.")));
+    }
+    for (i, e) in s.errors.iter().enumerate() {
+        check_text(&format!("errors[{i}].message"), &e.message, MAX_ERROR_MESSAGE, true)?;
+    }
+    let ports = &s.ports;
+    if ports.by_local_port.len() > MAX_CONNECTIONS {
+        return Err(ApiError::invalid("ports.by_local_port", format!("More than {MAX_CONNECTIONS} ports.")));
+    }
+    if ports.listening.len() > MAX_CONNECTIONS {
+        return Err(ApiError::invalid("ports.listening", format!("More than {MAX_CONNECTIONS} listening ports.")));
+    }
+    for (i, l) in ports.listening.iter().enumerate() {
+        if let Some(name) = &l.process_name {
+            check_text(&format!("ports.listening[{i}].process_name"), name, MAX_NAME, true)?;
+        }
+    }
+    Ok(())
+}
+
 /// The first pid that appears twice, if any. Samplers list processes by pid, so this is
 /// one pass; an unsorted list is sorted (a copy of the pids) first.
 fn duplicate_pid(processes: &[ProcessSample]) -> Option<u32> {
@@ -596,6 +639,7 @@ pub fn validate_where(s: &Snapshot, check: impl Fn(&ProcessSample) -> bool) -> R
     if s.cpu.per_core_percent.len() > 4096 || s.network.interfaces.len() > 4096 {
         return Err(ApiError::invalid("cpu.per_core_percent", "Too many cores or interfaces."));
     }
+    check_host(s)?;
     check_percent("cpu.total_percent", s.cpu.total_percent, 100.5)?;
     for (i, c) in s.cpu.per_core_percent.iter().enumerate() {
         check_percent(&format!("cpu.per_core_percent[{i}]"), *c, 100.5)?;
@@ -779,6 +823,48 @@ mod tests {
         handle.join().unwrap();
         // Brackets inside strings do not count.
         assert_eq!(outline(br#"{"a":"[[[[{{{{\"]]"}"#).depth, 1);
+    }
+
+    #[test]
+    fn host_facts_and_errors_are_bounded_and_printable() {
+        let good = crate::sample::Sampler::new(Default::default()).sample();
+        assert!(validate(&good).is_ok());
+        type Set = fn(&mut Snapshot, String);
+        let cases: [(&str, Set); 8] = [
+            ("host.id", |s, t| s.host.id = t),
+            ("host.os", |s, t| s.host.os = t),
+            ("host.arch", |s, t| s.host.arch = t),
+            ("host.agent_version", |s, t| s.host.agent_version = t),
+            ("host.kernel", |s, t| s.host.kernel = Some(t)),
+            ("host.cpu_model", |s, t| s.host.cpu_model = Some(t)),
+            ("errors[0].message", |s, t| {
+                s.errors = vec![crate::model::DomainError { domain: crate::model::Domain::Network, message: t }]
+            }),
+            ("ports.listening[0].process_name", |s, t| {
+                s.ports.listening = vec![crate::model::ListeningPort {
+                    protocol: crate::model::Protocol::Tcp,
+                    address: std::net::Ipv4Addr::LOCALHOST.into(),
+                    port: 80,
+                    pid: None,
+                    process_name: Some(t),
+                }]
+            }),
+        ];
+        for (field, set) in cases {
+            for bad in ["1.0\nERROR forged log line".to_owned(), "\u{1b}[2J".to_owned(), "x".repeat(32 << 20)] {
+                let mut s = good.clone();
+                set(&mut s, bad.clone());
+                let e = validate(&s).unwrap_err();
+                let (status, body) = e.parts();
+                assert_eq!((status.as_u16(), body.field.as_deref()), (422, Some(field)), "{field}: {}", body.message);
+            }
+            let mut s = good.clone();
+            set(&mut s, "plain text, tabs\tallowed".to_owned());
+            assert!(validate(&s).is_ok(), "{field}");
+        }
+        let mut s = good.clone();
+        s.errors = vec![crate::model::DomainError { domain: crate::model::Domain::Network, message: "e".into() }; 65];
+        assert_eq!(validate(&s).unwrap_err().parts().1.field.as_deref(), Some("errors"));
     }
 
     #[test]
