@@ -358,7 +358,14 @@ pub async fn run(
             }
             accepted = listener.accept(), if slot.is_some() => match accepted {
                 Ok((stream, remote)) => {
-                    let Some(taken) = slot.take() else { continue };
+                    let Some(mut taken) = slot.take() else { continue };
+                    // A reserve slot taken while the collector was full, and an ordinary
+                    // one free again by now: the client gets the ordinary one.
+                    if matches!(taken, Slot::Reserve(_))
+                        && let Ok(ordinary) = permits.clone().try_acquire_owned()
+                    {
+                        taken = Slot::Ordinary(ordinary);
+                    }
                     let _ = stream.set_nodelay(true);
                     let client = client_key(remote.ip());
                     let held = addresses.held(client);
