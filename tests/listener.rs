@@ -83,6 +83,10 @@ fn short(header: u64, body: u64, max_connections: usize) -> Limits {
         header_read_timeout: Duration::from_millis(header),
         body_timeout: Duration::from_millis(body),
         max_connections,
+        // Every client here is one address: no reserve for clients holding few (see
+        // tests/limits.rs for it).
+        reserve: 0,
+        ..Limits::default()
     }
 }
 

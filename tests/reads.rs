@@ -244,3 +244,51 @@ async fn a_live_stream_decodes_only_the_hosts_it_sends() {
     assert!(stats.decoded - before <= 2, "alpha and gamma from the store, beta from the hub");
     assert_eq!(stats.decoding_peak, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_newest_snapshot_of_every_host_is_streamed_within_a_byte_budget() {
+    let server = Server::start(ReadLimits::default()).await;
+    let t0 = Utc::now() - TimeDelta::minutes(5);
+    let hosts = ["h-a", "h-b", "h-c", "h-d", "h-e"];
+    for (i, host) in hosts.iter().enumerate() {
+        let s = hostile(host, 1, t0 + TimeDelta::seconds(i as i64), 300);
+        server.state.store.insert_snapshot(&s, t0).await.unwrap();
+    }
+    // One host is live too: its newest comes from the live view, as encoded there.
+    server.state.ingest(hostile("h-c", 2, t0 + TimeDelta::seconds(30), 300)).await.unwrap();
+
+    let before = server.decoded();
+    let response = server.get("/api/process-snapshots/latest/").await;
+    assert_eq!(response.status(), 200);
+    assert!(response.content_length().is_none(), "a streamed body has no length up front");
+    assert_eq!(response.headers()["x-budget-bytes"], (256u64 << 20).to_string().as_str());
+    let all: Vec<Value> = serde_json::from_slice(&response.bytes().await.unwrap()).unwrap();
+    let names: Vec<&str> = all.iter().map(|s| s["hostname"].as_str().unwrap()).collect();
+    assert_eq!(names, hosts);
+    assert_eq!(all[2]["seq"], 2, "the live snapshot, newer than the stored one");
+    assert_eq!(server.decoded() - before, 4, "every stored host decoded once, the live one not at all");
+    assert_eq!(server.state.store.read_stats().decoding_peak, 1, "one snapshot decoded at a time");
+
+    // Over a smaller budget: valid JSON, ending with where to go on.
+    let one = serde_json::to_vec(&all[0]).unwrap().len() as u64;
+    let max = one * 5 / 2;
+    let cut = server.get(&format!("/api/process-snapshots/latest/?max_bytes={max}")).await;
+    assert_eq!(cut.headers()["x-budget-bytes"], max.to_string().as_str());
+    let cut: Vec<Value> = serde_json::from_slice(&cut.bytes().await.unwrap()).unwrap();
+    assert_eq!(cut.len(), 3, "two hosts and the marker");
+    let marker = &cut[2];
+    assert_eq!(
+        (&marker["truncated"], &marker["reason"], &marker["exported"], &marker["next_hostname"]),
+        (&true.into(), &"byte_budget".into(), &2.into(), &"h-c".into())
+    );
+    assert!(marker["message"].as_str().unwrap().contains("from_hostname=h-c"), "{marker}");
+    let rest: Vec<Value> = serde_json::from_slice(
+        &server.get("/api/process-snapshots/latest/?from_hostname=h-c").await.bytes().await.unwrap(),
+    )
+    .unwrap();
+    let names: Vec<&str> = rest.iter().map(|s| s["hostname"].as_str().unwrap()).collect();
+    assert_eq!(names, ["h-c", "h-d", "h-e"]);
+    // Past the last host: an empty list.
+    let none = server.get("/api/process-snapshots/latest/?from_hostname=zzz").await;
+    assert_eq!(none.bytes().await.unwrap().as_ref(), b"[]");
+}

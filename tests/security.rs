@@ -1,7 +1,9 @@
 //! The trust boundary end to end, against a real `procyon serve`: tokens that end with
 //! their account, hosts bound to their key and machine, sequence numbers that cannot
 //! freeze a host's history, revoked keys, sign-in throttling, WebSocket tickets and
-//! hostile uploads. Each test reproduces a hole that was once open.
+//! hostile uploads, relayed actions, what agents may put in the log, the audit log, and
+//! hosts stored under names no longer accepted. Each test reproduces a hole that was once
+//! open.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -334,6 +336,15 @@ async fn sequence_numbers_cannot_freeze_a_hosts_history() {
     let (status, body) = c.upload(&key, full_snapshot("db-1", 2).to_string()).await;
     assert_eq!(status, 201, "{body}");
     assert_eq!(c.stored_count(&token).await, 2);
+
+    // A key that does not own the host learns nothing of its history: whatever the seq,
+    // the answer is the same 403, before the seq is looked at.
+    let other = new_key(dir.path(), "other", None);
+    for seq in [3, i64::MAX as u64 - 1, u64::MAX] {
+        let (status, body) = c.upload(&other, full_snapshot("db-1", seq).to_string()).await;
+        assert_eq!((status, body["error"].as_str()), (403, Some("forbidden")), "seq {seq}: {body}");
+    }
+    assert_eq!(c.stored_count(&token).await, 2);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -353,6 +364,14 @@ async fn hostile_uploads_are_refused_and_change_nothing() {
     ] {
         let (status, answer) = c.upload(&key, body.clone()).await;
         assert_eq!((status, answer["field"].as_str()), (422, Some(field)), "{body}: {answer}");
+    }
+    // Host facts that would forge a log line, or bloat every read of the host.
+    for (field, value) in [("agent_version", json!("1.0\nERROR forged")), ("os", json!("x".repeat(4096)))] {
+        let mut snap = full_snapshot("facts", 1);
+        snap["host"][field] = value;
+        let (status, answer) = c.upload(&key, snap.to_string()).await;
+        let field = format!("host.{field}");
+        assert_eq!((status, answer["field"].as_str()), (422, Some(field.as_str())), "{answer}");
     }
     let (_, hosts_after) = c.get("/api/hosts/", &token).await;
     assert_eq!(hosts_before, hosts_after);
@@ -427,4 +446,252 @@ async fn websocket_tickets_work_once_and_keep_tokens_out_of_urls() {
     assert_eq!(status, 200);
     let r = c.http.get(c.url(&format!("/api/hosts/?token={token}"))).send().await.unwrap();
     assert_eq!(r.status(), 401);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_bound_without_a_fingerprint_cannot_be_taken_over() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local"]);
+    let admin = c.admin_token().await;
+    let fleet = new_key(dir.path(), "fleet", None);
+    let m2 = "c3".repeat(32);
+    // Bound by a seed-style upload (no fingerprint), then its agent connects without one
+    // (an old agent, or a machine without /etc/machine-id).
+    let seed =
+        json!({"hostname": "web-1", "snapshot_time": chrono::Utc::now(), "processes": [{"pid": 1, "name": "a"}]});
+    assert_eq!(c.upload(&fleet, seed.to_string()).await.0, 201);
+    let (mut real, welcome) = agent_hello(&c, &fleet, "web-1", None).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+
+    // Another holder of the fleet key says hello as web-1: without a fingerprint it
+    // cannot show it is the same machine, so the live session stays the real one's ...
+    let (_, answer) = agent_hello(&c, &fleet, "web-1", None).await;
+    assert_eq!(answer["code"], "conflict", "{answer}");
+    assert!(answer["message"].as_str().unwrap().contains("procyon host unbind web-1"), "{answer}");
+    // ... and with a made-up fingerprint it neither gets the host nor binds it.
+    let (_, answer) = agent_hello(&c, &fleet, "web-1", Some(&m2)).await;
+    assert_eq!(answer["code"], "conflict", "{answer}");
+    let (_, binding) = c.get("/api/hosts/web-1/binding", &admin).await;
+    assert_eq!(binding["machine_id"], Value::Null, "{binding}");
+    // Nor by upload while the real agent is connected.
+    let r = c
+        .http
+        .post(c.url("/api/process-snapshots/"))
+        .header("Authorization", format!("Api-Key {fleet}"))
+        .header("Procyon-Machine-Id", &m2)
+        .json(&full_snapshot("web-1", 5))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert!(r.text().await.unwrap().contains("procyon host unbind web-1"));
+
+    // The real agent still gets the host's relayed actions.
+    let act = tokio::spawn({
+        let (url, admin) =
+            (c.url("/api/monitoring/web-1/process/4242/kill?start_time=2020-01-01T00:00:00Z"), admin.clone());
+        async move { reqwest::Client::new().post(url).bearer_auth(admin).send().await.unwrap().status().as_u16() }
+    });
+    let request = next_json(&mut real).await;
+    assert_eq!((request["type"].as_str(), request["pid"].as_u64()), (Some("action"), Some(4242)), "{request}");
+    let reply = json!({"type": "action_result", "request_id": request["request_id"],
+        "error": {"code": "not_found", "message": "gone"}});
+    real.send(Message::Text(reply.to_string().into())).await.unwrap();
+    assert_eq!(act.await.unwrap(), 404);
+
+    // Once no session is live, the first fingerprint reported takes the host: logged and
+    // audited, naming the key and how to undo it.
+    drop(real);
+    let mut welcome = Value::Null;
+    for _ in 0..50 {
+        welcome = agent_hello(&c, &fleet, "web-1", Some(&m2)).await.1;
+        if welcome["type"] == "welcome" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let (_, binding) = c.get("/api/hosts/web-1/binding", &admin).await;
+    assert_eq!(binding["machine_id"].as_str(), Some(m2.as_str()), "{binding}");
+    let (_, audit) = c.get("/api/audit?host=web-1", &admin).await;
+    let entry = audit.as_array().unwrap().iter().find(|e| e["action"] == "bind_machine").cloned().unwrap_or_default();
+    assert_eq!(entry["actor"], "apikey:fleet", "{audit}");
+    assert!(entry["message"].as_str().unwrap().contains("procyon host unbind web-1"), "{entry}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn host_names_differing_only_in_case_or_starting_with_a_dash_are_refused() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local"]);
+    let token = c.admin_token().await;
+    let key = new_key(dir.path(), "k", None);
+    let other = new_key(dir.path(), "other", None);
+    let seed = |name: &str| {
+        json!({"hostname": name, "snapshot_time": chrono::Utc::now(), "processes": [{"pid": 1, "name": "a"}]})
+            .to_string()
+    };
+    assert_eq!(c.upload(&key, seed("web-1")).await.0, 201);
+    for (k, name) in [(&key, "WEB-1"), (&other, "Web-1")] {
+        let (status, body) = c.upload(k, seed(name)).await;
+        assert_eq!((status, body["field"].as_str()), (422, Some("hostname")), "{name}: {body}");
+        assert!(body["message"].as_str().unwrap().contains("`web-1`"), "{body}");
+    }
+    let (_, answer) = agent_hello(&c, &other, "wEb-1", Some(&"d4".repeat(32))).await;
+    assert_eq!(answer["code"], "invalid", "{answer}");
+    let (status, body) = c.upload(&key, seed("-web")).await;
+    assert_eq!((status, body["field"].as_str()), (422, Some("hostname")), "{body}");
+    let (_, hosts) = c.get("/api/hosts/", &token).await;
+    assert_eq!(hosts.as_array().unwrap().len(), 1, "{hosts}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn relayed_actions_have_unpredictable_ids_and_only_their_session_answers() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local"]);
+    let admin = c.admin_token().await;
+    let fleet = new_key(dir.path(), "fleet", None);
+    let (mut web1, welcome) = agent_hello(&c, &fleet, "web-1", Some(&"a1".repeat(32))).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let (mut web2, welcome) = agent_hello(&c, &fleet, "web-2", Some(&"b2".repeat(32))).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let frame = json!({"type": "snapshot", "snapshot": full_snapshot("web-1", 1)});
+    web1.send(Message::Text(frame.to_string().into())).await.unwrap();
+    assert_eq!(next_json(&mut web1).await["type"], "ack");
+    let kill = |pid: u32| {
+        let url = c.url(&format!("/api/monitoring/web-1/process/{pid}/kill?start_time=2020-01-01T00:00:00Z"));
+        let admin = admin.clone();
+        tokio::spawn(async move {
+            reqwest::Client::new().post(url).bearer_auth(admin).send().await.unwrap().status().as_u16()
+        })
+    };
+
+    let mut ids = Vec::new();
+    for pid in [4001, 4002, 4003] {
+        let act = kill(pid);
+        let request = next_json(&mut web1).await;
+        assert_eq!((request["type"].as_str(), request["pid"].as_u64()), (Some("action"), Some(u64::from(pid))));
+        let id = request["request_id"].as_u64().unwrap();
+        ids.push(id);
+        if pid == 4001 {
+            // Another session (another host of the same key) answers web-1's request:
+            // refused, and the request still waits for its own session's answer.
+            let forged = json!({"type": "action_result", "request_id": id,
+                "done": {"process_name": "forged", "signalled": 1}});
+            web2.send(Message::Text(forged.to_string().into())).await.unwrap();
+            let answer = next_json(&mut web2).await;
+            assert_eq!(answer["code"], "bad_frame", "{answer}");
+        }
+        let reply = json!({"type": "action_result", "request_id": id,
+            "error": {"code": "not_found", "message": "gone"}});
+        web1.send(Message::Text(reply.to_string().into())).await.unwrap();
+        assert_eq!(act.await.unwrap(), 404, "the answer of the session the request went out on");
+    }
+    // Ids nobody can guess from the ones seen: not a count, spread over 64 bits.
+    assert!(ids.windows(2).all(|w| w[0].abs_diff(w[1]) > 1_000), "{ids:?}");
+    assert!(ids.iter().any(|&id| id > u64::from(u32::MAX)), "{ids:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn what_agents_say_cannot_forge_or_flood_a_log_line() {
+    let dir = temp();
+    let log = dir.path().join("collector.log");
+    let c = Collector::start_logging(dir.path(), &["--no-local"], Some(&log));
+    let key = new_key(dir.path(), "k", None);
+    // A hello whose version and a drop report whose reason each hold a forged line and
+    // most of a frame (32 MiB) of text.
+    let filler = "v".repeat(procyon::model::agent::MAX_FRAME_BYTES / 2);
+    let mut request = c.ws_url("/ws/agent").as_str().into_client_request().unwrap();
+    request.headers_mut().insert("Authorization", format!("Api-Key {key}").parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    let mut host = procyon::sample::Sampler::new(Default::default()).host().clone();
+    host.hostname = "chatty".into();
+    let hello = json!({"type": "hello", "protocol": PROTOCOL_VERSION,
+        "agent_version": format!("1.0\nERROR FORGED-VERSION-LINE {filler}"), "host": host, "allow_control": false});
+    ws.send(Message::Text(hello.to_string().into())).await.unwrap();
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    let dropped =
+        json!({"type": "dropped", "count": 3, "reason": format!("disk full\nERROR FORGED-REASON-LINE {filler}")});
+    ws.send(Message::Text(dropped.to_string().into())).await.unwrap();
+    let logged = |text: String| text.contains("FORGED-REASON-LINE");
+    assert!(
+        eventually(Duration::from_secs(10), async || logged(std::fs::read_to_string(&log).unwrap_or_default())).await,
+        "the drop report was logged"
+    );
+    let text = std::fs::read_to_string(&log).unwrap();
+    for line in text.lines() {
+        let start: String = line.chars().take(120).collect();
+        assert!(!line.trim_start().starts_with("ERROR FORGED"), "a forged log line: {start}");
+        assert!(line.len() < 2048, "a log line of {} bytes: {start}", line.len());
+    }
+    assert!(text.contains("FORGED-VERSION-LINE"), "the version was logged, escaped");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn refused_attempts_cannot_flood_the_audit_log() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local"]);
+    let admin = c.admin_token().await;
+    let viewer = c.login("vic", &new_user(dir.path(), "vic", "viewer")).await;
+    for pid in 0..100 {
+        let (status, _) = c.post(&format!("/api/monitoring/web-1/process/{pid}/kill"), &viewer, None).await;
+        assert_eq!(status, 403);
+    }
+    let (_, audit) = c.get("/api/audit?limit=1000", &admin).await;
+    let refused = audit.as_array().unwrap().iter().filter(|e| e["actor"] == "vic").count();
+    assert!((1..=2).contains(&refused), "{refused} audit rows for 100 refused attempts");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn no_account_can_be_named_like_the_desktop_user() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local"]);
+    let admin = c.admin_token().await;
+    let (status, body) = c
+        .post(
+            "/api/users",
+            &admin,
+            Some(json!({"username": "desktop:ada", "password": "long enough 1", "role": "admin"})),
+        )
+        .await;
+    assert_eq!((status, body["field"].as_str()), (422, Some("username")), "{body}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_procyon"))
+        .args(["user", "add", "desktop:ada", "--role", "admin", "--data"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "the CLI made `desktop:ada`");
+    let (_, users) = c.get("/api/users", &admin).await;
+    assert!(users.as_array().unwrap().iter().all(|u| !u["username"].as_str().unwrap().contains(':')), "{users}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn hosts_stored_under_names_no_longer_accepted_can_be_read_and_deleted() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local"]);
+    let admin = c.admin_token().await;
+    // As an older version stored them, before host names were checked.
+    let db = sqlx::SqlitePool::connect(&format!("sqlite://{}", dir.path().join("procyon.db").display())).await.unwrap();
+    for name in ["../x", "a b"] {
+        sqlx::query("INSERT INTO hosts (hostname, first_seen, last_seen, last_taken_at) VALUES (?, 0, 0, 0)")
+            .bind(name)
+            .execute(&db)
+            .await
+            .unwrap();
+    }
+    db.close().await;
+    let (status, hosts) = c.get("/api/hosts/", &admin).await;
+    assert_eq!(status, 200);
+    let names: Vec<&str> = hosts.as_array().unwrap().iter().map(|h| h["hostname"].as_str().unwrap()).collect();
+    assert_eq!(names, ["../x", "a b"]);
+    let id_of_a_b = hosts[1]["id"].as_i64().unwrap();
+    // Read by name (the path-unsafe one percent-encoded) ...
+    let (status, body) = c.get("/api/process-snapshots/list/?hostname=..%2Fx", &admin).await;
+    assert_eq!((status, body), (200, json!([])));
+    // ... and deleted by name or by id.
+    let delete =
+        async |path: &str| c.http.delete(c.url(path)).bearer_auth(&admin).send().await.unwrap().status().as_u16();
+    assert_eq!(delete("/api/hosts/..%2Fx").await, 204);
+    assert_eq!(delete(&format!("/api/hosts/{id_of_a_b}")).await, 204);
+    let (_, hosts) = c.get("/api/hosts/", &admin).await;
+    assert_eq!(hosts, json!([]));
 }

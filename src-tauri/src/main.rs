@@ -237,10 +237,22 @@ struct ServeArgs {
     /// How often the certificate files are checked for changes.
     #[arg(long, env = "PROCYON_TLS_RELOAD_EVERY", default_value = "5s", value_parser = parse_reload_every)]
     tls_reload_every: Duration,
-    /// Connections open at once (WebSockets included); more wait until one closes. At
+    /// Connections open at once (WebSockets included); more wait until one closes, but
+    /// clients holding few get a small reserve, so that someone can still sign in. At
     /// most 1048576, the kernel's usual ceiling on open files per process.
     #[arg(long, env = "PROCYON_MAX_CONNECTIONS", default_value_t = 4096, value_parser = clap::value_parser!(u32).range(1..=1_048_576))]
     max_connections: u32,
+    /// Connections one client address (an IPv6 client: its /64) may hold at once; more
+    /// are refused with 429. Behind a reverse proxy or a NAT, every client behind it has
+    /// one address: raise this to fit them all.
+    #[arg(long, env = "PROCYON_MAX_CONNECTIONS_PER_ADDRESS", default_value_t = 512, value_parser = clap::value_parser!(u32).range(1..))]
+    max_connections_per_address: u32,
+    /// Live streams (dashboards' WebSockets) one user may hold open at once.
+    #[arg(long, env = "PROCYON_MAX_STREAMS_PER_USER", default_value_t = procyon::server::ws::MAX_STREAMS_PER_USER as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    max_streams_per_user: u32,
+    /// Agent sessions one API key may hold at once (a fleet key's agents share it).
+    #[arg(long, env = "PROCYON_MAX_AGENTS_PER_KEY", default_value_t = procyon::server::agents::MAX_SESSIONS_PER_KEY as u32, value_parser = clap::value_parser!(u32).range(1..))]
+    max_agents_per_key: u32,
 }
 
 #[cfg(feature = "server")]
@@ -588,7 +600,11 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         bind: args.bind,
         data: args.data.dir()?,
         local: !args.no_local,
-        limits: Limits { max_connections: args.max_connections as usize, ..Limits::default() },
+        limits: Limits {
+            max_connections: args.max_connections as usize,
+            max_per_address: args.max_connections_per_address as usize,
+            ..Limits::default()
+        },
         tls,
         settings: Settings {
             interval: args.interval,
@@ -600,6 +616,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             },
             token_ttl: args.token_ttl,
             cmdline: args.cmdline,
+            max_streams_per_user: args.max_streams_per_user as usize,
+            max_sessions_per_key: args.max_agents_per_key as usize,
+            ..Settings::default()
         },
     };
     runtime()?.block_on(procyon::server::serve(options))

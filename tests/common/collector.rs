@@ -38,6 +38,11 @@ impl Collector {
     /// Starts `procyon serve` on 127.0.0.1:0 with `data` and `extra` flags, and waits
     /// until it listens.
     pub fn start(data: &Path, extra: &[&str]) -> Collector {
+        Collector::start_logging(data, extra, None)
+    }
+
+    /// [`Collector::start`], with its log (at `info`) written to `log` when given.
+    pub fn start_logging(data: &Path, extra: &[&str], log: Option<&Path>) -> Collector {
         let mut command = Command::new(BIN);
         command.arg("serve");
         if !extra.contains(&"--bind") {
@@ -52,10 +57,13 @@ impl Collector {
             .arg("--data")
             .arg(data)
             .args(extra)
-            .env("RUST_LOG", "warn")
+            .env("RUST_LOG", if log.is_some() { "info" } else { "warn" })
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
+            .stderr(match log {
+                Some(path) => Stdio::from(std::fs::File::create(path).unwrap()),
+                None => Stdio::inherit(),
+            })
             .spawn()
             .expect("start procyon serve");
         let stdout = child.stdout.take().unwrap();

@@ -169,13 +169,18 @@ impl Local {
         loop {
             if catch_up && *visible.borrow() {
                 catch_up = false;
-                // What is current for every wanted host: stored, or live if newer.
-                if let Ok(latest) = self.state.store.latest_per_host().await {
-                    for s in latest.into_iter().filter(|s| wanted(&s.snapshot.host.hostname)) {
-                        let newest = self.state.hub.latest(&s.snapshot.host.hostname);
-                        let ok = match newest {
-                            Some(p) if p.snapshot_id >= s.id => send(p.snapshot_id, &p.snapshot, Some(&p.encoded)),
-                            _ => send(s.id, &Arc::new(s.snapshot), None),
+                // What is current for every wanted host: live, or stored if the live view
+                // has nothing newer; chosen before anything is decoded, one at a time.
+                if let Ok(newest) = self.state.store.newest_per_host().await {
+                    for n in newest.into_iter().filter(|n| wanted(&n.hostname)) {
+                        let ok = match self.state.hub.latest(&n.hostname) {
+                            Some(p) if p.snapshot_id >= n.snapshot_id => {
+                                send(p.snapshot_id, &p.snapshot, Some(&p.encoded))
+                            }
+                            _ => match self.state.store.snapshot(n.snapshot_id).await {
+                                Ok(Some(s)) => send(s.id, &Arc::new(s.snapshot), None),
+                                _ => continue,
+                            },
                         };
                         if !ok {
                             return LiveEvent::Closed { code: 1000, reason: String::new() };

@@ -219,6 +219,8 @@ pub enum AuditAction {
     Kill,
     /// Delete a host with its whole history.
     DeleteHost,
+    /// A host bound without a machine fingerprint took the first one reported for it.
+    BindMachine,
 }
 
 impl AuditAction {
@@ -229,13 +231,17 @@ impl AuditAction {
             Self::Resume => Some(ProcessAction::Resume),
             Self::Terminate => Some(ProcessAction::Terminate),
             Self::Kill => Some(ProcessAction::Kill),
-            Self::DeleteHost => None,
+            Self::DeleteHost | Self::BindMachine => None,
         }
     }
 
     /// The name stored and sent.
     pub fn as_str(self) -> &'static str {
-        self.process().map_or("delete_host", ProcessAction::as_str)
+        match self {
+            Self::DeleteHost => "delete_host",
+            Self::BindMachine => "bind_machine",
+            other => other.process().map_or("", ProcessAction::as_str),
+        }
     }
 }
 
@@ -254,7 +260,7 @@ impl std::str::FromStr for AuditAction {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [Self::Suspend, Self::Resume, Self::Terminate, Self::Kill, Self::DeleteHost]
+        [Self::Suspend, Self::Resume, Self::Terminate, Self::Kill, Self::DeleteHost, Self::BindMachine]
             .into_iter()
             .find(|a| a.as_str() == s)
             .ok_or_else(|| format!("unknown audited action `{s}`"))

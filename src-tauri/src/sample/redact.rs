@@ -3,7 +3,9 @@
 //! Command lines leave the machine (to a collector, to a browser), and people put secrets
 //! on them: `mysql -pS3cret`, `--token=...`, `DB_PASSWORD=...`, `https://user:pass@host`,
 //! `curl -u user:pass -H 'X-Api-Key: ...'`, `?api_key=...`, `;Password=...;`, webhook URLs
-//! whose path is the secret. [`command_line`] joins the arguments, replaces every value
+//! whose path is the secret, settings passed through an option
+//! (`--from-literal=password=...`, `--env=DB_PASSWORD=...`), and the one-letter password
+//! flags of a few commands (`sqlcmd -P`, `zip -P`, `ldapsearch -w`). [`command_line`] joins the arguments, replaces every value
 //! that looks like a secret by `***` ([`redact`]), then bounds the length. It errs on the
 //! side of hiding: `-p 8080` loses its port too, because `-p` is also MySQL's password
 //! flag.
@@ -118,7 +120,7 @@ pub fn redact_in_place(cmd: &mut String) {
 /// nothing needed masking. Words are separated by spaces or tabs. Redacting the result
 /// again changes nothing.
 pub fn redact(line: &str) -> Cow<'_, str> {
-    let mut r = Redactor { line, edits: Vec::new(), pending: Pending::None, redis: false };
+    let mut r = Redactor { line, edits: Vec::new(), pending: Pending::None, program: Program::Other };
     let bytes = line.as_bytes();
     let mut start = 0;
     while start < bytes.len() {
@@ -247,8 +249,85 @@ struct Redactor<'a> {
     /// Byte ranges of `line` to replace by the mask, in any order, possibly overlapping.
     edits: Vec<(usize, usize)>,
     pending: Pending,
-    /// Inside a `redis-cli` command, where `-a` takes the password.
-    redis: bool,
+    /// The command the words belong to, when its one-letter flags differ from the rest.
+    program: Program,
+}
+
+/// Commands whose password flag is a letter that means something harmless elsewhere
+/// (`grep -P`, `cp -P`, `wc -w`), so it is masked only inside them, until a shell
+/// separator (`;`, `&&`, `|`) ends the command.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Program {
+    /// Any other: only the flags every command shares (`-p`, `-u`).
+    Other,
+    /// `redis-cli` and its forks: `-a PASSWORD`.
+    Redis,
+    /// `sqlcmd`, `zip`, `unzip`: `-P PASSWORD`.
+    CapitalP,
+    /// The OpenLDAP tools: `-w PASSWORD`.
+    Ldap,
+    /// `ldappasswd`: `-w`, and the old and new passwords `-a` and `-s`.
+    LdapPasswd,
+}
+
+impl Program {
+    /// The command a word names, by its file name. Every word that is not an option
+    /// comes here, so most are turned away by their last letter and their length before
+    /// any name is compared.
+    fn of(word: &str) -> Option<Program> {
+        const LAST: [bool; 256] = {
+            let mut last = [false; 256];
+            let names: [&[u8]; 15] = [
+                b"redis-cli",
+                b"valkey-cli",
+                b"keydb-cli",
+                b"sqlcmd",
+                b"zip",
+                b"unzip",
+                b"ldapsearch",
+                b"ldapmodify",
+                b"ldapadd",
+                b"ldapdelete",
+                b"ldapwhoami",
+                b"ldapcompare",
+                b"ldapmodrdn",
+                b"ldapexop",
+                b"ldappasswd",
+            ];
+            let mut i = 0;
+            while i < names.len() {
+                last[names[i][names[i].len() - 1] as usize] = true;
+                i += 1;
+            }
+            last
+        };
+        if !word.as_bytes().last().is_some_and(|b| LAST[usize::from(*b)]) {
+            return None;
+        }
+        let name = word.rfind('/').map_or(word, |slash| &word[slash + 1..]);
+        if !(3..=11).contains(&name.len()) {
+            return None;
+        }
+        Some(match name {
+            "redis-cli" | "valkey-cli" | "keydb-cli" => Program::Redis,
+            "sqlcmd" | "zip" | "unzip" => Program::CapitalP,
+            "ldapsearch" | "ldapmodify" | "ldapadd" | "ldapdelete" | "ldapwhoami" | "ldapcompare" | "ldapmodrdn"
+            | "ldapexop" => Program::Ldap,
+            "ldappasswd" => Program::LdapPasswd,
+            _ => return None,
+        })
+    }
+
+    /// Whether `-LETTER` takes a password in this command.
+    fn password_flag(self, letter: u8) -> bool {
+        match self {
+            Program::Other => false,
+            Program::Redis => letter == b'a',
+            Program::CapitalP => letter == b'P',
+            Program::Ldap => letter == b'w',
+            Program::LdapPasswd => matches!(letter, b'w' | b'a' | b's'),
+        }
+    }
 }
 
 impl Redactor<'_> {
@@ -262,12 +341,12 @@ impl Redactor<'_> {
     fn word(&mut self, w: &Word) {
         let edits_before = self.edits.len();
         self.rules(w);
-        // A shell separator ends the `redis-cli` command, unless it was masked away (then
-        // it is gone on a second pass too, and both passes must agree).
+        // A shell separator ends the command, unless it was masked away (then it is gone
+        // on a second pass too, and both passes must agree).
         let text = &self.line[w.start..w.end];
         let separator = matches!(text, "&&" | "||" | "|" | "&") || text.ends_with(';');
         if separator && !self.edits[edits_before..].iter().any(|e| e.1 == w.end) {
-            self.redis = false;
+            self.program = Program::Other;
         }
     }
 
@@ -304,6 +383,25 @@ impl Redactor<'_> {
         if w.semicolon {
             self.segments(text, w.start);
         }
+        // Headers: `X-Api-Key: VALUE`, `Authorization: Bearer TOKEN`, `Cookie:a=b`, also as
+        // an option's value (`--header=X-Api-Key: VALUE`).
+        if let Some(colon) = w.colon
+            && !w.url
+        {
+            let before = &text[..colon];
+            let name = &before[before.rfind(['=', '\'', '"']).map_or(0, |i| i + 1)..];
+            if is_header_name(name) && classify(name) == Kind::Secret {
+                let after = &text[colon + 1..];
+                if after.is_empty() {
+                    self.pending = Pending::Header;
+                } else if is_auth_scheme(after) {
+                    // `Authorization:Bearer TOKEN`: the scheme stays, the token goes.
+                    self.pending = Pending::Whole;
+                } else {
+                    self.mask(w.start + colon + 1, w.end);
+                }
+            }
+        }
         // Quotes left in by a shell script (`sh -c "curl -H 'X-Api-Key: ...'"`).
         let lead_len = text.len() - text.trim_start_matches(['\'', '"', '`']).len();
         let lead = &text[lead_len..];
@@ -311,11 +409,8 @@ impl Redactor<'_> {
         if lead.len() > 1 && lead.starts_with('-') {
             return self.option(lead, at, w.end);
         }
-        if lead.ends_with("-cli") {
-            let program = lead.rsplit('/').next().unwrap_or(lead);
-            if matches!(program, "redis-cli" | "valkey-cli" | "keydb-cli") {
-                self.redis = true;
-            }
+        if let Some(program) = Program::of(lead) {
+            self.program = program;
         }
         if lead.eq_ignore_ascii_case("bearer") || lead.eq_ignore_ascii_case("basic") {
             self.pending = Pending::Scheme;
@@ -328,20 +423,6 @@ impl Redactor<'_> {
             let name = &text[lead_len..eq];
             if is_name(name) && classify(name) == Kind::Secret {
                 self.mask(w.start + eq + 1, w.end);
-            }
-        }
-        // Headers: `X-Api-Key: VALUE`, `Authorization: Bearer TOKEN`, `Cookie:a=b`.
-        if let Some(colon) = w.colon
-            && !w.url
-        {
-            let before = &text[..colon];
-            let name = &before[before.rfind(['=', '\'', '"']).map_or(0, |i| i + 1)..];
-            if is_header_name(name) && classify(name) == Kind::Secret {
-                if colon + 1 == text.len() {
-                    self.pending = Pending::Header;
-                } else {
-                    self.mask(w.start + colon + 1, w.end);
-                }
             }
         }
     }
@@ -376,12 +457,23 @@ impl Redactor<'_> {
         {
             let name = &body[..eq];
             let value = at + dashes + eq + 1;
+            let rest = &body[eq + 1..];
             if classify(name) == Kind::Secret {
                 self.mask(value, end);
             } else if is_user_option(name, long)
-                && let Some(colon) = body[eq + 1..].find(':')
+                && let Some(colon) = rest.find(':')
             {
                 self.mask(value + colon + 1, end);
+            } else if let Some(inner_eq) = rest.find('=')
+                && is_name(&rest[..inner_eq])
+                && classify(&rest[..inner_eq]) == Kind::Secret
+            {
+                // A setting passed on as the option's value: `--from-literal=password=X`,
+                // `--env=DB_PASSWORD=X`, `--set=db.password=X` (up to a `;` or `&` that
+                // starts the next one).
+                let secret = &rest[inner_eq + 1..];
+                let len = secret.find([';', '&']).unwrap_or(secret.len());
+                self.mask(value + inner_eq + 1, value + inner_eq + 1 + len);
             }
             return;
         }
@@ -398,7 +490,7 @@ impl Redactor<'_> {
             match first {
                 b'p' => self.pending = Pending::Whole,
                 b'u' | b'U' => self.pending = Pending::AfterColon,
-                b'a' if self.redis => self.pending = Pending::Whole,
+                letter if self.program.password_flag(letter) => self.pending = Pending::Whole,
                 _ => {}
             }
             return;
@@ -410,7 +502,7 @@ impl Redactor<'_> {
                     // `-password X` is an option; `-pMyPassw0rd` is MySQL's `-p` with
                     // its value attached. Options are lowercase words; an attached
                     // password that looks like one is hidden as both.
-                    if first == b'p' && !is_lowercase_option(body) {
+                    if (first == b'p' || self.program.password_flag(first)) && !is_lowercase_option(body) {
                         self.mask(at + 2, end);
                     }
                     self.pending = Pending::Whole;
@@ -422,6 +514,7 @@ impl Redactor<'_> {
         }
         match first {
             b'p' if body.as_bytes()[1] != b'-' => self.mask(at + 2, end),
+            letter if self.program.password_flag(letter) => self.mask(at + 2, end),
             b'u' | b'U' => {
                 if let Some(colon) = body.find(':') {
                     self.mask(at + 1 + colon + 1, end);
@@ -907,6 +1000,40 @@ mod tests {
         ("curl -H 'PRIVATE-TOKEN: glpat-x' https://h", "curl -H 'PRIVATE-TOKEN: *** https://h"),
         // A secret option whose value is hidden hides its own next word too.
         ("app --token --password hunter2", "app --token *** ***"),
+        // Secrets in an option's value: `--opt=NAME=VALUE` and `--opt=Header: VALUE`.
+        (
+            "kubectl create secret generic x --from-literal=password=S3cret",
+            "kubectl create secret generic x --from-literal=password=***",
+        ),
+        ("docker run --env=DB_PASSWORD=S3cret -e DEBUG=1 app", "docker run --env=DB_PASSWORD=*** -e DEBUG=1 app"),
+        ("docker run --env DB_PASSWORD=S3cret app", "docker run --env DB_PASSWORD=*** app"),
+        ("app --set=image.tag=v1 --set=db.password=x", "app --set=image.tag=v1 --set=db.password=***"),
+        ("wget --header=X-Api-Key: abc123 https://h", "wget --header=X-Api-Key: *** https://h"),
+        ("wget --header=X-Api-Key:abc123 https://h", "wget --header=X-Api-Key:*** https://h"),
+        ("wget --header \"X-Api-Key: abc123\" https://h", "wget --header \"X-Api-Key: *** https://h"),
+        ("wget --header=Authorization: Bearer abc https://h", "wget --header=Authorization: Bearer *** https://h"),
+        // A scheme glued to the header name: the token after it is the secret.
+        ("curl -H Authorization:Bearer abc.def https://h", "curl -H Authorization:Bearer *** https://h"),
+        ("curl -H \"Authorization: Bearer abc.def\" https://h", "curl -H \"Authorization: Bearer *** https://h"),
+        ("curl -H Authorization:Basic YWRhOmh1bnRlcjI= https://h", "curl -H Authorization:Basic *** https://h"),
+        // Programs whose one-letter flag takes the password.
+        ("sqlcmd -S db -U sa -P S3cret -Q select", "sqlcmd -S db -U sa -P *** -Q select"),
+        ("/opt/mssql-tools18/bin/sqlcmd -PS3cret", "/opt/mssql-tools18/bin/sqlcmd -P***"),
+        ("zip -P S3cret backup.zip notes.txt", "zip -P *** backup.zip notes.txt"),
+        ("unzip -P S3cret backup.zip", "unzip -P *** backup.zip"),
+        ("ldapsearch -x -D cn=admin,dc=x -w S3cret -b dc=x", "ldapsearch -x -D cn=admin,dc=x -w *** -b dc=x"),
+        (
+            "ldapmodify -H ldap://h -D cn=admin -w S3cret -f x.ldif",
+            "ldapmodify -H ldap://h -D cn=admin -w *** -f x.ldif",
+        ),
+        // ... and only theirs: elsewhere those flags are harmless.
+        ("grep -P \\d+ log.txt", "grep -P \\d+ log.txt"),
+        ("cp -P link dst", "cp -P link dst"),
+        ("xargs -P 4 -n 1 gzip", "xargs -P 4 -n 1 gzip"),
+        ("wc -w notes.txt", "wc -w notes.txt"),
+        ("zip -r out.zip dir", "zip -r out.zip dir"),
+        ("sh -c zip -P pw a.zip f; grep -P x y", "sh -c zip -P *** a.zip f; grep -P x y"),
+        ("ldapsearch -x -W -b dc=x", "ldapsearch -x -W -b dc=x"),
     ];
 
     #[test]
@@ -972,6 +1099,16 @@ mod tests {
             "https://h/a?token=1;b",
             "-phttp://discord.com/api/webhooks/=",
             "-pa=b",
+            "zip",
+            "-P",
+            "-Px",
+            "ldappasswd",
+            "-w",
+            "--env=A_PASSWORD=x",
+            "--set=db.password=x;y",
+            "Authorization:Bearer",
+            "--header=X-Api-Key:",
+            "--header=X-Api-Key:v",
         ];
         for a in words {
             for b in words {

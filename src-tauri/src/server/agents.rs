@@ -60,9 +60,13 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 const OUTBOX: usize = 64;
 /// Garbage frames tolerated in one session before it is closed.
 const MAX_BAD_FRAMES: u32 = 100;
-/// Most agent sessions open at once, over all keys: each holds memory (its delta bases)
-/// and a socket.
+/// Most agent sessions open at once by default, over all keys: each holds memory (its
+/// delta bases) and a socket.
 pub const MAX_SESSIONS: usize = 10_000;
+/// Most agent sessions one API key may hold by default: a quarter of [`MAX_SESSIONS`],
+/// so that one leaked fleet key saying hello as thousands of hosts cannot take them all
+/// (or every connection the collector has).
+pub const MAX_SESSIONS_PER_KEY: usize = 2_500;
 /// How often a session checks that its key is still valid, so that a key revoked
 /// elsewhere (the CLI, another collector) ends its sessions within seconds. Revoking
 /// through this collector's API ends them at once.
@@ -89,6 +93,25 @@ struct Connection {
     allow_control: bool,
     outbox: mpsc::Sender<CollectorMessage>,
     kick: watch::Sender<Kick>,
+}
+
+/// Why a session was not registered: the close code, the error code and the message.
+struct Refused {
+    close: u16,
+    code: &'static str,
+    message: String,
+}
+
+impl Refused {
+    /// Another agent holds the host.
+    fn conflict(message: String) -> Refused {
+        Refused { close: 4009, code: "conflict", message }
+    }
+
+    /// A cap on sessions is reached (the agent tries again later).
+    fn full(message: String) -> Refused {
+        Refused { close: 4008, code: "too_many_sessions", message }
+    }
 }
 
 /// What a registered session listens to.
@@ -141,26 +164,42 @@ impl Agents {
         self.connections().len()
     }
 
-    /// Registers a session. At most one per host: a new one from the same key and
-    /// machine replaces the old (an agent that restarted before its old socket timed
-    /// out); one from another key or machine is refused.
+    /// Registers a session. At most one per host: a new one replaces the old only when it
+    /// proves to be the same agent, with the same key and the same machine fingerprint
+    /// (an agent that restarted before its old socket timed out). Any other is refused,
+    /// a session without a fingerprint included: nothing shows it is the same machine,
+    /// and taking the host over would give it the host's relayed actions. At most
+    /// `limits.0` sessions in all and `limits.1` for one key.
     fn register(
         &self,
         hostname: &str,
         key_id: i64,
         machine_id: Option<String>,
         allow_control: bool,
-    ) -> Result<Registered, String> {
+        (max_sessions, max_per_key): (usize, usize),
+    ) -> Result<Registered, Refused> {
         let mut connections = self.connections();
         if let Some(old) = connections.get(hostname) {
-            if old.key_id != key_id || old.machine_id != machine_id {
-                return Err(format!(
-                    "Host `{hostname}` already has a live session from another agent (another key or machine). Give this agent its own name with `--hostname NAME`."
-                ));
+            let same_agent = old.key_id == key_id && old.machine_id.is_some() && old.machine_id == machine_id;
+            if !same_agent {
+                return Err(Refused::conflict(format!(
+                    "Host `{hostname}` already has a live session, and this agent cannot show it is the same one \
+                     (another key, another machine fingerprint, or none). If this is that host's agent restarted, \
+                     it gets in once the old connection closes. If the host really moved to this machine, an admin \
+                     can reset it (`procyon host unbind {hostname}`); else give this agent its own name with \
+                     `--hostname NAME`."
+                )));
             }
             old.kick.send_replace(Some((4009, "replaced by a newer session of the same agent".into())));
-        } else if connections.len() >= MAX_SESSIONS {
-            return Err(format!("This collector holds its maximum of {MAX_SESSIONS} agent sessions; try another one."));
+        } else if connections.len() >= max_sessions {
+            return Err(Refused::full(format!(
+                "This collector holds its maximum of {max_sessions} agent sessions; try another one."
+            )));
+        } else if connections.values().filter(|c| c.key_id == key_id).count() >= max_per_key {
+            return Err(Refused::full(format!(
+                "This API key already has {max_per_key} agent sessions open, the most one key may; give more agents \
+                 a key of their own (`procyon apikey create`)."
+            )));
         }
         let session = self.next_session.fetch_add(1, Ordering::Relaxed) + 1;
         let (outbox, inbox) = mpsc::channel(OUTBOX);
@@ -168,6 +207,11 @@ impl Agents {
         connections
             .insert(hostname.to_owned(), Connection { session, key_id, machine_id, allow_control, outbox, kick });
         Ok(Registered { session, outbox: inbox, kicked })
+    }
+
+    /// Agent sessions `key_id` holds now.
+    pub fn sessions_of(&self, key_id: i64) -> usize {
+        self.connections().values().filter(|c| c.key_id == key_id).count()
     }
 
     /// Takes `session` out of the registry; `false` if a newer session of the host
@@ -351,11 +395,40 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
         return refuse(socket, 4002, "protocol_mismatch", message).await;
     }
     let hostname = host.hostname.clone();
-    if let Err(e) = binding::admit(&state, &key.key, &hostname, machine_id.as_deref()).await {
+    let refusal = |e: super::error::ApiError| {
         let (status, body) = e.parts();
         let (close, code) = if status.as_u16() == 403 { (4003, "forbidden") } else { (4000, "invalid") };
-        return refuse(socket, close, code, body.message).await;
+        (close, code, body.message)
+    };
+    let admission = match binding::check(&state, &key.key, &hostname, machine_id.as_deref()).await {
+        Ok(a) => a,
+        Err(e) => {
+            let (close, code, message) = refusal(e);
+            return refuse(socket, close, code, message).await;
+        }
+    };
+    // 2. Registered (the host's one live session), then bound: a binding is recorded
+    // only for a session that got the host. For a host bound without a fingerprint, the
+    // two happen while no fingerprint can be claimed for it elsewhere (see binding.rs).
+    let claims = if admission.machine_bound() { None } else { Some(state.bindings.claims.lock().await) };
+    let Registered { session, mut outbox, mut kicked } = match state.agents.register(
+        &hostname,
+        key.key.id,
+        machine_id,
+        allow_control,
+        (state.settings.max_agent_sessions, state.settings.max_sessions_per_key),
+    ) {
+        Ok(r) => r,
+        Err(refused) => return refuse(socket, refused.close, refused.code, refused.message).await,
+    };
+    // Unregistered however the session ends, a panic in a handler included: a leaked
+    // entry would show the host online for ever and hold a session slot.
+    let _registered = Unregister { state: state.clone(), hostname: hostname.clone(), session };
+    if let Err(e) = admission.commit(&state).await {
+        let (close, code, message) = refusal(e);
+        return refuse(socket, close, code, message).await;
     }
+    drop(claims);
     let last_seq = match state.store.next_seq(&hostname).await {
         Ok(next) => next.saturating_sub(1),
         Err(e) => {
@@ -364,16 +437,6 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
                 .await;
         }
     };
-
-    // 2. Registered: snapshots in, acks and actions out.
-    let Registered { session, mut outbox, mut kicked } =
-        match state.agents.register(&hostname, key.key.id, machine_id, allow_control) {
-            Ok(r) => r,
-            Err(message) => return refuse(socket, 4009, "conflict", message).await,
-        };
-    // Unregistered however the session ends, a panic in a handler included: a leaked
-    // entry would show the host online for ever and hold a session slot.
-    let _registered = Unregister { state: state.clone(), hostname: hostname.clone(), session };
     tracing::info!(%hostname, %agent_version, allow_control, last_seq, "agent connected");
     // The session speaks the agent's protocol; frames of either encoding are read.
     let welcome = CollectorMessage::Welcome { protocol, collector_version: env!("CARGO_PKG_VERSION").into(), last_seq };

@@ -480,7 +480,13 @@ impl Auth {
         match tokio::time::timeout(HASHING_WAIT, self.hashing.acquire()).await {
             Ok(Ok(permit)) => Ok(permit),
             Ok(Err(_)) => Err(ApiError::Unavailable("The collector is stopping.".into())),
-            Err(_) => Err(ApiError::Busy(HASHING_WAIT.as_secs())),
+            Err(_) => Err(ApiError::Busy {
+                retry_after_secs: HASHING_WAIT.as_secs(),
+                message: format!(
+                    "The collector is busy checking other passwords; try again in {} s.",
+                    HASHING_WAIT.as_secs()
+                ),
+            }),
         }
     }
 
@@ -593,16 +599,10 @@ pub fn client_address(parts: &Parts) -> ClientAddress {
     parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| throttling_key(c.0.ip()))
 }
 
-/// The address sign-ins are counted under: an IPv6 client holds a whole /64 (it can
-/// pick any address in it), so it is counted as one.
+/// The address sign-ins are counted under: the listener's [`super::listener::client_key`]
+/// (an IPv6 client holds a whole /64, so it is counted as one).
 fn throttling_key(ip: IpAddr) -> IpAddr {
-    match ip {
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => IpAddr::V4(v4),
-            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
-        },
-        v4 => v4,
-    }
+    super::listener::client_key(ip)
 }
 
 /// The signed-in person of a request the desktop app makes in-process. Requests from the

@@ -15,7 +15,17 @@
 //!   and the newcomer proves the same machine (same fingerprint) or holds a key made for
 //!   exactly this host name: that is how a host's key is rotated;
 //! - the collector's own host name is never accepted from an agent;
-//! - one key may bind at most [`MAX_HOSTS_PER_KEY`] hosts.
+//! - one key may bind at most [`MAX_HOSTS_PER_KEY`] hosts (by default; `Settings`).
+//!
+//! - a host bound without a fingerprint (by a seed-style upload, or an agent that has
+//!   none) takes the first fingerprint reported for it only while no agent session is
+//!   live for it; that is logged and audited. Nothing proves the newcomer is the same
+//!   machine, so it may never take over a live session (see `agents.rs`);
+//! - a new host whose name equals an existing one but for case is refused.
+//!
+//! Who may report is settled ([`check`]) before anything else about a report is said,
+//! and the binding is recorded ([`Admission::commit`]) only once the report passed
+//! everything: a sender learns nothing of a host it may not report as.
 //!
 //! Admins see a binding at `GET /api/hosts/{server_id}/binding` and reset it with
 //! `DELETE` on the same path (a machine that was really replaced).
@@ -27,10 +37,11 @@ use std::time::{Duration, Instant};
 use super::AppState;
 use super::error::ApiError;
 use super::upload;
-use crate::model::api::ApiKeySummary;
-use crate::store::HostBinding;
+use crate::model::api::{ApiKeySummary, AuditAction};
+use crate::store::{HostBinding, NewAuditEntry};
 
-/// Most hosts one API key may bind (a fleet key enrols many agents; not without end).
+/// Most hosts one API key may bind by default (a fleet key enrols many agents; not
+/// without end).
 pub const MAX_HOSTS_PER_KEY: i64 = 10_000;
 /// Longest machine fingerprint accepted (a hex SHA-256 is 64).
 const MAX_MACHINE_ID: usize = 128;
@@ -46,6 +57,10 @@ type Settled = (i64, Option<String>, Instant);
 #[derive(Default)]
 pub struct Bindings {
     settled: Mutex<HashMap<String, Settled>>,
+    /// Held while a fingerprint is claimed for a host bound without one (after seeing
+    /// that no agent session is live for it), and while a session registers for such a
+    /// host: the two never interleave, so a claim never slips in beside a live session.
+    pub claims: tokio::sync::Mutex<()>,
 }
 
 impl Bindings {
@@ -143,14 +158,115 @@ fn judge(binding: Option<&HostBinding>, key: &ApiKeySummary, hostname: &str, mac
     ))
 }
 
-/// Admits `key` (from the machine `machine_id`, when known) to report as `hostname`,
-/// binding the host on first sight; 403 naming the conflict otherwise.
-pub async fn admit(
+/// A report's standing, judged before anything is stored: who may report as the host
+/// is settled first ([`check`]), then the report's other checks run (its sequence
+/// number, say), and only then is the binding recorded ([`Admission::commit`]). So a
+/// sender learns nothing of a host it may not report as, and a refused report binds
+/// nothing.
+#[derive(Debug)]
+pub struct Admission {
+    key: ApiKeySummary,
+    hostname: String,
+    machine_id: Option<String>,
+    /// The binding as judged (`None`: a new host).
+    binding: Option<HostBinding>,
+    /// Already known to be bound so (nothing read, nothing to write).
+    settled: bool,
+    claim: bool,
+}
+
+impl Admission {
+    /// Whether committing this gives a host that is bound without a machine fingerprint
+    /// the fingerprint this report carries. Nothing proves that the reporter is the
+    /// machine that reported before, so that is allowed only while no agent session is
+    /// live for the host (the callers see to it), and it is logged and audited.
+    pub fn claims_fingerprint(&self) -> bool {
+        self.claim && self.machine_id.is_some() && self.binding.as_ref().is_some_and(|b| b.machine_id.is_none())
+    }
+
+    /// Whether the host is known to be bound to a machine fingerprint (then only that
+    /// machine gets past [`check`]; otherwise registering a session and committing
+    /// must not interleave with a fingerprint claim: see `Bindings::claims`).
+    pub fn machine_bound(&self) -> bool {
+        if self.settled {
+            return self.machine_id.is_some();
+        }
+        self.binding.as_ref().is_some_and(|b| b.machine_id.is_some())
+    }
+
+    /// Records the binding (a new host, a fingerprint, a rotated key), or confirms it.
+    /// A binding changed by someone else since [`check`] is judged again once.
+    pub async fn commit(self, state: &AppState) -> Result<(), ApiError> {
+        let mut admission = self;
+        for _ in 0..2 {
+            if admission.settled {
+                return Ok(());
+            }
+            let claimed = !admission.claim
+                || state
+                    .store
+                    .claim_host(
+                        &admission.hostname,
+                        admission.key.id,
+                        admission.machine_id.as_deref(),
+                        admission.binding.as_ref(),
+                    )
+                    .await?;
+            if claimed {
+                if admission.claims_fingerprint() {
+                    audit_fingerprint_claim(state, &admission).await;
+                }
+                let machine = admission.machine_id.clone().or_else(|| admission.binding.and_then(|b| b.machine_id));
+                state.bindings.settle(&admission.hostname, admission.key.id, machine);
+                return Ok(());
+            }
+            admission = check(state, &admission.key, &admission.hostname, admission.machine_id.as_deref()).await?;
+        }
+        Err(ApiError::Conflict {
+            code: "binding_race",
+            message: format!("Host `{}` was bound by another agent at the same moment; try again.", admission.hostname),
+        })
+    }
+}
+
+/// Logs and audits a fingerprint given to a host that was bound without one.
+async fn audit_fingerprint_claim(state: &AppState, admission: &Admission) {
+    let fingerprint = short(admission.machine_id.as_deref().unwrap_or_default());
+    tracing::warn!(
+        hostname = %admission.hostname,
+        key = %admission.key.name,
+        %fingerprint,
+        "a host bound without a machine fingerprint is now bound to the fingerprint of the agent that reported it"
+    );
+    let entry = NewAuditEntry {
+        // Not a user: `:` is never in a user name.
+        actor: format!("apikey:{}", admission.key.name),
+        hostname: admission.hostname.clone(),
+        pid: None,
+        process_name: None,
+        action: AuditAction::BindMachine,
+        tree: false,
+        result: "success".into(),
+        message: format!(
+            "Host {} (bound without a machine fingerprint) bound to fingerprint {fingerprint}… reported with key {}; \
+             if that is not the host's machine, reset it: procyon host unbind {}",
+            admission.hostname, admission.key.name, admission.hostname
+        ),
+    };
+    if let Err(e) = state.store.audit(entry).await {
+        tracing::error!("cannot write the audit log: {e}");
+    }
+}
+
+/// Judges whether `key` (from the machine `machine_id`, when known) may report as
+/// `hostname`; 403 naming the conflict, or 422 for a name or fingerprint that cannot be
+/// one. Nothing is written: [`Admission::commit`] does that.
+pub async fn check(
     state: &AppState,
     key: &ApiKeySummary,
     hostname: &str,
     machine_id: Option<&str>,
-) -> Result<(), ApiError> {
+) -> Result<Admission, ApiError> {
     upload::validate_hostname(hostname)?;
     if let Some(m) = machine_id {
         validate_machine_id(m)?;
@@ -168,41 +284,72 @@ pub async fn admit(
              Give the agent another name with `--hostname NAME`."
         )));
     }
+    let admission = |binding: Option<HostBinding>, settled: bool, claim: bool| Admission {
+        key: key.clone(),
+        hostname: hostname.to_owned(),
+        machine_id: machine_id.map(str::to_owned),
+        binding,
+        settled,
+        claim,
+    };
     if state.bindings.settled(hostname, key.id, machine_id) {
-        return Ok(());
+        return Ok(admission(None, true, false));
     }
-    // Twice at most: a claim lost to a concurrent one is judged again against the winner.
-    for _ in 0..2 {
-        let binding = state.store.host_binding(hostname).await?;
-        let claimed = match judge(binding.as_ref(), key, hostname, machine_id) {
-            Verdict::Refuse(message) => {
-                tracing::warn!(%hostname, key = %key.name, "host binding refused a report");
-                return Err(ApiError::Forbidden(message));
+    let binding = state.store.host_binding(hostname).await?;
+    match judge(binding.as_ref(), key, hostname, machine_id) {
+        Verdict::Refuse(message) => {
+            tracing::warn!(%hostname, key = %key.name, "host binding refused a report");
+            Err(ApiError::Forbidden(message))
+        }
+        Verdict::Keep => Ok(admission(binding, false, false)),
+        Verdict::Claim => {
+            if binding.is_none()
+                && let Some(existing) = state.store.host_named_alike(hostname).await?
+                && existing != hostname
+            {
+                return Err(ApiError::invalid(
+                    "hostname",
+                    format!(
+                        "`{hostname}` differs from the existing host `{existing}` only in case, and host names are \
+                         compared ignoring case (as the DNS does): report as `{existing}`, or give this machine a \
+                         name of its own with `--hostname NAME`."
+                    ),
+                ));
             }
-            Verdict::Keep => true,
-            Verdict::Claim => {
-                if binding.as_ref().is_none_or(|b| b.key_id != key.id)
-                    && state.store.hosts_bound_to(key.id).await? >= MAX_HOSTS_PER_KEY
-                {
-                    return Err(ApiError::Forbidden(format!(
-                        "The API key `{}` already reports for {MAX_HOSTS_PER_KEY} hosts, the most one key may; make \
-                         another key for more.",
-                        key.name
-                    )));
-                }
-                state.store.claim_host(hostname, key.id, machine_id, binding.as_ref()).await?
+            if binding.as_ref().is_none_or(|b| b.key_id != key.id)
+                && state.store.hosts_bound_to(key.id).await? >= state.settings.max_hosts_per_key
+            {
+                return Err(ApiError::Forbidden(format!(
+                    "The API key `{}` already reports for {} hosts, the most one key may; make another key for \
+                     more.",
+                    key.name, state.settings.max_hosts_per_key
+                )));
             }
-        };
-        if claimed {
-            let machine = machine_id.map(str::to_owned).or_else(|| binding.and_then(|b| b.machine_id));
-            state.bindings.settle(hostname, key.id, machine);
-            return Ok(());
+            Ok(admission(binding, false, true))
         }
     }
-    Err(ApiError::Conflict {
-        code: "binding_race",
-        message: format!("Host `{hostname}` was bound by another agent at the same moment; try again."),
-    })
+}
+
+/// [`check`] and [`Admission::commit`] at once, for callers with nothing to check in
+/// between.
+pub async fn admit(
+    state: &AppState,
+    key: &ApiKeySummary,
+    hostname: &str,
+    machine_id: Option<&str>,
+) -> Result<(), ApiError> {
+    check(state, key, hostname, machine_id).await?.commit(state).await
+}
+
+/// The refusal of a report that would give a host bound without a fingerprint one while
+/// an agent session for it is live: nothing shows which of the two is the host's machine.
+pub fn live_session_refusal(hostname: &str) -> ApiError {
+    ApiError::Forbidden(format!(
+        "Host `{hostname}` is bound without a machine fingerprint and an agent is connected for it now, so this \
+         report cannot claim it for its own machine. If the host really moved to this machine, an admin can reset \
+         it (`procyon host unbind {hostname}`, or DELETE /api/hosts/{hostname}/binding); else give this agent its own \
+         name with `--hostname NAME`."
+    ))
 }
 
 #[cfg(test)]

@@ -44,8 +44,22 @@ pub enum ApiError {
     TooManyRequests(u64),
     /// 503: the service needed is not available (an agent offline, say).
     Unavailable(String),
-    /// 503: every slot for large reads stayed taken; retry after this many seconds.
-    Busy(u64),
+    /// 503: every slot for some heavy work (large reads, uploads, password hashing)
+    /// stayed taken; retry after `retry_after_secs`.
+    Busy {
+        /// When trying again is likely to succeed.
+        retry_after_secs: u64,
+        /// What is busy, in words.
+        message: String,
+    },
+    /// 429: the caller holds as much of something as one client or principal may
+    /// (connections, live streams, agent sessions, upload bytes).
+    OverLimit {
+        /// When trying again may succeed.
+        retry_after_secs: u64,
+        /// Which limit, and what to do.
+        message: String,
+    },
     /// 504: a relayed action got no answer in time.
     Timeout(String),
     /// 500: our fault. The cause is logged, not shown.
@@ -77,14 +91,8 @@ impl ApiError {
                 body("too_many_requests", &format!("Too many failed attempts; try again in {secs} s."), None),
             ),
             Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, body("unavailable", m, None)),
-            Self::Busy(secs) => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                body(
-                    "busy",
-                    &format!("The collector is busy with other large reads (exports, history); try again in {secs} s."),
-                    None,
-                ),
-            ),
+            Self::Busy { message, .. } => (StatusCode::SERVICE_UNAVAILABLE, body("busy", message, None)),
+            Self::OverLimit { message, .. } => (StatusCode::TOO_MANY_REQUESTS, body("limit", message, None)),
             Self::Timeout(m) => (StatusCode::GATEWAY_TIMEOUT, body("timeout", m, None)),
             Self::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
@@ -120,7 +128,9 @@ impl IntoResponse for ApiError {
         }
         let (status, body) = self.parts();
         let mut response = (status, Json(body)).into_response();
-        if let Self::TooManyRequests(secs) | Self::Busy(secs) = self
+        if let Self::TooManyRequests(secs)
+        | Self::Busy { retry_after_secs: secs, .. }
+        | Self::OverLimit { retry_after_secs: secs, .. } = self
             && let Ok(value) = secs.to_string().parse()
         {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
@@ -137,7 +147,12 @@ impl From<StoreError> for ApiError {
             }
             StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found.")),
             e @ StoreError::LastAdmin(_) => ApiError::Conflict { code: "last_admin", message: format!("{e}.") },
-            StoreError::Busy { retry_after_secs } => ApiError::Busy(retry_after_secs),
+            StoreError::Busy { retry_after_secs } => ApiError::Busy {
+                retry_after_secs,
+                message: format!(
+                    "The collector is busy with other large reads (exports, history); try again in {retry_after_secs} s."
+                ),
+            },
             other => ApiError::Internal(other.to_string()),
         }
     }

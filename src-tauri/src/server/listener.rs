@@ -11,17 +11,25 @@
 //! - a request's whole body must arrive within [`Limits::body_timeout`] of its headers;
 //! - at most [`Limits::max_connections`] connections are open at once (upgraded
 //!   WebSockets included, since each holds a socket); past that, new ones wait in the
-//!   kernel's backlog until one closes.
+//!   kernel's backlog until one closes;
+//! - one client address (an IPv6 client: its /64) holds at most
+//!   [`Limits::max_per_address`] of them; one more is answered `429` at once and closed,
+//!   so that no single client can take every slot;
+//! - [`Limits::reserve`] more connections are kept for clients that hold few (fewer than
+//!   [`Limits::light_client`]): when every ordinary slot is taken, someone signing in (an
+//!   admin come to revoke a key, say) still gets in, while a client that already holds
+//!   many is answered `503` at once.
 //!
 //! Upgraded WebSockets leave hyper once upgraded, so none of the timeouts apply to them.
 //! The certificate is reloaded when its files change (polled) or on SIGHUP; a bad new
 //! file keeps the old certificate and says why in the log.
 
+use std::collections::HashMap;
 use std::io;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -50,8 +58,17 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// A request's whole body, from its headers on.
     pub body_timeout: Duration,
-    /// Connections open at once; more wait until one closes.
+    /// Connections open at once; more wait until one closes (but see `reserve`).
     pub max_connections: usize,
+    /// Connections one client address (an IPv6 client: its /64) may hold at once; one
+    /// more is refused with 429.
+    pub max_per_address: usize,
+    /// Connections beyond `max_connections` for clients that hold fewer than
+    /// `light_client`, taken only when every ordinary slot is.
+    pub reserve: usize,
+    /// A client holding fewer connections than this may use the reserve (a browser opens
+    /// up to six to one server).
+    pub light_client: usize,
 }
 
 impl Default for Limits {
@@ -60,6 +77,9 @@ impl Default for Limits {
             header_read_timeout: Duration::from_secs(10),
             body_timeout: Duration::from_secs(30),
             max_connections: 4096,
+            max_per_address: 512,
+            reserve: 64,
+            light_client: 8,
         }
     }
 }
@@ -235,6 +255,65 @@ pub fn raise_fd_limit(max_connections: usize) {
     let _ = max_connections;
 }
 
+/// Open connections per client address (see [`client_key`]), each entry removed when
+/// its last connection closes.
+#[derive(Clone, Default)]
+struct Addresses(Arc<Mutex<HashMap<IpAddr, usize>>>);
+
+impl Addresses {
+    fn held(&self, client: IpAddr) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(&client).copied().unwrap_or(0)
+    }
+
+    fn open(&self, client: IpAddr) -> AddressSlot {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()).entry(client).or_insert(0) += 1;
+        AddressSlot { addresses: self.clone(), client }
+    }
+}
+
+/// One connection counted against its client's address, for as long as it is open.
+struct AddressSlot {
+    addresses: Addresses,
+    client: IpAddr,
+}
+
+impl Drop for AddressSlot {
+    fn drop(&mut self) {
+        let mut map = self.addresses.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = map.get_mut(&self.client) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                map.remove(&self.client);
+            }
+        }
+    }
+}
+
+/// The address a client is counted under: an IPv6 client holds a whole /64 (it can pick
+/// any address in it), and an IPv4 client over IPv6 is its IPv4 address.
+pub fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => IpAddr::V6(std::net::Ipv6Addr::from(u128::from(v6) & !((1u128 << 64) - 1))),
+        },
+        v4 => v4,
+    }
+}
+
+/// A connection slot: an ordinary one, or one of the reserve.
+enum Slot {
+    Ordinary(OwnedSemaphorePermit),
+    Reserve(OwnedSemaphorePermit),
+}
+
+/// Refusals answered at once; past this many in progress, a refused connection is just
+/// closed (a flood must not make work of its own).
+const REFUSALS_AT_ONCE: usize = 64;
+
+/// How long answering a refused connection may take, TLS handshake included.
+const REFUSAL_TIME: Duration = Duration::from_secs(3);
+
 /// Serves `router` on `listener` until `stop` completes, then lets open requests finish.
 pub async fn run(
     router: Router,
@@ -247,30 +326,80 @@ pub async fn run(
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_read_timeout).keep_alive(true);
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let reserve = Arc::new(Semaphore::new(limits.reserve));
+    let refusals = Arc::new(Semaphore::new(REFUSALS_AT_ONCE));
+    let addresses = Addresses::default();
     let (closing, closed) = watch::channel(false);
     let mut connections = tokio::task::JoinSet::new();
-    let mut permit: Option<OwnedSemaphorePermit> = None;
+    let mut slot: Option<Slot> = None;
     let mut full_warned: Option<Instant> = None;
+    let mut address_warned: Option<Instant> = None;
+    let warn_again = |t: Option<Instant>| t.is_none_or(|t| t.elapsed() > Duration::from_secs(60));
     tokio::pin!(stop);
     loop {
         tokio::select! {
+            biased;
             () = &mut stop => break,
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
-            acquired = permits.clone().acquire_owned(), if permit.is_none() => {
-                permit = Some(acquired.context("the connection limit is gone")?);
-                if permits.available_permits() == 0 && full_warned.is_none_or(|t| t.elapsed() > Duration::from_secs(60)) {
+            acquired = permits.clone().acquire_owned(), if slot.is_none() => {
+                slot = Some(Slot::Ordinary(acquired.context("the connection limit is gone")?));
+            }
+            // Only once every ordinary slot is taken (`biased`: ordinary ones come first).
+            acquired = reserve.clone().acquire_owned(), if slot.is_none() && permits.available_permits() == 0 => {
+                slot = Some(Slot::Reserve(acquired.context("the connection reserve is gone")?));
+                if warn_again(full_warned) {
                     tracing::warn!(
                         max_connections = limits.max_connections,
-                        "every connection slot is in use; new connections wait until one closes (--max-connections)"
+                        "every connection slot is in use; clients holding few connections get the reserve, others \
+                         are refused or wait until one closes (--max-connections)"
                     );
                     full_warned = Some(Instant::now());
                 }
             }
-            accepted = listener.accept(), if permit.is_some() => match accepted {
+            accepted = listener.accept(), if slot.is_some() => match accepted {
                 Ok((stream, remote)) => {
-                    let Some(permit) = permit.take() else { continue };
+                    let Some(mut taken) = slot.take() else { continue };
+                    // A reserve slot taken while the collector was full, and an ordinary
+                    // one free again by now: the client gets the ordinary one.
+                    if matches!(taken, Slot::Reserve(_))
+                        && let Ok(ordinary) = permits.clone().try_acquire_owned()
+                    {
+                        taken = Slot::Ordinary(ordinary);
+                    }
                     let _ = stream.set_nodelay(true);
-                    let io = Counted { stream, _permit: permit };
+                    let client = client_key(remote.ip());
+                    let held = addresses.held(client);
+                    let refusal = if held >= limits.max_per_address {
+                        if warn_again(address_warned) {
+                            tracing::warn!(
+                                client = %client,
+                                max_per_address = limits.max_per_address,
+                                "a client reached its share of connections and was refused one more \
+                                 (--max-connections-per-address; behind a reverse proxy every client has its address)"
+                            );
+                            address_warned = Some(Instant::now());
+                        }
+                        Some(Refusal::PerAddress(limits.max_per_address))
+                    } else if matches!(taken, Slot::Reserve(_)) && held >= limits.light_client {
+                        Some(Refusal::Full)
+                    } else {
+                        None
+                    };
+                    if let Some(refusal) = refusal {
+                        drop(taken);
+                        if let Ok(turn) = refusals.clone().try_acquire_owned() {
+                            let tls = tls.clone();
+                            connections.spawn(async move {
+                                let _turn = turn;
+                                let _ = tokio::time::timeout(REFUSAL_TIME, refusal.answer(stream, tls)).await;
+                            });
+                        }
+                        continue;
+                    }
+                    let permit = match taken {
+                        Slot::Ordinary(p) | Slot::Reserve(p) => p,
+                    };
+                    let io = Counted { stream, _permit: permit, _address: addresses.open(client) };
                     let connection = Connection {
                         router: router.clone(),
                         http: http.clone(),
@@ -308,6 +437,66 @@ pub async fn run(
     closing.send_replace(true);
     while connections.join_next().await.is_some() {}
     Ok(())
+}
+
+/// Why a connection is refused at once.
+#[derive(Clone, Copy)]
+enum Refusal {
+    /// Its address holds its share already.
+    PerAddress(usize),
+    /// Every slot is taken, and this client holds many already.
+    Full,
+}
+
+impl Refusal {
+    /// The answer to every request on the refused connection: 429 or 503 with
+    /// `Retry-After` and the error shape of every other answer, then the connection
+    /// closes. Over TLS the handshake comes first, so that the client can read it.
+    async fn answer(self, stream: TcpStream, tls: Option<Tls>) {
+        match tls {
+            None => self.serve(stream).await,
+            Some(tls) => {
+                if let Ok(stream) = tls.acceptor.accept(stream).await {
+                    self.serve(stream).await;
+                }
+            }
+        }
+    }
+
+    async fn serve<I>(self, io: I)
+    where
+        I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let (status, code, message) = match self {
+            Refusal::PerAddress(max) => (
+                hyper::StatusCode::TOO_MANY_REQUESTS,
+                "too_many_connections",
+                format!(
+                    "Your address already holds {max} connections to this collector, the most one client may; close \
+                     some (or, for a reverse proxy or a NAT in front of many agents, raise \
+                     --max-connections-per-address)."
+                ),
+            ),
+            Refusal::Full => (
+                hyper::StatusCode::SERVICE_UNAVAILABLE,
+                "busy",
+                "This collector holds as many connections as it may (--max-connections); try again shortly.".into(),
+            ),
+        };
+        let body = serde_json::json!({ "error": code, "message": message }).to_string();
+        let service = hyper::service::service_fn(move |_request: hyper::Request<Incoming>| {
+            let response = hyper::Response::builder()
+                .status(status)
+                .header(hyper::header::CONTENT_TYPE, "application/json")
+                .header(hyper::header::RETRY_AFTER, "5")
+                .header(hyper::header::CONNECTION, "close")
+                .body(axum::body::Body::from(body.clone()));
+            async move { response }
+        });
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(TokioTimer::new()).header_read_timeout(REFUSAL_TIME).keep_alive(false);
+        let _ = http.serve_connection(TokioIo::new(io), service).await;
+    }
 }
 
 /// What one connection's task needs.
@@ -351,11 +540,12 @@ impl Connection {
     }
 }
 
-/// A TCP stream that holds one connection slot for as long as it is open, through an
-/// upgrade to a WebSocket too.
+/// A TCP stream that holds one connection slot, and counts against its client's
+/// address, for as long as it is open, through an upgrade to a WebSocket too.
 struct Counted {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
+    _address: AddressSlot,
 }
 
 impl AsyncRead for Counted {

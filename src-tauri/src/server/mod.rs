@@ -66,6 +66,15 @@ pub struct Settings {
     pub token_ttl: Duration,
     /// How much of each command line the local sampler reports.
     pub cmdline: CmdlineMode,
+    /// Live streams (dashboards' WebSockets) one user may hold open at once.
+    pub max_streams_per_user: usize,
+    /// Agent sessions one API key may hold at once: well below `max_agent_sessions`, so
+    /// that one leaked fleet key cannot take every session.
+    pub max_sessions_per_key: usize,
+    /// Agent sessions at once, over all keys.
+    pub max_agent_sessions: usize,
+    /// Hosts one API key may bind.
+    pub max_hosts_per_key: i64,
 }
 
 impl Default for Settings {
@@ -76,6 +85,10 @@ impl Default for Settings {
             retention: Retention::default(),
             token_ttl: Duration::from_secs(3600),
             cmdline: CmdlineMode::Full,
+            max_streams_per_user: ws::MAX_STREAMS_PER_USER,
+            max_sessions_per_key: agents::MAX_SESSIONS_PER_KEY,
+            max_agent_sessions: agents::MAX_SESSIONS,
+            max_hosts_per_key: binding::MAX_HOSTS_PER_KEY,
         }
     }
 }
@@ -95,6 +108,10 @@ pub struct AppState {
     pub agents: Arc<agents::Agents>,
     /// Which key and machine each host belongs to, as far as already settled.
     pub bindings: Arc<binding::Bindings>,
+    /// The room REST uploads share (bytes in memory, parsing slots).
+    pub uploads: Arc<upload::UploadGate>,
+    /// Live streams open, per user.
+    pub streams: Arc<ws::StreamCounts>,
     key_touches: Arc<Mutex<std::collections::HashMap<i64, Instant>>>,
     refusals: Arc<Mutex<std::collections::HashMap<String, Instant>>>,
     shutdown: Arc<tokio::sync::watch::Sender<bool>>,
@@ -110,6 +127,8 @@ impl AppState {
             settings: Arc::new(settings),
             agents: Arc::default(),
             bindings: Arc::default(),
+            uploads: Arc::default(),
+            streams: Arc::default(),
             key_touches: Arc::default(),
             refusals: Arc::default(),
             shutdown: Arc::new(tokio::sync::watch::channel(false).0),
@@ -229,8 +248,8 @@ impl AppState {
         if snapshot.seq as i64 > limit {
             return Err(ApiError::invalid(
                 "seq",
-                // No numbers of the host's history: this is said before the sender is
-                // known to own the host.
+                // No numbers of the host's history in the answer all the same (uploads
+                // are admitted before this check, but other callers may not be).
                 format!(
                     "seq {} runs too far ahead of this host's history (more than the time since it last reported \
                      allows). An agent that lost its state continues from the collector's number; seed-style \

@@ -22,7 +22,7 @@ use super::{AppState, upload, views};
 use crate::control::{self, Target};
 use crate::model::api::{ApiKeySummary, AuditAction, AuditEntry, HostSummary, Role, SnapshotSummary, UserSummary};
 use crate::model::{ActionErrorCode, ProcessAction, Snapshot};
-use crate::store::{NewAuditEntry, Page, StoredSnapshot};
+use crate::store::{NewAuditEntry, Newest, Page, StoreError, StoredSnapshot};
 
 /// JSON body with errors in our shape.
 #[derive(FromRequest)]
@@ -170,14 +170,32 @@ async fn upload_snapshot(
     if declared.is_some_and(|len| len > upload::MAX_BODY_BYTES as u64) {
         return Err(too_large());
     }
-    let body = axum::body::to_bytes(body, upload::MAX_BODY_BYTES).await.map_err(|_| too_large())?;
-    let snapshot = upload::parse(&body)?;
+    // Room for the body before it is read (a body of unknown length may be the largest),
+    // held until the snapshot is stored.
+    let limit = declared.map_or(upload::MAX_BODY_BYTES, |len| len as usize);
+    let _room = state.uploads.room(agent.key.id, limit).await?;
+    let body = axum::body::to_bytes(body, limit).await.map_err(|_| too_large())?;
+    // Parsed, checked and masked on a blocking thread.
+    let snapshot = state.uploads.parse(body).await?;
+    // Whether this key may report as the host comes first: a sender that may not learns
+    // nothing of the host's history (its sequence numbers) from the answer.
+    let hostname = snapshot.host.hostname.as_str();
+    let machine_id = headers.get(MACHINE_ID_HEADER).map(|v| v.to_str().unwrap_or("?"));
+    let admission = super::binding::check(&state, &agent.key, hostname, machine_id).await?;
     // Checked before the host is bound, so that a refused upload binds nothing.
     state.check_sequence(&snapshot, chrono::Utc::now()).await?;
-    let machine_id = headers.get(MACHINE_ID_HEADER).map(|v| v.to_str().unwrap_or("?"));
-    super::binding::admit(&state, &agent.key, &snapshot.host.hostname, machine_id).await?;
+    if admission.claims_fingerprint() {
+        // Only while no agent session is live for the host, and never in between.
+        let _claims = state.bindings.claims.lock().await;
+        if state.agents.is_connected(hostname) {
+            return Err(super::binding::live_session_refusal(hostname));
+        }
+        admission.commit(&state).await?;
+    } else {
+        admission.commit(&state).await?;
+    }
     let taken_at = snapshot.taken_at;
-    let inserted = state.ingest(snapshot).await?;
+    let inserted = state.ingest_redacted(std::sync::Arc::new(snapshot)).await?;
     // The time stored: a short upload without `snapshot_time` is stamped on arrival.
     let body = json!({
         "message": "Snapshot uploaded successfully.",
@@ -203,24 +221,174 @@ struct HostQuery {
     hostname: Option<String>,
     #[serde(default)]
     tree: bool,
+    /// Without `hostname`: hosts from this name on (by name), to go on after a list cut
+    /// short at its byte budget.
+    from_hostname: Option<String>,
+    /// Without `hostname`: a smaller byte budget than [`EXPORT_BUDGET_BYTES`].
+    max_bytes: Option<u64>,
 }
 
+/// Header stating the byte budget of the newest snapshots of every host.
+const LIST_BUDGET_HEADER: &str = "x-budget-bytes";
+
+/// The newest snapshot of one host, or of every host.
+///
+/// Every host's is a stream (a key may bind 10,000 hosts, each snapshot megabytes):
+/// hosts by name, each snapshot read and encoded off the async workers when its turn
+/// comes (or taken as encoded from the live view), within a byte budget like the JSON
+/// export's: past it, the array ends with `{"truncated": true, "reason", "message",
+/// "exported", "next_hostname"}`, and asking again with `from_hostname=<next_hostname>`
+/// gets the rest.
 async fn latest(
     State(state): State<AppState>,
     _user: CurrentUser,
     ApiQuery(q): ApiQuery<HostQuery>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Response, ApiError> {
+    let tree = q.tree;
     if let Some(hostname) = q.hostname {
         let host = state.resolve_host(&hostname).await?;
-        let stored = state
+        let encoded = state
             .store
-            .latest(host.id)
+            .latest_with(host.id, move |s| serde_json::to_vec(&views::stored(s.id, &s.snapshot, tree)))
             .await?
             .ok_or_else(|| ApiError::NotFound(format!("Host `{hostname}` has no stored snapshot.")))?;
-        return Ok(Json(views::stored(stored.id, &stored.snapshot, q.tree)));
+        return Ok(json_bytes(encoded.map_err(|e| ApiError::Internal(format!("encoding a snapshot: {e}")))?));
     }
-    let all = state.store.latest_per_host().await?;
-    Ok(Json(Value::Array(all.iter().map(|s| views::stored(s.id, &s.snapshot, q.tree)).collect())))
+    let budget = q.max_bytes.unwrap_or(EXPORT_BUDGET_BYTES).clamp(MIN_EXPORT_BUDGET_BYTES, EXPORT_BUDGET_BYTES);
+    let from = q.from_hostname;
+    let mut hosts: std::collections::VecDeque<Newest> = state
+        .store
+        .newest_per_host()
+        .await?
+        .into_iter()
+        .filter(|n| from.as_deref().is_none_or(|f| n.hostname.as_str() >= f))
+        .collect();
+    // The first is read before the answer starts, so that a busy store is a 503 the
+    // client can retry, not a list cut short.
+    let mut first = None;
+    while first.is_none()
+        && let Some(newest) = hosts.pop_front()
+    {
+        first = newest_encoded(&state, &newest, tree).await?.map(|json| (newest.hostname, json));
+    }
+    let body = match first {
+        None => Body::from("[]"),
+        first => Body::from_stream(newest_list(state, hosts, first, budget, tree)),
+    };
+    let mut response = json_bytes(Vec::new());
+    *response.body_mut() = body;
+    response.headers_mut().insert(LIST_BUDGET_HEADER, HeaderValue::from(budget));
+    Ok(response)
+}
+
+/// The JSON of a host's newest snapshot in the stored-snapshot shape: from the live view
+/// when it holds that snapshot (encoded once for every reader), else read from the store
+/// and encoded on the thread that decoded it. `None` when it is gone, or cannot be read
+/// (logged: one broken snapshot must not hide every other host).
+async fn newest_encoded(state: &AppState, newest: &Newest, tree: bool) -> Result<Option<Vec<u8>>, StoreError> {
+    if !tree
+        && let Some(p) = state.hub.latest(&newest.hostname)
+        && p.snapshot_id >= newest.snapshot_id
+    {
+        return Ok(Some(
+            super::ws::stream_message(&mut None, p.snapshot_id, &p.snapshot, Some(&p.encoded)).as_bytes().to_vec(),
+        ));
+    }
+    let encoded = state
+        .store
+        .snapshot_with(newest.snapshot_id, move |s| serde_json::to_vec(&views::stored(s.id, &s.snapshot, tree)))
+        .await;
+    match encoded {
+        Ok(Some(Ok(json))) => Ok(Some(json)),
+        Ok(None) => Ok(None),
+        Ok(Some(Err(e))) => {
+            tracing::error!(host = %newest.hostname, "cannot encode the newest snapshot: {e}");
+            Ok(None)
+        }
+        Err(e @ (StoreError::Busy { .. } | StoreError::Closed)) => Err(e),
+        Err(e) => {
+            tracing::warn!(host = %newest.hostname, "skipping the newest snapshot of a host: {e}");
+            Ok(None)
+        }
+    }
+}
+
+/// Where a list of newest snapshots is.
+struct NewestList {
+    state: AppState,
+    hosts: std::collections::VecDeque<Newest>,
+    /// A snapshot read but not sent yet (the first, read before the answer started).
+    pending: Option<(String, Vec<u8>)>,
+    tree: bool,
+    budget: u64,
+    sent_bytes: u64,
+    exported: u64,
+    done: bool,
+}
+
+/// The body of [`latest`] for every host: one snapshot at a time, within `budget`.
+fn newest_list(
+    state: AppState,
+    hosts: std::collections::VecDeque<Newest>,
+    first: Option<(String, Vec<u8>)>,
+    budget: u64,
+    tree: bool,
+) -> impl futures_util::Stream<Item = Result<Bytes, std::convert::Infallible>> {
+    let start = NewestList { state, hosts, pending: first, tree, budget, sent_bytes: 0, exported: 0, done: false };
+    futures_util::stream::unfold(start, |mut list| async move {
+        if list.done {
+            return None;
+        }
+        let mut next = Ok(list.pending.take());
+        while matches!(next, Ok(None))
+            && let Some(newest) = list.hosts.pop_front()
+        {
+            next = match newest_encoded(&list.state, &newest, list.tree).await {
+                Ok(json) => Ok(json.map(|json| (newest.hostname, json))),
+                Err(e) => Err((newest.hostname, e)),
+            };
+        }
+        let open = if list.exported == 0 { "[" } else { "," };
+        let (chunk, done) = match next {
+            Ok(None) => (format!("{}]", if list.exported == 0 { "[" } else { "" }).into_bytes(), true),
+            Ok(Some((_, json))) if list.sent_bytes + (open.len() + json.len()) as u64 + MARKER_ROOM <= list.budget => {
+                let mut chunk = Vec::with_capacity(json.len() + 1);
+                chunk.extend_from_slice(open.as_bytes());
+                chunk.extend_from_slice(&json);
+                list.exported += 1;
+                (chunk, false)
+            }
+            Ok(Some((hostname, _))) => {
+                let message = format!(
+                    "The list stopped at its limit of {} bytes after {} hosts; ask again with from_hostname={hostname} \
+                     for the rest.",
+                    list.budget, list.exported
+                );
+                (list_marker(open, "byte_budget", &message, list.exported, &hostname), true)
+            }
+            Err((hostname, e)) => {
+                tracing::warn!("a list of newest snapshots stopped early: {e}");
+                let message =
+                    format!("The list stopped early: {e}; ask again with from_hostname={hostname} for the rest.");
+                (list_marker(open, "read_failed", &message, list.exported, &hostname), true)
+            }
+        };
+        list.sent_bytes += chunk.len() as u64;
+        list.done = done;
+        Some((Ok(Bytes::from(chunk)), list))
+    })
+}
+
+/// The last element of a list of newest snapshots cut short, and the array's end.
+fn list_marker(open: &str, reason: &str, message: &str, exported: u64, next_hostname: &str) -> Vec<u8> {
+    let marker = json!({
+        "truncated": true,
+        "reason": reason,
+        "message": message,
+        "exported": exported,
+        "next_hostname": next_hostname,
+    });
+    format!("{open}{marker}]").into_bytes()
 }
 
 #[derive(Deserialize)]

@@ -15,10 +15,19 @@
 //! Nothing a monitored machine sends is trusted: sizes and counts are bounded, strings
 //! must be printable, numbers must be in range. Errors name the field
 //! (`processes[3].memory`) and nothing is stored.
+//!
+//! Uploads also share the collector fairly ([`UploadGate`]): the bodies held in memory
+//! at once are bounded in bytes, over all keys and per key, and parsing (CPU-heavy for a
+//! large body) runs on blocking threads, a few at a time. An upload that finds no room
+//! within a few seconds gets 503 (`busy`) or, when its own key holds the room, 429.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::Deserialize;
-use serde_json::Value;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiError;
 use crate::model::{
@@ -36,81 +45,302 @@ pub const MAX_CONNECTIONS: usize = 100_000;
 pub const MAX_HOSTNAME: usize = 253;
 /// Longest process or user name.
 pub const MAX_NAME: usize = 1024;
+/// Longest host fact (`host.os`, `host.kernel`, `host.cpu_model`, `host.id`).
+pub const MAX_HOST_TEXT: usize = 256;
+/// Longest agent version or CPU architecture.
+pub const MAX_VERSION: usize = 64;
+/// Most sampling errors one snapshot may report, and the longest message of one.
+pub const MAX_ERRORS: usize = 64;
+/// See [`MAX_ERRORS`].
+pub const MAX_ERROR_MESSAGE: usize = 1024;
 
 /// Deepest JSON nesting accepted: a seed-style process tree 2,048 levels deep (each level
 /// is an object and its `children` array).
 pub const MAX_JSON_DEPTH: usize = 2 * 2048 + 8;
 
+/// Bytes of upload bodies held at once over every key (read, waiting, being parsed).
+pub const UPLOAD_BUDGET_BYTES: usize = 64 << 20;
+/// Bytes of upload bodies one API key may hold at once: one body of the largest size.
+/// A fleet key's agents upload a few hundred KiB each and take turns within it; a key
+/// that sends slowly or hugely cannot hold the room everyone else uploads in.
+pub const UPLOAD_BUDGET_PER_KEY: usize = MAX_BODY_BYTES;
+/// Uploads parsed and checked at once, each on a blocking thread.
+pub const PARSES_AT_ONCE: usize = 2;
+/// How long an upload waits for room before it is refused.
+pub const UPLOAD_WAIT: Duration = Duration::from_secs(10);
+
+/// The room uploads share: bytes in memory (over all keys and per key) and parsing
+/// slots. See the module's documentation.
+#[derive(Debug)]
+pub struct UploadGate {
+    /// KiB of bodies, over all keys.
+    bytes: Arc<Semaphore>,
+    /// KiB of bodies per key, by key id (an entry nobody holds is pruned).
+    keys: Mutex<HashMap<i64, Arc<Semaphore>>>,
+    per_key_kib: usize,
+    parsing: Arc<Semaphore>,
+    wait: Duration,
+}
+
+/// An upload's share of the room, given back when dropped.
+#[derive(Debug)]
+pub struct UploadRoom {
+    _key: OwnedSemaphorePermit,
+    _bytes: OwnedSemaphorePermit,
+}
+
+impl Default for UploadGate {
+    fn default() -> Self {
+        UploadGate::new(UPLOAD_BUDGET_BYTES, UPLOAD_BUDGET_PER_KEY, PARSES_AT_ONCE, UPLOAD_WAIT)
+    }
+}
+
+impl UploadGate {
+    /// A gate for `budget` bytes of bodies in all, `per_key` for one key, `parses` parses
+    /// at once, each waited for at most `wait`.
+    pub fn new(budget: usize, per_key: usize, parses: usize, wait: Duration) -> UploadGate {
+        let kib = |bytes: usize| bytes.div_ceil(1024).max(1);
+        UploadGate {
+            bytes: Arc::new(Semaphore::new(kib(budget))),
+            keys: Mutex::default(),
+            per_key_kib: kib(per_key),
+            parsing: Arc::new(Semaphore::new(parses.max(1))),
+            wait,
+        }
+    }
+
+    fn retry_after(&self) -> u64 {
+        self.wait.as_secs().clamp(1, 60)
+    }
+
+    /// Waits (bounded) for room for a body of `len` bytes from key `key_id`: 429 when the
+    /// key's own uploads hold its share, 503 when all uploads together hold the budget.
+    pub async fn room(&self, key_id: i64, len: usize) -> Result<UploadRoom, ApiError> {
+        let deadline = tokio::time::Instant::now() + self.wait;
+        let kib = len.div_ceil(1024).clamp(1, self.per_key_kib);
+        let key = {
+            let mut keys = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+            if keys.len() >= 4096 {
+                // Held permits keep a reference: an entry with none is idle.
+                keys.retain(|_, s| Arc::strong_count(s) > 1);
+            }
+            Arc::clone(keys.entry(key_id).or_insert_with(|| Arc::new(Semaphore::new(self.per_key_kib))))
+        };
+        let amount = u32::try_from(kib).unwrap_or(u32::MAX);
+        let key = match tokio::time::timeout_at(deadline, key.acquire_many_owned(amount)).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(ApiError::Unavailable("The collector is stopping.".into())),
+            Err(_) => {
+                return Err(ApiError::OverLimit {
+                    retry_after_secs: self.retry_after(),
+                    message: format!(
+                        "This API key's other uploads fill its share ({} MiB of bodies at once) for more than {} s; \
+                         send one upload at a time, or give each agent its own key.",
+                        self.per_key_kib >> 10,
+                        self.wait.as_secs()
+                    ),
+                });
+            }
+        };
+        let busy = || ApiError::Busy {
+            retry_after_secs: self.retry_after(),
+            message: format!("The collector is busy with other uploads; try again in {} s.", self.retry_after()),
+        };
+        let bytes = match tokio::time::timeout_at(deadline, Arc::clone(&self.bytes).acquire_many_owned(amount)).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(ApiError::Unavailable("The collector is stopping.".into())),
+            Err(_) => return Err(busy()),
+        };
+        Ok(UploadRoom { _key: key, _bytes: bytes })
+    }
+
+    /// Parses and checks `body` ([`parse`]) and masks its command lines, on a blocking
+    /// thread within one of the parsing slots (503 after waiting too long for one).
+    pub async fn parse(&self, body: axum::body::Bytes) -> Result<Snapshot, ApiError> {
+        let _slot = match tokio::time::timeout(self.wait, Arc::clone(&self.parsing).acquire_owned()).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return Err(ApiError::Unavailable("The collector is stopping.".into())),
+            Err(_) => {
+                return Err(ApiError::Busy {
+                    retry_after_secs: self.retry_after(),
+                    message: format!(
+                        "The collector is busy reading other uploads; try again in {} s.",
+                        self.retry_after()
+                    ),
+                });
+            }
+        };
+        tokio::task::spawn_blocking(move || {
+            let mut snapshot = parse(&body)?;
+            drop(body);
+            for p in &mut snapshot.processes {
+                crate::sample::redact::redact_in_place(&mut p.cmd);
+            }
+            Ok(snapshot)
+        })
+        .await
+        .map_err(|e| ApiError::Internal(format!("the upload's parsing task failed: {e}")))?
+    }
+}
+
 /// Parses and checks an upload body.
+///
+/// The body is parsed straight into the typed upload, never into a tree of JSON values
+/// first: a value tree costs tens of bytes per object (800,000 empty processes fit in
+/// 16 MiB and would take about 300 MB), and fields nobody reads (unknown keys) are
+/// skipped without being built. Before that, one pass over the bytes ([`outline`])
+/// measures the nesting and counts the processes and sockets, so that an over-long list
+/// is refused before anything is built from it. CPU-heavy on large bodies: run it off
+/// the async workers.
 pub fn parse(body: &[u8]) -> Result<Snapshot, ApiError> {
-    let depth = json_depth(body);
-    if depth > MAX_JSON_DEPTH {
+    let outline = outline(body);
+    if outline.depth > MAX_JSON_DEPTH {
         return Err(ApiError::Invalid {
             field: None,
             message: format!(
-                "The body nests {depth} levels deep; at most {MAX_JSON_DEPTH} are accepted (a process tree of {} \
+                "The body nests {} levels deep; at most {MAX_JSON_DEPTH} are accepted (a process tree of {} \
                  levels).",
+                outline.depth,
                 MAX_JSON_DEPTH / 2 - 4
             ),
         });
     }
-    // Within that bound, no recursion limit, on a stack that grows on the heap: a valid
-    // tree a thousand levels deep is accepted, and no body can overflow the stack.
-    let mut de = serde_json::Deserializer::from_slice(body);
-    de.disable_recursion_limit();
-    let value = Value::deserialize(serde_stacker::Deserializer::new(&mut de))
-        .and_then(|v| de.end().map(|()| v))
-        .map_err(|e| ApiError::BadRequest(format!("The body is not valid JSON: {e}.")))?;
-    let Value::Object(map) = &value else {
-        return Err(ApiError::Invalid { field: None, message: "The body must be a JSON object.".into() });
-    };
-    let snapshot = if map.contains_key("schema_version") {
-        typed::<Snapshot>(value)?
-    } else {
-        from_short(typed::<ShortUpload>(value)?)?
-    };
+    if !outline.object {
+        // Valid JSON of another kind is a 422; anything else is not JSON at all.
+        return Err(match typed::<serde::de::IgnoredAny>(body) {
+            Ok(_) => ApiError::Invalid { field: None, message: "The body must be a JSON object.".into() },
+            Err(e) => e,
+        });
+    }
+    if outline.processes > MAX_PROCESSES {
+        return Err(ApiError::invalid(
+            "processes",
+            format!(
+                "More than {MAX_PROCESSES} processes in one upload ({} process objects, children included).",
+                outline.processes
+            ),
+        ));
+    }
+    if outline.connections > MAX_CONNECTIONS {
+        return Err(ApiError::invalid(
+            "connections",
+            format!("More than {MAX_CONNECTIONS} sockets in one upload ({}).", outline.connections),
+        ));
+    }
+    let snapshot = if outline.full { typed::<Snapshot>(body)? } else { from_short(typed::<ShortUpload>(body)?)? };
     validate(&snapshot)?;
     Ok(snapshot)
 }
 
-/// The deepest nesting of arrays and objects in a JSON text (strings skipped), in one
-/// pass and without recursion, so the bound is checked before anything is parsed.
-fn json_depth(body: &[u8]) -> usize {
-    let (mut depth, mut deepest, mut in_string, mut escaped) = (0usize, 0usize, false, false);
-    for &b in body {
+/// What one pass over an upload's bytes tells before anything is built from them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Outline {
+    /// The deepest nesting of arrays and objects.
+    depth: usize,
+    /// The body is a JSON object (its first byte that is not white space is `{`).
+    object: bool,
+    /// The top-level object has a `schema_version` key: the full format.
+    full: bool,
+    /// Objects anywhere under the top-level `processes` key, but the array's own:
+    /// processes, with a seed-style tree's `children` counted too (neither format's
+    /// process holds any other object).
+    processes: usize,
+    /// Objects directly in the top-level `connections` array.
+    connections: usize,
+}
+
+/// Which top-level key the bytes being scanned belong to.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum TopKey {
+    Other,
+    Processes,
+    Connections,
+}
+
+/// Scans a JSON text once, without recursion or allocation (strings skipped): its
+/// depth, whether it is an object with `schema_version`, and how many processes and
+/// sockets it holds. The scan trusts nothing: on invalid JSON its figures may be off,
+/// and the parse that follows refuses the body anyway.
+fn outline(body: &[u8]) -> Outline {
+    let mut o = Outline { object: body.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{'), ..Outline::default() };
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    // At depth 1: whether the next string is a key, where the string being read
+    // started, and which key the value being read belongs to.
+    let (mut expect_key, mut string_start, mut key) = (false, 0usize, TopKey::Other);
+    for (i, &b) in body.iter().enumerate() {
         if in_string {
             match b {
                 _ if escaped => escaped = false,
                 b'\\' => escaped = true,
-                b'"' => in_string = false,
+                b'"' => {
+                    in_string = false;
+                    if depth == 1 && expect_key {
+                        expect_key = false;
+                        key = match &body[string_start..i] {
+                            b"processes" => TopKey::Processes,
+                            b"connections" => TopKey::Connections,
+                            b"schema_version" => {
+                                o.full = true;
+                                TopKey::Other
+                            }
+                            _ => TopKey::Other,
+                        };
+                    }
+                }
                 _ => {}
             }
             continue;
         }
         match b {
-            b'"' => in_string = true,
+            b'"' => {
+                in_string = true;
+                string_start = i + 1;
+            }
             b'[' | b'{' => {
                 depth += 1;
-                deepest = deepest.max(depth);
+                o.depth = o.depth.max(depth);
+                if b == b'{' && depth == 1 {
+                    expect_key = true;
+                }
+                if b == b'{' && depth >= 3 {
+                    match key {
+                        TopKey::Processes => o.processes += 1,
+                        TopKey::Connections if depth == 3 => o.connections += 1,
+                        _ => {}
+                    }
+                }
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
+            b',' if depth == 1 => {
+                expect_key = true;
+                key = TopKey::Other;
+            }
             _ => {}
         }
     }
-    deepest
+    o
 }
 
-/// Deserialises with the path of the first bad field in the error (on a heap-grown
-/// stack, like the parse: the value may be deep).
-fn typed<T: for<'de> Deserialize<'de>>(value: Value) -> Result<T, ApiError> {
-    serde_path_to_error::deserialize(serde_stacker::Deserializer::new(value)).map_err(|e| {
+/// Deserialises a JSON text with the path of the first bad field in the error, on a
+/// stack that grows on the heap (the text may be deep; [`parse`] bounds how deep).
+/// Not JSON at all is a 400; JSON of the wrong shape a 422 naming the field.
+fn typed<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(body);
+    de.disable_recursion_limit();
+    let not_json = |e: &serde_json::Error| ApiError::BadRequest(format!("The body is not valid JSON: {e}."));
+    let value = serde_path_to_error::deserialize(serde_stacker::Deserializer::new(&mut de)).map_err(|e| {
+        if !e.inner().is_data() {
+            return not_json(e.inner());
+        }
         let path = e.path().to_string();
         let field = (path != ".").then_some(path);
         ApiError::Invalid {
             message: format!("{}{}", field.as_deref().map(|f| format!("{f}: ")).unwrap_or_default(), e.inner()),
             field,
         }
-    })
+    })?;
+    de.end().map_err(|e| not_json(&e))?;
+    Ok(value)
 }
 
 /// The original API's upload.
@@ -291,8 +521,12 @@ fn check_percent(field: &str, value: f32, max: f32) -> Result<(), ApiError> {
 /// dots; at most [`MAX_HOSTNAME`] characters in all.
 pub fn validate_hostname(hostname: &str) -> Result<(), ApiError> {
     check_text("hostname", hostname, MAX_HOSTNAME, false)?;
-    let label_ok =
-        |l: &str| (1..=63).contains(&l.len()) && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    // A leading `-` would read as an option on a command line (`procyon host unbind -x`).
+    let label_ok = |l: &str| {
+        (1..=63).contains(&l.len())
+            && !l.starts_with('-')
+            && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    };
     // A name the API would read as something else: a host id, or this collector.
     if hostname.bytes().all(|b| b.is_ascii_digit()) || hostname.eq_ignore_ascii_case("local") {
         return Err(ApiError::invalid(
@@ -305,10 +539,45 @@ pub fn validate_hostname(hostname: &str) -> Result<(), ApiError> {
             "hostname",
             format!(
                 "`{}` is not a host name: use letters, digits, `-` and `_`, in labels of at most 63 characters \
-                 joined by dots (like `web-1` or `db.example.org`).",
+                 joined by dots, none starting with `-` (like `web-1` or `db.example.org`).",
                 hostname.chars().take(80).collect::<String>()
             ),
         ));
+    }
+    Ok(())
+}
+
+/// The host's facts and the snapshot's other lists of text: every one is shown, stored
+/// and logged, so each is bounded and printable like a process name.
+fn check_host(s: &Snapshot) -> Result<(), ApiError> {
+    let h = &s.host;
+    check_text("host.id", &h.id, MAX_HOST_TEXT, true)?;
+    check_text("host.os", &h.os, MAX_HOST_TEXT, true)?;
+    check_text("host.arch", &h.arch, MAX_VERSION, true)?;
+    check_text("host.agent_version", &h.agent_version, MAX_VERSION, true)?;
+    if let Some(kernel) = &h.kernel {
+        check_text("host.kernel", kernel, MAX_HOST_TEXT, true)?;
+    }
+    if let Some(model) = &h.cpu_model {
+        check_text("host.cpu_model", model, MAX_HOST_TEXT, true)?;
+    }
+    if s.errors.len() > MAX_ERRORS {
+        return Err(ApiError::invalid("errors", format!("More than {MAX_ERRORS} sampling errors in one snapshot.")));
+    }
+    for (i, e) in s.errors.iter().enumerate() {
+        check_text(&format!("errors[{i}].message"), &e.message, MAX_ERROR_MESSAGE, true)?;
+    }
+    let ports = &s.ports;
+    if ports.by_local_port.len() > MAX_CONNECTIONS {
+        return Err(ApiError::invalid("ports.by_local_port", format!("More than {MAX_CONNECTIONS} ports.")));
+    }
+    if ports.listening.len() > MAX_CONNECTIONS {
+        return Err(ApiError::invalid("ports.listening", format!("More than {MAX_CONNECTIONS} listening ports.")));
+    }
+    for (i, l) in ports.listening.iter().enumerate() {
+        if let Some(name) = &l.process_name {
+            check_text(&format!("ports.listening[{i}].process_name"), name, MAX_NAME, true)?;
+        }
     }
     Ok(())
 }
@@ -388,6 +657,7 @@ pub fn validate_where(s: &Snapshot, check: impl Fn(&ProcessSample) -> bool) -> R
     if s.cpu.per_core_percent.len() > 4096 || s.network.interfaces.len() > 4096 {
         return Err(ApiError::invalid("cpu.per_core_percent", "Too many cores or interfaces."));
     }
+    check_host(s)?;
     check_percent("cpu.total_percent", s.cpu.total_percent, 100.5)?;
     for (i, c) in s.cpu.per_core_percent.iter().enumerate() {
         check_percent(&format!("cpu.per_core_percent[{i}]"), *c, 100.5)?;
@@ -537,9 +807,23 @@ mod tests {
             assert!(validate_hostname(good).is_ok(), "{good}");
         }
         let long = ["a".repeat(63), "b".repeat(63), "c".repeat(63), "d".repeat(63)].join(".");
-        for bad in
-            ["../../etc/passwd", "a/b", "a b", "", ".", "a..b", ".a", "a.", "<b>", "a%2Fb", &"a".repeat(64), &long]
-        {
+        for bad in [
+            "../../etc/passwd",
+            "a/b",
+            "a b",
+            "",
+            ".",
+            "a..b",
+            ".a",
+            "a.",
+            "<b>",
+            "a%2Fb",
+            "-web",
+            "--help",
+            "web.-1",
+            &"a".repeat(64),
+            &long,
+        ] {
             assert_eq!(
                 field_of(&format!(r#"{{"hostname":"{bad}","processes":[]}}"#)).1.as_deref(),
                 Some("hostname"),
@@ -589,7 +873,49 @@ mod tests {
             .unwrap();
         handle.join().unwrap();
         // Brackets inside strings do not count.
-        assert_eq!(json_depth(br#"{"a":"[[[[{{{{\"]]"}"#), 1);
+        assert_eq!(outline(br#"{"a":"[[[[{{{{\"]]"}"#).depth, 1);
+    }
+
+    #[test]
+    fn host_facts_and_errors_are_bounded_and_printable() {
+        let good = crate::sample::Sampler::new(Default::default()).sample();
+        assert!(validate(&good).is_ok());
+        type Set = fn(&mut Snapshot, String);
+        let cases: [(&str, Set); 8] = [
+            ("host.id", |s, t| s.host.id = t),
+            ("host.os", |s, t| s.host.os = t),
+            ("host.arch", |s, t| s.host.arch = t),
+            ("host.agent_version", |s, t| s.host.agent_version = t),
+            ("host.kernel", |s, t| s.host.kernel = Some(t)),
+            ("host.cpu_model", |s, t| s.host.cpu_model = Some(t)),
+            ("errors[0].message", |s, t| {
+                s.errors = vec![crate::model::DomainError { domain: crate::model::Domain::Network, message: t }]
+            }),
+            ("ports.listening[0].process_name", |s, t| {
+                s.ports.listening = vec![crate::model::ListeningPort {
+                    protocol: crate::model::Protocol::Tcp,
+                    address: std::net::Ipv4Addr::LOCALHOST.into(),
+                    port: 80,
+                    pid: None,
+                    process_name: Some(t),
+                }]
+            }),
+        ];
+        for (field, set) in cases {
+            for bad in ["1.0\nERROR forged log line".to_owned(), "\u{1b}[2J".to_owned(), "x".repeat(32 << 20)] {
+                let mut s = good.clone();
+                set(&mut s, bad.clone());
+                let e = validate(&s).unwrap_err();
+                let (status, body) = e.parts();
+                assert_eq!((status.as_u16(), body.field.as_deref()), (422, Some(field)), "{field}: {}", body.message);
+            }
+            let mut s = good.clone();
+            set(&mut s, "plain text, tabs\tallowed".to_owned());
+            assert!(validate(&s).is_ok(), "{field}");
+        }
+        let mut s = good.clone();
+        s.errors = vec![crate::model::DomainError { domain: crate::model::Domain::Network, message: "e".into() }; 65];
+        assert_eq!(validate(&s).unwrap_err().parts().1.field.as_deref(), Some("errors"));
     }
 
     #[test]

@@ -14,11 +14,15 @@
 //! never queues without bound. A socket closes when its token expires (code 4001) and
 //! when the collector shuts down (1001).
 //!
+//! One user holds at most `Settings::max_streams_per_user` streams at once (both kinds
+//! together): one more is refused with 429 before the upgrade, so that a viewer cannot
+//! take every connection the collector has.
+//!
 //! No permessage-deflate: axum 0.8's WebSocket (tungstenite 0.29) does not negotiate
 //! compression extensions, so deltas are what keeps the live stream small.
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use axum::extract::State;
@@ -38,6 +42,57 @@ use crate::hub::Encoded;
 use crate::model::Snapshot;
 use crate::model::delta::{LiveMessage, SnapshotDelta};
 use crate::store::Newest;
+
+/// Live streams one user may hold open at once by default: a few dashboards in a few
+/// tabs each, and then some.
+pub const MAX_STREAMS_PER_USER: usize = 64;
+
+/// Live streams open, per user.
+#[derive(Debug, Default)]
+pub struct StreamCounts(Arc<Mutex<HashMap<String, usize>>>);
+
+/// One open stream counted against its user, until dropped.
+pub struct StreamSlot {
+    counts: Arc<Mutex<HashMap<String, usize>>>,
+    username: String,
+}
+
+impl StreamCounts {
+    /// Counts one more stream for `user`, or refuses (429) when they hold `max` already.
+    pub fn open(&self, user: &CurrentUser, max: usize) -> Result<StreamSlot, ApiError> {
+        let mut counts = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let count = counts.entry(user.username.clone()).or_insert(0);
+        if *count >= max {
+            return Err(ApiError::OverLimit {
+                retry_after_secs: 5,
+                message: format!(
+                    "`{}` already has {max} live streams open, the most one user may; close some dashboards (tabs) \
+                     first.",
+                    user.username
+                ),
+            });
+        }
+        *count += 1;
+        Ok(StreamSlot { counts: Arc::clone(&self.0), username: user.username.clone() })
+    }
+
+    /// Streams `username` holds open now.
+    pub fn held(&self, username: &str) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).get(username).copied().unwrap_or(0)
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut counts = self.counts.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(count) = counts.get_mut(&self.username) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                counts.remove(&self.username);
+            }
+        }
+    }
+}
 
 /// Read buffer of a live stream's WebSocket: its client sends nothing but control frames.
 const CLIENT_READ_BUFFER: usize = 4 * 1024;
@@ -131,6 +186,7 @@ async fn all_snapshots(
         Some(1) => Some(Deltas::default()),
         Some(other) => return Err(ApiError::BadRequest(format!("delta must be 0 or 1, not {other}."))),
     };
+    let slot = state.streams.open(&user, state.settings.max_streams_per_user)?;
     let only = match q.hostname {
         Some(h) => Some(state.resolve_host(&h).await?.hostname),
         None => None,
@@ -142,9 +198,10 @@ async fn all_snapshots(
     // the socket opens must still end it.
     let access = AccessCheck::new(&state);
     // Dashboards only ever send pings and a close: a small read buffer (see agents.rs).
-    Ok(upgrade
-        .read_buffer_size(CLIENT_READ_BUFFER)
-        .on_upgrade(move |socket| stream_all(socket, state, user, access, only, newest, deltas)))
+    Ok(upgrade.read_buffer_size(CLIENT_READ_BUFFER).on_upgrade(move |socket| async move {
+        let _slot = slot;
+        stream_all(socket, state, user, access, only, newest, deltas).await
+    }))
 }
 
 /// What a delta stream's client holds: the last snapshot sent of each host, with its id.
@@ -266,11 +323,13 @@ async fn monitoring(
     ApiPath(server_id): ApiPath<String>,
     upgrade: WebSocketUpgrade,
 ) -> Result<Response, ApiError> {
+    let slot = state.streams.open(&user, state.settings.max_streams_per_user)?;
     let host = state.resolve_host(&server_id).await?;
     let access = AccessCheck::new(&state);
-    Ok(upgrade
-        .read_buffer_size(CLIENT_READ_BUFFER)
-        .on_upgrade(move |socket| stream_host(socket, state, user, access, host.hostname)))
+    Ok(upgrade.read_buffer_size(CLIENT_READ_BUFFER).on_upgrade(move |socket| async move {
+        let _slot = slot;
+        stream_host(socket, state, user, access, host.hostname).await
+    }))
 }
 
 async fn stream_host(

@@ -114,6 +114,19 @@ impl Store {
         Ok(done.rows_affected() == 1)
     }
 
+    /// A host or bound host name equal to `hostname` ignoring ASCII case (an exact match
+    /// first), if there is one.
+    pub async fn host_named_alike(&self, hostname: &str) -> Result<Option<String>> {
+        Ok(sqlx::query_scalar(
+            "SELECT hostname FROM (SELECT hostname FROM hosts WHERE hostname = ?1 COLLATE NOCASE \
+             UNION SELECT hostname FROM host_bindings WHERE hostname = ?1 COLLATE NOCASE) \
+             ORDER BY hostname = ?1 DESC LIMIT 1",
+        )
+        .bind(hostname)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// How many hosts are bound to `key_id`.
     pub async fn hosts_bound_to(&self, key_id: i64) -> Result<i64> {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM host_bindings WHERE key_id = ?")

@@ -244,10 +244,20 @@ impl Store {
 
     /// The newest snapshot of a host (by taken_at, then seq).
     pub async fn latest(&self, host_id: i64) -> Result<Option<StoredSnapshot>> {
+        self.latest_with(host_id, |s| s).await
+    }
+
+    /// The newest snapshot of a host passed through `f` on the thread that decoded it
+    /// (see [`Store::snapshot_with`]).
+    pub async fn latest_with<T, F>(&self, host_id: i64, f: F) -> Result<Option<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(StoredSnapshot) -> T + Send + 'static,
+    {
         self.read_decoded(
             &format!("SELECT {BODY_COLUMNS} FROM snapshots WHERE host_id = ? ORDER BY taken_at DESC, seq DESC LIMIT 1"),
             host_id,
-            |s| s,
+            f,
         )
         .await
     }
@@ -265,8 +275,10 @@ impl Store {
     }
 
     /// The newest snapshot of every host that has one, by host name, decoded one at a
-    /// time. A snapshot that cannot be read is left out (and logged) rather than hiding
-    /// every other host; a busy store is an error.
+    /// time but all held at once: for a few hosts only (the API and the live views walk
+    /// [`Store::newest_per_host`] instead, one snapshot at a time). A snapshot that
+    /// cannot be read is left out (and logged) rather than hiding every other host; a
+    /// busy store is an error.
     pub async fn latest_per_host(&self) -> Result<Vec<StoredSnapshot>> {
         let mut out = Vec::new();
         for newest in self.newest_per_host().await? {
