@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use procyon::manual::{File, Parsed};
 use procyon::model::ProcessAction;
 use procyon::sample::{CmdlineMode, Sampler, SamplerOptions};
 
@@ -365,8 +366,23 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// The files of an installed collector, for the man page (paths of the `procyon`
+/// package and its systemd unit; see packaging/).
+const FILES: &[File] = &[
+    File { path: "/etc/procyon/collector.env", what: "Settings of the procyon service, as PROCYON_* variables." },
+    File {
+        path: "/var/lib/procyon",
+        what: "The service's data: the database procyon.db (history, users, API keys), the token signing key, \
+               and until you delete it the first admin's password, initial-admin-password. Also the default \
+               --data of procyon serve, user, apikey and host when run as root.",
+    },
+];
+
 fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = match procyon::manual::parse::<Cli>() {
+        Parsed::Run(cli) => cli,
+        Parsed::Generate(what) => return Ok(what.run::<Cli>(FILES)?),
+    };
     let Some(command) = cli.command else {
         #[cfg(feature = "desktop")]
         return desktop(false);
