@@ -1,10 +1,11 @@
 # The two set-up commands (see README): `make run` and `make test`. Each installs what
-# is missing first. `make bench` runs the benchmark report.
+# is missing first. `make bench` runs the benchmark report; `make deb` builds the
+# collector's and the agent's Debian packages.
 
 SHELL := /bin/bash
 CARGO := PATH="$$HOME/.cargo/bin:$$PATH" cargo
 
-.PHONY: run ui test bench types
+.PHONY: run ui test bench deb types
 
 ## Build and run Procyon on this machine: the desktop app when there is a display,
 ## else the collector with its dashboard at http://127.0.0.1:7450/ (the first start
@@ -22,7 +23,8 @@ ui:
 	@scripts/deps.sh build
 	cd ui && npm ci --no-audit --no-fund && npm run build
 
-## Every check and test: formatting, lints, unit and integration tests, the dashboard's
+## Every check and test: formatting, lints, unit and integration tests (the Debian
+## packages among them, made from the test build's binaries), the dashboard's
 ## unit tests and its end-to-end test in headless Chromium, and the desktop app's window
 ## under Xvfb, driven over WebDriver. Property tests start from a fixed seed, so a run
 ## can be repeated; set PROPTEST_RNG_SEED to another number to explore further.
@@ -42,6 +44,14 @@ test:
 bench: ui
 	@scripts/deps.sh bench
 	PATH="$$HOME/.cargo/bin:$$PATH" bash bench/run.sh
+
+## The Debian packages of the collector (procyon) and the agent (procyon-agent), from
+## release builds, into target/debian/: each with its systemd unit, default settings,
+## man pages and shell completions. Install one with
+## `sudo apt install ./target/debian/procyon_*.deb` (see the README's Install section).
+deb: ui
+	@scripts/deps.sh deb
+	PATH="$$HOME/.cargo/bin:$$PATH" scripts/deb.sh
 
 ## Regenerate the dashboard's TypeScript types from src-tauri/src/model.rs.
 types:

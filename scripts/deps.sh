@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# Installs what Procyon needs to build, test or benchmark on Debian or Ubuntu, and only
-# what is missing. Usage: scripts/deps.sh build|desktop|test|bench
+# Installs what Procyon needs to build, test, package or benchmark on Debian or Ubuntu,
+# and only what is missing. Usage: scripts/deps.sh build|desktop|deb|test|bench
 #   build    the collector and the agent
 #   desktop  also the desktop app (WebKitGTK, GTK, the tray library)
+#   deb      the collector's and the agent's Debian packages (`make deb`): cargo-deb,
+#            and dpkg-dev for the packages' library dependencies
 #   test     everything `make test` runs: the desktop app's libraries, Chromium for the
 #            dashboard's browser test, Xvfb, WebKit's WebDriver and tauri-driver for the
-#            desktop window's test
+#            desktop window's test, and what the packages' test builds and reads them with
 #   bench    what `make bench` runs
 #
 # It says what it installs. Debian packages need root: it uses sudo when not root.
@@ -17,17 +19,21 @@ apt_packages=(build-essential pkg-config ca-certificates curl xz-utils)
 # Tauri 2 on Linux: WebKitGTK 4.1, GTK 3, the tray (appindicator), icons (rsvg).
 desktop_packages=(libssl-dev file libwebkit2gtk-4.1-dev libgtk-3-dev libayatana-appindicator3-dev
   librsvg2-dev libsoup-3.0-dev libjavascriptcoregtk-4.1-dev libxdo-dev)
+# cargo-deb: dpkg-shlibdeps (dpkg-dev) finds the libraries a binary needs.
+deb_packages=(dpkg-dev)
 case "$what" in
   build) ;;
   desktop) apt_packages+=("${desktop_packages[@]}") ;;
+  deb) apt_packages+=("${deb_packages[@]}") ;;
   # The dashboard's browser tests drive Debian's Chromium; the desktop window's test runs
   # the app under Xvfb with a D-Bus session, driven over WebDriver; tmux is the terminal
-  # `procyon watch` is driven in.
+  # `procyon watch` is driven in; the packages' test builds .debs and renders their man
+  # pages (man-db).
   test) apt_packages+=(util-linux procps tmux chromium "${desktop_packages[@]}" xvfb xauth dbus dbus-x11
-    webkit2gtk-driver) ;;
+    webkit2gtk-driver "${deb_packages[@]}" man-db) ;;
   bench) apt_packages+=(python3 python3-venv python3-dev chromium "${desktop_packages[@]}" xvfb xauth dbus
     dbus-x11) ;;
-  *) echo "usage: $0 build|desktop|test|bench" >&2; exit 2 ;;
+  *) echo "usage: $0 build|desktop|deb|test|bench" >&2; exit 2 ;;
 esac
 
 missing=()
@@ -73,4 +79,12 @@ fi
 if [ "$what" = test ] && ! command -v tauri-driver >/dev/null 2>&1 && [ ! -x "$HOME/.cargo/bin/tauri-driver" ]; then
   echo "deps: installing tauri-driver (cargo install tauri-driver --locked)"
   PATH="$HOME/.cargo/bin:$PATH" cargo install tauri-driver --locked --quiet
+fi
+
+# The Debian packages of the collector and the agent are made with cargo-deb (`make deb`,
+# and the packages' test in `make test`).
+if { [ "$what" = deb ] || [ "$what" = test ]; } && ! command -v cargo-deb >/dev/null 2>&1 &&
+  [ ! -x "$HOME/.cargo/bin/cargo-deb" ]; then
+  echo "deps: installing cargo-deb (cargo install cargo-deb --locked)"
+  PATH="$HOME/.cargo/bin:$PATH" cargo install cargo-deb --locked --quiet
 fi

@@ -1,28 +1,25 @@
 #!/usr/bin/env bash
-# Installs procyon-agent or the Procyon collector as a systemd service on this machine.
+# Installs procyon-agent or the Procyon collector as a systemd service on this Debian or
+# Ubuntu machine, through its Debian package.
 #
-#   sudo scripts/install-service.sh agent [--collector URL]
-#   sudo scripts/install-service.sh collector
+#   sudo scripts/install-service.sh agent [--collector URL] [--deb FILE]
+#   sudo scripts/install-service.sh collector [--deb FILE]
 #
-# agent:     /usr/local/bin/procyon-agent, the unit procyon-agent.service, and
-#            /etc/procyon/agent.toml (from packaging/agent.toml, mode 0600) unless one
-#            exists; --collector URL is written into a new config file.
-# collector: /usr/local/bin/procyon, the unit procyon.service, and the system user
-#            `procyon` it runs as.
+# The package is built from this repository (scripts/deb.sh: a release build, as the user
+# who ran sudo, so target/ keeps its owner) unless --deb gives one, and installed with
+# apt. The package decides where everything goes (/usr/bin, the systemd unit,
+# /etc/procyon, /var/lib, the collector's system user): see the README's Install
+# section. Then the service is enabled, and (re)started when it has what it needs to run.
 #
-# The binary comes from target/release/ of this repository; if it is not there, it is
-# built with cargo first (as the user who ran sudo, so target/ keeps its owner). Then
-# `systemctl daemon-reload`, enable, and (re)start when there is what it needs to run.
-# Running it again upgrades the binary and the unit and restarts the service; an
-# existing config file is never overwritten.
+# --collector URL is written into the agent's /etc/procyon/agent.toml if that file names
+# no collector yet. Running the script again upgrades the package, which keeps settings
+# and data, and restarts the service.
 set -euo pipefail
 
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-unit_dir=/etc/systemd/system
-bin_dir=/usr/local/bin
 
 usage() {
-  echo "usage: $0 agent [--collector URL] | collector" >&2
+  echo "usage: $0 agent [--collector URL] [--deb FILE] | collector [--deb FILE]" >&2
   exit 2
 }
 
@@ -35,19 +32,23 @@ fail() {
 what=${1:-}
 [ $# -gt 0 ] && shift
 collector=""
+deb=""
 while [ $# -gt 0 ]; do
   case "$1" in
     --collector) [ $# -ge 2 ] || usage; collector=$2; shift 2 ;;
     --collector=*) collector=${1#--collector=}; shift ;;
+    --deb) [ $# -ge 2 ] || usage; deb=$2; shift 2 ;;
+    --deb=*) deb=${1#--deb=}; shift ;;
     -h | --help) usage ;;
     *) echo "install-service: unknown argument: $1" >&2; usage ;;
   esac
 done
 case "$what" in
-  agent) bin=procyon-agent; unit=procyon-agent.service ;;
-  collector) bin=procyon; unit=procyon.service ;;
+  agent) package=procyon-agent ;;
+  collector) package=procyon ;;
   *) usage ;;
 esac
+unit=$package.service
 if [ -n "$collector" ]; then
   [ "$what" = agent ] || fail "--collector is for the agent (the collector is the one agents point at)"
   # It goes into a TOML string as it is: keep to what a URL needs.
@@ -64,89 +65,74 @@ if [ ! -d /run/systemd/system ]; then
   fail "systemd is not running on this machine, so there is no service to install.
 Run the program directly instead, e.g. under your own supervisor: $direct"
 fi
-[ "$(id -u)" -eq 0 ] || fail "this installs into /usr/local/bin and /etc: run it as root (sudo $0 $what ...)"
+[ "$(id -u)" -eq 0 ] || fail "this installs a package: run it as root (sudo $0 $what ...)"
+command -v apt-get >/dev/null 2>&1 || fail "this installs a Debian package, and there is no apt-get here"
 
-# --- The binary ------------------------------------------------------------------------
-built="$repo/target/release/$bin"
-if [ ! -x "$built" ]; then
-  case "$what" in
-    agent) cargo_args=(build --release -p procyon-agent) ;;
-    collector) cargo_args=(build --release -p procyon --bin procyon) ;;
-  esac
+# --- The package -------------------------------------------------------------------------
+if [ -z "$deb" ]; then
   # Build as the user who ran sudo (their toolchain, their target/), else as root.
   if [ -n "${SUDO_USER:-}" ] && [ "$SUDO_USER" != root ]; then
-    say "building $bin as $SUDO_USER: cargo ${cargo_args[*]}"
-    sudo -u "$SUDO_USER" -H bash -lc 'export PATH="$HOME/.cargo/bin:$PATH"; cd "$1" && shift && cargo "$@"' \
-      build "$repo" "${cargo_args[@]}"
+    say "building the $package package as $SUDO_USER: scripts/deb.sh $package"
+    deb=$(sudo -u "$SUDO_USER" -H bash -lc 'export PATH="$HOME/.cargo/bin:$PATH"; "$1" "$2"' \
+      build "$repo/scripts/deb.sh" "$package" | tail -n 1)
   else
-    say "building $bin: cargo ${cargo_args[*]}"
-    (export PATH="$HOME/.cargo/bin:$PATH"; cd "$repo" && cargo "${cargo_args[@]}")
+    say "building the $package package: scripts/deb.sh $package"
+    deb=$(PATH="$HOME/.cargo/bin:$PATH" "$repo/scripts/deb.sh" "$package" | tail -n 1)
   fi
-  [ -x "$built" ] || fail "the build did not produce $built"
 fi
-# install(1) replaces the file rather than writing into it, so a running binary is safe.
-install -m 0755 "$built" "$bin_dir/$bin"
-say "installed $bin_dir/$bin ($("$bin_dir/$bin" --version))"
+[ -f "$deb" ] || fail "no package to install (${deb:-the build made none})"
+deb=$(cd "$(dirname "$deb")" && pwd)/$(basename "$deb")
 
-# --- Collector: its system user ------------------------------------------------------------
-if [ "$what" = collector ] && ! id -u procyon >/dev/null 2>&1; then
-  nologin=$(command -v nologin || echo /usr/sbin/nologin)
-  useradd --system --user-group --home-dir /var/lib/procyon --no-create-home --shell "$nologin" procyon
-  say "created the system user procyon (the collector runs as it)"
+# An earlier version of this script copied the binary to /usr/local/bin and the unit to
+# /etc/systemd/system, where that unit would hide the package's: remove those copies.
+if grep -qs "^ExecStart=/usr/local/bin/$package " "/etc/systemd/system/$unit"; then
+  rm -f "/etc/systemd/system/$unit" "/usr/local/bin/$package"
+  say "removed the copies an earlier install put in /etc/systemd/system and /usr/local/bin"
 fi
 
-# --- Agent: its config file ------------------------------------------------------------------
+DEBIAN_FRONTEND=noninteractive apt-get install -y -q "$deb"
+say "installed $deb ($("/usr/bin/$package" --version))"
+
+# --- Agent: its collector ------------------------------------------------------------------
 config=/etc/procyon/agent.toml
 has_collector=yes
 if [ "$what" = agent ]; then
-  install -d -m 0755 /etc/procyon
-  if [ -e "$config" ]; then
-    say "kept the existing $config"
-    [ -z "$collector" ] || echo "    (--collector was not applied to it: edit the file to change the collector)"
-  else
-    # Written with mode 0600 from the start: it may come to name key files and hosts.
-    tmp=$(mktemp /etc/procyon/.agent.toml.XXXXXX)
-    if [ -n "$collector" ]; then
-      awk -v url="$collector" '/^# collector = / { print "collector = \"" url "\""; next } { print }' \
-        "$repo/packaging/agent.toml" >"$tmp"
+  if [ -n "$collector" ]; then
+    if grep -Eq '^[[:space:]]*collector[[:space:]]*=' "$config"; then
+      say "kept the collector already set in $config (edit the file to change it)"
     else
-      cat "$repo/packaging/agent.toml" >"$tmp"
+      # Same mode as the packaged file (0600) from the start: it may name key files.
+      tmp=$(mktemp /etc/procyon/.agent.toml.XXXXXX)
+      awk -v url="$collector" '/^# collector = / && !done { print "collector = \"" url "\""; done = 1; next } { print }' \
+        "$config" >"$tmp"
+      chmod 0600 "$tmp"
+      mv "$tmp" "$config"
+      say "set collector = \"$collector\" in $config"
     fi
-    chmod 0600 "$tmp"
-    mv "$tmp" "$config"
-    say "wrote $config (mode 0600)${collector:+ with collector = \"$collector\"}"
   fi
   grep -Eq '^[[:space:]]*collector[[:space:]]*=' "$config" || has_collector=no
 fi
 
-# --- The unit ----------------------------------------------------------------------------------
-install -m 0644 "$repo/packaging/systemd/$unit" "$unit_dir/$unit"
-say "installed $unit_dir/$unit"
-systemctl daemon-reload
-say "systemctl daemon-reload"
+# --- Enable, start, and what to do next -----------------------------------------------------
 systemctl enable --quiet "$unit"
 say "systemctl enable $unit (starts at boot)"
-
-# --- Start, and what to do next -----------------------------------------------------------
 if [ "$what" = collector ]; then
   systemctl restart "$unit"
   say "systemctl restart $unit"
   cat <<EOF
 
-The collector is running (on 127.0.0.1:7450 unless PROCYON_BIND says otherwise; data
-in /var/lib/procyon).
+The collector is running (on 127.0.0.1:7450 unless /etc/procyon/collector.env says
+otherwise; data in /var/lib/procyon).
 Next:
   - on its first start it created the user admin; its password is in a file only the
     service's user can read (never in the journal):
       sudo cat /var/lib/procyon/initial-admin-password
-    sign in with it, change it (sudo -u procyon $bin_dir/procyon user passwd admin
+    sign in with it, change it (sudo -u procyon procyon user passwd admin
     --data /var/lib/procyon), then delete that file
   - create a key for each agent:
-      sudo -u procyon $bin_dir/procyon apikey create --name web-1 --data /var/lib/procyon
-  - to let agents on other machines in: systemctl edit procyon, add
-      [Service]
-      Environment=PROCYON_BIND=0.0.0.0:7450
-    then systemctl restart procyon (and put TLS in front of it)
+      sudo -u procyon procyon apikey create --name web-1 --host web-1 --data /var/lib/procyon
+  - to let agents on other machines in, set PROCYON_BIND, PROCYON_TLS_CERT and
+    PROCYON_TLS_KEY in /etc/procyon/collector.env, then systemctl restart procyon
   - logs: journalctl -u procyon -f
 EOF
   exit 0
@@ -174,7 +160,7 @@ echo
 echo "Not started yet: the agent needs"
 [ "$has_collector" = yes ] || echo "  - a collector: set collector = \"https://...\" in $config"
 if [ "$has_key" = no ]; then
-  echo "  - an API key (make one on the collector: procyon apikey create --name $(hostname)), stored with"
-  echo "      $bin_dir/procyon-agent set-key     (paste the key, then Ctrl-D)"
+  echo "  - an API key (make one on the collector: procyon apikey create --name $(hostname) --host $(hostname)), stored with"
+  echo "      procyon-agent set-key     (paste the key, then Ctrl-D)"
 fi
 echo "Then: systemctl start procyon-agent"

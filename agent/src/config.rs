@@ -302,14 +302,13 @@ pub fn running_as_root() -> bool {
     }
 }
 
-/// Parses the command line (exiting with clap's message on a bad flag or `--help`),
-/// reads `PROCYON_API_KEY` and the config file, and merges them with the defaults.
+/// Takes the parsed command line, reads `PROCYON_API_KEY` and the config file, and merges
+/// them with the defaults.
 ///
 /// Errors name the setting and its source, e.g. `config file /etc/procyon/agent.toml:
 /// interval must be between 200ms and 1h`, or say what is missing, e.g. no
 /// collector for [`Command::Run`].
-pub fn load() -> anyhow::Result<(Config, Command)> {
-    let cli = Cli::parse();
+pub fn load(cli: Cli) -> anyhow::Result<(Config, Command)> {
     let api_key = match std::env::var(API_KEY_ENV) {
         Ok(raw) => Some(Secret::new(&raw, API_KEY_ENV)?),
         Err(std::env::VarError::NotPresent) => None,

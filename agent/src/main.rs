@@ -29,8 +29,36 @@ use tokio::sync::{Notify, watch};
 use config::{Command, Config, Transport};
 use spool::Spool;
 
+/// The files of an installed agent, for the man page (paths of the `procyon-agent`
+/// package and its systemd unit; see packaging/).
+const FILES: &[procyon::manual::File] = &[
+    procyon::manual::File {
+        path: config::DEFAULT_CONFIG_FILE,
+        what: "The settings, read when --config is not given: every flag has a key there (the installed file \
+               lists them all, commented out).",
+    },
+    procyon::manual::File {
+        path: config::SYSTEM_STATE_DIR,
+        what: "The state directory when run as root (the service): the spool of snapshots not yet stored by \
+               the collector, and api.key, the key set-key and login store when there is no keyring.",
+    },
+];
+
 fn main() -> ExitCode {
-    let (config, command) = match config::load() {
+    // Parsing exits with clap's message on a bad flag or --help.
+    let cli = match procyon::manual::parse::<config::Cli>() {
+        procyon::manual::Parsed::Run(cli) => cli,
+        procyon::manual::Parsed::Generate(what) => {
+            return match what.run::<config::Cli>(FILES) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("procyon-agent: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+    };
+    let (config, command) = match config::load(cli) {
         Ok(loaded) => loaded,
         Err(e) => {
             eprintln!("procyon-agent: {e:#}");

@@ -13,7 +13,9 @@
 //!
 //! - [`hub`]: live fan-out of the newest snapshot per host;
 //! - [`tui`]: `procyon watch`, the terminal UI (its filter language needs no feature;
-//!   the terminal itself comes with `server`).
+//!   the terminal itself comes with `server`);
+//! - [`manual`]: man pages and shell completions made from a program's clap
+//!   definition (the hidden `generate` subcommand of `procyon` and `procyon-agent`).
 //!
 //! With the `server` feature (on by default) it is also the collector:
 //!
@@ -35,6 +37,7 @@ pub mod control;
 pub mod desktop;
 pub mod duration;
 pub mod hub;
+pub mod manual;
 pub mod model;
 pub mod sample;
 #[cfg(feature = "server")]

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use procyon::manual::{File, Parsed};
 use procyon::model::ProcessAction;
 use procyon::sample::{CmdlineMode, Sampler, SamplerOptions};
 
@@ -209,19 +210,19 @@ struct ServeArgs {
     #[arg(long, env = "PROCYON_INTERVAL", default_value = "2s", value_parser = parse_interval)]
     interval: Duration,
     /// Do not sample this machine; only store what agents send.
-    #[arg(long)]
+    #[arg(long, env = "PROCYON_NO_LOCAL", value_parser = clap::builder::BoolishValueParser::new())]
     no_local: bool,
     /// How long full snapshots are kept (e.g. 24h, 3d).
-    #[arg(long, default_value = "24h", value_parser = parse_duration)]
+    #[arg(long, env = "PROCYON_KEEP_RAW", default_value = "24h", value_parser = parse_duration)]
     keep_raw: Duration,
     /// How long per-minute history is kept.
-    #[arg(long, default_value = "7d", value_parser = parse_duration)]
+    #[arg(long, env = "PROCYON_KEEP_MINUTES", default_value = "7d", value_parser = parse_duration)]
     keep_minutes: Duration,
     /// How long per-hour history is kept.
-    #[arg(long, default_value = "90d", value_parser = parse_duration)]
+    #[arg(long, env = "PROCYON_KEEP_HOURS", default_value = "90d", value_parser = parse_duration)]
     keep_hours: Duration,
     /// How long a sign-in lasts.
-    #[arg(long, default_value = "1h", value_parser = parse_duration)]
+    #[arg(long, env = "PROCYON_TOKEN_TTL", default_value = "1h", value_parser = parse_duration)]
     token_ttl: Duration,
     /// Command lines of this machine's processes to keep: full (secrets masked), exe (the
     /// program only) or none. Agents choose their own with their --cmdline.
@@ -394,8 +395,26 @@ fn is_broken_pipe(e: &anyhow::Error) -> bool {
     })
 }
 
+/// The files of an installed collector, for the man page (paths of the `procyon`
+/// package and its systemd unit; see packaging/).
+const FILES: &[File] = &[
+    File {
+        path: "/etc/procyon/collector.env",
+        what: "Settings of the procyon service, as PROCYON_* variables (every flag of procyon serve has one).",
+    },
+    File {
+        path: "/var/lib/procyon",
+        what: "The service's data: the database procyon.db (history, users, API keys), the token signing key, \
+               and until you delete it the first admin's password, initial-admin-password. Also the default \
+               --data of procyon serve, user, apikey and host when run as root.",
+    },
+];
+
 fn run() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+    let cli = match procyon::manual::parse::<Cli>() {
+        Parsed::Run(cli) => cli,
+        Parsed::Generate(what) => return Ok(what.run::<Cli>(FILES)?),
+    };
     let Some(command) = cli.command else {
         #[cfg(feature = "desktop")]
         return desktop(false);
