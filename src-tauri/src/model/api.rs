@@ -160,14 +160,15 @@ pub struct SeriesPoint {
     pub process_count: f32,
     /// Peak process count.
     pub process_max: u32,
-    /// Average send rate.
-    pub sent_bytes_per_sec: f64,
-    /// Average receive rate.
-    pub received_bytes_per_sec: f64,
-    /// Peak send rate.
-    pub sent_max_bytes_per_sec: f64,
-    /// Peak receive rate.
-    pub received_max_bytes_per_sec: f64,
+    /// Average send rate; `null` when no snapshot behind the point gave network figures
+    /// (short uploads give none).
+    pub sent_bytes_per_sec: Option<f64>,
+    /// Average receive rate; `null` as for the send rate.
+    pub received_bytes_per_sec: Option<f64>,
+    /// Peak send rate; `null` as for the average.
+    pub sent_max_bytes_per_sec: Option<f64>,
+    /// Peak receive rate; `null` as for the average.
+    pub received_max_bytes_per_sec: Option<f64>,
 }
 
 /// A process that stood out in a time range (`GET /api/hosts/{id}/top-processes`).
@@ -179,15 +180,16 @@ pub struct TopProcess {
     pub pid: u32,
     /// Its command line when it peaked.
     pub cmd: String,
-    /// Peak CPU (share of one core).
-    pub cpu_max_percent: f32,
-    /// Peak resident memory.
-    #[ts(type = "number")]
-    pub rss_max_bytes: i64,
-    /// When the CPU peak was seen.
-    pub cpu_peak_at: DateTime<Utc>,
-    /// When the memory peak was seen.
-    pub rss_peak_at: DateTime<Utc>,
+    /// Peak CPU (share of one core); `null` when no snapshot in the range said (short
+    /// uploads may leave it out).
+    pub cpu_max_percent: Option<f32>,
+    /// Peak resident memory; `null` as for the CPU.
+    #[ts(type = "number | null")]
+    pub rss_max_bytes: Option<i64>,
+    /// When the CPU peak was seen; `null` when the CPU is not known.
+    pub cpu_peak_at: Option<DateTime<Utc>>,
+    /// When the memory peak was seen; `null` when the memory is not known.
+    pub rss_peak_at: Option<DateTime<Utc>>,
 }
 
 /// One process's figures in one stored snapshot

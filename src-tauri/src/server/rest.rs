@@ -702,8 +702,10 @@ async fn export_range(
                 points.peek()?;
                 let mut out = String::new();
                 for p in points.by_ref().take(CSV_ROWS_PER_CHUNK) {
+                    // A rate no snapshot of the point knew is an empty cell, not a 0.
+                    let rate = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_default();
                     out.push_str(&format!(
-                        "{},{},{},{:.2},{:.2},{},{},{:.1},{:.1},{:.1}\n",
+                        "{},{},{},{:.2},{:.2},{},{},{:.1},{},{}\n",
                         p.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                         tier,
                         p.samples,
@@ -712,8 +714,8 @@ async fn export_range(
                         p.memory_used_bytes,
                         p.memory_max_bytes,
                         p.process_count,
-                        p.sent_bytes_per_sec,
-                        p.received_bytes_per_sec
+                        rate(p.sent_bytes_per_sec),
+                        rate(p.received_bytes_per_sec)
                     ));
                 }
                 Some(out)
