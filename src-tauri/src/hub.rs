@@ -153,6 +153,11 @@ impl Hub {
         self.hosts().remove(hostname);
     }
 
+    /// The newest snapshot of every host that published one, in no particular order.
+    pub fn latest_all(&self) -> Vec<Arc<Published>> {
+        self.hosts().values().filter_map(|tx| tx.borrow().clone()).collect()
+    }
+
     /// Hosts the hub holds now.
     pub fn host_count(&self) -> usize {
         self.hosts().len()
