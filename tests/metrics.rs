@@ -34,8 +34,8 @@ impl Drop for Killed {
     }
 }
 
-/// A real agent reporting as `hostname` every second.
-fn start_agent(c: &Collector, dir: &Path, key: &str, hostname: &str) -> Killed {
+/// A real agent reporting as `hostname` every second, with `extra` flags.
+fn start_agent(c: &Collector, dir: &Path, key: &str, hostname: &str, extra: &[&str]) -> Killed {
     use std::os::unix::fs::PermissionsExt;
     let key_file = dir.join(format!("{hostname}.key"));
     std::fs::write(&key_file, key).unwrap();
@@ -46,6 +46,7 @@ fn start_agent(c: &Collector, dir: &Path, key: &str, hostname: &str) -> Killed {
         .arg(&key_file)
         .arg("--spool")
         .arg(dir.join(format!("{hostname}.spool")))
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -130,7 +131,8 @@ async fn prometheus_scrapes_two_hosts_with_a_metrics_key_and_promtool_agrees() {
     let scrape_key = metrics_key(&data, "prom");
     let bearer = format!("Bearer {scrape_key}");
 
-    let _agent = start_agent(&c, dir.path(), &upload_key, "metrics-agent-1");
+    let agent_metrics = format!("127.0.0.1:{}", free_port());
+    let _agent = start_agent(&c, dir.path(), &upload_key, "metrics-agent-1", &["--metrics-listen", &agent_metrics]);
     // The second host: a seed-format upload with a thousand distinct process names.
     let (status, body) = c.upload(&upload_key, upload_with_names("metrics-upload-2", 1000)).await;
     assert_eq!(status, 201, "{body}");
@@ -217,6 +219,26 @@ async fn prometheus_scrapes_two_hosts_with_a_metrics_key_and_promtool_agrees() {
     .await;
     let log = std::fs::read_to_string(prom_dir.join("log")).unwrap_or_default();
     assert!(!log.contains("level=error"), "Prometheus logged errors:\n{log}");
+
+    // The agent serves the same host families for its own machine, without a key.
+    let r = c.http.get(format!("http://{agent_metrics}/metrics")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let own = r.text().await.unwrap();
+    promtool(&own).unwrap_or_else(|e| panic!("promtool check metrics on the agent: {e}\n{own}"));
+    for name in ["procyon_host_cpu_usage_ratio", "procyon_host_processes", "procyon_process_group_processes"] {
+        assert!(sample(&own, name, agent).is_some(), "{name} on the agent:\n{own}");
+    }
+    assert!(own.contains("procyon_build_info{program=\"procyon-agent\""));
+    let r = c
+        .http
+        .get(format!("http://{agent_metrics}/metrics"))
+        .header("Accept", "application/openmetrics-text")
+        .send()
+        .await
+        .unwrap();
+    assert!(r.text().await.unwrap().ends_with("# EOF\n"));
+    let r = c.http.get(format!("http://{agent_metrics}/")).send().await.unwrap();
+    assert_eq!(r.status(), 404);
 }
 
 #[tokio::test(flavor = "multi_thread")]
