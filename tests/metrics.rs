@@ -288,4 +288,17 @@ async fn only_metrics_keys_and_admins_read_metrics_and_metrics_keys_read_nothing
     let (status, body) =
         c.post("/api/keys", &admin, Some(json!({ "name": "bad", "scope": "metrics", "hostname": "limits-1" }))).await;
     assert_eq!(status, 422, "{body}");
+    let out = Command::new(common::collector::BIN)
+        .args(["apikey", "create", "--name", "bad", "--scope", "metrics", "--host", "limits-1", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--host does not apply"));
+    let out = Command::new(common::collector::BIN)
+        .args(["apikey", "create", "--name", "bad", "--scope", "read", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("expected upload or metrics"));
 }

@@ -34,6 +34,11 @@ pub const DEFAULT_GROUPS: usize = 20;
 /// few enough that one host cannot flood a Prometheus with series.
 pub const MAX_GROUPS: usize = 1000;
 
+/// Longest group name, in characters: longer process names (an upload may send any) are
+/// cut, and grouped by what is left, so that one label value stays small and no two
+/// groups share a label.
+pub const MAX_GROUP_NAME_CHARS: usize = 128;
+
 /// The content type of the OpenMetrics text format.
 pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
@@ -376,12 +381,11 @@ pub struct Group<'a> {
 pub fn top_groups(snapshot: &Snapshot, max: usize) -> (Vec<Group<'_>>, usize) {
     let mut by_name: HashMap<&str, Group<'_>> = HashMap::new();
     for p in &snapshot.processes {
-        let g = by_name.entry(p.name.as_str()).or_insert(Group {
-            name: p.name.as_str(),
-            cpu_cores: None,
-            resident_bytes: None,
-            processes: 0,
-        });
+        let name = match p.name.char_indices().nth(MAX_GROUP_NAME_CHARS) {
+            Some((cut, _)) => &p.name[..cut],
+            None => p.name.as_str(),
+        };
+        let g = by_name.entry(name).or_insert(Group { name, cpu_cores: None, resident_bytes: None, processes: 0 });
         g.processes += 1;
         if let Some(cpu) = p.cpu_percent {
             *g.cpu_cores.get_or_insert(0.0) += f64::from(cpu.max(0.0)) / 100.0;
@@ -480,6 +484,16 @@ mod tests {
         );
         let text = render_host(&s, STATE, "procyon", Format::Prometheus);
         assert!(!text.contains("pid="), "{text}");
+    }
+
+    #[test]
+    fn long_names_are_cut_and_grouped_by_what_is_left() {
+        let mut s = snapshot_with_names(2);
+        s.processes[0].name = format!("{}-one", "é".repeat(MAX_GROUP_NAME_CHARS));
+        s.processes[1].name = format!("{}-two", "é".repeat(MAX_GROUP_NAME_CHARS));
+        let (groups, _) = top_groups(&s, 20);
+        assert_eq!(groups.len(), 1);
+        assert_eq!((groups[0].name.chars().count(), groups[0].processes), (MAX_GROUP_NAME_CHARS, 2));
     }
 
     #[test]
