@@ -309,6 +309,41 @@ pub struct UserSummary {
     pub created_at: DateTime<Utc>,
 }
 
+/// What an API key may do. Every key has one scope: a key that leaks gives away that
+/// one thing only.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyScope {
+    /// Report snapshots: uploads and the agent channel (every key made before scopes
+    /// existed has this one).
+    #[default]
+    Upload,
+    /// Read `/metrics` and nothing else (for a Prometheus server).
+    Metrics,
+}
+
+impl KeyScope {
+    /// The lower-case name, as stored and as typed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Upload => "upload",
+            Self::Metrics => "metrics",
+        }
+    }
+}
+
+impl std::str::FromStr for KeyScope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "upload" => Ok(Self::Upload),
+            "metrics" => Ok(Self::Metrics),
+            _ => Err(format!("unknown key scope `{s}`: expected upload or metrics")),
+        }
+    }
+}
+
 /// An agent API key as admins see it; the key itself is shown only once, at creation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
 pub struct ApiKeySummary {
@@ -319,6 +354,8 @@ pub struct ApiKeySummary {
     pub name: String,
     /// First characters of the key, to tell keys apart.
     pub prefix: String,
+    /// What the key may do.
+    pub scope: KeyScope,
     /// The only host name this key may upload for, if bound.
     pub hostname: Option<String>,
     /// When it was made.

@@ -20,7 +20,9 @@ use super::query::{self, ApiQuery};
 use super::routes::{Access, Route};
 use super::{AppState, upload, views};
 use crate::control::{self, Target};
-use crate::model::api::{ApiKeySummary, AuditAction, AuditEntry, HostSummary, Role, SnapshotSummary, UserSummary};
+use crate::model::api::{
+    ApiKeySummary, AuditAction, AuditEntry, HostSummary, KeyScope, Role, SnapshotSummary, UserSummary,
+};
 use crate::model::{ActionErrorCode, ProcessAction, Snapshot};
 use crate::store::{NewAuditEntry, Newest, Page, StoreError, StoredSnapshot};
 
@@ -1117,6 +1119,9 @@ async fn keys(State(state): State<AppState>, _: AdminUser) -> Result<Json<Vec<Ap
 struct NewKey {
     name: String,
     hostname: Option<String>,
+    /// `upload` (the default) or `metrics`.
+    #[serde(default)]
+    scope: KeyScope,
 }
 
 async fn create_key(
@@ -1127,8 +1132,12 @@ async fn create_key(
     if body.name.trim().is_empty() || body.name.len() > 100 {
         return Err(ApiError::invalid("name", "A key's name is 1 to 100 characters."));
     }
+    if body.scope == KeyScope::Metrics && body.hostname.is_some() {
+        return Err(ApiError::invalid("hostname", "A key of scope metrics reads every host: it takes no hostname."));
+    }
     let (key, prefix, hash) = auth::new_api_key()?;
-    let summary = state.store.create_api_key(&body.name, &prefix, &hash, body.hostname.as_deref()).await?;
+    let summary =
+        state.store.create_scoped_api_key(&body.name, &prefix, &hash, body.hostname.as_deref(), body.scope).await?;
     Ok((StatusCode::CREATED, Json(json!({ "key": key, "summary": summary }))))
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::*;
-use crate::model::api::{AuditAction, Role, SeriesPoint, SnapshotSummary, Tier, TopProcess};
+use crate::model::api::{AuditAction, KeyScope, Role, SeriesPoint, SnapshotSummary, Tier, TopProcess};
 use crate::model::{InterfaceCounters, ProcessAction, ProcessSample, Snapshot};
 use crate::sample::Sampler;
 
@@ -436,6 +436,17 @@ fn assert_same_points(a: &[SeriesPoint], b: &[SeriesPoint]) {
         assert!((a.cpu_percent - b.cpu_percent).abs() < 1e-3);
         assert!((a.memory_used_bytes - b.memory_used_bytes).abs() <= 1);
     }
+}
+
+#[tokio::test]
+async fn keys_keep_their_scope_and_upload_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let agent = store.create_api_key("agent", "pk_ab12", "hash-agent", None).await.unwrap();
+    let prom = store.create_scoped_api_key("prom", "pk_pr01", "hash-prom", None, KeyScope::Metrics).await.unwrap();
+    assert_eq!((agent.scope, prom.scope), (KeyScope::Upload, KeyScope::Metrics));
+    assert_eq!(store.api_key_by_hash("hash-prom").await.unwrap().unwrap().summary, prom);
+    assert_eq!(store.api_keys().await.unwrap(), [agent, prom]);
 }
 
 #[tokio::test]

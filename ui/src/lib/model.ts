@@ -673,6 +673,8 @@ role: Role,
  */
 created_at: string, };
 
+export type KeyScope = "upload" | "metrics";
+
 export type ApiKeySummary = { 
 /**
  * Key id.
@@ -686,6 +688,10 @@ name: string,
  * First characters of the key, to tell keys apart.
  */
 prefix: string, 
+/**
+ * What the key may do.
+ */
+scope: KeyScope, 
 /**
  * The only host name this key may upload for, if bound.
  */
