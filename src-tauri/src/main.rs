@@ -10,6 +10,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use procyon::manual::{File, Parsed};
 use procyon::model::ProcessAction;
+#[cfg(feature = "server")]
+use procyon::model::api::AuditAction;
 use procyon::sample::{CmdlineMode, Sampler, SamplerOptions};
 
 /// Prints a line to standard output, as `println!` does, but returns the write's error
@@ -152,10 +154,20 @@ enum HostCommand {
         name: String,
     },
     /// Forget a host's binding: the next agent to report it binds it anew (for a
-    /// machine that was really replaced).
+    /// machine that was really replaced; a live key made for the host still holds it).
+    /// Audited.
     Unbind {
         /// Host name.
         name: String,
+    },
+    /// Bind a host to an API key (moving it from the key that holds it, keeping its
+    /// machine fingerprint). Audited; a running collector applies it within a minute.
+    Bind {
+        /// Host name.
+        name: String,
+        /// The key's name or prefix; a key made for another host (--host) cannot have it.
+        #[arg(long)]
+        key: String,
     },
 }
 
@@ -302,7 +314,9 @@ enum ApiKeyCommand {
         /// A label, e.g. the machine it is for.
         #[arg(long)]
         name: String,
-        /// Only accept uploads for this host name.
+        /// Only accept uploads for this host name, and reserve the host for this key
+        /// now, so that no other key can claim it first (refused if another live key
+        /// holds it).
         #[arg(long)]
         host: Option<String>,
     },
@@ -719,6 +733,7 @@ async fn host(data: std::path::PathBuf, command: HostCommand) -> anyhow::Result<
         },
         HostCommand::Unbind { name } => {
             if store.reset_host_binding(&name).await? {
+                audit_cli(&store, &name, AuditAction::UnbindHost, format!("Host {name} unbound")).await?;
                 say!(
                     "{name} is no longer bound; the next agent to report it binds it (a running collector notices within a minute)."
                 )?;
@@ -726,8 +741,42 @@ async fn host(data: std::path::PathBuf, command: HostCommand) -> anyhow::Result<
                 say!("{name} was not bound.")?;
             }
         }
+        HostCommand::Bind { name, key } => {
+            procyon::server::upload::validate_hostname(&name).map_err(api_error)?;
+            let b = store.bind_host(&name, &key).await.map_err(|e| api_error(e.into()))?;
+            let key_name = b.key_name.clone().unwrap_or_default();
+            audit_cli(&store, &name, AuditAction::BindHost, format!("Host {name} bound to API key {key_name}")).await?;
+            say!(
+                "{name} is bound to API key `{key_name}`, machine {} (a running collector notices within a minute).",
+                b.machine_id.as_deref().unwrap_or("not known yet")
+            )?;
+        }
     }
     store.close().await;
+    Ok(())
+}
+
+/// Writes a change made from the command line to the audit log, as `cli:` and the
+/// system user who ran it (`:` is never in an account's name).
+#[cfg(feature = "server")]
+async fn audit_cli(
+    store: &procyon::store::Store,
+    hostname: &str,
+    action: AuditAction,
+    message: String,
+) -> anyhow::Result<()> {
+    let who = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).or_else(|_| std::env::var("USERNAME"));
+    let entry = procyon::store::NewAuditEntry {
+        actor: format!("cli:{}", who.unwrap_or_else(|_| "unknown".into())),
+        hostname: hostname.to_owned(),
+        pid: None,
+        process_name: None,
+        action,
+        tree: false,
+        result: "success".into(),
+        message,
+    };
+    store.audit(entry).await?;
     Ok(())
 }
 
@@ -736,8 +785,11 @@ async fn apikey(data: std::path::PathBuf, command: ApiKeyCommand) -> anyhow::Res
     let store = procyon::server::open_store(&data).await?;
     match command {
         ApiKeyCommand::Create { name, host } => {
+            if let Some(h) = &host {
+                procyon::server::upload::validate_hostname(h).map_err(api_error)?;
+            }
             let (key, prefix, hash) = procyon::server::auth::new_api_key().map_err(api_error)?;
-            store.create_api_key(&name, &prefix, &hash, host.as_deref()).await?;
+            store.create_api_key(&name, &prefix, &hash, host.as_deref()).await.map_err(|e| api_error(e.into()))?;
             say!(
                 "API key `{name}`{}; it is shown only now:",
                 host.map(|h| format!(" for host {h}")).unwrap_or_default()

@@ -366,8 +366,14 @@ async fn send(socket: &mut WebSocket, message: &CollectorMessage) -> bool {
     }
 }
 
-async fn refuse(mut socket: WebSocket, close_code: u16, code: &str, message: String) {
+async fn refuse(socket: WebSocket, close_code: u16, code: &str, message: String) {
     tracing::warn!(code, %message, "agent refused");
+    refuse_unlogged(socket, close_code, code, message).await;
+}
+
+/// [`refuse`] without the log line, for a refusal logged already (binding refusals are,
+/// once a minute per host: see `binding::check`).
+async fn refuse_unlogged(mut socket: WebSocket, close_code: u16, code: &str, message: String) {
     send(&mut socket, &CollectorMessage::Error { code: code.into(), message: message.clone() }).await;
     let reason: String = message.chars().take(100).collect();
     let _ = socket.send(Message::Close(Some(CloseFrame { code: close_code, reason: reason.into() }))).await;
@@ -404,6 +410,9 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
         Ok(a) => a,
         Err(e) => {
             let (close, code, message) = refusal(e);
+            if code == "forbidden" {
+                return refuse_unlogged(socket, close, code, message).await;
+            }
             return refuse(socket, close, code, message).await;
         }
     };
