@@ -26,6 +26,9 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::LazyLock;
+
+use aho_corasick::{AhoCorasick, MatchKind};
 
 use crate::model::MAX_CMD_CHARS;
 
@@ -136,6 +139,7 @@ pub fn redact(line: &str) -> Cow<'_, str> {
         r.word(&word);
         start = word.end;
     }
+    r.tokens();
     if r.edits.is_empty() { Cow::Borrowed(line) } else { Cow::Owned(apply(line, r.edits)) }
 }
 
@@ -158,6 +162,8 @@ fn scan_word(line: &str, start: usize) -> Word {
     let mut i = start;
     let mut query = 0u64;
     let mut semicolon = 0u64;
+    let mut comma = 0u64;
+    let mut quote = 0u64;
     while let Some(chunk) = bytes[i..].first_chunk::<8>() {
         let v = u64::from_le_bytes(*chunk);
         let space = bytes_equal(v, b' ') | bytes_equal(v, b'\t');
@@ -172,6 +178,8 @@ fn scan_word(line: &str, start: usize) -> Word {
         }
         query |= (bytes_equal(v, b'?') | bytes_equal(v, b'&')) & before_end;
         semicolon |= bytes_equal(v, b';') & before_end;
+        comma |= bytes_equal(v, b',') & before_end;
+        quote |= bytes_equal(v, b'"') & before_end;
         if space != 0 {
             w.end = i + space.trailing_zeros() as usize / 8;
             break;
@@ -190,12 +198,16 @@ fn scan_word(line: &str, start: usize) -> Word {
                 COLON if w.colon.is_none() => w.colon = Some(i + j - start),
                 QUERY => query = 1,
                 SEMICOLON => semicolon = 1,
+                COMMA => comma = 1,
+                QUOTE => quote = 1,
                 _ => {}
             }
         }
     }
     w.query = query != 0;
     w.semicolon = semicolon != 0;
+    w.comma = comma != 0;
+    w.quote = quote != 0;
     w.url = w.colon.is_some_and(|c| line[w.start + c..w.end].contains("://"));
     w
 }
@@ -205,6 +217,8 @@ const EQUALS: u8 = 2;
 const COLON: u8 = 3;
 const QUERY: u8 = 4;
 const SEMICOLON: u8 = 5;
+const COMMA: u8 = 6;
+const QUOTE: u8 = 7;
 
 /// What each byte means to the word scan; 0 for most.
 const BYTE_CLASS: [u8; 256] = {
@@ -216,6 +230,8 @@ const BYTE_CLASS: [u8; 256] = {
     class[b'?' as usize] = QUERY;
     class[b'&' as usize] = QUERY;
     class[b';' as usize] = SEMICOLON;
+    class[b',' as usize] = COMMA;
+    class[b'"' as usize] = QUOTE;
     class
 };
 
@@ -229,6 +245,10 @@ struct Word {
     url: bool,
     query: bool,
     semicolon: bool,
+    /// A `,` (an option list: `-o user=u,password=x`).
+    comma: bool,
+    /// A `"` (a JSON body: `{"token":"x"}`).
+    quote: bool,
 }
 
 /// What the previous word says about this one.
@@ -255,8 +275,6 @@ enum Pending {
     Json,
     /// Inside a JSON string value that has spaces in it: masked up to its closing quote.
     JsonString,
-    /// After an AWS access key id: the word is masked if it has a secret key's shape.
-    AwsSecret,
 }
 
 struct Redactor<'a> {
@@ -425,19 +443,11 @@ impl Redactor<'_> {
                 };
                 return self.mask(w.start, w.start + end);
             }
-            Pending::AwsSecret => {
-                if is_aws_secret(text.trim_matches(['\'', '"'])) {
-                    return self.mask(w.start, w.end);
-                }
-            }
         }
-        if w.end - w.start >= MIN_TOKEN {
-            self.tokens(text, w.start);
-        }
-        if w.colon.is_some() && text.contains("\":") {
+        if w.quote && w.colon.is_some() {
             self.json(text, w.start);
         }
-        if w.eq.is_some() && text.contains(',') {
+        if w.comma && w.eq.is_some() {
             self.option_list(text, w.start);
         }
 
@@ -606,24 +616,36 @@ impl Redactor<'_> {
 
     /// Token shapes that are secrets wherever they stand, whatever names them: GitHub's
     /// `ghp_`/`github_pat_`, GitLab's `glpat-`, Slack's `xoxb-`, AWS access key ids
-    /// (`AKIA...`, and a secret key in the next word), JWTs (`eyJ...`), `sk-`/`sk_live_`
-    /// API keys. Only words long enough to hold one are looked at, and only where a
-    /// token could begin (after a non-alphanumeric byte, on one of its first letters).
-    fn tokens(&mut self, text: &str, at: usize) {
-        let bytes = text.as_bytes();
-        let mut i = 0;
-        while i + MIN_TOKEN <= bytes.len() {
-            let b = bytes[i];
-            let starts = matches!(b, b'g' | b'x' | b'A' | b'e' | b's' | b'r')
-                && (i == 0 || !bytes[i - 1].is_ascii_alphanumeric());
-            if let Some(len) = starts.then(|| token_len(&bytes[i..])).flatten() {
-                self.mask(at + i, at + i + len);
-                if b == b'A' && i + len == bytes.len() {
-                    self.pending = Pending::AwsSecret;
+    /// (`AKIA...`, and the secret key in the word after one), JWTs (`eyJ...`),
+    /// `sk-`/`sk_live_` API keys. One pass over the whole line finds where one may begin
+    /// (a multi-pattern search over their prefixes, far cheaper than looking at each
+    /// byte); only a prefix at the start of a run of letters and digits is looked at.
+    fn tokens(&mut self) {
+        let line = self.line;
+        let bytes = line.as_bytes();
+        if bytes.len() < MIN_TOKEN {
+            return;
+        }
+        let Some(starts) = TOKEN_STARTS.as_ref() else { return };
+        let mut from = 0;
+        for found in starts.find_iter(line) {
+            let i = found.start();
+            if i < from || (i > 0 && bytes[i - 1].is_ascii_alphanumeric()) {
+                continue;
+            }
+            let Some(len) = token_len(&bytes[i..]) else { continue };
+            self.mask(i, i + len);
+            from = i + len;
+            // `AKIA... SECRET`: the secret access key follows its id.
+            if bytes[i] == b'A' && bytes.get(from).is_some_and(|b| BYTE_CLASS[usize::from(*b)] == SPACE) {
+                let next = from + 1;
+                let end = bytes[next..]
+                    .iter()
+                    .position(|b| BYTE_CLASS[usize::from(*b)] == SPACE)
+                    .map_or(bytes.len(), |e| next + e);
+                if is_aws_secret(line[next..end].trim_matches(['\'', '"'])) {
+                    self.mask(next, end);
                 }
-                i += len;
-            } else {
-                i += 1;
             }
         }
     }
@@ -869,9 +891,41 @@ fn apply(line: &str, mut edits: Vec<(usize, usize)>) -> String {
     out
 }
 
-/// The shortest word [`Redactor::tokens`] looks into (the shortest token it knows, an AWS
-/// access key id, is 20 characters).
+/// The shortest line [`Redactor::tokens`] looks into (the shortest token it knows, an
+/// AWS access key id, is 20 characters).
 const MIN_TOKEN: usize = 20;
+
+/// Where the tokens [`token_len`] knows begin. `None` only if the searcher could not be
+/// built, which fixed patterns never fail to be. Leftmost-first matching, because only
+/// then does the crate use its vectorised search (four times faster here than the
+/// standard automaton).
+static TOKEN_STARTS: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
+    AhoCorasick::builder()
+        .match_kind(MatchKind::LeftmostFirst)
+        .build([
+            "ghp_",
+            "gho_",
+            "ghu_",
+            "ghs_",
+            "ghr_",
+            "github_pat_",
+            "glpat-",
+            "xoxb-",
+            "xoxp-",
+            "xoxa-",
+            "xoxr-",
+            "xoxs-",
+            "AKIA",
+            "ASIA",
+            "eyJ",
+            "sk-",
+            "sk_live_",
+            "sk_test_",
+            "rk_live_",
+            "rk_test_",
+        ])
+        .ok()
+});
 
 /// The length of the secret token `bytes` starts with, if it starts with one.
 fn token_len(bytes: &[u8]) -> Option<usize> {
