@@ -785,6 +785,11 @@ async fn a_key_made_for_a_host_reserves_it_and_admins_bind_and_unbind_hosts() {
     assert_eq!(binding["key_name"], "web2-key", "{binding}");
     let (status, body) = c.post("/api/keys", &admin, Some(json!({"name": "web2-again", "hostname": "web-2"}))).await;
     assert_eq!((status, body["error"].as_str()), (409, Some("host_bound")), "{body}");
+    // Once the old key is revoked, a new key made for the host takes it (a rotation).
+    cli(dir.path(), &["apikey", "revoke", "web2-key"], None);
+    new_key(dir.path(), "web2-new", Some("web-2"));
+    let (_, binding) = c.get("/api/hosts/web-2/binding", &admin).await;
+    assert_eq!(binding["key_name"], "web2-new", "{binding}");
 
     // Unbinding from the CLI is audited; a live key made for the host still holds it.
     cli(dir.path(), &["host", "unbind", "web-1"], None);

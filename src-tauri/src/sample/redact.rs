@@ -498,6 +498,13 @@ impl Redactor<'_> {
             self.pending = Pending::Scheme;
             return;
         }
+        // `aws configure set aws_secret_access_key SECRET`: a secret named by a bare word.
+        if matches!(lead.len(), 17 | 21)
+            && (lead.eq_ignore_ascii_case("aws_secret_access_key") || lead.eq_ignore_ascii_case("aws_session_token"))
+        {
+            self.pending = Pending::Whole;
+            return;
+        }
         // Environment-style assignments: `DB_PASSWORD=...`, `api_key=...`.
         if let Some(eq) = w.eq
             && eq > lead_len
@@ -1452,6 +1459,15 @@ mod tests {
         ("slack-notify xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx", "slack-notify ***"),
         ("aws-tool AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "aws-tool *** ***"),
         ("app --access AKIAIOSFODNN7EXAMPLE -v", "app --access *** -v"),
+        (
+            "app --access-key-id AKIAIOSFODNN7EXAMPLE --secret-access-key wJalrXUtnFEMI/K7MDENG",
+            "app --access-key-id *** --secret-access-key ***",
+        ),
+        ("aws configure set aws_access_key_id AKIAIOSFODNN7EXAMPLE", "aws configure set aws_access_key_id ***"),
+        (
+            "aws configure set aws_secret_access_key wJalrXUtnFEMI/K7MDENG",
+            "aws configure set aws_secret_access_key ***",
+        ),
         ("app eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dBjftJeZ4CVPmB92K27uhbUJU1p1r_wW1gFWFOEjXk -v", "app *** -v"),
         ("app --header=X:eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig", "app --header=X:***"),
         ("python bot.py sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z", "python bot.py ***"),
@@ -1562,6 +1578,7 @@ mod tests {
             "--pwd",
             "a=1,password=2",
             "ghp_0123456789abcdefABCDEF0123456789abcd",
+            "aws_secret_access_key",
         ];
         for a in words {
             for b in words {
