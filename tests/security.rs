@@ -807,22 +807,31 @@ async fn a_key_made_for_a_host_reserves_it_and_admins_bind_and_unbind_hosts() {
     assert!(err.contains("made for host `web-1`"), "{err}");
     let err = cli_fails(dir.path(), &["host", "bind", "web-3", "--key", "no-such-key"]);
     assert!(err.contains("not found"), "{err}");
-    // ... and through the API: PUT moves it (keeping its fingerprint), with the audit.
+    // An agent reporting as it is cut off within seconds when the CLI moves the host to
+    // another key (the machine fingerprint stays with the host).
+    let m3 = "c4".repeat(32);
+    let (mut agent, welcome) = agent_hello(&c, &fleet, "web-3", Some(&m3)).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
     let other = new_key(dir.path(), "other", None);
+    cli(dir.path(), &["host", "bind", "web-3", "--key", "other"], None);
+    assert_eq!(close_code(&mut agent, Duration::from_secs(15)).await, Some(4003));
+    let (_, binding) = c.get("/api/hosts/web-3/binding", &admin).await;
+    assert_eq!((binding["key_name"].as_str(), binding["machine_id"].as_str()), (Some("other"), Some(m3.as_str())));
+    // ... and through the API: PUT moves it back, with the audit.
     let r = c
         .http
         .put(c.url("/api/hosts/web-3/binding"))
         .bearer_auth(&admin)
-        .json(&json!({"key": "other"}))
+        .json(&json!({"key": "fleet"}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
     let binding: Value = r.json().await.unwrap();
-    assert_eq!(binding["key_name"], "other", "{binding}");
-    let (status, body) = upload_from(&c, &fleet, None, &full_snapshot("web-3", 1)).await;
+    assert_eq!(binding["key_name"], "fleet", "{binding}");
+    let (status, body) = upload_from(&c, &other, Some(&m3), &full_snapshot("web-3", 1)).await;
     assert_eq!(status, 403, "{body}");
-    let (status, body) = upload_from(&c, &other, None, &full_snapshot("web-3", 1)).await;
+    let (status, body) = upload_from(&c, &fleet, Some(&m3), &full_snapshot("web-3", 1)).await;
     assert_eq!(status, 201, "{body}");
     let r =
         c.http.put(c.url("/api/hosts/web-3/binding")).bearer_auth(&admin).json(&json!({"key": "nope"})).send().await;
@@ -847,7 +856,7 @@ async fn a_key_made_for_a_host_reserves_it_and_admins_bind_and_unbind_hosts() {
     assert!(has("unbind_host", "web-1", &|who| who.starts_with("cli:")), "{rows:?}");
     assert!(has("bind_host", "web-3", &|who| who.starts_with("cli:")), "{rows:?}");
     assert!(has("bind_host", "web-3", &|who| who == "admin"), "{rows:?}");
-    assert_eq!(rows.iter().filter(|(a, ..)| a == "bind_host").count(), 2, "refused binds are not audited: {rows:?}");
+    assert_eq!(rows.iter().filter(|(a, ..)| a == "bind_host").count(), 3, "refused binds are not audited: {rows:?}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -100,7 +100,7 @@ enum Command {
         #[command(subcommand)]
         command: ApiKeyCommand,
     },
-    /// See or reset which API key and machine a host name belongs to.
+    /// See, set or reset which API key and machine a host name belongs to.
     #[cfg(feature = "server")]
     Host {
         #[command(flatten)]
@@ -161,7 +161,8 @@ enum HostCommand {
         name: String,
     },
     /// Bind a host to an API key (moving it from the key that holds it, keeping its
-    /// machine fingerprint). Audited; a running collector applies it within a minute.
+    /// machine fingerprint). Audited; a running collector ends the host's agent session
+    /// within seconds, and takes uploads by the new key's rules within a minute.
     Bind {
         /// Host name.
         name: String,
@@ -747,7 +748,7 @@ async fn host(data: std::path::PathBuf, command: HostCommand) -> anyhow::Result<
             let key_name = b.key_name.clone().unwrap_or_default();
             audit_cli(&store, &name, AuditAction::BindHost, format!("Host {name} bound to API key {key_name}")).await?;
             say!(
-                "{name} is bound to API key `{key_name}`, machine {} (a running collector notices within a minute).",
+                "{name} is bound to API key `{key_name}`, machine {} (a running collector ends its agent's session within seconds).",
                 b.machine_id.as_deref().unwrap_or("not known yet")
             )?;
         }

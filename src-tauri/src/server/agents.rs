@@ -520,8 +520,22 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
                     }
                 }
                 _ = key_check.tick() => {
-                    if matches!(state.store.api_key_live(key.key.id).await, Ok(false)) {
-                        return refuse(socket, 4003, "revoked", "This API key has been revoked.".into()).await;
+                    // The key revoked, or the host bound elsewhere or unbound (from the
+                    // CLI or another collector; this one's API ends the session at once).
+                    match state.store.session_standing(key.key.id, &hostname).await {
+                        Ok((false, _)) => {
+                            return refuse(socket, 4003, "revoked", "This API key has been revoked.".into()).await;
+                        }
+                        Ok((true, bound)) if bound != Some(key.key.id) => {
+                            let reason = if bound.is_none() {
+                                "this host's binding was reset by an admin"
+                            } else {
+                                "this host was bound to another API key by an admin"
+                            };
+                            tracing::info!(%hostname, %reason, "agent session ended");
+                            return refuse(socket, 4003, "closed", reason.into()).await;
+                        }
+                        _ => {}
                     }
                 }
                 _ = shutdown.changed() => {

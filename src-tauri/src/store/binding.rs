@@ -227,6 +227,20 @@ impl Store {
             .await?)
     }
 
+    /// What a live agent session checks again every few seconds: whether its key `key_id`
+    /// still exists unrevoked, and which key `hostname` is bound to now (`None`: to none,
+    /// after an unbind). One query, so that the check costs no more than it did.
+    pub async fn session_standing(&self, key_id: i64, hostname: &str) -> Result<(bool, Option<i64>)> {
+        let row: Option<(bool, Option<i64>)> = sqlx::query_as(
+            "SELECT revoked_at IS NULL, (SELECT key_id FROM host_bindings WHERE hostname = ?) FROM api_keys WHERE id = ?",
+        )
+        .bind(hostname)
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.unwrap_or((false, None)))
+    }
+
     /// Whether the key `id` exists and is not revoked.
     pub async fn api_key_live(&self, id: i64) -> Result<bool> {
         let live: Option<i64> = sqlx::query_scalar("SELECT id FROM api_keys WHERE id = ? AND revoked_at IS NULL")
