@@ -736,7 +736,7 @@ async fn host(data: std::path::PathBuf, command: HostCommand) -> anyhow::Result<
             if store.reset_host_binding(&name).await? {
                 audit_cli(&store, &name, AuditAction::UnbindHost, format!("Host {name} unbound")).await?;
                 say!(
-                    "{name} is no longer bound; the next agent to report it binds it (a running collector notices within a minute)."
+                    "{name} is no longer bound; the next agent to report it binds it (a running collector ends its agent's session within seconds)."
                 )?;
             } else {
                 say!("{name} was not bound.")?;

@@ -533,6 +533,8 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
                                 "this host was bound to another API key by an admin"
                             };
                             tracing::info!(%hostname, %reason, "agent session ended");
+                            // What uploads know of the binding is out of date too.
+                            state.bindings.forget_host(&hostname);
                             return refuse(socket, 4003, "closed", reason.into()).await;
                         }
                         _ => {}
