@@ -11,7 +11,7 @@
 //! by their shape wherever they stand (`ghp_...`, `xoxb-...`, `AKIA...`, JWTs, `sk-...`).
 //! [`command_line`] joins the arguments, replaces every value that looks like a secret by
 //! `***` ([`redact`]), then bounds the length. It errs on the side of hiding: the word
-//! after a lone `-p` is taken for a password unless it is a port (`-p 8080`,
+//! after a lone `-p` is taken for a password unless it is a port or a path (`-p 8080`,
 //! `-p 8080:80`).
 //!
 //! [`redact`] works on an already joined line, so the collector runs the same rules on
@@ -269,7 +269,8 @@ enum Pending {
     /// After `-U`: `user:pass`, or Samba's `user%pass`.
     UserPercent,
     /// After a lone `-p`: a password (`sshpass -p X`, `mysql -p X`), unless the word is a
-    /// port or a port mapping (`-p 8080`, `docker run -p 8080:80`).
+    /// port or a port mapping (`-p 8080`, `docker run -p 8080:80`), or a path
+    /// (`mkdir -p /var/lib/app`).
     PortOrSecret,
     /// After a JSON name that ends its word (`'{"token":` then `"x"}'`): the value.
     Json,
@@ -428,7 +429,7 @@ impl Redactor<'_> {
                     return self.mask(w.start + sep + 1, w.end);
                 }
             }
-            Pending::PortOrSecret if is_port(text) => {}
+            Pending::PortOrSecret if is_port(text) || is_path(text) => {}
             Pending::PortOrSecret => return self.masked_word(w, text),
             Pending::Json => return self.json_value(text, w.start),
             Pending::JsonString => {
@@ -1009,6 +1010,11 @@ fn is_port(word: &str) -> bool {
         && word.bytes().all(|b| b.is_ascii_digit() || matches!(b, b':' | b'.' | b'-'))
 }
 
+/// A path (`mkdir -p /var/lib/app`): what `-p` takes where it is not a password.
+fn is_path(word: &str) -> bool {
+    word.starts_with(['/', '~']) || word.starts_with("./") || word.starts_with("../")
+}
+
 /// [`classify`] for an option's name: there `pwd` is a password (`--pwd X`), not the
 /// shell's working directory (`PWD=/root`).
 fn classify_option(name: &str) -> Kind {
@@ -1481,6 +1487,10 @@ mod tests {
         ("git show 3f786850e387550fdab836ed7e6dc881de23001b", "git show 3f786850e387550fdab836ed7e6dc881de23001b"),
         // Ports are not passwords, not even after `-p`.
         ("nc -l -p 8080", "nc -l -p 8080"),
+        ("ssh -p 2222 ada@host", "ssh -p 2222 ada@host"),
+        ("ps -p 1234 -o pid,cmd", "ps -p 1234 -o pid,cmd"),
+        ("mkdir -p /var/lib/app ./cache", "mkdir -p /var/lib/app ./cache"),
+        ("sshpass -p /not/a/path ssh host", "sshpass -p *** ssh host"),
         ("docker run -p 8080:80 -p 127.0.0.1:5432:5432/tcp pg", "docker run -p 8080:80 -p 127.0.0.1:5432:5432/tcp pg"),
         ("psql -h db --port 5432 -U app", "psql -h db --port 5432 -U app"),
         ("cat /path/to/pass.txt", "cat /path/to/pass.txt"),
