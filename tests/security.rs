@@ -695,3 +695,220 @@ async fn hosts_stored_under_names_no_longer_accepted_can_be_read_and_deleted() {
     let (_, hosts) = c.get("/api/hosts/", &admin).await;
     assert_eq!(hosts, json!([]));
 }
+
+/// An upload of `snapshot` with `key`, from the machine `machine_id` when given.
+async fn upload_from(c: &Collector, key: &str, machine_id: Option<&str>, snapshot: &Value) -> (u16, String) {
+    let mut request = c.http.post(c.url("/api/process-snapshots/")).header("Authorization", format!("Api-Key {key}"));
+    if let Some(m) = machine_id {
+        request = request.header("Procyon-Machine-Id", m);
+    }
+    let r = request.json(snapshot).send().await.unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+/// `procyon ARGS --data DIR`, expected to fail: its standard error.
+fn cli_fails(data: &std::path::Path, args: &[&str]) -> String {
+    let out =
+        std::process::Command::new(env!("CARGO_BIN_EXE_procyon")).args(args).arg("--data").arg(data).output().unwrap();
+    assert!(!out.status.success(), "procyon {args:?} succeeded: {}", String::from_utf8_lossy(&out.stdout));
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_host_bound_without_a_fingerprint_takes_its_own_keys_first_fingerprint_once() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local"]);
+    let admin = c.admin_token().await;
+    let fleet = new_key(dir.path(), "fleet", None);
+    let other_fleet = new_key(dir.path(), "other-fleet", None);
+    let (m1, m2) = ("d4".repeat(32), "e5".repeat(32));
+    // First seen from a seed-style upload: bound to its key, with no fingerprint.
+    let seed =
+        json!({"hostname": "web-1", "snapshot_time": chrono::Utc::now(), "processes": [{"pid": 1, "name": "a"}]});
+    assert_eq!(c.upload(&fleet, seed.to_string()).await.0, 201);
+
+    // An agent with a fingerprint on another fleet key cannot take it over, by upload or
+    // hello, and binds nothing.
+    let (status, body) = upload_from(&c, &other_fleet, Some(&m1), &full_snapshot("web-1", 10)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("another API key"), "{body}");
+    let (_, answer) = agent_hello(&c, &other_fleet, "web-1", Some(&m1)).await;
+    assert_eq!(answer["code"], "forbidden", "{answer}");
+    let (_, binding) = c.get("/api/hosts/web-1/binding", &admin).await;
+    assert_eq!((binding["key_name"].as_str(), &binding["machine_id"]), (Some("fleet"), &Value::Null), "{binding}");
+
+    // Its own key adding a fingerprint binds it, once ...
+    let (status, body) = upload_from(&c, &fleet, Some(&m1), &full_snapshot("web-1", 11)).await;
+    assert_eq!(status, 201, "{body}");
+    let (_, binding) = c.get("/api/hosts/web-1/binding", &admin).await;
+    assert_eq!(binding["machine_id"].as_str(), Some(m1.as_str()), "{binding}");
+    // ... so the host is no longer open to any fingerprint, nor to none.
+    let (status, body) = upload_from(&c, &fleet, Some(&m2), &full_snapshot("web-1", 12)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("--hostname"), "{body}");
+    let (_, answer) = agent_hello(&c, &fleet, "web-1", Some(&m2)).await;
+    assert_eq!(answer["code"], "forbidden", "{answer}");
+    let (status, body) = upload_from(&c, &fleet, None, &full_snapshot("web-1", 12)).await;
+    assert_eq!(status, 403, "{body}");
+    let (_, binding) = c.get("/api/hosts/web-1/binding", &admin).await;
+    assert_eq!(binding["machine_id"].as_str(), Some(m1.as_str()), "{binding}");
+    // The machine that bound it goes on reporting.
+    let (status, body) = upload_from(&c, &fleet, Some(&m1), &full_snapshot("web-1", 12)).await;
+    assert_eq!(status, 201, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_key_made_for_a_host_reserves_it_and_admins_bind_and_unbind_hosts() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local"]);
+    let admin = c.admin_token().await;
+    let fleet = new_key(dir.path(), "fleet", None);
+    // Made for web-1: the host is bound to it at once, before any agent reported it ...
+    let own = new_key(dir.path(), "web1-key", Some("web-1"));
+    let (status, binding) = c.get("/api/hosts/web-1/binding", &admin).await;
+    assert_eq!((status, binding["key_name"].as_str()), (200, Some("web1-key")), "{binding}");
+    // ... so a fleet key cannot claim the name first.
+    let (status, body) = upload_from(&c, &fleet, Some(&"a1".repeat(32)), &full_snapshot("web-1", 1)).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = upload_from(&c, &own, Some(&"a1".repeat(32)), &full_snapshot("web-1", 1)).await;
+    assert_eq!(status, 201, "{body}");
+    // A second key for a host another live key holds is refused, and not made.
+    let err = cli_fails(dir.path(), &["apikey", "create", "--name", "web1-again", "--host", "web-1"]);
+    assert!(err.contains("bound to the live API key `web1-key`"), "{err}");
+    assert!(!cli(dir.path(), &["apikey", "list"], None).contains("web1-again"));
+    let err = cli_fails(dir.path(), &["apikey", "create", "--name", "bad", "--host", "../etc"]);
+    assert!(err.contains("is not a host name"), "{err}");
+    // The same through the API.
+    let (status, body) = c.post("/api/keys", &admin, Some(json!({"name": "web2-key", "hostname": "web-2"}))).await;
+    assert_eq!(status, 201, "{body}");
+    let (_, binding) = c.get("/api/hosts/web-2/binding", &admin).await;
+    assert_eq!(binding["key_name"], "web2-key", "{binding}");
+    let (status, body) = c.post("/api/keys", &admin, Some(json!({"name": "web2-again", "hostname": "web-2"}))).await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("host_bound")), "{body}");
+    // Once the old key is revoked, a new key made for the host takes it (a rotation).
+    cli(dir.path(), &["apikey", "revoke", "web2-key"], None);
+    new_key(dir.path(), "web2-new", Some("web-2"));
+    let (_, binding) = c.get("/api/hosts/web-2/binding", &admin).await;
+    assert_eq!(binding["key_name"], "web2-new", "{binding}");
+
+    // Unbinding from the CLI is audited; a live key made for the host still holds it.
+    cli(dir.path(), &["host", "unbind", "web-1"], None);
+    let (status, _) = c.get("/api/hosts/web-1/binding", &admin).await;
+    assert_eq!(status, 404);
+    let (status, body) = upload_from(&c, &fleet, Some(&"b2".repeat(32)), &full_snapshot("web-1", 2)).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("reserved for the API key `web1-key`"), "{body}");
+
+    // An admin binds a host to a key from the CLI (audited), not to a key made for
+    // another host.
+    let out = cli(dir.path(), &["host", "bind", "web-3", "--key", "fleet"], None);
+    assert!(out.contains("web-3 is bound to API key `fleet`"), "{out}");
+    let err = cli_fails(dir.path(), &["host", "bind", "web-3", "--key", "web1-key"]);
+    assert!(err.contains("made for host `web-1`"), "{err}");
+    let err = cli_fails(dir.path(), &["host", "bind", "web-3", "--key", "no-such-key"]);
+    assert!(err.contains("not found"), "{err}");
+    // An agent reporting as it is cut off within seconds when the CLI moves the host to
+    // another key (the machine fingerprint stays with the host).
+    let m3 = "c4".repeat(32);
+    let (mut agent, welcome) = agent_hello(&c, &fleet, "web-3", Some(&m3)).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let other = new_key(dir.path(), "other", None);
+    cli(dir.path(), &["host", "bind", "web-3", "--key", "other"], None);
+    assert_eq!(close_code(&mut agent, Duration::from_secs(15)).await, Some(4003));
+    let (_, binding) = c.get("/api/hosts/web-3/binding", &admin).await;
+    assert_eq!((binding["key_name"].as_str(), binding["machine_id"].as_str()), (Some("other"), Some(m3.as_str())));
+    // ... and through the API: PUT moves it back, with the audit.
+    let r = c
+        .http
+        .put(c.url("/api/hosts/web-3/binding"))
+        .bearer_auth(&admin)
+        .json(&json!({"key": "fleet"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let binding: Value = r.json().await.unwrap();
+    assert_eq!(binding["key_name"], "fleet", "{binding}");
+    let (status, body) = upload_from(&c, &other, Some(&m3), &full_snapshot("web-3", 1)).await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = upload_from(&c, &fleet, Some(&m3), &full_snapshot("web-3", 1)).await;
+    assert_eq!(status, 201, "{body}");
+    let r =
+        c.http.put(c.url("/api/hosts/web-3/binding")).bearer_auth(&admin).json(&json!({"key": "nope"})).send().await;
+    assert_eq!(r.unwrap().status(), 404);
+
+    let (_, audit) = c.get("/api/audit?limit=100", &admin).await;
+    let rows: Vec<(String, String, String)> = audit
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["action"].as_str().unwrap().into(),
+                e["hostname"].as_str().unwrap().into(),
+                e["actor"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    let has = |action: &str, host: &str, actor: &dyn Fn(&str) -> bool| {
+        rows.iter().any(|(a, h, who)| a == action && h == host && actor(who))
+    };
+    assert!(has("unbind_host", "web-1", &|who| who.starts_with("cli:")), "{rows:?}");
+    assert!(has("bind_host", "web-3", &|who| who.starts_with("cli:")), "{rows:?}");
+    assert!(has("bind_host", "web-3", &|who| who == "admin"), "{rows:?}");
+    assert_eq!(rows.iter().filter(|(a, ..)| a == "bind_host").count(), 3, "refused binds are not audited: {rows:?}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn cloned_machines_are_refused_and_logged_once_a_minute_per_host() {
+    let dir = temp();
+    let log = dir.path().join("collector.log");
+    let c = Collector::start_logging(dir.path(), &["--no-local"], Some(&log));
+    let fleet = new_key(dir.path(), "fleet", None);
+    let (m1, m2) = ("f6".repeat(32), "07".repeat(32));
+    let (mut first, welcome) = agent_hello(&c, &fleet, "web-1", Some(&m1)).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+
+    // The clone (same name, same key, another machine) retries quickly, by hello and by
+    // upload: refused every time, naming both machines and the fix ...
+    for _ in 0..20 {
+        let (_, answer) = agent_hello(&c, &fleet, "web-1", Some(&m2)).await;
+        assert_eq!(answer["code"], "forbidden", "{answer}");
+        let message = answer["message"].as_str().unwrap();
+        assert!(message.contains(&m1[..12]) && message.contains(&m2[..12]) && message.contains("--hostname"));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    for seq in 0..5 {
+        assert_eq!(upload_from(&c, &fleet, Some(&m2), &full_snapshot("web-1", seq + 1)).await.0, 403);
+    }
+    // ... and the first agent's session is never replaced: it still reports.
+    let frame = json!({"type": "snapshot", "snapshot": full_snapshot("web-1", 1)});
+    first.send(Message::Text(frame.to_string().into())).await.unwrap();
+    assert_eq!(next_json(&mut first).await["type"], "ack");
+    // Another host's refusals are logged on their own.
+    let (_, welcome) = agent_hello(&c, &fleet, "web-2", Some(&m1)).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let (_, answer) = agent_hello(&c, &fleet, "web-2", Some(&m2)).await;
+    assert_eq!(answer["code"], "forbidden", "{answer}");
+
+    let refusals = |text: &str, host: &str| {
+        text.lines()
+            .filter(|l| l.contains("host binding refused a report") && l.contains(&format!("hostname={host}")))
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(eventually(Duration::from_secs(10), async || !refusals(&read(), "web-2").is_empty()).await);
+    let text = read();
+    let lines = refusals(&text, "web-1");
+    assert_eq!(lines.len(), 1, "25 refusals within a minute make one line: {lines:#?}");
+    assert!(
+        lines[0].contains(&m1[..12]) && lines[0].contains(&m2[..12]) && lines[0].contains("--hostname"),
+        "{}",
+        lines[0]
+    );
+    assert!(
+        !text.lines().any(|l| l.contains("agent refused") && l.contains("web-1")),
+        "refusals logged twice:\n{text}"
+    );
+}

@@ -181,7 +181,7 @@ pub struct Flags {
     /// Report this host name instead of the machine's.
     #[arg(long, env = "PROCYON_HOSTNAME", value_name = "NAME", value_parser = parse_hostname)]
     pub hostname: Option<String>,
-    /// Identify this machine to the collector by the content of FILE instead of /etc/machine-id (for hosts without one, and tests).
+    /// Identify this machine to the collector by the content of FILE instead of the system's machine id (/etc/machine-id, macOS's IOPlatformUUID, Windows' MachineGuid), for hosts without one, and tests.
     #[arg(long, env = "PROCYON_MACHINE_ID_FILE", value_name = "FILE")]
     pub machine_id_file: Option<PathBuf>,
     /// Time between snapshots, e.g. 2s, 500ms or 1m (a bare number is seconds), 200ms to 1h [default: 2s].

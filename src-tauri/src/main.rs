@@ -10,6 +10,8 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use procyon::manual::{File, Parsed};
 use procyon::model::ProcessAction;
+#[cfg(feature = "server")]
+use procyon::model::api::AuditAction;
 use procyon::sample::{CmdlineMode, Sampler, SamplerOptions};
 
 /// Prints a line to standard output, as `println!` does, but returns the write's error
@@ -98,7 +100,7 @@ enum Command {
         #[command(subcommand)]
         command: ApiKeyCommand,
     },
-    /// See or reset which API key and machine a host name belongs to.
+    /// See, set or reset which API key and machine a host name belongs to.
     #[cfg(feature = "server")]
     Host {
         #[command(flatten)]
@@ -152,10 +154,21 @@ enum HostCommand {
         name: String,
     },
     /// Forget a host's binding: the next agent to report it binds it anew (for a
-    /// machine that was really replaced).
+    /// machine that was really replaced; a live key made for the host still holds it).
+    /// Audited.
     Unbind {
         /// Host name.
         name: String,
+    },
+    /// Bind a host to an API key (moving it from the key that holds it, keeping its
+    /// machine fingerprint). Audited; a running collector ends the host's agent session
+    /// within seconds, and takes uploads by the new key's rules within a minute.
+    Bind {
+        /// Host name.
+        name: String,
+        /// The key's name or prefix; a key made for another host (--host) cannot have it.
+        #[arg(long)]
+        key: String,
     },
 }
 
@@ -307,7 +320,9 @@ enum ApiKeyCommand {
         /// A label, e.g. the machine it is for.
         #[arg(long)]
         name: String,
-        /// Only accept uploads for this host name.
+        /// Only accept uploads for this host name, and reserve the host for this key
+        /// now, so that no other key can claim it first (refused if another live key
+        /// holds it).
         #[arg(long)]
         host: Option<String>,
         /// What the key may do: `upload` (snapshots, the agent channel) or `metrics`
@@ -735,15 +750,50 @@ async fn host(data: std::path::PathBuf, command: HostCommand) -> anyhow::Result<
         },
         HostCommand::Unbind { name } => {
             if store.reset_host_binding(&name).await? {
+                audit_cli(&store, &name, AuditAction::UnbindHost, format!("Host {name} unbound")).await?;
                 say!(
-                    "{name} is no longer bound; the next agent to report it binds it (a running collector notices within a minute)."
+                    "{name} is no longer bound; the next agent to report it binds it (a running collector ends its agent's session within seconds)."
                 )?;
             } else {
                 say!("{name} was not bound.")?;
             }
         }
+        HostCommand::Bind { name, key } => {
+            procyon::server::upload::validate_hostname(&name).map_err(api_error)?;
+            let b = store.bind_host(&name, &key).await.map_err(|e| api_error(e.into()))?;
+            let key_name = b.key_name.clone().unwrap_or_default();
+            audit_cli(&store, &name, AuditAction::BindHost, format!("Host {name} bound to API key {key_name}")).await?;
+            say!(
+                "{name} is bound to API key `{key_name}`, machine {} (a running collector ends its agent's session within seconds).",
+                b.machine_id.as_deref().unwrap_or("not known yet")
+            )?;
+        }
     }
     store.close().await;
+    Ok(())
+}
+
+/// Writes a change made from the command line to the audit log, as `cli:` and the
+/// system user who ran it (`:` is never in an account's name).
+#[cfg(feature = "server")]
+async fn audit_cli(
+    store: &procyon::store::Store,
+    hostname: &str,
+    action: AuditAction,
+    message: String,
+) -> anyhow::Result<()> {
+    let who = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).or_else(|_| std::env::var("USERNAME"));
+    let entry = procyon::store::NewAuditEntry {
+        actor: format!("cli:{}", who.unwrap_or_else(|_| "unknown".into())),
+        hostname: hostname.to_owned(),
+        pid: None,
+        process_name: None,
+        action,
+        tree: false,
+        result: "success".into(),
+        message,
+    };
+    store.audit(entry).await?;
     Ok(())
 }
 
@@ -755,8 +805,14 @@ async fn apikey(data: std::path::PathBuf, command: ApiKeyCommand) -> anyhow::Res
             if scope == procyon::model::api::KeyScope::Metrics && host.is_some() {
                 anyhow::bail!("A key of scope metrics reads every host: --host does not apply to it.");
             }
+            if let Some(h) = &host {
+                procyon::server::upload::validate_hostname(h).map_err(api_error)?;
+            }
             let (key, prefix, hash) = procyon::server::auth::new_api_key().map_err(api_error)?;
-            store.create_scoped_api_key(&name, &prefix, &hash, host.as_deref(), scope).await?;
+            store
+                .create_scoped_api_key(&name, &prefix, &hash, host.as_deref(), scope)
+                .await
+                .map_err(|e| api_error(e.into()))?;
             say!(
                 "API key `{name}` (scope {}){}; it is shown only now:",
                 scope.as_str(),

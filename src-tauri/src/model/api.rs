@@ -223,6 +223,10 @@ pub enum AuditAction {
     DeleteHost,
     /// A host bound without a machine fingerprint took the first one reported for it.
     BindMachine,
+    /// An admin bound a host to an API key.
+    BindHost,
+    /// An admin reset a host's binding.
+    UnbindHost,
 }
 
 impl AuditAction {
@@ -233,7 +237,7 @@ impl AuditAction {
             Self::Resume => Some(ProcessAction::Resume),
             Self::Terminate => Some(ProcessAction::Terminate),
             Self::Kill => Some(ProcessAction::Kill),
-            Self::DeleteHost | Self::BindMachine => None,
+            Self::DeleteHost | Self::BindMachine | Self::BindHost | Self::UnbindHost => None,
         }
     }
 
@@ -242,6 +246,8 @@ impl AuditAction {
         match self {
             Self::DeleteHost => "delete_host",
             Self::BindMachine => "bind_machine",
+            Self::BindHost => "bind_host",
+            Self::UnbindHost => "unbind_host",
             other => other.process().map_or("", ProcessAction::as_str),
         }
     }
@@ -262,10 +268,19 @@ impl std::str::FromStr for AuditAction {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        [Self::Suspend, Self::Resume, Self::Terminate, Self::Kill, Self::DeleteHost, Self::BindMachine]
-            .into_iter()
-            .find(|a| a.as_str() == s)
-            .ok_or_else(|| format!("unknown audited action `{s}`"))
+        [
+            Self::Suspend,
+            Self::Resume,
+            Self::Terminate,
+            Self::Kill,
+            Self::DeleteHost,
+            Self::BindMachine,
+            Self::BindHost,
+            Self::UnbindHost,
+        ]
+        .into_iter()
+        .find(|a| a.as_str() == s)
+        .ok_or_else(|| format!("unknown audited action `{s}`"))
     }
 }
 

@@ -958,11 +958,7 @@ impl Interfaces {
 
 /// The stable machine identifier, if the system has one.
 pub(super) fn machine_id() -> Option<String> {
-    ["/etc/machine-id", "/var/lib/dbus/machine-id"]
-        .iter()
-        .find_map(|p| fs::read_to_string(p).ok())
-        .map(|s| s.trim().to_owned())
-        .filter(|s| !s.is_empty())
+    super::machine::first_id(["/etc/machine-id", "/var/lib/dbus/machine-id"].iter().map(|p| fs::read_to_string(p).ok()))
 }
 
 #[cfg(test)]

@@ -1,11 +1,19 @@
 //! This machine's fingerprint: what an agent sends in its hello so that the collector
 //! can tell two machines that report the same host name apart (cloned VMs, say).
 //!
-//! It is the hex SHA-256 of `procyon:` followed by the machine id (`/etc/machine-id`,
-//! else `/var/lib/dbus/machine-id`, trimmed), never the id itself: some software treats
-//! the raw id as confidential (systemd's documentation asks that it not be exposed on
-//! the network), and the prefix keeps our value from matching anyone else's hash of it.
-//! The file is read where the OS code lives (`linux.rs`; other systems have none yet).
+//! It is the hex SHA-256 of `procyon:` followed by the machine id, never the id itself:
+//! some software treats the raw id as confidential (systemd's documentation asks that it
+//! not be exposed on the network), and the prefix keeps our value from matching anyone
+//! else's hash of it. The id is the system's own:
+//!
+//! - Linux: `/etc/machine-id`, else `/var/lib/dbus/machine-id` (the first that is not
+//!   empty: containers often ship an empty `/etc/machine-id`);
+//! - macOS: the `IOPlatformUUID` that `ioreg -rd1 -c IOPlatformExpertDevice` prints;
+//! - Windows: `MachineGuid` under `HKLM\SOFTWARE\Microsoft\Cryptography`, as
+//!   `reg query` prints it.
+//!
+//! The OS is asked where its code lives (`linux.rs`, `portable.rs`); what it answers is
+//! read here, so that the parsing is tested on every system.
 
 use std::path::Path;
 
@@ -34,6 +42,48 @@ pub fn fingerprint_from_file(path: &Path) -> Result<String, String> {
 pub fn host_id(machine_id: &str) -> String {
     let digest = Sha256::new().chain_update(b"procyon-host:").chain_update(machine_id.trim().as_bytes()).finalize();
     digest.iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+/// The first of `contents` (machine-id files' text, `None` for one that cannot be read)
+/// that holds an id, trimmed.
+pub(super) fn first_id<I: IntoIterator<Item = Option<String>>>(contents: I) -> Option<String> {
+    contents.into_iter().flatten().map(|s| s.trim().to_owned()).find(|s| !s.is_empty())
+}
+
+/// The `IOPlatformUUID` in what `ioreg -rd1 -c IOPlatformExpertDevice` prints: a line
+/// `"IOPlatformUUID" = "8D6A2A0C-...-1B2C3D4E5F60"`.
+#[cfg_attr(not(any(test, target_os = "macos")), allow(dead_code))]
+pub(super) fn id_from_ioreg(output: &str) -> Option<String> {
+    output.lines().find_map(|line| {
+        let (name, value) = line.split_once('=')?;
+        if name.trim().trim_matches('"') != "IOPlatformUUID" {
+            return None;
+        }
+        let id = value.trim().trim_matches('"').trim();
+        plausible(id).then(|| id.to_owned())
+    })
+}
+
+/// The `MachineGuid` in what `reg query HKLM\SOFTWARE\Microsoft\Cryptography /v
+/// MachineGuid` prints: a line `    MachineGuid    REG_SZ    2f4c...`.
+#[cfg_attr(not(any(test, windows)), allow(dead_code))]
+pub(super) fn id_from_reg_query(output: &str) -> Option<String> {
+    output.lines().find_map(|line| {
+        let mut words = line.split_whitespace();
+        if !words.next()?.eq_ignore_ascii_case("MachineGuid") || !words.next()?.eq_ignore_ascii_case("REG_SZ") {
+            return None;
+        }
+        let id = words.next()?;
+        plausible(id).then(|| id.to_owned())
+    })
+}
+
+/// An id worth hashing: some hex digits (and `-`), not all zeros (what some VMs and
+/// broken firmware report, which would make every such machine one).
+fn plausible(id: &str) -> bool {
+    (8..=64).contains(&id.len())
+        && id.chars().all(|c| c.is_ascii_hexdigit() || c == '-')
+        && id.chars().any(|c| c.is_ascii_hexdigit() && c != '0')
 }
 
 /// The fingerprint of a machine id.
@@ -81,6 +131,45 @@ mod tests {
         assert!(fingerprint_from_file(&path).unwrap_err().contains("is empty"));
         let missing = fingerprint_from_file(&dir.path().join("nope")).unwrap_err();
         assert!(missing.starts_with("cannot read"), "{missing}");
+    }
+
+    #[test]
+    fn the_first_id_that_is_not_empty_wins() {
+        let some = |s: &str| Some(s.to_owned());
+        assert_eq!(first_id([some("abc\n"), some("def\n")]), some("abc"));
+        // A container's empty /etc/machine-id falls back to D-Bus's.
+        assert_eq!(first_id([some("\n"), some(" def\n")]), some("def"));
+        assert_eq!(first_id([None, some("def")]), some("def"));
+        assert_eq!(first_id([None, some(" ")]), None);
+    }
+
+    #[test]
+    fn macos_ioreg_output_gives_the_platform_uuid() {
+        let output = r#"+-o J316sAP  <class IOPlatformExpertDevice, id 0x100000254, registered, matched, active, busy 0 (124 ms), retain 35>
+    {
+      "IOPlatformSerialNumber" = "C02XYZ123ABC"
+      "compatible" = <"J316sAP","MacBookPro18,1","AppleARM">
+      "IOPlatformUUID" = "8D6A2A0C-5E3F-4B1A-9C2D-1B2C3D4E5F60"
+      "manufacturer" = <"Apple Inc.">
+    }
+"#;
+        assert_eq!(id_from_ioreg(output).as_deref(), Some("8D6A2A0C-5E3F-4B1A-9C2D-1B2C3D4E5F60"));
+        assert_eq!(id_from_ioreg("\"IOPlatformSerialNumber\" = \"C02\"\n"), None);
+        assert_eq!(id_from_ioreg("\"IOPlatformUUID\" = \"00000000-0000-0000-0000-000000000000\"\n"), None);
+        assert_eq!(id_from_ioreg(""), None);
+    }
+
+    #[test]
+    fn windows_reg_query_output_gives_the_machine_guid() {
+        let output = "\r\nHKEY_LOCAL_MACHINE\\SOFTWARE\\Microsoft\\Cryptography\r\n    MachineGuid    REG_SZ    \
+                      2f4c1a7e-8b3d-4e6f-9a1b-0c2d3e4f5a6b\r\n\r\n";
+        assert_eq!(id_from_reg_query(output).as_deref(), Some("2f4c1a7e-8b3d-4e6f-9a1b-0c2d3e4f5a6b"));
+        assert_eq!(
+            id_from_reg_query("ERROR: The system was unable to find the specified registry key or value.\r\n"),
+            None
+        );
+        assert_eq!(id_from_reg_query("    MachineGuid    REG_SZ    \r\n"), None);
+        assert_eq!(id_from_reg_query("    MachineGuid    REG_DWORD    0x1\r\n"), None);
     }
 
     #[cfg(target_os = "linux")]

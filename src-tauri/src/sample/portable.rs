@@ -248,8 +248,42 @@ impl Interfaces {
     }
 }
 
+/// The stable machine identifier, if the system has one: macOS's `IOPlatformUUID`,
+/// asked of the tool every install has (no crate with unsafe FFI needed; run once, when
+/// the sampler starts).
+#[cfg(target_os = "macos")]
+pub(super) fn machine_id() -> Option<String> {
+    tool_output("/usr/sbin/ioreg", &["-rd1", "-c", "IOPlatformExpertDevice"])
+        .and_then(|out| super::machine::id_from_ioreg(&out))
+}
+
+/// The stable machine identifier, if the system has one: Windows' `MachineGuid`, asked
+/// of `reg` (no crate with unsafe FFI needed; run once, when the sampler starts).
+#[cfg(windows)]
+pub(super) fn machine_id() -> Option<String> {
+    tool_output("reg", &["query", r"HKLM\SOFTWARE\Microsoft\Cryptography", "/v", "MachineGuid"])
+        .and_then(|out| super::machine::id_from_reg_query(&out))
+}
+
 /// The stable machine identifier, if the system has one.
+#[cfg(not(any(target_os = "macos", windows)))]
 #[cfg_attr(target_os = "linux", allow(dead_code))] // Linux has its own; this one is built for tests there
 pub(super) fn machine_id() -> Option<String> {
     None
+}
+
+/// What `program` prints, if it ran and succeeded.
+#[cfg(any(target_os = "macos", windows))]
+fn tool_output(program: &str, args: &[&str]) -> Option<String> {
+    let mut command = std::process::Command::new(program);
+    command.args(args).stdin(std::process::Stdio::null()).stderr(std::process::Stdio::null());
+    #[cfg(windows)]
+    {
+        // No console window flashing up from the desktop app.
+        use std::os::windows::process::CommandExt;
+        const CREATE_NO_WINDOW: u32 = 0x0800_0000;
+        command.creation_flags(CREATE_NO_WINDOW);
+    }
+    let output = command.output().ok()?;
+    output.status.success().then(|| String::from_utf8_lossy(&output.stdout).into_owned())
 }

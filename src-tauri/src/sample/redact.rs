@@ -5,10 +5,14 @@
 //! `curl -u user:pass -H 'X-Api-Key: ...'`, `?api_key=...`, `;Password=...;`, webhook URLs
 //! whose path is the secret, settings passed through an option
 //! (`--from-literal=password=...`, `--env=DB_PASSWORD=...`), and the one-letter password
-//! flags of a few commands (`sqlcmd -P`, `zip -P`, `ldapsearch -w`). [`command_line`] joins the arguments, replaces every value
-//! that looks like a secret by `***` ([`redact`]), then bounds the length. It errs on the
-//! side of hiding: `-p 8080` loses its port too, because `-p` is also MySQL's password
-//! flag.
+//! flags of a few commands (`sqlcmd -P`, `zip -P`, `ldapsearch -w`), JSON bodies
+//! (`-d '{"password":"..."}'`), mount option lists (`-o username=u,password=...`),
+//! Samba's `-U user%pass`, Oracle's `user/pass@db`, Windows' `/p:...`, and tokens known
+//! by their shape wherever they stand (`ghp_...`, `xoxb-...`, `AKIA...`, JWTs, `sk-...`).
+//! [`command_line`] joins the arguments, replaces every value that looks like a secret by
+//! `***` ([`redact`]), then bounds the length. It errs on the side of hiding: the word
+//! after a lone `-p` is taken for a password unless it is a port or a path (`-p 8080`,
+//! `-p 8080:80`).
 //!
 //! [`redact`] works on an already joined line, so the collector runs the same rules on
 //! every command line it receives (an old agent, or one that does not redact, must not
@@ -22,6 +26,9 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::str::FromStr;
+use std::sync::LazyLock;
+
+use aho_corasick::{AhoCorasick, MatchKind};
 
 use crate::model::MAX_CMD_CHARS;
 
@@ -132,6 +139,7 @@ pub fn redact(line: &str) -> Cow<'_, str> {
         r.word(&word);
         start = word.end;
     }
+    r.tokens();
     if r.edits.is_empty() { Cow::Borrowed(line) } else { Cow::Owned(apply(line, r.edits)) }
 }
 
@@ -154,6 +162,8 @@ fn scan_word(line: &str, start: usize) -> Word {
     let mut i = start;
     let mut query = 0u64;
     let mut semicolon = 0u64;
+    let mut comma = 0u64;
+    let mut quote = 0u64;
     while let Some(chunk) = bytes[i..].first_chunk::<8>() {
         let v = u64::from_le_bytes(*chunk);
         let space = bytes_equal(v, b' ') | bytes_equal(v, b'\t');
@@ -168,6 +178,8 @@ fn scan_word(line: &str, start: usize) -> Word {
         }
         query |= (bytes_equal(v, b'?') | bytes_equal(v, b'&')) & before_end;
         semicolon |= bytes_equal(v, b';') & before_end;
+        comma |= bytes_equal(v, b',') & before_end;
+        quote |= bytes_equal(v, b'"') & before_end;
         if space != 0 {
             w.end = i + space.trailing_zeros() as usize / 8;
             break;
@@ -186,12 +198,16 @@ fn scan_word(line: &str, start: usize) -> Word {
                 COLON if w.colon.is_none() => w.colon = Some(i + j - start),
                 QUERY => query = 1,
                 SEMICOLON => semicolon = 1,
+                COMMA => comma = 1,
+                QUOTE => quote = 1,
                 _ => {}
             }
         }
     }
     w.query = query != 0;
     w.semicolon = semicolon != 0;
+    w.comma = comma != 0;
+    w.quote = quote != 0;
     w.url = w.colon.is_some_and(|c| line[w.start + c..w.end].contains("://"));
     w
 }
@@ -201,6 +217,8 @@ const EQUALS: u8 = 2;
 const COLON: u8 = 3;
 const QUERY: u8 = 4;
 const SEMICOLON: u8 = 5;
+const COMMA: u8 = 6;
+const QUOTE: u8 = 7;
 
 /// What each byte means to the word scan; 0 for most.
 const BYTE_CLASS: [u8; 256] = {
@@ -212,6 +230,8 @@ const BYTE_CLASS: [u8; 256] = {
     class[b'?' as usize] = QUERY;
     class[b'&' as usize] = QUERY;
     class[b';' as usize] = SEMICOLON;
+    class[b',' as usize] = COMMA;
+    class[b'"' as usize] = QUOTE;
     class
 };
 
@@ -225,6 +245,10 @@ struct Word {
     url: bool,
     query: bool,
     semicolon: bool,
+    /// A `,` (an option list: `-o user=u,password=x`).
+    comma: bool,
+    /// A `"` (a JSON body: `{"token":"x"}`).
+    quote: bool,
 }
 
 /// What the previous word says about this one.
@@ -242,6 +266,16 @@ enum Pending {
     /// After a lone `Bearer` or `Basic`: the word is the token, unless it is the next
     /// long option (`--token-type bearer --verbose`).
     Scheme,
+    /// After `-U`: `user:pass`, or Samba's `user%pass`.
+    UserPercent,
+    /// After a lone `-p`: a password (`sshpass -p X`, `mysql -p X`), unless the word is a
+    /// port or a port mapping (`-p 8080`, `docker run -p 8080:80`), or a path
+    /// (`mkdir -p /var/lib/app`).
+    PortOrSecret,
+    /// After a JSON name that ends its word (`'{"token":` then `"x"}'`): the value.
+    Json,
+    /// Inside a JSON string value that has spaces in it: masked up to its closing quote.
+    JsonString,
 }
 
 struct Redactor<'a> {
@@ -268,6 +302,10 @@ enum Program {
     Ldap,
     /// `ldappasswd`: `-w`, and the old and new passwords `-a` and `-s`.
     LdapPasswd,
+    /// `sshpass`: `-p PASSWORD`, even when it is only digits.
+    Sshpass,
+    /// Oracle's tools (`sqlplus`, `rman`, `expdp`, ...): `user/password@db`.
+    Oracle,
 }
 
 impl Program {
@@ -277,7 +315,7 @@ impl Program {
     fn of(word: &str) -> Option<Program> {
         const LAST: [bool; 256] = {
             let mut last = [false; 256];
-            let names: [&[u8]; 15] = [
+            let names: [&[u8]; 24] = [
                 b"redis-cli",
                 b"valkey-cli",
                 b"keydb-cli",
@@ -293,6 +331,15 @@ impl Program {
                 b"ldapmodrdn",
                 b"ldapexop",
                 b"ldappasswd",
+                b"sshpass",
+                b"sqlplus",
+                b"sqlldr",
+                b"rman",
+                b"expdp",
+                b"impdp",
+                b"exp",
+                b"imp",
+                b"dgmgrl",
             ];
             let mut i = 0;
             while i < names.len() {
@@ -314,6 +361,8 @@ impl Program {
             "ldapsearch" | "ldapmodify" | "ldapadd" | "ldapdelete" | "ldapwhoami" | "ldapcompare" | "ldapmodrdn"
             | "ldapexop" => Program::Ldap,
             "ldappasswd" => Program::LdapPasswd,
+            "sshpass" => Program::Sshpass,
+            "sqlplus" | "sqlldr" | "rman" | "expdp" | "impdp" | "exp" | "imp" | "dgmgrl" => Program::Oracle,
             _ => return None,
         })
     }
@@ -321,7 +370,8 @@ impl Program {
     /// Whether `-LETTER` takes a password in this command.
     fn password_flag(self, letter: u8) -> bool {
         match self {
-            Program::Other => false,
+            Program::Other | Program::Oracle => false,
+            Program::Sshpass => letter == b'p',
             Program::Redis => letter == b'a',
             Program::CapitalP => letter == b'P',
             Program::Ldap => letter == b'w',
@@ -372,6 +422,34 @@ impl Redactor<'_> {
                 }
                 // No `user:pass` after all: an ordinary word.
             }
+            Pending::UserPercent => {
+                if let Some(sep) = text.find([':', '%'])
+                    && !w.url
+                {
+                    return self.mask(w.start + sep + 1, w.end);
+                }
+            }
+            Pending::PortOrSecret if is_port(text) || is_path(text) => {}
+            Pending::PortOrSecret => return self.masked_word(w, text),
+            Pending::Json => return self.json_value(text, w.start),
+            Pending::JsonString => {
+                // Up to the closing quote (`\"` in an escaped body), else the whole word.
+                let end = match text.find('"') {
+                    Some(q) if q > 0 && text.as_bytes()[q - 1] == b'\\' => q - 1,
+                    Some(q) => q,
+                    None => {
+                        self.pending = Pending::JsonString;
+                        text.len()
+                    }
+                };
+                return self.mask(w.start, w.start + end);
+            }
+        }
+        if w.quote && w.colon.is_some() {
+            self.json(text, w.start);
+        }
+        if w.comma && w.eq.is_some() {
+            self.option_list(text, w.start);
         }
 
         if w.url {
@@ -409,11 +487,23 @@ impl Redactor<'_> {
         if lead.len() > 1 && lead.starts_with('-') {
             return self.option(lead, at, w.end);
         }
+        if lead.starts_with('/') && w.colon.is_some() && !w.url {
+            self.windows_option(lead, at);
+        }
         if let Some(program) = Program::of(lead) {
             self.program = program;
+        } else if self.program == Program::Oracle && !w.url {
+            self.oracle_login(lead, at);
         }
         if lead.eq_ignore_ascii_case("bearer") || lead.eq_ignore_ascii_case("basic") {
             self.pending = Pending::Scheme;
+            return;
+        }
+        // `aws configure set aws_secret_access_key SECRET`: a secret named by a bare word.
+        if matches!(lead.len(), 17 | 21)
+            && (lead.eq_ignore_ascii_case("aws_secret_access_key") || lead.eq_ignore_ascii_case("aws_session_token"))
+        {
+            self.pending = Pending::Whole;
             return;
         }
         // Environment-style assignments: `DB_PASSWORD=...`, `api_key=...`.
@@ -421,7 +511,7 @@ impl Redactor<'_> {
             && eq > lead_len
         {
             let name = &text[lead_len..eq];
-            if is_name(name) && classify(name) == Kind::Secret {
+            if is_name(name) && classify(name) == Kind::Secret && !names_a_file(name, &text[eq + 1..]) {
                 self.mask(w.start + eq + 1, w.end);
             }
         }
@@ -436,7 +526,7 @@ impl Redactor<'_> {
             self.pending = Pending::Scheme;
         } else if lead.len() > 1 && lead.starts_with('-') && w.eq.is_none() {
             let name = lead.trim_start_matches('-');
-            if classify(name) == Kind::Secret || (lead.len() == 2 && name == "p") {
+            if classify_option(name) == Kind::Secret || (lead.len() == 2 && name == "p") {
                 self.pending = Pending::Whole;
             }
         }
@@ -458,7 +548,7 @@ impl Redactor<'_> {
             let name = &body[..eq];
             let value = at + dashes + eq + 1;
             let rest = &body[eq + 1..];
-            if classify(name) == Kind::Secret {
+            if classify_option(name) == Kind::Secret && !names_a_file(name, rest) {
                 self.mask(value, end);
             } else if is_user_option(name, long)
                 && let Some(colon) = rest.find(':')
@@ -478,7 +568,7 @@ impl Redactor<'_> {
             return;
         }
         if long {
-            if classify(body) == Kind::Secret {
+            if classify_option(body) == Kind::Secret {
                 self.pending = Pending::Whole;
             } else if is_user_option(body, true) {
                 self.pending = Pending::AfterColon;
@@ -488,8 +578,10 @@ impl Redactor<'_> {
         let first = body.as_bytes()[0];
         if body.len() == 1 {
             match first {
-                b'p' => self.pending = Pending::Whole,
-                b'u' | b'U' => self.pending = Pending::AfterColon,
+                b'p' if self.program.password_flag(b'p') => self.pending = Pending::Whole,
+                b'p' => self.pending = Pending::PortOrSecret,
+                b'u' => self.pending = Pending::AfterColon,
+                b'U' => self.pending = Pending::UserPercent,
                 letter if self.program.password_flag(letter) => self.pending = Pending::Whole,
                 _ => {}
             }
@@ -497,7 +589,7 @@ impl Redactor<'_> {
         }
         // A single dash and a whole name: Java's and Go's style (`-storepass X`).
         if is_name(body) {
-            match classify(body) {
+            match classify_option(body) {
                 Kind::Secret => {
                     // `-password X` is an option; `-pMyPassw0rd` is MySQL's `-p` with
                     // its value attached. Options are lowercase words; an attached
@@ -515,12 +607,162 @@ impl Redactor<'_> {
         match first {
             b'p' if body.as_bytes()[1] != b'-' => self.mask(at + 2, end),
             letter if self.program.password_flag(letter) => self.mask(at + 2, end),
-            b'u' | b'U' => {
+            b'u' => {
                 if let Some(colon) = body.find(':') {
                     self.mask(at + 1 + colon + 1, end);
                 }
             }
+            // Samba's tools take `-Uuser%password` as well as `user:password`.
+            b'U' => {
+                if let Some(sep) = body.find([':', '%']) {
+                    self.mask(at + 1 + sep + 1, end);
+                }
+            }
             _ => {}
+        }
+    }
+
+    /// Token shapes that are secrets wherever they stand, whatever names them: GitHub's
+    /// `ghp_`/`github_pat_`, GitLab's `glpat-`, Slack's `xoxb-`, AWS access key ids
+    /// (`AKIA...`, and the secret key in the word after one), JWTs (`eyJ...`),
+    /// `sk-`/`sk_live_` API keys. One pass over the whole line finds where one may begin
+    /// (a multi-pattern search over their prefixes, far cheaper than looking at each
+    /// byte); only a prefix at the start of a run of letters and digits is looked at.
+    fn tokens(&mut self) {
+        let line = self.line;
+        let bytes = line.as_bytes();
+        if bytes.len() < MIN_TOKEN {
+            return;
+        }
+        let Some(starts) = TOKEN_STARTS.as_ref() else { return };
+        let mut from = 0;
+        for found in starts.find_iter(line) {
+            let i = found.start();
+            if i < from || (i > 0 && bytes[i - 1].is_ascii_alphanumeric()) {
+                continue;
+            }
+            let Some(len) = token_len(&bytes[i..]) else { continue };
+            self.mask(i, i + len);
+            from = i + len;
+            // `AKIA... SECRET`: the secret access key follows its id.
+            if bytes[i] == b'A' && bytes.get(from).is_some_and(|b| BYTE_CLASS[usize::from(*b)] == SPACE) {
+                let next = from + 1;
+                let end = bytes[next..]
+                    .iter()
+                    .position(|b| BYTE_CLASS[usize::from(*b)] == SPACE)
+                    .map_or(bytes.len(), |e| next + e);
+                if is_aws_secret(line[next..end].trim_matches(['\'', '"'])) {
+                    self.mask(next, end);
+                }
+            }
+        }
+    }
+
+    /// `"name":value` pairs of a JSON body in the word (`-d '{"password":"x"}'`, also
+    /// escaped inside a script: `{\"token\":\"x\"}`) whose name is a secret's.
+    fn json(&mut self, text: &str, at: usize) {
+        let mut from = 0;
+        while let Some(found) = text[from..].find("\":") {
+            let close = from + found;
+            let value = close + 2;
+            from = value;
+            let Some(open) = text[..close].rfind('"') else { continue };
+            let name = text[open + 1..close].trim_end_matches('\\');
+            if !(is_name(name) && classify_option(name) == Kind::Secret) {
+                continue;
+            }
+            if value == text.len() {
+                self.pending = Pending::Json; // `"token": "x"`: the value is the next word
+            } else {
+                self.json_value(&text[value..], at + value);
+            }
+        }
+    }
+
+    /// Masks the JSON value `text` starts with: a string's content (to its closing
+    /// quote, or on through the next words when it has spaces), else up to the next
+    /// `,`, `}` or `]`.
+    fn json_value(&mut self, text: &str, at: usize) {
+        let quote = if text.starts_with("\\\"") { 2 } else { usize::from(text.starts_with('"')) };
+        if quote == 0 {
+            let end = text.find([',', '}', ']']).unwrap_or(text.len());
+            return self.mask(at, at + end);
+        }
+        let rest = &text[quote..];
+        let bytes = rest.as_bytes();
+        let mut end = None;
+        for (i, b) in bytes.iter().enumerate() {
+            if *b == b'"' {
+                let escaped = i > 0 && bytes[i - 1] == b'\\';
+                // In an escaped body (`\"x\"`) the value ends at `\"`; in a plain one
+                // `\"` is a quote inside the string.
+                if quote == 2 && escaped {
+                    end = Some(i - 1);
+                    break;
+                } else if quote == 1 && !escaped {
+                    end = Some(i);
+                    break;
+                }
+            }
+        }
+        let end = end.unwrap_or_else(|| {
+            self.pending = Pending::JsonString;
+            rest.len()
+        });
+        self.mask(at + quote, at + quote + end);
+    }
+
+    /// A comma-separated option list (`mount -o username=u,password=x,vers=3.0`): each
+    /// secret `name=value` is masked up to the next comma. `credentials=FILE` names a
+    /// file and stays.
+    fn option_list(&mut self, text: &str, at: usize) {
+        let mut offset = 0;
+        for piece in text.split(',') {
+            if let Some(eq) = piece.find('=') {
+                let name = piece[..eq].trim_start_matches(['-', '\'', '"']);
+                if is_name(name) && classify(name) == Kind::Secret && !names_a_file(name, &piece[eq + 1..]) {
+                    self.mask(at + offset + eq + 1, at + offset + piece.len());
+                }
+            }
+            offset += piece.len() + 1;
+        }
+    }
+
+    /// Windows-style options: `/password:X`, `/pass:X`, `/p:X`; `/p:Name=Value` is a
+    /// property (msbuild, sqlpackage), masked only when its name is a secret's.
+    fn windows_option(&mut self, text: &str, at: usize) {
+        let body = &text[1..];
+        let Some(colon) = body.find(':') else { return };
+        let (name, value) = (&body[..colon], &body[colon + 1..]);
+        if !is_name(name) {
+            return;
+        }
+        let value_at = at + 1 + colon + 1;
+        let property = name.eq_ignore_ascii_case("p") || name.eq_ignore_ascii_case("property");
+        if property && let Some(eq) = value.find('=') {
+            if is_name(&value[..eq]) && classify_option(&value[..eq]) == Kind::Secret {
+                self.mask(value_at + eq + 1, value_at + value.len());
+            }
+        } else if name.eq_ignore_ascii_case("p") || classify_option(name) == Kind::Secret {
+            self.mask(value_at, value_at + value.len());
+        }
+    }
+
+    /// An Oracle login, `user/password@db` (or `userid=user/password@db`): the password
+    /// is between the first `/` and the last `@`. `/ as sysdba`, `@script.sql` and
+    /// other `name=value` words are left alone.
+    fn oracle_login(&mut self, text: &str, at: usize) {
+        let (value, value_at) = match text.split_once('=') {
+            Some((name, value)) if name.eq_ignore_ascii_case("userid") => (value, at + name.len() + 1),
+            Some(_) => return,
+            None => (text, at),
+        };
+        if value.starts_with(['/', '@']) {
+            return;
+        }
+        if let Some(slash) = value.find('/') {
+            let end = value.rfind('@').filter(|a| *a > slash).unwrap_or(value.len());
+            self.mask(value_at + slash + 1, value_at + end);
         }
     }
 
@@ -655,6 +897,135 @@ fn apply(line: &str, mut edits: Vec<(usize, usize)>) -> String {
     }
     out.push_str(&line[pos..]);
     out
+}
+
+/// The shortest line [`Redactor::tokens`] looks into (the shortest token it knows, an
+/// AWS access key id, is 20 characters).
+const MIN_TOKEN: usize = 20;
+
+/// Where the tokens [`token_len`] knows begin. `None` only if the searcher could not be
+/// built, which fixed patterns never fail to be. Leftmost-first matching, because only
+/// then does the crate use its vectorised search (four times faster here than the
+/// standard automaton).
+static TOKEN_STARTS: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
+    AhoCorasick::builder()
+        .match_kind(MatchKind::LeftmostFirst)
+        .build([
+            "ghp_",
+            "gho_",
+            "ghu_",
+            "ghs_",
+            "ghr_",
+            "github_pat_",
+            "glpat-",
+            "xoxb-",
+            "xoxp-",
+            "xoxa-",
+            "xoxr-",
+            "xoxs-",
+            "AKIA",
+            "ASIA",
+            "eyJ",
+            "sk-",
+            "sk_live_",
+            "sk_test_",
+            "rk_live_",
+            "rk_test_",
+        ])
+        .ok()
+});
+
+/// The length of the secret token `bytes` starts with, if it starts with one.
+fn token_len(bytes: &[u8]) -> Option<usize> {
+    let run = |from: usize, ok: fn(&u8) -> bool| bytes[from.min(bytes.len())..].iter().take_while(|b| ok(b)).count();
+    let word = |b: &u8| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-');
+    let alnum = |b: &u8| b.is_ascii_alphanumeric();
+    // Enough of a mix that a word or a file name is not taken for a key.
+    let mixed = |t: &[u8]| {
+        t.iter().any(u8::is_ascii_digit) && t.iter().any(u8::is_ascii_uppercase) && t.iter().any(u8::is_ascii_lowercase)
+    };
+    let prefixed = |prefix: &[u8], ok: fn(&u8) -> bool, min: usize| {
+        if !bytes.starts_with(prefix) {
+            return None;
+        }
+        let len = run(prefix.len(), ok);
+        (len >= min).then_some(prefix.len() + len)
+    };
+    match bytes[0] {
+        b'g' => [b"ghp_".as_slice(), b"gho_", b"ghu_", b"ghs_", b"ghr_"]
+            .iter()
+            .find_map(|p| prefixed(p, alnum, 30))
+            .or_else(|| prefixed(b"github_pat_", word, 30))
+            .or_else(|| prefixed(b"glpat-", word, 20)),
+        b'x' if bytes.len() > 5
+            && bytes.starts_with(b"xox")
+            && matches!(bytes[3], b'b' | b'p' | b'a' | b'r' | b's') =>
+        {
+            prefixed(&bytes[..5], word, 10)
+                .filter(|_| bytes[4] == b'-' && bytes[5..].iter().take(10).any(u8::is_ascii_digit))
+        }
+        b'A' if bytes.starts_with(b"AKIA") || bytes.starts_with(b"ASIA") => {
+            let len = run(0, |b| b.is_ascii_uppercase() || b.is_ascii_digit());
+            (len == 20 && !bytes.get(20).is_some_and(u8::is_ascii_alphanumeric)).then_some(20)
+        }
+        b'e' if bytes.starts_with(b"eyJ") => {
+            // header.payload.signature, base64url each; the payload is JSON too.
+            let header = run(0, word);
+            let payload = bytes.get(header + 1..)?;
+            if bytes[header..].first() != Some(&b'.') || !payload.starts_with(b"eyJ") {
+                return None;
+            }
+            let payload_len = run(header + 1, word);
+            let end = header + 1 + payload_len;
+            let signature = if bytes.get(end) == Some(&b'.') { 1 + run(end + 1, word) } else { 0 };
+            Some(end + signature)
+        }
+        b's' | b'r' => {
+            let stripe = [b"sk_live_".as_slice(), b"sk_test_", b"rk_live_", b"rk_test_"];
+            if let Some(len) = stripe.iter().find_map(|p| prefixed(p, alnum, 16)) {
+                return Some(len);
+            }
+            let len = prefixed(b"sk-", word, 32)?;
+            mixed(&bytes[3..len]).then_some(len)
+        }
+        _ => None,
+    }
+}
+
+/// An AWS secret access key's shape: 40 characters of base64.
+fn is_aws_secret(word: &str) -> bool {
+    word.len() == 40 && word.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'/' | b'+'))
+}
+
+/// A port, a port range or a port mapping (`8080`, `8000-8010`, `8080:80`,
+/// `127.0.0.1:8080:80/tcp`): what `-p` takes in most programs.
+fn is_port(word: &str) -> bool {
+    let word = word.strip_suffix("/tcp").or_else(|| word.strip_suffix("/udp")).unwrap_or(word);
+    if word.bytes().all(|b| b.is_ascii_digit()) {
+        return word.parse::<u16>().is_ok_and(|p| p > 0);
+    }
+    word.len() <= 48
+        && word.as_bytes()[0].is_ascii_digit()
+        && word.contains(':')
+        && word.bytes().all(|b| b.is_ascii_digit() || matches!(b, b':' | b'.' | b'-'))
+}
+
+/// A path (`mkdir -p /var/lib/app`): what `-p` takes where it is not a password.
+fn is_path(word: &str) -> bool {
+    word.starts_with(['/', '~']) || word.starts_with("./") || word.starts_with("../")
+}
+
+/// [`classify`] for an option's name: there `pwd` is a password (`--pwd X`), not the
+/// shell's working directory (`PWD=/root`).
+fn classify_option(name: &str) -> Kind {
+    if name.trim_start_matches('-').eq_ignore_ascii_case("pwd") { Kind::Secret } else { classify(name) }
+}
+
+/// Whether a secret-sounding setting names a file instead of holding the secret:
+/// `credentials=/etc/smb.cred`, as `mount.cifs` takes it.
+fn names_a_file(name: &str, value: &str) -> bool {
+    let credentials = name.eq_ignore_ascii_case("credentials") || name.eq_ignore_ascii_case("cred");
+    credentials && value.starts_with(['/', '~', '.'])
 }
 
 /// What an option, variable, parameter or header name says about its value.
@@ -860,7 +1231,8 @@ mod tests {
         fn any_text_is_redacted_without_panicking(
             text in "\\PC{0,120}",
             parts in proptest::collection::vec(
-                "(https?://|hooks\\.slack\\.com|discord\\.com/api/webhooks/|--?[a-z]{0,8}|[=:@?;&#/ \t]|[a-zA-Z0-9éß€😀]{0,10})",
+                "(https?://|hooks\\.slack\\.com|discord\\.com/api/webhooks/|--?[a-z]{0,8}|[=:@?;&#/ \t]|[a-zA-Z0-9éß€😀]{0,10}\
+                 |[\"\\\\%,{}]|sqlplus |-U |-p |/p:|eyJ|ghp_|xoxb-|sk-|AKIA|[A-Z0-9]{16}|[a-zA-Z0-9]{30})",
                 0..16,
             ),
         ) {
@@ -1034,6 +1406,97 @@ mod tests {
         ("zip -r out.zip dir", "zip -r out.zip dir"),
         ("sh -c zip -P pw a.zip f; grep -P x y", "sh -c zip -P *** a.zip f; grep -P x y"),
         ("ldapsearch -x -W -b dc=x", "ldapsearch -x -W -b dc=x"),
+        // JSON bodies, as curl sends them.
+        (
+            "curl -d '{\"user\":\"ada\",\"password\":\"hunter2\"}' https://h",
+            "curl -d '{\"user\":\"ada\",\"password\":\"***\"}' https://h",
+        ),
+        ("curl --data '{\"token\": \"abc\"}' https://h", "curl --data '{\"token\": \"***\"}' https://h"),
+        ("app --json {\"api_key\":\"abc\",\"n\":1}", "app --json {\"api_key\":\"***\",\"n\":1}"),
+        ("curl -d {\"pin\":1234,\"ok\":true}", "curl -d {\"pin\":1234,\"ok\":true}"),
+        ("curl -d {\"secret\":1234,\"ok\":true}", "curl -d {\"secret\":***,\"ok\":true}"),
+        (
+            "curl -d '{\"password\": \"correct horse battery\", \"user\": \"ada\"}'",
+            "curl -d '{\"password\": \"*** *** ***\", \"user\": \"ada\"}'",
+        ),
+        ("sh -c curl -d {\\\"token\\\":\\\"abc\\\"} https://h", "sh -c curl -d {\\\"token\\\":\\\"***\\\"} https://h"),
+        // Mount option lists.
+        (
+            "mount -t cifs //srv/share /mnt -o username=ada,password=hunter2,vers=3.0",
+            "mount -t cifs //srv/share /mnt -o username=ada,password=***,vers=3.0",
+        ),
+        ("mount.cifs //srv/s /mnt -o pass=hunter2", "mount.cifs //srv/s /mnt -o pass=***"),
+        (
+            "mount -t cifs //srv/s /mnt -o credentials=/etc/smb.cred,uid=1000",
+            "mount -t cifs //srv/s /mnt -o credentials=/etc/smb.cred,uid=1000",
+        ),
+        ("mount -o credentials=/root/.smb //srv/s /mnt", "mount -o credentials=/root/.smb //srv/s /mnt"),
+        // Samba's user%password, Oracle's user/password@db.
+        ("smbclient //srv/share -U ada%hunter2", "smbclient //srv/share -U ada%***"),
+        ("smbclient //srv/share -Uada%hunter2", "smbclient //srv/share -Uada%***"),
+        ("rpcclient -U DOM/ada%hunter2 srv", "rpcclient -U DOM/ada%*** srv"),
+        ("date -u +%Y-%m-%d", "date -u +%Y-%m-%d"),
+        ("sqlplus scott/tiger@orcl @/tmp/report.sql", "sqlplus scott/***@orcl @/tmp/report.sql"),
+        ("sqlplus -s scott/tiger", "sqlplus -s scott/***"),
+        ("/u01/app/oracle/bin/sqlplus / as sysdba", "/u01/app/oracle/bin/sqlplus / as sysdba"),
+        ("rman target sys/p@ss@//db:1521/orcl", "rman target sys/***@//db:1521/orcl"),
+        ("expdp userid=scott/tiger@orcl dumpfile=x.dmp", "expdp userid=scott/***@orcl dumpfile=x.dmp"),
+        ("cp a/b c/d", "cp a/b c/d"),
+        // Windows options.
+        ("cmdkey /add:srv /user:ada /pass:hunter2", "cmdkey /add:srv /user:ada /pass:***"),
+        ("wmic /node:srv /user:ada /password:hunter2 os get", "wmic /node:srv /user:ada /password:*** os get"),
+        ("tool.exe /u:ada /p:hunter2", "tool.exe /u:ada /p:***"),
+        (
+            "msbuild app.sln /p:Configuration=Release /p:DbPassword=x",
+            "msbuild app.sln /p:Configuration=Release /p:DbPassword=***",
+        ),
+        // --pwd, which is not the shell's PWD.
+        ("app --pwd hunter2 -v", "app --pwd *** -v"),
+        ("app --pwd=hunter2", "app --pwd=***"),
+        ("app -pwd hunter2", "app -pwd ***"),
+        ("env PWD=/root OLDPWD=/tmp app", "env PWD=/root OLDPWD=/tmp app"),
+        // Token shapes, whatever names them.
+        ("app ghp_0123456789abcdefABCDEF0123456789abcd", "app ***"),
+        (
+            "git push https://x-access:github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz@github.com/o/r",
+            "git push https://x-access:***@github.com/o/r",
+        ),
+        ("app --config=github_pat_11ABCDEFG0123456789_abcdefghijklmnopqrstuvwxyz", "app --config=***"),
+        ("slack-notify xoxb-123456789012-1234567890123-AbCdEfGhIjKlMnOpQrStUvWx", "slack-notify ***"),
+        ("aws-tool AKIAIOSFODNN7EXAMPLE wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY", "aws-tool *** ***"),
+        ("app --access AKIAIOSFODNN7EXAMPLE -v", "app --access *** -v"),
+        (
+            "app --access-key-id AKIAIOSFODNN7EXAMPLE --secret-access-key wJalrXUtnFEMI/K7MDENG",
+            "app --access-key-id *** --secret-access-key ***",
+        ),
+        ("aws configure set aws_access_key_id AKIAIOSFODNN7EXAMPLE", "aws configure set aws_access_key_id ***"),
+        (
+            "aws configure set aws_secret_access_key wJalrXUtnFEMI/K7MDENG",
+            "aws configure set aws_secret_access_key ***",
+        ),
+        ("app eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.dBjftJeZ4CVPmB92K27uhbUJU1p1r_wW1gFWFOEjXk -v", "app *** -v"),
+        ("app --header=X:eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxMjM0In0.sig", "app --header=X:***"),
+        ("python bot.py sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8tUv1wXy4z", "python bot.py ***"),
+        ("node pay.js --stripe sk_live_4eC39HqLyjWDarjtT1zdp7dc", "node pay.js --stripe ***"),
+        // ... and what only looks like one stays.
+        (
+            "python train.py /data/sk-learn-model-checkpoint-final-v2",
+            "python train.py /data/sk-learn-model-checkpoint-final-v2",
+        ),
+        ("ls /home/ada/eyJ-notes/AKIA-plans", "ls /home/ada/eyJ-notes/AKIA-plans"),
+        ("git show 3f786850e387550fdab836ed7e6dc881de23001b", "git show 3f786850e387550fdab836ed7e6dc881de23001b"),
+        // Ports are not passwords, not even after `-p`.
+        ("nc -l -p 8080", "nc -l -p 8080"),
+        ("ssh -p 2222 ada@host", "ssh -p 2222 ada@host"),
+        ("ps -p 1234 -o pid,cmd", "ps -p 1234 -o pid,cmd"),
+        ("mkdir -p /var/lib/app ./cache", "mkdir -p /var/lib/app ./cache"),
+        ("sshpass -p /not/a/path ssh host", "sshpass -p *** ssh host"),
+        ("docker run -p 8080:80 -p 127.0.0.1:5432:5432/tcp pg", "docker run -p 8080:80 -p 127.0.0.1:5432:5432/tcp pg"),
+        ("psql -h db --port 5432 -U app", "psql -h db --port 5432 -U app"),
+        ("cat /path/to/pass.txt", "cat /path/to/pass.txt"),
+        ("app --config /etc/app/password.conf", "app --config /etc/app/password.conf"),
+        ("sshpass -p 1234 ssh host", "sshpass -p *** ssh host"),
+        ("mysql -p 123456789 db", "mysql -p *** db"),
     ];
 
     #[test]
@@ -1109,6 +1572,23 @@ mod tests {
             "Authorization:Bearer",
             "--header=X-Api-Key:",
             "--header=X-Api-Key:v",
+            "-U",
+            "a%b",
+            "{\"token\":",
+            "\"x",
+            "y\"}",
+            "{\"pw\":\"x\"}",
+            "sqlplus",
+            "u/p@d",
+            "/p:x",
+            "/p:A_PASSWORD=B",
+            "AKIAIOSFODNN7EXAMPLE",
+            "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+            "8080",
+            "--pwd",
+            "a=1,password=2",
+            "ghp_0123456789abcdefABCDEF0123456789abcd",
+            "aws_secret_access_key",
         ];
         for a in words {
             for b in words {

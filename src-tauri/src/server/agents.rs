@@ -366,8 +366,14 @@ async fn send(socket: &mut WebSocket, message: &CollectorMessage) -> bool {
     }
 }
 
-async fn refuse(mut socket: WebSocket, close_code: u16, code: &str, message: String) {
+async fn refuse(socket: WebSocket, close_code: u16, code: &str, message: String) {
     tracing::warn!(code, %message, "agent refused");
+    refuse_unlogged(socket, close_code, code, message).await;
+}
+
+/// [`refuse`] without the log line, for a refusal logged already (binding refusals are,
+/// once a minute per host: see `binding::check`).
+async fn refuse_unlogged(mut socket: WebSocket, close_code: u16, code: &str, message: String) {
     send(&mut socket, &CollectorMessage::Error { code: code.into(), message: message.clone() }).await;
     let reason: String = message.chars().take(100).collect();
     let _ = socket.send(Message::Close(Some(CloseFrame { code: close_code, reason: reason.into() }))).await;
@@ -404,6 +410,9 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
         Ok(a) => a,
         Err(e) => {
             let (close, code, message) = refusal(e);
+            if code == "forbidden" {
+                return refuse_unlogged(socket, close, code, message).await;
+            }
             return refuse(socket, close, code, message).await;
         }
     };
@@ -514,8 +523,24 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
                     }
                 }
                 _ = key_check.tick() => {
-                    if matches!(state.store.api_key_live(key.key.id).await, Ok(false)) {
-                        return refuse(socket, 4003, "revoked", "This API key has been revoked.".into()).await;
+                    // The key revoked, or the host bound elsewhere or unbound (from the
+                    // CLI or another collector; this one's API ends the session at once).
+                    match state.store.session_standing(key.key.id, &hostname).await {
+                        Ok((false, _)) => {
+                            return refuse(socket, 4003, "revoked", "This API key has been revoked.".into()).await;
+                        }
+                        Ok((true, bound)) if bound != Some(key.key.id) => {
+                            let reason = if bound.is_none() {
+                                "this host's binding was reset by an admin"
+                            } else {
+                                "this host was bound to another API key by an admin"
+                            };
+                            tracing::info!(%hostname, %reason, "agent session ended");
+                            // What uploads know of the binding is out of date too.
+                            state.bindings.forget_host(&hostname);
+                            return refuse(socket, 4003, "closed", reason.into()).await;
+                        }
+                        _ => {}
                     }
                 }
                 _ = shutdown.changed() => {

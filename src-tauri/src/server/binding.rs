@@ -27,8 +27,14 @@
 //! and the binding is recorded ([`Admission::commit`]) only once the report passed
 //! everything: a sender learns nothing of a host it may not report as.
 //!
-//! Admins see a binding at `GET /api/hosts/{server_id}/binding` and reset it with
-//! `DELETE` on the same path (a machine that was really replaced).
+//! A key made for one host (`procyon apikey create --host NAME`) reserves the host when
+//! it is made (the store binds it then), and holds it while it is live even when the
+//! binding is gone: no other key may bind that name first.
+//!
+//! Admins see a binding at `GET /api/hosts/{server_id}/binding`, move a host to a key
+//! with `PUT` (`{"key": NAME}`; `procyon host bind NAME --key KEY`) and reset it with
+//! `DELETE` (`procyon host unbind NAME`: a machine that was really replaced); both are
+//! audited.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -53,10 +59,16 @@ const SETTLED_FOR: Duration = Duration::from_secs(60);
 /// A settled binding: the key, the machine, and when it was last confirmed.
 type Settled = (i64, Option<String>, Instant);
 
+/// How often a host's refused reports are logged at most: an agent that retries every
+/// second (two cloned VMs fighting over one name) must not fill the log.
+pub const REFUSAL_LOG_EVERY: Duration = Duration::from_secs(60);
+
 /// Bindings known to be settled, so that uploads do not ask the database each time.
 #[derive(Default)]
 pub struct Bindings {
     settled: Mutex<HashMap<String, Settled>>,
+    /// Per host: when a refusal was last logged, and how many were not logged since.
+    refusals: Mutex<HashMap<String, (Instant, u64)>>,
     /// Held while a fingerprint is claimed for a host bound without one (after seeing
     /// that no agent session is live for it), and while a session registers for such a
     /// host: the two never interleave, so a claim never slips in beside a live session.
@@ -82,6 +94,37 @@ impl Bindings {
     /// Forgets what is known of `hostname` (its binding was reset or the host deleted).
     pub fn forget_host(&self, hostname: &str) {
         self.settled.lock().unwrap_or_else(|p| p.into_inner()).remove(hostname);
+    }
+
+    /// Logs a refused report for `hostname`, at most once per [`REFUSAL_LOG_EVERY`] per
+    /// host, saying how many were refused unlogged since the last line.
+    fn log_refusal(&self, hostname: &str, key: &str, message: &str) {
+        let unlogged = {
+            let mut refusals = self.refusals.lock().unwrap_or_else(|p| p.into_inner());
+            match refusals.get_mut(hostname) {
+                Some((at, count)) if at.elapsed() < REFUSAL_LOG_EVERY => {
+                    *count += 1;
+                    return;
+                }
+                Some(entry) => std::mem::replace(entry, (Instant::now(), 0)).1,
+                None => {
+                    if refusals.len() >= 10_000 {
+                        refusals.retain(|_, (at, _)| at.elapsed() < REFUSAL_LOG_EVERY);
+                    }
+                    if refusals.len() >= 10_000 {
+                        refusals.clear();
+                    }
+                    refusals.insert(hostname.to_owned(), (Instant::now(), 0));
+                    0
+                }
+            }
+        };
+        tracing::warn!(
+            %hostname,
+            key,
+            refused_unlogged_since = unlogged,
+            "host binding refused a report (logged at most once a minute per host): {message}"
+        );
     }
 
     /// Forgets every host bound to `key_id` (the key was revoked).
@@ -260,8 +303,23 @@ async fn audit_fingerprint_claim(state: &AppState, admission: &Admission) {
 
 /// Judges whether `key` (from the machine `machine_id`, when known) may report as
 /// `hostname`; 403 naming the conflict, or 422 for a name or fingerprint that cannot be
-/// one. Nothing is written: [`Admission::commit`] does that.
+/// one. Nothing is written: [`Admission::commit`] does that. A 403 is logged here, at
+/// most once a minute per host (callers need not log it again).
 pub async fn check(
+    state: &AppState,
+    key: &ApiKeySummary,
+    hostname: &str,
+    machine_id: Option<&str>,
+) -> Result<Admission, ApiError> {
+    let judged = admission(state, key, hostname, machine_id).await;
+    if let Err(ApiError::Forbidden(message)) = &judged {
+        // Only a valid host name gets this far.
+        state.bindings.log_refusal(hostname, &key.name, message);
+    }
+    judged
+}
+
+async fn admission(
     state: &AppState,
     key: &ApiKeySummary,
     hostname: &str,
@@ -297,12 +355,20 @@ pub async fn check(
     }
     let binding = state.store.host_binding(hostname).await?;
     match judge(binding.as_ref(), key, hostname, machine_id) {
-        Verdict::Refuse(message) => {
-            tracing::warn!(%hostname, key = %key.name, "host binding refused a report");
-            Err(ApiError::Forbidden(message))
-        }
+        Verdict::Refuse(message) => Err(ApiError::Forbidden(message)),
         Verdict::Keep => Ok(admission(binding, false, false)),
         Verdict::Claim => {
+            if binding.is_none()
+                && let Some((id, name)) = state.store.key_made_for(hostname).await?
+                && id != key.id
+            {
+                // A key made for this host holds it, bound or not (after an unbind, or a
+                // key made before keys reserved their host at creation).
+                return Err(ApiError::Forbidden(format!(
+                    "Host `{hostname}` is reserved for the API key `{name}`, made for it; this key may not report as \
+                     it. Give this agent its own name with `--hostname NAME`, or use that key."
+                )));
+            }
             if binding.is_none()
                 && let Some(existing) = state.store.host_named_alike(hostname).await?
                 && existing != hostname

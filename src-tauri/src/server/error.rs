@@ -146,6 +146,7 @@ impl From<StoreError> for ApiError {
                 ApiError::Conflict { code: "conflict", message: format!("{what} already exists.") }
             }
             StoreError::NotFound(what) => ApiError::NotFound(format!("{what} not found.")),
+            StoreError::HostTaken(message) => ApiError::Conflict { code: "host_bound", message },
             e @ StoreError::LastAdmin(_) => ApiError::Conflict { code: "last_admin", message: format!("{e}.") },
             StoreError::Busy { retry_after_secs } => ApiError::Busy {
                 retry_after_secs,

@@ -9,7 +9,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::{FromRequest, FromRequestParts, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, post, put};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -54,6 +54,7 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::GET, "/api/hosts/{server_id}/export", Viewer, get(export_range)),
         Route::new(M::GET, "/api/hosts/{server_id}/process-history", Viewer, get(process_history)),
         Route::new(M::GET, "/api/hosts/{server_id}/binding", Admin, get(host_binding)),
+        Route::new(M::PUT, "/api/hosts/{server_id}/binding", Admin, put(bind_host)),
         Route::new(M::DELETE, "/api/hosts/{server_id}/binding", Admin, delete(reset_host_binding)),
         Route::new(M::GET, "/api/process-snapshots/latest/", Viewer, get(latest)),
         Route::new(M::GET, "/api/process-snapshots/list/", Viewer, get(list)),
@@ -1135,9 +1136,16 @@ async fn create_key(
     if body.scope == KeyScope::Metrics && body.hostname.is_some() {
         return Err(ApiError::invalid("hostname", "A key of scope metrics reads every host: it takes no hostname."));
     }
+    if let Some(host) = &body.hostname {
+        super::upload::validate_hostname(host)?;
+    }
     let (key, prefix, hash) = auth::new_api_key()?;
     let summary =
         state.store.create_scoped_api_key(&body.name, &prefix, &hash, body.hostname.as_deref(), body.scope).await?;
+    if let Some(host) = &body.hostname {
+        // Reserved for this key from now on (see `Store::create_scoped_api_key`).
+        state.bindings.forget_host(host);
+    }
     Ok((StatusCode::CREATED, Json(json!({ "key": key, "summary": summary }))))
 }
 
@@ -1219,7 +1227,67 @@ async fn reset_host_binding(
     state.bindings.forget_host(&hostname);
     state.agents.close_host(&hostname, "this host's binding was reset by an admin");
     tracing::info!(%hostname, by = %user.username, "host binding reset");
+    audit_binding(&state, &user.username, &hostname, AuditAction::UnbindHost, format!("Host {hostname} unbound")).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct BindTo {
+    /// The key's name, or its prefix.
+    key: String,
+}
+
+/// Moves a host to a key (keeping its machine fingerprint), and ends its agent's
+/// session, which reconnects and is judged against the new binding.
+async fn bind_host(
+    State(state): State<AppState>,
+    AdminUser(user): AdminUser,
+    ApiPath(server_id): ApiPath<String>,
+    ApiJson(body): ApiJson<BindTo>,
+) -> Result<Json<Value>, ApiError> {
+    let hostname = binding_host(&state, &server_id).await?;
+    super::upload::validate_hostname(&hostname)?;
+    if body.key.is_empty() || body.key.len() > 100 {
+        return Err(ApiError::invalid("key", "A key is named by its name or prefix, 1 to 100 characters."));
+    }
+    let binding = state.store.bind_host(&hostname, &body.key).await?;
+    state.bindings.forget_host(&hostname);
+    state.agents.close_host(&hostname, "this host was bound to another API key by an admin");
+    let key_name = binding.key_name.clone().unwrap_or_default();
+    tracing::info!(%hostname, key = %key_name, by = %user.username, "host bound to a key");
+    audit_binding(
+        &state,
+        &user.username,
+        &hostname,
+        AuditAction::BindHost,
+        format!("Host {hostname} bound to API key {key_name}"),
+    )
+    .await;
+    Ok(Json(json!({
+        "hostname": binding.hostname,
+        "key_id": binding.key_id,
+        "key_name": binding.key_name,
+        "key_live": binding.key_live,
+        "machine_id": binding.machine_id,
+        "bound_at": binding.bound_at,
+    })))
+}
+
+/// Writes an admin's change of a binding to the audit log.
+async fn audit_binding(state: &AppState, actor: &str, hostname: &str, action: AuditAction, message: String) {
+    let entry = NewAuditEntry {
+        actor: actor.to_owned(),
+        hostname: hostname.to_owned(),
+        pid: None,
+        process_name: None,
+        action,
+        tree: false,
+        result: "success".into(),
+        message,
+    };
+    if let Err(e) = state.store.audit(entry).await {
+        tracing::error!("cannot write the audit log: {e}");
+    }
 }
 
 /// The host name a binding route names: a stored host's, or (bindings are made before

@@ -219,7 +219,9 @@ impl Store {
     }
 
     /// Records a new upload key by its hash. `name` must be unique among keys not revoked
-    /// ([`StoreError::Conflict`] otherwise); `hostname` binds the key to one host.
+    /// ([`StoreError::Conflict`] otherwise); `hostname` makes the key one host's, and
+    /// reserves that host for it at once (see [`Store::reserve_host`]), so that no other
+    /// key can report as the host first. Nothing is stored if either fails.
     pub async fn create_api_key(
         &self,
         name: &str,
@@ -239,7 +241,7 @@ impl Store {
         hostname: Option<&str>,
         scope: KeyScope,
     ) -> Result<ApiKeySummary> {
-        let _turn = self.turn().await;
+        let mut tx = self.write().await?;
         let created = now_ms();
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO api_keys (name, prefix, key_hash, hostname, created_at, scope) VALUES (?, ?, ?, ?, ?, ?) \
@@ -251,11 +253,15 @@ impl Store {
         .bind(hostname)
         .bind(created)
         .bind(scope.as_str())
-        .fetch_one(&self.pool)
+        .fetch_one(&mut *tx)
         .await
         .map_err(|e| {
             if is_unique_violation(&e) { StoreError::Conflict(format!("API key `{name}`")) } else { e.into() }
         })?;
+        if let Some(host) = hostname {
+            super::binding::reserve_host(&mut tx, host, id, name).await?;
+        }
+        tx.commit().await?;
         Ok(ApiKeySummary {
             id,
             name: name.to_owned(),

@@ -5,9 +5,9 @@
 //! new host name at the same moment cannot both win.
 
 use chrono::{DateTime, Utc};
-use sqlx::FromRow;
+use sqlx::{FromRow, SqliteConnection};
 
-use super::{Result, Store, from_ms, to_ms};
+use super::{Result, Store, StoreError, from_ms, to_ms};
 
 /// A host's binding, with what the server needs to judge a newcomer.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,7 +53,101 @@ const BINDING_SELECT: &str = "SELECT b.hostname, b.key_id, k.name AS key_name, \
      (k.id IS NOT NULL AND k.revoked_at IS NULL) AS key_live, b.machine_id, b.bound_at \
      FROM host_bindings b LEFT JOIN api_keys k ON k.id = b.key_id";
 
+/// Reserves `hostname` for the new key `key_id` (`key_name`), made for that host: binds
+/// the host when it is not bound, or bound to a key that is revoked or gone (a rotated
+/// key; a machine fingerprint stays, so only that machine may report as the host). A
+/// host bound to another live key is refused ([`StoreError::HostTaken`]).
+pub(super) async fn reserve_host(
+    conn: &mut SqliteConnection,
+    hostname: &str,
+    key_id: i64,
+    key_name: &str,
+) -> Result<()> {
+    let current: Option<BindingRow> = sqlx::query_as(&format!("{BINDING_SELECT} WHERE b.hostname = ?"))
+        .bind(hostname)
+        .fetch_optional(&mut *conn)
+        .await?;
+    if let Some(b) = current
+        && b.key_live
+        && b.key_id != key_id
+    {
+        return Err(StoreError::HostTaken(format!(
+            "Host `{hostname}` is bound to the live API key `{}`, so no key made for it can be created now (nothing \
+             was). Revoke `{}` first if it serves only this host (a rotated key), or unbind the host \
+             (`procyon host unbind {hostname}`) and create the key `{key_name}` right after.",
+            b.key_name.as_deref().unwrap_or("?"),
+            b.key_name.as_deref().unwrap_or("?"),
+        )));
+    }
+    upsert(conn, hostname, key_id).await
+}
+
+/// Binds `hostname` to `key_id`, keeping the machine fingerprint it had, if any.
+async fn upsert(conn: &mut SqliteConnection, hostname: &str, key_id: i64) -> Result<()> {
+    sqlx::query(
+        "INSERT INTO host_bindings (hostname, key_id, machine_id, bound_at) VALUES (?, ?, NULL, ?) \
+         ON CONFLICT (hostname) DO UPDATE SET key_id = excluded.key_id, bound_at = excluded.bound_at",
+    )
+    .bind(hostname)
+    .bind(key_id)
+    .bind(to_ms(Utc::now()))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
 impl Store {
+    /// An admin's binding: `hostname` now belongs to the live key named `key` (or with
+    /// that prefix, when one key has it), keeping the machine fingerprint it had. A key
+    /// made for another host cannot have it. Returns the new binding.
+    pub async fn bind_host(&self, hostname: &str, key: &str) -> Result<HostBinding> {
+        let mut tx = self.write().await?;
+        let found: Vec<(i64, String, Option<String>)> = sqlx::query_as(
+            // Only upload keys report as hosts: a metrics key cannot own one.
+            "SELECT id, name, hostname FROM api_keys WHERE revoked_at IS NULL AND scope = 'upload' \
+             AND (name = ?1 OR prefix = ?1) ORDER BY name = ?1 DESC LIMIT 2",
+        )
+        .bind(key)
+        .fetch_all(&mut *tx)
+        .await?;
+        let (id, name, made_for) = match found.as_slice() {
+            [one, ..] if one.1 == key => one.clone(),
+            [one] => one.clone(),
+            [] => return Err(StoreError::NotFound(format!("live upload API key `{key}`"))),
+            _ => {
+                return Err(StoreError::NotFound(format!(
+                    "a single live API key with prefix `{key}` (several match; give the name)"
+                )));
+            }
+        };
+        if let Some(other) = made_for.filter(|h| h != hostname) {
+            return Err(StoreError::HostTaken(format!(
+                "The API key `{name}` is made for host `{other}` and may report as no other, so `{hostname}` cannot \
+                 be bound to it."
+            )));
+        }
+        upsert(&mut tx, hostname, id).await?;
+        let row: BindingRow = sqlx::query_as(&format!("{BINDING_SELECT} WHERE b.hostname = ?"))
+            .bind(hostname)
+            .fetch_one(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(row.into())
+    }
+
+    /// The live key made for `hostname` (`--host`), if there is one: its id and name.
+    /// Such a key holds the host even while it is not bound (after an unbind, or for a
+    /// key made before keys reserved their host).
+    pub async fn key_made_for(&self, hostname: &str) -> Result<Option<(i64, String)>> {
+        Ok(sqlx::query_as(
+            "SELECT id, name FROM api_keys WHERE hostname = ? AND revoked_at IS NULL AND scope = 'upload' \
+             ORDER BY id LIMIT 1",
+        )
+        .bind(hostname)
+        .fetch_optional(&self.pool)
+        .await?)
+    }
+
     /// The binding of `hostname`, if it has one.
     pub async fn host_binding(&self, hostname: &str) -> Result<Option<HostBinding>> {
         let row: Option<BindingRow> = sqlx::query_as(&format!("{BINDING_SELECT} WHERE b.hostname = ?"))
@@ -133,6 +227,20 @@ impl Store {
             .bind(key_id)
             .fetch_one(&self.pool)
             .await?)
+    }
+
+    /// What a live agent session checks again every few seconds: whether its key `key_id`
+    /// still exists unrevoked, and which key `hostname` is bound to now (`None`: to none,
+    /// after an unbind). One query, so that the check costs no more than it did.
+    pub async fn session_standing(&self, key_id: i64, hostname: &str) -> Result<(bool, Option<i64>)> {
+        let row: Option<(bool, Option<i64>)> = sqlx::query_as(
+            "SELECT revoked_at IS NULL, (SELECT key_id FROM host_bindings WHERE hostname = ?) FROM api_keys WHERE id = ?",
+        )
+        .bind(hostname)
+        .bind(key_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.unwrap_or((false, None)))
     }
 
     /// Whether the key `id` exists and is not revoked.

@@ -68,6 +68,9 @@ pub enum StoreError {
     /// The thing to change does not exist.
     #[error("{0} not found")]
     NotFound(String),
+    /// A host is bound to another live API key (the message says which, and what to do).
+    #[error("{0}")]
+    HostTaken(String),
     /// The change would leave no admin, and so nobody to manage users and keys.
     #[error(
         "`{0}` is the last admin, and without one nobody could manage users or keys: make another admin first \

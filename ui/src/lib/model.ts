@@ -611,7 +611,7 @@ rss_bytes: number | null,
  */
 memory_percent: number | null, };
 
-export type AuditAction = "suspend" | "resume" | "terminate" | "kill" | "delete_host" | "bind_machine";
+export type AuditAction = "suspend" | "resume" | "terminate" | "kill" | "delete_host" | "bind_machine" | "bind_host" | "unbind_host";
 
 export type AuditEntry = { 
 /**
