@@ -254,6 +254,19 @@ struct ServeArgs {
     /// Agent sessions one API key may hold at once (a fleet key's agents share it).
     #[arg(long, env = "PROCYON_MAX_AGENTS_PER_KEY", default_value_t = procyon::server::agents::MAX_SESSIONS_PER_KEY as u32, value_parser = clap::value_parser!(u32).range(1..))]
     max_agents_per_key: u32,
+    /// How often agents are pinged; an agent session that sends nothing (no snapshot, no
+    /// pong) for three of these is closed, freeing its slot (1s to 1h).
+    #[arg(long, env = "PROCYON_AGENT_PING_EVERY", default_value = "20s", value_parser = parse_ping_every)]
+    agent_ping_every: Duration,
+    /// Longest a client may leave an answer unread (no progress writing to it) before
+    /// its connection is closed (1s to 1h).
+    #[arg(long, env = "PROCYON_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_write_timeout)]
+    write_timeout: Duration,
+    /// A reverse proxy in front of the collector, by address (repeat for several; none by
+    /// default). Only requests from these have their X-Forwarded-For read as the client's
+    /// address (sign-in throttling, logs); from anyone else that header is ignored.
+    #[arg(long = "trusted-proxy", env = "PROCYON_TRUSTED_PROXY", value_name = "ADDR", value_delimiter = ',')]
+    trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 #[cfg(feature = "server")]
@@ -334,6 +347,19 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 fn parse_reload_every(s: &str) -> Result<Duration, String> {
     procyon::duration::parse_between(s, Duration::from_millis(100), Duration::from_secs(86_400))
         .map_err(|e| format!("{e} (the certificate files are read this often; SIGHUP reloads them at once)"))
+}
+
+/// The agent ping interval: often enough to find a dead session within minutes, not so
+/// often that idle agents cost work.
+#[cfg(feature = "server")]
+fn parse_ping_every(s: &str) -> Result<Duration, String> {
+    procyon::duration::parse_between(s, Duration::from_secs(1), Duration::from_secs(3600))
+}
+
+/// The write timeout: long enough for a slow link, short enough to free a stalled one.
+#[cfg(feature = "server")]
+fn parse_write_timeout(s: &str) -> Result<Duration, String> {
+    procyon::duration::parse_between(s, Duration::from_secs(1), Duration::from_secs(3600))
 }
 
 #[cfg(feature = "server")]
@@ -622,6 +648,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         limits: Limits {
             max_connections: args.max_connections as usize,
             max_per_address: args.max_connections_per_address as usize,
+            write_timeout: args.write_timeout,
+            trusted_proxies: args.trusted_proxies.into(),
             ..Limits::default()
         },
         tls,
@@ -637,6 +665,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             cmdline: args.cmdline,
             max_streams_per_user: args.max_streams_per_user as usize,
             max_sessions_per_key: args.max_agents_per_key as usize,
+            agent_ping_every: args.agent_ping_every,
             ..Settings::default()
         },
     };

@@ -75,6 +75,10 @@ pub struct Settings {
     pub max_agent_sessions: usize,
     /// Hosts one API key may bind.
     pub max_hosts_per_key: i64,
+    /// How often agents are pinged; a session silent for three of these is closed.
+    pub agent_ping_every: Duration,
+    /// Bytes of agent frames decoded at once, over all sessions.
+    pub agent_decode_budget: usize,
 }
 
 impl Default for Settings {
@@ -89,6 +93,8 @@ impl Default for Settings {
             max_sessions_per_key: agents::MAX_SESSIONS_PER_KEY,
             max_agent_sessions: agents::MAX_SESSIONS,
             max_hosts_per_key: binding::MAX_HOSTS_PER_KEY,
+            agent_ping_every: agents::PING_EVERY,
+            agent_decode_budget: agents::DECODE_BUDGET_BYTES,
         }
     }
 }
@@ -120,12 +126,13 @@ pub struct AppState {
 impl AppState {
     /// State over an opened store.
     pub fn new(store: Store, hub: Hub, auth: auth::Auth, settings: Settings) -> AppState {
+        let agents = Arc::new(agents::Agents::new(settings.agent_decode_budget));
         AppState {
             store,
             hub,
             auth: Arc::new(auth),
             settings: Arc::new(settings),
-            agents: Arc::default(),
+            agents,
             bindings: Arc::default(),
             uploads: Arc::default(),
             streams: Arc::default(),
