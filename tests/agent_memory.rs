@@ -97,6 +97,7 @@ async fn many_large_agent_frames_at_once_decode_within_the_budget() {
         done.unwrap();
     }
     let peak = status("VmHWM:").saturating_sub(before);
+    eprintln!("peak while decoding: {} MiB over {} MiB before", peak / MIB, before / MIB);
     // One frame inflated at a time, and a little more; without the budget, one per core.
     assert!(peak < INFLATED + 24 * MIB, "{SESSIONS} sessions' frames took {} MiB at the peak", peak / MIB);
     server.abort();

@@ -779,6 +779,20 @@ fn one_frame(body: &[u8]) -> Result<(), String> {
     }
 }
 
+/// A writer that only counts what is written to it.
+struct Counted(usize);
+
+impl std::io::Write for Counted {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
 /// Slack allowed between what a frame inflates to and the same value encoded again:
 /// an encoder of another version may lay a value out a little differently.
 fn canonical_slack(len: usize) -> usize {
@@ -792,12 +806,19 @@ fn canonical_slack(len: usize) -> usize {
 /// far larger than what it holds. Legitimate agents encode exactly this, so they keep
 /// their bytes; the value is compressed again only when the frame looks uncompressed.
 fn canonical<T: serde::Serialize>(encoding: Encoding, value: &T, raw: &[u8], body: &[u8]) -> Option<Vec<u8>> {
-    let again = encoding.encode(value).ok()?;
-    if raw.len() > again.len() + canonical_slack(again.len()) {
+    // Counted, not built: this runs for every frame.
+    let mut counted = Counted(0);
+    match encoding {
+        Encoding::Json => serde_json::to_writer(&mut counted, value).ok()?,
+        Encoding::MessagePack => rmp_serde::encode::write_named(&mut counted, value).ok()?,
+    }
+    let canonical_len = counted.0;
+    if raw.len() > canonical_len + canonical_slack(canonical_len) {
         return None;
     }
     // Snapshots compress about tenfold; a body over a quarter of its value is checked.
-    if body.len() > again.len() / 4 + 256 {
+    if body.len() > canonical_len / 4 + 256 {
+        let again = encoding.encode(value).ok()?;
         let compressed = zstd::bulk::compress(&again, crate::model::agent::ZSTD_LEVEL).ok()?;
         if body.len() > compressed.len() + canonical_slack(compressed.len()) {
             return None;
