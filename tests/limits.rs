@@ -385,6 +385,16 @@ async fn next_message(ws: &mut Socket) -> Option<Result<Value, (u16, String)>> {
 /// An agent on a bare socket: the WebSocket handshake and a hello, written by hand, and
 /// then nothing, not even a pong (a WebSocket library answers pings as it reads).
 async fn raw_agent(c: &Running, key: &str, hostname: &str) -> tokio::net::TcpStream {
+    let mut host = procyon::sample::Sampler::new(Default::default()).host().clone();
+    host.hostname = hostname.into();
+    let hello = json!({"type": "hello", "protocol": PROTOCOL_VERSION, "agent_version": "test", "host": host,
+        "allow_control": false, "machine_id": format!("{:064x}", 42)});
+    raw_hello(c, key, hello.to_string()).await
+}
+
+/// A bare socket that sends the WebSocket handshake and `hello` as one text frame, the
+/// frame written on a task of its own (the collector may stop reading it).
+async fn raw_hello(c: &Running, key: &str, hello: String) -> tokio::net::TcpStream {
     use tokio::io::AsyncWriteExt;
     let mut stream = tokio::net::TcpStream::connect(c.addr).await.unwrap();
     let head = format!(
@@ -392,18 +402,33 @@ async fn raw_agent(c: &Running, key: &str, hostname: &str) -> tokio::net::TcpStr
          Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
     );
     stream.write_all(head.as_bytes()).await.unwrap();
-    let mut host = procyon::sample::Sampler::new(Default::default()).host().clone();
-    host.hostname = hostname.into();
-    let hello = json!({"type": "hello", "protocol": PROTOCOL_VERSION, "agent_version": "test", "host": host,
-        "allow_control": false, "machine_id": format!("{:064x}", 42)})
-    .to_string();
+    // The 101 first, as an agent waits for it; it is read again below.
+    let mut peeked = [0u8; 12];
+    stream.peek(&mut peeked).await.unwrap();
     // A final text frame, masked (with a zero mask: the payload reads as it is).
-    let mut frame = vec![0x81, 0x80 | 126];
-    frame.extend((hello.len() as u16).to_be_bytes());
+    let mut frame = vec![0x81];
+    match hello.len() {
+        n if n < 126 => frame.push(0x80 | n as u8),
+        n if n <= 0xFFFF => {
+            frame.push(0x80 | 126);
+            frame.extend((n as u16).to_be_bytes());
+        }
+        n => {
+            frame.push(0x80 | 127);
+            frame.extend((n as u64).to_be_bytes());
+        }
+    }
     frame.extend([0, 0, 0, 0]);
     frame.extend(hello.as_bytes());
-    stream.write_all(&frame).await.unwrap();
-    stream
+    let (read, mut write) = stream.into_split();
+    let writer = tokio::spawn(async move {
+        let _ = write.write_all(&frame).await;
+        write
+    });
+    // Keeps the write half (so the socket stays open) until the frame is written or the
+    // collector closed the socket.
+    let write = writer.await.unwrap();
+    read.reunite(write).unwrap()
 }
 
 /// Everything the collector sent on a raw agent's socket until it closed it: the
@@ -411,10 +436,16 @@ async fn raw_agent(c: &Running, key: &str, hostname: &str) -> tokio::net::TcpStr
 async fn frames_until_closed(mut stream: tokio::net::TcpStream) -> Vec<(u8, Vec<u8>)> {
     use tokio::io::AsyncReadExt;
     let mut bytes = Vec::new();
-    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut bytes))
-        .await
-        .expect("the collector did not close the socket")
-        .unwrap();
+    // Until the end, or a reset (a collector that stopped reading resets the socket
+    // when it closes it); what came before is kept.
+    let mut buf = [0u8; 8192];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await.expect("the collector did not close") {
+            Ok(0) | Err(_) => break,
+            Ok(n) => bytes.extend_from_slice(&buf[..n]),
+        }
+    }
     let head_end = bytes.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     assert!(bytes.starts_with(b"HTTP/1.1 101"), "{}", String::from_utf8_lossy(&bytes[..head_end]));
     let mut rest = &bytes[head_end..];
@@ -469,21 +500,28 @@ async fn an_oversized_hello_is_refused_saying_why() {
     let dir = tempfile::tempdir().unwrap();
     let c = Running::start(dir.path(), Settings::default(), Limits::default()).await;
     let key = key(&c.state, "fleet").await;
+    let host = procyon::sample::Sampler::new(Default::default()).host().clone();
+    // Well within a frame, far over a hello: cut off while it arrives, not read whole.
+    let hello = json!({"type": "hello", "protocol": PROTOCOL_VERSION, "agent_version": "test", "host": host,
+        "allow_control": false, "padding": "x".repeat(8 << 20)});
+    let frames = frames_until_closed(raw_hello(&c, &key, hello.to_string()).await).await;
+    let said: Value = serde_json::from_slice(&frames.iter().find(|f| f.0 == 1).expect("an answer").1).unwrap();
+    assert_eq!(said["code"], "hello_too_large", "{said}");
+    let message = said["message"].as_str().unwrap();
+    assert!(message.contains("over 65 KiB") && message.contains("at most 64 KiB"), "{said}");
+    let close = frames.iter().find(|f| f.0 == 8).expect("a close frame");
+    assert_eq!(u16::from_be_bytes([close.1[0], close.1[1]]), 1009);
+    assert!(String::from_utf8_lossy(&close.1[2..]).contains("hello"), "{close:?}");
+    assert_eq!(c.state.agents.session_count(), 0);
+    // A hello just over the bound, read whole, is refused the same way.
     let mut request = format!("ws://{}/ws/agent", c.addr).into_client_request().unwrap();
     request.headers_mut().insert("Authorization", key.parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    let host = procyon::sample::Sampler::new(Default::default()).host().clone();
-    // Well within a frame, far over a hello.
     let hello = json!({"type": "hello", "protocol": PROTOCOL_VERSION, "agent_version": "test", "host": host,
-        "allow_control": false, "padding": "x".repeat(1 << 20)});
+        "allow_control": false, "padding": "x".repeat(64 * 1024)});
     ws.send(Message::Text(hello.to_string().into())).await.unwrap();
     let said = next_message(&mut ws).await.unwrap().unwrap();
     assert_eq!(said["code"], "hello_too_large", "{said}");
-    assert!(said["message"].as_str().unwrap().contains("at most 64 KiB"), "{said}");
-    let (code, reason) = next_message(&mut ws).await.unwrap().unwrap_err();
-    assert_eq!(code, 1009, "{reason}");
-    assert!(reason.contains("hello"), "{reason}");
-    assert_eq!(c.state.agents.session_count(), 0);
     c.stop().await;
 }
 

@@ -47,6 +47,7 @@ use axum::routing::get;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::auth::AgentKey;
+use super::listener::ReadCap;
 use super::routes::{Access, Route};
 use super::{AppState, binding, upload};
 use crate::model::Snapshot;
@@ -63,6 +64,9 @@ const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest hello: a host's facts, each bounded, and a fingerprint fit in a few KiB, so
 /// anything much larger is not a hello (and must not be parsed as one).
 pub const MAX_HELLO_BYTES: usize = 64 * 1024;
+/// Bytes a connection may send before its hello has been read: the largest hello, its
+/// frame header and room for a control frame or two.
+const HELLO_READ_CAP: u64 = MAX_HELLO_BYTES as u64 + 1024;
 /// How often the collector pings an agent by default; a session that has sent nothing,
 /// not even a pong, for three of these is closed (see [`silence_limit`]).
 pub const PING_EVERY: Duration = Duration::from_secs(20);
@@ -380,14 +384,26 @@ pub fn routes() -> Vec<Route> {
     vec![Route::new(Method::GET, "/ws/agent", Access::Agent, get(upgrade)).exact()]
 }
 
-async fn upgrade(State(state): State<AppState>, key: AgentKey, ws: WebSocketUpgrade) -> Response {
+async fn upgrade(
+    State(state): State<AppState>,
+    key: AgentKey,
+    cap: Option<axum::Extension<ReadCap>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // Until the hello has come, the connection may send a hello's worth and a little
+    // (frame headers, a ping): a larger message is cut off as it arrives, never
+    // buffered whole (the socket's limit is a frame's, set once for the session).
+    let cap = cap.map(|axum::Extension(cap)| cap);
+    if let Some(cap) = &cap {
+        cap.limit(HELLO_READ_CAP);
+    }
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         // Each connection allocates its read buffer up front (128 KiB by default): a
         // steady agent's frames are a few hundred bytes, a keyframe some kilobytes, and a
         // larger frame is still read whole, in more reads. A thousand agents save 120 MiB.
         .read_buffer_size(AGENT_READ_BUFFER)
-        .on_upgrade(move |socket| session(socket, state, key))
+        .on_upgrade(move |socket| session(socket, state, key, cap))
 }
 
 async fn send(socket: &mut WebSocket, message: &CollectorMessage) -> bool {
@@ -404,15 +420,27 @@ async fn refuse(mut socket: WebSocket, close_code: u16, code: &str, message: Str
     let _ = socket.send(Message::Close(Some(CloseFrame { code: close_code, reason: reason.into() }))).await;
 }
 
-async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
-    // 1. Hello: small, so bounded well below a frame.
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await {
+async fn session(mut socket: WebSocket, state: AppState, key: AgentKey, cap: Option<ReadCap>) {
+    // 1. Hello: small, so bounded well below a frame, as it is read (see `upgrade`) and
+    // once read.
+    let received = tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await;
+    let cut_off = cap.as_ref().is_some_and(ReadCap::reached);
+    if let Some(cap) = &cap {
+        cap.lift();
+    }
+    let too_large = |size: String| {
+        format!(
+            "The hello is {size}; a hello is at most {} KiB (a host's facts and a fingerprint).",
+            MAX_HELLO_BYTES >> 10
+        )
+    };
+    let hello = match received {
+        Ok(Some(Err(_))) if cut_off => {
+            let message = too_large(format!("over {} KiB", HELLO_READ_CAP >> 10));
+            return refuse(socket, 1009, "hello_too_large", message).await;
+        }
         Ok(Some(Ok(Message::Text(text)))) if text.len() > MAX_HELLO_BYTES => {
-            let message = format!(
-                "The hello is {} KiB; a hello is at most {} KiB (a host's facts and a fingerprint).",
-                text.len() >> 10,
-                MAX_HELLO_BYTES >> 10
-            );
+            let message = too_large(format!("{} KiB", text.len() >> 10));
             return refuse(socket, 1009, "hello_too_large", message).await;
         }
         Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<AgentMessage>(&text).ok(),

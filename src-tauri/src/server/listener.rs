@@ -28,6 +28,9 @@
 //!   the proxy itself is not held to the per-address share (every client comes through
 //!   it); from any other peer that header is ignored.
 //!
+//! - a handler may bound what a connection still sends ([`ReadCap`]): the agent channel
+//!   reads a hello of at most a few KiB before the socket's frame limit applies;
+//!
 //! Upgraded WebSockets leave hyper once upgraded, so the header and body timeouts do not
 //! apply to them (the write timeout does).
 //! The certificate is reloaded when its files change (polled) or on SIGHUP; a bad new
@@ -417,12 +420,14 @@ pub async fn run(
                     let permit = match taken {
                         Slot::Ordinary(p) | Slot::Reserve(p) => p,
                     };
+                    let read_cap = ReadCap::default();
                     let io = Counted {
                         stream,
                         _permit: permit,
                         _address: addresses.open(client),
                         write_timeout: limits.write_timeout,
                         stalled: None,
+                        read_cap: read_cap.clone(),
                     };
                     let connection = Connection {
                         router: router.clone(),
@@ -430,6 +435,7 @@ pub async fn run(
                         remote,
                         limits: limits.clone(),
                         closed: closed.clone(),
+                        read_cap,
                     };
                     let tls = tls.clone();
                     let header_read_timeout = limits.header_read_timeout;
@@ -531,6 +537,7 @@ struct Connection {
     remote: SocketAddr,
     limits: Limits,
     closed: watch::Receiver<bool>,
+    read_cap: ReadCap,
 }
 
 impl Connection {
@@ -538,13 +545,14 @@ impl Connection {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Connection { router, remote, limits, .. } = self;
+        let Connection { router, remote, limits, read_cap, .. } = self;
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
             // Handlers may ask who is calling, as with axum's own server, and who the
             // client is behind a trusted proxy.
             let client = client_ip(remote.ip(), request.headers(), &limits.trusted_proxies);
             request.extensions_mut().insert(ConnectInfo(remote));
             request.extensions_mut().insert(ClientIp(client));
+            request.extensions_mut().insert(read_cap.clone());
             let request = request.map(|body| axum::body::Body::new(Deadline::new(body, limits.body_timeout)));
             router.clone().oneshot(request)
         });
@@ -614,6 +622,36 @@ fn unmapped(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// How many more bytes a connection may read, when a handler bounds it (an agent's
+/// WebSocket before its hello, which is small: a larger one must not be buffered whole
+/// first). Unbounded unless set; shared by the connection's stream and, through each
+/// request's extensions, its handlers.
+#[derive(Clone, Debug)]
+pub struct ReadCap(Arc<std::sync::atomic::AtomicU64>);
+
+impl Default for ReadCap {
+    fn default() -> Self {
+        ReadCap(Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)))
+    }
+}
+
+impl ReadCap {
+    /// From now on, at most `bytes` more may be read; past them reads fail.
+    pub fn limit(&self, bytes: u64) {
+        self.0.store(bytes.min(u64::MAX - 1), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Reads are unbounded again.
+    pub fn lift(&self) {
+        self.0.store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a bound is set and every byte of it was read.
+    pub fn reached(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst) == 0
+    }
+}
+
 /// A TCP stream that holds one connection slot, and counts against its client's
 /// address, for as long as it is open, through an upgrade to a WebSocket too. A write
 /// that makes no progress for `write_timeout` fails, which ends the connection: a
@@ -625,6 +663,7 @@ struct Counted {
     write_timeout: Duration,
     /// Since when writes have been waiting, if they are.
     stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    read_cap: ReadCap,
 }
 
 impl Counted {
@@ -649,7 +688,28 @@ impl Counted {
 
 impl AsyncRead for Counted {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        let cap = this.read_cap.0.load(std::sync::atomic::Ordering::SeqCst);
+        if cap == u64::MAX {
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
+        }
+        if cap == 0 {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "more than this connection may send")));
+        }
+        // Bounded: a small read into a buffer of our own (only while a handler bounds
+        // the connection, briefly), so that no byte past the bound is taken.
+        let mut bytes = [0u8; 4096];
+        let room = buf.remaining().min(bytes.len()).min(usize::try_from(cap).unwrap_or(usize::MAX));
+        let mut limited = ReadBuf::new(&mut bytes[..room]);
+        match Pin::new(&mut this.stream).poll_read(cx, &mut limited) {
+            Poll::Ready(Ok(())) => {
+                let read = limited.filled();
+                buf.put_slice(read);
+                this.read_cap.0.fetch_sub(read.len() as u64, std::sync::atomic::Ordering::SeqCst);
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
     }
 }
 
