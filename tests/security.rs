@@ -597,8 +597,9 @@ async fn what_agents_say_cannot_forge_or_flood_a_log_line() {
     let log = dir.path().join("collector.log");
     let c = Collector::start_logging(dir.path(), &["--no-local"], Some(&log));
     let key = new_key(dir.path(), "k", None);
-    // A hello whose version and a drop report whose reason each hold a forged line and
-    // most of a frame (32 MiB) of text.
+    // A hello whose version holds a forged line and most of a hello (64 KiB) of text, and
+    // a drop report whose reason holds one and most of a frame (32 MiB).
+    let short_filler = "v".repeat(procyon::server::agents::MAX_HELLO_BYTES - 4096);
     let filler = "v".repeat(procyon::model::agent::MAX_FRAME_BYTES / 2);
     let mut request = c.ws_url("/ws/agent").as_str().into_client_request().unwrap();
     request.headers_mut().insert("Authorization", format!("Api-Key {key}").parse().unwrap());
@@ -606,7 +607,7 @@ async fn what_agents_say_cannot_forge_or_flood_a_log_line() {
     let mut host = procyon::sample::Sampler::new(Default::default()).host().clone();
     host.hostname = "chatty".into();
     let hello = json!({"type": "hello", "protocol": PROTOCOL_VERSION,
-        "agent_version": format!("1.0\nERROR FORGED-VERSION-LINE {filler}"), "host": host, "allow_control": false});
+        "agent_version": format!("1.0\nERROR FORGED-VERSION-LINE {short_filler}"), "host": host, "allow_control": false});
     ws.send(Message::Text(hello.to_string().into())).await.unwrap();
     assert_eq!(next_json(&mut ws).await["type"], "welcome");
     let dropped =

@@ -271,6 +271,19 @@ struct ServeArgs {
     /// and the largest by memory; a gauge counts the others.
     #[arg(long, env = "PROCYON_METRICS_GROUPS", default_value_t = procyon::metrics::DEFAULT_GROUPS as u32, value_parser = clap::value_parser!(u32).range(0..=procyon::metrics::MAX_GROUPS as i64))]
     metrics_groups: u32,
+    /// How often agents are pinged; an agent session that sends nothing (no snapshot, no
+    /// pong) for three of these is closed, freeing its slot (1s to 1h).
+    #[arg(long, env = "PROCYON_AGENT_PING_EVERY", default_value = "20s", value_parser = parse_ping_every)]
+    agent_ping_every: Duration,
+    /// Longest a client may leave an answer unread (no progress writing to it) before
+    /// its connection is closed (1s to 1h).
+    #[arg(long, env = "PROCYON_WRITE_TIMEOUT", default_value = "30s", value_parser = parse_write_timeout)]
+    write_timeout: Duration,
+    /// A reverse proxy in front of the collector, by address (repeat for several; none by
+    /// default). Only requests from these have their X-Forwarded-For read as the client's
+    /// address (sign-in throttling, logs); from anyone else that header is ignored.
+    #[arg(long = "trusted-proxy", env = "PROCYON_TRUSTED_PROXY", value_name = "ADDR", value_delimiter = ',')]
+    trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 #[cfg(feature = "server")]
@@ -364,6 +377,19 @@ fn parse_interval(s: &str) -> Result<Duration, String> {
 fn parse_reload_every(s: &str) -> Result<Duration, String> {
     procyon::duration::parse_between(s, Duration::from_millis(100), Duration::from_secs(86_400))
         .map_err(|e| format!("{e} (the certificate files are read this often; SIGHUP reloads them at once)"))
+}
+
+/// The agent ping interval: often enough to find a dead session within minutes, not so
+/// often that idle agents cost work.
+#[cfg(feature = "server")]
+fn parse_ping_every(s: &str) -> Result<Duration, String> {
+    procyon::duration::parse_between(s, Duration::from_secs(1), Duration::from_secs(3600))
+}
+
+/// The write timeout: long enough for a slow link, short enough to free a stalled one.
+#[cfg(feature = "server")]
+fn parse_write_timeout(s: &str) -> Result<Duration, String> {
+    procyon::duration::parse_between(s, Duration::from_secs(1), Duration::from_secs(3600))
 }
 
 #[cfg(feature = "server")]
@@ -652,6 +678,8 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
         limits: Limits {
             max_connections: args.max_connections as usize,
             max_per_address: args.max_connections_per_address as usize,
+            write_timeout: args.write_timeout,
+            trusted_proxies: args.trusted_proxies.into(),
             ..Limits::default()
         },
         tls,
@@ -668,6 +696,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_streams_per_user: args.max_streams_per_user as usize,
             max_sessions_per_key: args.max_agents_per_key as usize,
             metrics_groups: args.metrics_groups as usize,
+            agent_ping_every: args.agent_ping_every,
             ..Settings::default()
         },
     };

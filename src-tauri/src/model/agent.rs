@@ -125,7 +125,7 @@ pub const MAX_SNAPSHOT_JSON_BYTES: u64 = 64 * 1024 * 1024;
 /// CPU on a snapshot, and its output is as small within a few percent (snapshot JSON
 /// repeats itself at short range, which the fastest level already finds): measured on a
 /// 260 KB snapshot, 14.4 KB at level 1 and 14.9 KB at level 3.
-const ZSTD_LEVEL: i32 = 1;
+pub const ZSTD_LEVEL: i32 = 1;
 
 thread_local! {
     /// One compressor per thread, reused: a fresh context per frame costs its table

@@ -21,7 +21,11 @@
 //! anything) before it is decoded, so a frame over the limits is refused without its
 //! value ever being built. A delta is checked and redacted only where it changed the
 //! snapshot, and its bytes are handed to the store, which keeps them as they came (see
-//! `store::Sent`) unless redaction changed something.
+//! `store::Sent`) unless redaction changed something. Only canonical bytes are kept: a
+//! frame body must be exactly one zstd frame (no skippable frames, nothing after it), and
+//! one that inflates to noticeably more than its value encoded again (unknown fields,
+//! trailing bytes, padding) is stored as the store encodes it, so that no agent can make
+//! a row larger than what it holds.
 //!
 //! Before a session is registered, its key must be allowed to report as the host it
 //! names (`binding.rs`). [`Agents`] holds one session per connected host. A relayed
@@ -43,6 +47,7 @@ use axum::routing::get;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use super::auth::AgentKey;
+use super::listener::ReadCap;
 use super::routes::{Access, Route};
 use super::{AppState, binding, upload};
 use crate::model::Snapshot;
@@ -56,6 +61,18 @@ use crate::store::Sent;
 
 /// How long an agent has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest hello: a host's facts, each bounded, and a fingerprint fit in a few KiB, so
+/// anything much larger is not a hello (and must not be parsed as one).
+pub const MAX_HELLO_BYTES: usize = 64 * 1024;
+/// Bytes a connection may send before its hello has been read: the largest hello, its
+/// frame header and room for a control frame or two.
+const HELLO_READ_CAP: u64 = MAX_HELLO_BYTES as u64 + 1024;
+/// How often the collector pings an agent by default; a session that has sent nothing,
+/// not even a pong, for three of these is closed (see [`silence_limit`]).
+pub const PING_EVERY: Duration = Duration::from_secs(20);
+/// Bytes of agent frames being decoded at once by default, over all sessions: a frame
+/// counts its own size and what it inflates to (see [`frame_cost`]).
+pub const DECODE_BUDGET_BYTES: usize = 128 << 20;
 /// Messages queued for one agent before the collector stops waiting on it.
 const OUTBOX: usize = 64;
 /// Garbage frames tolerated in one session before it is closed.
@@ -131,21 +148,34 @@ pub struct Agents {
     /// Turns to decode a frame: one per core. Decoding is all CPU, so more at once
     /// would only hold more frames in memory, not finish them sooner.
     decodes: Arc<tokio::sync::Semaphore>,
+    /// KiB of frames being decoded at once (a frame's own size and what it inflates
+    /// to), over all sessions: turns per core bound the count, this bounds the memory,
+    /// whatever the number of cores.
+    decode_kib: Arc<tokio::sync::Semaphore>,
+    decode_budget_kib: usize,
 }
 
 impl Default for Agents {
     fn default() -> Self {
+        Agents::new(DECODE_BUDGET_BYTES)
+    }
+}
+
+impl Agents {
+    /// A registry whose frames decode within `decode_budget` bytes at once.
+    pub fn new(decode_budget: usize) -> Agents {
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let decode_budget_kib = decode_budget.div_ceil(1024).clamp(1, u32::MAX as usize);
         Agents {
             connections: Mutex::default(),
             pending: Mutex::default(),
             next_session: AtomicU64::default(),
             decodes: Arc::new(tokio::sync::Semaphore::new(cores)),
+            decode_kib: Arc::new(tokio::sync::Semaphore::new(decode_budget_kib)),
+            decode_budget_kib,
         }
     }
-}
 
-impl Agents {
     fn connections(&self) -> MutexGuard<'_, HashMap<String, Connection>> {
         self.connections.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -341,6 +371,11 @@ pub fn loggable(text: &str, max: usize) -> String {
     out
 }
 
+/// How long a session may stay silent: three pings unanswered.
+pub fn silence_limit(ping_every: Duration) -> Duration {
+    ping_every * 3
+}
+
 /// Read buffer of an agent's WebSocket (see [`upgrade`]).
 const AGENT_READ_BUFFER: usize = 8 * 1024;
 
@@ -349,14 +384,26 @@ pub fn routes() -> Vec<Route> {
     vec![Route::new(Method::GET, "/ws/agent", Access::Agent, get(upgrade)).exact()]
 }
 
-async fn upgrade(State(state): State<AppState>, key: AgentKey, ws: WebSocketUpgrade) -> Response {
+async fn upgrade(
+    State(state): State<AppState>,
+    key: AgentKey,
+    cap: Option<axum::Extension<ReadCap>>,
+    ws: WebSocketUpgrade,
+) -> Response {
+    // Until the hello has come, the connection may send a hello's worth and a little
+    // (frame headers, a ping): a larger message is cut off as it arrives, never
+    // buffered whole (the socket's limit is a frame's, set once for the session).
+    let cap = cap.map(|axum::Extension(cap)| cap);
+    if let Some(cap) = &cap {
+        cap.limit(HELLO_READ_CAP);
+    }
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         // Each connection allocates its read buffer up front (128 KiB by default): a
         // steady agent's frames are a few hundred bytes, a keyframe some kilobytes, and a
         // larger frame is still read whole, in more reads. A thousand agents save 120 MiB.
         .read_buffer_size(AGENT_READ_BUFFER)
-        .on_upgrade(move |socket| session(socket, state, key))
+        .on_upgrade(move |socket| session(socket, state, key, cap))
 }
 
 async fn send(socket: &mut WebSocket, message: &CollectorMessage) -> bool {
@@ -379,9 +426,29 @@ async fn refuse_unlogged(mut socket: WebSocket, close_code: u16, code: &str, mes
     let _ = socket.send(Message::Close(Some(CloseFrame { code: close_code, reason: reason.into() }))).await;
 }
 
-async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
-    // 1. Hello.
-    let hello = match tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await {
+async fn session(mut socket: WebSocket, state: AppState, key: AgentKey, cap: Option<ReadCap>) {
+    // 1. Hello: small, so bounded well below a frame, as it is read (see `upgrade`) and
+    // once read.
+    let received = tokio::time::timeout(HELLO_TIMEOUT, socket.recv()).await;
+    let cut_off = cap.as_ref().is_some_and(ReadCap::reached);
+    if let Some(cap) = &cap {
+        cap.lift();
+    }
+    let too_large = |size: String| {
+        format!(
+            "The hello is {size}; a hello is at most {} KiB (a host's facts and a fingerprint).",
+            MAX_HELLO_BYTES >> 10
+        )
+    };
+    let hello = match received {
+        Ok(Some(Err(_))) if cut_off => {
+            let message = too_large(format!("over {} KiB", HELLO_READ_CAP >> 10));
+            return refuse(socket, 1009, "hello_too_large", message).await;
+        }
+        Ok(Some(Ok(Message::Text(text)))) if text.len() > MAX_HELLO_BYTES => {
+            let message = too_large(format!("{} KiB", text.len() >> 10));
+            return refuse(socket, 1009, "hello_too_large", message).await;
+        }
         Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<AgentMessage>(&text).ok(),
         _ => None,
     };
@@ -454,10 +521,17 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
     key_check.reset();
     let mut bad_frames = 0u32;
     let mut bases = Bases::default();
+    // Pinged every so often; anything heard (a frame, a pong) counts as alive. A
+    // session that stays silent holds a slot and a socket for nothing: it is closed.
+    let ping_every = state.settings.agent_ping_every;
+    let mut ping = tokio::time::interval(ping_every);
+    ping.reset();
+    let mut heard_at = tokio::time::Instant::now();
     if send(&mut socket, &welcome).await {
         loop {
             tokio::select! {
                 frame = socket.recv() => {
+                    heard_at = tokio::time::Instant::now();
                     let reply = match frame {
                         Some(Ok(Message::Binary(bytes))) => match decode(&state, bytes, &hostname, &mut bases).await {
                             Ok(Ok(checked)) => Some(store_base(&state, checked, &mut bases).await),
@@ -468,7 +542,7 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
                             Ok(AgentMessage::Snapshot { snapshot }) => {
                                 let seq = snapshot.seq;
                                 let hostname = hostname.clone();
-                                let checked = decoding(&state, move || check(*snapshot, &hostname, None, None)).await;
+                                let checked = decoding(&state, 0, move || check(*snapshot, &hostname, None, None)).await;
                                 match checked {
                                     Ok(Ok(checked)) => Some(store_base(&state, checked, &mut bases).await),
                                     Ok(Err(reply)) => Some(reply),
@@ -520,6 +594,17 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
                     if let Some((code, reason)) = kick {
                         tracing::info!(%hostname, %reason, "agent session ended");
                         return refuse(socket, code, "closed", reason).await;
+                    }
+                }
+                _ = ping.tick() => {
+                    let limit = silence_limit(ping_every);
+                    if heard_at.elapsed() > limit {
+                        let reason = format!("nothing heard from the agent for {} s", limit.as_secs_f64());
+                        tracing::info!(%hostname, %reason, "agent session closed");
+                        return refuse(socket, 4010, "idle", reason).await;
+                    }
+                    if socket.send(Message::Ping(Vec::new().into())).await.is_err() {
+                        break;
                     }
                 }
                 _ = key_check.tick() => {
@@ -595,17 +680,38 @@ struct Checked {
     sent: Option<Sent>,
 }
 
-/// Runs `work` on the blocking pool in one of the decoding turns (see [`Agents`]).
-async fn decoding<T: Send + 'static>(state: &AppState, work: impl FnOnce() -> T + Send + 'static) -> Result<T, String> {
-    let _turn =
-        Arc::clone(&state.agents.decodes).acquire_owned().await.map_err(|_| "the collector is stopping".to_owned())?;
+/// Runs `work` on the blocking pool in one of the decoding turns, with `cost` bytes of
+/// the decoding budget (see [`Agents`]); a cost over the whole budget takes all of it.
+async fn decoding<T: Send + 'static>(
+    state: &AppState,
+    cost: usize,
+    work: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, String> {
+    let stopping = |_| "the collector is stopping".to_owned();
+    let agents = &state.agents;
+    let kib = cost.div_ceil(1024).clamp(1, agents.decode_budget_kib);
+    let _bytes = Arc::clone(&agents.decode_kib).acquire_many_owned(kib as u32).await.map_err(stopping)?;
+    let _turn = Arc::clone(&agents.decodes).acquire_owned().await.map_err(stopping)?;
     tokio::task::spawn_blocking(work).await.map_err(|e| format!("decoding failed: {e}"))
+}
+
+/// What decoding a binary frame may hold in memory: the frame, and what its body inflates
+/// to (as its zstd header says; the most a snapshot may be when it does not say).
+fn frame_cost(frame: &[u8]) -> usize {
+    let body = frame.get(1..).unwrap_or_default();
+    let inflated = match zstd::zstd_safe::get_frame_content_size(body) {
+        Ok(Some(size)) => size.min(MAX_SNAPSHOT_JSON_BYTES),
+        _ => MAX_SNAPSHOT_JSON_BYTES,
+    };
+    frame.len().saturating_add(usize::try_from(inflated).unwrap_or(usize::MAX))
 }
 
 /// What a binary frame holds, decoded.
 enum Decoded {
-    Full(Box<Snapshot>, Vec<u8>),
-    Delta(Box<SnapshotDelta>, Vec<u8>),
+    /// A whole snapshot, with its frame's bytes when they may be stored as they came.
+    Full(Box<Snapshot>, Option<Vec<u8>>),
+    /// A delta, likewise.
+    Delta(Box<SnapshotDelta>, Option<Vec<u8>>),
 }
 
 /// Decodes a binary frame, rebuilds the snapshot a delta stands for, checks it and
@@ -623,16 +729,17 @@ async fn decode(
         /// The answer, and the base seq a delta named.
         Done(Result<Checked, CollectorMessage>, Option<u64>),
         /// A delta whose base is not the newest.
-        Older(Box<SnapshotDelta>, Vec<u8>),
+        Older(Box<SnapshotDelta>, Option<Vec<u8>>),
     }
     let newest = bases.newest.clone();
     let host = hostname.to_owned();
     // The usual case in one trip: a keyframe, or a delta against the newest base.
-    let first = decoding(state, move || -> Result<First, String> {
+    let cost = frame_cost(&bytes);
+    let first = decoding(state, cost, move || -> Result<First, String> {
         Ok(match read_frame(&bytes)? {
             Err(reply) => First::Done(Err(reply), None),
             Ok(Decoded::Full(snapshot, body)) => {
-                First::Done(check(*snapshot, &host, None, Some(Sent::Whole(body))), None)
+                First::Done(check(*snapshot, &host, None, body.map(Sent::Whole)), None)
             }
             Ok(Decoded::Delta(delta, body)) => match newest.filter(|b| delta.fits(b)) {
                 Some(base) => {
@@ -669,7 +776,7 @@ async fn decode(
     };
     bases.named(delta.base_seq);
     let host = hostname.to_owned();
-    decoding(state, move || rebuild_and_check(&delta, &base, &host, body)).await
+    decoding(state, 0, move || rebuild_and_check(&delta, &base, &host, body)).await
 }
 
 /// Frames that inflate to more than this have their counts read before they are decoded
@@ -689,6 +796,7 @@ fn read_frame(frame: &[u8]) -> Result<Result<Decoded, CollectorMessage>, String>
         Some((kind, _)) => return Err(format!("unknown frame kind {kind}")),
         None => return Err("an empty frame".into()),
     };
+    one_frame(body)?;
     let raw = inflate(body)?;
     if raw.len() > COUNT_FIRST_BYTES {
         let counts = if delta { counts::of_delta(encoding, &raw) } else { counts::of_snapshot(encoding, &raw) };
@@ -697,12 +805,82 @@ fn read_frame(frame: &[u8]) -> Result<Result<Decoded, CollectorMessage>, String>
         }
     }
     Ok(Ok(if delta {
-        let delta = encoding.decode(&raw).map_err(|e| format!("not a snapshot delta: {e}"))?;
-        Decoded::Delta(Box::new(delta), body.to_vec())
+        let delta: SnapshotDelta = encoding.decode(&raw).map_err(|e| format!("not a snapshot delta: {e}"))?;
+        let body = canonical(encoding, &delta, &raw, body);
+        Decoded::Delta(Box::new(delta), body)
     } else {
-        let snapshot = encoding.decode(&raw).map_err(|e| format!("not a snapshot: {e}"))?;
-        Decoded::Full(Box::new(snapshot), body.to_vec())
+        let snapshot: Snapshot = encoding.decode(&raw).map_err(|e| format!("not a snapshot: {e}"))?;
+        let body = canonical(encoding, &snapshot, &raw, body);
+        Decoded::Full(Box::new(snapshot), body)
     }))
+}
+
+/// The zstd magic number, as it starts a frame on the wire.
+const ZSTD_MAGIC: [u8; 4] = [0x28, 0xB5, 0x2F, 0xFD];
+
+/// Refuses a frame body that is not exactly one zstd frame: skippable frames, a second
+/// frame, or bytes after the frame would all be decoded past (zstd skips them) yet stored
+/// with the row when its bytes are kept as they came.
+fn one_frame(body: &[u8]) -> Result<(), String> {
+    if body.get(..4) != Some(&ZSTD_MAGIC[..]) {
+        return Err("not a zstd frame (a frame body must be one zstd frame, without skippable frames)".into());
+    }
+    match zstd::zstd_safe::find_frame_compressed_size(body) {
+        Ok(size) if size == body.len() => Ok(()),
+        Ok(size) => Err(format!(
+            "{} bytes follow the zstd frame; a frame body must be one zstd frame and nothing else",
+            body.len() - size
+        )),
+        Err(_) => Err("not a zstd frame (truncated or damaged)".into()),
+    }
+}
+
+/// A writer that only counts what is written to it.
+struct Counted(usize);
+
+impl std::io::Write for Counted {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0 += bytes.len();
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Slack allowed between what a frame inflates to and the same value encoded again:
+/// an encoder of another version may lay a value out a little differently.
+fn canonical_slack(len: usize) -> usize {
+    len / 16 + 256
+}
+
+/// The frame's bytes if the store may keep them as they came, or `None` for the store to
+/// encode the value itself: bytes that inflate to much more than the value they decode to
+/// (fields nobody reads, bytes after the value, white space), or that are much larger
+/// than the value compressed (left uncompressed on purpose), would make the stored row
+/// far larger than what it holds. Legitimate agents encode exactly this, so they keep
+/// their bytes; the value is compressed again only when the frame looks uncompressed.
+fn canonical<T: serde::Serialize>(encoding: Encoding, value: &T, raw: &[u8], body: &[u8]) -> Option<Vec<u8>> {
+    // Counted, not built: this runs for every frame.
+    let mut counted = Counted(0);
+    match encoding {
+        Encoding::Json => serde_json::to_writer(&mut counted, value).ok()?,
+        Encoding::MessagePack => rmp_serde::encode::write_named(&mut counted, value).ok()?,
+    }
+    let canonical_len = counted.0;
+    if raw.len() > canonical_len + canonical_slack(canonical_len) {
+        return None;
+    }
+    // Snapshots compress about tenfold; a body over a quarter of its value is checked.
+    if body.len() > canonical_len / 4 + 256 {
+        let again = encoding.encode(value).ok()?;
+        let compressed = zstd::bulk::compress(&again, crate::model::agent::ZSTD_LEVEL).ok()?;
+        if body.len() > compressed.len() + canonical_slack(compressed.len()) {
+            return None;
+        }
+    }
+    Some(body.to_vec())
 }
 
 /// Decompresses a frame's zstd bytes, refusing unread a frame whose header claims more
@@ -837,12 +1015,12 @@ fn rebuild_and_check(
     delta: &SnapshotDelta,
     base: &Arc<Snapshot>,
     hostname: &str,
-    body: Vec<u8>,
+    body: Option<Vec<u8>>,
 ) -> Result<Checked, CollectorMessage> {
     let seq = delta.seq;
     let snapshot = delta.apply(base).map_err(|e| CollectorMessage::Resync { seq, message: e.to_string() })?;
-    let sent = Sent::Delta { base: Arc::clone(base), bytes: body };
-    check(snapshot, hostname, Some(delta), Some(sent))
+    let sent = body.map(|bytes| Sent::Delta { base: Arc::clone(base), bytes });
+    check(snapshot, hostname, Some(delta), sent)
 }
 
 /// Checks a snapshot from `hostname`'s agent like an upload and redacts it, ready to
@@ -913,7 +1091,8 @@ fn redacted(delta: &SnapshotDelta) -> Option<Vec<u8>> {
 /// Parses a text frame on the blocking pool (it may hold a whole snapshot), its counts
 /// first when it is large (see [`read_frame`]).
 async fn parse_text(state: &AppState, text: axum::extract::ws::Utf8Bytes) -> Result<AgentMessage, String> {
-    decoding(state, move || {
+    // Parsed, a text is at most a few times its size: counted twice.
+    decoding(state, text.len().saturating_mul(2), move || {
         if text.len() > COUNT_FIRST_BYTES
             && let Some(CollectorMessage::Rejected { message, .. }) = counts::of_text(&text)?
         {
@@ -1000,6 +1179,74 @@ mod tests {
         assert!(inflate(&bomb).unwrap_err().contains("more than 64 MiB"));
     }
 
+    /// The bytes a frame's body would be stored as: `Some` as they came, `None` encoded
+    /// again by the store.
+    fn kept(frame: &[u8]) -> Result<Option<Vec<u8>>, String> {
+        match read_frame(frame)? {
+            Ok(Decoded::Delta(_, body) | Decoded::Full(_, body)) => Ok(body),
+            Err(reply) => Err(format!("{reply:?}")),
+        }
+    }
+
+    #[test]
+    fn only_canonical_frame_bytes_are_kept_as_they_came() {
+        let mut sampler = crate::sample::Sampler::new(Default::default());
+        let first = sampler.sample();
+        let next = sampler.sample();
+        let delta = SnapshotDelta::between(&first, &next);
+        let frame = delta_frame(&delta, Encoding::MessagePack).unwrap();
+        // What an agent sends is kept, byte for byte.
+        assert_eq!(kept(&frame).unwrap().as_deref(), Some(&frame[1..]));
+        let spooled = crate::model::agent::encode_snapshot(&next).unwrap();
+        let whole = crate::model::agent::full_frame(&spooled, &next, Encoding::MessagePack).unwrap();
+        assert_eq!(kept(&whole).unwrap().as_deref(), Some(&whole[1..]));
+
+        let with_body = |body: &[u8]| [&[FRAME_DELTA_PACKED][..], body].concat();
+        let packed = rmp_serde::to_vec_named(&delta).unwrap();
+        let zstd = |raw: &[u8]| zstd::bulk::compress(raw, 1).unwrap();
+        // A skippable frame (magic 0x184D2A50, little-endian) before or after the frame,
+        // bytes after it, or a second frame: refused, nothing stored.
+        let skippable = [&[0x50, 0x2A, 0x4D, 0x18][..], &(1u32 << 20).to_le_bytes(), &vec![0u8; 1 << 20]].concat();
+        let cases = [
+            ("skippable first", [&skippable[..], &zstd(&packed)].concat(), "skippable"),
+            ("skippable after", [&zstd(&packed)[..], &skippable].concat(), "follow the zstd frame"),
+            ("trailing bytes", [&zstd(&packed)[..], &vec![7u8; 4096]].concat(), "follow the zstd frame"),
+            ("a second frame", [zstd(&packed), zstd(&vec![b'x'; 1 << 20])].concat(), "follow the zstd frame"),
+        ];
+        for (what, body, says) in cases {
+            let e = kept(&with_body(&body)).err().unwrap_or_else(|| panic!("{what}: accepted"));
+            assert!(e.contains(says), "{what}: {e}");
+        }
+        // Inside the frame: bytes after the value, or a field nobody reads, decode to the
+        // same delta; they are not kept, so the store encodes the value itself.
+        let mut trailing = packed.clone();
+        trailing.extend(std::iter::repeat_n(0xC0u8, 100_000));
+        assert_eq!(kept(&with_body(&zstd(&trailing))).unwrap(), None);
+        assert!(packed[0] & 0xF0 == 0x80 && packed[0] < 0x8F, "a small map: {:x}", packed[0]);
+        let mut unknown = packed.clone();
+        unknown[0] += 1;
+        unknown.extend(rmp_serde::to_vec(&"padding").unwrap());
+        unknown.extend(rmp_serde::to_vec(&"x".repeat(100_000)).unwrap());
+        assert!(matches!(read_frame(&with_body(&zstd(&unknown))), Ok(Ok(Decoded::Delta(_, None)))));
+        // A whole snapshot left uncompressed on purpose (a valid zstd frame of raw blocks,
+        // ten times the size of the value compressed): the same.
+        let raw_blocks = |data: &[u8]| {
+            // Single segment, a 4-byte content size, then blocks of type raw.
+            let mut f = [&ZSTD_MAGIC[..], &[0xA0], &(data.len() as u32).to_le_bytes()].concat();
+            let chunks: Vec<&[u8]> = data.chunks(1 << 16).collect();
+            for (i, chunk) in chunks.iter().enumerate() {
+                let header = ((chunk.len() as u32) << 3) | u32::from(i + 1 == chunks.len());
+                f.extend_from_slice(&header.to_le_bytes()[..3]);
+                f.extend_from_slice(chunk);
+            }
+            f
+        };
+        let uncompressed = raw_blocks(&rmp_serde::to_vec_named(&next).unwrap());
+        assert_eq!(inflate(&uncompressed).unwrap(), rmp_serde::to_vec_named(&next).unwrap());
+        let frame = [&[FRAME_FULL_PACKED][..], &uncompressed].concat();
+        assert!(matches!(read_frame(&frame), Ok(Ok(Decoded::Full(_, None)))));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn frames_are_decoded_one_per_core_at_a_time() {
         let dir = tempfile::tempdir().unwrap();
@@ -1013,7 +1260,7 @@ mod tests {
         for _ in 0..cores * 4 {
             let (state, now, peak) = (state.clone(), Arc::clone(&now), Arc::clone(&peak));
             tasks.spawn(async move {
-                decoding(&state, move || {
+                decoding(&state, 0, move || {
                     let running = now.fetch_add(1, Ordering::SeqCst) + 1;
                     peak.fetch_max(running, Ordering::SeqCst);
                     std::thread::sleep(Duration::from_millis(50));

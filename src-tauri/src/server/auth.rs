@@ -594,8 +594,12 @@ pub fn restrict_to_owner(path: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// The peer address of a request, when the listener recorded it.
+/// The client address of a request, when the listener recorded it: its peer's, or the
+/// one a trusted proxy forwarded (see `listener::client_ip`).
 pub fn client_address(parts: &Parts) -> ClientAddress {
+    if let Some(super::listener::ClientIp(ip)) = parts.extensions.get::<super::listener::ClientIp>() {
+        return Some(throttling_key(*ip));
+    }
     parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| throttling_key(c.0.ip()))
 }
 
@@ -648,9 +652,12 @@ impl CurrentUser {
     }
 }
 
+/// The credentials of `Authorization: <scheme> <credentials>`, the scheme in any case and
+/// spaces or tabs around either: however the header is written, one key or token is
+/// read the same way (limits count it by what it resolves to, never by this text).
 fn header_value<'a>(parts: &'a Parts, scheme: &str) -> Option<&'a str> {
-    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?;
-    let (given, rest) = value.split_once(' ')?;
+    let value = parts.headers.get(axum::http::header::AUTHORIZATION)?.to_str().ok()?.trim();
+    let (given, rest) = value.split_once([' ', '\t'])?;
     given.eq_ignore_ascii_case(scheme).then(|| rest.trim())
 }
 

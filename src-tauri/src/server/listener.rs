@@ -20,7 +20,19 @@
 //!   admin come to revoke a key, say) still gets in, while a client that already holds
 //!   many is answered `503` at once.
 //!
-//! Upgraded WebSockets leave hyper once upgraded, so none of the timeouts apply to them.
+//! - a write that makes no progress for [`Limits::write_timeout`] (a client that sends a
+//!   request and never reads the answer, or stops reading a WebSocket) ends the
+//!   connection, so that no answer holds a task and its memory for ever;
+//! - behind a reverse proxy named in [`Limits::trusted_proxies`], the client's address is
+//!   taken from `X-Forwarded-For` (see [`client_ip`]) for sign-in throttling and logs, and
+//!   the proxy itself is not held to the per-address share (every client comes through
+//!   it); from any other peer that header is ignored.
+//!
+//! - a handler may bound what a connection still sends ([`ReadCap`]): the agent channel
+//!   reads a hello of at most a few KiB before the socket's frame limit applies;
+//!
+//! Upgraded WebSockets leave hyper once upgraded, so the header and body timeouts do not
+//! apply to them (the write timeout does).
 //! The certificate is reloaded when its files change (polled) or on SIGHUP; a bad new
 //! file keeps the old certificate and says why in the log.
 
@@ -51,7 +63,7 @@ use tokio_rustls::rustls::sign::CertifiedKey;
 use tower::ServiceExt;
 
 /// How long a client may take, and how many may be connected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Limits {
     /// The TLS handshake, and each request's line and headers (also the idle limit of a
     /// keep-alive connection between requests).
@@ -69,6 +81,11 @@ pub struct Limits {
     /// A client holding fewer connections than this may use the reserve (a browser opens
     /// up to six to one server).
     pub light_client: usize,
+    /// Longest a write to a client may wait without any progress before the connection is
+    /// closed (the client stopped reading).
+    pub write_timeout: Duration,
+    /// Reverse proxies whose `X-Forwarded-For` names the client (none by default).
+    pub trusted_proxies: Arc<[IpAddr]>,
 }
 
 impl Default for Limits {
@@ -80,6 +97,8 @@ impl Default for Limits {
             max_per_address: 512,
             reserve: 64,
             light_client: 8,
+            write_timeout: Duration::from_secs(30),
+            trusted_proxies: Arc::new([]),
         }
     }
 }
@@ -369,7 +388,9 @@ pub async fn run(
                     let _ = stream.set_nodelay(true);
                     let client = client_key(remote.ip());
                     let held = addresses.held(client);
-                    let refusal = if held >= limits.max_per_address {
+                    // A trusted proxy carries many clients: the per-address share is not its.
+                    let proxy = limits.trusted_proxies.contains(&unmapped(remote.ip()));
+                    let refusal = if held >= limits.max_per_address && !proxy {
                         if warn_again(address_warned) {
                             tracing::warn!(
                                 client = %client,
@@ -399,20 +420,30 @@ pub async fn run(
                     let permit = match taken {
                         Slot::Ordinary(p) | Slot::Reserve(p) => p,
                     };
-                    let io = Counted { stream, _permit: permit, _address: addresses.open(client) };
+                    let read_cap = ReadCap::default();
+                    let io = Counted {
+                        stream,
+                        _permit: permit,
+                        _address: addresses.open(client),
+                        write_timeout: limits.write_timeout,
+                        stalled: None,
+                        read_cap: read_cap.clone(),
+                    };
                     let connection = Connection {
                         router: router.clone(),
                         http: http.clone(),
                         remote,
-                        limits,
+                        limits: limits.clone(),
                         closed: closed.clone(),
+                        read_cap,
                     };
                     let tls = tls.clone();
+                    let header_read_timeout = limits.header_read_timeout;
                     connections.spawn(async move {
                         match tls {
                             None => connection.serve(io).await,
                             Some(tls) => {
-                                match tokio::time::timeout(limits.header_read_timeout, tls.acceptor.accept(io)).await {
+                                match tokio::time::timeout(header_read_timeout, tls.acceptor.accept(io)).await {
                                     Ok(Ok(io)) => connection.serve(io).await,
                                     Ok(Err(e)) => tracing::debug!(%remote, "TLS handshake failed: {e}"),
                                     Err(_) => tracing::debug!(%remote, "TLS handshake timed out"),
@@ -506,6 +537,7 @@ struct Connection {
     remote: SocketAddr,
     limits: Limits,
     closed: watch::Receiver<bool>,
+    read_cap: ReadCap,
 }
 
 impl Connection {
@@ -513,10 +545,14 @@ impl Connection {
     where
         I: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
-        let Connection { router, remote, limits, .. } = self;
+        let Connection { router, remote, limits, read_cap, .. } = self;
         let service = hyper::service::service_fn(move |mut request: hyper::Request<Incoming>| {
-            // Handlers may ask who is calling, as with axum's own server.
+            // Handlers may ask who is calling, as with axum's own server, and who the
+            // client is behind a trusted proxy.
+            let client = client_ip(remote.ip(), request.headers(), &limits.trusted_proxies);
             request.extensions_mut().insert(ConnectInfo(remote));
+            request.extensions_mut().insert(ClientIp(client));
+            request.extensions_mut().insert(read_cap.clone());
             let request = request.map(|body| axum::body::Body::new(Deadline::new(body, limits.body_timeout)));
             router.clone().oneshot(request)
         });
@@ -540,27 +576,154 @@ impl Connection {
     }
 }
 
+/// The address of the client a request is from: its peer's, or, when the peer is a
+/// trusted proxy, the one `X-Forwarded-For` names. Put in each request's extensions by
+/// the listener (extensions never come off the wire).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ClientIp(pub IpAddr);
+
+/// The client behind `peer`: `peer` itself unless it is one of `trusted`; then the
+/// rightmost `X-Forwarded-For` entry that is not a trusted proxy (each proxy appends the
+/// address it got the request from, so entries left of an untrusted one may be forged).
+/// An entry that is not an address stops the walk at the proxy that wrote it.
+pub fn client_ip(peer: IpAddr, headers: &hyper::HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    let peer = unmapped(peer);
+    if !trusted.contains(&peer) {
+        return peer;
+    }
+    let entries: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = peer;
+    for entry in entries.iter().rev() {
+        let Some(ip) = parse_forwarded(entry) else { break };
+        client = ip;
+        if !trusted.contains(&ip) {
+            break;
+        }
+    }
+    client
+}
+
+/// An `X-Forwarded-For` entry: an address, maybe with a port (`1.2.3.4:5`, `[::1]:5`).
+fn parse_forwarded(entry: &str) -> Option<IpAddr> {
+    entry.parse::<IpAddr>().ok().or_else(|| entry.parse::<SocketAddr>().ok().map(|a| a.ip())).map(unmapped)
+}
+
+/// An IPv4 client over IPv6 as its IPv4 address, as trusted proxies are named.
+fn unmapped(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// How many more bytes a connection may read, when a handler bounds it (an agent's
+/// WebSocket before its hello, which is small: a larger one must not be buffered whole
+/// first). Unbounded unless set; shared by the connection's stream and, through each
+/// request's extensions, its handlers.
+#[derive(Clone, Debug)]
+pub struct ReadCap(Arc<std::sync::atomic::AtomicU64>);
+
+impl Default for ReadCap {
+    fn default() -> Self {
+        ReadCap(Arc::new(std::sync::atomic::AtomicU64::new(u64::MAX)))
+    }
+}
+
+impl ReadCap {
+    /// From now on, at most `bytes` more may be read; past them reads fail.
+    pub fn limit(&self, bytes: u64) {
+        self.0.store(bytes.min(u64::MAX - 1), std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Reads are unbounded again.
+    pub fn lift(&self) {
+        self.0.store(u64::MAX, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether a bound is set and every byte of it was read.
+    pub fn reached(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst) == 0
+    }
+}
+
 /// A TCP stream that holds one connection slot, and counts against its client's
-/// address, for as long as it is open, through an upgrade to a WebSocket too.
+/// address, for as long as it is open, through an upgrade to a WebSocket too. A write
+/// that makes no progress for `write_timeout` fails, which ends the connection: a
+/// client that stops reading cannot hold the task that answers it.
 struct Counted {
     stream: TcpStream,
     _permit: OwnedSemaphorePermit,
     _address: AddressSlot,
+    write_timeout: Duration,
+    /// Since when writes have been waiting, if they are.
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+    read_cap: ReadCap,
+}
+
+impl Counted {
+    /// The result of a write attempt, timed: progress ends the stall, waiting fails once
+    /// it has lasted `write_timeout`.
+    fn timed<T>(&mut self, cx: &mut Context<'_>, polled: Poll<io::Result<T>>) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let limit = self.write_timeout;
+        let stall = self.stalled.get_or_insert_with(|| Box::pin(tokio::time::sleep(limit)));
+        if stall.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                format!("the client read nothing for {} s", limit.as_secs_f64()),
+            )));
+        }
+        Poll::Pending
+    }
 }
 
 impl AsyncRead for Counted {
     fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_read(cx, buf)
+        let this = self.get_mut();
+        let cap = this.read_cap.0.load(std::sync::atomic::Ordering::SeqCst);
+        if cap == u64::MAX {
+            return Pin::new(&mut this.stream).poll_read(cx, buf);
+        }
+        if cap == 0 {
+            return Poll::Ready(Err(io::Error::new(io::ErrorKind::InvalidData, "more than this connection may send")));
+        }
+        // Bounded: a small read into a buffer of our own (only while a handler bounds
+        // the connection, briefly), so that no byte past the bound is taken.
+        let mut bytes = [0u8; 4096];
+        let room = buf.remaining().min(bytes.len()).min(usize::try_from(cap).unwrap_or(usize::MAX));
+        let mut limited = ReadBuf::new(&mut bytes[..room]);
+        match Pin::new(&mut this.stream).poll_read(cx, &mut limited) {
+            Poll::Ready(Ok(())) => {
+                let read = limited.filled();
+                buf.put_slice(read);
+                this.read_cap.0.fetch_sub(read.len() as u64, std::sync::atomic::Ordering::SeqCst);
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
     }
 }
 
 impl AsyncWrite for Counted {
     fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write(cx, buf)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write(cx, buf);
+        this.timed(cx, polled)
     }
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.get_mut().stream).poll_flush(cx)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_flush(cx);
+        this.timed(cx, polled)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
@@ -572,7 +735,9 @@ impl AsyncWrite for Counted {
         cx: &mut Context<'_>,
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.get_mut().stream).poll_write_vectored(cx, bufs)
+        let this = self.get_mut();
+        let polled = Pin::new(&mut this.stream).poll_write_vectored(cx, bufs);
+        this.timed(cx, polled)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -79,6 +79,10 @@ pub struct Settings {
     pub max_hosts_per_key: i64,
     /// Process groups per host on `/metrics`.
     pub metrics_groups: usize,
+    /// How often agents are pinged; a session silent for three of these is closed.
+    pub agent_ping_every: Duration,
+    /// Bytes of agent frames decoded at once, over all sessions.
+    pub agent_decode_budget: usize,
 }
 
 impl Default for Settings {
@@ -94,6 +98,8 @@ impl Default for Settings {
             max_agent_sessions: agents::MAX_SESSIONS,
             max_hosts_per_key: binding::MAX_HOSTS_PER_KEY,
             metrics_groups: crate::metrics::DEFAULT_GROUPS,
+            agent_ping_every: agents::PING_EVERY,
+            agent_decode_budget: agents::DECODE_BUDGET_BYTES,
         }
     }
 }
@@ -127,12 +133,13 @@ pub struct AppState {
 impl AppState {
     /// State over an opened store.
     pub fn new(store: Store, hub: Hub, auth: auth::Auth, settings: Settings) -> AppState {
+        let agents = Arc::new(agents::Agents::new(settings.agent_decode_budget));
         AppState {
             store,
             hub,
             auth: Arc::new(auth),
             settings: Arc::new(settings),
-            agents: Arc::default(),
+            agents,
             bindings: Arc::default(),
             uploads: Arc::default(),
             streams: Arc::default(),
@@ -357,8 +364,15 @@ pub fn app(state: AppState) -> Router {
         // The dashboard for every other GET (JSON 404 stays for unknown /api/ and /ws/).
         .fallback(assets::fallback)
         .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
-            // The path only: query strings can hold tokens, which never reach logs.
-            tracing::info_span!("request", method = %request.method(), path = %request.uri().path())
+            // The path only: query strings can hold tokens, which never reach logs. The
+            // client is the listener's (behind a trusted proxy, the one it forwarded).
+            let client = request.extensions().get::<listener::ClientIp>().map(|c| c.0.to_string());
+            tracing::info_span!(
+                "request",
+                method = %request.method(),
+                path = %request.uri().path(),
+                client = client.as_deref().unwrap_or("-")
+            )
         }))
         // gzip, brotli or zstd, as the client asks (a host's processes as JSON shrink
         // tenfold); tiny bodies, images and WebSocket upgrades are left alone.

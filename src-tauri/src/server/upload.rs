@@ -47,6 +47,12 @@ pub const MAX_HOSTNAME: usize = 253;
 pub const MAX_NAME: usize = 1024;
 /// Longest host fact (`host.os`, `host.kernel`, `host.cpu_model`, `host.id`).
 pub const MAX_HOST_TEXT: usize = 256;
+/// Most network interfaces in one snapshot (a busy container host has a few hundred).
+pub const MAX_INTERFACES: usize = 4096;
+/// Most listening sockets in one snapshot.
+pub const MAX_LISTENING: usize = MAX_CONNECTIONS;
+/// Most CPU cores in one snapshot.
+pub const MAX_CORES: usize = 4096;
 /// Longest agent version or CPU architecture.
 pub const MAX_VERSION: usize = 64;
 /// Most sampling errors one snapshot may report, and the longest message of one.
@@ -571,13 +577,25 @@ fn check_host(s: &Snapshot) -> Result<(), ApiError> {
     if ports.by_local_port.len() > MAX_CONNECTIONS {
         return Err(ApiError::invalid("ports.by_local_port", format!("More than {MAX_CONNECTIONS} ports.")));
     }
-    if ports.listening.len() > MAX_CONNECTIONS {
-        return Err(ApiError::invalid("ports.listening", format!("More than {MAX_CONNECTIONS} listening ports.")));
+    if ports.listening.len() > MAX_LISTENING {
+        return Err(ApiError::invalid("ports.listening", format!("More than {MAX_LISTENING} listening ports.")));
     }
     for (i, l) in ports.listening.iter().enumerate() {
         if let Some(name) = &l.process_name {
             check_text(&format!("ports.listening[{i}].process_name"), name, MAX_NAME, true)?;
         }
+    }
+    // Interface names are host text: short (Linux allows 15 bytes, Windows' friendly
+    // names a few dozen), shown and logged.
+    let interfaces = &s.network.interfaces;
+    if interfaces.len() > MAX_INTERFACES {
+        return Err(ApiError::invalid(
+            "network.interfaces",
+            format!("More than {MAX_INTERFACES} network interfaces in one snapshot."),
+        ));
+    }
+    for (i, n) in interfaces.iter().enumerate() {
+        check_text(&format!("network.interfaces[{i}].name"), &n.name, MAX_HOST_TEXT, false)?;
     }
     Ok(())
 }
@@ -654,8 +672,8 @@ pub fn validate_where(s: &Snapshot, check: impl Fn(&ProcessSample) -> bool) -> R
     if s.connections.len() > MAX_CONNECTIONS {
         return Err(ApiError::invalid("connections", format!("More than {MAX_CONNECTIONS} sockets in one upload.")));
     }
-    if s.cpu.per_core_percent.len() > 4096 || s.network.interfaces.len() > 4096 {
-        return Err(ApiError::invalid("cpu.per_core_percent", "Too many cores or interfaces."));
+    if s.cpu.per_core_percent.len() > MAX_CORES {
+        return Err(ApiError::invalid("cpu.per_core_percent", format!("More than {MAX_CORES} cores in one snapshot.")));
     }
     check_host(s)?;
     check_percent("cpu.total_percent", s.cpu.total_percent, 100.5)?;
@@ -683,9 +701,6 @@ pub fn validate_where(s: &Snapshot, check: impl Fn(&ProcessSample) -> bool) -> R
         if let Some(memory) = p.memory_percent {
             check_percent(&format!("processes[{i}].memory_percent"), memory, MAX_MEMORY_PERCENT)?;
         }
-    }
-    for (i, n) in s.network.interfaces.iter().enumerate() {
-        check_text(&format!("network.interfaces[{i}].name"), &n.name, MAX_NAME, false)?;
     }
     check_process_text(s)
 }
@@ -916,6 +931,45 @@ mod tests {
         let mut s = good.clone();
         s.errors = vec![crate::model::DomainError { domain: crate::model::Domain::Network, message: "e".into() }; 65];
         assert_eq!(validate(&s).unwrap_err().parts().1.field.as_deref(), Some("errors"));
+    }
+
+    #[test]
+    fn listening_ports_and_interfaces_are_capped_in_count_and_length() {
+        let good = crate::sample::Sampler::new(Default::default()).sample();
+        let interface = |name: String| crate::model::InterfaceSample { name, counters: Default::default() };
+        let listening = |name: String| crate::model::ListeningPort {
+            protocol: crate::model::Protocol::Tcp,
+            address: std::net::Ipv4Addr::LOCALHOST.into(),
+            port: 80,
+            pid: None,
+            process_name: Some(name),
+        };
+        let field = |s: &Snapshot| {
+            let e = validate(s).unwrap_err();
+            let (status, body) = e.parts();
+            (status.as_u16(), body.field.unwrap_or_default())
+        };
+        // Too many: refused naming the list (interfaces were named as CPU cores before).
+        let mut s = good.clone();
+        s.network.interfaces = vec![interface("eth0".into()); MAX_INTERFACES + 1];
+        assert_eq!(field(&s), (422, "network.interfaces".into()));
+        s.network.interfaces.truncate(MAX_INTERFACES);
+        assert!(validate(&s).is_ok());
+        let mut s = good.clone();
+        s.ports.listening = vec![listening("nginx".into()); MAX_LISTENING + 1];
+        assert_eq!(field(&s), (422, "ports.listening".into()));
+        // Too long, empty, or with control characters: refused naming the entry.
+        for bad in ["x".repeat(MAX_HOST_TEXT + 1), String::new(), "eth0\nforged".into()] {
+            let mut s = good.clone();
+            s.network.interfaces = vec![interface("lo".into()), interface(bad)];
+            assert_eq!(field(&s), (422, "network.interfaces[1].name".into()));
+        }
+        let mut s = good.clone();
+        s.ports.listening = vec![listening("x".repeat(MAX_NAME + 1))];
+        assert_eq!(field(&s), (422, "ports.listening[0].process_name".into()));
+        let mut s = good.clone();
+        s.network.interfaces = vec![interface("x".repeat(MAX_HOST_TEXT))];
+        assert!(validate(&s).is_ok());
     }
 
     #[test]
