@@ -349,7 +349,13 @@ pub fn routes() -> Vec<Route> {
     vec![Route::new(Method::GET, "/ws/agent", Access::Agent, get(upgrade)).exact()]
 }
 
-async fn upgrade(State(state): State<AppState>, key: AgentKey, ws: WebSocketUpgrade) -> Response {
+#[utoipa::path(get, path = "/ws/agent", tag = "live",
+    summary = "WebSocket: the agent channel",
+    description = "Upgrades to a WebSocket (101 Switching Protocols) on which an agent says hello, then streams \
+        its snapshots (MessagePack frames, deltas against the previous one) and answers relayed process actions. \
+        See `procyon-agent`; not meant for other clients.",
+    responses((status = 101, description = "Switching Protocols: the channel follows")))]
+pub(super) async fn upgrade(State(state): State<AppState>, key: AgentKey, ws: WebSocketUpgrade) -> Response {
     ws.max_message_size(MAX_FRAME_BYTES)
         .max_frame_size(MAX_FRAME_BYTES)
         // Each connection allocates its read buffer up front (128 KiB by default): a
