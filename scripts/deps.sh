@@ -28,8 +28,8 @@ case "$what" in
   # The dashboard's browser tests drive Debian's Chromium; the desktop window's test runs
   # the app under Xvfb with a D-Bus session, driven over WebDriver; tmux is the terminal
   # `procyon watch` is driven in; the packages' test builds .debs and renders their man
-  # pages (man-db).
-  test) apt_packages+=(util-linux procps tmux chromium "${desktop_packages[@]}" xvfb xauth dbus dbus-x11
+  # pages (man-db); the OpenAPI test installs schemathesis from PyPI into a venv.
+  test) apt_packages+=(util-linux procps tmux python3 python3-venv chromium "${desktop_packages[@]}" xvfb xauth dbus dbus-x11
     webkit2gtk-driver "${deb_packages[@]}" man-db) ;;
   bench) apt_packages+=(python3 python3-venv python3-dev chromium "${desktop_packages[@]}" xvfb xauth dbus
     dbus-x11) ;;

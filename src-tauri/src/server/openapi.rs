@@ -492,6 +492,7 @@ pub struct NewApiKey {
 #[allow(dead_code)]
 pub struct ServerId {
     /// The host's id, its name, or `local` for the collector's own machine.
+    #[param(example = "local")]
     server_id: String,
 }
 
@@ -514,6 +515,7 @@ pub struct TimeRange {
 #[allow(dead_code)]
 pub struct Format {
     /// `csv` or `json` (default).
+    #[param(inline)]
     format: Option<ExportFormat>,
 }
 

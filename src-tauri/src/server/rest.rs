@@ -333,7 +333,10 @@ pub(super) async fn latest(
     }
     let body = match first {
         None => Body::from("[]"),
-        first => Body::from_stream(newest_list(state, hosts, first, budget, tree)),
+        // Fused: the compression layer polls a body's stream again after its end, which
+        // an unfolded stream answers with a panic (the answer was cut off for every
+        // client that accepts gzip).
+        first => Body::from_stream(futures_util::StreamExt::fuse(newest_list(state, hosts, first, budget, tree))),
     };
     let mut response = json_bytes(Vec::new());
     *response.body_mut() = body;
@@ -853,7 +856,8 @@ pub(super) async fn export_range(
             // is a 503 the client can retry, not an export cut short.
             let body = match reader.next_with(encode_for_export).await? {
                 None => Body::from("[]"),
-                first => Body::from_stream(json_export(reader, first, budget)),
+                // Fused, as in `latest`: polled again after its end under compression.
+                first => Body::from_stream(futures_util::StreamExt::fuse(json_export(reader, first, budget))),
             };
             let mut response = attachment(body, "application/json", &format!("{name}.json"));
             response.headers_mut().insert(BUDGET_HEADER, HeaderValue::from(budget));
@@ -1212,8 +1216,10 @@ pub(super) async fn users(State(state): State<AppState>, _: AdminUser) -> Result
 #[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct NewUser {
     /// 1 to 64 letters, digits, dots, dashes, underscores or @.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._@-]+$")]
     username: String,
-    /// At least 8 characters.
+    /// At least 8 characters, at most 1024 bytes.
+    #[schema(min_length = 8, max_length = 1024)]
     password: String,
     /// Role.
     role: Role,
@@ -1280,7 +1286,8 @@ pub(super) async fn keys(State(state): State<AppState>, _: AdminUser) -> Result<
 /// `POST /api/keys`'s body.
 #[derive(Deserialize, utoipa::ToSchema)]
 pub(super) struct NewKey {
-    /// A label, 1 to 100 characters.
+    /// A label, 1 to 100 bytes, not only white space.
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     name: String,
     /// The only host name the key may upload for.
     hostname: Option<String>,
