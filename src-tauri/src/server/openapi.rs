@@ -270,12 +270,16 @@ pub struct StoredProcess {
     #[serde(flatten)]
     process: ProcessSample,
     /// Alias of `ppid`.
+    #[schema(required = true)]
     parent_pid: Option<u32>,
     /// Alias of `cpu_percent`.
+    #[schema(required = true)]
     cpu: Option<f32>,
     /// Alias of `rss_bytes` (bytes).
+    #[schema(required = true)]
     memory: Option<u64>,
     /// Alias of `user`.
+    #[schema(required = true)]
     username: Option<String>,
     /// With `tree=true` only: the children, nested the same way.
     #[schema(no_recursion)]
