@@ -17,7 +17,9 @@ use std::sync::OnceLock;
 
 use axum::Json;
 use chrono::{DateTime, Utc};
+use utoipa::openapi::header::HeaderBuilder;
 use utoipa::openapi::path::{Operation, PathItem};
+use utoipa::openapi::schema::{ObjectBuilder, Type};
 use utoipa::openapi::security::{
     ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme,
 };
@@ -217,19 +219,24 @@ fn complete(op: &mut Operation, path: &str, access: Option<Access>) {
     }
     for (status, description) in errors {
         if !op.responses.responses.contains_key(status) {
-            op.responses.responses.insert(status.to_owned(), error_response(description));
+            op.responses.responses.insert(status.to_owned(), error_response(status, description));
         }
     }
 }
 
-/// An error answer: the [`ErrorBody`] as JSON.
-pub fn error_response(description: &str) -> RefOr<Response> {
-    RefOr::T(
-        ResponseBuilder::new()
-            .description(description)
-            .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build())
-            .build(),
-    )
+/// An error answer: the [`ErrorBody`] as JSON (with `Retry-After` for 429 and 503).
+pub fn error_response(status: &str, description: &str) -> RefOr<Response> {
+    let mut response = ResponseBuilder::new()
+        .description(description)
+        .content("application/json", ContentBuilder::new().schema(Some(Ref::from_schema_name("ErrorBody"))).build());
+    if status == "429" || status == "503" {
+        let seconds = ObjectBuilder::new().schema_type(Type::Integer).minimum(Some(0));
+        response = response.header(
+            "Retry-After",
+            HeaderBuilder::new().schema(seconds).description(Some("Seconds to wait before trying again")).build(),
+        );
+    }
+    RefOr::T(response.build())
 }
 
 // ---------------------------------------------------------------------------------------

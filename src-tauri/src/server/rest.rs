@@ -298,7 +298,8 @@ const LIST_BUDGET_HEADER: &str = "x-budget-bytes";
         (header `X-Budget-Bytes`); past it the list ends with a `Truncated` marker, and asking again with \
         `from_hostname` gets the rest. With `hostname`, one object: that host's newest snapshot.",
     params(HostQuery),
-    responses((status = 200, description = "A list, or one snapshot with `hostname`", body = super::openapi::Latest)))]
+    responses((status = 200, description = "A list, or one snapshot with `hostname`", body = super::openapi::Latest,
+        headers(("X-Budget-Bytes" = u64, description = "The list's byte budget (without `hostname`)")))))]
 pub(super) async fn latest(
     State(state): State<AppState>,
     _user: CurrentUser,
@@ -469,7 +470,8 @@ pub(super) struct ListQuery {
     summary = "Stored snapshots",
     description = "Newest first, a page at a time; the header `X-Total-Count` has the total.",
     params(ListQuery),
-    responses((status = 200, description = "A page of summaries", body = Vec<SnapshotSummary>)))]
+    responses((status = 200, description = "A page of summaries", body = Vec<SnapshotSummary>,
+        headers(("X-Total-Count" = u64, description = "Stored snapshots in all (of the host, with `hostname`)")))))]
 pub(super) async fn list(
     State(state): State<AppState>,
     _user: CurrentUser,
