@@ -632,6 +632,47 @@ mod tests {
         assert!(param("from").to_string().contains("date-time"), "{params:?}");
     }
 
+    /// The property names a schema gives an object, through `$ref`s and `allOf`.
+    fn properties(doc: &Value, schema: &Value) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        if let Some(name) = schema["$ref"].as_str().and_then(|r| r.strip_prefix("#/components/schemas/")) {
+            out.extend(properties(doc, &doc["components"]["schemas"][name]));
+        }
+        for part in schema["allOf"].as_array().into_iter().flatten() {
+            out.extend(properties(doc, part));
+        }
+        out.extend(schema["properties"].as_object().into_iter().flat_map(|p| p.keys().cloned()));
+        out
+    }
+
+    fn keys(value: &Value) -> BTreeSet<String> {
+        value.as_object().unwrap().keys().cloned().collect()
+    }
+
+    fn assert_described(doc: &Value, schema: &str, value: &Value) {
+        let described = properties(doc, &serde_json::json!({ "$ref": format!("#/components/schemas/{schema}") }));
+        let undescribed: Vec<_> = keys(value).difference(&described).cloned().collect();
+        assert!(undescribed.is_empty(), "{schema} does not describe {undescribed:?}");
+    }
+
+    /// The views built as JSON (`views.rs`) have no field the document leaves out: a
+    /// key added there must be added to its schema here.
+    #[test]
+    fn the_views_are_fully_described() {
+        let doc = document();
+        let snapshot = crate::sample::Sampler::new(Default::default()).sample();
+        let stored = super::super::views::stored(1, &snapshot, true);
+        assert_described(&doc, "StoredSnapshot", &stored);
+        assert_described(&doc, "StoredProcess", &stored["processes"][0]);
+        let monitoring = super::super::views::monitoring(1, Utc::now(), &snapshot);
+        assert_described(&doc, "MonitoringSnapshot", &monitoring);
+        assert_described(&doc, "StoredProcess", &monitoring["processes"][0]);
+        assert_described(&doc, "NetworkStats", &monitoring["network_stats"]);
+        if let Some(connection) = monitoring["network_connections"].get(0) {
+            assert_described(&doc, "MonitoringConnection", connection);
+        }
+    }
+
     /// The enums' values in the document are the ones serde writes.
     #[test]
     fn enum_spellings_match_serde() {
