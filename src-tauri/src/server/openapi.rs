@@ -578,7 +578,11 @@ mod tests {
         let (doc, router) = (documented(&document()), routed());
         let undocumented: Vec<_> = router.difference(&doc).collect();
         let unrouted: Vec<_> = doc.difference(&router).collect();
-        assert!(undocumented.is_empty(), "routes missing from the OpenAPI document: {undocumented:?}");
+        assert!(
+            undocumented.is_empty(),
+            "routes missing from the OpenAPI document (annotate their handlers with #[utoipa::path] and list them \
+             in ApiDoc's paths): {undocumented:?}"
+        );
         assert!(unrouted.is_empty(), "documented operations the router lacks: {unrouted:?}");
     }
 
