@@ -95,7 +95,8 @@ without a zone, UTC), a date (`2026-01-02`), seconds since the epoch, `now`, or 
         super::ws::monitoring,
         super::agents::upgrade,
     ),
-    components(schemas(ErrorBody)),
+    // Named here: schemas that only parameters refer to are not collected by themselves.
+    components(schemas(ErrorBody, crate::model::ProcessAction)),
     tags(
         (name = "auth", description = "Signing in, tokens and WebSocket tickets"),
         (name = "snapshots", description = "Uploads and reads of stored snapshots (the snapshot API's paths)"),
@@ -634,6 +635,31 @@ mod tests {
         let param = |name: &str| params.iter().find(|p| p["name"] == name).unwrap()["schema"].clone();
         assert!(param("limit")["type"].to_string().contains("integer"), "{params:?}");
         assert!(param("from").to_string().contains("date-time"), "{params:?}");
+    }
+
+    /// Every `$ref` names a schema the document has.
+    #[test]
+    fn every_reference_resolves() {
+        fn refs(value: &Value, out: &mut Vec<String>) {
+            match value {
+                Value::Object(map) => {
+                    if let Some(Value::String(r)) = map.get("$ref") {
+                        out.push(r.clone());
+                    }
+                    map.values().for_each(|v| refs(v, out));
+                }
+                Value::Array(items) => items.iter().for_each(|v| refs(v, out)),
+                _ => {}
+            }
+        }
+        let doc = document();
+        let mut all = Vec::new();
+        refs(&doc, &mut all);
+        assert!(!all.is_empty());
+        for r in all {
+            let name = r.strip_prefix("#/components/schemas/").unwrap_or_else(|| panic!("{r}"));
+            assert!(doc["components"]["schemas"].get(name).is_some(), "{r} names no schema");
+        }
     }
 
     /// The property names a schema gives an object, through `$ref`s and `allOf`.
