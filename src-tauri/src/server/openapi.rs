@@ -110,16 +110,40 @@ without a zone, UTC), a date (`2026-01-02`), seconds since the epoch, `now`, or 
 struct ApiDoc;
 
 /// The document, built once.
-pub fn spec() -> &'static utoipa::openapi::OpenApi {
-    static SPEC: OnceLock<utoipa::openapi::OpenApi> = OnceLock::new();
-    SPEC.get_or_init(build)
+pub fn spec() -> &'static serde_json::Value {
+    static SPEC: OnceLock<serde_json::Value> = OnceLock::new();
+    SPEC.get_or_init(|| {
+        let mut doc = serde_json::to_value(build()).unwrap_or_default();
+        plain_links(&mut doc);
+        doc
+    })
+}
+
+/// The descriptions come from doc comments, whose links to other items (`` [`Snapshot`] ``)
+/// mean nothing outside rustdoc: they become plain code (`` `Snapshot` ``).
+fn plain_links(value: &mut serde_json::Value) {
+    use serde_json::Value;
+    match value {
+        Value::Object(map) => {
+            for (key, v) in map.iter_mut() {
+                match v {
+                    Value::String(text) if key == "description" && text.contains("[`") => {
+                        *text = text.replace("[`", "`").replace("`]", "`");
+                    }
+                    _ => plain_links(v),
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(plain_links),
+        _ => {}
+    }
 }
 
 /// `GET /api/openapi.json` (signed-in users only, like everything but sign-in and health).
 #[utoipa::path(get, path = "/api/openapi.json", tag = "meta",
     summary = "This document",
     responses((status = 200, description = "The OpenAPI 3.1 document", body = Object)))]
-pub async fn document(_user: super::auth::CurrentUser) -> Json<&'static utoipa::openapi::OpenApi> {
+pub async fn document(_user: super::auth::CurrentUser) -> Json<&'static serde_json::Value> {
     Json(spec())
 }
 
@@ -621,6 +645,7 @@ mod tests {
     #[test]
     fn operations_state_who_may_call_them() {
         let doc = document();
+        assert!(!doc.to_string().contains("[`"), "rustdoc links are left in descriptions");
         assert_eq!(doc["openapi"], "3.1.0");
         let security = |method: &str, path: &str| doc["paths"][path][method]["security"].clone();
         assert_eq!(security("post", "/api/auth/login"), serde_json::json!([{}]));
