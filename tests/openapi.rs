@@ -25,6 +25,9 @@ const RUN_LIMIT: Duration = Duration::from_secs(600);
 
 /// A virtual environment with schemathesis, made once per target directory.
 fn schemathesis() -> PathBuf {
+    // The tests of this file run at once: one installs, the others wait for it.
+    static INSTALL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _installing = INSTALL.lock().unwrap_or_else(|p| p.into_inner());
     let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("schemathesis-{SCHEMATHESIS}"));
     let bin = venv.join("bin").join("schemathesis");
     let installed = || {
@@ -56,27 +59,15 @@ fn schemathesis() -> PathBuf {
     bin
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn every_answer_matches_the_document() {
+/// Runs schemathesis against `c` with `filters` (which operations), and fails on any
+/// answer that is a server error or does not match its schema.
+async fn run_schemathesis(c: &Collector, token: &str, key: &str, filters: &[&str]) {
     let bin = schemathesis();
-    let dir = tempfile::tempdir().unwrap();
-    // With the collector's own machine (a full snapshot with sockets and interfaces) and
-    // a short upload (the seed's shape, where most figures are `null`).
-    let c = Collector::start(dir.path(), &[]);
-    let key = new_key(dir.path(), "seed", None);
-    assert_eq!(c.upload(&key, SEED_EXAMPLE).await.0, 201);
-    let token = c.admin_token().await;
-    let waited = Instant::now();
-    while c.get("/api/monitoring/local/snapshot", &token).await.0 != 200 {
-        assert!(waited.elapsed() < Duration::from_secs(30), "the collector's own machine never reported");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-
     // Each operation gets the credentials its security scheme names: the admin's token,
     // or (uploads) the agent key. The document itself needs a token, so it is read here
     // and handed over as a file.
     let work = tempfile::tempdir().unwrap();
-    let (status, document) = c.get("/api/openapi.json", &token).await;
+    let (status, document) = c.get("/api/openapi.json", token).await;
     assert_eq!(status, 200);
     let spec = work.path().join("openapi.json");
     std::fs::write(&spec, document.to_string()).unwrap();
@@ -92,22 +83,12 @@ async fn every_answer_matches_the_document() {
         .args(["--url", &c.base])
         .args(["--checks", "not_a_server_error,response_schema_conformance"])
         // Bounded: a few examples per operation, no stateful phase (it chains
-        // operations, and the destructive ones are left out below anyway), a fixed seed
-        // so that a failure can be reproduced.
+        // operations), a fixed seed so that a failure can be reproduced.
         .args(["--max-examples", "15", "--phases", "examples,coverage,fuzzing", "--seed", "20261207"])
         // One worker: Hypothesis' lambda descriptions parse source with `ast`, which is
         // not safe across threads on some Pythons (a "recursion depth mismatch" error).
         .args(["--workers", "1", "--request-timeout", "30", "--no-shrink"])
-        // Left out because they would break the run, not because they are untested
-        // (tests/collector.rs and tests/control.rs hold them): process actions would
-        // signal this machine's processes (the collector's own included); deleting a
-        // host removes the history the other operations read; removing users could
-        // leave the collector without the admin this run signs in as.
-        .args(["--exclude-operation-id", "process_action"])
-        .args(["--exclude-operation-id", "delete_host"])
-        .args(["--exclude-operation-id", "remove_user"])
-        // WebSockets: an HTTP client cannot open one; tests/collector.rs does.
-        .args(["--exclude-path-regex", "^/ws/"])
+        .args(filters)
         // Its cache (`.schemathesis/`) goes in the run's own directory, not the sources.
         .current_dir(work.path())
         .env("NO_COLOR", "1")
@@ -131,7 +112,60 @@ async fn every_answer_matches_the_document() {
     let report = format!("{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     let status = status.unwrap_or_else(|| panic!("schemathesis ran over {RUN_LIMIT:?}:\n{report}"));
     assert!(status.success(), "schemathesis found answers that do not match the document:\n{report}");
-    eprintln!("schemathesis: {}", report.lines().rev().find(|l| l.contains("passed")).unwrap_or(""));
+    // Its closing count: "2226 generated, 2226 passed".
+    let summary = report
+        .lines()
+        .find(|l| l.contains(" generated, ") && l.trim_start().starts_with(|c: char| c.is_ascii_digit()))
+        .unwrap_or_default();
+    assert!(summary.contains("passed"), "schemathesis tested nothing:\n{report}");
+    eprintln!("schemathesis {filters:?}: {}", summary.trim());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_answer_matches_the_document() {
+    let dir = tempfile::tempdir().unwrap();
+    // With the collector's own machine (a full snapshot with sockets and interfaces) and
+    // a short upload (the seed's shape, where most figures are `null`).
+    let c = Collector::start(dir.path(), &[]);
+    let key = new_key(dir.path(), "seed", None);
+    assert_eq!(c.upload(&key, SEED_EXAMPLE).await.0, 201);
+    let token = c.admin_token().await;
+    let waited = Instant::now();
+    while c.get("/api/monitoring/local/snapshot", &token).await.0 != 200 {
+        assert!(waited.elapsed() < Duration::from_secs(30), "the collector's own machine never reported");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let filters = [
+        // Left out because they would break the run, not because they are untested:
+        // process actions would signal this machine's processes (the collector's own
+        // included; `process_actions_match_the_document` runs them where they cannot);
+        // deleting a host removes the history the other operations read; removing
+        // users could leave the collector without the admin this run signs in as
+        // (tests/collector.rs holds both).
+        "--exclude-operation-id",
+        "process_action",
+        "--exclude-operation-id",
+        "delete_host",
+        "--exclude-operation-id",
+        "remove_user",
+        // WebSockets: an HTTP client cannot open one; tests/collector.rs does.
+        "--exclude-path-regex",
+        "^/ws/",
+    ];
+    run_schemathesis(&c, &token, &key, &filters).await;
+}
+
+/// Process actions, on a collector without its own machine: the only host is an
+/// uploaded one with no agent, so no action can reach a process, and every answer (404,
+/// 422, 503 with no agent connected) must still match the document.
+#[tokio::test(flavor = "multi_thread")]
+async fn process_actions_match_the_document() {
+    let dir = tempfile::tempdir().unwrap();
+    let c = Collector::start(dir.path(), &["--no-local"]);
+    let key = new_key(dir.path(), "seed", None);
+    assert_eq!(c.upload(&key, SEED_EXAMPLE).await.0, 201);
+    let token = c.admin_token().await;
+    run_schemathesis(&c, &token, &key, &["--include-operation-id", "process_action"]).await;
 }
 
 /// The lists that are streamed (`latest/`, a range export as JSON) end cleanly when
