@@ -7,7 +7,8 @@
 #            and dpkg-dev for the packages' library dependencies
 #   test     everything `make test` runs: the desktop app's libraries, Chromium for the
 #            dashboard's browser test, Xvfb, WebKit's WebDriver and tauri-driver for the
-#            desktop window's test, and what the packages' test builds and reads them with
+#            desktop window's test, what the packages' test builds and reads them with,
+#            and Prometheus with promtool for the metrics' test
 #   bench    what `make bench` runs
 #
 # It says what it installs. Debian packages need root: it uses sudo when not root.
@@ -28,9 +29,11 @@ case "$what" in
   # The dashboard's browser tests drive Debian's Chromium; the desktop window's test runs
   # the app under Xvfb with a D-Bus session, driven over WebDriver; tmux is the terminal
   # `procyon watch` is driven in; the packages' test builds .debs and renders their man
-  # pages (man-db); the OpenAPI test installs schemathesis from PyPI into a venv.
-  test) apt_packages+=(util-linux procps tmux python3 python3-venv chromium "${desktop_packages[@]}" xvfb xauth dbus dbus-x11
-    webkit2gtk-driver "${deb_packages[@]}" man-db) ;;
+  # pages (man-db); /metrics is checked with promtool and scraped by a real Prometheus
+  # (both in Debian's prometheus package); the OpenAPI test installs schemathesis from
+  # PyPI into a venv.
+  test) apt_packages+=(util-linux procps tmux python3 python3-venv chromium "${desktop_packages[@]}" xvfb xauth dbus
+    dbus-x11 webkit2gtk-driver "${deb_packages[@]}" man-db prometheus) ;;
   bench) apt_packages+=(python3 python3-venv python3-dev chromium "${desktop_packages[@]}" xvfb xauth dbus
     dbus-x11) ;;
   *) echo "usage: $0 build|desktop|deb|test|bench" >&2; exit 2 ;;

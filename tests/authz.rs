@@ -12,7 +12,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Method, Request, header};
 use procyon::hub::Hub;
-use procyon::model::api::Role;
+use procyon::model::api::{KeyScope, Role};
 use procyon::server::auth::{Auth, Claims, hash_api_key, new_api_key};
 use procyon::server::routes::{self, Access};
 use procyon::server::{AppState, Settings, app};
@@ -37,9 +37,15 @@ enum Cred {
     KeyBoundElsewhere,
     /// An admin's token in the URL (`?token=`), which only WebSockets accept.
     AdminTokenInUrl,
+    /// A key of scope metrics as `Bearer KEY` (what Prometheus sends) ...
+    MetricsKey,
+    /// ... and as `Api-Key KEY`.
+    MetricsKeyAsApiKey,
+    /// A revoked key of scope metrics.
+    RevokedMetricsKey,
 }
 
-const CREDS: [Cred; 12] = [
+const CREDS: [Cred; 15] = [
     Cred::None,
     Cred::Malformed,
     Cred::Expired,
@@ -52,6 +58,9 @@ const CREDS: [Cred; 12] = [
     Cred::RevokedKey,
     Cred::KeyBoundElsewhere,
     Cred::AdminTokenInUrl,
+    Cred::MetricsKey,
+    Cred::MetricsKeyAsApiKey,
+    Cred::RevokedMetricsKey,
 ];
 
 /// Whether `access` admits `cred` on `path`.
@@ -67,6 +76,8 @@ fn admits(access: Access, cred: Cred, path: &str) -> bool {
         }
         Access::Operator => matches!(cred, Operator | Admin),
         Access::Admin => cred == Admin,
+        // Scraping keys, and admins (documented); never viewers or upload keys.
+        Access::Metrics => matches!(cred, MetricsKey | MetricsKeyAsApiKey | Admin),
     }
 }
 
@@ -125,6 +136,17 @@ async fn setup(dir: &std::path::Path) -> (AppState, Creds) {
     let revoked = key(None, "revoked").await;
     store.revoke_api_key("revoked").await.unwrap();
     let elsewhere = key(Some("elsewhere"), "elsewhere").await;
+    let metrics_key = |name: &'static str| {
+        let store = store.clone();
+        async move {
+            let (key, prefix, _) = new_api_key().unwrap();
+            store.create_scoped_api_key(name, &prefix, &hash_api_key(&key), None, KeyScope::Metrics).await.unwrap();
+            key
+        }
+    };
+    let metrics = metrics_key("prom").await;
+    let revoked_metrics = metrics_key("prom-revoked").await;
+    store.revoke_api_key("prom-revoked").await.unwrap();
     let headers = vec![
         (Cred::None, None),
         (Cred::Malformed, Some("Bearer not-a-token".into())),
@@ -139,6 +161,9 @@ async fn setup(dir: &std::path::Path) -> (AppState, Creds) {
         (Cred::KeyBoundElsewhere, Some(elsewhere)),
         // Not a header: the token goes in the URL (see the loop).
         (Cred::AdminTokenInUrl, Some(token_for(&state, "admin").await)),
+        (Cred::MetricsKey, Some(format!("Bearer {metrics}"))),
+        (Cred::MetricsKeyAsApiKey, Some(format!("Api-Key {metrics}"))),
+        (Cred::RevokedMetricsKey, Some(format!("Bearer {revoked_metrics}"))),
     ];
     assert_eq!(headers.iter().map(|(c, _)| *c).collect::<Vec<_>>(), CREDS);
     (state, Creds { headers })
@@ -209,6 +234,22 @@ async fn every_route_answers_every_credential_as_its_access_says() {
                 }
                 (Access::Operator, Cred::Viewer) | (Access::Admin, Cred::Viewer | Cred::Operator) => Some(403),
                 (Access::Agent, Cred::RevokedKey | Cred::None) => Some(401),
+                // A scraping key is known and live, but may not upload.
+                (Access::Agent, Cred::MetricsKeyAsApiKey) => Some(403),
+                (
+                    Access::Metrics,
+                    Cred::None
+                    | Cred::Malformed
+                    | Cred::Expired
+                    | Cred::RemovedUser
+                    | Cred::BeforePasswordChange
+                    | Cred::RevokedKey
+                    | Cred::RevokedMetricsKey
+                    | Cred::AdminTokenInUrl,
+                ) => Some(401),
+                (Access::Metrics, Cred::Viewer | Cred::Operator | Cred::UploadKey | Cred::KeyBoundElsewhere) => {
+                    Some(403)
+                }
                 _ => None,
             };
             if let Some(want) = exact

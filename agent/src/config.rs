@@ -11,6 +11,7 @@
 //! The API key itself is not configuration: `key.rs` finds it (`--api-key-file`, the
 //! `PROCYON_API_KEY` variable read here, the keyring, the fallback key file).
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -106,6 +107,10 @@ pub struct Config {
     pub pins: Vec<Pin>,
     /// Plain `http://` to a collector on another machine is allowed.
     pub insecure_http: bool,
+    /// Serve this machine's Prometheus metrics on this address (off when `None`).
+    pub metrics_listen: Option<SocketAddr>,
+    /// `metrics_listen` may be an address other machines reach.
+    pub metrics_listen_public: bool,
 }
 
 impl Config {
@@ -239,6 +244,20 @@ pub struct Flags {
         value_parser = BoolishValueParser::new(),
     )]
     pub insecure_http: Option<bool>,
+    /// Serve this machine's metrics for Prometheus at http://ADDR/metrics, e.g. 127.0.0.1:9560 [default: off].
+    #[arg(long, env = "PROCYON_METRICS_LISTEN", value_name = "ADDR", value_parser = parse_listen)]
+    pub metrics_listen: Option<SocketAddr>,
+    /// Allow --metrics-listen on an address other machines reach: anyone who can connect reads the metrics, without a key [default: false].
+    #[arg(
+        long,
+        env = "PROCYON_METRICS_LISTEN_PUBLIC",
+        value_name = "BOOL",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "true",
+        value_parser = BoolishValueParser::new(),
+    )]
+    pub metrics_listen_public: Option<bool>,
 }
 
 /// The pinned certificates of `--pin`.
@@ -355,7 +374,10 @@ pub fn resolve(
         ca_cert: f.ca_cert.or(file_flags.ca_cert),
         pins: f.pin.or(file_flags.pin).unwrap_or_default().0,
         insecure_http: f.insecure_http.or(file_flags.insecure_http).unwrap_or(false),
+        metrics_listen: f.metrics_listen.or(file_flags.metrics_listen),
+        metrics_listen_public: f.metrics_listen_public.or(file_flags.metrics_listen_public).unwrap_or(false),
     };
+    check_metrics_listen(config.metrics_listen, config.metrics_listen_public)?;
     let command = match cli.command {
         None => {
             config.collector()?;
@@ -377,6 +399,25 @@ pub fn resolve(
         Command::SetKey | Command::ForgetKey => {}
     }
     Ok((config, command))
+}
+
+/// Refuses a metrics address other machines reach unless `public`: the metrics name this
+/// machine's programs and are served without a key.
+pub fn check_metrics_listen(addr: Option<SocketAddr>, public: bool) -> anyhow::Result<()> {
+    match addr {
+        Some(addr) if !addr.ip().is_loopback() && !public => anyhow::bail!(
+            "--metrics-listen {addr} is not a loopback address: anyone who can reach it would read this machine's \
+             process names and figures, without a key. Listen on 127.0.0.1 (and let Prometheus reach it through a \
+             tunnel or a proxy that checks credentials), or pass --metrics-listen-public \
+             (PROCYON_METRICS_LISTEN_PUBLIC, metrics_listen_public in the config file) if the network is trusted"
+        ),
+        _ => Ok(()),
+    }
+}
+
+/// An address to listen on: `IP:PORT` (`[::1]:9560` for IPv6).
+fn parse_listen(s: &str) -> Result<SocketAddr, String> {
+    s.trim().parse().map_err(|_| format!("must be IP:PORT, e.g. 127.0.0.1:9560 (got `{s}`)"))
 }
 
 /// Refuses plain `http://` to another machine unless `insecure_http`: the API key and
@@ -446,6 +487,8 @@ struct FileConfig {
     ca_cert: Option<PathBuf>,
     pin: Option<String>,
     insecure_http: Option<bool>,
+    metrics_listen: Option<String>,
+    metrics_listen_public: Option<bool>,
 }
 
 /// A TOML value that may be written as a number (`interval = 2`) or with a unit
@@ -496,6 +539,8 @@ fn parse_file(path: &Path, text: &str) -> anyhow::Result<Flags> {
         ca_cert: raw.ca_cert.map(|p| base.join(p)),
         pin: check(&prefix, "pin", raw.pin, parse_pins)?,
         insecure_http: raw.insecure_http,
+        metrics_listen: check(&prefix, "metrics_listen", raw.metrics_listen, parse_listen)?,
+        metrics_listen_public: raw.metrics_listen_public,
     })
 }
 
@@ -923,7 +968,10 @@ mod tests {
             line.split_once(" = ").is_some_and(|(key, _)| {
                 !key.is_empty() && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_')
                     // Settings without a default, shown with an example value.
-                    && !matches!(key, "hostname" | "api_key_file" | "machine_id_file" | "ca_cert" | "pin")
+                    && !matches!(
+                        key,
+                        "hostname" | "api_key_file" | "machine_id_file" | "ca_cert" | "pin" | "metrics_listen"
+                    )
             })
         };
         let uncommented: String = example
@@ -943,6 +991,25 @@ mod tests {
             plain,
             "{uncommented}"
         );
+    }
+
+    #[test]
+    fn metrics_listen_is_loopback_unless_made_public() {
+        let c = "--collector=https://c";
+        let (config, _) = load_with(&[c], None).unwrap();
+        assert_eq!(config.metrics_listen, None, "off by default");
+        let (config, _) = load_with(&[c, "--metrics-listen", "127.0.0.1:9560"], None).unwrap();
+        assert_eq!(config.metrics_listen, Some("127.0.0.1:9560".parse().unwrap()));
+        assert!(load_with(&[c, "--metrics-listen", "[::1]:9560"], None).is_ok());
+        let err = load_with(&[c, "--metrics-listen", "0.0.0.0:9560"], None).unwrap_err().to_string();
+        assert!(err.contains("not a loopback address") && err.contains("--metrics-listen-public"), "{err}");
+        let (config, _) = load_with(&[c, "--metrics-listen", "0.0.0.0:9560", "--metrics-listen-public"], None).unwrap();
+        assert!(config.metrics_listen_public);
+        let file = "collector = \"https://c\"\nmetrics_listen = \"192.0.2.7:9560\"\nmetrics_listen_public = true";
+        assert_eq!(load_with(&[], Some(file)).unwrap().0.metrics_listen, Some("192.0.2.7:9560".parse().unwrap()));
+        let err = load_with(&[], Some("collector = \"https://c\"\nmetrics_listen = \"9560\"")).unwrap_err();
+        assert!(err.to_string().contains("metrics_listen must be IP:PORT"), "{err}");
+        assert!(load_with(&[], Some("collector = \"https://c\"\nmetrics_listen = \"10.0.0.1:9560\"")).is_err());
     }
 
     #[test]

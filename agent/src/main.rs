@@ -9,10 +9,12 @@
 //! - `key.rs`: where the API key comes from and is kept;
 //! - `spool.rs`: the bounded on-disk queue;
 //! - `uplink.rs`: the WebSocket (or REST) connection and relayed process actions;
-//! - `tls.rs`: whom it trusts as its collector (a private CA, a pinned certificate).
+//! - `tls.rs`: whom it trusts as its collector (a private CA, a pinned certificate);
+//! - `metrics.rs`: this machine's Prometheus metrics (`--metrics-listen`).
 
 mod config;
 mod key;
+mod metrics;
 mod spool;
 mod tls;
 mod uplink;
@@ -122,6 +124,18 @@ fn run(config: Config) -> anyhow::Result<()> {
     let spool = Spool::open(&config.spool, config.spool_limits())
         .with_context(|| format!("cannot open the spool in {}", config.spool.display()))?;
     let machine_id = machine_id(&config)?;
+    // Bound before anything runs: an address in use stops the start with its reason.
+    let metrics_listener = match config.metrics_listen.filter(|_| !config.once) {
+        Some(addr) => {
+            let listener = std::net::TcpListener::bind(addr)
+                .with_context(|| format!("--metrics-listen: cannot listen on {addr}"))?;
+            listener.set_nonblocking(true)?;
+            tracing::info!(address = %addr, "serving metrics at http://{addr}/metrics");
+            Some(listener)
+        }
+        None => None,
+    };
+    let (latest_tx, latest) = watch::channel(None);
     let mut sampler = Sampler::new(SamplerOptions { hostname: config.hostname.clone(), cmdline: config.cmdline });
     let host = sampler.host().clone();
     tracing::info!(
@@ -147,7 +161,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     let mut uplink = uplink::Uplink::new(options, host, spool.clone(), fresh.clone())?;
 
     if config.once {
-        take_one(&mut sampler, &spool)?;
+        take_one(&mut sampler, &spool, &latest_tx)?;
         return runtime()?.block_on(uplink.flush());
     }
 
@@ -161,7 +175,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         std::thread::Builder::new().name("sampler".into()).spawn(move || {
             loop {
                 let started = Instant::now();
-                if let Err(e) = take_one(&mut sampler, &spool) {
+                if let Err(e) = take_one(&mut sampler, &spool, &latest_tx) {
                     tracing::error!("cannot spool a snapshot: {e:#}");
                 }
                 fresh.notify_one();
@@ -175,12 +189,25 @@ fn run(config: Config) -> anyhow::Result<()> {
         })?
     };
     runtime()?.block_on(async move {
+        let metrics = match metrics_listener {
+            Some(listener) => match tokio::net::TcpListener::from_std(listener) {
+                Ok(listener) => Some(tokio::spawn(metrics::serve(listener, latest, stop.clone()))),
+                Err(e) => {
+                    tracing::error!("--metrics-listen: {e}");
+                    None
+                }
+            },
+            None => None,
+        };
         let uplink = tokio::spawn(uplink.run(stop));
         shutdown_signal().await;
         tracing::info!("stopping");
         let _ = stop_sampling.send(());
         let _ = stop_tx.send(true);
         let _ = uplink.await;
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
+        }
     });
     let _ = sampling.join();
     Ok(())
@@ -205,14 +232,21 @@ fn machine_id(config: &Config) -> anyhow::Result<Option<String>> {
     Ok(fingerprint)
 }
 
-/// Takes a snapshot and spools it under the next seq.
-fn take_one(sampler: &mut Sampler, spool: &Mutex<Spool>) -> anyhow::Result<()> {
+/// Takes a snapshot, spools it under the next seq, and makes it the newest for
+/// `--metrics-listen`.
+fn take_one(
+    sampler: &mut Sampler,
+    spool: &Mutex<Spool>,
+    latest: &watch::Sender<Option<Arc<procyon::model::Snapshot>>>,
+) -> anyhow::Result<()> {
     let mut snapshot = sampler.sample();
     let mut spool = uplink::lock(spool);
     // The spool numbers snapshots: it remembers the last seq across restarts and
     // raises it when the collector knows a higher one.
     snapshot.seq = spool.last_seq() + 1;
-    let dropped = spool.push_shared(std::sync::Arc::new(snapshot))?;
+    let snapshot = Arc::new(snapshot);
+    latest.send_replace(Some(snapshot.clone()));
+    let dropped = spool.push_shared(snapshot)?;
     if dropped > 0 {
         tracing::warn!(dropped, bytes = spool.bytes(), "spool full: dropped the oldest snapshots");
     }

@@ -153,6 +153,11 @@ impl Hub {
         self.hosts().remove(hostname);
     }
 
+    /// The newest snapshot of every host that published one, in no particular order.
+    pub fn latest_all(&self) -> Vec<Arc<Published>> {
+        self.hosts().values().filter_map(|tx| tx.borrow().clone()).collect()
+    }
+
     /// Hosts the hub holds now.
     pub fn host_count(&self) -> usize {
         self.hosts().len()
@@ -208,6 +213,10 @@ mod tests {
         assert_eq!(order, [("web-1".into(), 1), ("db-1".into(), 1), ("web-1".into(), 2)]);
         assert_eq!(hub.latest("db-1").unwrap().snapshot.seq, 1);
         assert!(hub.latest("nope").is_none());
+        let mut all: Vec<(String, u64)> =
+            hub.latest_all().iter().map(|p| (p.snapshot.host.hostname.clone(), p.snapshot.seq)).collect();
+        all.sort();
+        assert_eq!(all, [("db-1".into(), 1), ("web-1".into(), 2)], "the newest of each host");
         assert!(hub.seen_at("web-1").is_some() && hub.seen_at("db-1").is_some());
         assert!(hub.seen_at("nope").is_none());
     }

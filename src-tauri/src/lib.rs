@@ -14,6 +14,8 @@
 //! - [`hub`]: live fan-out of the newest snapshot per host;
 //! - [`tui`]: `procyon watch`, the terminal UI (its filter language needs no feature;
 //!   the terminal itself comes with `server`);
+//! - [`metrics`]: Prometheus metrics of a host made from its newest snapshot, shared
+//!   by the collector's `/metrics` and the agent's `--metrics-listen`;
 //! - [`manual`]: man pages and shell completions made from a program's clap
 //!   definition (the hidden `generate` subcommand of `procyon` and `procyon-agent`).
 //!
@@ -38,6 +40,7 @@ pub mod desktop;
 pub mod duration;
 pub mod hub;
 pub mod manual;
+pub mod metrics;
 pub mod model;
 pub mod sample;
 #[cfg(feature = "server")]

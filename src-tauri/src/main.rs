@@ -254,6 +254,10 @@ struct ServeArgs {
     /// Agent sessions one API key may hold at once (a fleet key's agents share it).
     #[arg(long, env = "PROCYON_MAX_AGENTS_PER_KEY", default_value_t = procyon::server::agents::MAX_SESSIONS_PER_KEY as u32, value_parser = clap::value_parser!(u32).range(1..))]
     max_agents_per_key: u32,
+    /// Process groups (processes of one name) per host on /metrics: the busiest by CPU
+    /// and the largest by memory; a gauge counts the others.
+    #[arg(long, env = "PROCYON_METRICS_GROUPS", default_value_t = procyon::metrics::DEFAULT_GROUPS as u32, value_parser = clap::value_parser!(u32).range(0..=procyon::metrics::MAX_GROUPS as i64))]
+    metrics_groups: u32,
 }
 
 #[cfg(feature = "server")]
@@ -297,7 +301,8 @@ enum UserCommand {
 #[cfg(feature = "server")]
 #[derive(Subcommand, Debug)]
 enum ApiKeyCommand {
-    /// Make a key for an agent. The key is printed once, alone on the last line.
+    /// Make a key for an agent (or, with --scope metrics, for a Prometheus server). The
+    /// key is printed once, alone on the last line.
     Create {
         /// A label, e.g. the machine it is for.
         #[arg(long)]
@@ -305,6 +310,10 @@ enum ApiKeyCommand {
         /// Only accept uploads for this host name.
         #[arg(long)]
         host: Option<String>,
+        /// What the key may do: `upload` (snapshots, the agent channel) or `metrics`
+        /// (read /metrics and nothing else).
+        #[arg(long, value_name = "upload|metrics", default_value = "upload", value_parser = parse_scope)]
+        scope: procyon::model::api::KeyScope,
     },
     /// List keys (never the keys themselves).
     List,
@@ -313,6 +322,12 @@ enum ApiKeyCommand {
         /// Name or prefix.
         key: String,
     },
+}
+
+/// An API key's scope, by its name.
+#[cfg(feature = "server")]
+fn parse_scope(s: &str) -> Result<procyon::model::api::KeyScope, String> {
+    s.parse()
 }
 
 /// A duration as people type it (`2`, `0.5`, `500ms`, `2s`, `15m`, `1h`, `3d`): the
@@ -637,6 +652,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             cmdline: args.cmdline,
             max_streams_per_user: args.max_streams_per_user as usize,
             max_sessions_per_key: args.max_agents_per_key as usize,
+            metrics_groups: args.metrics_groups as usize,
             ..Settings::default()
         },
     };
@@ -735,11 +751,15 @@ async fn host(data: std::path::PathBuf, command: HostCommand) -> anyhow::Result<
 async fn apikey(data: std::path::PathBuf, command: ApiKeyCommand) -> anyhow::Result<()> {
     let store = procyon::server::open_store(&data).await?;
     match command {
-        ApiKeyCommand::Create { name, host } => {
+        ApiKeyCommand::Create { name, host, scope } => {
+            if scope == procyon::model::api::KeyScope::Metrics && host.is_some() {
+                anyhow::bail!("A key of scope metrics reads every host: --host does not apply to it.");
+            }
             let (key, prefix, hash) = procyon::server::auth::new_api_key().map_err(api_error)?;
-            store.create_api_key(&name, &prefix, &hash, host.as_deref()).await?;
+            store.create_scoped_api_key(&name, &prefix, &hash, host.as_deref(), scope).await?;
             say!(
-                "API key `{name}`{}; it is shown only now:",
+                "API key `{name}` (scope {}){}; it is shown only now:",
+                scope.as_str(),
                 host.map(|h| format!(" for host {h}")).unwrap_or_default()
             )?;
             say!("{key}")?;
@@ -751,7 +771,14 @@ async fn apikey(data: std::path::PathBuf, command: ApiKeyCommand) -> anyhow::Res
                     (None, Some(at)) => format!("last used {}", at.format("%Y-%m-%d %H:%M")),
                     (None, None) => "never used".into(),
                 };
-                say!("{:<24} {:<12} {:<20} {}", k.name, k.prefix, k.hostname.as_deref().unwrap_or("any host"), state)?;
+                say!(
+                    "{:<24} {:<12} {:<8} {:<20} {}",
+                    k.name,
+                    k.prefix,
+                    k.scope.as_str(),
+                    k.hostname.as_deref().unwrap_or("any host"),
+                    state
+                )?;
             }
         }
         ApiKeyCommand::Revoke { key } => {

@@ -507,6 +507,7 @@ pub fn typescript() -> String {
         api::AuditAction::decl(&cfg),
         api::AuditEntry::decl(&cfg),
         api::UserSummary::decl(&cfg),
+        api::KeyScope::decl(&cfg),
         api::ApiKeySummary::decl(&cfg),
         api::ErrorBody::decl(&cfg),
         desktop::ApiRequest::decl(&cfg),

@@ -330,6 +330,14 @@ test('the dashboard, end to end', { timeout: 240_000 }, async (t) => {
     }));
     assert.deepEqual(injected, { pwned: null, elements: 0 });
     await page.keyboard.press('Escape');
+    // A short upload has no network figures: its history says so rather than charting
+    // made-up zeros, while CPU and memory are charted.
+    await page.click('nav a:has-text("History")');
+    const unknown = await page.waitForSelector('[data-testid=chart-network-unknown]', { timeout: 20_000 });
+    assert.match(await unknown.textContent(), /no network figures/);
+    assert.equal(await page.locator('[data-testid=chart-network]').count(), 0);
+    await page.waitForSelector('[data-testid=chart-cpu]');
+    await shot(page, 'history-short-upload');
   });
 
   await t.test('dark theme', async () => {

@@ -161,14 +161,15 @@ pub struct SeriesPoint {
     pub process_count: f32,
     /// Peak process count.
     pub process_max: u32,
-    /// Average send rate.
-    pub sent_bytes_per_sec: f64,
-    /// Average receive rate.
-    pub received_bytes_per_sec: f64,
-    /// Peak send rate.
-    pub sent_max_bytes_per_sec: f64,
-    /// Peak receive rate.
-    pub received_max_bytes_per_sec: f64,
+    /// Average send rate; `null` when no snapshot behind the point gave network figures
+    /// (short uploads give none).
+    pub sent_bytes_per_sec: Option<f64>,
+    /// Average receive rate; `null` as for the send rate.
+    pub received_bytes_per_sec: Option<f64>,
+    /// Peak send rate; `null` as for the average.
+    pub sent_max_bytes_per_sec: Option<f64>,
+    /// Peak receive rate; `null` as for the average.
+    pub received_max_bytes_per_sec: Option<f64>,
 }
 
 /// A process that stood out in a time range (`GET /api/hosts/{id}/top-processes`).
@@ -180,15 +181,16 @@ pub struct TopProcess {
     pub pid: u32,
     /// Its command line when it peaked.
     pub cmd: String,
-    /// Peak CPU (share of one core).
-    pub cpu_max_percent: f32,
-    /// Peak resident memory.
-    #[ts(type = "number")]
-    pub rss_max_bytes: i64,
-    /// When the CPU peak was seen.
-    pub cpu_peak_at: DateTime<Utc>,
-    /// When the memory peak was seen.
-    pub rss_peak_at: DateTime<Utc>,
+    /// Peak CPU (share of one core); `null` when no snapshot in the range said (short
+    /// uploads may leave it out).
+    pub cpu_max_percent: Option<f32>,
+    /// Peak resident memory; `null` as for the CPU.
+    #[ts(type = "number | null")]
+    pub rss_max_bytes: Option<i64>,
+    /// When the CPU peak was seen; `null` when the CPU is not known.
+    pub cpu_peak_at: Option<DateTime<Utc>>,
+    /// When the memory peak was seen; `null` when the memory is not known.
+    pub rss_peak_at: Option<DateTime<Utc>>,
 }
 
 /// One process's figures in one stored snapshot
@@ -308,6 +310,41 @@ pub struct UserSummary {
     pub created_at: DateTime<Utc>,
 }
 
+/// What an API key may do. Every key has one scope: a key that leaks gives away that
+/// one thing only.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, TS, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum KeyScope {
+    /// Report snapshots: uploads and the agent channel (every key made before scopes
+    /// existed has this one).
+    #[default]
+    Upload,
+    /// Read `/metrics` and nothing else (for a Prometheus server).
+    Metrics,
+}
+
+impl KeyScope {
+    /// The lower-case name, as stored and as typed.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Upload => "upload",
+            Self::Metrics => "metrics",
+        }
+    }
+}
+
+impl std::str::FromStr for KeyScope {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "upload" => Ok(Self::Upload),
+            "metrics" => Ok(Self::Metrics),
+            _ => Err(format!("unknown key scope `{s}`: expected upload or metrics")),
+        }
+    }
+}
+
 /// An agent API key as admins see it; the key itself is shown only once, at creation.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct ApiKeySummary {
@@ -318,6 +355,8 @@ pub struct ApiKeySummary {
     pub name: String,
     /// First characters of the key, to tell keys apart.
     pub prefix: String,
+    /// What the key may do.
+    pub scope: KeyScope,
     /// The only host name this key may upload for, if bound.
     pub hostname: Option<String>,
     /// When it was made.

@@ -494,6 +494,9 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey) {
                         Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
                         Some(Ok(_)) => None, // pings are answered by the WebSocket layer
                     };
+                    if let Some(reply) = &reply {
+                        state.counters.frame_answered(reply);
+                    }
                     if let Some(reply) = reply
                         && !send(&mut socket, &reply).await
                     {

@@ -50,7 +50,9 @@ pub fn is_built() -> bool {
 }
 
 /// The router's fallback: a dashboard file, the dashboard's `index.html` for any other
-/// page (its own routes), or the JSON 404 for unknown `/api/` and `/ws/` paths.
+/// page (its own routes), or the JSON 404 for unknown `/api/`, `/ws/` and `/metrics`
+/// paths: a client of those must never get a page with 200 (a scraper would take it for
+/// metrics).
 pub async fn fallback(method: Method, uri: Uri, headers: HeaderMap) -> Response {
     let path = uri.path();
     if is_api(path) {
@@ -67,7 +69,9 @@ pub async fn fallback(method: Method, uri: Uri, headers: HeaderMap) -> Response 
 }
 
 fn is_api(path: &str) -> bool {
-    path == "/api" || path.starts_with("/api/") || path == "/ws" || path.starts_with("/ws/")
+    ["/api", "/ws", "/metrics"]
+        .iter()
+        .any(|prefix| path.strip_prefix(prefix).is_some_and(|rest| rest.is_empty() || rest.starts_with('/')))
 }
 
 /// The response for a GET of `path`.
@@ -251,6 +255,9 @@ mod tests {
     fn api_paths_are_left_to_the_api() {
         assert!(is_api("/api/nope") && is_api("/ws/nope") && is_api("/api"));
         assert!(!is_api("/apiary") && !is_api("/") && !is_api("/assets/x.js"));
+        // A scraper that gets a page with 200 takes it for metrics.
+        assert!(is_api("/metrics") && is_api("/metrics/") && is_api("/metrics/job/x"));
+        assert!(!is_api("/metricsboard"));
     }
 
     #[test]

@@ -42,7 +42,7 @@ use sha2::{Digest, Sha256};
 
 use super::AppState;
 use super::error::ApiError;
-use crate::model::api::{ApiKeySummary, LoginResponse, Role};
+use crate::model::api::{ApiKeySummary, KeyScope, LoginResponse, Role};
 use crate::store::Store;
 
 /// The longest a token may live: a stolen token is worth a day at most.
@@ -701,7 +701,9 @@ impl FromRequestParts<AppState> for CurrentUser {
             let claims = state.auth.verify(&token)?;
             (claims.sub, claims.generation, claims.exp)
         } else if header_value(parts, "Api-Key").is_some() {
-            return Err(ApiError::Forbidden("API keys may only upload snapshots; sign in as a user to read.".into()));
+            return Err(ApiError::Forbidden(
+                "API keys may only upload snapshots or read /metrics; sign in as a user to read the API.".into(),
+            ));
         } else {
             return Err(ApiError::Unauthorized(
                 "Sign in first: send `Authorization: Bearer <token>` from POST /api/auth/login.".into(),
@@ -746,17 +748,79 @@ impl FromRequestParts<AppState> for AgentKey {
                     .into(),
             ));
         };
-        let record = state.store.api_key_by_hash(&hash_api_key(key)).await?;
-        match record {
-            Some(r) if r.summary.revoked_at.is_none() => {
-                state.touch_key(&r.summary);
-                Ok(AgentKey { key: r.summary })
-            }
-            Some(_) => Err(ApiError::Unauthorized(format!("This API key has been revoked.{KEY_FIX}"))),
-            None => Err(ApiError::Unauthorized(format!(
-                "Unknown API key: this collector never made it (another collector or data directory?).{KEY_FIX}"
-            ))),
+        let key = live_key(state, key, KEY_FIX).await?;
+        if key.scope != KeyScope::Upload {
+            return Err(ApiError::Forbidden(format!(
+                "The API key `{}` may only read /metrics; agents need a key made with `procyon apikey create` \
+                 (scope upload).",
+                key.name
+            )));
         }
+        state.touch_key(&key);
+        Ok(AgentKey { key })
+    }
+}
+
+/// The stored facts of `key` if this collector made it and it is not revoked; `fix` is
+/// appended to the refusal.
+async fn live_key(state: &AppState, key: &str, fix: &str) -> Result<ApiKeySummary, ApiError> {
+    match state.store.api_key_by_hash(&hash_api_key(key)).await? {
+        Some(r) if r.summary.revoked_at.is_none() => Ok(r.summary),
+        Some(_) => Err(ApiError::Unauthorized(format!("This API key has been revoked.{fix}"))),
+        None => Err(ApiError::Unauthorized(format!(
+            "Unknown API key: this collector never made it (another collector or data directory?).{fix}"
+        ))),
+    }
+}
+
+/// What to do about a scraper the collector refuses.
+const METRICS_FIX: &str = " Make a key for scraping with `procyon apikey create --name prom --scope metrics`.";
+
+/// Who may read `/metrics`: a key of scope `metrics`, sent as `Authorization: Bearer KEY`
+/// (what Prometheus' `authorization` setting sends) or `Api-Key KEY`, or a signed-in
+/// admin. Upload keys and other users are refused: the metrics name every host and its
+/// busiest programs.
+#[derive(Debug, Clone, PartialEq)]
+pub enum MetricsReader {
+    /// A scraping key.
+    Key(ApiKeySummary),
+    /// An admin with a token.
+    Admin(CurrentUser),
+}
+
+impl FromRequestParts<AppState> for MetricsReader {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+        // API keys start `pk_`; tokens are JWTs, which never do.
+        let key = header_value(parts, "Api-Key")
+            .or_else(|| header_value(parts, "Bearer").filter(|v| v.starts_with("pk_")))
+            .map(str::to_owned);
+        if let Some(key) = key {
+            let key = live_key(state, &key, METRICS_FIX).await?;
+            if key.scope != KeyScope::Metrics {
+                return Err(ApiError::Forbidden(format!(
+                    "The API key `{}` may only upload snapshots.{METRICS_FIX}",
+                    key.name
+                )));
+            }
+            state.touch_key(&key);
+            return Ok(MetricsReader::Key(key));
+        }
+        if header_value(parts, "Bearer").is_none() && parts.extensions.get::<InProcessUser>().is_none() {
+            return Err(ApiError::Unauthorized(format!(
+                "Reading /metrics needs `Authorization: Bearer <key>` with a key of scope metrics.{METRICS_FIX}"
+            )));
+        }
+        let user = CurrentUser::from_request_parts(parts, state).await?;
+        if user.role != Role::Admin {
+            return Err(ApiError::Forbidden(format!(
+                "`{}` is a {}; only admins and keys of scope metrics may read /metrics.{METRICS_FIX}",
+                user.username,
+                user.role.as_str()
+            )));
+        }
+        Ok(MetricsReader::Admin(user))
     }
 }
 

@@ -361,6 +361,7 @@ mod tests {
             id,
             name: format!("key{id}"),
             prefix: "pk_x".into(),
+            scope: Default::default(),
             hostname: hostname.map(str::to_owned),
             created_at: chrono::Utc::now(),
             last_used_at: None,

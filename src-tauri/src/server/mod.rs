@@ -13,7 +13,8 @@
 //! - `auth.rs`: users, tokens, API keys; `binding.rs`: which key and machine may report
 //!   as a host; `error.rs`: the one error shape;
 //! - `upload.rs`: reading and checking uploads; `views.rs`: the original APIs' shapes;
-//! - `openapi.rs`: the OpenAPI document.
+//! - `openapi.rs`: the OpenAPI document;
+//! - `metrics.rs`: `GET /metrics` for Prometheus.
 //! - `assets.rs`: the dashboard (`ui/dist`, embedded), under a strict CSP.
 
 use std::net::SocketAddr;
@@ -42,6 +43,7 @@ pub mod auth;
 pub mod binding;
 pub mod error;
 pub mod listener;
+pub mod metrics;
 pub mod openapi;
 pub mod query;
 pub mod rest;
@@ -75,6 +77,8 @@ pub struct Settings {
     pub max_agent_sessions: usize,
     /// Hosts one API key may bind.
     pub max_hosts_per_key: i64,
+    /// Process groups per host on `/metrics`.
+    pub metrics_groups: usize,
 }
 
 impl Default for Settings {
@@ -89,6 +93,7 @@ impl Default for Settings {
             max_sessions_per_key: agents::MAX_SESSIONS_PER_KEY,
             max_agent_sessions: agents::MAX_SESSIONS,
             max_hosts_per_key: binding::MAX_HOSTS_PER_KEY,
+            metrics_groups: crate::metrics::DEFAULT_GROUPS,
         }
     }
 }
@@ -112,6 +117,8 @@ pub struct AppState {
     pub uploads: Arc<upload::UploadGate>,
     /// Live streams open, per user.
     pub streams: Arc<ws::StreamCounts>,
+    /// What `/metrics` counts between scrapes.
+    pub counters: Arc<metrics::Counters>,
     key_touches: Arc<Mutex<std::collections::HashMap<i64, Instant>>>,
     refusals: Arc<Mutex<std::collections::HashMap<String, Instant>>>,
     shutdown: Arc<tokio::sync::watch::Sender<bool>>,
@@ -129,6 +136,7 @@ impl AppState {
             bindings: Arc::default(),
             uploads: Arc::default(),
             streams: Arc::default(),
+            counters: Arc::default(),
             key_touches: Arc::default(),
             refusals: Arc::default(),
             shutdown: Arc::new(tokio::sync::watch::channel(false).0),
@@ -181,6 +189,20 @@ impl AppState {
     /// store keeps as they came when they fit (the agent channel redacts what a delta
     /// changed, on its decoding thread, and passes its frame's bytes).
     pub async fn ingest_sent(
+        &self,
+        snapshot: Arc<Snapshot>,
+        sent: Option<crate::store::Sent>,
+    ) -> Result<Inserted, ApiError> {
+        let started = Instant::now();
+        let result = self.ingest_timed(snapshot, sent).await;
+        match &result {
+            Ok(_) => self.counters.ingested(started.elapsed()),
+            Err(e) => self.counters.refused(e),
+        }
+        result
+    }
+
+    async fn ingest_timed(
         &self,
         snapshot: Arc<Snapshot>,
         sent: Option<crate::store::Sent>,
@@ -309,14 +331,19 @@ impl AppState {
         Ok(host)
     }
 
-    /// Fills in what only the running server knows: online and local.
-    pub fn decorate(&self, host: &mut HostSummary) {
-        host.local = self.settings.local_hostname.as_deref() == Some(host.hostname.as_str());
+    /// Whether `hostname` reports now: its agent is connected, or it sent a snapshot
+    /// within three intervals (at least 30 s).
+    pub fn is_online(&self, hostname: &str) -> bool {
         let window = chrono::Duration::from_std(self.settings.interval * 3)
             .unwrap_or_default()
             .max(chrono::Duration::seconds(30));
-        host.online = self.agents.is_connected(&host.hostname)
-            || self.hub.seen_at(&host.hostname).is_some_and(|seen| Utc::now() - seen < window);
+        self.agents.is_connected(hostname) || self.hub.seen_at(hostname).is_some_and(|seen| Utc::now() - seen < window)
+    }
+
+    /// Fills in what only the running server knows: online and local.
+    pub fn decorate(&self, host: &mut HostSummary) {
+        host.local = self.settings.local_hostname.as_deref() == Some(host.hostname.as_str());
+        host.online = self.is_online(&host.hostname);
         if host.info.as_ref().is_some_and(|i| i.os.is_empty()) {
             // Uploads in the short format carry no host facts.
             host.info = None;

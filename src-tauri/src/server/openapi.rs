@@ -94,6 +94,7 @@ without a zone, UTC), a date (`2026-01-02`), seconds since the epoch, `now`, or 
         super::ws::all_snapshots,
         super::ws::monitoring,
         super::agents::upgrade,
+        super::metrics::metrics,
     ),
     // Named here: schemas that only parameters refer to are not collected by themselves.
     components(schemas(ErrorBody, crate::model::ProcessAction)),
@@ -151,6 +152,9 @@ pub async fn document(_user: super::auth::CurrentUser) -> Json<&'static serde_js
 pub const BEARER: &str = "bearer";
 /// Security scheme of agents' API keys.
 pub const API_KEY: &str = "apiKey";
+/// Security scheme of keys of scope `metrics` sent as bearer tokens (Prometheus'
+/// `authorization` setting).
+pub const METRICS_KEY: &str = "metricsKey";
 
 fn build() -> utoipa::openapi::OpenApi {
     let mut doc = ApiDoc::openapi();
@@ -170,8 +174,21 @@ fn build() -> utoipa::openapi::OpenApi {
         API_KEY,
         SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
             "Authorization",
-            "An agent's API key (`procyon apikey create`), sent as `Authorization: Api-Key <key>`.",
+            "An API key (`procyon apikey create`), sent as `Authorization: Api-Key <key>`: an agent's (scope \
+             `upload`) for uploads, a scraper's (scope `metrics`) for `/metrics`.",
         ))),
+    );
+    components.add_security_scheme(
+        METRICS_KEY,
+        SecurityScheme::Http(
+            HttpBuilder::new()
+                .scheme(HttpAuthScheme::Bearer)
+                .description(Some(
+                    "A key of scope `metrics` (`procyon apikey create --scope metrics`) as a bearer token, as \
+                     Prometheus' `authorization` setting sends it: `Authorization: Bearer <key>`.",
+                ))
+                .build(),
+        ),
     );
     let table = routes::all();
     for (path, item) in doc.paths.paths.iter_mut() {
@@ -215,11 +232,19 @@ fn complete(op: &mut Operation, path: &str, access: Option<Access>) {
     op.security = match access {
         Some(Access::Public) | None => Some(vec![SecurityRequirement::default()]),
         Some(Access::Agent) => requirement(API_KEY),
+        // Any one of them: a metrics key either way it is sent, or an admin's token.
+        Some(Access::Metrics) => Some(
+            [METRICS_KEY, API_KEY, BEARER]
+                .into_iter()
+                .map(|scheme| SecurityRequirement::new(scheme, Vec::<String>::new()))
+                .collect(),
+        ),
         Some(_) => requirement(BEARER),
     };
     let who = match access {
         Some(Access::Operator) => " Operators and admins only.",
         Some(Access::Admin) => " Admins only.",
+        Some(Access::Metrics) => " Keys of scope metrics and admins only.",
         _ => "",
     };
     if !who.is_empty() {

@@ -21,7 +21,8 @@ use super::routes::{Access, Route};
 use super::{AppState, upload, views};
 use crate::control::{self, Target};
 use crate::model::api::{
-    ApiKeySummary, AuditAction, AuditEntry, ErrorBody, HostSummary, LoginResponse, Role, SnapshotSummary, UserSummary,
+    ApiKeySummary, AuditAction, AuditEntry, ErrorBody, HostSummary, KeyScope, LoginResponse, Role, SnapshotSummary,
+    UserSummary,
 };
 use crate::model::{ActionErrorCode, ProcessAction, Snapshot};
 use crate::store::{NewAuditEntry, Newest, Page, StoreError, StoredSnapshot};
@@ -827,8 +828,10 @@ pub(super) async fn export_range(
                 points.peek()?;
                 let mut out = String::new();
                 for p in points.by_ref().take(CSV_ROWS_PER_CHUNK) {
+                    // A rate no snapshot of the point knew is an empty cell, not a 0.
+                    let rate = |v: Option<f64>| v.map(|v| format!("{v:.1}")).unwrap_or_default();
                     out.push_str(&format!(
-                        "{},{},{},{:.2},{:.2},{},{},{:.1},{:.1},{:.1}\n",
+                        "{},{},{},{:.2},{:.2},{},{},{:.1},{},{}\n",
                         p.timestamp.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
                         tier,
                         p.samples,
@@ -837,8 +840,8 @@ pub(super) async fn export_range(
                         p.memory_used_bytes,
                         p.memory_max_bytes,
                         p.process_count,
-                        p.sent_bytes_per_sec,
-                        p.received_bytes_per_sec
+                        rate(p.sent_bytes_per_sec),
+                        rate(p.received_bytes_per_sec)
                     ));
                 }
                 Some(out)
@@ -1293,6 +1296,9 @@ pub(super) struct NewKey {
     name: String,
     /// The only host name the key may upload for.
     hostname: Option<String>,
+    /// `upload` (the default) or `metrics`.
+    #[serde(default)]
+    scope: KeyScope,
 }
 
 #[utoipa::path(post, path = "/api/keys", tag = "admin", summary = "Make an API key",
@@ -1308,8 +1314,12 @@ pub(super) async fn create_key(
     if body.name.trim().is_empty() || body.name.len() > 100 {
         return Err(ApiError::invalid("name", "A key's name is 1 to 100 characters."));
     }
+    if body.scope == KeyScope::Metrics && body.hostname.is_some() {
+        return Err(ApiError::invalid("hostname", "A key of scope metrics reads every host: it takes no hostname."));
+    }
     let (key, prefix, hash) = auth::new_api_key()?;
-    let summary = state.store.create_api_key(&body.name, &prefix, &hash, body.hostname.as_deref()).await?;
+    let summary =
+        state.store.create_scoped_api_key(&body.name, &prefix, &hash, body.hostname.as_deref(), body.scope).await?;
     Ok((StatusCode::CREATED, Json(json!({ "key": key, "summary": summary }))))
 }
 

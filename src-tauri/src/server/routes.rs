@@ -24,6 +24,8 @@ pub enum Access {
     Operator,
     /// Admins only (users, keys, host bindings).
     Admin,
+    /// `/metrics`: keys of scope `metrics`, and admins.
+    Metrics,
 }
 
 /// One route: a method on a path, its handler, and who may call it.
@@ -58,6 +60,7 @@ pub fn all() -> Vec<Route> {
     let mut routes = super::rest::routes();
     routes.extend(super::ws::routes());
     routes.extend(super::agents::routes());
+    routes.extend(super::metrics::routes());
     routes
 }
 

@@ -76,6 +76,11 @@ impl StreamCounts {
         Ok(StreamSlot { counts: Arc::clone(&self.0), username: user.username.clone() })
     }
 
+    /// Streams open now, over all users.
+    pub fn total(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).values().sum()
+    }
+
     /// Streams `username` holds open now.
     pub fn held(&self, username: &str) -> usize {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).get(username).copied().unwrap_or(0)

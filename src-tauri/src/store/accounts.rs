@@ -10,7 +10,7 @@ use super::{
     ApiKeyRecord, NewAuditEntry, Page, Result, Store, StoreError, UserRecord, from_ms, is_unique_violation, page_limit,
     to_ms, to_u32,
 };
-use crate::model::api::{ApiKeySummary, AuditAction, AuditEntry, Role, UserSummary};
+use crate::model::api::{ApiKeySummary, AuditAction, AuditEntry, KeyScope, Role, UserSummary};
 
 /// Now, at the precision times are stored with, so that what a call returns equals what
 /// a later read returns.
@@ -58,6 +58,7 @@ struct KeyRow {
     id: i64,
     name: String,
     prefix: String,
+    scope: String,
     hostname: Option<String>,
     created_at: i64,
     last_used_at: Option<i64>,
@@ -70,6 +71,9 @@ impl From<KeyRow> for ApiKeySummary {
             id: r.id,
             name: r.name,
             prefix: r.prefix,
+            // The column allows the known scopes only (its CHECK); were another to appear,
+            // the narrower one is assumed: it can read metrics, nothing more.
+            scope: r.scope.parse().unwrap_or(KeyScope::Metrics),
             hostname: r.hostname,
             created_at: from_ms(r.created_at),
             last_used_at: r.last_used_at.map(from_ms),
@@ -78,7 +82,7 @@ impl From<KeyRow> for ApiKeySummary {
     }
 }
 
-const KEY_COLUMNS: &str = "id, name, prefix, hostname, created_at, last_used_at, revoked_at";
+const KEY_COLUMNS: &str = "id, name, prefix, scope, hostname, created_at, last_used_at, revoked_at";
 
 #[derive(FromRow)]
 struct AuditRow {
@@ -214,7 +218,7 @@ impl Store {
         Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await?)
     }
 
-    /// Records a new API key by its hash. `name` must be unique among keys not revoked
+    /// Records a new upload key by its hash. `name` must be unique among keys not revoked
     /// ([`StoreError::Conflict`] otherwise); `hostname` binds the key to one host.
     pub async fn create_api_key(
         &self,
@@ -223,16 +227,30 @@ impl Store {
         key_hash: &str,
         hostname: Option<&str>,
     ) -> Result<ApiKeySummary> {
+        self.create_scoped_api_key(name, prefix, key_hash, hostname, KeyScope::Upload).await
+    }
+
+    /// [`Store::create_api_key`] with its scope.
+    pub async fn create_scoped_api_key(
+        &self,
+        name: &str,
+        prefix: &str,
+        key_hash: &str,
+        hostname: Option<&str>,
+        scope: KeyScope,
+    ) -> Result<ApiKeySummary> {
         let _turn = self.turn().await;
         let created = now_ms();
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO api_keys (name, prefix, key_hash, hostname, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO api_keys (name, prefix, key_hash, hostname, created_at, scope) VALUES (?, ?, ?, ?, ?, ?) \
+             RETURNING id",
         )
         .bind(name)
         .bind(prefix)
         .bind(key_hash)
         .bind(hostname)
         .bind(created)
+        .bind(scope.as_str())
         .fetch_one(&self.pool)
         .await
         .map_err(|e| {
@@ -242,6 +260,7 @@ impl Store {
             id,
             name: name.to_owned(),
             prefix: prefix.to_owned(),
+            scope,
             hostname: hostname.map(str::to_owned),
             created_at: from_ms(created),
             last_used_at: None,

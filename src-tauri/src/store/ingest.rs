@@ -201,8 +201,9 @@ pub(super) struct Row {
     pub memory_total_bytes: i64,
     pub process_count: i64,
     pub connection_count: i64,
-    pub sent_bytes_per_sec: f64,
-    pub received_bytes_per_sec: f64,
+    /// `None` when the snapshot has no network figures (a short upload).
+    pub sent_bytes_per_sec: Option<f64>,
+    pub received_bytes_per_sec: Option<f64>,
     pub load_one: Option<f64>,
     pub body: Body,
     /// The snapshot, to chain the host's next row on once this one is stored.
@@ -522,7 +523,7 @@ impl Writer {
         let id: Option<i64> = sqlx::query_scalar(
             "INSERT INTO snapshots (host_id, seq, taken_at, received_at, cpu_percent, memory_used_bytes, \
              memory_total_bytes, process_count, connection_count, sent_bytes_per_sec, received_bytes_per_sec, \
-             load_one, top_json, body, base_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?) \
+             load_one, network_known, top_json, body, base_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?) \
              ON CONFLICT (host_id, seq) DO NOTHING RETURNING id",
         )
         .bind(host_id)
@@ -534,9 +535,11 @@ impl Writer {
         .bind(row.memory_total_bytes)
         .bind(row.process_count)
         .bind(row.connection_count)
-        .bind(row.sent_bytes_per_sec)
-        .bind(row.received_bytes_per_sec)
+        // The columns are NOT NULL: 0 with `network_known` = 0 stands for "not known".
+        .bind(row.sent_bytes_per_sec.unwrap_or(0.0))
+        .bind(row.received_bytes_per_sec.unwrap_or(0.0))
         .bind(row.load_one)
+        .bind(row.sent_bytes_per_sec.is_some() && row.received_bytes_per_sec.is_some())
         .bind(&row.body.bytes)
         .bind(row.body.base_id)
         .fetch_optional(&mut *tx)

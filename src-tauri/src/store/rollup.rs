@@ -87,8 +87,12 @@ pub(super) struct Peak {
     name: String,
     pid: u32,
     cmd: String,
-    cpu_percent: f32,
-    rss_bytes: u64,
+    /// `None` when no snapshot said (a short upload may leave it out).
+    #[serde(default)]
+    cpu_percent: Option<f32>,
+    /// As `cpu_percent`.
+    #[serde(default)]
+    rss_bytes: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     cpu_peak_at: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -96,13 +100,15 @@ pub(super) struct Peak {
 }
 
 /// A raw snapshot's top list: its top processes by CPU and by memory. A figure the
-/// snapshot does not know (a short upload may leave them out) ranks as 0: such a process
-/// only makes a list when nothing known is higher.
+/// snapshot does not know (a short upload may leave them out) ranks below every known
+/// one, and stays unknown (`null`) in the list.
 fn snapshot_top_json(snap: &Snapshot) -> Result<String> {
-    let cpu = |i: usize| finite(f64::from(snap.processes[i].cpu_percent.unwrap_or(0.0)));
-    let rss = |i: usize| snap.processes[i].rss_bytes.unwrap_or(0);
+    let cpu = |i: usize| snap.processes[i].cpu_percent.map(|c| finite(f64::from(c)) as f32);
+    let rss = |i: usize| snap.processes[i].rss_bytes;
     let mut by_cpu: Vec<usize> = (0..snap.processes.len()).collect();
-    by_cpu.sort_by(|&a, &b| cpu(b).total_cmp(&cpu(a)).then(snap.processes[a].pid.cmp(&snap.processes[b].pid)));
+    by_cpu.sort_by(|&a, &b| {
+        cpu_rank(cpu(b)).total_cmp(&cpu_rank(cpu(a))).then(snap.processes[a].pid.cmp(&snap.processes[b].pid))
+    });
     let mut by_rss: Vec<usize> = (0..snap.processes.len()).collect();
     by_rss.sort_by(|&a, &b| rss(b).cmp(&rss(a)).then(snap.processes[a].pid.cmp(&snap.processes[b].pid)));
     let mut chosen: Vec<usize> = by_cpu.into_iter().take(TOP_N).collect();
@@ -119,7 +125,7 @@ fn snapshot_top_json(snap: &Snapshot) -> Result<String> {
                 name: p.name.clone(),
                 pid: p.pid,
                 cmd: p.cmd.chars().take(TOP_CMD_CHARS).collect(),
-                cpu_percent: cpu(i) as f32,
+                cpu_percent: cpu(i),
                 rss_bytes: rss(i),
                 cpu_peak_at: None,
                 rss_peak_at: None,
@@ -127,6 +133,11 @@ fn snapshot_top_json(snap: &Snapshot) -> Result<String> {
         })
         .collect();
     serde_json::to_string(&top).map_err(|e| StoreError::Corrupt(format!("cannot encode top processes: {e}")))
+}
+
+/// A CPU figure for ranking: an unknown one below every known one.
+fn cpu_rank(cpu: Option<f32>) -> f32 {
+    cpu.unwrap_or(f32::NEG_INFINITY)
 }
 
 /// Peaks per process (name and pid) over several top lists.
@@ -145,14 +156,16 @@ impl Peaks {
     }
 
     fn add(&mut self, mut p: Peak, at: i64) {
-        p.cpu_peak_at = Some(p.cpu_peak_at.unwrap_or(at));
-        p.rss_peak_at = Some(p.rss_peak_at.unwrap_or(at));
+        // A peak time only for a figure that is known.
+        p.cpu_peak_at = p.cpu_percent.map(|_| p.cpu_peak_at.unwrap_or(at));
+        p.rss_peak_at = p.rss_bytes.map(|_| p.rss_peak_at.unwrap_or(at));
         match self.0.get_mut(&(p.name.clone(), p.pid)) {
             None => {
                 self.0.insert((p.name.clone(), p.pid), p);
             }
             Some(e) => {
                 // The command line is the one seen at the CPU peak.
+                // `None` (unknown) is below every known figure.
                 if p.cpu_percent > e.cpu_percent {
                     e.cpu_percent = p.cpu_percent;
                     e.cpu_peak_at = p.cpu_peak_at;
@@ -174,8 +187,8 @@ impl Peaks {
         all.sort_by(|a, b| b.rss_bytes.cmp(&a.rss_bytes).then_with(|| key(a).cmp(&key(b))));
         let by_rss: Vec<(String, u32)> = all.iter().take(n).map(key).collect();
         all.sort_by(|a, b| {
-            b.cpu_percent
-                .total_cmp(&a.cpu_percent)
+            cpu_rank(b.cpu_percent)
+                .total_cmp(&cpu_rank(a.cpu_percent))
                 .then(b.rss_bytes.cmp(&a.rss_bytes))
                 .then_with(|| key(a).cmp(&key(b)))
         });
@@ -198,6 +211,8 @@ struct Agg {
     memory_max: i64,
     processes_sum: f64,
     processes_max: i64,
+    /// Samples that knew their network rates: the network sums and peaks are theirs.
+    network_samples: i64,
     sent_sum: f64,
     sent_max: f64,
     received_sum: f64,
@@ -214,6 +229,7 @@ impl Agg {
         self.memory_max = self.memory_max.max(o.memory_max);
         self.processes_sum += o.processes_sum;
         self.processes_max = self.processes_max.max(o.processes_max);
+        self.network_samples += o.network_samples;
         self.sent_sum += o.sent_sum;
         self.sent_max = self.sent_max.max(o.sent_max);
         self.received_sum += o.received_sum;
@@ -222,6 +238,16 @@ impl Agg {
 
     fn avg(&self, sum: f64) -> f64 {
         if self.samples > 0 { sum / self.samples as f64 } else { 0.0 }
+    }
+
+    /// The average of a network sum over the samples that knew it; `None` when none did.
+    fn network_avg(&self, sum: f64) -> Option<f64> {
+        (self.network_samples > 0).then(|| sum / self.network_samples as f64)
+    }
+
+    /// A network peak; `None` when no sample knew it.
+    fn network_max(&self, max: f64) -> Option<f64> {
+        (self.network_samples > 0).then_some(max)
     }
 
     fn point(&self, bucket: i64) -> SeriesPoint {
@@ -234,10 +260,10 @@ impl Agg {
             memory_max_bytes: self.memory_max,
             process_count: self.avg(self.processes_sum) as f32,
             process_max: to_u32(self.processes_max),
-            sent_bytes_per_sec: self.avg(self.sent_sum),
-            received_bytes_per_sec: self.avg(self.received_sum),
-            sent_max_bytes_per_sec: self.sent_max,
-            received_max_bytes_per_sec: self.received_max,
+            sent_bytes_per_sec: self.network_avg(self.sent_sum),
+            received_bytes_per_sec: self.network_avg(self.received_sum),
+            sent_max_bytes_per_sec: self.network_max(self.sent_max),
+            received_max_bytes_per_sec: self.network_max(self.received_max),
         }
     }
 }
@@ -253,6 +279,8 @@ struct RawRow {
     process_count: i64,
     sent_bytes_per_sec: f64,
     received_bytes_per_sec: f64,
+    /// Whether the two rates are known (a short upload has none: they hold 0).
+    network_known: bool,
     /// Empty when not asked for, and in rows whose top list is derived from the body.
     top_json: String,
     /// Only when the top list is asked for.
@@ -265,7 +293,7 @@ struct RawRow {
 fn raw_columns(top: bool) -> String {
     format!(
         "id, host_id, taken_at, cpu_percent, memory_used_bytes, process_count, sent_bytes_per_sec, \
-         received_bytes_per_sec, {}",
+         received_bytes_per_sec, network_known, {}",
         if top {
             "top_json, CASE WHEN top_json = '' THEN body END AS body, base_id"
         } else {
@@ -307,6 +335,8 @@ impl RawRow {
             memory_max: self.memory_used_bytes,
             processes_sum: self.process_count as f64,
             processes_max: self.process_count,
+            // Unknown rates are stored as 0, which adds nothing to a sum or a peak.
+            network_samples: i64::from(self.network_known),
             sent_sum: self.sent_bytes_per_sec,
             sent_max: self.sent_bytes_per_sec,
             received_sum: self.received_bytes_per_sec,
@@ -330,6 +360,8 @@ struct RollupRow {
     sent_max: f64,
     received_avg: f64,
     received_max: f64,
+    /// `None` in buckets rolled before it was counted: all their samples knew.
+    network_samples: Option<i64>,
     top_json: String,
 }
 
@@ -337,7 +369,7 @@ struct RollupRow {
 fn rollup_columns(top: bool) -> String {
     format!(
         "bucket, samples, cpu_avg, cpu_max, memory_avg, memory_max, processes_avg, processes_max, sent_avg, \
-         sent_max, received_avg, received_max, {} AS top_json",
+         sent_max, received_avg, received_max, network_samples, {} AS top_json",
         if top { "top_json" } else { "''" }
     )
 }
@@ -345,6 +377,8 @@ fn rollup_columns(top: bool) -> String {
 impl RollupRow {
     fn agg(&self) -> Agg {
         let n = self.samples as f64;
+        let network_samples = self.network_samples.unwrap_or(self.samples);
+        let m = network_samples as f64;
         Agg {
             samples: self.samples,
             cpu_sum: self.cpu_avg * n,
@@ -353,9 +387,10 @@ impl RollupRow {
             memory_max: self.memory_max,
             processes_sum: self.processes_avg * n,
             processes_max: self.processes_max,
-            sent_sum: self.sent_avg * n,
+            network_samples,
+            sent_sum: self.sent_avg * m,
             sent_max: self.sent_max,
-            received_sum: self.received_avg * n,
+            received_sum: self.received_avg * m,
             received_max: self.received_max,
         }
     }
@@ -407,8 +442,8 @@ async fn write_bucket(tx: &mut SqliteConnection, host_id: i64, tier: Tier, start
     let a = b.agg;
     sqlx::query(
         "INSERT OR REPLACE INTO rollups (host_id, tier, bucket, samples, cpu_avg, cpu_max, memory_avg, memory_max, \
-         processes_avg, processes_max, sent_avg, sent_max, received_avg, received_max, top_json) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         processes_avg, processes_max, sent_avg, sent_max, received_avg, received_max, network_samples, top_json) \
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(host_id)
     .bind(tier_name(tier))
@@ -420,10 +455,12 @@ async fn write_bucket(tx: &mut SqliteConnection, host_id: i64, tier: Tier, start
     .bind(a.memory_max)
     .bind(a.avg(a.processes_sum))
     .bind(a.processes_max)
-    .bind(a.avg(a.sent_sum))
+    // The columns are NOT NULL: a bucket without network samples stores 0 for them.
+    .bind(a.network_avg(a.sent_sum).unwrap_or(0.0))
     .bind(a.sent_max)
-    .bind(a.avg(a.received_sum))
+    .bind(a.network_avg(a.received_sum).unwrap_or(0.0))
     .bind(a.received_max)
+    .bind(a.network_samples)
     .bind(b.peaks.top_json()?)
     .execute(&mut *tx)
     .await?;
@@ -926,9 +963,9 @@ impl Store {
                 pid: p.pid,
                 cmd: p.cmd,
                 cpu_max_percent: p.cpu_percent,
-                rss_max_bytes: to_i64(p.rss_bytes),
-                cpu_peak_at: from_ms(p.cpu_peak_at.unwrap_or_default()),
-                rss_peak_at: from_ms(p.rss_peak_at.unwrap_or_default()),
+                rss_max_bytes: p.rss_bytes.map(to_i64),
+                cpu_peak_at: p.cpu_peak_at.map(from_ms),
+                rss_peak_at: p.rss_peak_at.map(from_ms),
             })
             .collect())
     }

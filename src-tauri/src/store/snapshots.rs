@@ -173,9 +173,9 @@ impl Store {
                 memory_total_bytes: to_i64(snap.memory.total_bytes.unwrap_or(0)),
                 process_count: to_i64(snap.processes.len() as u64),
                 connection_count: to_i64(snap.connections.len() as u64),
-                // Without network figures (a short upload), the series has nothing to add.
-                sent_bytes_per_sec: snap.network.total.as_ref().map_or(0.0, |t| finite(t.sent_bytes_per_sec)),
-                received_bytes_per_sec: snap.network.total.as_ref().map_or(0.0, |t| finite(t.received_bytes_per_sec)),
+                // Without network figures (a short upload), the series leaves them out.
+                sent_bytes_per_sec: snap.network.total.as_ref().map(|t| finite(t.sent_bytes_per_sec)),
+                received_bytes_per_sec: snap.network.total.as_ref().map(|t| finite(t.received_bytes_per_sec)),
                 load_one: snap.cpu.load_average.map(|l| l.one).filter(|v| v.is_finite()),
                 body,
                 snapshot: Arc::clone(snap),

@@ -7,8 +7,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeDelta, Utc};
 
 use super::*;
-use crate::model::api::{AuditAction, Role, SeriesPoint, SnapshotSummary, Tier, TopProcess};
-use crate::model::{ProcessAction, ProcessSample, Snapshot};
+use crate::model::api::{AuditAction, KeyScope, Role, SeriesPoint, SnapshotSummary, Tier, TopProcess};
+use crate::model::{InterfaceCounters, ProcessAction, ProcessSample, Snapshot};
 use crate::sample::Sampler;
 
 /// One real snapshot, taken once for all tests (sampling waits for CPU figures).
@@ -232,6 +232,89 @@ async fn series_uses_raw_points_and_picks_the_tier_by_range() {
     assert!(matches!(store.series(-1, None, None, None, now, &retention).await, Err(StoreError::NotFound(_))));
 }
 
+/// What a snapshot did not give (a short upload: no network figures, processes without
+/// CPU or memory) stays unknown in series and top lists, raw and rolled up, instead of
+/// counting as zeros.
+#[tokio::test]
+async fn figures_a_snapshot_did_not_give_stay_unknown_in_series_and_tops() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let now = now();
+    let t0 = from_ms(floor_ms(to_ms(now - secs(3 * 3600)), 3_600_000));
+    let known = process("known", 4_000_001, 5.0, 1 << 20);
+    let mut mystery = process("mystery", 4_000_002, 0.0, 0);
+    (mystery.cpu_percent, mystery.rss_bytes) = (None, None);
+    let mut mixed = 0;
+    let mut blind = 0;
+    // Two snapshots a minute for an hour; every other one of "mixed" has network rates.
+    for i in 0..120i64 {
+        let at = t0 + secs(i * 30);
+        let mut s = snap("mixed", i as u64 + 1, at, 10.0);
+        s.processes = vec![known.clone(), mystery.clone()];
+        s.network.total = (i % 2 == 0).then(|| InterfaceCounters {
+            sent_bytes_per_sec: 1000.0 * (i + 1) as f64,
+            received_bytes_per_sec: 10.0,
+            ..Default::default()
+        });
+        mixed = store.insert_snapshot(&s, now).await.unwrap().host_id;
+        let mut s = snap("blind", i as u64 + 1, at, 10.0);
+        s.network.total = None;
+        blind = store.insert_snapshot(&s, now).await.unwrap().host_id;
+    }
+    let retention = Retention {
+        raw: Duration::from_secs(3600),
+        minute: Duration::from_secs(7 * 86400),
+        hour: Duration::from_secs(90 * 86400),
+    };
+    let range = (Some(now - secs(86400)), None);
+
+    // Raw points: the rates of a snapshot without them are null.
+    let raw = store.series(mixed, None, None, Some(2), now, &retention).await.unwrap();
+    assert_eq!(raw.points[0].sent_bytes_per_sec, Some(119_000.0));
+    assert_eq!((raw.points[1].sent_bytes_per_sec, raw.points[1].sent_max_bytes_per_sec), (None, None));
+
+    // Minute points average over the snapshots that knew: minute k holds snapshots 2k
+    // (known, sent 1000 * (2k + 1)) and 2k + 1 (unknown).
+    let check = |points: &[SeriesPoint]| {
+        assert_eq!(points.len(), 60);
+        for (k, p) in points.iter().enumerate() {
+            let sent = 1000.0 * (2 * k + 1) as f64;
+            assert_eq!(p.samples, 2);
+            assert_eq!((p.sent_bytes_per_sec, p.sent_max_bytes_per_sec), (Some(sent), Some(sent)), "minute {k}");
+            assert_eq!(p.received_bytes_per_sec, Some(10.0));
+        }
+    };
+    let before = store.series(mixed, range.0, range.1, None, now, &retention).await.unwrap();
+    assert_eq!(before.tier, Tier::Minute);
+    check(&before.points);
+    let none = store.series(blind, range.0, range.1, None, now, &retention).await.unwrap();
+    assert!(none.points.iter().all(|p| p.sent_bytes_per_sec.is_none() && p.received_max_bytes_per_sec.is_none()));
+    let top = store.top_processes(mixed, t0, now, 5).await.unwrap();
+    let names: Vec<(&str, Option<f32>, Option<i64>)> =
+        top.iter().map(|p| (p.name.as_str(), p.cpu_max_percent, p.rss_max_bytes)).collect();
+    assert_eq!(names, [("known", Some(5.0), Some(1 << 20)), ("mystery", None, None)]);
+    assert_eq!((top[1].cpu_peak_at, top[1].rss_peak_at), (None, None));
+
+    // The same once rolled up and the raw rows are gone, minutes and hours.
+    let done = store.maintain(now, &retention).await.unwrap();
+    assert!(done.raw_deleted >= 240, "{done:?}");
+    check(&store.series(mixed, range.0, range.1, None, now, &retention).await.unwrap().points);
+    let none = store.series(blind, range.0, range.1, None, now, &retention).await.unwrap();
+    assert_eq!(none.points.len(), 60);
+    assert!(none.points.iter().all(|p| p.sent_bytes_per_sec.is_none() && p.received_max_bytes_per_sec.is_none()));
+    let hours = store.series(mixed, Some(now - secs(30 * 86400)), None, None, now, &retention).await.unwrap();
+    assert_eq!(hours.tier, Tier::Hour);
+    let sum: f64 = (0..60).map(|k| 1000.0 * (2 * k + 1) as f64).sum();
+    assert_eq!(hours.points.iter().map(|p| p.samples).collect::<Vec<_>>(), [120]);
+    assert_eq!(hours.points[0].sent_bytes_per_sec, Some(sum / 60.0));
+    assert_eq!(hours.points[0].sent_max_bytes_per_sec, Some(119_000.0));
+    let top = store.top_processes(mixed, t0, now, 5).await.unwrap();
+    assert_eq!(
+        top.iter().map(|p| (p.name.as_str(), p.cpu_max_percent)).collect::<Vec<_>>(),
+        [("known", Some(5.0)), ("mystery", None)]
+    );
+}
+
 /// Spacing of the synthetic history in [`maintain_rolls_up_expires_and_keeps_answering`].
 const STEP: i64 = 30;
 
@@ -263,9 +346,9 @@ async fn maintain_rolls_up_expires_and_keeps_answering() {
     // Before maintenance everything comes from raw rows.
     let top = store.top_processes(host, t0, t0 + secs(3 * 3600), 5).await.unwrap();
     assert_eq!(top[0].name, "spiker");
-    assert_eq!((top[0].cpu_max_percent, top[0].cpu_peak_at), (390.0, spike_at));
+    assert_eq!((top[0].cpu_max_percent, top[0].cpu_peak_at), (Some(390.0), Some(spike_at)));
     let hog = top.iter().find(|p| p.name == "hog").expect("the memory hog is in the top");
-    assert_eq!((hog.rss_max_bytes, hog.rss_peak_at), (64 << 30, hog_at));
+    assert_eq!((hog.rss_max_bytes, hog.rss_peak_at), (Some(64 << 30), Some(hog_at)));
     let minutes_before = store.series(host, Some(now - secs(86400)), None, None, now, &retention).await.unwrap();
     let hours_before = store.series(host, Some(now - secs(30 * 86400)), None, None, now, &retention).await.unwrap();
 
@@ -305,13 +388,16 @@ async fn maintain_rolls_up_expires_and_keeps_answering() {
     // from the bucket that holds an edge of the range.
     let top = store.top_processes(host, t0, t0 + secs(3 * 3600), 5).await.unwrap();
     assert_eq!(top[0].name, "spiker");
-    assert_eq!((top[0].cpu_max_percent, top[0].cpu_peak_at, top[0].cmd.as_str()), (390.0, spike_at, "spiker --work"));
+    assert_eq!(
+        (top[0].cpu_max_percent, top[0].cpu_peak_at, top[0].cmd.as_str()),
+        (Some(390.0), Some(spike_at), "spiker --work")
+    );
     let hog = top.iter().find(|p| p.name == "hog").expect("the memory hog is in the top");
-    assert_eq!((hog.rss_max_bytes, hog.rss_peak_at), (64 << 30, hog_at));
+    assert_eq!((hog.rss_max_bytes, hog.rss_peak_at), (Some(64 << 30), Some(hog_at)));
     let around = store.top_processes(host, spike_at - secs(100), spike_at + secs(70), 3).await.unwrap();
-    assert_eq!((spiker(&around).cpu_max_percent, spiker(&around).cpu_peak_at), (390.0, spike_at));
+    assert_eq!((spiker(&around).cpu_max_percent, spiker(&around).cpu_peak_at), (Some(390.0), Some(spike_at)));
     let elsewhere = store.top_processes(host, t0 + secs(7200), t0 + secs(7800), 3).await.unwrap();
-    assert!(elsewhere.iter().all(|p| p.name != "spiker" || p.cpu_max_percent < 1.0));
+    assert!(elsewhere.iter().all(|p| p.name != "spiker" || p.cpu_max_percent < Some(1.0)));
 
     // A snapshot that arrives after its minute was rolled is merged by the next run.
     let late_at = spike_at + secs(15);
@@ -327,14 +413,14 @@ async fn maintain_rolls_up_expires_and_keeps_answering() {
     let hours = store.series(host, Some(now - secs(30 * 86400)), None, None, now, &retention).await.unwrap();
     assert_eq!(hours.points[1].samples, 121);
     let top = store.top_processes(host, t0, t0 + secs(3 * 3600), 5).await.unwrap();
-    assert_eq!((top[0].cpu_max_percent, top[0].cpu_peak_at), (395.0, late_at));
+    assert_eq!((top[0].cpu_max_percent, top[0].cpu_peak_at), (Some(395.0), Some(late_at)));
 
     // Minute rollups go after their retention, hour rollups after theirs.
     let later = now + TimeDelta::days(8);
     let done = store.maintain(later, &retention).await.unwrap();
     assert_eq!(done, Maintenance { rollups_deleted: 180, ..Default::default() });
     let top = store.top_processes(host, spike_at - secs(100), spike_at + secs(70), 3).await.unwrap();
-    assert_eq!(spiker(&top).cpu_peak_at, late_at, "the hour bucket answers once minutes are gone");
+    assert_eq!(spiker(&top).cpu_peak_at, Some(late_at), "the hour bucket answers once minutes are gone");
     let done = store.maintain(now + TimeDelta::days(91), &retention).await.unwrap();
     assert_eq!(done, Maintenance { rollups_deleted: 3, ..Default::default() });
     assert!(store.top_processes(host, t0, t0 + secs(3 * 3600), 5).await.unwrap().is_empty());
@@ -350,6 +436,17 @@ fn assert_same_points(a: &[SeriesPoint], b: &[SeriesPoint]) {
         assert!((a.cpu_percent - b.cpu_percent).abs() < 1e-3);
         assert!((a.memory_used_bytes - b.memory_used_bytes).abs() <= 1);
     }
+}
+
+#[tokio::test]
+async fn keys_keep_their_scope_and_upload_by_default() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir).await;
+    let agent = store.create_api_key("agent", "pk_ab12", "hash-agent", None).await.unwrap();
+    let prom = store.create_scoped_api_key("prom", "pk_pr01", "hash-prom", None, KeyScope::Metrics).await.unwrap();
+    assert_eq!((agent.scope, prom.scope), (KeyScope::Upload, KeyScope::Metrics));
+    assert_eq!(store.api_key_by_hash("hash-prom").await.unwrap().unwrap().summary, prom);
+    assert_eq!(store.api_keys().await.unwrap(), [agent, prom]);
 }
 
 #[tokio::test]
@@ -725,8 +822,8 @@ async fn rows_stored_before_keyframes_still_read_and_roll_up() {
 
     store.maintain(now(), &Retention::default()).await.unwrap();
     let top = store.top_processes(inserted.host_id, t - secs(600), t + secs(600), 3).await.unwrap();
-    assert_eq!((top[0].name.as_str(), top[0].cpu_max_percent), ("legacy", 250.0));
-    let from_body = top.iter().any(|p| p.cpu_peak_at == t + secs(1) && p.name != "legacy");
+    assert_eq!((top[0].name.as_str(), top[0].cpu_max_percent), ("legacy", Some(250.0)));
+    let from_body = top.iter().any(|p| p.cpu_peak_at == Some(t + secs(1)) && p.name != "legacy");
     assert!(from_body, "the new row's top list comes from its body: {top:?}");
 }
 

@@ -545,21 +545,22 @@ process_count: number,
  */
 process_max: number, 
 /**
- * Average send rate.
+ * Average send rate; `null` when no snapshot behind the point gave network figures
+ * (short uploads give none).
  */
-sent_bytes_per_sec: number, 
+sent_bytes_per_sec: number | null, 
 /**
- * Average receive rate.
+ * Average receive rate; `null` as for the send rate.
  */
-received_bytes_per_sec: number, 
+received_bytes_per_sec: number | null, 
 /**
- * Peak send rate.
+ * Peak send rate; `null` as for the average.
  */
-sent_max_bytes_per_sec: number, 
+sent_max_bytes_per_sec: number | null, 
 /**
- * Peak receive rate.
+ * Peak receive rate; `null` as for the average.
  */
-received_max_bytes_per_sec: number, };
+received_max_bytes_per_sec: number | null, };
 
 export type TopProcess = { 
 /**
@@ -575,21 +576,22 @@ pid: number,
  */
 cmd: string, 
 /**
- * Peak CPU (share of one core).
+ * Peak CPU (share of one core); `null` when no snapshot in the range said (short
+ * uploads may leave it out).
  */
-cpu_max_percent: number, 
+cpu_max_percent: number | null, 
 /**
- * Peak resident memory.
+ * Peak resident memory; `null` as for the CPU.
  */
-rss_max_bytes: number, 
+rss_max_bytes: number | null, 
 /**
- * When the CPU peak was seen.
+ * When the CPU peak was seen; `null` when the CPU is not known.
  */
-cpu_peak_at: string, 
+cpu_peak_at: string | null, 
 /**
- * When the memory peak was seen.
+ * When the memory peak was seen; `null` when the memory is not known.
  */
-rss_peak_at: string, };
+rss_peak_at: string | null, };
 
 export type ProcessHistoryPoint = { 
 /**
@@ -671,6 +673,8 @@ role: Role,
  */
 created_at: string, };
 
+export type KeyScope = "upload" | "metrics";
+
 export type ApiKeySummary = { 
 /**
  * Key id.
@@ -684,6 +688,10 @@ name: string,
  * First characters of the key, to tell keys apart.
  */
 prefix: string, 
+/**
+ * What the key may do.
+ */
+scope: KeyScope, 
 /**
  * The only host name this key may upload for, if bound.
  */
