@@ -30,6 +30,7 @@ pub mod wire;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
+use utoipa::ToSchema;
 
 /// Version of the snapshot format. Bumped when a field is added.
 pub const SCHEMA_VERSION: u32 = 1;
@@ -38,7 +39,7 @@ pub const SCHEMA_VERSION: u32 = 1;
 pub const MAX_CMD_CHARS: usize = 4096;
 
 /// Everything measured on one machine at one moment.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct Snapshot {
     /// [`SCHEMA_VERSION`] of the sampler that produced this snapshot.
     pub schema_version: u32,
@@ -73,7 +74,7 @@ pub struct Snapshot {
 }
 
 /// Static facts about a machine.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct HostInfo {
     /// Stable machine identifier (`/etc/machine-id` where there is one), else the
     /// hostname.
@@ -102,7 +103,7 @@ pub struct HostInfo {
 }
 
 /// Processor use over the last interval.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct CpuSample {
     /// All cores together, 0-100.
     pub total_percent: f32,
@@ -113,7 +114,7 @@ pub struct CpuSample {
 }
 
 /// Load averages over 1, 5 and 15 minutes.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct LoadAverage {
     /// Over one minute.
     pub one: f64,
@@ -125,7 +126,7 @@ pub struct LoadAverage {
 
 /// Memory and swap in bytes. A sampler knows them all; an upload in the original API's
 /// short format gives none, so what it cannot say is `null`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct MemorySample {
     /// Physical memory; `null` when not known.
     #[ts(type = "number | null")]
@@ -146,7 +147,7 @@ pub struct MemorySample {
 }
 
 /// One process.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct ProcessSample {
     /// Process id.
     pub pid: u32,
@@ -196,7 +197,7 @@ pub struct ProcessSample {
 }
 
 /// Scheduler state of a process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ProcessStatus {
     /// On a CPU or ready to run.
@@ -224,17 +225,19 @@ pub enum ProcessStatus {
 }
 
 /// One socket.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct ConnectionSample {
     /// Transport protocol.
     pub protocol: Protocol,
     /// Local IP address (IPv4 or IPv6).
     #[ts(type = "string")]
+    #[schema(value_type = String)]
     pub local_address: IpAddr,
     /// Local port.
     pub local_port: u16,
     /// Remote IP address; `null` for unconnected UDP sockets.
     #[ts(type = "string | null")]
+    #[schema(value_type = Option<String>)]
     pub remote_address: Option<IpAddr>,
     /// Remote port; `null` for unconnected UDP sockets.
     pub remote_port: Option<u16>,
@@ -246,7 +249,7 @@ pub struct ConnectionSample {
 }
 
 /// Transport protocol of a socket.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, TS)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, TS, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     /// TCP.
@@ -256,7 +259,7 @@ pub enum Protocol {
 }
 
 /// TCP connection state, named as `netstat` names them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[allow(missing_docs)] // the names are the standard TCP states
 pub enum TcpState {
@@ -276,7 +279,7 @@ pub enum TcpState {
 }
 
 /// Network counters of all interfaces together and of each one.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct NetworkSample {
     /// Sum over the interfaces, loopback excluded; `null` when not known (an upload
     /// that gives no network figures).
@@ -286,7 +289,7 @@ pub struct NetworkSample {
 }
 
 /// One network interface.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct InterfaceSample {
     /// Interface name, e.g. `"eth0"`.
     pub name: String,
@@ -295,7 +298,7 @@ pub struct InterfaceSample {
 }
 
 /// Counters since boot and rates over the last interval.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct InterfaceCounters {
     /// Bytes sent.
     #[ts(type = "number")]
@@ -332,7 +335,7 @@ pub struct InterfaceCounters {
 }
 
 /// How local ports are used.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct PortUsage {
     /// Sockets per local port and protocol, most used first.
     pub by_local_port: Vec<PortCount>,
@@ -341,7 +344,7 @@ pub struct PortUsage {
 }
 
 /// Number of sockets on one local port.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct PortCount {
     /// Protocol.
     pub protocol: Protocol,
@@ -352,12 +355,13 @@ pub struct PortCount {
 }
 
 /// A port that accepts traffic, with the process behind it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct ListeningPort {
     /// Protocol.
     pub protocol: Protocol,
     /// Address it is bound to (`0.0.0.0` or `::` for every address).
     #[ts(type = "string")]
+    #[schema(value_type = String)]
     pub address: IpAddr,
     /// Port.
     pub port: u16,
@@ -368,7 +372,7 @@ pub struct ListeningPort {
 }
 
 /// A part of the snapshot that could not be measured.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct DomainError {
     /// Which part.
     pub domain: Domain,
@@ -377,7 +381,7 @@ pub struct DomainError {
 }
 
 /// The parts of a snapshot that are measured separately.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Domain {
     /// The process table.
@@ -389,7 +393,7 @@ pub enum Domain {
 }
 
 /// What can be done to a process.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ProcessAction {
     /// Pause it (SIGSTOP).
@@ -439,7 +443,7 @@ impl std::str::FromStr for ProcessAction {
 }
 
 /// Why a process action was refused or failed. The UI shows `message` as it is.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct ActionError {
     /// What kind of failure, for code to branch on.
     pub code: ActionErrorCode,
@@ -448,7 +452,7 @@ pub struct ActionError {
 }
 
 /// Kinds of process action failure.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ActionErrorCode {
     /// No process has that pid.

@@ -7,11 +7,12 @@
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use ts_rs::TS;
+use utoipa::ToSchema;
 
 use super::{HostInfo, ProcessAction};
 
 /// What a user may do.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, TS)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, TS, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Read everything.
@@ -52,7 +53,7 @@ impl std::str::FromStr for Role {
 }
 
 /// `POST /api/auth/login` answer.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct LoginResponse {
     /// Bearer token for `Authorization: Bearer ...` (and `?token=` on WebSockets).
     pub token: String,
@@ -65,7 +66,7 @@ pub struct LoginResponse {
 }
 
 /// One monitored machine, as `GET /api/hosts/` lists it.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct HostSummary {
     /// The collector's id for the host (usable wherever a `server_id` is).
     #[ts(type = "number")]
@@ -90,7 +91,7 @@ pub struct HostSummary {
 }
 
 /// One stored snapshot in a list (`GET /api/process-snapshots/list/`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct SnapshotSummary {
     /// Id for `GET /api/process-snapshots/{id}/`.
     #[ts(type = "number")]
@@ -117,7 +118,7 @@ pub struct SnapshotSummary {
 }
 
 /// Granularity of a series.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Tier {
     /// Every stored snapshot.
@@ -129,7 +130,7 @@ pub enum Tier {
 }
 
 /// A time series of one host (`GET /api/process-snapshots/series/`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct Series {
     /// Host name.
     pub hostname: String,
@@ -140,7 +141,7 @@ pub struct Series {
 }
 
 /// One point of a series: a snapshot (raw tier) or the average and peak of a bucket.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct SeriesPoint {
     /// Snapshot time, or the bucket's start.
     pub timestamp: DateTime<Utc>,
@@ -172,7 +173,7 @@ pub struct SeriesPoint {
 }
 
 /// A process that stood out in a time range (`GET /api/hosts/{id}/top-processes`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct TopProcess {
     /// Process name.
     pub name: String,
@@ -194,7 +195,7 @@ pub struct TopProcess {
 
 /// One process's figures in one stored snapshot
 /// (`GET /api/hosts/{server_id}/process-history`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct ProcessHistoryPoint {
     /// Snapshot time.
     pub timestamp: DateTime<Utc>,
@@ -208,7 +209,7 @@ pub struct ProcessHistoryPoint {
 }
 
 /// What an audit entry records: a process action, or an admin's action on a host.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, TS)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, TS, ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum AuditAction {
     /// Stop a process (SIGSTOP).
@@ -285,7 +286,7 @@ impl std::str::FromStr for AuditAction {
 }
 
 /// One process action attempt, whatever its result (`GET /api/audit`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct AuditEntry {
     /// Entry id.
     #[ts(type = "number")]
@@ -311,7 +312,7 @@ pub struct AuditEntry {
 }
 
 /// A user account as admins see it (`procyon user list`).
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct UserSummary {
     /// User id.
     #[ts(type = "number")]
@@ -326,7 +327,7 @@ pub struct UserSummary {
 
 /// What an API key may do. Every key has one scope: a key that leaks gives away that
 /// one thing only.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, TS)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, TS, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum KeyScope {
     /// Report snapshots: uploads and the agent channel (every key made before scopes
@@ -360,7 +361,7 @@ impl std::str::FromStr for KeyScope {
 }
 
 /// An agent API key as admins see it; the key itself is shown only once, at creation.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct ApiKeySummary {
     /// Key id.
     #[ts(type = "number")]
@@ -382,7 +383,7 @@ pub struct ApiKeySummary {
 }
 
 /// The error body of every failed REST call.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS)]
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct ErrorBody {
     /// Machine-readable kind (`"bad_request"`, `"not_found"`, `"pid_reused"`, ...).
     pub error: String,

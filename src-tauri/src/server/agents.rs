@@ -384,7 +384,13 @@ pub fn routes() -> Vec<Route> {
     vec![Route::new(Method::GET, "/ws/agent", Access::Agent, get(upgrade)).exact()]
 }
 
-async fn upgrade(
+#[utoipa::path(get, path = "/ws/agent", tag = "live",
+    summary = "WebSocket: the agent channel",
+    description = "Upgrades to a WebSocket (101 Switching Protocols) on which an agent says hello, then streams \
+        its snapshots (MessagePack frames, deltas against the previous one) and answers relayed process actions. \
+        See `procyon-agent`; not meant for other clients.",
+    responses((status = 101, description = "Switching Protocols: the channel follows")))]
+pub(super) async fn upgrade(
     State(state): State<AppState>,
     key: AgentKey,
     cap: Option<axum::Extension<ReadCap>>,

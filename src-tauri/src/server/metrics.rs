@@ -89,6 +89,14 @@ pub fn routes() -> Vec<Route> {
 }
 
 /// `GET /metrics`.
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    summary = "Prometheus metrics",
+    description = "Every host's figures and the collector's own, in the Prometheus text format, or in OpenMetrics \
+        when the scraper asks for it (`Accept: application/openmetrics-text`). Read with a key of scope `metrics` \
+        (`Authorization: Bearer KEY` or `Api-Key KEY`) or as an admin.",
+    responses((status = 200, description = "The metrics", content(
+        (String = "text/plain"),
+        (String = "application/openmetrics-text")))))]
 pub async fn metrics(
     State(state): State<AppState>,
     _: MetricsReader,

@@ -21,7 +21,8 @@ use super::routes::{Access, Route};
 use super::{AppState, upload, views};
 use crate::control::{self, Target};
 use crate::model::api::{
-    ApiKeySummary, AuditAction, AuditEntry, HostSummary, KeyScope, Role, SnapshotSummary, UserSummary,
+    ApiKeySummary, AuditAction, AuditEntry, ErrorBody, HostSummary, KeyScope, LoginResponse, Role, SnapshotSummary,
+    UserSummary,
 };
 use crate::model::{ActionErrorCode, ProcessAction, Snapshot};
 use crate::store::{NewAuditEntry, Newest, Page, StoreError, StoredSnapshot};
@@ -76,14 +77,17 @@ pub fn routes() -> Vec<Route> {
 // ---------------------------------------------------------------------------------------
 // Sign-in
 
-#[derive(Deserialize)]
-struct Login {
+/// `POST /api/auth/login`'s body.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(super) struct Login {
+    /// User name.
     username: String,
+    /// Password.
     password: String,
 }
 
 /// The peer address of a request, for sign-in throttling.
-struct Client(auth::ClientAddress);
+pub(super) struct Client(auth::ClientAddress);
 
 impl<S: Send + Sync> FromRequestParts<S> for Client {
     type Rejection = std::convert::Infallible;
@@ -93,7 +97,13 @@ impl<S: Send + Sync> FromRequestParts<S> for Client {
     }
 }
 
-async fn login(
+#[utoipa::path(post, path = "/api/auth/login", tag = "auth",
+    summary = "Sign in",
+    description = "Checks a user name and password and returns a bearer token. Failed attempts are throttled per \
+        user name and client (429 with `Retry-After`).",
+    request_body = Login,
+    responses((status = 200, description = "Signed in", body = LoginResponse)))]
+pub(super) async fn login(
     State(state): State<AppState>,
     Client(address): Client,
     ApiJson(body): ApiJson<Login>,
@@ -126,7 +136,16 @@ async fn login(
 
 /// A new token for the caller's session, so that a dashboard in use is not signed out
 /// every `--token-ttl`; at most [`auth::MAX_SESSION_AGE`] after the password was given.
-async fn refresh(State(state): State<AppState>, user: CurrentUser, headers: HeaderMap) -> Result<Response, ApiError> {
+#[utoipa::path(post, path = "/api/auth/refresh", tag = "auth",
+    summary = "Renew the token",
+    description = "A new token for the caller's session (send the current one as `Authorization: Bearer`), until \
+        12 hours after the password was given.",
+    responses((status = 200, description = "A new token", body = LoginResponse)))]
+pub(super) async fn refresh(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
     let token = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -139,16 +158,26 @@ async fn refresh(State(state): State<AppState>, user: CurrentUser, headers: Head
 
 /// A single-use ticket for opening a WebSocket (`?ticket=`), so that browsers never put
 /// their token in a URL.
-async fn ws_ticket(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(post, path = "/api/auth/ws-ticket", tag = "auth",
+    summary = "A WebSocket ticket",
+    description = "A single-use ticket (30 s) to open a WebSocket with `?ticket=`, so that browsers never put \
+        their token in a URL.",
+    responses((status = 200, description = "A ticket", body = super::openapi::WsTicket)))]
+pub(super) async fn ws_ticket(State(state): State<AppState>, user: CurrentUser) -> Result<Json<Value>, ApiError> {
     let ticket = state.auth.issue_ticket(&user)?;
     Ok(Json(json!({ "ticket": ticket, "expires_in_secs": auth::TICKET_TTL.as_secs() })))
 }
 
-async fn me(user: CurrentUser) -> Json<Value> {
+#[utoipa::path(get, path = "/api/auth/me", tag = "auth", summary = "The signed-in user",
+    responses((status = 200, description = "Who the token is for", body = super::openapi::Me)))]
+pub(super) async fn me(user: CurrentUser) -> Json<Value> {
     Json(json!({ "username": user.username, "role": user.role }))
 }
 
-async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
+#[utoipa::path(get, path = "/api/health", tag = "meta", summary = "Liveness",
+    description = "Answers without credentials, and says nothing about what is monitored.",
+    responses((status = 200, description = "The collector and its store work", body = super::openapi::Health)))]
+pub(super) async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> {
     // Answers without credentials, so it says nothing about what is monitored.
     state.store.count(None).await?;
     Ok(Json(json!({ "status": "ok", "version": env!("CARGO_PKG_VERSION") })))
@@ -161,7 +190,21 @@ async fn health(State(state): State<AppState>) -> Result<Json<Value>, ApiError> 
 /// carries it in the hello).
 pub const MACHINE_ID_HEADER: &str = "procyon-machine-id";
 
-async fn upload_snapshot(
+#[utoipa::path(post, path = "/api/process-snapshots/", tag = "snapshots",
+    summary = "Upload a snapshot",
+    description = "Either format: a full snapshot as `procyon snapshot` prints it, or the snapshot API's short \
+        one (`{hostname, snapshot_time, processes}` with children nested). Sending the same snapshot again stores \
+        nothing and answers 200 with `duplicate: true`. Bodies are at most 16 MiB.",
+    request_body(content = super::openapi::Upload, description = "A full or a short snapshot"),
+    params(("procyon-machine-id" = Option<String>, Header,
+        description = "The machine's fingerprint, which binds the host name to this machine")),
+    responses(
+        (status = 201, description = "Stored", body = super::openapi::Uploaded),
+        (status = 200, description = "Stored already (a retry)", body = super::openapi::Uploaded),
+        (status = 409, description = "The host is bound to another machine or live on the agent channel, or the \
+            sequence number went back", body = ErrorBody),
+        (status = 413, description = "The body is over the limit", body = ErrorBody)))]
+pub(super) async fn upload_snapshot(
     State(state): State<AppState>,
     agent: AgentKey,
     headers: HeaderMap,
@@ -211,7 +254,13 @@ async fn upload_snapshot(
     Ok((status, Json(body)).into_response())
 }
 
-async fn hosts(State(state): State<AppState>, _user: CurrentUser) -> Result<Json<Vec<HostSummary>>, ApiError> {
+#[utoipa::path(get, path = "/api/hosts/", tag = "hosts", summary = "Hosts",
+    description = "Every host that has reported, with its online state.",
+    responses((status = 200, description = "The hosts", body = Vec<HostSummary>)))]
+pub(super) async fn hosts(
+    State(state): State<AppState>,
+    _user: CurrentUser,
+) -> Result<Json<Vec<HostSummary>>, ApiError> {
     let mut hosts = state.store.hosts().await?;
     for h in &mut hosts {
         state.decorate(h);
@@ -219,9 +268,12 @@ async fn hosts(State(state): State<AppState>, _user: CurrentUser) -> Result<Json
     Ok(Json(hosts))
 }
 
-#[derive(Deserialize)]
-struct HostQuery {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct HostQuery {
+    /// One host (by name, id or `local`): the answer is that host's snapshot, not a list.
     hostname: Option<String>,
+    /// Nest processes under their parents' `children`.
     #[serde(default)]
     tree: bool,
     /// Without `hostname`: hosts from this name on (by name), to go on after a list cut
@@ -242,7 +294,15 @@ const LIST_BUDGET_HEADER: &str = "x-budget-bytes";
 /// export's: past it, the array ends with `{"truncated": true, "reason", "message",
 /// "exported", "next_hostname"}`, and asking again with `from_hostname=<next_hostname>`
 /// gets the rest.
-async fn latest(
+#[utoipa::path(get, path = "/api/process-snapshots/latest/", tag = "snapshots",
+    summary = "Newest snapshots",
+    description = "Without `hostname`, a list: every host's newest snapshot, by host name, within a byte budget \
+        (header `X-Budget-Bytes`); past it the list ends with a `Truncated` marker, and asking again with \
+        `from_hostname` gets the rest. With `hostname`, one object: that host's newest snapshot.",
+    params(HostQuery),
+    responses((status = 200, description = "A list, or one snapshot with `hostname`", body = super::openapi::Latest,
+        headers(("X-Budget-Bytes" = u64, description = "The list's byte budget (without `hostname`)")))))]
+pub(super) async fn latest(
     State(state): State<AppState>,
     _user: CurrentUser,
     ApiQuery(q): ApiQuery<HostQuery>,
@@ -276,7 +336,10 @@ async fn latest(
     }
     let body = match first {
         None => Body::from("[]"),
-        first => Body::from_stream(newest_list(state, hosts, first, budget, tree)),
+        // Fused: the compression layer polls a body's stream again after its end, which
+        // an unfolded stream answers with a panic (the answer was cut off for every
+        // client that accepts gzip).
+        first => Body::from_stream(futures_util::StreamExt::fuse(newest_list(state, hosts, first, budget, tree))),
     };
     let mut response = json_bytes(Vec::new());
     *response.body_mut() = body;
@@ -394,14 +457,24 @@ fn list_marker(open: &str, reason: &str, message: &str, exported: u64, next_host
     format!("{open}{marker}]").into_bytes()
 }
 
-#[derive(Deserialize)]
-struct ListQuery {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ListQuery {
+    /// One host (by name, id or `local`).
     hostname: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
     limit: Option<u32>,
+    /// Rows to skip.
     offset: Option<u32>,
 }
 
-async fn list(
+#[utoipa::path(get, path = "/api/process-snapshots/list/", tag = "snapshots",
+    summary = "Stored snapshots",
+    description = "Newest first, a page at a time; the header `X-Total-Count` has the total.",
+    params(ListQuery),
+    responses((status = 200, description = "A page of summaries", body = Vec<SnapshotSummary>,
+        headers(("X-Total-Count" = u64, description = "Stored snapshots in all (of the host, with `hostname`)")))))]
+pub(super) async fn list(
     State(state): State<AppState>,
     _user: CurrentUser,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -420,19 +493,31 @@ async fn list(
     Ok(response)
 }
 
-#[derive(Deserialize)]
-struct SeriesQuery {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct SeriesQuery {
+    /// The host (by name, id or `local`); required.
+    #[param(required = true)]
     hostname: Option<String>,
+    /// Most points, 1 to 10,000.
     limit: Option<u32>,
     /// The original document's spelling of `limit`.
     limt: Option<u32>,
+    /// Start: RFC 3339 (without a zone, UTC), a date, epoch seconds, `now` or relative (`-15m`).
     #[serde(default, deserialize_with = "query::time")]
     from: Option<DateTime<Utc>>,
+    /// End, in the same forms as `from` (default now).
     #[serde(default, deserialize_with = "query::time")]
     to: Option<DateTime<Utc>>,
 }
 
-async fn series(
+#[utoipa::path(get, path = "/api/process-snapshots/series/", tag = "snapshots",
+    summary = "A host's figures over time",
+    description = "CPU, memory, process count and network over a range; the tier (raw, minute, hour) fits the \
+        range.",
+    params(SeriesQuery),
+    responses((status = 200, description = "The series", body = crate::model::api::Series)))]
+pub(super) async fn series(
     State(state): State<AppState>,
     _user: CurrentUser,
     ApiQuery(q): ApiQuery<SeriesQuery>,
@@ -466,13 +551,18 @@ fn json_bytes(bytes: Vec<u8>) -> Response {
     ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], bytes).into_response()
 }
 
-#[derive(Deserialize)]
-struct TreeQuery {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct TreeQuery {
+    /// Nest processes under their parents' `children`.
     #[serde(default)]
     tree: bool,
 }
 
-async fn snapshot_detail(
+#[utoipa::path(get, path = "/api/process-snapshots/{id}/", tag = "snapshots", summary = "One stored snapshot",
+    params(("id" = i64, Path, description = "`snapshot_id`"), TreeQuery),
+    responses((status = 200, description = "The snapshot", body = super::openapi::StoredSnapshot)))]
+pub(super) async fn snapshot_detail(
     State(state): State<AppState>,
     _user: CurrentUser,
     ApiPath(id): ApiPath<String>,
@@ -488,7 +578,7 @@ async fn snapshot_detail(
 // History extras: top processes and export
 
 #[derive(Deserialize)]
-struct RangeQuery {
+pub(super) struct RangeQuery {
     #[serde(default, deserialize_with = "query::time")]
     from: Option<DateTime<Utc>>,
     #[serde(default, deserialize_with = "query::time")]
@@ -512,7 +602,12 @@ impl RangeQuery {
     }
 }
 
-async fn top_processes(
+#[utoipa::path(get, path = "/api/hosts/{server_id}/top-processes", tag = "hosts",
+    summary = "Processes that peaked highest",
+    description = "The processes with the highest CPU and memory peaks in a range (default the last hour).",
+    params(super::openapi::ServerId, super::openapi::TimeRange, ("n" = Option<u32>, Query, description = "How many, 1 to 100 (default 10)")),
+    responses((status = 200, description = "The processes", body = Vec<crate::model::api::TopProcess>)))]
+pub(super) async fn top_processes(
     State(state): State<AppState>,
     _user: CurrentUser,
     ApiPath(server_id): ApiPath<String>,
@@ -523,12 +618,18 @@ async fn top_processes(
     Ok(Json(state.store.top_processes(host.id, from, to, q.n.unwrap_or(10).clamp(1, 100)).await?))
 }
 
-#[derive(Deserialize)]
-struct HistoryQuery {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct HistoryQuery {
+    /// Process id.
     pid: u32,
+    /// Only the process with this start time (RFC 3339), not another with its pid.
     start_time: Option<DateTime<Utc>>,
+    /// Start: RFC 3339 (without a zone, UTC), a date, epoch seconds, `now` or relative (`-15m`); default 30
+    /// minutes before `to`.
     #[serde(default, deserialize_with = "query::time")]
     from: Option<DateTime<Utc>>,
+    /// End, in the same forms as `from` (default now).
     #[serde(default, deserialize_with = "query::time")]
     to: Option<DateTime<Utc>>,
 }
@@ -536,7 +637,12 @@ struct HistoryQuery {
 /// Most snapshots read for one process's history.
 const HISTORY_POINTS: u32 = 900;
 
-async fn process_history(
+#[utoipa::path(get, path = "/api/hosts/{server_id}/process-history", tag = "hosts",
+    summary = "One process over time",
+    description = "One process's CPU and memory in each stored snapshot of a range (at most 900).",
+    params(super::openapi::ServerId, HistoryQuery),
+    responses((status = 200, description = "Its figures, oldest first", body = Vec<crate::model::api::ProcessHistoryPoint>)))]
+pub(super) async fn process_history(
     State(state): State<AppState>,
     _user: CurrentUser,
     ApiPath(server_id): ApiPath<String>,
@@ -635,7 +741,14 @@ pub fn processes_csv(snapshot: &Snapshot) -> String {
     out
 }
 
-async fn export_snapshot(
+#[utoipa::path(get, path = "/api/process-snapshots/{id}/export", tag = "snapshots",
+    summary = "Export one snapshot",
+    description = "Its processes as CSV, or the snapshot as JSON, as a file (`Content-Disposition: attachment`).",
+    params(("id" = i64, Path, description = "`snapshot_id`"), super::openapi::Format),
+    responses((status = 200, description = "The file", content(
+        (super::openapi::StoredSnapshot = "application/json"),
+        (String = "text/csv")))))]
+pub(super) async fn export_snapshot(
     State(state): State<AppState>,
     _user: CurrentUser,
     ApiPath(id): ApiPath<String>,
@@ -679,7 +792,18 @@ const CSV_ROWS_PER_CHUNK: usize = 512;
 /// Header row of a range export as CSV.
 const RANGE_CSV_HEADER: &str = "timestamp,tier,samples,cpu_percent,cpu_max_percent,memory_used_bytes,memory_max_bytes,process_count,sent_bytes_per_sec,received_bytes_per_sec\n";
 
-async fn export_range(
+#[utoipa::path(get, path = "/api/hosts/{server_id}/export", tag = "hosts",
+    summary = "Export a range",
+    description = "CSV: one row per point of the range's series. JSON: the stored snapshots of the range (at most \
+        `limit`) within a byte budget (header `X-Export-Budget-Bytes`); past it the array ends with a `Truncated` \
+        marker, and asking again with `from=<next_from>` gets the rest.",
+    params(super::openapi::ServerId, super::openapi::TimeRange, super::openapi::Format,
+        ("limit" = Option<u32>, Query, description = "JSON: most snapshots, 1 to 2000 (default 500)"),
+        ("max_bytes" = Option<u64>, Query, description = "JSON: a smaller byte budget (at least 4096)")),
+    responses((status = 200, description = "The file", content(
+        (Vec<super::openapi::SnapshotOrTruncated> = "application/json"),
+        (String = "text/csv")))))]
+pub(super) async fn export_range(
     State(state): State<AppState>,
     _user: CurrentUser,
     ApiPath(server_id): ApiPath<String>,
@@ -738,7 +862,8 @@ async fn export_range(
             // is a 503 the client can retry, not an export cut short.
             let body = match reader.next_with(encode_for_export).await? {
                 None => Body::from("[]"),
-                first => Body::from_stream(json_export(reader, first, budget)),
+                // Fused, as in `latest`: polled again after its end under compression.
+                first => Body::from_stream(futures_util::StreamExt::fuse(json_export(reader, first, budget))),
             };
             let mut response = attachment(body, "application/json", &format!("{name}.json"));
             response.headers_mut().insert(BUDGET_HEADER, HeaderValue::from(budget));
@@ -851,7 +976,11 @@ fn marker(open: &str, reason: &str, message: &str, exported: u64, next_from: Opt
 // ---------------------------------------------------------------------------------------
 // The monitoring API
 
-async fn monitoring_snapshot(
+#[utoipa::path(get, path = "/api/monitoring/{server_id}/snapshot", tag = "monitoring",
+    summary = "Newest snapshot, monitoring shape",
+    params(super::openapi::ServerId),
+    responses((status = 200, description = "The snapshot", body = super::openapi::MonitoringSnapshot)))]
+pub(super) async fn monitoring_snapshot(
     State(state): State<AppState>,
     _user: CurrentUser,
     ApiPath(server_id): ApiPath<String>,
@@ -868,8 +997,9 @@ async fn monitoring_snapshot(
     Ok(Json(views::monitoring(stored.id, stored.received_at, &stored.snapshot)))
 }
 
-#[derive(Deserialize, Default)]
-struct ActionOptions {
+#[derive(Deserialize, Default, utoipa::IntoParams, utoipa::ToSchema)]
+#[into_params(parameter_in = Query)]
+pub(super) struct ActionOptions {
     /// The start time the caller saw for this pid; refused if it changed.
     start_time: Option<DateTime<Utc>>,
     /// Act on the whole subtree, children first.
@@ -877,7 +1007,21 @@ struct ActionOptions {
     tree: bool,
 }
 
-async fn process_action(
+#[utoipa::path(post, path = "/api/monitoring/{server_id}/process/{pid}/{action}", tag = "monitoring",
+    summary = "Act on a process",
+    description = "Suspend, resume, terminate or kill a process, on the collector's machine or through the \
+        host's agent; audited. The options come as query parameters or as a JSON body.",
+    params(super::openapi::ServerId,
+        ("pid" = u32, Path, description = "Process id"),
+        ("action" = crate::model::ProcessAction, Path, description = "What to do"),
+        ActionOptions),
+    request_body(content = Option<ActionOptions>, description = "The options, instead of the query string"),
+    responses(
+        (status = 200, description = "Done", body = super::openapi::ActionDone),
+        (status = 409, description = "The pid names another process now (`pid_reused`)", body = ErrorBody),
+        (status = 501, description = "Not supported on that platform", body = ErrorBody),
+        (status = 504, description = "The agent gave no answer in time", body = ErrorBody)))]
+pub(super) async fn process_action(
     State(state): State<AppState>,
     user: CurrentUser,
     ApiPath((server_id, pid, action)): ApiPath<(String, String, String)>,
@@ -1044,14 +1188,22 @@ async fn relay(
 // ---------------------------------------------------------------------------------------
 // Audit log, users and keys
 
-#[derive(Deserialize)]
-struct AuditQuery {
+#[derive(Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct AuditQuery {
+    /// One host's entries (host name).
     host: Option<String>,
+    /// Page size, 1 to 1000 (default 100).
     limit: Option<u32>,
+    /// Rows to skip.
     offset: Option<u32>,
 }
 
-async fn audit(
+#[utoipa::path(get, path = "/api/audit", tag = "admin", summary = "Audit log",
+    description = "Process actions attempted (refused ones too) and hosts deleted, newest first.",
+    params(AuditQuery),
+    responses((status = 200, description = "A page of entries", body = Vec<AuditEntry>)))]
+pub(super) async fn audit(
     State(state): State<AppState>,
     _user: CurrentUser,
     ApiQuery(q): ApiQuery<AuditQuery>,
@@ -1060,14 +1212,22 @@ async fn audit(
     Ok(Json(state.store.audit_log(q.host.as_deref(), page).await?))
 }
 
-async fn users(State(state): State<AppState>, _: AdminUser) -> Result<Json<Vec<UserSummary>>, ApiError> {
+#[utoipa::path(get, path = "/api/users", tag = "admin", summary = "Users",
+    responses((status = 200, description = "Every user", body = Vec<UserSummary>)))]
+pub(super) async fn users(State(state): State<AppState>, _: AdminUser) -> Result<Json<Vec<UserSummary>>, ApiError> {
     Ok(Json(state.store.users().await?))
 }
 
-#[derive(Deserialize)]
-struct NewUser {
+/// `POST /api/users`'s body.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(super) struct NewUser {
+    /// 1 to 64 letters, digits, dots, dashes, underscores or @.
+    #[schema(min_length = 1, max_length = 64, pattern = "^[A-Za-z0-9._@-]+$")]
     username: String,
+    /// At least 8 characters, at most 1024 bytes.
+    #[schema(min_length = 8, max_length = 1024)]
     password: String,
+    /// Role.
     role: Role,
 }
 
@@ -1088,7 +1248,12 @@ pub fn check_credentials(username: &str, password: &str) -> Result<(), ApiError>
     Ok(())
 }
 
-async fn create_user(
+#[utoipa::path(post, path = "/api/users", tag = "admin", summary = "Add a user",
+    request_body = NewUser,
+    responses(
+        (status = 201, description = "Added", body = UserSummary),
+        (status = 409, description = "The name is taken", body = ErrorBody)))]
+pub(super) async fn create_user(
     State(state): State<AppState>,
     _: AdminUser,
     ApiJson(body): ApiJson<NewUser>,
@@ -1098,7 +1263,13 @@ async fn create_user(
     Ok((StatusCode::CREATED, Json(state.store.create_user(&body.username, &hash, body.role).await?)))
 }
 
-async fn remove_user(
+#[utoipa::path(delete, path = "/api/users/{username}", tag = "admin", summary = "Remove a user",
+    description = "Not yourself, and not the last admin.",
+    params(("username" = String, Path, description = "User name")),
+    responses(
+        (status = 204, description = "Removed; their tokens and streams stop now"),
+        (status = 409, description = "The last admin (`last_admin`)", body = ErrorBody)))]
+pub(super) async fn remove_user(
     State(state): State<AppState>,
     AdminUser(user): AdminUser,
     ApiPath(username): ApiPath<String>,
@@ -1112,20 +1283,31 @@ async fn remove_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn keys(State(state): State<AppState>, _: AdminUser) -> Result<Json<Vec<ApiKeySummary>>, ApiError> {
+#[utoipa::path(get, path = "/api/keys", tag = "admin", summary = "API keys",
+    responses((status = 200, description = "Every key, revoked ones too", body = Vec<ApiKeySummary>)))]
+pub(super) async fn keys(State(state): State<AppState>, _: AdminUser) -> Result<Json<Vec<ApiKeySummary>>, ApiError> {
     Ok(Json(state.store.api_keys().await?))
 }
 
-#[derive(Deserialize)]
-struct NewKey {
+/// `POST /api/keys`'s body.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(super) struct NewKey {
+    /// A label, 1 to 100 bytes, not only white space.
+    #[schema(min_length = 1, max_length = 100, pattern = "\\S")]
     name: String,
+    /// The only host name the key may upload for.
     hostname: Option<String>,
     /// `upload` (the default) or `metrics`.
     #[serde(default)]
     scope: KeyScope,
 }
 
-async fn create_key(
+#[utoipa::path(post, path = "/api/keys", tag = "admin", summary = "Make an API key",
+    request_body = NewKey,
+    responses(
+        (status = 201, description = "Made; the key is in this answer only", body = super::openapi::NewApiKey),
+        (status = 409, description = "The name is taken", body = ErrorBody)))]
+pub(super) async fn create_key(
     State(state): State<AppState>,
     _: AdminUser,
     ApiJson(body): ApiJson<NewKey>,
@@ -1149,7 +1331,11 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(json!({ "key": key, "summary": summary }))))
 }
 
-async fn revoke_key(
+#[utoipa::path(delete, path = "/api/keys/{key}", tag = "admin", summary = "Revoke an API key",
+    description = "Its agents are cut off at once.",
+    params(("key" = String, Path, description = "The key's name or prefix")),
+    responses((status = 200, description = "Revoked", body = ApiKeySummary)))]
+pub(super) async fn revoke_key(
     State(state): State<AppState>,
     _: AdminUser,
     ApiPath(key): ApiPath<String>,
@@ -1164,7 +1350,11 @@ async fn revoke_key(
 /// Deletes a host and its whole history. Works for hosts stored under a name that is no
 /// longer accepted (so that such leftovers can be cleaned up); the collector's own machine
 /// comes back at its next sample.
-async fn delete_host(
+#[utoipa::path(delete, path = "/api/hosts/{server_id}", tag = "hosts", summary = "Delete a host",
+    description = "Deletes the host with its whole history (audited); its agent is disconnected.",
+    params(super::openapi::ServerId),
+    responses((status = 204, description = "Deleted")))]
+pub(super) async fn delete_host(
     State(state): State<AppState>,
     AdminUser(user): AdminUser,
     ApiPath(server_id): ApiPath<String>,
@@ -1194,7 +1384,11 @@ async fn delete_host(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn host_binding(
+#[utoipa::path(get, path = "/api/hosts/{server_id}/binding", tag = "hosts", summary = "A host's binding",
+    description = "Which API key, and which machine, the host name belongs to.",
+    params(super::openapi::ServerId),
+    responses((status = 200, description = "The binding", body = crate::store::HostBinding)))]
+pub(super) async fn host_binding(
     State(state): State<AppState>,
     _: AdminUser,
     ApiPath(server_id): ApiPath<String>,
@@ -1215,7 +1409,11 @@ async fn host_binding(
     })))
 }
 
-async fn reset_host_binding(
+#[utoipa::path(delete, path = "/api/hosts/{server_id}/binding", tag = "hosts", summary = "Reset a host's binding",
+    description = "The next key (and machine) to report the host name takes it.",
+    params(super::openapi::ServerId),
+    responses((status = 204, description = "Reset")))]
+pub(super) async fn reset_host_binding(
     State(state): State<AppState>,
     AdminUser(user): AdminUser,
     ApiPath(server_id): ApiPath<String>,
@@ -1231,15 +1429,23 @@ async fn reset_host_binding(
     Ok(StatusCode::NO_CONTENT)
 }
 
-#[derive(Deserialize)]
-struct BindTo {
+/// The body of `PUT /api/hosts/{server_id}/binding`.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub(super) struct BindTo {
     /// The key's name, or its prefix.
+    #[schema(min_length = 1, max_length = 100)]
     key: String,
 }
 
 /// Moves a host to a key (keeping its machine fingerprint), and ends its agent's
 /// session, which reconnects and is judged against the new binding.
-async fn bind_host(
+#[utoipa::path(put, path = "/api/hosts/{server_id}/binding", tag = "hosts", summary = "Bind a host to a key",
+    description = "Moves the host name to a live upload key (by name or prefix), keeping the machine it was bound \
+        to; the host's agent session ends and is judged by the new binding when it reconnects. Audited.",
+    params(super::openapi::ServerId),
+    request_body = BindTo,
+    responses((status = 200, description = "The new binding", body = crate::store::HostBinding)))]
+pub(super) async fn bind_host(
     State(state): State<AppState>,
     AdminUser(user): AdminUser,
     ApiPath(server_id): ApiPath<String>,

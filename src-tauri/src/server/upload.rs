@@ -349,38 +349,58 @@ fn typed<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, ApiError> {
     Ok(value)
 }
 
-/// The original API's upload.
-#[derive(Deserialize)]
-struct ShortUpload {
+/// The snapshot API's short upload: a host's processes, children nested under their
+/// parents. What it does not say is stored as `null`.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct ShortUpload {
+    /// The host's name.
     hostname: String,
+    /// When it was taken; without it, the time the collector received it.
     snapshot_time: Option<DateTime<Utc>>,
+    /// The processes, each with its children nested.
     processes: Vec<ShortProcess>,
 }
 
-#[derive(Deserialize)]
-struct ShortProcess {
+/// A process of a short upload.
+#[derive(Deserialize, utoipa::ToSchema)]
+pub struct ShortProcess {
+    /// Process id.
     pid: u32,
+    /// Name.
     name: String,
+    /// CPU, share of one core (stored as `cpu_percent`).
     #[serde(default)]
     cpu: Option<f32>,
+    /// Resident memory (stored as `rss_bytes`).
     #[serde(default)]
     memory: Option<ShortMemory>,
+    /// The parent's pid; a nested process without one is its parent's child.
     #[serde(default)]
     parent_pid: Option<u32>,
+    /// Its children, nested the same way.
     #[serde(default)]
+    #[schema(no_recursion)]
     children: Vec<ShortProcess>,
+    /// Owner (also `user`).
     #[serde(default, alias = "user")]
     username: Option<String>,
+    /// `running`, `sleeping`, `disk_sleep`, `stopped`, `zombie`, `idle`, `dead` or a
+    /// one-letter ps code; anything else is stored as `unknown`.
     #[serde(default)]
     status: Option<String>,
+    /// Command line (also `cmdline`).
     #[serde(default, alias = "cmdline")]
     cmd: Option<String>,
 }
 
-#[derive(Deserialize)]
+/// Memory of a short upload's process: bytes, or a size with a binary unit (`"150MB"`,
+/// `"1.5 GiB"`, `"512k"`).
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
-enum ShortMemory {
+pub enum ShortMemory {
+    /// Bytes.
     Bytes(f64),
+    /// A size with a unit.
     Text(String),
 }
 

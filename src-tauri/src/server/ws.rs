@@ -172,15 +172,26 @@ fn client_gone(message: Option<Result<Message, axum::Error>>) -> bool {
     matches!(message, None | Some(Err(_)) | Some(Ok(Message::Close(_))))
 }
 
-#[derive(serde::Deserialize)]
-struct StreamQuery {
+#[derive(serde::Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub(super) struct StreamQuery {
     /// Only this host's snapshots (a dashboard showing one host needs no others).
     hostname: Option<String>,
     /// `1`: send [`LiveMessage`]s (full, then deltas); `0` or absent: stored snapshots.
     delta: Option<u8>,
 }
 
-async fn all_snapshots(
+#[utoipa::path(get, path = "/ws/process-snapshots/", tag = "live",
+    summary = "WebSocket: every new snapshot",
+    description = "Upgrades to a WebSocket (101 Switching Protocols) that sends every new snapshot of every host \
+        (or of one, with `hostname`) as it arrives, in the `StoredSnapshot` shape, or with `delta=1` as live \
+        messages (each host's first snapshot whole, then deltas). Closes with 4001 when the token expires. \
+        Credentials: `Authorization: Bearer`, or `?ticket=` (from `POST /api/auth/ws-ticket`) or `?token=`.",
+    params(StreamQuery,
+        ("ticket" = Option<String>, Query, description = "A single-use ticket from `POST /api/auth/ws-ticket`"),
+        ("token" = Option<String>, Query, description = "A bearer token (prefer a ticket)")),
+    responses((status = 101, description = "Switching Protocols: the stream follows")))]
+pub(super) async fn all_snapshots(
     State(state): State<AppState>,
     user: CurrentUser,
     super::query::ApiQuery(q): super::query::ApiQuery<StreamQuery>,
@@ -322,7 +333,15 @@ async fn stream_all(
     close(socket, end).await;
 }
 
-async fn monitoring(
+#[utoipa::path(get, path = "/ws/monitoring/{server_id}", tag = "live",
+    summary = "WebSocket: one host's monitoring snapshots",
+    description = "Upgrades to a WebSocket (101 Switching Protocols) that sends the host's newest snapshot in the \
+        `MonitoringSnapshot` shape each time a new one arrives. Credentials as for `/ws/process-snapshots/`.",
+    params(super::openapi::ServerId,
+        ("ticket" = Option<String>, Query, description = "A single-use ticket from `POST /api/auth/ws-ticket`"),
+        ("token" = Option<String>, Query, description = "A bearer token (prefer a ticket)")),
+    responses((status = 101, description = "Switching Protocols: the stream follows")))]
+pub(super) async fn monitoring(
     State(state): State<AppState>,
     user: CurrentUser,
     ApiPath(server_id): ApiPath<String>,

@@ -10,7 +10,7 @@ use sqlx::{FromRow, SqliteConnection};
 use super::{Result, Store, StoreError, from_ms, to_ms};
 
 /// A host's binding, with what the server needs to judge a newcomer.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, utoipa::ToSchema)]
 pub struct HostBinding {
     /// The host name.
     pub hostname: String,
