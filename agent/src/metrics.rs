@@ -17,7 +17,7 @@ use hyper::body::{Bytes, Incoming};
 use hyper::header::{ACCEPT, ALLOW, CACHE_CONTROL, CONTENT_TYPE, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use procyon::metrics::{DEFAULT_GROUPS, Format, HostState, render_host};
+use procyon::metrics::{DEFAULT_GROUPS, Format, GroupBy, HostState, render_host};
 use procyon::model::Snapshot;
 use tokio::sync::{Semaphore, watch};
 
@@ -94,7 +94,7 @@ fn answer(request: &Request<Incoming>, latest: &Latest) -> Response<Full<Bytes>>
     let format = Format::from_accept(request.headers().get(ACCEPT).and_then(|v| v.to_str().ok()));
     let age = (chrono::Utc::now() - snapshot.taken_at).num_milliseconds() as f64 / 1000.0;
     // The agent is up and sampling, so its host is online as far as it can tell.
-    let state = HostState { online: true, age_seconds: age, max_groups: DEFAULT_GROUPS };
+    let state = HostState { online: true, age_seconds: age, max_groups: DEFAULT_GROUPS, group_by: GroupBy::Name };
     let body = render_host(&snapshot, state, "procyon-agent", format);
     let mut r =
         Response::new(Full::new(Bytes::from(if request.method() == Method::HEAD { String::new() } else { body })));

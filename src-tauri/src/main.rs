@@ -271,6 +271,10 @@ struct ServeArgs {
     /// and the largest by memory; a gauge counts the others.
     #[arg(long, env = "PROCYON_METRICS_GROUPS", default_value_t = procyon::metrics::DEFAULT_GROUPS as u32, value_parser = clap::value_parser!(u32).range(0..=procyon::metrics::MAX_GROUPS as i64))]
     metrics_groups: u32,
+    /// What processes are grouped by on /metrics: `name` (one group per program) or
+    /// `user` (one group per account the processes run as).
+    #[arg(long, env = "PROCYON_METRICS_GROUP_BY", value_name = "name|user", default_value = "name", value_parser = parse_group_by)]
+    metrics_group_by: procyon::metrics::GroupBy,
     /// How often agents are pinged; an agent session that sends nothing (no snapshot, no
     /// pong) for three of these is closed, freeing its slot (1s to 1h).
     #[arg(long, env = "PROCYON_AGENT_PING_EVERY", default_value = "20s", value_parser = parse_ping_every)]
@@ -355,6 +359,10 @@ enum ApiKeyCommand {
 /// An API key's scope, by its name.
 #[cfg(feature = "server")]
 fn parse_scope(s: &str) -> Result<procyon::model::api::KeyScope, String> {
+    s.parse()
+}
+
+fn parse_group_by(s: &str) -> Result<procyon::metrics::GroupBy, String> {
     s.parse()
 }
 
@@ -696,6 +704,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_streams_per_user: args.max_streams_per_user as usize,
             max_sessions_per_key: args.max_agents_per_key as usize,
             metrics_groups: args.metrics_groups as usize,
+            metrics_group_by: args.metrics_group_by,
             agent_ping_every: args.agent_ping_every,
             ..Settings::default()
         },

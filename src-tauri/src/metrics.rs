@@ -10,8 +10,8 @@
 //! The encoding is prometheus-client's, in the Prometheus text format or, when the
 //! scraper asks for it, in OpenMetrics.
 //!
-//! Labels are `hostname` on every host series and `groupname` (the process name) on
-//! process groups, never a pid: pids come and go, and a label per pid would make a new
+//! Labels are `hostname` on every host series and `groupname` on process groups (the
+//! process name, or its user when grouping by user: [`GroupBy`]), never a pid: pids come and go, and a label per pid would make a new
 //! series for every short-lived process. Groups are bounded per host ([`top_groups`]):
 //! a host with thousands of distinct process names adds at most `max_groups` series per
 //! family, and a gauge says how many were left out.
@@ -151,6 +151,31 @@ pub struct HostFamilies {
     groups_left_out: Family<HostLabels, Gauge>,
 }
 
+/// What processes are grouped by on `/metrics` (`--metrics-group-by`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum GroupBy {
+    /// The process name: one group per program, as process exporters do.
+    #[default]
+    Name,
+    /// The user the process runs as: what each account (or service user) costs.
+    User,
+}
+
+impl std::str::FromStr for GroupBy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<GroupBy, String> {
+        match s {
+            "name" => Ok(GroupBy::Name),
+            "user" => Ok(GroupBy::User),
+            other => Err(format!("`{other}` is not a grouping: use `name` or `user`")),
+        }
+    }
+}
+
+/// The group of processes whose user is not known.
+const UNKNOWN_USER: &str = "unknown";
+
 /// What the caller knows of a host beyond its snapshot.
 #[derive(Clone, Copy, Debug)]
 pub struct HostState {
@@ -160,6 +185,8 @@ pub struct HostState {
     pub age_seconds: f64,
     /// Process groups to expose at most.
     pub max_groups: usize,
+    /// What processes are grouped by.
+    pub group_by: GroupBy,
 }
 
 /// A gauge value from a count that cannot exceed `i64` in practice.
@@ -346,7 +373,7 @@ impl HostFamilies {
         self.online.get_or_create(&host).set(i64::from(state.online));
         self.age.get_or_create(&host).set(state.age_seconds.max(0.0));
 
-        let (groups, left_out) = top_groups(snapshot, state.max_groups);
+        let (groups, left_out) = top_groups(snapshot, state.max_groups, state.group_by);
         for g in groups {
             let labels = GroupLabels { hostname: hostname.clone(), groupname: g.name.to_owned() };
             if let Some(cpu) = g.cpu_cores {
@@ -361,10 +388,10 @@ impl HostFamilies {
     }
 }
 
-/// The processes of one name on a host, summed.
+/// The processes of one name (or one user) on a host, summed.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Group<'a> {
-    /// The process name.
+    /// The process name, or the user.
     pub name: &'a str,
     /// CPU seconds per second of its processes; `None` when none of them says.
     pub cpu_cores: Option<f64>,
@@ -374,16 +401,20 @@ pub struct Group<'a> {
     pub processes: usize,
 }
 
-/// The snapshot's processes grouped by name, at most `max` groups: half the places go
+/// The snapshot's processes grouped by name (or user), at most `max` groups: half the places go
 /// to the busiest groups by CPU, the rest to the largest by resident memory among the
 /// others (so a quiet process holding much memory is still seen). Returns the groups
 /// kept, busiest first, and how many were left out.
-pub fn top_groups(snapshot: &Snapshot, max: usize) -> (Vec<Group<'_>>, usize) {
+pub fn top_groups(snapshot: &Snapshot, max: usize, by: GroupBy) -> (Vec<Group<'_>>, usize) {
     let mut by_name: HashMap<&str, Group<'_>> = HashMap::new();
     for p in &snapshot.processes {
-        let name = match p.name.char_indices().nth(MAX_GROUP_NAME_CHARS) {
-            Some((cut, _)) => &p.name[..cut],
-            None => p.name.as_str(),
+        let key = match by {
+            GroupBy::Name => p.name.as_str(),
+            GroupBy::User => p.user.as_deref().unwrap_or(UNKNOWN_USER),
+        };
+        let name = match key.char_indices().nth(MAX_GROUP_NAME_CHARS) {
+            Some((cut, _)) => &key[..cut],
+            None => key,
         };
         let g = by_name.entry(name).or_insert(Group { name, cpu_cores: None, resident_bytes: None, processes: 0 });
         g.processes += 1;
@@ -450,12 +481,13 @@ mod tests {
         s
     }
 
-    const STATE: HostState = HostState { online: true, age_seconds: 1.5, max_groups: DEFAULT_GROUPS };
+    const STATE: HostState =
+        HostState { online: true, age_seconds: 1.5, max_groups: DEFAULT_GROUPS, group_by: GroupBy::Name };
 
     #[test]
     fn a_thousand_names_give_twenty_groups_and_say_how_many_were_left_out() {
         let s = snapshot_with_names(1000);
-        let (groups, left_out) = top_groups(&s, 20);
+        let (groups, left_out) = top_groups(&s, 20, GroupBy::Name);
         assert_eq!((groups.len(), left_out), (20, 980));
         let names: Vec<&str> = groups.iter().map(|g| g.name).collect();
         // Ten busiest by CPU, ten largest by memory.
@@ -476,7 +508,7 @@ mod tests {
             p.cpu_percent = Some(50.0);
             p.rss_bytes = Some(100);
         }
-        let (groups, left_out) = top_groups(&s, 20);
+        let (groups, left_out) = top_groups(&s, 20, GroupBy::Name);
         assert_eq!(left_out, 0);
         assert_eq!(
             groups,
@@ -487,11 +519,30 @@ mod tests {
     }
 
     #[test]
+    fn grouping_by_user_sums_each_account_and_names_the_unknown() {
+        let mut s = snapshot_with_names(4);
+        for (p, user) in s.processes.iter_mut().zip([Some("www-data"), Some("postgres"), Some("www-data"), None]) {
+            p.user = user.map(str::to_owned);
+            (p.cpu_percent, p.rss_bytes) = (Some(10.0), Some(1 << 20));
+        }
+        let (mut groups, left_out) = top_groups(&s, 20, GroupBy::User);
+        groups.sort_by_key(|g| g.name);
+        let summary: Vec<(&str, usize)> = groups.iter().map(|g| (g.name, g.processes)).collect();
+        assert_eq!((summary, left_out), (vec![("postgres", 1), ("unknown", 1), ("www-data", 2)], 0));
+        let state = HostState { group_by: GroupBy::User, ..STATE };
+        let text = render_host(&s, state, "procyon", Format::Prometheus);
+        assert!(text.contains("groupname=\"www-data\""), "{text}");
+        assert!(!text.contains(&format!("groupname=\"{}\"", s.processes[0].name)), "{text}");
+        assert_eq!("user".parse(), Ok(GroupBy::User));
+        assert!("pid".parse::<GroupBy>().is_err());
+    }
+
+    #[test]
     fn long_names_are_cut_and_grouped_by_what_is_left() {
         let mut s = snapshot_with_names(2);
         s.processes[0].name = format!("{}-one", "é".repeat(MAX_GROUP_NAME_CHARS));
         s.processes[1].name = format!("{}-two", "é".repeat(MAX_GROUP_NAME_CHARS));
-        let (groups, _) = top_groups(&s, 20);
+        let (groups, _) = top_groups(&s, 20, GroupBy::Name);
         assert_eq!(groups.len(), 1);
         assert_eq!((groups[0].name.chars().count(), groups[0].processes), (MAX_GROUP_NAME_CHARS, 2));
     }

@@ -114,7 +114,12 @@ pub async fn metrics(
         .map(|published| {
             let age = (now - published.received_at).num_milliseconds() as f64 / 1000.0;
             let online = state.is_online(&published.snapshot.host.hostname);
-            let host = HostState { online, age_seconds: age, max_groups: state.settings.metrics_groups };
+            let host = HostState {
+                online,
+                age_seconds: age,
+                max_groups: state.settings.metrics_groups,
+                group_by: state.settings.metrics_group_by,
+            };
             (published, host)
         })
         .collect();

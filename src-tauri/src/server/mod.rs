@@ -79,6 +79,8 @@ pub struct Settings {
     pub max_hosts_per_key: i64,
     /// Process groups per host on `/metrics`.
     pub metrics_groups: usize,
+    /// What processes are grouped by on `/metrics`.
+    pub metrics_group_by: crate::metrics::GroupBy,
     /// How often agents are pinged; a session silent for three of these is closed.
     pub agent_ping_every: Duration,
     /// Bytes of agent frames decoded at once, over all sessions.
@@ -98,6 +100,7 @@ impl Default for Settings {
             max_agent_sessions: agents::MAX_SESSIONS,
             max_hosts_per_key: binding::MAX_HOSTS_PER_KEY,
             metrics_groups: crate::metrics::DEFAULT_GROUPS,
+            metrics_group_by: crate::metrics::GroupBy::Name,
             agent_ping_every: agents::PING_EVERY,
             agent_decode_budget: agents::DECODE_BUDGET_BYTES,
         }
