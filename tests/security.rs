@@ -544,6 +544,48 @@ async fn host_names_differing_only_in_case_or_starting_with_a_dash_are_refused()
     assert_eq!(hosts.as_array().unwrap().len(), 1, "{hosts}");
 }
 
+/// Made-up hosts with the largest snapshots allowed cannot exhaust the collector's
+/// memory: past `--max-live-memory-mib`, hosts it does not hold yet are refused with 503,
+/// while the hosts it holds go on.
+#[tokio::test(flavor = "multi_thread")]
+async fn new_hosts_past_the_live_memory_budget_are_refused_and_held_ones_go_on() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local", "--max-live-memory-mib", "16"]);
+    let token = c.admin_token().await;
+    let key = new_key(dir.path(), "fleet", None);
+    // About 4 MiB held per host: 2,000 processes with 2,000-character command lines.
+    let big = |name: &str| {
+        let processes: Vec<Value> = (1..=2000)
+            .map(|pid| json!({"pid": pid, "name": "worker", "cmd": format!("worker {}", "x".repeat(2000))}))
+            .collect();
+        json!({"hostname": name, "snapshot_time": chrono::Utc::now(), "processes": processes}).to_string()
+    };
+    let mut stored = Vec::new();
+    let mut refused = None;
+    for i in 0..8 {
+        let name = format!("made-up-{i}");
+        let (status, body) = c.upload(&key, big(&name)).await;
+        match status {
+            201 => stored.push(name),
+            503 => {
+                assert_eq!(body["error"], "busy", "{body}");
+                assert!(body["message"].as_str().unwrap().contains("--max-live-memory-mib 16"), "{body}");
+                refused = Some(name);
+                break;
+            }
+            other => panic!("{name}: {other} {body}"),
+        }
+    }
+    let refused = refused.expect("a new host is refused once the budget is used");
+    assert!((2..=4).contains(&stored.len()), "about 16 MiB of 4 MiB hosts: {stored:?}");
+    // A host already held goes on; the refused one stored nothing.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert_eq!(c.upload(&key, big(&stored[0])).await.0, 201);
+    let (_, hosts) = c.get("/api/hosts/", &token).await;
+    let names: Vec<&str> = hosts.as_array().unwrap().iter().filter_map(|h| h["hostname"].as_str()).collect();
+    assert!(!names.contains(&refused.as_str()) && names.len() == stored.len(), "{names:?}");
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn relayed_actions_have_unpredictable_ids_and_only_their_session_answers() {
     let dir = temp();

@@ -5,8 +5,13 @@
 //! never wait on each other and never slow a producer: a per-host reader holds only
 //! the newest snapshot (`watch`), and the all-hosts stream is a bounded queue whose
 //! lagging readers skip ahead to the newest instead of blocking it.
+//!
+//! The hub also counts the memory its snapshots hold ([`Hub::held_bytes`]): one per
+//! live host, so a flood of made-up hosts with large snapshots would otherwise grow the
+//! collector without bound. The collector refuses new hosts past its budget.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use chrono::{DateTime, Utc};
@@ -32,6 +37,29 @@ pub struct Published {
     /// hundred dashboards on one host cost one encoding, not a hundred. Filled by the
     /// first stream that needs it.
     pub encoded: Encoded,
+    /// About how much memory the snapshot holds ([`approximate_bytes`]).
+    pub bytes: usize,
+}
+
+/// About how much memory a decoded snapshot holds: its structs and the text they own.
+/// An estimate (allocators round up, encodings come on top), made from what varies
+/// with the machine: processes, connections, interfaces and ports.
+pub fn approximate_bytes(snapshot: &Snapshot) -> usize {
+    use std::mem::size_of;
+    let processes: usize = snapshot
+        .processes
+        .iter()
+        .map(|p| {
+            size_of::<crate::model::ProcessSample>()
+                + p.name.len()
+                + p.cmd.len()
+                + p.user.as_ref().map_or(0, String::len)
+        })
+        .sum();
+    let connections = snapshot.connections.len() * size_of::<crate::model::ConnectionSample>();
+    let interfaces: usize = snapshot.network.interfaces.iter().map(|i| 256 + i.name.len()).sum();
+    let ports = (snapshot.ports.listening.len()) * 64;
+    size_of::<Snapshot>() + processes + connections + interfaces + ports + snapshot.cpu.per_core_percent.len() * 4
 }
 
 /// The encodings of one published snapshot that live streams share.
@@ -54,7 +82,8 @@ impl PartialEq for Encoded {
 impl Published {
     /// A snapshot to publish, with nothing encoded yet.
     pub fn new(snapshot_id: i64, host_id: i64, received_at: DateTime<Utc>, snapshot: Arc<Snapshot>) -> Published {
-        Published { snapshot_id, host_id, received_at, snapshot, encoded: Encoded::default() }
+        let bytes = approximate_bytes(&snapshot);
+        Published { snapshot_id, host_id, received_at, snapshot, encoded: Encoded::default(), bytes }
     }
 }
 
@@ -66,12 +95,20 @@ type HostChannel = watch::Sender<Option<Arc<Published>>>;
 pub struct Hub {
     hosts: Arc<Mutex<HashMap<String, HostChannel>>>,
     all: broadcast::Sender<Arc<Published>>,
+    /// [`Published::bytes`] of every host's newest snapshot, changed under the lock of
+    /// `hosts` (read without it).
+    held: Arc<AtomicUsize>,
 }
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub { hosts: Arc::default(), all: broadcast::channel(ALL_HOSTS_BACKLOG).0 }
+        Hub { hosts: Arc::default(), all: broadcast::channel(ALL_HOSTS_BACKLOG).0, held: Arc::default() }
     }
+}
+
+/// What a host's channel holds, in bytes.
+fn held_by(tx: &HostChannel) -> usize {
+    tx.borrow().as_ref().map_or(0, |p| p.bytes)
 }
 
 impl Hub {
@@ -92,9 +129,11 @@ impl Hub {
         let hostname = published.snapshot.host.hostname.clone();
         {
             let mut hosts = self.hosts();
+            self.held.fetch_add(published.bytes, Ordering::Relaxed);
             match hosts.get(&hostname) {
                 Some(tx) => {
-                    tx.send_replace(Some(published.clone()));
+                    let old = tx.send_replace(Some(published.clone()));
+                    self.held.fetch_sub(old.map_or(0, |p| p.bytes), Ordering::Relaxed);
                 }
                 None => {
                     hosts.insert(hostname, watch::channel(Some(published.clone())).0);
@@ -108,6 +147,16 @@ impl Hub {
     /// The newest snapshot of `hostname`, if one was published.
     pub fn latest(&self, hostname: &str) -> Option<Arc<Published>> {
         self.hosts().get(hostname).and_then(|tx| tx.borrow().clone())
+    }
+
+    /// Whether the hub holds a snapshot of `hostname` now.
+    pub fn holds(&self, hostname: &str) -> bool {
+        self.hosts().get(hostname).is_some_and(|tx| tx.borrow().is_some())
+    }
+
+    /// About how much memory the hosts' newest snapshots hold ([`approximate_bytes`]).
+    pub fn held_bytes(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
     }
 
     /// When `hostname`'s newest snapshot reached the hub, if it ever published.
@@ -133,7 +182,13 @@ impl Hub {
     pub fn forget_idle(&self, before: DateTime<Utc>) -> usize {
         let mut hosts = self.hosts();
         let len = hosts.len();
-        hosts.retain(|_, tx| tx.receiver_count() > 0 || tx.borrow().as_ref().is_some_and(|p| p.received_at >= before));
+        hosts.retain(|_, tx| {
+            let keep = tx.receiver_count() > 0 || tx.borrow().as_ref().is_some_and(|p| p.received_at >= before);
+            if !keep {
+                self.held.fetch_sub(held_by(tx), Ordering::Relaxed);
+            }
+            keep
+        });
         len - hosts.len()
     }
 
@@ -142,15 +197,18 @@ impl Hub {
     pub fn release(&self, hostname: &str) -> bool {
         let mut hosts = self.hosts();
         let unfollowed = hosts.get(hostname).is_some_and(|tx| tx.receiver_count() == 0);
-        if unfollowed {
-            hosts.remove(hostname);
+        if unfollowed && let Some(tx) = hosts.remove(hostname) {
+            self.held.fetch_sub(held_by(&tx), Ordering::Relaxed);
         }
         unfollowed
     }
 
     /// Forgets `hostname` (the host was deleted); its followers see nothing more.
     pub fn forget(&self, hostname: &str) {
-        self.hosts().remove(hostname);
+        let mut hosts = self.hosts();
+        if let Some(tx) = hosts.remove(hostname) {
+            self.held.fetch_sub(held_by(&tx), Ordering::Relaxed);
+        }
     }
 
     /// The newest snapshot of every host that published one, in no particular order.
@@ -183,6 +241,34 @@ mod tests {
         assert_eq!(hub.forget_idle(Utc::now() - chrono::Duration::minutes(10)), 1);
         assert!(hub.latest("old").is_none());
         assert!(hub.latest("followed").is_some() && hub.latest("fresh").is_some());
+    }
+
+    #[test]
+    fn the_memory_held_follows_every_host_in_and_out() {
+        let base = Sampler::new(SamplerOptions::default()).sample();
+        let hub = Hub::new();
+        assert_eq!(hub.held_bytes(), 0);
+        let a = published("a", 1, &base);
+        let one = a.bytes;
+        assert!(one > base.processes.len() * 100, "{one} bytes for {} processes", base.processes.len());
+        hub.publish(a);
+        hub.publish(published("b", 1, &base));
+        assert_eq!(hub.held_bytes(), 2 * one);
+        // A newer snapshot of a host replaces the older one in the count.
+        let mut bigger = base.clone();
+        bigger.processes[0].cmd = "x".repeat(1 << 20);
+        hub.publish(published("a", 2, &bigger));
+        assert_eq!(hub.held_bytes(), 2 * one + (1 << 20) - base.processes[0].cmd.len());
+        assert!(hub.holds("a") && !hub.holds("c"));
+        let _follower = hub.subscribe("c");
+        assert!(!hub.holds("c"), "a followed host without a snapshot holds nothing");
+        hub.forget("a");
+        assert_eq!(hub.held_bytes(), one);
+        assert!(hub.release("b"));
+        assert_eq!(hub.held_bytes(), 0);
+        hub.publish(published("d", 1, &base));
+        assert_eq!(hub.forget_idle(Utc::now() + chrono::TimeDelta::seconds(1)), 1);
+        assert_eq!(hub.held_bytes(), 0);
     }
 
     fn published(host: &str, seq: u64, base: &Snapshot) -> Published {

@@ -288,6 +288,11 @@ struct ServeArgs {
     /// address (sign-in throttling, logs); from anyone else that header is ignored.
     #[arg(long = "trusted-proxy", env = "PROCYON_TRUSTED_PROXY", value_name = "ADDR", value_delimiter = ',')]
     trusted_proxies: Vec<std::net::IpAddr>,
+    /// Memory, in MiB, that the hosts' newest snapshots may hold together; past it, new
+    /// hosts are refused (503) until others leave [default: a quarter of this machine's
+    /// memory, at least 256].
+    #[arg(long, env = "PROCYON_MAX_LIVE_MEMORY_MIB", value_name = "MIB", value_parser = clap::value_parser!(u64).range(16..))]
+    max_live_memory_mib: Option<u64>,
 }
 
 #[cfg(feature = "server")]
@@ -706,6 +711,9 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             metrics_groups: args.metrics_groups as usize,
             metrics_group_by: args.metrics_group_by,
             agent_ping_every: args.agent_ping_every,
+            max_live_memory: args.max_live_memory_mib.map_or_else(procyon::server::default_live_memory, |mib| {
+                usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
+            }),
             ..Settings::default()
         },
     };

@@ -85,6 +85,23 @@ pub struct Settings {
     pub agent_ping_every: Duration,
     /// Bytes of agent frames decoded at once, over all sessions.
     pub agent_decode_budget: usize,
+    /// About how much memory the hosts' newest snapshots may hold together
+    /// ([`Hub::held_bytes`]): past it, hosts the collector does not hold yet are refused
+    /// (503) until others leave, so a flood of made-up hosts cannot exhaust memory.
+    pub max_live_memory: usize,
+}
+
+/// [`Settings::max_live_memory`] unless told otherwise: a quarter of the machine's
+/// memory, and at least 256 MiB.
+pub fn default_live_memory() -> usize {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            let line = m.lines().find(|l| l.starts_with("MemTotal:"))?;
+            line.split_whitespace().nth(1)?.parse::<usize>().ok()
+        })
+        .map_or(4 << 30, |kib| kib.saturating_mul(1024));
+    (total / 4).max(256 << 20)
 }
 
 impl Default for Settings {
@@ -103,6 +120,7 @@ impl Default for Settings {
             metrics_group_by: crate::metrics::GroupBy::Name,
             agent_ping_every: agents::PING_EVERY,
             agent_decode_budget: agents::DECODE_BUDGET_BYTES,
+            max_live_memory: 1 << 30,
         }
     }
 }
@@ -219,6 +237,7 @@ impl AppState {
     ) -> Result<Inserted, ApiError> {
         let received_at = Utc::now();
         self.check_sequence(&snapshot, received_at).await?;
+        self.check_live_memory(&snapshot)?;
         let inserted = self.store.insert_sent(&snapshot, received_at, sent).await?;
         if inserted.duplicate {
             let stored = self.store.snapshot(inserted.id).await?;
@@ -236,6 +255,38 @@ impl AppState {
             self.hub.publish(Published::new(inserted.id, inserted.host_id, received_at, snapshot));
         }
         Ok(inserted)
+    }
+
+    /// Refuses a host the hub does not hold yet when its snapshot would take the memory
+    /// the hosts' newest snapshots hold past [`Settings::max_live_memory`]. Hosts already
+    /// held go on (their new snapshot replaces the old one), and room comes back as
+    /// hosts leave (their agent goes, or they stay silent for minutes).
+    fn check_live_memory(&self, snapshot: &Snapshot) -> Result<(), ApiError> {
+        let hostname = &snapshot.host.hostname;
+        if self.hub.holds(hostname) {
+            return Ok(());
+        }
+        let held = self.hub.held_bytes();
+        let bytes = crate::hub::approximate_bytes(snapshot);
+        if held.saturating_add(bytes) <= self.settings.max_live_memory {
+            return Ok(());
+        }
+        if self.first_refusal_this_minute("\0live-memory") {
+            tracing::warn!(
+                %hostname,
+                held_mib = held >> 20,
+                limit_mib = self.settings.max_live_memory >> 20,
+                "refused a new host: the hosts' newest snapshots hold as much memory as --max-live-memory-mib allows"
+            );
+        }
+        Err(ApiError::Busy {
+            retry_after_secs: 60,
+            message: format!(
+                "The collector holds as many hosts' live snapshots as its memory budget allows \
+                 (--max-live-memory-mib {}), so it takes no new host now; `{hostname}` may try again later.",
+                self.settings.max_live_memory >> 20
+            ),
+        })
     }
 
     /// The time and sequence checks of [`AppState::ingest`].
