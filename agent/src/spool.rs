@@ -181,15 +181,6 @@ impl Spool {
             #[cfg(unix)]
             _lock: lock,
         };
-        let live_file = dir.join(LIVE_FILE);
-        if live_file.exists() {
-            // The last run crashed in a live session: its acknowledged snapshots were
-            // never written, and the seqs it gave out may be above the state file's.
-            if spool.provisional_from.is_none() {
-                spool.provisional_from = Some(spool.last_seq + 1);
-            }
-            spool.state_saved = false;
-        }
         let listing =
             fs::read_dir(dir).with_context(|| format!("cannot read the spool directory {}", dir.display()))?;
         for item in listing {
@@ -218,6 +209,16 @@ impl Spool {
                     spool.state_saved = false;
                 }
             }
+        }
+        let live_file = dir.join(LIVE_FILE);
+        if live_file.exists() {
+            // The last run crashed in a live session: its acknowledged snapshots were
+            // never written, and it may have given out seqs above every file and the
+            // state file. The files it left are its own and keep their seqs.
+            if spool.provisional_from.is_none() {
+                spool.provisional_from = Some(spool.last_seq + 1);
+            }
+            spool.state_saved = false;
         }
         if spool.enforce_limits(SystemTime::now()) > 0 {
             spool.state_saved = false;

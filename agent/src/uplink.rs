@@ -676,8 +676,9 @@ fn welcome_seq(spool: &mut Spool, last_seq: u64, leeway: u64) -> anyhow::Result<
     // crash in a live session, those from `provisional_from` on cannot be either.
     let fresh_from = if marker.exists() { spool.provisional_from() } else { Some(0) };
     if let Some(fresh_from) = fresh_from {
-        let colliding: Vec<u64> =
-            spool.pending().into_iter().filter(|seq| (fresh_from..=last_seq).contains(seq)).collect();
+        // All of them from the first that collides, so that they keep their order.
+        let fresh: Vec<u64> = spool.pending().into_iter().filter(|seq| *seq >= fresh_from).collect();
+        let colliding = if fresh.first().is_some_and(|seq| *seq <= last_seq) { fresh } else { Vec::new() };
         spool.bump_seq(last_seq)?;
         for old in colliding {
             // Set aside if unreadable: nothing to renumber.
@@ -888,19 +889,26 @@ mod tests {
             spool.push(&snap).unwrap();
             spool.remove(seq).unwrap();
         }
+        // 5 is sent but not acknowledged in time, so it is written when 6 is taken; 6
+        // is acknowledged. The collector holds 1 to 6.
+        for seq in 5..=6 {
+            snap.seq = seq;
+            spool.push(&snap).unwrap();
+        }
+        spool.remove(6).unwrap();
         drop(spool);
-        // Restarted, it takes two snapshots before the collector is back.
+        // Restarted, it takes three snapshots before the collector is back.
         let mut spool = Spool::open(dir.path(), limits).unwrap();
-        for seq in 2..=3 {
+        for seq in 6..=8 {
             snap.seq = seq;
             snap.interval_ms = 1_000 + seq;
             spool.push(&snap).unwrap();
         }
-        welcome_seq(&mut spool, 4, 1_000).unwrap();
-        assert_eq!(spool.pending(), [1, 5, 6], "1 is a resend; the new 2 and 3 would be taken for resends");
-        let moved: Vec<u64> = [5, 6].iter().map(|&s| spool.snapshot(s).unwrap().unwrap().interval_ms).collect();
-        assert_eq!(moved, [1_002, 1_003], "in order");
-        assert_eq!((spool.last_seq(), spool.provisional_from()), (6, None));
+        welcome_seq(&mut spool, 6, 1_000).unwrap();
+        assert_eq!(spool.pending(), [1, 5, 9, 10, 11], "1 and 5 are resends; the new 6 would be taken for one");
+        let moved: Vec<u64> = [9, 10, 11].iter().map(|&s| spool.snapshot(s).unwrap().unwrap().interval_ms).collect();
+        assert_eq!(moved, [1_006, 1_007, 1_008], "in order");
+        assert_eq!((spool.last_seq(), spool.provisional_from()), (11, None));
     }
 
     #[test]
