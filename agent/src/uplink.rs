@@ -76,6 +76,21 @@ pub fn seq_leeway(interval: Duration, spool_max_age: Duration) -> u64 {
     (span / interval.as_secs_f64().max(0.001)).ceil() as u64
 }
 
+/// The WebSocket's read buffer. What the collector sends is small (acks, the odd action
+/// request); tungstenite zero-fills the whole buffer before every read, and at its
+/// default of 128 KiB that was an eighth of the agent's own instructions per tick.
+/// A larger message still arrives whole: the buffer grows for it.
+const READ_BUFFER: usize = 4 * 1024;
+
+/// The uplink's WebSocket settings.
+fn websocket_config() -> WebSocketConfig {
+    let mut config = WebSocketConfig::default();
+    config.max_message_size = Some(MAX_FRAME_BYTES);
+    config.max_frame_size = Some(MAX_FRAME_BYTES);
+    config.read_buffer_size = READ_BUFFER;
+    config
+}
+
 /// How a session ended.
 #[derive(Debug, PartialEq)]
 enum End {
@@ -248,16 +263,25 @@ impl Uplink {
     async fn websocket(&mut self, until_empty: bool, stop: watch::Receiver<bool>) -> End {
         self.sent = Sent::default();
         let mut end = self.websocket_session(until_empty, stop.clone()).await;
+        self.end_live();
         if let End::Downgrade(why) = end {
             tracing::warn!("{why}; speaking agent protocol {OLDEST_PROTOCOL} to this collector");
             self.protocol = OLDEST_PROTOCOL;
             end = self.websocket_session(until_empty, stop).await;
+            self.end_live();
         }
         let Sent { keyframes, keyframe_bytes, deltas, delta_bytes, resyncs } = self.sent;
         if keyframes + deltas > 0 {
             tracing::info!(keyframes, keyframe_bytes, deltas, delta_bytes, resyncs, "session ended");
         }
         end
+    }
+
+    /// The session is over: what the spool held in memory for its acks goes to disk.
+    fn end_live(&self) {
+        if let Err(e) = lock(&self.spool).set_live(false) {
+            tracing::error!("cannot write the spool: {e:#}");
+        }
     }
 
     /// The frame for `seq`: a delta against the acknowledged base when the collector
@@ -307,9 +331,7 @@ impl Uplink {
             }
             Err(_) => return End::Fatal("the API key holds characters that cannot be sent in a header".into()),
         }
-        let mut config = WebSocketConfig::default();
-        config.max_message_size = Some(MAX_FRAME_BYTES);
-        config.max_frame_size = Some(MAX_FRAME_BYTES);
+        let config = websocket_config();
         let connector = self.options.tls.clone().map(tokio_tungstenite::Connector::Rustls);
         let connected = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), false, connector).await;
         let mut ws = match connected {
@@ -358,6 +380,10 @@ impl Uplink {
             return End::Fatal(format!("cannot update the spool: {e:#}"));
         }
         tracing::info!(collector = %self.options.collector, last_seq, "connected");
+        // From here on acks arrive: new snapshots wait for theirs in memory.
+        if let Err(e) = lock(&self.spool).set_live(true) {
+            tracing::warn!("cannot mark the spool live, so every snapshot is written: {e:#}");
+        }
 
         // Both under one lock, so a push in between cannot fall through the gap.
         let (pending, newest) = {
@@ -644,10 +670,15 @@ fn welcome_seq(spool: &mut Spool, last_seq: u64, leeway: u64) -> anyhow::Result<
         if !marker.exists() {
             std::fs::write(&marker, b"")?;
         }
-        return Ok(());
+        return spool.clear_provisional();
     }
-    if !marker.exists() {
-        let colliding: Vec<u64> = spool.pending().into_iter().filter(|seq| *seq <= last_seq).collect();
+    // Until a spool has met a collector none of its snapshots can be resends; after a
+    // crash in a live session, those from `provisional_from` on cannot be either.
+    let fresh_from = if marker.exists() { spool.provisional_from() } else { Some(0) };
+    if let Some(fresh_from) = fresh_from {
+        // All of them from the first that collides, so that they keep their order.
+        let fresh: Vec<u64> = spool.pending().into_iter().filter(|seq| *seq >= fresh_from).collect();
+        let colliding = if fresh.first().is_some_and(|seq| *seq <= last_seq) { fresh } else { Vec::new() };
         spool.bump_seq(last_seq)?;
         for old in colliding {
             // Set aside if unreadable: nothing to renumber.
@@ -659,7 +690,8 @@ fn welcome_seq(spool: &mut Spool, last_seq: u64, leeway: u64) -> anyhow::Result<
         }
         std::fs::write(&marker, b"")?;
     }
-    spool.bump_seq(last_seq)
+    spool.bump_seq(last_seq)?;
+    spool.clear_provisional()
 }
 
 /// Carries out a relayed action, if this agent's operator allows it.
@@ -830,6 +862,53 @@ mod tests {
             Spool::open(dir.path(), crate::spool::Limits { max_bytes: 1 << 30, max_age: Duration::from_secs(86_400) })
                 .unwrap();
         assert_eq!(spool.last_seq(), 500, "persisted");
+    }
+
+    #[test]
+    fn the_read_buffer_is_small_and_frames_stay_bounded() {
+        let config = websocket_config();
+        // Each read fills the buffer with zeros first: it must stay small.
+        assert!(config.read_buffer_size <= 8 * 1024, "{}", config.read_buffer_size);
+        assert_eq!((config.max_message_size, config.max_frame_size), (Some(MAX_FRAME_BYTES), Some(MAX_FRAME_BYTES)));
+    }
+
+    #[test]
+    fn after_a_crash_in_a_live_session_new_snapshots_go_above_what_the_collector_holds() {
+        let dir = tempfile::tempdir().unwrap();
+        let limits = crate::spool::Limits { max_bytes: 1 << 30, max_age: Duration::from_secs(86_400) };
+        let mut spool = Spool::open(dir.path(), limits).unwrap();
+        let mut snap = procyon::sample::Sampler::new(Default::default()).sample();
+        welcome_seq(&mut spool, 0, 1_000).unwrap();
+        // 1 is written and sent, its ack lost; 2 to 4 are acknowledged while live (the
+        // collector holds 1 to 4); then the agent is killed.
+        snap.seq = 1;
+        spool.push(&snap).unwrap();
+        spool.set_live(true).unwrap();
+        for seq in 2..=4 {
+            snap.seq = seq;
+            spool.push(&snap).unwrap();
+            spool.remove(seq).unwrap();
+        }
+        // 5 is sent but not acknowledged in time, so it is written when 6 is taken; 6
+        // is acknowledged. The collector holds 1 to 6.
+        for seq in 5..=6 {
+            snap.seq = seq;
+            spool.push(&snap).unwrap();
+        }
+        spool.remove(6).unwrap();
+        drop(spool);
+        // Restarted, it takes three snapshots before the collector is back.
+        let mut spool = Spool::open(dir.path(), limits).unwrap();
+        for seq in 6..=8 {
+            snap.seq = seq;
+            snap.interval_ms = 1_000 + seq;
+            spool.push(&snap).unwrap();
+        }
+        welcome_seq(&mut spool, 6, 1_000).unwrap();
+        assert_eq!(spool.pending(), [1, 5, 9, 10, 11], "1 and 5 are resends; the new 6 would be taken for one");
+        let moved: Vec<u64> = [9, 10, 11].iter().map(|&s| spool.snapshot(s).unwrap().unwrap().interval_ms).collect();
+        assert_eq!(moved, [1_006, 1_007, 1_008], "in order");
+        assert_eq!((spool.last_seq(), spool.provisional_from()), (11, None));
     }
 
     #[test]

@@ -70,7 +70,8 @@ pub(super) fn connection(info: &SocketInfo, pid: Option<u32>) -> ConnectionSampl
 /// Sockets per local port, and the ports that accept traffic: listening TCP sockets and
 /// UDP sockets without a peer. `names` gives a process's name by pid.
 pub(super) fn port_usage(connections: &[ConnectionSample], name_of: impl Fn(u32) -> Option<String>) -> PortUsage {
-    let mut counts: HashMap<(Protocol, u16), u32> = HashMap::new();
+    // foldhash rather than SipHash: one lookup per socket per tick, on our own data.
+    let mut counts: HashMap<(Protocol, u16), u32, foldhash::fast::RandomState> = HashMap::default();
     let mut listening: Vec<ListeningPort> = Vec::new();
     for c in connections {
         *counts.entry((c.protocol, c.local_port)).or_default() += 1;
