@@ -516,8 +516,10 @@ impl Collector {
             tasks.spawn(async move {
                 while live.changed().await.is_ok() {
                     let Some(snapshot) = live.borrow_and_update().clone() else { continue };
-                    if let Err(e) = state.ingest((*snapshot).clone()).await {
-                        tracing::warn!("cannot store the local snapshot: {e:?}");
+                    match state.ingest((*snapshot).clone()).await {
+                        // The store logs a full disk once a minute.
+                        Ok(_) | Err(ApiError::StorageFull { .. }) => {}
+                        Err(e) => tracing::warn!("cannot store the local snapshot: {e:?}"),
                     }
                 }
             });
