@@ -348,12 +348,14 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_loses_nothing_once_space_ret
 
     // Space comes back: no restart, and everything spooled arrives, once.
     std::fs::remove_file(&filler).unwrap();
+    let freed = Instant::now();
     let drained = wait_until(Duration::from_secs(40), || async {
         let stored = c.seqs(&token, "full-host").await;
         stored.last().is_some_and(|&last| last >= newest) && !spooled(&spool).contains(&newest)
     })
     .await;
     assert!(drained, "the spool drains once space returns: {}", logs());
+    println!("{} spooled snapshots stored {:?} after space returned", waiting.len(), freed.elapsed());
     let after = c.seqs(&token, "full-host").await;
     assert!(contiguous_from_one(&after), "a gap or a duplicate in {after:?}");
     assert!(after.starts_with(&before));

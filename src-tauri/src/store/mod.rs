@@ -427,3 +427,37 @@ fn page_limit(page: Page) -> (i64, i64) {
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
 }
+
+#[cfg(test)]
+mod recovery_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// On some errors (a full disk among them) SQLite ends the transaction itself while
+    /// sqlx still counts it open. Writes after one must not fail for it, maintenance
+    /// included.
+    #[tokio::test]
+    async fn a_transaction_sqlite_ended_itself_does_not_fail_later_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("procyon.db")).await.unwrap();
+        for _ in 0..3 {
+            let mut write = store.write().await.unwrap();
+            // What a full disk does to the transaction, behind sqlx's back.
+            sqlx::query("ROLLBACK").execute(&mut *write).await.unwrap();
+            drop(write);
+        }
+        for _ in 0..2 * READ_CONNECTIONS {
+            store.maintain(Utc::now(), &Retention::default()).await.unwrap();
+        }
+        store.create_user("ada", "$argon2id$one", crate::model::api::Role::Admin).await.unwrap();
+        assert_eq!(store.user_count().await.unwrap(), 1);
+    }
+
+    #[test]
+    fn a_full_disk_is_told_apart() {
+        let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        assert!(matches!(StoreError::from(io), StoreError::Full));
+        let other = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        assert!(matches!(StoreError::from(other), StoreError::Database(_)));
+    }
+}
