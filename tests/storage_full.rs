@@ -251,6 +251,8 @@ fn contiguous_from_one(seqs: &[u64]) -> bool {
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_full_disk_refuses_writes_keeps_reads_and_loses_nothing_once_space_returns() {
+    // Built (or found up to date) before the clock starts.
+    let agent_bin = agent_bin();
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
@@ -267,7 +269,7 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_loses_nothing_once_space_ret
     let spool = dir.path().join("spool");
     let agent_log = dir.path().join("agent.log");
     let _agent = Agent(
-        Command::new(agent_bin())
+        Command::new(&agent_bin)
             .env("PROCYON_CONFIG", "/dev/null")
             .env("PROCYON_LOG", "info")
             .args(["--collector", &c.base, "--hostname", "full-host", "--interval", "0.3", "--api-key-file"])
@@ -367,9 +369,12 @@ async fn a_full_disk_refuses_writes_keeps_reads_and_loses_nothing_once_space_ret
 
     // Said once (not per refused request), and its end said too.
     let log = c.log();
-    assert_eq!(log.matches("the disk holding the database is full").count(), 1, "{log}");
+    assert_eq!(log.matches("the disk holding the database is full: snapshots are refused").count(), 1, "{log}");
     assert!(log.contains("the database is writable again"), "{log}");
     assert!(!log.contains("non-zero transaction depth"), "{log}");
+    for per_request in ["cannot store an agent's snapshot", "request failed", "response failed"] {
+        assert!(!log.contains(per_request), "not logged per refusal: {log}");
+    }
     assert!(started.elapsed() < Duration::from_secs(60), "bounded: {:?}", started.elapsed());
 }
 
