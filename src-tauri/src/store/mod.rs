@@ -29,7 +29,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 
 use sqlx::sqlite::{SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, SqliteConnection};
+use sqlx::{ConnectOptions, Connection, SqliteConnection};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::model::Snapshot;
@@ -309,10 +309,6 @@ impl Store {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
-            // Must be set before the first table exists, so on the connection rather
-            // than in a migration (sqlx creates its own table first). Lets
-            // `incremental_vacuum` hand pages freed by retention back to the file system.
-            .auto_vacuum(SqliteAutoVacuum::Incremental)
             .journal_mode(SqliteJournalMode::Wal)
             // With WAL, NORMAL loses at most the last commits on power loss, never
             // consistency, and saves an fsync per insert.
@@ -322,6 +318,16 @@ impl Store {
             // Keeps the query planner's statistics fresh, cheaply, as SQLite advises
             // for long-lived connections.
             .optimize_on_close(true, 400);
+        if std::fs::metadata(path).map_or(true, |m| m.len() == 0) {
+            // Must be set before the first table exists, so on the connection rather
+            // than in a migration (sqlx creates its own table first). Lets
+            // `incremental_vacuum` hand pages freed by retention back to the file
+            // system. Only on a new database: setting it writes to the file even when
+            // it changes nothing, and then a connection opened while the disk is full
+            // (the pools open them as needed) would fail, and with it a read.
+            let conn = options.clone().auto_vacuum(SqliteAutoVacuum::Incremental).connect().await?;
+            conn.close().await?;
+        }
         let pool = SqlitePoolOptions::new()
             .max_connections(READ_CONNECTIONS)
             .after_release(|conn, _| Box::pin(settled(conn)))
