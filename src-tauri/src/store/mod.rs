@@ -398,7 +398,11 @@ impl Store {
 /// ("attempted to call begin_with at non-zero transaction depth") until a restart. Such
 /// a connection is closed instead, and the pool opens a fresh one when next needed.
 async fn settled(conn: &mut SqliteConnection) -> std::result::Result<bool, sqlx::Error> {
-    // Runs the rollback a dropped transaction queued, if any.
+    if !conn.is_in_transaction() {
+        // The usual case (committed, or never in one): nothing to wait for.
+        return Ok(true);
+    }
+    // Runs the rollback the dropped transaction queued.
     conn.ping().await?;
     Ok(!conn.is_in_transaction())
 }
