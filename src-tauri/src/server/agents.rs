@@ -1135,6 +1135,12 @@ async fn store(state: &AppState, checked: Checked) -> CollectorMessage {
         Ok(_) => CollectorMessage::Ack { seq },
         // Refused for what it is (a 4xx): sending it again would not help.
         Err(e) if e.parts().0.is_client_error() => CollectorMessage::Rejected { seq, message: e.parts().1.message },
+        // Not stored, and the store logs a full disk once a minute rather than per frame.
+        // `unavailable` is what agents end their session on, keeping their spool and
+        // backing off before they send again.
+        Err(e @ super::error::ApiError::StorageFull { .. }) => {
+            CollectorMessage::Error { code: "unavailable".into(), message: e.parts().1.message }
+        }
         Err(e) => {
             // Not stored and not the agent's fault: no ack, so it will be sent again.
             let (_, body) = e.parts();

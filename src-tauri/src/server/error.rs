@@ -13,6 +13,10 @@ use crate::model::api::ErrorBody;
 use crate::model::{ActionError, ActionErrorCode};
 use crate::store::StoreError;
 
+/// How long a sender is told to wait when the disk is full: freeing space takes an
+/// operator, so retrying sooner only costs both sides work.
+pub const STORAGE_FULL_RETRY_SECS: u64 = 10;
+
 /// A failed request.
 #[derive(Debug)]
 pub enum ApiError {
@@ -51,6 +55,12 @@ pub enum ApiError {
         retry_after_secs: u64,
         /// What is busy, in words.
         message: String,
+    },
+    /// 503: the disk holding the database is full; nothing was stored. Retry after
+    /// `retry_after_secs` (senders keep what they could not store).
+    StorageFull {
+        /// When trying again may succeed.
+        retry_after_secs: u64,
     },
     /// 429: the caller holds as much of something as one client or principal may
     /// (connections, live streams, agent sessions, upload bytes).
@@ -92,6 +102,17 @@ impl ApiError {
             ),
             Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, body("unavailable", m, None)),
             Self::Busy { message, .. } => (StatusCode::SERVICE_UNAVAILABLE, body("busy", message, None)),
+            Self::StorageFull { retry_after_secs } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                body(
+                    "storage_full",
+                    &format!(
+                        "The collector's storage is full: nothing was stored. Keep it and try again in \
+                         {retry_after_secs} s; the collector accepts it again once space is freed on its disk."
+                    ),
+                    None,
+                ),
+            ),
             Self::OverLimit { message, .. } => (StatusCode::TOO_MANY_REQUESTS, body("limit", message, None)),
             Self::Timeout(m) => (StatusCode::GATEWAY_TIMEOUT, body("timeout", m, None)),
             Self::Internal(_) => (
@@ -130,7 +151,8 @@ impl IntoResponse for ApiError {
         let mut response = (status, Json(body)).into_response();
         if let Self::TooManyRequests(secs)
         | Self::Busy { retry_after_secs: secs, .. }
-        | Self::OverLimit { retry_after_secs: secs, .. } = self
+        | Self::OverLimit { retry_after_secs: secs, .. }
+        | Self::StorageFull { retry_after_secs: secs } = self
             && let Ok(value) = secs.to_string().parse()
         {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
@@ -154,6 +176,8 @@ impl From<StoreError> for ApiError {
                     "The collector is busy with other large reads (exports, history); try again in {retry_after_secs} s."
                 ),
             },
+            // Not logged per request: the store logs a full disk once a minute.
+            StoreError::Full => ApiError::StorageFull { retry_after_secs: STORAGE_FULL_RETRY_SECS },
             other => ApiError::Internal(other.to_string()),
         }
     }

@@ -417,17 +417,25 @@ pub fn app(state: AppState) -> Router {
     routes::router()
         // The dashboard for every other GET (JSON 404 stays for unknown /api/ and /ws/).
         .fallback(assets::fallback)
-        .layer(TraceLayer::new_for_http().make_span_with(|request: &axum::http::Request<_>| {
-            // The path only: query strings can hold tokens, which never reach logs. The
-            // client is the listener's (behind a trusted proxy, the one it forwarded).
-            let client = request.extensions().get::<listener::ClientIp>().map(|c| c.0.to_string());
-            tracing::info_span!(
-                "request",
-                method = %request.method(),
-                path = %request.uri().path(),
-                client = client.as_deref().unwrap_or("-")
-            )
-        }))
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(|request: &axum::http::Request<_>| {
+                    // The path only: query strings can hold tokens, which never reach logs.
+                    // The client is the listener's (behind a trusted proxy, the one it
+                    // forwarded).
+                    let client = request.extensions().get::<listener::ClientIp>().map(|c| c.0.to_string());
+                    tracing::info_span!(
+                        "request",
+                        method = %request.method(),
+                        path = %request.uri().path(),
+                        client = client.as_deref().unwrap_or("-")
+                    )
+                })
+                // Not an error line per 5xx: a 500's cause is logged where it is answered
+                // (`ApiError`), and a 503 is a refusal said once elsewhere (a full disk
+                // once a minute), which a line per request would bury.
+                .on_failure(tower_http::trace::DefaultOnFailure::new().level(tracing::Level::DEBUG)),
+        )
         // gzip, brotli or zstd, as the client asks (a host's processes as JSON shrink
         // tenfold); tiny bodies, images and WebSocket upgrades are left alone.
         .layer(tower_http::compression::CompressionLayer::new())
@@ -567,8 +575,10 @@ impl Collector {
             tasks.spawn(async move {
                 while live.changed().await.is_ok() {
                     let Some(snapshot) = live.borrow_and_update().clone() else { continue };
-                    if let Err(e) = state.ingest((*snapshot).clone()).await {
-                        tracing::warn!("cannot store the local snapshot: {e:?}");
+                    match state.ingest((*snapshot).clone()).await {
+                        // The store logs a full disk once a minute.
+                        Ok(_) | Err(ApiError::StorageFull { .. }) => {}
+                        Err(e) => tracing::warn!("cannot store the local snapshot: {e:?}"),
                     }
                 }
             });

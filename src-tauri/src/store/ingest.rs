@@ -32,11 +32,18 @@
 //! that the failing row fails alone and leaves nothing. One commit per batch instead of
 //! one per snapshot is what lets a thousand agents share one disk. The queue is
 //! bounded; callers wait for room.
+//!
+//! **A full disk** refuses a batch whole, and every caller hears [`StoreError::Full`]
+//! (agents keep their snapshots and send them again); nothing of the batch is stored
+//! and nothing before it is touched. The next batch starts on a clean connection, so
+//! writes succeed again as soon as space is freed. It is logged once a minute while it
+//! lasts, not per batch.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use sqlx::{SqliteConnection, SqlitePool};
 use tokio::sync::{mpsc, oneshot};
@@ -259,6 +266,7 @@ impl Ingest {
             tips: Arc::clone(&tips),
             epoch: Arc::clone(&epoch),
             hosts: HashMap::new(),
+            full: FullDisk::default(),
         };
         let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StoreError::Writer)?;
         std::thread::Builder::new()
@@ -368,6 +376,50 @@ struct Writer {
     tips: Tips,
     epoch: Arc<AtomicU64>,
     hosts: HashMap<String, KnownHost>,
+    full: FullDisk,
+}
+
+/// How often a full disk is logged while it lasts.
+const FULL_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// A full disk, for the log: said when it starts, then once a minute however many
+/// batches it refuses (every agent retries, and a line per refusal would bury the
+/// log), and once more when writes succeed again.
+#[derive(Default)]
+struct FullDisk {
+    /// When the first refused batch of this spell was.
+    since: Option<Instant>,
+    /// When it was last logged.
+    logged: Option<Instant>,
+    /// Snapshots refused in this spell.
+    refused: u64,
+}
+
+impl FullDisk {
+    fn refused(&mut self, rows: usize) {
+        let now = Instant::now();
+        self.since.get_or_insert(now);
+        self.refused = self.refused.saturating_add(rows as u64);
+        if self.logged.is_none_or(|t| now.duration_since(t) >= FULL_LOG_EVERY) {
+            self.logged = Some(now);
+            tracing::error!(
+                refused = self.refused,
+                "the disk holding the database is full: snapshots are refused (their senders keep them and send \
+                 them again) until space is freed on it; nothing stored is lost"
+            );
+        }
+    }
+
+    fn cleared(&mut self) {
+        if let Some(since) = self.since.take() {
+            tracing::warn!(
+                refused = self.refused,
+                after_secs = since.elapsed().as_secs(),
+                "the database is writable again; refused snapshots are being sent again"
+            );
+            *self = FullDisk::default();
+        }
+    }
 }
 
 /// The writer: takes queued rows in batches, one transaction each.
@@ -419,24 +471,43 @@ impl Writer {
     /// row is one statement, and its own triggers, in the usual case); if any row
     /// fails, that transaction is rolled back and the batch is stored again with each
     /// row in a savepoint, so that the failing rows fail alone and leave nothing.
+    ///
+    /// A full disk fails the whole batch at once (one row at a time would only fail
+    /// again): each caller hears [`StoreError::Full`], and the next batch starts afresh
+    /// (`settled`, in the store's module, retires a connection a failed
+    /// transaction left unusable).
     async fn write_batch(&mut self, batch: &[Job]) -> Vec<Result<Outcome>> {
         let turn = Arc::clone(&self.turn);
         let _turn = turn.lock().await;
         let fast = match self.attempt(batch, false).await {
-            Ok(Some(results)) => return results,
+            Ok(Some(results)) => {
+                self.full.cleared();
+                return results;
+            }
             Ok(None) => None,
+            Err(StoreError::Full) => return self.refuse_full(batch),
             Err(e) => Some(e),
         };
         if let Some(e) = fast {
             tracing::debug!("storing a batch of snapshots failed, trying row by row: {e}");
         }
         let message = match self.attempt(batch, true).await {
-            Ok(Some(results)) => return results,
+            Ok(Some(results)) => {
+                self.full.cleared();
+                return results;
+            }
             Ok(None) => "a row failed outside its savepoint".to_owned(),
+            Err(StoreError::Full) => return self.refuse_full(batch),
             Err(e) => e.to_string(),
         };
         // Nothing of the batch is stored: every caller hears why.
         batch.iter().map(|_| Err(StoreError::Batch(message.clone()))).collect()
+    }
+
+    /// Answers every row of a batch refused for a full disk.
+    fn refuse_full(&mut self, batch: &[Job]) -> Vec<Result<Outcome>> {
+        self.full.refused(batch.len());
+        batch.iter().map(|_| Err(StoreError::Full)).collect()
     }
 
     /// One try at a batch. `Ok(None)`: a row failed without savepoints, and nothing was
@@ -455,12 +526,17 @@ impl Writer {
             let mut learnt_here = Learnt::new();
             let result = self.insert(&mut tx, &job.row, job.row.epoch != epoch, &mut learnt_here).await;
             match (&result, savepoints) {
-                (Err(_), false) => {
+                (Err(e), false) => {
                     // The host's row may be what failed: look it up afresh next time.
                     self.hosts.remove(&job.row.hostname);
-                    tx.rollback().await?;
-                    return Ok(None);
+                    let full = matches!(e, StoreError::Full);
+                    // SQLite may have rolled the transaction back already (it does on
+                    // a full disk), and then this fails: the row's error is what
+                    // matters, and the pool checks the connection when it comes back.
+                    let _ = tx.rollback().await;
+                    return if full { Err(StoreError::Full) } else { Ok(None) };
                 }
+                (Err(StoreError::Full), true) => return Err(StoreError::Full),
                 (Err(_), true) => {
                     self.hosts.remove(&job.row.hostname);
                     sqlx::query("ROLLBACK TO row").execute(&mut *tx).await?;

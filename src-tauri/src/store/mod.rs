@@ -28,8 +28,8 @@ use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
-use sqlx::SqliteConnection;
 use sqlx::sqlite::{SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, SqliteConnection};
 use tokio::sync::OwnedMutexGuard;
 
 use crate::model::Snapshot;
@@ -55,7 +55,12 @@ mod tests;
 pub enum StoreError {
     /// The database refused or failed.
     #[error("database error: {0}")]
-    Database(#[from] sqlx::Error),
+    Database(sqlx::Error),
+    /// The disk holding the database is full (`SQLITE_FULL`, `ENOSPC`): nothing of the
+    /// write was stored, and what was stored before is intact. Writes succeed again
+    /// once space is freed; no restart is needed.
+    #[error("the disk holding the database is full")]
+    Full,
     /// The schema could not be brought up to date.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -93,6 +98,32 @@ pub enum StoreError {
         /// When trying again is likely to succeed.
         retry_after_secs: u64,
     },
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        if is_disk_full(&e) { StoreError::Full } else { StoreError::Database(e) }
+    }
+}
+
+/// SQLite's result codes for a full disk (sqlx does not name them).
+const SQLITE_FULL: i32 = 13;
+const SQLITE_IOERR_SHMSIZE: i32 = 10 | (19 << 8);
+
+/// Whether `e` says the disk is full. SQLite's unix file layer reports a write that
+/// failed with `ENOSPC` as `SQLITE_FULL` (code 13, which has no extended codes); an
+/// I/O error of sqlx's own carries the OS error.
+fn is_disk_full(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Database(db) => {
+            let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
+            // SQLITE_IOERR_SHMSIZE: growing the WAL index (the `-shm` file) failed,
+            // which on a full disk is ENOSPC as well.
+            code == SQLITE_FULL || code == SQLITE_IOERR_SHMSIZE
+        }
+        sqlx::Error::Io(io) => io.kind() == std::io::ErrorKind::StorageFull,
+        _ => false,
+    }
 }
 
 /// Result of the store's operations.
@@ -227,6 +258,10 @@ pub struct Store {
 
 /// A write transaction, holding the writer's turn until it ends. Derefs to the
 /// connection, for queries.
+///
+/// One dropped without [`Write::commit`] (a `?` on any error, or a failed commit) is
+/// rolled back; the connection goes back to the pool only once that is done and it is
+/// out of any transaction (see [`settled`]).
 struct Write {
     tx: sqlx::Transaction<'static, sqlx::Sqlite>,
     _turn: OwnedMutexGuard<()>,
@@ -274,10 +309,6 @@ impl Store {
         let options = SqliteConnectOptions::new()
             .filename(path)
             .create_if_missing(true)
-            // Must be set before the first table exists, so on the connection rather
-            // than in a migration (sqlx creates its own table first). Lets
-            // `incremental_vacuum` hand pages freed by retention back to the file system.
-            .auto_vacuum(SqliteAutoVacuum::Incremental)
             .journal_mode(SqliteJournalMode::Wal)
             // With WAL, NORMAL loses at most the last commits on power loss, never
             // consistency, and saves an fsync per insert.
@@ -287,7 +318,21 @@ impl Store {
             // Keeps the query planner's statistics fresh, cheaply, as SQLite advises
             // for long-lived connections.
             .optimize_on_close(true, 400);
-        let pool = SqlitePoolOptions::new().max_connections(READ_CONNECTIONS).connect_with(options.clone()).await?;
+        if std::fs::metadata(path).map_or(true, |m| m.len() == 0) {
+            // Must be set before the first table exists, so on the connection rather
+            // than in a migration (sqlx creates its own table first). Lets
+            // `incremental_vacuum` hand pages freed by retention back to the file
+            // system. Only on a new database: setting it writes to the file even when
+            // it changes nothing, and then a connection opened while the disk is full
+            // (the pools open them as needed) would fail, and with it a read.
+            let conn = options.clone().auto_vacuum(SqliteAutoVacuum::Incremental).connect().await?;
+            conn.close().await?;
+        }
+        let pool = SqlitePoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .after_release(|conn, _| Box::pin(settled(conn)))
+            .connect_with(options.clone())
+            .await?;
         sqlx::migrate!("./migrations").run(&pool).await?;
         // The snapshot writer's connection: a pool of one that nothing else uses, so a
         // burst of readers holding every other connection cannot hold up ingest. It
@@ -298,6 +343,7 @@ impl Store {
             .min_connections(1)
             .idle_timeout(None)
             .max_lifetime(None)
+            .after_release(|conn, _| Box::pin(settled(conn)))
             .connect_with(options)
             .await?;
         let writer = Arc::new(tokio::sync::Mutex::new(()));
@@ -342,6 +388,25 @@ impl Store {
     }
 }
 
+/// Whether a connection coming back to its pool may be used again: not if it is still
+/// in a transaction after a failed one was rolled back.
+///
+/// A write that fails drops its transaction, which queues a `ROLLBACK`. But on some
+/// errors (`SQLITE_FULL` among them) SQLite has already rolled the transaction back
+/// itself; the queued `ROLLBACK` then fails ("no transaction is active") and sqlx still
+/// counts the connection as in a transaction, so every later `BEGIN` on it would fail
+/// ("attempted to call begin_with at non-zero transaction depth") until a restart. Such
+/// a connection is closed instead, and the pool opens a fresh one when next needed.
+async fn settled(conn: &mut SqliteConnection) -> std::result::Result<bool, sqlx::Error> {
+    if !conn.is_in_transaction() {
+        // The usual case (committed, or never in one): nothing to wait for.
+        return Ok(true);
+    }
+    // Runs the rollback the dropped transaction queued.
+    conn.ping().await?;
+    Ok(!conn.is_in_transaction())
+}
+
 /// A time as stored: unix milliseconds.
 fn to_ms(t: DateTime<Utc>) -> i64 {
     t.timestamp_millis()
@@ -371,4 +436,38 @@ fn page_limit(page: Page) -> (i64, i64) {
 /// Whether a database error is a UNIQUE constraint failure.
 fn is_unique_violation(e: &sqlx::Error) -> bool {
     matches!(e, sqlx::Error::Database(db) if db.is_unique_violation())
+}
+
+#[cfg(test)]
+mod recovery_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// On some errors (a full disk among them) SQLite ends the transaction itself while
+    /// sqlx still counts it open. Writes after one must not fail for it, maintenance
+    /// included.
+    #[tokio::test]
+    async fn a_transaction_sqlite_ended_itself_does_not_fail_later_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("procyon.db")).await.unwrap();
+        for _ in 0..3 {
+            let mut write = store.write().await.unwrap();
+            // What a full disk does to the transaction, behind sqlx's back.
+            sqlx::query("ROLLBACK").execute(&mut *write).await.unwrap();
+            drop(write);
+        }
+        for _ in 0..2 * READ_CONNECTIONS {
+            store.maintain(Utc::now(), &Retention::default()).await.unwrap();
+        }
+        store.create_user("ada", "$argon2id$one", crate::model::api::Role::Admin).await.unwrap();
+        assert_eq!(store.user_count().await.unwrap(), 1);
+    }
+
+    #[test]
+    fn a_full_disk_is_told_apart() {
+        let io = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::StorageFull));
+        assert!(matches!(StoreError::from(io), StoreError::Full));
+        let other = sqlx::Error::Io(std::io::Error::from(std::io::ErrorKind::PermissionDenied));
+        assert!(matches!(StoreError::from(other), StoreError::Database(_)));
+    }
 }
