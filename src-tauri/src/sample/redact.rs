@@ -378,6 +378,8 @@ enum Program {
     Sshpass,
     /// Oracle's tools (`sqlplus`, `rman`, `expdp`, ...): `user/password@db`.
     Oracle,
+    /// `ipmitool`: `-P PASSWORD`, and the keys `-k KEY` and `-y HEXKEY`.
+    Ipmitool,
     /// `ssh-keygen`: the new and old passphrases, `-N` and `-P`.
     SshKeygen,
     /// `openssl`: `-k PASSWORD` and `-K HEXKEY` (`enc`).
@@ -390,7 +392,9 @@ enum Program {
     Consul,
     /// `vault login TOKEN`.
     Vault,
-    /// `nmcli ... password PASSWORD`, `mysqladmin ... password NEWPASSWORD`.
+    /// A secret named by the word before it: `nmcli ... password PASSWORD` (or
+    /// `wifi-sec.psk PSK`), `mysqladmin ... password NEWPASSWORD`, `rclone config create
+    /// NAME s3 secret_access_key KEY`.
     PasswordWord,
     /// `htpasswd -b FILE USER PASSWORD`, `htpasswd -nb USER PASSWORD`.
     Htpasswd,
@@ -410,7 +414,7 @@ impl Program {
     fn of(word: &str) -> Option<Program> {
         const LAST: [bool; 256] = {
             let mut last = [false; 256];
-            let names: [&[u8]; 40] = [
+            let names: [&[u8]; 41] = [
                 b"redis-cli",
                 b"valkey-cli",
                 b"keydb-cli",
@@ -451,6 +455,7 @@ impl Program {
                 b"mc",
                 b"rabbitmqctl",
                 b"wpa_passphrase",
+                b"rclone",
             ];
             let mut i = 0;
             while i < names.len() {
@@ -490,13 +495,14 @@ impl Program {
             "ldappasswd" => Program::LdapPasswd,
             "sshpass" => Program::Sshpass,
             "sqlplus" | "sqlldr" | "rman" | "expdp" | "impdp" | "exp" | "imp" | "dgmgrl" => Program::Oracle,
-            "ipmitool" | "mosquitto_pub" | "mosquitto_sub" | "mosquitto_rr" => Program::CapitalP,
+            "mosquitto_pub" | "mosquitto_sub" | "mosquitto_rr" => Program::CapitalP,
+            "ipmitool" => Program::Ipmitool,
             "ssh-keygen" => Program::SshKeygen,
             "openssl" => Program::Openssl,
             "lftp" => Program::Lftp,
             "consul" => Program::Consul,
             "vault" => Program::Vault,
-            "nmcli" | "mysqladmin" | "mariadb-admin" => Program::PasswordWord,
+            "nmcli" | "mysqladmin" | "mariadb-admin" | "rclone" => Program::PasswordWord,
             "htpasswd" => Program::Htpasswd,
             "mc" => Program::Mc,
             "rabbitmqctl" => Program::Rabbitmq,
@@ -514,6 +520,7 @@ impl Program {
             Program::Ldap => letter == b'w',
             Program::LdapPasswd => matches!(letter, b'w' | b'a' | b's'),
             Program::SshKeygen => matches!(letter, b'N' | b'P'),
+            Program::Ipmitool => matches!(letter, b'P' | b'k' | b'y'),
             Program::Openssl => matches!(letter, b'k' | b'K'),
             Program::Snmp => matches!(letter, b'c' | b'A' | b'X'),
             _ => false,
@@ -585,7 +592,7 @@ impl Redactor<'_> {
                 if let Some(colon) = w.colon
                     && !w.url
                 {
-                    return self.mask(w.start + colon + 1, w.end);
+                    return self.mask_value(w.start + colon + 1, w);
                 }
                 // No `user:pass` after all: an ordinary word.
             }
@@ -593,12 +600,12 @@ impl Redactor<'_> {
                 if let Some(sep) = text.find([':', '%'])
                     && !w.url
                 {
-                    return self.mask(w.start + sep + 1, w.end);
+                    return self.mask_value(w.start + sep + 1, w);
                 }
             }
             Pending::AfterComma => {
                 if let Some(comma) = text.find(',') {
-                    return self.mask(w.start + comma + 1, self.value_end(w));
+                    return self.mask_value(w.start + comma + 1, w);
                 }
             }
             Pending::Tuple => {
@@ -733,6 +740,16 @@ impl Redactor<'_> {
         if w.start == self.arg_start { self.arg_end } else { w.end }
     }
 
+    /// Masks from `start` in word `w` to the end of the value: the word's argument's end
+    /// if the word starts one (`-u "ada:correct horse"`), else the word's.
+    fn mask_value(&mut self, start: usize, w: &Word) {
+        let end = self.value_end(w);
+        self.mask(start, end);
+        if end > w.end {
+            self.skip_to = end;
+        }
+    }
+
     /// A word hidden whole because of the one before (with the rest of its argument).
     /// If it is itself a secret option (`--token --password hunter2`), the word after it
     /// is hidden too.
@@ -776,7 +793,8 @@ impl Redactor<'_> {
                 }
             }
             Program::PasswordWord => {
-                if lead.eq_ignore_ascii_case("password") || lead.ends_with(".psk") {
+                let bare_name = !lead.contains(['=', '/', ':']);
+                if bare_name && (lead.ends_with(".psk") || classify_option(lead) == Kind::Secret) {
                     self.pending = Pending::Whole;
                 }
                 false
@@ -1902,6 +1920,16 @@ mod tests {
         ("nmcli con modify home wifi-sec.psk WifiPw1", "nmcli con modify home wifi-sec.psk ***"),
         ("mysqladmin -u root password NewRootPw1", "mysqladmin -u root password ***"),
         ("nmcli con show", "nmcli con show"),
+        ("nmcli con add type wifi 802-1x.password Wpa2Pw1", "nmcli con add type wifi 802-1x.password ***"),
+        (
+            "rclone config create r2 s3 access_key_id AKID secret_access_key RcloneKey1",
+            "rclone config create r2 s3 access_key_id AKID secret_access_key ***",
+        ),
+        ("rclone copy /data remote:bucket --transfers 4", "rclone copy /data remote:bucket --transfers 4"),
+        (
+            "ipmitool -I lanplus -H bmc -U admin -y 0102AB -k KgKey1 sel list",
+            "ipmitool -I lanplus -H bmc -U admin -y *** -k *** sel list",
+        ),
         ("htpasswd -b /etc/nginx/.htpasswd bob HtPw1", "htpasswd -b /etc/nginx/.htpasswd bob ***"),
         ("htpasswd -nb bob HtPw1", "htpasswd -nb bob ***"),
         ("htpasswd -p -b file bob HtPw1", "htpasswd -p -b file bob ***"),
@@ -1981,6 +2009,9 @@ mod tests {
             None,
         ),
         (&["rabbitmqctl", "add_user", "bob", "two words"], "rabbitmqctl add_user bob ***", None),
+        (&["curl", "-u", "ada:correct horse", "https://h"], "curl -u ada:*** https://h", None),
+        (&["smbclient", "//srv/s", "-U", "ada%correct horse"], "smbclient //srv/s -U ada%***", None),
+        (&["lftp", "-u", "bob,correct horse", "ftp.example.com"], "lftp -u bob,*** ftp.example.com", None),
     ];
 
     #[test]
