@@ -412,8 +412,9 @@ impl Program {
     /// comes here, so most are turned away by their last letter and their length before
     /// any name is compared.
     fn of(word: &str) -> Option<Program> {
-        const LAST: [bool; 256] = {
-            let mut last = [false; 256];
+        // For each last letter, the lengths (one bit each) of the names that end in it.
+        const LAST: [u16; 256] = {
+            let mut last = [0u16; 256];
             let names: [&[u8]; 41] = [
                 b"redis-cli",
                 b"valkey-cli",
@@ -459,7 +460,7 @@ impl Program {
             ];
             let mut i = 0;
             while i < names.len() {
-                last[names[i][names[i].len() - 1] as usize] = true;
+                last[names[i][names[i].len() - 1] as usize] |= 1 << names[i].len();
                 i += 1;
             }
             // The last letters of the Net-SNMP tools (`snmpwalk`, `snmpget`, `snmptable`,
@@ -467,16 +468,14 @@ impl Program {
             let snmp = b"ktesfmpa";
             let mut i = 0;
             while i < snmp.len() {
-                last[snmp[i] as usize] = true;
+                last[snmp[i] as usize] |= 0b0011_1111_1000_0000; // 7 to 13 letters
                 i += 1;
             }
             last
         };
-        if !word.as_bytes().last().is_some_and(|b| LAST[usize::from(*b)]) {
-            return None;
-        }
+        let lengths = word.as_bytes().last().map(|b| LAST[usize::from(*b)]).filter(|l| *l != 0)?;
         let name = word.rfind('/').map_or(word, |slash| &word[slash + 1..]);
-        if !(2..=14).contains(&name.len()) {
+        if name.len() >= 16 || lengths & (1 << name.len()) == 0 {
             return None;
         }
         // Net-SNMP's clients, not its daemons (whose `-c` names a configuration file).
