@@ -368,7 +368,7 @@ enum Program {
     Other,
     /// `redis-cli` and its forks: `-a PASSWORD`.
     Redis,
-    /// `sqlcmd`, `zip`, `unzip`: `-P PASSWORD`.
+    /// `sqlcmd`, `bcp`, `osql`, `zip`, `unzip`, `ipmitool`, `mosquitto_pub`: `-P PASSWORD`.
     CapitalP,
     /// The OpenLDAP tools: `-w PASSWORD`.
     Ldap,
@@ -405,6 +405,8 @@ enum Program {
     Rabbitmq,
     /// `wpa_passphrase SSID PASSPHRASE`.
     WpaPassphrase,
+    /// unixODBC's `isql DSN USER PASSWORD`, and Sybase's `isql -P PASSWORD`.
+    Isql,
 }
 
 impl Program {
@@ -415,7 +417,7 @@ impl Program {
         // For each last letter, the lengths (one bit each) of the names that end in it.
         const LAST: [u16; 256] = {
             let mut last = [0u16; 256];
-            let names: [&[u8]; 41] = [
+            let names: [&[u8]; 44] = [
                 b"redis-cli",
                 b"valkey-cli",
                 b"keydb-cli",
@@ -457,6 +459,9 @@ impl Program {
                 b"rabbitmqctl",
                 b"wpa_passphrase",
                 b"rclone",
+                b"bcp",
+                b"osql",
+                b"isql",
             ];
             let mut i = 0;
             while i < names.len() {
@@ -488,7 +493,8 @@ impl Program {
         }
         Some(match name {
             "redis-cli" | "valkey-cli" | "keydb-cli" => Program::Redis,
-            "sqlcmd" | "zip" | "unzip" => Program::CapitalP,
+            "sqlcmd" | "bcp" | "osql" | "zip" | "unzip" => Program::CapitalP,
+            "isql" => Program::Isql,
             "ldapsearch" | "ldapmodify" | "ldapadd" | "ldapdelete" | "ldapwhoami" | "ldapcompare" | "ldapmodrdn"
             | "ldapexop" => Program::Ldap,
             "ldappasswd" => Program::LdapPasswd,
@@ -520,6 +526,7 @@ impl Program {
             Program::LdapPasswd => matches!(letter, b'w' | b'a' | b's'),
             Program::SshKeygen => matches!(letter, b'N' | b'P'),
             Program::Ipmitool => matches!(letter, b'P' | b'k' | b'y'),
+            Program::Isql => letter == b'P',
             Program::Openssl => matches!(letter, b'k' | b'K'),
             Program::Snmp => matches!(letter, b'c' | b'A' | b'X'),
             _ => false,
@@ -542,6 +549,7 @@ impl Program {
                 | Program::Mc
                 | Program::Rabbitmq
                 | Program::WpaPassphrase
+                | Program::Isql
         )
     }
 
@@ -817,6 +825,7 @@ impl Redactor<'_> {
                 n == st.secret_at
             }
             Program::WpaPassphrase => n == 2,
+            Program::Isql => n == 3,
             _ => false,
         };
         if secret {
@@ -1533,9 +1542,10 @@ fn is_lowercase_option(body: &str) -> bool {
         && body.bytes().all(|b| b.is_ascii_lowercase() || matches!(b, b'-' | b'_'))
 }
 
-/// curl's `-u`/`--user` and `--proxy-user` take `user:password`.
+/// curl's `-u`/`--user` and `--proxy-user` take `user:password`, its `--cert` and
+/// `--proxy-cert` `file:password`.
 fn is_user_option(name: &str, long: bool) -> bool {
-    long && (name.eq_ignore_ascii_case("user") || name.eq_ignore_ascii_case("proxy-user"))
+    long && ["user", "proxy-user", "cert", "proxy-cert"].iter().any(|n| name.eq_ignore_ascii_case(n))
 }
 
 /// HTTP authentication schemes, which come before the secret in a header's value.
@@ -1919,6 +1929,13 @@ mod tests {
         ("nmcli con modify home wifi-sec.psk WifiPw1", "nmcli con modify home wifi-sec.psk ***"),
         ("mysqladmin -u root password NewRootPw1", "mysqladmin -u root password ***"),
         ("nmcli con show", "nmcli con show"),
+        ("bcp db.dbo.t out t.dat -S srv -U sa -P BcpPw1 -c", "bcp db.dbo.t out t.dat -S srv -U sa -P *** -c"),
+        ("isql -v mydsn sa IsqlPw1", "isql -v mydsn sa ***"),
+        ("isql -S srv -U sa -P IsqlPw1", "isql -S srv -U sa -P ***"),
+        ("isql mydsn", "isql mydsn"),
+        ("curl --cert client.pem:CertPw1 https://h", "curl --cert client.pem:*** https://h"),
+        ("curl --cert=client.pem:CertPw1 https://h", "curl --cert=client.pem:*** https://h"),
+        ("curl --cert /etc/ssl/client.pem https://h", "curl --cert /etc/ssl/client.pem https://h"),
         ("nmcli con add type wifi 802-1x.password Wpa2Pw1", "nmcli con add type wifi 802-1x.password ***"),
         (
             "rclone config create r2 s3 access_key_id AKID secret_access_key RcloneKey1",
