@@ -72,6 +72,27 @@ fn secrets_on_a_command_line_never_reach_the_json() {
 }
 
 #[test]
+fn a_secret_argument_with_spaces_is_masked_whole() {
+    let tag = marker("phrase");
+    // `sh -c SCRIPT NAME ARGS...`: the arguments stay on the shell's command line as
+    // they were given, one of them with spaces.
+    let mut child = std::process::Command::new("sh")
+        .args(["-c", "sleep 600 & wait", &tag, "--passphrase", "correct horse battery staple", "-v"])
+        .stdin(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    common::wait_for(Duration::from_secs(5), || !common::children_of(child.id()).is_empty());
+    let snap = Sampler::new(SamplerOptions::default()).sample();
+    let cmd = snap.processes.iter().find(|p| p.pid == child.id()).map(|p| p.cmd.clone());
+    for pid in common::children_of(child.id()) {
+        let _ = std::process::Command::new("kill").arg("-9").arg(pid.to_string()).status();
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    assert_eq!(cmd.expect("child listed"), format!("sh -c sleep 600 & wait {tag} --passphrase *** -v"));
+}
+
+#[test]
 fn command_lines_can_be_cut_to_the_program_or_left_out() {
     let tag = marker("mode");
     let child = Sleeper::start(&format!("{tag} --password hunter2"));

@@ -7,12 +7,19 @@
 //! (`--from-literal=password=...`, `--env=DB_PASSWORD=...`), and the one-letter password
 //! flags of a few commands (`sqlcmd -P`, `zip -P`, `ldapsearch -w`), JSON bodies
 //! (`-d '{"password":"..."}'`), mount option lists (`-o username=u,password=...`),
-//! Samba's `-U user%pass`, Oracle's `user/pass@db`, Windows' `/p:...`, and tokens known
-//! by their shape wherever they stand (`ghp_...`, `xoxb-...`, `AKIA...`, JWTs, `sk-...`).
+//! Samba's `-U user%pass`, Oracle's `user/pass@db`, Windows' `/p:...`, ODBC's `;Pwd=...`,
+//! npm's `//host/:_authToken=...`, passwords that a few programs take as a plain word
+//! (`vault login TOKEN`, `htpasswd -b FILE USER PASS`, `nmcli ... password PASS`), and
+//! tokens known by their shape wherever they stand (`ghp_...`, `xoxb-...`, `AKIA...`,
+//! JWTs, `sk-...`, `npm_...`, `hvs....`).
 //! [`command_line`] joins the arguments, replaces every value that looks like a secret by
 //! `***` ([`redact`]), then bounds the length. It errs on the side of hiding: the word
 //! after a lone `-p` is taken for a password unless it is a port or a path (`-p 8080`,
 //! `-p 8080:80`).
+//!
+//! [`command_line`] knows where each argument ends, and a secret that starts an argument
+//! runs to its end: `--passphrase "correct horse battery staple"` is masked whole, and a
+//! program's positional words are counted by argument.
 //!
 //! [`redact`] works on an already joined line, so the collector runs the same rules on
 //! every command line it receives (an old agent, or one that does not redact, must not
@@ -89,25 +96,34 @@ pub fn command_line_with<S: AsRef<str>>(args: &[S], mode: CmdlineMode) -> String
         return String::new();
     }
     let mut line = String::new();
+    // Where each argument ends in `line`: the rules see words, as on the collector, but
+    // a secret that is one argument is masked whole even when it has spaces in it
+    // (`--passphrase "correct horse battery staple"`).
+    let mut ends = Vec::with_capacity(args.len().min(64));
     for (i, arg) in args.iter().enumerate() {
         if i > 0 {
             line.push(' ');
         }
-        line.push_str(arg.as_ref());
+        let arg = arg.as_ref();
+        // Tabs and line breaks become spaces first, so that they separate words as
+        // spaces do; each argument on its own, so that the ends stay where they are.
+        if arg.chars().any(char::is_control) {
+            line.push_str(&printable(arg));
+        } else {
+            line.push_str(arg);
+        }
+        ends.push(line.len());
         if mode == CmdlineMode::Exe || line.len() > MAX_CMD_CHARS * 4 {
             break; // only the program is wanted, or far past the limit already
         }
-    }
-    // Tabs and line breaks become spaces first, so that they separate words as spaces do.
-    if line.chars().any(char::is_control) {
-        line = printable(&line);
     }
     if mode == CmdlineMode::Exe
         && let Some(space) = line.find(' ')
     {
         line.truncate(space);
+        ends.clear();
     }
-    if let Cow::Owned(masked) = redact(&line) {
+    if let Cow::Owned(masked) = redact_args(&line, &ends) {
         line = masked;
     }
     truncate(line)
@@ -127,17 +143,45 @@ pub fn redact_in_place(cmd: &mut String) {
 /// nothing needed masking. Words are separated by spaces or tabs. Redacting the result
 /// again changes nothing.
 pub fn redact(line: &str) -> Cow<'_, str> {
-    let mut r = Redactor { line, edits: Vec::new(), pending: Pending::None, program: Program::Other };
+    redact_args(line, &[])
+}
+
+/// [`redact`], knowing where the arguments of `line` end (`ends`, in order; empty when
+/// only the joined line is known): a secret that the rules find at the start of an
+/// argument runs to that argument's end, and a program's positional words are counted
+/// by argument.
+fn redact_args<'a>(line: &'a str, ends: &[usize]) -> Cow<'a, str> {
+    let mut r = Redactor {
+        line,
+        edits: Vec::new(),
+        pending: Pending::None,
+        program: Program::Other,
+        arg_start: 0,
+        arg_end: 0,
+        skip_to: 0,
+        state: State::default(),
+    };
     let bytes = line.as_bytes();
     let mut start = 0;
+    // The argument that holds `start`, and where it begins.
+    let mut arg = 0;
+    let mut arg_start = 0;
     while start < bytes.len() {
         if BYTE_CLASS[usize::from(bytes[start])] == SPACE {
             start += 1;
             continue;
         }
         let word = scan_word(line, start);
+        while arg < ends.len() && ends[arg] < word.start {
+            arg_start = ends[arg] + 1;
+            arg += 1;
+        }
+        (r.arg_start, r.arg_end) = match ends.get(arg) {
+            Some(end) => (arg_start, *end),
+            None => (word.start, word.end),
+        };
         r.word(&word);
-        start = word.end;
+        start = word.end.max(r.skip_to);
     }
     r.tokens();
     if r.edits.is_empty() { Cow::Borrowed(line) } else { Cow::Owned(apply(line, r.edits)) }
@@ -276,6 +320,11 @@ enum Pending {
     Json,
     /// Inside a JSON string value that has spaces in it: masked up to its closing quote.
     JsonString,
+    /// After `lftp -u`: `user,password`.
+    AfterComma,
+    /// Inside a secret tuple or list that has spaces in it (Python's
+    /// `auth=("user", "password")`): masked up to its closing bracket.
+    Tuple,
 }
 
 struct Redactor<'a> {
@@ -285,6 +334,29 @@ struct Redactor<'a> {
     pending: Pending,
     /// The command the words belong to, when its one-letter flags differ from the rest.
     program: Program,
+    /// The argument the current word is in, when the arguments are known; else the word
+    /// itself. A word that starts its argument is the whole of a value.
+    arg_start: usize,
+    arg_end: usize,
+    /// Where the next word to look at starts when a whole argument was masked.
+    skip_to: usize,
+    /// What the program's positional words have said so far.
+    state: State,
+}
+
+/// Positional words of the current program, for those that take a secret as one
+/// (`wpa_passphrase SSID PASSPHRASE`).
+#[derive(Clone, Copy, Default)]
+struct State {
+    /// Words that are not options, since the program's name.
+    count: u8,
+    /// The count at which the word is the secret; 0 for none.
+    secret_at: u8,
+    /// The subcommand seen so far, as the program understands it.
+    stage: u8,
+    /// `htpasswd`'s `-b` (the password is on the line) and `-n` (no file name).
+    batch: bool,
+    no_file: bool,
 }
 
 /// Commands whose password flag is a letter that means something harmless elsewhere
@@ -296,7 +368,7 @@ enum Program {
     Other,
     /// `redis-cli` and its forks: `-a PASSWORD`.
     Redis,
-    /// `sqlcmd`, `zip`, `unzip`: `-P PASSWORD`.
+    /// `sqlcmd`, `bcp`, `osql`, `zip`, `unzip`, `ipmitool`, `mosquitto_pub`: `-P PASSWORD`.
     CapitalP,
     /// The OpenLDAP tools: `-w PASSWORD`.
     Ldap,
@@ -306,6 +378,35 @@ enum Program {
     Sshpass,
     /// Oracle's tools (`sqlplus`, `rman`, `expdp`, ...): `user/password@db`.
     Oracle,
+    /// `ipmitool`: `-P PASSWORD`, and the keys `-k KEY` and `-y HEXKEY`.
+    Ipmitool,
+    /// `ssh-keygen`: the new and old passphrases, `-N` and `-P`.
+    SshKeygen,
+    /// `openssl`: `-k PASSWORD` and `-K HEXKEY` (`enc`).
+    Openssl,
+    /// The Net-SNMP tools: `-c COMMUNITY`, `-A AUTHPASS`, `-X PRIVPASS`.
+    Snmp,
+    /// `lftp`: `-u user,password`.
+    Lftp,
+    /// `consul`: `-encrypt=KEY`, the gossip encryption key.
+    Consul,
+    /// `vault login TOKEN`.
+    Vault,
+    /// A secret named by the word before it: `nmcli ... password PASSWORD` (or
+    /// `wifi-sec.psk PSK`), `mysqladmin ... password NEWPASSWORD`, `rclone config create
+    /// NAME s3 secret_access_key KEY`.
+    PasswordWord,
+    /// `htpasswd -b FILE USER PASSWORD`, `htpasswd -nb USER PASSWORD`.
+    Htpasswd,
+    /// MinIO's `mc alias set NAME URL ACCESSKEY SECRETKEY` (and the older
+    /// `mc config host add ...`).
+    Mc,
+    /// `rabbitmqctl add_user USER PASSWORD` (and `change_password`, `authenticate_user`).
+    Rabbitmq,
+    /// `wpa_passphrase SSID PASSPHRASE`.
+    WpaPassphrase,
+    /// unixODBC's `isql DSN USER PASSWORD`, and Sybase's `isql -P PASSWORD`.
+    Isql,
 }
 
 impl Program {
@@ -313,9 +414,10 @@ impl Program {
     /// comes here, so most are turned away by their last letter and their length before
     /// any name is compared.
     fn of(word: &str) -> Option<Program> {
-        const LAST: [bool; 256] = {
-            let mut last = [false; 256];
-            let names: [&[u8]; 24] = [
+        // For each last letter, the lengths (one bit each) of the names that end in it.
+        const LAST: [u16; 256] = {
+            let mut last = [0u16; 256];
+            let names: [&[u8]; 44] = [
                 b"redis-cli",
                 b"valkey-cli",
                 b"keydb-cli",
@@ -340,29 +442,76 @@ impl Program {
                 b"exp",
                 b"imp",
                 b"dgmgrl",
+                b"ipmitool",
+                b"mosquitto_pub",
+                b"mosquitto_sub",
+                b"mosquitto_rr",
+                b"ssh-keygen",
+                b"openssl",
+                b"lftp",
+                b"consul",
+                b"vault",
+                b"nmcli",
+                b"mysqladmin",
+                b"mariadb-admin",
+                b"htpasswd",
+                b"mc",
+                b"rabbitmqctl",
+                b"wpa_passphrase",
+                b"rclone",
+                b"bcp",
+                b"osql",
+                b"isql",
             ];
             let mut i = 0;
             while i < names.len() {
-                last[names[i][names[i].len() - 1] as usize] = true;
+                last[names[i][names[i].len() - 1] as usize] |= 1 << names[i].len();
+                i += 1;
+            }
+            // The last letters of the Net-SNMP tools (`snmpwalk`, `snmpget`, `snmptable`,
+            // `snmpstatus`, `snmpdf`, `snmpvacm`, `snmptrap`, `snmpdelta`).
+            let snmp = b"ktesfmpa";
+            let mut i = 0;
+            while i < snmp.len() {
+                last[snmp[i] as usize] |= 0b0011_1111_1000_0000; // 7 to 13 letters
                 i += 1;
             }
             last
         };
-        if !word.as_bytes().last().is_some_and(|b| LAST[usize::from(*b)]) {
+        let lengths = word.as_bytes().last().map(|b| LAST[usize::from(*b)]).filter(|l| *l != 0)?;
+        let name = word.rfind('/').map_or(word, |slash| &word[slash + 1..]);
+        if name.len() >= 16 || lengths & (1 << name.len()) == 0 {
             return None;
         }
-        let name = word.rfind('/').map_or(word, |slash| &word[slash + 1..]);
-        if !(3..=11).contains(&name.len()) {
-            return None;
+        // Net-SNMP's clients, not its daemons (whose `-c` names a configuration file).
+        if name.starts_with("snmp")
+            && name.len() > 6
+            && name.bytes().all(|b| b.is_ascii_lowercase())
+            && !matches!(name, "snmptrapd" | "snmptranslate" | "snmpconf")
+        {
+            return Some(Program::Snmp);
         }
         Some(match name {
             "redis-cli" | "valkey-cli" | "keydb-cli" => Program::Redis,
-            "sqlcmd" | "zip" | "unzip" => Program::CapitalP,
+            "sqlcmd" | "bcp" | "osql" | "zip" | "unzip" => Program::CapitalP,
+            "isql" => Program::Isql,
             "ldapsearch" | "ldapmodify" | "ldapadd" | "ldapdelete" | "ldapwhoami" | "ldapcompare" | "ldapmodrdn"
             | "ldapexop" => Program::Ldap,
             "ldappasswd" => Program::LdapPasswd,
             "sshpass" => Program::Sshpass,
             "sqlplus" | "sqlldr" | "rman" | "expdp" | "impdp" | "exp" | "imp" | "dgmgrl" => Program::Oracle,
+            "mosquitto_pub" | "mosquitto_sub" | "mosquitto_rr" => Program::CapitalP,
+            "ipmitool" => Program::Ipmitool,
+            "ssh-keygen" => Program::SshKeygen,
+            "openssl" => Program::Openssl,
+            "lftp" => Program::Lftp,
+            "consul" => Program::Consul,
+            "vault" => Program::Vault,
+            "nmcli" | "mysqladmin" | "mariadb-admin" | "rclone" => Program::PasswordWord,
+            "htpasswd" => Program::Htpasswd,
+            "mc" => Program::Mc,
+            "rabbitmqctl" => Program::Rabbitmq,
+            "wpa_passphrase" => Program::WpaPassphrase,
             _ => return None,
         })
     }
@@ -370,13 +519,44 @@ impl Program {
     /// Whether `-LETTER` takes a password in this command.
     fn password_flag(self, letter: u8) -> bool {
         match self {
-            Program::Other | Program::Oracle => false,
             Program::Sshpass => letter == b'p',
             Program::Redis => letter == b'a',
             Program::CapitalP => letter == b'P',
             Program::Ldap => letter == b'w',
             Program::LdapPasswd => matches!(letter, b'w' | b'a' | b's'),
+            Program::SshKeygen => matches!(letter, b'N' | b'P'),
+            Program::Ipmitool => matches!(letter, b'P' | b'k' | b'y'),
+            Program::Isql => letter == b'P',
+            Program::Openssl => matches!(letter, b'k' | b'K'),
+            Program::Snmp => matches!(letter, b'c' | b'A' | b'X'),
+            _ => false,
         }
+    }
+
+    /// Whether `-LETTERvalue` is the password flag with its value attached. Not in
+    /// `openssl`, whose options are whole words (`-kfile`, `-key`).
+    fn attached(self, letter: u8) -> bool {
+        self != Program::Openssl && self.password_flag(letter)
+    }
+
+    /// Whether the command takes a secret as a positional word.
+    fn positional(self) -> bool {
+        matches!(
+            self,
+            Program::Vault
+                | Program::PasswordWord
+                | Program::Htpasswd
+                | Program::Mc
+                | Program::Rabbitmq
+                | Program::WpaPassphrase
+                | Program::Isql
+        )
+    }
+
+    /// Whether the option `name` (without its dashes) takes a secret in this command
+    /// though its name says nothing of one elsewhere.
+    fn secret_option(self, name: &str) -> bool {
+        self == Program::Consul && name.eq_ignore_ascii_case("encrypt")
     }
 }
 
@@ -397,6 +577,7 @@ impl Redactor<'_> {
         let separator = matches!(text, "&&" | "||" | "|" | "&") || text.ends_with(';');
         if separator && !self.edits[edits_before..].iter().any(|e| e.1 == w.end) {
             self.program = Program::Other;
+            self.state = State::default();
         }
     }
 
@@ -418,7 +599,7 @@ impl Redactor<'_> {
                 if let Some(colon) = w.colon
                     && !w.url
                 {
-                    return self.mask(w.start + colon + 1, w.end);
+                    return self.mask_value(w.start + colon + 1, w);
                 }
                 // No `user:pass` after all: an ordinary word.
             }
@@ -426,8 +607,20 @@ impl Redactor<'_> {
                 if let Some(sep) = text.find([':', '%'])
                     && !w.url
                 {
-                    return self.mask(w.start + sep + 1, w.end);
+                    return self.mask_value(w.start + sep + 1, w);
                 }
+            }
+            Pending::AfterComma => {
+                if let Some(comma) = text.find(',') {
+                    return self.mask_value(w.start + comma + 1, w);
+                }
+            }
+            Pending::Tuple => {
+                let end = text.find([')', ']']).unwrap_or_else(|| {
+                    self.pending = Pending::Tuple;
+                    text.len()
+                });
+                return self.mask(w.start, w.start + end);
             }
             Pending::PortOrSecret if is_port(text) || is_path(text) => {}
             Pending::PortOrSecret => return self.masked_word(w, text),
@@ -485,15 +678,43 @@ impl Redactor<'_> {
         let lead = &text[lead_len..];
         let at = w.start + lead_len;
         if lead.len() > 1 && lead.starts_with('-') {
-            return self.option(lead, at, w.end);
+            // An option that starts its argument holds its value to the argument's end
+            // (`--passphrase=correct horse`).
+            let end = if lead_len == 0 { self.value_end(w) } else { w.end };
+            self.option(lead, at, end);
+            if end > w.end && self.edits.last().is_some_and(|e| e.1 == end) {
+                self.skip_to = end;
+            }
+            return;
         }
         if lead.starts_with('/') && w.colon.is_some() && !w.url {
             self.windows_option(lead, at);
         }
+        if self.program.positional() && self.positional(lead, w) {
+            return;
+        }
         if let Some(program) = Program::of(lead) {
             self.program = program;
+            self.state = State::default();
         } else if self.program == Program::Oracle && !w.url {
             self.oracle_login(lead, at);
+        }
+        // npm's settings: `//registry.npmjs.org/:_authToken=X`, or the value as the next
+        // word (`npm config set //host/:_authToken X`, `npm config set _auth X`).
+        let npm_key = match lead.strip_prefix("//") {
+            Some(scoped) if !w.url => scoped.rfind(':').map(|c| (&scoped[c + 1..], at + 2 + c + 1)),
+            _ => lead.starts_with('_').then_some((lead, at)),
+        };
+        if let Some((key, key_at)) = npm_key {
+            let name = key.split_once('=').map_or(key, |(name, _)| name);
+            if matches!(name, "_authToken" | "_auth" | "_password") {
+                if key.len() > name.len() {
+                    self.mask(key_at + name.len() + 1, w.end);
+                } else {
+                    self.pending = Pending::Whole;
+                }
+                return;
+            }
         }
         if lead.eq_ignore_ascii_case("bearer") || lead.eq_ignore_ascii_case("basic") {
             self.pending = Pending::Scheme;
@@ -513,14 +734,39 @@ impl Redactor<'_> {
             let name = &text[lead_len..eq];
             if is_name(name) && classify(name) == Kind::Secret && !names_a_file(name, &text[eq + 1..]) {
                 self.mask(w.start + eq + 1, w.end);
+                if opens_a_tuple(&text[eq + 1..]) {
+                    self.pending = Pending::Tuple;
+                }
             }
         }
     }
 
-    /// A word hidden whole because of the one before. If it is itself a secret option
-    /// (`--token --password hunter2`), the word after it is hidden too.
+    /// The end of the value that starts at word `w`: its argument's end if it starts
+    /// one (a passphrase with spaces), else its own.
+    fn value_end(&self, w: &Word) -> usize {
+        if w.start == self.arg_start { self.arg_end } else { w.end }
+    }
+
+    /// Masks from `start` in word `w` to the end of the value: the word's argument's end
+    /// if the word starts one (`-u "ada:correct horse"`), else the word's.
+    fn mask_value(&mut self, start: usize, w: &Word) {
+        let end = self.value_end(w);
+        self.mask(start, end);
+        if end > w.end {
+            self.skip_to = end;
+        }
+    }
+
+    /// A word hidden whole because of the one before (with the rest of its argument).
+    /// If it is itself a secret option (`--token --password hunter2`), the word after it
+    /// is hidden too.
     fn masked_word(&mut self, w: &Word, text: &str) {
-        self.mask(w.start, w.end);
+        let end = self.value_end(w);
+        self.mask(w.start, end);
+        if end > w.end {
+            self.skip_to = end;
+            return;
+        }
         let lead = text.trim_start_matches(['\'', '"', '`']);
         if lead.eq_ignore_ascii_case("bearer") || lead.eq_ignore_ascii_case("basic") {
             self.pending = Pending::Scheme;
@@ -532,6 +778,65 @@ impl Redactor<'_> {
         }
     }
 
+    /// A word of a program that takes a secret as a positional word: counts it, and
+    /// masks it (with the rest of its argument) when it is the secret. Words inside one
+    /// argument count once.
+    fn positional(&mut self, lead: &str, w: &Word) -> bool {
+        if w.start != self.arg_start {
+            return false;
+        }
+        let st = &mut self.state;
+        st.count = st.count.saturating_add(1);
+        let n = st.count;
+        let secret = match self.program {
+            // `vault login TOKEN`; `vault login -method=userpass username=ada` has none.
+            Program::Vault => {
+                if n == 1 && lead == "login" {
+                    st.stage = 1;
+                }
+                n > 1 && st.stage == 1 && !lead.contains('=') && lead != "-" && {
+                    st.stage = 2;
+                    true
+                }
+            }
+            Program::PasswordWord => {
+                let bare_name = !lead.contains(['=', '/', ':']);
+                if bare_name && (lead.ends_with(".psk") || classify_option(lead) == Kind::Secret) {
+                    self.pending = Pending::Whole;
+                }
+                false
+            }
+            Program::Htpasswd => st.batch && n == if st.no_file { 2 } else { 3 },
+            Program::Mc => {
+                match (n, st.stage, lead) {
+                    (1, _, "alias") => st.stage = 1,
+                    (2, 1, "set") => st.secret_at = 6,
+                    (1, _, "config") => st.stage = 2,
+                    (2, 2, "host") => st.stage = 3,
+                    (3, 3, "add") => st.secret_at = 7,
+                    _ => {}
+                }
+                n == st.secret_at
+            }
+            Program::Rabbitmq => {
+                if matches!(lead, "add_user" | "change_password" | "authenticate_user") {
+                    st.secret_at = n.saturating_add(2);
+                }
+                n == st.secret_at
+            }
+            Program::WpaPassphrase => n == 2,
+            Program::Isql => n == 3,
+            _ => false,
+        };
+        if secret {
+            // A `;` that ends the word ends the command, and stays.
+            let end = if self.value_end(w) == w.end && lead.ends_with(';') { w.end - 1 } else { self.value_end(w) };
+            self.mask(w.start, end);
+            self.skip_to = end;
+        }
+        secret
+    }
+
     /// An option: `--name=value`, `--name value`, `-name value`, `-pVALUE`, `-p VALUE`.
     fn option(&mut self, text: &str, at: usize, end: usize) {
         let long = text.starts_with("--");
@@ -539,6 +844,10 @@ impl Redactor<'_> {
         let body = &text[dashes..];
         if body.is_empty() {
             return;
+        }
+        if self.program == Program::Htpasswd && !long {
+            self.state.batch |= body.contains('b');
+            self.state.no_file |= body.contains('n');
         }
         // `--name=value`, or `-name=value` with a real name before the `=` (a `-p`
         // with an attached password may hold a `=` anywhere).
@@ -548,7 +857,8 @@ impl Redactor<'_> {
             let name = &body[..eq];
             let value = at + dashes + eq + 1;
             let rest = &body[eq + 1..];
-            if classify_option(name) == Kind::Secret && !names_a_file(name, rest) {
+            if (classify_option(name) == Kind::Secret || self.program.secret_option(name)) && !names_a_file(name, rest)
+            {
                 self.mask(value, end);
             } else if is_user_option(name, long)
                 && let Some(colon) = rest.find(':')
@@ -568,7 +878,7 @@ impl Redactor<'_> {
             return;
         }
         if long {
-            if classify_option(body) == Kind::Secret {
+            if classify_option(body) == Kind::Secret || self.program.secret_option(body) {
                 self.pending = Pending::Whole;
             } else if is_user_option(body, true) {
                 self.pending = Pending::AfterColon;
@@ -579,7 +889,11 @@ impl Redactor<'_> {
         if body.len() == 1 {
             match first {
                 b'p' if self.program.password_flag(b'p') => self.pending = Pending::Whole,
+                // A switch there: `ssh-keygen -p` changes a passphrase, `htpasswd -p`
+                // stores it in clear, `openssl enc -p` prints the key.
+                b'p' if matches!(self.program, Program::SshKeygen | Program::Htpasswd | Program::Openssl) => {}
                 b'p' => self.pending = Pending::PortOrSecret,
+                b'u' if self.program == Program::Lftp => self.pending = Pending::AfterComma,
                 b'u' => self.pending = Pending::AfterColon,
                 b'U' => self.pending = Pending::UserPercent,
                 letter if self.program.password_flag(letter) => self.pending = Pending::Whole,
@@ -589,12 +903,13 @@ impl Redactor<'_> {
         }
         // A single dash and a whole name: Java's and Go's style (`-storepass X`).
         if is_name(body) {
-            match classify_option(body) {
+            let kind = if self.program.secret_option(body) { Kind::Secret } else { classify_option(body) };
+            match kind {
                 Kind::Secret => {
                     // `-password X` is an option; `-pMyPassw0rd` is MySQL's `-p` with
                     // its value attached. Options are lowercase words; an attached
                     // password that looks like one is hidden as both.
-                    if (first == b'p' || self.program.password_flag(first)) && !is_lowercase_option(body) {
+                    if (first == b'p' || self.program.attached(first)) && !is_lowercase_option(body) {
                         self.mask(at + 2, end);
                     }
                     self.pending = Pending::Whole;
@@ -606,9 +921,10 @@ impl Redactor<'_> {
         }
         match first {
             b'p' if body.as_bytes()[1] != b'-' => self.mask(at + 2, end),
-            letter if self.program.password_flag(letter) => self.mask(at + 2, end),
+            letter if self.program.attached(letter) => self.mask(at + 2, end),
             b'u' => {
-                if let Some(colon) = body.find(':') {
+                let sep = if self.program == Program::Lftp { ',' } else { ':' };
+                if let Some(colon) = body.find(sep) {
                     self.mask(at + 1 + colon + 1, end);
                 }
             }
@@ -722,6 +1038,10 @@ impl Redactor<'_> {
                 let name = piece[..eq].trim_start_matches(['-', '\'', '"']);
                 if is_name(name) && classify(name) == Kind::Secret && !names_a_file(name, &piece[eq + 1..]) {
                     self.mask(at + offset + eq + 1, at + offset + piece.len());
+                    // `auth=("user",` then `"password")`: the tuple goes on in the next word.
+                    if opens_a_tuple(&text[offset + eq + 1..]) {
+                        self.pending = Pending::Tuple;
+                    }
                 }
             }
             offset += piece.len() + 1;
@@ -865,11 +1185,21 @@ impl Redactor<'_> {
     fn segments(&mut self, text: &str, at: usize) {
         let mut offset = 0;
         for (i, piece) in text.split(';').enumerate() {
-            let eq = if i == 0 { piece.rfind('=').filter(|e| piece[..*e].contains('=')) } else { piece.find('=') };
+            let eq = if i == 0 {
+                piece.rfind('=').filter(|e| piece[..*e].contains('=')).or_else(|| {
+                    // A connection string that starts with its password: `Pwd=x;Server=db`.
+                    let eq = piece.find('=')?;
+                    (piece[..eq].eq_ignore_ascii_case("pwd") && text[piece.len()..].contains('=')).then_some(eq)
+                })
+            } else {
+                piece.find('=')
+            };
             if let Some(eq) = eq {
                 let before = &piece[..eq];
                 let name = before[before.rfind(['=', '\'', '"']).map_or(0, |e| e + 1)..].trim();
-                if classify(name) == Kind::Secret {
+                // `Pwd` is ODBC's password, not the shell's working directory, inside a
+                // connection string.
+                if classify(name) == Kind::Secret || name.eq_ignore_ascii_case("pwd") {
                     self.mask(at + offset + eq + 1, at + offset + piece.len());
                 }
             }
@@ -931,6 +1261,10 @@ static TOKEN_STARTS: LazyLock<Option<AhoCorasick>> = LazyLock::new(|| {
             "sk_test_",
             "rk_live_",
             "rk_test_",
+            "npm_",
+            "hvs.",
+            "hvb.",
+            "hvr.",
         ])
         .ok()
 });
@@ -980,6 +1314,12 @@ fn token_len(bytes: &[u8]) -> Option<usize> {
             let signature = if bytes.get(end) == Some(&b'.') { 1 + run(end + 1, word) } else { 0 };
             Some(end + signature)
         }
+        // npm's access tokens: `npm_` and 36 letters and digits.
+        b'n' => prefixed(b"npm_", alnum, 36),
+        // Vault's service, batch and recovery tokens.
+        b'h' if bytes.len() > 4 && bytes.starts_with(b"hv") && matches!(bytes[2], b's' | b'b' | b'r') => {
+            prefixed(&bytes[..4], word, 20).filter(|_| bytes[3] == b'.')
+        }
         b's' | b'r' => {
             let stripe = [b"sk_live_".as_slice(), b"sk_test_", b"rk_live_", b"rk_test_"];
             if let Some(len) = stripe.iter().find_map(|p| prefixed(p, alnum, 16)) {
@@ -989,6 +1329,17 @@ fn token_len(bytes: &[u8]) -> Option<usize> {
             mixed(&bytes[3..len]).then_some(len)
         }
         _ => None,
+    }
+}
+
+/// Whether a secret value opens a tuple or list that the word does not close
+/// (`("user",`): its other elements are in the next words.
+fn opens_a_tuple(value: &str) -> bool {
+    let value = value.trim_start_matches(['\'', '"']);
+    match value.as_bytes().first() {
+        Some(b'(') => !value.contains(')'),
+        Some(b'[') => !value.contains(']'),
+        _ => false,
     }
 }
 
@@ -1123,7 +1474,7 @@ fn classify(name: &str) -> Kind {
 }
 
 /// Words that make a name secret wherever they stand in it, after folding.
-const SECRET_WORDS: [&[u8]; 13] = [
+const SECRET_WORDS: [&[u8]; 14] = [
     b"password",
     b"passwd",
     b"passphrase",
@@ -1137,13 +1488,16 @@ const SECRET_WORDS: [&[u8]; 13] = [
     b"authoriz",
     b"credential",
     b"cookie",
+    b"bearer",
 ];
 
 /// The first four letters of each of [`SECRET_WORDS`] (and `auth`), as numbers.
-const SECRET_STARTS: [u32; 11] = {
-    let starts =
-        [*b"pass", *b"priv", *b"secr", *b"sign", *b"toke", *b"apik", *b"acce", *b"acco", *b"auth", *b"cred", *b"cook"];
-    let mut out = [0u32; 11];
+const SECRET_STARTS: [u32; 12] = {
+    let starts = [
+        *b"pass", *b"priv", *b"secr", *b"sign", *b"toke", *b"apik", *b"acce", *b"acco", *b"auth", *b"cred", *b"cook",
+        *b"bear",
+    ];
+    let mut out = [0u32; 12];
     let mut i = 0;
     while i < out.len() {
         out[i] = u32::from_le_bytes(starts[i]);
@@ -1188,9 +1542,10 @@ fn is_lowercase_option(body: &str) -> bool {
         && body.bytes().all(|b| b.is_ascii_lowercase() || matches!(b, b'-' | b'_'))
 }
 
-/// curl's `-u`/`--user` and `--proxy-user` take `user:password`.
+/// curl's `-u`/`--user` and `--proxy-user` take `user:password`, its `--cert` and
+/// `--proxy-cert` `file:password`.
 fn is_user_option(name: &str, long: bool) -> bool {
-    long && (name.eq_ignore_ascii_case("user") || name.eq_ignore_ascii_case("proxy-user"))
+    long && ["user", "proxy-user", "cert", "proxy-cert"].iter().any(|n| name.eq_ignore_ascii_case(n))
 }
 
 /// HTTP authentication schemes, which come before the secret in a header's value.
@@ -1244,6 +1599,23 @@ mod tests {
                 let mut owned = line.to_owned();
                 redact_in_place(&mut owned);
             }
+        }
+    }
+
+    proptest! {
+        /// Arguments with spaces in them (whose ends the agent knows) are masked without
+        /// panicking, and what comes out is stable on the collector once it has masked it.
+        #[test]
+        fn any_arguments_are_masked_without_panicking(
+            args in proptest::collection::vec(
+                "(--?[a-z]{0,8}|[a-zA-Z0-9é ]{0,12}|password|login|vault|htpasswd|-b|wpa_passphrase|-p|;|\
+                 auth=\\(\"a\",|b\"\\)|//h/:_authToken|Pwd=x;A=b| )",
+                0..10,
+            ),
+        ) {
+            let agent = command_line(&args);
+            let collector = redact(&agent).into_owned();
+            prop_assert_eq!(redact(&collector).into_owned(), collector);
         }
     }
 
@@ -1497,6 +1869,108 @@ mod tests {
         ("app --config /etc/app/password.conf", "app --config /etc/app/password.conf"),
         ("sshpass -p 1234 ssh host", "sshpass -p *** ssh host"),
         ("mysql -p 123456789 db", "mysql -p *** db"),
+        // ODBC connection strings, where `Pwd` is the password.
+        ("isql Driver={ODBC};Server=db;Uid=sa;Pwd=0dbcSecret;", "isql Driver={ODBC};Server=db;Uid=sa;Pwd=***;"),
+        ("app Pwd=0dbcSecret;Server=db;Uid=sa", "app Pwd=***;Server=db;Uid=sa"),
+        ("app --conn=Server=db;Uid=sa;Pwd=0dbcSecret", "app --conn=Server=db;Uid=sa;Pwd=***"),
+        ("sh -c cd /tmp; PWD=/root; ls", "sh -c cd /tmp; PWD=/root; ls"),
+        ("git log --format=%H;%s", "git log --format=%H;%s"),
+        // npm's settings and tokens.
+        (
+            "npm config set //registry.npmjs.org/:_authToken=npm_abcdefghijklmnopqrstuvwxyz0123456789",
+            "npm config set //registry.npmjs.org/:_authToken=***",
+        ),
+        (
+            "npm config set //registry.npmjs.org/:_authToken S3cret",
+            "npm config set //registry.npmjs.org/:_authToken ***",
+        ),
+        ("npm config set _auth YWRhOnB3", "npm config set _auth ***"),
+        ("node x.js npm_abcdefghijklmnopqrstuvwxyz0123456789", "node x.js ***"),
+        ("npm config set //registry.npmjs.org/:email ada@x", "npm config set //registry.npmjs.org/:email ada@x"),
+        ("env npm_config_cache=/tmp/npm npm_package_name=app", "env npm_config_cache=/tmp/npm npm_package_name=app"),
+        // Vault's tokens.
+        ("vault login hvs.CAESIJbS0aTQX1yR2tQ2OD3tZz5aMY", "vault login ***"),
+        ("vault login s.AbCdEf0123456789abcdefgh", "vault login ***"),
+        ("app --vault-token x hvs.CAESIJbS0aTQX1yR2tQ2OD3tZz5aMY", "app --vault-token *** ***"),
+        (
+            "vault login -method=userpass username=ada password=pw",
+            "vault login -method=userpass username=ada password=***",
+        ),
+        ("vault status", "vault status"),
+        ("vault kv get secret/app", "vault kv get secret/app"),
+        ("vault login -method=oidc", "vault login -method=oidc"),
+        // One-letter password flags of more programs.
+        (
+            "ipmitool -I lanplus -H bmc -U admin -P IpmiPw1 power status",
+            "ipmitool -I lanplus -H bmc -U admin -P *** power status",
+        ),
+        ("mosquitto_pub -h broker -u bob -P MqttPw1 -t x -m hi", "mosquitto_pub -h broker -u bob -P *** -t x -m hi"),
+        ("snmpwalk -v2c -c S3cretCommunity host", "snmpwalk -v2c -c *** host"),
+        (
+            "snmpget -v3 -u bob -a SHA -A SnmpAuth1 -x AES -X SnmpPriv1 host sysDescr.0",
+            "snmpget -v3 -u bob -a SHA -A *** -x AES -X *** host sysDescr.0",
+        ),
+        ("snmpd -c /etc/snmp/snmpd.conf", "snmpd -c /etc/snmp/snmpd.conf"),
+        ("lftp -u bob,LftpPw1 ftp.example.com", "lftp -u bob,*** ftp.example.com"),
+        ("lftp -ubob,LftpPw1 ftp.example.com", "lftp -ubob,*** ftp.example.com"),
+        ("ps -u root,daemon", "ps -u root,daemon"),
+        ("ssh-keygen -t ed25519 -N KeygenPass1 -f key", "ssh-keygen -t ed25519 -N *** -f key"),
+        ("ssh-keygen -p -P OldPass -N NewPass -f key", "ssh-keygen -p -P *** -N *** -f key"),
+        ("openssl enc -aes256 -k EncKey123 -in f", "openssl enc -aes256 -k *** -in f"),
+        ("openssl enc -aes256 -pass pass:EncKey123 -in f", "openssl enc -aes256 -pass *** -in f"),
+        ("openssl enc -d -aes256 -p -kfile key.txt", "openssl enc -d -aes256 -p -kfile key.txt"),
+        ("sort -k 2 names.txt", "sort -k 2 names.txt"),
+        ("openssl req -new -keyout k.pem -out r.csr", "openssl req -new -keyout k.pem -out r.csr"),
+        ("consul agent -encrypt=pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=", "consul agent -encrypt=***"),
+        ("consul agent -encrypt pUqJrVyVRj5jsiYEkM/tFQYfWyJIv4s3XkvDwy7Cu5s=", "consul agent -encrypt ***"),
+        ("gpg --encrypt notes.txt", "gpg --encrypt notes.txt"),
+        // Passwords as positional words.
+        ("nmcli dev wifi connect SSID password WifiPw1", "nmcli dev wifi connect SSID password ***"),
+        ("nmcli con modify home wifi-sec.psk WifiPw1", "nmcli con modify home wifi-sec.psk ***"),
+        ("mysqladmin -u root password NewRootPw1", "mysqladmin -u root password ***"),
+        ("nmcli con show", "nmcli con show"),
+        ("bcp db.dbo.t out t.dat -S srv -U sa -P BcpPw1 -c", "bcp db.dbo.t out t.dat -S srv -U sa -P *** -c"),
+        ("isql -v mydsn sa IsqlPw1", "isql -v mydsn sa ***"),
+        ("isql -S srv -U sa -P IsqlPw1", "isql -S srv -U sa -P ***"),
+        ("isql mydsn", "isql mydsn"),
+        ("curl --cert client.pem:CertPw1 https://h", "curl --cert client.pem:*** https://h"),
+        ("curl --cert=client.pem:CertPw1 https://h", "curl --cert=client.pem:*** https://h"),
+        ("curl --cert /etc/ssl/client.pem https://h", "curl --cert /etc/ssl/client.pem https://h"),
+        ("nmcli con add type wifi 802-1x.password Wpa2Pw1", "nmcli con add type wifi 802-1x.password ***"),
+        (
+            "rclone config create r2 s3 access_key_id AKID secret_access_key RcloneKey1",
+            "rclone config create r2 s3 access_key_id AKID secret_access_key ***",
+        ),
+        ("rclone copy /data remote:bucket --transfers 4", "rclone copy /data remote:bucket --transfers 4"),
+        (
+            "ipmitool -I lanplus -H bmc -U admin -y 0102AB -k KgKey1 sel list",
+            "ipmitool -I lanplus -H bmc -U admin -y *** -k *** sel list",
+        ),
+        ("htpasswd -b /etc/nginx/.htpasswd bob HtPw1", "htpasswd -b /etc/nginx/.htpasswd bob ***"),
+        ("htpasswd -nb bob HtPw1", "htpasswd -nb bob ***"),
+        ("htpasswd -p -b file bob HtPw1", "htpasswd -p -b file bob ***"),
+        ("htpasswd -c /etc/htpasswd bob", "htpasswd -c /etc/htpasswd bob"),
+        (
+            "mc alias set myminio http://minio:9000 ACCESSKEY SecretKey1",
+            "mc alias set myminio http://minio:9000 ACCESSKEY ***",
+        ),
+        (
+            "mc config host add myminio http://minio:9000 ACCESSKEY SecretKey1",
+            "mc config host add myminio http://minio:9000 ACCESSKEY ***",
+        ),
+        ("mc ls myminio/bucket", "mc ls myminio/bucket"),
+        ("rabbitmqctl add_user bob RabbitPw1", "rabbitmqctl add_user bob ***"),
+        ("rabbitmqctl change_password bob RabbitPw1", "rabbitmqctl change_password bob ***"),
+        ("rabbitmqctl list_users", "rabbitmqctl list_users"),
+        ("wpa_passphrase HomeWifi WpaPw1", "wpa_passphrase HomeWifi ***"),
+        ("sh -c wpa_passphrase a b; echo c d", "sh -c wpa_passphrase a ***; echo c d"),
+        // A secret tuple, and `--bearer`.
+        ("python3 -c requests.get(u, auth=(\"bob\", \"PyPw1\"))", "python3 -c requests.get(u, auth=*** ***))"),
+        ("python3 -c requests.get(u,auth=(\"bob\", \"PyPw1\"))", "python3 -c requests.get(u,auth=***, ***))"),
+        ("python3 -c f(n, token=[\"a\", \"b\"], n=1)", "python3 -c f(n, token=*** ***], n=1)"),
+        ("app --bearer Tok1 -v", "app --bearer *** -v"),
+        ("snmp_exporter -c x", "snmp_exporter -c x"),
+        ("app --bearer=Tok1", "app --bearer=***"),
     ];
 
     #[test]
@@ -1509,6 +1983,65 @@ mod tests {
                 failures.push(format!("{input}\n   got {got}\n  want {expected}"));
             }
             assert_eq!(redact(input), *expected, "redact over the joined line: {input}");
+        }
+        assert!(failures.is_empty(), "\n{}", failures.join("\n"));
+    }
+
+    /// Arguments as the sampler reads them, and what leaves the machine: a secret that is
+    /// one argument is masked whole, spaces and all.
+    const ARGUMENT_CASES: &[(&[&str], &str, Option<&str>)] = &[
+        (
+            &["python3", "app.py", "--passphrase", "correct horse battery staple"],
+            "python3 app.py --passphrase ***",
+            None,
+        ),
+        (
+            &["python3", "app.py", "--passphrase=correct horse battery staple", "-v"],
+            "python3 app.py --passphrase=*** -v",
+            None,
+        ),
+        (&["mysql", "-p", "my pass word", "db"], "mysql -p *** db", None),
+        (&["mysql", "-pmy pass word", "db"], "mysql -p*** db", None),
+        (&["app", "--token", "a b", "--password", "c d e", "tail"], "app --token *** --password *** tail", None),
+        (
+            &["curl", "-H", "Authorization: Bearer", "a b", "https://h"],
+            "curl -H Authorization: Bearer *** https://h",
+            None,
+        ),
+        // ... and what must stay: a script keeps its words, an option only its value.
+        (&["sh", "-c", "mysql -uroot -pS3cret db && echo hi"], "sh -c mysql -uroot -p*** db && echo hi", None),
+        (&["sh", "-c", "DB_PASSWORD=x app --verbose"], "sh -c DB_PASSWORD=*** app --verbose", None),
+        (&["app", "--title", "my password is here", "-v"], "app --title my password is here -v", None),
+        (&["nc", "-l", "-p", "8080 extra", "x"], "nc -l -p 8080 extra x", None),
+        // Positional secrets count by argument, and are masked whole.
+        (
+            &["wpa_passphrase", "My Home", "correct horse"],
+            "wpa_passphrase My Home ***",
+            Some("wpa_passphrase My *** ***"),
+        ),
+        (
+            &["nmcli", "dev", "wifi", "connect", "My Home", "password", "my wifi pw"],
+            "nmcli dev wifi connect My Home password ***",
+            None,
+        ),
+        (&["rabbitmqctl", "add_user", "bob", "two words"], "rabbitmqctl add_user bob ***", None),
+        (&["curl", "-u", "ada:correct horse", "https://h"], "curl -u ada:*** https://h", None),
+        (&["smbclient", "//srv/s", "-U", "ada%correct horse"], "smbclient //srv/s -U ada%***", None),
+        (&["lftp", "-u", "bob,correct horse", "ftp.example.com"], "lftp -u bob,*** ftp.example.com", None),
+    ];
+
+    #[test]
+    fn secrets_with_spaces_are_masked_whole_on_the_agent() {
+        let mut failures = Vec::new();
+        for (args, expected, collector) in ARGUMENT_CASES {
+            let got = command_line(args);
+            if got != *expected {
+                failures.push(format!("{args:?}\n   got {got}\n  want {expected}"));
+            }
+            // The collector, which only has the joined line, leaves it as it is, but for
+            // a positional secret after words with spaces: it counts words, and masks
+            // more.
+            assert_eq!(redact(expected), collector.unwrap_or(expected), "{args:?}");
         }
         assert!(failures.is_empty(), "\n{}", failures.join("\n"));
     }
@@ -1589,6 +2122,18 @@ mod tests {
             "a=1,password=2",
             "ghp_0123456789abcdefABCDEF0123456789abcd",
             "aws_secret_access_key",
+            "vault",
+            "login",
+            "htpasswd",
+            "-b",
+            "rabbitmqctl",
+            "add_user",
+            "nmcli",
+            "password",
+            "lftp",
+            "//r/:_authToken",
+            "auth=(\"a\",",
+            "Pwd=x;A=b",
         ];
         for a in words {
             for b in words {
