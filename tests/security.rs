@@ -483,7 +483,7 @@ async fn a_host_bound_without_a_fingerprint_cannot_be_taken_over() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 409);
     assert!(r.text().await.unwrap().contains("procyon host unbind web-1"));
 
     // The real agent still gets the host's relayed actions.
@@ -911,5 +911,50 @@ async fn cloned_machines_are_refused_and_logged_once_a_minute_per_host() {
     assert!(
         !text.lines().any(|l| l.contains("agent refused") && l.contains("web-1")),
         "refusals logged twice:\n{text}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_key_sibling_cannot_upload_for_a_host_its_agent_streams() {
+    let dir = temp();
+    let log = dir.path().join("collector.log");
+    let c = Collector::start_logging(dir.path(), &["--no-local"], Some(&log));
+    let fleet = new_key(dir.path(), "fleet", None);
+    // An agent without a fingerprint (no /etc/machine-id) streams web-1 on the fleet key.
+    let (mut real, welcome) = agent_hello(&c, &fleet, "web-1", None).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let frame = json!({"type": "snapshot", "snapshot": full_snapshot("web-1", 1)});
+    real.send(Message::Text(frame.to_string().into())).await.unwrap();
+    assert_eq!(next_json(&mut real).await["type"], "ack");
+
+    // A sibling machine with the same fleet key uploads as web-1, with or without a
+    // fingerprint: refused while the session lasts, saying an agent streams the host.
+    for machine_id in [None, Some("ab".repeat(32))] {
+        let (status, body) = upload_from(&c, &fleet, machine_id.as_deref(), &full_snapshot("web-1", 2)).await;
+        assert_eq!(status, 409, "{body}");
+        assert!(body.contains("agent_streaming") && body.contains("streamed by its agent"), "{body}");
+    }
+    // Nothing was stored, so the agent's next snapshot is taken.
+    let frame = json!({"type": "snapshot", "snapshot": full_snapshot("web-1", 2)});
+    real.send(Message::Text(frame.to_string().into())).await.unwrap();
+    let ack = next_json(&mut real).await;
+    assert_eq!((ack["type"].as_str(), ack["seq"].as_u64()), (Some("ack"), Some(2)), "{ack}");
+
+    // The host is only as safe as the fleet key: that is logged, once, with the fix.
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let warning = "bound to a fleet key without a machine fingerprint";
+    assert!(eventually(Duration::from_secs(10), async || read().contains(warning)).await);
+    let text = read();
+    let lines: Vec<_> = text.lines().filter(|l| l.contains(warning)).collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(lines[0].contains("--host web-1") && lines[0].contains("--machine-id-file"), "{}", lines[0]);
+
+    // Once the session is over, the fleet key's uploads are taken again.
+    drop(real);
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            upload_from(&c, &fleet, None, &full_snapshot("web-1", 3)).await.0 == 201
+        })
+        .await
     );
 }

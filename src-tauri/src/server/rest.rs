@@ -228,17 +228,26 @@ pub(super) async fn upload_snapshot(
     let hostname = snapshot.host.hostname.as_str();
     let machine_id = headers.get(MACHINE_ID_HEADER).map(|v| v.to_str().unwrap_or("?"));
     let admission = super::binding::check(&state, &agent.key, hostname, machine_id).await?;
+    // A host its agent streams now takes no uploads: they could only be another
+    // machine's, taking the agent's next sequence numbers (see `agent_streaming`).
+    if state.agents.is_connected(hostname) {
+        return Err(super::binding::agent_streaming(hostname));
+    }
     // Checked before the host is bound, so that a refused upload binds nothing.
     state.check_sequence(&snapshot, chrono::Utc::now()).await?;
     if admission.claims_fingerprint() {
         // Only while no agent session is live for the host, and never in between.
         let _claims = state.bindings.claims.lock().await;
         if state.agents.is_connected(hostname) {
-            return Err(super::binding::live_session_refusal(hostname));
+            return Err(super::binding::agent_streaming(hostname));
         }
         admission.commit(&state).await?;
     } else {
         admission.commit(&state).await?;
+    }
+    // Once more, just before storing: a session may have begun while this was checked.
+    if state.agents.is_connected(hostname) {
+        return Err(super::binding::agent_streaming(hostname));
     }
     let taken_at = snapshot.taken_at;
     let inserted = state.ingest_redacted(std::sync::Arc::new(snapshot)).await?;
