@@ -958,3 +958,35 @@ async fn a_fleet_key_sibling_cannot_upload_for_a_host_its_agent_streams() {
         .await
     );
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn small_json_bodies_are_limited_before_they_are_read() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local"]);
+    let admin = c.admin_token().await;
+    let big = "x".repeat(1 << 20);
+    let post = async |path: &str, token: Option<&str>, body: &Value| {
+        let mut request = c.http.post(c.url(path)).json(body);
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        let r = request.send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    // A 1 MB sign-in is refused for its size (under the 2 MB axum buffers by default, so
+    // the password check would otherwise have had to read it all) ...
+    let (status, body) = post("/api/auth/login", None, &json!({"username": "admin", "password": big})).await;
+    assert_eq!(status, 413, "{body}");
+    // ... and so are accounts, keys, bindings and actions.
+    let user = json!({"username": "ada", "password": big, "role": "viewer"});
+    assert_eq!(post("/api/users", Some(&admin), &user).await.0, 413);
+    assert_eq!(post("/api/keys", Some(&admin), &json!({"name": big})).await.0, 413);
+    let (status, body) = post("/api/monitoring/local/process/1/kill", Some(&admin), &json!({"start_time": big})).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("at most 16 KiB"), "{body}");
+    let r = c.http.put(c.url("/api/hosts/web-1/binding")).bearer_auth(&admin).json(&json!({"key": big})).send();
+    assert_eq!(r.await.unwrap().status(), 413);
+    // A body of ordinary size still signs in.
+    let password = c.admin_password.clone().unwrap();
+    assert_eq!(post("/api/auth/login", None, &json!({"username": "admin", "password": password})).await.0, 200);
+}
