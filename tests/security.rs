@@ -990,3 +990,40 @@ async fn small_json_bodies_are_limited_before_they_are_read() {
     let password = c.admin_password.clone().unwrap();
     assert_eq!(post("/api/auth/login", None, &json!({"username": "admin", "password": password})).await.0, 200);
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_names_are_unique_ignoring_case() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local"]);
+    let admin = c.admin_token().await;
+    let add = async |name: &str| {
+        let user = json!({"username": name, "password": "a long enough password", "role": "viewer"});
+        let r = c.http.post(c.url("/api/users")).bearer_auth(&admin).json(&user).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    // `Admin` next to `admin` would read as the same user in the audit log.
+    let (status, body) = add("Admin").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("user `admin`") && body.contains("ignoring case"), "{body}");
+    assert_eq!(add("ada").await.0, 201);
+    assert_eq!(add("ADA").await.0, 409);
+    assert_eq!(add("ada").await.0, 409);
+    // The same from the command line.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_procyon"))
+        .args(["user", "add", "ADMIN", "--role", "viewer", "--password-stdin", "--data"])
+        .arg(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"a long enough password\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("user `admin`") && stderr.contains("ignoring case"), "{stderr}");
+    // Nothing was added.
+    let (_, users) = c.get("/api/users", &admin).await;
+    let names: Vec<_> = users.as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap()).collect();
+    assert_eq!(names, ["ada", "admin"], "{users}");
+}
