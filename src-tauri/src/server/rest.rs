@@ -716,14 +716,16 @@ fn format_of(q: Option<&str>) -> Result<Format, ApiError> {
 }
 
 /// One CSV field: quoted when needed. A value a spreadsheet would take for a formula
-/// (OWASP's list: a leading `=`, `+`, `-`, `@`, tab or carriage return) gets a leading
-/// `'`, so a process name never runs as one.
+/// (OWASP's list: a leading `=`, `+`, `-`, `@`, tab or carriage return; spreadsheets
+/// skip leading spaces, so ` =1` is one too) gets a leading `'`, so a process name never
+/// runs as one. A value with a `;` is quoted: spreadsheets in locales that separate with
+/// `;` would otherwise split it, and `a;=1` would start a cell with a formula.
 fn csv_field(value: &str) -> String {
     let mut v = value.to_owned();
-    if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+    if v.starts_with(['\t', '\r']) || v.trim_start_matches(' ').starts_with(['=', '+', '-', '@']) {
         v.insert(0, '\'');
     }
-    if v.contains([',', '"', '\n', '\r']) { format!("\"{}\"", v.replace('"', "\"\"")) } else { v }
+    if v.contains([',', ';', '"', '\n', '\r']) { format!("\"{}\"", v.replace('"', "\"\"")) } else { v }
 }
 
 fn attachment(body: impl Into<Body>, content_type: &'static str, filename: &str) -> Response {
@@ -1559,9 +1561,17 @@ mod tests {
             // Defused and quoted: the quote goes inside.
             ("=1,2", "\"'=1,2\""),
             ("-a \"b\"", "\"'-a \"\"b\"\"\""),
-            // Only a leading one is a formula.
+            // Only a leading one is a formula, spaces before it included.
             ("a=b", "a=b"),
             ("a\tb", "a\tb"),
+            (" =1+1", "' =1+1"),
+            ("   @SUM(A1)", "'   @SUM(A1)"),
+            (" -x", "' -x"),
+            (" a=b", " a=b"),
+            // A `;` separates cells in some locales: quoted, so no cell starts after it.
+            (";=1+1", "\";=1+1\""),
+            ("a;=1+1", "\"a;=1+1\""),
+            ("; =1", "\"; =1\""),
         ];
         for (value, field) in cases {
             assert_eq!(csv_field(value), field, "{value:?}");
