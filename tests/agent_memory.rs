@@ -47,14 +47,22 @@ async fn many_large_agent_frames_at_once_decode_within_the_budget() {
     let server = tokio::spawn(listen(state.clone(), listener, std::future::pending()));
 
     // One frame, made (and its inflated bytes freed) before measuring: its header says
-    // what it inflates to, within what a snapshot may be, and it is garbage once
-    // inflated, so that decoding it costs the inflated bytes and nothing more.
+    // what it inflates to, within what a snapshot may be and within the collector's
+    // ratio of inflated to compressed size (a varying byte every 256 keeps it from
+    // compressing further), and it is garbage once inflated, so that decoding it costs
+    // the inflated bytes and nothing more.
     let frame = {
-        let raw = vec![b'x'; INFLATED];
+        let mut raw = vec![b'x'; INFLATED];
+        let mut x = 1u32;
+        for i in (0..INFLATED).step_by(256) {
+            x = x.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+            raw[i] = (x >> 24) as u8;
+        }
         let mut frame = vec![FRAME_DELTA_PACKED];
         frame.extend(zstd::bulk::compress(&raw, 1).unwrap());
         frame
     };
+    assert!(frame.len() * 200 > INFLATED, "the frame inflates {} times", INFLATED / frame.len());
     let mut sockets = Vec::new();
     for i in 0..SESSIONS {
         let mut request = format!("ws://{addr}/ws/agent").into_client_request().unwrap();

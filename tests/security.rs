@@ -483,7 +483,7 @@ async fn a_host_bound_without_a_fingerprint_cannot_be_taken_over() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 403);
+    assert_eq!(r.status(), 409);
     assert!(r.text().await.unwrap().contains("procyon host unbind web-1"));
 
     // The real agent still gets the host's relayed actions.
@@ -954,4 +954,118 @@ async fn cloned_machines_are_refused_and_logged_once_a_minute_per_host() {
         !text.lines().any(|l| l.contains("agent refused") && l.contains("web-1")),
         "refusals logged twice:\n{text}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_fleet_key_sibling_cannot_upload_for_a_host_its_agent_streams() {
+    let dir = temp();
+    let log = dir.path().join("collector.log");
+    let c = Collector::start_logging(dir.path(), &["--no-local"], Some(&log));
+    let fleet = new_key(dir.path(), "fleet", None);
+    // An agent without a fingerprint (no /etc/machine-id) streams web-1 on the fleet key.
+    let (mut real, welcome) = agent_hello(&c, &fleet, "web-1", None).await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    let frame = json!({"type": "snapshot", "snapshot": full_snapshot("web-1", 1)});
+    real.send(Message::Text(frame.to_string().into())).await.unwrap();
+    assert_eq!(next_json(&mut real).await["type"], "ack");
+
+    // A sibling machine with the same fleet key uploads as web-1, with or without a
+    // fingerprint: refused while the session lasts, saying an agent streams the host.
+    for machine_id in [None, Some("ab".repeat(32))] {
+        let (status, body) = upload_from(&c, &fleet, machine_id.as_deref(), &full_snapshot("web-1", 2)).await;
+        assert_eq!(status, 409, "{body}");
+        assert!(body.contains("agent_streaming") && body.contains("streamed by its agent"), "{body}");
+    }
+    // Nothing was stored, so the agent's next snapshot is taken.
+    let frame = json!({"type": "snapshot", "snapshot": full_snapshot("web-1", 2)});
+    real.send(Message::Text(frame.to_string().into())).await.unwrap();
+    let ack = next_json(&mut real).await;
+    assert_eq!((ack["type"].as_str(), ack["seq"].as_u64()), (Some("ack"), Some(2)), "{ack}");
+
+    // The host is only as safe as the fleet key: that is logged, once, with the fix.
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    let warning = "bound to a fleet key without a machine fingerprint";
+    assert!(eventually(Duration::from_secs(10), async || read().contains(warning)).await);
+    let text = read();
+    let lines: Vec<_> = text.lines().filter(|l| l.contains(warning)).collect();
+    assert_eq!(lines.len(), 1, "{lines:#?}");
+    assert!(lines[0].contains("--host web-1") && lines[0].contains("--machine-id-file"), "{}", lines[0]);
+
+    // Once the session is over, the fleet key's uploads are taken again.
+    drop(real);
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            upload_from(&c, &fleet, None, &full_snapshot("web-1", 3)).await.0 == 201
+        })
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn small_json_bodies_are_limited_before_they_are_read() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local"]);
+    let admin = c.admin_token().await;
+    let big = "x".repeat(1 << 20);
+    let post = async |path: &str, token: Option<&str>, body: &Value| {
+        let mut request = c.http.post(c.url(path)).json(body);
+        if let Some(t) = token {
+            request = request.bearer_auth(t);
+        }
+        let r = request.send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    // A 1 MB sign-in is refused for its size (under the 2 MB axum buffers by default, so
+    // the password check would otherwise have had to read it all) ...
+    let (status, body) = post("/api/auth/login", None, &json!({"username": "admin", "password": big})).await;
+    assert_eq!(status, 413, "{body}");
+    // ... and so are accounts, keys, bindings and actions.
+    let user = json!({"username": "ada", "password": big, "role": "viewer"});
+    assert_eq!(post("/api/users", Some(&admin), &user).await.0, 413);
+    assert_eq!(post("/api/keys", Some(&admin), &json!({"name": big})).await.0, 413);
+    let (status, body) = post("/api/monitoring/local/process/1/kill", Some(&admin), &json!({"start_time": big})).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("at most 16 KiB"), "{body}");
+    let r = c.http.put(c.url("/api/hosts/web-1/binding")).bearer_auth(&admin).json(&json!({"key": big})).send();
+    assert_eq!(r.await.unwrap().status(), 413);
+    // A body of ordinary size still signs in.
+    let password = c.admin_password.clone().unwrap();
+    assert_eq!(post("/api/auth/login", None, &json!({"username": "admin", "password": password})).await.0, 200);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn user_names_are_unique_ignoring_case() {
+    let dir = temp();
+    let c = Collector::start(dir.path(), &["--no-local"]);
+    let admin = c.admin_token().await;
+    let add = async |name: &str| {
+        let user = json!({"username": name, "password": "a long enough password", "role": "viewer"});
+        let r = c.http.post(c.url("/api/users")).bearer_auth(&admin).json(&user).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    // `Admin` next to `admin` would read as the same user in the audit log.
+    let (status, body) = add("Admin").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.contains("user `admin`") && body.contains("ignoring case"), "{body}");
+    assert_eq!(add("ada").await.0, 201);
+    assert_eq!(add("ADA").await.0, 409);
+    assert_eq!(add("ada").await.0, 409);
+    // The same from the command line.
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_procyon"))
+        .args(["user", "add", "ADMIN", "--role", "viewer", "--password-stdin", "--data"])
+        .arg(dir.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(&mut child.stdin.take().unwrap(), b"a long enough password\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(!out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("user `admin`") && stderr.contains("ignoring case"), "{stderr}");
+    // Nothing was added.
+    let (_, users) = c.get("/api/users", &admin).await;
+    let names: Vec<_> = users.as_array().unwrap().iter().map(|u| u["username"].as_str().unwrap()).collect();
+    assert_eq!(names, ["ada", "admin"], "{users}");
 }

@@ -15,8 +15,10 @@
 //!
 //! Frames are decoded on the blocking pool, at most one per core at a time (a frame
 //! waits for its turn; agents wait for acks, so they slow down rather than pile up), and
-//! what they may cost is bounded before it is spent: a frame whose zstd header claims
-//! more than [`MAX_SNAPSHOT_JSON_BYTES`] is refused unread, and one that inflates past
+//! what they may cost is bounded before it is spent: a frame may inflate to at most
+//! [`MAX_INFLATE_RATIO`] times its size and [`MAX_SNAPSHOT_JSON_BYTES`] (one whose zstd
+//! header claims more is refused unread, one that says nothing is refused once it has
+//! inflated that far), and one that inflates past
 //! [`COUNT_FIRST_BYTES`] has its process and socket counts read (without building
 //! anything) before it is decoded, so a frame over the limits is refused without its
 //! value ever being built. A delta is checked and redacted only where it changed the
@@ -701,15 +703,34 @@ async fn decoding<T: Send + 'static>(
     tokio::task::spawn_blocking(work).await.map_err(|e| format!("decoding failed: {e}"))
 }
 
-/// What decoding a binary frame may hold in memory: the frame, and what its body inflates
-/// to (as its zstd header says; the most a snapshot may be when it does not say).
+/// What decoding a binary frame may hold in memory: the frame, and what its body may
+/// inflate to (as its zstd header says, within [`inflated_limit`]).
 fn frame_cost(frame: &[u8]) -> usize {
     let body = frame.get(1..).unwrap_or_default();
+    let limit = inflated_limit(body.len());
     let inflated = match zstd::zstd_safe::get_frame_content_size(body) {
-        Ok(Some(size)) => size.min(MAX_SNAPSHOT_JSON_BYTES),
-        _ => MAX_SNAPSHOT_JSON_BYTES,
+        Ok(Some(size)) => size.min(limit),
+        _ => limit,
     };
     frame.len().saturating_add(usize::try_from(inflated).unwrap_or(usize::MAX))
+}
+
+/// The most a frame body may inflate to, as a multiple of its own size. Real frames are
+/// far below it: a keyframe inflates about 5 to 10 times (JSON or MessagePack), a delta
+/// less (its few changed processes hold the least repetitive fields), so 256 times only
+/// ever stops a frame made to inflate (a few KB of zstd standing for tens of MiB of
+/// padding, which would otherwise be inflated, parsed and acknowledged).
+/// `real_frames_inflate_far_below_the_ratio` measures it.
+pub const MAX_INFLATE_RATIO: u64 = 256;
+
+/// Frames this small may inflate to this much whatever their ratio (what a tiny frame
+/// can cost does not matter).
+const INFLATE_FLOOR: u64 = 64 << 10;
+
+/// What a frame body of `len` bytes may inflate to: [`MAX_INFLATE_RATIO`] times its size
+/// (at least [`INFLATE_FLOOR`]), and never more than a snapshot may be.
+fn inflated_limit(len: usize) -> u64 {
+    (len as u64).saturating_mul(MAX_INFLATE_RATIO).clamp(INFLATE_FLOOR, MAX_SNAPSHOT_JSON_BYTES)
 }
 
 /// What a binary frame holds, decoded.
@@ -889,14 +910,28 @@ fn canonical<T: serde::Serialize>(encoding: Encoding, value: &T, raw: &[u8], bod
     Some(body.to_vec())
 }
 
-/// Decompresses a frame's zstd bytes, refusing unread a frame whose header claims more
-/// than [`MAX_SNAPSHOT_JSON_BYTES`], and stopping at that many for one that does not say.
+/// Decompresses a frame's zstd bytes, within [`inflated_limit`] of their size: a frame
+/// whose header claims more is refused unread, and one whose header says nothing (or
+/// lies) is refused once it has inflated past the limit: what is inflated is counted,
+/// the header is never taken at its word.
 fn inflate(bytes: &[u8]) -> Result<Vec<u8>, String> {
-    let too_big = || format!("a snapshot expands to more than {} MiB", MAX_SNAPSHOT_JSON_BYTES >> 20);
+    let limit = inflated_limit(bytes.len());
+    let too_big = || {
+        if limit < MAX_SNAPSHOT_JSON_BYTES {
+            format!(
+                "a frame of {} bytes expands to more than {MAX_INFLATE_RATIO} times its size; real snapshots \
+                 compress far less",
+                bytes.len()
+            )
+        } else {
+            format!("a snapshot expands to more than {} MiB", MAX_SNAPSHOT_JSON_BYTES >> 20)
+        }
+    };
     if let Ok(Some(size)) = zstd::zstd_safe::get_frame_content_size(bytes) {
-        if size > MAX_SNAPSHOT_JSON_BYTES {
+        if size > limit {
             return Err(too_big());
         }
+        // Into a buffer of the size claimed, which decompression never grows.
         if let Ok(inflated) = zstd::bulk::decompress(bytes, size as usize) {
             return Ok(inflated);
         }
@@ -906,12 +941,12 @@ fn inflate(bytes: &[u8]) -> Result<Vec<u8>, String> {
     std::io::Read::read_to_end(
         &mut std::io::Read::take(
             zstd::stream::read::Decoder::new(bytes).map_err(|e| format!("not a zstd frame: {e}"))?,
-            MAX_SNAPSHOT_JSON_BYTES + 1,
+            limit + 1,
         ),
         &mut out,
     )
     .map_err(|e| format!("not a zstd frame: {e}"))?;
-    if out.len() as u64 > MAX_SNAPSHOT_JSON_BYTES {
+    if out.len() as u64 > limit {
         return Err(too_big());
     }
     Ok(out)
@@ -1161,13 +1196,27 @@ mod tests {
         frame
     }
 
+    /// `len` hexadecimal digits that do not compress much (a linear congruential
+    /// sequence from `seed`).
+    fn noise(len: usize, seed: u64) -> String {
+        let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+        (0..len)
+            .map(|_| {
+                x = x.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+                char::from_digit(((x >> 60) & 0xF) as u32, 16).unwrap_or('0')
+            })
+            .collect()
+    }
+
     #[test]
     fn frames_over_the_counts_are_refused_before_they_are_built() {
         // More processes than an upload may have, each padded so that the frame is large
         // enough to be counted first, and none of them a process at all: a frame that was
         // decoded would fail as garbage instead of being refused for its count.
-        let fake = serde_json::json!({ "padding": "x".repeat(64) });
-        let many = vec![fake; upload::MAX_PROCESSES + 1];
+        // (Padded with noise: a frame that compresses too well is refused before it is
+        // counted; see `a_frame_made_to_inflate_is_refused_while_it_inflates`.)
+        let many: Vec<_> =
+            (0..=upload::MAX_PROCESSES).map(|i| serde_json::json!({ "padding": noise(64, i as u64) })).collect();
         let delta = serde_json::json!({ "seq": 9, "processes": { "added": many, "changed": [], "removed": [] } });
         let refused = |frame: &[u8]| match read_frame(frame) {
             Ok(Err(CollectorMessage::Rejected { seq, message })) => (seq, message),
@@ -1184,11 +1233,60 @@ mod tests {
         json.extend(zstd::bulk::compress(delta.to_string().as_bytes(), 1).unwrap());
         assert_eq!(refused(&json).0, 9);
         // Within the counts, such a frame is decoded, and is garbage.
-        let few = serde_json::json!({ "seq": 9, "processes": { "added": [{ "padding": "x".repeat(2 << 20) }] } });
+        let few = serde_json::json!({ "seq": 9, "processes": { "added": [{ "padding": noise(2 << 20, 7) }] } });
         assert!(read_frame(&packed(FRAME_DELTA_PACKED, &few)).is_err());
         // A frame whose header claims more than a snapshot may expand to is not inflated.
         let bomb = zstd::bulk::compress(&vec![0u8; MAX_SNAPSHOT_JSON_BYTES as usize + 1], 1).unwrap();
-        assert!(inflate(&bomb).unwrap_err().contains("more than 64 MiB"));
+        assert!(inflate(&bomb).unwrap_err().contains("expands to more than"));
+    }
+
+    #[test]
+    fn a_frame_made_to_inflate_is_refused_while_it_inflates() {
+        // Tens of MiB of JSON padding in a few KB of zstd, streamed so that the header
+        // says nothing of the size: refused as a bad frame, not inflated, parsed and acked.
+        let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 19).unwrap();
+        let pad = vec![b' '; 1 << 20];
+        std::io::Write::write_all(&mut encoder, br#"{"seq": 1, "padding": ""#).unwrap();
+        for _ in 0..60 {
+            std::io::Write::write_all(&mut encoder, &pad).unwrap();
+        }
+        std::io::Write::write_all(&mut encoder, br#""}"#).unwrap();
+        let body = encoder.finish().unwrap();
+        assert!(body.len() < 16 << 10, "{} bytes", body.len());
+        assert!(matches!(zstd::zstd_safe::get_frame_content_size(&body), Ok(None)));
+        for kind in [FRAME_FULL, FRAME_DELTA, FRAME_FULL_PACKED, FRAME_DELTA_PACKED] {
+            let frame = [&[kind][..], &body].concat();
+            let e = read_frame(&frame).err().expect("a bomb was decoded");
+            assert!(e.contains("more than 256 times its size"), "{e}");
+            // What it is allowed to cost is bounded by its size as well.
+            assert!(frame_cost(&frame) <= frame.len() + (body.len() * 256).max(64 << 10));
+        }
+        // A header that claims as much is refused unread.
+        let claimed = zstd::bulk::compress(&vec![b' '; 8 << 20], 19).unwrap();
+        assert!(inflate(&claimed).unwrap_err().contains("256 times"));
+    }
+
+    #[test]
+    fn real_frames_inflate_far_below_the_ratio() {
+        let mut sampler = crate::sample::Sampler::new(Default::default());
+        let first = sampler.sample();
+        std::thread::sleep(Duration::from_millis(200));
+        let next = sampler.sample();
+        let delta = SnapshotDelta::between(&first, &next);
+        let spooled = crate::model::agent::encode_snapshot(&next).unwrap();
+        for encoding in [Encoding::Json, Encoding::MessagePack] {
+            let frames = [
+                ("keyframe", crate::model::agent::full_frame(&spooled, &next, encoding).unwrap()),
+                ("delta", delta_frame(&delta, encoding).unwrap()),
+            ];
+            for (what, frame) in frames {
+                let body = &frame[1..];
+                let ratio = inflate(body).unwrap().len() as f64 / body.len() as f64;
+                eprintln!("{encoding:?} {what}: {} bytes inflate {ratio:.1} times", body.len());
+                assert!(ratio < (MAX_INFLATE_RATIO / 8) as f64, "{encoding:?} {what}: {ratio:.1} times");
+                assert!(read_frame(&frame).is_ok_and(|r| r.is_ok()), "{encoding:?} {what}");
+            }
+        }
     }
 
     /// The bytes a frame's body would be stored as: `Some` as they came, `None` encoded

@@ -69,6 +69,8 @@ pub struct Bindings {
     settled: Mutex<HashMap<String, Settled>>,
     /// Per host: when a refusal was last logged, and how many were not logged since.
     refusals: Mutex<HashMap<String, (Instant, u64)>>,
+    /// Hosts warned of as bound to a fleet key without a fingerprint (warned once each).
+    unfingerprinted: Mutex<std::collections::HashSet<String>>,
     /// Held while a fingerprint is claimed for a host bound without one (after seeing
     /// that no agent session is live for it), and while a session registers for such a
     /// host: the two never interleave, so a claim never slips in beside a live session.
@@ -124,6 +126,30 @@ impl Bindings {
             key,
             refused_unlogged_since = unlogged,
             "host binding refused a report (logged at most once a minute per host): {message}"
+        );
+    }
+
+    /// Warns, once per host (while this collector runs), that `hostname` is bound to a
+    /// fleet key and no machine fingerprint: any machine holding that key may report as
+    /// it while its agent is offline, so it is only as safe as the key.
+    fn warn_unfingerprinted(&self, hostname: &str, key: &str) {
+        {
+            let mut warned = self.unfingerprinted.lock().unwrap_or_else(|p| p.into_inner());
+            if warned.contains(hostname) {
+                return;
+            }
+            if warned.len() >= 100_000 {
+                warned.clear();
+            }
+            warned.insert(hostname.to_owned());
+        }
+        tracing::warn!(
+            %hostname,
+            key,
+            "host is bound to a fleet key without a machine fingerprint: any machine holding that key may report as \
+             it while its agent is not connected, so it is only as safe as the key. Give it a key of its own \
+             (`procyon apikey create --name NAME --host {hostname}`), or give its agent a fingerprint \
+             (`--machine-id-file PATH`)"
         );
     }
 
@@ -260,6 +286,9 @@ impl Admission {
                     audit_fingerprint_claim(state, &admission).await;
                 }
                 let machine = admission.machine_id.clone().or_else(|| admission.binding.and_then(|b| b.machine_id));
+                if machine.is_none() && admission.key.hostname.is_none() {
+                    state.bindings.warn_unfingerprinted(&admission.hostname, &admission.key.name);
+                }
                 state.bindings.settle(&admission.hostname, admission.key.id, machine);
                 return Ok(());
             }
@@ -407,15 +436,22 @@ pub async fn admit(
     check(state, key, hostname, machine_id).await?.commit(state).await
 }
 
-/// The refusal of a report that would give a host bound without a fingerprint one while
-/// an agent session for it is live: nothing shows which of the two is the host's machine.
-pub fn live_session_refusal(hostname: &str) -> ApiError {
-    ApiError::Forbidden(format!(
-        "Host `{hostname}` is bound without a machine fingerprint and an agent is connected for it now, so this \
-         report cannot claim it for its own machine. If the host really moved to this machine, an admin can reset \
-         it (`procyon host unbind {hostname}`, or DELETE /api/hosts/{hostname}/binding); else give this agent its own \
-         name with `--hostname NAME`."
-    ))
+/// The refusal of a REST upload for a host whose agent is streaming it now. The agent's
+/// session owns the host's sequence numbers while it lasts (its own agent never uploads
+/// over REST while its WebSocket is up), so an upload then is another machine's: were it
+/// stored, it would take the agent's next numbers and the agent's own snapshots would be
+/// refused. Whatever the upload's key and fingerprint: for a host bound without a
+/// fingerprint, a fleet key is all a sibling machine would need.
+pub fn agent_streaming(hostname: &str) -> ApiError {
+    ApiError::Conflict {
+        code: "agent_streaming",
+        message: format!(
+            "Host `{hostname}` is being streamed by its agent over the WebSocket now; uploads for it are refused while \
+             that session lasts. If this is another machine, give it its own name (`--hostname NAME` on the agent). \
+             If the host really moved to this machine, an admin can reset it (`procyon host unbind {hostname}`, or \
+             DELETE /api/hosts/{hostname}/binding)."
+        ),
+    }
 }
 
 #[cfg(test)]

@@ -6,9 +6,16 @@
 //! scrapes; host figures are read from the hub, never kept a second time.
 //!
 //! Who may read it is [`MetricsReader`]: a key of scope `metrics` or an admin.
+//!
+//! Building the text is CPU work that grows with the fleet, so scrapes share it
+//! ([`Scrapes`]): at most one is built at a time, and one built less than
+//! [`REUSED_FOR`] ago is answered again (per format) rather than built anew. Many
+//! scrapers at once, or one scraping in a loop, cost at most one build a second.
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, header};
 use axum::response::{IntoResponse, Response};
@@ -103,8 +110,50 @@ pub async fn metrics(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let format = Format::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()));
+    let text = scrape(&state, format).await?;
+    let mut response = text.into_response();
+    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
+    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
+}
+
+/// How long a built scrape is answered again.
+pub const REUSED_FOR: Duration = Duration::from_secs(1);
+
+/// The scrapes built lately, one per format, and the lock that lets one build at a time.
+#[derive(Debug, Default)]
+pub struct Scrapes {
+    /// Held while a scrape is built: a scraper that waited for it finds the text fresh.
+    built: tokio::sync::Mutex<Vec<(Format, Instant, Bytes)>>,
+    /// Scrapes built since the collector started.
+    builds: AtomicU64,
+}
+
+impl Scrapes {
+    /// How many scrapes were built (not answered from what was built).
+    pub fn builds(&self) -> u64 {
+        self.builds.load(Ordering::Relaxed)
+    }
+}
+
+/// The text of a scrape in `format`: the one built within [`REUSED_FOR`], or a new one,
+/// built while no other is.
+async fn scrape(state: &AppState, format: Format) -> Result<Bytes, ApiError> {
+    let mut built = state.scrapes.built.lock().await;
+    if let Some((_, _, text)) = built.iter().find(|(f, at, _)| *f == format && at.elapsed() < REUSED_FOR) {
+        return Ok(text.clone());
+    }
+    state.scrapes.builds.fetch_add(1, Ordering::Relaxed);
+    let text = Bytes::from(build(state, format).await?);
+    built.retain(|(f, _, _)| *f != format);
+    built.push((format, Instant::now(), text.clone()));
+    Ok(text)
+}
+
+/// Builds a scrape: every host's families and the collector's own, encoded.
+async fn build(state: &AppState, format: Format) -> Result<String, ApiError> {
     let mut registry = Registry::default();
-    register_collector(&mut registry, &state).await;
+    register_collector(&mut registry, state).await;
     register_build_info(&mut registry, "procyon");
     let now = Utc::now();
     let hosts: Vec<_> = state
@@ -135,10 +184,7 @@ pub async fn metrics(
     .await
     .map_err(|e| ApiError::Internal(format!("building the metrics: {e}")))?
     .map_err(|e| ApiError::Internal(format!("encoding the metrics: {e}")))?;
-    let mut response = text.into_response();
-    response.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(format.content_type()));
-    response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    Ok(response)
+    Ok(text)
 }
 
 /// The collector's own families.
@@ -204,6 +250,28 @@ mod tests {
         registry.register("procyon_agent_frames_refused", "frames", counters.frames_refused.clone());
         registry.register("procyon_snapshots_ingested", "ingested", counters.ingested.clone());
         encode(&registry, Format::Prometheus).unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_scrapes_build_once_and_reuse_it_for_a_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = crate::store::Store::open(&dir.path().join("procyon.db")).await.unwrap();
+        let auth = super::super::auth::Auth::new(b"a test signing key of 32 bytes!!", Duration::from_secs(60));
+        let state = AppState::new(store, crate::hub::Hub::new(), auth, super::super::Settings::default());
+        // Two at once: one builds, the other waits for it and gets the same text.
+        let (a, b) = tokio::join!(scrape(&state, Format::Prometheus), scrape(&state, Format::Prometheus));
+        assert_eq!(a.unwrap(), b.unwrap());
+        assert_eq!(state.scrapes.builds(), 1);
+        // Reused within the second, per format.
+        scrape(&state, Format::Prometheus).await.unwrap();
+        assert_eq!(state.scrapes.builds(), 1);
+        let open = scrape(&state, Format::OpenMetrics).await.unwrap();
+        assert!(open.ends_with(b"# EOF\n"), "{open:?}");
+        assert_eq!(state.scrapes.builds(), 2);
+        // Built again once it is older than that.
+        tokio::time::sleep(REUSED_FOR + Duration::from_millis(50)).await;
+        scrape(&state, Format::Prometheus).await.unwrap();
+        assert_eq!(state.scrapes.builds(), 3);
     }
 
     #[test]

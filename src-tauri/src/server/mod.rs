@@ -146,6 +146,8 @@ pub struct AppState {
     pub streams: Arc<ws::StreamCounts>,
     /// What `/metrics` counts between scrapes.
     pub counters: Arc<metrics::Counters>,
+    /// `/metrics` scrapes built lately, shared by scrapers.
+    pub scrapes: Arc<metrics::Scrapes>,
     key_touches: Arc<Mutex<std::collections::HashMap<i64, Instant>>>,
     refusals: Arc<Mutex<std::collections::HashMap<String, Instant>>>,
     shutdown: Arc<tokio::sync::watch::Sender<bool>>,
@@ -165,6 +167,7 @@ impl AppState {
             uploads: Arc::default(),
             streams: Arc::default(),
             counters: Arc::default(),
+            scrapes: Arc::default(),
             key_touches: Arc::default(),
             refusals: Arc::default(),
             shutdown: Arc::new(tokio::sync::watch::channel(false).0),

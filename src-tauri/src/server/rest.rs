@@ -6,10 +6,11 @@
 
 use axum::Json;
 use axum::body::{Body, Bytes};
-use axum::extract::{FromRequest, FromRequestParts, State};
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, FromRequest, FromRequestParts, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post, put};
+use axum::routing::{MethodRouter, delete, get, post, put};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -37,40 +38,56 @@ pub struct ApiJson<T>(pub T);
 #[from_request(via(axum::extract::Path), rejection(ApiError))]
 pub struct ApiPath<T>(pub T);
 
+/// The most a request body may be on routes whose JSON bodies are small by nature
+/// (sign-in, accounts, keys, bindings, actions): a password is at most 1,024 bytes, and
+/// nothing else needs axum's default of 2 MB buffered before the handler looks at it.
+/// Uploads have their own limit (`upload::MAX_BODY_BYTES`).
+pub const SMALL_BODY_BYTES: usize = 16 << 10;
+
+/// `handler` with bodies over [`SMALL_BODY_BYTES`] refused (413) as they are read.
+fn small(handler: MethodRouter<AppState>) -> MethodRouter<AppState> {
+    handler.layer(DefaultBodyLimit::max(SMALL_BODY_BYTES))
+}
+
 /// The REST routes, with who may call each (see `routes.rs`).
 pub fn routes() -> Vec<Route> {
     use Access::{Admin, Agent, Operator, Public, Viewer};
     use Method as M;
     vec![
-        Route::new(M::POST, "/api/auth/login", Public, post(login)),
+        Route::new(M::POST, "/api/auth/login", Public, small(post(login))),
         Route::new(M::GET, "/api/auth/me", Viewer, get(me)),
-        Route::new(M::POST, "/api/auth/ws-ticket", Viewer, post(ws_ticket)),
-        Route::new(M::POST, "/api/auth/refresh", Viewer, post(refresh)),
+        Route::new(M::POST, "/api/auth/ws-ticket", Viewer, small(post(ws_ticket))),
+        Route::new(M::POST, "/api/auth/refresh", Viewer, small(post(refresh))),
         Route::new(M::GET, "/api/health", Public, get(health)),
         Route::new(M::GET, "/api/openapi.json", Viewer, get(super::openapi::document)),
         Route::new(M::POST, "/api/process-snapshots/", Agent, post(upload_snapshot)),
         Route::new(M::GET, "/api/hosts/", Viewer, get(hosts)),
-        Route::new(M::DELETE, "/api/hosts/{server_id}", Admin, delete(delete_host)),
+        Route::new(M::DELETE, "/api/hosts/{server_id}", Admin, small(delete(delete_host))),
         Route::new(M::GET, "/api/hosts/{server_id}/top-processes", Viewer, get(top_processes)),
         Route::new(M::GET, "/api/hosts/{server_id}/export", Viewer, get(export_range)),
         Route::new(M::GET, "/api/hosts/{server_id}/process-history", Viewer, get(process_history)),
         Route::new(M::GET, "/api/hosts/{server_id}/binding", Admin, get(host_binding)),
-        Route::new(M::PUT, "/api/hosts/{server_id}/binding", Admin, put(bind_host)),
-        Route::new(M::DELETE, "/api/hosts/{server_id}/binding", Admin, delete(reset_host_binding)),
+        Route::new(M::PUT, "/api/hosts/{server_id}/binding", Admin, small(put(bind_host))),
+        Route::new(M::DELETE, "/api/hosts/{server_id}/binding", Admin, small(delete(reset_host_binding))),
         Route::new(M::GET, "/api/process-snapshots/latest/", Viewer, get(latest)),
         Route::new(M::GET, "/api/process-snapshots/list/", Viewer, get(list)),
         Route::new(M::GET, "/api/process-snapshots/series/", Viewer, get(series)),
         Route::new(M::GET, "/api/process-snapshots/{id}/", Viewer, get(snapshot_detail)),
         Route::new(M::GET, "/api/process-snapshots/{id}/export", Viewer, get(export_snapshot)),
         Route::new(M::GET, "/api/monitoring/{server_id}/snapshot", Viewer, get(monitoring_snapshot)),
-        Route::new(M::POST, "/api/monitoring/{server_id}/process/{pid}/{action}", Operator, post(process_action)),
+        Route::new(
+            M::POST,
+            "/api/monitoring/{server_id}/process/{pid}/{action}",
+            Operator,
+            small(post(process_action)),
+        ),
         Route::new(M::GET, "/api/audit", Viewer, get(audit)),
         Route::new(M::GET, "/api/users", Admin, get(users)),
-        Route::new(M::POST, "/api/users", Admin, post(create_user)),
-        Route::new(M::DELETE, "/api/users/{username}", Admin, delete(remove_user)),
+        Route::new(M::POST, "/api/users", Admin, small(post(create_user))),
+        Route::new(M::DELETE, "/api/users/{username}", Admin, small(delete(remove_user))),
         Route::new(M::GET, "/api/keys", Admin, get(keys)),
-        Route::new(M::POST, "/api/keys", Admin, post(create_key)),
-        Route::new(M::DELETE, "/api/keys/{key}", Admin, delete(revoke_key)),
+        Route::new(M::POST, "/api/keys", Admin, small(post(create_key))),
+        Route::new(M::DELETE, "/api/keys/{key}", Admin, small(delete(revoke_key))),
     ]
 }
 
@@ -228,17 +245,26 @@ pub(super) async fn upload_snapshot(
     let hostname = snapshot.host.hostname.as_str();
     let machine_id = headers.get(MACHINE_ID_HEADER).map(|v| v.to_str().unwrap_or("?"));
     let admission = super::binding::check(&state, &agent.key, hostname, machine_id).await?;
+    // A host its agent streams now takes no uploads: they could only be another
+    // machine's, taking the agent's next sequence numbers (see `agent_streaming`).
+    if state.agents.is_connected(hostname) {
+        return Err(super::binding::agent_streaming(hostname));
+    }
     // Checked before the host is bound, so that a refused upload binds nothing.
     state.check_sequence(&snapshot, chrono::Utc::now()).await?;
     if admission.claims_fingerprint() {
         // Only while no agent session is live for the host, and never in between.
         let _claims = state.bindings.claims.lock().await;
         if state.agents.is_connected(hostname) {
-            return Err(super::binding::live_session_refusal(hostname));
+            return Err(super::binding::agent_streaming(hostname));
         }
         admission.commit(&state).await?;
     } else {
         admission.commit(&state).await?;
+    }
+    // Once more, just before storing: a session may have begun while this was checked.
+    if state.agents.is_connected(hostname) {
+        return Err(super::binding::agent_streaming(hostname));
     }
     let taken_at = snapshot.taken_at;
     let inserted = state.ingest_redacted(std::sync::Arc::new(snapshot)).await?;
@@ -690,14 +716,16 @@ fn format_of(q: Option<&str>) -> Result<Format, ApiError> {
 }
 
 /// One CSV field: quoted when needed. A value a spreadsheet would take for a formula
-/// (OWASP's list: a leading `=`, `+`, `-`, `@`, tab or carriage return) gets a leading
-/// `'`, so a process name never runs as one.
+/// (OWASP's list: a leading `=`, `+`, `-`, `@`, tab or carriage return; spreadsheets
+/// skip leading spaces, so ` =1` is one too) gets a leading `'`, so a process name never
+/// runs as one. A value with a `;` is quoted: spreadsheets in locales that separate with
+/// `;` would otherwise split it, and `a;=1` would start a cell with a formula.
 fn csv_field(value: &str) -> String {
     let mut v = value.to_owned();
-    if v.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+    if v.starts_with(['\t', '\r']) || v.trim_start_matches(' ').starts_with(['=', '+', '-', '@']) {
         v.insert(0, '\'');
     }
-    if v.contains([',', '"', '\n', '\r']) { format!("\"{}\"", v.replace('"', "\"\"")) } else { v }
+    if v.contains([',', ';', '"', '\n', '\r']) { format!("\"{}\"", v.replace('"', "\"\"")) } else { v }
 }
 
 fn attachment(body: impl Into<Body>, content_type: &'static str, filename: &str) -> Response {
@@ -1026,8 +1054,14 @@ pub(super) async fn process_action(
     user: CurrentUser,
     ApiPath((server_id, pid, action)): ApiPath<(String, String, String)>,
     ApiQuery(query): ApiQuery<ActionOptions>,
-    body: Bytes,
+    body: Result<Bytes, BytesRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::TooLarge(format!("An action's body is at most {} KiB.", SMALL_BODY_BYTES >> 10))
+        }
+        _ => ApiError::BadRequest(e.body_text()),
+    })?;
     let action: ProcessAction = action.parse().map_err(ApiError::NotFound)?;
     let pid: u32 = pid.parse().map_err(|_| ApiError::NotFound(format!("`{pid}` is not a process id.")))?;
     if let Err(refusal) = user.require_operator() {
@@ -1527,9 +1561,17 @@ mod tests {
             // Defused and quoted: the quote goes inside.
             ("=1,2", "\"'=1,2\""),
             ("-a \"b\"", "\"'-a \"\"b\"\"\""),
-            // Only a leading one is a formula.
+            // Only a leading one is a formula, spaces before it included.
             ("a=b", "a=b"),
             ("a\tb", "a\tb"),
+            (" =1+1", "' =1+1"),
+            ("   @SUM(A1)", "'   @SUM(A1)"),
+            (" -x", "' -x"),
+            (" a=b", " a=b"),
+            // A `;` separates cells in some locales: quoted, so no cell starts after it.
+            (";=1+1", "\";=1+1\""),
+            ("a;=1+1", "\"a;=1+1\""),
+            ("; =1", "\"; =1\""),
         ];
         for (value, field) in cases {
             assert_eq!(csv_field(value), field, "{value:?}");

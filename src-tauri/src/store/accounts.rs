@@ -122,13 +122,18 @@ impl AuditRow {
 const AUDIT_COLUMNS: &str = "id, at, actor, hostname, pid, process_name, action, tree, result, message";
 
 impl Store {
-    /// Creates a user with an already hashed password. A taken name is a
-    /// [`StoreError::Conflict`].
+    /// Creates a user with an already hashed password. A taken name, or one equal to a
+    /// user's name ignoring ASCII case (`Admin` beside `admin`), is a
+    /// [`StoreError::Conflict`] naming the existing user.
     pub async fn create_user(&self, username: &str, password_hash: &str, role: Role) -> Result<UserSummary> {
         let _turn = self.turn().await;
         let created = now_ms();
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO users (username, password_hash, role, created_at, token_generation) VALUES (?, ?, ?, ?, ?) \
+        // The check and the insert are one statement, so one transaction: no user named
+        // alike can be added in between. Not a unique index: databases made before may
+        // hold names that differ only in case, and those stay as they are.
+        let id: Option<i64> = sqlx::query_scalar(
+            "INSERT INTO users (username, password_hash, role, created_at, token_generation) \
+             SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM users WHERE username = ? COLLATE NOCASE) \
              RETURNING id",
         )
         .bind(username)
@@ -136,11 +141,26 @@ impl Store {
         .bind(role.as_str())
         .bind(created)
         .bind(new_generation())
-        .fetch_one(&self.pool)
+        .bind(username)
+        .fetch_optional(&self.pool)
         .await
         .map_err(|e| {
             if is_unique_violation(&e) { StoreError::Conflict(format!("user `{username}`")) } else { e.into() }
         })?;
+        let Some(id) = id else {
+            let existing: Option<String> =
+                sqlx::query_scalar("SELECT username FROM users WHERE username = ? COLLATE NOCASE ORDER BY id LIMIT 1")
+                    .bind(username)
+                    .fetch_optional(&self.pool)
+                    .await?;
+            return Err(StoreError::Conflict(match existing {
+                Some(existing) if existing != username => format!(
+                    "user `{username}` cannot be added: user names are compared ignoring case (the failed sign-in \
+                     ledger and the audit log could not tell them apart), and user `{existing}`"
+                ),
+                _ => format!("user `{username}`"),
+            }));
+        };
         Ok(UserSummary { id, username: username.to_owned(), role, created_at: from_ms(created) })
     }
 

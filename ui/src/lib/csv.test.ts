@@ -17,6 +17,12 @@ describe('csv', () => {
     expect(csvField('-rf')).toBe("'-rf");
     expect(csvField('@SUM(1)')).toBe("'@SUM(1)");
     expect(csvField(-3)).toBe('-3');
+    expect(csvField('\t=1+1')).toBe("'\t=1+1");
+    expect(csvField(' =1+1')).toBe("' =1+1");
+    expect(csvField('  @SUM(1)')).toBe("'  @SUM(1)");
+    expect(csvField(' a=b')).toBe(' a=b');
+    expect(csvField(';=1+1')).toBe('";=1+1"');
+    expect(csvField('a;=1+1')).toBe('"a;=1+1"');
   });
   it('writes a document', () => {
     expect(toCsv(['pid', 'name'], [[1, 'init'], [2, 'a,b']])).toBe('pid,name\n1,init\n2,"a,b"\n');

@@ -1,13 +1,15 @@
 // CSV of what a table shows ("export the current view"). Fields are quoted when they
-// need it, and a leading `=`, `+`, `-` or `@` is escaped exactly as the collector's own
-// exports do, so that a spreadsheet never runs a hostile process name as a formula.
+// need it (a `;` too: some locales separate cells with it), and a leading `=`, `+`, `-`
+// or `@` (after any spaces, which spreadsheets skip), tab or carriage return is escaped
+// exactly as the collector's own exports do, so that a spreadsheet never runs a hostile
+// process name as a formula.
 
 /** One CSV field. */
 export function csvField(value: string | number | boolean | null | undefined): string {
   if (value == null) return '';
   let v = String(value);
-  if (typeof value === 'string' && /^[=+\-@]/.test(v)) v = `'${v}`;
-  return /[",\n\r]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v;
+  if (typeof value === 'string' && /^(?:[\t\r]| *[=+\-@])/.test(v)) v = `'${v}`;
+  return /[",;\n\r]/.test(v) ? `"${v.replace(/"/g, '""')}"` : v;
 }
 
 /** A CSV document: a header line, then one line per row. */
