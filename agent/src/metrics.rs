@@ -94,8 +94,14 @@ fn answer(request: &Request<Incoming>, latest: &Latest) -> Response<Full<Bytes>>
     let format = Format::from_accept(request.headers().get(ACCEPT).and_then(|v| v.to_str().ok()));
     let age = (chrono::Utc::now() - snapshot.taken_at).num_milliseconds() as f64 / 1000.0;
     // The agent is up and sampling, so its host is online as far as it can tell.
-    let state = HostState { online: true, age_seconds: age, max_groups: DEFAULT_GROUPS, group_by: GroupBy::Name };
-    let body = render_host(&snapshot, state, "procyon-agent", format);
+    let state = HostState {
+        online: true,
+        age_seconds: age,
+        max_groups: DEFAULT_GROUPS,
+        group_by: GroupBy::Name,
+        named: Vec::new().into(),
+    };
+    let body = render_host(&snapshot, &state, "procyon-agent", format);
     let mut r =
         Response::new(Full::new(Bytes::from(if request.method() == Method::HEAD { String::new() } else { body })));
     r.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(format.content_type()));

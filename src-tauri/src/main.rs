@@ -83,7 +83,7 @@ enum Command {
     },
     /// Run the collector: store snapshots from agents, keep history, serve the API.
     #[cfg(feature = "server")]
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Manage the users who may sign in to the collector.
     #[cfg(feature = "server")]
     User {
@@ -275,6 +275,11 @@ struct ServeArgs {
     /// `user` (one group per account the processes run as).
     #[arg(long, env = "PROCYON_METRICS_GROUP_BY", value_name = "name|user", default_value = "name", value_parser = parse_group_by)]
     metrics_group_by: procyon::metrics::GroupBy,
+    /// A process group on /metrics made by a filter in the dashboard's filter language,
+    /// as NAME=FILTER (e.g. `web=name:nginx`, `backups=user:backup`); repeat for several
+    /// (`;` between them in the variable). Shown whatever its rank; first match wins.
+    #[arg(long = "metrics-group", env = "PROCYON_METRICS_GROUP", value_name = "NAME=FILTER", value_delimiter = ';', value_parser = parse_named_group)]
+    metrics_groups_named: Vec<procyon::metrics::NamedGroup>,
     /// How often agents are pinged; an agent session that sends nothing (no snapshot, no
     /// pong) for three of these is closed, freeing its slot (1s to 1h).
     #[arg(long, env = "PROCYON_AGENT_PING_EVERY", default_value = "20s", value_parser = parse_ping_every)]
@@ -368,6 +373,10 @@ fn parse_scope(s: &str) -> Result<procyon::model::api::KeyScope, String> {
 }
 
 fn parse_group_by(s: &str) -> Result<procyon::metrics::GroupBy, String> {
+    s.parse()
+}
+
+fn parse_named_group(s: &str) -> Result<procyon::metrics::NamedGroup, String> {
     s.parse()
 }
 
@@ -523,7 +532,7 @@ fn run() -> anyhow::Result<()> {
             }
         }
         #[cfg(feature = "server")]
-        Command::Serve(args) => serve(args)?,
+        Command::Serve(args) => serve(*args)?,
         #[cfg(feature = "server")]
         Command::User { data, command } => runtime()?.block_on(user(data.announced()?, command))?,
         #[cfg(feature = "server")]
@@ -710,6 +719,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_sessions_per_key: args.max_agents_per_key as usize,
             metrics_groups: args.metrics_groups as usize,
             metrics_group_by: args.metrics_group_by,
+            metrics_named_groups: args.metrics_groups_named.into(),
             agent_ping_every: args.agent_ping_every,
             max_live_memory: args.max_live_memory_mib.map_or_else(procyon::server::default_live_memory, |mib| {
                 usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)

@@ -17,6 +17,7 @@
 //! family, and a gauge says how many were left out.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -26,6 +27,7 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::model::Snapshot;
+use crate::tui::filter::ProcessQuery;
 
 /// Process groups per host by default (`--metrics-groups`).
 pub const DEFAULT_GROUPS: usize = 20;
@@ -176,8 +178,39 @@ impl std::str::FromStr for GroupBy {
 /// The group of processes whose user is not known.
 const UNKNOWN_USER: &str = "unknown";
 
+/// A group made of the processes a filter matches (`--metrics-group NAME=FILTER`, in
+/// the dashboard's filter language): shown whatever its rank, under its own name.
+#[derive(Clone, Debug)]
+pub struct NamedGroup {
+    /// The `groupname` label.
+    pub name: String,
+    /// Which processes it gathers.
+    pub query: Arc<ProcessQuery>,
+}
+
+impl std::str::FromStr for NamedGroup {
+    type Err = String;
+
+    /// `NAME=FILTER`, e.g. `web=name:nginx` or `backups=user:backup cpu>1`.
+    fn from_str(s: &str) -> Result<NamedGroup, String> {
+        let (name, filter) = s.split_once('=').ok_or_else(|| format!("`{s}` is not NAME=FILTER"))?;
+        let name = name.trim();
+        if name.is_empty() || name.chars().count() > MAX_GROUP_NAME_CHARS || name.chars().any(char::is_control) {
+            return Err(format!("a group's name is 1 to {MAX_GROUP_NAME_CHARS} printable characters, not `{name}`"));
+        }
+        let query = ProcessQuery::compile(filter);
+        if !query.errors.is_empty() {
+            return Err(format!("group `{name}`: {}", query.errors.join("; ")));
+        }
+        if query.is_empty() {
+            return Err(format!("group `{name}` needs a filter after `=` (the dashboard's filter language)"));
+        }
+        Ok(NamedGroup { name: name.to_owned(), query: Arc::new(query) })
+    }
+}
+
 /// What the caller knows of a host beyond its snapshot.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub struct HostState {
     /// Whether it reports now (its agent is connected, or it sent lately).
     pub online: bool,
@@ -187,6 +220,8 @@ pub struct HostState {
     pub max_groups: usize,
     /// What processes are grouped by.
     pub group_by: GroupBy,
+    /// Groups made by filters, first match wins; the other processes go by `group_by`.
+    pub named: Arc<[NamedGroup]>,
 }
 
 /// A gauge value from a count that cannot exceed `i64` in practice.
@@ -322,7 +357,7 @@ impl HostFamilies {
     /// Adds the series of one host: what its newest `snapshot` says, and `state`.
     /// Figures the snapshot does not know (an upload in the short format has no memory
     /// or network figures) are left out rather than reported as zero.
-    pub fn add(&self, snapshot: &Snapshot, state: HostState) {
+    pub fn add(&self, snapshot: &Snapshot, state: &HostState) {
         let hostname = snapshot.host.hostname.clone();
         let host = HostLabels { hostname: hostname.clone() };
         let ratio = |percent: f32| (f64::from(percent) / 100.0).max(0.0);
@@ -373,7 +408,7 @@ impl HostFamilies {
         self.online.get_or_create(&host).set(i64::from(state.online));
         self.age.get_or_create(&host).set(state.age_seconds.max(0.0));
 
-        let (groups, left_out) = top_groups(snapshot, state.max_groups, state.group_by);
+        let (groups, left_out) = top_groups(snapshot, state.max_groups, state.group_by, &state.named);
         for g in groups {
             let labels = GroupLabels { hostname: hostname.clone(), groupname: g.name.to_owned() };
             if let Some(cpu) = g.cpu_cores {
@@ -399,24 +434,42 @@ pub struct Group<'a> {
     pub resident_bytes: Option<u64>,
     /// How many processes it has.
     pub processes: usize,
+    /// Made by a filter ([`NamedGroup`]): shown whatever its rank.
+    pub named: bool,
 }
 
 /// The snapshot's processes grouped by name (or user), at most `max` groups: half the places go
 /// to the busiest groups by CPU, the rest to the largest by resident memory among the
 /// others (so a quiet process holding much memory is still seen). Returns the groups
-/// kept, busiest first, and how many were left out.
-pub fn top_groups(snapshot: &Snapshot, max: usize, by: GroupBy) -> (Vec<Group<'_>>, usize) {
+/// kept, busiest first, and how many were left out. Groups made by `named` filters
+/// come on top of `max`, whatever their rank: someone asked for them.
+pub fn top_groups<'a>(
+    snapshot: &'a Snapshot,
+    max: usize,
+    by: GroupBy,
+    named: &'a [NamedGroup],
+) -> (Vec<Group<'a>>, usize) {
     let mut by_name: HashMap<&str, Group<'_>> = HashMap::new();
     for p in &snapshot.processes {
-        let key = match by {
-            GroupBy::Name => p.name.as_str(),
-            GroupBy::User => p.user.as_deref().unwrap_or(UNKNOWN_USER),
+        let filtered = named.iter().find(|g| g.query.matches(p));
+        let key = match (filtered, by) {
+            (Some(g), _) => g.name.as_str(),
+            (None, GroupBy::Name) => p.name.as_str(),
+            (None, GroupBy::User) => p.user.as_deref().unwrap_or(UNKNOWN_USER),
         };
         let name = match key.char_indices().nth(MAX_GROUP_NAME_CHARS) {
             Some((cut, _)) => &key[..cut],
             None => key,
         };
-        let g = by_name.entry(name).or_insert(Group { name, cpu_cores: None, resident_bytes: None, processes: 0 });
+        let g = by_name.entry(name).or_insert(Group {
+            name,
+            cpu_cores: None,
+            resident_bytes: None,
+            processes: 0,
+            named: false,
+        });
+        // A process group of the same name as a filter's joins it: one series per label.
+        g.named |= filtered.is_some();
         g.processes += 1;
         if let Some(cpu) = p.cpu_percent {
             *g.cpu_cores.get_or_insert(0.0) += f64::from(cpu.max(0.0)) / 100.0;
@@ -427,7 +480,7 @@ pub fn top_groups(snapshot: &Snapshot, max: usize, by: GroupBy) -> (Vec<Group<'_
         }
     }
     let total = by_name.len();
-    let mut groups: Vec<Group<'_>> = by_name.into_values().collect();
+    let (mut kept, mut groups): (Vec<Group<'_>>, Vec<Group<'_>>) = by_name.into_values().partition(|g| g.named);
     // Ties broken by name, so that the same snapshot always gives the same series.
     let cpu_order = |a: &Group<'_>, b: &Group<'_>| {
         b.cpu_cores.unwrap_or(0.0).total_cmp(&a.cpu_cores.unwrap_or(0.0)).then_with(|| a.name.cmp(b.name))
@@ -442,15 +495,16 @@ pub fn top_groups(snapshot: &Snapshot, max: usize, by: GroupBy) -> (Vec<Group<'_
         rest.truncate(max - groups.len());
         groups.extend(rest);
         groups.truncate(max);
-        groups.sort_by(cpu_order);
     }
-    let left_out = total - groups.len();
-    (groups, left_out)
+    kept.extend(groups);
+    kept.sort_by(cpu_order);
+    let left_out = total - kept.len();
+    (kept, left_out)
 }
 
 /// The whole text for one host alone, as the agent serves it: the host families and
 /// `procyon_build_info`.
-pub fn render_host(snapshot: &Snapshot, state: HostState, program: &str, format: Format) -> String {
+pub fn render_host(snapshot: &Snapshot, state: &HostState, program: &str, format: Format) -> String {
     let mut registry = Registry::default();
     let families = HostFamilies::register(&mut registry);
     families.add(snapshot, state);
@@ -481,20 +535,27 @@ mod tests {
         s
     }
 
-    const STATE: HostState =
-        HostState { online: true, age_seconds: 1.5, max_groups: DEFAULT_GROUPS, group_by: GroupBy::Name };
+    fn state() -> HostState {
+        HostState {
+            online: true,
+            age_seconds: 1.5,
+            max_groups: DEFAULT_GROUPS,
+            group_by: GroupBy::Name,
+            named: Arc::from(Vec::new()),
+        }
+    }
 
     #[test]
     fn a_thousand_names_give_twenty_groups_and_say_how_many_were_left_out() {
         let s = snapshot_with_names(1000);
-        let (groups, left_out) = top_groups(&s, 20, GroupBy::Name);
+        let (groups, left_out) = top_groups(&s, 20, GroupBy::Name, &[]);
         assert_eq!((groups.len(), left_out), (20, 980));
         let names: Vec<&str> = groups.iter().map(|g| g.name).collect();
         // Ten busiest by CPU, ten largest by memory.
         assert!(names.contains(&"proc-0999") && names.contains(&"proc-0990"));
         assert!(names.contains(&"proc-0000") && names.contains(&"proc-0009"));
         assert!(!names.contains(&"proc-0500"));
-        let text = render_host(&s, STATE, "procyon", Format::Prometheus);
+        let text = render_host(&s, &state(), "procyon", Format::Prometheus);
         assert_eq!(text.lines().filter(|l| l.starts_with("procyon_process_group_processes{")).count(), 20);
         assert!(text.contains("procyon_host_process_groups_left_out{hostname=\""), "{text}");
         assert!(text.lines().any(|l| l.starts_with("procyon_host_process_groups_left_out{") && l.ends_with(" 980")));
@@ -508,13 +569,13 @@ mod tests {
             p.cpu_percent = Some(50.0);
             p.rss_bytes = Some(100);
         }
-        let (groups, left_out) = top_groups(&s, 20, GroupBy::Name);
+        let (groups, left_out) = top_groups(&s, 20, GroupBy::Name, &[]);
         assert_eq!(left_out, 0);
         assert_eq!(
             groups,
-            vec![Group { name: "worker", cpu_cores: Some(1.5), resident_bytes: Some(300), processes: 3 }]
+            vec![Group { name: "worker", cpu_cores: Some(1.5), resident_bytes: Some(300), processes: 3, named: false }]
         );
-        let text = render_host(&s, STATE, "procyon", Format::Prometheus);
+        let text = render_host(&s, &state(), "procyon", Format::Prometheus);
         assert!(!text.contains("pid="), "{text}");
     }
 
@@ -525,12 +586,12 @@ mod tests {
             p.user = user.map(str::to_owned);
             (p.cpu_percent, p.rss_bytes) = (Some(10.0), Some(1 << 20));
         }
-        let (mut groups, left_out) = top_groups(&s, 20, GroupBy::User);
+        let (mut groups, left_out) = top_groups(&s, 20, GroupBy::User, &[]);
         groups.sort_by_key(|g| g.name);
         let summary: Vec<(&str, usize)> = groups.iter().map(|g| (g.name, g.processes)).collect();
         assert_eq!((summary, left_out), (vec![("postgres", 1), ("unknown", 1), ("www-data", 2)], 0));
-        let state = HostState { group_by: GroupBy::User, ..STATE };
-        let text = render_host(&s, state, "procyon", Format::Prometheus);
+        let state = HostState { group_by: GroupBy::User, ..state() };
+        let text = render_host(&s, &state, "procyon", Format::Prometheus);
         assert!(text.contains("groupname=\"www-data\""), "{text}");
         assert!(!text.contains(&format!("groupname=\"{}\"", s.processes[0].name)), "{text}");
         assert_eq!("user".parse(), Ok(GroupBy::User));
@@ -538,11 +599,37 @@ mod tests {
     }
 
     #[test]
+    fn groups_made_by_filters_gather_their_matches_and_are_always_shown() {
+        // 30 names, all busier than the two databases, which the top 2 would leave out.
+        let mut s = snapshot_with_names(32);
+        for (i, p) in s.processes.iter_mut().enumerate() {
+            (p.cpu_percent, p.rss_bytes) = (Some(50.0), Some(1 << 30));
+            if i < 2 {
+                p.name = ["postgres", "pgbouncer"][i].into();
+                (p.cpu_percent, p.rss_bytes) = (Some(1.0), Some(1));
+            }
+        }
+        let named: Vec<NamedGroup> = vec!["db=name:postgres,pgbouncer".parse().unwrap()];
+        let (groups, left_out) = top_groups(&s, 2, GroupBy::Name, &named);
+        let db = groups.iter().find(|g| g.name == "db").expect("the filter's group is shown");
+        assert_eq!((db.processes, db.named, db.cpu_cores), (2, true, Some(0.02)));
+        assert_eq!((groups.len(), left_out), (3, 28), "{groups:?}");
+        assert!(!groups.iter().any(|g| g.name == "postgres"));
+        let text = render_host(&s, &HostState { named: named.into(), ..state() }, "procyon", Format::Prometheus);
+        assert!(text.contains("groupname=\"db\""), "{text}");
+        // Malformed settings are refused with the reason.
+        assert!("db".parse::<NamedGroup>().unwrap_err().contains("NAME=FILTER"));
+        assert!("db=".parse::<NamedGroup>().unwrap_err().contains("needs a filter"));
+        assert!("db=cpu>lots".parse::<NamedGroup>().unwrap_err().contains("cpu>lots"));
+        assert!("=name:x".parse::<NamedGroup>().is_err());
+    }
+
+    #[test]
     fn long_names_are_cut_and_grouped_by_what_is_left() {
         let mut s = snapshot_with_names(2);
         s.processes[0].name = format!("{}-one", "é".repeat(MAX_GROUP_NAME_CHARS));
         s.processes[1].name = format!("{}-two", "é".repeat(MAX_GROUP_NAME_CHARS));
-        let (groups, _) = top_groups(&s, 20, GroupBy::Name);
+        let (groups, _) = top_groups(&s, 20, GroupBy::Name, &[]);
         assert_eq!(groups.len(), 1);
         assert_eq!((groups[0].name.chars().count(), groups[0].processes), (MAX_GROUP_NAME_CHARS, 2));
     }
@@ -550,7 +637,7 @@ mod tests {
     #[test]
     fn both_formats_carry_the_host_families_and_openmetrics_ends_in_eof() {
         let s = snapshot_with_names(2);
-        let prom = render_host(&s, STATE, "procyon-agent", Format::Prometheus);
+        let prom = render_host(&s, &state(), "procyon-agent", Format::Prometheus);
         for name in [
             "procyon_host_cpu_usage_ratio{",
             "procyon_host_cpu_core_usage_ratio{",
@@ -563,7 +650,7 @@ mod tests {
             assert!(prom.contains(name), "{name} missing:\n{prom}");
         }
         assert!(!prom.contains("# EOF"));
-        let open = render_host(&s, STATE, "procyon-agent", Format::OpenMetrics);
+        let open = render_host(&s, &state(), "procyon-agent", Format::OpenMetrics);
         assert!(open.ends_with("# EOF\n"), "{open}");
         if s.network.total.is_some() {
             assert!(prom.contains("procyon_host_network_receive_bytes_total{"));
@@ -577,7 +664,7 @@ mod tests {
         s.memory.available_bytes = None;
         s.network.total = None;
         s.cpu.load_average = None;
-        let text = render_host(&s, STATE, "procyon", Format::Prometheus);
+        let text = render_host(&s, &state(), "procyon", Format::Prometheus);
         assert!(!text.contains("procyon_host_memory_available_bytes{"));
         assert!(!text.contains("procyon_host_network_receive_bytes_total{"));
         assert!(!text.contains("procyon_host_load1{"));

@@ -168,6 +168,7 @@ async fn build(state: &AppState, format: Format) -> Result<String, ApiError> {
                 age_seconds: age,
                 max_groups: state.settings.metrics_groups,
                 group_by: state.settings.metrics_group_by,
+                named: state.settings.metrics_named_groups.clone(),
             };
             (published, host)
         })
@@ -177,7 +178,7 @@ async fn build(state: &AppState, format: Format) -> Result<String, ApiError> {
     let text = tokio::task::spawn_blocking(move || {
         let families = HostFamilies::register(&mut registry);
         for (published, host) in &hosts {
-            families.add(&published.snapshot, *host);
+            families.add(&published.snapshot, host);
         }
         encode(&registry, format)
     })

@@ -81,6 +81,8 @@ pub struct Settings {
     pub metrics_groups: usize,
     /// What processes are grouped by on `/metrics`.
     pub metrics_group_by: crate::metrics::GroupBy,
+    /// Groups made by filters on `/metrics` (`--metrics-group NAME=FILTER`).
+    pub metrics_named_groups: Arc<[crate::metrics::NamedGroup]>,
     /// How often agents are pinged; a session silent for three of these is closed.
     pub agent_ping_every: Duration,
     /// Bytes of agent frames decoded at once, over all sessions.
@@ -118,6 +120,7 @@ impl Default for Settings {
             max_hosts_per_key: binding::MAX_HOSTS_PER_KEY,
             metrics_groups: crate::metrics::DEFAULT_GROUPS,
             metrics_group_by: crate::metrics::GroupBy::Name,
+            metrics_named_groups: Vec::new().into(),
             agent_ping_every: agents::PING_EVERY,
             agent_decode_budget: agents::DECODE_BUDGET_BYTES,
             max_live_memory: 1 << 30,
