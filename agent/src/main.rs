@@ -5,6 +5,7 @@
 //! whatever happens to the network; the uplink sends what the spool holds, oldest first,
 //! and removes each snapshot once the collector acknowledges it.
 //!
+//! - `clock.rs`: the wall clock it stamps snapshots with (a test can move it);
 //! - `config.rs`: flags, `PROCYON_*` variables and the config file;
 //! - `key.rs`: where the API key comes from and is kept;
 //! - `spool.rs`: the bounded on-disk queue;
@@ -12,6 +13,7 @@
 //! - `tls.rs`: whom it trusts as its collector (a private CA, a pinned certificate);
 //! - `metrics.rs`: this machine's Prometheus metrics (`--metrics-listen`).
 
+mod clock;
 mod config;
 mod key;
 mod metrics;
@@ -240,6 +242,7 @@ fn take_one(
     latest: &watch::Sender<Option<Arc<procyon::model::Snapshot>>>,
 ) -> anyhow::Result<()> {
     let mut snapshot = sampler.sample();
+    snapshot.taken_at = clock::adjust(snapshot.taken_at);
     let mut spool = uplink::lock(spool);
     // The spool numbers snapshots: it remembers the last seq across restarts and
     // raises it when the collector knows a higher one.

@@ -92,7 +92,7 @@ fn answer(request: &Request<Incoming>, latest: &Latest) -> Response<Full<Bytes>>
         return text(StatusCode::SERVICE_UNAVAILABLE, "No snapshot taken yet; try again in a moment.\n");
     };
     let format = Format::from_accept(request.headers().get(ACCEPT).and_then(|v| v.to_str().ok()));
-    let age = (chrono::Utc::now() - snapshot.taken_at).num_milliseconds() as f64 / 1000.0;
+    let age = (crate::clock::adjust(chrono::Utc::now()) - snapshot.taken_at).num_milliseconds() as f64 / 1000.0;
     // The agent is up and sampling, so its host is online as far as it can tell.
     let state = HostState {
         online: true,

@@ -220,7 +220,7 @@ impl Spool {
             }
             spool.state_saved = false;
         }
-        if spool.enforce_limits(SystemTime::now()) > 0 {
+        if spool.enforce_limits(crate::clock::system_now()) > 0 {
             spool.state_saved = false;
         }
         if !spool.state_saved {
@@ -295,7 +295,7 @@ impl Spool {
                 self.bytes += entry.bytes;
             }
         }
-        let dropped = self.enforce_limits(SystemTime::now());
+        let dropped = self.enforce_limits(crate::clock::system_now());
         if dropped > 0 {
             self.state_saved = false;
         }
@@ -472,7 +472,7 @@ impl Spool {
         self.entries.insert(seq, Entry { bytes: bytes.len() as u64, taken_at });
         self.bytes += bytes.len() as u64;
         self.last_seq = seq;
-        let dropped = self.enforce_limits(SystemTime::now());
+        let dropped = self.enforce_limits(crate::clock::system_now());
         // The snapshot is stored; a state file that cannot be written now is retried by
         // the next change, and until then the highest file name stands in for it. Saving
         // the state syncs the directory, which makes the snapshot's rename durable too.
