@@ -1055,3 +1055,89 @@ mod process_text_tests {
         assert!(validate(&under).is_ok());
     }
 }
+
+/// Fuzz targets for the upload body, through the handler's own steps ([`parse`], then
+/// the masking of command lines): never a panic, always a snapshot or a 400/422 that
+/// says what is wrong. See `crate::fuzzing`.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::fuzzing::{config, json_value, mutated_bytes, mutated_json};
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    const SEED_EXAMPLE: &str = include_str!("../../../tests/fixtures/seed-upload.json");
+
+    /// A real snapshot of this machine in the full format, made once.
+    fn full_upload() -> &'static serde_json::Value {
+        static FULL: OnceLock<serde_json::Value> = OnceLock::new();
+        FULL.get_or_init(|| {
+            let mut s = crate::sample::Sampler::new(Default::default()).sample();
+            // A few processes are enough to reach every field; thousands would only
+            // make each case slower.
+            s.processes.truncate(6);
+            s.connections.truncate(6);
+            serde_json::to_value(&s).unwrap()
+        })
+    }
+
+    fn seed_upload() -> serde_json::Value {
+        serde_json::from_str(SEED_EXAMPLE).unwrap()
+    }
+
+    /// What the handler does with a body, with the checks every outcome must pass.
+    fn check(body: &[u8]) -> Result<(), TestCaseError> {
+        match parse(body) {
+            Ok(mut s) => {
+                for p in &mut s.processes {
+                    crate::sample::redact::redact_in_place(&mut p.cmd);
+                }
+                // What was accepted is valid, and reads back the same as a full upload:
+                // nothing stored is a snapshot the collector would refuse later.
+                prop_assert!(validate(&s).is_ok());
+                let again = parse(&serde_json::to_vec(&s).unwrap());
+                prop_assert!(again.is_ok(), "accepted, but refused in the full format: {:?}", again.err());
+            }
+            Err(e) => {
+                let clear = matches!(&e, ApiError::BadRequest(m) if !m.is_empty())
+                    || matches!(&e, ApiError::Invalid { message, .. } if !message.is_empty());
+                prop_assert!(clear, "not a clear 400 or 422: {e:?}");
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_bytes(body in prop::collection::vec(any::<u8>(), 0..512)) {
+            check(&body)?;
+        }
+
+        #[test]
+        fn any_json_value(v in json_value()) {
+            check(&serde_json::to_vec(&v).unwrap())?;
+        }
+
+        #[test]
+        fn the_seed_shape_with_fields_changed(v in mutated_json(seed_upload())) {
+            check(&serde_json::to_vec(&v).unwrap())?;
+        }
+
+        #[test]
+        fn the_full_shape_with_fields_changed(v in mutated_json(full_upload().clone())) {
+            check(&serde_json::to_vec(&v).unwrap())?;
+        }
+
+        #[test]
+        fn the_seed_text_with_bytes_changed(body in mutated_bytes(SEED_EXAMPLE.as_bytes().to_vec())) {
+            check(&body)?;
+        }
+
+        #[test]
+        fn the_full_text_with_bytes_changed(body in mutated_bytes(serde_json::to_vec(full_upload()).unwrap())) {
+            check(&body)?;
+        }
+    }
+}
