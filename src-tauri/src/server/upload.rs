@@ -509,7 +509,8 @@ fn from_short(upload: ShortUpload) -> Result<Snapshot, ApiError> {
         cpu: CpuSample { total_percent: total_cpu.clamp(0.0, 100.0), per_core_percent: Vec::new(), load_average: None },
         memory: MemorySample {
             total_bytes: None,
-            used_bytes: processes.iter().filter_map(|p| p.rss_bytes).sum(),
+            // Saturating: each figure is only bounded by u64, so their sum may not be.
+            used_bytes: processes.iter().filter_map(|p| p.rss_bytes).fold(0, u64::saturating_add),
             available_bytes: None,
             swap_total_bytes: None,
             swap_used_bytes: None,
@@ -1105,6 +1106,15 @@ mod fuzz {
             }
         }
         Ok(())
+    }
+
+    /// Found by `the_seed_shape_with_fields_changed`: the memory in use (the sum of the
+    /// processes' memory) overflowed, a panic in debug builds and a wrong figure in
+    /// release ones.
+    #[test]
+    fn memory_too_large_to_add_up_is_capped() {
+        let body = br#"{"hostname":"h","processes":[{"pid":1,"name":"a","memory":1.8e19},{"pid":2,"name":"b","memory":1.8e19}]}"#;
+        assert_eq!(parse(body).unwrap().memory.used_bytes, u64::MAX);
     }
 
     proptest! {
