@@ -993,7 +993,7 @@ mod tests {
 /// refused with [`DeltaError`], never a panic; valid ones round-trip exactly (the
 /// `tests` module's properties). See `crate::fuzzing`.
 #[cfg(test)]
-mod fuzz {
+pub(crate) mod fuzz {
     use super::*;
     use crate::fuzzing::{config, mutated_bytes, mutated_json};
     use proptest::prelude::*;
@@ -1001,7 +1001,7 @@ mod fuzz {
 
     /// Two real snapshots of this machine a moment apart, made once (a dozen processes
     /// and sockets each keep cases fast and still reach every kind of edit).
-    fn real() -> &'static (Snapshot, Snapshot) {
+    pub(crate) fn real() -> &'static (Snapshot, Snapshot) {
         static REAL: OnceLock<(Snapshot, Snapshot)> = OnceLock::new();
         REAL.get_or_init(|| {
             let mut sampler = crate::sample::Sampler::new(Default::default());
@@ -1146,11 +1146,60 @@ mod fuzz {
             )
     }
 
+    /// Puts `added` at distinct increasing places within a list of `kept` entries plus
+    /// them, as a delta that fits places them (dropping what no place is left for).
+    fn place<T>(added: &mut Vec<Placed<T>>, kept: usize) {
+        let total = kept + added.len();
+        let mut places: Vec<u32> = added.iter().map(|p| p.at % total.max(1) as u32).collect();
+        places.sort_unstable();
+        places.dedup();
+        added.truncate(places.len());
+        for (p, at) in added.iter_mut().zip(places) {
+            p.at = at;
+        }
+    }
+
+    /// Keeps, of a list's edits, those that fit `base`: removals of entries it has, once
+    /// each, and additions at places that exist.
+    fn fit_list<T, K: Hash + Eq>(base: &[T], delta: &mut ListDelta<T>, key: impl Fn(&T) -> K) {
+        let present: HashSet<K> = base.iter().map(&key).collect();
+        let mut seen = HashSet::new();
+        delta.removed.retain(|item| present.contains(&key(item)) && seen.insert(key(item)));
+        let kept = base.iter().filter(|item| !seen.contains(&key(item))).count();
+        place(&mut delta.added, kept);
+    }
+
+    /// [`any_delta`], with its edits trimmed to those that fit the base: so that most
+    /// deltas apply, and reach the checks behind `apply`.
+    pub(crate) fn fitting_delta() -> impl Strategy<Value = SnapshotDelta> {
+        any_delta().prop_map(|mut d| {
+            let base = &real().0;
+            let present: HashSet<_> = base.processes.iter().map(process_key).collect();
+            let mut removed = HashSet::new();
+            d.processes
+                .removed
+                .retain(|k| present.contains(&(k.pid, k.start_time)) && removed.insert((k.pid, k.start_time)));
+            let mut changed = HashSet::new();
+            d.processes.changed.retain(|c| {
+                let k = (c.pid, c.start_time);
+                present.contains(&k) && !removed.contains(&k) && changed.insert(k)
+            });
+            let kept = base.processes.iter().filter(|p| !removed.contains(&process_key(p))).count();
+            place(&mut d.processes.added, kept);
+            fit_list(&base.connections, &mut d.connections, connection_key);
+            fit_list(&base.ports.listening, &mut d.ports.listening, |l| {
+                (l.protocol, l.address, l.port, l.pid, l.process_name.clone())
+            });
+            fit_list(&base.ports.by_local_port, &mut d.ports.by_local_port, |p| (p.protocol, p.port, p.connections));
+            d
+        })
+    }
+
     proptest! {
         #![proptest_config(config())]
 
         #[test]
-        fn any_delta_applies_or_is_refused(delta in any_delta()) {
+        fn any_delta_applies_or_is_refused(delta in prop_oneof![1 => any_delta(), 3 => fitting_delta()]) {
             let base = &real().0;
             match delta.apply(base) {
                 Ok(rebuilt) => {
@@ -1197,5 +1246,9 @@ mod fuzz {
     fn the_real_delta_round_trips() {
         let (a, b) = real();
         assert_eq!(&real_delta().apply(a).unwrap(), b);
+        // The base passes the upload checks, so `any_delta_applies_or_is_refused` holds
+        // what it rebuilds to them.
+        #[cfg(feature = "server")]
+        assert!(crate::server::upload::validate(a).is_ok());
     }
 }

@@ -1430,7 +1430,11 @@ mod fuzz {
     /// What a session does with a frame from the host of [`real`], with the checks every
     /// outcome must pass.
     fn session(frame: &[u8]) -> Result<(), TestCaseError> {
-        let (base, _) = real();
+        session_on(frame, &real().0)
+    }
+
+    /// [`session`] on a connection whose newest acknowledged snapshot is `base`.
+    fn session_on(frame: &[u8], base: &Arc<Snapshot>) -> Result<(), TestCaseError> {
         let hostname = base.host.hostname.as_str();
         let _ = frame_cost(frame);
         let checked = match read_frame(frame) {
@@ -1516,6 +1520,18 @@ mod fuzz {
             }),
         ) {
             session(&frame)?;
+        }
+
+        /// Deltas that mostly fit their base (`model::delta`'s), in frames of both
+        /// encodings: they reach the rebuild, the checks and redaction.
+        #[test]
+        fn fitting_deltas_in_frames(delta in crate::model::delta::fuzz::fitting_delta(), packed in any::<bool>()) {
+            static BASE: OnceLock<Arc<Snapshot>> = OnceLock::new();
+            let base = BASE.get_or_init(|| Arc::new(crate::model::delta::fuzz::real().0.clone()));
+            let (encoding, kind) = if packed { (Encoding::MessagePack, FRAME_DELTA_PACKED) } else { (Encoding::Json, FRAME_DELTA) };
+            let mut frame = vec![kind];
+            frame.extend_from_slice(&zstd::bulk::compress(&encoding.encode(&delta).unwrap(), 1).unwrap());
+            session_on(&frame, base)?;
         }
 
         #[test]
