@@ -362,7 +362,7 @@ mod fuzz {
     use crate::fuzzing::{config, mutated_bytes};
     use proptest::prelude::*;
 
-    /// A datagram as the kernel sends it: two socket messages (IPv4 TCP, IPv6 UDP), then
+    /// A datagram as the kernel sends it: two socket messages (IPv4, IPv6), then
     /// `NLMSG_DONE`.
     fn real_datagram() -> Vec<u8> {
         let mut data = Vec::new();
