@@ -1232,6 +1232,18 @@ pub(crate) mod fuzz {
             }
         }
 
+        /// What the dashboards' live channel carries (`procyon watch` and the desktop
+        /// app read it from a collector), with fields changed, applied when it decodes.
+        #[test]
+        fn live_messages_with_fields_changed(v in mutated_json(serde_json::to_value(LiveMessage::Delta {
+            snapshot_id: 1,
+            delta: Box::new(real_delta()),
+        }).unwrap())) {
+            if let Ok(LiveMessage::Delta { delta, .. }) = serde_json::from_value::<LiveMessage>(v) {
+                let _ = delta.apply(&real().0);
+            }
+        }
+
         #[test]
         fn the_real_delta_with_messagepack_bytes_changed(
             packed in mutated_bytes(rmp_serde::to_vec_named(&real_delta()).unwrap()),
