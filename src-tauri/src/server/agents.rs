@@ -1416,11 +1416,24 @@ mod fuzz {
         })
     }
 
+    /// `v` as a frame of `kind`. For the packed kinds, a value that reads as the frame's
+    /// type goes as an agent would encode that (a JSON value's floats, times and
+    /// addresses are laid out otherwise in MessagePack, so it would never decode); any
+    /// other goes as it is.
     fn payload(v: &serde_json::Value, kind: u8) -> Vec<u8> {
-        let raw = if kind >= FRAME_FULL_PACKED {
-            rmp_serde::to_vec_named(v).unwrap()
-        } else {
-            serde_json::to_vec(v).unwrap()
+        let typed = match kind {
+            FRAME_FULL_PACKED => {
+                serde_json::from_value::<Snapshot>(v.clone()).ok().map(|s| rmp_serde::to_vec_named(&s))
+            }
+            FRAME_DELTA_PACKED => {
+                serde_json::from_value::<SnapshotDelta>(v.clone()).ok().map(|d| rmp_serde::to_vec_named(&d))
+            }
+            _ => None,
+        };
+        let raw = match typed {
+            Some(packed) => packed.unwrap(),
+            None if kind >= FRAME_FULL_PACKED => rmp_serde::to_vec_named(v).unwrap(),
+            None => serde_json::to_vec(v).unwrap(),
         };
         let mut frame = vec![kind];
         frame.extend_from_slice(&zstd::bulk::compress(&raw, 1).unwrap());
