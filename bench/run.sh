@@ -9,6 +9,27 @@ set -euo pipefail
 
 cd "$(dirname "$0")/.."
 
+# The fuzz targets (every decoder of outside bytes: uploads, agent frames, deltas,
+# netlink, /proc, the filter language), run far longer than `cargo test` runs them.
+# BENCH_FUZZ_CASES (default 20000, about 10 s per 1,000 on a development machine) sets
+# the cases per target; 0 skips them, as does a BENCH_ONLY without `fuzz`. A debug
+# build, so that an arithmetic overflow is caught as the panic it is there. A failure
+# stops the bench: it is a bug to fix first.
+fuzz_cases="${BENCH_FUZZ_CASES:-20000}"
+if [ -n "${BENCH_ONLY:-}" ] && [[ ",$BENCH_ONLY," != *,fuzz,* ]]; then
+    fuzz_cases=0
+fi
+if [ "$fuzz_cases" != 0 ]; then
+    echo "fuzzing: $fuzz_cases cases per target"
+    PROCYON_FUZZ_CASES="$fuzz_cases" cargo test --all-features -p procyon --lib fuzz
+fi
+# `fuzz` is this script's part, not the report's.
+if [ -n "${BENCH_ONLY:-}" ]; then
+    BENCH_ONLY=$(tr ',' '\n' <<<"$BENCH_ONLY" | { grep -vx 'fuzz' || true; } | paste -sd, -)
+    [ -n "$BENCH_ONLY" ] || exit 0
+    export BENCH_ONLY
+fi
+
 # With the desktop feature, so one binary serves as the collector and as the desktop
 # app (bench/desktop.sh builds the same and so reuses it).
 cargo build --release --examples --bin procyon --features desktop

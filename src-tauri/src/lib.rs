@@ -38,6 +38,8 @@ pub mod control;
 #[cfg(feature = "desktop")]
 pub mod desktop;
 pub mod duration;
+#[cfg(test)]
+mod fuzzing;
 pub mod hub;
 pub mod manual;
 pub mod metrics;

@@ -440,3 +440,165 @@ mod tests {
         assert!(serde_json::to_string(&reply).unwrap().starts_with(r#"{"type":"action_result","request_id":1"#));
     }
 }
+
+/// Fuzz targets for what crosses the agent channel: binary frames of every kind (JSON
+/// and MessagePack, zstd-wrapped), spooled snapshots and text messages. Each is decoded
+/// or refused with a message, never a panic. See `crate::fuzzing`.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::fuzzing::{config, json_value, mutated_bytes, mutated_json};
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    /// Two real snapshots of this machine a moment apart (a few processes and sockets
+    /// each, to keep cases fast), made once.
+    fn real() -> &'static (Snapshot, Snapshot) {
+        static REAL: OnceLock<(Snapshot, Snapshot)> = OnceLock::new();
+        REAL.get_or_init(|| {
+            let mut sampler = crate::sample::Sampler::new(Default::default());
+            let trim = |mut s: Snapshot| {
+                s.processes.truncate(8);
+                s.connections.truncate(8);
+                s
+            };
+            let a = trim(sampler.sample());
+            let mut b = trim(sampler.sample());
+            b.seq = a.seq + 1;
+            (a, b)
+        })
+    }
+
+    fn real_delta() -> SnapshotDelta {
+        let (a, b) = real();
+        SnapshotDelta::between(a, b)
+    }
+
+    /// The real snapshot and delta as frames of all four kinds.
+    fn real_frames() -> Vec<Vec<u8>> {
+        let (a, _) = real();
+        let (spooled, d) = (encode_snapshot(a).unwrap(), real_delta());
+        vec![
+            full_frame(&spooled, a, Encoding::Json).unwrap(),
+            delta_frame(&d, Encoding::Json).unwrap(),
+            full_frame(&spooled, a, Encoding::MessagePack).unwrap(),
+            delta_frame(&d, Encoding::MessagePack).unwrap(),
+        ]
+    }
+
+    /// One text message of each kind, as JSON values.
+    fn text_messages() -> Vec<serde_json::Value> {
+        let (a, _) = real();
+        let agent = [
+            AgentMessage::Hello {
+                protocol: PROTOCOL_VERSION,
+                agent_version: "1".into(),
+                host: a.host.clone(),
+                allow_control: true,
+                machine_id: Some("ab12".into()),
+            },
+            AgentMessage::Snapshot { snapshot: Box::new(a.clone()) },
+            AgentMessage::Dropped { count: 3, reason: "the spool is full".into() },
+            AgentMessage::ActionResult(ActionReply {
+                request_id: 7,
+                done: Some(ActionDone { process_name: "sleep".into(), signalled: 1 }),
+                error: None,
+            }),
+        ];
+        let collector = [
+            CollectorMessage::Welcome { protocol: PROTOCOL_VERSION, collector_version: "1".into(), last_seq: 9 },
+            CollectorMessage::Ack { seq: 9 },
+            CollectorMessage::Resync { seq: 9, message: "m".into() },
+            CollectorMessage::Action(ActionRequest {
+                request_id: 7,
+                pid: 42,
+                start_time: a.processes.first().and_then(|p| p.start_time),
+                action: crate::model::ProcessAction::Terminate,
+                tree: true,
+                actor: "admin".into(),
+            }),
+        ];
+        agent
+            .iter()
+            .map(|m| serde_json::to_value(m).unwrap())
+            .chain(collector.iter().map(|m| serde_json::to_value(m).unwrap()))
+            .collect()
+    }
+
+    fn frame(kind: u8, payload: &[u8]) -> Vec<u8> {
+        let mut f = vec![kind];
+        f.extend_from_slice(&zstd::bulk::compress(payload, 1).unwrap());
+        f
+    }
+
+    /// A decode that ends in a value or in a message saying what was wrong.
+    fn check<T>(result: Result<T, String>) -> Result<(), TestCaseError> {
+        if let Err(message) = result {
+            prop_assert!(!message.is_empty());
+        }
+        Ok(())
+    }
+
+    fn kind() -> impl Strategy<Value = u8> {
+        prop_oneof![4 => 0u8..4, 1 => any::<u8>()]
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_bytes_as_a_frame_or_a_spool_file(bytes in prop::collection::vec(any::<u8>(), 0..256)) {
+            check(decode_frame(&bytes))?;
+            check(decode_snapshot(&bytes))?;
+        }
+
+        /// Valid zstd around anything: the decoders behind the decompression are reached.
+        #[test]
+        fn any_payload_in_a_frame(kind in kind(), payload in prop::collection::vec(any::<u8>(), 0..256)) {
+            check(decode_frame(&frame(kind, &payload)))?;
+            check(decode_snapshot(&zstd::bulk::compress(&payload, 1).unwrap()))?;
+        }
+
+        #[test]
+        fn any_json_value_in_a_frame(kind in kind(), v in json_value()) {
+            check(decode_frame(&frame(kind, &serde_json::to_vec(&v).unwrap())))?;
+            check(decode_frame(&frame(kind, &rmp_serde::to_vec_named(&v).unwrap())))?;
+        }
+
+        #[test]
+        fn real_frames_with_bytes_changed(f in prop::sample::select(real_frames()).prop_flat_map(mutated_bytes)) {
+            check(decode_frame(&f))?;
+        }
+
+        /// Changes inside the compression, where they reach the decoders: the real
+        /// snapshot and delta with fields changed, then re-encoded both ways.
+        #[test]
+        fn real_snapshots_with_fields_changed(v in mutated_json(serde_json::to_value(&real().0).unwrap())) {
+            check(decode_frame(&frame(FRAME_FULL, &serde_json::to_vec(&v).unwrap())))?;
+            check(decode_frame(&frame(FRAME_FULL_PACKED, &rmp_serde::to_vec_named(&v).unwrap())))?;
+        }
+
+        #[test]
+        fn real_deltas_with_fields_changed(v in mutated_json(serde_json::to_value(real_delta()).unwrap())) {
+            check(decode_frame(&frame(FRAME_DELTA, &serde_json::to_vec(&v).unwrap())))?;
+            check(decode_frame(&frame(FRAME_DELTA_PACKED, &rmp_serde::to_vec_named(&v).unwrap())))?;
+        }
+
+        #[test]
+        fn real_messagepack_with_bytes_changed(
+            packed in mutated_bytes(rmp_serde::to_vec_named(&real().0).unwrap()),
+        ) {
+            check(decode_frame(&frame(FRAME_FULL_PACKED, &packed)))?;
+            check(decode_snapshot(&zstd::bulk::compress(&packed, 1).unwrap()))?;
+        }
+
+        /// Every kind of text message either side sends, with fields changed, read as
+        /// both sides read them.
+        #[test]
+        fn text_messages_with_fields_changed(v in prop::sample::select(text_messages()).prop_flat_map(mutated_json)) {
+            let text = serde_json::to_string(&v).unwrap();
+            check(serde_json::from_str::<AgentMessage>(&text).map_err(|e| e.to_string()))?;
+            check(serde_json::from_str::<CollectorMessage>(&text).map_err(|e| e.to_string()))?;
+        }
+    }
+}

@@ -988,3 +988,279 @@ mod tests {
         assert!(matches!(bad.apply(&base), Err(DeltaError::Inconsistent(_))));
     }
 }
+
+/// Fuzz targets for delta apply: any delta against a real snapshot rebuilds one or is
+/// refused with [`DeltaError`], never a panic; valid ones round-trip exactly (the
+/// `tests` module's properties). See `crate::fuzzing`.
+#[cfg(test)]
+pub(crate) mod fuzz {
+    use super::*;
+    use crate::fuzzing::{config, mutated_bytes, mutated_json};
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    /// Two real snapshots of this machine a moment apart, made once (a dozen processes
+    /// and sockets each keep cases fast and still reach every kind of edit).
+    pub(crate) fn real() -> &'static (Snapshot, Snapshot) {
+        static REAL: OnceLock<(Snapshot, Snapshot)> = OnceLock::new();
+        REAL.get_or_init(|| {
+            let mut sampler = crate::sample::Sampler::new(Default::default());
+            let trim = |mut s: Snapshot| {
+                s.processes.truncate(12);
+                s.connections.truncate(12);
+                s.ports.by_local_port.truncate(6);
+                s.ports.listening.truncate(6);
+                s
+            };
+            let a = trim(sampler.sample());
+            let mut b = trim(sampler.sample());
+            b.seq = a.seq + 1;
+            // Something to change, remove and add for sure, whatever the machine runs.
+            b.processes.retain(|p| p.pid % 3 != 0);
+            if let Some(p) = b.processes.first_mut() {
+                p.cpu_percent = Some(12.5);
+            }
+            (a, b)
+        })
+    }
+
+    fn real_delta() -> SnapshotDelta {
+        SnapshotDelta::between(&real().0, &real().1)
+    }
+
+    fn f32_edge() -> impl Strategy<Value = Option<Option<f32>>> {
+        prop::option::of(prop::option::of(prop_oneof![
+            Just(f32::NAN),
+            Just(f32::INFINITY),
+            Just(-1.0f32),
+            Just(-0.0f32),
+            Just(1e9f32),
+            0.0f32..150.0,
+        ]))
+    }
+
+    fn text() -> impl Strategy<Value = String> {
+        prop_oneof![".{0,12}", Just("a\u{7}b".to_string()), "y{300,400}"]
+    }
+
+    /// A pid and start time: one of the base's processes (as it is, or with another
+    /// start time) or any.
+    fn key(base: &'static [ProcessSample]) -> impl Strategy<Value = (u32, Option<DateTime<Utc>>)> {
+        let n = base.len().max(1);
+        prop_oneof![
+            3 => (0..n).prop_map(move |i| base.get(i).map_or((1, None), process_key)),
+            1 => (0..n, any::<i64>()).prop_map(move |(i, t)| {
+                (base.get(i).map_or(1, |p| p.pid), DateTime::from_timestamp(t % 10_000_000_000, 0))
+            }),
+            1 => (any::<u32>(), Just(None)),
+        ]
+    }
+
+    fn change(base: &'static [ProcessSample]) -> impl Strategy<Value = ProcessChange> {
+        (key(base), prop::option::of(text()), prop::option::of(text()), f32_edge(), f32_edge(), any::<Option<u64>>())
+            .prop_map(|((pid, start_time), name, cmd, cpu, mem, rss)| ProcessChange {
+                pid,
+                start_time,
+                name,
+                cmd,
+                cpu_percent: cpu,
+                memory_percent: mem,
+                rss_bytes: rss.map(Some),
+                ..ProcessChange::default()
+            })
+    }
+
+    /// An index near the list's end (where inserts are valid), or any.
+    fn at(len: usize) -> impl Strategy<Value = u32> {
+        prop_oneof![4 => 0..(len as u32 + 4), 1 => any::<u32>()]
+    }
+
+    fn placed<T: Clone + std::fmt::Debug + 'static>(
+        items: &'static [T],
+        len: usize,
+        tweak: impl Fn(&mut T, u32) + Clone + 'static,
+    ) -> impl Strategy<Value = Vec<Placed<T>>> {
+        let n = items.len().max(1);
+        prop::collection::vec((at(len), 0..n, any::<u32>()), 0..4).prop_map(move |v| {
+            v.into_iter()
+                .filter_map(|(at, i, salt)| {
+                    let mut item = items.get(i)?.clone();
+                    tweak(&mut item, salt);
+                    Some(Placed { at, item })
+                })
+                .collect()
+        })
+    }
+
+    fn picked<T: Clone + std::fmt::Debug + 'static>(items: &'static [T]) -> impl Strategy<Value = Vec<T>> {
+        let n = items.len().max(1);
+        prop::collection::vec(0..n, 0..4)
+            .prop_map(move |v| v.into_iter().filter_map(|i| items.get(i).cloned()).collect())
+    }
+
+    /// Any delta for the real base: edits that may or may not fit it.
+    fn any_delta() -> impl Strategy<Value = SnapshotDelta> {
+        let base = &real().0;
+        let procs = &base.processes[..];
+        (
+            (
+                prop::collection::vec(key(procs), 0..4),
+                prop::collection::vec(change(procs), 0..4),
+                placed(procs, procs.len(), |p: &mut ProcessSample, salt| {
+                    if salt % 2 == 0 {
+                        p.pid = salt;
+                    }
+                }),
+            ),
+            (
+                picked(&base.connections[..]),
+                placed(&base.connections[..], base.connections.len(), |c: &mut ConnectionSample, salt| {
+                    c.local_port = salt as u16
+                }),
+            ),
+            (
+                picked(&base.ports.listening[..]),
+                placed(&base.ports.listening[..], base.ports.listening.len(), |l: &mut ListeningPort, salt| {
+                    l.port = salt as u16
+                }),
+                picked(&base.ports.by_local_port[..]),
+                placed(&base.ports.by_local_port[..], base.ports.by_local_port.len(), |p: &mut PortCount, salt| {
+                    p.port = salt as u16
+                }),
+            ),
+        )
+            .prop_map(
+                |((removed, changed, added), (c_removed, c_added), (l_removed, l_added, b_removed, b_added))| {
+                    let mut d = SnapshotDelta::between(&real().0, &real().0);
+                    d.seq += 1;
+                    d.processes = ProcessesDelta {
+                        removed: removed.into_iter().map(|(pid, start_time)| ProcessKey { pid, start_time }).collect(),
+                        changed,
+                        added,
+                    };
+                    d.connections = ListDelta { removed: c_removed, added: c_added };
+                    d.ports.listening = ListDelta { removed: l_removed, added: l_added };
+                    d.ports.by_local_port = ListDelta { removed: b_removed, added: b_added };
+                    d
+                },
+            )
+    }
+
+    /// Puts `added` at distinct increasing places within a list of `kept` entries plus
+    /// them, as a delta that fits places them (dropping what no place is left for).
+    fn place<T>(added: &mut Vec<Placed<T>>, kept: usize) {
+        let total = kept + added.len();
+        let mut places: Vec<u32> = added.iter().map(|p| p.at % total.max(1) as u32).collect();
+        places.sort_unstable();
+        places.dedup();
+        added.truncate(places.len());
+        for (p, at) in added.iter_mut().zip(places) {
+            p.at = at;
+        }
+    }
+
+    /// Keeps, of a list's edits, those that fit `base`: removals of entries it has, once
+    /// each, and additions at places that exist.
+    fn fit_list<T, K: Hash + Eq>(base: &[T], delta: &mut ListDelta<T>, key: impl Fn(&T) -> K) {
+        let present: HashSet<K> = base.iter().map(&key).collect();
+        let mut seen = HashSet::new();
+        delta.removed.retain(|item| present.contains(&key(item)) && seen.insert(key(item)));
+        let kept = base.iter().filter(|item| !seen.contains(&key(item))).count();
+        place(&mut delta.added, kept);
+    }
+
+    /// [`any_delta`], with its edits trimmed to those that fit the base: so that most
+    /// deltas apply, and reach the checks behind `apply`.
+    pub(crate) fn fitting_delta() -> impl Strategy<Value = SnapshotDelta> {
+        any_delta().prop_map(|mut d| {
+            let base = &real().0;
+            let present: HashSet<_> = base.processes.iter().map(process_key).collect();
+            let mut removed = HashSet::new();
+            d.processes
+                .removed
+                .retain(|k| present.contains(&(k.pid, k.start_time)) && removed.insert((k.pid, k.start_time)));
+            let mut changed = HashSet::new();
+            d.processes.changed.retain(|c| {
+                let k = (c.pid, c.start_time);
+                present.contains(&k) && !removed.contains(&k) && changed.insert(k)
+            });
+            let kept = base.processes.iter().filter(|p| !removed.contains(&process_key(p))).count();
+            place(&mut d.processes.added, kept);
+            fit_list(&base.connections, &mut d.connections, connection_key);
+            fit_list(&base.ports.listening, &mut d.ports.listening, |l| {
+                (l.protocol, l.address, l.port, l.pid, l.process_name.clone())
+            });
+            fit_list(&base.ports.by_local_port, &mut d.ports.by_local_port, |p| (p.protocol, p.port, p.connections));
+            d
+        })
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_delta_applies_or_is_refused(delta in prop_oneof![1 => any_delta(), 3 => fitting_delta()]) {
+            let base = &real().0;
+            match delta.apply(base) {
+                Ok(rebuilt) => {
+                    prop_assert_eq!(rebuilt.seq, delta.seq);
+                    // What a delta adds or changes is checked where the collector checks
+                    // it: the pids it names. A rebuilt snapshot that passes that check
+                    // must pass the whole one; otherwise a forged delta could store what
+                    // an upload could not.
+                    #[cfg(feature = "server")]
+                    {
+                        use crate::server::upload;
+                        if upload::validate(base).is_ok() {
+                            let to_check = upload::pids_to_check(&delta);
+                            let partial = upload::validate_where(&rebuilt, |p| to_check.contains(&p.pid));
+                            if partial.is_ok() {
+                                let whole = upload::validate(&rebuilt);
+                                prop_assert!(whole.is_ok(), "passes as a delta, refused whole: {:?}", whole.err());
+                            }
+                        }
+                    }
+                }
+                Err(e) => prop_assert!(!e.to_string().is_empty()),
+            }
+        }
+
+        #[test]
+        fn the_real_delta_with_fields_changed(v in mutated_json(serde_json::to_value(real_delta()).unwrap())) {
+            if let Ok(delta) = serde_json::from_value::<SnapshotDelta>(v) {
+                let _ = delta.apply(&real().0);
+            }
+        }
+
+        /// What the dashboards' live channel carries (`procyon watch` and the desktop
+        /// app read it from a collector), with fields changed, applied when it decodes.
+        #[test]
+        fn live_messages_with_fields_changed(v in mutated_json(serde_json::to_value(LiveMessage::Delta {
+            snapshot_id: 1,
+            delta: Box::new(real_delta()),
+        }).unwrap())) {
+            if let Ok(LiveMessage::Delta { delta, .. }) = serde_json::from_value::<LiveMessage>(v) {
+                let _ = delta.apply(&real().0);
+            }
+        }
+
+        #[test]
+        fn the_real_delta_with_messagepack_bytes_changed(
+            packed in mutated_bytes(rmp_serde::to_vec_named(&real_delta()).unwrap()),
+        ) {
+            if let Ok(delta) = rmp_serde::from_slice::<SnapshotDelta>(&packed) {
+                let _ = delta.apply(&real().0);
+            }
+        }
+    }
+
+    #[test]
+    fn the_real_delta_round_trips() {
+        let (a, b) = real();
+        assert_eq!(&real_delta().apply(a).unwrap(), b);
+        // The base passes the upload checks, so `any_delta_applies_or_is_refused` holds
+        // what it rebuilds to them.
+        #[cfg(feature = "server")]
+        assert!(crate::server::upload::validate(a).is_ok());
+    }
+}

@@ -1354,3 +1354,66 @@ mod tests {
         assert_eq!((100..100 + IO_EVERY as u32).filter(|p| io_due(*p, 9)).count(), 1);
     }
 }
+
+/// Fuzz targets for the `/proc` parsers: any bytes, and this machine's real files with
+/// bytes changed, parse to a value or to `None`, never a panic; a parsed name range
+/// always lies within the text it was cut from. See `crate::fuzzing`.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::fuzzing::{config, mutated_bytes};
+    use proptest::prelude::*;
+
+    /// A real `/proc` file of this process (or of the machine).
+    fn real(path: &str) -> Vec<u8> {
+        std::fs::read(path).unwrap_or_else(|e| panic!("{path}: {e}"))
+    }
+
+    fn check_all(text: &[u8]) {
+        if let Some(stat) = parse_stat(text) {
+            assert!(stat.comm.start <= stat.comm.end && stat.comm.end <= text.len(), "{:?}", stat.comm);
+        }
+        let _ = parse_io(text);
+        let _ = parse_last_pid(text);
+        let as_text = String::from_utf8_lossy(text);
+        let _ = parse_status_uid(&as_text);
+        let _ = parse_open_files_limit(&as_text);
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_bytes(text in prop::collection::vec(any::<u8>(), 0..300)) {
+            check_all(&text);
+        }
+
+        /// Text made of the characters the files hold, where parsers go further.
+        #[test]
+        fn any_proc_like_text(text in "[0-9 ()a-zA-Z:\t\n-]{0,200}") {
+            check_all(text.as_bytes());
+        }
+
+        #[test]
+        fn real_stat_with_bytes_changed(text in mutated_bytes(real("/proc/self/stat"))) {
+            check_all(&text);
+        }
+
+        #[test]
+        fn real_io_with_bytes_changed(text in mutated_bytes(real("/proc/self/io"))) {
+            check_all(&text);
+        }
+
+        #[test]
+        fn real_status_with_bytes_changed(text in mutated_bytes(real("/proc/self/status"))) {
+            check_all(&text);
+        }
+
+        #[test]
+        fn real_loadavg_and_limits_with_bytes_changed(
+            text in prop_oneof![mutated_bytes(real("/proc/loadavg")), mutated_bytes(real("/proc/self/limits"))],
+        ) {
+            check_all(&text);
+        }
+    }
+}

@@ -106,22 +106,32 @@ impl SockDiag {
         self.socket.send(request, 0)?;
         loop {
             let n = self.socket.recv(&mut &mut self.buf[..], 0)?;
-            let mut rest = self.buf.get(..n).ok_or(Error::Malformed)?;
-            while !rest.is_empty() {
-                let (got, body, next) = split_message(rest)?;
-                match got {
-                    NLMSG_DONE => return Ok(()),
-                    NLMSG_ERROR => {
-                        let code = body.get(..4).map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
-                        return Err(Error::Refused(-code));
-                    }
-                    _ if got == kind => out.push(parse_message(body, protocol).ok_or(Error::Malformed)?),
-                    _ => {}
-                }
-                rest = next;
+            if read_datagram(self.buf.get(..n).ok_or(Error::Malformed)?, kind, protocol, out)? {
+                return Ok(());
             }
         }
     }
+}
+
+/// Appends the sockets of one reply datagram (messages of type `kind`) to `out`.
+/// Whether the dump ended in it (`NLMSG_DONE`); the kernel's refusal as
+/// [`Error::Refused`].
+fn read_datagram(data: &[u8], kind: u16, protocol: u8, out: &mut Vec<SocketInfo>) -> Result<bool, Error> {
+    let mut rest = data;
+    while !rest.is_empty() {
+        let (got, body, next) = split_message(rest)?;
+        match got {
+            NLMSG_DONE => return Ok(true),
+            NLMSG_ERROR => {
+                let code = body.get(..4).map_or(0, |b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]));
+                return Err(Error::Refused(code.wrapping_neg()));
+            }
+            _ if got == kind => out.push(parse_message(body, protocol).ok_or(Error::Malformed)?),
+            _ => {}
+        }
+        rest = next;
+    }
+    Ok(false)
 }
 
 /// The request: `nlmsghdr` then `inet_diag_req_v2` for every state, no extensions.
@@ -340,5 +350,104 @@ mod tests {
             assert!(out.iter().any(|s| matches!(&s.protocol_socket_info,
                 ProtocolSocketInfo::Tcp(t) if t.local_port == port && t.state == TcpState::Listen)));
         }
+    }
+}
+
+/// Fuzz targets for the netlink reply parser: any datagram, and real-shaped ones with
+/// bytes changed, read to sockets or refused as malformed, never a panic, and always to
+/// an end (each message consumes at least its header). See `crate::fuzzing`.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::fuzzing::{config, mutated_bytes};
+    use proptest::prelude::*;
+
+    /// A datagram as the kernel sends it: two socket messages (IPv4, IPv6), then
+    /// `NLMSG_DONE`.
+    fn real_datagram() -> Vec<u8> {
+        let mut data = Vec::new();
+        let mut push = |kind: u16, body: &[u8]| {
+            data.extend_from_slice(&((HEADER_LEN + body.len()) as u32).to_ne_bytes());
+            data.extend_from_slice(&kind.to_ne_bytes());
+            data.extend_from_slice(&[0; 10]);
+            data.extend_from_slice(body);
+            data.resize(data.len().next_multiple_of(4), 0);
+        };
+        for family in [AF_INET, AF_INET6] {
+            let mut m = vec![0u8; MESSAGE_LEN + 8];
+            m[0] = family;
+            m[1] = 1;
+            m[4..6].copy_from_slice(&8080u16.to_be_bytes());
+            m[8] = 127;
+            m[11] = 1;
+            m[64..68].copy_from_slice(&1000u32.to_ne_bytes());
+            push(SOCK_DIAG_BY_FAMILY, &m);
+        }
+        push(NLMSG_DONE, &[0; 4]);
+        data
+    }
+
+    fn check(data: &[u8], kind: u16, protocol: u8) {
+        let mut out = Vec::new();
+        let result = read_datagram(data, kind, protocol, &mut out);
+        // No more sockets than messages could hold.
+        assert!(out.len() <= data.len() / (HEADER_LEN + MESSAGE_LEN), "{result:?}");
+        for message in [data, &data[data.len().min(HEADER_LEN)..]] {
+            let _ = parse_message(message, protocol);
+        }
+    }
+
+    fn protocol() -> impl Strategy<Value = u8> {
+        prop_oneof![Just(IPPROTO_TCP), Just(IPPROTO_UDP), any::<u8>()]
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_datagram(data in prop::collection::vec(any::<u8>(), 0..400), protocol in protocol()) {
+            check(&data, SOCK_DIAG_BY_FAMILY, protocol);
+        }
+
+        #[test]
+        fn real_datagrams_with_bytes_changed(
+            data in mutated_bytes(real_datagram()),
+            kind in prop_oneof![Just(SOCK_DIAG_BY_FAMILY), Just(TCPDIAG_GETSOCK)],
+            protocol in protocol(),
+        ) {
+            check(&data, kind, protocol);
+        }
+
+        /// A refusal with any error code (the kernel's are negative errnos).
+        #[test]
+        fn any_error_message(code in prop_oneof![Just(i32::MIN), Just(i32::MAX), Just(0), any::<i32>()]) {
+            let mut data = Vec::new();
+            data.extend_from_slice(&((HEADER_LEN + 4) as u32).to_ne_bytes());
+            data.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+            data.extend_from_slice(&[0; 10]);
+            data.extend_from_slice(&code.to_ne_bytes());
+            let refused = matches!(read_datagram(&data, SOCK_DIAG_BY_FAMILY, IPPROTO_TCP, &mut Vec::new()), Err(Error::Refused(_)));
+            prop_assert!(refused);
+        }
+    }
+
+    #[test]
+    fn the_real_datagram_reads_two_sockets() {
+        let mut out = Vec::new();
+        assert!(read_datagram(&real_datagram(), SOCK_DIAG_BY_FAMILY, IPPROTO_TCP, &mut out).unwrap());
+        assert_eq!(out.len(), 2);
+    }
+
+    /// Found by `any_error_message`: negating the lowest code overflowed (a panic in
+    /// debug builds).
+    #[test]
+    fn the_lowest_error_code_is_a_refusal() {
+        let mut data = Vec::new();
+        data.extend_from_slice(&((HEADER_LEN + 4) as u32).to_ne_bytes());
+        data.extend_from_slice(&NLMSG_ERROR.to_ne_bytes());
+        data.extend_from_slice(&[0; 10]);
+        data.extend_from_slice(&i32::MIN.to_ne_bytes());
+        let result = read_datagram(&data, SOCK_DIAG_BY_FAMILY, IPPROTO_TCP, &mut Vec::new());
+        assert!(matches!(result, Err(Error::Refused(i32::MIN))), "{result:?}");
     }
 }

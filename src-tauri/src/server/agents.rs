@@ -1384,3 +1384,195 @@ mod tests {
         assert_eq!(peak.load(Ordering::SeqCst), cores);
     }
 }
+
+/// Fuzz targets for the collector's side of the agent channel: any binary frame goes
+/// through the steps a session takes (one zstd frame, inflation, counts, decoding, then
+/// the checks, and a delta's rebuild against a real base) to a snapshot fit to store or
+/// an answer, never a panic; and whatever is accepted passes the upload checks whole.
+/// See `crate::fuzzing`.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::fuzzing::{config, json_value, mutated_bytes, mutated_json};
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    /// Two real snapshots of this machine a moment apart (a dozen processes and sockets
+    /// each), made once.
+    fn real() -> &'static (Arc<Snapshot>, Snapshot) {
+        static REAL: OnceLock<(Arc<Snapshot>, Snapshot)> = OnceLock::new();
+        REAL.get_or_init(|| {
+            let mut sampler = crate::sample::Sampler::new(Default::default());
+            let trim = |mut s: Snapshot| {
+                s.processes.truncate(12);
+                s.connections.truncate(12);
+                s
+            };
+            let a = trim(sampler.sample());
+            let mut b = trim(sampler.sample());
+            b.seq = a.seq + 1;
+            b.processes.retain(|p| p.pid % 3 != 0);
+            (Arc::new(a), b)
+        })
+    }
+
+    /// `v` as a frame of `kind`. For the packed kinds, a value that reads as the frame's
+    /// type goes as an agent would encode that (a JSON value's floats, times and
+    /// addresses are laid out otherwise in MessagePack, so it would never decode); any
+    /// other goes as it is.
+    fn payload(v: &serde_json::Value, kind: u8) -> Vec<u8> {
+        let typed = match kind {
+            FRAME_FULL_PACKED => {
+                serde_json::from_value::<Snapshot>(v.clone()).ok().map(|s| rmp_serde::to_vec_named(&s))
+            }
+            FRAME_DELTA_PACKED => {
+                serde_json::from_value::<SnapshotDelta>(v.clone()).ok().map(|d| rmp_serde::to_vec_named(&d))
+            }
+            _ => None,
+        };
+        let raw = match typed {
+            Some(packed) => packed.unwrap(),
+            None if kind >= FRAME_FULL_PACKED => rmp_serde::to_vec_named(v).unwrap(),
+            None => serde_json::to_vec(v).unwrap(),
+        };
+        let mut frame = vec![kind];
+        frame.extend_from_slice(&zstd::bulk::compress(&raw, 1).unwrap());
+        frame
+    }
+
+    /// What a session does with a frame from the host of [`real`], with the checks every
+    /// outcome must pass.
+    fn session(frame: &[u8]) -> Result<(), TestCaseError> {
+        session_on(frame, &real().0)
+    }
+
+    /// [`session`] on a connection whose newest acknowledged snapshot is `base`.
+    fn session_on(frame: &[u8], base: &Arc<Snapshot>) -> Result<(), TestCaseError> {
+        let hostname = base.host.hostname.as_str();
+        let _ = frame_cost(frame);
+        let checked = match read_frame(frame) {
+            Err(message) => {
+                prop_assert!(!message.is_empty());
+                return Ok(());
+            }
+            Ok(Err(_refusal)) => return Ok(()),
+            Ok(Ok(Decoded::Full(snapshot, body))) => check(*snapshot, hostname, None, body.map(Sent::Whole)),
+            Ok(Ok(Decoded::Delta(delta, body))) => {
+                if !delta.fits(base) {
+                    return Ok(());
+                }
+                rebuild_and_check(&delta, base, hostname, body)
+            }
+        };
+        if let Ok(checked) = checked {
+            // Stored as it is: it must be what an upload could store.
+            let whole = upload::validate(&checked.snapshot);
+            prop_assert!(whole.is_ok(), "an agent's snapshot stored that an upload could not: {:?}", whole.err());
+        }
+        Ok(())
+    }
+
+    fn kind() -> impl Strategy<Value = u8> {
+        prop_oneof![4 => 0u8..4, 1 => any::<u8>()]
+    }
+
+    /// The real keyframe (`i` 0) or delta (1) as a frame of `kind`, encoded from the typed
+    /// value (a JSON value's floats are all f64, which MessagePack does not narrow).
+    fn real_frame(i: usize, kind: u8) -> Vec<u8> {
+        let (a, b) = real();
+        let encoding = if kind >= FRAME_FULL_PACKED { Encoding::MessagePack } else { Encoding::Json };
+        let raw = if i == 0 {
+            encoding.encode(&**a).unwrap()
+        } else {
+            encoding.encode(&SnapshotDelta::between(a, b)).unwrap()
+        };
+        let mut frame = vec![kind];
+        frame.extend_from_slice(&zstd::bulk::compress(&raw, 1).unwrap());
+        frame
+    }
+
+    /// The real keyframe and delta, as JSON values to change.
+    fn real_values() -> Vec<serde_json::Value> {
+        let (a, b) = real();
+        vec![serde_json::to_value(&**a).unwrap(), serde_json::to_value(SnapshotDelta::between(a, b)).unwrap()]
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_frame(frame in prop::collection::vec(any::<u8>(), 0..256)) {
+            session(&frame)?;
+        }
+
+        #[test]
+        fn any_json_value_in_a_frame(kind in kind(), v in json_value()) {
+            session(&payload(&v, kind))?;
+        }
+
+        /// The real keyframe (kinds 0 and 2) and delta (1 and 3) with fields changed.
+        #[test]
+        fn real_frames_with_fields_changed(
+            packed in any::<bool>(),
+            (is_delta, v) in (0usize..2).prop_flat_map(|i| (Just(i == 1), mutated_json(real_values()[i].clone()))),
+        ) {
+            let kind = match (is_delta, packed) {
+                (false, false) => FRAME_FULL,
+                (true, false) => FRAME_DELTA,
+                (false, true) => FRAME_FULL_PACKED,
+                (true, true) => FRAME_DELTA_PACKED,
+            };
+            session(&payload(&v, kind))?;
+        }
+
+        #[test]
+        fn real_frames_with_bytes_changed(
+            frame in (0usize..2, 0u8..2).prop_flat_map(|(i, packed)| {
+                let kind = if i == 1 { FRAME_DELTA } else { FRAME_FULL } + 2 * packed;
+                mutated_bytes(real_frame(i, kind))
+            }),
+        ) {
+            session(&frame)?;
+        }
+
+        /// Deltas that mostly fit their base (`model::delta`'s), in frames of both
+        /// encodings: they reach the rebuild, the checks and redaction.
+        #[test]
+        fn fitting_deltas_in_frames(delta in crate::model::delta::fuzz::fitting_delta(), packed in any::<bool>()) {
+            static BASE: OnceLock<Arc<Snapshot>> = OnceLock::new();
+            let base = BASE.get_or_init(|| Arc::new(crate::model::delta::fuzz::real().0.clone()));
+            let (encoding, kind) = if packed { (Encoding::MessagePack, FRAME_DELTA_PACKED) } else { (Encoding::Json, FRAME_DELTA) };
+            let mut frame = vec![kind];
+            frame.extend_from_slice(&zstd::bulk::compress(&encoding.encode(&delta).unwrap(), 1).unwrap());
+            session_on(&frame, base)?;
+        }
+
+        #[test]
+        fn any_counts(kind in kind(), v in json_value()) {
+            let json = serde_json::to_vec(&v).unwrap();
+            let packed = rmp_serde::to_vec_named(&v).unwrap();
+            let encoding = if kind >= FRAME_FULL_PACKED { Encoding::MessagePack } else { Encoding::Json };
+            let raw = if encoding == Encoding::Json { &json } else { &packed };
+            let _ = counts::of_snapshot(encoding, raw);
+            let _ = counts::of_delta(encoding, raw);
+            let _ = counts::of_text(&String::from_utf8_lossy(&json));
+        }
+    }
+
+    #[test]
+    fn the_real_frames_are_stored() {
+        let (a, b) = real();
+        for (i, kind) in [(0, FRAME_FULL), (1, FRAME_DELTA), (0, FRAME_FULL_PACKED), (1, FRAME_DELTA_PACKED)] {
+            let Ok(Ok(decoded)) = read_frame(&real_frame(i, kind)) else { panic!("kind {kind}") };
+            let host = &a.host.hostname;
+            let checked = match decoded {
+                Decoded::Full(s, body) => check(*s, host, None, body.map(Sent::Whole)),
+                Decoded::Delta(d, body) => rebuild_and_check(&d, a, host, body),
+            };
+            let Ok(checked) = checked else { panic!("kind {kind} refused") };
+            // As sent, but for command lines redaction masks (this machine's may hold some).
+            let sent = if i == 0 { &**a } else { b };
+            assert_eq!((checked.snapshot.seq, checked.snapshot.processes.len()), (sent.seq, sent.processes.len()));
+        }
+    }
+}

@@ -150,3 +150,45 @@ mod tests {
         assert!(q.from.unwrap() < Utc::now());
     }
 }
+
+/// Fuzz targets for times and durations as people type them into query strings (and
+/// settings): any text, and text near the accepted forms, is a time or `None`, never a
+/// panic, even at the ends of the calendar. See `crate::fuzzing`.
+#[cfg(test)]
+mod fuzz {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::fuzzing::config;
+    use proptest::prelude::*;
+
+    /// Text near the forms [`parse_time`] reads.
+    fn time_like() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[+-]?[0-9]{1,6}-[0-9]{1,2}-[0-9]{1,2}([T ][0-9]{1,2}:[0-9]{1,2}(:[0-9]{1,2}(\\.[0-9]{0,12})?)?)?(Z|[+-][0-9]{2}:[0-9]{2}| [0-9]{2}:[0-9]{2})?",
+            "-[0-9]{1,25}(\\.[0-9]{0,4})?(ns|us|ms|s|m|min|h|d|w|M|y|years)?( [0-9]{1,20}[a-z]{1,5})?",
+            "[0-9.]{1,25}",
+            ".{0,30}",
+        ]
+    }
+
+    /// Instants where arithmetic on times overflows.
+    fn now() -> impl Strategy<Value = DateTime<Utc>> {
+        prop_oneof![
+            Just(Utc::now()),
+            Just(DateTime::<Utc>::MIN_UTC),
+            Just(DateTime::<Utc>::MAX_UTC),
+            (-8_000_000_000_000i64..8_000_000_000_000).prop_map(|s| DateTime::from_timestamp(s, 0).unwrap_or_default()),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_time_text(text in time_like(), now in now()) {
+            let _ = parse_time(&text, now);
+            let _ = crate::duration::parse(&text);
+            let _ = crate::duration::parse(text.trim_start_matches('-'));
+        }
+    }
+}

@@ -509,7 +509,8 @@ fn from_short(upload: ShortUpload) -> Result<Snapshot, ApiError> {
         cpu: CpuSample { total_percent: total_cpu.clamp(0.0, 100.0), per_core_percent: Vec::new(), load_average: None },
         memory: MemorySample {
             total_bytes: None,
-            used_bytes: processes.iter().filter_map(|p| p.rss_bytes).sum(),
+            // Saturating: each figure is only bounded by u64, so their sum may not be.
+            used_bytes: processes.iter().filter_map(|p| p.rss_bytes).fold(0, u64::saturating_add),
             available_bytes: None,
             swap_total_bytes: None,
             swap_used_bytes: None,
@@ -1053,5 +1054,100 @@ mod process_text_tests {
         // Just under the cap is fine.
         let under = with_processes(2_000, 4_000);
         assert!(validate(&under).is_ok());
+    }
+}
+
+/// Fuzz targets for the upload body, through the handler's own steps ([`parse`], then
+/// the masking of command lines): never a panic, always a snapshot or a 400/422 that
+/// says what is wrong. See `crate::fuzzing`.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::fuzzing::{config, json_value, mutated_bytes, mutated_json};
+    use proptest::prelude::*;
+    use std::sync::OnceLock;
+
+    const SEED_EXAMPLE: &str = include_str!("../../../tests/fixtures/seed-upload.json");
+
+    /// A real snapshot of this machine in the full format, made once.
+    fn full_upload() -> &'static serde_json::Value {
+        static FULL: OnceLock<serde_json::Value> = OnceLock::new();
+        FULL.get_or_init(|| {
+            let mut s = crate::sample::Sampler::new(Default::default()).sample();
+            // A few processes are enough to reach every field; thousands would only
+            // make each case slower.
+            s.processes.truncate(6);
+            s.connections.truncate(6);
+            serde_json::to_value(&s).unwrap()
+        })
+    }
+
+    fn seed_upload() -> serde_json::Value {
+        serde_json::from_str(SEED_EXAMPLE).unwrap()
+    }
+
+    /// What the handler does with a body, with the checks every outcome must pass.
+    fn check(body: &[u8]) -> Result<(), TestCaseError> {
+        match parse(body) {
+            Ok(mut s) => {
+                for p in &mut s.processes {
+                    crate::sample::redact::redact_in_place(&mut p.cmd);
+                }
+                // What was accepted is valid, and reads back the same as a full upload:
+                // nothing stored is a snapshot the collector would refuse later.
+                prop_assert!(validate(&s).is_ok());
+                let again = parse(&serde_json::to_vec(&s).unwrap());
+                prop_assert!(again.is_ok(), "accepted, but refused in the full format: {:?}", again.err());
+            }
+            Err(e) => {
+                let clear = matches!(&e, ApiError::BadRequest(m) if !m.is_empty())
+                    || matches!(&e, ApiError::Invalid { message, .. } if !message.is_empty());
+                prop_assert!(clear, "not a clear 400 or 422: {e:?}");
+            }
+        }
+        Ok(())
+    }
+
+    /// Found by `the_seed_shape_with_fields_changed`: the memory in use (the sum of the
+    /// processes' memory) overflowed, a panic in debug builds and a wrong figure in
+    /// release ones.
+    #[test]
+    fn memory_too_large_to_add_up_is_capped() {
+        let body = br#"{"hostname":"h","processes":[{"pid":1,"name":"a","memory":1.8e19},{"pid":2,"name":"b","memory":1.8e19}]}"#;
+        assert_eq!(parse(body).unwrap().memory.used_bytes, u64::MAX);
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_bytes(body in prop::collection::vec(any::<u8>(), 0..512)) {
+            check(&body)?;
+        }
+
+        #[test]
+        fn any_json_value(v in json_value()) {
+            check(&serde_json::to_vec(&v).unwrap())?;
+        }
+
+        #[test]
+        fn the_seed_shape_with_fields_changed(v in mutated_json(seed_upload())) {
+            check(&serde_json::to_vec(&v).unwrap())?;
+        }
+
+        #[test]
+        fn the_full_shape_with_fields_changed(v in mutated_json(full_upload().clone())) {
+            check(&serde_json::to_vec(&v).unwrap())?;
+        }
+
+        #[test]
+        fn the_seed_text_with_bytes_changed(body in mutated_bytes(SEED_EXAMPLE.as_bytes().to_vec())) {
+            check(&body)?;
+        }
+
+        #[test]
+        fn the_full_text_with_bytes_changed(body in mutated_bytes(serde_json::to_vec(full_upload()).unwrap())) {
+            check(&body)?;
+        }
     }
 }

@@ -489,3 +489,148 @@ mod tests {
         }
     }
 }
+
+/// Fuzz targets for the filter language: any query compiles (malformed words reported,
+/// never a panic) and matches any process; a leading `!` negates a word exactly. See
+/// `crate::fuzzing`.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::fuzzing::config;
+    use proptest::prelude::*;
+
+    /// Processes with the figures a filter compares, ordinary and extreme.
+    fn processes() -> Vec<ProcessSample> {
+        let base = ProcessSample {
+            pid: 1234,
+            ppid: Some(1),
+            name: "Name With Spaces".into(),
+            cmd: "/usr/bin/thing --flag \"quoted\"".into(),
+            user: Some("root".into()),
+            status: ProcessStatus::Running,
+            cpu_percent: Some(12.5),
+            memory_percent: Some(1.0),
+            rss_bytes: Some(500 << 20),
+            virtual_bytes: Some(1 << 30),
+            threads: Some(4),
+            start_time: None,
+            disk_read_bytes: Some(0),
+            disk_write_bytes: None,
+            disk_read_bytes_per_sec: Some(1e6),
+            disk_write_bytes_per_sec: None,
+            kernel_thread: false,
+        };
+        let extreme = ProcessSample {
+            pid: u32::MAX,
+            ppid: None,
+            name: String::new(),
+            cmd: "ǅ\u{130}ß".into(),
+            user: None,
+            status: ProcessStatus::Zombie,
+            cpu_percent: Some(f32::MAX),
+            memory_percent: Some(-0.0),
+            rss_bytes: Some(u64::MAX),
+            threads: Some(u32::MAX),
+            disk_read_bytes_per_sec: Some(f64::MAX),
+            kernel_thread: true,
+            ..base.clone()
+        };
+        vec![base, extreme]
+    }
+
+    /// A word of the language: a field, a comparison and a value, perhaps quoted, or
+    /// free text.
+    fn bare_word() -> impl Strategy<Value = String> {
+        let name = prop_oneof![
+            prop::sample::select(vec![
+                "name", "cmd", "command", "user", "pid", "ppid", "cpu", "mem", "memory", "rss", "threads", "read",
+                "write", "status", "state", "is", "Name", "nope",
+            ])
+            .prop_map(String::from),
+            "[a-z_]{0,6}",
+        ];
+        let op = prop::sample::select(vec![":", "=", ">", ">=", "<", "<=", "=>", "::", ""]);
+        let value = prop_oneof![
+            prop::sample::select(vec![
+                "",
+                "0",
+                "-1",
+                "1e400",
+                "NaN",
+                "inf",
+                "500M",
+                "1.5G",
+                "99999999999999999999T",
+                "1K",
+                "0x10",
+                ".",
+                "running,zombie",
+                ",",
+                "stopped,",
+                "kernel",
+                "root",
+                "ǅ",
+                "\"a b\"",
+                "1e-400",
+            ])
+            .prop_map(String::from),
+            ".{0,10}",
+        ];
+        (prop::sample::select(vec!["", "\""]), name, op, value)
+            .prop_map(|(quote, name, op, value)| format!("{quote}{name}{op}{value}"))
+    }
+
+    /// A [`bare_word`], perhaps negated.
+    fn word() -> impl Strategy<Value = String> {
+        (prop::sample::select(vec!["", "!", "-", "!-"]), bare_word()).prop_map(|(neg, word)| format!("{neg}{word}"))
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_text_compiles_and_matches(query in ".{0,60}") {
+            let q = ProcessQuery::compile(&query);
+            for p in processes() {
+                q.matches(&p);
+            }
+        }
+
+        #[test]
+        fn any_words_compile_and_match(words in prop::collection::vec(word(), 0..5)) {
+            let q = ProcessQuery::compile(&words.join(" "));
+            for p in processes() {
+                q.matches(&p);
+            }
+            for e in &q.errors {
+                prop_assert!(!e.is_empty());
+            }
+        }
+
+        /// `!word` holds exactly where `word` does not, for every well-formed word. (One
+        /// `!` is taken off a word, as the dashboard does: `!!x` looks for the text `!x`,
+        /// and `!-cpu>5` for `-cpu>5`.)
+        #[test]
+        fn a_bang_negates_a_word(word in bare_word()) {
+            // Quotes are dropped before the `!` is looked for.
+            prop_assume!(!word.trim_start_matches('"').starts_with(['!', '-']));
+            let plain = ProcessQuery::compile(&word);
+            let negated = ProcessQuery::compile(&format!("!{word}"));
+            let one_test = plain.errors.is_empty() && negated.errors.is_empty()
+                && plain.tests.len() == 1 && negated.tests.len() == 1;
+            if one_test {
+                for p in processes() {
+                    prop_assert_eq!(negated.matches(&p), !plain.matches(&p), "{} on {}", word, p.pid);
+                }
+            }
+        }
+
+        #[test]
+        fn any_size_and_status_text(text in ".{0,20}") {
+            if let Some(size) = parse_size(&text) {
+                prop_assert!(!size.is_nan(), "{} is NaN", text);
+            }
+            let _ = statuses_matching(&text);
+        }
+    }
+}
