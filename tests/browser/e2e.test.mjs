@@ -289,7 +289,13 @@ test('the dashboard, end to end', { timeout: 240_000 }, async (t) => {
       await page.keyboard.press('Escape');
       await search(page, '');
     } finally {
+      // A stopping agent writes what it has not had acknowledged to its spool: wait
+      // until it is gone before removing the directory under it.
+      const exited = agent.exitCode !== null ? Promise.resolve() : new Promise((done) => agent.once('exit', done));
       agent.kill('SIGTERM');
+      const timer = setTimeout(() => agent.kill('SIGKILL'), 10_000);
+      await exited;
+      clearTimeout(timer);
       rmSync(dir, { recursive: true, force: true });
     }
   });
