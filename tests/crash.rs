@@ -187,10 +187,14 @@ async fn sigkill_in_the_middle_of_ingest_keeps_the_database_sound_and_loses_noth
         assert_eq!(all.first(), Some(&1), "{host}: {all:?}");
         // Once each, no gaps: a duplicate or a lost snapshot breaks the run of seqs.
         assert!(all.windows(2).all(|w| w[1] == w[0] + 1), "{host}: a gap or a duplicate in {all:?}\n{log}");
-        // What was not stored is still in the spool (never acked, never deleted), and
-        // nothing the spool still holds comes before the last stored seq.
+        // What was not stored is still in the spool (never acked, never deleted). The
+        // spool may also hold a snapshot that was stored but whose ack had not arrived
+        // when the agent stopped: sent again, it is a duplicate, stored once.
         let last = *all.last().unwrap();
-        assert!(spooled.iter().all(|&s| s > last), "{host}: spooled {spooled:?}, stored up to {last}");
+        assert!(
+            spooled.iter().all(|s| *s > last || all.contains(s)),
+            "{host}: spooled {spooled:?}, stored up to {last}"
+        );
         assert!(all.len() > 20, "{host}: streamed through the kills: {all:?}");
     }
 
