@@ -839,16 +839,8 @@ async fn audit_cli(
     message: String,
 ) -> anyhow::Result<()> {
     let who = std::env::var("SUDO_USER").or_else(|_| std::env::var("USER")).or_else(|_| std::env::var("USERNAME"));
-    let entry = procyon::store::NewAuditEntry {
-        actor: format!("cli:{}", who.unwrap_or_else(|_| "unknown".into())),
-        hostname: hostname.to_owned(),
-        pid: None,
-        process_name: None,
-        action,
-        tree: false,
-        result: "success".into(),
-        message,
-    };
+    let actor = format!("cli:{}", who.unwrap_or_else(|_| "unknown".into()));
+    let entry = procyon::store::NewAuditEntry::host_change(actor, hostname, action, message);
     store.audit(entry).await?;
     Ok(())
 }

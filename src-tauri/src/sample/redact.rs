@@ -1802,7 +1802,10 @@ mod tests {
             "mount -t cifs //srv/s /mnt -o credentials=/etc/smb.cred,uid=1000",
             "mount -t cifs //srv/s /mnt -o credentials=/etc/smb.cred,uid=1000",
         ),
-        ("mount -o credentials=/etc/samba/share.cred //srv/s /mnt", "mount -o credentials=/etc/samba/share.cred //srv/s /mnt"),
+        (
+            "mount -o credentials=/etc/samba/share.cred //srv/s /mnt",
+            "mount -o credentials=/etc/samba/share.cred //srv/s /mnt",
+        ),
         // Samba's user%password, Oracle's user/password@db.
         ("smbclient //srv/share -U ada%hunter2", "smbclient //srv/share -U ada%***"),
         ("smbclient //srv/share -Uada%hunter2", "smbclient //srv/share -Uada%***"),

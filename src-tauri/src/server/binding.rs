@@ -310,21 +310,17 @@ async fn audit_fingerprint_claim(state: &AppState, admission: &Admission) {
         %fingerprint,
         "a host bound without a machine fingerprint is now bound to the fingerprint of the agent that reported it"
     );
-    let entry = NewAuditEntry {
+    let entry = NewAuditEntry::host_change(
         // Not a user: `:` is never in a user name.
-        actor: format!("apikey:{}", admission.key.name),
-        hostname: admission.hostname.clone(),
-        pid: None,
-        process_name: None,
-        action: AuditAction::BindMachine,
-        tree: false,
-        result: "success".into(),
-        message: format!(
+        format!("apikey:{}", admission.key.name),
+        admission.hostname.clone(),
+        AuditAction::BindMachine,
+        format!(
             "Host {} (bound without a machine fingerprint) bound to fingerprint {fingerprint}… reported with key {}; \
-             if that is not the host's machine, reset it: procyon host unbind {}",
+                 if that is not the host's machine, reset it: procyon host unbind {}",
             admission.hostname, admission.key.name, admission.hostname
         ),
-    };
+    );
     if let Err(e) = state.store.audit(entry).await {
         tracing::error!("cannot write the audit log: {e}");
     }

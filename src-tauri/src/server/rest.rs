@@ -1402,16 +1402,9 @@ pub(super) async fn delete_host(
     state.bindings.forget_host(&host.hostname);
     tracing::warn!(hostname = %host.hostname, by = %user.username, "host deleted with its history");
     // The audit log is kept when its host goes: it says who deleted it, and when.
-    let entry = NewAuditEntry {
-        actor: user.username.clone(),
-        hostname: host.hostname.clone(),
-        pid: None,
-        process_name: None,
-        action: AuditAction::DeleteHost,
-        tree: false,
-        result: "success".into(),
-        message: format!("Host {} deleted with its history", host.hostname),
-    };
+    let message = format!("Host {} deleted with its history", host.hostname);
+    let entry =
+        NewAuditEntry::host_change(user.username.clone(), host.hostname.clone(), AuditAction::DeleteHost, message);
     if let Err(e) = state.store.audit(entry).await {
         tracing::error!("cannot write the audit log: {e}");
     }
@@ -1426,21 +1419,14 @@ pub(super) async fn host_binding(
     State(state): State<AppState>,
     _: AdminUser,
     ApiPath(server_id): ApiPath<String>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<crate::store::HostBinding>, ApiError> {
     let hostname = binding_host(&state, &server_id).await?;
     let binding = state
         .store
         .host_binding(&hostname)
         .await?
         .ok_or_else(|| ApiError::NotFound(format!("Host `{hostname}` is not bound to any key.")))?;
-    Ok(Json(json!({
-        "hostname": binding.hostname,
-        "key_id": binding.key_id,
-        "key_name": binding.key_name,
-        "key_live": binding.key_live,
-        "machine_id": binding.machine_id,
-        "bound_at": binding.bound_at,
-    })))
+    Ok(Json(binding))
 }
 
 #[utoipa::path(delete, path = "/api/hosts/{server_id}/binding", tag = "hosts", summary = "Reset a host's binding",
@@ -1484,7 +1470,7 @@ pub(super) async fn bind_host(
     AdminUser(user): AdminUser,
     ApiPath(server_id): ApiPath<String>,
     ApiJson(body): ApiJson<BindTo>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<crate::store::HostBinding>, ApiError> {
     let hostname = binding_host(&state, &server_id).await?;
     super::upload::validate_hostname(&hostname)?;
     if body.key.is_empty() || body.key.len() > 100 {
@@ -1503,28 +1489,12 @@ pub(super) async fn bind_host(
         format!("Host {hostname} bound to API key {key_name}"),
     )
     .await;
-    Ok(Json(json!({
-        "hostname": binding.hostname,
-        "key_id": binding.key_id,
-        "key_name": binding.key_name,
-        "key_live": binding.key_live,
-        "machine_id": binding.machine_id,
-        "bound_at": binding.bound_at,
-    })))
+    Ok(Json(binding))
 }
 
 /// Writes an admin's change of a binding to the audit log.
 async fn audit_binding(state: &AppState, actor: &str, hostname: &str, action: AuditAction, message: String) {
-    let entry = NewAuditEntry {
-        actor: actor.to_owned(),
-        hostname: hostname.to_owned(),
-        pid: None,
-        process_name: None,
-        action,
-        tree: false,
-        result: "success".into(),
-        message,
-    };
+    let entry = NewAuditEntry::host_change(actor, hostname, action, message);
     if let Err(e) = state.store.audit(entry).await {
         tracing::error!("cannot write the audit log: {e}");
     }

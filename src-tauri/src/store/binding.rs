@@ -10,7 +10,8 @@ use sqlx::{FromRow, SqliteConnection};
 use super::{Result, Store, StoreError, from_ms, to_ms};
 
 /// A host's binding, with what the server needs to judge a newcomer.
-#[derive(Clone, Debug, PartialEq, Eq, utoipa::ToSchema)]
+/// Serialised as the binding routes answer it.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, utoipa::ToSchema)]
 pub struct HostBinding {
     /// The host name.
     pub hostname: String,

@@ -229,6 +229,28 @@ pub struct NewAuditEntry {
     pub message: String,
 }
 
+impl NewAuditEntry {
+    /// A successful change to a host itself rather than to one of its processes:
+    /// deleting it, or changing its binding.
+    pub fn host_change(
+        actor: impl Into<String>,
+        hostname: impl Into<String>,
+        action: crate::model::api::AuditAction,
+        message: String,
+    ) -> NewAuditEntry {
+        NewAuditEntry {
+            actor: actor.into(),
+            hostname: hostname.into(),
+            pid: None,
+            process_name: None,
+            action,
+            tree: false,
+            result: "success".into(),
+            message,
+        }
+    }
+}
+
 /// Paging for lists: newest first, `limit` rows after skipping `offset`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Page {
