@@ -12,7 +12,8 @@
 # section. Then the service is enabled, and (re)started when it has what it needs to run.
 #
 # --collector URL is written into the agent's /etc/procyon/agent.toml if that file names
-# no collector yet. Running the script again upgrades the package, which keeps settings
+# no collector yet; several collectors of one fleet go in as one comma-separated value
+# (--collector https://c1:7450,https://c2:7450). Running the script again upgrades the package, which keeps settings
 # and data, and restarts the service.
 set -euo pipefail
 

@@ -43,13 +43,20 @@ struct Agent {
 
 impl Agent {
     fn start(collector: &str, key: &Path, hostname: &str, spool: &Path, extra: &[&str]) -> Agent {
+        let mut command = agent_command();
+        command.args(["--collector", collector]).args(extra);
+        Agent::spawn(command, key, hostname, spool)
+    }
+
+    /// Starts `command` (the collectors and any other flags already on it) as the agent
+    /// of `hostname`, at 0.3 s.
+    fn spawn(mut command: Command, key: &Path, hostname: &str, spool: &Path) -> Agent {
         let log = spool.with_extension("log");
-        let child = agent_command()
-            .args(["--collector", collector, "--hostname", hostname, "--interval", "0.3", "--api-key-file"])
+        let child = command
+            .args(["--hostname", hostname, "--interval", "0.3", "--api-key-file"])
             .arg(key)
             .arg("--spool")
             .arg(spool)
-            .args(extra)
             .env("PROCYON_LOG", "info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
@@ -855,4 +862,164 @@ fn agent_logs_go_to_stderr_in_colour_only_on_a_terminal() {
     assert!(coloured.contains("cannot reach") && coloured.contains('\u{1b}'), "{coloured:?}");
     let plain = on_a_terminal(&[("NO_COLOR", "1")]).unwrap();
     assert!(plain.contains("cannot reach") && !plain.contains('\u{1b}'), "{plain:?}");
+}
+
+/// A port on this machine where nothing listens (bound, then closed).
+fn closed_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The lines of `log` that contain `what`.
+fn lines_with<'a>(log: &'a str, what: &str) -> Vec<&'a str> {
+    log.lines().filter(|l| l.contains(what)).collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_given_dead_collectors_first_streams_to_the_live_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let live = Collector::start(&data, &["--no-local"]);
+    let token = live.admin_token().await;
+    let key = key_file(dir.path(), "k", &new_key(&data, "k", None));
+    // Nothing listens at the first; the second accepts connections and never answers.
+    let refused = format!("http://127.0.0.1:{}", closed_port());
+    let silent_listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent = format!("http://{}", silent_listener.local_addr().unwrap());
+
+    // The flag repeated, and a comma-separated list in one of them.
+    let agent = Agent::start(
+        &format!("{refused}, {silent}"),
+        &key,
+        "fo-1",
+        &dir.path().join("spool"),
+        &["--collector", &live.base],
+    );
+    // The silent one holds it for the connection timeout (10 s) first.
+    wait_until(Duration::from_secs(60), "the live collector to store snapshots", || async {
+        seqs(&live, &token, "fo-1").await.len() >= 3
+    })
+    .await;
+    let stored = seqs(&live, &token, "fo-1").await;
+    assert_eq!(stored[0], 1, "nothing was lost on the way: {stored:?}");
+    assert!(contiguous(&stored), "{stored:?}");
+    let log = agent.log();
+    let moves = lines_with(&log, "moving to collector");
+    assert_eq!(moves.len(), 2, "one line per move: {log}");
+    assert!(moves[0].contains(&format!("collector {refused}/ unreachable")), "{log}");
+    assert!(moves[0].contains("nothing listens") && moves[0].contains(&format!("moving to collector {silent}/")));
+    assert!(moves[1].contains("timed out") && moves[1].contains(&format!("moving to collector {}/", live.base)));
+    let connected = lines_with(&log, ": connected collector=");
+    assert!(connected.len() == 1 && connected[0].contains(&live.base), "{log}");
+    drop(silent_listener);
+
+    // `login` with a list signs in to the first collector that answers.
+    use std::io::Write;
+    let keys = dir.path().join("login.key");
+    let mut child = agent_command()
+        .args(["--hostname", "fo-login", "--key-file"])
+        .arg(&keys)
+        .args(["login", "--collector", &format!("{refused},{}", live.base), "--user", "admin"])
+        .env("DBUS_SESSION_BUS_ADDRESS", "unix:path=/nonexistent/procyon-test-bus")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let password = live.admin_password.clone().unwrap();
+    child.stdin.take().unwrap().write_all(format!("{password}\n").as_bytes()).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "{stderr}");
+    assert!(stdout.contains(&format!("Signed in to {}", live.base)), "{stdout}");
+    assert!(stderr.contains(&format!("cannot reach {refused}")) && stderr.contains("trying the next"), "{stderr}");
+    let issued = std::fs::read_to_string(&keys).unwrap();
+    assert_eq!(
+        live.upload(issued.trim(), r#"{"hostname": "fo-login", "processes": [{"pid": 1, "name": "init"}]}"#).await.0,
+        201
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_agent_moves_to_the_next_collector_when_its_own_is_killed_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    // Two collectors with their own SQLite files that know the same key: the second's
+    // data directory is a copy of the first's, made before either starts.
+    let (data_a, data_b) = (dir.path().join("a"), dir.path().join("b"));
+    std::fs::create_dir_all(&data_b).unwrap();
+    let key = key_file(dir.path(), "fleet", &new_key(&data_b, "fleet", None));
+    let copied = Command::new("cp").arg("-a").arg(&data_b).arg(&data_a).status().unwrap();
+    assert!(copied.success());
+    let a = Collector::start(&data_a, &["--no-local"]);
+    let mut b = Collector::start(&data_b, &["--no-local"]);
+    let (token_a, token_b) = (a.admin_token().await, b.admin_token().await);
+    let base_b = b.base.clone();
+
+    // The list from the environment: B first.
+    let mut command = agent_command();
+    command.env("PROCYON_COLLECTOR", format!("{base_b},{}", a.base));
+    let mut agent = Agent::spawn(command, &key, "fo-2", &dir.path().join("spool"));
+    wait_until(Duration::from_secs(30), "B to store snapshots", || async {
+        seqs(&b, &token_b, "fo-2").await.len() >= 5
+    })
+    .await;
+    assert!(seqs(&a, &token_a, "fo-2").await.is_empty(), "the agent sticks to B");
+
+    // B dies hard: the agent retries it, then moves to A, sampling all along.
+    let mut child = b.child.take().unwrap();
+    child.kill().unwrap();
+    child.wait().unwrap();
+    wait_until(Duration::from_secs(60), "A to store snapshots", || async {
+        seqs(&a, &token_a, "fo-2").await.len() >= 15
+    })
+    .await;
+    assert!(agent.terminate(), "the agent stops on SIGTERM");
+    let on_a = seqs(&a, &token_a, "fo-2").await;
+    // B again (on another port), on its own file, to read what it stored before it died.
+    let b = Collector::start(&data_b, &["--no-local"]);
+    let on_b = seqs(&b, &token_b, "fo-2").await;
+
+    assert_eq!(on_b[0], 1, "{on_b:?}");
+    assert!(contiguous(&on_b) && contiguous(&on_a), "B {on_b:?}, A {on_a:?}");
+    // Every seq the agent took up to the last one stored is stored: B's and A's meet.
+    let mut all: Vec<u64> = on_b.iter().chain(&on_a).copied().collect();
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all, (1..=*on_a.last().unwrap()).collect::<Vec<_>>(), "B {on_b:?}, A {on_a:?}");
+    // A got again only what B stored last without its acknowledgement reaching the
+    // agent: a tail of B's, at most the 16 snapshots the agent sends unacknowledged.
+    let both: Vec<u64> = on_a.iter().copied().filter(|seq| on_b.contains(seq)).collect();
+    eprintln!("B stored {on_b:?}, A stored {on_a:?}");
+    assert!(both.len() <= 16 && on_b.ends_with(&both), "sent to both: {both:?}; B {on_b:?}, A {on_a:?}");
+
+    let log = agent.log();
+    let moves = lines_with(&log, "moving to collector");
+    assert_eq!(moves.len(), 1, "one move, logged once: {log}");
+    assert!(moves[0].contains(&format!("collector {base_b}/ unreachable")), "{log}");
+    assert!(moves[0].contains(&format!("moving to collector {}/", a.base)), "{log}");
+    let connected = lines_with(&log, ": connected collector=");
+    assert_eq!(connected.len(), 2, "{log}");
+    assert!(connected[0].contains(&base_b) && connected[1].contains(&a.base), "{log}");
+}
+
+#[test]
+fn a_bad_url_in_a_collector_list_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |command: &mut Command| {
+        let out = command.arg("--spool").arg(dir.path().join("s")).arg("--once").output().unwrap();
+        assert!(!out.status.success());
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let list = "http://127.0.0.1:7450,ftp://b.example";
+    let flag = run(agent_command().args(["--collector", list]));
+    assert!(flag.contains("--collector") && flag.contains("`ftp://b.example` must be an http or https URL"), "{flag}");
+    let env = run(agent_command().env("PROCYON_COLLECTOR", list));
+    assert!(env.contains("`ftp://b.example` must be an http or https URL"), "{env}");
+    let file = dir.path().join("agent.toml");
+    std::fs::write(&file, "collector = [\"http://127.0.0.1:7450\", \"https://b.example/api/\"]\n").unwrap();
+    let from_file = run(agent_command().arg("--config").arg(&file));
+    assert!(from_file.contains(&format!("config file {}: collector `https://b.example/api/`", file.display())));
+    assert!(from_file.contains("is the address of an API endpoint"), "{from_file}");
+    // Plain http to another machine anywhere in the list, as for one collector.
+    let plain = run(agent_command().args(["--collector", "http://127.0.0.1:7450,http://192.0.2.1:7450"]));
+    assert!(plain.contains("http://192.0.2.1:7450/ is on another machine") && plain.contains("--insecure-http"));
 }

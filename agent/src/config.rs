@@ -67,9 +67,11 @@ pub enum Transport {
 pub struct Config {
     /// The config file that was read, if any.
     pub config_file: Option<PathBuf>,
-    /// The collector's base URL (http or https). Always set when [`load`] returns
-    /// [`Command::Run`] or [`Command::Login`]; see [`Config::collector`].
-    pub collector: Option<Url>,
+    /// The collectors' base URLs (http or https), in the order they are tried: one
+    /// fleet's collectors, sharing one database (see uplink.rs for how the agent moves
+    /// between them). Never empty when [`load`] returns [`Command::Run`] or
+    /// [`Command::Login`]; see [`Config::collectors`].
+    pub collectors: Vec<Url>,
     /// `--api-key-file`: a file holding the API key (must not be readable by others).
     pub api_key_file: Option<PathBuf>,
     /// The key from `PROCYON_API_KEY`, already checked.
@@ -114,9 +116,12 @@ pub struct Config {
 }
 
 impl Config {
-    /// The collector URL, or the error that tells how to give one.
-    pub fn collector(&self) -> anyhow::Result<&Url> {
-        self.collector.as_ref().context("no collector: pass --collector URL or set collector in the config file")
+    /// The collector URLs (at least one), or the error that tells how to give one.
+    pub fn collectors(&self) -> anyhow::Result<&[Url]> {
+        if self.collectors.is_empty() {
+            bail!("no collector: pass --collector URL or set collector in the config file");
+        }
+        Ok(&self.collectors)
     }
 
     /// The spool's limits.
@@ -132,12 +137,13 @@ pub enum Command {
     Run,
     /// Read an API key from standard input and store it (`key::store`).
     SetKey,
-    /// Sign in to `collector` as `user` (password on standard input) and store the API
-    /// key the collector issues. `collector` is the subcommand's `--collector`, else the
-    /// configured one; it is also in [`Config::collector`].
+    /// Sign in to the first reachable of `collectors` as `user` (password on standard
+    /// input) and store the API key the collector issues. `collectors` is the
+    /// subcommand's `--collector`, else the configured list; it is also in
+    /// [`Config::collectors`].
     Login {
-        /// The collector to sign in to.
-        collector: Url,
+        /// The collectors to try, in order (at least one).
+        collectors: Vec<Url>,
         /// The user name.
         user: String,
         /// Replace (revoke) this host's earlier key if the collector has one.
@@ -169,9 +175,9 @@ pub struct Flags {
     /// TOML config file [default: /etc/procyon/agent.toml if it exists].
     #[arg(long, env = "PROCYON_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// The collector's URL, e.g. https://collector.example:7450.
-    #[arg(long, env = "PROCYON_COLLECTOR", value_name = "URL", value_parser = parse_collector)]
-    pub collector: Option<Url>,
+    /// The collector's URL, e.g. https://collector.example:7450. For a fleet of several collectors on one database, repeat it or separate the URLs with commas: the agent uses the first it can reach and moves to the next when that one is gone.
+    #[arg(long, env = "PROCYON_COLLECTOR", value_name = "URL", value_parser = parse_collectors)]
+    pub collector: Vec<Collectors>,
     /// Read the API key from FILE (it must not be readable by other users).
     #[arg(long, env = "PROCYON_API_KEY_FILE", value_name = "FILE")]
     pub api_key_file: Option<PathBuf>,
@@ -260,6 +266,10 @@ pub struct Flags {
     pub metrics_listen_public: Option<bool>,
 }
 
+/// One `--collector` value: a URL, or several separated by commas.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Collectors(pub Vec<Url>);
+
 /// The pinned certificates of `--pin`.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Pins(pub Vec<Pin>);
@@ -273,9 +283,9 @@ pub enum Sub {
     /// Sign in to the collector (password on standard input) and store an API key for
     /// this agent.
     Login {
-        /// The collector's URL [default: the configured collector].
-        #[arg(long, value_name = "URL", value_parser = parse_collector)]
-        collector: Option<Url>,
+        /// The collector's URL [default: the configured collectors]; repeat it or separate URLs with commas to sign in to the first that answers.
+        #[arg(long, value_name = "URL", value_parser = parse_collectors)]
+        collector: Vec<Collectors>,
         /// The user to sign in as (an admin: creating agent keys needs that role).
         #[arg(long, value_name = "NAME")]
         user: String,
@@ -356,7 +366,7 @@ pub fn resolve(
     let key_file = f.key_file.or(file_flags.key_file).or_else(|| state_dir.map(|d| d.join(KEY_FILE_NAME)));
     let mut config = Config {
         config_file,
-        collector: f.collector.or(file_flags.collector),
+        collectors: merge_collectors(if f.collector.is_empty() { file_flags.collector } else { f.collector }),
         api_key_file: f.api_key_file.or(file_flags.api_key_file),
         api_key,
         key_file: key_file.context("cannot find a data directory for the key file: pass --key-file FILE")?,
@@ -380,25 +390,38 @@ pub fn resolve(
     check_metrics_listen(config.metrics_listen, config.metrics_listen_public)?;
     let command = match cli.command {
         None => {
-            config.collector()?;
+            config.collectors()?;
             Command::Run
         }
         Some(Sub::SetKey) => Command::SetKey,
         Some(Sub::ForgetKey) => Command::ForgetKey,
         Some(Sub::Login { collector, user, replace }) => {
-            if let Some(url) = collector {
-                config.collector = Some(url);
+            if !collector.is_empty() {
+                config.collectors = merge_collectors(collector);
             }
-            let collector = config.collector()?.clone();
-            Command::Login { collector, user, replace }
+            let collectors = config.collectors()?.to_vec();
+            Command::Login { collectors, user, replace }
         }
     };
-    match &command {
-        Command::Run => check_plain_http(config.collector()?, config.insecure_http)?,
-        Command::Login { collector, .. } => check_plain_http(collector, config.insecure_http)?,
-        Command::SetKey | Command::ForgetKey => {}
+    // Every collector of the list, since any of them may be the one in use.
+    if matches!(command, Command::Run | Command::Login { .. }) {
+        for url in config.collectors()? {
+            check_plain_http(url, config.insecure_http)?;
+        }
     }
     Ok((config, command))
+}
+
+/// The URLs of the `--collector` values (or the file's) in order, each once: a URL
+/// given twice would only be tried twice in a row.
+fn merge_collectors(values: Vec<Collectors>) -> Vec<Url> {
+    let mut urls: Vec<Url> = Vec::new();
+    for url in values.into_iter().flat_map(|c| c.0) {
+        if !urls.contains(&url) {
+            urls.push(url);
+        }
+    }
+    urls
 }
 
 /// Refuses a metrics address other machines reach unless `public`: the metrics name this
@@ -471,7 +494,7 @@ fn read_config_file(explicit: Option<&Path>) -> anyhow::Result<Option<(PathBuf, 
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct FileConfig {
-    collector: Option<String>,
+    collector: Option<OneOrMany>,
     api_key_file: Option<PathBuf>,
     key_file: Option<PathBuf>,
     hostname: Option<String>,
@@ -489,6 +512,25 @@ struct FileConfig {
     insecure_http: Option<bool>,
     metrics_listen: Option<String>,
     metrics_listen_public: Option<bool>,
+}
+
+/// The file's `collector`: one string (URLs separated by commas, as in the flag and the
+/// variable) or an array of them.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum OneOrMany {
+    One(String),
+    Many(Vec<String>),
+}
+
+impl OneOrMany {
+    /// The value as the flag would spell it, so the flag's parser checks it.
+    fn as_flag_text(&self) -> String {
+        match self {
+            OneOrMany::One(s) => s.clone(),
+            OneOrMany::Many(list) => list.join(","),
+        }
+    }
 }
 
 /// A TOML value that may be written as a number (`interval = 2`) or with a unit
@@ -522,7 +564,9 @@ fn parse_file(path: &Path, text: &str) -> anyhow::Result<Flags> {
     let text = |v: Option<NumberOrText>| v.map(|v| v.as_flag_text());
     Ok(Flags {
         config: None,
-        collector: check(&prefix, "collector", raw.collector, parse_collector)?,
+        collector: check(&prefix, "collector", raw.collector.map(|c| c.as_flag_text()), parse_collectors)?
+            .into_iter()
+            .collect(),
         api_key_file: raw.api_key_file.map(|p| base.join(p)),
         key_file: raw.key_file.map(|p| base.join(p)),
         hostname: check(&prefix, "hostname", raw.hostname, parse_hostname)?,
@@ -589,6 +633,23 @@ fn parse_collector(s: &str) -> Result<Url, String> {
         ));
     }
     Ok(url)
+}
+
+/// One collector URL or several, separated by commas (blanks around them and empty
+/// entries are ignored, so a trailing comma is harmless). A single URL's error reads as
+/// it always did; in a list the error names the URL it is about.
+fn parse_collectors(s: &str) -> Result<Collectors, String> {
+    let parts: Vec<&str> = s.split(',').map(str::trim).filter(|p| !p.is_empty()).collect();
+    match parts.as_slice() {
+        // Nothing but commas and blanks: the single URL's "is not a URL".
+        [] => parse_collector(s).map(|url| Collectors(vec![url])),
+        [one] => parse_collector(one).map(|url| Collectors(vec![url])),
+        many => many
+            .iter()
+            .map(|part| parse_collector(part).map_err(|e| format!("`{part}` {e}")))
+            .collect::<Result<_, _>>()
+            .map(Collectors),
+    }
 }
 
 /// One pin or several, separated by commas.
@@ -719,7 +780,7 @@ mod tests {
     #[test]
     fn the_file_overrides_the_defaults() {
         let (config, _) = load_with(&[], Some(FILE)).unwrap();
-        assert_eq!(config.collector.unwrap().as_str(), "https://file.example:7450/");
+        assert_eq!(config.collectors, [Url::parse("https://file.example:7450/").unwrap()]);
         assert_eq!(config.hostname.as_deref(), Some("from-file"));
         assert_eq!(config.interval, Duration::from_secs(5));
         assert_eq!(config.spool, Path::new("/file/spool"));
@@ -743,7 +804,7 @@ mod tests {
             "--cmdline=none",
         ];
         let (config, _) = load_with(&args, Some(FILE)).unwrap();
-        assert_eq!(config.collector.unwrap().as_str(), "https://flag.example:1/");
+        assert_eq!(config.collectors, [Url::parse("https://flag.example:1/").unwrap()]);
         assert_eq!(config.interval, Duration::from_millis(500));
         assert!(!config.allow_control, "--allow-control=false turns off what the file turned on");
         assert_eq!(config.spool_max_bytes, 2 << 20);
@@ -857,13 +918,89 @@ mod tests {
         let (config, command) =
             load_with(&["login", "--collector", "https://l.example", "--user", "ada"], Some(FILE)).unwrap();
         let url = Url::parse("https://l.example").unwrap();
-        assert_eq!(command, Command::Login { collector: url.clone(), user: "ada".into(), replace: false });
-        assert_eq!(config.collector, Some(url));
+        assert_eq!(command, Command::Login { collectors: vec![url.clone()], user: "ada".into(), replace: false });
+        assert_eq!(config.collectors, [url]);
         let (_, command) = load_with(&["login", "--user", "ada"], Some(FILE)).unwrap();
         let url = Url::parse("https://file.example:7450").unwrap();
-        assert_eq!(command, Command::Login { collector: url, user: "ada".into(), replace: false });
+        assert_eq!(command, Command::Login { collectors: vec![url], user: "ada".into(), replace: false });
+        // A list, as for running: signed in to the first that answers.
+        let (_, command) =
+            load_with(&["login", "--collector", "https://a.example,https://b.example", "--user", "ada"], Some(FILE))
+                .unwrap();
+        let Command::Login { collectors, .. } = command else { panic!("not a login") };
+        assert_eq!(
+            collectors.iter().map(Url::as_str).collect::<Vec<_>>(),
+            ["https://a.example/", "https://b.example/"]
+        );
         assert!(load_with(&["login", "--user", "ada"], None).unwrap_err().to_string().contains("no collector"));
         assert!(cli_error(&["login"]).contains("--user"));
+    }
+
+    fn urls(config: &Config) -> Vec<&str> {
+        config.collectors.iter().map(Url::as_str).collect()
+    }
+
+    #[test]
+    fn several_collectors_by_repeating_the_flag_or_with_commas() {
+        let (config, _) = load_with(
+            &["--collector", "https://a.example:7450", "--collector=https://b.example, https://c.example,"],
+            None,
+        )
+        .unwrap();
+        assert_eq!(urls(&config), ["https://a.example:7450/", "https://b.example/", "https://c.example/"]);
+        // Each once, in the order given.
+        let (config, _) = load_with(
+            &["--collector", "https://b.example,https://a.example", "--collector", "https://b.example/"],
+            None,
+        )
+        .unwrap();
+        assert_eq!(urls(&config), ["https://b.example/", "https://a.example/"]);
+        // The flags' list replaces the file's as a whole, not entry by entry.
+        let file = "collector = \"https://f1.example, https://f2.example\"";
+        let (config, _) = load_with(&[], Some(file)).unwrap();
+        assert_eq!(urls(&config), ["https://f1.example/", "https://f2.example/"]);
+        let (config, _) = load_with(&["--collector=https://flag.example"], Some(file)).unwrap();
+        assert_eq!(urls(&config), ["https://flag.example/"]);
+        // An array in the file, too.
+        let file = "collector = [\"https://f1.example\", \"http://127.0.0.1:7450\"]";
+        let (config, _) = load_with(&[], Some(file)).unwrap();
+        assert_eq!(urls(&config), ["https://f1.example/", "http://127.0.0.1:7450/"]);
+    }
+
+    #[test]
+    fn a_bad_url_in_a_list_is_named_in_the_error() {
+        let err = cli_error(&["--collector", "https://a.example,ftp://b.example"]);
+        assert!(err.contains("--collector") && err.contains("`ftp://b.example` must be an http or https URL"), "{err}");
+        let err = cli_error(&["--collector", "https://a.example", "--collector", "https://u:p@b.example"]);
+        assert!(err.contains("must not contain a user name or password"), "{err}");
+        let err = cli_error(&["--collector", "https://a.example, not a url"]);
+        assert!(err.contains("`not a url` is not a URL"), "{err}");
+        let err = cli_error(&["--collector", ","]);
+        assert!(err.contains("is not a URL"), "{err}");
+        let cases = [
+            (
+                "collector = \"https://a.example, https://b.example/api/\"",
+                "collector `https://b.example/api/` is the address of an API endpoint",
+            ),
+            (
+                "collector = [\"https://a.example\", \"ws://b.example\"]",
+                "collector `ws://b.example` must be an http or https URL",
+            ),
+            ("collector = []", "collector is not a URL"),
+            ("collector = [1]", "collector"),
+        ];
+        for (text, expected) in cases {
+            let err = load_with(&[], Some(text)).unwrap_err().to_string();
+            assert!(
+                err.starts_with("config file /etc/procyon/agent.toml: ") && err.contains(expected),
+                "{text}: {err}"
+            );
+        }
+        // Plain http to another machine, anywhere in the list, as for one collector.
+        let err = load_with(&["--collector", "http://127.0.0.1:1,http://10.0.0.5:7450"], None).unwrap_err();
+        assert!(err.to_string().contains("the collector http://10.0.0.5:7450/ is on another machine"), "{err}");
+        let err = load_with(&["login", "--collector", "https://a.example,http://10.0.0.5", "--user", "ada"], None);
+        assert!(err.unwrap_err().to_string().contains("--insecure-http"));
     }
 
     #[test]

@@ -7,6 +7,13 @@
 //! ([`Config::key_file`], mode 0600). The first found wins; a key file that other users
 //! could read or write is refused, not used.
 //!
+//! Several collectors in the list are one fleet on one database, so one key serves them
+//! all. The keyring entry is looked for under each collector's `host:port` in the
+//! list's order (so a key stored when the agent knew one collector is still found once
+//! others are added, in any position), and is stored under the first one's, with the
+//! others' entries removed: one key for the list, never a stale second one that a
+//! reordered list would bring back.
+//!
 //! Why the keyring is skipped as root: a root service (the systemd unit) has no login
 //! session, so no Secret Service to read from; a key that `sudo procyon-agent set-key`
 //! put in some user's session keyring would be invisible to the service. Kernel keyrings
@@ -78,7 +85,7 @@ pub fn resolve(config: &Config) -> anyhow::Result<Secret> {
     resolve_with(config, &*system_vault())
 }
 
-/// Stores `key` for `config`'s collector: in the OS keyring when one is usable (not as
+/// Stores `key` for `config`'s collectors: in the OS keyring when one is usable (not as
 /// root, see the module's docs), else in [`Config::key_file`], created with mode 0600.
 /// Returns where it went, for the user: "in the system keyring (...)" or
 /// "in FILE (mode 0600)".
@@ -86,7 +93,7 @@ pub fn store(config: &Config, key: &Secret) -> anyhow::Result<String> {
     store_with(config, key, &*system_vault())
 }
 
-/// Removes the stored key: the keyring entry for `config`'s collector and the key file.
+/// Removes the stored key: the keyring entries for `config`'s collectors and the key file.
 /// Returns what was removed, for the user. `--api-key-file` and `PROCYON_API_KEY` are
 /// the user's own and are left alone (the message mentions them if set).
 pub fn forget(config: &Config) -> anyhow::Result<String> {
@@ -194,10 +201,19 @@ impl Vault for OsKeyring {
     }
 }
 
-/// The keyring account for `config`'s collector: `host:port`, or `None` without one.
-fn account(config: &Config) -> Option<String> {
-    let url = config.collector.as_ref()?;
-    Some(format!("{}:{}", url.host_str()?, url.port_or_known_default()?))
+/// The keyring accounts for `config`'s collectors, `host:port` each, in the list's
+/// order and each once (two URLs may differ only in their path); empty without a
+/// collector.
+fn accounts(config: &Config) -> Vec<String> {
+    let mut accounts: Vec<String> = Vec::new();
+    for url in &config.collectors {
+        let (Some(host), Some(port)) = (url.host_str(), url.port_or_known_default()) else { continue };
+        let account = format!("{host}:{port}");
+        if !accounts.contains(&account) {
+            accounts.push(account);
+        }
+    }
+    accounts
 }
 
 fn resolve_with(config: &Config, vault: &dyn Vault) -> anyhow::Result<Secret> {
@@ -208,14 +224,17 @@ fn resolve_with(config: &Config, vault: &dyn Vault) -> anyhow::Result<Secret> {
         tracing::debug!("API key from {}", crate::config::API_KEY_ENV);
         return Ok(key.clone());
     }
-    if let Some(account) = account(config) {
+    for account in accounts(config) {
         match vault.get(&account) {
             Ok(Some(key)) => {
                 tracing::debug!(account, "API key from the system keyring");
                 return Secret::new(&key, "the system keyring's entry");
             }
             Ok(None) => {}
-            Err(why) => tracing::debug!("system keyring not used: {why}"),
+            Err(why) => {
+                tracing::debug!("system keyring not used: {why}");
+                break;
+            }
         }
     }
     match std::fs::symlink_metadata(&config.key_file) {
@@ -230,15 +249,22 @@ fn resolve_with(config: &Config, vault: &dyn Vault) -> anyhow::Result<Secret> {
 }
 
 fn store_with(config: &Config, key: &Secret, vault: &dyn Vault) -> anyhow::Result<String> {
-    match (vault.usable(), account(config)) {
+    let accounts = accounts(config);
+    match (vault.usable(), accounts.split_first()) {
         // Known beforehand (root): the description says where the key went.
         (Err(why), _) => tracing::debug!("not using the system keyring: {why}"),
         (Ok(()), None) => tracing::info!("not using the system keyring: no collector is configured to name the entry"),
-        (Ok(()), Some(account)) => match vault.set(&account, key.expose()) {
+        (Ok(()), Some((account, others))) => match vault.set(account, key.expose()) {
             Ok(()) => {
                 // A key left in the file from before would come back, stale, whenever the
-                // keyring is unavailable.
+                // keyring is unavailable; one under another collector of the list, if
+                // the list were reordered.
                 remove_if_exists(&config.key_file)?;
+                for other in others {
+                    if let Ok(true) = vault.delete(other) {
+                        tracing::info!(account = %other, "removed the earlier key of this fleet from the system keyring");
+                    }
+                }
                 return Ok(format!("in the system keyring (service {KEYRING_SERVICE}, account {account})"));
             }
             Err(why) => tracing::info!("the system keyring is not available: {why}"),
@@ -250,11 +276,14 @@ fn store_with(config: &Config, key: &Secret, vault: &dyn Vault) -> anyhow::Resul
 
 fn forget_with(config: &Config, vault: &dyn Vault) -> anyhow::Result<String> {
     let mut removed = Vec::new();
-    if let Some(account) = account(config) {
+    for account in accounts(config) {
         match vault.delete(&account) {
             Ok(true) => removed.push(format!("the system keyring (account {account})")),
             Ok(false) => {}
-            Err(why) => tracing::debug!("system keyring not used: {why}"),
+            Err(why) => {
+                tracing::debug!("system keyring not used: {why}");
+                break;
+            }
         }
     }
     if remove_if_exists(&config.key_file)? {
@@ -399,7 +428,8 @@ mod tests {
     /// The settings of `procyon-agent --collector COLLECTOR set-key` with `dir` as the
     /// state directory (built by hand: parsing would read the process's environment).
     fn config(dir: &Path, collector: &str) -> Config {
-        let flags = Flags { collector: Some(url::Url::parse(collector).unwrap()), ..Flags::default() };
+        let urls = collector.split(',').map(|c| url::Url::parse(c).unwrap()).collect();
+        let flags = Flags { collector: vec![crate::config::Collectors(urls)], ..Flags::default() };
         let cli = Cli { flags, command: Some(Sub::SetKey) };
         let defaults = Defaults { state_dir: Some(dir.to_path_buf()) };
         resolve_config(cli, None, None, &defaults).unwrap().0
@@ -520,6 +550,39 @@ mod tests {
         assert_eq!(resolve_with(&a, &vault).unwrap().expose(), "key-a");
         assert_eq!(resolve_with(&b, &vault).unwrap().expose(), "key-b");
         assert!(!a.key_file.exists(), "the keyring was usable: no file");
+    }
+
+    #[test]
+    fn one_key_serves_a_list_of_collectors_and_an_existing_one_is_still_found() {
+        let dir = tempfile::tempdir().unwrap();
+        let vault = FakeVault::default();
+        // Stored when the agent knew one collector.
+        store_with(&config(dir.path(), C), &secret("old"), &vault).unwrap();
+        // Found with that collector anywhere in a list.
+        for list in [format!("{C},https://b.example"), format!("https://b.example,{C}")] {
+            assert_eq!(resolve_with(&config(dir.path(), &list), &vault).unwrap().expose(), "old", "{list}");
+        }
+        // Stored for a list: under the first, and the list's other entries go.
+        let list = config(dir.path(), "https://b.example,https://d.example:7450/x,https://d.example:7450/y");
+        vault.set("d.example:7450", "stale").unwrap();
+        let stored = store_with(&list, &secret("new"), &vault).unwrap();
+        assert_eq!(stored, "in the system keyring (service procyon-agent, account b.example:443)");
+        let mut left: Vec<_> = vault.entries.borrow().clone().into_iter().collect();
+        left.sort();
+        let want = [("b.example:443", "new"), (&C["https://".len()..], "old")];
+        assert_eq!(left, want.map(|(a, k)| (a.to_owned(), k.to_owned())), "one key under the list's first");
+        let reordered = config(dir.path(), "https://d.example:7450,https://b.example");
+        assert_eq!(resolve_with(&reordered, &vault).unwrap().expose(), "new");
+        // forget-key removes the list's entries, and only those.
+        let message = forget_with(&reordered, &vault).unwrap();
+        assert!(
+            message.starts_with("removed the API key from the system keyring (account b.example:443)"),
+            "{message}"
+        );
+        assert_eq!(vault.entries.borrow().len(), 1);
+        // Without a keyring: the one key file, whatever the list.
+        store_with(&list, &secret("filed"), &no_keyring()).unwrap();
+        assert_eq!(resolve_with(&config(dir.path(), C), &no_keyring()).unwrap().expose(), "filed");
     }
 
     #[test]

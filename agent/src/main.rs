@@ -84,7 +84,7 @@ fn main() -> ExitCode {
         Command::Run => run(config),
         Command::SetKey => set_key(&config),
         Command::ForgetKey => key::forget(&config).map(|done| println!("{done}")),
-        Command::Login { collector, user, replace } => login(&config, collector, &user, replace),
+        Command::Login { collectors, user, replace } => login(&config, &collectors, &user, replace),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -105,23 +105,26 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("cannot start the runtime")
 }
 
-/// The TLS settings, and the one warning about plain HTTP across the network.
-fn connection_settings(config: &Config, collector: &url::Url) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
-    if collector.scheme() == "http" && !config::is_loopback(collector) {
-        tracing::warn!(
-            %collector,
-            "--insecure-http: the API key and every snapshot cross the network UNENCRYPTED; \
-             anyone on the path can read them and act as this agent (use https://)"
-        );
-    } else if collector.scheme() == "http" && (config.ca_cert.is_some() || !config.pins.is_empty()) {
-        tracing::warn!(%collector, "--ca-cert and --pin apply to https:// only; this collector is plain http://");
+/// The TLS settings, one for every collector of the list, and the one warning about
+/// plain HTTP across the network for each collector it concerns.
+fn connection_settings(config: &Config, collectors: &[url::Url]) -> anyhow::Result<Option<Arc<rustls::ClientConfig>>> {
+    for collector in collectors {
+        if collector.scheme() == "http" && !config::is_loopback(collector) {
+            tracing::warn!(
+                %collector,
+                "--insecure-http: the API key and every snapshot cross the network UNENCRYPTED; \
+                 anyone on the path can read them and act as this agent (use https://)"
+            );
+        } else if collector.scheme() == "http" && (config.ca_cert.is_some() || !config.pins.is_empty()) {
+            tracing::warn!(%collector, "--ca-cert and --pin apply to https:// only; this collector is plain http://");
+        }
     }
     tls::client_config(config.ca_cert.as_deref(), &config.pins)
 }
 
 fn run(config: Config) -> anyhow::Result<()> {
-    let tls = connection_settings(&config, config.collector()?)?;
-    let collector = config.collector()?.to_string();
+    let tls = connection_settings(&config, config.collectors()?)?;
+    let collectors: Vec<String> = config.collectors()?.iter().map(url::Url::to_string).collect();
     let key = key::resolve(&config)?;
     let spool = Spool::open(&config.spool, config.spool_limits())
         .with_context(|| format!("cannot open the spool in {}", config.spool.display()))?;
@@ -142,7 +145,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     let host = sampler.host().clone();
     tracing::info!(
         hostname = %host.hostname,
-        collector = %collector,
+        collectors = %collectors.join(","),
         interval = config.interval.as_secs_f64(),
         allow_control = config.allow_control,
         cmdline = %config.cmdline,
@@ -152,7 +155,7 @@ fn run(config: Config) -> anyhow::Result<()> {
     let spool = Arc::new(Mutex::new(spool));
     let fresh = Arc::new(Notify::new());
     let options = uplink::Options {
-        collector,
+        collectors,
         key: key.expose().to_owned(),
         allow_control: config.allow_control,
         rest_only: config.transport == Transport::Rest,
@@ -284,7 +287,12 @@ fn set_key(config: &Config) -> anyhow::Result<()> {
 /// Signs in as an admin and has the collector issue a key bound to this host. A host
 /// that already has one (an earlier login, a reinstall) gets a new one only with
 /// `replace`, which revokes the old.
-fn login(config: &Config, collector: url::Url, user: &str, replace: bool) -> anyhow::Result<()> {
+///
+/// With several collectors it signs in to the first that answers: they share one
+/// database, so the key it issues serves them all. One that cannot be reached, or
+/// answers with a server error, is passed over; a refusal (a wrong password) is the
+/// answer, since every other collector would give the same.
+fn login(config: &Config, collectors: &[url::Url], user: &str, replace: bool) -> anyhow::Result<()> {
     let mut password = String::new();
     std::io::stdin().read_to_string(&mut password)?;
     let password = password.lines().next().unwrap_or_default().to_owned();
@@ -292,16 +300,41 @@ fn login(config: &Config, collector: url::Url, user: &str, replace: bool) -> any
         Some(h) => h.clone(),
         None => Sampler::new(SamplerOptions::default()).host().hostname.clone(),
     };
-    let base = collector.as_str().trim_end_matches('/').to_owned();
-    let tls = connection_settings(config, &collector)?;
-    let key: String = runtime()?.block_on(async {
+    let tls = connection_settings(config, collectors)?;
+    let (base, key): (String, String) = runtime()?.block_on(async {
         let http = uplink::http_client(tls.as_deref())?;
-        let answer = http
-            .post(format!("{base}/api/auth/login"))
-            .json(&serde_json::json!({ "username": user, "password": password }))
-            .send()
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot reach {base}: {}", uplink::explain(tls::describe(&e))))?;
+        let mut failures = Vec::new();
+        let mut reached = None;
+        for collector in collectors {
+            let base = collector.as_str().trim_end_matches('/').to_owned();
+            let sent = http
+                .post(format!("{base}/api/auth/login"))
+                .json(&serde_json::json!({ "username": user, "password": password }))
+                .send()
+                .await;
+            match sent {
+                Ok(answer) if !answer.status().is_server_error() => {
+                    reached = Some((base, answer));
+                    break;
+                }
+                Ok(answer) => {
+                    let status = answer.status();
+                    let body: serde_json::Value = answer.json().await.unwrap_or_default();
+                    let why = body["message"].as_str().map_or_else(|| format!("HTTP {status}"), str::to_owned);
+                    failures.push(format!("{base} cannot sign in now: {why}"));
+                }
+                Err(e) => failures.push(format!("cannot reach {base}: {}", uplink::explain(tls::describe(&e)))),
+            }
+            if collectors.len() > 1 {
+                tracing::warn!("{}; trying the next collector", failures.last().map_or("", String::as_str));
+            }
+        }
+        let Some((base, answer)) = reached else {
+            match failures.as_slice() {
+                [one] => anyhow::bail!("{one}"),
+                all => anyhow::bail!("no collector answered: {}", all.join("; ")),
+            }
+        };
         let status = answer.status();
         let body: serde_json::Value = answer.json().await.unwrap_or_default();
         if !status.is_success() {
@@ -344,7 +377,7 @@ fn login(config: &Config, collector: url::Url, user: &str, replace: bool) -> any
                 body["message"].as_str().unwrap_or("no reason given")
             );
         }
-        Ok(body["key"].as_str().context("the collector sent no key")?.to_owned())
+        Ok((base, body["key"].as_str().context("the collector sent no key")?.to_owned()))
     })?;
     let key = key::Secret::new(&key, "the collector")?;
     let where_ = key::store(config, &key)?;

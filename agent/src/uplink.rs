@@ -15,6 +15,19 @@
 //! Snapshots leave the spool only when the collector acknowledges (or rejects) them, so
 //! an outage or a crash of either side loses nothing; the collector stores each
 //! (host, seq) once, so a resend never duplicates.
+//!
+//! The agent may know several collectors of one fleet (they share one database). It
+//! stays on one and moves to the next in the list, cycling, when that one is
+//! unreachable: a connection that cannot be made (refused, a TLS failure, no answer
+//! within [`CONNECT_TIMEOUT`]), a 5xx answer, or a collector that says it is
+//! unavailable. A session that worked and then dropped is retried on the same collector
+//! first (a restart is over in seconds); only when that reconnect fails does the agent
+//! move. A refusal (the key, the host's binding, the protocol) moves it on as well,
+//! since another collector may be configured differently, but when every collector in
+//! the list has refused in a row the agent waits the longest backoff before the next
+//! round, as with one collector. Moving needs nothing special: what is not
+//! acknowledged is still in the spool and goes to the next collector oldest first, and
+//! what one collector acknowledged left the spool and is never sent again.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -39,6 +52,10 @@ use crate::spool::Spool;
 const WINDOW: usize = 16;
 /// How long to wait for `welcome`.
 const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the connection (TCP, TLS and the WebSocket upgrade) may take: a collector
+/// whose machine is gone, or a firewall that drops packets, otherwise holds the agent
+/// for minutes (the system's TCP timeout), or for ever once the TCP handshake is done.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long the REST fallback lasts before the WebSocket is tried again.
 const REST_FALLBACK: Duration = Duration::from_secs(300);
 /// Keep-alive ping, so dead connections are noticed and proxies keep idle ones open.
@@ -49,8 +66,9 @@ const SILENCE_LIMIT: Duration = Duration::from_secs(90);
 /// How the uplink reaches its collector.
 #[derive(Clone, Debug)]
 pub struct Options {
-    /// `http://host:port` or `https://host:port` (a path prefix is kept).
-    pub collector: String,
+    /// The collectors, `http://host:port` or `https://host:port` (a path prefix is
+    /// kept), in the order they are tried; at least one. Our TLS settings apply to each.
+    pub collectors: Vec<String>,
     /// The API key.
     pub key: String,
     /// Carry out relayed process actions.
@@ -119,6 +137,11 @@ pub struct Uplink {
     http: reqwest::Client,
     /// Set when the current session has delivered something: the backoff restarts.
     delivered: bool,
+    /// Set when the current session reached the collector (welcomed, or a REST upload
+    /// answered): if it drops, the same collector is tried again before moving on.
+    reached: bool,
+    /// The index in [`Options::collectors`] of the collector in use.
+    current: usize,
     /// What the current WebSocket session has sent.
     sent: Sent,
     /// The agent protocol spoken: [`PROTOCOL_VERSION`], or [`OLDEST_PROTOCOL`] to a
@@ -166,18 +189,52 @@ impl Uplink {
             fresh,
             http,
             delivered: false,
+            reached: false,
+            current: 0,
             sent: Sent::default(),
             protocol: PROTOCOL_VERSION,
         })
     }
 
-    fn url(&self, path: &str) -> String {
-        format!("{}{path}", self.options.collector.trim_end_matches('/'))
+    /// The collector in use.
+    fn collector(&self) -> &str {
+        self.options.collectors.get(self.current).map_or("", String::as_str)
     }
 
-    /// Sends until the spool is empty, then returns; an error if the collector could
-    /// not be reached or refused. For `--once`.
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.collector().trim_end_matches('/'))
+    }
+
+    /// Goes on to the next collector of the list (the first after the last) and returns
+    /// it. Each collector is spoken to afresh: the newest protocol first.
+    fn move_on(&mut self) -> String {
+        self.current = (self.current + 1) % self.options.collectors.len().max(1);
+        self.protocol = PROTOCOL_VERSION;
+        self.collector().to_owned()
+    }
+
+    /// Sends until the spool is empty, then returns, trying each collector in turn; an
+    /// error if none could be reached or each refused. For `--once`.
     pub async fn flush(&mut self) -> anyhow::Result<()> {
+        let count = self.options.collectors.len();
+        let mut failures = Vec::new();
+        for index in 0..count {
+            self.current = index;
+            self.protocol = PROTOCOL_VERSION;
+            match self.flush_here().await {
+                Ok(()) => return Ok(()),
+                Err(e) if count == 1 => return Err(e),
+                Err(e) => {
+                    tracing::warn!(collector = %self.collector(), "{e:#}");
+                    failures.push(format!("{}: {e:#}", self.collector()));
+                }
+            }
+        }
+        anyhow::bail!("no collector stored the snapshots: {}", failures.join("; "))
+    }
+
+    /// [`Uplink::flush`] to the collector in use.
+    async fn flush_here(&mut self) -> anyhow::Result<()> {
         let (_stop_tx, stop) = watch::channel(false);
         let end = if self.options.rest_only {
             self.rest(true, stop.clone()).await
@@ -199,18 +256,25 @@ impl Uplink {
         }
     }
 
-    /// Sends for as long as it runs, reconnecting after outages, until `stop` turns true.
+    /// Sends for as long as it runs, reconnecting after outages and moving between the
+    /// collectors of the list (see the module's docs), until `stop` turns true.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(60));
         let mut rest_until: Option<Instant> = None;
+        let count = self.options.collectors.len();
+        // Refusals in a row: when each collector of the list has refused, the agent
+        // waits the longest backoff, as it does with a single collector.
+        let mut refusals = 0;
         loop {
             self.delivered = false;
+            self.reached = false;
             let use_rest = self.options.rest_only || rest_until.is_some_and(|t| Instant::now() < t);
             let end =
                 if use_rest { self.rest(false, stop.clone()).await } else { self.websocket(false, stop.clone()).await };
             if self.delivered {
                 backoff.reset();
             }
+            let from = self.collector().to_owned();
             let wait = match end {
                 End::Drained | End::Stopped => return,
                 End::NoWebSocket(why) => {
@@ -218,18 +282,35 @@ impl Uplink {
                     rest_until = Some(Instant::now() + REST_FALLBACK);
                     continue;
                 }
-                End::Disconnected(why) => {
+                End::Disconnected(why) if count == 1 || self.reached => {
+                    refusals = 0;
                     let wait = backoff.next();
-                    tracing::warn!("collector unreachable: {why}; retrying in {:.1} s", wait.as_secs_f64());
+                    tracing::warn!(
+                        collector = %from,
+                        "collector unreachable: {why}; retrying in {:.1} s",
+                        wait.as_secs_f64()
+                    );
+                    wait
+                }
+                End::Disconnected(why) => {
+                    refusals = 0;
+                    let wait = backoff.next();
+                    let to = self.move_on();
+                    rest_until = None;
+                    tracing::warn!(
+                        from = %from,
+                        to = %to,
+                        "collector {from} unreachable: {why}; moving to collector {to} in {:.1} s",
+                        wait.as_secs_f64()
+                    );
                     wait
                 }
                 End::Refused(why) => {
-                    tracing::error!("the collector refused this agent: {why}");
-                    backoff.max()
+                    let what = format!("the collector refused this agent: {why}");
+                    self.after_refusal(what, &mut refusals, &mut backoff, &mut rest_until)
                 }
                 End::Fatal(why) | End::Downgrade(why) => {
-                    tracing::error!("{why}");
-                    backoff.max()
+                    self.after_refusal(why, &mut refusals, &mut backoff, &mut rest_until)
                 }
             };
             tokio::select! {
@@ -237,6 +318,50 @@ impl Uplink {
                 _ = stop.changed() => return,
             }
         }
+    }
+
+    /// Logs a refusal (`what`) by the collector in use and returns how long to wait:
+    /// with several collectors it moves on to the next, and once each has refused in a
+    /// row it waits the longest backoff, as with one collector.
+    fn after_refusal(
+        &mut self,
+        what: String,
+        refusals: &mut usize,
+        backoff: &mut Backoff,
+        rest_until: &mut Option<Instant>,
+    ) -> Duration {
+        let from = self.collector().to_owned();
+        let count = self.options.collectors.len();
+        *refusals += 1;
+        if count == 1 {
+            tracing::error!("{what}");
+            return backoff.max();
+        }
+        let (wait, every) = if *refusals >= count {
+            *refusals = 0;
+            (backoff.max(), true)
+        } else {
+            (backoff.next(), false)
+        };
+        let to = self.move_on();
+        *rest_until = None;
+        if every {
+            tracing::error!(
+                from = %from,
+                to = %to,
+                "collector {from}: {what}; each collector of the list has refused this agent in turn, moving to \
+                 collector {to} in {} s",
+                wait.as_secs()
+            );
+        } else {
+            tracing::error!(
+                from = %from,
+                to = %to,
+                "collector {from}: {what}; moving to collector {to} in {:.1} s",
+                wait.as_secs_f64()
+            );
+        }
+        wait
     }
 
     fn hello(&self) -> String {
@@ -313,7 +438,7 @@ impl Uplink {
     }
 
     async fn websocket_session(&mut self, until_empty: bool, mut stop: watch::Receiver<bool>) -> End {
-        let base = self.options.collector.trim_end_matches('/');
+        let base = self.collector().trim_end_matches('/').to_owned();
         let ws_base = if let Some(rest) = base.strip_prefix("https://") {
             format!("wss://{rest}")
         } else if let Some(rest) = base.strip_prefix("http://") {
@@ -333,7 +458,13 @@ impl Uplink {
         }
         let config = websocket_config();
         let connector = self.options.tls.clone().map(tokio_tungstenite::Connector::Rustls);
-        let connected = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), false, connector).await;
+        let connecting = tokio_tungstenite::connect_async_tls_with_config(request, Some(config), false, connector);
+        let Ok(connected) = tokio::time::timeout(CONNECT_TIMEOUT, connecting).await else {
+            return End::Disconnected(explain(format!(
+                "the connection timed out: no answer within {} s",
+                CONNECT_TIMEOUT.as_secs()
+            )));
+        };
         let mut ws = match connected {
             Ok((ws, _)) => ws,
             Err(tungstenite::Error::Http(response)) => {
@@ -346,6 +477,11 @@ impl Uplink {
                     .unwrap_or_else(|| format!("HTTP {status}"));
                 return if status == 401 || status == 403 {
                     End::Refused(message)
+                } else if status.is_server_error() {
+                    // The collector, or the proxy in front of it, is up but cannot serve
+                    // (a 502 from a proxy whose collector is gone, a 503 while busy):
+                    // unreachable, not a proxy that does not pass WebSockets.
+                    End::Disconnected(message)
                 } else {
                     End::NoWebSocket(format!("HTTP {status}"))
                 };
@@ -379,7 +515,8 @@ impl Uplink {
         if let Err(e) = welcome_seq(&mut lock(&self.spool), last_seq, self.options.seq_leeway) {
             return End::Fatal(format!("cannot update the spool: {e:#}"));
         }
-        tracing::info!(collector = %self.options.collector, last_seq, "connected");
+        self.reached = true;
+        tracing::info!(collector = %base, last_seq, "connected");
         // From here on acks arrive: new snapshots wait for theirs in memory.
         if let Err(e) = lock(&self.spool).set_live(true) {
             tracing::warn!("cannot mark the spool live, so every snapshot is written: {e:#}");
@@ -473,6 +610,8 @@ impl Uplink {
                         Ok(CollectorMessage::Error { code, message }) => {
                             tracing::warn!(%code, %message, "the collector reported an error");
                             if code == "unavailable" {
+                                // It cannot store: another collector of the list may.
+                                self.reached = false;
                                 return End::Disconnected(message);
                             }
                         }
@@ -542,6 +681,7 @@ impl Uplink {
                 match status {
                     200 | 201 => {
                         self.delivered = true;
+                        self.reached = true;
                         let _ = lock(&self.spool).remove(seq);
                     }
                     401 | 403 => return End::Refused(message),
@@ -560,6 +700,8 @@ impl Uplink {
                 return End::Drained;
             }
             if !self.options.rest_only && started.elapsed() > REST_FALLBACK {
+                // Not a failure: the WebSocket is tried again on this same collector.
+                self.reached = true;
                 return End::Disconnected("trying the WebSocket again".into());
             }
             tokio::select! {
@@ -918,7 +1060,7 @@ mod tests {
         let spool = Arc::new(Mutex::new(Spool::open(dir.path(), limits).unwrap()));
         let host = procyon::sample::Sampler::new(Default::default()).host().clone();
         let options = |machine_id: Option<&str>| Options {
-            collector: "http://127.0.0.1:1".into(),
+            collectors: vec!["http://127.0.0.1:1".into()],
             key: "k".into(),
             allow_control: false,
             rest_only: false,
@@ -998,7 +1140,7 @@ mod tests {
             let collector = format!("http://{}", listener.local_addr().unwrap());
             let server = tokio::spawn(older_collector(listener, taken.len()));
             let options = Options {
-                collector,
+                collectors: vec![collector],
                 key: "k".into(),
                 allow_control: false,
                 rest_only: false,
