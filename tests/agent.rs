@@ -1023,3 +1023,61 @@ fn a_bad_url_in_a_collector_list_is_a_clear_error() {
     let plain = run(agent_command().args(["--collector", "http://127.0.0.1:7450,http://192.0.2.1:7450"]));
     assert!(plain.contains("http://192.0.2.1:7450/ is on another machine") && plain.contains("--insecure-http"));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collector_that_refuses_the_key_is_passed_over_and_a_refusal_from_all_is_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let good = Collector::start(&data, &["--no-local"]);
+    let token = good.admin_token().await;
+    let key = key_file(dir.path(), "k", &new_key(&data, "k", None));
+    // Two collectors that do not know the key (their own databases).
+    let strangers = [
+        Collector::start(&dir.path().join("s1"), &["--no-local"]),
+        Collector::start(&dir.path().join("s2"), &["--no-local"]),
+    ];
+
+    // --once: the refusing one, then the next.
+    let out = agent_command()
+        .args(["--collector", &format!("{},{}", strangers[0].base, good.base), "--hostname", "fo-3", "--once"])
+        .arg("--api-key-file")
+        .arg(&key)
+        .arg("--spool")
+        .arg(dir.path().join("once"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains(&strangers[0].base) && stderr.contains("API key"), "the refusal is logged: {stderr}");
+    assert_eq!(seqs(&good, &token, "fo-3").await, [1]);
+
+    // Streaming: passed over the same way.
+    let list = format!("{},{}", strangers[0].base, good.base);
+    let agent = Agent::start(&list, &key, "fo-4", &dir.path().join("spool-4"), &[]);
+    wait_until(Duration::from_secs(30), "the collector that knows the key to store snapshots", || async {
+        seqs(&good, &token, "fo-4").await.len() >= 3
+    })
+    .await;
+    let log = agent.log();
+    let moves = lines_with(&log, "moving to collector");
+    assert_eq!(moves.len(), 1, "{log}");
+    assert!(moves[0].contains("the collector refused this agent") && moves[0].contains(&good.base), "{log}");
+
+    // Refused by every collector of the list: the same error as with one, and the
+    // longest wait before the next round.
+    let list = format!("{},{}", strangers[0].base, strangers[1].base);
+    let agent = Agent::start(&list, &key, "fo-5", &dir.path().join("spool-5"), &[]);
+    assert!(
+        wait_for(Duration::from_secs(30), || agent.log().contains("each collector of the list has refused this agent")),
+        "{}",
+        agent.log()
+    );
+    let log = agent.log();
+    let refusals = lines_with(&log, "the collector refused this agent");
+    assert_eq!(refusals.len(), 2, "one a collector: {log}");
+    assert!(refusals[1].contains(&format!("moving to collector {}/ in 60 s", strangers[0].base)), "{log}");
+    for (i, stranger) in strangers.iter().enumerate() {
+        let (_, hosts) = stranger.get("/api/hosts/", &stranger.admin_token().await).await;
+        assert_eq!(hosts, json!([]), "collector {i} stored nothing");
+    }
+}
