@@ -425,7 +425,17 @@ async fn agents_trust_the_collector_by_its_ca_or_its_pin_and_refuse_it_otherwise
     let _ = streaming.kill();
     let _ = streaming.wait();
     assert!(stored >= 3, "the agent over TLS stored {stored} snapshots");
-    for host in ["ca-rest", "pin-only"] {
+    // With several collectors, the settings apply to each: here the second of the list,
+    // after one where nothing listens.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let list = format!("https://127.0.0.1:{closed},{}", c.base);
+    let out = once(agent(&list, &key, dir.path(), "list-pin", &["--pin", &right_pin]));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = once(agent(&list, &key, dir.path(), "list-wrong-pin", &["--ca-cert", ca, "--pin", &wrong_pin]));
+    let text = stderr(&out);
+    assert!(!out.status.success(), "{text}");
+    assert!(text.contains("nothing listens") && text.contains("is not the one pinned with --pin"), "{text}");
+    for host in ["ca-rest", "pin-only", "list-pin"] {
         let (status, _) = c.get(&format!("/api/process-snapshots/latest/?hostname={host}"), &token).await;
         assert_eq!(status, 200, "{host} stored its snapshot");
     }
