@@ -14,6 +14,8 @@
 //! - [`hub`]: live fan-out of the newest snapshot per host;
 //! - [`tui`]: `procyon watch`, the terminal UI (its filter language needs no feature;
 //!   the terminal itself comes with `server`);
+//! - [`search`]: fleet-wide process search (the filter language plus `host:` and
+//!   `port:`), matched over any host's snapshot;
 //! - [`metrics`]: Prometheus metrics of a host made from its newest snapshot, shared
 //!   by the collector's `/metrics` and the agent's `--metrics-listen`;
 //! - [`manual`]: man pages and shell completions made from a program's clap
@@ -45,6 +47,7 @@ pub mod manual;
 pub mod metrics;
 pub mod model;
 pub mod sample;
+pub mod search;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "server")]

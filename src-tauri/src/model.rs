@@ -502,6 +502,8 @@ pub fn typescript() -> String {
         api::Tier::decl(&cfg),
         api::Series::decl(&cfg),
         api::SeriesPoint::decl(&cfg),
+        api::ProcessSearch::decl(&cfg),
+        api::ProcessSearchHost::decl(&cfg),
         api::TopProcess::decl(&cfg),
         api::ProcessHistoryPoint::decl(&cfg),
         api::AuditAction::decl(&cfg),

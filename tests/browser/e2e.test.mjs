@@ -288,6 +288,28 @@ test('the dashboard, end to end', { timeout: 240_000 }, async (t) => {
       await waitFor('the agent to resume the process', () => stateOf(targetPid) !== 'T');
       await page.keyboard.press('Escape');
       await search(page, '');
+
+      // The search over every host finds the process on both hosts (the agent runs on
+      // this machine too), grouped by host; choosing the collector's own opens it there.
+      await page.fill('[data-testid=fleet-search]', `name:${UNIQUE}`);
+      await page.press('[data-testid=fleet-search]', 'Enter');
+      const results = page.locator('[data-testid=fleet-result]');
+      await waitFor('results from both hosts', async () => (await results.count()) === 2, 20_000);
+      const found = await results.evaluateAll((rows) => rows.map((r) => [r.dataset.host, Number(r.dataset.pid)]));
+      assert.deepEqual(found.map(([, pid]) => pid), [targetPid, targetPid]);
+      const otherHost = found.map(([host]) => host).find((host) => host !== AGENT_HOST);
+      assert.ok(otherHost && found.some(([host]) => host === AGENT_HOST), JSON.stringify(found));
+      await shot(page, 'fleet-search');
+      await page.click(`[data-testid=fleet-result][data-host="${otherHost}"]`);
+      await page.waitForSelector('[data-testid=process-drawer]', { timeout: 20_000 });
+      assert.ok((await page.textContent('[data-testid=process-drawer]')).includes(UNIQUE));
+      assert.ok((await page.getAttribute('[data-testid=host-picker]', 'aria-label')).includes(otherHost));
+      await page.keyboard.press('Escape');
+      // A malformed word is refused, saying which.
+      await page.fill('[data-testid=fleet-search]', 'cpu>lots');
+      await page.press('[data-testid=fleet-search]', 'Enter');
+      await page.waitForSelector('[data-testid=fleet-results] [role=alert]:has-text("cpu>lots")');
+      await page.keyboard.press('Escape');
     } finally {
       // A stopping agent writes what it has not had acknowledged to its spool: wait
       // until it is gone before removing the directory under it.

@@ -172,6 +172,51 @@ pub struct SeriesPoint {
     pub received_max_bytes_per_sec: Option<f64>,
 }
 
+/// A fleet-wide process search (`GET /api/processes?q=`): the matching processes of each
+/// host's newest snapshot, grouped by host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
+pub struct ProcessSearch {
+    /// The query as given.
+    pub query: String,
+    /// Hosts with at least one match, by host name.
+    pub hosts: Vec<ProcessSearchHost>,
+    /// Hosts whose newest snapshot was searched.
+    pub hosts_searched: u32,
+    /// Matching processes on the hosts searched (returned or not).
+    #[ts(type = "number")]
+    pub matched: u64,
+    /// Matching processes in `hosts`: at most `limit`.
+    #[ts(type = "number")]
+    pub returned: u64,
+    /// The search stopped at `limit`; `next_hostname` is where to go on.
+    pub truncated: bool,
+    /// The first host not searched, for `from_hostname` (when `truncated`).
+    pub next_hostname: Option<String>,
+}
+
+/// One host's matches in a [`ProcessSearch`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
+pub struct ProcessSearchHost {
+    /// The collector's id for the host (a `server_id`).
+    #[ts(type = "number")]
+    pub host_id: i64,
+    /// Host name.
+    pub hostname: String,
+    /// Reporting now.
+    pub online: bool,
+    /// The snapshot searched (`GET /api/process-snapshots/{id}/`).
+    #[ts(type = "number")]
+    pub snapshot_id: i64,
+    /// When that snapshot was taken.
+    pub taken_at: DateTime<Utc>,
+    /// Matching processes on this host (more than `processes` when the search stopped at
+    /// its limit).
+    #[ts(type = "number")]
+    pub matched: u64,
+    /// The matching processes, in pid order.
+    pub processes: Vec<super::ProcessSample>,
+}
+
 /// A process that stood out in a time range (`GET /api/hosts/{id}/top-processes`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct TopProcess {

@@ -42,6 +42,7 @@ pub mod assets;
 pub mod auth;
 pub mod binding;
 pub mod error;
+pub mod fleet_search;
 pub mod listener;
 pub mod metrics;
 pub mod openapi;

@@ -62,6 +62,7 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::GET, "/api/openapi.json", Viewer, get(super::openapi::document)),
         Route::new(M::POST, "/api/process-snapshots/", Agent, post(upload_snapshot)),
         Route::new(M::GET, "/api/hosts/", Viewer, get(hosts)),
+        Route::new(M::GET, "/api/processes", Viewer, get(super::fleet_search::search_processes)),
         Route::new(M::DELETE, "/api/hosts/{server_id}", Admin, small(delete(delete_host))),
         Route::new(M::GET, "/api/hosts/{server_id}/top-processes", Viewer, get(top_processes)),
         Route::new(M::GET, "/api/hosts/{server_id}/export", Viewer, get(export_range)),

@@ -293,6 +293,11 @@ fn field(name: &str) -> Option<Kind> {
     })
 }
 
+/// Whether `name` (lower case) is a field of the language.
+pub fn is_field(name: &str) -> bool {
+    field(name).is_some()
+}
+
 type Predicate = Box<dyn Fn(&ProcessSample) -> bool + Send + Sync>;
 
 /// A compiled process query.
@@ -319,7 +324,7 @@ impl ProcessQuery {
     pub fn compile(query: &str) -> ProcessQuery {
         let mut tests: Vec<Predicate> = Vec::new();
         let mut errors = Vec::new();
-        for token in tokenize(query, |name| field(name).is_some()) {
+        for token in tokenize(query, is_field) {
             let test: Predicate = match &token.filter {
                 None => {
                     let needle = token.value.to_lowercase();

@@ -15,6 +15,9 @@ export class ExplorerState {
   /** Only this pid's subtree. */
   focusPid = $state<number | null>(null);
   focusName = $state<string | null>(null);
+  /** A process to open the details of once its host's snapshot shows it (from a
+   *  search over every host); cleared when opened. */
+  pendingOpen = $state<{ host: string; pid: number } | null>(null);
 
   toggleCollapsed(pid: number) {
     const next = new Set(this.collapsed);

@@ -562,6 +562,67 @@ sent_max_bytes_per_sec: number | null,
  */
 received_max_bytes_per_sec: number | null, };
 
+export type ProcessSearch = { 
+/**
+ * The query as given.
+ */
+query: string, 
+/**
+ * Hosts with at least one match, by host name.
+ */
+hosts: Array<ProcessSearchHost>, 
+/**
+ * Hosts whose newest snapshot was searched.
+ */
+hosts_searched: number, 
+/**
+ * Matching processes on the hosts searched (returned or not).
+ */
+matched: number, 
+/**
+ * Matching processes in `hosts`: at most `limit`.
+ */
+returned: number, 
+/**
+ * The search stopped at `limit`; `next_hostname` is where to go on.
+ */
+truncated: boolean, 
+/**
+ * The first host not searched, for `from_hostname` (when `truncated`).
+ */
+next_hostname: string | null, };
+
+export type ProcessSearchHost = { 
+/**
+ * The collector's id for the host (a `server_id`).
+ */
+host_id: number, 
+/**
+ * Host name.
+ */
+hostname: string, 
+/**
+ * Reporting now.
+ */
+online: boolean, 
+/**
+ * The snapshot searched (`GET /api/process-snapshots/{id}/`).
+ */
+snapshot_id: number, 
+/**
+ * When that snapshot was taken.
+ */
+taken_at: string, 
+/**
+ * Matching processes on this host (more than `processes` when the search stopped at
+ * its limit).
+ */
+matched: number, 
+/**
+ * The matching processes, in pid order.
+ */
+processes: Array<ProcessSample>, };
+
 export type TopProcess = { 
 /**
  * Process name.

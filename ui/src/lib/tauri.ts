@@ -32,7 +32,7 @@ import {
   type StoredSnapshot,
   type Transport,
 } from './transport';
-import type { AuditEntry, HostSummary, Series, SnapshotSummary, TopProcess } from './model';
+import type { AuditEntry, HostSummary, ProcessSearch, Series, SnapshotSummary, TopProcess } from './model';
 
 /** Calls one of the app's commands (Tauri's `invoke`, or a test's). */
 export type Invoke = <T>(cmd: string, args?: Record<string, unknown>) => Promise<T>;
@@ -529,6 +529,10 @@ export class TauriTransport implements Transport {
 
   topProcesses(host: HostRef, range: Range & { n?: number }): Promise<TopProcess[]> {
     return this.inner.topProcesses(host, range);
+  }
+
+  searchProcesses(q: string, limit?: number): Promise<ProcessSearch> {
+    return this.inner.searchProcesses(q, limit);
   }
 
   processHistory(host: HostRef, pid: number, startTime: string | null, range: Range): Promise<ProcessHistoryPoint[]> {

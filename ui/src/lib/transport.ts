@@ -18,6 +18,7 @@ import type {
   LoginResponse,
   ProcessAction,
   ProcessHistoryPoint,
+  ProcessSearch,
   Role,
   Series,
   Snapshot,
@@ -155,6 +156,8 @@ export interface Transport {
   snapshot(id: number): Promise<StoredSnapshot>;
   series(hostname: string, range: Range & { limit?: number }): Promise<Series>;
   topProcesses(host: HostRef, range: Range & { n?: number }): Promise<TopProcess[]>;
+  /** Processes matching a query on every host's newest snapshot, grouped by host. */
+  searchProcesses(q: string, limit?: number): Promise<ProcessSearch>;
   processHistory(host: HostRef, pid: number, startTime: string | null, range: Range): Promise<ProcessHistoryPoint[]>;
   audit(query: { host?: string; limit: number; offset: number }): Promise<AuditEntry[]>;
   download(request: ExportRequest): Promise<Download>;
@@ -739,6 +742,10 @@ export class WebTransport implements Transport {
 
   topProcesses(host: HostRef, range: Range & { n?: number }): Promise<TopProcess[]> {
     return this.request('GET', `/api/hosts/${seg(host)}/top-processes${query({ ...range })}`);
+  }
+
+  searchProcesses(q: string, limit?: number): Promise<ProcessSearch> {
+    return this.request('GET', `/api/processes${query({ q, limit })}`);
   }
 
   processHistory(host: HostRef, pid: number, startTime: string | null, range: Range): Promise<ProcessHistoryPoint[]> {
