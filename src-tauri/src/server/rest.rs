@@ -1310,8 +1310,10 @@ pub(super) async fn bulk_process_action(
     let request = bulk_request(&body)?;
     let host = state.resolve_host(&server_id).await?;
     let latest = newest_snapshot(&state, &host).await?;
-    let name_of =
-        |pid: u32| latest.as_ref().and_then(|s| s.processes.iter().find(|q| q.pid == pid)).map(|q| q.name.clone());
+    // The names the snapshot shows, for the audit rows of targets that are gone.
+    let names: std::collections::HashMap<u32, &str> =
+        latest.iter().flat_map(|s| s.processes.iter()).map(|q| (q.pid, q.name.as_str())).collect();
+    let name_of = |pid: u32| names.get(&pid).map(|n| (*n).to_owned());
     use futures_util::StreamExt;
     let results = futures_util::stream::iter(request.targets)
         .map(|t| {
