@@ -1081,3 +1081,64 @@ async fn a_collector_that_refuses_the_key_is_passed_over_and_a_refusal_from_all_
         assert_eq!(hosts, json!([]), "collector {i} stored nothing");
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_bulk_action_goes_through_the_agent_one_guarded_target_at_a_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let c = Collector::start(&data, &["--no-local"]);
+    let token = c.admin_token().await;
+    let key = key_file(dir.path(), "k", &new_key(&data, "k", None));
+    let _agent = Agent::start(&c.base, &key, "bulk-host", &dir.path().join("spool"), &["--allow-control"]);
+    let children: Vec<Sleeper> = (0..3).map(|i| Sleeper::start(&marker(&format!("bulk{i}")))).collect();
+    let pids: Vec<u32> = children.iter().map(Sleeper::pid).collect();
+
+    // Their start times, as the agent's snapshots show them.
+    let mut starts: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while starts.len() < pids.len() {
+        assert!(Instant::now() < deadline, "the children never appeared in the agent's snapshot");
+        let (_, snap) = c.get("/api/monitoring/bulk-host/snapshot", &token).await;
+        starts = pids
+            .iter()
+            .filter_map(|pid| {
+                snap["processes"].as_array()?.iter().find(|p| p["pid"] == *pid)?["start_time"]
+                    .as_str()
+                    .map(str::to_owned)
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+
+    // Two suspended, the third named with a start time that is not its own.
+    let body = json!({"targets": [
+        {"pid": pids[0], "start_time": starts[0]},
+        {"pid": pids[1], "start_time": "2001-01-01T00:00:00Z"},
+        {"pid": pids[2], "start_time": starts[2]},
+    ]});
+    let (status, answer) = c.post("/api/monitoring/bulk-host/processes/suspend", &token, Some(body)).await;
+    assert_eq!(status, 200, "{answer}");
+    let outcome: Vec<&str> =
+        answer["results"].as_array().unwrap().iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(outcome, ["success", "pid_reused", "success"], "{answer}");
+    assert!(wait_for(Duration::from_secs(5), || state(pids[0]) == Some('T') && state(pids[2]) == Some('T')));
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(matches!(state(pids[1]), Some('S' | 'R')), "the stale target is untouched: {:?}", state(pids[1]));
+
+    let (_, log) = c.get("/api/audit", &token).await;
+    let mut rows: Vec<(u64, String, String)> = log
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (e["pid"].as_u64().unwrap(), e["hostname"].as_str().unwrap().into(), e["result"].as_str().unwrap().into())
+        })
+        .collect();
+    rows.sort_unstable();
+    let mut expected: Vec<(u64, String, String)> = [(0, "success"), (1, "pid_reused"), (2, "success")]
+        .iter()
+        .map(|(i, r)| (u64::from(pids[*i]), "bulk-host".to_owned(), (*r).to_owned()))
+        .collect();
+    expected.sort_unstable();
+    assert_eq!(rows, expected);
+}

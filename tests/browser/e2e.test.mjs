@@ -20,6 +20,11 @@ import { ROOT, launchChromium, procyonBin, startCollector, startNamedProcess, st
 const ARTIFACTS = join(ROOT, 'artifacts');
 const UNIQUE = `procyon-e2e-${randomBytes(4).toString('hex')}`;
 const VIEWER = { name: 'e2e-viewer', password: 'viewer-password-0123' };
+const CHAIN = `procyon-e2e-chain-${randomBytes(4).toString('hex')}`;
+const BULK = `procyon-e2e-bulk-${randomBytes(4).toString('hex')}`;
+/** Levels of the tree that indent (`MAX_INDENT` in ProcessExplorer.svelte); deeper
+ *  ones stay at the cap. */
+const INDENT_CAP = 14;
 const HOSTILE_HOST = 'e2e-hostile';
 const AGENT_HOST = 'e2e-agent-host';
 const HOSTILE = {
@@ -31,6 +36,7 @@ const HOSTILE = {
 let collector;
 let chromium;
 let parent; // bash, whose child is the uniquely named process
+let chain; // the top of a chain of nested shells, deeper than the indentation cap
 let targetPid;
 let binDir;
 let server;
@@ -76,6 +82,12 @@ before(async () => {
 
   ({ parent, pid: targetPid, binDir } = await startNamedProcess(UNIQUE));
 
+  // 18 shells nested, each the parent of the next (and each with CHAIN on its
+  // command line, to find them), in a process group of their own to end them at once.
+  const script = join(binDir, 'chain.sh');
+  writeFileSync(script, 'n=$1; if [ "$n" -gt 0 ]; then sh "$0" $((n - 1)) "$2" & wait; else exec sleep 600; fi\n');
+  chain = spawn('sh', [script, '18', CHAIN], { stdio: 'ignore', detached: true });
+
   // A socket this process listens on.
   server = createServer(() => {});
   await new Promise((ok) => server.listen(0, '127.0.0.1', ok));
@@ -99,6 +111,15 @@ after(async () => {
       }
     },
     () => parent?.kill('SIGKILL'),
+    () => {
+      if (chain?.pid) {
+        try {
+          process.kill(-chain.pid, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+      }
+    },
     () => new Promise((ok) => (server ? server.close(() => ok()) : ok())),
     () => collector?.stop(),
     () => binDir && rmSync(binDir, { recursive: true, force: true }),
@@ -169,6 +190,37 @@ test('the dashboard, end to end', { timeout: 240_000 }, async (t) => {
     const left = (pid) => row(page, pid).locator('.pname').evaluate((e) => e.getBoundingClientRect().left);
     const [own, parents] = [await left(targetPid), await left(parent.pid)];
     assert.ok(own >= parents + 10, `the name is indented under its parent's: ${own} against ${parents}`);
+
+    // At every depth up to the cap, where the name's text starts on screen: each level
+    // of the chain right of the one above it, and from the cap on, straight below it.
+    await page.setViewportSize({ width: 1280, height: 1600 });
+    await search(page, CHAIN);
+    const levels = await waitFor('the whole chain in the tree', async () => {
+      const rows = await page.locator('[data-testid=process-table] .prow').evaluateAll((rs) =>
+        rs.map((r) => ({
+          pid: Number(r.dataset.pid),
+          name: r.dataset.name,
+          depth: Number(r.getAttribute('aria-level')) - 1,
+          x: r.querySelector('.pname').getBoundingClientRect().left,
+        })),
+      );
+      const top = rows.findIndex((r) => r.pid === chain.pid);
+      // 18 shells, the top and 17 below it, each with CHAIN on its command line (the
+      // sleep at the bottom has not, so the search leaves it out).
+      return top >= 0 && rows.length >= top + 18 ? rows.slice(top, top + 18) : null;
+    }, 30_000);
+    assert.ok(levels[levels.length - 1].depth > INDENT_CAP, `the chain goes past the cap: ${JSON.stringify(levels)}`);
+    for (let i = 1; i < levels.length; i += 1) {
+      const [above, here] = [levels[i - 1], levels[i]];
+      assert.equal(here.depth, above.depth + 1, `nested: ${JSON.stringify(levels)}`);
+      if (here.depth <= INDENT_CAP) {
+        assert.ok(here.x >= above.x + 10, `depth ${here.depth} starts right of depth ${above.depth}: ${here.x} against ${above.x}`);
+      } else {
+        assert.equal(here.x, above.x, `depth ${here.depth}, past the cap, starts where depth ${above.depth} does`);
+      }
+    }
+    await shot(page, 'tree-deep');
+    await page.setViewportSize({ width: 1280, height: 720 });
     await search(page, '');
     await page.waitForTimeout(500);
     await shot(page, 'tree');
@@ -208,6 +260,84 @@ test('the dashboard, end to end', { timeout: 240_000 }, async (t) => {
       (await row(page, targetPid).locator('[data-status]').getAttribute('data-status')) !== 'stopped',
     );
     await page.keyboard.press('Escape');
+  });
+
+  await t.test('acts on several processes at once through one dialog, each with its own outcome', async () => {
+    const started = [];
+    try {
+      for (let i = 0; i < 3; i += 1) started.push(await startNamedProcess(`${BULK}-${i}`));
+      const pids = started.map((s) => s.pid);
+      await page.click('[data-testid=mode-flat]');
+      await search(page, `name:${BULK}`);
+      await waitFor('the three processes', async () => (await page.locator('[data-testid=process-table] .prow').count()) === 3, 20_000);
+      // A click on the first row's box and a Shift+click on the last's pick all three.
+      const boxes = page.locator('[data-testid=process-table] .prow [data-testid=pick]');
+      await boxes.nth(0).click();
+      await boxes.nth(2).click({ modifiers: ['Shift'] });
+      assert.equal(await page.textContent('[data-testid=picked-count]'), '3 picked');
+      // The box in the header unpicks, then picks, everything the search matches.
+      await page.click('[data-testid=pick-all]');
+      assert.equal(await page.locator('[data-testid=bulk-bar]').count(), 0, 'nothing picked');
+      await page.click('[data-testid=pick-all]');
+      assert.equal(await page.textContent('[data-testid=picked-count]'), '3 picked');
+      // Picking opened no details.
+      assert.equal(await page.locator('[data-testid=process-drawer]').count(), 0);
+      await shot(page, 'bulk-picked');
+
+      await page.click('[data-testid=bulk-kill]');
+      const dialog = page.locator('[data-testid=bulk-dialog]');
+      await dialog.waitFor();
+      const text = await dialog.textContent();
+      for (const s of started) assert.ok(text.includes(String(s.pid)), `the dialog names ${s.pid}: ${text}`);
+      for (let i = 0; i < 3; i += 1) assert.ok(text.includes(`${BULK}-${i}`), text);
+      await shot(page, 'bulk-dialog');
+      // The middle one ends by itself while the dialog is open: the other two are
+      // still killed, and its outcome says it was gone.
+      process.kill(pids[1], 'SIGKILL');
+      await waitFor('the middle process to be gone', () => {
+        try {
+          return stateOf(pids[1]) === 'Z';
+        } catch {
+          return true;
+        }
+      });
+      await page.click('[data-testid=bulk-confirm]');
+      await page.waitForSelector('[data-testid=bulk-close]', { timeout: 20_000 });
+      const outcome = await page.locator('[data-testid=bulk-item]').evaluateAll((items) =>
+        items.map((e) => [Number(e.dataset.pid), e.dataset.status]),
+      );
+      assert.deepEqual(Object.fromEntries(outcome), { [pids[0]]: 'success', [pids[1]]: 'not_found', [pids[2]]: 'success' });
+      assert.match(await dialog.textContent(), /The process is gone/);
+      for (const pid of [pids[0], pids[2]]) {
+        await waitFor(`process ${pid} to be killed`, () => {
+          try {
+            return stateOf(pid) === 'Z';
+          } catch {
+            return true;
+          }
+        });
+      }
+      await shot(page, 'bulk-result');
+      await page.click('[data-testid=bulk-close]');
+      await dialog.waitFor({ state: 'detached' });
+      // The one refused stays picked; the two done do not.
+      await waitFor('the selection to keep only what was refused', async () =>
+        (await page.locator('[data-testid=picked-count]').count()) === 0 ||
+        (await page.textContent('[data-testid=picked-count]')) === '1 picked',
+      );
+      if ((await page.locator('[data-testid=pick-none]').count()) > 0) await page.click('[data-testid=pick-none]');
+      await search(page, '');
+    } finally {
+      for (const s of started) {
+        try {
+          process.kill(s.pid, 'SIGKILL');
+        } catch {
+          /* already gone */
+        }
+        s.parent.kill('SIGKILL');
+        rmSync(s.binDir, { recursive: true, force: true });
+      }
+    }
   });
 
   await t.test('the audit log shows what was done', async () => {

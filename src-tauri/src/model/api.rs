@@ -356,6 +356,47 @@ pub struct AuditEntry {
     pub message: String,
 }
 
+/// The most processes one bulk action may name.
+pub const MAX_BULK_TARGETS: usize = 1000;
+
+/// One process of a bulk action: its pid and the start time the caller saw, so that a
+/// pid reused since then is refused for that process alone.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkTarget {
+    /// Process id.
+    pub pid: u32,
+    /// Its start time as the caller's snapshot showed it (required).
+    pub start_time: DateTime<Utc>,
+}
+
+/// `POST /api/monitoring/{server_id}/processes/{action}`'s body.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BulkActionRequest {
+    /// The processes, 1 to [`MAX_BULK_TARGETS`], each pid at most once.
+    pub targets: Vec<BulkTarget>,
+}
+
+/// What became of one process of a bulk action.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
+pub struct BulkResult {
+    /// Process id, as asked.
+    pub pid: u32,
+    /// `"success"`, or the refusal's code (`"pid_reused"`, `"not_found"`, `"protected"`,
+    /// ...), as the audit log records it.
+    pub status: String,
+    /// Why it was refused or failed, in words; `null` on success.
+    pub error: Option<String>,
+}
+
+/// The answer to a bulk action: one result per target, in the order asked.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
+pub struct BulkActionResponse {
+    /// The outcomes.
+    pub results: Vec<BulkResult>,
+}
+
 /// A user account as admins see it (`procyon user list`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct UserSummary {

@@ -86,6 +86,7 @@ without a zone, UTC), a date (`2026-01-02`), seconds since the epoch, `now`, or 
         super::rest::export_snapshot,
         super::rest::monitoring_snapshot,
         super::rest::process_action,
+        super::rest::bulk_process_action,
         super::rest::audit,
         super::rest::users,
         super::rest::create_user,

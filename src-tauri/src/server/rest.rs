@@ -22,8 +22,8 @@ use super::routes::{Access, Route};
 use super::{AppState, upload, views};
 use crate::control::{self, Target};
 use crate::model::api::{
-    ApiKeySummary, AuditAction, AuditEntry, ErrorBody, HostSummary, KeyScope, LoginResponse, Role, SnapshotSummary,
-    UserSummary,
+    ApiKeySummary, AuditAction, AuditEntry, BulkActionRequest, BulkActionResponse, BulkResult, ErrorBody, HostSummary,
+    KeyScope, LoginResponse, MAX_BULK_TARGETS, Role, SnapshotSummary, UserSummary,
 };
 use crate::model::{ActionErrorCode, ProcessAction, Snapshot};
 use crate::store::{NewAuditEntry, Newest, Page, StoreError, StoredSnapshot};
@@ -81,6 +81,12 @@ pub fn routes() -> Vec<Route> {
             "/api/monitoring/{server_id}/process/{pid}/{action}",
             Operator,
             small(post(process_action)),
+        ),
+        Route::new(
+            M::POST,
+            "/api/monitoring/{server_id}/processes/{action}",
+            Operator,
+            post(bulk_process_action).layer(DefaultBodyLimit::max(BULK_BODY_BYTES)),
         ),
         Route::new(M::GET, "/api/audit", Viewer, get(audit)),
         Route::new(M::GET, "/api/users", Admin, get(users)),
@@ -1066,24 +1072,7 @@ pub(super) async fn process_action(
     let action: ProcessAction = action.parse().map_err(ApiError::NotFound)?;
     let pid: u32 = pid.parse().map_err(|_| ApiError::NotFound(format!("`{pid}` is not a process id.")))?;
     if let Err(refusal) = user.require_operator() {
-        // A refused attempt is still an attempt: it goes in the log too, once a minute
-        // per user at most, so that a viewer cannot flood the log.
-        if !state.first_refusal_this_minute(&user.username) {
-            return Err(refusal);
-        }
-        let entry = NewAuditEntry {
-            actor: user.username.clone(),
-            hostname: server_id.clone(),
-            pid: Some(pid),
-            process_name: None,
-            action: action.into(),
-            tree: false,
-            result: "forbidden".into(),
-            message: refusal.parts().1.message,
-        };
-        if let Err(e) = state.store.audit(entry).await {
-            tracing::error!("cannot write the audit log: {e}");
-        }
+        audit_refusal(&state, &user, &server_id, Some(pid), action, &refusal).await;
         return Err(refusal);
     }
     // Options come as query parameters or, for clients that prefer it, a JSON body.
@@ -1097,10 +1086,7 @@ pub(super) async fn process_action(
     // The process is named by pid *and* start time, so that a pid reused since the
     // caller looked is refused. Callers that give no start time (the original
     // monitoring API has none) mean the process the newest snapshot shows.
-    let latest = match state.hub.latest(&host.hostname) {
-        Some(p) => Some(p.snapshot.clone()),
-        None => state.store.latest(host.id).await?.map(|s| std::sync::Arc::new(s.snapshot)),
-    };
+    let latest = newest_snapshot(&state, &host).await?;
     let seen = latest.as_ref().and_then(|s| s.processes.iter().find(|q| q.pid == pid));
     let process_name = seen.map(|q| q.name.clone());
     let start_time = match (options.start_time, seen) {
@@ -1116,8 +1102,80 @@ pub(super) async fn process_action(
         }
     };
     let target = Target { pid, start_time };
-    let result = if host.local && start_time.is_none() {
-        Err(crate::model::ActionError {
+    match act_and_audit(&state, &user, &host, target, process_name, action, options.tree).await {
+        Ok((_, count)) => Ok(Json(json!({
+            "status": "success",
+            "message": done_message(pid, action),
+            "signalled": count,
+        }))),
+        Err(e) if e.code == ActionErrorCode::Unsupported && !host.local => Err(ApiError::Unavailable(e.message)),
+        Err(e) if e.code == ActionErrorCode::Failed && e.message.starts_with(NO_ANSWER) => {
+            Err(ApiError::Timeout(e.message))
+        }
+        Err(e) => Err(ApiError::Action(e)),
+    }
+}
+
+/// The newest snapshot of `host`: live from the hub, else the stored one.
+async fn newest_snapshot(state: &AppState, host: &HostSummary) -> Result<Option<std::sync::Arc<Snapshot>>, ApiError> {
+    Ok(match state.hub.latest(&host.hostname) {
+        Some(p) => Some(p.snapshot.clone()),
+        None => state.store.latest(host.id).await?.map(|s| std::sync::Arc::new(s.snapshot)),
+    })
+}
+
+/// What a successful action says: `Process 123 killed`.
+fn done_message(pid: u32, action: ProcessAction) -> String {
+    format!("Process {pid} {}", action.past_tense())
+}
+
+/// Writes the attempt of someone without the operator role to the audit log (a refused
+/// attempt is still an attempt), once a minute per user at most, so that a viewer
+/// cannot flood the log. `pid` is `None` for a bulk request.
+async fn audit_refusal(
+    state: &AppState,
+    user: &CurrentUser,
+    server_id: &str,
+    pid: Option<u32>,
+    action: ProcessAction,
+    refusal: &ApiError,
+) {
+    if !state.first_refusal_this_minute(&user.username) {
+        return;
+    }
+    let entry = NewAuditEntry {
+        actor: user.username.clone(),
+        hostname: server_id.to_owned(),
+        pid,
+        process_name: None,
+        action: action.into(),
+        tree: false,
+        result: "forbidden".into(),
+        message: refusal.parts().1.message,
+    };
+    if let Err(e) = state.store.audit(entry).await {
+        tracing::error!("cannot write the audit log: {e}");
+    }
+}
+
+/// Carries out one process action on `host` (on this machine through `control`, on an
+/// agent's through its channel) and writes its audit row: the one path of the single
+/// and the bulk action routes. `seen_name` is the name the newest snapshot shows for
+/// the pid, for the audit row when the action does not get as far as the process.
+/// Returns the process's name and how many processes were signalled.
+async fn act_and_audit(
+    state: &AppState,
+    user: &CurrentUser,
+    host: &HostSummary,
+    target: Target,
+    seen_name: Option<String>,
+    action: ProcessAction,
+    tree: bool,
+) -> Result<(String, usize), crate::model::ActionError> {
+    use crate::model::ActionError;
+    let pid = target.pid;
+    let result = if host.local && target.start_time.is_none() {
+        Err(ActionError {
             code: ActionErrorCode::PidReused,
             message: format!(
                 "When process {pid} started is not known, so Procyon cannot make sure the pid still names the \
@@ -1125,16 +1183,18 @@ pub(super) async fn process_action(
             ),
         })
     } else if host.local {
-        let act = if options.tree { control::act_tree } else { control::act };
-        tokio::task::spawn_blocking(move || act(target, action))
-            .await
-            .map_err(|e| ApiError::Internal(format!("action task: {e}")))?
-            .map(|outcome| (outcome.process.name, outcome.signalled.len()))
+        let act = if tree { control::act_tree } else { control::act };
+        match tokio::task::spawn_blocking(move || act(target, action)).await {
+            Ok(done) => done.map(|outcome| (outcome.process.name, outcome.signalled.len())),
+            Err(e) => {
+                Err(ActionError { code: ActionErrorCode::Failed, message: format!("The action's task failed: {e}") })
+            }
+        }
     } else {
-        relay(&state, &host.hostname, &user, target, action, options.tree).await
+        relay(state, &host.hostname, user, target, action, tree).await
     };
     let (result_code, message) = match &result {
-        Ok((_, _)) => ("success".to_owned(), format!("Process {pid} {}", action.past_tense())),
+        Ok(_) => ("success".to_owned(), done_message(pid, action)),
         Err(e) => (
             serde_json::to_value(e.code).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default(),
             e.message.clone(),
@@ -1146,29 +1206,139 @@ pub(super) async fn process_action(
             actor: user.username.clone(),
             hostname: host.hostname.clone(),
             pid: Some(pid),
-            process_name: result.as_ref().ok().map(|(n, _)| n.clone()).or(process_name),
+            process_name: result.as_ref().ok().map(|(n, _)| n.clone()).or(seen_name),
             action: action.into(),
-            tree: options.tree,
+            tree,
             result: result_code,
-            message: message.clone(),
+            message,
         })
         .await;
     if let Err(e) = audited {
         // The action happened (or not) either way; losing its record must be loud.
         tracing::error!("cannot write the audit log: {e}");
     }
-    match result {
-        Ok((_, count)) => Ok(Json(json!({
-            "status": "success",
-            "message": message,
-            "signalled": count,
-        }))),
-        Err(e) if e.code == ActionErrorCode::Unsupported && !host.local => Err(ApiError::Unavailable(e.message)),
-        Err(e) if e.code == ActionErrorCode::Failed && e.message.starts_with(NO_ANSWER) => {
-            Err(ApiError::Timeout(e.message))
-        }
-        Err(e) => Err(ApiError::Action(e)),
+    result
+}
+
+/// The most a bulk action's body may be: 1,000 targets of about 70 bytes each, with
+/// room for whitespace.
+pub const BULK_BODY_BYTES: usize = 256 << 10;
+
+/// Targets of one bulk action carried out at once: enough that a slow agent does not
+/// make a thousand processes wait in line, few enough not to flood its channel.
+const BULK_CONCURRENCY: usize = 16;
+
+/// Reads and checks a bulk action's body: every target well-formed, 1 to
+/// [`MAX_BULK_TARGETS`] of them, no pid twice. Anything wrong is a 422 naming the field,
+/// before anything is done.
+fn bulk_request(body: &[u8]) -> Result<BulkActionRequest, ApiError> {
+    const SHAPE: &str = "Send {\"targets\": [{\"pid\": 123, \"start_time\": \"…\"}]}, with the start time each \
+        process had in your snapshot.";
+    // serde would also read a struct from an array (`[[…]]`), with a message that
+    // confuses more than it helps: the body is an object or it is wrong.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(ApiError::Invalid { field: None, message: format!("The body is not a JSON object. {SHAPE}") });
     }
+    let mut de = serde_json::Deserializer::from_slice(body);
+    let request: BulkActionRequest = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let field = e.path().to_string();
+        // A missing field is reported at its parent (`.` for the top); its name is in
+        // the message.
+        let field = (field != ".").then_some(field);
+        let inner = e.into_inner();
+        let message = match &field {
+            Some(f) => format!("`{f}`: {inner}. Nothing was done. {SHAPE}"),
+            None => format!("The body: {inner}. Nothing was done. {SHAPE}"),
+        };
+        ApiError::Invalid { field, message }
+    })?;
+    de.end().map_err(|e| ApiError::Invalid { field: None, message: format!("The body: {e}. Nothing was done.") })?;
+    let count = request.targets.len();
+    if count == 0 {
+        return Err(ApiError::invalid("targets", "Name at least one process."));
+    }
+    if count > MAX_BULK_TARGETS {
+        return Err(ApiError::invalid(
+            "targets",
+            format!(
+                "One bulk action names at most {MAX_BULK_TARGETS} processes; this one names {count}. Nothing was done."
+            ),
+        ));
+    }
+    let mut seen = std::collections::HashSet::with_capacity(count);
+    for (i, target) in request.targets.iter().enumerate() {
+        if !seen.insert(target.pid) {
+            return Err(ApiError::invalid(
+                format!("targets[{i}].pid"),
+                format!("Process {} is named twice; name each process once. Nothing was done.", target.pid),
+            ));
+        }
+    }
+    Ok(request)
+}
+
+#[utoipa::path(post, path = "/api/monitoring/{server_id}/processes/{action}", tag = "monitoring",
+    summary = "Act on several processes",
+    description = "Suspend, resume, terminate or kill up to 1,000 processes of one host at once. Each target is \
+        carried out as `POST /api/monitoring/{server_id}/process/{pid}/{action}` would: named by pid and start \
+        time (a pid reused since is refused for that target alone), refused for protected processes, audited one \
+        row per target, on the collector's machine or through the host's agent. The answer lists each target's \
+        outcome in the order asked. A body with more than 1,000 targets, a malformed target or a pid named twice \
+        is refused whole (422) and nothing is done.",
+    params(super::openapi::ServerId,
+        ("action" = crate::model::ProcessAction, Path, description = "What to do")),
+    request_body = BulkActionRequest,
+    responses(
+        (status = 200, description = "Each target's outcome", body = BulkActionResponse),
+        (status = 422, description = "Over the limit, or a malformed target; nothing was done", body = ErrorBody)))]
+pub(super) async fn bulk_process_action(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    ApiPath((server_id, action)): ApiPath<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Json<BulkActionResponse>, ApiError> {
+    let body = body.map_err(|e| match e.status() {
+        StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::TooLarge(format!("A bulk action's body is at most {} KiB.", BULK_BODY_BYTES >> 10))
+        }
+        _ => ApiError::BadRequest(e.body_text()),
+    })?;
+    let action: ProcessAction = action.parse().map_err(ApiError::NotFound)?;
+    if let Err(refusal) = user.require_operator() {
+        audit_refusal(&state, &user, &server_id, None, action, &refusal).await;
+        return Err(refusal);
+    }
+    let request = bulk_request(&body)?;
+    let host = state.resolve_host(&server_id).await?;
+    let latest = newest_snapshot(&state, &host).await?;
+    // The names the snapshot shows, for the audit rows of targets that are gone.
+    let names: std::collections::HashMap<u32, &str> =
+        latest.iter().flat_map(|s| s.processes.iter()).map(|q| (q.pid, q.name.as_str())).collect();
+    let name_of = |pid: u32| names.get(&pid).map(|n| (*n).to_owned());
+    use futures_util::StreamExt;
+    let results = futures_util::stream::iter(request.targets)
+        .map(|t| {
+            let (state, user, host) = (&state, &user, &host);
+            let seen_name = name_of(t.pid);
+            async move {
+                let target = Target { pid: t.pid, start_time: Some(t.start_time) };
+                match act_and_audit(state, user, host, target, seen_name, action, false).await {
+                    Ok(_) => BulkResult { pid: t.pid, status: "success".into(), error: None },
+                    Err(e) => BulkResult {
+                        pid: t.pid,
+                        status: serde_json::to_value(e.code)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_owned))
+                            .unwrap_or_default(),
+                        error: Some(e.message),
+                    },
+                }
+            }
+        })
+        .buffered(BULK_CONCURRENCY)
+        .collect::<Vec<_>>()
+        .await;
+    Ok(Json(BulkActionResponse { results }))
 }
 
 /// How long a relayed action waits for the agent's answer.

@@ -68,6 +68,8 @@ describe('percents and counts', () => {
     expect(formatPerSecond(3.21)).toBe('3.2/s');
     expect(formatPerSecond(1500)).toBe('1.50K/s');
     expect(formatLoad(0.5)).toBe('0.50');
+    expect(formatLoad(10.24)).toBe('10.2');
+    expect(formatLoad(123.4)).toBe('123');
     expect(formatLoad(null)).toBe(MISSING);
   });
 });

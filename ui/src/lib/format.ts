@@ -76,7 +76,9 @@ export function formatPerSecond(n: number | null | undefined): string {
 /** A load average: two decimals. */
 export function formatLoad(load: number | null | undefined): string {
   if (load == null || !Number.isFinite(load)) return MISSING;
-  return load.toFixed(2);
+  // Three figures at most, so that a busy machine's "5m 10.24 · 15m 12.61" still fits
+  // its card instead of being cut off.
+  return load.toFixed(load >= 100 ? 0 : load >= 10 ? 1 : 2);
 }
 
 /** A duration in seconds, its two largest units: `45s`, `12m 03s`, `3h 12m`, `5d 4h`. */

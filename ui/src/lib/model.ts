@@ -716,6 +716,43 @@ result: string,
  */
 message: string, };
 
+export type BulkTarget = { 
+/**
+ * Process id.
+ */
+pid: number, 
+/**
+ * Its start time as the caller's snapshot showed it (required).
+ */
+start_time: string, };
+
+export type BulkActionRequest = { 
+/**
+ * The processes, 1 to [`MAX_BULK_TARGETS`], each pid at most once.
+ */
+targets: Array<BulkTarget>, };
+
+export type BulkResult = { 
+/**
+ * Process id, as asked.
+ */
+pid: number, 
+/**
+ * `"success"`, or the refusal's code (`"pid_reused"`, `"not_found"`, `"protected"`,
+ * ...), as the audit log records it.
+ */
+status: string, 
+/**
+ * Why it was refused or failed, in words; `null` on success.
+ */
+error: string | null, };
+
+export type BulkActionResponse = { 
+/**
+ * The outcomes.
+ */
+results: Array<BulkResult>, };
+
 export type UserSummary = { 
 /**
  * User id.

@@ -165,6 +165,20 @@ describe('TauriTransport: REST over the api command', () => {
     expect(post.body).toBeNull();
   });
 
+  it('carries a bulk action as one POST with its targets in the body', async () => {
+    const app = fakeApp();
+    app.routes.set('POST /api/monitoring/web-1/processes/suspend', () =>
+      json(200, { results: [{ pid: 42, status: 'success', error: null }] }),
+    );
+    const t = new TauriTransport();
+    await t.restore();
+    const targets = [{ pid: 42, start_time: '2026-01-01T00:00:00Z' }];
+    expect(await t.actMany({ host: 'web-1', action: 'suspend', targets })).toEqual([{ pid: 42, status: 'success', error: null }]);
+    const post = app.requests.find((r) => r.method === 'POST')!;
+    expect(post.path).toBe('/api/monitoring/web-1/processes/suspend');
+    expect(JSON.parse(post.body!)).toEqual({ targets });
+  });
+
   it('turns 4xx and 5xx replies into ApiErrors with the server message', async () => {
     const app = fakeApp();
     app.routes.set('GET /api/process-snapshots/7/', () => json(404, { error: 'not_found', message: 'No snapshot 7.', field: null }));

@@ -18,6 +18,8 @@ import {
   type ActionRequest,
   type ActionResult,
   type BackoffOptions,
+  type BulkRequest,
+  type BulkResult,
   type Download,
   type ExportRequest,
   type HostRef,
@@ -549,6 +551,10 @@ export class TauriTransport implements Transport {
 
   act(request: ActionRequest): Promise<ActionResult> {
     return this.inner.act(request);
+  }
+
+  actMany(request: BulkRequest): Promise<BulkResult[]> {
+    return this.inner.actMany(request);
   }
 
   deleteHost(host: HostRef): Promise<void> {

@@ -374,6 +374,24 @@ describe('WebTransport', () => {
     expect(new URL(calls[2].url).searchParams.has('tree')).toBe(false);
   });
 
+  it('sends a bulk action as one request naming every target, and returns each outcome', async () => {
+    const { f, calls } = fakeFetch({
+      'POST /api/auth/login': () => json({ token: 'T', expires_at: future(), role: 'operator', username: 'o' }),
+      'POST /api/monitoring/3/processes/kill': () =>
+        json({ results: [{ pid: 42, status: 'success', error: null }, { pid: 43, status: 'pid_reused', error: 'Not the one you saw.' }] }),
+    });
+    const t = new WebTransport({ origin: 'http://c', fetch: f, storage: null });
+    await t.signIn('o', 'pw');
+    const targets = [
+      { pid: 42, start_time: '2026-01-01T00:00:00.000Z' },
+      { pid: 43, start_time: '2026-01-01T00:00:01.000Z' },
+    ];
+    const results = await t.actMany({ host: 3, action: 'kill', targets });
+    expect(results.map((r) => r.status)).toEqual(['success', 'pid_reused']);
+    expect(calls[1].init?.method).toBe('POST');
+    expect(JSON.parse(String(calls[1].init?.body))).toEqual({ targets });
+  });
+
   it('reads the total of a snapshot list from X-Total-Count', async () => {
     const { f } = fakeFetch({
       'POST /api/auth/login': () => json({ token: 'T', expires_at: future(), role: 'viewer', username: 'v' }),

@@ -12,6 +12,10 @@
 import { DeltaMismatch, applyDelta } from './delta';
 import type {
   AuditEntry,
+  BulkActionRequest,
+  BulkActionResponse,
+  BulkResult,
+  BulkTarget,
   ErrorBody,
   HostSummary,
   LiveMessage,
@@ -27,7 +31,7 @@ import type {
 } from './model';
 import { TauriTransport } from './tauri';
 
-export type { ProcessHistoryPoint };
+export type { BulkResult, ProcessHistoryPoint };
 
 // ---------------------------------------------------------------------------------------
 // What the UI sees
@@ -92,6 +96,19 @@ export interface ActionResult {
   message: string;
   signalled?: number;
 }
+
+/** One action on several processes of one host: each carried out on its own, with its
+ *  own pid-reuse guard and audit row. */
+export interface BulkRequest {
+  host: HostRef;
+  action: ProcessAction;
+  /** At most `MAX_BULK_TARGETS`, each pid once, with the start time the user saw. */
+  targets: BulkTarget[];
+}
+
+/** The most processes one bulk action may name: the collector's `MAX_BULK_TARGETS`,
+ *  over which it refuses the whole request. */
+export const MAX_BULK_TARGETS = 1000;
 
 export type LiveState = 'connecting' | 'live' | 'reconnecting' | 'closed';
 
@@ -162,6 +179,8 @@ export interface Transport {
   audit(query: { host?: string; limit: number; offset: number }): Promise<AuditEntry[]>;
   download(request: ExportRequest): Promise<Download>;
   act(request: ActionRequest): Promise<ActionResult>;
+  /** One action on several processes; the answer lists each one's outcome. */
+  actMany(request: BulkRequest): Promise<BulkResult[]>;
   /** Deletes a host with its whole history (admins). */
   deleteHost(host: HostRef): Promise<void>;
 }
@@ -769,6 +788,14 @@ export class WebTransport implements Transport {
   act(request: ActionRequest): Promise<ActionResult> {
     const q = query({ start_time: request.startTime, tree: request.tree ? 'true' : undefined });
     return this.request('POST', `/api/monitoring/${seg(request.host)}/process/${seg(request.pid)}/${seg(request.action)}${q}`);
+  }
+
+  async actMany(request: BulkRequest): Promise<BulkResult[]> {
+    const body: BulkActionRequest = { targets: request.targets };
+    const answer = await this.request<BulkActionResponse>('POST', `/api/monitoring/${seg(request.host)}/processes/${seg(request.action)}`, {
+      json: body,
+    });
+    return answer.results;
   }
 
   deleteHost(host: HostRef): Promise<void> {
