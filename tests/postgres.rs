@@ -224,3 +224,39 @@ fn a_database_url_is_checked_and_its_password_never_shown() {
     assert!(help.contains("--database") && help.contains("PROCYON_DATABASE"), "{help}");
     assert!(!help.contains("hunter2"), "{help}");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sqlite_collector_moves_to_postgres_with_db_copy() {
+    let Some(url) = common::postgres::database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old");
+    // The seed's example is from 2025: kept whole, so that it reads back the same.
+    let keep = ["--keep-raw", "20years", "--keep-minutes", "20years"];
+    let mut lite = Collector::start(&old, &[&["--no-local"][..], &keep].concat());
+    let token = lite.admin_token().await;
+    let key = common::collector::new_key(&old, "machine-01", None);
+    let (status, body) = lite.upload(&key, SEED_EXAMPLE).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["snapshot_id"].as_i64().unwrap();
+    assert!(lite.stop());
+
+    let out = Command::new(BIN).args(["db", "copy", "--from"]).arg(&old).args(["--to", &url]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("1 hosts, 1 snapshots") && said.contains("token signing key"), "{said}");
+
+    // The new collector serves the old one's data, to the old one's token and key.
+    let pg = Collector::start(&dir.path().join("new"), &[&["--no-local", "--database", &url][..], &keep].concat());
+    assert!(pg.admin_password.is_none(), "the old users came along");
+    let (status, one) = pg.get(&format!("/api/process-snapshots/{id}/"), &token).await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["hostname"], "MACHINE-01");
+    let (status, body) = pg.upload(&key, SEED_EXAMPLE.replace("09:15:00Z", "09:16:00Z")).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(body["snapshot_id"].as_i64().unwrap() > id);
+
+    // Again into a database that holds data: refused.
+    let out = Command::new(BIN).args(["db", "copy", "--from"]).arg(&old).args(["--to", &url]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds data already"));
+}

@@ -1028,3 +1028,65 @@ async fn a_chain_is_cut_whole_when_it_gets_long(place: Place) {
     assert_eq!(s.snapshot.seq, u64::from(ingest::MAX_CHAIN) + 1);
     assert_eq!(store.read_stats().decoded - before, u64::from(ingest::MAX_CHAIN) + 1, "a whole row and its deltas");
 }
+
+/// A SQLite collector's data copied into PostgreSQL reads back the same, ids and all,
+/// and the copy's ids do not collide with what is stored after it.
+#[tokio::test]
+async fn a_sqlite_store_copies_into_postgres_whole() {
+    let Some(target) = Place::postgres() else { return };
+    let source_place = Place::sqlite();
+    let source = source_place.open().await;
+    let now = now();
+    let t0 = from_ms(ingest::window_start("alpha", to_ms(now - secs(7200))));
+    let mut ids = Vec::new();
+    for seq in 1..=130u64 {
+        let s = tick("alpha", seq, t0 + secs(seq as i64 - 1));
+        ids.push(source.insert_snapshot(&s, t0).await.unwrap().id);
+    }
+    let mut short = snap("beta", 1, t0, 3.0);
+    short.network.total = None;
+    source.insert_snapshot(&short, t0).await.unwrap();
+    source.maintain(now, &Retention { raw: Duration::from_secs(3 * 3600), ..Retention::default() }).await.unwrap();
+    // A late snapshot, still queued for its merge.
+    source.insert_snapshot(&tick("alpha", 1000, t0 + secs(5)), now).await.unwrap();
+    source.create_user("ada", "$argon2id$x", Role::Admin).await.unwrap();
+    let key = source.create_api_key("web", "pk_1", "hash-1", Some("alpha")).await.unwrap();
+    source.revoke_api_key("web").await.unwrap();
+    source.create_scoped_api_key("prom", "pk_2", "hash-2", None, KeyScope::Metrics).await.unwrap();
+    source.audit(NewAuditEntry::host_change("ada", "beta", AuditAction::UnbindHost, "unbound".into())).await.unwrap();
+
+    let pg = target.open().await;
+    let copied = source.copy_into(&pg, Some(&[7; 32])).await.unwrap();
+    assert_eq!((copied.hosts, copied.snapshots, copied.users, copied.api_keys, copied.audit), (2, 132, 1, 2, 1));
+    assert!(copied.rollups > 0);
+
+    assert_eq!(pg.hosts().await.unwrap(), source.hosts().await.unwrap());
+    assert_eq!(pg.list(None, page(1000, 0)).await.unwrap(), source.list(None, page(1000, 0)).await.unwrap());
+    for id in ids.iter().step_by(7) {
+        assert_eq!(pg.snapshot(*id).await.unwrap(), source.snapshot(*id).await.unwrap(), "snapshot {id}");
+    }
+    let host = pg.host("alpha").await.unwrap().unwrap().id;
+    let series = |store: Store| async move {
+        store.series(host, Some(t0), Some(now), None, now, &Retention::default()).await.unwrap()
+    };
+    assert_eq!(series(pg.clone()).await, series(source.clone()).await);
+    assert_eq!(pg.users().await.unwrap(), source.users().await.unwrap());
+    assert_eq!(pg.api_keys().await.unwrap(), source.api_keys().await.unwrap());
+    assert_eq!(pg.audit_log(None, page(10, 0)).await.unwrap(), source.audit_log(None, page(10, 0)).await.unwrap());
+    assert_eq!(pg.host_binding("alpha").await.unwrap(), source.host_binding("alpha").await.unwrap());
+    assert_eq!(pg.shared_signing_key(&[1; 32]).await.unwrap(), Some(vec![7; 32]), "tokens issued before stay valid");
+    // The late snapshot is merged on the new side as it would have been on the old.
+    assert_eq!(
+        pg.maintain(now, &Retention::default()).await.unwrap(),
+        source.maintain(now, &Retention::default()).await.unwrap()
+    );
+
+    // New rows continue after the copied ones.
+    let next = pg.insert_snapshot(&tick("alpha", 2000, now), now).await.unwrap();
+    assert!(next.id > *ids.iter().max().unwrap());
+    let again = pg.create_api_key("next", "pk_3", "hash-3", None).await.unwrap();
+    assert!(again.id > key.id);
+    // A second copy into a database that holds data is refused, and changes nothing.
+    assert!(matches!(source.copy_into(&pg, None).await, Err(StoreError::Refused(_))));
+    assert_eq!(pg.api_keys().await.unwrap().len(), 3);
+}
