@@ -172,6 +172,11 @@ async fn while_postgres_is_down_the_collector_answers_503_and_recovers() {
     // The seed's example at another minute each time: a seed-style upload's seq is its time.
     let upload = |minute: u32| SEED_EXAMPLE.replace("09:15:00Z", &format!("09:{minute:02}:00Z"));
     assert_eq!(c.upload(&key, upload(15)).await.0, 201);
+    let _agent = Agent::start(&c.base, &key, "pg-outage", dir.path());
+    wait_until(Duration::from_secs(60), "the agent's snapshots", || async {
+        seqs(&c, &token, "pg-outage").await.len() >= 3
+    })
+    .await;
 
     cluster.stop();
     // The collector's cached sign-in and key checks may answer a little longer; then the
@@ -197,6 +202,15 @@ async fn while_postgres_is_down_the_collector_answers_503_and_recovers() {
     })
     .await;
     assert_eq!(seqs(&c, &token, "MACHINE-01").await.len(), 2, "stored once, after the outage");
+    // The agent kept what it took meanwhile and sent it again: every seq, once.
+    let before = seqs(&c, &token, "pg-outage").await.len();
+    wait_until(Duration::from_secs(60), "the agent's backlog", || async {
+        seqs(&c, &token, "pg-outage").await.len() >= before + 20
+    })
+    .await;
+    let stored = seqs(&c, &token, "pg-outage").await;
+    assert_eq!(stored[0], 1);
+    assert!(stored.windows(2).all(|w| w[1] == w[0] + 1), "every seq once: {stored:?}");
 }
 
 #[test]

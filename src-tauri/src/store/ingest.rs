@@ -511,6 +511,10 @@ impl Writer {
             }
             Ok(None) => None,
             Err(StoreError::Full) => return self.refuse_full(batch),
+            // PostgreSQL is away: trying row by row would only wait for it again.
+            Err(StoreError::Unreachable(why)) => {
+                return batch.iter().map(|_| Err(StoreError::Unreachable(why.clone()))).collect();
+            }
             Err(e) => Some(e),
         };
         if let Some(e) = fast {
@@ -523,6 +527,9 @@ impl Writer {
             }
             Ok(None) => "a row failed outside its savepoint".to_owned(),
             Err(StoreError::Full) => return self.refuse_full(batch),
+            Err(StoreError::Unreachable(why)) => {
+                return batch.iter().map(|_| Err(StoreError::Unreachable(why.clone()))).collect();
+            }
             Err(e) => e.to_string(),
         };
         // Nothing of the batch is stored: every caller hears why.
@@ -555,17 +562,20 @@ impl Writer {
             let mut learnt_here = Learnt::new();
             let result = self.insert(tx.conn(), &job.row, job.row.epoch != epoch, &mut learnt_here).await;
             match (&result, savepoints) {
-                (Err(e), false) => {
+                (Err(_), false) => {
                     // The host's row may be what failed: look it up afresh next time.
                     self.hosts.remove(&job.row.hostname);
-                    let full = matches!(e, StoreError::Full);
                     // SQLite may have rolled the transaction back already (it does on
                     // a full disk), and then this fails: the row's error is what
                     // matters, and the pool checks the connection when it comes back.
                     let _ = tx.rollback().await;
-                    return if full { Err(StoreError::Full) } else { Ok(None) };
+                    return match result {
+                        Err(e @ (StoreError::Full | StoreError::Unreachable(_))) => Err(e),
+                        _ => Ok(None),
+                    };
                 }
                 (Err(StoreError::Full), true) => return Err(StoreError::Full),
+                (Err(StoreError::Unreachable(why)), true) => return Err(StoreError::Unreachable(why.clone())),
                 (Err(_), true) => {
                     self.hosts.remove(&job.row.hostname);
                     on!(tx.conn(), |c| sqlx::query("ROLLBACK TO one_row").execute(c).await.map(|d| d.rows_affected()))?;

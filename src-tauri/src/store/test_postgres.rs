@@ -54,7 +54,13 @@ fn skip<T>(missing: &str) -> Option<T> {
     if std::env::var_os("CI").is_some() {
         panic!("PostgreSQL is needed on CI (CI is set): {missing}");
     }
-    eprintln!("skipping a PostgreSQL test: {missing}");
+    // Past the test harness's capture (which would show it only for failing tests),
+    // once per process.
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        use std::io::Write;
+        let _ = writeln!(std::io::stderr(), "skipping the PostgreSQL tests: {missing}");
+    });
     None
 }
 
@@ -118,9 +124,12 @@ impl Cluster {
 
     /// Starts the server again after [`Cluster::stop`] (same port, same data).
     pub fn start_again(&self) -> Result<(), String> {
+        // No fsync (the machine does not crash under a test), but commits are written
+        // before they are answered: a test stops the server as a crash would, and an
+        // answered commit must survive that, as on a real server.
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=200",
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c full_page_writes=off \
+             -c max_connections=200",
             self.port,
             self.dir.display()
         );
