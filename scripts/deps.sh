@@ -8,7 +8,8 @@
 #   test     everything `make test` runs: the desktop app's libraries, Chromium for the
 #            dashboard's browser test, Xvfb, WebKit's WebDriver and tauri-driver for the
 #            desktop window's test, what the packages' test builds and reads them with,
-#            and Prometheus with promtool for the metrics' test
+#            Prometheus with promtool for the metrics' test, and PostgreSQL for the store's
+#            tests on it
 #   bench    what `make bench` runs
 #
 # It says what it installs. Debian packages need root: it uses sudo when not root.
@@ -31,11 +32,12 @@ case "$what" in
   # `procyon watch` is driven in; the packages' test builds .debs and renders their man
   # pages (man-db); /metrics is checked with promtool and scraped by a real Prometheus
   # (both in Debian's prometheus package); the OpenAPI test installs schemathesis from
-  # PyPI into a venv.
+  # PyPI into a venv. The store's tests and the collector's on PostgreSQL start their own
+  # throwaway cluster with the binaries of Debian's postgresql package (never the system's).
   test) apt_packages+=(util-linux procps tmux python3 python3-venv chromium "${desktop_packages[@]}" xvfb xauth dbus
-    dbus-x11 webkit2gtk-driver "${deb_packages[@]}" man-db prometheus) ;;
+    dbus-x11 webkit2gtk-driver "${deb_packages[@]}" man-db prometheus postgresql) ;;
   bench) apt_packages+=(python3 python3-venv python3-dev chromium "${desktop_packages[@]}" xvfb xauth dbus
-    dbus-x11) ;;
+    dbus-x11 postgresql) ;;
   *) echo "usage: $0 build|desktop|deb|test|bench" >&2; exit 2 ;;
 esac
 

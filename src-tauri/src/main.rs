@@ -108,6 +108,29 @@ enum Command {
         #[command(subcommand)]
         command: HostCommand,
     },
+    /// Move a collector's data between databases.
+    #[cfg(feature = "server")]
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+#[cfg(feature = "server")]
+#[derive(Subcommand, Debug)]
+enum DbCommand {
+    /// Copy everything of a SQLite collector (history, users, API keys, bindings, the
+    /// audit log and its token signing key) into an empty PostgreSQL database. Stop the
+    /// collector first; the SQLite file is only read.
+    Copy {
+        /// The SQLite collector: its data directory, or its procyon.db file.
+        #[arg(long, value_name = "DIR|FILE")]
+        from: std::path::PathBuf,
+        /// The PostgreSQL database: postgres://USER:PASSWORD@HOST:PORT/DATABASE (it must
+        /// exist and be empty; the tables are made).
+        #[arg(long, value_name = "URL")]
+        to: DatabaseUrl,
+    },
 }
 
 #[derive(clap::Args, Debug)]
@@ -181,6 +204,34 @@ struct DataArg {
     /// ~/.local/share/procyon.
     #[arg(long, env = "PROCYON_DATA", global = true)]
     data: Option<std::path::PathBuf>,
+    /// The database, when not SQLite in the data directory: a PostgreSQL URL,
+    /// postgres://USER:PASSWORD@HOST:PORT/DATABASE (the database must exist; its tables
+    /// are made). Collectors on one database share its hosts, users, keys and tokens.
+    // Read as it is and checked later: clap's own error would quote the value, password
+    // and all. Its value is never shown in --help either.
+    #[arg(long, env = "PROCYON_DATABASE", global = true, value_name = "URL", hide_env_values = true)]
+    database: Option<DatabaseUrl>,
+}
+
+/// `--database` as given; `Debug` leaves its password out.
+#[cfg(feature = "server")]
+#[derive(Clone)]
+struct DatabaseUrl(String);
+
+#[cfg(feature = "server")]
+impl std::str::FromStr for DatabaseUrl {
+    type Err = std::convert::Infallible;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(DatabaseUrl(s.to_owned()))
+    }
+}
+
+#[cfg(feature = "server")]
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&procyon::store::redact(&self.0))
+    }
 }
 
 #[cfg(feature = "server")]
@@ -196,17 +247,31 @@ impl DataArg {
         }
     }
 
-    /// The directory, said out loud: a command that manages users or keys in the wrong
-    /// database would otherwise look like it worked.
-    fn announced(&self) -> anyhow::Result<std::path::PathBuf> {
+    /// `--database`, checked: `None` for SQLite in the data directory.
+    fn database(&self) -> anyhow::Result<Option<procyon::store::Database>> {
+        self.database
+            .as_ref()
+            .map(|url| procyon::store::Database::from_url(&url.0).map_err(anyhow::Error::msg))
+            .transpose()
+    }
+
+    /// The directory and the database, said out loud: a command that manages users or
+    /// keys in the wrong database would otherwise look like it worked.
+    fn announced(&self) -> anyhow::Result<(std::path::PathBuf, Option<procyon::store::Database>)> {
         let dir = self.dir()?;
-        let new = !dir.join("procyon.db").exists();
-        eprintln!(
-            "Using the database in {}{}",
-            dir.display(),
-            if new { " (new: no collector has used it; pass --data DIR for another)" } else { "" }
-        );
-        Ok(dir)
+        let database = self.database()?;
+        match &database {
+            Some(db) => eprintln!("Using the database {db}"),
+            None => {
+                let new = !dir.join("procyon.db").exists();
+                eprintln!(
+                    "Using the database in {}{}",
+                    dir.display(),
+                    if new { " (new: no collector has used it; pass --data DIR for another)" } else { "" }
+                );
+            }
+        }
+        Ok((dir, database))
     }
 }
 
@@ -539,6 +604,8 @@ fn run() -> anyhow::Result<()> {
         Command::Apikey { data, command } => runtime()?.block_on(apikey(data.announced()?, command))?,
         #[cfg(feature = "server")]
         Command::Host { data, command } => runtime()?.block_on(host(data.announced()?, command))?,
+        #[cfg(feature = "server")]
+        Command::Db { command: DbCommand::Copy { from, to } } => runtime()?.block_on(copy_db(&from, &to))?,
     }
     Ok(())
 }
@@ -724,6 +791,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
             max_live_memory: args.max_live_memory_mib.map_or_else(procyon::server::default_live_memory, |mib| {
                 usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
             }),
+            database: args.data.database()?,
             ..Settings::default()
         },
     };
@@ -748,9 +816,12 @@ fn api_error(e: procyon::server::error::ApiError) -> anyhow::Error {
 }
 
 #[cfg(feature = "server")]
-async fn user(data: std::path::PathBuf, command: UserCommand) -> anyhow::Result<()> {
+async fn user(
+    (data, database): (std::path::PathBuf, Option<procyon::store::Database>),
+    command: UserCommand,
+) -> anyhow::Result<()> {
     use procyon::server::{auth, rest::check_credentials};
-    let store = procyon::server::open_store(&data).await?;
+    let store = procyon::server::open_store(&data, database.as_ref()).await?;
     match command {
         UserCommand::Add { name, role, password_stdin } => {
             let (password, generated) = read_password(password_stdin)?;
@@ -790,8 +861,11 @@ async fn user(data: std::path::PathBuf, command: UserCommand) -> anyhow::Result<
 }
 
 #[cfg(feature = "server")]
-async fn host(data: std::path::PathBuf, command: HostCommand) -> anyhow::Result<()> {
-    let store = procyon::server::open_store(&data).await?;
+async fn host(
+    (data, database): (std::path::PathBuf, Option<procyon::store::Database>),
+    command: HostCommand,
+) -> anyhow::Result<()> {
+    let store = procyon::server::open_store(&data, database.as_ref()).await?;
     match command {
         HostCommand::Binding { name } => match store.host_binding(&name).await? {
             Some(b) => say!(
@@ -845,9 +919,49 @@ async fn audit_cli(
     Ok(())
 }
 
+/// `procyon db copy`.
 #[cfg(feature = "server")]
-async fn apikey(data: std::path::PathBuf, command: ApiKeyCommand) -> anyhow::Result<()> {
-    let store = procyon::server::open_store(&data).await?;
+async fn copy_db(from: &std::path::Path, to: &DatabaseUrl) -> anyhow::Result<()> {
+    let to = procyon::store::Database::from_url(&to.0).map_err(anyhow::Error::msg)?;
+    let (file, dir) = if from.is_dir() { (from.join("procyon.db"), Some(from)) } else { (from.to_path_buf(), None) };
+    if !file.is_file() {
+        anyhow::bail!("{} is not a Procyon collector's database (no such file)", file.display());
+    }
+    // The key tokens were signed with, so that they stay valid on the new database.
+    let key =
+        dir.map(|d| d.join("token-signing.key")).and_then(|path| std::fs::read(path).ok()).filter(|k| k.len() >= 32);
+    let source = procyon::store::Store::open(&file)
+        .await
+        .with_context(|| format!("cannot open the database {}", file.display()))?;
+    let target = procyon::store::Store::connect(&to, procyon::store::ReadLimits::default())
+        .await
+        .with_context(|| format!("cannot open the database {to}"))?;
+    let copied = source.copy_into(&target, key.as_deref()).await;
+    source.close().await;
+    target.close().await;
+    let copied = copied?;
+    say!(
+        "Copied {} into {to}: {} hosts, {} snapshots, {} rollup buckets, {} users, {} API keys, {} host bindings, {} \
+         audit entries{}.",
+        file.display(),
+        copied.hosts,
+        copied.snapshots,
+        copied.rollups,
+        copied.users,
+        copied.api_keys,
+        copied.bindings,
+        copied.audit,
+        if key.is_some() { ", and the token signing key" } else { "" }
+    )?;
+    Ok(())
+}
+
+#[cfg(feature = "server")]
+async fn apikey(
+    (data, database): (std::path::PathBuf, Option<procyon::store::Database>),
+    command: ApiKeyCommand,
+) -> anyhow::Result<()> {
+    let store = procyon::server::open_store(&data, database.as_ref()).await?;
     match command {
         ApiKeyCommand::Create { name, host, scope } => {
             if scope == procyon::model::api::KeyScope::Metrics && host.is_some() {

@@ -97,3 +97,7 @@ pub fn me() -> String {
 }
 pub mod collector;
 pub mod load;
+
+/// A throwaway PostgreSQL (shared with the store's unit tests).
+#[path = "../../src-tauri/src/store/test_postgres.rs"]
+pub mod postgres;

@@ -17,6 +17,9 @@ use crate::store::StoreError;
 /// operator, so retrying sooner only costs both sides work.
 pub const STORAGE_FULL_RETRY_SECS: u64 = 10;
 
+/// `Retry-After` while the database is unreachable.
+pub const DATABASE_RETRY_SECS: u64 = 5;
+
 /// A failed request.
 #[derive(Debug)]
 pub enum ApiError {
@@ -59,6 +62,12 @@ pub enum ApiError {
     /// 503: the disk holding the database is full; nothing was stored. Retry after
     /// `retry_after_secs` (senders keep what they could not store).
     StorageFull {
+        /// When trying again may succeed.
+        retry_after_secs: u64,
+    },
+    /// 503: the database server cannot be reached; nothing was read or stored. Retry
+    /// after `retry_after_secs` (senders keep what they could not store).
+    DatabaseUnreachable {
         /// When trying again may succeed.
         retry_after_secs: u64,
     },
@@ -113,6 +122,17 @@ impl ApiError {
                     None,
                 ),
             ),
+            Self::DatabaseUnreachable { retry_after_secs } => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                body(
+                    "database_unreachable",
+                    &format!(
+                        "The collector's database is unreachable: nothing was read or stored. Try again in \
+                         {retry_after_secs} s; the collector answers again as soon as its database is back."
+                    ),
+                    None,
+                ),
+            ),
             Self::OverLimit { message, .. } => (StatusCode::TOO_MANY_REQUESTS, body("limit", message, None)),
             Self::Timeout(m) => (StatusCode::GATEWAY_TIMEOUT, body("timeout", m, None)),
             Self::Internal(_) => (
@@ -152,7 +172,8 @@ impl IntoResponse for ApiError {
         if let Self::TooManyRequests(secs)
         | Self::Busy { retry_after_secs: secs, .. }
         | Self::OverLimit { retry_after_secs: secs, .. }
-        | Self::StorageFull { retry_after_secs: secs } = self
+        | Self::StorageFull { retry_after_secs: secs }
+        | Self::DatabaseUnreachable { retry_after_secs: secs } = self
             && let Ok(value) = secs.to_string().parse()
         {
             response.headers_mut().insert(axum::http::header::RETRY_AFTER, value);
@@ -178,6 +199,11 @@ impl From<StoreError> for ApiError {
             },
             // Not logged per request: the store logs a full disk once a minute.
             StoreError::Full => ApiError::StorageFull { retry_after_secs: STORAGE_FULL_RETRY_SECS },
+            // A line per refused request: an outage of the database is worth seeing.
+            StoreError::Unreachable(why) => {
+                tracing::warn!("the database is unreachable: {why}");
+                ApiError::DatabaseUnreachable { retry_after_secs: DATABASE_RETRY_SECS }
+            }
             other => ApiError::Internal(other.to_string()),
         }
     }

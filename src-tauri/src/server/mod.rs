@@ -92,6 +92,8 @@ pub struct Settings {
     /// ([`Hub::held_bytes`]): past it, hosts the collector does not hold yet are refused
     /// (503) until others leave, so a flood of made-up hosts cannot exhaust memory.
     pub max_live_memory: usize,
+    /// The database (`--database`); `None`: SQLite, `procyon.db` in the data directory.
+    pub database: Option<crate::store::Database>,
 }
 
 /// [`Settings::max_live_memory`] unless told otherwise: a quarter of the machine's
@@ -125,6 +127,7 @@ impl Default for Settings {
             agent_ping_every: agents::PING_EVERY,
             agent_decode_budget: agents::DECODE_BUDGET_BYTES,
             max_live_memory: 1 << 30,
+            database: None,
         }
     }
 }
@@ -472,17 +475,25 @@ pub struct ServeOptions {
     pub settings: Settings,
 }
 
-/// Opens the store in `data`, creating the directory (owner-only) if needed.
-pub async fn open_store(data: &std::path::Path) -> anyhow::Result<Store> {
+/// Opens the store: `database` when given (`--database`), else SQLite in `data`. The
+/// data directory is made (owner-only) either way: it holds the collector's lock and the
+/// first admin's password file.
+pub async fn open_store(data: &std::path::Path, database: Option<&crate::store::Database>) -> anyhow::Result<Store> {
     std::fs::create_dir_all(data).with_context(|| format!("cannot create the data directory {}", data.display()))?;
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         let _ = std::fs::set_permissions(data, std::fs::Permissions::from_mode(0o700));
     }
-    Store::open(&data.join("procyon.db"))
-        .await
-        .with_context(|| format!("cannot open the database in {}", data.display()))
+    match database {
+        None => Store::open(&data.join("procyon.db"))
+            .await
+            .with_context(|| format!("cannot open the database in {}", data.display())),
+        // Its URL as told, its password left out.
+        Some(db) => Store::connect(db, crate::store::ReadLimits::default())
+            .await
+            .with_context(|| format!("cannot open the database {db}")),
+    }
 }
 
 /// Makes a first admin account when there are no users, and says how to sign in.
@@ -554,7 +565,7 @@ impl Collector {
         settings: Settings,
         paused: tokio::sync::watch::Receiver<bool>,
     ) -> anyhow::Result<Collector> {
-        let store = open_store(data).await?;
+        let store = open_store(data, settings.database.as_ref()).await?;
         #[cfg(unix)]
         let lock = match lock_data_dir(data) {
             Ok(lock) => lock,
@@ -563,7 +574,23 @@ impl Collector {
                 return Err(e);
             }
         };
-        let auth = auth::Auth::from_data_dir(data, settings.token_ttl)?;
+        // Kept in the database when it can keep one, so that every collector on it signs
+        // alike; else in the data directory.
+        let candidate = auth::random_bytes::<32>().map_err(|e| anyhow::anyhow!("{e:?}"))?;
+        let auth = match store.shared_signing_key(&candidate).await {
+            Ok(Some(key)) => auth::Auth::new(&key, settings.token_ttl),
+            Ok(None) => match auth::Auth::from_data_dir(data, settings.token_ttl) {
+                Ok(auth) => auth,
+                Err(e) => {
+                    store.close().await;
+                    return Err(e);
+                }
+            },
+            Err(e) => {
+                store.close().await;
+                return Err(e).context("cannot read the token signing key from the database");
+            }
+        };
         let mut settings = settings;
         let mut sampler = local.then(|| Sampler::new(SamplerOptions { hostname: None, cmdline: settings.cmdline }));
         if let Some(s) = &mut sampler {
@@ -697,8 +724,15 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     announce_first_admin(&collector.state.store, &options.data).await?;
     let local = listener.local_addr()?;
     let scheme = if tls.is_some() { "https" } else { "http" };
-    tracing::info!(address = %local, tls = tls.is_some(), data = %options.data.display(), "collector listening");
-    println!("Procyon collector on {scheme}://{local}/ (data in {})", options.data.display());
+    // The database's URL without its password.
+    let database = options.settings.database.as_ref().map_or_else(|| "SQLite".to_owned(), |db| db.to_string());
+    tracing::info!(address = %local, tls = tls.is_some(), data = %options.data.display(), %database, "collector listening");
+    match &options.settings.database {
+        None => println!("Procyon collector on {scheme}://{local}/ (data in {})", options.data.display()),
+        Some(db) => {
+            println!("Procyon collector on {scheme}://{local}/ (database {db}, data in {})", options.data.display())
+        }
+    }
     listen_with(collector.state.clone(), listener, options.limits, tls, shutdown_signal()).await?;
     collector.stop().await;
     tracing::info!("collector stopped");

@@ -6,6 +6,7 @@
 use chrono::{DateTime, Utc};
 use sqlx::FromRow;
 
+use super::db::{Db, on};
 use super::{
     ApiKeyRecord, NewAuditEntry, Page, Result, Store, StoreError, UserRecord, from_ms, is_unique_violation, page_limit,
     to_ms, to_u32,
@@ -131,28 +132,31 @@ impl Store {
         // The check and the insert are one statement, so one transaction: no user named
         // alike can be added in between. Not a unique index: databases made before may
         // hold names that differ only in case, and those stay as they are.
-        let id: Option<i64> = sqlx::query_scalar(
-            "INSERT INTO users (username, password_hash, role, created_at, token_generation) \
-             SELECT ?, ?, ?, ?, ? WHERE NOT EXISTS (SELECT 1 FROM users WHERE username = ? COLLATE NOCASE) \
-             RETURNING id",
-        )
-        .bind(username)
-        .bind(password_hash)
-        .bind(role.as_str())
-        .bind(created)
-        .bind(new_generation())
-        .bind(username)
-        .fetch_optional(&self.pool)
-        .await
-        .map_err(|e| {
-            if is_unique_violation(&e) { StoreError::Conflict(format!("user `{username}`")) } else { e.into() }
-        })?;
+        let id: Option<i64> =
+            on!(&self.pool, |c| sqlx::query_scalar(&format!(
+                "INSERT INTO users (username, password_hash, role, created_at, token_generation) \
+             SELECT $1, $2, $3, $4, $5 WHERE NOT EXISTS (SELECT 1 FROM users WHERE {}) RETURNING id",
+                self.pool.ascii_nocase("username", "$6")
+            ))
+            .bind(username)
+            .bind(password_hash)
+            .bind(role.as_str())
+            .bind(created)
+            .bind(new_generation())
+            .bind(username)
+            .fetch_optional(c)
+            .await)
+            .map_err(|e| {
+                if is_unique_violation(&e) { StoreError::Conflict(format!("user `{username}`")) } else { e.into() }
+            })?;
         let Some(id) = id else {
-            let existing: Option<String> =
-                sqlx::query_scalar("SELECT username FROM users WHERE username = ? COLLATE NOCASE ORDER BY id LIMIT 1")
-                    .bind(username)
-                    .fetch_optional(&self.pool)
-                    .await?;
+            let existing: Option<String> = on!(&self.pool, |c| sqlx::query_scalar(&format!(
+                "SELECT username FROM users WHERE {} ORDER BY id LIMIT 1",
+                self.pool.ascii_nocase("username", "$1")
+            ))
+            .bind(username)
+            .fetch_optional(c)
+            .await)?;
             return Err(StoreError::Conflict(match existing {
                 Some(existing) if existing != username => format!(
                     "user `{username}` cannot be added: user names are compared ignoring case (the failed sign-in \
@@ -166,18 +170,20 @@ impl Store {
 
     /// Every user, by name.
     pub async fn users(&self) -> Result<Vec<UserSummary>> {
-        let rows: Vec<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY username"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<UserRow> =
+            on!(&self.pool, |c| sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users ORDER BY username"))
+                .fetch_all(c)
+                .await)?;
         rows.into_iter().map(|r| r.record().map(|r| r.summary)).collect()
     }
 
     /// A user with the password hash, for signing in.
     pub async fn user_by_name(&self, username: &str) -> Result<Option<UserRecord>> {
-        let row: Option<UserRow> = sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE username = ?"))
-            .bind(username)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<UserRow> =
+            on!(&self.pool, |c| sqlx::query_as(&format!("SELECT {USER_COLUMNS} FROM users WHERE username = $1"))
+                .bind(username)
+                .fetch_optional(c)
+                .await)?;
         row.map(UserRow::record).transpose()
     }
 
@@ -186,11 +192,13 @@ impl Store {
     /// users and keys any more.
     pub async fn remove_user(&self, username: &str) -> Result<()> {
         let _turn = self.turn().await;
-        let done = sqlx::query(&format!("DELETE FROM users WHERE username = ? AND {NOT_LAST_ADMIN}"))
-            .bind(username)
-            .execute(&self.pool)
-            .await?;
-        self.changed_or_why(done.rows_affected(), username).await
+        let done =
+            on!(&self.pool, |c| sqlx::query(&format!("DELETE FROM users WHERE username = $1 AND {NOT_LAST_ADMIN}"))
+                .bind(username)
+                .execute(c)
+                .await
+                .map(|d| d.rows_affected()))?;
+        self.changed_or_why(done, username).await
     }
 
     /// `Ok` when a statement on `username` changed a row; else why not: no such user,
@@ -208,34 +216,38 @@ impl Store {
     /// Replaces a user's password hash; the user's earlier tokens stop working.
     pub async fn set_password(&self, username: &str, password_hash: &str) -> Result<()> {
         let _turn = self.turn().await;
-        let done = sqlx::query("UPDATE users SET password_hash = ?, token_generation = ? WHERE username = ?")
-            .bind(password_hash)
-            .bind(new_generation())
-            .bind(username)
-            .execute(&self.pool)
-            .await?;
-        found(done.rows_affected(), || format!("user `{username}`"))
+        let done = on!(&self.pool, |c| sqlx::query(
+            "UPDATE users SET password_hash = $1, token_generation = $2 WHERE username = $3"
+        )
+        .bind(password_hash)
+        .bind(new_generation())
+        .bind(username)
+        .execute(c)
+        .await
+        .map(|d| d.rows_affected()))?;
+        found(done, || format!("user `{username}`"))
     }
 
     /// Changes a user's role; the user's earlier tokens stop working (and with them the
     /// user's open streams), so the new role takes effect everywhere at once.
     pub async fn set_role(&self, username: &str, role: Role) -> Result<()> {
         let _turn = self.turn().await;
-        let done = sqlx::query(&format!(
-            "UPDATE users SET role = ?, token_generation = ? WHERE username = ? AND (? = 'admin' OR {NOT_LAST_ADMIN})"
+        let done = on!(&self.pool, |c| {
+            sqlx::query(&format!(
+            "UPDATE users SET role = $1, token_generation = $2 WHERE username = $3 AND ($4 = 'admin' OR {NOT_LAST_ADMIN})"
         ))
         .bind(role.as_str())
         .bind(new_generation())
         .bind(username)
         .bind(role.as_str())
-        .execute(&self.pool)
-        .await?;
-        self.changed_or_why(done.rows_affected(), username).await
+        .execute(c).await.map(|d| d.rows_affected())
+        })?;
+        self.changed_or_why(done, username).await
     }
 
     /// Number of users (none yet means the first admin is still to be made).
     pub async fn user_count(&self) -> Result<i64> {
-        Ok(sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(&self.pool).await?)
+        Ok(on!(&self.pool, |c| sqlx::query_scalar("SELECT COUNT(*) FROM users").fetch_one(c).await)?)
     }
 
     /// Records a new upload key by its hash. `name` must be unique among keys not revoked
@@ -263,8 +275,8 @@ impl Store {
     ) -> Result<ApiKeySummary> {
         let mut tx = self.write().await?;
         let created = now_ms();
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO api_keys (name, prefix, key_hash, hostname, created_at, scope) VALUES (?, ?, ?, ?, ?, ?) \
+        let id: i64 = on!(tx.conn(), |c| sqlx::query_scalar(
+            "INSERT INTO api_keys (name, prefix, key_hash, hostname, created_at, scope) VALUES ($1, $2, $3, $4, $5, $6) \
              RETURNING id",
         )
         .bind(name)
@@ -273,13 +285,12 @@ impl Store {
         .bind(hostname)
         .bind(created)
         .bind(scope.as_str())
-        .fetch_one(&mut *tx)
-        .await
+        .fetch_one(c).await)
         .map_err(|e| {
             if is_unique_violation(&e) { StoreError::Conflict(format!("API key `{name}`")) } else { e.into() }
         })?;
         if let Some(host) = hostname {
-            super::binding::reserve_host(&mut tx, host, id, name).await?;
+            super::binding::reserve_host(tx.conn(), host, id, name).await?;
         }
         tx.commit().await?;
         Ok(ApiKeySummary {
@@ -297,17 +308,20 @@ impl Store {
     /// Every API key, revoked ones included, oldest first.
     pub async fn api_keys(&self) -> Result<Vec<ApiKeySummary>> {
         let rows: Vec<KeyRow> =
-            sqlx::query_as(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id")).fetch_all(&self.pool).await?;
+            on!(&self.pool, |c| sqlx::query_as(&format!("SELECT {KEY_COLUMNS} FROM api_keys ORDER BY id"))
+                .fetch_all(c)
+                .await)?;
         Ok(rows.into_iter().map(ApiKeySummary::from).collect())
     }
 
     /// The key with this hash, revoked or not: the caller must refuse a key whose
     /// `revoked_at` is set.
     pub async fn api_key_by_hash(&self, key_hash: &str) -> Result<Option<ApiKeyRecord>> {
-        let row: Option<KeyRow> = sqlx::query_as(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = ?"))
-            .bind(key_hash)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<KeyRow> =
+            on!(&self.pool, |c| sqlx::query_as(&format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE key_hash = $1"))
+                .bind(key_hash)
+                .fetch_optional(c)
+                .await)?;
         Ok(row.map(|r| ApiKeyRecord { summary: r.into() }))
     }
 
@@ -316,18 +330,20 @@ impl Store {
     /// prefix (name one of them instead).
     pub async fn revoke_api_key(&self, name_or_prefix: &str) -> Result<ApiKeySummary> {
         let mut tx = self.write().await?;
-        let by_name: Option<i64> = sqlx::query_scalar("SELECT id FROM api_keys WHERE name = ? AND revoked_at IS NULL")
-            .bind(name_or_prefix)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let by_name: Option<i64> =
+            on!(tx.conn(), |c| sqlx::query_scalar("SELECT id FROM api_keys WHERE name = $1 AND revoked_at IS NULL")
+                .bind(name_or_prefix)
+                .fetch_optional(c)
+                .await)?;
         let id = match by_name {
             Some(id) => id,
             None => {
-                let ids: Vec<i64> =
-                    sqlx::query_scalar("SELECT id FROM api_keys WHERE prefix = ? AND revoked_at IS NULL LIMIT 2")
-                        .bind(name_or_prefix)
-                        .fetch_all(&mut *tx)
-                        .await?;
+                let ids: Vec<i64> = on!(tx.conn(), |c| sqlx::query_scalar(
+                    "SELECT id FROM api_keys WHERE prefix = $1 AND revoked_at IS NULL LIMIT 2"
+                )
+                .bind(name_or_prefix)
+                .fetch_all(c)
+                .await)?;
                 match ids.as_slice() {
                     [id] => *id,
                     [] => return Err(StoreError::NotFound(format!("live API key `{name_or_prefix}`"))),
@@ -339,12 +355,13 @@ impl Store {
                 }
             }
         };
-        let row: KeyRow =
-            sqlx::query_as(&format!("UPDATE api_keys SET revoked_at = ? WHERE id = ? RETURNING {KEY_COLUMNS}"))
-                .bind(now_ms())
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
+        let row: KeyRow = on!(tx.conn(), |c| sqlx::query_as(&format!(
+            "UPDATE api_keys SET revoked_at = $1 WHERE id = $2 RETURNING {KEY_COLUMNS}"
+        ))
+        .bind(now_ms())
+        .bind(id)
+        .fetch_one(c)
+        .await)?;
         tx.commit().await?;
         Ok(row.into())
     }
@@ -352,20 +369,21 @@ impl Store {
     /// Records that a key was used at `at`.
     pub async fn touch_api_key(&self, id: i64, at: DateTime<Utc>) -> Result<()> {
         let _turn = self.turn().await;
-        sqlx::query("UPDATE api_keys SET last_used_at = ? WHERE id = ?")
+        on!(&self.pool, |c| sqlx::query("UPDATE api_keys SET last_used_at = $1 WHERE id = $2")
             .bind(to_ms(at))
             .bind(id)
-            .execute(&self.pool)
-            .await?;
+            .execute(c)
+            .await
+            .map(|d| d.rows_affected()))?;
         Ok(())
     }
 
     /// Writes an audit entry, timed now.
     pub async fn audit(&self, entry: NewAuditEntry) -> Result<AuditEntry> {
         let _turn = self.turn().await;
-        let row: AuditRow = sqlx::query_as(&format!(
+        let row: AuditRow = on!(&self.pool, |c| sqlx::query_as(&format!(
             "INSERT INTO audit_log (at, actor, hostname, pid, process_name, action, tree, result, message) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING {AUDIT_COLUMNS}"
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) RETURNING {AUDIT_COLUMNS}"
         ))
         .bind(now_ms())
         .bind(&entry.actor)
@@ -376,8 +394,8 @@ impl Store {
         .bind(entry.tree)
         .bind(&entry.result)
         .bind(&entry.message)
-        .fetch_one(&self.pool)
-        .await?;
+        .fetch_one(c)
+        .await)?;
         row.entry()
     }
 
@@ -385,23 +403,21 @@ impl Store {
     pub async fn audit_log(&self, host: Option<&str>, page: Page) -> Result<Vec<AuditEntry>> {
         let (limit, offset) = page_limit(page);
         let rows: Vec<AuditRow> = match host {
-            Some(host) => {
-                sqlx::query_as(&format!(
-                    "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE hostname = ? ORDER BY id DESC LIMIT ? OFFSET ?"
-                ))
-                .bind(host)
-                .bind(limit)
-                .bind(offset)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query_as(&format!("SELECT {AUDIT_COLUMNS} FROM audit_log ORDER BY id DESC LIMIT ? OFFSET ?"))
-                    .bind(limit)
-                    .bind(offset)
-                    .fetch_all(&self.pool)
-                    .await?
-            }
+            Some(host) => on!(&self.pool, |c| sqlx::query_as(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit_log WHERE hostname = $1 ORDER BY id DESC LIMIT $2 OFFSET $3"
+            ))
+            .bind(host)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(c)
+            .await)?,
+            None => on!(&self.pool, |c| sqlx::query_as(&format!(
+                "SELECT {AUDIT_COLUMNS} FROM audit_log ORDER BY id DESC LIMIT $1 OFFSET $2"
+            ))
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(c)
+            .await)?,
         };
         rows.into_iter().map(AuditRow::entry).collect()
     }
@@ -410,4 +426,28 @@ impl Store {
 /// `Ok` if a statement changed a row, else [`StoreError::NotFound`] naming `what`.
 fn found(rows: u64, what: impl FnOnce() -> String) -> Result<()> {
     if rows == 0 { Err(StoreError::NotFound(what())) } else { Ok(()) }
+}
+
+impl Store {
+    /// The token signing key every collector on this database shares, kept in it: the
+    /// first to ask stores `candidate` (random, made by the caller), and every later
+    /// call, from any collector, gets that same key back. So a token issued by one
+    /// collector is valid on every other, with nothing to copy between machines.
+    ///
+    /// `None` on SQLite: one collector uses a file, and its key stays where it always
+    /// was, in the data directory (`token-signing.key`). Keeping it there rather than
+    /// adopting it into the file needs no migration and no step on upgrade, and the
+    /// tokens of existing installations stay valid.
+    pub async fn shared_signing_key(&self, candidate: &[u8]) -> Result<Option<Vec<u8>>> {
+        let Db::Postgres(pool) = &self.pool else { return Ok(None) };
+        // Two collectors starting at once agree: the second insert does nothing, and
+        // both read the first one's key.
+        sqlx::query("INSERT INTO secrets (name, value) VALUES ('token-signing', $1) ON CONFLICT (name) DO NOTHING")
+            .bind(candidate)
+            .execute(pool)
+            .await?;
+        let key: Vec<u8> =
+            sqlx::query_scalar("SELECT value FROM secrets WHERE name = 'token-signing'").fetch_one(pool).await?;
+        Ok(Some(key))
+    }
 }

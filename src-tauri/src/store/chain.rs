@@ -13,8 +13,7 @@
 
 use std::sync::Arc;
 
-use sqlx::SqliteConnection;
-
+use super::db::{Conn, on};
 use super::{Result, StoreError};
 use crate::model::Snapshot;
 
@@ -37,7 +36,7 @@ const MAX_WALK: i64 = 100_000;
 /// of its bases back to a whole row, or back to `known` when the chain passes through it.
 /// `None` when a base is gone: the row is past retention and being deleted too.
 pub(super) async fn fetch(
-    conn: &mut SqliteConnection,
+    mut conn: Conn<'_>,
     id: i64,
     body: Vec<u8>,
     base_id: Option<i64>,
@@ -53,20 +52,20 @@ pub(super) async fn fetch(
     }
     // The whole walk in one statement. A base always has a smaller id than the row that
     // names it (it existed when that row was inserted), which also ends any cycle.
-    let rows: Vec<(i64, Vec<u8>, Option<i64>)> = sqlx::query_as(
+    let rows: Vec<(i64, Vec<u8>, Option<i64>)> = on!(conn.reborrow(), |c| sqlx::query_as(
         "WITH RECURSIVE chain (id, body, base_id, n) AS ( \
-             SELECT id, body, base_id, 1 FROM snapshots WHERE id = ?1 AND id < ?2 \
+             SELECT id, body, base_id, 1 FROM snapshots WHERE id = $1 AND id < $2 \
              UNION ALL \
              SELECT s.id, s.body, s.base_id, c.n + 1 FROM chain c JOIN snapshots s ON s.id = c.base_id \
-             WHERE c.base_id IS NOT ?3 AND s.id < c.id AND c.n < ?4 \
+             WHERE c.base_id IS DISTINCT FROM $3 AND s.id < c.id AND c.n < $4 \
          ) SELECT id, body, base_id FROM chain ORDER BY n",
     )
     .bind(base)
     .bind(id)
     .bind(known.map(|(k, _)| *k))
     .bind(MAX_WALK)
-    .fetch_all(&mut *conn)
-    .await?;
+    .fetch_all(c)
+    .await)?;
     let start = match rows.last() {
         None => return Ok(None),
         Some((_, _, None)) => None,

@@ -45,9 +45,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sqlx::{SqliteConnection, SqlitePool};
+use sqlx::SqlitePool;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use tokio::sync::{mpsc, oneshot};
 
+use super::db::{Conn, Db, Pool, Tx, on};
 use super::{Inserted, Result, StoreError};
 use crate::model::Snapshot;
 use crate::model::agent::Encoding;
@@ -236,7 +238,7 @@ struct Job {
 pub(super) struct Ingest {
     queue: mpsc::Sender<Job>,
     /// The writer's own connection (a pool of one), for closing.
-    pool: SqlitePool,
+    pool: Pool,
     tips: Tips,
     /// Moved on by retention before it deletes raw rows (see [`Row::epoch`]).
     epoch: Arc<AtomicU64>,
@@ -255,24 +257,46 @@ impl Ingest {
     /// two cores, against tens of microseconds on its own thread).
     ///
     /// `pool` is the writer's alone: readers never take its connection, so the writer
-    /// never waits for one.
-    pub(super) fn start(pool: SqlitePool, turn: Arc<tokio::sync::Mutex<()>>) -> Result<Ingest> {
+    /// never waits for one. SQLite's is opened by the caller; PostgreSQL's is opened
+    /// here, on the writer's thread, whose runtime then owns its socket (a socket is
+    /// served by the runtime it was opened on).
+    pub(super) fn start(pool: Db<SqlitePool, PgConnectOptions>, turn: Arc<tokio::sync::Mutex<()>>) -> Result<Ingest> {
         let (queue, jobs) = mpsc::channel(QUEUE);
         let tips = Tips::default();
         let epoch = Arc::new(AtomicU64::new(0));
-        let writer = Writer {
-            pool: pool.clone(),
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StoreError::Writer)?;
+        let (opened, pool_here) = std::sync::mpsc::sync_channel(1);
+        let mut writer = Writer {
+            pool: None,
             turn,
             tips: Arc::clone(&tips),
             epoch: Arc::clone(&epoch),
             hosts: HashMap::new(),
             full: FullDisk::default(),
         };
-        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(StoreError::Writer)?;
         std::thread::Builder::new()
             .name("procyon-store-writer".into())
-            .spawn(move || runtime.block_on(run(writer, jobs)))
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let pool = match pool {
+                        Db::Sqlite(pool) => Db::Sqlite(pool),
+                        // Lazy: connected at the first batch, and again after
+                        // PostgreSQL was away.
+                        Db::Postgres(options) => Db::Postgres(
+                            PgPoolOptions::new()
+                                .max_connections(1)
+                                .acquire_timeout(super::PG_ACQUIRE_TIMEOUT)
+                                .connect_lazy_with(options),
+                        ),
+                    };
+                    let _ = opened.send(pool.clone());
+                    writer.pool = Some(pool);
+                    run(writer, jobs).await
+                })
+            })
             .map_err(StoreError::Writer)?;
+        // At once: the thread only makes the pool (PostgreSQL's connects later).
+        let pool = pool_here.recv().map_err(|_| StoreError::Closed)?;
         Ok(Ingest { queue, pool, tips, epoch })
     }
 
@@ -371,7 +395,8 @@ struct KnownHost {
 
 /// The writer's state between batches.
 struct Writer {
-    pool: SqlitePool,
+    /// Set on the writer's thread as it starts.
+    pool: Option<Pool>,
     turn: Arc<tokio::sync::Mutex<()>>,
     tips: Tips,
     epoch: Arc<AtomicU64>,
@@ -486,6 +511,10 @@ impl Writer {
             }
             Ok(None) => None,
             Err(StoreError::Full) => return self.refuse_full(batch),
+            // PostgreSQL is away: trying row by row would only wait for it again.
+            Err(StoreError::Unreachable(why)) => {
+                return batch.iter().map(|_| Err(StoreError::Unreachable(why.clone()))).collect();
+            }
             Err(e) => Some(e),
         };
         if let Some(e) = fast {
@@ -498,6 +527,9 @@ impl Writer {
             }
             Ok(None) => "a row failed outside its savepoint".to_owned(),
             Err(StoreError::Full) => return self.refuse_full(batch),
+            Err(StoreError::Unreachable(why)) => {
+                return batch.iter().map(|_| Err(StoreError::Unreachable(why.clone()))).collect();
+            }
             Err(e) => e.to_string(),
         };
         // Nothing of the batch is stored: every caller hears why.
@@ -513,7 +545,11 @@ impl Writer {
     /// One try at a batch. `Ok(None)`: a row failed without savepoints, and nothing was
     /// committed.
     async fn attempt(&mut self, batch: &[Job], savepoints: bool) -> Result<Option<Vec<Result<Outcome>>>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let mut tx: Tx = match &self.pool {
+            Some(Db::Sqlite(p)) => Db::Sqlite(p.begin_with("BEGIN IMMEDIATE").await?),
+            Some(Db::Postgres(p)) => Db::Postgres(p.begin().await?),
+            None => return Err(StoreError::Closed),
+        };
         // Rows chained on another are checked for it only if retention ran since they
         // were encoded; it deletes rows only after moving the epoch on.
         let epoch = self.epoch.load(Ordering::SeqCst);
@@ -521,30 +557,33 @@ impl Writer {
         let mut results = Vec::with_capacity(batch.len());
         for job in batch {
             if savepoints {
-                sqlx::query("SAVEPOINT row").execute(&mut *tx).await?;
+                on!(tx.conn(), |c| sqlx::query("SAVEPOINT one_row").execute(c).await.map(|d| d.rows_affected()))?;
             }
             let mut learnt_here = Learnt::new();
-            let result = self.insert(&mut tx, &job.row, job.row.epoch != epoch, &mut learnt_here).await;
+            let result = self.insert(tx.conn(), &job.row, job.row.epoch != epoch, &mut learnt_here).await;
             match (&result, savepoints) {
-                (Err(e), false) => {
+                (Err(_), false) => {
                     // The host's row may be what failed: look it up afresh next time.
                     self.hosts.remove(&job.row.hostname);
-                    let full = matches!(e, StoreError::Full);
                     // SQLite may have rolled the transaction back already (it does on
                     // a full disk), and then this fails: the row's error is what
                     // matters, and the pool checks the connection when it comes back.
                     let _ = tx.rollback().await;
-                    return if full { Err(StoreError::Full) } else { Ok(None) };
+                    return match result {
+                        Err(e @ (StoreError::Full | StoreError::Unreachable(_))) => Err(e),
+                        _ => Ok(None),
+                    };
                 }
                 (Err(StoreError::Full), true) => return Err(StoreError::Full),
+                (Err(StoreError::Unreachable(why)), true) => return Err(StoreError::Unreachable(why.clone())),
                 (Err(_), true) => {
                     self.hosts.remove(&job.row.hostname);
-                    sqlx::query("ROLLBACK TO row").execute(&mut *tx).await?;
+                    on!(tx.conn(), |c| sqlx::query("ROLLBACK TO one_row").execute(c).await.map(|d| d.rows_affected()))?;
                 }
                 (Ok(_), _) => learnt.extend(learnt_here),
             }
             if savepoints {
-                sqlx::query("RELEASE row").execute(&mut *tx).await?;
+                on!(tx.conn(), |c| sqlx::query("RELEASE one_row").execute(c).await.map(|d| d.rows_affected()))?;
             }
             results.push(result);
         }
@@ -555,18 +594,15 @@ impl Writer {
 
     /// Inserts one row; the insert trigger counts it on its host, moves the host's
     /// times and seq, and queues it for rollups if its minute is already rolled.
-    async fn insert(
-        &self,
-        tx: &mut SqliteConnection,
-        row: &Row,
-        check_base: bool,
-        learnt: &mut Learnt,
-    ) -> Result<Outcome> {
+    async fn insert(&self, mut tx: Conn<'_>, row: &Row, check_base: bool, learnt: &mut Learnt) -> Result<Outcome> {
         if let Some(base) = row.body.base_id
             && check_base
         {
             let exists: Option<i64> =
-                sqlx::query_scalar("SELECT 1 FROM snapshots WHERE id = ?").bind(base).fetch_optional(&mut *tx).await?;
+                on!(tx.reborrow(), |c| sqlx::query_scalar("SELECT id FROM snapshots WHERE id = $1")
+                    .bind(base)
+                    .fetch_optional(c)
+                    .await)?;
             if exists.is_none() {
                 return Ok(Outcome::BaseGone);
             }
@@ -574,32 +610,33 @@ impl Writer {
         let (host_id, info) = match self.hosts.get(&row.hostname) {
             Some(known) => (known.id, known.info.as_str()),
             None => {
-                sqlx::query(
+                on!(tx.reborrow(), |c| sqlx::query(
                     "INSERT INTO hosts (hostname, info_json, first_seen, last_seen, last_taken_at) \
-                     VALUES (?, ?, ?, ?, ?) ON CONFLICT (hostname) DO NOTHING",
+                     VALUES ($1, $2, $3, $3, $4) ON CONFLICT (hostname) DO NOTHING",
                 )
                 .bind(&row.hostname)
                 .bind(&row.info)
                 .bind(row.received)
-                .bind(row.received)
                 .bind(row.taken)
-                .execute(&mut *tx)
-                .await?;
+                .execute(c)
+                .await
+                .map(|d| d.rows_affected()))?;
                 let (id, info): (i64, Option<String>) =
-                    sqlx::query_as("SELECT id, info_json FROM hosts WHERE hostname = ?")
+                    on!(tx.reborrow(), |c| sqlx::query_as("SELECT id, info_json FROM hosts WHERE hostname = $1")
                         .bind(&row.hostname)
-                        .fetch_one(&mut *tx)
-                        .await?;
+                        .fetch_one(c)
+                        .await)?;
                 learnt.push((row.hostname.clone(), KnownHost { id, info: info.unwrap_or_default() }));
                 (id, learnt.last().map_or("", |(_, k)| k.info.as_str()))
             }
         };
         let info_known = info == row.info;
 
-        let id: Option<i64> = sqlx::query_scalar(
+        let id: Option<i64> = on!(tx.reborrow(), |c| sqlx::query_scalar(
             "INSERT INTO snapshots (host_id, seq, taken_at, received_at, cpu_percent, memory_used_bytes, \
              memory_total_bytes, process_count, connection_count, sent_bytes_per_sec, received_bytes_per_sec, \
-             load_one, network_known, top_json, body, base_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, '', ?, ?) \
+             load_one, network_known, top_json, body, base_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, '', $14, $15) \
              ON CONFLICT (host_id, seq) DO NOTHING RETURNING id",
         )
         .bind(host_id)
@@ -618,15 +655,16 @@ impl Writer {
         .bind(row.sent_bytes_per_sec.is_some() && row.received_bytes_per_sec.is_some())
         .bind(&row.body.bytes)
         .bind(row.body.base_id)
-        .fetch_optional(&mut *tx)
-        .await?;
+        .fetch_optional(c)
+        .await)?;
 
         let Some(id) = id else {
-            let existing: i64 = sqlx::query_scalar("SELECT id FROM snapshots WHERE host_id = ? AND seq = ?")
-                .bind(host_id)
-                .bind(row.seq)
-                .fetch_one(&mut *tx)
-                .await?;
+            let existing: i64 =
+                on!(tx.reborrow(), |c| sqlx::query_scalar("SELECT id FROM snapshots WHERE host_id = $1 AND seq = $2")
+                    .bind(host_id)
+                    .bind(row.seq)
+                    .fetch_one(c)
+                    .await)?;
             return Ok(Outcome::Stored(Inserted { id: existing, host_id, duplicate: true }));
         };
 
@@ -634,13 +672,15 @@ impl Writer {
         // moved `last_taken_at`), so a spool catching up with old snapshots does not
         // bring back old facts.
         if !info_known {
-            let changed = sqlx::query("UPDATE hosts SET info_json = ? WHERE id = ? AND last_taken_at = ?")
-                .bind(&row.info)
-                .bind(host_id)
-                .bind(row.taken)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let changed = on!(tx.reborrow(), |c| sqlx::query(
+                "UPDATE hosts SET info_json = $1 WHERE id = $2 AND last_taken_at = $3"
+            )
+            .bind(&row.info)
+            .bind(host_id)
+            .bind(row.taken)
+            .execute(c)
+            .await
+            .map(|done| done.rows_affected()))?;
             if changed > 0 {
                 learnt.push((row.hostname.clone(), KnownHost { id: host_id, info: row.info.clone() }));
             }

@@ -1,7 +1,9 @@
-//! The collector's store: SQLite through sqlx, one file, embedded.
+//! The collector's store: SQLite through sqlx, one file, embedded; or PostgreSQL, for a
+//! fleet that outgrows one collector (see `db` for how one interface runs on both).
 //!
-//! It owns the schema (`migrations/`, run at open) and every query. Callers get typed
-//! values, never rows or SQL. What it keeps:
+//! It owns the schema (`migrations/sqlite` and `migrations/postgres`, run at open) and
+//! every query. Callers get typed values, never rows, SQL or a driver's types. What it
+//! keeps:
 //!
 //! - **hosts**, keyed by host name (the original API names hosts that way);
 //! - **snapshots**: summary columns for fast lists and charts, and the snapshot's body:
@@ -15,19 +17,19 @@
 //! - **users**, **API keys** (only their SHA-256 hashes), and the **audit log**;
 //! - **host bindings**: the key and the machine each host name belongs to.
 //!
-//! The database is opened in WAL mode so readers never wait for the writer. Snapshots
+//! A SQLite database is opened in WAL mode so readers never wait for the writer. Snapshots
 //! are written by one writer task that commits concurrent uploads together, over a
 //! connection of its own: however busy the readers' pool, ingest never waits for it.
 //! Reads that decode snapshot bodies (the heavy ones: a body can hold tens of MB of
 //! JSON) run off the async workers, a few at a time (see `reads`).
 
-use std::ops::{Deref, DerefMut};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::sqlite::{SqliteAutoVacuum, SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{ConnectOptions, Connection, SqliteConnection};
 use tokio::sync::OwnedMutexGuard;
@@ -35,6 +37,9 @@ use tokio::sync::OwnedMutexGuard;
 use crate::model::Snapshot;
 use crate::model::api::{ApiKeySummary, UserSummary};
 pub use binding::HostBinding;
+pub use copy::Copied;
+use db::{Conn, Db, Pool, Tx};
+pub use db::{Database, redact};
 pub use ingest::Sent;
 
 pub use reads::{HEAVY_READ_WAIT, HEAVY_READS, HeavyRead, RangeReader, ReadLimits, ReadStats};
@@ -43,10 +48,14 @@ pub use snapshots::Newest;
 mod accounts;
 mod binding;
 mod chain;
+mod copy;
+mod db;
 mod ingest;
 mod reads;
 mod rollup;
 mod snapshots;
+#[cfg(test)]
+mod test_postgres;
 #[cfg(test)]
 mod tests;
 
@@ -56,11 +65,16 @@ pub enum StoreError {
     /// The database refused or failed.
     #[error("database error: {0}")]
     Database(sqlx::Error),
-    /// The disk holding the database is full (`SQLITE_FULL`, `ENOSPC`): nothing of the
-    /// write was stored, and what was stored before is intact. Writes succeed again
-    /// once space is freed; no restart is needed.
+    /// The disk holding the database is full (`SQLITE_FULL`, `ENOSPC`, PostgreSQL's
+    /// `53100`): nothing of the write was stored, and what was stored before is intact.
+    /// Writes succeed again once space is freed; no restart is needed.
     #[error("the disk holding the database is full")]
     Full,
+    /// The database server cannot be reached (PostgreSQL down, the network between,
+    /// or every connection to it failing): nothing was read or stored. Calls succeed
+    /// again once it is back; no restart is needed.
+    #[error("the database is unreachable: {0}")]
+    Unreachable(String),
     /// The schema could not be brought up to date.
     #[error("database migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
@@ -83,6 +97,9 @@ pub enum StoreError {
          again"
     )]
     LastAdmin(String),
+    /// Refused before anything was done; the message says why.
+    #[error("{0}")]
+    Refused(String),
     /// The transaction holding a batch of snapshots failed; none of them is stored.
     #[error("storing a batch of snapshots failed: {0}")]
     Batch(String),
@@ -102,7 +119,47 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        if is_disk_full(&e) { StoreError::Full } else { StoreError::Database(e) }
+        if is_disk_full(&e) {
+            StoreError::Full
+        } else if is_unreachable(&e) {
+            StoreError::Unreachable(e.to_string())
+        } else {
+            StoreError::Database(e)
+        }
+    }
+}
+
+/// PostgreSQL's SQLSTATE for a full disk.
+const PG_DISK_FULL: &str = "53100";
+
+/// Whether `e` says the database server cannot be reached or went away: a failed or
+/// broken connection, no connection to be had in time, or PostgreSQL shutting down
+/// (SQLSTATE class 08, connection exceptions, and 57P01-57P03). SQLite's file is never
+/// "unreachable": its I/O errors are not a network's, and stay database errors.
+fn is_unreachable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(io) => {
+            use std::io::ErrorKind::*;
+            matches!(
+                io.kind(),
+                ConnectionRefused
+                    | ConnectionReset
+                    | ConnectionAborted
+                    | NotConnected
+                    | BrokenPipe
+                    | TimedOut
+                    | UnexpectedEof
+                    | HostUnreachable
+                    | NetworkUnreachable
+                    | AddrNotAvailable
+            )
+        }
+        sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) => true,
+        sqlx::Error::Database(db) => db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some_and(|pg| {
+            let code = pg.code();
+            code.starts_with("08") || matches!(code, "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
     }
 }
 
@@ -115,6 +172,9 @@ const SQLITE_IOERR_SHMSIZE: i32 = 10 | (19 << 8);
 /// I/O error of sqlx's own carries the OS error.
 fn is_disk_full(e: &sqlx::Error) -> bool {
     match e {
+        sqlx::Error::Database(db) if db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() => {
+            db.code().as_deref() == Some(PG_DISK_FULL)
+        }
         sqlx::Error::Database(db) => {
             let code = db.code().and_then(|c| c.parse::<i32>().ok()).unwrap_or(0);
             // SQLITE_IOERR_SHMSIZE: growing the WAL index (the `-shm` file) failed,
@@ -265,7 +325,7 @@ pub struct Page {
 pub struct Store {
     /// Readers' connections, and the occasional write statement. The snapshot writer
     /// has a connection of its own and never takes one from here.
-    pool: sqlx::SqlitePool,
+    pool: Pool,
     /// Held by every write. Writers queue here, in order and without polling, rather
     /// than in SQLite's busy handler, which sleeps in growing steps (up to 100 ms) and
     /// would make ingest latency jumpy under load. The busy timeout still covers other
@@ -278,14 +338,14 @@ pub struct Store {
     reads: Arc<reads::HeavyReads>,
 }
 
-/// A write transaction, holding the writer's turn until it ends. Derefs to the
+/// A write transaction, holding the writer's turn until it ends; [`Write::conn`] is its
 /// connection, for queries.
 ///
 /// One dropped without [`Write::commit`] (a `?` on any error, or a failed commit) is
 /// rolled back; the connection goes back to the pool only once that is done and it is
 /// out of any transaction (see [`settled`]).
 struct Write {
-    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: Tx,
     _turn: OwnedMutexGuard<()>,
 }
 
@@ -293,19 +353,9 @@ impl Write {
     async fn commit(self) -> Result<()> {
         Ok(self.tx.commit().await?)
     }
-}
 
-impl Deref for Write {
-    type Target = SqliteConnection;
-
-    fn deref(&self) -> &SqliteConnection {
-        &self.tx
-    }
-}
-
-impl DerefMut for Write {
-    fn deref_mut(&mut self) -> &mut SqliteConnection {
-        &mut self.tx
+    fn conn(&mut self) -> Conn<'_> {
+        self.tx.conn()
     }
 }
 
@@ -316,6 +366,11 @@ const READ_CONNECTIONS: u32 = 7;
 /// How long a statement waits for another connection's write lock before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long a call waits for a PostgreSQL connection before the database counts as
+/// unreachable ([`StoreError::Unreachable`]): short, so that a request is answered 503
+/// while the server is down rather than hanging.
+const PG_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// Most rows a list returns, whatever the caller asks for.
 const MAX_PAGE: u32 = 1000;
 
@@ -324,6 +379,34 @@ impl Store {
     /// date, with the default [`ReadLimits`].
     pub async fn open(path: &Path) -> Result<Store> {
         Store::open_with(path, ReadLimits::default()).await
+    }
+
+    /// Opens the store `db` is: a SQLite file (created if missing) or a PostgreSQL
+    /// database (which must exist; its tables are created), and brings its schema up to
+    /// date.
+    pub async fn connect(db: &Database, limits: ReadLimits) -> Result<Store> {
+        match db {
+            Database::Sqlite(path) => Store::open_with(path, limits).await,
+            Database::Postgres(url) => Store::open_postgres(url, limits).await,
+        }
+    }
+
+    /// Opens a PostgreSQL database by URL. Its pool and the snapshot writer's own
+    /// connection are as SQLite's; what SQLite needs the writer's turn and
+    /// `BEGIN IMMEDIATE` for, PostgreSQL does with row locks.
+    async fn open_postgres(url: &str, limits: ReadLimits) -> Result<Store> {
+        let options: PgConnectOptions =
+            url.parse().map_err(|_| StoreError::Unreachable(format!("cannot read the URL {}", db::redact(url))))?;
+        let options = options.application_name("procyon");
+        let pool = PgPoolOptions::new()
+            .max_connections(READ_CONNECTIONS)
+            .acquire_timeout(PG_ACQUIRE_TIMEOUT)
+            .connect_with(options.clone())
+            .await?;
+        sqlx::migrate!("./migrations/postgres").run(&pool).await?;
+        let writer = Arc::new(tokio::sync::Mutex::new(()));
+        let ingest = Arc::new(ingest::Ingest::start(Db::Postgres(options), Arc::clone(&writer))?);
+        Ok(Store { pool: Db::Postgres(pool), writer, ingest, reads: Arc::new(reads::HeavyReads::new(limits)) })
     }
 
     /// Like [`Store::open`], with `limits` on heavy reads.
@@ -355,7 +438,7 @@ impl Store {
             .after_release(|conn, _| Box::pin(settled(conn)))
             .connect_with(options.clone())
             .await?;
-        sqlx::migrate!("./migrations").run(&pool).await?;
+        sqlx::migrate!("./migrations/sqlite").run(&pool).await?;
         // The snapshot writer's connection: a pool of one that nothing else uses, so a
         // burst of readers holding every other connection cannot hold up ingest. It
         // lives on the writer's thread and never expires, so the writer never waits
@@ -369,8 +452,8 @@ impl Store {
             .connect_with(options)
             .await?;
         let writer = Arc::new(tokio::sync::Mutex::new(()));
-        let ingest = Arc::new(ingest::Ingest::start(own, Arc::clone(&writer))?);
-        Ok(Store { pool, writer, ingest, reads: Arc::new(reads::HeavyReads::new(limits)) })
+        let ingest = Arc::new(ingest::Ingest::start(Db::Sqlite(own), Arc::clone(&writer))?);
+        Ok(Store { pool: Db::Sqlite(pool), writer, ingest, reads: Arc::new(reads::HeavyReads::new(limits)) })
     }
 
     /// Closes every connection, waiting for those in use to be returned. SQLite
@@ -381,11 +464,23 @@ impl Store {
         self.ingest.close().await;
     }
 
-    /// Size of the database file in bytes (pages in use and free), for health reports.
+    /// Size of the database in bytes, for health reports: SQLite's file (pages in use
+    /// and free), PostgreSQL's database.
     pub async fn db_size_bytes(&self) -> Result<u64> {
-        let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(&self.pool).await?;
-        let page_size: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(&self.pool).await?;
-        Ok(u64::try_from(pages.saturating_mul(page_size)).unwrap_or(0))
+        let bytes: i64 = match &self.pool {
+            Db::Sqlite(p) => {
+                let pages: i64 = sqlx::query_scalar("PRAGMA page_count").fetch_one(p).await?;
+                let page_size: i64 = sqlx::query_scalar("PRAGMA page_size").fetch_one(p).await?;
+                pages.saturating_mul(page_size)
+            }
+            Db::Postgres(p) => sqlx::query_scalar("SELECT pg_database_size(current_database())").fetch_one(p).await?,
+        };
+        Ok(u64::try_from(bytes).unwrap_or(0))
+    }
+
+    /// Which database this store is on, for health reports: `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        if self.pool.is_sqlite() { "sqlite" } else { "postgres" }
     }
 
     /// Waits for the writer's turn, for a single write statement.
@@ -405,7 +500,10 @@ impl Store {
     async fn write(&self) -> Result<Write> {
         let conn = self.pool.acquire().await?;
         let turn = self.turn().await;
-        let tx = sqlx::Transaction::begin(conn, Some("BEGIN IMMEDIATE".into())).await?;
+        let tx = match conn {
+            Db::Sqlite(conn) => Db::Sqlite(sqlx::Transaction::begin(conn, Some("BEGIN IMMEDIATE".into())).await?),
+            Db::Postgres(conn) => Db::Postgres(sqlx::Transaction::begin(conn, None).await?),
+        };
         Ok(Write { tx, _turn: turn })
     }
 }
@@ -440,7 +538,7 @@ fn from_ms(ms: i64) -> DateTime<Utc> {
     DateTime::from_timestamp_millis(ms).unwrap_or_default()
 }
 
-/// An unsigned count as SQLite's signed integer, saturating (SQLite has no u64).
+/// An unsigned count as a signed 64-bit integer, saturating (neither database has u64).
 fn to_i64(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
@@ -463,6 +561,7 @@ fn is_unique_violation(e: &sqlx::Error) -> bool {
 #[cfg(test)]
 mod recovery_tests {
     #![allow(clippy::unwrap_used)]
+    use super::db::on;
     use super::*;
 
     /// On some errors (a full disk among them) SQLite ends the transaction itself while
@@ -475,7 +574,7 @@ mod recovery_tests {
         for _ in 0..3 {
             let mut write = store.write().await.unwrap();
             // What a full disk does to the transaction, behind sqlx's back.
-            sqlx::query("ROLLBACK").execute(&mut *write).await.unwrap();
+            on!(write.conn(), |c| sqlx::query("ROLLBACK").execute(c).await.map(|d| d.rows_affected())).unwrap();
             drop(write);
         }
         for _ in 0..2 * READ_CONNECTIONS {
@@ -483,6 +582,26 @@ mod recovery_tests {
         }
         store.create_user("ada", "$argon2id$one", crate::model::api::Role::Admin).await.unwrap();
         assert_eq!(store.user_count().await.unwrap(), 1);
+    }
+
+    /// sqlx knows an applied migration by its version and its content's checksum, so
+    /// databases made before the migrations moved into `sqlite/` open only if both are
+    /// unchanged. These are the SHA-384s of the files as released.
+    #[test]
+    fn sqlite_migrations_keep_the_versions_and_checksums_databases_hold() {
+        let released = [
+            (1, "19a05a01e1de57c10f33d1ccbe224500eff706694114c7f6604d7b3e64cb6d3a108363d2421fdf93a7edf6c50b750599"),
+            (2, "5ef303b12c4039848d04d01c7caea86093be40ff02d91139ebd904ee07981f501ca1f2dedc86f7ff5a0f2e788bdbce72"),
+            (3, "7129f1274f1f3122409e71deed5ad7165179042d5c7e3b4d27a95afd565f1d5a10265467777a237955865087c0b8a0e1"),
+            (4, "8387d3ccf9dc0e8a2a273fa141dda26e7ffb86b0afd0f40f70c8e7e310b0c76c0f3812025360f6e67cae3b4a4716d5bd"),
+            (5, "66aac86a36e3ea4b2e79c8c90da2517a051f26b132d67ed4b41b177f5e654e0f34af1373734ef9c3a3855a4c0941f044"),
+        ];
+        let migrator = sqlx::migrate!("./migrations/sqlite");
+        let hex = |bytes: &[u8]| bytes.iter().map(|b| format!("{b:02x}")).collect::<String>();
+        let found: Vec<(i64, String)> =
+            migrator.iter().filter(|m| m.version <= 5).map(|m| (m.version, hex(&m.checksum))).collect();
+        let released: Vec<(i64, String)> = released.iter().map(|&(v, c)| (v, c.to_owned())).collect();
+        assert_eq!(found, released, "a released migration changed: add a new one instead");
     }
 
     #[test]

@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::chain::{self, Chain, Known};
+use super::db::on;
 use super::snapshots::BodyRow;
 use super::{Result, Store, StoreError, StoredSnapshot, from_ms, ingest};
 use crate::model::Snapshot;
@@ -142,10 +143,10 @@ impl Store {
         let _slot = self.reads.slot().await?;
         let (mut row, chain) = {
             let mut conn = self.pool.acquire().await?;
-            let row: Option<BodyRow> = sqlx::query_as(select).bind(key).fetch_optional(&mut *conn).await?;
+            let row: Option<BodyRow> = on!(conn.conn(), |c| sqlx::query_as(select).bind(key).fetch_optional(c).await)?;
             let Some(mut row) = row else { return Ok(None) };
             let body = std::mem::take(&mut row.body);
-            let chain = chain::fetch(&mut conn, row.id, body, row.base_id, None).await?;
+            let chain = chain::fetch(conn.conn(), row.id, body, row.base_id, None).await?;
             (row, chain)
         };
         let reads = Arc::clone(&self.reads);
@@ -165,16 +166,16 @@ impl Store {
         to: DateTime<Utc>,
         limit: u32,
     ) -> Result<RangeReader> {
-        let rows: Vec<(i64, i64)> = sqlx::query_as(
-            "SELECT id, taken_at FROM snapshots WHERE host_id = ? AND taken_at >= ? AND taken_at <= ? \
-             ORDER BY taken_at, seq LIMIT ?",
+        let rows: Vec<(i64, i64)> = on!(&self.pool, |c| sqlx::query_as(
+            "SELECT id, taken_at FROM snapshots WHERE host_id = $1 AND taken_at >= $2 AND taken_at <= $3 \
+             ORDER BY taken_at, seq LIMIT $4",
         )
         .bind(host_id)
         .bind(super::to_ms(from))
         .bind(super::to_ms(to))
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(c)
+        .await)?;
         Ok(RangeReader { store: self.clone(), rows: rows.into(), last: None })
     }
 }
@@ -222,16 +223,18 @@ impl RangeReader {
             let _slot = self.store.reads.slot().await?;
             let (row, chain) = {
                 let mut conn = self.store.pool.acquire().await?;
-                let row: Option<BodyRow> =
-                    sqlx::query_as(&format!("SELECT {} FROM snapshots WHERE id = ?", super::snapshots::BODY_COLUMNS))
-                        .bind(id)
-                        .fetch_optional(&mut *conn)
-                        .await?;
+                let row: Option<BodyRow> = on!(conn.conn(), |c| sqlx::query_as(&format!(
+                    "SELECT {} FROM snapshots WHERE id = $1",
+                    super::snapshots::BODY_COLUMNS
+                ))
+                .bind(id)
+                .fetch_optional(c)
+                .await)?;
                 match row {
                     None => (None, None),
                     Some(mut row) => {
                         let body = std::mem::take(&mut row.body);
-                        let chain = chain::fetch(&mut conn, row.id, body, row.base_id, self.last.as_ref()).await?;
+                        let chain = chain::fetch(conn.conn(), row.id, body, row.base_id, self.last.as_ref()).await?;
                         (Some(row), chain)
                     }
                 }

@@ -16,9 +16,10 @@ use std::collections::{BTreeMap, HashMap};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use sqlx::{Executor, FromRow, Sqlite, SqliteConnection};
+use sqlx::FromRow;
 
 use super::chain::{self, Known};
+use super::db::{Conn, Db, on};
 use super::ingest;
 use super::snapshots::finite;
 use super::{Maintenance, Result, Retention, Store, StoreError, from_ms, to_i64, to_ms, to_u32};
@@ -307,14 +308,14 @@ fn raw_columns(top: bool) -> String {
 /// costing every row a few hundred bytes). Rows are rebuilt in the order they were
 /// stored, keeping the last one: a host's next row is a delta from it. A row whose base
 /// is gone keeps an empty list: it is past retention and being deleted.
-async fn fill_tops(conn: &mut SqliteConnection, rows: &mut [RawRow]) -> Result<()> {
+async fn fill_tops(mut conn: Conn<'_>, rows: &mut [RawRow]) -> Result<()> {
     let mut order: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].body.is_some()).collect();
     order.sort_by_key(|&i| rows[i].id);
     let mut last: Option<Known> = None;
     for i in order {
         let r = &mut rows[i];
         let Some(body) = r.body.take() else { continue };
-        let Some(chain) = chain::fetch(conn, r.id, body, r.base_id, last.as_ref()).await? else {
+        let Some(chain) = chain::fetch(conn.reborrow(), r.id, body, r.base_id, last.as_ref()).await? else {
             r.top_json = "[]".to_owned();
             continue;
         };
@@ -416,34 +417,43 @@ impl Bucket {
 }
 
 /// Where rolling up stands for one host and tier.
-async fn progress<'e>(db: impl Executor<'e, Database = Sqlite>, host_id: i64, tier: Tier) -> Result<Option<i64>> {
-    Ok(sqlx::query_scalar("SELECT rolled_until FROM rollup_progress WHERE host_id = ? AND tier = ?")
-        .bind(host_id)
-        .bind(tier_name(tier))
-        .fetch_optional(db)
-        .await?)
+async fn progress(mut conn: Conn<'_>, host_id: i64, tier: Tier) -> Result<Option<i64>> {
+    Ok(on!(conn.reborrow(), |c| sqlx::query_scalar(
+        "SELECT rolled_until FROM rollup_progress WHERE host_id = $1 AND tier = $2"
+    )
+    .bind(host_id)
+    .bind(tier_name(tier))
+    .fetch_optional(c)
+    .await)?)
 }
 
-async fn set_progress(tx: &mut SqliteConnection, host_id: i64, tier: Tier, until: i64) -> Result<()> {
-    sqlx::query(
-        "INSERT INTO rollup_progress (host_id, tier, rolled_until) VALUES (?1, ?2, ?3) \
-         ON CONFLICT (host_id, tier) DO UPDATE SET rolled_until = ?3",
+async fn set_progress(mut tx: Conn<'_>, host_id: i64, tier: Tier, until: i64) -> Result<()> {
+    on!(tx.reborrow(), |c| sqlx::query(
+        "INSERT INTO rollup_progress (host_id, tier, rolled_until) VALUES ($1, $2, $3) \
+         ON CONFLICT (host_id, tier) DO UPDATE SET rolled_until = $3",
     )
     .bind(host_id)
     .bind(tier_name(tier))
     .bind(until)
-    .execute(&mut *tx)
-    .await?;
+    .execute(c)
+    .await
+    .map(|d| d.rows_affected()))?;
     Ok(())
 }
 
 /// Writes a bucket, replacing what was there.
-async fn write_bucket(tx: &mut SqliteConnection, host_id: i64, tier: Tier, start: i64, b: Bucket) -> Result<()> {
+async fn write_bucket(mut tx: Conn<'_>, host_id: i64, tier: Tier, start: i64, b: Bucket) -> Result<()> {
     let a = b.agg;
-    sqlx::query(
-        "INSERT OR REPLACE INTO rollups (host_id, tier, bucket, samples, cpu_avg, cpu_max, memory_avg, memory_max, \
+    on!(tx.reborrow(), |c| sqlx::query(
+        "INSERT INTO rollups (host_id, tier, bucket, samples, cpu_avg, cpu_max, memory_avg, memory_max, \
          processes_avg, processes_max, sent_avg, sent_max, received_avg, received_max, network_samples, top_json) \
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+         ON CONFLICT (host_id, tier, bucket) DO UPDATE SET samples = excluded.samples, cpu_avg = excluded.cpu_avg, \
+         cpu_max = excluded.cpu_max, memory_avg = excluded.memory_avg, memory_max = excluded.memory_max, \
+         processes_avg = excluded.processes_avg, processes_max = excluded.processes_max, \
+         sent_avg = excluded.sent_avg, sent_max = excluded.sent_max, received_avg = excluded.received_avg, \
+         received_max = excluded.received_max, network_samples = excluded.network_samples, \
+         top_json = excluded.top_json",
     )
     .bind(host_id)
     .bind(tier_name(tier))
@@ -462,22 +472,23 @@ async fn write_bucket(tx: &mut SqliteConnection, host_id: i64, tier: Tier, start
     .bind(a.received_max)
     .bind(a.network_samples)
     .bind(b.peaks.top_json()?)
-    .execute(&mut *tx)
-    .await?;
+    .execute(c)
+    .await
+    .map(|d| d.rows_affected()))?;
     Ok(())
 }
 
 /// Merges `b` into the stored bucket (or writes it if there is none).
-async fn merge_bucket(tx: &mut SqliteConnection, host_id: i64, tier: Tier, start: i64, mut b: Bucket) -> Result<()> {
-    let old: Option<RollupRow> = sqlx::query_as(&format!(
-        "SELECT {} FROM rollups WHERE host_id = ? AND tier = ? AND bucket = ?",
+async fn merge_bucket(mut tx: Conn<'_>, host_id: i64, tier: Tier, start: i64, mut b: Bucket) -> Result<()> {
+    let old: Option<RollupRow> = on!(tx.reborrow(), |c| sqlx::query_as(&format!(
+        "SELECT {} FROM rollups WHERE host_id = $1 AND tier = $2 AND bucket = $3",
         rollup_columns(true)
     ))
     .bind(host_id)
     .bind(tier_name(tier))
     .bind(start)
-    .fetch_optional(&mut *tx)
-    .await?;
+    .fetch_optional(c)
+    .await)?;
     if let Some(old) = old {
         b.add_rollup(&old)?;
     }
@@ -504,13 +515,20 @@ fn subtract(ranges: &[(i64, i64)], starts: &[i64], w: i64) -> Vec<(i64, i64)> {
 }
 
 impl Store {
+    /// How far a host's minute and hour tiers are rolled.
+    async fn progress(&self, host_id: i64) -> Result<(Option<i64>, Option<i64>)> {
+        let mut conn = self.pool.acquire().await?;
+        Ok((progress(conn.conn(), host_id, Tier::Minute).await?, progress(conn.conn(), host_id, Tier::Hour).await?))
+    }
+
     /// Rolls complete buckets up, merges late snapshots, and applies retention.
     /// Running it again with the same `now` changes nothing.
     pub async fn maintain(&self, now: DateTime<Utc>, retention: &Retention) -> Result<Maintenance> {
         let now = to_ms(now);
         let mut done = Maintenance::default();
         self.merge_late(&mut done).await?;
-        let hosts: Vec<i64> = sqlx::query_scalar("SELECT id FROM hosts ORDER BY id").fetch_all(&self.pool).await?;
+        let hosts: Vec<i64> =
+            on!(&self.pool, |c| sqlx::query_scalar("SELECT id FROM hosts ORDER BY id").fetch_all(c).await)?;
         for &host_id in &hosts {
             self.roll_minutes(host_id, now, &mut done).await?;
             self.roll_hours(host_id, &mut done).await?;
@@ -524,8 +542,11 @@ impl Store {
         }
         if done.raw_deleted > 0 || done.rollups_deleted > 0 {
             // Hand the freed pages back to the file system (auto_vacuum is INCREMENTAL).
-            let _turn = self.turn().await;
-            sqlx::query("PRAGMA incremental_vacuum").execute(&self.pool).await?;
+            // PostgreSQL's autovacuum does this for it.
+            if let Db::Sqlite(pool) = &self.pool {
+                let _turn = self.turn().await;
+                sqlx::query("PRAGMA incremental_vacuum").execute(pool).await?;
+            }
         }
         Ok(done)
     }
@@ -535,14 +556,15 @@ impl Store {
     async fn merge_late(&self, done: &mut Maintenance) -> Result<()> {
         loop {
             let mut tx = self.write().await?;
-            let mut rows: Vec<RawRow> = sqlx::query_as(&format!(
-                "SELECT {} FROM snapshots WHERE id IN (SELECT snapshot_id FROM rollup_late ORDER BY snapshot_id LIMIT ?)",
+            let mut rows: Vec<RawRow> = on!(tx.conn(), |c| {
+                sqlx::query_as(&format!(
+                "SELECT {} FROM snapshots WHERE id IN (SELECT snapshot_id FROM rollup_late ORDER BY snapshot_id LIMIT $1)",
                 raw_columns(true)
             ))
             .bind(LATE_BATCH)
-            .fetch_all(&mut *tx)
-            .await?;
-            fill_tops(&mut tx, &mut rows).await?;
+            .fetch_all(c).await
+            })?;
+            fill_tops(tx.conn(), &mut rows).await?;
             let Some(last) = rows.iter().map(|r| r.id).max() else {
                 tx.commit().await?;
                 return Ok(());
@@ -555,7 +577,7 @@ impl Store {
                 let rolled = match hour_progress.get(&r.host_id) {
                     Some(&p) => p,
                     None => {
-                        let p = progress(&mut *tx, r.host_id, Tier::Hour).await?;
+                        let p = progress(tx.conn(), r.host_id, Tier::Hour).await?;
                         hour_progress.insert(r.host_id, p);
                         p
                     }
@@ -566,14 +588,18 @@ impl Store {
                 }
             }
             for ((host_id, start), b) in minutes {
-                merge_bucket(&mut tx, host_id, Tier::Minute, start, b).await?;
+                merge_bucket(tx.conn(), host_id, Tier::Minute, start, b).await?;
                 done.minute_buckets += 1;
             }
             for ((host_id, start), b) in hours {
-                merge_bucket(&mut tx, host_id, Tier::Hour, start, b).await?;
+                merge_bucket(tx.conn(), host_id, Tier::Hour, start, b).await?;
                 done.hour_buckets += 1;
             }
-            sqlx::query("DELETE FROM rollup_late WHERE snapshot_id <= ?").bind(last).execute(&mut *tx).await?;
+            on!(tx.conn(), |c| sqlx::query("DELETE FROM rollup_late WHERE snapshot_id <= $1")
+                .bind(last)
+                .execute(c)
+                .await
+                .map(|d| d.rows_affected()))?;
             tx.commit().await?;
         }
     }
@@ -583,44 +609,45 @@ impl Store {
         let limit = floor(now, MINUTE_MS);
         loop {
             let mut tx = self.write().await?;
-            let rolled = progress(&mut *tx, host_id, Tier::Minute).await?;
-            let next: Option<i64> =
-                sqlx::query_scalar("SELECT MIN(taken_at) FROM snapshots WHERE host_id = ? AND taken_at >= ?")
-                    .bind(host_id)
-                    .bind(rolled.unwrap_or(i64::MIN))
-                    .fetch_one(&mut *tx)
-                    .await?;
+            let rolled = progress(tx.conn(), host_id, Tier::Minute).await?;
+            let next: Option<i64> = on!(tx.conn(), |c| sqlx::query_scalar(
+                "SELECT MIN(taken_at) FROM snapshots WHERE host_id = $1 AND taken_at >= $2"
+            )
+            .bind(host_id)
+            .bind(rolled.unwrap_or(i64::MIN))
+            .fetch_one(c)
+            .await)?;
             let start = match next.map(|t| floor(t, MINUTE_MS)) {
                 Some(start) if start < limit => start,
                 _ => {
                     // Nothing complete left: everything before `limit` is rolled.
                     if rolled.is_some_and(|r| r < limit) {
-                        set_progress(&mut tx, host_id, Tier::Minute, limit).await?;
+                        set_progress(tx.conn(), host_id, Tier::Minute, limit).await?;
                     }
                     tx.commit().await?;
                     return Ok(());
                 }
             };
             let end = limit.min(start + MINUTE_CHUNK_MS);
-            let mut rows: Vec<RawRow> = sqlx::query_as(&format!(
-                "SELECT {} FROM snapshots WHERE host_id = ? AND taken_at >= ? AND taken_at < ?",
+            let mut rows: Vec<RawRow> = on!(tx.conn(), |c| sqlx::query_as(&format!(
+                "SELECT {} FROM snapshots WHERE host_id = $1 AND taken_at >= $2 AND taken_at < $3",
                 raw_columns(true)
             ))
             .bind(host_id)
             .bind(start)
             .bind(end)
-            .fetch_all(&mut *tx)
-            .await?;
-            fill_tops(&mut tx, &mut rows).await?;
+            .fetch_all(c)
+            .await)?;
+            fill_tops(tx.conn(), &mut rows).await?;
             let mut buckets: BTreeMap<i64, Bucket> = BTreeMap::new();
             for r in &rows {
                 buckets.entry(floor(r.taken_at, MINUTE_MS)).or_default().add_raw(r)?;
             }
             for (start, b) in buckets {
-                write_bucket(&mut tx, host_id, Tier::Minute, start, b).await?;
+                write_bucket(tx.conn(), host_id, Tier::Minute, start, b).await?;
                 done.minute_buckets += 1;
             }
-            set_progress(&mut tx, host_id, Tier::Minute, end).await?;
+            set_progress(tx.conn(), host_id, Tier::Minute, end).await?;
             tx.commit().await?;
         }
     }
@@ -629,79 +656,78 @@ impl Store {
     async fn roll_hours(&self, host_id: i64, done: &mut Maintenance) -> Result<()> {
         loop {
             let mut tx = self.write().await?;
-            let Some(minutes_rolled) = progress(&mut *tx, host_id, Tier::Minute).await? else {
+            let Some(minutes_rolled) = progress(tx.conn(), host_id, Tier::Minute).await? else {
                 tx.commit().await?;
                 return Ok(());
             };
             let limit = floor(minutes_rolled, HOUR_MS);
-            let rolled = progress(&mut *tx, host_id, Tier::Hour).await?;
-            let next: Option<i64> = sqlx::query_scalar(
-                "SELECT MIN(bucket) FROM rollups WHERE host_id = ? AND tier = 'minute' AND bucket >= ?",
+            let rolled = progress(tx.conn(), host_id, Tier::Hour).await?;
+            let next: Option<i64> = on!(tx.conn(), |c| sqlx::query_scalar(
+                "SELECT MIN(bucket) FROM rollups WHERE host_id = $1 AND tier = 'minute' AND bucket >= $2",
             )
             .bind(host_id)
             .bind(rolled.unwrap_or(i64::MIN))
-            .fetch_one(&mut *tx)
-            .await?;
+            .fetch_one(c)
+            .await)?;
             let start = match next.map(|t| floor(t, HOUR_MS)) {
                 Some(start) if start < limit => start,
                 _ => {
                     if rolled.is_some_and(|r| r < limit) {
-                        set_progress(&mut tx, host_id, Tier::Hour, limit).await?;
+                        set_progress(tx.conn(), host_id, Tier::Hour, limit).await?;
                     }
                     tx.commit().await?;
                     return Ok(());
                 }
             };
             let end = limit.min(start + HOUR_CHUNK_MS);
-            let rows: Vec<RollupRow> = sqlx::query_as(&format!(
-                "SELECT {} FROM rollups WHERE host_id = ? AND tier = 'minute' AND bucket >= ? AND bucket < ?",
+            let rows: Vec<RollupRow> = on!(tx.conn(), |c| sqlx::query_as(&format!(
+                "SELECT {} FROM rollups WHERE host_id = $1 AND tier = 'minute' AND bucket >= $2 AND bucket < $3",
                 rollup_columns(true)
             ))
             .bind(host_id)
             .bind(start)
             .bind(end)
-            .fetch_all(&mut *tx)
-            .await?;
+            .fetch_all(c)
+            .await)?;
             let mut buckets: BTreeMap<i64, Bucket> = BTreeMap::new();
             for r in &rows {
                 buckets.entry(floor(r.bucket, HOUR_MS)).or_default().add_rollup(r)?;
             }
             for (start, b) in buckets {
-                write_bucket(&mut tx, host_id, Tier::Hour, start, b).await?;
+                write_bucket(tx.conn(), host_id, Tier::Hour, start, b).await?;
                 done.hour_buckets += 1;
             }
-            set_progress(&mut tx, host_id, Tier::Hour, end).await?;
+            set_progress(tx.conn(), host_id, Tier::Hour, end).await?;
             tx.commit().await?;
         }
     }
 
     /// Deletes a host's rows that are past retention and held by the tier above.
     async fn expire(&self, host_id: i64, now: i64, retention: &Retention, done: &mut Maintenance) -> Result<()> {
-        let minutes_rolled = progress(&self.pool, host_id, Tier::Minute).await?;
-        let hours_rolled = progress(&self.pool, host_id, Tier::Hour).await?;
+        let (minutes_rolled, hours_rolled) = self.progress(host_id).await?;
         // Raw snapshots: older than retention and in a rolled minute. Queued late ones
         // wait for their merge. Whole keyframe windows go together (the bound is the
         // start of one), so no kept snapshot loses a base.
         if let Some(rolled) = minutes_rolled {
-            let hostname: String = sqlx::query_scalar("SELECT hostname FROM hosts WHERE id = ?")
+            let hostname: String = on!(&self.pool, |c| sqlx::query_scalar("SELECT hostname FROM hosts WHERE id = $1")
                 .bind(host_id)
-                .fetch_one(&self.pool)
-                .await?;
+                .fetch_one(c)
+                .await)?;
             // A late row waiting for its merge keeps its whole window: the rows of its
             // chain are all in it.
-            let late: Option<i64> = sqlx::query_scalar(
+            let late: Option<i64> = on!(&self.pool, |c| sqlx::query_scalar(
                 "SELECT MIN(s.taken_at) FROM rollup_late l JOIN snapshots s ON s.id = l.snapshot_id \
-                 WHERE s.host_id = ?",
+                 WHERE s.host_id = $1",
             )
             .bind(host_id)
-            .fetch_one(&self.pool)
-            .await?;
+            .fetch_one(c)
+            .await)?;
             let bound = rolled.min(now.saturating_sub(duration_ms(retention.raw))).min(late.unwrap_or(i64::MAX));
             let before = ingest::window_start(&hostname, bound);
             done.raw_deleted += self
                 .delete_batched(
-                    "DELETE FROM snapshots WHERE id IN (SELECT id FROM snapshots WHERE host_id = ? AND taken_at < ? \
-                     ORDER BY taken_at LIMIT ?)",
+                    "DELETE FROM snapshots WHERE id IN (SELECT id FROM snapshots WHERE host_id = $1 AND taken_at < $2 \
+                     ORDER BY taken_at LIMIT $3)",
                     host_id,
                     before,
                 )
@@ -712,8 +738,8 @@ impl Store {
             let before = rolled.min(now.saturating_sub(duration_ms(retention.minute)).saturating_sub(MINUTE_MS) + 1);
             done.rollups_deleted += self
                 .delete_batched(
-                    "DELETE FROM rollups WHERE rowid IN (SELECT rowid FROM rollups WHERE host_id = ? \
-                     AND tier = 'minute' AND bucket < ? ORDER BY bucket LIMIT ?)",
+                    "DELETE FROM rollups WHERE host_id = $1 AND tier = 'minute' AND bucket IN (SELECT bucket FROM rollups \
+                     WHERE host_id = $1 AND tier = 'minute' AND bucket < $2 ORDER BY bucket LIMIT $3)",
                     host_id,
                     before,
                 )
@@ -723,8 +749,8 @@ impl Store {
         let before = now.saturating_sub(duration_ms(retention.hour)).saturating_sub(HOUR_MS) + 1;
         done.rollups_deleted += self
             .delete_batched(
-                "DELETE FROM rollups WHERE rowid IN (SELECT rowid FROM rollups WHERE host_id = ? \
-                 AND tier = 'hour' AND bucket < ? ORDER BY bucket LIMIT ?)",
+                "DELETE FROM rollups WHERE host_id = $1 AND tier = 'hour' AND bucket IN (SELECT bucket FROM rollups \
+                 WHERE host_id = $1 AND tier = 'hour' AND bucket < $2 ORDER BY bucket LIMIT $3)",
                 host_id,
                 before,
             )
@@ -738,13 +764,13 @@ impl Store {
         let mut total = 0;
         loop {
             let _turn = self.turn().await;
-            let n = sqlx::query(sql)
+            let n = on!(&self.pool, |c| sqlx::query(sql)
                 .bind(host_id)
                 .bind(before)
                 .bind(DELETE_BATCH)
-                .execute(&self.pool)
-                .await?
-                .rows_affected();
+                .execute(c)
+                .await
+                .map(|d| d.rows_affected()))?;
             total += n;
             if n < DELETE_BATCH as u64 {
                 return Ok(total);
@@ -770,11 +796,11 @@ impl Store {
         now: DateTime<Utc>,
         retention: &Retention,
     ) -> Result<Series> {
-        let hostname: String = sqlx::query_scalar("SELECT hostname FROM hosts WHERE id = ?")
+        let hostname: String = on!(&self.pool, |c| sqlx::query_scalar("SELECT hostname FROM hosts WHERE id = $1")
             .bind(host_id)
-            .fetch_optional(&self.pool)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("host {host_id}")))?;
+            .fetch_optional(c)
+            .await)?
+        .ok_or_else(|| StoreError::NotFound(format!("host {host_id}")))?;
         let to = to_ms(to.unwrap_or(now));
         let now = to_ms(now);
         let Some(from) = from.map(to_ms) else {
@@ -800,17 +826,17 @@ impl Store {
 
     /// The newest `limit` raw snapshots taken in `[from, to]`, oldest first.
     async fn raw_points(&self, host_id: i64, from: i64, to: i64, limit: u32) -> Result<Vec<SeriesPoint>> {
-        let rows: Vec<RawRow> = sqlx::query_as(&format!(
-            "SELECT {} FROM snapshots WHERE host_id = ? AND taken_at >= ? AND taken_at <= ? \
-             ORDER BY taken_at DESC, seq DESC LIMIT ?",
+        let rows: Vec<RawRow> = on!(&self.pool, |c| sqlx::query_as(&format!(
+            "SELECT {} FROM snapshots WHERE host_id = $1 AND taken_at >= $2 AND taken_at <= $3 \
+             ORDER BY taken_at DESC, seq DESC LIMIT $4",
             raw_columns(false)
         ))
         .bind(host_id)
         .bind(from)
         .bind(to)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(c)
+        .await)?;
         Ok(rows.iter().rev().map(|r| r.agg().point(r.taken_at)).collect())
     }
 
@@ -827,9 +853,9 @@ impl Store {
         let w = width(tier);
         let first = floor(from, w);
         let mut buckets: BTreeMap<i64, Agg> = BTreeMap::new();
-        let stored: Vec<RollupRow> = sqlx::query_as(&format!(
-            "SELECT {} FROM rollups WHERE host_id = ? AND tier = ? AND bucket >= ? AND bucket <= ? \
-             ORDER BY bucket DESC LIMIT ?",
+        let stored: Vec<RollupRow> = on!(&self.pool, |c| sqlx::query_as(&format!(
+            "SELECT {} FROM rollups WHERE host_id = $1 AND tier = $2 AND bucket >= $3 AND bucket <= $4 \
+             ORDER BY bucket DESC LIMIT $5",
             rollup_columns(false)
         ))
         .bind(host_id)
@@ -837,44 +863,43 @@ impl Store {
         .bind(first)
         .bind(to)
         .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(c)
+        .await)?;
         for r in &stored {
             buckets.entry(r.bucket).or_default().merge(&r.agg());
         }
 
         // The part not rolled into this tier yet.
-        let minutes_rolled = progress(&self.pool, host_id, Tier::Minute).await?;
-        let hours_rolled = progress(&self.pool, host_id, Tier::Hour).await?;
+        let (minutes_rolled, hours_rolled) = self.progress(host_id).await?;
         let raw_from = first.max(minutes_rolled.unwrap_or(i64::MIN));
         if tier == Tier::Hour
             && let Some(minutes_rolled) = minutes_rolled
         {
             let minute_from = first.max(hours_rolled.unwrap_or(i64::MIN));
-            let rows: Vec<RollupRow> = sqlx::query_as(&format!(
-                "SELECT {} FROM rollups WHERE host_id = ? AND tier = 'minute' AND bucket >= ? AND bucket < ? \
-                 AND bucket <= ?",
+            let rows: Vec<RollupRow> = on!(&self.pool, |c| sqlx::query_as(&format!(
+                "SELECT {} FROM rollups WHERE host_id = $1 AND tier = 'minute' AND bucket >= $2 AND bucket < $3 \
+                 AND bucket <= $4",
                 rollup_columns(false)
             ))
             .bind(host_id)
             .bind(minute_from)
             .bind(minutes_rolled)
             .bind(to)
-            .fetch_all(&self.pool)
-            .await?;
+            .fetch_all(c)
+            .await)?;
             for r in &rows {
                 buckets.entry(floor(r.bucket, w)).or_default().merge(&r.agg());
             }
         }
-        let rows: Vec<RawRow> = sqlx::query_as(&format!(
-            "SELECT {} FROM snapshots WHERE host_id = ? AND taken_at >= ? AND taken_at <= ?",
+        let rows: Vec<RawRow> = on!(&self.pool, |c| sqlx::query_as(&format!(
+            "SELECT {} FROM snapshots WHERE host_id = $1 AND taken_at >= $2 AND taken_at <= $3",
             raw_columns(false)
         ))
         .bind(host_id)
         .bind(raw_from)
         .bind(to)
-        .fetch_all(&self.pool)
-        .await?;
+        .fetch_all(c)
+        .await)?;
         for r in &rows {
             buckets.entry(floor(r.taken_at, w)).or_default().merge(&r.agg());
         }
@@ -903,15 +928,17 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut peaks = Peaks::default();
-        let raw_min: Option<i64> = sqlx::query_scalar("SELECT MIN(taken_at) FROM snapshots WHERE host_id = ?")
-            .bind(host_id)
-            .fetch_one(&self.pool)
-            .await?;
-        let minute_min: Option<i64> =
-            sqlx::query_scalar("SELECT MIN(bucket) FROM rollups WHERE host_id = ? AND tier = 'minute'")
+        let raw_min: Option<i64> =
+            on!(&self.pool, |c| sqlx::query_scalar("SELECT MIN(taken_at) FROM snapshots WHERE host_id = $1")
                 .bind(host_id)
-                .fetch_one(&self.pool)
-                .await?;
+                .fetch_one(c)
+                .await)?;
+        let minute_min: Option<i64> = on!(&self.pool, |c| sqlx::query_scalar(
+            "SELECT MIN(bucket) FROM rollups WHERE host_id = $1 AND tier = 'minute'"
+        )
+        .bind(host_id)
+        .fetch_one(c)
+        .await)?;
         let (raw_min, minute_min) = (raw_min.unwrap_or(i64::MAX), minute_min.unwrap_or(i64::MAX));
         let inside = |start: i64, w: i64| start >= from && start + w <= to;
 
@@ -920,16 +947,17 @@ impl Store {
             let w = width(tier);
             let mut used = Vec::new();
             for &(a, b) in &gaps {
-                let rows: Vec<(i64, String)> = sqlx::query_as(
-                    "SELECT bucket, top_json FROM rollups WHERE host_id = ? AND tier = ? AND bucket > ? AND bucket < ? \
+                let rows: Vec<(i64, String)> = on!(&self.pool, |c| {
+                    sqlx::query_as(
+                    "SELECT bucket, top_json FROM rollups WHERE host_id = $1 AND tier = $2 AND bucket > $3 AND bucket < $4 \
                      ORDER BY bucket",
                 )
                 .bind(host_id)
                 .bind(tier_name(tier))
                 .bind(a - w)
                 .bind(b)
-                .fetch_all(&self.pool)
-                .await?;
+                .fetch_all(c).await
+                })?;
                 for (start, json) in rows {
                     if inside(start, w) || start < finer_min {
                         peaks.add_json(&json, start)?;
@@ -941,16 +969,16 @@ impl Store {
         }
         let mut conn = self.pool.acquire().await?;
         for (a, b) in gaps {
-            let mut rows: Vec<RawRow> = sqlx::query_as(&format!(
-                "SELECT {} FROM snapshots WHERE host_id = ? AND taken_at >= ? AND taken_at < ?",
+            let mut rows: Vec<RawRow> = on!(conn.conn(), |c| sqlx::query_as(&format!(
+                "SELECT {} FROM snapshots WHERE host_id = $1 AND taken_at >= $2 AND taken_at < $3",
                 raw_columns(true)
             ))
             .bind(host_id)
             .bind(a)
             .bind(b)
-            .fetch_all(&mut *conn)
-            .await?;
-            fill_tops(&mut conn, &mut rows).await?;
+            .fetch_all(c)
+            .await)?;
+            fill_tops(conn.conn(), &mut rows).await?;
             for r in rows {
                 peaks.add_json(&r.top_json, r.taken_at)?;
             }

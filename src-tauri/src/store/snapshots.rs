@@ -11,6 +11,7 @@ use sqlx::FromRow;
 
 use std::sync::Arc;
 
+use super::db::on;
 use super::ingest::{self, Sent};
 use super::{Inserted, Page, Result, Store, StoreError, StoredSnapshot, from_ms, page_limit, to_i64, to_ms, to_u32};
 use crate::model::api::{HostSummary, SnapshotSummary};
@@ -209,36 +210,40 @@ impl Store {
     /// The sequence number to give the next snapshot of `hostname` when its upload
     /// carries none: one more than the highest ever stored, 1 for a new host.
     pub async fn next_seq(&self, hostname: &str) -> Result<u64> {
-        let last: Option<i64> = sqlx::query_scalar("SELECT last_seq FROM hosts WHERE hostname = ?")
-            .bind(hostname)
-            .fetch_optional(&self.pool)
-            .await?;
+        let last: Option<i64> =
+            on!(&self.pool, |c| sqlx::query_scalar("SELECT last_seq FROM hosts WHERE hostname = $1")
+                .bind(hostname)
+                .fetch_optional(c)
+                .await)?;
         Ok(u64::try_from(last.unwrap_or(0).max(0)).unwrap_or(0).saturating_add(1))
     }
 
     /// Every host, by name. `online` and `local` are false: the server fills them in.
     pub async fn hosts(&self) -> Result<Vec<HostSummary>> {
-        let rows: Vec<HostRow> = sqlx::query_as(&format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY hostname"))
-            .fetch_all(&self.pool)
-            .await?;
+        let rows: Vec<HostRow> =
+            on!(&self.pool, |c| sqlx::query_as(&format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY hostname"))
+                .fetch_all(c)
+                .await)?;
         Ok(rows.into_iter().map(HostRow::summary).collect())
     }
 
     /// One host by its numeric id or its name (an id wins when a name looks like one).
     pub async fn host(&self, key: &str) -> Result<Option<HostSummary>> {
         if let Ok(id) = key.parse::<i64>() {
-            let row: Option<HostRow> = sqlx::query_as(&format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = ?"))
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?;
+            let row: Option<HostRow> =
+                on!(&self.pool, |c| sqlx::query_as(&format!("SELECT {HOST_COLUMNS} FROM hosts WHERE id = $1"))
+                    .bind(id)
+                    .fetch_optional(c)
+                    .await)?;
             if let Some(row) = row {
                 return Ok(Some(row.summary()));
             }
         }
-        let row: Option<HostRow> = sqlx::query_as(&format!("SELECT {HOST_COLUMNS} FROM hosts WHERE hostname = ?"))
-            .bind(key)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row: Option<HostRow> =
+            on!(&self.pool, |c| sqlx::query_as(&format!("SELECT {HOST_COLUMNS} FROM hosts WHERE hostname = $1"))
+                .bind(key)
+                .fetch_optional(c)
+                .await)?;
         Ok(row.map(HostRow::summary))
     }
 
@@ -255,7 +260,9 @@ impl Store {
         F: FnOnce(StoredSnapshot) -> T + Send + 'static,
     {
         self.read_decoded(
-            &format!("SELECT {BODY_COLUMNS} FROM snapshots WHERE host_id = ? ORDER BY taken_at DESC, seq DESC LIMIT 1"),
+            &format!(
+                "SELECT {BODY_COLUMNS} FROM snapshots WHERE host_id = $1 ORDER BY taken_at DESC, seq DESC LIMIT 1"
+            ),
             host_id,
             f,
         )
@@ -265,13 +272,13 @@ impl Store {
     /// Which snapshot is the newest of each host that has one, by host name; nothing is
     /// decoded, so a caller can pick the hosts it wants first.
     pub async fn newest_per_host(&self) -> Result<Vec<Newest>> {
-        Ok(sqlx::query_as(
+        Ok(on!(&self.pool, |c| sqlx::query_as(
             "SELECT h.id AS host_id, h.hostname, s.id AS snapshot_id FROM hosts h JOIN snapshots s ON s.id = \
                (SELECT id FROM snapshots WHERE host_id = h.id ORDER BY taken_at DESC, seq DESC LIMIT 1) \
              ORDER BY h.hostname",
         )
-        .fetch_all(&self.pool)
-        .await?)
+        .fetch_all(c)
+        .await)?)
     }
 
     /// The newest snapshot of every host that has one, by host name, decoded one at a
@@ -304,18 +311,18 @@ impl Store {
         T: Send + 'static,
         F: FnOnce(StoredSnapshot) -> T + Send + 'static,
     {
-        self.read_decoded(&format!("SELECT {BODY_COLUMNS} FROM snapshots WHERE id = ?"), id, f).await
+        self.read_decoded(&format!("SELECT {BODY_COLUMNS} FROM snapshots WHERE id = $1"), id, f).await
     }
 
     /// The stored snapshot of `hostname` with sequence number `seq`.
     pub async fn snapshot_by_seq(&self, hostname: &str, seq: u64) -> Result<Option<StoredSnapshot>> {
-        let id: Option<i64> = sqlx::query_scalar(
-            "SELECT s.id FROM snapshots s JOIN hosts h ON h.id = s.host_id WHERE h.hostname = ? AND s.seq = ?",
+        let id: Option<i64> = on!(&self.pool, |c| sqlx::query_scalar(
+            "SELECT s.id FROM snapshots s JOIN hosts h ON h.id = s.host_id WHERE h.hostname = $1 AND s.seq = $2",
         )
         .bind(hostname)
         .bind(to_i64(seq))
-        .fetch_optional(&self.pool)
-        .await?;
+        .fetch_optional(c)
+        .await)?;
         match id {
             Some(id) => self.snapshot(id).await,
             None => Ok(None),
@@ -328,27 +335,23 @@ impl Store {
         // Two statements rather than `(? IS NULL OR host_id = ?)`, which would keep
         // SQLite from using the (host_id, taken_at) index.
         let rows: Vec<SummaryRow> = match host_id {
-            Some(host_id) => {
-                sqlx::query_as(&format!(
-                    "SELECT {SUMMARY_COLUMNS} FROM snapshots s JOIN hosts h ON h.id = s.host_id \
-                     WHERE s.host_id = ? ORDER BY s.taken_at DESC, s.seq DESC, s.id DESC LIMIT ? OFFSET ?"
-                ))
-                .bind(host_id)
-                .bind(limit)
-                .bind(offset)
-                .fetch_all(&self.pool)
-                .await?
-            }
-            None => {
-                sqlx::query_as(&format!(
-                    "SELECT {SUMMARY_COLUMNS} FROM snapshots s JOIN hosts h ON h.id = s.host_id \
-                     ORDER BY s.taken_at DESC, s.id DESC LIMIT ? OFFSET ?"
-                ))
-                .bind(limit)
-                .bind(offset)
-                .fetch_all(&self.pool)
-                .await?
-            }
+            Some(host_id) => on!(&self.pool, |c| sqlx::query_as(&format!(
+                "SELECT {SUMMARY_COLUMNS} FROM snapshots s JOIN hosts h ON h.id = s.host_id \
+                     WHERE s.host_id = $1 ORDER BY s.taken_at DESC, s.seq DESC, s.id DESC LIMIT $2 OFFSET $3"
+            ))
+            .bind(host_id)
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(c)
+            .await)?,
+            None => on!(&self.pool, |c| sqlx::query_as(&format!(
+                "SELECT {SUMMARY_COLUMNS} FROM snapshots s JOIN hosts h ON h.id = s.host_id \
+                     ORDER BY s.taken_at DESC, s.id DESC LIMIT $1 OFFSET $2"
+            ))
+            .bind(limit)
+            .bind(offset)
+            .fetch_all(c)
+            .await)?,
         };
         Ok(rows.into_iter().map(SnapshotSummary::from).collect())
     }
@@ -357,13 +360,13 @@ impl Store {
     /// does not scan).
     pub async fn count(&self, host_id: Option<i64>) -> Result<i64> {
         let count: Option<i64> = match host_id {
-            Some(id) => {
-                sqlx::query_scalar("SELECT snapshot_count FROM hosts WHERE id = ?")
-                    .bind(id)
-                    .fetch_optional(&self.pool)
-                    .await?
-            }
-            None => sqlx::query_scalar("SELECT SUM(snapshot_count) FROM hosts").fetch_one(&self.pool).await?,
+            Some(id) => on!(&self.pool, |c| sqlx::query_scalar("SELECT snapshot_count FROM hosts WHERE id = $1")
+                .bind(id)
+                .fetch_optional(c)
+                .await)?,
+            None => on!(&self.pool, |c| sqlx::query_scalar("SELECT CAST(SUM(snapshot_count) AS BIGINT) FROM hosts")
+                .fetch_one(c)
+                .await)?,
         };
         Ok(count.unwrap_or(0))
     }
@@ -393,10 +396,18 @@ impl Store {
     /// snapshot that arrives later starts the host afresh.
     pub async fn delete_host(&self, hostname: &str) -> Result<bool> {
         let mut tx = self.write().await?;
-        let done = sqlx::query("DELETE FROM hosts WHERE hostname = ?").bind(hostname).execute(&mut *tx).await?;
-        sqlx::query("DELETE FROM host_bindings WHERE hostname = ?").bind(hostname).execute(&mut *tx).await?;
+        let done = on!(tx.conn(), |c| sqlx::query("DELETE FROM hosts WHERE hostname = $1")
+            .bind(hostname)
+            .execute(c)
+            .await
+            .map(|d| d.rows_affected()))?;
+        on!(tx.conn(), |c| sqlx::query("DELETE FROM host_bindings WHERE hostname = $1")
+            .bind(hostname)
+            .execute(c)
+            .await
+            .map(|d| d.rows_affected()))?;
         tx.commit().await?;
         self.ingest.forget(hostname);
-        Ok(done.rows_affected() > 0)
+        Ok(done > 0)
     }
 }

@@ -1,11 +1,13 @@
-//! Tests of the store against a real SQLite file in a temporary directory, with
-//! snapshots cloned from one real sample of this machine.
+//! Tests of the store against a real SQLite file in a temporary directory and against a
+//! real PostgreSQL (each test runs on both; see `both!`), with snapshots cloned from one
+//! real sample of this machine.
 
 use std::sync::OnceLock;
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
 
+use super::db::on;
 use super::*;
 use crate::model::api::{AuditAction, KeyScope, Role, SeriesPoint, SnapshotSummary, Tier, TopProcess};
 use crate::model::{InterfaceCounters, ProcessAction, ProcessSample, Snapshot};
@@ -37,8 +39,52 @@ fn process(name: &str, pid: u32, cpu: f32, rss: u64) -> ProcessSample {
     p
 }
 
-async fn open(dir: &tempfile::TempDir) -> Store {
-    Store::open(&dir.path().join("procyon.db")).await.expect("open store")
+/// Where a test's store is: a SQLite file in a temporary directory, or a new database
+/// in a throwaway PostgreSQL (see `test_postgres`).
+struct Place {
+    db: Database,
+    _dir: tempfile::TempDir,
+}
+
+impl Place {
+    fn sqlite() -> Place {
+        let dir = tempfile::tempdir().unwrap();
+        Place { db: Database::Sqlite(dir.path().join("procyon.db")), _dir: dir }
+    }
+
+    /// `None` (the test is skipped, with a message) when PostgreSQL is not installed.
+    fn postgres() -> Option<Place> {
+        let url = super::test_postgres::database()?;
+        Some(Place { db: Database::from_url(&url).unwrap(), _dir: tempfile::tempdir().unwrap() })
+    }
+
+    async fn open(&self) -> Store {
+        self.open_with(ReadLimits::default()).await
+    }
+
+    async fn open_with(&self, limits: ReadLimits) -> Store {
+        Store::connect(&self.db, limits).await.expect("open store")
+    }
+}
+
+/// Runs the test `$test(place: Place)` twice: on SQLite (`$test::sqlite`) and on
+/// PostgreSQL (`$test::postgres`).
+macro_rules! both {
+    ($test:ident $(, $($flavor:tt)*)?) => {
+        mod $test {
+            #[tokio::test$(($($flavor)*))?]
+            async fn sqlite() {
+                super::$test(super::Place::sqlite()).await
+            }
+
+            #[tokio::test$(($($flavor)*))?]
+            async fn postgres() {
+                if let Some(place) = super::Place::postgres() {
+                    super::$test(place).await
+                }
+            }
+        }
+    };
 }
 
 fn page(limit: u32, offset: u32) -> Page {
@@ -54,10 +100,9 @@ fn now() -> DateTime<Utc> {
     from_ms(to_ms(Utc::now()))
 }
 
-#[tokio::test]
-async fn duplicate_upload_is_stored_once_and_hosts_are_upserted() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+both!(duplicate_upload_is_stored_once_and_hosts_are_upserted);
+async fn duplicate_upload_is_stored_once_and_hosts_are_upserted(place: Place) {
+    let store = place.open().await;
     let t = now() - secs(60);
 
     let first = store.insert_snapshot(&snap("alpha", 1, t, 10.0), t).await.unwrap();
@@ -95,10 +140,9 @@ async fn duplicate_upload_is_stored_once_and_hosts_are_upserted() {
     assert_eq!(store.next_seq("gamma").await.unwrap(), 1);
 }
 
-#[tokio::test]
-async fn host_info_follows_the_newest_snapshot() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+both!(host_info_follows_the_newest_snapshot);
+async fn host_info_follows_the_newest_snapshot(place: Place) {
+    let store = place.open().await;
     let t = now() - secs(600);
     let mut newer = snap("alpha", 2, t, 1.0);
     newer.host.os = "Newer OS".into();
@@ -113,10 +157,9 @@ async fn host_info_follows_the_newest_snapshot() {
     assert_eq!(store.latest(host.id).await.unwrap().unwrap().snapshot.seq, 2);
 }
 
-#[tokio::test]
-async fn lists_page_newest_first_and_latest_is_per_host() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+both!(lists_page_newest_first_and_latest_is_per_host);
+async fn lists_page_newest_first_and_latest_is_per_host(place: Place) {
+    let store = place.open().await;
     let t0 = now() - secs(3600);
     let mut alpha = 0;
     for seq in 1..=5 {
@@ -165,10 +208,9 @@ async fn lists_page_newest_first_and_latest_is_per_host() {
     assert_eq!(store.latest(-1).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn snapshots_round_trip_and_ranges_are_oldest_first() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+both!(snapshots_round_trip_and_ranges_are_oldest_first);
+async fn snapshots_round_trip_and_ranges_are_oldest_first(place: Place) {
+    let store = place.open().await;
     let t0 = now() - secs(600);
     let mut ids = Vec::new();
     for seq in 1..=4u64 {
@@ -187,10 +229,9 @@ async fn snapshots_round_trip_and_ranges_are_oldest_first() {
     assert_eq!(range.iter().map(|s| s.snapshot.seq).collect::<Vec<_>>(), [1, 2]);
 }
 
-#[tokio::test]
-async fn series_uses_raw_points_and_picks_the_tier_by_range() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+both!(series_uses_raw_points_and_picks_the_tier_by_range);
+async fn series_uses_raw_points_and_picks_the_tier_by_range(place: Place) {
+    let store = place.open().await;
     let now = now();
     let t0 = now - secs(300);
     let mut host = 0;
@@ -232,13 +273,12 @@ async fn series_uses_raw_points_and_picks_the_tier_by_range() {
     assert!(matches!(store.series(-1, None, None, None, now, &retention).await, Err(StoreError::NotFound(_))));
 }
 
+both!(figures_a_snapshot_did_not_give_stay_unknown_in_series_and_tops);
 /// What a snapshot did not give (a short upload: no network figures, processes without
 /// CPU or memory) stays unknown in series and top lists, raw and rolled up, instead of
 /// counting as zeros.
-#[tokio::test]
-async fn figures_a_snapshot_did_not_give_stay_unknown_in_series_and_tops() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+async fn figures_a_snapshot_did_not_give_stay_unknown_in_series_and_tops(place: Place) {
+    let store = place.open().await;
     let now = now();
     let t0 = from_ms(floor_ms(to_ms(now - secs(3 * 3600)), 3_600_000));
     let known = process("known", 4_000_001, 5.0, 1 << 20);
@@ -318,10 +358,9 @@ async fn figures_a_snapshot_did_not_give_stay_unknown_in_series_and_tops() {
 /// Spacing of the synthetic history in [`maintain_rolls_up_expires_and_keeps_answering`].
 const STEP: i64 = 30;
 
-#[tokio::test]
-async fn maintain_rolls_up_expires_and_keeps_answering() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+both!(maintain_rolls_up_expires_and_keeps_answering);
+async fn maintain_rolls_up_expires_and_keeps_answering(place: Place) {
+    let store = place.open().await;
     let now = now();
     // Three hours of history, starting on an hour, ending two hours before now.
     let t0 = from_ms((to_ms(now) / 3_600_000 - 5) * 3_600_000);
@@ -360,8 +399,10 @@ async fn maintain_rolls_up_expires_and_keeps_answering() {
     assert_eq!(store.count(Some(host)).await.unwrap(), 0);
     assert_eq!(store.latest(host).await.unwrap(), None);
     assert_eq!(store.maintain(now, &retention).await.unwrap(), Maintenance::default());
-    let free: i64 = sqlx::query_scalar("PRAGMA freelist_count").fetch_one(&store.pool).await.unwrap();
-    assert_eq!(free, 0, "incremental_vacuum returned the freed pages");
+    if let Db::Sqlite(pool) = &store.pool {
+        let free: i64 = sqlx::query_scalar("PRAGMA freelist_count").fetch_one(pool).await.unwrap();
+        assert_eq!(free, 0, "incremental_vacuum returned the freed pages");
+    }
 
     // The series are the same from rollups as they were from raw rows.
     let minutes = store.series(host, Some(now - secs(86400)), None, None, now, &retention).await.unwrap();
@@ -438,10 +479,9 @@ fn assert_same_points(a: &[SeriesPoint], b: &[SeriesPoint]) {
     }
 }
 
-#[tokio::test]
-async fn keys_keep_their_scope_and_upload_by_default() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+both!(keys_keep_their_scope_and_upload_by_default);
+async fn keys_keep_their_scope_and_upload_by_default(place: Place) {
+    let store = place.open().await;
     let agent = store.create_api_key("agent", "pk_ab12", "hash-agent", None).await.unwrap();
     let prom = store.create_scoped_api_key("prom", "pk_pr01", "hash-prom", None, KeyScope::Metrics).await.unwrap();
     assert_eq!((agent.scope, prom.scope), (KeyScope::Upload, KeyScope::Metrics));
@@ -449,10 +489,9 @@ async fn keys_keep_their_scope_and_upload_by_default() {
     assert_eq!(store.api_keys().await.unwrap(), [agent, prom]);
 }
 
-#[tokio::test]
-async fn users_keys_and_audit() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+both!(users_keys_and_audit);
+async fn users_keys_and_audit(place: Place) {
+    let store = place.open().await;
 
     assert_eq!(store.user_count().await.unwrap(), 0);
     let ada = store.create_user("ada", "$argon2id$one", Role::Admin).await.unwrap();
@@ -527,13 +566,12 @@ async fn users_keys_and_audit() {
     assert_eq!((deleted.pid, deleted.action), (None, AuditAction::DeleteHost));
 }
 
-#[tokio::test]
-async fn reopening_keeps_everything() {
-    let dir = tempfile::tempdir().unwrap();
+both!(reopening_keeps_everything);
+async fn reopening_keeps_everything(place: Place) {
     let t = now() - secs(10);
     let original = snap("alpha", 1, t, 12.5);
     let (id, key) = {
-        let store = open(&dir).await;
+        let store = place.open().await;
         let id = store.insert_snapshot(&original, t).await.unwrap().id;
         store.create_user("ada", "$argon2id$x", Role::Admin).await.unwrap();
         let key = store.create_api_key("k", "pk_1", "h", None).await.unwrap();
@@ -550,14 +588,16 @@ async fn reopening_keeps_everything() {
             })
             .await
             .unwrap();
-        let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(&store.pool).await.unwrap();
-        let vacuum: i64 = sqlx::query_scalar("PRAGMA auto_vacuum").fetch_one(&store.pool).await.unwrap();
-        assert_eq!((mode.as_str(), vacuum), ("wal", 2));
+        if let Db::Sqlite(pool) = &store.pool {
+            let mode: String = sqlx::query_scalar("PRAGMA journal_mode").fetch_one(pool).await.unwrap();
+            let vacuum: i64 = sqlx::query_scalar("PRAGMA auto_vacuum").fetch_one(pool).await.unwrap();
+            assert_eq!((mode.as_str(), vacuum), ("wal", 2));
+        }
         assert!(store.db_size_bytes().await.unwrap() > 0);
         store.close().await;
         (id, key)
     };
-    let store = open(&dir).await;
+    let store = place.open().await;
     assert_eq!(store.snapshot(id).await.unwrap().unwrap().snapshot, original);
     assert_eq!(store.hosts().await.unwrap().len(), 1);
     assert_eq!(store.next_seq("alpha").await.unwrap(), 2);
@@ -566,17 +606,18 @@ async fn reopening_keeps_everything() {
     assert_eq!(store.audit_log(None, page(10, 0)).await.unwrap()[0].result, "not_found");
 }
 
-#[tokio::test]
-async fn bodies_are_compressed() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+both!(bodies_are_compressed);
+async fn bodies_are_compressed(place: Place) {
+    let store = place.open().await;
     let s = base();
     let id = store.insert_snapshot(s, Utc::now()).await.unwrap().id;
-    let (body, top): (i64, i64) = sqlx::query_as("SELECT length(body), length(top_json) FROM snapshots WHERE id = ?")
-        .bind(id)
-        .fetch_one(&store.pool)
-        .await
-        .unwrap();
+    let (body, top): (i64, i64) = on!(&store.pool, |c| sqlx::query_as(
+        "SELECT CAST(length(body) AS BIGINT), CAST(length(top_json) AS BIGINT) FROM snapshots WHERE id = $1"
+    )
+    .bind(id)
+    .fetch_one(c)
+    .await)
+    .unwrap();
     let json = serde_json::to_vec(s).unwrap().len() as i64;
     eprintln!(
         "{} processes, {} sockets: JSON {json} bytes, stored body {body} bytes ({:.1}x), top list {top} bytes",
@@ -587,10 +628,9 @@ async fn bodies_are_compressed() {
     assert!(body * 4 < json, "zstd should shrink a snapshot at least 4x");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_writers_all_land() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+both!(concurrent_writers_all_land, flavor = "multi_thread", worker_threads = 4);
+async fn concurrent_writers_all_land(place: Place) {
+    let store = place.open().await;
     let t0 = now() - secs(3600);
     let mut tasks = tokio::task::JoinSet::new();
     for h in 0..4 {
@@ -612,10 +652,12 @@ async fn concurrent_writers_all_land() {
     assert_eq!(store.count(None).await.unwrap(), 100);
     // Whatever the interleaving, every snapshot ends up in exactly one minute bucket.
     store.maintain(now(), &Retention::default()).await.unwrap();
-    let rolled: i64 = sqlx::query_scalar("SELECT SUM(samples) FROM rollups WHERE tier = 'minute'")
-        .fetch_one(&store.pool)
-        .await
-        .unwrap();
+    let rolled: i64 = on!(&store.pool, |c| sqlx::query_scalar(
+        "SELECT CAST(SUM(samples) AS BIGINT) FROM rollups WHERE tier = 'minute'"
+    )
+    .fetch_one(c)
+    .await)
+    .unwrap();
     assert_eq!(rolled, 100);
 }
 
@@ -636,17 +678,21 @@ fn tick(hostname: &str, seq: u64, taken_at: DateTime<Utc>) -> Snapshot {
 }
 
 async fn base_id(store: &Store, id: i64) -> Option<i64> {
-    sqlx::query_scalar("SELECT base_id FROM snapshots WHERE id = ?").bind(id).fetch_one(&store.pool).await.unwrap()
+    on!(&store.pool, |c| sqlx::query_scalar("SELECT base_id FROM snapshots WHERE id = $1").bind(id).fetch_one(c).await)
+        .unwrap()
 }
 
 async fn body_len(store: &Store, id: i64) -> i64 {
-    sqlx::query_scalar("SELECT length(body) FROM snapshots WHERE id = ?").bind(id).fetch_one(&store.pool).await.unwrap()
+    on!(&store.pool, |c| sqlx::query_scalar("SELECT CAST(length(body) AS BIGINT) FROM snapshots WHERE id = $1")
+        .bind(id)
+        .fetch_one(c)
+        .await)
+    .unwrap()
 }
 
-#[tokio::test]
-async fn snapshots_of_a_minute_chain_from_its_keyframe_and_read_back_exactly() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+both!(snapshots_of_a_minute_chain_from_its_keyframe_and_read_back_exactly);
+async fn snapshots_of_a_minute_chain_from_its_keyframe_and_read_back_exactly(place: Place) {
+    let store = place.open().await;
     // The start of the host's keyframe window, so that the first 60 ticks share it.
     let t0 = from_ms(ingest::window_start("alpha", to_ms(now() - secs(3600))));
     let mut stored = Vec::new();
@@ -685,7 +731,7 @@ async fn snapshots_of_a_minute_chain_from_its_keyframe_and_read_back_exactly() {
 
     // After a restart there is no keyframe in memory: the next snapshot is one.
     store.close().await;
-    let store = open(&dir).await;
+    let store = place.open().await;
     let s = tick("alpha", 71, t0 + secs(70));
     let id = store.insert_snapshot(&s, t0).await.unwrap().id;
     assert_eq!(base_id(&store, id).await, None);
@@ -703,10 +749,9 @@ fn keyframe_windows_are_a_minute_long_and_shifted_per_host() {
     assert_eq!(ingest::window_start("alpha", a + 60_000), a + 60_000);
 }
 
-#[tokio::test]
-async fn retention_deletes_whole_keyframe_windows() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+both!(retention_deletes_whole_keyframe_windows);
+async fn retention_deletes_whole_keyframe_windows(place: Place) {
+    let store = place.open().await;
     let retention = Retention { raw: Duration::from_secs(3600), ..Retention::default() };
     let t0 = from_ms(ingest::window_start("alpha", to_ms(now() - secs(7200))));
     let mut ids = Vec::new();
@@ -733,17 +778,32 @@ async fn retention_deletes_whole_keyframe_windows() {
     assert_eq!(store.snapshot(id).await.unwrap().unwrap().snapshot, s);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_inserts_share_transactions_and_fail_alone() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+both!(concurrent_inserts_share_transactions_and_fail_alone, flavor = "multi_thread", worker_threads = 4);
+async fn concurrent_inserts_share_transactions_and_fail_alone(place: Place) {
+    let store = place.open().await;
     // A refusal the store cannot foresee, for one snapshot only.
-    sqlx::query(
-        "CREATE TRIGGER refuse BEFORE INSERT ON snapshots WHEN NEW.seq = 20 BEGIN SELECT RAISE(ABORT, 'refused'); END",
-    )
-    .execute(&store.pool)
-    .await
-    .unwrap();
+    match &store.pool {
+        Db::Sqlite(pool) => {
+            sqlx::query(
+                "CREATE TRIGGER refuse BEFORE INSERT ON snapshots WHEN NEW.seq = 20 \
+                 BEGIN SELECT RAISE(ABORT, 'refused'); END",
+            )
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+        Db::Postgres(pool) => {
+            sqlx::raw_sql(
+                "CREATE FUNCTION refuse() RETURNS trigger LANGUAGE plpgsql AS $$ \
+                 BEGIN RAISE EXCEPTION 'refused'; END $$; \
+                 CREATE TRIGGER refuse BEFORE INSERT ON snapshots FOR EACH ROW WHEN (NEW.seq = 20) \
+                 EXECUTE FUNCTION refuse();",
+            )
+            .execute(pool)
+            .await
+            .unwrap();
+        }
+    }
     let t0 = now() - secs(3600);
     let mut tasks = tokio::task::JoinSet::new();
     for h in 0..8 {
@@ -780,14 +840,14 @@ async fn concurrent_inserts_share_transactions_and_fail_alone() {
     for host in store.hosts().await.unwrap() {
         assert_eq!(host.snapshot_count, 19);
     }
-    let last_seqs: Vec<i64> = sqlx::query_scalar("SELECT last_seq FROM hosts").fetch_all(&store.pool).await.unwrap();
+    let last_seqs: Vec<i64> =
+        on!(&store.pool, |c| sqlx::query_scalar("SELECT last_seq FROM hosts").fetch_all(c).await).unwrap();
     assert!(last_seqs.iter().all(|&s| s == 19), "{last_seqs:?}");
 }
 
-#[tokio::test]
-async fn rows_stored_before_keyframes_still_read_and_roll_up() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+both!(rows_stored_before_keyframes_still_read_and_roll_up);
+async fn rows_stored_before_keyframes_still_read_and_roll_up(place: Place) {
+    let store = place.open().await;
     let t = from_ms(floor_ms(to_ms(now() - secs(3600)), 60_000) + 10_000);
     let s = snap("old", 1, t, 5.0);
     // A row as the first schema stored it: the whole body (here without its size in the
@@ -795,22 +855,25 @@ async fn rows_stored_before_keyframes_still_read_and_roll_up() {
     // a process the body does not have, to tell which one rollups read.
     let body = zstd::encode_all(serde_json::to_vec(&s).unwrap().as_slice(), 3).unwrap();
     let top = r#"[{"name":"legacy","pid":4000001,"cmd":"legacy --work","cpu_percent":250.0,"rss_bytes":1048576}]"#;
-    sqlx::query("INSERT INTO hosts (hostname, first_seen, last_seen, last_taken_at) VALUES ('old', ?1, ?1, ?1)")
-        .bind(to_ms(t))
-        .execute(&store.pool)
-        .await
-        .unwrap();
-    let id: i64 = sqlx::query_scalar(
+    on!(&store.pool, |c| sqlx::query(
+        "INSERT INTO hosts (hostname, first_seen, last_seen, last_taken_at) VALUES ('old', $1, $1, $1)"
+    )
+    .bind(to_ms(t))
+    .execute(c)
+    .await
+    .map(|d| d.rows_affected()))
+    .unwrap();
+    let id: i64 = on!(&store.pool, |c| sqlx::query_scalar(
         "INSERT INTO snapshots (host_id, seq, taken_at, received_at, cpu_percent, memory_used_bytes, \
          memory_total_bytes, process_count, connection_count, sent_bytes_per_sec, received_bytes_per_sec, \
-         top_json, body) SELECT id, 1, ?1, ?1, 5.0, 1, 2, 3, 4, 0, 0, ?2, ?3 FROM hosts WHERE hostname = 'old' \
+         top_json, body) SELECT id, 1, $1, $1, 5.0, 1, 2, 3, 4, 0, 0, $2, $3 FROM hosts WHERE hostname = 'old' \
          RETURNING id",
     )
     .bind(to_ms(t))
     .bind(top)
     .bind(&body)
-    .fetch_one(&store.pool)
-    .await
+    .fetch_one(c)
+    .await)
     .unwrap();
     assert_eq!(store.snapshot(id).await.unwrap().unwrap().snapshot, s);
 
@@ -831,10 +894,9 @@ fn floor_ms(t: i64, width: i64) -> i64 {
     t.div_euclid(width) * width
 }
 
-#[tokio::test]
-async fn the_writer_stores_while_every_reader_connection_is_held() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+both!(the_writer_stores_while_every_reader_connection_is_held);
+async fn the_writer_stores_while_every_reader_connection_is_held(place: Place) {
+    let store = place.open().await;
     let t0 = now();
     store.insert_snapshot(&snap("alpha", 1, t0, 1.0), t0).await.unwrap();
     // Every connection readers may use, held (as by slow readers).
@@ -852,10 +914,9 @@ async fn the_writer_stores_while_every_reader_connection_is_held() {
     assert_eq!(store.count(None).await.unwrap(), 3);
 }
 
-#[tokio::test]
-async fn a_range_is_decoded_one_snapshot_at_a_time_one_delta_each() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+both!(a_range_is_decoded_one_snapshot_at_a_time_one_delta_each);
+async fn a_range_is_decoded_one_snapshot_at_a_time_one_delta_each(place: Place) {
+    let store = place.open().await;
     let t0 = from_ms(ingest::window_start("alpha", to_ms(now() - secs(3600))));
     let mut stored = Vec::new();
     let mut host = 0;
@@ -882,11 +943,10 @@ async fn a_range_is_decoded_one_snapshot_at_a_time_one_delta_each() {
     assert_eq!(range.into_iter().map(|r| r.snapshot).collect::<Vec<_>>(), stored[59..63]);
 }
 
-#[tokio::test]
-async fn heavy_reads_wait_for_a_slot_and_then_give_up_as_busy() {
-    let dir = tempfile::tempdir().unwrap();
+both!(heavy_reads_wait_for_a_slot_and_then_give_up_as_busy);
+async fn heavy_reads_wait_for_a_slot_and_then_give_up_as_busy(place: Place) {
     let limits = ReadLimits { concurrent: 1, wait: Duration::ZERO };
-    let store = Store::open_with(&dir.path().join("procyon.db"), limits).await.unwrap();
+    let store = place.open_with(limits).await;
     let t0 = now();
     let inserted = store.insert_snapshot(&snap("alpha", 1, t0, 1.0), t0).await.unwrap();
     let slot = store.heavy_read().await.unwrap();
@@ -902,10 +962,9 @@ async fn heavy_reads_wait_for_a_slot_and_then_give_up_as_busy() {
     assert_eq!(store.snapshot(inserted.id).await.unwrap().unwrap().snapshot.seq, 1);
 }
 
-#[tokio::test]
-async fn rows_stored_against_their_keyframe_read_next_to_chained_ones() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+both!(rows_stored_against_their_keyframe_read_next_to_chained_ones);
+async fn rows_stored_against_their_keyframe_read_next_to_chained_ones(place: Place) {
+    let store = place.open().await;
     let t0 = from_ms(ingest::window_start("alpha", to_ms(now() - secs(3600))));
     let snaps: Vec<Snapshot> = (1..=4u64).map(|seq| tick("alpha", seq, t0 + secs(seq as i64 - 1))).collect();
     let first = store.insert_snapshot(&snaps[0], t0).await.unwrap();
@@ -913,10 +972,10 @@ async fn rows_stored_against_their_keyframe_read_next_to_chained_ones() {
     for s in &snaps[1..3] {
         let delta = crate::model::delta::SnapshotDelta::between(&snaps[0], s);
         let body = zstd::encode_all(rmp_serde::to_vec_named(&delta).unwrap().as_slice(), 3).unwrap();
-        sqlx::query(
+        on!(&store.pool, |c| sqlx::query(
             "INSERT INTO snapshots (host_id, seq, taken_at, received_at, cpu_percent, memory_used_bytes, \
              memory_total_bytes, process_count, connection_count, sent_bytes_per_sec, received_bytes_per_sec, \
-             top_json, body, base_id) VALUES (?, ?, ?, ?, 0, 0, 0, 0, 0, 0, 0, '', ?, ?)",
+             top_json, body, base_id) VALUES ($1, $2, $3, $4, 0, 0, 0, 0, 0, 0, 0, '', $5, $6)",
         )
         .bind(first.host_id)
         .bind(s.seq as i64)
@@ -924,8 +983,9 @@ async fn rows_stored_against_their_keyframe_read_next_to_chained_ones() {
         .bind(to_ms(t0))
         .bind(body)
         .bind(first.id)
-        .execute(&store.pool)
+        .execute(c)
         .await
+        .map(|d| d.rows_affected()))
         .unwrap();
     }
     // The store's own next row chains on its newest row, the keyframe.
@@ -942,10 +1002,9 @@ async fn rows_stored_against_their_keyframe_read_next_to_chained_ones() {
     assert!(!top.is_empty());
 }
 
-#[tokio::test]
-async fn a_chain_is_cut_whole_when_it_gets_long() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = open(&dir).await;
+both!(a_chain_is_cut_whole_when_it_gets_long);
+async fn a_chain_is_cut_whole_when_it_gets_long(place: Place) {
+    let store = place.open().await;
     let t0 = from_ms(ingest::window_start("fast", to_ms(now() - secs(3600))));
     let n = ingest::MAX_CHAIN as u64 + 5;
     let mut ids = Vec::new();
@@ -968,4 +1027,66 @@ async fn a_chain_is_cut_whole_when_it_gets_long() {
     let s = store.snapshot(ids[ingest::MAX_CHAIN as usize]).await.unwrap().unwrap();
     assert_eq!(s.snapshot.seq, u64::from(ingest::MAX_CHAIN) + 1);
     assert_eq!(store.read_stats().decoded - before, u64::from(ingest::MAX_CHAIN) + 1, "a whole row and its deltas");
+}
+
+/// A SQLite collector's data copied into PostgreSQL reads back the same, ids and all,
+/// and the copy's ids do not collide with what is stored after it.
+#[tokio::test]
+async fn a_sqlite_store_copies_into_postgres_whole() {
+    let Some(target) = Place::postgres() else { return };
+    let source_place = Place::sqlite();
+    let source = source_place.open().await;
+    let now = now();
+    let t0 = from_ms(ingest::window_start("alpha", to_ms(now - secs(7200))));
+    let mut ids = Vec::new();
+    for seq in 1..=130u64 {
+        let s = tick("alpha", seq, t0 + secs(seq as i64 - 1));
+        ids.push(source.insert_snapshot(&s, t0).await.unwrap().id);
+    }
+    let mut short = snap("beta", 1, t0, 3.0);
+    short.network.total = None;
+    source.insert_snapshot(&short, t0).await.unwrap();
+    source.maintain(now, &Retention { raw: Duration::from_secs(3 * 3600), ..Retention::default() }).await.unwrap();
+    // A late snapshot, still queued for its merge.
+    source.insert_snapshot(&tick("alpha", 1000, t0 + secs(5)), now).await.unwrap();
+    source.create_user("ada", "$argon2id$x", Role::Admin).await.unwrap();
+    let key = source.create_api_key("web", "pk_1", "hash-1", Some("alpha")).await.unwrap();
+    source.revoke_api_key("web").await.unwrap();
+    source.create_scoped_api_key("prom", "pk_2", "hash-2", None, KeyScope::Metrics).await.unwrap();
+    source.audit(NewAuditEntry::host_change("ada", "beta", AuditAction::UnbindHost, "unbound".into())).await.unwrap();
+
+    let pg = target.open().await;
+    let copied = source.copy_into(&pg, Some(&[7; 32])).await.unwrap();
+    assert_eq!((copied.hosts, copied.snapshots, copied.users, copied.api_keys, copied.audit), (2, 132, 1, 2, 1));
+    assert!(copied.rollups > 0);
+
+    assert_eq!(pg.hosts().await.unwrap(), source.hosts().await.unwrap());
+    assert_eq!(pg.list(None, page(1000, 0)).await.unwrap(), source.list(None, page(1000, 0)).await.unwrap());
+    for id in ids.iter().step_by(7) {
+        assert_eq!(pg.snapshot(*id).await.unwrap(), source.snapshot(*id).await.unwrap(), "snapshot {id}");
+    }
+    let host = pg.host("alpha").await.unwrap().unwrap().id;
+    let series = |store: Store| async move {
+        store.series(host, Some(t0), Some(now), None, now, &Retention::default()).await.unwrap()
+    };
+    assert_eq!(series(pg.clone()).await, series(source.clone()).await);
+    assert_eq!(pg.users().await.unwrap(), source.users().await.unwrap());
+    assert_eq!(pg.api_keys().await.unwrap(), source.api_keys().await.unwrap());
+    assert_eq!(pg.audit_log(None, page(10, 0)).await.unwrap(), source.audit_log(None, page(10, 0)).await.unwrap());
+    assert_eq!(pg.host_binding("alpha").await.unwrap(), source.host_binding("alpha").await.unwrap());
+    assert_eq!(pg.shared_signing_key(&[1; 32]).await.unwrap(), Some(vec![7; 32]), "tokens issued before stay valid");
+    // The late snapshot is merged on the new side as it would have been on the old.
+    assert_eq!(
+        pg.maintain(now, &Retention::default()).await.unwrap(),
+        source.maintain(now, &Retention::default()).await.unwrap()
+    );
+
+    // New rows continue after the copied ones.
+    let next = pg.insert_snapshot(&tick("alpha", 2000, now), now).await.unwrap();
+    assert!(next.id > *ids.iter().max().unwrap());
+    let again = pg.create_api_key("next", "pk_3", "hash-3", None).await.unwrap();
+    assert!(again.id > key.id);
+    // A second copy into a database that holds data is refused, and changes nothing.
+    assert!(matches!(source.copy_into(&pg, None).await, Err(StoreError::Refused(_))));
+    assert_eq!(pg.api_keys().await.unwrap().len(), 3);
 }

@@ -1,0 +1,276 @@
+//! The collector on PostgreSQL end to end: `procyon serve --database postgres://...` on a
+//! throwaway cluster (see `common::postgres`), a real `procyon-agent`, everything read
+//! back through the REST API; the token signing key kept in the database; PostgreSQL
+//! stopped and started again under a running collector.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::collector::{BIN, Collector, SEED_EXAMPLE, agent_bin, cli};
+
+/// An API key made through the CLI on `url`'s database.
+fn new_key(data: &Path, url: &str, name: &str) -> String {
+    cli(data, &["apikey", "create", "--name", name, "--database", url], None).lines().last().unwrap().trim().to_owned()
+}
+
+/// A running agent, killed when dropped.
+struct Agent(Child);
+
+impl Agent {
+    fn start(collector: &str, key: &str, hostname: &str, dir: &Path) -> Agent {
+        use std::os::unix::fs::PermissionsExt;
+        let key_file = dir.join(format!("{hostname}.key"));
+        std::fs::write(&key_file, key).unwrap();
+        std::fs::set_permissions(&key_file, std::fs::Permissions::from_mode(0o600)).unwrap();
+        let child = Command::new(agent_bin())
+            .env("PROCYON_CONFIG", "/dev/null")
+            .args(["--collector", collector, "--hostname", hostname, "--interval", "0.3", "--api-key-file"])
+            .arg(&key_file)
+            .arg("--spool")
+            .arg(dir.join(format!("{hostname}.spool")))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        Agent(child)
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Polls `cond` every 150 ms until it holds; panics after `limit`.
+async fn wait_until<F, Fut>(limit: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < limit {
+        if cond().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+/// Every stored seq of `hostname`, ascending.
+async fn seqs(c: &Collector, token: &str, hostname: &str) -> Vec<u64> {
+    let (status, list) = c.get(&format!("/api/process-snapshots/list/?hostname={hostname}&limit=1000"), token).await;
+    if status != 200 {
+        return Vec::new();
+    }
+    let mut seqs: Vec<u64> = list.as_array().unwrap().iter().map(|s| s["seq"].as_u64().unwrap()).collect();
+    seqs.sort_unstable();
+    seqs
+}
+
+/// Uploads that must be refused, the same way whatever the database.
+fn bad_uploads() -> Vec<(&'static str, String)> {
+    vec![
+        ("not JSON", "{not json".into()),
+        ("wrong type", r#"{"hostname":"h","processes":[{"pid":"one","name":"x"}]}"#.into()),
+        ("empty hostname", r#"{"hostname":"","processes":[]}"#.into()),
+        ("control characters", "{\"hostname\":\"a\\u001bb\",\"processes\":[]}".into()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_collector_on_postgres_stores_an_agents_snapshots_and_answers_as_on_sqlite() {
+    let Some(url) = common::postgres::database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let c = Collector::start(&data, &["--no-local", "--database", &url]);
+    let token = c.admin_token().await;
+    let key = new_key(&data, &url, "fleet");
+    let _agent = Agent::start(&c.base, &key, "pg-web-1", dir.path());
+
+    wait_until(Duration::from_secs(60), "the agent's snapshots", || async {
+        seqs(&c, &token, "pg-web-1").await.len() >= 5
+    })
+    .await;
+    let stored = seqs(&c, &token, "pg-web-1").await;
+    assert_eq!(stored[0], 1);
+    assert!(stored.windows(2).all(|w| w[1] == w[0] + 1), "every seq once: {stored:?}");
+
+    let (status, hosts) = c.get("/api/hosts/", &token).await;
+    assert_eq!(status, 200);
+    let host = hosts.as_array().unwrap().iter().find(|h| h["hostname"] == "pg-web-1").expect("the host is listed");
+    assert!(host["snapshot_count"].as_i64().unwrap() >= 5, "{host}");
+    assert_eq!(host["online"], true);
+
+    // A stored snapshot read back whole (the agent sends deltas after its first).
+    let (_, list) = c.get("/api/process-snapshots/list/?hostname=pg-web-1&limit=3", &token).await;
+    let id = list[0]["snapshot_id"].as_i64().unwrap();
+    let (status, one) = c.get(&format!("/api/process-snapshots/{id}/"), &token).await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["hostname"], "pg-web-1");
+    assert!(!one["processes"].as_array().unwrap().is_empty());
+    let (status, series) = c.get("/api/process-snapshots/series/?hostname=pg-web-1&limit=10", &token).await;
+    assert_eq!(status, 200, "{series}");
+    assert!(!series["points"].as_array().unwrap().is_empty(), "{series}");
+    let (status, health) = c.get("/api/health", &token).await;
+    assert_eq!(status, 200, "{health}");
+
+    // The seed's example upload: stored once, a duplicate the second time.
+    let (status, body) = c.upload(&key, SEED_EXAMPLE).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = c.upload(&key, SEED_EXAMPLE).await;
+    assert_eq!((status, body["duplicate"].as_bool()), (200, Some(true)));
+
+    // Bad uploads get exactly the answers a collector on SQLite gives.
+    let sqlite_dir = tempfile::tempdir().unwrap();
+    let lite = Collector::start(sqlite_dir.path(), &["--no-local"]);
+    let lite_key = common::collector::new_key(sqlite_dir.path(), "fleet", None);
+    for (what, body) in bad_uploads() {
+        let on_postgres = c.upload(&key, body.clone()).await;
+        let on_sqlite = lite.upload(&lite_key, body).await;
+        assert!((400..500).contains(&on_postgres.0), "{what}: {on_postgres:?}");
+        assert_eq!(on_postgres, on_sqlite, "{what}");
+    }
+
+    // Nothing went to a SQLite file, and the signing key is not in the data directory.
+    assert!(!data.join("procyon.db").exists());
+    assert!(!data.join("token-signing.key").exists());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_token_is_valid_on_every_collector_of_the_database() {
+    let Some(url) = common::postgres::database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let mut first = Collector::start(&dir.path().join("a"), &["--no-local", "--database", &url]);
+    let token = first.admin_token().await;
+    assert!(first.stop());
+    // Another collector, with a data directory of its own, on the same database.
+    let second = Collector::start(&dir.path().join("b"), &["--no-local", "--database", &url]);
+    assert!(second.admin_password.is_none(), "the users are the database's: no new first admin");
+    let (status, users) = second.get("/api/users", &token).await;
+    assert_eq!(status, 200, "{users}");
+    assert_eq!(users[0]["username"], "admin");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn while_postgres_is_down_the_collector_answers_503_and_recovers() {
+    let Some(cluster) = common::postgres::cluster() else { return };
+    let url = cluster.database();
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    let c = Collector::start(&data, &["--no-local", "--database", &url]);
+    let token = c.admin_token().await;
+    let key = new_key(&data, &url, "fleet");
+    // The seed's example at another minute each time: a seed-style upload's seq is its time.
+    let upload = |minute: u32| SEED_EXAMPLE.replace("09:15:00Z", &format!("09:{minute:02}:00Z"));
+    assert_eq!(c.upload(&key, upload(15)).await.0, 201);
+    let _agent = Agent::start(&c.base, &key, "pg-outage", dir.path());
+    wait_until(Duration::from_secs(60), "the agent's snapshots", || async {
+        seqs(&c, &token, "pg-outage").await.len() >= 3
+    })
+    .await;
+
+    cluster.stop();
+    // The collector's cached sign-in and key checks may answer a little longer; then the
+    // database is needed, and the answer is a 503 that says so.
+    let start = Instant::now();
+    let refused = loop {
+        let answer = c.upload(&key, upload(16)).await;
+        if answer.0 == 503 {
+            break answer;
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "no 503 while PostgreSQL is down: {answer:?}");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    };
+    let (_, body) = refused;
+    assert_eq!(body["error"], "database_unreachable", "{body}");
+    assert!(body["message"].as_str().unwrap().contains("unreachable"), "{body}");
+    let (status, _) = c.get("/api/process-snapshots/list/?hostname=MACHINE-01", &token).await;
+    assert_eq!(status, 503);
+
+    cluster.start_again().unwrap();
+    wait_until(Duration::from_secs(60), "the collector to store again", || async {
+        c.upload(&key, upload(16)).await.0 == 201
+    })
+    .await;
+    assert_eq!(seqs(&c, &token, "MACHINE-01").await.len(), 2, "stored once, after the outage");
+    // The agent kept what it took meanwhile and sent it again: every seq, once.
+    let before = seqs(&c, &token, "pg-outage").await.len();
+    wait_until(Duration::from_secs(60), "the agent's backlog", || async {
+        seqs(&c, &token, "pg-outage").await.len() >= before + 20
+    })
+    .await;
+    let stored = seqs(&c, &token, "pg-outage").await;
+    assert_eq!(stored[0], 1);
+    assert!(stored.windows(2).all(|w| w[1] == w[0] + 1), "every seq once: {stored:?}");
+}
+
+#[test]
+fn a_database_url_is_checked_and_its_password_never_shown() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in ["mysql://procyon:hunter2@db/procyon", "postgres://procyon:hunter2@db:port/procyon"] {
+        let out = Command::new(BIN)
+            .args(["user", "list", "--data"])
+            .arg(dir.path())
+            .args(["--database", url])
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{url}: {stderr}");
+        assert!(stderr.contains("PostgreSQL URL"), "{url}: {stderr}");
+        assert!(!stderr.contains("hunter2"), "{url}: {stderr}");
+    }
+    // Nor in --help, where clap shows other variables' values.
+    let out = Command::new(BIN)
+        .args(["serve", "--help"])
+        .env("PROCYON_DATABASE", "postgres://procyon:hunter2@db/procyon")
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    assert!(help.contains("--database") && help.contains("PROCYON_DATABASE"), "{help}");
+    assert!(!help.contains("hunter2"), "{help}");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_sqlite_collector_moves_to_postgres_with_db_copy() {
+    let Some(url) = common::postgres::database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old");
+    // The seed's example is from 2025: kept whole, so that it reads back the same.
+    let keep = ["--keep-raw", "20years", "--keep-minutes", "20years"];
+    let mut lite = Collector::start(&old, &[&["--no-local"][..], &keep].concat());
+    let token = lite.admin_token().await;
+    let key = common::collector::new_key(&old, "machine-01", None);
+    let (status, body) = lite.upload(&key, SEED_EXAMPLE).await;
+    assert_eq!(status, 201, "{body}");
+    let id = body["snapshot_id"].as_i64().unwrap();
+    assert!(lite.stop());
+
+    let out = Command::new(BIN).args(["db", "copy", "--from"]).arg(&old).args(["--to", &url]).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{said}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(said.contains("1 hosts, 1 snapshots") && said.contains("token signing key"), "{said}");
+
+    // The new collector serves the old one's data, to the old one's token and key.
+    let pg = Collector::start(&dir.path().join("new"), &[&["--no-local", "--database", &url][..], &keep].concat());
+    assert!(pg.admin_password.is_none(), "the old users came along");
+    let (status, one) = pg.get(&format!("/api/process-snapshots/{id}/"), &token).await;
+    assert_eq!(status, 200, "{one}");
+    assert_eq!(one["hostname"], "MACHINE-01");
+    let (status, body) = pg.upload(&key, SEED_EXAMPLE.replace("09:15:00Z", "09:16:00Z")).await;
+    assert_eq!(status, 201, "{body}");
+    assert!(body["snapshot_id"].as_i64().unwrap() > id);
+
+    // Again into a database that holds data: refused.
+    let out = Command::new(BIN).args(["db", "copy", "--from"]).arg(&old).args(["--to", &url]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("holds data already"));
+}
