@@ -228,6 +228,12 @@ pub enum AuditAction {
     BindHost,
     /// An admin reset a host's binding.
     UnbindHost,
+    /// An admin made, changed or deleted an alert rule.
+    AlertRule,
+    /// An admin made, changed or deleted an alert channel.
+    AlertChannel,
+    /// An admin made or ended a silence.
+    Silence,
 }
 
 impl AuditAction {
@@ -238,7 +244,13 @@ impl AuditAction {
             Self::Resume => Some(ProcessAction::Resume),
             Self::Terminate => Some(ProcessAction::Terminate),
             Self::Kill => Some(ProcessAction::Kill),
-            Self::DeleteHost | Self::BindMachine | Self::BindHost | Self::UnbindHost => None,
+            Self::DeleteHost
+            | Self::BindMachine
+            | Self::BindHost
+            | Self::UnbindHost
+            | Self::AlertRule
+            | Self::AlertChannel
+            | Self::Silence => None,
         }
     }
 
@@ -249,6 +261,9 @@ impl AuditAction {
             Self::BindMachine => "bind_machine",
             Self::BindHost => "bind_host",
             Self::UnbindHost => "unbind_host",
+            Self::AlertRule => "alert_rule",
+            Self::AlertChannel => "alert_channel",
+            Self::Silence => "silence",
             other => other.process().map_or("", ProcessAction::as_str),
         }
     }
@@ -278,6 +293,9 @@ impl std::str::FromStr for AuditAction {
             Self::BindMachine,
             Self::BindHost,
             Self::UnbindHost,
+            Self::AlertRule,
+            Self::AlertChannel,
+            Self::Silence,
         ]
         .into_iter()
         .find(|a| a.as_str() == s)

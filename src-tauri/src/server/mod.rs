@@ -15,6 +15,7 @@
 //! - `upload.rs`: reading and checking uploads; `views.rs`: the original APIs' shapes;
 //! - `openapi.rs`: the OpenAPI document;
 //! - `metrics.rs`: `GET /metrics` for Prometheus.
+//! - `alerts.rs`: the alert API (rules, channels, alerts, history, silences).
 //! - `assets.rs`: the dashboard (`ui/dist`, embedded), under a strict CSP.
 
 use std::net::SocketAddr;
@@ -38,6 +39,7 @@ use crate::store::{Inserted, Retention, Store};
 
 pub mod address;
 pub mod agents;
+pub mod alerts;
 pub mod assets;
 pub mod auth;
 pub mod binding;
@@ -91,6 +93,8 @@ pub struct Settings {
     /// ([`Hub::held_bytes`]): past it, hosts the collector does not hold yet are refused
     /// (503) until others leave, so a flood of made-up hosts cannot exhaust memory.
     pub max_live_memory: usize,
+    /// Read-only alert rules and channels (`--alerts FILE`, TOML).
+    pub alerts_file: Option<PathBuf>,
 }
 
 /// [`Settings::max_live_memory`] unless told otherwise: a quarter of the machine's
@@ -124,6 +128,7 @@ impl Default for Settings {
             agent_ping_every: agents::PING_EVERY,
             agent_decode_budget: agents::DECODE_BUDGET_BYTES,
             max_live_memory: 1 << 30,
+            alerts_file: None,
         }
     }
 }
@@ -151,6 +156,8 @@ pub struct AppState {
     pub counters: Arc<metrics::Counters>,
     /// `/metrics` scrapes built lately, shared by scrapers.
     pub scrapes: Arc<metrics::Scrapes>,
+    /// Alert rules, channels and silences in force, and their evaluation.
+    pub alerts: Arc<crate::alert::service::Alerts>,
     key_touches: Arc<Mutex<std::collections::HashMap<i64, Instant>>>,
     refusals: Arc<Mutex<std::collections::HashMap<String, Instant>>>,
     shutdown: Arc<tokio::sync::watch::Sender<bool>>,
@@ -161,6 +168,7 @@ impl AppState {
     pub fn new(store: Store, hub: Hub, auth: auth::Auth, settings: Settings) -> AppState {
         let agents = Arc::new(agents::Agents::new(settings.agent_decode_budget));
         AppState {
+            alerts: Arc::new(crate::alert::service::Alerts::new(store.clone())),
             store,
             hub,
             auth: Arc::new(auth),
@@ -573,8 +581,14 @@ impl Collector {
             settings.local_hostname = Some(hostname);
         }
         let state = AppState::new(store.clone(), Hub::new(), auth, settings.clone());
+        if let Err(e) = state.alerts.load(settings.alerts_file.as_deref()).await {
+            store.close().await;
+            return Err(anyhow::anyhow!("cannot load the alert rules: {e}"));
+        }
 
         let mut tasks = tokio::task::JoinSet::new();
+        // Alerts: every published snapshot evaluated, and a tick for hosts gone silent.
+        tasks.spawn(Arc::clone(&state.alerts).run(state.hub.clone(), state.shutdown_signal()));
         if let Some(sampler) = sampler {
             let mut live = crate::sample::spawn_pausable(sampler, settings.interval, paused);
             let state = state.clone();
@@ -695,6 +709,8 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let collector = Collector::start(&options.data, options.local, options.settings.clone(), never_paused).await?;
     announce_first_admin(&collector.state.store, &options.data).await?;
     let local = listener.local_addr()?;
+    // No alert channel may post back to the collector.
+    collector.state.alerts.set_own_addresses(vec![local]);
     let scheme = if tls.is_some() { "https" } else { "http" };
     tracing::info!(address = %local, tls = tls.is_some(), data = %options.data.display(), "collector listening");
     println!("Procyon collector on {scheme}://{local}/ (data in {})", options.data.display());
