@@ -30,6 +30,12 @@ use crate::store::{NewDelivery, StateChange, Store, StoreError};
 /// attempts in all.
 pub const RETRY_AFTER: [Duration; 3] = [Duration::from_secs(2), Duration::from_secs(10), Duration::from_secs(60)];
 
+/// How often alerts still firing are sent again to `alertmanager` channels. An
+/// Alertmanager resolves an alert it has not heard of for its `resolve_timeout` (5 min
+/// by default), as Prometheus keeps sending what fires; these repeats are not recorded
+/// as notifications.
+pub const ALERTMANAGER_REFRESH: Duration = Duration::from_secs(60);
+
 /// How long resolved alerts stay in `GET /api/alerts`.
 pub const RESOLVED_SHOWN: chrono::TimeDelta = chrono::TimeDelta::hours(24);
 
@@ -378,6 +384,7 @@ impl Alerts {
         if let Err(e) = self.restore(&mut engine).await {
             tracing::error!("cannot read the alerts' stored state; starting without it: {e}");
         }
+        let mut last_refresh = std::time::Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
@@ -398,7 +405,13 @@ impl Alerts {
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 },
-                _ = tick.tick() => engine.tick(&read(&self.rules), Utc::now().timestamp_millis()),
+                _ = tick.tick() => {
+                    if last_refresh.elapsed() >= ALERTMANAGER_REFRESH {
+                        last_refresh = std::time::Instant::now();
+                        self.refresh_alertmanagers(&engine);
+                    }
+                    engine.tick(&read(&self.rules), Utc::now().timestamp_millis())
+                }
                 command = commands.recv() => match command {
                     Some(Command::RulesChanged) => {
                         let dropped = engine.retain_rules(&read(&self.rules));
@@ -442,6 +455,41 @@ impl Alerts {
         Ok(())
     }
 
+    /// Sends every firing alert again to the `alertmanager` channels of its rule (see
+    /// [`ALERTMANAGER_REFRESH`]).
+    fn refresh_alertmanagers(&self, engine: &Engine) {
+        let rules = read(&self.rules);
+        let channels = read(&self.channels);
+        let (own, external_url) = (read(&self.own), self.external_url());
+        for (rule_name, hostname, entry) in engine.entries() {
+            if entry.phase != super::eval::Phase::Firing {
+                continue;
+            }
+            let Some(rule) = rules.iter().find(|r| r.rule.name == rule_name) else { continue };
+            for channel in rule.rule.channels.iter().filter_map(|c| channels.get(c)) {
+                if channel.kind != super::rule::ChannelKind::Alertmanager {
+                    continue;
+                }
+                let t = Transition {
+                    rule: rule_name.to_owned(),
+                    hostname: hostname.to_owned(),
+                    process: entry.label.clone(),
+                    change: Change::Repeat,
+                    value: entry.value,
+                    since_ms: entry.since_ms,
+                    at_ms: Utc::now().timestamp_millis(),
+                };
+                let notice = notice(rule, &t, "firing");
+                let (http, channel, own, url) = (self.http.clone(), channel.clone(), own.clone(), external_url.clone());
+                tokio::spawn(async move {
+                    if let Err(why) = notify::send(&http, &channel, &notice, &own, &url).await {
+                        tracing::debug!(channel = %channel.name, "refreshing a firing alert failed: {why}");
+                    }
+                });
+            }
+        }
+    }
+
     /// Stores a batch of transitions, then notifies their channels.
     async fn handle(&self, transitions: Vec<Transition>) {
         let rules = read(&self.rules);
@@ -481,18 +529,7 @@ impl Alerts {
                 Change::Pending | Change::Cancelled => continue,
             };
             let Some(rule) = rule_of(&t.rule) else { continue };
-            let notice = Notice {
-                status,
-                rule: t.rule.clone(),
-                metric: rule.rule.metric,
-                hostname: t.hostname.clone(),
-                process: t.process.clone(),
-                severity: rule.rule.severity,
-                summary: summary(&rule, &t, status),
-                value: t.value,
-                starts_at: DateTime::from_timestamp_millis(t.since_ms).unwrap_or_default(),
-                ends_at: (status == "resolved").then(|| DateTime::from_timestamp_millis(t.at_ms).unwrap_or_default()),
-            };
+            let notice = notice(&rule, &t, status);
             tracing::info!(rule = %t.rule, hostname = %t.hostname, process = %t.process, status, "alert");
             let now = Utc::now();
             let silenced = read(&self.silences).iter().any(|s| s.covers(&t.rule, &t.hostname, now));
@@ -519,6 +556,22 @@ impl Alerts {
 enum Reload {
     Store(StoreError),
     Invalid { what: &'static str, name: String, error: Invalid },
+}
+
+/// What channels are told of a transition.
+fn notice(rule: &CompiledRule, t: &Transition, status: &'static str) -> Notice {
+    Notice {
+        status,
+        rule: t.rule.clone(),
+        metric: rule.rule.metric,
+        hostname: t.hostname.clone(),
+        process: t.process.clone(),
+        severity: rule.rule.severity,
+        summary: summary(rule, t, status),
+        value: t.value,
+        starts_at: DateTime::from_timestamp_millis(t.since_ms).unwrap_or_default(),
+        ends_at: (status == "resolved").then(|| DateTime::from_timestamp_millis(t.at_ms).unwrap_or_default()),
+    }
 }
 
 /// The one-line summary of an alert.
