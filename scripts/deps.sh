@@ -31,9 +31,9 @@ case "$what" in
   # `procyon watch` is driven in; the packages' test builds .debs and renders their man
   # pages (man-db); /metrics is checked with promtool and scraped by a real Prometheus
   # (both in Debian's prometheus package); the OpenAPI test installs schemathesis from
-  # PyPI into a venv.
+  # PyPI into a venv; the alerts' test pushes to a real Alertmanager.
   test) apt_packages+=(util-linux procps tmux python3 python3-venv chromium "${desktop_packages[@]}" xvfb xauth dbus
-    dbus-x11 webkit2gtk-driver "${deb_packages[@]}" man-db prometheus) ;;
+    dbus-x11 webkit2gtk-driver "${deb_packages[@]}" man-db prometheus prometheus-alertmanager) ;;
   bench) apt_packages+=(python3 python3-venv python3-dev chromium "${desktop_packages[@]}" xvfb xauth dbus
     dbus-x11) ;;
   *) echo "usage: $0 build|desktop|deb|test|bench" >&2; exit 2 ;;

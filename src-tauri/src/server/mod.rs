@@ -583,7 +583,7 @@ impl Collector {
         let state = AppState::new(store.clone(), Hub::new(), auth, settings.clone());
         if let Err(e) = state.alerts.load(settings.alerts_file.as_deref()).await {
             store.close().await;
-            return Err(anyhow::anyhow!("cannot load the alert rules: {e}"));
+            return Err(anyhow::anyhow!("cannot load the alert rules of --alerts: {e}"));
         }
 
         let mut tasks = tokio::task::JoinSet::new();
