@@ -124,7 +124,7 @@ fn check_rule(state: &AppState, rule: &AlertRule) -> Result<(), ApiError> {
     request_body = AlertRule,
     responses(
         (status = 201, description = "Made", body = AlertRule),
-        (status = 409, description = "The name is taken", body = ErrorBody)))]
+        (status = 409, description = "The name is taken, or is a rule of the `--alerts` file", body = ErrorBody)))]
 pub(super) async fn create_rule(
     State(state): State<AppState>,
     AdminUser(user): AdminUser,
@@ -144,7 +144,9 @@ pub(super) async fn create_rule(
         keep their state. Audited.",
     params(("name" = String, Path, description = "The rule's name")),
     request_body = AlertRule,
-    responses((status = 200, description = "Changed", body = AlertRule)))]
+    responses(
+        (status = 200, description = "Changed", body = AlertRule),
+        (status = 409, description = "A rule of the `--alerts` file (`read_only`)", body = ErrorBody)))]
 pub(super) async fn update_rule(
     State(state): State<AppState>,
     AdminUser(user): AdminUser,
@@ -179,7 +181,9 @@ fn same_name(body: &mut Value, name: &str) -> Result<(), ApiError> {
 #[utoipa::path(delete, path = "/api/alert-rules/{name}", tag = "alerts", summary = "Delete an alert rule",
     description = "Its alerts go with it (nothing more is notified). Audited.",
     params(("name" = String, Path, description = "The rule's name")),
-    responses((status = 204, description = "Deleted")))]
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 409, description = "A rule of the `--alerts` file (`read_only`)", body = ErrorBody)))]
 pub(super) async fn delete_rule(
     State(state): State<AppState>,
     AdminUser(user): AdminUser,
@@ -221,7 +225,7 @@ async fn check_channel(state: &AppState, channel: &AlertChannel) -> Result<(), A
     request_body = AlertChannel,
     responses(
         (status = 201, description = "Made (masked)", body = AlertChannel),
-        (status = 409, description = "The name is taken", body = ErrorBody)))]
+        (status = 409, description = "The name is taken, or is a channel of the `--alerts` file", body = ErrorBody)))]
 pub(super) async fn create_channel(
     State(state): State<AppState>,
     AdminUser(user): AdminUser,
@@ -244,7 +248,9 @@ pub(super) async fn create_channel(
         URL; leaving `token` out keeps the stored token, `\"\"` removes it. Audited.",
     params(("name" = String, Path, description = "The channel's name")),
     request_body = AlertChannel,
-    responses((status = 200, description = "Changed (masked)", body = AlertChannel)))]
+    responses(
+        (status = 200, description = "Changed (masked)", body = AlertChannel),
+        (status = 409, description = "A channel of the `--alerts` file (`read_only`)", body = ErrorBody)))]
 pub(super) async fn update_channel(
     State(state): State<AppState>,
     AdminUser(user): AdminUser,
@@ -284,7 +290,8 @@ pub(super) async fn update_channel(
     params(("name" = String, Path, description = "The channel's name")),
     responses(
         (status = 204, description = "Deleted"),
-        (status = 409, description = "Rules still use it (`in_use`)", body = ErrorBody)))]
+        (status = 409, description = "Rules still use it (`in_use`), or it is the `--alerts` file's (`read_only`)",
+            body = ErrorBody)))]
 pub(super) async fn delete_channel(
     State(state): State<AppState>,
     AdminUser(user): AdminUser,
