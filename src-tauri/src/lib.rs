@@ -12,6 +12,8 @@
 //! - [`duration`]: durations as people type them, for every program's settings.
 //!
 //! - [`hub`]: live fan-out of the newest snapshot per host;
+//! - [`alert`]: alert rules, their evaluation as snapshots are published, and (with
+//!   `server`) notification channels;
 //! - [`tui`]: `procyon watch`, the terminal UI (its filter language needs no feature;
 //!   the terminal itself comes with `server`);
 //! - [`search`]: fleet-wide process search (the filter language plus `host:` and
@@ -36,6 +38,7 @@
 //! sample on their own. Process actions go through [`control`] on the machine that owns
 //! the process.
 
+pub mod alert;
 pub mod control;
 #[cfg(feature = "desktop")]
 pub mod desktop;

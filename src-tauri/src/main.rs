@@ -363,6 +363,11 @@ struct ServeArgs {
     /// memory, at least 256].
     #[arg(long, env = "PROCYON_MAX_LIVE_MEMORY_MIB", value_name = "MIB", value_parser = clap::value_parser!(u64).range(16..))]
     max_live_memory_mib: Option<u64>,
+    /// Alert rules (and channels) kept in a TOML file, `[[rules]]` and `[[channels]]`
+    /// tables shaped as the API takes them; shown read-only, never changed through the
+    /// API. A bad file stops the start with the rule and field at fault.
+    #[arg(long, env = "PROCYON_ALERTS", value_name = "FILE")]
+    alerts: Option<std::path::PathBuf>,
 }
 
 #[cfg(feature = "server")]
@@ -792,6 +797,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 usize::try_from(mib.saturating_mul(1 << 20)).unwrap_or(usize::MAX)
             }),
             database: args.data.database()?,
+            alerts_file: args.alerts,
             ..Settings::default()
         },
     };

@@ -534,6 +534,20 @@ pub fn typescript() -> String {
         delta::Placed::<()>::decl(&cfg),
         delta::ListDelta::<()>::decl(&cfg),
         delta::PortsDelta::decl(&cfg),
+        crate::alert::rule::Metric::decl(&cfg),
+        crate::alert::rule::Op::decl(&cfg),
+        crate::alert::rule::Severity::decl(&cfg),
+        crate::alert::rule::Aggregate::decl(&cfg),
+        crate::alert::rule::AlertRule::decl(&cfg),
+        crate::alert::rule::ChannelKind::decl(&cfg),
+        crate::alert::rule::AlertChannel::decl(&cfg),
+        crate::alert::status::AlertState::decl(&cfg),
+        crate::alert::status::Alert::decl(&cfg),
+        crate::alert::status::AlertEvent::decl(&cfg),
+        crate::alert::status::DeliveryResult::decl(&cfg),
+        crate::alert::status::AlertDelivery::decl(&cfg),
+        crate::alert::status::Silence::decl(&cfg),
+        crate::alert::status::NewSilence::decl(&cfg),
     ];
     let mut out =
         String::from("// Generated from src-tauri/src/model.rs by `cargo test` (UPDATE_TYPES=1). Do not edit.\n");

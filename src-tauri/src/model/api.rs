@@ -273,6 +273,12 @@ pub enum AuditAction {
     BindHost,
     /// An admin reset a host's binding.
     UnbindHost,
+    /// An admin made, changed or deleted an alert rule.
+    AlertRule,
+    /// An admin made, changed or deleted an alert channel.
+    AlertChannel,
+    /// An admin made or ended a silence.
+    Silence,
 }
 
 impl AuditAction {
@@ -283,7 +289,13 @@ impl AuditAction {
             Self::Resume => Some(ProcessAction::Resume),
             Self::Terminate => Some(ProcessAction::Terminate),
             Self::Kill => Some(ProcessAction::Kill),
-            Self::DeleteHost | Self::BindMachine | Self::BindHost | Self::UnbindHost => None,
+            Self::DeleteHost
+            | Self::BindMachine
+            | Self::BindHost
+            | Self::UnbindHost
+            | Self::AlertRule
+            | Self::AlertChannel
+            | Self::Silence => None,
         }
     }
 
@@ -294,6 +306,9 @@ impl AuditAction {
             Self::BindMachine => "bind_machine",
             Self::BindHost => "bind_host",
             Self::UnbindHost => "unbind_host",
+            Self::AlertRule => "alert_rule",
+            Self::AlertChannel => "alert_channel",
+            Self::Silence => "silence",
             other => other.process().map_or("", ProcessAction::as_str),
         }
     }
@@ -323,6 +338,9 @@ impl std::str::FromStr for AuditAction {
             Self::BindMachine,
             Self::BindHost,
             Self::UnbindHost,
+            Self::AlertRule,
+            Self::AlertChannel,
+            Self::Silence,
         ]
         .into_iter()
         .find(|a| a.as_str() == s)

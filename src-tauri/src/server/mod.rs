@@ -15,6 +15,7 @@
 //! - `upload.rs`: reading and checking uploads; `views.rs`: the original APIs' shapes;
 //! - `openapi.rs`: the OpenAPI document;
 //! - `metrics.rs`: `GET /metrics` for Prometheus.
+//! - `alerts.rs`: the alert API (rules, channels, alerts, history, silences).
 //! - `assets.rs`: the dashboard (`ui/dist`, embedded), under a strict CSP.
 
 use std::net::SocketAddr;
@@ -38,6 +39,7 @@ use crate::store::{Inserted, Retention, Store};
 
 pub mod address;
 pub mod agents;
+pub mod alerts;
 pub mod assets;
 pub mod auth;
 pub mod binding;
@@ -94,6 +96,8 @@ pub struct Settings {
     pub max_live_memory: usize,
     /// The database (`--database`); `None`: SQLite, `procyon.db` in the data directory.
     pub database: Option<crate::store::Database>,
+    /// Read-only alert rules and channels (`--alerts FILE`, TOML).
+    pub alerts_file: Option<PathBuf>,
 }
 
 /// [`Settings::max_live_memory`] unless told otherwise: a quarter of the machine's
@@ -128,6 +132,7 @@ impl Default for Settings {
             agent_decode_budget: agents::DECODE_BUDGET_BYTES,
             max_live_memory: 1 << 30,
             database: None,
+            alerts_file: None,
         }
     }
 }
@@ -155,6 +160,8 @@ pub struct AppState {
     pub counters: Arc<metrics::Counters>,
     /// `/metrics` scrapes built lately, shared by scrapers.
     pub scrapes: Arc<metrics::Scrapes>,
+    /// Alert rules, channels and silences in force, and their evaluation.
+    pub alerts: Arc<crate::alert::service::Alerts>,
     key_touches: Arc<Mutex<std::collections::HashMap<i64, Instant>>>,
     refusals: Arc<Mutex<std::collections::HashMap<String, Instant>>>,
     shutdown: Arc<tokio::sync::watch::Sender<bool>>,
@@ -165,6 +172,7 @@ impl AppState {
     pub fn new(store: Store, hub: Hub, auth: auth::Auth, settings: Settings) -> AppState {
         let agents = Arc::new(agents::Agents::new(settings.agent_decode_budget));
         AppState {
+            alerts: Arc::new(crate::alert::service::Alerts::new(store.clone())),
             store,
             hub,
             auth: Arc::new(auth),
@@ -601,8 +609,14 @@ impl Collector {
             settings.local_hostname = Some(hostname);
         }
         let state = AppState::new(store.clone(), Hub::new(), auth, settings.clone());
+        if let Err(e) = state.alerts.load(settings.alerts_file.as_deref()).await {
+            store.close().await;
+            return Err(anyhow::anyhow!("cannot load the alert rules of --alerts: {e}"));
+        }
 
         let mut tasks = tokio::task::JoinSet::new();
+        // Alerts: every published snapshot evaluated, and a tick for hosts gone silent.
+        tasks.spawn(Arc::clone(&state.alerts).run(state.hub.clone(), state.shutdown_signal()));
         if let Some(sampler) = sampler {
             let mut live = crate::sample::spawn_pausable(sampler, settings.interval, paused);
             let state = state.clone();
@@ -723,6 +737,8 @@ pub async fn serve(options: ServeOptions) -> anyhow::Result<()> {
     let collector = Collector::start(&options.data, options.local, options.settings.clone(), never_paused).await?;
     announce_first_admin(&collector.state.store, &options.data).await?;
     let local = listener.local_addr()?;
+    // No alert channel may post back to the collector.
+    collector.state.alerts.set_own_addresses(vec![local]);
     let scheme = if tls.is_some() { "https" } else { "http" };
     // The database's URL without its password.
     let database = options.settings.database.as_ref().map_or_else(|| "SQLite".to_owned(), |db| db.to_string());

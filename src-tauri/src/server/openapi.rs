@@ -98,6 +98,21 @@ without a zone, UTC), a date (`2026-01-02`), seconds since the epoch, `now`, or 
         super::ws::monitoring,
         super::agents::upgrade,
         super::metrics::metrics,
+        super::alerts::rules,
+        super::alerts::create_rule,
+        super::alerts::update_rule,
+        super::alerts::delete_rule,
+        super::alerts::channels,
+        super::alerts::create_channel,
+        super::alerts::update_channel,
+        super::alerts::delete_channel,
+        super::alerts::test_channel,
+        super::alerts::alerts,
+        super::alerts::history,
+        super::alerts::deliveries,
+        super::alerts::silences,
+        super::alerts::create_silence,
+        super::alerts::delete_silence,
     ),
     // Named here: schemas that only parameters refer to are not collected by themselves.
     components(schemas(ErrorBody, crate::model::ProcessAction)),
@@ -109,6 +124,7 @@ without a zone, UTC), a date (`2026-01-02`), seconds since the epoch, `now`, or 
         (name = "admin", description = "Users, API keys and the audit log"),
         (name = "live", description = "WebSockets (HTTP GET answered with 101 Switching Protocols)"),
         (name = "meta", description = "Health and this document"),
+        (name = "alerts", description = "Alert rules, channels, alerts and their history, silences"),
     )
 )]
 struct ApiDoc;

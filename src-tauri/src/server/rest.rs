@@ -1571,6 +1571,7 @@ pub(super) async fn delete_host(
     }
     state.hub.forget(&host.hostname);
     state.bindings.forget_host(&host.hostname);
+    state.alerts.host_deleted(&host.hostname);
     tracing::warn!(hostname = %host.hostname, by = %user.username, "host deleted with its history");
     // The audit log is kept when its host goes: it says who deleted it, and when.
     let message = format!("Host {} deleted with its history", host.hostname);

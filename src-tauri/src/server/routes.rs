@@ -61,6 +61,7 @@ pub fn all() -> Vec<Route> {
     routes.extend(super::ws::routes());
     routes.extend(super::agents::routes());
     routes.extend(super::metrics::routes());
+    routes.extend(super::alerts::routes());
     routes
 }
 

@@ -15,7 +15,9 @@
 //!   and network rates, and the top processes per bucket), so that history and "which
 //!   process spiked, and when" outlive the raw snapshots;
 //! - **users**, **API keys** (only their SHA-256 hashes), and the **audit log**;
-//! - **host bindings**: the key and the machine each host name belongs to.
+//! - **host bindings**: the key and the machine each host name belongs to;
+//! - **alerts** (`alerts.rs`): rules, channels, silences, alert state and history, and
+//!   every notification attempt.
 //!
 //! A SQLite database is opened in WAL mode so readers never wait for the writer. Snapshots
 //! are written by one writer task that commits concurrent uploads together, over a
@@ -36,6 +38,7 @@ use tokio::sync::OwnedMutexGuard;
 
 use crate::model::Snapshot;
 use crate::model::api::{ApiKeySummary, UserSummary};
+pub use alerts::{NewDelivery, StateChange};
 pub use binding::HostBinding;
 pub use copy::Copied;
 use db::{Conn, Db, Pool, Tx};
@@ -46,6 +49,7 @@ pub use reads::{HEAVY_READ_WAIT, HEAVY_READS, HeavyRead, RangeReader, ReadLimits
 pub use snapshots::Newest;
 
 mod accounts;
+mod alerts;
 mod binding;
 mod chain;
 mod copy;

@@ -300,6 +300,28 @@ pub fn is_field(name: &str) -> bool {
 
 type Predicate = Box<dyn Fn(&ProcessSample) -> bool + Send + Sync>;
 
+/// Whether `text`, lower-cased, contains `lower` (lower-case already). Without an
+/// allocation when `text` is ASCII, as process names and command lines nearly always
+/// are: alert rules run filters over every process of every snapshot received.
+fn contains_folded(text: &str, lower: &str) -> bool {
+    if text.is_ascii() {
+        let (t, n) = (text.as_bytes(), lower.as_bytes());
+        n.is_empty() || t.windows(n.len()).any(|w| w.iter().zip(n).all(|(a, b)| a.to_ascii_lowercase() == *b))
+    } else {
+        text.to_lowercase().contains(lower)
+    }
+}
+
+/// Whether `text`, lower-cased, equals `lower` (lower-case already); see
+/// [`contains_folded`].
+fn eq_folded(text: &str, lower: &str) -> bool {
+    if text.is_ascii() {
+        text.len() == lower.len() && text.bytes().zip(lower.bytes()).all(|(a, b)| a.to_ascii_lowercase() == b)
+    } else {
+        text.to_lowercase() == lower
+    }
+}
+
 /// A compiled process query.
 pub struct ProcessQuery {
     tests: Vec<Predicate>,
@@ -333,9 +355,9 @@ impl ProcessQuery {
                         .flatten();
                     Box::new(move |p| {
                         as_pid == Some(f64::from(p.pid))
-                            || p.name.to_lowercase().contains(&needle)
-                            || p.user.as_ref().is_some_and(|u| u.to_lowercase().contains(&needle))
-                            || p.cmd.to_lowercase().contains(&needle)
+                            || contains_folded(&p.name, &needle)
+                            || p.user.as_ref().is_some_and(|u| contains_folded(u, &needle))
+                            || contains_folded(&p.cmd, &needle)
                     })
                 }
                 Some((name, op)) => {
@@ -396,10 +418,8 @@ fn build(name: &str, op: Op, value: &str, raw: &str) -> Result<Predicate, String
             let wanted: Vec<String> =
                 value.to_lowercase().split(',').filter(|w| !w.is_empty()).map(str::to_owned).collect();
             Box::new(move |p| {
-                get(p).is_some_and(|v| {
-                    let lower = v.to_lowercase();
-                    wanted.iter().any(|w| if exact { lower == *w } else { lower.contains(w.as_str()) })
-                })
+                get(p)
+                    .is_some_and(|v| wanted.iter().any(|w| if exact { eq_folded(v, w) } else { contains_folded(v, w) }))
             })
         }
         Kind::Number(get, example) | Kind::Size(get, example) | Kind::Id(get, example) => {

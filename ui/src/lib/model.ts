@@ -672,7 +672,7 @@ rss_bytes: number | null,
  */
 memory_percent: number | null, };
 
-export type AuditAction = "suspend" | "resume" | "terminate" | "kill" | "delete_host" | "bind_machine" | "bind_host" | "unbind_host";
+export type AuditAction = "suspend" | "resume" | "terminate" | "kill" | "delete_host" | "bind_machine" | "bind_host" | "unbind_host" | "alert_rule" | "alert_channel" | "silence";
 
 export type AuditEntry = { 
 /**
@@ -1184,3 +1184,272 @@ by_local_port: ListDelta<PortCount>,
  * Edits to `listening`.
  */
 listening: ListDelta<ListeningPort>, };
+
+export type Metric = "host.offline" | "host.cpu_percent" | "host.memory_percent" | "host.swap_percent" | "host.load1" | "host.net_sent_bytes_per_sec" | "host.net_received_bytes_per_sec" | "process.absent" | "process.count" | "process.cpu_percent" | "process.rss_bytes" | "port.listening";
+
+export type Op = ">" | ">=" | "<" | "<=" | "==" | "!=";
+
+export type Severity = "info" | "warning" | "critical";
+
+export type Aggregate = "each" | "sum";
+
+export type AlertRule = { 
+/**
+ * Unique name, 1 to 100 bytes; the `alertname` label.
+ */
+name: string, 
+/**
+ * What is watched.
+ */
+metric: Metric, 
+/**
+ * A host name, or `*` for every host (the default).
+ */
+host: string, 
+/**
+ * Which processes, in the dashboard's filter language (`name:nginx user:www-data`);
+ * required for `process.*` metrics, not taken otherwise.
+ */
+process: string | null, 
+/**
+ * The port of `port.listening`.
+ */
+port: number | null, 
+/**
+ * Process measures: `each` (default) or `sum`.
+ */
+aggregate: Aggregate, 
+/**
+ * Comparison; `>` by default (`==` for `port.listening`).
+ */
+op: Op | null, 
+/**
+ * The level that fires the rule; required unless the metric is a condition
+ * (`host.offline`, `process.absent`) or `port.listening` (default 0).
+ */
+threshold: number | null, 
+/**
+ * How long the condition must hold before the rule fires (for `host.offline`, how
+ * long without a snapshot: at least 5 s, default 60).
+ */
+for_secs: number, 
+/**
+ * The level that resolves a firing rule (hysteresis): with `>` the value must fall
+ * below it, with `<` rise above it. Defaults to `threshold`.
+ */
+clear: number | null, 
+/**
+ * `info`, `warning` (default) or `critical`.
+ */
+severity: Severity, 
+/**
+ * Notify again this often while firing; 0 (default) notifies once.
+ */
+repeat_secs: number, 
+/**
+ * Names of the channels to notify.
+ */
+channels: Array<string>, 
+/**
+ * Loaded from the `--alerts` file: shown, never changed through the API. Ignored
+ * in requests.
+ */
+read_only: boolean, };
+
+export type ChannelKind = "webhook" | "alertmanager" | "slack" | "ntfy";
+
+export type AlertChannel = { 
+/**
+ * Unique name, 1 to 100 bytes.
+ */
+name: string, 
+/**
+ * What it is.
+ */
+kind: ChannelKind, 
+/**
+ * Where to send (http or https). In answers, only its scheme, host and port.
+ */
+url: string, 
+/**
+ * Sent as `Authorization: Bearer TOKEN` when set (ntfy access tokens, a receiver's
+ * secret). Never in answers (`token_set` says whether there is one). On `PUT`,
+ * leaving it out keeps the stored one; `""` removes it.
+ */
+token?: string | null, 
+/**
+ * Whether a token is stored (answers only).
+ */
+token_set: boolean, 
+/**
+ * Loaded from the `--alerts` file: shown, never changed through the API.
+ */
+read_only: boolean, };
+
+export type AlertState = "pending" | "firing" | "resolved";
+
+export type Alert = { 
+/**
+ * Pending, firing or resolved.
+ */
+state: AlertState, 
+/**
+ * The rule's name.
+ */
+rule: string, 
+/**
+ * The host.
+ */
+hostname: string, 
+/**
+ * `""` for a host measure; the filter for processes taken together; `name (pid)`
+ * for one process.
+ */
+process: string, 
+/**
+ * The rule's severity.
+ */
+severity: Severity, 
+/**
+ * The value when it last changed (for `host.offline`, seconds without a
+ * snapshot).
+ */
+value: number, 
+/**
+ * Pending: since the condition holds; firing and resolved: when it fired.
+ */
+since: string, 
+/**
+ * When it resolved.
+ */
+resolved_at: string | null, };
+
+export type AlertEvent = { 
+/**
+ * Event id.
+ */
+id: number, 
+/**
+ * `firing` or `resolved`.
+ */
+state: AlertState, 
+/**
+ * The rule's name.
+ */
+rule: string, 
+/**
+ * The host.
+ */
+hostname: string, 
+/**
+ * As in [`Alert::process`].
+ */
+process: string, 
+/**
+ * The rule's severity.
+ */
+severity: Severity, 
+/**
+ * The value that caused it.
+ */
+value: number, 
+/**
+ * When the alert fired.
+ */
+since: string, 
+/**
+ * When this happened.
+ */
+at: string, };
+
+export type DeliveryResult = "delivered" | "failed" | "silenced";
+
+export type AlertDelivery = { 
+/**
+ * Attempt id.
+ */
+id: number, 
+/**
+ * The channel's name.
+ */
+channel: string, 
+/**
+ * The rule's name (`""` for a test).
+ */
+rule: string, 
+/**
+ * The host (`""` for a test).
+ */
+hostname: string, 
+/**
+ * As in [`Alert::process`].
+ */
+process: string, 
+/**
+ * `firing`, `resolved` or `test`.
+ */
+status: string, 
+/**
+ * 1 for the first attempt, then 2, 3, ...
+ */
+attempt: number, 
+/**
+ * How it went.
+ */
+result: DeliveryResult, 
+/**
+ * Why it failed.
+ */
+error: string | null, 
+/**
+ * When.
+ */
+at: string, };
+
+export type Silence = { 
+/**
+ * Silence id.
+ */
+id: number, 
+/**
+ * The rule it holds back; `null` for every rule.
+ */
+rule: string | null, 
+/**
+ * The host it holds back; `null` for every host.
+ */
+hostname: string | null, 
+/**
+ * When it ends.
+ */
+ends_at: string, 
+/**
+ * Why, for the others.
+ */
+comment: string, 
+/**
+ * Who made it.
+ */
+created_by: string, 
+/**
+ * When.
+ */
+created_at: string, };
+
+export type NewSilence = { 
+/**
+ * The rule to hold back; left out for every rule.
+ */
+rule: string | null, 
+/**
+ * The host to hold back; left out for every host.
+ */
+hostname: string | null, 
+/**
+ * When it ends (in the future).
+ */
+ends_at: string, 
+/**
+ * Why (up to 500 bytes).
+ */
+comment: string, };

@@ -1,0 +1,31 @@
+//! Alerts: rules on host and process metrics, evaluated as snapshots are published,
+//! and notifications where people look.
+//!
+//! - `rule.rs`: rules and channels as people write them, their checks, rules compiled
+//!   for evaluation (process filters in the dashboard's language, parsed once);
+//! - `status.rs`: what the API answers (alerts now, history, notification attempts,
+//!   silences);
+//! - `eval.rs`: the evaluation itself, plain data with no I/O: per (rule, host,
+//!   process), pending after the condition holds, firing after `for_secs`, resolved
+//!   past `clear` (hysteresis), repeated every `repeat_secs`;
+//! - `notify.rs` (collector): the channels' message formats and sending them;
+//! - `service.rs` (collector): the rules in force, the task that feeds the evaluation
+//!   from the hub and a one-second tick, stored state, delivery with retries.
+//!
+//! # Cost
+//!
+//! Evaluation runs on the hub's all-hosts stream, once per published snapshot, never
+//! by reading the database. Per snapshot and rule that watches the host: a figure read
+//! from the snapshot, or one pass over its processes with the rule's compiled filter.
+//! Nothing is allocated for a process unless it starts to be pending; state is looked
+//! up by rule name and pid. Only transitions are written (in one transaction per
+//! snapshot), so a steady fleet writes nothing. `host.offline` is a one-second tick
+//! over the hosts' last-contact times held in memory.
+
+pub mod eval;
+#[cfg(feature = "server")]
+pub mod notify;
+pub mod rule;
+#[cfg(feature = "server")]
+pub mod service;
+pub mod status;
