@@ -255,8 +255,8 @@ pub struct AlertRule {
     #[serde(default)]
     pub channels: Vec<String>,
     /// Loaded from the `--alerts` file: shown, never changed through the API. Ignored
-    /// in requests.
-    #[serde(default, skip_deserializing)]
+    /// in requests (so that an answer can be sent back changed).
+    #[serde(default)]
     pub read_only: bool,
 }
 
@@ -303,11 +303,12 @@ pub struct AlertChannel {
     /// leaving it out keeps the stored one; `""` removes it.
     #[serde(default, skip_serializing)]
     pub token: Option<String>,
-    /// Whether a token is stored (answers only).
-    #[serde(default, skip_deserializing)]
+    /// Whether a token is stored (answers only; ignored in requests).
+    #[serde(default)]
     pub token_set: bool,
-    /// Loaded from the `--alerts` file: shown, never changed through the API.
-    #[serde(default, skip_deserializing)]
+    /// Loaded from the `--alerts` file: shown, never changed through the API (ignored
+    /// in requests).
+    #[serde(default)]
     pub read_only: bool,
 }
 

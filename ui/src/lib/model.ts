@@ -1252,7 +1252,7 @@ repeat_secs: number,
 channels: Array<string>, 
 /**
  * Loaded from the `--alerts` file: shown, never changed through the API. Ignored
- * in requests.
+ * in requests (so that an answer can be sent back changed).
  */
 read_only: boolean, };
 
@@ -1278,11 +1278,12 @@ url: string,
  */
 token?: string | null, 
 /**
- * Whether a token is stored (answers only).
+ * Whether a token is stored (answers only; ignored in requests).
  */
 token_set: boolean, 
 /**
- * Loaded from the `--alerts` file: shown, never changed through the API.
+ * Loaded from the `--alerts` file: shown, never changed through the API (ignored
+ * in requests).
  */
 read_only: boolean, };
 
