@@ -34,6 +34,9 @@ pub struct Copied {
     pub audit: u64,
     /// Host bindings.
     pub bindings: u64,
+    /// Alert rules, channels and silences made through the API, alert states, and the
+    /// history of firings and notification attempts.
+    pub alerts: u64,
 }
 
 #[derive(FromRow)]
@@ -400,8 +403,19 @@ impl Store {
             copied.audit += rows.len() as u64;
         }
 
+        copied.alerts = copy_alerts(from, &mut tx).await?;
+
         // New rows continue after the copied ids.
-        for table in ["hosts", "snapshots", "users", "api_keys", "audit_log"] {
+        for table in [
+            "hosts",
+            "snapshots",
+            "users",
+            "api_keys",
+            "audit_log",
+            "alert_events",
+            "alert_deliveries",
+            "alert_silences",
+        ] {
             sqlx::query(&format!(
                 "SELECT setval(pg_get_serial_sequence('{table}', 'id'), GREATEST((SELECT MAX(id) FROM {table}), 0) + 1, \
                  false)"
@@ -412,4 +426,116 @@ impl Store {
         tx.commit().await?;
         Ok(copied)
     }
+}
+
+/// Copies the alerts' tables; how many rows.
+async fn copy_alerts(from: &sqlx::SqlitePool, tx: &mut sqlx::Transaction<'static, sqlx::Postgres>) -> Result<u64> {
+    let mut n = 0u64;
+    for table in ["alert_rules", "alert_channels"] {
+        let rows: Vec<(String, String, i64)> =
+            sqlx::query_as(&format!("SELECT name, body, updated_at FROM {table}")).fetch_all(from).await?;
+        for (name, body, updated_at) in &rows {
+            sqlx::query(&format!("INSERT INTO {table} (name, body, updated_at) VALUES ($1, $2, $3)"))
+                .bind(name)
+                .bind(body)
+                .bind(updated_at)
+                .execute(&mut **tx)
+                .await?;
+        }
+        n += rows.len() as u64;
+    }
+    type State = (String, String, String, String, String, i64, f64, Option<i64>, Option<i64>);
+    let states: Vec<State> = sqlx::query_as(
+        "SELECT rule, hostname, process, state, severity, since, value, notified_at, resolved_at FROM alert_state",
+    )
+    .fetch_all(from)
+    .await?;
+    for (rule, hostname, process, state, severity, since, value, notified_at, resolved_at) in &states {
+        sqlx::query(
+            "INSERT INTO alert_state (rule, hostname, process, state, severity, since, value, notified_at, \
+             resolved_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(rule)
+        .bind(hostname)
+        .bind(process)
+        .bind(state)
+        .bind(severity)
+        .bind(since)
+        .bind(value)
+        .bind(notified_at)
+        .bind(resolved_at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    n += states.len() as u64;
+    type Event = (i64, String, String, String, String, String, f64, i64, i64);
+    let events: Vec<Event> =
+        sqlx::query_as("SELECT id, rule, hostname, process, severity, state, value, since, at FROM alert_events")
+            .fetch_all(from)
+            .await?;
+    for (id, rule, hostname, process, severity, state, value, since, at) in &events {
+        sqlx::query(
+            "INSERT INTO alert_events (id, rule, hostname, process, severity, state, value, since, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(id)
+        .bind(rule)
+        .bind(hostname)
+        .bind(process)
+        .bind(severity)
+        .bind(state)
+        .bind(value)
+        .bind(since)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    n += events.len() as u64;
+    type Delivery = (i64, String, String, String, String, String, i64, String, Option<String>, i64);
+    let deliveries: Vec<Delivery> = sqlx::query_as(
+        "SELECT id, channel, rule, hostname, process, status, attempt, result, error, at FROM alert_deliveries",
+    )
+    .fetch_all(from)
+    .await?;
+    for (id, channel, rule, hostname, process, status, attempt, result, error, at) in &deliveries {
+        sqlx::query(
+            "INSERT INTO alert_deliveries (id, channel, rule, hostname, process, status, attempt, result, error, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(id)
+        .bind(channel)
+        .bind(rule)
+        .bind(hostname)
+        .bind(process)
+        .bind(status)
+        .bind(attempt)
+        .bind(result)
+        .bind(error)
+        .bind(at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    n += deliveries.len() as u64;
+    type SilenceRow = (i64, Option<String>, Option<String>, i64, String, String, i64);
+    let silences: Vec<SilenceRow> =
+        sqlx::query_as("SELECT id, rule, hostname, ends_at, comment, created_by, created_at FROM alert_silences")
+            .fetch_all(from)
+            .await?;
+    for (id, rule, hostname, ends_at, comment, created_by, created_at) in &silences {
+        sqlx::query(
+            "INSERT INTO alert_silences (id, rule, hostname, ends_at, comment, created_by, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(id)
+        .bind(rule)
+        .bind(hostname)
+        .bind(ends_at)
+        .bind(comment)
+        .bind(created_by)
+        .bind(created_at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    n += silences.len() as u64;
+    Ok(n)
 }

@@ -1055,9 +1055,21 @@ async fn a_sqlite_store_copies_into_postgres_whole() {
     source.create_scoped_api_key("prom", "pk_2", "hash-2", None, KeyScope::Metrics).await.unwrap();
     source.audit(NewAuditEntry::host_change("ada", "beta", AuditAction::UnbindHost, "unbound".into())).await.unwrap();
 
+    let rule: crate::alert::rule::AlertRule =
+        serde_json::from_value(serde_json::json!({"name": "cpu", "metric": "host.cpu_percent", "threshold": 90}))
+            .unwrap();
+    source.put_alert_rule(&rule, true).await.unwrap();
+    let silence = source.add_silence(Some("cpu"), None, now + secs(3600), "maintenance", "ada").await.unwrap();
+
     let pg = target.open().await;
     let copied = source.copy_into(&pg, Some(&[7; 32])).await.unwrap();
     assert_eq!((copied.hosts, copied.snapshots, copied.users, copied.api_keys, copied.audit), (2, 132, 1, 2, 1));
+    assert_eq!(copied.alerts, 2);
+    assert_eq!(pg.alert_rules().await.unwrap(), [rule]);
+    assert_eq!(pg.silences(now).await.unwrap(), std::slice::from_ref(&silence));
+    // New silences continue after the copied ids.
+    let next = pg.add_silence(None, Some("beta"), now + secs(60), "", "ada").await.unwrap();
+    assert!(next.id > silence.id);
     assert!(copied.rollups > 0);
 
     assert_eq!(pg.hosts().await.unwrap(), source.hosts().await.unwrap());
