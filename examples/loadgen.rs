@@ -1394,19 +1394,25 @@ async fn soak_agent(
 
 /// One soak dashboard: follows `hostname`'s live stream (deltas, as the dashboard's
 /// host page asks for them) until `end`, counting what arrives; a stream that ends (a
-/// token that expired, say) is opened again with a new sign-in.
+/// token that expired, say) is opened again with a new sign-in. The first opening uses
+/// `token`, from one sign-in for all: twenty at once would be throttled.
 async fn soak_dashboard(
     collector: Collector,
     password: String,
+    token: String,
     hostname: String,
-    from: Instant,
-    end: Instant,
+    (from, end): (Instant, Instant),
     shared: SharedStats,
 ) {
     tokio::time::sleep_until(from).await;
     let mut opened_before = false;
+    let mut first_token = Some(token);
     while Instant::now() < end {
-        let token = match login(&collector, &password).await {
+        let signed_in = match first_token.take() {
+            Some(token) => Ok(token),
+            None => login(&collector, &password).await,
+        };
+        let token = match signed_in {
             Ok(token) => token,
             Err(e) => {
                 stats(&shared).problem(format!("dashboard sign-in: {e:#}"));
@@ -1473,11 +1479,13 @@ async fn soak(
         .collect();
     // Each host has a stored snapshot before its dashboard asks for it.
     let dashboards_from = start + plan.interval * 2 + Duration::from_secs(1);
+    let token = login(collector, password).await?;
     let dashboard_tasks: Vec<_> = (0..plan.dashboards)
         .map(|i| {
             let hostname = hostnames[i % hostnames.len()].clone();
-            let (collector, shared) = (collector.clone(), shared.clone());
-            tokio::spawn(soak_dashboard(collector, password.to_owned(), hostname, dashboards_from, end, shared))
+            let (collector, shared, token) = (collector.clone(), shared.clone(), token.clone());
+            let during = (dashboards_from, end);
+            tokio::spawn(soak_dashboard(collector, password.to_owned(), token, hostname, during, shared))
         })
         .collect();
 
