@@ -21,6 +21,10 @@ The parts, in order (BENCH_ONLY=part,part runs a subset):
              ramp with 5,000 processes per host (BENCH_LARGE_STEPS), for the cost per
              process;
 - fanout:    time from sending a snapshot to 100 dashboards receiving it;
+- soak:      200 simulated agents and 20 dashboards for an hour: the collector's memory,
+             open files and p99 latency as curves (<target dir>/bench/soak.csv), each
+             curve's slope per hour, and whether it is flat (bench/soak.py says what
+             flat means for each);
 - desktop:   the desktop app's CPU (window open, hidden) and memory (bench/desktop.sh);
 - dashboard: frame times with 2,000 processes and the bundle size (bench/browser/bench.mjs).
 
@@ -35,7 +39,9 @@ BENCH_RAMP_STEPS (default
 10,25,50,100,150,200,300,400,500,750,1000,1250,1500,2000), BENCH_STEP_SECS
 (seconds per ramp step, default 10), BENCH_LARGE_STEPS (the 5,000-process ramp, default
 10,25,50,100,150,200,300,400; empty to skip it), BENCH_FANOUT_CLIENTS (default 100),
-BENCH_FANOUT_SECS (default 20), BENCH_ONLY. Standard library only.
+BENCH_FANOUT_SECS (default 20), BENCH_SOAK_SECS (default 3600), BENCH_SOAK_AGENTS
+(default 200), BENCH_SOAK_DASHBOARDS (default 20), BENCH_SOAK_SAMPLE_SECS (default 10),
+BENCH_ONLY. Standard library only.
 """
 
 import argparse
@@ -52,6 +58,7 @@ import agents as agents_part
 import collector as collector_part
 import pieces
 import samplers as samplers_part
+import soak as soak_part
 from common import BenchError, counts_now, machine_info
 
 # Agent counts of the collector ramp (at 1 s): up to the budget's 1,000, then on, to
@@ -65,7 +72,7 @@ LARGE_STEPS = "10,25,50,100,150,200,300,400"
 RATE_INTERVALS = (0.5, 0.33, 0.25, 0.2, 0.15)
 LARGE_PROCESSES = 5000
 
-PARTS = ("samplers", "agents", "uplink", "store", "collector", "fanout", "desktop", "dashboard")
+PARTS = ("samplers", "agents", "uplink", "store", "collector", "fanout", "soak", "desktop", "dashboard")
 
 # The design's budgets (DESIGN.md, "Performance budgets"). Never loosened here.
 BUDGET = {
@@ -383,6 +390,41 @@ def report_fanout(r, result):
     r.ratio("fanout-p99", "ingest-ack-p99", lat["p99"], ack["p99"])
 
 
+def report_soak(r, result):
+    """The soak's curves: each one's slope per hour against what flat allows."""
+    c = result["curves"]
+    r.section(f"soak: {result['agents']} agents at {result['interval_s']:g} s and {result['dashboards']} "
+              f"dashboards for {result['duration_s']:,.0f} s")
+    r.say(f"{result['acked']:,} snapshots stored of {result['sent']:,} sent; {result['rejected']} rejected, "
+          f"{result['errors']} errors, {result['unanswered']} unanswered when a connection ended; "
+          f"{result['agent_reconnects']} agent and {result['dashboard_reconnects']} dashboard reconnects; "
+          f"{result['dashboard_messages']:,} live messages to dashboards")
+    if result.get("first_problem"):
+        r.say(f"first problem: {result['first_problem']}")
+    r.say(f"curves: {result['csv']} ({len(result['rows'])} samples every {result['sample_every_s']:g} s); "
+          f"fitted after a {c['warmup_s']:.0f} s warm-up over {c['measured_h'] * 60:.1f} min, "
+          f"{c['acked_per_hour']:,.0f} snapshots an hour")
+    for label, key, digits in (("collector memory (MiB)", "memory", 1), ("open files", "open_files", 0),
+                               ("p99 ingest latency (ms)", "p99", 1)):
+        k = c[key]
+        r.say(f"{label}: first {fmt(k['first'], digits)}, last {fmt(k['last'], digits)}, mean "
+              f"{fmt(k['mean'], digits)}; slope {fmt(k['slope_per_hour'], 3)} "
+              f"± {fmt(k['slope_error_per_hour'] and 2 * k['slope_error_per_hour'], 3)} {k['unit']} (95 %)")
+    if result["duration_s"] < soak_part.SHORT_RUN_S:
+        r.say(f"(a run under {soak_part.SHORT_RUN_S / 60:.0f} minutes: its slopes are extrapolated to an hour, "
+              "and their 95 % intervals are wide)")
+    # On the lower end of each slope's 95 % interval: "not flat" is a rise the samples
+    # show, not noise (bench/soak.py).
+    for name, key in (("soak memory slope, low end (flat: 16 bytes per stored snapshot)", "memory"),
+                      ("soak open files slope, low end (flat: under one over the run)", "open_files"),
+                      ("soak p99 slope, low end (flat: 10 % of its mean an hour)", "p99")):
+        k = c[key]
+        limit = k["limit_per_hour"]
+        # No limit (nothing stored, or no span to fit over): not measured rather than met.
+        r.budget(name, k["slope_low_per_hour"] if limit is not None else None, "<=",
+                 limit if limit is not None else 0.0, k["unit"])
+
+
 def report_desktop(r, result):
     """Desktop app budgets."""
     r.section("desktop app")
@@ -431,6 +473,10 @@ def main():
     step_secs = env_int("BENCH_STEP_SECS", 10, 1)
     clients = env_int("BENCH_FANOUT_CLIENTS", 100, 1)
     fanout_secs = env_int("BENCH_FANOUT_SECS", 20, 2)
+    soak_secs = env_int("BENCH_SOAK_SECS", 3600, 60)
+    soak_agents = env_int("BENCH_SOAK_AGENTS", 200, 1)
+    soak_dashboards = env_int("BENCH_SOAK_DASHBOARDS", 20, 0)
+    soak_sample_secs = env_int("BENCH_SOAK_SAMPLE_SECS", 10, 1)
     only = [p.strip() for p in os.environ.get("BENCH_ONLY", ",".join(PARTS)).split(",") if p.strip()]
     unknown = [p for p in only if p not in PARTS]
     if unknown:
@@ -543,6 +589,12 @@ def main():
         report_fanout(r, result)
         return result
 
+    def soak():
+        result = soak_part.run_soak(procyon, examples / "loadgen", soak_secs, soak_agents, soak_dashboards,
+                                    soak_sample_secs, out_dir)
+        report_soak(r, result)
+        return result
+
     def desktop():
         result = pieces.run_desktop(root)
         report_desktop(r, result)
@@ -555,7 +607,7 @@ def main():
 
     for name, run in (("samplers", samplers), ("agents", agents), ("uplink", uplink),
                       ("store", store), ("collector", collector), ("fanout", fanout),
-                      ("desktop", desktop), ("dashboard", dashboard)):
+                      ("soak", soak), ("desktop", desktop), ("dashboard", dashboard)):
         part(name, run)
 
     now = counts_now()

@@ -24,7 +24,13 @@
 //!   machine). The highest rate sustained is reported;
 //! - `fanout`: `--clients` dashboards on `/ws/process-snapshots/?hostname=X` (signed in
 //!   as admin) and one agent sending to host X; the time from sending a snapshot to each
-//!   client receiving it.
+//!   client receiving it;
+//! - `soak`: `--agents` agents and `--dashboards` dashboards (each following one agent's
+//!   host, as the dashboard's host page does) for a long `--duration`, reconnecting as
+//!   real ones do when a connection ends; every `--sample-every` the collector's resident
+//!   memory, open files, CPU and the ingest latency of that window are taken as one
+//!   sample. Frames are made as they are sent rather than prepared: an hour of them
+//!   would not fit in memory.
 //!
 //! Bounds: only loopback collectors; at most [`MAX_AGENTS`] agents, [`MAX_CLIENTS`]
 //! clients, [`MAX_DURATION`] per run, [`MAX_STEPS`] ramp steps; unanswered frames are
@@ -67,6 +73,8 @@ pub const MAX_AGENTS: usize = 2000;
 pub const MAX_CLIENTS: usize = 1000;
 /// Longest measured window of one run (one ramp step).
 pub const MAX_DURATION: Duration = Duration::from_secs(300);
+/// Longest soak.
+pub const MAX_SOAK: Duration = Duration::from_secs(7 * 24 * 3600);
 /// Most steps in a ramp.
 pub const MAX_STEPS: usize = 20;
 /// Shortest and longest interval between two snapshots of one agent.
@@ -124,7 +132,7 @@ pub struct Cli {
     pub mode: Mode,
 }
 
-/// The three runs.
+/// The runs.
 #[derive(Subcommand, Debug, Clone)]
 pub enum Mode {
     /// A fixed number of agents at a fixed interval for a fixed time.
@@ -172,6 +180,27 @@ pub enum Mode {
         #[arg(long)]
         admin_password_file: PathBuf,
     },
+    /// Agents and dashboards for a long time, sampling the collector as it goes.
+    Soak {
+        /// Simulated agents.
+        #[arg(long, default_value_t = 200)]
+        agents: usize,
+        /// Dashboards, each following one agent's host.
+        #[arg(long, default_value_t = 20)]
+        dashboards: usize,
+        /// Seconds between two snapshots of one agent.
+        #[arg(long, default_value_t = 1.0)]
+        interval: f64,
+        /// Seconds of the whole soak.
+        #[arg(long, default_value_t = 3600.0)]
+        duration: f64,
+        /// Seconds between two samples of the collector.
+        #[arg(long, default_value_t = 10.0)]
+        sample_every: f64,
+        /// A file holding the password of the collector's `admin` user.
+        #[arg(long)]
+        admin_password_file: PathBuf,
+    },
 }
 
 impl Mode {
@@ -185,6 +214,9 @@ impl Mode {
             Mode::Ramp { steps, step_duration, .. } => {
                 let per_step = (capped(*step_duration) + overhead + STEP_PAUSE) * (1 + STEP_RETRIES as u32);
                 per_step * steps.len().min(MAX_STEPS) as u32
+            }
+            Mode::Soak { duration, .. } => {
+                Duration::from_secs_f64(duration.clamp(0.0, MAX_SOAK.as_secs_f64())) + overhead
             }
         }
     }
@@ -231,10 +263,19 @@ pub fn run(cli: Cli) -> anyhow::Result<Value> {
             let password = read_secret(admin_password_file, "admin password")?;
             runtime.block_on(fanout(&collector, &template(), &prefix, &plan, *clients, &password))
         }
+        Mode::Soak { agents, dashboards, interval, duration, sample_every, admin_password_file } => {
+            let plan = SoakPlan::new(*agents, *dashboards, *interval, *duration, *sample_every)?;
+            if collector.pid.is_none() {
+                bail!("a soak samples the collector: give its --collector-pid");
+            }
+            let password = read_secret(admin_password_file, "admin password")?;
+            runtime.block_on(soak(&collector, &template(), &prefix, &plan, &password))
+        }
     }
 }
 
 /// The collector under test.
+#[derive(Clone)]
 struct Collector {
     /// `http://host:port`, no trailing slash.
     base: String,
@@ -1154,4 +1195,374 @@ fn seq_of(text: &str) -> Option<u64> {
     let digits: String =
         text[at..].chars().skip_while(|c| c.is_whitespace()).take_while(char::is_ascii_digit).collect();
     digits.parse().ok().or_else(|| serde_json::from_str::<Value>(text).ok()?["seq"].as_u64())
+}
+
+// ---------------------------------------------------------------------------------------
+// Soak
+
+/// A soak's shape, checked against the hard bounds.
+#[derive(Clone, Debug)]
+struct SoakPlan {
+    agents: usize,
+    dashboards: usize,
+    interval: Duration,
+    duration: Duration,
+    sample_every: Duration,
+}
+
+impl SoakPlan {
+    fn new(agents: usize, dashboards: usize, interval: f64, duration: f64, sample_every: f64) -> anyhow::Result<Self> {
+        // The agents and their interval are bounded as an ingest run's.
+        let agents_plan = Plan::new(agents, interval, 1.0, 1.0)?;
+        if dashboards > MAX_CLIENTS {
+            bail!("--dashboards must be at most {MAX_CLIENTS}, not {dashboards}");
+        }
+        if !(duration > 0.0 && duration <= MAX_SOAK.as_secs_f64()) {
+            bail!("--duration must be more than 0 and at most {} seconds, not {duration}", MAX_SOAK.as_secs());
+        }
+        if !(1.0..=3600.0).contains(&sample_every) || sample_every >= duration {
+            bail!("--sample-every must be between 1 and 3600 seconds, and less than --duration, not {sample_every}");
+        }
+        Ok(SoakPlan {
+            agents,
+            dashboards,
+            interval: agents_plan.interval,
+            duration: Duration::from_secs_f64(duration),
+            sample_every: Duration::from_secs_f64(sample_every),
+        })
+    }
+}
+
+/// What the soak's agents and dashboards did: counts since the start, and the
+/// latencies since the last sample.
+#[derive(Default)]
+struct SoakStats {
+    latencies_ms: Vec<f64>,
+    sent: u64,
+    acked: u64,
+    rejected: u64,
+    errors: u64,
+    /// Frames sent on a connection that ended before their ack.
+    unanswered: u64,
+    agent_reconnects: u64,
+    dashboard_messages: u64,
+    dashboard_reconnects: u64,
+    first_problem: Option<String>,
+}
+
+impl SoakStats {
+    fn problem(&mut self, what: String) {
+        if self.first_problem.is_none() {
+            self.first_problem = Some(what);
+        }
+    }
+}
+
+type SharedStats = Arc<std::sync::Mutex<SoakStats>>;
+
+fn stats(shared: &SharedStats) -> std::sync::MutexGuard<'_, SoakStats> {
+    shared.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+/// Descriptors a process holds open, from `/proc/PID/fd`.
+fn open_files(pid: Option<u32>) -> Option<usize> {
+    Some(std::fs::read_dir(format!("/proc/{}/fd", pid?)).ok()?.count())
+}
+
+/// One soak agent: a snapshot every interval until `end`, each made and encoded as it is
+/// due (a delta against the one before, a keyframe after a reconnect), acks read as they
+/// come. A connection that ends is opened again after a second, as `procyon-agent` does
+/// (without its backoff: the soak wants its load back), continuing from the seq the
+/// collector welcomes it with.
+async fn soak_agent(
+    collector: Collector,
+    template: Arc<Snapshot>,
+    mut agent: SimAgent,
+    plan: SoakPlan,
+    start: Instant,
+    end: Instant,
+    shared: SharedStats,
+) {
+    let phase = phase(agent.id.index, plan.agents, plan.interval);
+    let mut tick: u32 = 0;
+    let mut seq = agent.id.last_seq;
+    let mut previous: Option<Snapshot> = None;
+    let mut pending: HashMap<u64, Instant> = HashMap::new();
+    loop {
+        let due = start + phase + plan.interval * tick;
+        let broken: Option<String> = if due >= end {
+            // Done sending: the acks still due, for at most the drain time.
+            let drain_until = Instant::now() + DRAIN;
+            while !pending.is_empty() {
+                match tokio::time::timeout_at(drain_until, agent.ws.next()).await {
+                    Ok(Some(Ok(Message::Text(text)))) => {
+                        if let Ok(CollectorMessage::Ack { seq }) = serde_json::from_str(&text)
+                            && let Some(at) = pending.remove(&seq)
+                        {
+                            let mut s = stats(&shared);
+                            s.acked += 1;
+                            s.latencies_ms.push(ms(at.elapsed()));
+                        }
+                    }
+                    Ok(Some(Ok(_))) => {}
+                    _ => break,
+                }
+            }
+            stats(&shared).unanswered += pending.len() as u64;
+            let _ = tokio::time::timeout(Duration::from_secs(2), agent.ws.close(None)).await;
+            return;
+        } else {
+            tokio::select! {
+                () = tokio::time::sleep_until(due) => {
+                    tick += 1;
+                    let snapshot =
+                        evolve(&template, &agent.id.hostname, agent.id.index, tick, seq + 1, Utc::now(), plan.interval);
+                    match encode_frame(previous.as_ref(), &snapshot, collector.protocol) {
+                        Ok(frame) => match agent.ws.send(Message::Binary(frame.into())).await {
+                            Ok(()) => {
+                                seq += 1;
+                                pending.insert(seq, Instant::now());
+                                stats(&shared).sent += 1;
+                                previous = Some(snapshot);
+                                None
+                            }
+                            Err(e) => Some(format!("send failed: {e}")),
+                        },
+                        Err(e) => {
+                            stats(&shared).problem(format!("cannot encode a frame: {e}"));
+                            return;
+                        }
+                    }
+                }
+                message = agent.ws.next() => match message {
+                    Some(Ok(Message::Text(text))) => {
+                        let mut s = stats(&shared);
+                        match serde_json::from_str::<CollectorMessage>(&text) {
+                            Ok(CollectorMessage::Ack { seq }) => {
+                                if let Some(at) = pending.remove(&seq) {
+                                    s.acked += 1;
+                                    s.latencies_ms.push(ms(at.elapsed()));
+                                }
+                            }
+                            Ok(CollectorMessage::Rejected { seq, message }) => {
+                                pending.remove(&seq);
+                                s.rejected += 1;
+                                s.problem(format!("seq {seq} rejected: {message}"));
+                            }
+                            Ok(CollectorMessage::Error { code, message }) => {
+                                s.errors += 1;
+                                s.problem(format!("error {code}: {message}"));
+                            }
+                            Ok(_) => {}
+                            Err(e) => {
+                                s.errors += 1;
+                                s.problem(format!("unreadable message: {e}"));
+                            }
+                        }
+                        None
+                    }
+                    Some(Ok(Message::Close(frame))) => Some(format!("closed by the collector: {frame:?}")),
+                    Some(Ok(_)) => None,
+                    Some(Err(e)) => Some(format!("connection error: {e}")),
+                    None => Some("the connection closed".into()),
+                },
+            }
+        };
+        if let Some(why) = broken {
+            {
+                let mut s = stats(&shared);
+                s.problem(format!("agent {}: {why}", agent.id.index));
+                s.unanswered += pending.len() as u64;
+            }
+            pending.clear();
+            agent = loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                if Instant::now() >= end {
+                    return;
+                }
+                match connect_agent(&collector, &template, agent.id.index, agent.id.hostname.clone()).await {
+                    Ok(again) => break again,
+                    Err(e) => stats(&shared).problem(format!("reconnecting: {e:#}")),
+                }
+            };
+            stats(&shared).agent_reconnects += 1;
+            seq = agent.id.last_seq;
+            previous = None;
+        }
+    }
+}
+
+/// One soak dashboard: follows `hostname`'s live stream (deltas, as the dashboard's
+/// host page asks for them) until `end`, counting what arrives; a stream that ends (a
+/// token that expired, say) is opened again with a new sign-in. The first opening uses
+/// `token`, from one sign-in for all: twenty at once would be throttled.
+async fn soak_dashboard(
+    collector: Collector,
+    password: String,
+    token: String,
+    hostname: String,
+    (from, end): (Instant, Instant),
+    shared: SharedStats,
+) {
+    tokio::time::sleep_until(from).await;
+    let mut opened_before = false;
+    let mut first_token = Some(token);
+    while Instant::now() < end {
+        let signed_in = match first_token.take() {
+            Some(token) => Ok(token),
+            None => login(&collector, &password).await,
+        };
+        let token = match signed_in {
+            Ok(token) => token,
+            Err(e) => {
+                stats(&shared).problem(format!("dashboard sign-in: {e:#}"));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        let url = format!("{}/ws/process-snapshots/?hostname={hostname}&delta=1&token={token}", collector.ws_base);
+        let mut ws = match tokio::time::timeout(CONNECT_TIMEOUT, tokio_tungstenite::connect_async(url)).await {
+            Ok(Ok((ws, _))) => ws,
+            Ok(Err(e)) => {
+                stats(&shared).problem(format!("dashboard stream of {hostname}: {e}"));
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            Err(_) => {
+                stats(&shared).problem(format!("dashboard stream of {hostname}: no answer"));
+                continue;
+            }
+        };
+        if opened_before {
+            stats(&shared).dashboard_reconnects += 1;
+        }
+        opened_before = true;
+        loop {
+            let message = tokio::select! {
+                m = ws.next() => m,
+                () = tokio::time::sleep_until(end) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(2), ws.close(None)).await;
+                    return;
+                }
+            };
+            match message {
+                Some(Ok(Message::Text(_))) => stats(&shared).dashboard_messages += 1,
+                Some(Ok(_)) => {}
+                _ => break,
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// Soak: agents and dashboards for the whole duration, the collector sampled every
+/// `sample_every`; the report holds every sample.
+async fn soak(
+    collector: &Collector,
+    template: &Arc<Snapshot>,
+    prefix: &str,
+    plan: &SoakPlan,
+    password: &str,
+) -> anyhow::Result<Value> {
+    let agents = connect_all(collector, template, prefix, plan.agents).await?;
+    let hostnames: Vec<String> = agents.iter().map(|a| a.id.hostname.clone()).collect();
+    let shared = SharedStats::default();
+    let start = Instant::now() + Duration::from_secs(1);
+    let end = start + plan.duration;
+    let agent_tasks: Vec<_> = agents
+        .into_iter()
+        .map(|agent| {
+            let (collector, template, plan, shared) =
+                (collector.clone(), template.clone(), plan.clone(), shared.clone());
+            tokio::spawn(soak_agent(collector, template, agent, plan, start, end, shared))
+        })
+        .collect();
+    // Each host has a stored snapshot before its dashboard asks for it.
+    let dashboards_from = start + plan.interval * 2 + Duration::from_secs(1);
+    let token = login(collector, password).await?;
+    let dashboard_tasks: Vec<_> = (0..plan.dashboards)
+        .map(|i| {
+            let hostname = hostnames[i % hostnames.len()].clone();
+            let (collector, shared, token) = (collector.clone(), shared.clone(), token.clone());
+            let during = (dashboards_from, end);
+            tokio::spawn(soak_dashboard(collector, password.to_owned(), token, hostname, during, shared))
+        })
+        .collect();
+
+    let mut samples = Vec::new();
+    let (mut last_at, mut last_cpu, mut last_own) = (start, cpu_seconds(collector.pid), cpu_seconds(None));
+    tokio::time::sleep_until(start).await;
+    let (mut last_acked, mut last_sent, mut last_messages) = (0u64, 0u64, 0u64);
+    let mut next = start + plan.sample_every;
+    // Samples end before the agents and dashboards do, so that none catches them leaving.
+    while next < end {
+        tokio::time::sleep_until(next).await;
+        next += plan.sample_every;
+        let now = Instant::now();
+        let secs = (now - last_at).as_secs_f64().max(1e-9);
+        let (mut latencies, acked, sent, messages, agent_reconnects, dashboard_reconnects) = {
+            let mut s = stats(&shared);
+            (
+                std::mem::take(&mut s.latencies_ms),
+                s.acked,
+                s.sent,
+                s.dashboard_messages,
+                s.agent_reconnects,
+                s.dashboard_reconnects,
+            )
+        };
+        let (cpu, own) = (cpu_seconds(collector.pid), cpu_seconds(None));
+        let percent = |before: Option<f64>, after: Option<f64>| match (before, after) {
+            (Some(b), Some(a)) => json!((a - b) / secs * 100.0),
+            _ => Value::Null,
+        };
+        let sample = json!({
+            "t_s": (now - start).as_secs_f64(),
+            "rss_kib": rss_kib(collector.pid),
+            "open_files": open_files(collector.pid),
+            "collector_cpu_percent": percent(last_cpu, cpu),
+            "loadgen_cpu_percent": percent(last_own, own),
+            "acked_per_s": (acked - last_acked) as f64 / secs,
+            "sent_per_s": (sent - last_sent) as f64 / secs,
+            "dashboard_messages_per_s": (messages - last_messages) as f64 / secs,
+            "latency_ms": percentiles(&mut latencies),
+            "agent_reconnects": agent_reconnects,
+            "dashboard_reconnects": dashboard_reconnects,
+        });
+        eprintln!(
+            "loadgen soak: {:.0} s: rss {} MiB, {} open files, p99 {} ms, {:.0} acked/s, {:.0} dashboard messages/s",
+            sample["t_s"].as_f64().unwrap_or(0.0),
+            sample["rss_kib"].as_u64().map_or("-".into(), |k| (k / 1024).to_string()),
+            sample["open_files"].as_u64().map_or("-".into(), |n| n.to_string()),
+            sample["latency_ms"]["p99"].as_f64().map_or("-".into(), |p| format!("{p:.1}")),
+            sample["acked_per_s"].as_f64().unwrap_or(0.0),
+            sample["dashboard_messages_per_s"].as_f64().unwrap_or(0.0),
+        );
+        samples.push(sample);
+        (last_at, last_cpu, last_own) = (now, cpu, own);
+        (last_acked, last_sent, last_messages) = (acked, sent, messages);
+    }
+    for task in agent_tasks.into_iter().chain(dashboard_tasks) {
+        task.await?;
+    }
+    let s = stats(&shared);
+    Ok(json!({
+        "mode": "soak",
+        "agents": plan.agents,
+        "dashboards": plan.dashboards,
+        "interval_s": plan.interval.as_secs_f64(),
+        "duration_s": plan.duration.as_secs_f64(),
+        "sample_every_s": plan.sample_every.as_secs_f64(),
+        "sent": s.sent,
+        "acked": s.acked,
+        "rejected": s.rejected,
+        "errors": s.errors,
+        "unanswered": s.unanswered,
+        "agent_reconnects": s.agent_reconnects,
+        "dashboard_messages": s.dashboard_messages,
+        "dashboard_reconnects": s.dashboard_reconnects,
+        "first_problem": s.first_problem,
+        "snapshot": { "processes": template.processes.len(), "connections": template.connections.len() },
+        "samples": samples,
+    }))
 }

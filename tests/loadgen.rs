@@ -142,6 +142,56 @@ fn a_ramp_stops_at_the_first_step_over_its_latency_limit() {
 }
 
 #[test]
+fn a_short_soak_samples_the_collector_and_its_dashboards_get_their_hosts() {
+    let (dir, c, key) = collector_with_key();
+    let pid = c.child.as_ref().unwrap().id().to_string();
+    let password = dir.path().join("admin.pw");
+    std::fs::write(&password, c.admin_password.clone().unwrap()).unwrap();
+    let report = run(&[
+        "--collector",
+        &c.base,
+        "--api-key-file",
+        &key,
+        "--collector-pid",
+        &pid,
+        "--processes",
+        "30",
+        "--connections",
+        "10",
+        "soak",
+        "--agents",
+        "3",
+        "--dashboards",
+        "2",
+        "--interval",
+        "0.5",
+        "--duration",
+        "6",
+        "--sample-every",
+        "1",
+        "--admin-password-file",
+        password.to_str().unwrap(),
+    ])
+    .unwrap();
+    assert_eq!(report["mode"], "soak");
+    // Twelve ticks of each agent, all acked; nothing refused, nothing reconnected.
+    assert_eq!(report["sent"], 36, "{report:#}");
+    assert_eq!(report["acked"], 36, "{report:#}");
+    for field in ["rejected", "errors", "unanswered", "agent_reconnects", "dashboard_reconnects"] {
+        assert_eq!(report[field], 0, "{field}: {report:#}");
+    }
+    assert!(report["dashboard_messages"].as_u64().unwrap() >= 2, "{report:#}");
+    let samples = report["samples"].as_array().unwrap();
+    assert_eq!(samples.len(), 5, "one a second, until just before the end: {report:#}");
+    for s in samples {
+        assert!(s["rss_kib"].as_u64().unwrap() > 0, "{s}");
+        assert!(s["open_files"].as_u64().unwrap() > 3, "{s}");
+        assert!(s["t_s"].as_f64().unwrap() > 0.0, "{s}");
+    }
+    assert!(samples.iter().any(|s| s["latency_ms"]["p99"].as_f64().is_some()), "{report:#}");
+}
+
+#[test]
 fn runs_outside_the_bounds_are_refused_before_anything_is_sent() {
     let dir = tempfile::tempdir().unwrap();
     let key = key_file(dir.path(), "pk_unused");
@@ -157,6 +207,9 @@ fn runs_outside_the_bounds_are_refused_before_anything_is_sent() {
     refused(&["ingest", "--interval", "0.001"], "--interval must be");
     refused(&["ramp", "--steps", "10,5"], "--steps must increase");
     refused(&["fanout", "--clients", "5000", "--admin-password-file", &key], "--clients must be between 1 and 1000");
+    refused(&["soak", "--duration", "1000000000", "--admin-password-file", &key], "--duration must be");
+    refused(&["soak", "--dashboards", "5000", "--admin-password-file", &key], "--dashboards must be at most 1000");
+    refused(&["soak", "--sample-every", "0.1", "--admin-password-file", &key], "--sample-every must be");
 
     // Only loopback collectors.
     let remote = ["--collector", "http://192.0.2.1:7450", "--api-key-file", key.as_str(), "ingest"];

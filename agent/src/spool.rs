@@ -285,9 +285,15 @@ impl Spool {
             };
             let bytes = encode(&snapshot)?;
             let taken_at = SystemTime::from(snapshot.taken_at);
-            let path = self.path_of(seq);
-            write_atomically(&path, &bytes, Some(taken_at))
-                .with_context(|| format!("cannot write {} to the spool", path.display()))?;
+            if !self.write_making_room(seq, &bytes, taken_at)? {
+                // No room even with every older one gone. It may still be acknowledged
+                // (it was sent); if so, the drop it is counted as is a false alarm,
+                // which is better than holding snapshots in memory without bound.
+                tracing::warn!(seq, "the spool disk is full and holds no older snapshot to drop: dropped one");
+                self.forget(seq);
+                self.dropped += 1;
+                continue;
+            }
             sync_dir(&self.dir).with_context(|| format!("cannot flush the spool directory {}", self.dir.display()))?;
             self.unwritten.remove(&seq);
             if let Some(entry) = self.entries.get_mut(&seq) {
@@ -466,13 +472,19 @@ impl Spool {
         }
         let bytes = encode(snapshot)?;
         let taken_at = SystemTime::from(snapshot.taken_at);
-        let path = self.path_of(seq);
-        write_atomically(&path, &bytes, Some(taken_at))
-            .with_context(|| format!("cannot write {} to the spool", path.display()))?;
-        self.entries.insert(seq, Entry { bytes: bytes.len() as u64, taken_at });
-        self.bytes += bytes.len() as u64;
+        let written = self.write_making_room(seq, &bytes, taken_at)?;
         self.last_seq = seq;
-        let dropped = self.enforce_limits(crate::clock::system_now());
+        let mut dropped = 0;
+        if written {
+            self.entries.insert(seq, Entry { bytes: bytes.len() as u64, taken_at });
+            self.bytes += bytes.len() as u64;
+            dropped += self.enforce_limits(crate::clock::system_now());
+        } else {
+            // Its seq was given out all the same: the collector sees a hole, reported.
+            tracing::warn!(seq, "the spool disk is full and holds no older snapshot to drop: dropped the new one");
+            self.dropped += 1;
+            dropped += 1;
+        }
         // The snapshot is stored; a state file that cannot be written now is retried by
         // the next change, and until then the highest file name stands in for it. Saving
         // the state syncs the directory, which makes the snapshot's rename durable too.
@@ -482,6 +494,33 @@ impl Spool {
             sync_dir(&self.dir).with_context(|| format!("cannot flush the spool directory {}", self.dir.display()))?;
         }
         Ok(dropped)
+    }
+
+    /// Writes the file of `seq`. When the disk is full, drops the oldest snapshots on
+    /// disk one at a time until it fits, counting them as the limits do: a full disk is
+    /// one more limit, and the newest snapshots are worth more than the oldest. Returns
+    /// false if it does not fit with every other snapshot gone (or none was there).
+    fn write_making_room(&mut self, seq: u64, bytes: &[u8], taken_at: SystemTime) -> anyhow::Result<bool> {
+        let path = self.path_of(seq);
+        let mut dropped = 0u64;
+        let written = loop {
+            match write_atomically(&path, bytes, Some(taken_at)) {
+                Ok(()) => break true,
+                Err(e) if is_disk_full(&e) => {
+                    let on_disk = self.entries.keys().copied().find(|s| *s != seq && !self.unwritten.contains(s));
+                    let Some(oldest) = on_disk else { break false };
+                    self.drop_entry(oldest);
+                    dropped += 1;
+                }
+                Err(e) => return Err(e).with_context(|| format!("cannot write {} to the spool", path.display())),
+            }
+        };
+        if dropped > 0 {
+            tracing::warn!(dropped, dir = %self.dir.display(), "the spool disk is full: dropped the oldest snapshots");
+            self.dropped += dropped;
+            self.state_saved = false;
+        }
+        Ok(written)
     }
 
     /// Seqs waiting, oldest first.
@@ -751,6 +790,11 @@ fn prune_corrupt(corrupt: &Path) {
     for name in &names[..extra] {
         let _ = remove_file_if_exists(&corrupt.join(name));
     }
+}
+
+/// The disk (or the user's quota on it) has no room left.
+fn is_disk_full(e: &std::io::Error) -> bool {
+    matches!(e.kind(), std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded)
 }
 
 fn remove_file_if_exists(path: &Path) -> std::io::Result<()> {

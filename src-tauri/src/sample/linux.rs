@@ -657,14 +657,7 @@ fn first_look(
     let (args, uid): (Vec<String>, Option<u32>) = if kernel_thread {
         (Vec::new(), Some(0))
     } else {
-        let args = fs::read(proc_path(path, pid, "cmdline"))
-            .map(|raw| {
-                raw.split(|b| *b == 0)
-                    .filter(|a| !a.is_empty())
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect()
-            })
-            .unwrap_or_default();
+        let args = fs::read(proc_path(path, pid, "cmdline")).map(|raw| parse_cmdline(&raw)).unwrap_or_default();
         let uid = fs::read_to_string(proc_path(path, pid, "status"))
             .ok()
             .and_then(|s| parse_status_uid(&s))
@@ -679,6 +672,13 @@ fn first_look(
         user: uid.map(|u| users.name(u)),
         kernel_thread,
     }
+}
+
+/// The arguments in `/proc/PID/cmdline`: NUL-separated, empty ones left out. Whoever
+/// started the process chose these bytes (and may rewrite them while it runs), so they
+/// are any bytes at all; text that is not UTF-8 is shown with replacement characters.
+fn parse_cmdline(raw: &[u8]) -> Vec<String> {
+    raw.split(|b| *b == 0).filter(|a| !a.is_empty()).map(|a| String::from_utf8_lossy(a).into_owned()).collect()
 }
 
 /// The kernel keeps only 15 bytes of a name (`comm`). When the command line's program
@@ -937,7 +937,6 @@ fn walk_socket_fds(pid: u32, path: &mut String, mut found: impl FnMut(u32)) {
     use std::mem::MaybeUninit;
 
     use rustix::fs::{Mode, OFlags, RawDir};
-    const SOCKET: &[u8] = b"socket:[";
     let flags = OFlags::RDONLY | OFlags::DIRECTORY | OFlags::CLOEXEC;
     let Ok(dir) = rustix::fs::open(proc_path(path, pid, "fd"), flags, Mode::empty()) else { return };
     let mut entries = [MaybeUninit::<u8>::uninit(); 4096];
@@ -950,16 +949,18 @@ fn walk_socket_fds(pid: u32, path: &mut String, mut found: impl FnMut(u32)) {
             continue;
         }
         let Ok(n) = rustix::fs::readlinkat_raw(&dir, name, &mut link[..]) else { continue };
-        let inode = link[..n]
-            .strip_prefix(SOCKET)
-            .filter(|_| n < link.len())
-            .and_then(|rest| rest.strip_suffix(b"]"))
-            .and_then(number)
-            .and_then(|inode| u32::try_from(inode).ok());
-        if let Some(inode) = inode {
+        // A link that filled the buffer was cut short: not a socket's.
+        if let Some(inode) = link.get(..n).filter(|_| n < link.len()).and_then(socket_inode) {
             found(inode);
         }
     }
+}
+
+/// The inode in a descriptor's link text, when it is a socket's (`socket:[12345]`).
+fn socket_inode(link: &[u8]) -> Option<u32> {
+    const SOCKET: &[u8] = b"socket:[";
+    let digits = link.strip_prefix(SOCKET)?.strip_suffix(b"]")?;
+    u32::try_from(number(digits)?).ok()
 }
 
 /// Network interface counters, from `/proc/net/dev`.
@@ -1415,5 +1416,74 @@ mod fuzz {
         ) {
             check_all(&text);
         }
+
+        /// Any process can put any bytes in its command line and name: what the sampler
+        /// makes of them is shown and sent without control characters, bounded, and
+        /// stays as it is when the collector masks it again.
+        #[test]
+        fn any_command_line_and_name(
+            raw in prop_oneof![
+                prop::collection::vec(any::<u8>(), 0..300),
+                mutated_bytes(real("/proc/self/cmdline")),
+                prop::collection::vec(cmdline_word(), 0..12).prop_map(|w| w.join("\0").into_bytes()),
+            ],
+            comm in prop::collection::vec(any::<u8>(), 0..16),
+        ) {
+            check_command_line(&raw, &comm)?;
+        }
+
+        /// Any link text: only `socket:[N]` with N a 32-bit number is a socket.
+        #[test]
+        fn any_descriptor_link(link in prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..32),
+            "socket:\\[[0-9]{0,12}\\]?".prop_map(String::into_bytes),
+            "(socket|pipe|anon_inode):\\[?[0-9a-z:]{0,10}\\]?".prop_map(String::into_bytes),
+        ]) {
+            let text = String::from_utf8_lossy(&link);
+            let expected = text
+                .strip_prefix("socket:[")
+                .and_then(|rest| rest.strip_suffix(']'))
+                .filter(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|digits| digits.parse::<u32>().ok());
+            prop_assert_eq!(socket_inode(&link), expected);
+        }
+
+        #[test]
+        fn every_socket_link_reads_back(inode in any::<u32>()) {
+            prop_assert_eq!(socket_inode(format!("socket:[{inode}]").as_bytes()), Some(inode));
+        }
+    }
+
+    /// Words of command lines that the masking rules look at, and others.
+    fn cmdline_word() -> impl Strategy<Value = String> {
+        "(--?[a-z-]{0,10}(=[^\\x00]{0,8})?|password|token|-p[a-z0-9]{0,6}|[a-z]+://[a-z]+:[a-z]+@[a-z.]+|\
+         [A-Z_]{1,10}=[a-z0-9]{0,8}|\\PC{0,12}|[\\x01-\\x1f\\x7f]{1,3})"
+    }
+
+    fn check_command_line(raw: &[u8], comm: &[u8]) -> Result<(), TestCaseError> {
+        let args = parse_cmdline(raw);
+        prop_assert!(args.iter().all(|a| !a.is_empty() && !a.contains('\0')), "{args:?}");
+        let name = redact::printable(&display_name(&String::from_utf8_lossy(comm), args.first().map(String::as_str)));
+        prop_assert!(!name.chars().any(char::is_control), "{name:?}");
+        for mode in [CmdlineMode::Full, CmdlineMode::Exe, CmdlineMode::None] {
+            let cmd = redact::command_line_with(&args, mode);
+            prop_assert!(!cmd.chars().any(char::is_control), "{mode:?}: {cmd:?}");
+            prop_assert!(
+                cmd.chars().count() <= crate::model::MAX_CMD_CHARS + 1,
+                "{mode:?}: {} chars",
+                cmd.chars().count()
+            );
+            match mode {
+                CmdlineMode::None => prop_assert!(cmd.is_empty()),
+                CmdlineMode::Exe => prop_assert!(!cmd.contains(' '), "{cmd:?}"),
+                CmdlineMode::Full => {}
+            }
+            let mut again = cmd.clone();
+            redact::redact_in_place(&mut again);
+            let mut twice = again.clone();
+            redact::redact_in_place(&mut twice);
+            prop_assert_eq!(&twice, &again, "masked again on the collector: {:?}", cmd);
+        }
+        Ok(())
     }
 }

@@ -185,3 +185,40 @@ mod tests {
         }
     }
 }
+
+/// Fuzz targets for the machine id's sources: any text in a machine-id file or in what
+/// `ioreg` and `reg query` print gives an id that is trimmed and not empty (and, from
+/// the commands, plausible), or none; never a panic. See `crate::fuzzing`.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::fuzzing::config;
+    use proptest::prelude::*;
+
+    fn output() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "\\PC{0,200}",
+            "( *\"?IOPlatformUUID\"? *= *\"?[0-9A-Fa-f-]{0,70}\"?\\n|\\PC{0,20}\\n){0,4}",
+            "( *MachineGuid +REG_SZ +[0-9a-f-]{0,70}\\n|\\PC{0,20}\\n){0,4}",
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_machine_id_text(files in prop::collection::vec(prop::option::of("\\PC{0,80}"), 0..3)) {
+            if let Some(id) = first_id(files) {
+                prop_assert!(!id.is_empty() && id.trim() == id, "{id:?}");
+                prop_assert_eq!(of(&id).len(), 64);
+            }
+        }
+
+        #[test]
+        fn any_command_output(text in output()) {
+            for id in [id_from_ioreg(&text), id_from_reg_query(&text)].into_iter().flatten() {
+                prop_assert!(plausible(&id), "{id:?}");
+            }
+        }
+    }
+}

@@ -85,8 +85,9 @@ impl Rates {
 }
 
 fn with_rates(now: &RawCounters, prev: Option<RawCounters>, secs: f64) -> InterfaceCounters {
+    // A rate over an interval too short to measure can come out infinite: none then.
     let rate = |now: u64, prev: Option<u64>| match prev {
-        Some(p) if secs > 0.0 && now >= p => (now - p) as f64 / secs,
+        Some(p) if secs > 0.0 && now >= p => Some((now - p) as f64 / secs).filter(|r| r.is_finite()).unwrap_or(0.0),
         _ => 0.0,
     };
     InterfaceCounters {
@@ -105,17 +106,20 @@ fn with_rates(now: &RawCounters, prev: Option<RawCounters>, secs: f64) -> Interf
     }
 }
 
+/// Adds an interface's counters to the total. The counters are the OS's, as large as it
+/// says (a driver's garbage, or years of a fast link): the sums saturate rather than
+/// overflow, which would panic a debug build and wrap a release build to nonsense.
 fn add(total: &mut InterfaceCounters, c: &InterfaceCounters) {
     let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
         (None, None) => None,
-        (a, b) => Some(a.unwrap_or(0) + b.unwrap_or(0)),
+        (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),
     };
-    total.sent_bytes += c.sent_bytes;
-    total.received_bytes += c.received_bytes;
-    total.sent_packets += c.sent_packets;
-    total.received_packets += c.received_packets;
-    total.errors_in += c.errors_in;
-    total.errors_out += c.errors_out;
+    total.sent_bytes = total.sent_bytes.saturating_add(c.sent_bytes);
+    total.received_bytes = total.received_bytes.saturating_add(c.received_bytes);
+    total.sent_packets = total.sent_packets.saturating_add(c.sent_packets);
+    total.received_packets = total.received_packets.saturating_add(c.received_packets);
+    total.errors_in = total.errors_in.saturating_add(c.errors_in);
+    total.errors_out = total.errors_out.saturating_add(c.errors_out);
     total.drops_in = sum(total.drops_in, c.drops_in);
     total.drops_out = sum(total.drops_out, c.drops_out);
     total.sent_bytes_per_sec += c.sent_bytes_per_sec;
@@ -128,7 +132,7 @@ fn add(total: &mut InterfaceCounters, c: &InterfaceCounters) {
 mod tests {
     use super::*;
 
-    const DEV: &str = "Inter-|   Receive                                                |  Transmit
+    pub(super) const DEV: &str = "Inter-|   Receive                                                |  Transmit
  face |bytes    packets errs drop fifo frame compressed multicast|bytes    packets errs drop fifo colls carrier compressed
     lo:  1000      10    0    0    0     0          0         0     1000      10    0    0    0     0       0          0
   eth0: 5000000    4000    1    2    0     0          0         0   300000    2500    3    4    0     0       0          0
@@ -162,6 +166,22 @@ mod tests {
         assert_eq!(s.interfaces.len(), 2);
     }
 
+    /// Found by `fuzz::any_counters_give_sane_rates`: two interfaces whose counters
+    /// add up past `u64::MAX` overflowed the total.
+    #[test]
+    fn totals_of_huge_counters_saturate_instead_of_overflowing() {
+        let huge = RawCounters { sent_bytes: u64::MAX, drops_out: Some(u64::MAX), ..Default::default() };
+        let one = RawCounters { sent_bytes: 1, drops_out: Some(1), ..Default::default() };
+        let mut rates = Rates::default();
+        let s = rates.sample(vec![("eth0".into(), huge), ("eth1".into(), one)], 1.0);
+        let total = s.total.unwrap();
+        assert_eq!((total.sent_bytes, total.drops_out), (u64::MAX, Some(u64::MAX)));
+        // And a rate over next to no time is none rather than infinite.
+        let s = rates
+            .sample(vec![("eth0".into(), huge), ("eth1".into(), RawCounters { sent_bytes: u64::MAX, ..one })], 1e-310);
+        assert_eq!(s.total.unwrap().sent_bytes_per_sec, 0.0);
+    }
+
     #[test]
     fn a_counter_reset_gives_zero_not_a_spike() {
         let mut rates = Rates::default();
@@ -172,5 +192,114 @@ mod tests {
         let s = rates.sample(second, 1.0);
         assert_eq!(s.total.as_ref().unwrap().sent_bytes_per_sec, 0.0);
         assert!(s.total.as_ref().unwrap().received_bytes_per_sec.is_finite());
+    }
+}
+
+/// Fuzz targets for `/proc/net/dev` and the rates made from it: any text, and this
+/// machine's real file with bytes changed, parses to interfaces or to nothing, never a
+/// panic; any two readings of any counters give rates that are finite and never
+/// negative, and totals that never overflow. See `crate::fuzzing`.
+#[cfg(test)]
+mod fuzz {
+    use super::*;
+    use crate::fuzzing::{config, mutated_bytes};
+    use proptest::prelude::*;
+
+    /// This machine's `/proc/net/dev`, or the unit tests' copy where there is none.
+    fn real() -> Vec<u8> {
+        std::fs::read("/proc/net/dev").unwrap_or_else(|_| super::tests::DEV.as_bytes().to_vec())
+    }
+
+    /// Counters near where arithmetic goes wrong, and any.
+    fn counter() -> impl Strategy<Value = u64> {
+        prop_oneof![Just(0), Just(1), Just(u64::MAX), Just(u64::MAX - 1), Just(1 << 63), any::<u64>()]
+    }
+
+    fn raw() -> impl Strategy<Value = RawCounters> {
+        (prop::array::uniform8(counter()), any::<bool>()).prop_map(|(n, drops)| RawCounters {
+            received_bytes: n[0],
+            received_packets: n[1],
+            errors_in: n[2],
+            drops_in: drops.then_some(n[3]),
+            sent_bytes: n[4],
+            sent_packets: n[5],
+            errors_out: n[6],
+            drops_out: drops.then_some(n[7]),
+        })
+    }
+
+    /// A reading: a few interfaces (names repeat, loopback among them) with any counters.
+    fn reading() -> impl Strategy<Value = Vec<(String, RawCounters)>> {
+        prop::collection::vec((prop::sample::select(vec!["lo", "eth0", "eth1", "wg0", ""]), raw()), 0..5)
+            .prop_map(|v| v.into_iter().map(|(n, c)| (n.to_owned(), c)).collect())
+    }
+
+    /// The file's text for `interfaces`: the two header lines, then a line each.
+    fn as_file(interfaces: &[(String, RawCounters)]) -> String {
+        let mut text = String::from("Inter-| Receive | Transmit\n face |bytes packets|bytes packets\n");
+        for (name, c) in interfaces {
+            let d = |v: Option<u64>| v.unwrap_or(0);
+            text.push_str(&format!(
+                "{name}: {} {} {} {} 0 0 0 0 {} {} {} {} 0 0 0 0\n",
+                c.received_bytes,
+                c.received_packets,
+                c.errors_in,
+                d(c.drops_in),
+                c.sent_bytes,
+                c.sent_packets,
+                c.errors_out,
+                d(c.drops_out)
+            ));
+        }
+        text
+    }
+
+    fn check_rates(sample: &NetworkSample) -> Result<(), TestCaseError> {
+        let all = sample.interfaces.iter().map(|i| &i.counters).chain(sample.total.as_ref());
+        for c in all {
+            for rate in
+                [c.sent_bytes_per_sec, c.received_bytes_per_sec, c.sent_packets_per_sec, c.received_packets_per_sec]
+            {
+                prop_assert!(rate.is_finite() && rate >= 0.0, "{rate} in {c:?}");
+            }
+        }
+        Ok(())
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn any_text(text in "\\PC{0,300}") {
+            let _ = parse_proc_net_dev(&text);
+        }
+
+        #[test]
+        fn the_real_file_with_bytes_changed(bytes in mutated_bytes(real())) {
+            let text = String::from_utf8_lossy(&bytes);
+            let mut rates = Rates::default();
+            rates.prime(parse_proc_net_dev(&text));
+            check_rates(&rates.sample(parse_proc_net_dev(&text), 1.0))?;
+        }
+
+        /// Whatever the counters, the file reads back as written, and two readings give
+        /// sane rates over any interval (zero and negative ones too: a clock that did
+        /// not move).
+        #[test]
+        fn any_counters_give_sane_rates(
+            first in reading(),
+            second in reading(),
+            secs in prop_oneof![Just(0.0), Just(-1.0), Just(1e-300), 0.0f64..1e6],
+        ) {
+            let parsed = parse_proc_net_dev(&as_file(&second));
+            let expected: Vec<(String, RawCounters)> = second
+                .iter()
+                .map(|(n, c)| (n.clone(), RawCounters { drops_in: c.drops_in.or(Some(0)), drops_out: c.drops_out.or(Some(0)), ..*c }))
+                .collect();
+            prop_assert_eq!(&parsed, &expected);
+            let mut rates = Rates::default();
+            rates.prime(parse_proc_net_dev(&as_file(&first)));
+            check_rates(&rates.sample(parsed, secs))?;
+        }
     }
 }
