@@ -34,7 +34,7 @@ test:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --all-features -- -D warnings
 	PROPTEST_RNG_SEED=$${PROPTEST_RNG_SEED:-20261207} $(CARGO) test --workspace --all-features
-	node --test tests/browser/e2e.test.mjs
+	node --test --test-concurrency=1 tests/browser/*.test.mjs
 	xvfb-run -a -s "-screen 0 1400x900x24" dbus-run-session -- node --test tests/desktop/e2e.test.mjs
 
 ## The benchmark report: every performance figure next to its peer (ratios) and its
