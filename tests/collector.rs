@@ -667,3 +667,19 @@ async fn serve_cuts_its_own_command_lines_to_the_program_when_told() {
     };
     assert_eq!(cmd.as_deref(), Some("sh"));
 }
+
+/// The collector opts out of transparent huge pages for its whole address space (see
+/// `serve` in main.rs): with them its resident size kept rising under steady load as
+/// the kernel filled its allocator's arena with whole 2 MiB pages. The kernel reports
+/// the setting in the process's status (Linux 5.0 and later).
+#[cfg(target_os = "linux")]
+#[test]
+fn the_collector_opts_out_of_transparent_huge_pages() {
+    let dir = temp();
+    let mut collector = Collector::start(dir.path(), &[]);
+    let pid = collector.child.as_ref().unwrap().id();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let thp = status.lines().find_map(|l| l.strip_prefix("THP_enabled:")).map(str::trim);
+    assert_eq!(thp, Some("0"), "{status}");
+    assert!(collector.stop());
+}

@@ -745,6 +745,16 @@ mod display {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     use procyon::server::{Limits, ServeOptions, Settings, TlsFiles};
     init_logging();
+    // mimalloc marks its arena for transparent huge pages, and where the kernel allows
+    // them only on request (`madvise`, Debian's default) khugepaged then fills partly
+    // used 2 MiB ranges with whole pages in the background: the collector's resident
+    // size rose for the whole soak with nothing more allocated. A collector holds many
+    // small, short-lived allocations, which huge pages do not speed up, so it opts out
+    // for its whole address space (already mapped ranges included).
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::debug!("transparent huge pages stay as the system sets them: {e}");
+    }
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { reload_every: args.tls_reload_every, ..TlsFiles::new(cert, key) }),
         (None, None) => None,

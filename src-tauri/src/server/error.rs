@@ -107,7 +107,7 @@ impl ApiError {
             }
             Self::TooManyRequests(secs) => (
                 StatusCode::TOO_MANY_REQUESTS,
-                body("too_many_requests", &format!("Too many failed attempts; try again in {secs} s."), None),
+                body("too_many_requests", &format!("Too many attempts in a short time; try again in {secs} s."), None),
             ),
             Self::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, body("unavailable", m, None)),
             Self::Busy { message, .. } => (StatusCode::SERVICE_UNAVAILABLE, body("busy", message, None)),
