@@ -103,3 +103,12 @@ describe('the layout of outside addresses', () => {
     expect(placed.get(api.id)!.x).toBeGreaterThan(hostsRight);
   });
 });
+
+describe('labels', () => {
+  it('are cut to a length the map can draw', () => {
+    const long = proc('web-1', 7, 'x'.repeat(100));
+    const [drawn] = drawable([long], [], false).nodes;
+    expect(Array.from(drawn.label).length).toBeLessThan(40);
+    expect(drawn.label.endsWith('… (7)')).toBe(true);
+  });
+});

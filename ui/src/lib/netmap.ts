@@ -177,10 +177,19 @@ export function edgeId(e: MapEdge): string {
   return `${e.source}\u0000${e.target}\u0000${e.protocol}\u0000${e.remote_port}\u0000${e.state ?? ''}`;
 }
 
+/** Longest name drawn on the map; the details show it whole. Cut here rather than by
+ *  the graph library's ellipsis, which measures each label letter by letter. */
+const MAX_LABEL = 32;
+
+function cut(text: string): string {
+  const chars = Array.from(text);
+  return chars.length > MAX_LABEL ? `${chars.slice(0, MAX_LABEL - 1).join('')}…` : text;
+}
+
 /** What a node is called on the map. */
 export function labelOf(n: MapNode): string {
-  if (n.kind === 'process') return n.pid === null ? n.name : `${n.name} (${n.pid})`;
-  if (n.kind === 'host') return `${n.name}: unknown process`;
+  if (n.kind === 'process') return n.pid === null ? cut(n.name) : `${cut(n.name)} (${n.pid})`;
+  if (n.kind === 'host') return `${cut(n.name)}: unknown process`;
   return n.name;
 }
 
