@@ -20,7 +20,15 @@ const HOSTILE = '<img src=x onerror="window.__pwned=1">';
 
 let collector;
 let chromium;
+let template;
+let key;
 const problems = [];
+const WEB = [[20, 'app'], [21, HOSTILE]];
+const WEB_SOCKETS = [
+  ['10.1.0.1:40000', '10.1.0.2:5432', 'ESTABLISHED', 20],
+  ['10.1.0.1:40001', '93.184.216.34:443', 'ESTABLISHED', 20],
+  ['10.1.0.1:40002', '93.184.216.34:443', 'ESTABLISHED', 21],
+];
 
 /** A snapshot of `hostname` with these processes and sockets in place of this machine's. */
 function snapshot(template, hostname, seq, processes, connections) {
@@ -51,8 +59,8 @@ function snapshot(template, hostname, seq, processes, connections) {
 before(async () => {
   assert.ok(existsSync(join(ROOT, 'ui/dist/index.html')), 'ui/dist is missing: run `npm ci && npm run build` in ui/');
   collector = await startCollector({ args: ['--no-local'] });
-  const template = JSON.parse(execFileSync(procyonBin(), ['snapshot'], { encoding: 'utf8', maxBuffer: 64 << 20 }));
-  const key = collector.cli(['apikey', 'create', '--name', 'map']).trim().split('\n').pop().trim();
+  template = JSON.parse(execFileSync(procyonBin(), ['snapshot'], { encoding: 'utf8', maxBuffer: 64 << 20 }));
+  key = collector.cli(['apikey', 'create', '--name', 'map']).trim().split('\n').pop().trim();
   await upload(
     collector.base,
     key,
@@ -64,11 +72,7 @@ before(async () => {
   await upload(
     collector.base,
     key,
-    snapshot(template, 'map-web', 1, [[20, 'app'], [21, HOSTILE]], [
-      ['10.1.0.1:40000', '10.1.0.2:5432', 'ESTABLISHED', 20],
-      ['10.1.0.1:40001', '93.184.216.34:443', 'ESTABLISHED', 20],
-      ['10.1.0.1:40002', '93.184.216.34:443', 'ESTABLISHED', 21],
-    ]),
+    snapshot(template, 'map-web', 1, WEB, WEB_SOCKETS),
   );
   chromium = await launchChromium();
 });
@@ -83,22 +87,31 @@ after(async () => {
   }
 });
 
-/** Pixels of the map's canvases close to `hex` (anti-aliasing blends the edges). */
-async function pixelsOf(page, hex) {
+/** Pixels of the map's canvases close to `hex` (anti-aliasing blends the edges): how
+ *  many, and where their middle is. */
+async function colour(page, hex) {
   return page.evaluate((hex) => {
     const want = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
     let n = 0;
+    let sx = 0;
+    let sy = 0;
     for (const canvas of document.querySelectorAll('[data-testid=network-map] canvas')) {
       const ctx = canvas.getContext('2d');
       if (!ctx || canvas.width === 0) continue;
       const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
       for (let i = 0; i < data.length; i += 4) {
-        if (data[i + 3] > 200 && Math.abs(data[i] - want[0]) < 24 && Math.abs(data[i + 1] - want[1]) < 24 && Math.abs(data[i + 2] - want[2]) < 24) n++;
+        if (data[i + 3] > 200 && Math.abs(data[i] - want[0]) < 24 && Math.abs(data[i + 1] - want[1]) < 24 && Math.abs(data[i + 2] - want[2]) < 24) {
+          n++;
+          sx += (i / 4) % canvas.width;
+          sy += Math.floor(i / 4 / canvas.width);
+        }
       }
     }
-    return n;
+    return { n, x: n ? sx / n : 0, y: n ? sy / n : 0 };
   }, hex);
 }
+
+const pixelsOf = async (page, hex) => (await colour(page, hex)).n;
 
 test('the network map draws nodes and an edge across hosts', { timeout: 120_000 }, async () => {
   const context = await chromium.browser.newContext({ viewport: { width: 1280, height: 720 }, colorScheme: 'light' });
@@ -133,6 +146,36 @@ test('the network map draws nodes and an edge across hosts', { timeout: 120_000 
   mkdirSync(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: join(ARTIFACTS, 'map.png') });
 
+  // Live: a new connection of map-web shows without a reload, and nothing drawn moves
+  // (the process nodes' pixels stay where they were).
+  const before = await colour(page, '#10b981');
+  await upload(
+    collector.base,
+    key,
+    snapshot(template, 'map-web', 2, WEB, [...WEB_SOCKETS, ['10.1.0.1:40003', '198.51.100.7:8443', 'SYN_SENT', 20]]),
+  );
+  await waitFor('the new connection on the live map', async () => Number(await map.getAttribute('data-edges')) === 4, 30_000);
+  await page.screenshot({ path: join(ARTIFACTS, 'map-live.png') });
+  // A thin slanted line is all blended pixels: anything clearly red counts.
+  const red = await waitFor('the opening connection drawn', () =>
+    page.evaluate(() => {
+      let n = 0;
+      for (const canvas of document.querySelectorAll('[data-testid=network-map] canvas')) {
+        const ctx = canvas.getContext('2d');
+        if (!ctx || canvas.width === 0) continue;
+        const d = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+        for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 60 && d[i] > 150 && d[i] - d[i + 1] > 60 && d[i] - d[i + 2] > 60) n++;
+      }
+      return n;
+    }),
+  );
+  assert.ok(red > 10, `red pixels: ${red}`);
+  const after = await colour(page, '#10b981');
+  assert.ok(
+    Math.abs(after.x - before.x) < 1 && Math.abs(after.y - before.y) < 1 && Math.abs(after.n - before.n) < before.n * 0.05,
+    `process nodes moved: ${JSON.stringify({ before, after })}`,
+  );
+
   // Search, details, and through to the process explorer.
   await page.fill('[data-testid=map-search]', 'postgres');
   await page.click('[data-testid=map-found] button:has-text("postgres")');
@@ -144,21 +187,26 @@ test('the network map draws nodes and an edge across hosts', { timeout: 120_000 
   await page.waitForTimeout(600);
   await page.screenshot({ path: join(ARTIFACTS, 'map-details.png') });
 
-  // One node per host: the two hosts and the outside address.
+  // One node per host: the two hosts and the two outside addresses.
   await page.fill('[data-testid=map-search]', '');
   await page.check('[data-testid=map-collapse]');
-  await waitFor('one node per host', async () => (await map.getAttribute('data-nodes')) === '3');
+  await waitFor('one node per host', async () => (await map.getAttribute('data-nodes')) === '4');
   await page.uncheck('[data-testid=map-collapse]');
 
   // Filters: the port keeps the edge to postgres only.
   await page.fill('[data-testid=map-port]', '5432');
   await waitFor('the port filter', async () => (await map.getAttribute('data-edges')) === '1');
   await page.fill('[data-testid=map-port]', '');
+  await page.selectOption('[data-testid=map-state]', 'SYN_SENT');
+  await waitFor('the state filter', async () => (await map.getAttribute('data-edges')) === '1');
+  await page.selectOption('[data-testid=map-state]', '');
 
   await page.fill('[data-testid=map-search]', 'postgres');
   await page.click('[data-testid=map-found] button:has-text("postgres")');
   await page.click('[data-testid=map-open]');
   await waitFor('the explorer of map-db', () => /#\/processes\?host=map-db/.test(page.url()));
+  await page.waitForSelector('[data-testid=process-drawer]', { timeout: 20_000 });
+  assert.equal(await page.textContent('[data-testid=drawer-name]'), 'postgres');
 
   assert.equal(await page.evaluate(() => window.__pwned), undefined, 'a hostile name ran nothing');
   assert.deepEqual(problems, []);
