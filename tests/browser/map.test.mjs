@@ -131,6 +131,12 @@ test('the network map draws nodes and an edge across hosts', { timeout: 120_000 
   await page.click('button[type=submit]');
   await page.click('nav a:has-text("Map")');
   assert.match(page.url(), /#\/map/);
+  // The view added to the top bar leaves it fitting a 1280 px window.
+  const bar = await page.evaluate(() => {
+    const el = document.querySelector('.topbar');
+    return { scroll: el.scrollWidth, client: el.clientWidth };
+  });
+  assert.ok(bar.scroll <= bar.client, `the top bar overflows: ${JSON.stringify(bar)}`);
 
   const map = page.locator('[data-testid=network-map]');
   await waitFor('the map to hold its nodes and edges', async () => Number(await map.getAttribute('data-edges')) >= 3);
