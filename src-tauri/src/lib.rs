@@ -18,6 +18,8 @@
 //!   the terminal itself comes with `server`);
 //! - [`search`]: fleet-wide process search (the filter language plus `host:` and
 //!   `port:`), matched over any host's snapshot;
+//! - [`netmap`]: the fleet's network map, processes joined to the processes they
+//!   connect to across hosts, built from any hosts' snapshots;
 //! - [`metrics`]: Prometheus metrics of a host made from its newest snapshot, shared
 //!   by the collector's `/metrics` and the agent's `--metrics-listen`;
 //! - [`manual`]: man pages and shell completions made from a program's clap
@@ -49,6 +51,7 @@ pub mod hub;
 pub mod manual;
 pub mod metrics;
 pub mod model;
+pub mod netmap;
 pub mod sample;
 pub mod search;
 #[cfg(feature = "server")]

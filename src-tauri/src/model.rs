@@ -25,6 +25,7 @@ pub mod agent;
 pub mod api;
 pub mod delta;
 pub mod desktop;
+pub mod netmap;
 pub mod wire;
 
 use chrono::{DateTime, Utc};
@@ -259,7 +260,7 @@ pub enum Protocol {
 }
 
 /// TCP connection state, named as `netstat` names them.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS, ToSchema)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, TS, ToSchema)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 #[allow(missing_docs)] // the names are the standard TCP states
 pub enum TcpState {
@@ -548,6 +549,12 @@ pub fn typescript() -> String {
         crate::alert::status::AlertDelivery::decl(&cfg),
         crate::alert::status::Silence::decl(&cfg),
         crate::alert::status::NewSilence::decl(&cfg),
+        netmap::NetworkMap::decl(&cfg),
+        netmap::MapHost::decl(&cfg),
+        netmap::MapNodeKind::decl(&cfg),
+        netmap::MapNode::decl(&cfg),
+        netmap::MapEdge::decl(&cfg),
+        netmap::MapOmitted::decl(&cfg),
     ];
     let mut out =
         String::from("// Generated from src-tauri/src/model.rs by `cargo test` (UPDATE_TYPES=1). Do not edit.\n");

@@ -119,7 +119,7 @@ fn rejoin(tokens: &[Token]) -> String {
 }
 
 /// `*` and `?` wildcards over the whole of `text`; both lower case already.
-fn glob(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob(pattern: &str, text: &str) -> bool {
     let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
     // The classic two-pointer match with one backtrack point: linear in practice, and
     // never exponential however many stars a pattern has.

@@ -47,6 +47,7 @@ pub mod error;
 pub mod fleet_search;
 pub mod listener;
 pub mod metrics;
+pub mod network_map;
 pub mod openapi;
 pub mod query;
 pub mod rest;

@@ -72,6 +72,7 @@ without a zone, UTC), a date (`2026-01-02`), seconds since the epoch, `now`, or 
         super::rest::upload_snapshot,
         super::rest::hosts,
         super::fleet_search::search_processes,
+        super::network_map::network_map,
         super::rest::delete_host,
         super::rest::top_processes,
         super::rest::export_range,

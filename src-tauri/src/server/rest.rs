@@ -63,6 +63,7 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::POST, "/api/process-snapshots/", Agent, post(upload_snapshot)),
         Route::new(M::GET, "/api/hosts/", Viewer, get(hosts)),
         Route::new(M::GET, "/api/processes", Viewer, get(super::fleet_search::search_processes)),
+        Route::new(M::GET, "/api/network-map", Viewer, get(super::network_map::network_map)),
         Route::new(M::DELETE, "/api/hosts/{server_id}", Admin, small(delete(delete_host))),
         Route::new(M::GET, "/api/hosts/{server_id}/top-processes", Viewer, get(top_processes)),
         Route::new(M::GET, "/api/hosts/{server_id}/export", Viewer, get(export_range)),

@@ -371,6 +371,29 @@ impl Store {
         Ok(count.unwrap_or(0))
     }
 
+    /// Ids and times of a host's snapshots taken from `from` to `to` (both included),
+    /// oldest first, at most `limit` of them; nothing is decoded, so a caller can pick
+    /// which to read (the network map reads a long range at evenly spaced ones).
+    pub async fn snapshot_times(
+        &self,
+        host_id: i64,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<Vec<(i64, DateTime<Utc>)>> {
+        let rows: Vec<(i64, i64)> = on!(&self.pool, |c| sqlx::query_as(
+            "SELECT id, taken_at FROM snapshots WHERE host_id = $1 AND taken_at >= $2 AND taken_at <= $3 \
+             ORDER BY taken_at, seq LIMIT $4",
+        )
+        .bind(host_id)
+        .bind(super::to_ms(from))
+        .bind(super::to_ms(to))
+        .bind(i64::from(limit))
+        .fetch_all(c)
+        .await)?;
+        Ok(rows.into_iter().map(|(id, taken)| (id, from_ms(taken))).collect())
+    }
+
     /// Full snapshots of a host taken from `from` to `to` (both included), oldest
     /// first, at most `limit` of them, all in memory at once: for small ranges. Walk
     /// long ones with [`Store::range_reader`].

@@ -227,6 +227,14 @@ async fn snapshots_round_trip_and_ranges_are_oldest_first(place: Place) {
     assert_eq!(range.iter().map(|s| s.snapshot.seq).collect::<Vec<_>>(), [2, 3, 4]);
     let range = store.range(host, t0, t0 + secs(4), 2).await.unwrap();
     assert_eq!(range.iter().map(|s| s.snapshot.seq).collect::<Vec<_>>(), [1, 2]);
+    // The same rows by id and time, nothing decoded.
+    let times = store.snapshot_times(host, t0 + secs(2), t0 + secs(4), 100).await.unwrap();
+    assert_eq!(
+        times,
+        ids[1..].iter().enumerate().map(|(i, &(_, id))| (id, t0 + secs(i as i64 + 2))).collect::<Vec<_>>()
+    );
+    assert_eq!(store.snapshot_times(host, t0, t0 + secs(4), 1).await.unwrap(), [(ids[0].1, t0 + secs(1))]);
+    assert!(store.snapshot_times(host + 1000, t0, t0 + secs(4), 10).await.unwrap().is_empty());
 }
 
 both!(series_uses_raw_points_and_picks_the_tier_by_range);

@@ -1454,3 +1454,163 @@ ends_at: string,
  * Why (up to 500 bytes).
  */
 comment: string, };
+
+export type NetworkMap = { 
+/**
+ * Live (each host's newest snapshot held in memory), or as of the stored history
+ * of `from`..`to`.
+ */
+live: boolean, 
+/**
+ * Start of the range read (`null` when live).
+ */
+from: string | null, 
+/**
+ * End of the range read, or the moment (`null` when live).
+ */
+to: string | null, 
+/**
+ * The hosts read, by name.
+ */
+hosts: Array<MapHost>, 
+/**
+ * Nodes with at least one edge, by host name then pid; outside addresses last.
+ */
+nodes: Array<MapNode>, 
+/**
+ * Edges, busiest first within cross-host, same-host and outside edges.
+ */
+edges: Array<MapEdge>, 
+/**
+ * Something was left out to keep the answer bounded (see `omitted` and `notes`).
+ */
+truncated: boolean, 
+/**
+ * What was left out.
+ */
+omitted: MapOmitted, 
+/**
+ * What was left out or guessed, in words.
+ */
+notes: Array<string>, };
+
+export type MapHost = { 
+/**
+ * Host name.
+ */
+hostname: string, 
+/**
+ * Snapshots of it read (1 when live or at a moment; more over a range).
+ */
+snapshots: number, 
+/**
+ * When the newest snapshot read was taken.
+ */
+taken_at: string, 
+/**
+ * Its own non-loopback addresses, as seen on its processes' sockets (what remote
+ * connections are matched on).
+ */
+addresses: Array<string>, };
+
+export type MapNodeKind = "process" | "host" | "external";
+
+export type MapNode = { 
+/**
+ * Unique in the answer: `process:HOST:PID`, `host:HOST` or `external:ADDRESS`.
+ */
+id: string, 
+/**
+ * What it stands for.
+ */
+kind: MapNodeKind, 
+/**
+ * The monitored host (`null` for outside addresses).
+ */
+hostname: string | null, 
+/**
+ * The process id (processes only).
+ */
+pid: number | null, 
+/**
+ * Process name, host name, or the address.
+ */
+name: string, 
+/**
+ * The process's owner, when known.
+ */
+user: string | null, 
+/**
+ * The process's start time, when known (names it with the pid).
+ */
+start_time: string | null, 
+/**
+ * The outside address (outside nodes only).
+ */
+address: string | null, 
+/**
+ * Ports this process listens on (TCP) or is bound to (UDP), as seen.
+ */
+listening_ports: Array<number>, };
+
+export type MapEdge = { 
+/**
+ * The connecting side's node id (the client).
+ */
+source: string, 
+/**
+ * The listening side's node id (the server).
+ */
+target: string, 
+/**
+ * Transport protocol.
+ */
+protocol: Protocol, 
+/**
+ * The source's port, when every connection of the edge used the same one (`null`
+ * when it stands for several).
+ */
+local_port: number | null, 
+/**
+ * The port the target listens on.
+ */
+remote_port: number, 
+/**
+ * TCP state (`null` for UDP).
+ */
+state: TcpState | null, 
+/**
+ * Connections (sockets) it stands for; over a range, the distinct ones seen.
+ */
+count: number, 
+/**
+ * Source and target are on two monitored hosts.
+ */
+cross_host: boolean, };
+
+export type MapOmitted = { 
+/**
+ * Nodes not returned.
+ */
+nodes: number, 
+/**
+ * Edges not returned.
+ */
+edges: number, 
+/**
+ * Connections of the edges not returned.
+ */
+connections: number, 
+/**
+ * Hosts not read (past the limit of hosts).
+ */
+hosts: number, 
+/**
+ * Snapshots of the range not read (a long range is read at evenly spaced
+ * snapshots).
+ */
+snapshots: number, 
+/**
+ * Sockets not joined: their host had more than a map keeps per host.
+ */
+sockets: number, };

@@ -14,6 +14,7 @@ describe('router', () => {
   });
   it('never holds more than view, host and snapshot', () => {
     expect(formatHash({ view: 'audit', host: null, snapshot: null })).toBe('#/audit');
+    expect(parseHash('#/map').view).toBe('map');
     expect(formatHash({ view: 'processes', host: 'a', snapshot: null })).toBe('#/processes?host=a');
   });
 });

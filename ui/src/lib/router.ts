@@ -2,10 +2,11 @@
 // page can be reloaded, bookmarked or shared and the back button works. It never holds
 // a token or anything secret: only the view, the host and a snapshot id.
 
-/** The views. `settings` exists in the desktop app only. */
-export type View = 'processes' | 'network' | 'history' | 'audit' | 'settings';
+/** The views. `settings` exists in the desktop app only; `map` (the fleet's network map)
+ *  and `audit` need no host. */
+export type View = 'processes' | 'network' | 'map' | 'history' | 'audit' | 'settings';
 
-export const VIEWS: readonly View[] = ['processes', 'network', 'history', 'audit', 'settings'];
+export const VIEWS: readonly View[] = ['processes', 'network', 'map', 'history', 'audit', 'settings'];
 
 export interface Route {
   view: View;

@@ -26,6 +26,7 @@ import {
   type KeyValueStore,
   type LiveHandlers,
   type LiveSubscription,
+  type NetworkMapRequest,
   type Page,
   type ProcessHistoryPoint,
   type Range,
@@ -34,7 +35,7 @@ import {
   type StoredSnapshot,
   type Transport,
 } from './transport';
-import type { AuditEntry, HostSummary, ProcessSearch, Series, SnapshotSummary, TopProcess } from './model';
+import type { AuditEntry, HostSummary, NetworkMap, ProcessSearch, Series, SnapshotSummary, TopProcess } from './model';
 
 /** Calls one of the app's commands (Tauri's `invoke`, or a test's). */
 export type Invoke = <T>(cmd: string, args?: Record<string, unknown>) => Promise<T>;
@@ -535,6 +536,10 @@ export class TauriTransport implements Transport {
 
   searchProcesses(q: string, limit?: number): Promise<ProcessSearch> {
     return this.inner.searchProcesses(q, limit);
+  }
+
+  networkMap(request: NetworkMapRequest): Promise<NetworkMap> {
+    return this.inner.networkMap(request);
   }
 
   processHistory(host: HostRef, pid: number, startTime: string | null, range: Range): Promise<ProcessHistoryPoint[]> {

@@ -20,6 +20,7 @@ import type {
   HostSummary,
   LiveMessage,
   LoginResponse,
+  NetworkMap,
   ProcessAction,
   ProcessHistoryPoint,
   ProcessSearch,
@@ -59,6 +60,13 @@ export type HostRef = number | string;
 export interface Range {
   from?: string;
   to?: string;
+}
+
+/** `GET /api/network-map`'s parameters: `hosts` is names or patterns separated by commas. */
+export interface NetworkMapRequest extends Range {
+  hosts?: string;
+  max_nodes?: number;
+  max_edges?: number;
 }
 
 export interface Page<T> {
@@ -175,6 +183,8 @@ export interface Transport {
   topProcesses(host: HostRef, range: Range & { n?: number }): Promise<TopProcess[]>;
   /** Processes matching a query on every host's newest snapshot, grouped by host. */
   searchProcesses(q: string, limit?: number): Promise<ProcessSearch>;
+  /** The fleet's network map: live without a range, else as of `to` alone or over `from`..`to`. */
+  networkMap(request: NetworkMapRequest): Promise<NetworkMap>;
   processHistory(host: HostRef, pid: number, startTime: string | null, range: Range): Promise<ProcessHistoryPoint[]>;
   audit(query: { host?: string; limit: number; offset: number }): Promise<AuditEntry[]>;
   download(request: ExportRequest): Promise<Download>;
@@ -765,6 +775,10 @@ export class WebTransport implements Transport {
 
   searchProcesses(q: string, limit?: number): Promise<ProcessSearch> {
     return this.request('GET', `/api/processes${query({ q, limit })}`);
+  }
+
+  networkMap(request: NetworkMapRequest): Promise<NetworkMap> {
+    return this.request('GET', `/api/network-map${query({ ...request })}`);
   }
 
   processHistory(host: HostRef, pid: number, startTime: string | null, range: Range): Promise<ProcessHistoryPoint[]> {
