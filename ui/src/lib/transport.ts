@@ -21,6 +21,7 @@ import type {
   LiveMessage,
   LoginResponse,
   ProcessAction,
+  ProcessDetails,
   ProcessHistoryPoint,
   ProcessSearch,
   Role,
@@ -176,6 +177,9 @@ export interface Transport {
   /** Processes matching a query on every host's newest snapshot, grouped by host. */
   searchProcesses(q: string, limit?: number): Promise<ProcessSearch>;
   processHistory(host: HostRef, pid: number, startTime: string | null, range: Range): Promise<ProcessHistoryPoint[]>;
+  /** One process in depth (threads, open files, limits, ...), read now on its host; a
+   *  start time makes a reused pid an error (409) rather than another process's answer. */
+  processDetails(host: HostRef, pid: number, startTime: string | null): Promise<ProcessDetails>;
   audit(query: { host?: string; limit: number; offset: number }): Promise<AuditEntry[]>;
   download(request: ExportRequest): Promise<Download>;
   act(request: ActionRequest): Promise<ActionResult>;
@@ -769,6 +773,10 @@ export class WebTransport implements Transport {
 
   processHistory(host: HostRef, pid: number, startTime: string | null, range: Range): Promise<ProcessHistoryPoint[]> {
     return this.request('GET', `/api/hosts/${seg(host)}/process-history${query({ pid, start_time: startTime, ...range })}`);
+  }
+
+  processDetails(host: HostRef, pid: number, startTime: string | null): Promise<ProcessDetails> {
+    return this.request('GET', `/api/hosts/${seg(host)}/processes/${seg(pid)}/details${query({ start_time: startTime })}`);
   }
 
   audit(q: { host?: string; limit: number; offset: number }): Promise<AuditEntry[]> {
