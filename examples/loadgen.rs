@@ -637,6 +637,7 @@ async fn connect_agent(
             host,
             allow_control: false,
             machine_id: None,
+            details: false,
         };
         ws.send(Message::Text(serde_json::to_string(&hello)?.into())).await?;
         loop {

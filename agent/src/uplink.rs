@@ -36,8 +36,8 @@ use std::time::{Duration, Instant};
 use futures_util::{SinkExt, StreamExt};
 use procyon::control::{self, Target};
 use procyon::model::agent::{
-    ActionDone, ActionReply, ActionRequest, AgentMessage, BASES_KEPT, CollectorMessage, Encoding, KEYFRAME_EVERY,
-    MAX_FRAME_BYTES, OLDEST_PROTOCOL, PROTOCOL_VERSION, delta_frame, full_frame,
+    ActionDone, ActionReply, ActionRequest, AgentMessage, BASES_KEPT, CollectorMessage, DetailsReply, DetailsRequest,
+    Encoding, KEYFRAME_EVERY, MAX_FRAME_BYTES, OLDEST_PROTOCOL, PROTOCOL_VERSION, delta_frame, full_frame,
 };
 use procyon::model::delta::SnapshotDelta;
 use procyon::model::{ActionError, ActionErrorCode, HostInfo, Snapshot};
@@ -371,6 +371,7 @@ impl Uplink {
             host: self.host.clone(),
             allow_control: self.options.allow_control,
             machine_id: self.options.machine_id.clone(),
+            details: true,
         };
         serde_json::to_string(&hello).unwrap_or_default()
     }
@@ -533,7 +534,8 @@ impl Uplink {
         let mut in_flight: BTreeMap<u64, Arc<Snapshot>> = BTreeMap::new();
         // A new connection: the collector holds no base for us yet.
         let mut deltas = Deltas::default();
-        let (reply_tx, mut replies) = mpsc::channel::<ActionReply>(16);
+        // Answers to relayed requests (actions and details), read on blocking threads.
+        let (reply_tx, mut replies) = mpsc::channel::<AgentMessage>(16);
         let mut ping = tokio::time::interval(PING_EVERY);
         let mut heard_at = Instant::now();
         loop {
@@ -604,7 +606,14 @@ impl Uplink {
                             let allow = self.options.allow_control;
                             tokio::task::spawn_blocking(move || {
                                 let reply = carry_out(request, allow);
-                                let _ = tx.blocking_send(reply);
+                                let _ = tx.blocking_send(AgentMessage::ActionResult(reply));
+                            });
+                        }
+                        Ok(CollectorMessage::Details(request)) => {
+                            // Read-only, so answered whatever `--allow-control` says.
+                            let tx = reply_tx.clone();
+                            tokio::task::spawn_blocking(move || {
+                                let _ = tx.blocking_send(AgentMessage::DetailsResult(read_details(request)));
                             });
                         }
                         Ok(CollectorMessage::Error { code, message }) => {
@@ -626,7 +635,7 @@ impl Uplink {
                     queued_up_to = queued_up_to.max(last);
                 }
                 Some(reply) = replies.recv() => {
-                    let text = serde_json::to_string(&AgentMessage::ActionResult(reply)).unwrap_or_default();
+                    let text = serde_json::to_string(&reply).unwrap_or_default();
                     if let Err(e) = ws.send(Message::Text(text.into())).await {
                         return End::Disconnected(e.to_string());
                     }
@@ -837,6 +846,16 @@ fn welcome_seq(spool: &mut Spool, last_seq: u64, leeway: u64) -> anyhow::Result<
 }
 
 /// Carries out a relayed action, if this agent's operator allows it.
+/// Reads the details a [`DetailsRequest`] asks for.
+fn read_details(request: DetailsRequest) -> DetailsReply {
+    let DetailsRequest { request_id, pid, start_time, actor } = request;
+    tracing::info!(pid, actor = %actor, "process details requested");
+    match procyon::sample::details(pid, start_time) {
+        Ok(details) => DetailsReply { request_id, details: Some(Box::new(details)), error: None },
+        Err(error) => DetailsReply { request_id, details: None, error: Some(error) },
+    }
+}
+
 fn carry_out(request: ActionRequest, allow_control: bool) -> ActionReply {
     let ActionRequest { request_id, pid, start_time, action, tree, actor } = request;
     if !allow_control {

@@ -25,6 +25,7 @@ pub mod agent;
 pub mod api;
 pub mod delta;
 pub mod desktop;
+pub mod details;
 pub mod netmap;
 pub mod wire;
 
@@ -514,6 +515,15 @@ pub fn typescript() -> String {
         api::BulkResult::decl(&cfg),
         api::BulkActionResponse::decl(&cfg),
         api::UserSummary::decl(&cfg),
+        details::ProcessDetails::decl(&cfg),
+        details::ThreadDetail::decl(&cfg),
+        details::OpenFile::decl(&cfg),
+        details::FileKind::decl(&cfg),
+        details::MemoryMaps::decl(&cfg),
+        details::ResourceLimit::decl(&cfg),
+        details::ContainerRef::decl(&cfg),
+        details::ContainerRuntime::decl(&cfg),
+        details::UnavailablePart::decl(&cfg),
         api::KeyScope::decl(&cfg),
         api::ApiKeySummary::decl(&cfg),
         api::ErrorBody::decl(&cfg),

@@ -18,7 +18,9 @@
 //! will be). The agent deletes a snapshot from its spool only on `ack` or `rejected`, so
 //! an outage loses nothing and a resend is stored once (the collector keys snapshots by
 //! host and seq). The collector may send `action` at any time; the agent answers with
-//! `action_result` carrying the same `request_id`.
+//! `action_result` carrying the same `request_id`. Likewise `details` (one process read
+//! in depth), answered with `details_result`, sent only to agents whose hello says they
+//! answer it.
 //!
 //! Deltas: the collector keeps, per connection, the last [`BASES_KEPT`] snapshots it
 //! acknowledged, rebuilt in full. The agent sends a delta only against the newest
@@ -49,6 +51,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use super::delta::SnapshotDelta;
+use super::details::ProcessDetails;
 use super::{ActionError, HostInfo, ProcessAction, Snapshot};
 
 /// The version of this protocol. Version 2 added snapshot deltas (kind-tagged binary
@@ -170,6 +173,11 @@ pub enum AgentMessage {
         /// hellos (and then not checked); older collectors ignore it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         machine_id: Option<String>,
+        /// The agent answers [`CollectorMessage::Details`]. Absent from older agents'
+        /// hellos (`false`: the collector never asks them, and says the agent is too
+        /// old); older collectors ignore it.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        details: bool,
     },
     /// A snapshot sent as text (agents normally send binary frames instead).
     Snapshot {
@@ -185,6 +193,8 @@ pub enum AgentMessage {
     },
     /// The answer to an [`CollectorMessage::Action`].
     ActionResult(ActionReply),
+    /// The answer to a [`CollectorMessage::Details`].
+    DetailsResult(DetailsReply),
 }
 
 /// From the collector.
@@ -231,6 +241,33 @@ pub enum CollectorMessage {
     },
     /// Carry out a process action.
     Action(ActionRequest),
+    /// Read one process's details (read-only: always answered, whatever
+    /// `--allow-control` says). Sent only to agents whose hello says `details`.
+    Details(DetailsRequest),
+}
+
+/// A request for one process's details, relayed to an agent.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DetailsRequest {
+    /// Echoed in the reply.
+    pub request_id: u64,
+    /// Target pid.
+    pub pid: u32,
+    /// Target start time, when the requester knew it (a reused pid is refused).
+    pub start_time: Option<DateTime<Utc>>,
+    /// Who asked (for the agent's log).
+    pub actor: String,
+}
+
+/// What an agent read for a [`DetailsRequest`]: `details` or `error`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DetailsReply {
+    /// The request's id.
+    pub request_id: u64,
+    /// The details read.
+    pub details: Option<Box<ProcessDetails>>,
+    /// Why there are none (`not_found`, `pid_reused`, `unsupported`, ...).
+    pub error: Option<ActionError>,
 }
 
 /// A process action relayed to an agent.
@@ -419,6 +456,7 @@ mod tests {
             host: host.clone(),
             allow_control: false,
             machine_id: machine_id.map(str::to_owned),
+            details: false,
         };
         // An agent without one sends what older agents sent, and their hellos still read.
         let old = serde_json::to_value(hello(None)).unwrap();
@@ -427,6 +465,28 @@ mod tests {
         let new = serde_json::to_value(hello(Some("ab12"))).unwrap();
         assert_eq!(new["machine_id"], "ab12");
         assert_eq!(serde_json::from_value::<AgentMessage>(new).unwrap(), hello(Some("ab12")));
+    }
+
+    #[test]
+    fn older_hellos_answer_no_details_and_newer_ones_say_so() {
+        let host = crate::sample::Sampler::new(Default::default()).host().clone();
+        let hello = |details| AgentMessage::Hello {
+            protocol: PROTOCOL_VERSION,
+            agent_version: "1".into(),
+            host: host.clone(),
+            allow_control: false,
+            machine_id: None,
+            details,
+        };
+        let old = serde_json::to_value(hello(false)).unwrap();
+        assert!(old.get("details").is_none(), "{old}");
+        assert_eq!(serde_json::from_value::<AgentMessage>(old).unwrap(), hello(false));
+        let new = serde_json::to_value(hello(true)).unwrap();
+        assert_eq!(new["details"], true);
+        assert_eq!(serde_json::from_value::<AgentMessage>(new).unwrap(), hello(true));
+        let request =
+            CollectorMessage::Details(DetailsRequest { request_id: 3, pid: 9, start_time: None, actor: "a".into() });
+        assert!(serde_json::to_string(&request).unwrap().starts_with(r#"{"type":"details","request_id":3"#));
     }
 
     #[test]
@@ -496,6 +556,7 @@ mod fuzz {
                 host: a.host.clone(),
                 allow_control: true,
                 machine_id: Some("ab12".into()),
+                details: true,
             },
             AgentMessage::Snapshot { snapshot: Box::new(a.clone()) },
             AgentMessage::Dropped { count: 3, reason: "the spool is full".into() },
@@ -503,6 +564,11 @@ mod fuzz {
                 request_id: 7,
                 done: Some(ActionDone { process_name: "sleep".into(), signalled: 1 }),
                 error: None,
+            }),
+            AgentMessage::DetailsResult(DetailsReply {
+                request_id: 8,
+                details: None,
+                error: Some(ActionError { code: crate::model::ActionErrorCode::NotFound, message: "gone".into() }),
             }),
         ];
         let collector = [
@@ -516,6 +582,12 @@ mod fuzz {
                 action: crate::model::ProcessAction::Terminate,
                 tree: true,
                 actor: "admin".into(),
+            }),
+            CollectorMessage::Details(DetailsRequest {
+                request_id: 8,
+                pid: 42,
+                start_time: a.processes.first().and_then(|p| p.start_time),
+                actor: "viewer".into(),
             }),
         ];
         agent

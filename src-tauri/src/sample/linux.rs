@@ -176,7 +176,7 @@ fn number(digits: &[u8]) -> Option<u64> {
     })
 }
 
-fn status_of(state: u8) -> ProcessStatus {
+pub(super) fn status_of(state: u8) -> ProcessStatus {
     match state {
         b'R' => ProcessStatus::Running,
         b'S' => ProcessStatus::Sleeping,
@@ -312,15 +312,15 @@ fn proc_path<'a>(path: &'a mut String, pid: u32, name: &str) -> &'a str {
 
 /// Clock facts needed to turn `/proc` ticks into times.
 #[derive(Debug, Clone, Copy)]
-struct Clock {
-    ticks_per_sec: u64,
+pub(super) struct Clock {
+    pub(super) ticks_per_sec: u64,
     page_size: u64,
     /// Boot time in whole seconds since the epoch (`btime` in `/proc/stat`).
     boot_secs: i64,
 }
 
 impl Clock {
-    fn read() -> Clock {
+    pub(super) fn read() -> Clock {
         let sysconf = |v| nix::unistd::sysconf(v).ok().flatten().filter(|n| *n > 0);
         let ticks_per_sec = sysconf(nix::unistd::SysconfVar::CLK_TCK).unwrap_or(100) as u64;
         let page_size = sysconf(nix::unistd::SysconfVar::PAGE_SIZE).unwrap_or(4096) as u64;

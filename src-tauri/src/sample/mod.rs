@@ -11,6 +11,8 @@
 //! same meaning; on Linux, `portable.rs` is built for the tests too, which check the
 //! Linux shortcuts against it (`crosscheck.rs`). `system.rs` (CPU, memory, host) is
 //! sysinfo on every OS. `machine.rs` makes the fingerprint an agent sends in its hello.
+//! `details.rs` reads one process in depth when someone asks ([`details`]), and
+//! `container.rs` tells a process's container from its control groups.
 //!
 //! A part that fails (say, the socket list) is reported in [`Snapshot::errors`] and the
 //! rest of the snapshot is kept: one failing source never loses a tick.
@@ -22,14 +24,22 @@ use std::time::{Duration, Instant};
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
-use crate::model::{ConnectionSample, Domain, DomainError, HostInfo, NetworkSample, SCHEMA_VERSION, Snapshot};
+#[cfg(not(target_os = "linux"))]
+use crate::model::ActionErrorCode;
+use crate::model::details::ProcessDetails;
+use crate::model::{
+    ActionError, ConnectionSample, Domain, DomainError, HostInfo, NetworkSample, SCHEMA_VERSION, Snapshot,
+};
 
+pub mod container;
 pub mod machine;
 mod network;
 pub mod redact;
 mod socket;
 mod system;
 
+#[cfg(target_os = "linux")]
+mod details;
 #[cfg(target_os = "linux")]
 mod linux;
 #[cfg(target_os = "linux")]
@@ -210,6 +220,30 @@ pub struct Executable {
 /// process may not look (another user's, without the right to inspect it).
 pub fn executable(pid: u32) -> std::io::Result<Executable> {
     os::executable(pid)
+}
+
+/// How long the CPU figures of a process's threads are measured over when its details
+/// are read: long enough for a busy thread to show, short enough not to keep a person
+/// waiting.
+pub const DETAILS_WINDOW: Duration = Duration::from_millis(250);
+
+/// One process in depth, read now (it blocks for [`DETAILS_WINDOW`]). `start_time`, when
+/// given, must be the process's: a reused pid is refused with `PidReused`. `NotFound`
+/// when the process is gone (or exited while it was read); parts the monitor may not
+/// read are listed in [`ProcessDetails::unavailable`], not failed.
+pub fn details(pid: u32, start_time: Option<DateTime<Utc>>) -> Result<ProcessDetails, ActionError> {
+    #[cfg(target_os = "linux")]
+    {
+        details::read(pid, start_time, DETAILS_WINDOW)
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = (pid, start_time);
+        Err(ActionError {
+            code: ActionErrorCode::Unsupported,
+            message: "Process details are read on Linux only for now.".into(),
+        })
+    }
 }
 
 /// Runs `sampler` on its own thread, one snapshot every `interval`, and publishes the

@@ -54,9 +54,9 @@ use super::routes::{Access, Route};
 use super::{AppState, binding, upload};
 use crate::model::Snapshot;
 use crate::model::agent::{
-    ActionReply, ActionRequest, AgentMessage, BASES_KEPT, CollectorMessage, Encoding, FRAME_DELTA, FRAME_DELTA_PACKED,
-    FRAME_FULL, FRAME_FULL_PACKED, MAX_FRAME_BYTES, MAX_SNAPSHOT_JSON_BYTES, OLDEST_PROTOCOL, PROTOCOL_VERSION,
-    delta_frame,
+    ActionReply, ActionRequest, AgentMessage, BASES_KEPT, CollectorMessage, DetailsReply, DetailsRequest, Encoding,
+    FRAME_DELTA, FRAME_DELTA_PACKED, FRAME_FULL, FRAME_FULL_PACKED, MAX_FRAME_BYTES, MAX_SNAPSHOT_JSON_BYTES,
+    OLDEST_PROTOCOL, PROTOCOL_VERSION, delta_frame,
 };
 use crate::model::delta::SnapshotDelta;
 use crate::store::Sent;
@@ -98,6 +98,8 @@ pub enum RelayError {
     Offline,
     /// The agent runs without `--allow-control`.
     ControlOff,
+    /// The agent is too old to answer this kind of request.
+    Unsupported,
     /// No answer in time.
     Timeout,
 }
@@ -105,11 +107,34 @@ pub enum RelayError {
 /// Why a session is told to end from outside: the close code and the reason.
 type Kick = Option<(u16, String)>;
 
+/// Who waits for the answer to a relayed request.
+enum Waiter {
+    Action(oneshot::Sender<ActionReply>),
+    Details(oneshot::Sender<DetailsReply>),
+}
+
+/// An answer to a relayed request.
+enum Answer {
+    Action(ActionReply),
+    Details(DetailsReply),
+}
+
+impl Answer {
+    fn request_id(&self) -> u64 {
+        match self {
+            Answer::Action(r) => r.request_id,
+            Answer::Details(r) => r.request_id,
+        }
+    }
+}
+
 struct Connection {
     session: u64,
     key_id: i64,
     machine_id: Option<String>,
     allow_control: bool,
+    /// The agent answers details requests (its hello said so).
+    details: bool,
     outbox: mpsc::Sender<CollectorMessage>,
     kick: watch::Sender<Kick>,
 }
@@ -145,7 +170,7 @@ pub struct Agents {
     connections: Mutex<HashMap<String, Connection>>,
     /// Relayed actions waiting for their answer, by request id, with the session the
     /// request went out on: only that session may answer it.
-    pending: Mutex<HashMap<u64, (u64, oneshot::Sender<ActionReply>)>>,
+    pending: Mutex<HashMap<u64, (u64, Waiter)>>,
     next_session: AtomicU64,
     /// Turns to decode a frame: one per core. Decoding is all CPU, so more at once
     /// would only hold more frames in memory, not finish them sooner.
@@ -182,7 +207,7 @@ impl Agents {
         self.connections.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn pending(&self) -> MutexGuard<'_, HashMap<u64, (u64, oneshot::Sender<ActionReply>)>> {
+    fn pending(&self) -> MutexGuard<'_, HashMap<u64, (u64, Waiter)>> {
         self.pending.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -207,7 +232,7 @@ impl Agents {
         hostname: &str,
         key_id: i64,
         machine_id: Option<String>,
-        allow_control: bool,
+        (allow_control, details): (bool, bool),
         (max_sessions, max_per_key): (usize, usize),
     ) -> Result<Registered, Refused> {
         let mut connections = self.connections();
@@ -236,8 +261,10 @@ impl Agents {
         let session = self.next_session.fetch_add(1, Ordering::Relaxed) + 1;
         let (outbox, inbox) = mpsc::channel(OUTBOX);
         let (kick, kicked) = watch::channel(None);
-        connections
-            .insert(hostname.to_owned(), Connection { session, key_id, machine_id, allow_control, outbox, kick });
+        connections.insert(
+            hostname.to_owned(),
+            Connection { session, key_id, machine_id, allow_control, details, outbox, kick },
+        );
         Ok(Registered { session, outbox: inbox, kicked })
     }
 
@@ -272,18 +299,89 @@ impl Agents {
     }
 
     /// Hands `reply` to the caller waiting for it, if `session` is the one its request
-    /// went out on. `false` for a reply nobody asked this session for (forged, or late).
-    fn resolve(&self, session: u64, reply: ActionReply) -> bool {
+    /// went out on and it answers that kind of request. `false` for a reply nobody asked
+    /// this session for (forged, or late).
+    fn resolve(&self, session: u64, reply: Answer) -> bool {
         let mut pending = self.pending();
-        match pending.get(&reply.request_id) {
-            Some((asked, _)) if *asked == session => {
-                if let Some((_, waiter)) = pending.remove(&reply.request_id) {
-                    let _ = waiter.send(reply);
-                }
-                true
-            }
+        let id = reply.request_id();
+        let fits = match (pending.get(&id), &reply) {
+            (Some((asked, Waiter::Action(_))), Answer::Action(_))
+            | (Some((asked, Waiter::Details(_))), Answer::Details(_)) => *asked == session,
             _ => false,
+        };
+        if fits {
+            match (pending.remove(&id), reply) {
+                (Some((_, Waiter::Action(w))), Answer::Action(r)) => {
+                    let _ = w.send(r);
+                }
+                (Some((_, Waiter::Details(w))), Answer::Details(r)) => {
+                    let _ = w.send(r);
+                }
+                _ => {}
+            }
         }
+        fits
+    }
+
+    /// Files a waiter under a fresh request id for `session`.
+    fn wait_for(&self, session: u64, waiter: Waiter) -> u64 {
+        let mut pending = self.pending();
+        // Random, so that no agent can guess the id of a request sent to another.
+        let mut id = random_id();
+        while pending.contains_key(&id) {
+            id = random_id();
+        }
+        pending.insert(id, (session, waiter));
+        id
+    }
+
+    /// Sends `message` on `outbox` and waits up to `timeout` for `rx`, filed as `id`.
+    async fn exchange<T>(
+        &self,
+        outbox: mpsc::Sender<CollectorMessage>,
+        message: CollectorMessage,
+        id: u64,
+        rx: oneshot::Receiver<T>,
+        timeout: Duration,
+    ) -> Result<T, RelayError> {
+        let sent = outbox.send_timeout(message, timeout).await;
+        let answer = match sent {
+            Ok(()) => tokio::time::timeout(timeout, rx).await,
+            Err(_) => {
+                self.pending().remove(&id);
+                return Err(RelayError::Offline);
+            }
+        };
+        self.pending().remove(&id);
+        match answer {
+            Ok(Ok(reply)) => Ok(reply),
+            // The session ended before answering.
+            Ok(Err(_)) => Err(RelayError::Offline),
+            Err(_) => Err(RelayError::Timeout),
+        }
+    }
+
+    /// Asks `hostname`'s agent for one process's details (`request`'s id is assigned
+    /// here) and waits up to `timeout` for them. Read-only, so asked whatever the
+    /// agent's `--allow-control`; an agent too old to answer is `Unsupported` at once.
+    pub async fn relay_details(
+        &self,
+        hostname: &str,
+        mut request: DetailsRequest,
+        timeout: Duration,
+    ) -> Result<DetailsReply, RelayError> {
+        let (session, outbox) = {
+            let connections = self.connections();
+            let connection = connections.get(hostname).ok_or(RelayError::Offline)?;
+            if !connection.details {
+                return Err(RelayError::Unsupported);
+            }
+            (connection.session, connection.outbox.clone())
+        };
+        let (tx, rx) = oneshot::channel();
+        let id = self.wait_for(session, Waiter::Details(tx));
+        request.request_id = id;
+        self.exchange(outbox, CollectorMessage::Details(request), id, rx, timeout).await
     }
 
     /// Sends `request` (its id is assigned here) to `hostname`'s agent and waits up to
@@ -302,33 +400,10 @@ impl Agents {
             }
             (connection.session, connection.outbox.clone())
         };
-        // Random, so that no agent can guess the id of a request sent to another.
         let (tx, rx) = oneshot::channel();
-        let id = {
-            let mut pending = self.pending();
-            let mut id = random_id();
-            while pending.contains_key(&id) {
-                id = random_id();
-            }
-            pending.insert(id, (session, tx));
-            id
-        };
+        let id = self.wait_for(session, Waiter::Action(tx));
         request.request_id = id;
-        let sent = outbox.send_timeout(CollectorMessage::Action(request), timeout).await;
-        let answer = match sent {
-            Ok(()) => tokio::time::timeout(timeout, rx).await,
-            Err(_) => {
-                self.pending().remove(&id);
-                return Err(RelayError::Offline);
-            }
-        };
-        self.pending().remove(&id);
-        match answer {
-            Ok(Ok(reply)) => Ok(reply),
-            // The session ended before answering.
-            Ok(Err(_)) => Err(RelayError::Offline),
-            Err(_) => Err(RelayError::Timeout),
-        }
+        self.exchange(outbox, CollectorMessage::Action(request), id, rx, timeout).await
     }
 }
 
@@ -460,7 +535,7 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey, cap: Opt
         Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<AgentMessage>(&text).ok(),
         _ => None,
     };
-    let Some(AgentMessage::Hello { protocol, agent_version, host, allow_control, machine_id }) = hello else {
+    let Some(AgentMessage::Hello { protocol, agent_version, host, allow_control, machine_id, details }) = hello else {
         let message = format!(
             "The first message must be a hello: {{\"type\": \"hello\", \"protocol\": {PROTOCOL_VERSION}, ...}}"
         );
@@ -499,7 +574,7 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey, cap: Opt
         &hostname,
         key.key.id,
         machine_id,
-        allow_control,
+        (allow_control, details),
         (state.settings.max_agent_sessions, state.settings.max_sessions_per_key),
     ) {
         Ok(r) => r,
@@ -567,10 +642,17 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey, cap: Opt
                                 None
                             }
                             Ok(AgentMessage::ActionResult(reply)) => {
-                                if state.agents.resolve(session, reply) {
+                                if state.agents.resolve(session, Answer::Action(reply)) {
                                     None
                                 } else {
                                     Some(bad_frame(&mut bad_frames, "an action result nobody asked this agent for".into()))
+                                }
+                            }
+                            Ok(AgentMessage::DetailsResult(reply)) => {
+                                if state.agents.resolve(session, Answer::Details(reply)) {
+                                    None
+                                } else {
+                                    Some(bad_frame(&mut bad_frames, "process details nobody asked this agent for".into()))
                                 }
                             }
                             Ok(AgentMessage::Hello { .. }) => Some(bad_frame(&mut bad_frames, "a second hello".into())),

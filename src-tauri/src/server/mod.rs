@@ -43,6 +43,7 @@ pub mod alerts;
 pub mod assets;
 pub mod auth;
 pub mod binding;
+pub mod details;
 pub mod error;
 pub mod fleet_search;
 pub mod listener;
@@ -163,6 +164,8 @@ pub struct AppState {
     pub scrapes: Arc<metrics::Scrapes>,
     /// Alert rules, channels and silences in force, and their evaluation.
     pub alerts: Arc<crate::alert::service::Alerts>,
+    /// Process details requests per user, for their rate limit.
+    pub details: Arc<details::DetailsGate>,
     key_touches: Arc<Mutex<std::collections::HashMap<i64, Instant>>>,
     refusals: Arc<Mutex<std::collections::HashMap<String, Instant>>>,
     shutdown: Arc<tokio::sync::watch::Sender<bool>>,
@@ -184,6 +187,7 @@ impl AppState {
             streams: Arc::default(),
             counters: Arc::default(),
             scrapes: Arc::default(),
+            details: Arc::default(),
             key_touches: Arc::default(),
             refusals: Arc::default(),
             shutdown: Arc::new(tokio::sync::watch::channel(false).0),

@@ -77,6 +77,7 @@ without a zone, UTC), a date (`2026-01-02`), seconds since the epoch, `now`, or 
         super::rest::top_processes,
         super::rest::export_range,
         super::rest::process_history,
+        super::details::details,
         super::rest::host_binding,
         super::rest::bind_host,
         super::rest::reset_host_binding,

@@ -1378,6 +1378,9 @@ async fn relay(
         Err(RelayError::Offline) => Err(unavailable(format!(
             "No agent is connected for host `{hostname}`, so its processes cannot be reached. Start `procyon-agent` there."
         ))),
+        Err(RelayError::Unsupported) => Err(unavailable(format!(
+            "The agent on `{hostname}` is too old for this request; upgrade `procyon-agent` there."
+        ))),
         Err(RelayError::ControlOff) => Err(unavailable(format!(
             "The agent on `{hostname}` does not allow process actions; its operator can enable them with `procyon-agent --allow-control`."
         ))),

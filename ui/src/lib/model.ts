@@ -672,7 +672,7 @@ rss_bytes: number | null,
  */
 memory_percent: number | null, };
 
-export type AuditAction = "suspend" | "resume" | "terminate" | "kill" | "delete_host" | "bind_machine" | "bind_host" | "unbind_host" | "alert_rule" | "alert_channel" | "silence";
+export type AuditAction = "suspend" | "resume" | "terminate" | "kill" | "delete_host" | "bind_machine" | "bind_host" | "unbind_host" | "alert_rule" | "alert_channel" | "silence" | "details";
 
 export type AuditEntry = { 
 /**
@@ -770,6 +770,189 @@ role: Role,
  * When the account was made.
  */
 created_at: string, };
+
+export type ProcessDetails = { 
+/**
+ * Process id.
+ */
+pid: number, 
+/**
+ * Short name.
+ */
+name: string, 
+/**
+ * When the process started (what actions name it by).
+ */
+start_time: string | null, 
+/**
+ * When these details were read.
+ */
+read_at: string, 
+/**
+ * The program file it runs, as the kernel knows it.
+ */
+executable: string | null, 
+/**
+ * Its working directory.
+ */
+cwd: string | null, 
+/**
+ * Its threads, at most [`MAX_DETAIL_THREADS`], busiest first.
+ */
+threads: Array<ThreadDetail> | null, 
+/**
+ * How many threads it has in all.
+ */
+threads_total: number | null, 
+/**
+ * Its open descriptors, at most [`MAX_DETAIL_FILES`], by descriptor number.
+ */
+files: Array<OpenFile> | null, 
+/**
+ * How many descriptors it has open in all.
+ */
+files_total: number | null, 
+/**
+ * Its memory mappings, summed up.
+ */
+memory_maps: MemoryMaps | null, 
+/**
+ * Its resource limits.
+ */
+limits: Array<ResourceLimit> | null, 
+/**
+ * Its control group paths (one line of `/proc/PID/cgroup` each).
+ */
+cgroups: Array<string> | null, 
+/**
+ * The container it runs in, when its control group says so.
+ */
+container: ContainerRef | null, 
+/**
+ * The names of its environment variables, sorted, at most
+ * [`MAX_DETAIL_ENV_NAMES`]; never their values, which may be secrets.
+ */
+environment_names: Array<string> | null, 
+/**
+ * Parts that could not be read, and why (e.g. permission denied).
+ */
+unavailable: Array<UnavailablePart>, };
+
+export type ThreadDetail = { 
+/**
+ * Thread id.
+ */
+tid: number, 
+/**
+ * Its name (`comm`).
+ */
+name: string, 
+/**
+ * Its scheduler state: `running`, `sleeping`, `disk_sleep`, `stopped`, `zombie`, ...
+ */
+state: string, 
+/**
+ * Share of one core over the short time the details were measured in; `null` if
+ * the thread ended meanwhile.
+ */
+cpu_percent: number | null, 
+/**
+ * CPU time used since it started, user and system, in seconds.
+ */
+cpu_seconds: number, };
+
+export type OpenFile = { 
+/**
+ * The descriptor number.
+ */
+fd: number, 
+/**
+ * What it is.
+ */
+kind: FileKind, 
+/**
+ * The file's path, or what the kernel names the object (`pipe:[123]`,
+ * `anon_inode:[eventfd]`).
+ */
+target: string, 
+/**
+ * For a socket: its protocol and addresses, when found in the process's network
+ * namespace (`tcp 127.0.0.1:8080 LISTEN`).
+ */
+socket: string | null, };
+
+export type FileKind = "file" | "pipe" | "socket" | "anon_inode" | "other";
+
+export type MemoryMaps = { 
+/**
+ * How many mappings there are.
+ */
+count: number, 
+/**
+ * Distinct files mapped (the program and its libraries, mostly).
+ */
+files: number, 
+/**
+ * Mapped size backed by files.
+ */
+file_bytes: number, 
+/**
+ * Mapped size not backed by a file (heap, anonymous, stacks).
+ */
+anonymous_bytes: number, 
+/**
+ * Size of the heap mapping.
+ */
+heap_bytes: number, 
+/**
+ * Size of the main thread's stack mapping.
+ */
+stack_bytes: number, };
+
+export type ResourceLimit = { 
+/**
+ * What it limits, as the kernel words it (`Max open files`).
+ */
+name: string, 
+/**
+ * The soft limit; `null` for unlimited.
+ */
+soft: number | null, 
+/**
+ * The hard limit; `null` for unlimited.
+ */
+hard: number | null, 
+/**
+ * The unit (`bytes`, `seconds`, `files`, ...), when the kernel gives one.
+ */
+unit: string | null, };
+
+export type ContainerRef = { 
+/**
+ * Which runtime's naming the control group follows.
+ */
+runtime: ContainerRuntime, 
+/**
+ * The container's id (a hex id, or a name for systemd-nspawn and LXC).
+ */
+id: string, 
+/**
+ * The Kubernetes pod's uid, for a container of a pod.
+ */
+pod: string | null, };
+
+export type ContainerRuntime = "docker" | "podman" | "containerd" | "cri_o" | "systemd_nspawn" | "lxc" | "kubernetes";
+
+export type UnavailablePart = { 
+/**
+ * Which part: `threads`, `files`, `memory_maps`, `limits`, `cgroups`, `environment`,
+ * `executable`, `cwd`.
+ */
+part: string, 
+/**
+ * Why, in words (`permission denied: ...`).
+ */
+reason: string, };
 
 export type KeyScope = "upload" | "metrics";
 

@@ -35,7 +35,16 @@ import {
   type StoredSnapshot,
   type Transport,
 } from './transport';
-import type { AuditEntry, HostSummary, NetworkMap, ProcessSearch, Series, SnapshotSummary, TopProcess } from './model';
+import type {
+  AuditEntry,
+  HostSummary,
+  NetworkMap,
+  ProcessDetails,
+  ProcessSearch,
+  Series,
+  SnapshotSummary,
+  TopProcess,
+} from './model';
 
 /** Calls one of the app's commands (Tauri's `invoke`, or a test's). */
 export type Invoke = <T>(cmd: string, args?: Record<string, unknown>) => Promise<T>;
@@ -544,6 +553,10 @@ export class TauriTransport implements Transport {
 
   processHistory(host: HostRef, pid: number, startTime: string | null, range: Range): Promise<ProcessHistoryPoint[]> {
     return this.inner.processHistory(host, pid, startTime, range);
+  }
+
+  processDetails(host: HostRef, pid: number, startTime: string | null): Promise<ProcessDetails> {
+    return this.inner.processDetails(host, pid, startTime);
   }
 
   audit(query: { host?: string; limit: number; offset: number }): Promise<AuditEntry[]> {

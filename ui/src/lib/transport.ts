@@ -22,6 +22,7 @@ import type {
   LoginResponse,
   NetworkMap,
   ProcessAction,
+  ProcessDetails,
   ProcessHistoryPoint,
   ProcessSearch,
   Role,
@@ -186,6 +187,9 @@ export interface Transport {
   /** The fleet's network map: live without a range, else as of `to` alone or over `from`..`to`. */
   networkMap(request: NetworkMapRequest): Promise<NetworkMap>;
   processHistory(host: HostRef, pid: number, startTime: string | null, range: Range): Promise<ProcessHistoryPoint[]>;
+  /** One process in depth (threads, open files, limits, ...), read now on its host; a
+   *  start time makes a reused pid an error (409) rather than another process's answer. */
+  processDetails(host: HostRef, pid: number, startTime: string | null): Promise<ProcessDetails>;
   audit(query: { host?: string; limit: number; offset: number }): Promise<AuditEntry[]>;
   download(request: ExportRequest): Promise<Download>;
   act(request: ActionRequest): Promise<ActionResult>;
@@ -783,6 +787,10 @@ export class WebTransport implements Transport {
 
   processHistory(host: HostRef, pid: number, startTime: string | null, range: Range): Promise<ProcessHistoryPoint[]> {
     return this.request('GET', `/api/hosts/${seg(host)}/process-history${query({ pid, start_time: startTime, ...range })}`);
+  }
+
+  processDetails(host: HostRef, pid: number, startTime: string | null): Promise<ProcessDetails> {
+    return this.request('GET', `/api/hosts/${seg(host)}/processes/${seg(pid)}/details${query({ start_time: startTime })}`);
   }
 
   audit(q: { host?: string; limit: number; offset: number }): Promise<AuditEntry[]> {
