@@ -82,7 +82,8 @@ pub async fn listen(state: AppState) {
         return;
     }
     let mut shutdown = state.shutdown_signal();
-    let reader = tokio::spawn(read_announced(state.clone()));
+    // Ends with this task, however it ends (the collector's stop aborts it).
+    let _reader = AbortOnDrop(tokio::spawn(read_announced(state.clone())));
     let mut said_down = false;
     loop {
         let listener = tokio::select! {
@@ -123,7 +124,6 @@ pub async fn listen(state: AppState) {
                 },
                 _ = shutdown.changed() => {
                     listener.close().await;
-                    reader.abort();
                     return;
                 }
             }
@@ -134,7 +134,15 @@ pub async fn listen(state: AppState) {
             _ = shutdown.changed() => break,
         }
     }
-    reader.abort();
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// Acts on one notification.
