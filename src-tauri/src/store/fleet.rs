@@ -260,7 +260,9 @@ impl Store {
     }
 
     /// The live collector, other than this one, holding `hostname`'s agent channel, if
-    /// any (always `None` on SQLite). A holder that died holds nothing.
+    /// any (always `None` on SQLite). A holder that died holds nothing: alive is a
+    /// holder whose liveness lock is granted (`pg_locks` shows a bigint advisory key as
+    /// its high and low 32 bits, with `objsubid` 1).
     pub async fn agent_holder(&self, hostname: &str) -> Result<Option<Holder>> {
         let (Some(fleet), Db::Postgres(pool)) = (&self.fleet, &self.pool) else { return Ok(None) };
         let row: Option<(i64, bool)> = sqlx::query_as(
