@@ -1,7 +1,8 @@
 //! The collector on PostgreSQL end to end: `procyon serve --database postgres://...` on a
 //! throwaway cluster (see `common::postgres`), a real `procyon-agent`, everything read
 //! back through the REST API; the token signing key kept in the database; PostgreSQL
-//! stopped and started again under a running collector.
+//! stopped and started again under a running collector; two collectors on one database,
+//! sharing live snapshots, process actions and one maintenance leader.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, missing_docs)]
 
@@ -12,6 +13,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::collector::{BIN, Collector, SEED_EXAMPLE, agent_bin, cli};
+use common::{Sleeper, marker, state};
+use futures_util::StreamExt;
 
 /// An API key made through the CLI on `url`'s database.
 fn new_key(data: &Path, url: &str, name: &str) -> String {
@@ -23,6 +26,10 @@ struct Agent(Child);
 
 impl Agent {
     fn start(collector: &str, key: &str, hostname: &str, dir: &Path) -> Agent {
+        Agent::start_with(collector, key, hostname, dir, &[])
+    }
+
+    fn start_with(collector: &str, key: &str, hostname: &str, dir: &Path, extra: &[&str]) -> Agent {
         use std::os::unix::fs::PermissionsExt;
         let key_file = dir.join(format!("{hostname}.key"));
         std::fs::write(&key_file, key).unwrap();
@@ -33,6 +40,7 @@ impl Agent {
             .arg(&key_file)
             .arg("--spool")
             .arg(dir.join(format!("{hostname}.spool")))
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -273,4 +281,146 @@ async fn a_sqlite_collector_moves_to_postgres_with_db_copy() {
     let out = Command::new(BIN).args(["db", "copy", "--from"]).arg(&old).args(["--to", &url]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("holds data already"));
+}
+
+/// The next JSON message of a WebSocket, within a generous deadline.
+async fn next_message<S>(ws: &mut S) -> serde_json::Value
+where
+    S: futures_util::Stream<
+            Item = Result<tokio_tungstenite::tungstenite::Message, tokio_tungstenite::tungstenite::Error>,
+        > + Unpin,
+{
+    let message = tokio::time::timeout(Duration::from_secs(30), ws.next())
+        .await
+        .expect("a live message in time")
+        .expect("the stream is open")
+        .unwrap();
+    serde_json::from_str(message.to_text().unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn two_collectors_on_one_database_share_live_snapshots_and_process_actions() {
+    let Some(url) = common::postgres::database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (a_data, b_data) = (dir.path().join("a"), dir.path().join("b"));
+    let a = Collector::start(&a_data, &["--no-local", "--database", &url]);
+    let token = a.admin_token().await;
+    let b = Collector::start(&b_data, &["--no-local", "--database", &url]);
+    let key = new_key(&a_data, &url, "fleet");
+    // The agent reports to B only; everything below is asked of A.
+    let _agent = Agent::start_with(&b.base, &key, "pg-on-b", dir.path(), &["--allow-control"]);
+    wait_until(Duration::from_secs(60), "B's agent's snapshots", || async {
+        seqs(&a, &token, "pg-on-b").await.len() >= 2
+    })
+    .await;
+
+    // A dashboard on A follows B's agent live: after what is current, every new snapshot.
+    let (mut ws, _) =
+        tokio_tungstenite::connect_async(a.ws_url(&format!("/ws/monitoring/pg-on-b?token={token}"))).await.unwrap();
+    let current = next_message(&mut ws).await;
+    assert_eq!(current["hostname"], "pg-on-b", "{current}");
+    let mut last = current["snapshot_id"].as_i64().unwrap_or_else(|| panic!("{current}"));
+    for _ in 0..3 {
+        let pushed = next_message(&mut ws).await;
+        let id = pushed["snapshot_id"].as_i64().unwrap_or_else(|| panic!("{pushed}"));
+        assert!(id > last, "live snapshots in order: {id} after {last}");
+        last = id;
+    }
+    // How long from B receiving a snapshot to A's dashboard having it (B stores and
+    // announces it, A reads it back and streams it), for the record; never asserted.
+    let mut delays: Vec<f64> = Vec::new();
+    for _ in 0..20 {
+        let pushed = next_message(&mut ws).await;
+        let at: chrono::DateTime<chrono::Utc> = serde_json::from_value(pushed["received_at"].clone()).unwrap();
+        delays.push((chrono::Utc::now() - at).as_seconds_f64() * 1000.0);
+    }
+    delays.sort_by(f64::total_cmp);
+    println!("from B's receipt to A's dashboard: p50 {:.1} ms, max of 20 {:.1} ms", delays[10], delays[19]);
+    // The all-hosts stream of A too.
+    let (mut all, _) =
+        tokio_tungstenite::connect_async(a.ws_url(&format!("/ws/process-snapshots/?hostname=pg-on-b&token={token}")))
+            .await
+            .unwrap();
+    let first = next_message(&mut all).await["seq"].as_u64().unwrap();
+    let pushed = next_message(&mut all).await;
+    assert!(pushed["seq"].as_u64().unwrap() > first, "{pushed}");
+
+    // A process on B's agent's machine (this one), suspended and resumed through A.
+    let child = Sleeper::start(&marker("fleet"));
+    let pid = child.pid();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let start_time = loop {
+        let (_, snap) = a.get("/api/monitoring/pg-on-b/snapshot", &token).await;
+        if let Some(p) = snap["processes"].as_array().and_then(|ps| ps.iter().find(|p| p["pid"] == pid)) {
+            break p["start_time"].as_str().unwrap().to_owned();
+        }
+        assert!(Instant::now() < deadline, "the child never appeared in the agent's snapshot");
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    };
+    let act = |action: &str| {
+        format!("/api/monitoring/pg-on-b/process/{pid}/{action}?start_time={}", start_time.replace('+', "%2B"))
+    };
+    let (status, body) = a.post(&act("suspend"), &token, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["message"], format!("Process {pid} suspended"));
+    assert!(common::wait_for(Duration::from_secs(10), || state(pid) == Some('T')), "{:?}", state(pid));
+    let (status, body) = a.post(&act("resume"), &token, None).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(common::wait_for(Duration::from_secs(10), || matches!(state(pid), Some('S' | 'R'))));
+    // The agent's guard answers through B as it would locally: a stale start time is 409.
+    let stale = format!("/api/monitoring/pg-on-b/process/{pid}/kill?start_time=2001-01-01T00:00:00Z");
+    let (status, body) = a.post(&stale, &token, None).await;
+    assert_eq!((status, body["error"].as_str()), (409, Some("pid_reused")), "{body}");
+    assert!(matches!(state(pid), Some('S' | 'R')), "untouched");
+
+    // Audited once each, by the collector asked, seen from both.
+    for c in [&a, &b] {
+        let (_, log) = c.get("/api/audit?host=pg-on-b", &token).await;
+        let entries: Vec<(&str, &str)> = log
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["action"].as_str().unwrap(), e["result"].as_str().unwrap()))
+            .collect();
+        assert_eq!(entries, [("kill", "pid_reused"), ("resume", "success"), ("suspend", "success")]);
+        assert_eq!(log[1]["process_name"], "sh");
+    }
+
+    // A host no collector holds an agent of: the same clear error as on one collector.
+    assert_eq!(a.upload(&key, SEED_EXAMPLE).await.0, 201);
+    let (status, body) =
+        a.post("/api/monitoring/MACHINE-01/process/4242/kill?start_time=2001-01-01T00:00:00Z", &token, None).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(body["message"].as_str().unwrap().contains("No agent is connected for host `MACHINE-01`"), "{body}");
+}
+
+/// Whether `log` (a collector's log file) says it leads the fleet's maintenance.
+fn leads(log: &Path) -> bool {
+    std::fs::read_to_string(log).unwrap_or_default().contains("runs rollups and retention for the fleet")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn one_collector_runs_maintenance_and_another_takes_over_when_it_dies() {
+    let Some(url) = common::postgres::database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let logs = [dir.path().join("a.log"), dir.path().join("b.log")];
+    let flags = ["--no-local", "--database", &url];
+    let mut collectors = [
+        Collector::start_logging(&dir.path().join("a"), &flags, Some(&logs[0])),
+        Collector::start_logging(&dir.path().join("b"), &flags, Some(&logs[1])),
+    ];
+    wait_until(Duration::from_secs(60), "a maintenance leader", || async { logs.iter().any(|l| leads(l)) }).await;
+    // Long enough for the other to have tried a few times: it never gets the lead while
+    // the leader lives.
+    tokio::time::sleep(Duration::from_secs(16)).await;
+    let leader = logs.iter().position(|l| leads(l)).unwrap();
+    let other = 1 - leader;
+    assert!(!leads(&logs[other]), "both collectors lead the maintenance");
+
+    // The leader dies without a word (SIGKILL): its session ends, and the other leads.
+    let mut dead = collectors[leader].child.take().unwrap();
+    dead.kill().unwrap();
+    dead.wait().unwrap();
+    wait_until(Duration::from_secs(60), "the other collector to lead", || async { leads(&logs[other]) }).await;
+    assert!(collectors[other].stop());
 }

@@ -1,6 +1,7 @@
 //! The hub: live fan-out of the newest snapshot of every host.
 //!
-//! Whatever produces snapshots (the local sampler, agents, uploads) publishes here once;
+//! Whatever produces snapshots (the local sampler, agents, uploads, and on PostgreSQL the
+//! other collectors of the database, through `server::fleet`) publishes here once;
 //! every live reader (WebSocket clients, the desktop window) subscribes here. Readers
 //! never wait on each other and never slow a producer: a per-host reader holds only
 //! the newest snapshot (`watch`), and the all-hosts stream is a bounded queue whose
@@ -39,6 +40,9 @@ pub struct Published {
     pub encoded: Encoded,
     /// About how much memory the snapshot holds ([`approximate_bytes`]).
     pub bytes: usize,
+    /// Stored by another collector on the same database and read back from it (see
+    /// `server::fleet`): shown live here, but evaluated by the collector that stored it.
+    pub remote: bool,
 }
 
 /// About how much memory a decoded snapshot holds: its structs and the text they own.
@@ -83,7 +87,7 @@ impl Published {
     /// A snapshot to publish, with nothing encoded yet.
     pub fn new(snapshot_id: i64, host_id: i64, received_at: DateTime<Utc>, snapshot: Arc<Snapshot>) -> Published {
         let bytes = approximate_bytes(&snapshot);
-        Published { snapshot_id, host_id, received_at, snapshot, encoded: Encoded::default(), bytes }
+        Published { snapshot_id, host_id, received_at, snapshot, encoded: Encoded::default(), bytes, remote: false }
     }
 }
 
@@ -214,6 +218,15 @@ impl Hub {
     /// The newest snapshot of every host that published one, in no particular order.
     pub fn latest_all(&self) -> Vec<Arc<Published>> {
         self.hosts().values().filter_map(|tx| tx.borrow().clone()).collect()
+    }
+
+    /// Every host the hub knows (it holds a snapshot of it, or someone follows it), with
+    /// the id of the snapshot it holds (0 for none).
+    pub fn known(&self) -> HashMap<String, i64> {
+        self.hosts()
+            .iter()
+            .map(|(name, tx)| (name.clone(), tx.borrow().as_ref().map_or(0, |p| p.snapshot_id)))
+            .collect()
     }
 
     /// Hosts the hub holds now.

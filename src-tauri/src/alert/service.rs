@@ -392,7 +392,10 @@ impl Alerts {
                 received = live.recv() => match received {
                     Ok(published) => {
                         let rules = read(&self.rules);
-                        if rules.is_empty() {
+                        // Another collector of the database stored it, and evaluates it:
+                        // evaluating it here too would fire every alert twice. It still
+                        // shows that the host speaks.
+                        if rules.is_empty() || published.remote {
                             // Still seen: host.offline needs to know when a host last spoke.
                             engine.know_host(&published.snapshot.host.hostname, published.received_at.timestamp_millis());
                             continue;

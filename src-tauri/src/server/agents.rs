@@ -91,8 +91,9 @@ pub const MAX_SESSIONS_PER_KEY: usize = 2_500;
 /// through this collector's API ends them at once.
 const KEY_CHECK: Duration = Duration::from_secs(5);
 
-/// Why a relayed action did not get an answer.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Why a relayed action did not get an answer. Serialized when the answer goes back to
+/// another collector through the database (see `fleet`).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RelayError {
     /// No agent is connected for that host.
     Offline,
@@ -422,6 +423,18 @@ impl Drop for Unregister {
         if self.state.agents.unregister(&self.hostname, self.session) {
             self.state.store.release(&self.hostname);
             self.state.hub.release(&self.hostname);
+            if self.state.store.is_shared()
+                && let Ok(runtime) = tokio::runtime::Handle::try_current()
+            {
+                // The other collectors stop relaying to it here (unless its agent is
+                // another collector's by now: that one's record stays).
+                let (store, hostname) = (self.state.store.clone(), self.hostname.clone());
+                runtime.spawn(async move {
+                    if let Err(e) = store.release_agent(&hostname).await {
+                        tracing::debug!(%hostname, "cannot record that this collector no longer holds the agent: {e}");
+                    }
+                });
+            }
         }
     }
 }
@@ -588,6 +601,11 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey, cap: Opt
         return refuse(socket, close, code, message).await;
     }
     drop(claims);
+    // Other collectors on the database relay this host's actions here. Not fatal: the
+    // agent's snapshots are stored all the same, and the next session records it again.
+    if let Err(e) = state.store.hold_agent(&hostname, allow_control).await {
+        tracing::warn!(%hostname, "cannot record that this collector holds the agent: {e}");
+    }
     let last_seq = match state.store.next_seq(&hostname).await {
         Ok(next) => next.saturating_sub(1),
         Err(e) => {

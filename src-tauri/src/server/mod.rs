@@ -45,6 +45,7 @@ pub mod auth;
 pub mod binding;
 pub mod details;
 pub mod error;
+pub mod fleet;
 pub mod fleet_search;
 pub mod listener;
 pub mod metrics;
@@ -162,6 +163,8 @@ pub struct AppState {
     pub counters: Arc<metrics::Counters>,
     /// `/metrics` scrapes built lately, shared by scrapers.
     pub scrapes: Arc<metrics::Scrapes>,
+    /// What the other collectors on the database announced (PostgreSQL).
+    pub fleet: Arc<fleet::Fleet>,
     /// Alert rules, channels and silences in force, and their evaluation.
     pub alerts: Arc<crate::alert::service::Alerts>,
     /// Process details requests per user, for their rate limit.
@@ -182,6 +185,7 @@ impl AppState {
             auth: Arc::new(auth),
             settings: Arc::new(settings),
             agents,
+            fleet: Arc::default(),
             bindings: Arc::default(),
             uploads: Arc::default(),
             streams: Arc::default(),
@@ -636,20 +640,10 @@ impl Collector {
                 }
             });
         }
-        let retention = settings.retention;
-        let hub = state.hub.clone();
-        tasks.spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_secs(60));
-            loop {
-                tick.tick().await;
-                // Hosts silent for ten minutes leave the live view (their history stays).
-                hub.forget_idle(Utc::now() - chrono::Duration::minutes(10));
-                match store.maintain(Utc::now(), &retention).await {
-                    Ok(m) => tracing::debug!(?m, "maintenance"),
-                    Err(e) => tracing::warn!("maintenance failed: {e}"),
-                }
-            }
-        });
+        // Rollups and retention, once for the fleet of collectors on the database.
+        tasks.spawn(fleet::maintain(store, state.hub.clone(), settings.retention));
+        // The other collectors' snapshots and relayed actions (PostgreSQL).
+        tasks.spawn(fleet::listen(state.clone()));
         Ok(Collector {
             state,
             tasks,

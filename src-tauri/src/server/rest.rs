@@ -1343,7 +1343,7 @@ pub(super) async fn bulk_process_action(
 }
 
 /// How long a relayed action waits for the agent's answer.
-const RELAY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
+pub(super) const RELAY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(15);
 /// Start of the message of a relayed action that got no answer (mapped to 504).
 const NO_ANSWER: &str = "No answer from the agent";
 
@@ -1367,7 +1367,13 @@ async fn relay(
         actor: user.username.clone(),
     };
     let unavailable = |message: String| ActionError { code: ActionErrorCode::Unsupported, message };
-    match state.agents.relay(hostname, request, RELAY_TIMEOUT).await {
+    // An agent connected to another collector of the database is reached through it.
+    let answer = if !state.agents.is_connected(hostname) && state.store.is_shared() {
+        super::fleet::relay(state, hostname, &request, RELAY_TIMEOUT).await
+    } else {
+        state.agents.relay(hostname, request, RELAY_TIMEOUT).await
+    };
+    match answer {
         Ok(reply) => match (reply.done, reply.error) {
             (_, Some(error)) => Err(error),
             (Some(done), None) => Ok((done.process_name, done.signalled as usize)),

@@ -260,7 +260,14 @@ impl Ingest {
     /// never waits for one. SQLite's is opened by the caller; PostgreSQL's is opened
     /// here, on the writer's thread, whose runtime then owns its socket (a socket is
     /// served by the runtime it was opened on).
-    pub(super) fn start(pool: Db<SqlitePool, PgConnectOptions>, turn: Arc<tokio::sync::Mutex<()>>) -> Result<Ingest> {
+    ///
+    /// `origin`: this collector's id in the fleet (PostgreSQL), under which every stored
+    /// snapshot is announced to the other collectors (see `fleet`).
+    pub(super) fn start(
+        pool: Db<SqlitePool, PgConnectOptions>,
+        turn: Arc<tokio::sync::Mutex<()>>,
+        origin: Option<i64>,
+    ) -> Result<Ingest> {
         let (queue, jobs) = mpsc::channel(QUEUE);
         let tips = Tips::default();
         let epoch = Arc::new(AtomicU64::new(0));
@@ -273,6 +280,7 @@ impl Ingest {
             epoch: Arc::clone(&epoch),
             hosts: HashMap::new(),
             full: FullDisk::default(),
+            origin,
         };
         std::thread::Builder::new()
             .name("procyon-store-writer".into())
@@ -402,6 +410,8 @@ struct Writer {
     epoch: Arc<AtomicU64>,
     hosts: HashMap<String, KnownHost>,
     full: FullDisk,
+    /// This collector's id in the fleet, announcing what it stores (PostgreSQL).
+    origin: Option<i64>,
 }
 
 /// How often a full disk is logged while it lasts.
@@ -587,9 +597,32 @@ impl Writer {
             }
             results.push(result);
         }
+        self.announce(&mut tx, &results).await?;
         tx.commit().await?;
         self.hosts.extend(learnt);
         Ok(Some(results))
+    }
+
+    /// Tells the other collectors on the database what this batch stored (ids only), in
+    /// its transaction: PostgreSQL delivers the notifications when it commits, and never
+    /// for a batch rolled back. One statement for the batch.
+    async fn announce(&self, tx: &mut Tx, results: &[Result<Outcome>]) -> Result<()> {
+        let (Some(origin), Db::Postgres(tx)) = (self.origin, tx) else { return Ok(()) };
+        let payloads: Vec<String> = results
+            .iter()
+            .filter_map(|r| match r {
+                Ok(Outcome::Stored(i)) if !i.duplicate => Some(format!("{origin}:{}:{}", i.host_id, i.id)),
+                _ => None,
+            })
+            .collect();
+        if !payloads.is_empty() {
+            sqlx::query("SELECT pg_notify($2, p) FROM unnest($1::text[]) AS p")
+                .bind(&payloads)
+                .bind(super::fleet::SNAPSHOTS)
+                .execute(&mut **tx)
+                .await?;
+        }
+        Ok(())
     }
 
     /// Inserts one row; the insert trigger counts it on its host, moves the host's

@@ -16,6 +16,8 @@
 //!   process spiked, and when" outlive the raw snapshots;
 //! - **users**, **API keys** (only their SHA-256 hashes), and the **audit log**;
 //! - **host bindings**: the key and the machine each host name belongs to;
+//! - on PostgreSQL, what collectors sharing it need (`fleet.rs`): which one holds each
+//!   agent, process actions relayed between them, notifications, the maintenance leader;
 //! - **alerts** (`alerts.rs`): rules, channels, silences, alert state and history, and
 //!   every notification attempt.
 //!
@@ -43,6 +45,7 @@ pub use binding::HostBinding;
 pub use copy::Copied;
 use db::{Conn, Db, Pool, Tx};
 pub use db::{Database, redact};
+pub use fleet::{Claimed, FleetEvent, Holder, Leadership, Listener};
 pub use ingest::Sent;
 
 pub use reads::{HEAVY_READ_WAIT, HEAVY_READS, HeavyRead, RangeReader, ReadLimits, ReadStats};
@@ -54,6 +57,7 @@ mod binding;
 mod chain;
 mod copy;
 mod db;
+mod fleet;
 mod ingest;
 mod reads;
 mod rollup;
@@ -340,6 +344,8 @@ pub struct Store {
     ingest: Arc<ingest::Ingest>,
     /// The slots for reads that decode snapshot bodies, shared by every such read.
     reads: Arc<reads::HeavyReads>,
+    /// This collector's place among the collectors sharing the database (PostgreSQL).
+    fleet: Option<Arc<fleet::Fleet>>,
 }
 
 /// A write transaction, holding the writer's turn until it ends; [`Write::conn`] is its
@@ -409,8 +415,15 @@ impl Store {
             .await?;
         sqlx::migrate!("./migrations/postgres").run(&pool).await?;
         let writer = Arc::new(tokio::sync::Mutex::new(()));
-        let ingest = Arc::new(ingest::Ingest::start(Db::Postgres(options), Arc::clone(&writer))?);
-        Ok(Store { pool: Db::Postgres(pool), writer, ingest, reads: Arc::new(reads::HeavyReads::new(limits)) })
+        let fleet = Arc::new(fleet::Fleet::new(options.clone())?);
+        let ingest = Arc::new(ingest::Ingest::start(Db::Postgres(options), Arc::clone(&writer), Some(fleet.id))?);
+        Ok(Store {
+            pool: Db::Postgres(pool),
+            writer,
+            ingest,
+            reads: Arc::new(reads::HeavyReads::new(limits)),
+            fleet: Some(fleet),
+        })
     }
 
     /// Like [`Store::open`], with `limits` on heavy reads.
@@ -456,8 +469,14 @@ impl Store {
             .connect_with(options)
             .await?;
         let writer = Arc::new(tokio::sync::Mutex::new(()));
-        let ingest = Arc::new(ingest::Ingest::start(Db::Sqlite(own), Arc::clone(&writer))?);
-        Ok(Store { pool: Db::Sqlite(pool), writer, ingest, reads: Arc::new(reads::HeavyReads::new(limits)) })
+        let ingest = Arc::new(ingest::Ingest::start(Db::Sqlite(own), Arc::clone(&writer), None)?);
+        Ok(Store {
+            pool: Db::Sqlite(pool),
+            writer,
+            ingest,
+            reads: Arc::new(reads::HeavyReads::new(limits)),
+            fleet: None,
+        })
     }
 
     /// Closes every connection, waiting for those in use to be returned. SQLite

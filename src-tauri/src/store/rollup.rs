@@ -514,6 +514,9 @@ fn subtract(ranges: &[(i64, i64)], starts: &[i64], w: i64) -> Vec<(i64, i64)> {
     out
 }
 
+/// How long a relayed action's row may stay: far past any wait for its answer.
+const STALE_ACTION_MS: i64 = 3_600_000;
+
 impl Store {
     /// How far a host's minute and hour tiers are rolled.
     async fn progress(&self, host_id: i64) -> Result<(Option<i64>, Option<i64>)> {
@@ -533,13 +536,12 @@ impl Store {
             self.roll_minutes(host_id, now, &mut done).await?;
             self.roll_hours(host_id, &mut done).await?;
         }
-        // Rows that retention may delete now are not chained on any more; nor are those
-        // of windows over for a minute (their hosts went quiet: let their snapshots go).
-        self.ingest.forget_before(now.saturating_sub(duration_ms(retention.raw)));
-        self.ingest.forget_ended(now.saturating_sub(2 * ingest::KEYFRAME_WINDOW_MS));
+        self.settle_tips_ms(now, retention);
         for &host_id in &hosts {
             self.expire(host_id, now, retention, &mut done).await?;
         }
+        // Relayed actions nobody waits for any more (their asker died while waiting).
+        self.forget_stale_actions(now.saturating_sub(STALE_ACTION_MS)).await?;
         if done.raw_deleted > 0 || done.rollups_deleted > 0 {
             // Hand the freed pages back to the file system (auto_vacuum is INCREMENTAL).
             // PostgreSQL's autovacuum does this for it.
@@ -549,6 +551,20 @@ impl Store {
             }
         }
         Ok(done)
+    }
+
+    /// What [`Store::maintain`] does to this collector's own memory of its hosts'
+    /// newest rows, for a collector that does not run maintenance (another one of the
+    /// fleet leads): it must still stop chaining on rows that retention may delete.
+    pub fn settle_tips(&self, now: DateTime<Utc>, retention: &Retention) {
+        self.settle_tips_ms(to_ms(now), retention);
+    }
+
+    fn settle_tips_ms(&self, now: i64, retention: &Retention) {
+        // Rows that retention may delete now are not chained on any more; nor are those
+        // of windows over for a minute (their hosts went quiet: let their snapshots go).
+        self.ingest.forget_before(now.saturating_sub(duration_ms(retention.raw)));
+        self.ingest.forget_ended(now.saturating_sub(2 * ingest::KEYFRAME_WINDOW_MS));
     }
 
     /// Merges snapshots that arrived after their minute was rolled into their minute

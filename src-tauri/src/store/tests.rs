@@ -1110,3 +1110,86 @@ async fn a_sqlite_store_copies_into_postgres_whole() {
     assert!(matches!(source.copy_into(&pg, None).await, Err(StoreError::Refused(_))));
     assert_eq!(pg.api_keys().await.unwrap().len(), 3);
 }
+
+both!(collectors_on_one_database_hear_each_other_and_one_leads, flavor = "multi_thread");
+async fn collectors_on_one_database_hear_each_other_and_one_leads(place: Place) {
+    let a = place.open().await;
+    let b = place.open().await;
+    let Some(mut heard) = a.listen().await.unwrap() else {
+        // SQLite: one collector, which leads, holds every agent, and hears nobody.
+        assert!(!a.is_shared() && a.collector_id().is_none());
+        assert!(a.lead().await.unwrap().unwrap().still_held().await);
+        a.hold_agent("h", true).await.unwrap();
+        assert_eq!(a.agent_holder("h").await.unwrap(), None);
+        return;
+    };
+    let (a_id, b_id) = (a.collector_id().unwrap(), b.collector_id().unwrap());
+    assert_ne!(a_id, b_id);
+
+    // What B stores is announced, with B's id, once committed.
+    let t = now();
+    let stored = b.insert_snapshot(&snap("fleet-1", 1, t, 1.0), t).await.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), heard.next()).await.unwrap().unwrap();
+    assert_eq!(event, FleetEvent::Snapshot { origin: b_id, host_id: stored.host_id, snapshot_id: stored.id });
+    // A duplicate is not.
+    b.insert_snapshot(&snap("fleet-1", 1, t, 1.0), t).await.unwrap();
+
+    // B holds an agent: A finds it while B listens (its liveness lock), not after.
+    let mut b_listens = b.listen().await.unwrap().unwrap();
+    b.hold_agent("fleet-1", true).await.unwrap();
+    assert_eq!(a.agent_holder("fleet-1").await.unwrap(), Some(Holder { id: b_id, allow_control: true }));
+    assert_eq!(b.agent_holder("fleet-1").await.unwrap(), None, "never oneself");
+
+    // An action asked of B: claimed once, answered, the answer read once.
+    let id = a.ask_action(b_id, "fleet-1", "{\"pid\": 1}").await.unwrap();
+    let event = tokio::time::timeout(Duration::from_secs(10), b_listens.next()).await.unwrap().unwrap();
+    assert_eq!(event, FleetEvent::Action { holder: b_id, id });
+    assert_eq!(b.unclaimed_actions(Duration::from_secs(15)).await.unwrap(), [id]);
+    assert_eq!(a.claim_action(id, Duration::from_secs(15)).await.unwrap(), None, "only its holder claims it");
+    let claimed = b.claim_action(id, Duration::from_secs(15)).await.unwrap().unwrap();
+    assert_eq!((claimed.hostname.as_str(), claimed.request.as_str()), ("fleet-1", "{\"pid\": 1}"));
+    assert_eq!(b.claim_action(id, Duration::from_secs(15)).await.unwrap(), None, "claimed once");
+    assert_eq!(a.take_answer(id).await.unwrap(), None);
+    b.answer_action(id, "{\"Err\":\"Timeout\"}").await.unwrap();
+    let answered = loop {
+        // The snapshot notification may come first.
+        match tokio::time::timeout(Duration::from_secs(10), heard.next()).await.unwrap().unwrap() {
+            FleetEvent::Answered { id } => break id,
+            _ => continue,
+        }
+    };
+    assert_eq!(answered, id);
+    assert_eq!(a.take_answer(id).await.unwrap().as_deref(), Some("{\"Err\":\"Timeout\"}"));
+    assert_eq!(a.take_answer(id).await.unwrap(), None);
+    // An action asked too long ago is never carried out.
+    let old = a.ask_action(b_id, "fleet-1", "{}").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(b.claim_action(old, Duration::from_millis(1)).await.unwrap(), None);
+
+    b_listens.close().await;
+    // Once the server has ended B's session (it does as soon as it sees it closed).
+    let mut waited = 0;
+    while a.agent_holder("fleet-1").await.unwrap().is_some() {
+        waited += 1;
+        assert!(waited < 100, "a holder that stopped still holds its agent");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // One leader: the other takes over once its session ends.
+    let mut leader = a.lead().await.unwrap().expect("nobody leads yet");
+    assert!(b.lead().await.unwrap().is_none());
+    assert!(leader.still_held().await);
+    drop(leader);
+    let mut waited = 0;
+    let mut new_leader = loop {
+        // The server ends the session of a dropped connection as soon as it sees it.
+        if let Some(lead) = b.lead().await.unwrap() {
+            break lead;
+        }
+        waited += 1;
+        assert!(waited < 100, "the lead never moved");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert!(new_leader.still_held().await);
+    assert!(a.lead().await.unwrap().is_none());
+}

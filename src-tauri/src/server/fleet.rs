@@ -1,0 +1,355 @@
+//! Several collectors on one PostgreSQL: what each does for the others, through the
+//! database only (see `store::fleet` for the tables, notifications and locks).
+//!
+//! - **Live snapshots.** Every collector listens to what the others store and publishes
+//!   it to its own hub, read back from the database: a dashboard on any collector sees
+//!   every host live, and the hub stays the one place live updates come from. Several
+//!   snapshots of a host announced before they are read are read once, the newest.
+//!   After its listening connection was lost, a collector catches up from the tables:
+//!   each host it shows gets its newest stored snapshot.
+//! - **Process actions.** An action for a host whose agent another collector holds is
+//!   written to the database and announced to that collector, which relays it to the
+//!   agent exactly as its own REST API would ([`super::agents::Agents::relay`]) and
+//!   writes the answer back. The asking collector waits as long as for a local relay,
+//!   maps the answer the same way and writes the same audit row.
+//! - **Maintenance.** Rollups and retention run on one collector, the leader, chosen by
+//!   an advisory lock ([`maintain`]).
+//!
+//! On SQLite nothing here runs but [`maintain`], whose collector always leads.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::Notify;
+
+use super::AppState;
+use super::agents::RelayError;
+use crate::hub::Published;
+use crate::model::agent::{ActionReply, ActionRequest};
+use crate::store::{FleetEvent, Retention, Store};
+
+/// How long to wait before listening again after the connection was lost.
+const RELISTEN_AFTER: Duration = Duration::from_secs(1);
+/// How often a collector waiting for a relayed action's answer reads its row, in case
+/// the notification was lost.
+const ANSWER_POLL: Duration = Duration::from_millis(500);
+/// What the holder of an agent leaves of the asker's wait for itself: its answer (a
+/// timeout included) reaches the asker before the asker gives up.
+const ANSWER_MARGIN: Duration = Duration::from_secs(1);
+/// Snapshots read back from the database at once.
+const READS_AT_ONCE: usize = 4;
+
+/// The outcome of a relayed action as written to the database: what a local relay
+/// returns.
+type Outcome = Result<ActionReply, RelayError>;
+
+/// What a collector keeps of the fleet between notifications.
+#[derive(Default)]
+pub struct Fleet {
+    /// Relayed actions this collector waits for, by id.
+    waiting: Mutex<HashMap<i64, Arc<Notify>>>,
+    /// Snapshots stored elsewhere, announced and not read yet: the newest per host id.
+    unread: Mutex<HashMap<i64, i64>>,
+    /// Wakes the reader of `unread`.
+    announced: Notify,
+}
+
+impl Fleet {
+    fn waiting(&self) -> MutexGuard<'_, HashMap<i64, Arc<Notify>>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn unread(&self) -> MutexGuard<'_, HashMap<i64, i64>> {
+        self.unread.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Notes a snapshot to read back and publish.
+    fn announce(&self, host_id: i64, snapshot_id: i64) {
+        let mut unread = self.unread();
+        let newest = unread.entry(host_id).or_default();
+        *newest = (*newest).max(snapshot_id);
+        drop(unread);
+        self.announced.notify_one();
+    }
+}
+
+/// Listens to the other collectors until shutdown (PostgreSQL only: returns at once on
+/// SQLite).
+pub async fn listen(state: AppState) {
+    if !state.store.is_shared() {
+        return;
+    }
+    let mut shutdown = state.shutdown_signal();
+    // Ends with this task, however it ends (the collector's stop aborts it).
+    let _reader = AbortOnDrop(tokio::spawn(read_announced(state.clone())));
+    let mut said_down = false;
+    loop {
+        let listener = tokio::select! {
+            l = state.store.listen() => l,
+            _ = shutdown.changed() => break,
+        };
+        let mut listener = match listener {
+            Ok(Some(l)) => l,
+            Ok(None) => break,
+            Err(e) => {
+                if !said_down {
+                    tracing::warn!(
+                        "cannot listen to the other collectors (live views of their agents and actions \
+                                    relayed through them wait until it works again): {e}"
+                    );
+                    said_down = true;
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(RELISTEN_AFTER) => continue,
+                    _ = shutdown.changed() => break,
+                }
+            }
+        };
+        if said_down {
+            tracing::info!("listening to the other collectors again");
+            said_down = false;
+        }
+        // What was announced while nobody listened is caught up from the tables.
+        catch_up(&state).await;
+        loop {
+            tokio::select! {
+                event = listener.next() => match event {
+                    Ok(event) => heard(&state, event),
+                    Err(e) => {
+                        tracing::warn!("{e}; listening again");
+                        break;
+                    }
+                },
+                _ = shutdown.changed() => {
+                    listener.close().await;
+                    return;
+                }
+            }
+        }
+        listener.close().await;
+        tokio::select! {
+            _ = tokio::time::sleep(RELISTEN_AFTER) => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+}
+
+/// A task aborted when this is dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Acts on one notification.
+fn heard(state: &AppState, event: FleetEvent) {
+    let me = state.store.collector_id();
+    match event {
+        // This collector's own snapshots were published as it stored them.
+        FleetEvent::Snapshot { origin, host_id, snapshot_id } if Some(origin) != me => {
+            state.fleet.announce(host_id, snapshot_id);
+        }
+        FleetEvent::Snapshot { .. } => {}
+        FleetEvent::Action { holder, id } if Some(holder) == me => {
+            tokio::spawn(carry_out(state.clone(), id));
+        }
+        FleetEvent::Action { .. } => {}
+        FleetEvent::Answered { id } => {
+            if let Some(waiter) = state.fleet.waiting().get(&id) {
+                waiter.notify_one();
+            }
+        }
+    }
+}
+
+/// After (re)connecting: the newest snapshot of every host this collector shows, where
+/// the database holds a newer one, and the actions asked of it meanwhile.
+async fn catch_up(state: &AppState) {
+    let known = state.hub.known();
+    match state.store.newest_per_host().await {
+        Ok(newest) => {
+            for n in newest {
+                let shown = known.get(&n.hostname);
+                if shown.is_some_and(|&id| id < n.snapshot_id) && !state.agents.is_connected(&n.hostname) {
+                    state.fleet.announce(n.host_id, n.snapshot_id);
+                }
+            }
+        }
+        Err(e) => tracing::warn!("cannot catch up with the other collectors' snapshots: {e}"),
+    }
+    match state.store.unclaimed_actions(super::rest::RELAY_TIMEOUT).await {
+        Ok(ids) => {
+            for id in ids {
+                tokio::spawn(carry_out(state.clone(), id));
+            }
+        }
+        Err(e) => tracing::warn!("cannot catch up with the actions relayed to this collector: {e}"),
+    }
+}
+
+/// Reads announced snapshots back from the database and publishes them, newest per
+/// host, a few at a time.
+async fn read_announced(state: AppState) {
+    use futures_util::StreamExt;
+    loop {
+        state.fleet.announced.notified().await;
+        loop {
+            let batch: Vec<(i64, i64)> = state.fleet.unread().drain().collect();
+            if batch.is_empty() {
+                break;
+            }
+            futures_util::stream::iter(batch)
+                .for_each_concurrent(READS_AT_ONCE, |(_, snapshot_id)| publish_stored(&state, snapshot_id))
+                .await;
+        }
+    }
+}
+
+/// Publishes stored snapshot `id` unless the hub holds a newer one of its host, or its
+/// host's agent is this collector's (whose snapshots it publishes as it stores them).
+async fn publish_stored(state: &AppState, id: i64) {
+    let stored = match state.store.snapshot(id).await {
+        Ok(Some(stored)) => stored,
+        // Deleted meanwhile (the host was): nothing to show.
+        Ok(None) => return,
+        Err(e) => {
+            tracing::debug!(id, "cannot read a snapshot another collector stored: {e}");
+            return;
+        }
+    };
+    let hostname = &stored.snapshot.host.hostname;
+    if state.agents.is_connected(hostname) || state.hub.latest(hostname).is_some_and(|p| p.snapshot_id >= id) {
+        return;
+    }
+    let published = Published::new(stored.id, stored.host_id, stored.received_at, Arc::new(stored.snapshot));
+    state.hub.publish(Published { remote: true, ..published });
+}
+
+/// Relays `request` to `hostname`'s agent through the collector holding it, waiting up
+/// to `timeout`; [`RelayError::Offline`] when no live collector holds it.
+pub async fn relay(
+    state: &AppState,
+    hostname: &str,
+    request: &ActionRequest,
+    timeout: Duration,
+) -> Result<ActionReply, RelayError> {
+    let unreachable = |e: crate::store::StoreError| {
+        tracing::warn!(%hostname, "cannot relay an action through another collector: {e}");
+        RelayError::Offline
+    };
+    let holder = state.store.agent_holder(hostname).await.map_err(unreachable)?.ok_or(RelayError::Offline)?;
+    if !holder.allow_control {
+        return Err(RelayError::ControlOff);
+    }
+    let json = serde_json::to_string(request).map_err(|_| RelayError::Offline)?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let id = state.store.ask_action(holder.id, hostname, &json).await.map_err(unreachable)?;
+    let woken = Arc::new(Notify::new());
+    state.fleet.waiting().insert(id, Arc::clone(&woken));
+    let answer = loop {
+        match state.store.take_answer(id).await {
+            Ok(Some(answer)) => break Some(answer),
+            Ok(None) => {}
+            Err(e) => tracing::debug!(id, "cannot read a relayed action's answer yet: {e}"),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            break None;
+        }
+        let _ =
+            tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + ANSWER_POLL), woken.notified()).await;
+    };
+    state.fleet.waiting().remove(&id);
+    let Some(answer) = answer else {
+        if let Err(e) = state.store.forget_action(id).await {
+            tracing::debug!(id, "cannot forget a relayed action: {e}");
+        }
+        return Err(RelayError::Timeout);
+    };
+    serde_json::from_str::<Outcome>(&answer).unwrap_or_else(|e| {
+        tracing::warn!(id, "another collector answered a relayed action unreadably: {e}");
+        Err(RelayError::Timeout)
+    })
+}
+
+/// Carries out action `id`, asked of this collector by another: relays it to the agent
+/// as a local request would be, and writes the outcome back.
+async fn carry_out(state: AppState, id: i64) {
+    let timeout = super::rest::RELAY_TIMEOUT;
+    let claimed = match state.store.claim_action(id, timeout).await {
+        Ok(Some(claimed)) => claimed,
+        // Claimed already (a notification and a catch-up may both bring it), or too old.
+        Ok(None) => return,
+        Err(e) => {
+            tracing::warn!(id, "cannot take an action relayed to this collector: {e}");
+            return;
+        }
+    };
+    let outcome: Outcome = match serde_json::from_str::<ActionRequest>(&claimed.request) {
+        Ok(request) => {
+            let left = timeout.saturating_sub(claimed.age).saturating_sub(ANSWER_MARGIN);
+            state.agents.relay(&claimed.hostname, request, left.max(Duration::from_millis(100))).await
+        }
+        Err(e) => {
+            tracing::warn!(id, "an action relayed to this collector is unreadable: {e}");
+            Err(RelayError::Offline)
+        }
+    };
+    let answer = serde_json::to_string(&outcome).unwrap_or_default();
+    if let Err(e) = state.store.answer_action(id, &answer).await {
+        tracing::warn!(id, "cannot answer an action relayed to this collector: {e}");
+    }
+}
+
+/// How often a collector that does not lead tries to, on PostgreSQL: how soon the
+/// fleet's maintenance moves on when its leader dies.
+const LEAD_EVERY: Duration = Duration::from_secs(5);
+/// How often maintenance runs.
+const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
+
+/// Runs rollups and retention every [`MAINTAIN_EVERY`] while this collector leads the
+/// fleet (always, on SQLite), and what each collector does for its own memory always.
+pub async fn maintain(store: Store, hub: crate::hub::Hub, retention: Retention) {
+    let mut tick = tokio::time::interval(if store.is_shared() { LEAD_EVERY } else { MAINTAIN_EVERY });
+    let mut lead: Option<crate::store::Leadership> = None;
+    let mut last_run: Option<tokio::time::Instant> = None;
+    loop {
+        tick.tick().await;
+        if let Some(held) = lead.as_mut()
+            && !held.still_held().await
+        {
+            lead = None;
+            tracing::warn!("this collector lost the lead of the fleet's maintenance (its database connection)");
+        }
+        if lead.is_none() {
+            match store.lead().await {
+                Ok(Some(held)) => {
+                    if store.is_shared() {
+                        tracing::info!("this collector now runs rollups and retention for the fleet");
+                    }
+                    lead = Some(held);
+                    last_run = None;
+                }
+                Ok(None) => {}
+                Err(e) => tracing::debug!("cannot try to lead the fleet's maintenance: {e}"),
+            }
+        }
+        if last_run.is_some_and(|t| t.elapsed() < MAINTAIN_EVERY.saturating_sub(Duration::from_secs(1))) {
+            continue;
+        }
+        last_run = Some(tokio::time::Instant::now());
+        // Hosts silent for ten minutes leave the live view (their history stays).
+        hub.forget_idle(Utc::now() - chrono::Duration::minutes(10));
+        if lead.is_some() {
+            match store.maintain(Utc::now(), &retention).await {
+                Ok(m) => tracing::debug!(?m, "maintenance"),
+                Err(e) => tracing::warn!("maintenance failed: {e}"),
+            }
+        } else {
+            store.settle_tips(Utc::now(), &retention);
+        }
+    }
+}

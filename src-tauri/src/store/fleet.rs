@@ -1,0 +1,416 @@
+//! What collectors on one PostgreSQL share through it besides the tables: notifications,
+//! which collector holds each agent, relayed process actions, and the maintenance
+//! leader. None of it exists on SQLite, whose one collector has no one to share with:
+//! there every call here is a no-op or answers "nobody".
+//!
+//! - Each collector has an id for its run ([`Store::collector_id`], random at open). Its
+//!   [`Listener`] holds a session advisory lock on that id for as long as its
+//!   connection lives: the database itself says which collectors are alive, and a
+//!   collector that dies (its session ends) stops holding anything at once, with no
+//!   heartbeat to wait out.
+//! - A stored snapshot is announced on `procyon_snapshots` by the transaction that
+//!   stores it (see `ingest`): `<collector id>:<host id>:<snapshot id>`, ids only, so
+//!   nothing an agent sent travels in a notification.
+//! - A process action for an agent another collector holds is a row of
+//!   `relayed_actions` and a notification to its holder on `procyon_actions`
+//!   (`<holder>:<action id>`); the holder carries it out once (it claims the row
+//!   first) and writes the outcome, announced on `procyon_answers` (`<action id>`).
+//! - Rollups and retention run on the collector holding [`LEADER_LOCK`] ([`Store::lead`]),
+//!   on a connection of its own: when that collector dies, its session ends, the lock
+//!   is free, and the next collector to try takes it.
+//!
+//! Notifications are lost while a listener is disconnected: whoever listens catches up
+//! from the tables after every (re)connect ([`Store::newest_per_host`],
+//! [`Store::unclaimed_actions`]), and a collector waiting for an answer also reads it
+//! from its row now and then.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
+use sqlx::{ConnectOptions, Connection, PgConnection};
+
+use super::db::Db;
+use super::{Result, Store, StoreError, to_ms};
+
+/// The channel stored snapshots are announced on.
+pub(super) const SNAPSHOTS: &str = "procyon_snapshots";
+/// The channel relayed actions are announced on, to their holder.
+const ACTIONS: &str = "procyon_actions";
+/// The channel answers to relayed actions are announced on.
+const ANSWERS: &str = "procyon_answers";
+
+/// The advisory lock whose holder runs the fleet's rollups and retention ("procyon" in
+/// ASCII, then 1). Collector ids are chosen never to be it.
+const LEADER_LOCK: i64 = 0x7072_6f63_796f_6e01;
+
+/// How long the leader's check of its connection may take before it counts as lost.
+const LEADER_CHECK: Duration = Duration::from_secs(10);
+
+/// What a PostgreSQL store knows of its place in the fleet.
+pub(super) struct Fleet {
+    /// This collector's id for this run.
+    pub(super) id: i64,
+    /// How to connect: the listener and the leader have connections of their own.
+    options: PgConnectOptions,
+}
+
+// By hand: the options hold the password.
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+impl Fleet {
+    /// A fleet member with a new random id.
+    pub(super) fn new(options: PgConnectOptions) -> Result<Fleet> {
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes)
+            .map_err(|e| StoreError::Refused(format!("no randomness for a collector id: {e}")))?;
+        // Positive (ids are written in text and compared as such) and never the leader's.
+        let mut id = (u64::from_le_bytes(bytes) >> 2) as i64;
+        if id == LEADER_LOCK || id == 0 {
+            id = 1;
+        }
+        Ok(Fleet { id, options })
+    }
+}
+
+/// What a [`Listener`] heard.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum FleetEvent {
+    /// A snapshot was stored, by the collector `origin`.
+    Snapshot {
+        /// Which collector stored it.
+        origin: i64,
+        /// Its host.
+        host_id: i64,
+        /// Its id.
+        snapshot_id: i64,
+    },
+    /// A process action was asked of the collector `holder`.
+    Action {
+        /// The collector asked to carry it to its agent.
+        holder: i64,
+        /// The action's id ([`Store::claim_action`]).
+        id: i64,
+    },
+    /// A relayed action was answered.
+    Answered {
+        /// The action's id.
+        id: i64,
+    },
+}
+
+/// A connection listening to the fleet's notifications, holding this collector's
+/// liveness lock. When it fails, drop it and open another, then catch up: notifications
+/// sent meanwhile are gone.
+pub struct Listener {
+    listener: PgListener,
+    /// Its own pool of one connection: dropped with it, which ends the session (and
+    /// so the liveness lock).
+    pool: sqlx::PgPool,
+}
+
+impl Listener {
+    /// The next event. An error means the connection is lost (or was, and reconnected
+    /// without its lock): drop this listener and open another.
+    pub async fn next(&mut self) -> Result<FleetEvent> {
+        loop {
+            let Some(n) = self.listener.try_recv().await? else {
+                return Err(StoreError::Unreachable(
+                    "the connection listening to the other collectors was lost".into(),
+                ));
+            };
+            if let Some(event) = parse(n.channel(), n.payload()) {
+                return Ok(event);
+            }
+            // Another program's notification on our channel, or a newer version's:
+            // nothing to act on.
+            tracing::debug!(channel = n.channel(), "ignored a notification");
+        }
+    }
+
+    /// Closes the connection (and so releases the liveness lock) now.
+    pub async fn close(self) {
+        drop(self.listener);
+        self.pool.close().await;
+    }
+}
+
+/// Reads a notification of ours.
+fn parse(channel: &str, payload: &str) -> Option<FleetEvent> {
+    let mut ids = payload.split(':').map(i64::from_str);
+    let mut next = || ids.next()?.ok();
+    let event = match channel {
+        SNAPSHOTS => FleetEvent::Snapshot { origin: next()?, host_id: next()?, snapshot_id: next()? },
+        ACTIONS => FleetEvent::Action { holder: next()?, id: next()? },
+        ANSWERS => FleetEvent::Answered { id: next()? },
+        _ => return None,
+    };
+    next().is_none().then_some(event)
+}
+
+/// The collector holding an agent's channel.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Holder {
+    /// Its id.
+    pub id: i64,
+    /// Whether the agent carries out process actions.
+    pub allow_control: bool,
+}
+
+/// A relayed action, claimed by its holder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Claimed {
+    /// The host whose agent carries it out.
+    pub hostname: String,
+    /// The request as JSON, as the asking collector wrote it.
+    pub request: String,
+    /// How long ago it was asked.
+    pub age: Duration,
+}
+
+/// The lock of the fleet's maintenance leader, on a connection of its own: held until
+/// dropped, or until the connection is lost (then [`Leadership::still_held`] says so).
+pub struct Leadership {
+    /// The connection holding the lock; `None` on SQLite, whose one collector leads
+    /// for as long as it runs.
+    conn: Option<PgConnection>,
+    /// Lost: the connection failed.
+    lost: bool,
+}
+
+impl Leadership {
+    /// Whether the lock is still this collector's: its session is alive. A session
+    /// that answers is the one that took the lock, which a session keeps until it ends.
+    pub async fn still_held(&mut self) -> bool {
+        if self.lost {
+            return false;
+        }
+        let Some(conn) = self.conn.as_mut() else { return true };
+        let alive = matches!(tokio::time::timeout(LEADER_CHECK, conn.ping()).await, Ok(Ok(())));
+        if !alive {
+            // Whatever is left of the session goes with the connection.
+            self.conn = None;
+            self.lost = true;
+        }
+        alive
+    }
+}
+
+impl Store {
+    /// This collector's id in the fleet for this run; `None` on SQLite.
+    pub fn collector_id(&self) -> Option<i64> {
+        self.fleet.as_ref().map(|f| f.id)
+    }
+
+    /// Whether several collectors may share this store (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        self.fleet.is_some()
+    }
+
+    /// Starts listening to the other collectors, taking this collector's liveness
+    /// lock; `None` on SQLite.
+    pub async fn listen(&self) -> Result<Option<Listener>> {
+        let Some(fleet) = &self.fleet else { return Ok(None) };
+        let pool = PgPoolOptions::new()
+            .max_connections(1)
+            .max_lifetime(None)
+            .idle_timeout(None)
+            .acquire_timeout(super::PG_ACQUIRE_TIMEOUT)
+            .connect_with(fleet.options.clone())
+            .await?;
+        let mut listener = PgListener::connect_with(&pool).await?;
+        // A lost connection is the caller's to handle (it must take the lock again and
+        // catch up), never reconnected behind its back.
+        listener.eager_reconnect(false);
+        listener.listen_all([SNAPSHOTS, ACTIONS, ANSWERS]).await?;
+        sqlx::query("SELECT pg_advisory_lock($1)").bind(fleet.id).execute(&mut listener).await?;
+        Ok(Some(Listener { listener, pool }))
+    }
+
+    /// Records that this collector holds `hostname`'s agent channel (no-op on SQLite).
+    pub async fn hold_agent(&self, hostname: &str, allow_control: bool) -> Result<()> {
+        let (Some(fleet), Db::Postgres(pool)) = (&self.fleet, &self.pool) else { return Ok(()) };
+        sqlx::query(
+            "INSERT INTO agent_holders (hostname, holder, allow_control, since) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (hostname) DO UPDATE SET holder = $2, allow_control = $3, since = $4",
+        )
+        .bind(hostname)
+        .bind(fleet.id)
+        .bind(allow_control)
+        .bind(to_ms(chrono::Utc::now()))
+        .execute(pool)
+        .await?;
+        Ok(())
+    }
+
+    /// Records that this collector no longer holds `hostname`'s agent channel, unless
+    /// another collector took it since (no-op on SQLite).
+    pub async fn release_agent(&self, hostname: &str) -> Result<()> {
+        let (Some(fleet), Db::Postgres(pool)) = (&self.fleet, &self.pool) else { return Ok(()) };
+        sqlx::query("DELETE FROM agent_holders WHERE hostname = $1 AND holder = $2")
+            .bind(hostname)
+            .bind(fleet.id)
+            .execute(pool)
+            .await?;
+        Ok(())
+    }
+
+    /// The live collector, other than this one, holding `hostname`'s agent channel, if
+    /// any (always `None` on SQLite). A holder that died holds nothing: alive is a
+    /// holder whose liveness lock is granted (`pg_locks` shows a bigint advisory key as
+    /// its high and low 32 bits, with `objsubid` 1).
+    pub async fn agent_holder(&self, hostname: &str) -> Result<Option<Holder>> {
+        let (Some(fleet), Db::Postgres(pool)) = (&self.fleet, &self.pool) else { return Ok(None) };
+        let row: Option<(i64, bool)> = sqlx::query_as(
+            "SELECT holder, allow_control FROM agent_holders a WHERE hostname = $1 AND holder <> $2 AND EXISTS \
+               (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+                  AND l.classid = ((a.holder >> 32) & 4294967295)::oid AND l.objid = (a.holder & 4294967295)::oid)",
+        )
+        .bind(hostname)
+        .bind(fleet.id)
+        .fetch_optional(pool)
+        .await?;
+        Ok(row.map(|(id, allow_control)| Holder { id, allow_control }))
+    }
+
+    /// Asks `holder` to carry `request` (JSON) to `hostname`'s agent; the action's id.
+    pub async fn ask_action(&self, holder: i64, hostname: &str, request: &str) -> Result<i64> {
+        let Db::Postgres(pool) = &self.pool else {
+            return Err(StoreError::Refused("actions are relayed through the database on PostgreSQL only".into()));
+        };
+        let mut tx = pool.begin().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO relayed_actions (hostname, holder, request, asked_at) VALUES ($1, $2, $3, $4) RETURNING id",
+        )
+        .bind(hostname)
+        .bind(holder)
+        .bind(request)
+        .bind(to_ms(chrono::Utc::now()))
+        .fetch_one(&mut *tx)
+        .await?;
+        // Delivered when the row is committed, so the holder always finds it.
+        sqlx::query("SELECT pg_notify($1, $2)").bind(ACTIONS).bind(format!("{holder}:{id}")).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    /// Claims action `id` for this collector to carry out, if it is this collector's,
+    /// nobody claimed it yet, and it was asked less than `max_age` ago (its asker
+    /// waits no longer: an action found late is never carried out).
+    pub async fn claim_action(&self, id: i64, max_age: Duration) -> Result<Option<Claimed>> {
+        let (Some(fleet), Db::Postgres(pool)) = (&self.fleet, &self.pool) else { return Ok(None) };
+        let now = to_ms(chrono::Utc::now());
+        let oldest = now - i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        let row: Option<(String, String, i64)> = sqlx::query_as(
+            "UPDATE relayed_actions SET claimed_at = $1 \
+             WHERE id = $2 AND holder = $3 AND claimed_at IS NULL AND asked_at > $4 \
+             RETURNING hostname, request, asked_at",
+        )
+        .bind(now)
+        .bind(id)
+        .bind(fleet.id)
+        .bind(oldest)
+        .fetch_optional(pool)
+        .await?;
+        Ok(row.map(|(hostname, request, asked_at)| Claimed {
+            hostname,
+            request,
+            age: Duration::from_millis(u64::try_from(now - asked_at).unwrap_or(0)),
+        }))
+    }
+
+    /// Actions asked of this collector, unclaimed, asked less than `max_age` ago (to
+    /// catch up after the listener reconnected).
+    pub async fn unclaimed_actions(&self, max_age: Duration) -> Result<Vec<i64>> {
+        let (Some(fleet), Db::Postgres(pool)) = (&self.fleet, &self.pool) else { return Ok(Vec::new()) };
+        let oldest = to_ms(chrono::Utc::now()) - i64::try_from(max_age.as_millis()).unwrap_or(i64::MAX);
+        Ok(sqlx::query_scalar(
+            "SELECT id FROM relayed_actions WHERE holder = $1 AND claimed_at IS NULL AND asked_at > $2 ORDER BY id",
+        )
+        .bind(fleet.id)
+        .bind(oldest)
+        .fetch_all(pool)
+        .await?)
+    }
+
+    /// Writes the outcome (JSON) of action `id` and tells its asker.
+    pub async fn answer_action(&self, id: i64, answer: &str) -> Result<()> {
+        let Db::Postgres(pool) = &self.pool else { return Ok(()) };
+        let mut tx = pool.begin().await?;
+        sqlx::query("UPDATE relayed_actions SET answer = $1, answered_at = $2 WHERE id = $3")
+            .bind(answer)
+            .bind(to_ms(chrono::Utc::now()))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("SELECT pg_notify($1, $2)").bind(ANSWERS).bind(id.to_string()).execute(&mut *tx).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The outcome (JSON) of action `id`, once its holder wrote it. Read once: the row
+    /// goes with it.
+    pub async fn take_answer(&self, id: i64) -> Result<Option<String>> {
+        let Db::Postgres(pool) = &self.pool else { return Ok(None) };
+        Ok(sqlx::query_scalar("DELETE FROM relayed_actions WHERE id = $1 AND answer IS NOT NULL RETURNING answer")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?)
+    }
+
+    /// Gives up waiting for action `id`: its row goes (a holder that has not claimed it
+    /// yet never will; one that has writes its answer to no row).
+    pub async fn forget_action(&self, id: i64) -> Result<()> {
+        let Db::Postgres(pool) = &self.pool else { return Ok(()) };
+        sqlx::query("DELETE FROM relayed_actions WHERE id = $1").bind(id).execute(pool).await?;
+        Ok(())
+    }
+
+    /// Deletes relayed actions asked before `before_ms` whose asker stopped waiting
+    /// (it died, say): part of maintenance.
+    pub(super) async fn forget_stale_actions(&self, before_ms: i64) -> Result<u64> {
+        let Db::Postgres(pool) = &self.pool else { return Ok(0) };
+        Ok(sqlx::query("DELETE FROM relayed_actions WHERE asked_at < $1")
+            .bind(before_ms)
+            .execute(pool)
+            .await?
+            .rows_affected())
+    }
+
+    /// Takes the fleet's maintenance lead if nobody holds it: `Some` while this
+    /// collector leads. On SQLite, a store has one collector, which always leads.
+    pub async fn lead(&self) -> Result<Option<Leadership>> {
+        let Some(fleet) = &self.fleet else { return Ok(Some(Leadership { conn: None, lost: false })) };
+        let mut conn = fleet.options.clone().connect().await?;
+        let got: bool =
+            sqlx::query_scalar("SELECT pg_try_advisory_lock($1)").bind(LEADER_LOCK).fetch_one(&mut conn).await?;
+        if got {
+            Ok(Some(Leadership { conn: Some(conn), lost: false }))
+        } else {
+            let _ = conn.close().await;
+            Ok(None)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn notifications_are_read_strictly() {
+        assert_eq!(parse(SNAPSHOTS, "7:2:99"), Some(FleetEvent::Snapshot { origin: 7, host_id: 2, snapshot_id: 99 }));
+        assert_eq!(parse(ACTIONS, "7:5"), Some(FleetEvent::Action { holder: 7, id: 5 }));
+        assert_eq!(parse(ANSWERS, "5"), Some(FleetEvent::Answered { id: 5 }));
+        for (channel, payload) in
+            [(SNAPSHOTS, "7:2"), (SNAPSHOTS, "7:2:3:4"), (ACTIONS, "x:5"), (ANSWERS, ""), ("other", "1")]
+        {
+            assert_eq!(parse(channel, payload), None, "{channel} {payload}");
+        }
+    }
+}
