@@ -23,6 +23,7 @@ use std::net::IpAddr;
 
 pub mod agent;
 pub mod api;
+pub mod dashboard;
 pub mod delta;
 pub mod desktop;
 pub mod wire;
@@ -548,6 +549,12 @@ pub fn typescript() -> String {
         crate::alert::status::AlertDelivery::decl(&cfg),
         crate::alert::status::Silence::decl(&cfg),
         crate::alert::status::NewSilence::decl(&cfg),
+        dashboard::Sharing::decl(&cfg),
+        dashboard::HostMetric::decl(&cfg),
+        dashboard::ProcessMetric::decl(&cfg),
+        dashboard::Widget::decl(&cfg),
+        dashboard::DashboardInput::decl(&cfg),
+        dashboard::Dashboard::decl(&cfg),
     ];
     let mut out =
         String::from("// Generated from src-tauri/src/model.rs by `cargo test` (UPDATE_TYPES=1). Do not edit.\n");

@@ -279,6 +279,8 @@ pub enum AuditAction {
     AlertChannel,
     /// An admin made or ended a silence.
     Silence,
+    /// An admin made, changed or deleted a dashboard shared with everyone.
+    Dashboard,
 }
 
 impl AuditAction {
@@ -295,7 +297,8 @@ impl AuditAction {
             | Self::UnbindHost
             | Self::AlertRule
             | Self::AlertChannel
-            | Self::Silence => None,
+            | Self::Silence
+            | Self::Dashboard => None,
         }
     }
 
@@ -309,6 +312,7 @@ impl AuditAction {
             Self::AlertRule => "alert_rule",
             Self::AlertChannel => "alert_channel",
             Self::Silence => "silence",
+            Self::Dashboard => "dashboard",
             other => other.process().map_or("", ProcessAction::as_str),
         }
     }
@@ -341,6 +345,7 @@ impl std::str::FromStr for AuditAction {
             Self::AlertRule,
             Self::AlertChannel,
             Self::Silence,
+            Self::Dashboard,
         ]
         .into_iter()
         .find(|a| a.as_str() == s)

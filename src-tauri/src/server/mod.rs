@@ -43,6 +43,7 @@ pub mod alerts;
 pub mod assets;
 pub mod auth;
 pub mod binding;
+pub mod dashboards;
 pub mod error;
 pub mod fleet_search;
 pub mod listener;

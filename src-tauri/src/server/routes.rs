@@ -62,6 +62,7 @@ pub fn all() -> Vec<Route> {
     routes.extend(super::agents::routes());
     routes.extend(super::metrics::routes());
     routes.extend(super::alerts::routes());
+    routes.extend(super::dashboards::routes());
     routes
 }
 

@@ -17,7 +17,8 @@
 //! - **users**, **API keys** (only their SHA-256 hashes), and the **audit log**;
 //! - **host bindings**: the key and the machine each host name belongs to;
 //! - **alerts** (`alerts.rs`): rules, channels, silences, alert state and history, and
-//!   every notification attempt.
+//!   every notification attempt;
+//! - **dashboards** (`dashboards.rs`): the layouts people arrange, each owned by a user.
 //!
 //! A SQLite database is opened in WAL mode so readers never wait for the writer. Snapshots
 //! are written by one writer task that commits concurrent uploads together, over a
@@ -53,6 +54,7 @@ mod alerts;
 mod binding;
 mod chain;
 mod copy;
+mod dashboards;
 mod db;
 mod ingest;
 mod reads;
