@@ -34,7 +34,17 @@ import {
   type StoredSnapshot,
   type Transport,
 } from './transport';
-import type { AuditEntry, HostSummary, ProcessSearch, Series, SnapshotSummary, TopProcess } from './model';
+import type {
+  Alert,
+  AuditEntry,
+  Dashboard,
+  DashboardInput,
+  HostSummary,
+  ProcessSearch,
+  Series,
+  SnapshotSummary,
+  TopProcess,
+} from './model';
 
 /** Calls one of the app's commands (Tauri's `invoke`, or a test's). */
 export type Invoke = <T>(cmd: string, args?: Record<string, unknown>) => Promise<T>;
@@ -559,6 +569,24 @@ export class TauriTransport implements Transport {
 
   deleteHost(host: HostRef): Promise<void> {
     return this.inner.deleteHost(host);
+  }
+
+  alerts(): Promise<Alert[]> {
+    return this.inner.alerts();
+  }
+
+  // This machine's dashboards are kept in the app's own store, through the same routes
+  // a collector serves; a remote collector keeps the signed-in user's.
+  dashboards(): Promise<Dashboard[]> {
+    return this.inner.dashboards();
+  }
+
+  saveDashboard(id: number | null, dashboard: DashboardInput): Promise<Dashboard> {
+    return this.inner.saveDashboard(id, dashboard);
+  }
+
+  deleteDashboard(id: number): Promise<void> {
+    return this.inner.deleteDashboard(id);
   }
 }
 
