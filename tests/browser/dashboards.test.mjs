@@ -9,7 +9,7 @@
 // Screenshots go to artifacts/ (gitignored).
 
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
 import { ROOT, launchChromium, startCollector, waitFor } from './harness.mjs';
@@ -153,8 +153,33 @@ test('dashboards: make, arrange, reload, share', { timeout: 180_000 }, async (t)
     await shot(page, 'reloaded');
   });
 
+  await t.test('exported as JSON and imported as a new private dashboard', async () => {
+    const [download] = await Promise.all([page.waitForEvent('download'), page.click('[data-testid=dashboard-export]')]);
+    const file = join(ARTIFACTS, 'dashboards-export.json');
+    mkdirSync(ARTIFACTS, { recursive: true });
+    await download.saveAs(file);
+    const exported = JSON.parse(readFileSync(file, 'utf8'));
+    assert.deepEqual(exported, { name: 'Web servers', shared: 'private', shared_with: [], widgets: moved.widgets });
+    writeFileSync(file, JSON.stringify({ ...exported, name: 'Imported' }));
+    await page.setInputFiles('[data-testid=dashboard-import]', file);
+    const all = await waitFor('the import is stored', async () => {
+      const list = (await api(token, '/api/dashboards')).body;
+      return list.length === 2 && list;
+    });
+    const imported = all.find((d) => d.name === 'Imported');
+    assert.deepEqual(imported.widgets, moved.widgets);
+    await page.waitForSelector('[data-kind=alerts]');
+    assert.equal(await page.locator('[data-testid=dashboard-select]').inputValue(), String(imported.id), 'the import is opened');
+    // A file that is not a dashboard is refused with a message, and nothing is stored.
+    writeFileSync(file, '{"name": "Bad", "widgets": [{"kind": "pie"}]}');
+    await page.setInputFiles('[data-testid=dashboard-import]', file);
+    await page.waitForSelector('text=widgets[0].kind');
+    assert.equal((await api(token, '/api/dashboards')).body.length, 2);
+    await api(token, `/api/dashboards/${imported.id}`, { method: 'DELETE' });
+  });
+
   await t.test('shared, it is read-only to another user', async () => {
-    const [d] = (await api(token, '/api/dashboards')).body;
+    const d = (await api(token, '/api/dashboards')).body.find((x) => x.name === 'Web servers');
     const shared = await api(token, `/api/dashboards/${d.id}`, {
       method: 'PUT',
       body: JSON.stringify({ name: d.name, shared: 'users', shared_with: [OTHER.name], widgets: d.widgets }),
