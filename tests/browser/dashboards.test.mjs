@@ -175,7 +175,11 @@ test('dashboards: make, arrange, reload, share', { timeout: 180_000 }, async (t)
     await page.setInputFiles('[data-testid=dashboard-import]', file);
     await page.waitForSelector('text=widgets[0].kind');
     assert.equal((await api(token, '/api/dashboards')).body.length, 2);
-    await api(token, `/api/dashboards/${imported.id}`, { method: 'DELETE' });
+    // Deleted from the view: the other one is shown again.
+    await page.click('button:has-text("Delete")');
+    await page.click('[data-testid=dashboard-delete-confirm]');
+    await waitFor('the import is deleted', async () => (await api(token, '/api/dashboards')).body.length === 1);
+    await waitFor('the first dashboard is shown', async () => (await page.locator('[data-testid=dashboard-select]').inputValue()) !== String(imported.id));
   });
 
   await t.test('shared, it is read-only to another user', async () => {
@@ -196,6 +200,31 @@ test('dashboards: make, arrange, reload, share', { timeout: 180_000 }, async (t)
     assert.equal(await page2.locator('[data-testid=widget-drag]').count(), 0, 'no dragging');
     await shot(page2, 'read-only');
     await other.close();
+  });
+
+  await t.test("a widget's settings are changed in its form", async () => {
+    const chart = page.locator('[data-testid=grid-item]:has([data-kind=host_chart])');
+    await chart.locator('[aria-label="Widget settings"]').click();
+    await page.waitForSelector('[data-testid=widget-dialog]');
+    await page.selectOption('[data-testid=setting-metric]', 'memory_used_bytes');
+    await page.fill('[data-testid=setting-title]', 'Memory of every host');
+    await page.fill('[data-testid=setting-hosts]', '*');
+    await shot(page, 'settings');
+    await page.click('[data-testid=widget-settings-save]');
+    await waitFor('the settings are stored', async () => {
+      const d = (await api(token, '/api/dashboards')).body.find((x) => x.name === 'Web servers');
+      const w = d.widgets.find((x) => x.kind === 'host_chart');
+      return w.metric === 'memory_used_bytes' && w.title === 'Memory of every host' && w.hosts === '*' && w.x === 0;
+    });
+    await page.waitForSelector('[data-kind=host_chart] >> text=Memory of every host');
+    // A filter the explorer would refuse is named, and nothing is stored.
+    const table = page.locator('[data-testid=grid-item]:has([data-kind=process_table])');
+    await table.locator('[aria-label="Widget settings"]').click();
+    await page.fill('[data-testid=setting-filter]', 'cpu>>5');
+    await page.click('[data-testid=widget-settings-save]');
+    await page.waitForSelector('[data-testid=widget-dialog] >> text=filter:');
+    const d = (await api(token, '/api/dashboards')).body.find((x) => x.name === 'Web servers');
+    assert.equal(d.widgets.find((x) => x.kind === 'process_table').filter, 'cpu>1');
   });
 
   assert.deepEqual(problems, []);

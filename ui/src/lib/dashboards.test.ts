@@ -1,7 +1,7 @@
 // Host patterns, series on one time axis, a new widget's place, and import and export.
 
 import { describe, expect, it } from 'vitest';
-import { alignSeries, exportText, hostMatcher, newWidget, parseImport, sumByTime } from './dashboards';
+import { alignSeries, exportText, formFromWidget, hostMatcher, newWidget, parseImport, sumByTime, widgetFromForm } from './dashboards';
 
 describe('dashboards', () => {
   it('matches host names by pattern, ignoring case', () => {
@@ -43,5 +43,17 @@ describe('dashboards', () => {
     expect(() => parseImport('{')).toThrow('not JSON');
     expect(() => parseImport('[]')).toThrow('not a dashboard');
     expect(() => parseImport('{"name": "x"}')).toThrow('widgets');
+  });
+});
+
+describe('widget settings form', () => {
+  it('round-trips a widget, leaving blank optional settings out', () => {
+    const table = newWidget('process_table', [], 'web-1');
+    const values = formFromWidget(table);
+    expect(values).toEqual({ title: '', host: 'web-1', filter: 'cpu>1', limit: '20' });
+    expect(widgetFromForm(table, values)).toEqual(table);
+    const alerts = newWidget('alerts', [], 'web-1');
+    expect(widgetFromForm(alerts, { title: ' ', hosts: 'db-*' })).toEqual({ ...alerts, hosts: 'db-*' });
+    expect(widgetFromForm(table, { ...values, limit: '5', title: 'Busy' })).toMatchObject({ limit: 5, title: 'Busy' });
   });
 });

@@ -121,3 +121,77 @@ export function parseImport(text: string): DashboardInput {
   copy.shared_with = [];
   return copy as unknown as DashboardInput;
 }
+
+/** One setting of a widget, as the settings form shows it. */
+export interface SettingField {
+  name: string;
+  label: string;
+  type: 'text' | 'host' | 'number' | 'select';
+  options?: readonly { value: string; label: string }[];
+  optional?: boolean;
+  hint?: string;
+}
+
+const HOST_METRICS = [
+  { value: 'cpu_percent', label: 'CPU' },
+  { value: 'memory_used_bytes', label: 'Memory in use' },
+  { value: 'process_count', label: 'Processes' },
+  { value: 'sent_bytes_per_sec', label: 'Sent per second' },
+  { value: 'received_bytes_per_sec', label: 'Received per second' },
+] as const;
+
+const PROCESS_METRICS = [
+  { value: 'cpu_percent', label: 'CPU' },
+  { value: 'rss_bytes', label: 'Memory (resident)' },
+] as const;
+
+const TITLE: SettingField = { name: 'title', label: 'Title', type: 'text', optional: true, hint: 'Blank: made from the settings' };
+
+/** The settings of each kind of widget, in the order the form shows them. */
+export const SETTING_FIELDS: Record<WidgetKind, readonly SettingField[]> = {
+  host_chart: [
+    TITLE,
+    { name: 'hosts', label: 'Hosts', type: 'host', hint: 'A name, or a pattern such as web-*' },
+    { name: 'metric', label: 'Figure', type: 'select', options: HOST_METRICS },
+  ],
+  process_chart: [
+    TITLE,
+    { name: 'host', label: 'Host', type: 'host' },
+    { name: 'process', label: 'Process name', type: 'text', hint: 'Every process of this name, added up' },
+    { name: 'metric', label: 'Figure', type: 'select', options: PROCESS_METRICS },
+  ],
+  process_table: [
+    TITLE,
+    { name: 'host', label: 'Host', type: 'host' },
+    { name: 'filter', label: 'Filter', type: 'text', optional: true, hint: 'As in the process explorer: cpu>5 user:root' },
+    { name: 'limit', label: 'Rows', type: 'number' },
+  ],
+  top_ports: [TITLE, { name: 'host', label: 'Host', type: 'host' }, { name: 'limit', label: 'Ports', type: 'number' }],
+  alerts: [TITLE, { name: 'hosts', label: 'Hosts', type: 'host', optional: true, hint: 'Blank: every host; or a pattern' }],
+};
+
+/** A widget from the settings form's values: blank optional fields left out, numbers
+ *  read as numbers. The grid place is kept. */
+export function widgetFromForm(widget: Widget, values: Record<string, string>): Widget {
+  const out: Record<string, unknown> = { kind: widget.kind, x: widget.x, y: widget.y, w: widget.w, h: widget.h };
+  for (const field of SETTING_FIELDS[widget.kind]) {
+    const raw = (values[field.name] ?? '').trim();
+    if (raw === '' && field.optional) {
+      if (field.name === 'filter') out.filter = '';
+      continue;
+    }
+    out[field.name] = field.type === 'number' ? Number(raw) : raw;
+  }
+  return out as unknown as Widget;
+}
+
+/** The settings form's values of a widget. */
+export function formFromWidget(widget: Widget): Record<string, string> {
+  const values: Record<string, string> = {};
+  const fields = widget as unknown as Record<string, unknown>;
+  for (const field of SETTING_FIELDS[widget.kind]) {
+    const v = fields[field.name];
+    values[field.name] = v === undefined || v === null ? '' : String(v);
+  }
+  return values;
+}
