@@ -225,6 +225,23 @@ test('dashboards: make, arrange, reload, share', { timeout: 180_000 }, async (t)
     await page.waitForSelector('[data-testid=widget-dialog] >> text=filter:');
     const d = (await api(token, '/api/dashboards')).body.find((x) => x.name === 'Web servers');
     assert.equal(d.widgets.find((x) => x.kind === 'process_table').filter, 'cpu>1');
+    await page.click('[data-testid=widget-dialog] button:has-text("Cancel")');
+    await page.waitForSelector('[data-testid=widget-dialog]', { state: 'detached' });
+  });
+
+  await t.test('every kind draws: a process group over time and the top ports', async () => {
+    await page.selectOption('[data-testid=widget-add]', 'process_chart');
+    await page.selectOption('[data-testid=widget-add]', 'top_ports');
+    // The collector's own process, `procyon`, is the new process chart's default.
+    await page.waitForSelector('[data-kind=process_chart] canvas', { timeout: 30_000 });
+    // The browser's own connections to the collector are among them.
+    await page.waitForSelector('[data-kind=top_ports] tbody tr', { timeout: 20_000 });
+    await waitFor('five widgets stored', async () => {
+      const d = (await api(token, '/api/dashboards')).body.find((x) => x.name === 'Web servers');
+      return d.widgets.length === 5;
+    });
+    await page.locator('[data-kind=process_chart]').scrollIntoViewIfNeeded();
+    await shot(page, 'all-kinds');
   });
 
   assert.deepEqual(problems, []);
