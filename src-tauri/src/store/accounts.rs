@@ -187,8 +187,9 @@ impl Store {
         row.map(UserRow::record).transpose()
     }
 
-    /// Deletes a user, and their dashboards with them (one transaction: a user made
-    /// later under the same name starts with none).
+    /// Deletes a user, their dashboards with them, and their name from dashboards
+    /// shared with them (one transaction: a user made later under the same name starts
+    /// with none of either).
     /// Refused with [`StoreError::LastAdmin`] for the last admin: nobody could manage
     /// users and keys any more.
     pub async fn remove_user(&self, username: &str) -> Result<()> {
@@ -200,11 +201,7 @@ impl Store {
                 .await
                 .map(|d| d.rows_affected()))?;
         if done > 0 {
-            on!(write.conn(), |c| sqlx::query("DELETE FROM dashboards WHERE owner = $1")
-                .bind(username)
-                .execute(c)
-                .await
-                .map(drop))?;
+            Store::forget_dashboard_user(&mut write, username).await?;
             write.commit().await?;
             return Ok(());
         }

@@ -1,6 +1,7 @@
 //! Every query of the dashboards (`migrations/sqlite/0008_dashboards.sql`,
 //! `migrations/postgres/0004_dashboards.sql`): each belongs to one user, by name, and is
-//! deleted with them ([`Store::remove_user`]); its sharing and widgets are stored as the
+//! deleted with them, their name taken off those shared with them
+//! ([`Store::remove_user`]); its sharing and widgets are stored as the
 //! API checked them. The owner is a name rather than a reference to an account because
 //! the desktop app's person (`desktop:NAME`) has dashboards too and no account.
 //!
@@ -128,6 +129,37 @@ impl Store {
         }
         write.commit().await?;
         self.dashboard(id).await?.ok_or_else(|| StoreError::NotFound(format!("dashboard {id}")))
+    }
+
+    /// Within a user's removal: deletes their dashboards and takes their name off every
+    /// dashboard shared with them, so that a user made later under the same name sees
+    /// nothing meant for the one removed.
+    pub(super) async fn forget_dashboard_user(write: &mut super::Write, username: &str) -> Result<()> {
+        on!(write.conn(), |c| sqlx::query("DELETE FROM dashboards WHERE owner = $1")
+            .bind(username)
+            .execute(c)
+            .await
+            .map(drop))?;
+        let shared: Vec<(i64, String)> =
+            on!(write.conn(), |c| sqlx::query_as("SELECT id, shared_with FROM dashboards WHERE shared = 'users'")
+                .fetch_all(c)
+                .await)?;
+        for (id, names) in shared {
+            let mut names: Vec<String> = serde_json::from_str(&names).map_err(|e| corrupt(id, "users", e))?;
+            let before = names.len();
+            names.retain(|n| n != username);
+            if names.len() == before {
+                continue;
+            }
+            let names = json(&names)?;
+            on!(write.conn(), |c| sqlx::query("UPDATE dashboards SET shared_with = $2 WHERE id = $1")
+                .bind(id)
+                .bind(&names)
+                .execute(c)
+                .await
+                .map(drop))?;
+        }
+        Ok(())
     }
 
     /// Deletes a dashboard; `false` if there was none.

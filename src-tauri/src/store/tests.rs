@@ -1164,9 +1164,19 @@ async fn dashboards_are_kept_per_user_and_shared_as_told(place: Place) {
     store.create_dashboard("cy", &board_input("last", 0)).await.unwrap();
     assert!(matches!(store.create_dashboard("cy", &board_input("over", 0)).await, Err(StoreError::Refused(_))));
 
-    // They go with their owner.
+    // They go with their owner, and shares with a user go with the user.
     store.remove_user("bob").await.unwrap();
     assert_eq!(store.dashboard(web.id).await.unwrap(), None);
     assert_eq!(names(store.dashboards_visible_to("ada").await.unwrap()), ["Fleet"]);
+    store.create_user("dee", "$argon2id$d", Role::Viewer).await.unwrap();
+    let mut to_dee = board_input("For dee", 0);
+    to_dee.shared = Sharing::Users;
+    to_dee.shared_with = vec!["cy".into(), "dee".into()];
+    let for_dee = store.create_dashboard("ada", &to_dee).await.unwrap();
+    assert_eq!(names(store.dashboards_visible_to("dee").await.unwrap()), ["Fleet", "For dee"]);
+    store.remove_user("dee").await.unwrap();
+    store.create_user("dee", "$argon2id$d2", Role::Viewer).await.unwrap();
+    assert_eq!(names(store.dashboards_visible_to("dee").await.unwrap()), ["Fleet"]);
+    assert_eq!(store.dashboard(for_dee.id).await.unwrap().unwrap().shared_with, ["cy"]);
 }
 both!(dashboards_are_kept_per_user_and_shared_as_told);
