@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 # The fuzz targets (every decoder of outside bytes: uploads, agent frames, deltas,
-# netlink, /proc, the filter language), run far longer than `cargo test` runs them.
+# dashboards, netlink, /proc, the filter language), run far longer than `cargo test` runs them.
 # BENCH_FUZZ_CASES (default 20000, about 10 s per 1,000 on a development machine) sets
 # the cases per target; 0 skips them, as does a BENCH_ONLY without `fuzz`. A debug
 # build, so that an arithmetic overflow is caught as the panic it is there. A failure

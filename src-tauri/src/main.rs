@@ -958,7 +958,7 @@ async fn copy_db(from: &std::path::Path, to: &DatabaseUrl) -> anyhow::Result<()>
     let copied = copied?;
     say!(
         "Copied {} into {to}: {} hosts, {} snapshots, {} rollup buckets, {} users, {} API keys, {} host bindings, {} \
-         audit entries, {} alert rows{}.",
+         audit entries, {} alert rows, {} dashboards{}.",
         file.display(),
         copied.hosts,
         copied.snapshots,
@@ -968,6 +968,7 @@ async fn copy_db(from: &std::path::Path, to: &DatabaseUrl) -> anyhow::Result<()>
         copied.bindings,
         copied.audit,
         copied.alerts,
+        copied.dashboards,
         if key.is_some() { ", and the token signing key" } else { "" }
     )?;
     Ok(())

@@ -23,6 +23,7 @@ use std::net::IpAddr;
 
 pub mod agent;
 pub mod api;
+pub mod dashboard;
 pub mod delta;
 pub mod desktop;
 pub mod details;
@@ -565,6 +566,12 @@ pub fn typescript() -> String {
         netmap::MapNode::decl(&cfg),
         netmap::MapEdge::decl(&cfg),
         netmap::MapOmitted::decl(&cfg),
+        dashboard::Sharing::decl(&cfg),
+        dashboard::HostMetric::decl(&cfg),
+        dashboard::ProcessMetric::decl(&cfg),
+        dashboard::Widget::decl(&cfg),
+        dashboard::DashboardInput::decl(&cfg),
+        dashboard::Dashboard::decl(&cfg),
     ];
     let mut out =
         String::from("// Generated from src-tauri/src/model.rs by `cargo test` (UPDATE_TYPES=1). Do not edit.\n");

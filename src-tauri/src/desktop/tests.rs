@@ -263,3 +263,25 @@ fn pausing_stops_sampling_and_resuming_starts_it_again() {
         std::thread::sleep(Duration::from_millis(200));
     }
 }
+
+/// This machine's dashboards are kept in the app's own store, through the same routes
+/// and checks as a collector's, owned by the person using the app.
+#[test]
+fn dashboards_of_this_machine_are_kept_in_the_apps_store() {
+    let t = app();
+    let s = state(&t.main);
+    let body = json!({"name": "This machine", "widgets": [
+        {"kind": "host_chart", "x": 0, "y": 0, "w": 6, "h": 4, "hosts": s.hostname, "metric": "cpu_percent"}
+    ]});
+    let reply = api(&t.main, "POST", "/api/dashboards", Some(body.clone()));
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let made: Value = serde_json::from_str(&reply.body).unwrap();
+    assert_eq!(made["owner"], json!(format!("desktop:{}", s.username)));
+    let listed: Value = serde_json::from_str(&api(&t.main, "GET", "/api/dashboards", None).body).unwrap();
+    assert_eq!(listed, json!([made]));
+    let mut bad = body;
+    bad["widgets"][0]["w"] = json!(13);
+    let reply = api(&t.main, "POST", "/api/dashboards", Some(bad));
+    assert_eq!(reply.status, 422, "{}", reply.body);
+    assert!(reply.body.contains("widgets[0].w"), "{}", reply.body);
+}

@@ -281,6 +281,8 @@ pub enum AuditAction {
     Silence,
     /// Someone read a process's details.
     Details,
+    /// An admin made, changed or deleted a dashboard shared with everyone.
+    Dashboard,
 }
 
 impl AuditAction {
@@ -298,7 +300,8 @@ impl AuditAction {
             | Self::AlertRule
             | Self::AlertChannel
             | Self::Silence
-            | Self::Details => None,
+            | Self::Details
+            | Self::Dashboard => None,
         }
     }
 
@@ -313,6 +316,7 @@ impl AuditAction {
             Self::AlertChannel => "alert_channel",
             Self::Silence => "silence",
             Self::Details => "details",
+            Self::Dashboard => "dashboard",
             other => other.process().map_or("", ProcessAction::as_str),
         }
     }
@@ -346,6 +350,7 @@ impl std::str::FromStr for AuditAction {
             Self::AlertChannel,
             Self::Silence,
             Self::Details,
+            Self::Dashboard,
         ]
         .into_iter()
         .find(|a| a.as_str() == s)

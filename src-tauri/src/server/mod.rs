@@ -44,6 +44,7 @@ pub mod assets;
 pub mod auth;
 pub mod binding;
 pub mod details;
+pub mod dashboards;
 pub mod error;
 pub mod fleet;
 pub mod fleet_search;

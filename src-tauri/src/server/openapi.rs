@@ -115,6 +115,11 @@ without a zone, UTC), a date (`2026-01-02`), seconds since the epoch, `now`, or 
         super::alerts::silences,
         super::alerts::create_silence,
         super::alerts::delete_silence,
+        super::dashboards::list,
+        super::dashboards::create,
+        super::dashboards::read,
+        super::dashboards::update,
+        super::dashboards::remove,
     ),
     // Named here: schemas that only parameters refer to are not collected by themselves.
     components(schemas(ErrorBody, crate::model::ProcessAction)),
@@ -127,6 +132,7 @@ without a zone, UTC), a date (`2026-01-02`), seconds since the epoch, `now`, or 
         (name = "live", description = "WebSockets (HTTP GET answered with 101 Switching Protocols)"),
         (name = "meta", description = "Health and this document"),
         (name = "alerts", description = "Alert rules, channels, alerts and their history, silences"),
+        (name = "dashboards", description = "Dashboards each user arranges, and shares read-only"),
     )
 )]
 struct ApiDoc;

@@ -63,6 +63,7 @@ pub fn all() -> Vec<Route> {
     routes.extend(super::metrics::routes());
     routes.extend(super::alerts::routes());
     routes.extend(super::details::routes());
+    routes.extend(super::dashboards::routes());
     routes
 }
 

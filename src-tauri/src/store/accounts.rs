@@ -187,17 +187,25 @@ impl Store {
         row.map(UserRow::record).transpose()
     }
 
-    /// Deletes a user.
+    /// Deletes a user, their dashboards with them, and their name from dashboards
+    /// shared with them (one transaction: a user made later under the same name starts
+    /// with none of either).
     /// Refused with [`StoreError::LastAdmin`] for the last admin: nobody could manage
     /// users and keys any more.
     pub async fn remove_user(&self, username: &str) -> Result<()> {
-        let _turn = self.turn().await;
+        let mut write = self.write().await?;
         let done =
-            on!(&self.pool, |c| sqlx::query(&format!("DELETE FROM users WHERE username = $1 AND {NOT_LAST_ADMIN}"))
+            on!(write.conn(), |c| sqlx::query(&format!("DELETE FROM users WHERE username = $1 AND {NOT_LAST_ADMIN}"))
                 .bind(username)
                 .execute(c)
                 .await
                 .map(|d| d.rows_affected()))?;
+        if done > 0 {
+            Store::forget_dashboard_user(&mut write, username).await?;
+            write.commit().await?;
+            return Ok(());
+        }
+        drop(write);
         self.changed_or_why(done, username).await
     }
 

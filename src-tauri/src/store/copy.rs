@@ -37,6 +37,8 @@ pub struct Copied {
     /// Alert rules, channels and silences made through the API, alert states, and the
     /// history of firings and notification attempts.
     pub alerts: u64,
+    /// Dashboards.
+    pub dashboards: u64,
 }
 
 #[derive(FromRow)]
@@ -404,6 +406,7 @@ impl Store {
         }
 
         copied.alerts = copy_alerts(from, &mut tx).await?;
+        copied.dashboards = copy_dashboards(from, &mut tx).await?;
 
         // New rows continue after the copied ids.
         for table in [
@@ -415,6 +418,7 @@ impl Store {
             "alert_events",
             "alert_deliveries",
             "alert_silences",
+            "dashboards",
         ] {
             sqlx::query(&format!(
                 "SELECT setval(pg_get_serial_sequence('{table}', 'id'), GREATEST((SELECT MAX(id) FROM {table}), 0) + 1, \
@@ -426,6 +430,33 @@ impl Store {
         tx.commit().await?;
         Ok(copied)
     }
+}
+
+/// Copies the dashboards (after the users, whom they belong to); how many.
+async fn copy_dashboards(from: &sqlx::SqlitePool, tx: &mut sqlx::Transaction<'static, sqlx::Postgres>) -> Result<u64> {
+    type Row = (i64, String, String, String, String, String, i64, i64);
+    let rows: Vec<Row> = sqlx::query_as(
+        "SELECT id, owner, name, shared, shared_with, widgets, created_at, updated_at FROM dashboards ORDER BY id",
+    )
+    .fetch_all(from)
+    .await?;
+    for (id, owner, name, shared, shared_with, widgets, created_at, updated_at) in &rows {
+        sqlx::query(
+            "INSERT INTO dashboards (id, owner, name, shared, shared_with, widgets, created_at, updated_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(name)
+        .bind(shared)
+        .bind(shared_with)
+        .bind(widgets)
+        .bind(created_at)
+        .bind(updated_at)
+        .execute(&mut **tx)
+        .await?;
+    }
+    Ok(rows.len() as u64)
 }
 
 /// Copies the alerts' tables; how many rows.

@@ -19,7 +19,8 @@
 //! - on PostgreSQL, what collectors sharing it need (`fleet.rs`): which one holds each
 //!   agent, process actions relayed between them, notifications, the maintenance leader;
 //! - **alerts** (`alerts.rs`): rules, channels, silences, alert state and history, and
-//!   every notification attempt.
+//!   every notification attempt;
+//! - **dashboards** (`dashboards.rs`): the layouts people arrange, each owned by a user.
 //!
 //! A SQLite database is opened in WAL mode so readers never wait for the writer. Snapshots
 //! are written by one writer task that commits concurrent uploads together, over a
@@ -56,6 +57,7 @@ mod alerts;
 mod binding;
 mod chain;
 mod copy;
+mod dashboards;
 mod db;
 mod fleet;
 mod ingest;

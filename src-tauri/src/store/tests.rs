@@ -1068,11 +1068,15 @@ async fn a_sqlite_store_copies_into_postgres_whole() {
             .unwrap();
     source.put_alert_rule(&rule, true).await.unwrap();
     let silence = source.add_silence(Some("cpu"), None, now + secs(3600), "maintenance", "ada").await.unwrap();
+    let board = source.create_dashboard("ada", &board_input("Fleet", 2)).await.unwrap();
 
     let pg = target.open().await;
     let copied = source.copy_into(&pg, Some(&[7; 32])).await.unwrap();
     assert_eq!((copied.hosts, copied.snapshots, copied.users, copied.api_keys, copied.audit), (2, 132, 1, 2, 1));
     assert_eq!(copied.alerts, 2);
+    assert_eq!(copied.dashboards, 1);
+    assert_eq!(pg.dashboard(board.id).await.unwrap(), Some(board.clone()));
+    assert!(pg.create_dashboard("ada", &board_input("Next", 0)).await.unwrap().id > board.id);
     assert_eq!(pg.alert_rules().await.unwrap(), [rule]);
     assert_eq!(pg.silences(now).await.unwrap(), std::slice::from_ref(&silence));
     // New silences continue after the copied ids.
@@ -1193,3 +1197,77 @@ async fn collectors_on_one_database_hear_each_other_and_one_leads(place: Place) 
     assert!(new_leader.still_held().await);
     assert!(a.lead().await.unwrap().is_none());
 }
+
+/// A dashboard of `n` charts, one under the other.
+fn board_input(name: &str, n: u32) -> crate::model::dashboard::DashboardInput {
+    let widgets: Vec<serde_json::Value> = (0..n)
+        .map(|i| serde_json::json!({"kind": "host_chart", "x": 0, "y": i * 4, "w": 6, "h": 4, "hosts": "web-*", "metric": "cpu_percent"}))
+        .collect();
+    serde_json::from_value(serde_json::json!({"name": name, "widgets": widgets})).unwrap()
+}
+
+/// Dashboards are kept per user, read back whole after the store is opened again, seen
+/// only by those they are shared with, and go with their owner.
+async fn dashboards_are_kept_per_user_and_shared_as_told(place: Place) {
+    use crate::model::dashboard::{MAX_PER_USER, Sharing};
+    let store = place.open().await;
+    store.create_user("ada", "$argon2id$a", Role::Admin).await.unwrap();
+    store.create_user("bob", "$argon2id$b", Role::Viewer).await.unwrap();
+    store.create_user("cy", "$argon2id$c", Role::Viewer).await.unwrap();
+
+    let empty = store.create_dashboard("bob", &board_input("Empty", 0)).await.unwrap();
+    assert!(empty.widgets.is_empty());
+    let mut input = board_input("Web", 3);
+    let web = store.create_dashboard("bob", &input).await.unwrap();
+    assert_eq!(web.owner, "bob");
+
+    let names = |v: Vec<crate::model::dashboard::Dashboard>| v.into_iter().map(|d| d.name).collect::<Vec<_>>();
+    assert_eq!(names(store.dashboards_visible_to("bob").await.unwrap()), ["Empty", "Web"]);
+    assert!(store.dashboards_visible_to("cy").await.unwrap().is_empty());
+
+    input.shared = Sharing::Users;
+    input.shared_with = vec!["cy".into()];
+    input.name = "Web servers".into();
+    let shared = store.update_dashboard(web.id, &input).await.unwrap();
+    assert_eq!((shared.name.as_str(), shared.shared, shared.widgets.len()), ("Web servers", Sharing::Users, 3));
+    assert_eq!(names(store.dashboards_visible_to("cy").await.unwrap()), ["Web servers"]);
+    assert!(store.dashboards_visible_to("ada").await.unwrap().is_empty());
+    let mut everyone = board_input("Fleet", 1);
+    everyone.shared = Sharing::Everyone;
+    let fleet = store.create_dashboard("ada", &everyone).await.unwrap();
+    assert_eq!(names(store.dashboards_visible_to("cy").await.unwrap()), ["Fleet", "Web servers"]);
+    assert!(matches!(store.update_dashboard(9_999_999, &input).await, Err(StoreError::NotFound(_))));
+
+    // Read back the same after a restart.
+    store.close().await;
+    let store = place.open().await;
+    assert_eq!(store.dashboard(web.id).await.unwrap(), Some(shared.clone()));
+    assert_eq!(store.dashboard(fleet.id).await.unwrap(), Some(fleet));
+
+    assert!(store.delete_dashboard(empty.id).await.unwrap());
+    assert!(!store.delete_dashboard(empty.id).await.unwrap());
+    assert_eq!(store.dashboard(empty.id).await.unwrap(), None);
+
+    // A user owns a bounded number.
+    for i in 1..MAX_PER_USER {
+        store.create_dashboard("cy", &board_input(&format!("d{i}"), 0)).await.unwrap();
+    }
+    store.create_dashboard("cy", &board_input("last", 0)).await.unwrap();
+    assert!(matches!(store.create_dashboard("cy", &board_input("over", 0)).await, Err(StoreError::Refused(_))));
+
+    // They go with their owner, and shares with a user go with the user.
+    store.remove_user("bob").await.unwrap();
+    assert_eq!(store.dashboard(web.id).await.unwrap(), None);
+    assert_eq!(names(store.dashboards_visible_to("ada").await.unwrap()), ["Fleet"]);
+    store.create_user("dee", "$argon2id$d", Role::Viewer).await.unwrap();
+    let mut to_dee = board_input("For dee", 0);
+    to_dee.shared = Sharing::Users;
+    to_dee.shared_with = vec!["cy".into(), "dee".into()];
+    let for_dee = store.create_dashboard("ada", &to_dee).await.unwrap();
+    assert_eq!(names(store.dashboards_visible_to("dee").await.unwrap()), ["Fleet", "For dee"]);
+    store.remove_user("dee").await.unwrap();
+    store.create_user("dee", "$argon2id$d2", Role::Viewer).await.unwrap();
+    assert_eq!(names(store.dashboards_visible_to("dee").await.unwrap()), ["Fleet"]);
+    assert_eq!(store.dashboard(for_dee.id).await.unwrap().unwrap().shared_with, ["cy"]);
+}
+both!(dashboards_are_kept_per_user_and_shared_as_told);

@@ -12,6 +12,13 @@ describe('router', () => {
     expect(parseHash('')).toEqual({ view: 'processes', host: null, snapshot: null });
     expect(parseHash('#/nonsense?snapshot=abc')).toEqual({ view: 'processes', host: null, snapshot: null });
   });
+  it('keeps the open dashboard in the dashboards view only', () => {
+    const route = { view: 'dashboards' as const, host: null, snapshot: null, dashboard: 7 };
+    expect(formatHash(route)).toBe('#/dashboards?dashboard=7');
+    expect(parseHash(formatHash(route))).toEqual(route);
+    expect(parseHash('#/processes?dashboard=7')).toEqual({ view: 'processes', host: null, snapshot: null });
+    expect(parseHash('#/dashboards?dashboard=x')).toEqual({ view: 'dashboards', host: null, snapshot: null });
+  });
   it('never holds more than view, host and snapshot', () => {
     expect(formatHash({ view: 'audit', host: null, snapshot: null })).toBe('#/audit');
     expect(parseHash('#/map').view).toBe('map');

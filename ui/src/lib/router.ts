@@ -1,18 +1,20 @@
 // Where the dashboard is, kept in the URL's hash (`#/processes?host=web-1`), so that a
 // page can be reloaded, bookmarked or shared and the back button works. It never holds
-// a token or anything secret: only the view, the host and a snapshot id.
+// a token or anything secret: only the view, the host, a snapshot id and a dashboard id.
 
-/** The views. `settings` exists in the desktop app only; `map` (the fleet's network map)
- *  and `audit` need no host. */
-export type View = 'processes' | 'network' | 'map' | 'history' | 'audit' | 'settings';
+/** The views. `settings` exists in the desktop app only; `map` (the fleet's network map),
+ *  `dashboards` and `audit` need no host. */
+export type View = 'processes' | 'network' | 'map' | 'history' | 'dashboards' | 'audit' | 'settings';
 
-export const VIEWS: readonly View[] = ['processes', 'network', 'map', 'history', 'audit', 'settings'];
+export const VIEWS: readonly View[] = ['processes', 'network', 'map', 'history', 'dashboards', 'audit', 'settings'];
 
 export interface Route {
   view: View;
   host: string | null;
   /** A stored snapshot shown instead of the live one. */
   snapshot: number | null;
+  /** The dashboard open in the dashboards view; absent for the first one. */
+  dashboard?: number;
 }
 
 export function parseHash(hash: string): Route {
@@ -23,13 +25,17 @@ export function parseHash(hash: string): Route {
   const host = params.get('host');
   const snap = params.get('snapshot');
   const snapshot = snap !== null && /^\d+$/.test(snap) ? Number(snap) : null;
-  return { view, host: host && host.length > 0 ? host : null, snapshot };
+  const route: Route = { view, host: host && host.length > 0 ? host : null, snapshot };
+  const board = params.get('dashboard');
+  if (view === 'dashboards' && board !== null && /^\d+$/.test(board)) route.dashboard = Number(board);
+  return route;
 }
 
 export function formatHash(route: Route): string {
   const params = new URLSearchParams();
   if (route.host) params.set('host', route.host);
   if (route.snapshot !== null) params.set('snapshot', String(route.snapshot));
+  if (route.view === 'dashboards' && route.dashboard !== undefined) params.set('dashboard', String(route.dashboard));
   const query = params.toString();
   return `#/${route.view}${query ? `?${query}` : ''}`;
 }

@@ -36,7 +36,10 @@ import {
   type Transport,
 } from './transport';
 import type {
+  Alert,
   AuditEntry,
+  Dashboard,
+  DashboardInput,
   HostSummary,
   NetworkMap,
   ProcessDetails,
@@ -577,6 +580,24 @@ export class TauriTransport implements Transport {
 
   deleteHost(host: HostRef): Promise<void> {
     return this.inner.deleteHost(host);
+  }
+
+  alerts(): Promise<Alert[]> {
+    return this.inner.alerts();
+  }
+
+  // This machine's dashboards are kept in the app's own store, through the same routes
+  // a collector serves; a remote collector keeps the signed-in user's.
+  dashboards(): Promise<Dashboard[]> {
+    return this.inner.dashboards();
+  }
+
+  saveDashboard(id: number | null, dashboard: DashboardInput): Promise<Dashboard> {
+    return this.inner.saveDashboard(id, dashboard);
+  }
+
+  deleteDashboard(id: number): Promise<void> {
+    return this.inner.deleteDashboard(id);
   }
 }
 

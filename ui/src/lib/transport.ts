@@ -11,11 +11,14 @@
 
 import { DeltaMismatch, applyDelta } from './delta';
 import type {
+  Alert,
   AuditEntry,
   BulkActionRequest,
   BulkActionResponse,
   BulkResult,
   BulkTarget,
+  Dashboard,
+  DashboardInput,
   ErrorBody,
   HostSummary,
   LiveMessage,
@@ -197,6 +200,13 @@ export interface Transport {
   actMany(request: BulkRequest): Promise<BulkResult[]>;
   /** Deletes a host with its whole history (admins). */
   deleteHost(host: HostRef): Promise<void>;
+  /** The alerts pending and firing now. */
+  alerts(): Promise<Alert[]>;
+  /** The signed-in user's dashboards and those shared with them. */
+  dashboards(): Promise<Dashboard[]>;
+  /** Stores a new dashboard (`id` null) or changes one of the user's own. */
+  saveDashboard(id: number | null, dashboard: DashboardInput): Promise<Dashboard>;
+  deleteDashboard(id: number): Promise<void>;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -822,6 +832,24 @@ export class WebTransport implements Transport {
 
   deleteHost(host: HostRef): Promise<void> {
     return this.request('DELETE', `/api/hosts/${seg(host)}`);
+  }
+
+  alerts(): Promise<Alert[]> {
+    return this.request('GET', '/api/alerts');
+  }
+
+  dashboards(): Promise<Dashboard[]> {
+    return this.request('GET', '/api/dashboards');
+  }
+
+  saveDashboard(id: number | null, dashboard: DashboardInput): Promise<Dashboard> {
+    return id === null
+      ? this.request('POST', '/api/dashboards', { json: dashboard })
+      : this.request('PUT', `/api/dashboards/${seg(id)}`, { json: dashboard });
+  }
+
+  deleteDashboard(id: number): Promise<void> {
+    return this.request('DELETE', `/api/dashboards/${seg(id)}`);
   }
 }
 
