@@ -672,7 +672,7 @@ rss_bytes: number | null,
  */
 memory_percent: number | null, };
 
-export type AuditAction = "suspend" | "resume" | "terminate" | "kill" | "delete_host" | "bind_machine" | "bind_host" | "unbind_host" | "alert_rule" | "alert_channel" | "silence" | "details";
+export type AuditAction = "suspend" | "resume" | "terminate" | "kill" | "delete_host" | "bind_machine" | "bind_host" | "unbind_host" | "alert_rule" | "alert_channel" | "silence" | "details" | "dashboard";
 
 export type AuditEntry = { 
 /**
@@ -1797,3 +1797,207 @@ snapshots: number,
  * Sockets not joined: their host had more than a map keeps per host.
  */
 sockets: number, };
+
+export type Sharing = "private" | "users" | "everyone";
+
+export type HostMetric = "cpu_percent" | "memory_used_bytes" | "process_count" | "sent_bytes_per_sec" | "received_bytes_per_sec";
+
+export type ProcessMetric = "cpu_percent" | "rss_bytes";
+
+export type Widget = { "kind": "host_chart", 
+/**
+ * Column.
+ */
+x: number, 
+/**
+ * Row.
+ */
+y: number, 
+/**
+ * Width in columns.
+ */
+w: number, 
+/**
+ * Height in rows.
+ */
+h: number, 
+/**
+ * Heading; the figure's name when absent.
+ */
+title?: string, 
+/**
+ * Host name or pattern (`*` matches any run of characters).
+ */
+hosts: string, 
+/**
+ * The figure.
+ */
+metric: HostMetric, } | { "kind": "process_chart", 
+/**
+ * Column.
+ */
+x: number, 
+/**
+ * Row.
+ */
+y: number, 
+/**
+ * Width in columns.
+ */
+w: number, 
+/**
+ * Height in rows.
+ */
+h: number, 
+/**
+ * Heading.
+ */
+title?: string, 
+/**
+ * The host.
+ */
+host: string, 
+/**
+ * The process name.
+ */
+process: string, 
+/**
+ * The figure.
+ */
+metric: ProcessMetric, } | { "kind": "process_table", 
+/**
+ * Column.
+ */
+x: number, 
+/**
+ * Row.
+ */
+y: number, 
+/**
+ * Width in columns.
+ */
+w: number, 
+/**
+ * Height in rows.
+ */
+h: number, 
+/**
+ * Heading.
+ */
+title?: string, 
+/**
+ * The host.
+ */
+host: string, 
+/**
+ * The filter; empty shows every process.
+ */
+filter: string, 
+/**
+ * The most rows shown.
+ */
+limit: number, } | { "kind": "top_ports", 
+/**
+ * Column.
+ */
+x: number, 
+/**
+ * Row.
+ */
+y: number, 
+/**
+ * Width in columns.
+ */
+w: number, 
+/**
+ * Height in rows.
+ */
+h: number, 
+/**
+ * Heading.
+ */
+title?: string, 
+/**
+ * The host.
+ */
+host: string, 
+/**
+ * How many ports.
+ */
+limit: number, } | { "kind": "alerts", 
+/**
+ * Column.
+ */
+x: number, 
+/**
+ * Row.
+ */
+y: number, 
+/**
+ * Width in columns.
+ */
+w: number, 
+/**
+ * Height in rows.
+ */
+h: number, 
+/**
+ * Heading.
+ */
+title?: string, 
+/**
+ * Host name or pattern; every host when absent.
+ */
+hosts?: string, };
+
+export type DashboardInput = { 
+/**
+ * Its name, 1 to 100 characters.
+ */
+name: string, 
+/**
+ * Who else may see it (default: nobody).
+ */
+shared: Sharing, 
+/**
+ * The users it is shared with when `shared` is `users`.
+ */
+shared_with: Array<string>, 
+/**
+ * The widgets; none is a valid new dashboard.
+ */
+widgets: Array<Widget>, };
+
+export type Dashboard = { 
+/**
+ * Its id.
+ */
+id: number, 
+/**
+ * Its name.
+ */
+name: string, 
+/**
+ * Who made it; only they may change it.
+ */
+owner: string, 
+/**
+ * Who else may see it.
+ */
+shared: Sharing, 
+/**
+ * The users it is shared with when `shared` is `users`.
+ */
+shared_with: Array<string>, 
+/**
+ * The widgets.
+ */
+widgets: Array<Widget>, 
+/**
+ * Last changed.
+ */
+updated_at: string, 
+/**
+ * Whether the one asking may only look (it is someone else's).
+ */
+read_only: boolean, };
