@@ -948,7 +948,7 @@ async fn copy_db(from: &std::path::Path, to: &DatabaseUrl) -> anyhow::Result<()>
     let copied = copied?;
     say!(
         "Copied {} into {to}: {} hosts, {} snapshots, {} rollup buckets, {} users, {} API keys, {} host bindings, {} \
-         audit entries, {} alert rows{}.",
+         host labels, {} audit entries, {} alert rows{}.",
         file.display(),
         copied.hosts,
         copied.snapshots,
@@ -956,6 +956,7 @@ async fn copy_db(from: &std::path::Path, to: &DatabaseUrl) -> anyhow::Result<()>
         copied.users,
         copied.api_keys,
         copied.bindings,
+        copied.labels,
         copied.audit,
         copied.alerts,
         if key.is_some() { ", and the token signing key" } else { "" }

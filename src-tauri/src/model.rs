@@ -25,6 +25,7 @@ pub mod agent;
 pub mod api;
 pub mod delta;
 pub mod desktop;
+pub mod labels;
 pub mod wire;
 
 use chrono::{DateTime, Utc};
@@ -498,6 +499,11 @@ pub fn typescript() -> String {
         api::Role::decl(&cfg),
         api::LoginResponse::decl(&cfg),
         api::HostSummary::decl(&cfg),
+        api::HostFigures::decl(&cfg),
+        api::BusiestProcess::decl(&cfg),
+        api::FleetRow::decl(&cfg),
+        api::FleetUpdate::decl(&cfg),
+        api::HostLabels::decl(&cfg),
         api::SnapshotSummary::decl(&cfg),
         api::Tier::decl(&cfg),
         api::Series::decl(&cfg),

@@ -147,6 +147,9 @@ fn compress(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
 /// From the agent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// The hello is the large variant, and there is one per session: boxing it would save
+// nothing that matters and change every place that builds or matches one.
+#[allow(clippy::large_enum_variant)]
 pub enum AgentMessage {
     /// First message of a session.
     Hello {
@@ -170,6 +173,12 @@ pub enum AgentMessage {
         /// hellos (and then not checked); older collectors ignore it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         machine_id: Option<String>,
+        /// The host's labels as its operator gave them (`--label env=prod`): they
+        /// replace the labels the host had from its agent, and those an admin set win
+        /// over them per key ([`crate::model::labels`]). Absent from older agents'
+        /// hellos (then the host has none from its agent); older collectors ignore it.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        labels: crate::model::labels::Labels,
     },
     /// A snapshot sent as text (agents normally send binary frames instead).
     Snapshot {
@@ -419,10 +428,12 @@ mod tests {
             host: host.clone(),
             allow_control: false,
             machine_id: machine_id.map(str::to_owned),
+            labels: Default::default(),
         };
         // An agent without one sends what older agents sent, and their hellos still read.
         let old = serde_json::to_value(hello(None)).unwrap();
         assert!(old.get("machine_id").is_none(), "{old}");
+        assert!(old.get("labels").is_none(), "no labels: the field is left out, as older agents did");
         assert_eq!(serde_json::from_value::<AgentMessage>(old).unwrap(), hello(None));
         let new = serde_json::to_value(hello(Some("ab12"))).unwrap();
         assert_eq!(new["machine_id"], "ab12");
@@ -496,6 +507,7 @@ mod fuzz {
                 host: a.host.clone(),
                 allow_control: true,
                 machine_id: Some("ab12".into()),
+                labels: [("env".to_owned(), "prod".to_owned())].into(),
             },
             AgentMessage::Snapshot { snapshot: Box::new(a.clone()) },
             AgentMessage::Dropped { count: 3, reason: "the spool is full".into() },

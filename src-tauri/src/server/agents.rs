@@ -59,7 +59,7 @@ use crate::model::agent::{
     delta_frame,
 };
 use crate::model::delta::SnapshotDelta;
-use crate::store::Sent;
+use crate::store::{LabelSource, Sent};
 
 /// How long an agent has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -460,7 +460,7 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey, cap: Opt
         Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<AgentMessage>(&text).ok(),
         _ => None,
     };
-    let Some(AgentMessage::Hello { protocol, agent_version, host, allow_control, machine_id }) = hello else {
+    let Some(AgentMessage::Hello { protocol, agent_version, host, allow_control, machine_id, labels }) = hello else {
         let message = format!(
             "The first message must be a hello: {{\"type\": \"hello\", \"protocol\": {PROTOCOL_VERSION}, ...}}"
         );
@@ -474,6 +474,9 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey, cap: Opt
             env!("CARGO_PKG_VERSION"),
         );
         return refuse(socket, 4002, "protocol_mismatch", message).await;
+    }
+    if let Err(e) = crate::model::labels::check(&labels) {
+        return refuse(socket, 4000, "invalid", format!("The hello's labels are refused: {e}")).await;
     }
     let hostname = host.hostname.clone();
     let refusal = |e: super::error::ApiError| {
@@ -513,6 +516,10 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey, cap: Opt
         return refuse(socket, close, code, message).await;
     }
     drop(claims);
+    if let Err(e) = state.store.set_labels(&hostname, LabelSource::Agent, &labels).await {
+        tracing::error!("agent session for {hostname}: storing its labels: {e}");
+        return refuse(socket, 1011, "internal", "The collector cannot write its store; try again later.".into()).await;
+    }
     let last_seq = match state.store.next_seq(&hostname).await {
         Ok(next) => next.saturating_sub(1),
         Err(e) => {

@@ -44,6 +44,7 @@ pub use copy::Copied;
 use db::{Conn, Db, Pool, Tx};
 pub use db::{Database, redact};
 pub use ingest::Sent;
+pub use labels::LabelSource;
 
 pub use reads::{HEAVY_READ_WAIT, HEAVY_READS, HeavyRead, RangeReader, ReadLimits, ReadStats};
 pub use snapshots::Newest;
@@ -55,6 +56,7 @@ mod chain;
 mod copy;
 mod db;
 mod ingest;
+mod labels;
 mod reads;
 mod rollup;
 mod snapshots;

@@ -2,10 +2,16 @@
 // page can be reloaded, bookmarked or shared and the back button works. It never holds
 // a token or anything secret: only the view, the host and a snapshot id.
 
-/** The views. `settings` exists in the desktop app only. */
-export type View = 'processes' | 'network' | 'history' | 'audit' | 'settings';
+/** The views. `settings` exists in the desktop app only; `fleet` is every host at once. */
+export type View = 'fleet' | 'processes' | 'network' | 'history' | 'audit' | 'settings';
 
-export const VIEWS: readonly View[] = ['processes', 'network', 'history', 'audit', 'settings'];
+export const VIEWS: readonly View[] = ['fleet', 'processes', 'network', 'history', 'audit', 'settings'];
+
+/** Whether a hash names no view at all (the dashboard's front door), where the app picks
+ *  the landing view: the fleet when there is more than one host. */
+export function isBare(hash: string): boolean {
+  return hash.replace(/^#\/?/, '').split('?', 1)[0] === '';
+}
 
 export interface Route {
   view: View;
