@@ -192,7 +192,11 @@ export class App {
 
   async start() {
     this.initTheme();
-    window.addEventListener('hashchange', () => this.applyRoute(parseHash(window.location.hash)));
+    window.addEventListener('hashchange', () => {
+      // Somewhere named: the front door's choice no longer applies.
+      this.landing = false;
+      this.applyRoute(parseHash(window.location.hash));
+    });
     this.landing = isBare(window.location.hash);
     this.route = parseHash(window.location.hash);
     this.clockTimer = setInterval(() => (this.now = Date.now()), 1000);
