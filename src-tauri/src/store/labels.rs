@@ -55,9 +55,12 @@ fn apply(host: &mut HostSummary, sources: Option<&Sources>) {
 impl Store {
     /// Replaces the labels `hostname` has from `source` with `labels` (checked by the
     /// caller: see [`labels::check`]), in one transaction. Returns whether they changed.
+    ///
+    /// Unchanged labels (an agent reconnecting, the usual case) are read and left alone
+    /// without taking the writer's turn, which snapshot ingest needs: a thousand agents
+    /// saying hello after a restart do not queue a thousand writes.
     pub async fn set_labels(&self, hostname: &str, source: LabelSource, labels: &Labels) -> Result<bool> {
-        let mut tx = self.write().await?;
-        let old: Vec<(String, String)> = on!(tx.conn(), |c| sqlx::query_as(
+        let old: Vec<(String, String)> = on!(&self.pool, |c| sqlx::query_as(
             "SELECT key, value FROM host_labels WHERE hostname = $1 AND source = $2"
         )
         .bind(hostname)
@@ -67,6 +70,7 @@ impl Store {
         if old.len() == labels.len() && old.iter().all(|(k, v)| labels.get(k) == Some(v)) {
             return Ok(false);
         }
+        let mut tx = self.write().await?;
         on!(tx.conn(), |c| sqlx::query("DELETE FROM host_labels WHERE hostname = $1 AND source = $2")
             .bind(hostname)
             .bind(source.as_str())
