@@ -198,6 +198,22 @@ test('the fleet overview with 1,000 hosts', { timeout: 300_000 }, async (t) => {
     await shot(page, 'live');
   });
 
+  await t.test('an admin edits a host\'s labels from its row; bad ones are refused in words', async () => {
+    const row = page.locator('[data-testid=fleet-table] .frow[data-host="web-3"]');
+    await row.hover();
+    await page.click('[aria-label="Edit the labels of web-3"]');
+    await page.waitForSelector('[data-testid=labels-dialog]');
+    await page.fill('[data-testid=labels-input]', 'bad key=x');
+    await page.click('[data-testid=labels-save]');
+    const refusal = await page.waitForSelector('[data-testid=labels-dialog] [role=alert]');
+    assert.match(await refusal.textContent(), /bad key/);
+    await page.fill('[data-testid=labels-input]', 'env=prod\nteam=core');
+    await page.click('[data-testid=labels-save]');
+    await waitFor('the new labels on the row', async () => /team=core/.test(await row.textContent()));
+    assert.match(await row.textContent(), /env=prod/, 'the admin\'s value wins over the one set before');
+    await shot(page, 'labels-edited');
+  });
+
   await t.test('a click opens the host', async () => {
     await page.locator('[data-testid=fleet-table] .frow[data-host="web-3"]').click();
     await page.waitForSelector('[data-testid=process-table] .prow', { timeout: 20_000 });
@@ -207,9 +223,10 @@ test('the fleet overview with 1,000 hosts', { timeout: 300_000 }, async (t) => {
   await t.test('hosts compared: chosen by label, the top few by the figure', async () => {
     await page.click('nav a:has-text("History")');
     await page.waitForSelector('[data-testid=compare-query]', { timeout: 20_000 });
+    // 250 hosts are env=prod, and web-3 since an admin said so above.
     await page.fill('[data-testid=compare-query]', 'env=prod');
     await waitFor('the note on the choice', async () =>
-      /The 8 of 250 matching hosts/.test((await page.textContent('[data-testid=compare-note]').catch(() => '')) ?? ''),
+      /The 8 of 251 matching hosts/.test((await page.textContent('[data-testid=compare-note]').catch(() => '')) ?? ''),
     );
     await page.waitForSelector('[data-testid=chart-compare]');
     await shot(page, 'compared');
