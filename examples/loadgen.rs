@@ -127,6 +127,11 @@ pub struct Cli {
     #[arg(long, default_value_t = PROTOCOL_VERSION,
           value_parser = clap::value_parser!(u32).range(i64::from(OLDEST_PROTOCOL)..=i64::from(PROTOCOL_VERSION)))]
     pub protocol: u32,
+    /// A label every simulated host carries, sent in its hello as `procyon-agent --label`
+    /// does (`env=load`; repeat it for more).
+    #[arg(long = "label", value_name = "KEY=VALUE",
+          value_parser = |s: &str| procyon::model::labels::parse_pair(s).map_err(|e| e.to_string()))]
+    pub labels: Vec<(String, String)>,
     /// What to run.
     #[command(subcommand)]
     pub mode: Mode,
@@ -285,6 +290,8 @@ struct Collector {
     pid: Option<u32>,
     /// The agent protocol spoken.
     protocol: u32,
+    /// The labels of every simulated host.
+    labels: procyon::model::labels::Labels,
 }
 
 impl Collector {
@@ -302,7 +309,8 @@ impl Collector {
         let authority = base.split_once("://").map_or(base.as_str(), |(_, rest)| rest);
         let ws_base = format!("ws://{authority}");
         let key = read_secret(&cli.api_key_file, "API key")?;
-        Ok(Collector { base, ws_base, key, pid: cli.collector_pid, protocol: cli.protocol })
+        let labels = cli.labels.iter().cloned().collect();
+        Ok(Collector { base, ws_base, key, pid: cli.collector_pid, protocol: cli.protocol, labels })
     }
 }
 
@@ -638,6 +646,7 @@ async fn connect_agent(
             allow_control: false,
             machine_id: None,
             details: false,
+            labels: collector.labels.clone(),
         };
         ws.send(Message::Text(serde_json::to_string(&hello)?.into())).await?;
         loop {

@@ -21,6 +21,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use serde::Deserialize;
 use url::Url;
 
+use procyon::model::labels::{self, Labels};
 use procyon::sample::CmdlineMode;
 
 use crate::key::Secret;
@@ -113,6 +114,8 @@ pub struct Config {
     pub metrics_listen: Option<SocketAddr>,
     /// `metrics_listen` may be an address other machines reach.
     pub metrics_listen_public: bool,
+    /// The host's labels, sent to the collector in the hello (`env=prod`).
+    pub labels: Labels,
 }
 
 impl Config {
@@ -264,7 +267,14 @@ pub struct Flags {
         value_parser = BoolishValueParser::new(),
     )]
     pub metrics_listen_public: Option<bool>,
+    /// Label this host for the collector's overview, e.g. --label env=prod --label role=db (repeat it, or separate pairs with commas); an admin's labels on the collector win per key.
+    #[arg(long, env = "PROCYON_LABEL", value_name = "KEY=VALUE", value_parser = parse_labels)]
+    pub label: Vec<LabelList>,
 }
+
+/// One `--label` value: one `key=value` pair, or several separated by commas.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LabelList(pub Vec<(String, String)>);
 
 /// One `--collector` value: a URL, or several separated by commas.
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -386,6 +396,7 @@ pub fn resolve(
         insecure_http: f.insecure_http.or(file_flags.insecure_http).unwrap_or(false),
         metrics_listen: f.metrics_listen.or(file_flags.metrics_listen),
         metrics_listen_public: f.metrics_listen_public.or(file_flags.metrics_listen_public).unwrap_or(false),
+        labels: merge_labels(if f.label.is_empty() { file_flags.label } else { f.label })?,
     };
     check_metrics_listen(config.metrics_listen, config.metrics_listen_public)?;
     let command = match cli.command {
@@ -422,6 +433,16 @@ fn merge_collectors(values: Vec<Collectors>) -> Vec<Url> {
         }
     }
     urls
+}
+
+/// The labels of the `--label` values (or the file's); a key given twice keeps its last
+/// value. At most [`labels::MAX_LABELS`].
+fn merge_labels(values: Vec<LabelList>) -> anyhow::Result<Labels> {
+    let labels: Labels = values.into_iter().flat_map(|l| l.0).collect();
+    if labels.len() > labels::MAX_LABELS {
+        bail!("{} labels given; a host carries at most {}", labels.len(), labels::MAX_LABELS);
+    }
+    Ok(labels)
 }
 
 /// Refuses a metrics address other machines reach unless `public`: the metrics name this
@@ -512,6 +533,7 @@ struct FileConfig {
     insecure_http: Option<bool>,
     metrics_listen: Option<String>,
     metrics_listen_public: Option<bool>,
+    labels: Option<toml::Table>,
 }
 
 /// The file's `collector`: one string (URLs separated by commas, as in the flag and the
@@ -585,7 +607,34 @@ fn parse_file(path: &Path, text: &str) -> anyhow::Result<Flags> {
         insecure_http: raw.insecure_http,
         metrics_listen: check(&prefix, "metrics_listen", raw.metrics_listen, parse_listen)?,
         metrics_listen_public: raw.metrics_listen_public,
+        label: match raw.labels {
+            None => Vec::new(),
+            Some(table) => vec![file_labels(&prefix, table)?],
+        },
     })
+}
+
+/// The file's `labels = { env = "prod" }` table, each pair checked as the flag's are.
+fn file_labels(prefix: &str, table: toml::Table) -> anyhow::Result<LabelList> {
+    let mut pairs = Vec::new();
+    for (key, value) in table {
+        let Some(value) = value.as_str() else {
+            bail!("{prefix}: labels.{key} must be a string, e.g. labels = {{ env = \"prod\" }}");
+        };
+        let pair =
+            labels::parse_pair(&format!("{key}={value}")).map_err(|e| anyhow::anyhow!("{prefix}: labels: {e}"))?;
+        pairs.push(pair);
+    }
+    Ok(LabelList(pairs))
+}
+
+/// `key=value` pairs separated by commas.
+fn parse_labels(s: &str) -> Result<LabelList, String> {
+    s.split(',')
+        .filter(|p| !p.trim().is_empty())
+        .map(|p| labels::parse_pair(p).map_err(|e| format!("is refused: {e}")))
+        .collect::<Result<Vec<_>, _>>()
+        .map(LabelList)
 }
 
 /// Runs a flag's parser on a file's value; its error completes "PREFIX: KEY ...".
@@ -1107,7 +1156,13 @@ mod tests {
                     // Settings without a default, shown with an example value.
                     && !matches!(
                         key,
-                        "hostname" | "api_key_file" | "machine_id_file" | "ca_cert" | "pin" | "metrics_listen"
+                        "hostname"
+                            | "api_key_file"
+                            | "machine_id_file"
+                            | "ca_cert"
+                            | "pin"
+                            | "metrics_listen"
+                            | "labels"
                     )
             })
         };
@@ -1147,6 +1202,29 @@ mod tests {
         let err = load_with(&[], Some("collector = \"https://c\"\nmetrics_listen = \"9560\"")).unwrap_err();
         assert!(err.to_string().contains("metrics_listen must be IP:PORT"), "{err}");
         assert!(load_with(&[], Some("collector = \"https://c\"\nmetrics_listen = \"10.0.0.1:9560\"")).is_err());
+    }
+
+    #[test]
+    fn labels_come_from_flags_else_the_file_and_are_checked() {
+        let c = "--collector=https://c";
+        let (config, _) = load_with(&[c], None).unwrap();
+        assert!(config.labels.is_empty(), "none by default");
+        let (config, _) = load_with(&[c, "--label", "env=prod", "--label", "role=db,rack=r1"], None).unwrap();
+        let pairs: Vec<(&str, &str)> = config.labels.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        assert_eq!(pairs, [("env", "prod"), ("rack", "r1"), ("role", "db")]);
+        let file = "collector = \"https://c\"\nlabels = { env = \"staging\", team = \"core\" }";
+        let (config, _) = load_with(&[], Some(file)).unwrap();
+        assert_eq!(config.labels.get("team").map(String::as_str), Some("core"));
+        let (config, _) = load_with(&["--label=env=prod"], Some(file)).unwrap();
+        assert_eq!(config.labels.len(), 1, "the flag replaces the file's labels: {:?}", config.labels);
+        let err = cli_error(&[c, "--label", "env"]);
+        assert!(err.contains("key=value"), "{err}");
+        let err = cli_error(&[c, "--label", "env=<b>"]);
+        assert!(err.contains("holds `<`"), "{err}");
+        let err = load_with(&[], Some("collector = \"https://c\"\nlabels = { env = 1 }")).unwrap_err().to_string();
+        assert!(err.contains("labels.env must be a string"), "{err}");
+        let err = load_with(&[], Some("collector = \"https://c\"\nlabels = { \"a b\" = \"x\" }")).unwrap_err();
+        assert!(err.to_string().contains("config file /etc/procyon/agent.toml: labels:"), "{err}");
     }
 
     #[test]

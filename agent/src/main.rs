@@ -160,6 +160,7 @@ fn run(config: Config) -> anyhow::Result<()> {
         allow_control: config.allow_control,
         rest_only: config.transport == Transport::Rest,
         machine_id,
+        labels: config.labels.clone(),
         seq_leeway: uplink::seq_leeway(config.interval, config.spool_max_age),
         tls,
     };

@@ -77,6 +77,8 @@ pub struct Options {
     pub rest_only: bool,
     /// This machine's fingerprint, sent in the hello (`procyon::sample::machine`).
     pub machine_id: Option<String>,
+    /// The host's labels, sent in the hello (`--label`).
+    pub labels: procyon::model::labels::Labels,
     /// How far above this agent's own last seq the collector's `last_seq` may be and
     /// still be adopted ([`seq_leeway`]).
     pub seq_leeway: u64,
@@ -372,6 +374,7 @@ impl Uplink {
             allow_control: self.options.allow_control,
             machine_id: self.options.machine_id.clone(),
             details: true,
+            labels: self.options.labels.clone(),
         };
         serde_json::to_string(&hello).unwrap_or_default()
     }
@@ -1084,6 +1087,7 @@ mod tests {
             allow_control: false,
             rest_only: false,
             machine_id: machine_id.map(str::to_owned),
+            labels: Default::default(),
             seq_leeway: 1,
             tls: None,
         };
@@ -1164,6 +1168,7 @@ mod tests {
                 allow_control: false,
                 rest_only: false,
                 machine_id: None,
+                labels: Default::default(),
                 seq_leeway: 1_000,
                 tls: None,
             };

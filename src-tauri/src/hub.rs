@@ -7,6 +7,11 @@
 //! the newest snapshot (`watch`), and the all-hosts stream is a bounded queue whose
 //! lagging readers skip ahead to the newest instead of blocking it.
 //!
+//! Each publication also carries the host's figures for the fleet overview
+//! ([`HostFigures`]): made once as the snapshot is published, with the host's recent CPU
+//! trend carried over from its previous publication, so that listing a thousand hosts
+//! reads a thousand small summaries, never a thousand snapshots.
+//!
 //! The hub also counts the memory its snapshots hold ([`Hub::held_bytes`]): one per
 //! live host, so a flood of made-up hosts with large snapshots would otherwise grow the
 //! collector without bound. The collector refuses new hosts past its budget.
@@ -19,6 +24,7 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{broadcast, watch};
 
 use crate::model::Snapshot;
+use crate::model::api::{BusiestProcess, CPU_TREND_POINTS, HostFigures};
 
 /// How many snapshots the all-hosts stream holds for a slow reader before it skips.
 const ALL_HOSTS_BACKLOG: usize = 256;
@@ -43,6 +49,36 @@ pub struct Published {
     /// Stored by another collector on the same database and read back from it (see
     /// `server::fleet`): shown live here, but evaluated by the collector that stored it.
     pub remote: bool,
+    /// The host's figures for the fleet overview; the CPU trend is filled in by
+    /// [`Hub::publish`] from the host's previous publication.
+    pub figures: HostFigures,
+}
+
+/// The fleet overview's figures of `snapshot` ([`HostFigures`]), its trend holding only
+/// its own CPU figure.
+pub fn figures(snapshot: &Snapshot) -> HostFigures {
+    let busiest = snapshot
+        .processes
+        .iter()
+        .filter_map(|p| p.cpu_percent.map(|cpu| (p, cpu)))
+        .filter(|(_, cpu)| cpu.is_finite())
+        .max_by(|a, b| a.1.total_cmp(&b.1))
+        .map(|(p, cpu)| BusiestProcess { pid: p.pid, name: p.name.clone(), cpu_percent: cpu });
+    let total = snapshot.network.total.as_ref();
+    HostFigures {
+        taken_at: snapshot.taken_at,
+        cpu_percent: snapshot.cpu.total_percent,
+        cpu_trend: vec![snapshot.cpu.total_percent],
+        memory_used_bytes: snapshot.memory.used_bytes,
+        memory_total_bytes: snapshot.memory.total_bytes,
+        swap_used_bytes: snapshot.memory.swap_used_bytes,
+        swap_total_bytes: snapshot.memory.swap_total_bytes,
+        load_one: snapshot.cpu.load_average.map(|l| l.one),
+        received_bytes_per_sec: total.map(|t| t.received_bytes_per_sec),
+        sent_bytes_per_sec: total.map(|t| t.sent_bytes_per_sec),
+        process_count: u32::try_from(snapshot.processes.len()).unwrap_or(u32::MAX),
+        busiest,
+    }
 }
 
 /// About how much memory a decoded snapshot holds: its structs and the text they own.
@@ -87,7 +123,17 @@ impl Published {
     /// A snapshot to publish, with nothing encoded yet.
     pub fn new(snapshot_id: i64, host_id: i64, received_at: DateTime<Utc>, snapshot: Arc<Snapshot>) -> Published {
         let bytes = approximate_bytes(&snapshot);
-        Published { snapshot_id, host_id, received_at, snapshot, encoded: Encoded::default(), bytes, remote: false }
+        let figures = figures(&snapshot);
+        Published {
+            snapshot_id,
+            host_id,
+            received_at,
+            snapshot,
+            encoded: Encoded::default(),
+            bytes,
+            remote: false,
+            figures,
+        }
     }
 }
 
@@ -128,12 +174,21 @@ impl Hub {
     }
 
     /// Makes `published` the newest snapshot of its host and tells every reader.
-    pub fn publish(&self, published: Published) {
-        let published = Arc::new(published);
+    pub fn publish(&self, mut published: Published) {
         let hostname = published.snapshot.host.hostname.clone();
-        {
+        let published = {
             let mut hosts = self.hosts();
             self.held.fetch_add(published.bytes, Ordering::Relaxed);
+            // The trend continues the previous publication's (a few dozen floats).
+            if let Some(previous) = hosts.get(&hostname).and_then(|tx| tx.borrow().clone()) {
+                let trend = &previous.figures.cpu_trend;
+                let keep = trend.len().min(CPU_TREND_POINTS - 1);
+                let mut next = Vec::with_capacity(keep + 1);
+                next.extend_from_slice(&trend[trend.len() - keep..]);
+                next.push(published.figures.cpu_percent);
+                published.figures.cpu_trend = next;
+            }
+            let published = Arc::new(published);
             match hosts.get(&hostname) {
                 Some(tx) => {
                     let old = tx.send_replace(Some(published.clone()));
@@ -143,7 +198,8 @@ impl Hub {
                     hosts.insert(hostname, watch::channel(Some(published.clone())).0);
                 }
             }
-        }
+            published
+        };
         // No reader is not an error: there is simply nobody to tell.
         let _ = self.all.send(published);
     }

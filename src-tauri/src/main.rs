@@ -958,7 +958,7 @@ async fn copy_db(from: &std::path::Path, to: &DatabaseUrl) -> anyhow::Result<()>
     let copied = copied?;
     say!(
         "Copied {} into {to}: {} hosts, {} snapshots, {} rollup buckets, {} users, {} API keys, {} host bindings, {} \
-         audit entries, {} alert rows, {} dashboards{}.",
+         host labels, {} audit entries, {} alert rows, {} dashboards{}.",
         file.display(),
         copied.hosts,
         copied.snapshots,
@@ -966,6 +966,7 @@ async fn copy_db(from: &std::path::Path, to: &DatabaseUrl) -> anyhow::Result<()>
         copied.users,
         copied.api_keys,
         copied.bindings,
+        copied.labels,
         copied.audit,
         copied.alerts,
         copied.dashboards,

@@ -28,6 +28,7 @@ pub mod delta;
 pub mod desktop;
 pub mod details;
 pub mod netmap;
+pub mod labels;
 pub mod wire;
 
 use chrono::{DateTime, Utc};
@@ -501,6 +502,11 @@ pub fn typescript() -> String {
         api::Role::decl(&cfg),
         api::LoginResponse::decl(&cfg),
         api::HostSummary::decl(&cfg),
+        api::HostFigures::decl(&cfg),
+        api::BusiestProcess::decl(&cfg),
+        api::FleetRow::decl(&cfg),
+        api::FleetUpdate::decl(&cfg),
+        api::HostLabels::decl(&cfg),
         api::SnapshotSummary::decl(&cfg),
         api::Tier::decl(&cfg),
         api::Series::decl(&cfg),

@@ -150,6 +150,9 @@ fn compress(bytes: &[u8]) -> std::io::Result<Vec<u8>> {
 /// From the agent.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
+// The hello is the large variant, and there is one per session: boxing it would save
+// nothing that matters and change every place that builds or matches one.
+#[allow(clippy::large_enum_variant)]
 pub enum AgentMessage {
     /// First message of a session.
     Hello {
@@ -178,6 +181,12 @@ pub enum AgentMessage {
         /// old); older collectors ignore it.
         #[serde(default, skip_serializing_if = "std::ops::Not::not")]
         details: bool,
+        /// The host's labels as its operator gave them (`--label env=prod`): they
+        /// replace the labels the host had from its agent, and those an admin set win
+        /// over them per key ([`crate::model::labels`]). Absent from older agents'
+        /// hellos (then the host has none from its agent); older collectors ignore it.
+        #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+        labels: crate::model::labels::Labels,
     },
     /// A snapshot sent as text (agents normally send binary frames instead).
     Snapshot {
@@ -457,10 +466,12 @@ mod tests {
             allow_control: false,
             machine_id: machine_id.map(str::to_owned),
             details: false,
+            labels: Default::default(),
         };
         // An agent without one sends what older agents sent, and their hellos still read.
         let old = serde_json::to_value(hello(None)).unwrap();
         assert!(old.get("machine_id").is_none(), "{old}");
+        assert!(old.get("labels").is_none(), "no labels: the field is left out, as older agents did");
         assert_eq!(serde_json::from_value::<AgentMessage>(old).unwrap(), hello(None));
         let new = serde_json::to_value(hello(Some("ab12"))).unwrap();
         assert_eq!(new["machine_id"], "ab12");
@@ -557,6 +568,7 @@ mod fuzz {
                 allow_control: true,
                 machine_id: Some("ab12".into()),
                 details: true,
+                labels: [("env".to_owned(), "prod".to_owned())].into(),
             },
             AgentMessage::Snapshot { snapshot: Box::new(a.clone()) },
             AgentMessage::Dropped { count: 3, reason: "the spool is full".into() },

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 use utoipa::ToSchema;
 
+use super::labels::Labels;
 use super::{HostInfo, ProcessAction};
 
 /// What a user may do.
@@ -88,6 +89,108 @@ pub struct HostSummary {
     /// Stored full snapshots.
     #[ts(type = "number")]
     pub snapshot_count: i64,
+    /// The host's labels: its agent's (`--label`), with those an admin set laid over
+    /// them key by key (see [`super::labels`]).
+    #[serde(default)]
+    #[ts(type = "Record<string, string>")]
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    pub labels: Labels,
+    /// The labels an admin set (`PUT /api/hosts/{server_id}/labels`), which win over
+    /// the agent's for their keys.
+    #[serde(default)]
+    #[ts(type = "Record<string, string>")]
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    pub admin_labels: Labels,
+    /// The figures of its newest snapshot while the collector holds it live (the host
+    /// reports now, or did lately); `null` otherwise.
+    #[serde(default)]
+    pub figures: Option<HostFigures>,
+}
+
+/// A host's figures for the fleet overview, taken from its newest snapshot when it is
+/// published (one pass over its processes, once per snapshot, not per reader).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
+pub struct HostFigures {
+    /// When the snapshot was taken.
+    pub taken_at: DateTime<Utc>,
+    /// CPU of all cores together, 0-100.
+    pub cpu_percent: f32,
+    /// The last few CPU figures, oldest first, newest last (for a sparkline): as many
+    /// as the collector saw since the host came online, up to [`CPU_TREND_POINTS`].
+    pub cpu_trend: Vec<f32>,
+    /// Memory in use.
+    #[ts(type = "number")]
+    pub memory_used_bytes: u64,
+    /// Physical memory; `null` when not known.
+    #[ts(type = "number | null")]
+    pub memory_total_bytes: Option<u64>,
+    /// Swap in use; `null` when not known.
+    #[ts(type = "number | null")]
+    pub swap_used_bytes: Option<u64>,
+    /// Swap space; `null` when not known.
+    #[ts(type = "number | null")]
+    pub swap_total_bytes: Option<u64>,
+    /// One-minute load average; `null` where the OS has none.
+    pub load_one: Option<f64>,
+    /// Bytes received per second over all interfaces but loopback; `null` when not known.
+    pub received_bytes_per_sec: Option<f64>,
+    /// Bytes sent per second; `null` when not known.
+    pub sent_bytes_per_sec: Option<f64>,
+    /// Processes.
+    pub process_count: u32,
+    /// The process using the most CPU; `null` for a snapshot without processes.
+    pub busiest: Option<BusiestProcess>,
+}
+
+/// How many CPU figures [`HostFigures::cpu_trend`] keeps.
+pub const CPU_TREND_POINTS: usize = 60;
+
+/// The process using the most CPU on a host.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
+pub struct BusiestProcess {
+    /// Process id.
+    pub pid: u32,
+    /// Its name (from the monitored machine: show it as text).
+    pub name: String,
+    /// Its CPU, 100 = one core.
+    pub cpu_percent: f32,
+}
+
+/// One host's change, as the fleet stream (`/ws/fleet`) sends it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
+pub struct FleetRow {
+    /// Host name.
+    pub hostname: String,
+    /// Reporting now.
+    pub online: bool,
+    /// Newest snapshot received; `null` when the collector has none in memory.
+    pub last_seen: Option<DateTime<Utc>>,
+    /// Figures of its newest snapshot; `null` while it has none live. The trend holds
+    /// the newest figure only: a reader appends it to what it has.
+    pub figures: Option<HostFigures>,
+}
+
+/// A message of the fleet stream (`/ws/fleet`): the hosts that changed since the last
+/// one, at most one message a second.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum FleetUpdate {
+    /// Hosts whose figures or online state changed.
+    Rows {
+        /// One row per host that changed.
+        rows: Vec<FleetRow>,
+    },
+}
+
+/// `PUT /api/hosts/{server_id}/labels`'s body: the labels an admin sets on a host
+/// (replacing those an admin set before; the agent's stay beneath them).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct HostLabels {
+    /// Labels by key; `{}` removes every label an admin set.
+    #[ts(type = "Record<string, string>")]
+    #[schema(value_type = std::collections::BTreeMap<String, String>)]
+    pub labels: Labels,
 }
 
 /// One stored snapshot in a list (`GET /api/process-snapshots/list/`).
@@ -283,6 +386,8 @@ pub enum AuditAction {
     Details,
     /// An admin made, changed or deleted a dashboard shared with everyone.
     Dashboard,
+    /// An admin set a host's labels.
+    HostLabels,
 }
 
 impl AuditAction {
@@ -301,7 +406,8 @@ impl AuditAction {
             | Self::AlertChannel
             | Self::Silence
             | Self::Details
-            | Self::Dashboard => None,
+            | Self::Dashboard
+            | Self::HostLabels => None,
         }
     }
 
@@ -317,6 +423,7 @@ impl AuditAction {
             Self::Silence => "silence",
             Self::Details => "details",
             Self::Dashboard => "dashboard",
+            Self::HostLabels => "host_labels",
             other => other.process().map_or("", ProcessAction::as_str),
         }
     }
@@ -351,6 +458,7 @@ impl std::str::FromStr for AuditAction {
             Self::Silence,
             Self::Details,
             Self::Dashboard,
+            Self::HostLabels,
         ]
         .into_iter()
         .find(|a| a.as_str() == s)

@@ -59,7 +59,7 @@ use crate::model::agent::{
     OLDEST_PROTOCOL, PROTOCOL_VERSION, delta_frame,
 };
 use crate::model::delta::SnapshotDelta;
-use crate::store::Sent;
+use crate::store::{LabelSource, Sent};
 
 /// How long an agent has to say hello.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
@@ -548,7 +548,7 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey, cap: Opt
         Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<AgentMessage>(&text).ok(),
         _ => None,
     };
-    let Some(AgentMessage::Hello { protocol, agent_version, host, allow_control, machine_id, details }) = hello else {
+    let Some(AgentMessage::Hello { protocol, agent_version, host, allow_control, machine_id, details, labels }) = hello else {
         let message = format!(
             "The first message must be a hello: {{\"type\": \"hello\", \"protocol\": {PROTOCOL_VERSION}, ...}}"
         );
@@ -562,6 +562,9 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey, cap: Opt
             env!("CARGO_PKG_VERSION"),
         );
         return refuse(socket, 4002, "protocol_mismatch", message).await;
+    }
+    if let Err(e) = crate::model::labels::check(&labels) {
+        return refuse(socket, 4000, "invalid", format!("The hello's labels are refused: {e}")).await;
     }
     let hostname = host.hostname.clone();
     let refusal = |e: super::error::ApiError| {
@@ -601,6 +604,10 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey, cap: Opt
         return refuse(socket, close, code, message).await;
     }
     drop(claims);
+    if let Err(e) = state.store.set_labels(&hostname, LabelSource::Agent, &labels).await {
+        tracing::error!("agent session for {hostname}: storing its labels: {e}");
+        return refuse(socket, 1011, "internal", "The collector cannot write its store; try again later.".into()).await;
+    }
     // Other collectors on the database relay this host's actions here. Not fatal: the
     // agent's snapshots are stored all the same, and the next session records it again.
     if let Err(e) = state.store.hold_agent(&hostname, allow_control).await {

@@ -81,6 +81,7 @@ without a zone, UTC), a date (`2026-01-02`), seconds since the epoch, `now`, or 
         super::rest::host_binding,
         super::rest::bind_host,
         super::rest::reset_host_binding,
+        super::rest::set_host_labels,
         super::rest::latest,
         super::rest::list,
         super::rest::series,
@@ -98,6 +99,7 @@ without a zone, UTC), a date (`2026-01-02`), seconds since the epoch, `now`, or 
         super::rest::revoke_key,
         super::ws::all_snapshots,
         super::ws::monitoring,
+        super::ws::fleet,
         super::agents::upgrade,
         super::metrics::metrics,
         super::alerts::rules,
@@ -122,7 +124,7 @@ without a zone, UTC), a date (`2026-01-02`), seconds since the epoch, `now`, or 
         super::dashboards::remove,
     ),
     // Named here: schemas that only parameters refer to are not collected by themselves.
-    components(schemas(ErrorBody, crate::model::ProcessAction)),
+    components(schemas(ErrorBody, crate::model::ProcessAction, crate::model::api::FleetUpdate)),
     tags(
         (name = "auth", description = "Signing in, tokens and WebSocket tickets"),
         (name = "snapshots", description = "Uploads and reads of stored snapshots (the snapshot API's paths)"),

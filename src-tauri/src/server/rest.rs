@@ -71,6 +71,7 @@ pub fn routes() -> Vec<Route> {
         Route::new(M::GET, "/api/hosts/{server_id}/binding", Admin, get(host_binding)),
         Route::new(M::PUT, "/api/hosts/{server_id}/binding", Admin, small(put(bind_host))),
         Route::new(M::DELETE, "/api/hosts/{server_id}/binding", Admin, small(delete(reset_host_binding))),
+        Route::new(M::PUT, "/api/hosts/{server_id}/labels", Admin, small(put(set_host_labels))),
         Route::new(M::GET, "/api/process-snapshots/latest/", Viewer, get(latest)),
         Route::new(M::GET, "/api/process-snapshots/list/", Viewer, get(list)),
         Route::new(M::GET, "/api/process-snapshots/series/", Viewer, get(series)),
@@ -289,7 +290,10 @@ pub(super) async fn upload_snapshot(
 }
 
 #[utoipa::path(get, path = "/api/hosts/", tag = "hosts", summary = "Hosts",
-    description = "Every host that has reported, with its online state.",
+    description = "Every host that has reported, with its online state, its labels, and (while the collector holds \
+        its newest snapshot live) the figures of the fleet overview: CPU with its recent trend, memory, swap, load, \
+        network rates, process count and the busiest process. Read from memory, not from stored snapshots; \
+        `/ws/fleet` carries the changes.",
     responses((status = 200, description = "The hosts", body = Vec<HostSummary>)))]
 pub(super) async fn hosts(
     State(state): State<AppState>,
@@ -1672,6 +1676,42 @@ pub(super) async fn bind_host(
     )
     .await;
     Ok(Json(binding))
+}
+
+/// Sets the labels an admin gives a host, replacing those an admin gave it before; its
+/// agent's labels stay beneath them (an admin's value wins for its key).
+#[utoipa::path(put, path = "/api/hosts/{server_id}/labels", tag = "hosts", summary = "Set a host's labels",
+    description = "Replaces the labels an admin set on the host (`{}` removes them); its agent's labels \
+        (`--label`) stay, and an admin's value wins for its key. Keys are 1 to 63 letters, digits, `_`, `-`, `.` and \
+        `/`, starting with a letter or a digit; values 1 to 128 letters, digits, `_`, `-`, `.`, `/`, `:` and `@`; at \
+        most 32 labels. Audited. Returns the host as listed.",
+    params(super::openapi::ServerId),
+    request_body = crate::model::api::HostLabels,
+    responses((status = 200, description = "The host with its labels", body = HostSummary)))]
+pub(super) async fn set_host_labels(
+    State(state): State<AppState>,
+    AdminUser(user): AdminUser,
+    ApiPath(server_id): ApiPath<String>,
+    ApiJson(body): ApiJson<crate::model::api::HostLabels>,
+) -> Result<Json<HostSummary>, ApiError> {
+    let host = state.resolve_host(&server_id).await?;
+    crate::model::labels::check(&body.labels).map_err(|e| ApiError::invalid("labels", e.0))?;
+    let changed = state.store.set_labels(&host.hostname, crate::store::LabelSource::Admin, &body.labels).await?;
+    if changed {
+        let listed: Vec<String> = body.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let message = if listed.is_empty() {
+            format!("Labels of host {} cleared", host.hostname)
+        } else {
+            format!("Labels of host {} set to {}", host.hostname, listed.join(", "))
+        };
+        tracing::info!(hostname = %host.hostname, by = %user.username, "host labels set");
+        let entry =
+            NewAuditEntry::host_change(user.username.clone(), host.hostname.clone(), AuditAction::HostLabels, message);
+        if let Err(e) = state.store.audit(entry).await {
+            tracing::error!("cannot write the audit log: {e}");
+        }
+    }
+    Ok(Json(state.resolve_host(&host.hostname).await?))
 }
 
 /// Writes an admin's change of a binding to the audit log.

@@ -5,7 +5,10 @@
 //!   [`LiveMessage`]s instead: each host's first snapshot whole, then deltas against the
 //!   previous one sent on this connection (a fraction of the size);
 //! - `/ws/monitoring/{server_id}`: one host's newest snapshot in the monitoring shape,
-//!   each time a new one arrives (at the sampling interval).
+//!   each time a new one arrives (at the sampling interval);
+//! - `/ws/fleet`: the fleet overview's rows ([`FleetUpdate`]): the hosts whose figures
+//!   or online state changed, gathered for a second and sent as one message, so that a
+//!   thousand hosts cost one small message a second, not a thousand snapshots.
 //!
 //! Both send what is current right after connecting, so a new page never waits a tick
 //! for its first picture: from the hub when it holds the host's newest snapshot (no
@@ -38,8 +41,9 @@ use super::error::ApiError;
 use super::rest::ApiPath;
 use super::routes::{Access, Route};
 use super::{AppState, views};
-use crate::hub::Encoded;
+use crate::hub::{Encoded, Published};
 use crate::model::Snapshot;
+use crate::model::api::{FleetRow, FleetUpdate};
 use crate::model::delta::{LiveMessage, SnapshotDelta};
 use crate::store::Newest;
 
@@ -107,6 +111,7 @@ pub fn routes() -> Vec<Route> {
     vec![
         Route::new(Method::GET, "/ws/process-snapshots/", Access::Viewer, get(all_snapshots)),
         Route::new(Method::GET, "/ws/monitoring/{server_id}", Access::Viewer, get(monitoring)).exact(),
+        Route::new(Method::GET, "/ws/fleet", Access::Viewer, get(fleet)),
     ]
 }
 
@@ -388,6 +393,107 @@ async fn stream_host(
                 if let Some(p) = current
                     && !send_json(&mut socket, &views::monitoring(p.snapshot_id, p.received_at, &p.snapshot)).await
                 {
+                    break End::Client;
+                }
+            }
+            message = socket.recv() => if client_gone(message) { break End::Client },
+            () = access.due() => if !state.auth.still_valid(&state.store, &user).await { break End::Revoked },
+            () = &mut expiry => break End::Expired,
+            _ = shutdown.changed() => break End::Shutdown,
+        }
+    };
+    close(socket, end).await;
+}
+
+/// How long the fleet stream gathers changes before it sends them: one message a second
+/// whatever the fleet's size.
+const FLEET_FLUSH: Duration = Duration::from_secs(1);
+
+#[utoipa::path(get, path = "/ws/fleet", tag = "live",
+    summary = "WebSocket: the fleet overview's changes",
+    description = "Upgrades to a WebSocket (101 Switching Protocols) that sends, at most once a second, the hosts \
+        whose figures or online state changed (`FleetUpdate`: `{\"type\": \"rows\", \"rows\": [FleetRow]}`), \
+        never whole snapshots. Each row's `cpu_trend` holds its newest figure only. Start from `GET /api/hosts/` \
+        (which has each host's whole trend) and apply the rows. Credentials as for `/ws/process-snapshots/`.",
+    params(("ticket" = Option<String>, Query, description = "A single-use ticket from `POST /api/auth/ws-ticket`"),
+        ("token" = Option<String>, Query, description = "A bearer token (prefer a ticket)")),
+    responses((status = 101, description = "Switching Protocols: the stream follows")))]
+pub(super) async fn fleet(
+    State(state): State<AppState>,
+    user: CurrentUser,
+    upgrade: WebSocketUpgrade,
+) -> Result<Response, ApiError> {
+    let slot = state.streams.open(&user, state.settings.max_streams_per_user)?;
+    // The hosts whose online state the stream follows from the start (a host that goes
+    // offline publishes nothing: the stream notices by looking).
+    let known: HashMap<String, bool> =
+        state.store.hosts().await?.into_iter().map(|h| (h.hostname.clone(), state.is_online(&h.hostname))).collect();
+    let access = AccessCheck::new(&state);
+    Ok(upgrade.read_buffer_size(CLIENT_READ_BUFFER).on_upgrade(move |socket| async move {
+        let _slot = slot;
+        stream_fleet(socket, state, user, access, known).await
+    }))
+}
+
+/// A host's row for the fleet stream, from its newest publication: its trend cut to the
+/// newest figure (the reader holds the rest).
+fn fleet_row(state: &AppState, p: &Published) -> FleetRow {
+    let mut figures = p.figures.clone();
+    figures.cpu_trend = vec![figures.cpu_percent];
+    let hostname = p.snapshot.host.hostname.clone();
+    FleetRow { online: state.is_online(&hostname), hostname, last_seen: Some(p.received_at), figures: Some(figures) }
+}
+
+async fn stream_fleet(
+    mut socket: WebSocket,
+    state: AppState,
+    user: CurrentUser,
+    mut access: AccessCheck,
+    mut known: HashMap<String, bool>,
+) {
+    let mut feed = state.hub.subscribe_all();
+    let mut shutdown = state.shutdown_signal();
+    let expiry = tokio::time::sleep(until_expiry(&user));
+    tokio::pin!(expiry);
+    let mut flush = tokio::time::interval(FLEET_FLUSH);
+    flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The newest publication of each host that changed since the last message: only the
+    // newest matters, and rows are made when sent.
+    let mut changed: HashMap<String, Arc<Published>> = HashMap::new();
+    let end = loop {
+        tokio::select! {
+            next = feed.recv() => match next {
+                Ok(p) => {
+                    changed.insert(p.snapshot.host.hostname.clone(), p);
+                }
+                // Fell behind: the next snapshots of each host bring it up to date.
+                Err(RecvError::Lagged(_)) => continue,
+                Err(RecvError::Closed) => break End::Shutdown,
+            },
+            _ = flush.tick() => {
+                let mut rows: Vec<FleetRow> = changed.drain().map(|(_, p)| fleet_row(&state, &p)).collect();
+                for row in &rows {
+                    known.insert(row.hostname.clone(), row.online);
+                }
+                // Hosts that went offline (or came back) without a new snapshot here.
+                for (hostname, online) in known.iter_mut() {
+                    let now = state.is_online(hostname);
+                    if now != *online {
+                        *online = now;
+                        if !rows.iter().any(|r| &r.hostname == hostname) {
+                            let latest = state.hub.latest(hostname);
+                            rows.push(match latest {
+                                Some(p) => fleet_row(&state, &p),
+                                None => FleetRow { hostname: hostname.clone(), online: now, last_seen: None, figures: None },
+                            });
+                        }
+                    }
+                }
+                if rows.is_empty() {
+                    continue;
+                }
+                let text = serde_json::to_string(&FleetUpdate::Rows { rows }).unwrap_or_default();
+                if !send_text(&mut socket, text.into()).await {
                     break End::Client;
                 }
             }

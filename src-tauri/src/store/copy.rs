@@ -34,6 +34,8 @@ pub struct Copied {
     pub audit: u64,
     /// Host bindings.
     pub bindings: u64,
+    /// Host labels (each key of each host and source).
+    pub labels: u64,
     /// Alert rules, channels and silences made through the API, alert states, and the
     /// history of firings and notification attempts.
     pub alerts: u64,
@@ -362,6 +364,18 @@ impl Store {
                 .await?;
         }
         copied.bindings = bindings.len() as u64;
+        let labels: Vec<(String, String, String, String)> =
+            sqlx::query_as("SELECT hostname, source, key, value FROM host_labels").fetch_all(from).await?;
+        for (hostname, source, key, value) in &labels {
+            sqlx::query("INSERT INTO host_labels (hostname, source, key, value) VALUES ($1, $2, $3, $4)")
+                .bind(hostname)
+                .bind(source)
+                .bind(key)
+                .bind(value)
+                .execute(&mut *tx)
+                .await?;
+        }
+        copied.labels = labels.len() as u64;
         if let Some(key) = signing_key {
             sqlx::query(
                 "INSERT INTO secrets (name, value) VALUES ('token-signing', $1) \

@@ -48,6 +48,7 @@ use db::{Conn, Db, Pool, Tx};
 pub use db::{Database, redact};
 pub use fleet::{Claimed, FleetEvent, Holder, Leadership, Listener};
 pub use ingest::Sent;
+pub use labels::LabelSource;
 
 pub use reads::{HEAVY_READ_WAIT, HEAVY_READS, HeavyRead, RangeReader, ReadLimits, ReadStats};
 pub use snapshots::Newest;
@@ -61,6 +62,7 @@ mod dashboards;
 mod db;
 mod fleet;
 mod ingest;
+mod labels;
 mod reads;
 mod rollup;
 mod snapshots;

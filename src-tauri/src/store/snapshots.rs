@@ -54,6 +54,11 @@ impl HostRow {
             online: false,
             local: false,
             snapshot_count: self.snapshot_count,
+            // Filled from `host_labels` by the reads that return hosts.
+            labels: Default::default(),
+            admin_labels: Default::default(),
+            // The server fills them in from the hub.
+            figures: None,
         }
     }
 }
@@ -224,7 +229,9 @@ impl Store {
             on!(&self.pool, |c| sqlx::query_as(&format!("SELECT {HOST_COLUMNS} FROM hosts ORDER BY hostname"))
                 .fetch_all(c)
                 .await)?;
-        Ok(rows.into_iter().map(HostRow::summary).collect())
+        let mut hosts: Vec<HostSummary> = rows.into_iter().map(HostRow::summary).collect();
+        self.fill_labels(&mut hosts).await?;
+        Ok(hosts)
     }
 
     /// One host by its numeric id or its name (an id wins when a name looks like one).
@@ -236,7 +243,10 @@ impl Store {
                     .fetch_optional(c)
                     .await)?;
             if let Some(row) = row {
-                return Ok(Some(row.summary()));
+                let mut host = [row.summary()];
+                self.fill_labels(&mut host).await?;
+                let [host] = host;
+                return Ok(Some(host));
             }
         }
         let row: Option<HostRow> =
@@ -244,7 +254,11 @@ impl Store {
                 .bind(key)
                 .fetch_optional(c)
                 .await)?;
-        Ok(row.map(HostRow::summary))
+        let Some(row) = row else { return Ok(None) };
+        let mut host = [row.summary()];
+        self.fill_labels(&mut host).await?;
+        let [host] = host;
+        Ok(Some(host))
     }
 
     /// The newest snapshot of a host (by taken_at, then seq).
@@ -425,6 +439,11 @@ impl Store {
             .await
             .map(|d| d.rows_affected()))?;
         on!(tx.conn(), |c| sqlx::query("DELETE FROM host_bindings WHERE hostname = $1")
+            .bind(hostname)
+            .execute(c)
+            .await
+            .map(|d| d.rows_affected()))?;
+        on!(tx.conn(), |c| sqlx::query("DELETE FROM host_labels WHERE hostname = $1")
             .bind(hostname)
             .execute(c)
             .await

@@ -157,6 +157,34 @@ async fn host_info_follows_the_newest_snapshot(place: Place) {
     assert_eq!(store.latest(host.id).await.unwrap().unwrap().snapshot.seq, 2);
 }
 
+both!(labels_of_each_source_are_replaced_whole_and_merged_per_key);
+async fn labels_of_each_source_are_replaced_whole_and_merged_per_key(place: Place) {
+    use crate::model::labels::Labels;
+    use crate::store::LabelSource;
+    let store = place.open().await;
+    let t = now() - secs(60);
+    store.insert_snapshot(&snap("alpha", 1, t, 1.0), t).await.unwrap();
+    store.insert_snapshot(&snap("beta", 1, t, 1.0), t).await.unwrap();
+    let labels = |pairs: &[(&str, &str)]| -> Labels { pairs.iter().map(|(k, v)| ((*k).into(), (*v).into())).collect() };
+    // Agent labels may arrive before the host's first snapshot (keyed by name).
+    assert!(store.set_labels("alpha", LabelSource::Agent, &labels(&[("env", "dev"), ("role", "db")])).await.unwrap());
+    assert!(!store.set_labels("alpha", LabelSource::Agent, &labels(&[("role", "db"), ("env", "dev")])).await.unwrap());
+    assert!(store.set_labels("alpha", LabelSource::Admin, &labels(&[("env", "prod")])).await.unwrap());
+    let alpha = store.host("alpha").await.unwrap().unwrap();
+    assert_eq!(alpha.labels, labels(&[("env", "prod"), ("role", "db")]));
+    assert_eq!(alpha.admin_labels, labels(&[("env", "prod")]));
+    // A new set from the agent replaces its old one whole; the admin's stays on top.
+    store.set_labels("alpha", LabelSource::Agent, &labels(&[("rack", "r1")])).await.unwrap();
+    let hosts = store.hosts().await.unwrap();
+    let alpha = hosts.iter().find(|h| h.hostname == "alpha").unwrap();
+    assert_eq!(alpha.labels, labels(&[("env", "prod"), ("rack", "r1")]));
+    assert!(hosts.iter().find(|h| h.hostname == "beta").unwrap().labels.is_empty());
+    // Deleting the host deletes its labels.
+    assert!(store.delete_host("alpha").await.unwrap());
+    store.insert_snapshot(&snap("alpha", 2, t, 1.0), t).await.unwrap();
+    assert!(store.host("alpha").await.unwrap().unwrap().labels.is_empty());
+}
+
 both!(lists_page_newest_first_and_latest_is_per_host);
 async fn lists_page_newest_first_and_latest_is_per_host(place: Place) {
     let store = place.open().await;

@@ -528,6 +528,9 @@ mod tests {
             online,
             local: false,
             snapshot_count: 1,
+            labels: Default::default(),
+            admin_labels: Default::default(),
+            figures: None,
         };
         let hosts = [host(1, "a", false), host(2, "b", true)];
         assert_eq!(choose(Some("b"), &hosts), Ok(("b".into(), false)));

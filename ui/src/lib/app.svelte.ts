@@ -9,8 +9,10 @@
 // and picks up the new session by itself.
 
 import { ExplorerState } from './explorer.svelte';
+import { FleetState } from './fleet.svelte';
+import { naturalCompare } from './natural';
 import type { DesktopState, HostSummary } from './model';
-import { formatHash, parseHash, type Route, type View } from './router';
+import { formatHash, isBare, parseHash, type Route, type View } from './router';
 import {
   ApiError,
   type LiveStatus,
@@ -78,6 +80,10 @@ export class App {
   startError = $state<string | null>(null);
   /** The process explorer's search, sort and tree state. */
   readonly explorer = new ExplorerState();
+  /** The fleet overview's rows, stream, filter and sort. */
+  readonly fleet = new FleetState();
+  /** The page was opened without naming a view: the first host list picks one. */
+  private landing = false;
 
   booting = $state(true);
   session = $state.raw<Session | null>(null);
@@ -151,6 +157,14 @@ export class App {
     return this.session?.role === 'admin';
   }
 
+  /** Sets the labels an admin gives a host; the host's row and the list follow. */
+  async setHostLabels(hostname: string, labels: Record<string, string>) {
+    const updated = await this.transport.setHostLabels(hostname, labels);
+    this.hosts = this.hosts.map((h) => (h.hostname === hostname ? { ...h, labels: updated.labels, admin_labels: updated.admin_labels } : h));
+    this.fleet.sync(this.hosts);
+    return updated;
+  }
+
   /** Deletes a host with its history, then shows another one. */
   async deleteHost(hostname: string) {
     await this.transport.deleteHost(hostname);
@@ -178,7 +192,12 @@ export class App {
 
   async start() {
     this.initTheme();
-    window.addEventListener('hashchange', () => this.applyRoute(parseHash(window.location.hash)));
+    window.addEventListener('hashchange', () => {
+      // Somewhere named: the front door's choice no longer applies.
+      this.landing = false;
+      this.applyRoute(parseHash(window.location.hash));
+    });
+    this.landing = isBare(window.location.hash);
     this.route = parseHash(window.location.hash);
     this.clockTimer = setInterval(() => (this.now = Date.now()), 1000);
     try {
@@ -260,6 +279,7 @@ export class App {
 
   private teardown() {
     this.unsubscribe();
+    this.fleet.stop();
     if (this.hostsTimer !== null) clearInterval(this.hostsTimer);
     this.hostsTimer = null;
     this.hosts = [];
@@ -280,14 +300,26 @@ export class App {
   async refreshHosts() {
     try {
       const hosts = await this.transport.hosts();
-      // Online first, then by name: the list a person scans.
-      hosts.sort((a, b) => Number(b.online) - Number(a.online) || a.hostname.localeCompare(b.hostname));
+      // Online first, then by name in natural order (`web-2` before `web-10`).
+      hosts.sort((a, b) => Number(b.online) - Number(a.online) || naturalCompare(a.hostname, b.hostname));
       this.hosts = hosts;
       this.hostsError = null;
       this.collectorUnreachable = false;
-      if (this.route.host === null && hosts.length > 0) this.applyRoute(this.route, true);
+      this.fleet.sync(hosts);
+      if (this.landing && hosts.length > 0) {
+        // The front door: the fleet when there is more than one host, else the host.
+        this.landing = false;
+        const view: View = hosts.length > 1 ? 'fleet' : this.route.view;
+        const next = { ...this.route, view };
+        window.history.replaceState(null, '', formatHash(next));
+        this.applyRoute(next, true);
+      } else if (this.route.host === null && hosts.length > 0) this.applyRoute(this.route, true);
       // A host named in the URL that has just appeared: start its stream now.
-      else if (this.route.host !== this.subscribedHost && hosts.some((h) => h.hostname === this.route.host))
+      else if (
+        this.route.view !== 'fleet' &&
+        this.route.host !== this.subscribedHost &&
+        hosts.some((h) => h.hostname === this.route.host)
+      )
         this.subscribe(this.route.host);
     } catch (e) {
       this.hostsError = describeError(e);
@@ -329,6 +361,16 @@ export class App {
     }
     const previous = this.route;
     this.route = next;
+    // The overview follows the fleet stream; every other view one host's stream.
+    if (next.view === 'fleet') {
+      if (previous.view !== 'fleet' || force || this.fleet.status.state === 'closed') {
+        this.fleet.sync(this.hosts);
+        if (this.fleet.status.state === 'closed') this.fleet.start(this.transport);
+      }
+      if (this.subscribedHost !== null) this.unsubscribe();
+      return;
+    }
+    if (previous.view === 'fleet') this.fleet.stop();
     if (next.host !== this.subscribedHost) {
       // Only hosts the collector knows: a stream for an unknown name would be refused
       // and retried forever. The view says that the host is unknown.

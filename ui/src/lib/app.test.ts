@@ -32,6 +32,9 @@ const host = (hostname: string, local: boolean): HostSummary => ({
   online: true,
   local,
   snapshot_count: 0,
+  labels: {},
+  admin_labels: {},
+  figures: null,
 });
 
 const reply = (status: number, body: unknown): ApiReply => ({

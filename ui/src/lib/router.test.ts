@@ -1,7 +1,7 @@
 // The URL hash: view, host and snapshot round-trip; nothing else goes in it.
 
 import { describe, expect, it } from 'vitest';
-import { formatHash, parseHash } from './router';
+import { formatHash, isBare, parseHash } from './router';
 
 describe('router', () => {
   it('round-trips a route', () => {
@@ -18,6 +18,14 @@ describe('router', () => {
     expect(parseHash(formatHash(route))).toEqual(route);
     expect(parseHash('#/processes?dashboard=7')).toEqual({ view: 'processes', host: null, snapshot: null });
     expect(parseHash('#/dashboards?dashboard=x')).toEqual({ view: 'dashboards', host: null, snapshot: null });
+  });
+
+  it('knows the fleet view and a bare front door', () => {
+    expect(parseHash('#/fleet').view).toBe('fleet');
+    expect(isBare('')).toBe(true);
+    expect(isBare('#/')).toBe(true);
+    expect(isBare('#/?host=a')).toBe(true);
+    expect(isBare('#/processes')).toBe(false);
   });
   it('never holds more than view, host and snapshot', () => {
     expect(formatHash({ view: 'audit', host: null, snapshot: null })).toBe('#/audit');

@@ -2,11 +2,26 @@
 // page can be reloaded, bookmarked or shared and the back button works. It never holds
 // a token or anything secret: only the view, the host, a snapshot id and a dashboard id.
 
-/** The views. `settings` exists in the desktop app only; `map` (the fleet's network map),
- *  `dashboards` and `audit` need no host. */
-export type View = 'processes' | 'network' | 'map' | 'history' | 'dashboards' | 'audit' | 'settings';
+/** The views. `settings` exists in the desktop app only; `fleet` is every host at once;
+ *  `fleet`, `map` (the fleet's network map), `dashboards` and `audit` need no host. */
+export type View = 'fleet' | 'processes' | 'network' | 'map' | 'history' | 'dashboards' | 'audit' | 'settings';
 
-export const VIEWS: readonly View[] = ['processes', 'network', 'map', 'history', 'dashboards', 'audit', 'settings'];
+export const VIEWS: readonly View[] = [
+  'fleet',
+  'processes',
+  'network',
+  'map',
+  'history',
+  'dashboards',
+  'audit',
+  'settings',
+];
+
+/** Whether a hash names no view at all (the dashboard's front door), where the app picks
+ *  the landing view: the fleet when there is more than one host. */
+export function isBare(hash: string): boolean {
+  return hash.replace(/^#\/?/, '').split('?', 1)[0] === '';
+}
 
 export interface Route {
   view: View;

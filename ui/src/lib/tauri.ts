@@ -22,6 +22,7 @@ import {
   type BulkResult,
   type Download,
   type ExportRequest,
+  type FleetHandlers,
   type HostRef,
   type KeyValueStore,
   type LiveHandlers,
@@ -598,6 +599,14 @@ export class TauriTransport implements Transport {
 
   deleteDashboard(id: number): Promise<void> {
     return this.inner.deleteDashboard(id);
+  }
+
+  fleet(handlers: FleetHandlers): LiveSubscription {
+    return this.inner.fleet(handlers);
+  }
+
+  setHostLabels(host: HostRef, labels: Record<string, string>): Promise<HostSummary> {
+    return this.inner.setHostLabels(host, labels);
   }
 }
 

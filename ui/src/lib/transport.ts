@@ -20,6 +20,8 @@ import type {
   Dashboard,
   DashboardInput,
   ErrorBody,
+  FleetRow,
+  FleetUpdate,
   HostSummary,
   LiveMessage,
   LoginResponse,
@@ -140,6 +142,16 @@ export interface LiveHandlers {
   onStatus(status: LiveStatus): void;
 }
 
+export interface FleetHandlers {
+  /** Hosts whose figures or online state changed. */
+  onRows(rows: FleetRow[]): void;
+  onStatus(status: LiveStatus): void;
+}
+
+/** How often the fleet is polled where there is no fleet stream (the desktop app's own
+ *  collector, reached through its commands). */
+export const FLEET_POLL_MS = 2000;
+
 export interface LiveSubscription {
   /** Stops the stream for good. */
   close(): void;
@@ -207,6 +219,10 @@ export interface Transport {
   /** Stores a new dashboard (`id` null) or changes one of the user's own. */
   saveDashboard(id: number | null, dashboard: DashboardInput): Promise<Dashboard>;
   deleteDashboard(id: number): Promise<void>;
+  /** Follows the fleet overview's changes: the hosts whose figures or state changed. */
+  fleet(handlers: FleetHandlers): LiveSubscription;
+  /** Sets the labels an admin gives a host (replacing the admin's earlier ones). */
+  setHostLabels(host: HostRef, labels: Record<string, string>): Promise<HostSummary>;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -850,6 +866,86 @@ export class WebTransport implements Transport {
 
   deleteDashboard(id: number): Promise<void> {
     return this.request('DELETE', `/api/dashboards/${seg(id)}`);
+  }
+
+  setHostLabels(host: HostRef, labels: Record<string, string>): Promise<HostSummary> {
+    return this.request('PUT', `/api/hosts/${seg(host)}/labels`, { json: { labels } });
+  }
+
+  fleet(handlers: FleetHandlers): LiveSubscription {
+    if (this.options.socketCredentials === 'none') return this.pollFleet(handlers);
+    const wsOrigin = this.options.origin.replace(/^http/, 'ws');
+    const stream = new LiveStream({
+      url: async () => {
+        const { ticket } = await this.request<{ ticket: string }>('POST', '/api/auth/ws-ticket');
+        return `${wsOrigin}/ws/fleet${query({ ticket })}`;
+      },
+      socket: this.options.socket,
+      backoff: this.options.backoff,
+      onMessage: (data) => {
+        let parsed: FleetUpdate;
+        try {
+          parsed = JSON.parse(data) as FleetUpdate;
+        } catch {
+          return;
+        }
+        if (parsed && parsed.type === 'rows' && Array.isArray(parsed.rows)) handlers.onRows(parsed.rows);
+      },
+      onStatus: handlers.onStatus,
+      onExpired: () => this.end('Your sign-in has expired. Sign in again to continue.'),
+      stillAuthorized: async () => {
+        try {
+          await this.request('GET', '/api/auth/me');
+          return true;
+        } catch (e) {
+          if (e instanceof ApiError && e.status === 401) return false;
+          throw e;
+        }
+      },
+    });
+    stream.start();
+    const online = () => stream.retryNow();
+    if (typeof window !== 'undefined') window.addEventListener('online', online);
+    return {
+      close: () => {
+        if (typeof window !== 'undefined') window.removeEventListener('online', online);
+        stream.close();
+      },
+      retryNow: () => stream.retryNow(),
+    };
+  }
+
+  /** The fleet's changes where there is no stream to carry them: the hosts list, polled. */
+  private pollFleet(handlers: FleetHandlers): LiveSubscription {
+    let stopped = false;
+    let timer: ReturnType<typeof setTimeout> | null = null;
+    const status: LiveStatus = { state: 'connecting', attempt: 0, retryAt: null, lastMessageAt: null };
+    const tick = async () => {
+      timer = null;
+      try {
+        const hosts = await this.hosts();
+        if (stopped) return;
+        handlers.onRows(hosts.map((h) => ({ hostname: h.hostname, online: h.online, last_seen: h.last_seen, figures: h.figures })));
+        handlers.onStatus({ ...status, state: 'live', lastMessageAt: Date.now() });
+      } catch {
+        if (stopped) return;
+        handlers.onStatus({ ...status, state: 'reconnecting', attempt: 1, retryAt: Date.now() + FLEET_POLL_MS });
+      }
+      if (!stopped) timer = setTimeout(() => void tick(), FLEET_POLL_MS);
+    };
+    handlers.onStatus(status);
+    void tick();
+    return {
+      close: () => {
+        stopped = true;
+        if (timer !== null) clearTimeout(timer);
+        handlers.onStatus({ ...status, state: 'closed' });
+      },
+      retryNow: () => {
+        if (timer !== null) clearTimeout(timer);
+        void tick();
+      },
+    };
   }
 }
 

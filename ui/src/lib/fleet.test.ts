@@ -1,0 +1,166 @@
+import { describe, expect, it } from 'vitest';
+import {
+  compileFleetQuery,
+  fromSummary,
+  groupFleet,
+  labelKeys,
+  sortFleet,
+  withUpdate,
+  TREND_POINTS,
+  type FleetHost,
+} from './fleet';
+import type { HostFigures, HostSummary } from './model';
+
+function figures(cpu: number, extra: Partial<HostFigures> = {}): HostFigures {
+  return {
+    taken_at: '2026-01-01T00:00:00Z',
+    cpu_percent: cpu,
+    cpu_trend: [cpu],
+    memory_used_bytes: 4e9,
+    memory_total_bytes: 8e9,
+    swap_used_bytes: 0,
+    swap_total_bytes: 1e9,
+    load_one: 1.5,
+    received_bytes_per_sec: 2e6,
+    sent_bytes_per_sec: 1e3,
+    process_count: 300,
+    busiest: { pid: 1, name: 'postgres', cpu_percent: cpu },
+    ...extra,
+  };
+}
+
+function host(hostname: string, opts: Partial<HostSummary> = {}): FleetHost {
+  return fromSummary({
+    id: 1,
+    hostname,
+    info: null,
+    first_seen: '2026-01-01T00:00:00Z',
+    last_seen: '2026-01-01T00:00:00Z',
+    online: true,
+    local: false,
+    snapshot_count: 1,
+    labels: {},
+    admin_labels: {},
+    figures: figures(10),
+    ...opts,
+  });
+}
+
+const names = (hosts: FleetHost[]) => hosts.map((h) => h.hostname);
+
+describe('fleet rows', () => {
+  it('take the figures and derive shares', () => {
+    const h = host('a', { figures: figures(42, { cpu_trend: [1, 2, 42] }) });
+    expect(h.memPercent).toBe(50);
+    expect(h.swapPercent).toBe(0);
+    expect(h.trend).toEqual([1, 2, 42]);
+    expect(host('b', { figures: null }).memPercent).toBeNull();
+  });
+
+  it('append live figures to the trend once, and keep it bounded', () => {
+    let h = host('a');
+    const next = figures(70, { taken_at: '2026-01-01T00:00:01Z' });
+    h = withUpdate(h, { online: true, last_seen: '2026-01-01T00:00:01Z', figures: next });
+    expect(h.trend).toEqual([10, 70]);
+    expect(h.figures?.cpu_percent).toBe(70);
+    // The same figures again (a reconnect) add nothing.
+    h = withUpdate(h, { online: true, last_seen: '2026-01-01T00:00:01Z', figures: next });
+    expect(h.trend).toEqual([10, 70]);
+    for (let i = 2; i < 100; i++) {
+      const t = new Date(Date.parse('2026-01-01T00:00:00Z') + i * 1000).toISOString();
+      h = withUpdate(h, { online: true, last_seen: t, figures: figures(i, { taken_at: t }) });
+    }
+    expect(h.trend.length).toBe(TREND_POINTS);
+    expect(h.trend[TREND_POINTS - 1]).toBe(99);
+    const off = withUpdate(h, { online: false, last_seen: null, figures: null });
+    expect(off.online).toBe(false);
+    expect(off.figures).toBe(h.figures);
+  });
+});
+
+describe('fleet sort', () => {
+  const hosts = [
+    host('web-10', { figures: figures(5) }),
+    host('web-2', { figures: figures(90) }),
+    host('web-1', { figures: null, online: false }),
+    host('db-1', { figures: figures(50) }),
+  ];
+
+  it('sorts names naturally both ways', () => {
+    expect(names(sortFleet(hosts, { column: 'name', direction: 'asc' }))).toEqual(['db-1', 'web-1', 'web-2', 'web-10']);
+    expect(names(sortFleet(hosts, { column: 'name', direction: 'desc' }))).toEqual(['web-10', 'web-2', 'web-1', 'db-1']);
+  });
+
+  it('sorts figures with the unknown last either way', () => {
+    expect(names(sortFleet(hosts, { column: 'cpu', direction: 'desc' }))).toEqual(['web-2', 'db-1', 'web-10', 'web-1']);
+    expect(names(sortFleet(hosts, { column: 'cpu', direction: 'asc' }))).toEqual(['web-10', 'db-1', 'web-2', 'web-1']);
+    expect(names(sortFleet(hosts, { column: 'status', direction: 'asc' }))[0]).toBe('web-1');
+  });
+});
+
+describe('fleet filter', () => {
+  const hosts = [
+    host('web-1', { labels: { env: 'prod', role: 'web' }, figures: figures(95) }),
+    host('web-2', { labels: { env: 'staging', role: 'web' }, figures: figures(20, { memory_used_bytes: 7e9 }) }),
+    host('db-1', { labels: { env: 'prod', role: 'db' }, figures: figures(60) }),
+    host('old-1', { online: false, figures: null }),
+  ];
+  const run = (q: string) => {
+    const c = compileFleetQuery(q);
+    return { names: names(hosts.filter(c.test ?? (() => true))), errors: c.errors };
+  };
+
+  it('filters by figures', () => {
+    expect(run('cpu>80').names).toEqual(['web-1']);
+    expect(run('mem>50').names).toEqual(['web-2']);
+    expect(run('cpu>=60 cpu<100').names).toEqual(['web-1', 'db-1']);
+    expect(run('rx>1M').names).toEqual(['web-1', 'web-2', 'db-1']);
+  });
+
+  it('filters by state, label and name', () => {
+    expect(run('offline').names).toEqual(['old-1']);
+    expect(run('online').names).toEqual(['web-1', 'web-2', 'db-1']);
+    expect(run('label:env=prod').names).toEqual(['web-1', 'db-1']);
+    expect(run('env=prod').names).toEqual(['web-1', 'db-1']);
+    expect(run('env=prod,staging role=web').names).toEqual(['web-1', 'web-2']);
+    expect(run('label:role').names).toEqual(['web-1', 'web-2', 'db-1']);
+    expect(run('web-*').names).toEqual(['web-1', 'web-2']);
+    expect(run('*-1').names).toEqual(['web-1', 'db-1', 'old-1']);
+    expect(run('name:db-?').names).toEqual(['db-1']);
+    expect(run('db').names).toEqual(['db-1']);
+    expect(run('-env=prod').names).toEqual(['web-2', 'old-1']);
+    expect(run('!offline web-*').names).toEqual(['web-1', 'web-2']);
+  });
+
+  it('reports malformed words and ignores them', () => {
+    const r = run('cpu>lots env=prod');
+    expect(r.names).toEqual(['web-1', 'db-1']);
+    expect(r.errors[0]).toContain('cpu>80');
+    expect(compileFleetQuery('').test).toBeNull();
+    expect(compileFleetQuery('status:sideways').errors.length).toBe(1);
+  });
+});
+
+describe('fleet groups', () => {
+  it('group by a label, in natural order, unlabelled last, collapsible', () => {
+    const hosts = [
+      host('a', { labels: { rack: 'r10' } }),
+      host('b', { labels: { rack: 'r2' } }),
+      host('c', { online: false }),
+      host('d', { labels: { rack: 'r2' } }),
+    ];
+    const items = groupFleet(hosts, 'rack', new Set());
+    expect(items.map((i) => (i.kind === 'group' ? `[${i.value}:${i.count}]` : i.host.hostname))).toEqual([
+      '[r2:2]',
+      'b',
+      'd',
+      '[r10:1]',
+      'a',
+      '[null:1]',
+      'c',
+    ]);
+    const folded = groupFleet(hosts, 'rack', new Set(['r2']));
+    expect(folded.filter((i) => i.kind === 'host').map((i) => (i.kind === 'host' ? i.host.hostname : ''))).toEqual(['a', 'c']);
+    expect(labelKeys(hosts)).toEqual(['rack']);
+  });
+});
