@@ -488,6 +488,7 @@ mod tests {
             allow_control: false,
             machine_id: None,
             details,
+            labels: Default::default(),
         };
         let old = serde_json::to_value(hello(false)).unwrap();
         assert!(old.get("details").is_none(), "{old}");

@@ -455,7 +455,118 @@ local: boolean,
 /**
  * Stored full snapshots.
  */
-snapshot_count: number, };
+snapshot_count: number, 
+/**
+ * The host's labels: its agent's (`--label`), with those an admin set laid over
+ * them key by key (see [`super::labels`]).
+ */
+labels: Record<string, string>, 
+/**
+ * The labels an admin set (`PUT /api/hosts/{server_id}/labels`), which win over
+ * the agent's for their keys.
+ */
+admin_labels: Record<string, string>, 
+/**
+ * The figures of its newest snapshot while the collector holds it live (the host
+ * reports now, or did lately); `null` otherwise.
+ */
+figures: HostFigures | null, };
+
+export type HostFigures = { 
+/**
+ * When the snapshot was taken.
+ */
+taken_at: string, 
+/**
+ * CPU of all cores together, 0-100.
+ */
+cpu_percent: number, 
+/**
+ * The last few CPU figures, oldest first, newest last (for a sparkline): as many
+ * as the collector saw since the host came online, up to [`CPU_TREND_POINTS`].
+ */
+cpu_trend: Array<number>, 
+/**
+ * Memory in use.
+ */
+memory_used_bytes: number, 
+/**
+ * Physical memory; `null` when not known.
+ */
+memory_total_bytes: number | null, 
+/**
+ * Swap in use; `null` when not known.
+ */
+swap_used_bytes: number | null, 
+/**
+ * Swap space; `null` when not known.
+ */
+swap_total_bytes: number | null, 
+/**
+ * One-minute load average; `null` where the OS has none.
+ */
+load_one: number | null, 
+/**
+ * Bytes received per second over all interfaces but loopback; `null` when not known.
+ */
+received_bytes_per_sec: number | null, 
+/**
+ * Bytes sent per second; `null` when not known.
+ */
+sent_bytes_per_sec: number | null, 
+/**
+ * Processes.
+ */
+process_count: number, 
+/**
+ * The process using the most CPU; `null` for a snapshot without processes.
+ */
+busiest: BusiestProcess | null, };
+
+export type BusiestProcess = { 
+/**
+ * Process id.
+ */
+pid: number, 
+/**
+ * Its name (from the monitored machine: show it as text).
+ */
+name: string, 
+/**
+ * Its CPU, 100 = one core.
+ */
+cpu_percent: number, };
+
+export type FleetRow = { 
+/**
+ * Host name.
+ */
+hostname: string, 
+/**
+ * Reporting now.
+ */
+online: boolean, 
+/**
+ * Newest snapshot received; `null` when the collector has none in memory.
+ */
+last_seen: string | null, 
+/**
+ * Figures of its newest snapshot; `null` while it has none live. The trend holds
+ * the newest figure only: a reader appends it to what it has.
+ */
+figures: HostFigures | null, };
+
+export type FleetUpdate = { "type": "rows", 
+/**
+ * One row per host that changed.
+ */
+rows: Array<FleetRow>, };
+
+export type HostLabels = { 
+/**
+ * Labels by key; `{}` removes every label an admin set.
+ */
+labels: Record<string, string>, };
 
 export type SnapshotSummary = { 
 /**
@@ -672,7 +783,7 @@ rss_bytes: number | null,
  */
 memory_percent: number | null, };
 
-export type AuditAction = "suspend" | "resume" | "terminate" | "kill" | "delete_host" | "bind_machine" | "bind_host" | "unbind_host" | "alert_rule" | "alert_channel" | "silence" | "details" | "dashboard";
+export type AuditAction = "suspend" | "resume" | "terminate" | "kill" | "delete_host" | "bind_machine" | "bind_host" | "unbind_host" | "alert_rule" | "alert_channel" | "silence" | "details" | "dashboard" | "host_labels";
 
 export type AuditEntry = { 
 /**
