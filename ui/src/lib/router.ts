@@ -3,9 +3,9 @@
 // a token or anything secret: only the view, the host and a snapshot id.
 
 /** The views. `settings` exists in the desktop app only. */
-export type View = 'processes' | 'network' | 'history' | 'audit' | 'settings';
+export type View = 'processes' | 'network' | 'history' | 'alerts' | 'audit' | 'settings';
 
-export const VIEWS: readonly View[] = ['processes', 'network', 'history', 'audit', 'settings'];
+export const VIEWS: readonly View[] = ['processes', 'network', 'history', 'alerts', 'audit', 'settings'];
 
 export interface Route {
   view: View;

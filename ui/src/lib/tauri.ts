@@ -34,7 +34,21 @@ import {
   type StoredSnapshot,
   type Transport,
 } from './transport';
-import type { AuditEntry, HostSummary, ProcessSearch, Series, SnapshotSummary, TopProcess } from './model';
+import type {
+  Alert,
+  AlertChannel,
+  AlertDelivery,
+  AlertEvent,
+  AlertRule,
+  AuditEntry,
+  HostSummary,
+  NewSilence,
+  ProcessSearch,
+  Series,
+  Silence,
+  SnapshotSummary,
+  TopProcess,
+} from './model';
 
 /** Calls one of the app's commands (Tauri's `invoke`, or a test's). */
 export type Invoke = <T>(cmd: string, args?: Record<string, unknown>) => Promise<T>;
@@ -559,6 +573,50 @@ export class TauriTransport implements Transport {
 
   deleteHost(host: HostRef): Promise<void> {
     return this.inner.deleteHost(host);
+  }
+
+  alerts(): Promise<Alert[]> {
+    return this.inner.alerts();
+  }
+
+  alertHistory(page: { limit: number; offset: number }): Promise<AlertEvent[]> {
+    return this.inner.alertHistory(page);
+  }
+
+  alertDeliveries(page: { limit: number; offset: number }): Promise<AlertDelivery[]> {
+    return this.inner.alertDeliveries(page);
+  }
+
+  alertRules(): Promise<AlertRule[]> {
+    return this.inner.alertRules();
+  }
+
+  saveAlertRule(rule: AlertRule, previous: string | null): Promise<AlertRule> {
+    return this.inner.saveAlertRule(rule, previous);
+  }
+
+  deleteAlertRule(name: string): Promise<void> {
+    return this.inner.deleteAlertRule(name);
+  }
+
+  alertChannels(): Promise<AlertChannel[]> {
+    return this.inner.alertChannels();
+  }
+
+  testAlertChannel(name: string): Promise<void> {
+    return this.inner.testAlertChannel(name);
+  }
+
+  silences(): Promise<Silence[]> {
+    return this.inner.silences();
+  }
+
+  createSilence(silence: NewSilence): Promise<Silence> {
+    return this.inner.createSilence(silence);
+  }
+
+  deleteSilence(id: number): Promise<void> {
+    return this.inner.deleteSilence(id);
   }
 }
 
