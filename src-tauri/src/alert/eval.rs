@@ -122,6 +122,9 @@ struct Host {
     alerts: HashMap<String, HashMap<Key, Entry>>,
     /// Which filters the processes of the host's previous snapshot matched.
     matches: Option<Matches>,
+    /// The network error counters (in and out together) of the host's previous
+    /// snapshot and when it was taken (ms): `host.net_errors_per_sec` is their rate.
+    net_errors: Option<(u64, i64)>,
 }
 
 /// The distinct process filters of a set of rules, each run once per process.
@@ -295,6 +298,22 @@ impl Engine {
         }
         let Some(host) = self.hosts.get_mut(hostname) else { return Vec::new() };
         host.last_seen_ms = host.last_seen_ms.max(now_ms);
+        let errors = snapshot
+            .network
+            .total
+            .as_ref()
+            .map(|t| (t.errors_in.saturating_add(t.errors_out), snapshot.taken_at.timestamp_millis()));
+        // A rate needs two readings, the second later; counters that went down (the
+        // host rebooted) give none this time.
+        let net_errors_per_sec = match (host.net_errors, errors) {
+            (Some((before, then)), Some((now, at))) if at > then && now >= before => {
+                Some((now - before) as f64 * 1000.0 / (at - then) as f64)
+            }
+            _ => None,
+        };
+        if errors.is_some() {
+            host.net_errors = errors;
+        }
         let plan = &self.plan;
         self.asked.clear();
         self.asked.resize(plan.filters.len(), false);
@@ -386,6 +405,7 @@ impl Engine {
                             let port = rule.port.unwrap_or(0);
                             Some(if snapshot.ports.listening.iter().any(|l| l.port == port) { 1.0 } else { 0.0 })
                         }
+                        Metric::HostNetErrorsPerSec => net_errors_per_sec,
                         _ => host_value(metric, snapshot),
                     };
                     // A figure the snapshot does not give changes nothing.
@@ -693,6 +713,28 @@ mod tests {
             assert_eq!(at(cpu, 18_000 + i as i64 * 1000, &mut engine), [], "{cpu} is between clear and threshold");
         }
         assert_eq!(at(69.0, 30_000, &mut engine), [Change::Resolved]);
+    }
+
+    #[test]
+    fn network_errors_are_a_rate_of_the_last_two_snapshots() {
+        let rules = rules(serde_json::json!({"name": "errs", "metric": "host.net_errors_per_sec", "threshold": 5}));
+        let mut engine = Engine::new();
+        let mut s = snapshot();
+        let start = s.taken_at;
+        let mut at = |errors_in: u64, secs: i64, engine: &mut Engine| {
+            let t = s.network.total.get_or_insert_with(Default::default);
+            t.errors_in = errors_in;
+            t.errors_out = 0;
+            s.taken_at = start + chrono::TimeDelta::seconds(secs);
+            engine.snapshot(&rules, &Arc::new(s.clone()), 1_000 + secs * 1000)
+        };
+        assert!(at(100, 0, &mut engine).is_empty(), "one reading is no rate");
+        assert!(at(104, 1, &mut engine).is_empty(), "4 a second");
+        let t = at(124, 3, &mut engine);
+        assert_eq!(changes(&t), [Change::Firing]);
+        assert_eq!(t[0].value, 10.0, "20 errors over 2 s");
+        assert!(at(3, 4, &mut engine).is_empty(), "counters reset: no rate, no change");
+        assert_eq!(changes(&at(4, 5, &mut engine)), [Change::Resolved]);
     }
 
     #[test]

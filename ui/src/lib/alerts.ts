@@ -26,6 +26,7 @@ export const METRICS: readonly MetricInfo[] = [
   { id: 'host.load1', label: 'Load (1 min)', kind: 'level', process: false, aggregate: false, unit: '' },
   { id: 'host.net_sent_bytes_per_sec', label: 'Network sent', kind: 'level', process: false, aggregate: false, unit: 'B/s' },
   { id: 'host.net_received_bytes_per_sec', label: 'Network received', kind: 'level', process: false, aggregate: false, unit: 'B/s' },
+  { id: 'host.net_errors_per_sec', label: 'Network errors', kind: 'level', process: false, aggregate: false, unit: '/s' },
   { id: 'process.absent', label: 'Process absent', kind: 'condition', process: true, aggregate: false, unit: '' },
   { id: 'process.count', label: 'Process count', kind: 'level', process: true, aggregate: false, unit: '' },
   { id: 'process.cpu_percent', label: 'Process CPU', kind: 'level', process: true, aggregate: true, unit: '% of a core' },
