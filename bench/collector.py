@@ -136,11 +136,12 @@ def ramp_limit_s(steps, step_secs):
 
 
 @contextlib.contextmanager
-def throwaway_collector(procyon, label):
+def throwaway_collector(procyon, label, extra=()):
     """A collector on a free loopback port with an empty data directory and an agent
     API key in `key`: yields a namespace with tmp, data_dir, collector, base, password,
     key and daemons (children to stop; the collector is the first). Everything is
-    stopped and removed on the way out."""
+    stopped and removed on the way out. `extra` are more arguments of `procyon serve`;
+    a callable is given the scratch directory and returns them."""
     with tempfile.TemporaryDirectory(prefix=f"procyon-bench-{label}-") as tmp:
         tmp = Path(tmp)
         data_dir = tmp / "collector"
@@ -150,8 +151,9 @@ def throwaway_collector(procyon, label):
             # Every simulated agent and dashboard comes from one loopback address, the
             # dashboards as one user: lift the per-client shares, which keep clients
             # from starving each other and are not what is measured here.
+            more = tuple(extra(tmp) if callable(extra) else extra)
             collector, base, password = start_collector(procyon, data_dir, tmp, extra=(
-                "--max-connections-per-address", "4096", "--max-streams-per-user", "4096"))
+                "--max-connections-per-address", "4096", "--max-streams-per-user", "4096", *more))
             daemons.append(collector)
             create_key_file(procyon, data_dir, tmp / "api.key")
             yield types.SimpleNamespace(tmp=tmp, data_dir=data_dir, collector=collector, base=base,

@@ -20,6 +20,9 @@ The parts, in order (BENCH_ONLY=part,part runs a subset):
              connected host and after they leave (bench/collector.py); then the same
              ramp with 5,000 processes per host (BENCH_LARGE_STEPS), for the cost per
              process;
+- alerts:    the collector's CPU with 50 alert rules against the same load without rules
+             (the floor), 1,000 agents at 1 s, alternating (bench/alerts.py); and the
+             evaluation alone per snapshot (examples/alert_eval.rs);
 - fanout:    time from sending a snapshot to 100 dashboards receiving it;
 - soak:      200 simulated agents and 20 dashboards for an hour: the collector's memory,
              open files and p99 latency as curves (<target dir>/bench/soak.csv), each
@@ -39,7 +42,9 @@ BENCH_RAMP_STEPS (default
 10,25,50,100,150,200,300,400,500,750,1000,1250,1500,2000), BENCH_STEP_SECS
 (seconds per ramp step, default 10), BENCH_LARGE_STEPS (the 5,000-process ramp, default
 10,25,50,100,150,200,300,400; empty to skip it), BENCH_FANOUT_CLIENTS (default 100),
-BENCH_FANOUT_SECS (default 20), BENCH_SOAK_SECS (default 3600), BENCH_SOAK_AGENTS
+BENCH_FANOUT_SECS (default 20), BENCH_ALERT_AGENTS (default 1000), BENCH_ALERT_SECS (the
+window of each alert run, default 20), BENCH_ALERT_ROUNDS (floor and rules pairs, default
+2), BENCH_SOAK_SECS (default 3600), BENCH_SOAK_AGENTS
 (default 200), BENCH_SOAK_DASHBOARDS (default 20), BENCH_SOAK_SAMPLE_SECS (default 10),
 BENCH_ONLY. Standard library only.
 """
@@ -55,6 +60,7 @@ import sys
 from pathlib import Path
 
 import agents as agents_part
+import alerts as alerts_part
 import collector as collector_part
 import pieces
 import samplers as samplers_part
@@ -72,7 +78,7 @@ LARGE_STEPS = "10,25,50,100,150,200,300,400"
 RATE_INTERVALS = (0.5, 0.33, 0.25, 0.2, 0.15)
 LARGE_PROCESSES = 5000
 
-PARTS = ("samplers", "agents", "uplink", "store", "collector", "fanout", "soak", "desktop", "dashboard")
+PARTS = ("samplers", "agents", "uplink", "store", "collector", "alerts", "fanout", "soak", "desktop", "dashboard")
 
 # The design's budgets (DESIGN.md, "Performance budgets"). Never loosened here.
 BUDGET = {
@@ -86,6 +92,7 @@ BUDGET = {
     "collector_share_of_raw_sqlite": 0.5,
     "collector_kib_per_host": 256.0,
     "collector_after_leave_share": 1.10,
+    "alerts_added_share_of_collector_cpu": 0.10,
     "storage_bytes_per_sample": 1.0,
     "storage_mib_per_host_month": 50.0,
     "desktop_cpu_percent_open": 3.0,
@@ -376,6 +383,32 @@ def report_collector(r, result):
              "x the start")
 
 
+def report_alerts(r, result):
+    """Collector CPU with the rules against the floor, and the evaluation alone."""
+    r.section(f"alert evaluation: {result['agents']} agents at 1 s, {result['rules']} rules, "
+              f"{result['window_s']} s windows, floor and rules alternating")
+    for run in result["runs"]:
+        r.say(f"{run['label']:<10} {run['rules']:>3} rules: collector cpu {fmt(run['collector_cpu_percent'], 1)} %, "
+              f"{fmt(run['rate_per_s'], 0)} snapshots/s, p99 {fmt(run['p99_ms'], 1)} ms"
+              f"{'' if run['sustained'] else ' (not sustained)'}")
+    floor, ours = result["floor_cpu_percent"], result["rules_cpu_percent"]
+    r.say(f"median collector cpu: {fmt(floor, 1)} % without rules (the floor), {fmt(ours, 1)} % with them")
+    r.ratio("collector-cpu-with-rules", "collector-cpu-floor", ours, floor)
+    added = (ours - floor) / floor if floor else None
+    alone = result.get("evaluation_alone")
+    if alone:
+        # CPU time, not wall time: the collectors' runs are CPU time too.
+        cpu = alone.get("cpu_percent_of_a_core_at_1s", alone["percent_of_a_core_at_1s"])
+        share = cpu / floor if floor else None
+        r.say(f"evaluation alone (examples/alert_eval.rs): {fmt(alone.get('cpu_us_per_snapshot'), 1)} us of CPU "
+              f"per snapshot ({fmt(alone['us_per_snapshot'], 1)} us wall), {fmt(cpu, 2)} % of one core at "
+              f"{alone['hosts']} snapshots/s")
+        r.ratio("alert-evaluation-alone-cpu", "collector-cpu-floor", cpu, floor)
+        result["evaluation_share_of_floor"] = share
+    r.budget("alert rules added to the collector's cpu", added, "<",
+             BUDGET["alerts_added_share_of_collector_cpu"], "x the floor")
+
+
 def report_fanout(r, result):
     """Fan-out latency against the ingest (ack) latency of the same snapshots."""
     r.section(f"live fan-out: one agent, {result['clients']} dashboards on one host's stream")
@@ -473,6 +506,9 @@ def main():
     step_secs = env_int("BENCH_STEP_SECS", 10, 1)
     clients = env_int("BENCH_FANOUT_CLIENTS", 100, 1)
     fanout_secs = env_int("BENCH_FANOUT_SECS", 20, 2)
+    alert_agents = env_int("BENCH_ALERT_AGENTS", 1000, 1)
+    alert_secs = env_int("BENCH_ALERT_SECS", 20, 5)
+    alert_rounds = env_int("BENCH_ALERT_ROUNDS", 2, 1)
     soak_secs = env_int("BENCH_SOAK_SECS", 3600, 60)
     soak_agents = env_int("BENCH_SOAK_AGENTS", 200, 1)
     soak_dashboards = env_int("BENCH_SOAK_DASHBOARDS", 20, 0)
@@ -584,6 +620,13 @@ def main():
             result["large"] = large
         return result
 
+    def alerts():
+        alert_eval = examples / "alert_eval"
+        result = alerts_part.run_alerts(procyon, examples / "loadgen", alert_eval if alert_eval.exists() else None,
+                                        alert_agents, alert_secs, alert_rounds)
+        report_alerts(r, result)
+        return result
+
     def fanout():
         result = collector_part.run_fanout(procyon, examples / "loadgen", clients, fanout_secs)
         report_fanout(r, result)
@@ -606,7 +649,7 @@ def main():
         return result
 
     for name, run in (("samplers", samplers), ("agents", agents), ("uplink", uplink),
-                      ("store", store), ("collector", collector), ("fanout", fanout),
+                      ("store", store), ("collector", collector), ("alerts", alerts), ("fanout", fanout),
                       ("soak", soak), ("desktop", desktop), ("dashboard", dashboard)):
         part(name, run)
 

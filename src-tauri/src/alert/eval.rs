@@ -9,17 +9,30 @@
 //! again what was firing nor forgets what was pending.
 //!
 //! Cost per snapshot: for each rule that watches the host, one figure read from the
-//! snapshot, or one pass over its processes with the rule's filter (parsed once, when
-//! the rule was made). Nothing is allocated for a process unless it starts to be
-//! pending; lookups go by the rule's name and the pid. Only transitions (pending,
-//! firing, repeated, resolved) leave the engine, and only they are written.
+//! snapshot, or the processes its filter matches. Filters are not run per rule: the
+//! distinct filters of all rules ([`Plan`]) are run once per process, and only for the
+//! processes that changed since the host's previous snapshot. Each host keeps which
+//! filters each of its processes matched ([`Matches`]); a process whose fields are all
+//! as before keeps its answers, one that only moved its figures (CPU, memory, status)
+//! is asked again only by the filters that read figures, and a new process by all of
+//! them. A fleet's processes mostly sleep, and most filters name processes
+//! (`name:nginx`), so a steady host costs one comparison per process. Nothing is
+//! allocated for a process unless it starts to be pending; lookups go by the rule's
+//! name and the pid. Only transitions (pending, firing, repeated, resolved) leave the
+//! engine, and only they are written.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+use chrono::{DateTime, Utc};
+
 use super::rule::{Aggregate, CompiledRule, Metric};
 use super::status::{Alert, AlertState};
-use crate::model::Snapshot;
+use crate::model::{ProcessSample, Snapshot};
+
+/// How long a silent host's cached filter answers are kept: past this its next
+/// snapshot is matched afresh, and the snapshot they were for is let go.
+const MATCHES_KEPT_MS: i64 = 10 * 60 * 1000;
 
 /// Which instance of a rule on a host an entry is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -107,13 +120,101 @@ struct Host {
     last_seen_ms: i64,
     /// Per rule name.
     alerts: HashMap<String, HashMap<Key, Entry>>,
+    /// Which filters the processes of the host's previous snapshot matched.
+    matches: Option<Matches>,
+    /// The network error counters (in and out together) of the host's previous
+    /// snapshot and when it was taken (ms): `host.net_errors_per_sec` is their rate.
+    net_errors: Option<(u64, i64)>,
 }
+
+/// The distinct process filters of a set of rules, each run once per process.
+#[derive(Debug, Default)]
+struct Plan {
+    /// The rules it was made for (compared by pointer: the service replaces the set
+    /// whole when a rule changes, and holding them keeps a pointer from being reused).
+    rules: Vec<Arc<CompiledRule>>,
+    /// Per rule, the index of its filter.
+    filter_of: Vec<Option<usize>>,
+    /// Per distinct filter: a rule that holds it compiled, and whether it reads figures.
+    filters: Vec<(usize, bool)>,
+    /// 64-bit words of answers per process (one bit a filter).
+    words: usize,
+    /// Tells apart the plans an engine has made, so that answers cached under an
+    /// earlier one are not read under this one.
+    id: u64,
+}
+
+impl Plan {
+    fn new(rules: &Rules, id: u64) -> Plan {
+        let mut by_text: HashMap<&str, usize> = HashMap::new();
+        let mut filters = Vec::new();
+        let filter_of = rules
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let (Some(query), Some(text)) = (&r.query, &r.rule.process) else { return None };
+                Some(*by_text.entry(text.as_str()).or_insert_with(|| {
+                    filters.push((i, query.reads_figures()));
+                    filters.len() - 1
+                }))
+            })
+            .collect();
+        let words = filters.len().div_ceil(64);
+        Plan { rules: rules.to_vec(), filter_of, filters, words, id }
+    }
+
+    fn is_for(&self, rules: &Rules) -> bool {
+        self.rules.len() == rules.len() && self.rules.iter().zip(rules).all(|(a, b)| Arc::ptr_eq(a, b))
+    }
+
+    fn matches(&self, rules: &Rules, filter: usize, p: &ProcessSample) -> bool {
+        let (rule, _) = self.filters[filter];
+        rules[rule].query.as_ref().is_some_and(|q| q.matches(p))
+    }
+}
+
+/// One host's answers: for each process of `snapshot`, in order, `words` words with a
+/// bit per filter of the plan `plan` (filters of rules that do not watch the host are
+/// never asked and stay 0).
+#[derive(Debug)]
+struct Matches {
+    plan: u64,
+    snapshot: Arc<Snapshot>,
+    bits: Vec<u64>,
+}
+
+/// What a process is, as opposed to its figures: a filter that reads no figure
+/// answers the same for two processes alike in these.
+fn same_identity(a: &ProcessSample, b: &ProcessSample) -> bool {
+    a.pid == b.pid
+        && a.start_time == b.start_time
+        && a.ppid == b.ppid
+        && a.kernel_thread == b.kernel_thread
+        && a.name == b.name
+        && a.user == b.user
+        && a.cmd == b.cmd
+}
+
+type ProcessId = (u32, Option<DateTime<Utc>>);
 
 /// The evaluation state of every host.
 #[derive(Debug, Default)]
 pub struct Engine {
     hosts: HashMap<String, Host>,
     generation: u64,
+    plan: Plan,
+    /// Per filter, the indexes of the processes it matched in the snapshot at hand.
+    matched: Vec<Vec<u32>>,
+    /// Per filter, whether a rule watching the host at hand uses it.
+    asked: Vec<bool>,
+    /// A spare answer buffer (the one a host's snapshot replaced), to fill next.
+    spare: Vec<u64>,
+    /// Tests: ask every filter of every process each time, as without the cache.
+    #[cfg(test)]
+    uncached: bool,
+    /// Tests: how many times a filter was asked about a process.
+    #[cfg(test)]
+    asks: u64,
 }
 
 /// Rules as the engine takes them.
@@ -180,25 +281,78 @@ impl Engine {
         })
     }
 
-    /// Evaluates `rules` against a snapshot of its host received at `now_ms`.
-    pub fn snapshot(&mut self, rules: &Rules, snapshot: &Snapshot, now_ms: i64) -> Vec<Transition> {
+    /// Evaluates `rules` against a snapshot of its host received at `now_ms`. The
+    /// snapshot is kept (shared, not copied) until the host's next one, to tell which
+    /// processes changed.
+    pub fn snapshot(&mut self, rules: &Rules, snapshot: &Arc<Snapshot>, now_ms: i64) -> Vec<Transition> {
         self.generation += 1;
         let generation = self.generation;
         let hostname = snapshot.host.hostname.as_str();
+        if !self.plan.is_for(rules) {
+            self.plan = Plan::new(rules, self.plan.id + 1);
+            self.matched.resize_with(self.plan.filters.len(), Vec::new);
+        }
         // Looked up before inserting: no allocation for a host already known.
         if !self.hosts.contains_key(hostname) {
             self.hosts.insert(hostname.to_owned(), Host::default());
         }
         let Some(host) = self.hosts.get_mut(hostname) else { return Vec::new() };
         host.last_seen_ms = host.last_seen_ms.max(now_ms);
+        let errors = snapshot
+            .network
+            .total
+            .as_ref()
+            .map(|t| (t.errors_in.saturating_add(t.errors_out), snapshot.taken_at.timestamp_millis()));
+        // A rate needs two readings, the second later; counters that went down (the
+        // host rebooted) give none this time.
+        let net_errors_per_sec = match (host.net_errors, errors) {
+            (Some((before, then)), Some((now, at))) if at > then && now >= before => {
+                Some((now - before) as f64 * 1000.0 / (at - then) as f64)
+            }
+            _ => None,
+        };
+        if errors.is_some() {
+            host.net_errors = errors;
+        }
+        let plan = &self.plan;
+        self.asked.clear();
+        self.asked.resize(plan.filters.len(), false);
+        for (i, rule) in rules.iter().enumerate() {
+            if let Some(f) = plan.filter_of[i]
+                && rule.watches(hostname)
+            {
+                self.asked[f] = true;
+            }
+        }
+        if self.asked.iter().any(|a| *a) {
+            #[cfg(test)]
+            if self.uncached {
+                host.matches = None;
+            }
+            let matches = match_processes(plan, rules, &self.asked, host.matches.take(), snapshot, &mut self.spare);
+            #[cfg(test)]
+            {
+                self.asks += ASKS.with(|a| a.replace(0));
+            }
+            collect_matched(plan, &matches, &mut self.matched);
+            host.matches = Some(matches);
+        } else {
+            host.matches = None;
+        }
+        let matched = &self.matched;
         let mut out = Vec::new();
-        for rule in rules.iter().filter(|r| r.watches(hostname)) {
+        for (i, rule) in rules.iter().enumerate() {
+            if !rule.watches(hostname) {
+                continue;
+            }
             let name = rule.rule.name.as_str();
             if !host.alerts.contains_key(name) {
                 host.alerts.insert(name.to_owned(), HashMap::new());
             }
             let Some(entries) = host.alerts.get_mut(name) else { continue };
             let at = At { rule, hostname, now_ms, generation };
+            let procs: &[u32] = plan.filter_of[i].map_or(&[], |f| &matched[f]);
+            let matching = || procs.iter().filter_map(|j| snapshot.processes.get(*j as usize));
             match rule.rule.metric {
                 Metric::HostOffline => {
                     if let Some(e) = entries.remove(&Key::Whole)
@@ -208,14 +362,13 @@ impl Engine {
                     }
                 }
                 Metric::ProcessAbsent => {
-                    let count = count_matching(rule, snapshot);
+                    let count = procs.len();
                     let absent = count == 0;
                     at.step(entries, Key::Whole, count as f64, absent, !absent, &|| filter_label(rule), &mut out);
                 }
                 Metric::ProcessCpuPercent | Metric::ProcessRssBytes if rule.rule.aggregate == Aggregate::Each => {
-                    let Some(query) = &rule.query else { continue };
                     let cpu = rule.rule.metric == Metric::ProcessCpuPercent;
-                    for p in snapshot.processes.iter().filter(|p| query.matches(p)) {
+                    for p in matching() {
                         let value = if cpu { p.cpu_percent.map(f64::from) } else { p.rss_bytes.map(|b| b as f64) };
                         let Some(value) = value else { continue };
                         let label = || format!("{} ({})", p.name, p.pid);
@@ -241,12 +394,18 @@ impl Engine {
                 }
                 metric => {
                     let value = match metric {
-                        Metric::ProcessCpuPercent | Metric::ProcessRssBytes => Some(sum_matching(rule, snapshot)),
-                        Metric::ProcessCount => Some(count_matching(rule, snapshot) as f64),
+                        Metric::ProcessCpuPercent => {
+                            Some(matching().map(|p| p.cpu_percent.map_or(0.0, f64::from)).sum())
+                        }
+                        Metric::ProcessRssBytes => {
+                            Some(matching().map(|p| p.rss_bytes.map_or(0.0, |b| b as f64)).sum())
+                        }
+                        Metric::ProcessCount => Some(procs.len() as f64),
                         Metric::PortListening => {
                             let port = rule.port.unwrap_or(0);
                             Some(if snapshot.ports.listening.iter().any(|l| l.port == port) { 1.0 } else { 0.0 })
                         }
+                        Metric::HostNetErrorsPerSec => net_errors_per_sec,
                         _ => host_value(metric, snapshot),
                     };
                     // A figure the snapshot does not give changes nothing.
@@ -263,6 +422,11 @@ impl Engine {
     /// go offline, and firing alerts of silent hosts are repeated.
     pub fn tick(&mut self, rules: &Rules, now_ms: i64) -> Vec<Transition> {
         let mut out = Vec::new();
+        for host in self.hosts.values_mut() {
+            if host.matches.is_some() && now_ms - host.last_seen_ms > MATCHES_KEPT_MS {
+                host.matches = None;
+            }
+        }
         for rule in rules.iter().filter(|r| r.rule.metric == Metric::HostOffline) {
             for (hostname, host) in &mut self.hosts {
                 if !rule.watches(hostname) || host.last_seen_ms == 0 {
@@ -298,6 +462,103 @@ impl Engine {
             }
         }
         out
+    }
+}
+
+/// Which filters of `plan` each process of `snapshot` matches, asking only the filters
+/// in `asked`, and only where `previous` (the host's answers for its previous
+/// snapshot) does not already tell: a process found there unchanged keeps its answers,
+/// one that only moved its figures is asked again by the filters that read figures.
+/// `spare` is an answer buffer to fill; it gets the previous one back.
+fn match_processes(
+    plan: &Plan,
+    rules: &Rules,
+    asked: &[bool],
+    previous: Option<Matches>,
+    snapshot: &Arc<Snapshot>,
+    spare: &mut Vec<u64>,
+) -> Matches {
+    let words = plan.words;
+    let mut bits = std::mem::take(spare);
+    bits.clear();
+    bits.resize(snapshot.processes.len() * words, 0);
+    let previous = previous.filter(|m| m.plan == plan.id);
+    let before: &[ProcessSample] = previous.as_ref().map_or(&[], |m| &m.snapshot.processes);
+    // Lists mostly keep their order between snapshots: the process at the same place
+    // (shifted by what was added or removed before it) is tried first, and a map is
+    // made only when that misses.
+    let mut offset: isize = 0;
+    let mut by_id: Option<HashMap<ProcessId, usize>> = None;
+    for (j, p) in snapshot.processes.iter().enumerate() {
+        let row = &mut bits[j * words..(j + 1) * words];
+        let guess = (j as isize + offset)
+            .try_into()
+            .ok()
+            .filter(|k: &usize| before.get(*k).is_some_and(|o| o.pid == p.pid && o.start_time == p.start_time));
+        let found = guess.or_else(|| {
+            if before.is_empty() {
+                return None;
+            }
+            let map = by_id
+                .get_or_insert_with(|| before.iter().enumerate().map(|(k, o)| ((o.pid, o.start_time), k)).collect());
+            map.get(&(p.pid, p.start_time)).copied()
+        });
+        let kept = match (found, &previous) {
+            (Some(k), Some(m)) if same_identity(&before[k], p) => {
+                offset = k as isize - j as isize;
+                row.copy_from_slice(&m.bits[k * words..(k + 1) * words]);
+                Some(before[k] == *p)
+            }
+            _ => None,
+        };
+        for (f, &(_, reads_figures)) in plan.filters.iter().enumerate() {
+            let ask = asked[f]
+                && match kept {
+                    None => true,
+                    Some(unchanged) => reads_figures && !unchanged,
+                };
+            if ask {
+                #[cfg(test)]
+                ASKS.with(|a| a.set(a.get() + 1));
+                let bit = 1u64 << (f % 64);
+                if plan.matches(rules, f, p) {
+                    row[f / 64] |= bit;
+                } else {
+                    row[f / 64] &= !bit;
+                }
+            }
+        }
+    }
+    if let Some(m) = previous {
+        *spare = m.bits;
+    }
+    Matches { plan: plan.id, snapshot: Arc::clone(snapshot), bits }
+}
+
+#[cfg(test)]
+thread_local! {
+    static ASKS: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+}
+
+/// Fills `matched[f]` with the indexes of the processes that filter `f` matched.
+fn collect_matched(plan: &Plan, matches: &Matches, matched: &mut [Vec<u32>]) {
+    for list in matched.iter_mut() {
+        list.clear();
+    }
+    if plan.words == 0 {
+        return;
+    }
+    for (j, row) in matches.bits.chunks_exact(plan.words).enumerate() {
+        for (w, word) in row.iter().enumerate() {
+            let mut rest = *word;
+            while rest != 0 {
+                let f = w * 64 + rest.trailing_zeros() as usize;
+                if let Some(list) = matched.get_mut(f) {
+                    list.push(j as u32);
+                }
+                rest &= rest - 1;
+            }
+        }
     }
 }
 
@@ -396,21 +657,6 @@ fn filter_label(rule: &CompiledRule) -> String {
     rule.rule.process.clone().unwrap_or_default()
 }
 
-fn count_matching(rule: &CompiledRule, snapshot: &Snapshot) -> usize {
-    rule.query.as_ref().map_or(0, |q| snapshot.processes.iter().filter(|p| q.matches(p)).count())
-}
-
-fn sum_matching(rule: &CompiledRule, snapshot: &Snapshot) -> f64 {
-    let Some(q) = &rule.query else { return 0.0 };
-    let cpu = rule.rule.metric == Metric::ProcessCpuPercent;
-    snapshot
-        .processes
-        .iter()
-        .filter(|p| q.matches(p))
-        .map(|p| if cpu { p.cpu_percent.map_or(0.0, f64::from) } else { p.rss_bytes.map_or(0.0, |b| b as f64) })
-        .sum()
-}
-
 /// A host figure of the snapshot, if it gives it.
 fn host_value(metric: Metric, s: &Snapshot) -> Option<f64> {
     let percent = |used: u64, total: u64| if total == 0 { 0.0 } else { used as f64 * 100.0 / total as f64 };
@@ -456,7 +702,7 @@ mod tests {
         let mut s = snapshot();
         let mut at = |cpu: f32, ms: i64, engine: &mut Engine| {
             s.cpu.total_percent = cpu;
-            changes(&engine.snapshot(&rules, &s, ms))
+            changes(&engine.snapshot(&rules, &Arc::new(s.clone()), ms))
         };
         assert_eq!(at(95.0, 1_000, &mut engine), [Change::Pending]);
         assert_eq!(at(95.0, 5_000, &mut engine), []);
@@ -470,19 +716,41 @@ mod tests {
     }
 
     #[test]
+    fn network_errors_are_a_rate_of_the_last_two_snapshots() {
+        let rules = rules(serde_json::json!({"name": "errs", "metric": "host.net_errors_per_sec", "threshold": 5}));
+        let mut engine = Engine::new();
+        let mut s = snapshot();
+        let start = s.taken_at;
+        let mut at = |errors_in: u64, secs: i64, engine: &mut Engine| {
+            let t = s.network.total.get_or_insert_with(Default::default);
+            t.errors_in = errors_in;
+            t.errors_out = 0;
+            s.taken_at = start + chrono::TimeDelta::seconds(secs);
+            engine.snapshot(&rules, &Arc::new(s.clone()), 1_000 + secs * 1000)
+        };
+        assert!(at(100, 0, &mut engine).is_empty(), "one reading is no rate");
+        assert!(at(104, 1, &mut engine).is_empty(), "4 a second");
+        let t = at(124, 3, &mut engine);
+        assert_eq!(changes(&t), [Change::Firing]);
+        assert_eq!(t[0].value, 10.0, "20 errors over 2 s");
+        assert!(at(3, 4, &mut engine).is_empty(), "counters reset: no rate, no change");
+        assert_eq!(changes(&at(4, 5, &mut engine)), [Change::Resolved]);
+    }
+
+    #[test]
     fn repeats_only_when_asked_and_offline_comes_from_the_tick() {
         let rules = rules(serde_json::json!({
             "name": "gone", "metric": "host.offline", "for_secs": 30, "repeat_secs": 60
         }));
         let mut engine = Engine::new();
         let s = snapshot();
-        assert!(engine.snapshot(&rules, &s, 1_000).is_empty());
+        assert!(engine.snapshot(&rules, &Arc::new(s.clone()), 1_000).is_empty());
         assert!(engine.tick(&rules, 30_000).is_empty());
         assert_eq!(changes(&engine.tick(&rules, 31_000)), [Change::Firing]);
         assert!(engine.tick(&rules, 32_000).is_empty(), "once");
         assert!(engine.tick(&rules, 90_000).is_empty());
         assert_eq!(changes(&engine.tick(&rules, 91_000)), [Change::Repeat]);
-        assert_eq!(changes(&engine.snapshot(&rules, &s, 92_000)), [Change::Resolved]);
+        assert_eq!(changes(&engine.snapshot(&rules, &Arc::new(s.clone()), 92_000)), [Change::Resolved]);
         assert!(engine.tick(&rules, 93_000).is_empty());
     }
 
@@ -501,15 +769,15 @@ mod tests {
         p.cpu_percent = Some(99.0);
         s.processes.push(p);
         let mut engine = Engine::new();
-        let t = engine.snapshot(&each, &s, 1_000);
+        let t = engine.snapshot(&each, &Arc::new(s.clone()), 1_000);
         assert_eq!(changes(&t), [Change::Firing]);
         assert_eq!(t[0].process, "busy (4000000)");
-        assert!(engine.snapshot(&absent, &s, 1_000).is_empty());
+        assert!(engine.snapshot(&absent, &Arc::new(s.clone()), 1_000).is_empty());
         s.processes.pop();
-        let t = engine.snapshot(&each, &s, 2_000);
+        let t = engine.snapshot(&each, &Arc::new(s.clone()), 2_000);
         assert_eq!(changes(&t), [Change::Resolved], "the process went");
-        assert_eq!(changes(&engine.snapshot(&absent, &s, 2_000)), [Change::Pending]);
-        assert_eq!(changes(&engine.snapshot(&absent, &s, 7_000)), [Change::Firing]);
+        assert_eq!(changes(&engine.snapshot(&absent, &Arc::new(s.clone()), 2_000)), [Change::Pending]);
+        assert_eq!(changes(&engine.snapshot(&absent, &Arc::new(s.clone()), 7_000)), [Change::Firing]);
         assert_eq!(Key::from_label("busy (4000000)"), Key::Pid(4_000_000));
         assert_eq!(Key::from_label("name:busy"), Key::Whole);
     }
@@ -531,8 +799,125 @@ mod tests {
         engine.restore(&stored, 1_000);
         let mut s = snapshot();
         s.cpu.total_percent = 95.0;
-        assert!(engine.snapshot(&rules, &s, 2_000).is_empty());
+        assert!(engine.snapshot(&rules, &Arc::new(s.clone()), 2_000).is_empty());
         s.cpu.total_percent = 5.0;
-        assert_eq!(changes(&engine.snapshot(&rules, &s, 3_000)), [Change::Resolved]);
+        assert_eq!(changes(&engine.snapshot(&rules, &Arc::new(s.clone()), 3_000)), [Change::Resolved]);
+    }
+
+    fn process(pid: u32, name: &str, cpu: f32) -> crate::model::ProcessSample {
+        let mut p = snapshot().processes[0].clone();
+        p.pid = pid;
+        p.name = name.into();
+        p.cmd = format!("/usr/bin/{name} --serve");
+        p.user = Some(if pid % 2 == 0 { "root" } else { "www" }.into());
+        p.cpu_percent = Some(cpu);
+        p.rss_bytes = Some(u64::from(pid) << 20);
+        p.start_time = chrono::DateTime::from_timestamp(1_700_000_000 + i64::from(pid), 0);
+        p
+    }
+
+    fn many_rules() -> Vec<Arc<CompiledRule>> {
+        [
+            serde_json::json!({"name": "a", "metric": "process.absent", "process": "name:nginx", "for_secs": 2}),
+            serde_json::json!({"name": "b", "metric": "process.count", "process": "user:root", "threshold": 3}),
+            serde_json::json!({"name": "c", "metric": "process.cpu_percent", "process": "user:www cpu>5", "threshold": 50, "clear": 30}),
+            serde_json::json!({"name": "d", "metric": "process.rss_bytes", "process": "name:nginx", "aggregate": "sum", "threshold": 1e9}),
+            serde_json::json!({"name": "e", "metric": "process.cpu_percent", "process": "name:nginx", "threshold": 60, "host": "h"}),
+            serde_json::json!({"name": "f", "metric": "process.count", "process": "status:running", "threshold": 0, "host": "other"}),
+            serde_json::json!({"name": "g", "metric": "host.cpu_percent", "threshold": 50}),
+        ]
+        .into_iter()
+        .map(|json| Arc::new(serde_json::from_value::<AlertRule>(json).unwrap().compile().unwrap()))
+        .collect()
+    }
+
+    /// The cached answers change nothing: an engine that asks every filter of every
+    /// process each time sees the same transitions, snapshot after snapshot, while
+    /// processes come and go, move their figures, change their names in place (exec),
+    /// and the list is reordered.
+    #[test]
+    fn cached_filter_answers_give_what_asking_afresh_gives() {
+        let rules = many_rules();
+        let (mut cached, mut fresh) = (Engine::new(), Engine::new());
+        fresh.uncached = true;
+        let mut s = snapshot();
+        s.processes = (1..=40).map(|i| process(i, if i % 5 == 0 { "nginx" } else { "worker" }, 1.0)).collect();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        let mut transitions = 0;
+        for step in 0..400i64 {
+            for _ in 0..next(4) {
+                let len = s.processes.len() as u64;
+                let i = next(len.max(1)) as usize;
+                match next(7) {
+                    0 if len > 1 => {
+                        s.processes.remove(i);
+                    }
+                    1 => {
+                        let pid = 100 + next(1000) as u32;
+                        let name = if next(2) == 0 { "nginx" } else { "worker" };
+                        s.processes.insert(i.min(s.processes.len()), process(pid, name, next(100) as f32));
+                    }
+                    2 if len > 0 => s.processes[i].name = if next(2) == 0 { "nginx" } else { "other" }.into(),
+                    3 if len > 0 => s.processes[i].status = crate::model::ProcessStatus::Running,
+                    4 if len > 1 => {
+                        let j = next(len) as usize;
+                        s.processes.swap(i, j);
+                    }
+                    _ if len > 0 => s.processes[i].cpu_percent = Some(next(100) as f32),
+                    _ => {}
+                }
+            }
+            s.cpu.total_percent = next(100) as f32;
+            let shared = Arc::new(s.clone());
+            let at = 1_000 + step * 1_000;
+            let (a, b) = (cached.snapshot(&rules, &shared, at), fresh.snapshot(&rules, &shared, at));
+            assert_eq!(a, b, "step {step}");
+            transitions += a.len();
+            if step == 200 {
+                // A new rule set: answers cached under the old one are not read.
+                let mut changed = many_rules();
+                changed.truncate(4);
+                for engine in [&mut cached, &mut fresh] {
+                    engine.retain_rules(&changed);
+                }
+                let (a, b) = (cached.snapshot(&changed, &shared, at + 1), fresh.snapshot(&changed, &shared, at + 1));
+                assert_eq!(a, b);
+            }
+        }
+        assert!(transitions > 50, "the sequence should move alerts: {transitions}");
+        assert!(cached.asks * 3 < fresh.asks, "the cache should spare most asks: {} of {}", cached.asks, fresh.asks);
+    }
+
+    /// Each distinct filter is asked once per process, whatever the number of rules
+    /// using it; an unchanged process is asked nothing, and one whose figures moved is
+    /// asked only by the filters that read figures.
+    #[test]
+    fn filters_are_asked_once_per_process_and_only_when_it_changed() {
+        let rules: Vec<Arc<CompiledRule>> = (0..10)
+            .map(|i| {
+                let json = if i % 2 == 0 {
+                    serde_json::json!({"name": format!("r{i}"), "metric": "process.count", "process": "name:nginx", "threshold": 100})
+                } else {
+                    serde_json::json!({"name": format!("r{i}"), "metric": "process.cpu_percent", "process": "cpu>5", "threshold": 100})
+                };
+                Arc::new(serde_json::from_value::<AlertRule>(json).unwrap().compile().unwrap())
+            })
+            .collect();
+        let mut s = snapshot();
+        s.processes = (1..=30).map(|i| process(i, "nginx", 1.0)).collect();
+        let mut engine = Engine::new();
+        engine.snapshot(&rules, &Arc::new(s.clone()), 1_000);
+        assert_eq!(engine.asks, 60, "two distinct filters, 30 processes");
+        engine.snapshot(&rules, &Arc::new(s.clone()), 2_000);
+        assert_eq!(engine.asks, 60, "nothing changed: nothing asked");
+        s.processes[3].cpu_percent = Some(9.0);
+        s.processes.remove(10);
+        s.processes.insert(0, process(77, "nginx", 1.0));
+        engine.snapshot(&rules, &Arc::new(s.clone()), 3_000);
+        assert_eq!(engine.asks, 60 + 1 + 2, "one figure moved, one process new");
     }
 }

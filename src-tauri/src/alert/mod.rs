@@ -16,9 +16,11 @@
 //!
 //! Evaluation runs on the hub's all-hosts stream, once per published snapshot, never
 //! by reading the database. Per snapshot and rule that watches the host: a figure read
-//! from the snapshot, or one pass over its processes with the rule's compiled filter.
-//! Nothing is allocated for a process unless it starts to be pending; state is looked
-//! up by rule name and pid. Only transitions are written (in one transaction per
+//! from the snapshot, or the processes its filter matched. Each distinct filter of all
+//! the rules is asked once per process, and only about processes that changed since the
+//! host's previous snapshot (see `eval.rs`); the answers for the others are kept per
+//! host. Nothing is allocated for a process unless it starts to be pending; state is
+//! looked up by rule name and pid. Only transitions are written (in one transaction per
 //! snapshot), so a steady fleet writes nothing. `host.offline` is a one-second tick
 //! over the hosts' last-contact times held in memory.
 

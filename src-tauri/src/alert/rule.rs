@@ -47,6 +47,10 @@ pub enum Metric {
     /// Bytes received per second, all interfaces but loopback.
     #[serde(rename = "host.net_received_bytes_per_sec")]
     HostNetReceivedBytesPerSec,
+    /// Receive and transmit errors per second, all interfaces but loopback, from the
+    /// counters of the host's last two snapshots.
+    #[serde(rename = "host.net_errors_per_sec")]
+    HostNetErrorsPerSec,
     /// No process matches `process` for `for_secs` (no threshold).
     #[serde(rename = "process.absent")]
     ProcessAbsent,
@@ -67,7 +71,7 @@ pub enum Metric {
 
 impl Metric {
     /// Every metric, in the order documents list them.
-    pub const ALL: [Metric; 12] = [
+    pub const ALL: [Metric; 13] = [
         Metric::HostOffline,
         Metric::HostCpuPercent,
         Metric::HostMemoryPercent,
@@ -75,6 +79,7 @@ impl Metric {
         Metric::HostLoad1,
         Metric::HostNetSentBytesPerSec,
         Metric::HostNetReceivedBytesPerSec,
+        Metric::HostNetErrorsPerSec,
         Metric::ProcessAbsent,
         Metric::ProcessCount,
         Metric::ProcessCpuPercent,
@@ -92,6 +97,7 @@ impl Metric {
             Metric::HostLoad1 => "host.load1",
             Metric::HostNetSentBytesPerSec => "host.net_sent_bytes_per_sec",
             Metric::HostNetReceivedBytesPerSec => "host.net_received_bytes_per_sec",
+            Metric::HostNetErrorsPerSec => "host.net_errors_per_sec",
             Metric::ProcessAbsent => "process.absent",
             Metric::ProcessCount => "process.count",
             Metric::ProcessCpuPercent => "process.cpu_percent",

@@ -293,6 +293,10 @@ fn field(name: &str) -> Option<Kind> {
     })
 }
 
+/// Fields whose value is fixed for a process's life (free text reads only these too).
+/// Any other field, and any added later, counts as a moving figure: the safe side.
+const IDENTITY_FIELDS: [&str; 7] = ["name", "cmd", "command", "user", "pid", "ppid", "is"];
+
 /// Whether `name` (lower case) is a field of the language.
 pub fn is_field(name: &str) -> bool {
     field(name).is_some()
@@ -325,6 +329,9 @@ fn eq_folded(text: &str, lower: &str) -> bool {
 /// A compiled process query.
 pub struct ProcessQuery {
     tests: Vec<Predicate>,
+    /// Whether a word reads a figure that moves from one sample to the next (CPU,
+    /// memory, threads, disk rates, status); see [`ProcessQuery::reads_figures`].
+    reads_figures: bool,
     /// Words that were malformed and ignored, each with what was wrong, for a person.
     pub errors: Vec<String>,
 }
@@ -346,7 +353,11 @@ impl ProcessQuery {
     pub fn compile(query: &str) -> ProcessQuery {
         let mut tests: Vec<Predicate> = Vec::new();
         let mut errors = Vec::new();
+        let mut reads_figures = false;
         for token in tokenize(query, is_field) {
+            if let Some((name, _)) = &token.filter {
+                reads_figures |= !IDENTITY_FIELDS.contains(&name.as_str());
+            }
             let test: Predicate = match &token.filter {
                 None => {
                     let needle = token.value.to_lowercase();
@@ -377,7 +388,16 @@ impl ProcessQuery {
             };
             tests.push(if token.negated { Box::new(move |p| !test(p)) } else { test });
         }
-        ProcessQuery { tests, errors }
+        ProcessQuery { tests, reads_figures, errors }
+    }
+
+    /// Whether the query reads a figure that moves from one sample to the next. When it
+    /// does not, its answer for a process depends only on what the process is (pid,
+    /// parent, start time, name, command line, user, kernel thread or not), so it holds
+    /// for as long as the process lives: alert evaluation asks it once per process, not
+    /// once per snapshot.
+    pub fn reads_figures(&self) -> bool {
+        self.reads_figures
     }
 
     /// Whether the query asks for nothing (every process matches).
@@ -471,6 +491,50 @@ mod tests {
             assert_eq!(pids, want, "pids of {query:?}");
             let errors: Vec<&str> = case["errors"].as_array().unwrap().iter().map(|v| v.as_str().unwrap()).collect();
             assert_eq!(compiled.errors, errors, "errors of {query:?}");
+        }
+    }
+
+    /// A query that says it reads no figure answers the same for a process whatever
+    /// its figures: alert evaluation keeps such answers for the process's life.
+    #[test]
+    fn queries_without_figures_ignore_every_figure() {
+        let doc: serde_json::Value = serde_json::from_str(CASES).unwrap();
+        let defaults = &doc["defaults"];
+        let processes: Vec<ProcessSample> =
+            doc["processes"].as_array().unwrap().iter().map(|p| process(defaults, p)).collect();
+        let mut queries: Vec<String> =
+            doc["cases"].as_array().unwrap().iter().map(|c| c["query"].as_str().unwrap().to_owned()).collect();
+        queries.extend(
+            ["name:nginx", "-user:root cmd:java", "pid:1 ppid:0", "is:kernel", "status:zombie", "rss>1M"]
+                .map(String::from),
+        );
+        let mut stable = 0;
+        for query in &queries {
+            let q = ProcessQuery::compile(query);
+            if q.reads_figures() {
+                continue;
+            }
+            stable += 1;
+            for p in &processes {
+                for status in STATUSES {
+                    let mut moved = p.clone();
+                    moved.status = status;
+                    moved.cpu_percent = Some(p.cpu_percent.unwrap_or(0.0) + 97.5);
+                    moved.memory_percent = None;
+                    moved.rss_bytes = Some(p.rss_bytes.unwrap_or(0) * 3 + (5 << 30));
+                    moved.virtual_bytes = None;
+                    moved.threads = Some(p.threads.unwrap_or(0) + 1000);
+                    moved.disk_read_bytes = Some(1 << 40);
+                    moved.disk_write_bytes = None;
+                    moved.disk_read_bytes_per_sec = Some(1e9);
+                    moved.disk_write_bytes_per_sec = Some(1e9);
+                    assert_eq!(q.matches(p), q.matches(&moved), "{query:?} on pid {} read a figure", p.pid);
+                }
+            }
+        }
+        assert!(stable > 10, "only {stable} queries read no figure");
+        for moving in ["cpu>1", "status:running", "name:x mem>1", "threads>1", "read>1M", "-rss>1G"] {
+            assert!(ProcessQuery::compile(moving).reads_figures(), "{moving}");
         }
     }
 

@@ -117,6 +117,9 @@ export class App {
   systemDark = $state(false);
   /** Changes after each process action, so that views listing actions refresh. */
   actionCount = $state(0);
+  /** Alerts firing now, on every host (the top bar's badge); `null` until known or
+   *  when this backend has no alerts. Refreshed with the hosts. */
+  firingAlerts = $state<number | null>(null);
   /** Wall clock, once a second, for "12 s ago" labels. */
   now = $state(Date.now());
 
@@ -284,6 +287,7 @@ export class App {
     this.hostsTimer = null;
     this.hosts = [];
     this.hostsLoaded = false;
+    this.firingAlerts = null;
     this.historical = null;
     this.recent = [];
     this.frozen = false;
@@ -293,7 +297,11 @@ export class App {
   private async afterSignIn() {
     await this.refreshHosts();
     if (this.hostsTimer !== null) clearInterval(this.hostsTimer);
-    this.hostsTimer = setInterval(() => void this.refreshHosts(), HOSTS_POLL_MS);
+    this.hostsTimer = setInterval(() => {
+      void this.refreshHosts();
+      void this.refreshAlerts();
+    }, HOSTS_POLL_MS);
+    void this.refreshAlerts();
     this.applyRoute(this.route, true);
   }
 
@@ -326,6 +334,17 @@ export class App {
       this.collectorUnreachable = e instanceof ApiError && e.status === 0;
     } finally {
       this.hostsLoaded = true;
+    }
+  }
+
+  /** Counts the alerts firing now, for the badge. A failure leaves the count as it
+   *  was: the hosts' refresh already says when the collector cannot be reached. */
+  async refreshAlerts() {
+    try {
+      const alerts = await this.transport.alerts();
+      if (this.session) this.firingAlerts = alerts.filter((a) => a.state === 'firing').length;
+    } catch {
+      // kept as it was
     }
   }
 

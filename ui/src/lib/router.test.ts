@@ -30,6 +30,8 @@ describe('router', () => {
   it('never holds more than view, host and snapshot', () => {
     expect(formatHash({ view: 'audit', host: null, snapshot: null })).toBe('#/audit');
     expect(parseHash('#/map').view).toBe('map');
+    expect(formatHash({ view: 'alerts', host: 'web-1', snapshot: null })).toBe('#/alerts?host=web-1');
+    expect(parseHash('#/alerts').view).toBe('alerts');
     expect(formatHash({ view: 'processes', host: 'a', snapshot: null })).toBe('#/processes?host=a');
   });
 });

@@ -3,8 +3,8 @@
 // a token or anything secret: only the view, the host, a snapshot id and a dashboard id.
 
 /** The views. `settings` exists in the desktop app only; `fleet` is every host at once;
- *  `fleet`, `map` (the fleet's network map), `dashboards` and `audit` need no host. */
-export type View = 'fleet' | 'processes' | 'network' | 'map' | 'history' | 'dashboards' | 'audit' | 'settings';
+ *  `fleet`, `map` (the fleet's network map), `dashboards`, `alerts` and `audit` need no host. */
+export type View = 'fleet' | 'processes' | 'network' | 'map' | 'history' | 'dashboards' | 'alerts' | 'audit' | 'settings';
 
 export const VIEWS: readonly View[] = [
   'fleet',
@@ -13,6 +13,7 @@ export const VIEWS: readonly View[] = [
   'map',
   'history',
   'dashboards',
+  'alerts',
   'audit',
   'settings',
 ];

@@ -38,14 +38,20 @@ import {
 } from './transport';
 import type {
   Alert,
+  AlertChannel,
+  AlertDelivery,
+  AlertEvent,
+  AlertRule,
   AuditEntry,
   Dashboard,
   DashboardInput,
   HostSummary,
   NetworkMap,
+  NewSilence,
   ProcessDetails,
   ProcessSearch,
   Series,
+  Silence,
   SnapshotSummary,
   TopProcess,
 } from './model';
@@ -607,6 +613,46 @@ export class TauriTransport implements Transport {
 
   setHostLabels(host: HostRef, labels: Record<string, string>): Promise<HostSummary> {
     return this.inner.setHostLabels(host, labels);
+  }
+
+  alertHistory(page: { limit: number; offset: number }): Promise<AlertEvent[]> {
+    return this.inner.alertHistory(page);
+  }
+
+  alertDeliveries(page: { limit: number; offset: number }): Promise<AlertDelivery[]> {
+    return this.inner.alertDeliveries(page);
+  }
+
+  alertRules(): Promise<AlertRule[]> {
+    return this.inner.alertRules();
+  }
+
+  saveAlertRule(rule: AlertRule, previous: string | null): Promise<AlertRule> {
+    return this.inner.saveAlertRule(rule, previous);
+  }
+
+  deleteAlertRule(name: string): Promise<void> {
+    return this.inner.deleteAlertRule(name);
+  }
+
+  alertChannels(): Promise<AlertChannel[]> {
+    return this.inner.alertChannels();
+  }
+
+  testAlertChannel(name: string): Promise<void> {
+    return this.inner.testAlertChannel(name);
+  }
+
+  silences(): Promise<Silence[]> {
+    return this.inner.silences();
+  }
+
+  createSilence(silence: NewSilence): Promise<Silence> {
+    return this.inner.createSilence(silence);
+  }
+
+  deleteSilence(id: number): Promise<void> {
+    return this.inner.deleteSilence(id);
   }
 }
 

@@ -12,6 +12,10 @@
 import { DeltaMismatch, applyDelta } from './delta';
 import type {
   Alert,
+  AlertChannel,
+  AlertDelivery,
+  AlertEvent,
+  AlertRule,
   AuditEntry,
   BulkActionRequest,
   BulkActionResponse,
@@ -26,12 +30,14 @@ import type {
   LiveMessage,
   LoginResponse,
   NetworkMap,
+  NewSilence,
   ProcessAction,
   ProcessDetails,
   ProcessHistoryPoint,
   ProcessSearch,
   Role,
   Series,
+  Silence,
   Snapshot,
   SnapshotSummary,
   TopProcess,
@@ -212,8 +218,6 @@ export interface Transport {
   actMany(request: BulkRequest): Promise<BulkResult[]>;
   /** Deletes a host with its whole history (admins). */
   deleteHost(host: HostRef): Promise<void>;
-  /** The alerts pending and firing now. */
-  alerts(): Promise<Alert[]>;
   /** The signed-in user's dashboards and those shared with them. */
   dashboards(): Promise<Dashboard[]>;
   /** Stores a new dashboard (`id` null) or changes one of the user's own. */
@@ -223,6 +227,24 @@ export interface Transport {
   fleet(handlers: FleetHandlers): LiveSubscription;
   /** Sets the labels an admin gives a host (replacing the admin's earlier ones). */
   setHostLabels(host: HostRef, labels: Record<string, string>): Promise<HostSummary>;
+
+  /** Firing and pending alerts, and those resolved in the last 24 hours. */
+  alerts(): Promise<Alert[]>;
+  /** Every firing and resolution, newest first. */
+  alertHistory(page: { limit: number; offset: number }): Promise<AlertEvent[]>;
+  /** Every notification attempt, newest first. */
+  alertDeliveries(page: { limit: number; offset: number }): Promise<AlertDelivery[]>;
+  alertRules(): Promise<AlertRule[]>;
+  /** Makes a rule (`previous` null) or replaces the rule named `previous` (admins). */
+  saveAlertRule(rule: AlertRule, previous: string | null): Promise<AlertRule>;
+  deleteAlertRule(name: string): Promise<void>;
+  /** Channels, their secrets masked. */
+  alertChannels(): Promise<AlertChannel[]>;
+  /** Sends a test notification; fails saying why it did not arrive. */
+  testAlertChannel(name: string): Promise<void>;
+  silences(): Promise<Silence[]>;
+  createSilence(silence: NewSilence): Promise<Silence>;
+  deleteSilence(id: number): Promise<void>;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -946,6 +968,48 @@ export class WebTransport implements Transport {
         void tick();
       },
     };
+  }
+
+  alertHistory(page: { limit: number; offset: number }): Promise<AlertEvent[]> {
+    return this.request('GET', `/api/alerts/history${query(page)}`);
+  }
+
+  alertDeliveries(page: { limit: number; offset: number }): Promise<AlertDelivery[]> {
+    return this.request('GET', `/api/alerts/deliveries${query(page)}`);
+  }
+
+  alertRules(): Promise<AlertRule[]> {
+    return this.request('GET', '/api/alert-rules');
+  }
+
+  saveAlertRule(rule: AlertRule, previous: string | null): Promise<AlertRule> {
+    return previous === null
+      ? this.request('POST', '/api/alert-rules', { json: rule })
+      : this.request('PUT', `/api/alert-rules/${seg(previous)}`, { json: rule });
+  }
+
+  deleteAlertRule(name: string): Promise<void> {
+    return this.request('DELETE', `/api/alert-rules/${seg(name)}`);
+  }
+
+  alertChannels(): Promise<AlertChannel[]> {
+    return this.request('GET', '/api/alert-channels');
+  }
+
+  async testAlertChannel(name: string): Promise<void> {
+    await this.request('POST', `/api/alert-channels/${seg(name)}/test`);
+  }
+
+  silences(): Promise<Silence[]> {
+    return this.request('GET', '/api/silences');
+  }
+
+  createSilence(silence: NewSilence): Promise<Silence> {
+    return this.request('POST', '/api/silences', { json: silence });
+  }
+
+  deleteSilence(id: number): Promise<void> {
+    return this.request('DELETE', `/api/silences/${seg(id)}`);
   }
 }
 
