@@ -27,8 +27,8 @@ pub mod dashboard;
 pub mod delta;
 pub mod desktop;
 pub mod details;
-pub mod netmap;
 pub mod labels;
+pub mod netmap;
 pub mod wire;
 
 use chrono::{DateTime, Utc};

@@ -548,7 +548,8 @@ async fn session(mut socket: WebSocket, state: AppState, key: AgentKey, cap: Opt
         Ok(Some(Ok(Message::Text(text)))) => serde_json::from_str::<AgentMessage>(&text).ok(),
         _ => None,
     };
-    let Some(AgentMessage::Hello { protocol, agent_version, host, allow_control, machine_id, details, labels }) = hello else {
+    let Some(AgentMessage::Hello { protocol, agent_version, host, allow_control, machine_id, details, labels }) = hello
+    else {
         let message = format!(
             "The first message must be a hello: {{\"type\": \"hello\", \"protocol\": {PROTOCOL_VERSION}, ...}}"
         );
