@@ -34,7 +34,8 @@ fn board() -> Value {
             {"kind": "process_table", "x": 0, "y": 4, "w": 12, "h": 6, "host": "web-1", "filter": "cpu>5 user:www",
              "limit": 25},
             {"kind": "top_ports", "x": 0, "y": 10, "w": 4, "h": 4, "host": "web-1", "limit": 10},
-            {"kind": "alerts", "x": 4, "y": 10, "w": 8, "h": 4}
+            {"kind": "alerts", "x": 4, "y": 10, "w": 8, "h": 4},
+            {"kind": "network_map", "x": 0, "y": 14, "w": 12, "h": 8, "hosts": "web-*, db-1", "collapsed": true}
         ]
     })
 }
@@ -135,7 +136,11 @@ async fn a_dashboard_is_kept_per_user_shared_read_only_and_checked() {
     };
     let cases: Vec<(Value, &str)> = vec![
         (with(&|v| v["widgets"][1]["kind"] = "pie".into()), "widgets[1].kind"),
-        (with(&|v| v["widgets"][1]["kind"] = "network_map".into()), "widgets[1].kind"),
+        // A network map with a process chart's settings: its first unknown field named.
+        (with(&|v| v["widgets"][1]["kind"] = "network_map".into()), "widgets[1].host"),
+        (with(&|v| v["widgets"][5]["collapsed"] = "yes".into()), "widgets[5].collapsed"),
+        (with(&|v| v["widgets"][5]["hosts"] = " ".into()), "widgets[5].hosts"),
+        (with(&|v| v["widgets"][5]["layout"] = "circle".into()), "widgets[5].layout"),
         (with(&|v| v["widgets"][0]["x"] = 7.into()), "widgets[0].x"),
         (with(&|v| v["widgets"][2]["w"] = 0.into()), "widgets[2].w"),
         (with(&|v| v["widgets"][2]["h"] = (-3).into()), "widgets[2].h"),

@@ -244,6 +244,59 @@ test('dashboards: make, arrange, reload, share', { timeout: 180_000 }, async (t)
     await shot(page, 'all-kinds');
   });
 
+  await t.test('a network map widget draws the live map with the map view\'s drawing', async () => {
+    await page.selectOption('[data-testid=widget-add]', 'network_map');
+    const stored = await waitFor('six widgets stored', async () => {
+      const d = (await api(token, '/api/dashboards')).body.find((x) => x.name === 'Web servers');
+      return d.widgets.length === 6 && d;
+    });
+    const map = stored.widgets.find((w) => w.kind === 'network_map');
+    assert.deepEqual({ ...map, y: 0 }, { kind: 'network_map', x: 0, y: 0, w: 12, h: 8, collapsed: false });
+    // The browser's connections to the collector join two processes of this machine.
+    const item = page.locator('[data-kind=network_map]');
+    await item.scrollIntoViewIfNeeded();
+    await waitFor('nodes on the map', async () => Number(await page.getAttribute('[data-testid=widget-map]', 'data-nodes')) >= 2, 30_000);
+    // And on the canvas, not only in the DOM: process nodes' green and edges' blue.
+    const pixels = (hex) =>
+      page.evaluate((hex) => {
+        const want = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+        let n = 0;
+        for (const canvas of document.querySelectorAll('[data-testid=widget-map] canvas')) {
+          const ctx = canvas.getContext('2d');
+          if (!ctx || canvas.width === 0) continue;
+          const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+          for (let i = 0; i < data.length; i += 4) {
+            const close = [0, 1, 2].every((k) => Math.abs(data[i + k] - want[k]) < 24);
+            if (data[i + 3] > 200 && close) n++;
+          }
+        }
+        return n;
+      }, hex);
+    const green = await waitFor('process nodes drawn', async () => (await pixels('#10b981')) > 50 && (await pixels('#10b981')));
+    await shot(page, 'network-map');
+    // One node per host, chosen in its form: stored, and drawn as a host node.
+    await item.locator('xpath=ancestor::*[@data-testid="grid-item"]').locator('[aria-label="Widget settings"]').click();
+    await page.selectOption('[data-testid=setting-collapsed]', 'true');
+    await page.fill('[data-testid=setting-hosts]', '*');
+    await page.click('[data-testid=widget-settings-save]');
+    await waitFor('collapsed is stored', async () => {
+      const d = (await api(token, '/api/dashboards')).body.find((x) => x.name === 'Web servers');
+      const w = d.widgets.find((x) => x.kind === 'network_map');
+      return w.collapsed === true && w.hosts === '*';
+    });
+    // Edges within a host are left out then: what stays is this machine as one node
+    // joined to outside addresses, or, with none, the note saying so.
+    await waitFor(
+      'the map redrawn one node per host',
+      async () =>
+        (await pixels('#10b981')) === 0 &&
+        ((await pixels('#64748b')) > 50 || (await item.locator('text=No connection between hosts').count()) === 1),
+      30_000,
+    );
+    assert.ok(green > 50, `green pixels ${green}`);
+    await shot(page, 'network-map-collapsed');
+  });
+
   assert.deepEqual(problems, []);
   await context.close();
 });

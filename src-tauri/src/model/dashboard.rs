@@ -98,7 +98,8 @@ pub enum ProcessMetric {
 }
 
 /// The `kind` of every [`Widget`] variant (a test holds the two together).
-pub const WIDGET_KINDS: [&str; 5] = ["host_chart", "process_chart", "process_table", "top_ports", "alerts"];
+pub const WIDGET_KINDS: [&str; 6] =
+    ["host_chart", "process_chart", "process_table", "top_ports", "alerts", "network_map"];
 
 /// One widget: where it sits on the grid (`x`, `y` in cells from the top left, `w`, `h`
 /// in cells; the grid is [`GRID_COLUMNS`] wide) and what it shows, by `kind`.
@@ -208,6 +209,30 @@ pub enum Widget {
         #[ts(optional)]
         hosts: Option<String>,
     },
+    /// The live network map (as `/api/network-map` answers it) of the hosts matching
+    /// `hosts`, drawn as the network map view draws it.
+    NetworkMap {
+        /// Column.
+        x: u32,
+        /// Row.
+        y: u32,
+        /// Width in columns.
+        w: u32,
+        /// Height in rows.
+        h: u32,
+        /// Heading.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[ts(optional)]
+        title: Option<String>,
+        /// Host names or patterns separated by commas (`web-*, db-1`); every host when
+        /// absent.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        #[ts(optional)]
+        hosts: Option<String>,
+        /// One node per host instead of one per process: a large fleet stays legible.
+        #[serde(default)]
+        collapsed: bool,
+    },
 }
 
 impl Widget {
@@ -218,7 +243,8 @@ impl Widget {
             | Self::ProcessChart { x, y, w, h, .. }
             | Self::ProcessTable { x, y, w, h, .. }
             | Self::TopPorts { x, y, w, h, .. }
-            | Self::Alerts { x, y, w, h, .. } => (x, y, w, h),
+            | Self::Alerts { x, y, w, h, .. }
+            | Self::NetworkMap { x, y, w, h, .. } => (x, y, w, h),
         }
     }
 
@@ -244,7 +270,7 @@ impl Widget {
                 out.push(("host", host.as_str()));
                 title
             }
-            Self::Alerts { title, hosts, .. } => {
+            Self::Alerts { title, hosts, .. } | Self::NetworkMap { title, hosts, .. } => {
                 if let Some(hosts) = hosts {
                     out.push(("hosts", hosts.as_str()));
                 }
@@ -436,7 +462,8 @@ mod tests {
             {"kind": "process_chart", "x": 0, "y": 0, "w": 1, "h": 1, "host": "a", "process": "b", "metric": "rss_bytes"},
             {"kind": "process_table", "x": 0, "y": 0, "w": 1, "h": 1, "host": "a", "limit": 1},
             {"kind": "top_ports", "x": 0, "y": 0, "w": 1, "h": 1, "host": "a", "limit": 1},
-            {"kind": "alerts", "x": 0, "y": 0, "w": 1, "h": 1}
+            {"kind": "alerts", "x": 0, "y": 0, "w": 1, "h": 1},
+            {"kind": "network_map", "x": 0, "y": 0, "w": 1, "h": 1}
         ]}))
         .unwrap();
         let kinds: Vec<String> = seed
@@ -452,7 +479,8 @@ mod tests {
                 | Widget::ProcessChart { .. }
                 | Widget::ProcessTable { .. }
                 | Widget::TopPorts { .. }
-                | Widget::Alerts { .. } => {}
+                | Widget::Alerts { .. }
+                | Widget::NetworkMap { .. } => {}
             }
         }
     }
@@ -468,6 +496,39 @@ mod tests {
         assert!(read(serde_json::json!({"name": "a", "widgets": [extra]})).is_err());
         assert!(read(serde_json::json!({"name": "a", "widgets": [], "layout": 1})).is_err());
         assert!(read(serde_json::json!({"name": "a", "widgets": [chart(0, 0, 1, 1)], "shared": "world"})).is_err());
+    }
+
+    #[test]
+    fn a_network_map_takes_hosts_and_collapsed_and_nothing_else() {
+        let map = |extra: serde_json::Value| {
+            let mut w = serde_json::json!({"kind": "network_map", "x": 0, "y": 0, "w": 12, "h": 8});
+            for (k, v) in extra.as_object().unwrap() {
+                w[k] = v.clone();
+            }
+            read(serde_json::json!({"name": "a", "widgets": [w]}))
+        };
+        let d = map(serde_json::json!({"hosts": "web-*, db-1", "collapsed": true})).unwrap();
+        assert_eq!(
+            d.widgets[0],
+            Widget::NetworkMap {
+                x: 0,
+                y: 0,
+                w: 12,
+                h: 8,
+                title: None,
+                hosts: Some("web-*, db-1".into()),
+                collapsed: true
+            }
+        );
+        assert_eq!(
+            map(serde_json::json!({})).unwrap().widgets[0],
+            Widget::NetworkMap { x: 0, y: 0, w: 12, h: 8, title: None, hosts: None, collapsed: false }
+        );
+        assert_eq!(map(serde_json::json!({"hosts": " "})).unwrap_err(), "widgets[0].hosts");
+        assert_eq!(map(serde_json::json!({"hosts": "w".repeat(501)})).unwrap_err(), "widgets[0].hosts");
+        assert!(map(serde_json::json!({"collapsed": "yes"})).unwrap_err().contains("invalid type"));
+        assert!(map(serde_json::json!({"layout": "circle"})).unwrap_err().contains("layout"));
+        assert!(map(serde_json::json!({"host": "a"})).unwrap_err().contains("host"));
     }
 
     #[test]

@@ -117,6 +117,7 @@ fn check_widget_fields(widget: &Value) -> Result<(), (String, String)> {
         let bad = match name.as_str() {
             "x" | "y" | "w" | "h" | "limit" => value.as_u64().is_none_or(|n| n > u64::from(u32::MAX)),
             "title" | "hosts" | "host" | "process" | "filter" => !value.is_string(),
+            "collapsed" => !value.is_boolean(),
             "metric" if kind == "host_chart" => serde_json::from_value::<HostMetric>(value.clone()).is_err(),
             "metric" if kind == "process_chart" => serde_json::from_value::<ProcessMetric>(value.clone()).is_err(),
             _ => false,
@@ -125,6 +126,7 @@ fn check_widget_fields(widget: &Value) -> Result<(), (String, String)> {
             let message = match name.as_str() {
                 "x" | "y" | "w" | "h" | "limit" => "A whole number, 0 or more.".to_owned(),
                 "metric" => format!("Not a figure a {kind} draws."),
+                "collapsed" => "true or false.".to_owned(),
                 _ => "Text.".to_owned(),
             };
             return Err((format!(".{name}"), message));
@@ -424,6 +426,19 @@ mod fuzz {
         let mut v = seed();
         v["widgets"][2] = "chart".into();
         assert_eq!(field(v), "widgets[2]");
+        let map = |extra: Value| {
+            let mut v = seed();
+            let mut w = serde_json::json!({"kind": "network_map", "x": 0, "y": 0, "w": 12, "h": 8});
+            for (k, x) in extra.as_object().unwrap() {
+                w[k] = x.clone();
+            }
+            v["widgets"][0] = w;
+            v
+        };
+        assert_eq!(field(map(serde_json::json!({"collapsed": "yes"}))), "widgets[0].collapsed");
+        assert_eq!(field(map(serde_json::json!({"hosts": 3}))), "widgets[0].hosts");
+        assert_eq!(field(map(serde_json::json!({"layout": "circle"}))), "widgets[0].layout");
+        assert!(parse(map(serde_json::json!({"hosts": "web-*", "collapsed": true}))).is_ok());
     }
 
     proptest! {

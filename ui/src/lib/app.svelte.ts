@@ -10,8 +10,9 @@
 
 import { ExplorerState } from './explorer.svelte';
 import { FleetState } from './fleet.svelte';
+import { firingByHost } from './fleet';
 import { naturalCompare } from './natural';
-import type { DesktopState, HostSummary } from './model';
+import type { Alert, DesktopState, HostSummary } from './model';
 import { formatHash, isBare, parseHash, type Route, type View } from './router';
 import {
   ApiError,
@@ -120,6 +121,9 @@ export class App {
   /** Alerts firing now, on every host (the top bar's badge); `null` until known or
    *  when this backend has no alerts. Refreshed with the hosts. */
   firingAlerts = $state<number | null>(null);
+  /** The same alerts counted by host name (the fleet overview's column); `null` as
+   *  `firingAlerts` is. */
+  firingByHost = $state.raw<ReadonlyMap<string, number> | null>(null);
   /** Wall clock, once a second, for "12 s ago" labels. */
   now = $state(Date.now());
 
@@ -288,6 +292,7 @@ export class App {
     this.hosts = [];
     this.hostsLoaded = false;
     this.firingAlerts = null;
+    this.firingByHost = null;
     this.historical = null;
     this.recent = [];
     this.frozen = false;
@@ -337,12 +342,18 @@ export class App {
     }
   }
 
-  /** Counts the alerts firing now, for the badge. A failure leaves the count as it
+  /** Takes up the alerts now: the badge's count and the fleet overview's per host. */
+  showAlerts(alerts: readonly Alert[]) {
+    this.firingAlerts = alerts.filter((a) => a.state === 'firing').length;
+    this.firingByHost = firingByHost(alerts);
+  }
+
+  /** Counts the alerts firing now, for the badge and the fleet overview. A failure leaves the count as it
    *  was: the hosts' refresh already says when the collector cannot be reached. */
   async refreshAlerts() {
     try {
       const alerts = await this.transport.alerts();
-      if (this.session) this.firingAlerts = alerts.filter((a) => a.state === 'firing').length;
+      if (this.session) this.showAlerts(alerts);
     } catch {
       // kept as it was
     }

@@ -56,4 +56,12 @@ describe('widget settings form', () => {
     expect(widgetFromForm(alerts, { title: ' ', hosts: 'db-*' })).toEqual({ ...alerts, hosts: 'db-*' });
     expect(widgetFromForm(table, { ...values, limit: '5', title: 'Busy' })).toMatchObject({ limit: 5, title: 'Busy' });
   });
+
+  it('reads a network map widget\'s choice of drawing as a boolean', () => {
+    const map = newWidget('network_map', [], 'web-1');
+    expect(map).toEqual({ kind: 'network_map', x: 0, y: 0, w: 12, h: 8, collapsed: false });
+    expect(formFromWidget(map)).toEqual({ title: '', hosts: '', collapsed: 'false' });
+    expect(widgetFromForm(map, { title: '', hosts: 'web-*, db-1', collapsed: 'true' })).toEqual({ ...map, hosts: 'web-*, db-1', collapsed: true });
+    expect(widgetFromForm(map, formFromWidget(map))).toEqual(map);
+  });
 });

@@ -21,6 +21,7 @@ export const WIDGET_KINDS: readonly { kind: WidgetKind; label: string }[] = [
   { kind: 'process_table', label: 'Process table' },
   { kind: 'top_ports', label: 'Top ports' },
   { kind: 'alerts', label: 'Alerts' },
+  { kind: 'network_map', label: 'Network map' },
 ];
 
 /** A host name pattern: `*` any run of characters, `?` one; compared ignoring case,
@@ -85,6 +86,8 @@ export function newWidget(kind: WidgetKind, widgets: readonly Widget[], host: st
       return { kind, ...at, w: 4, host, limit: 10 };
     case 'alerts':
       return { kind, ...at };
+    case 'network_map':
+      return { kind, ...at, w: 12, h: 8, collapsed: false };
   }
 }
 
@@ -126,7 +129,8 @@ export function parseImport(text: string): DashboardInput {
 export interface SettingField {
   name: string;
   label: string;
-  type: 'text' | 'host' | 'number' | 'select';
+  /** `bool` is shown as a choice of two (`options`, values `false` and `true`). */
+  type: 'text' | 'host' | 'number' | 'select' | 'bool';
   options?: readonly { value: string; label: string }[];
   optional?: boolean;
   hint?: string;
@@ -168,6 +172,19 @@ export const SETTING_FIELDS: Record<WidgetKind, readonly SettingField[]> = {
   ],
   top_ports: [TITLE, { name: 'host', label: 'Host', type: 'host' }, { name: 'limit', label: 'Ports', type: 'number' }],
   alerts: [TITLE, { name: 'hosts', label: 'Hosts', type: 'host', optional: true, hint: 'Blank: every host; or a pattern' }],
+  network_map: [
+    TITLE,
+    { name: 'hosts', label: 'Hosts', type: 'host', optional: true, hint: 'Blank: every host; or names and patterns: web-*, db-1' },
+    {
+      name: 'collapsed',
+      label: 'Draw',
+      type: 'bool',
+      options: [
+        { value: 'false', label: 'Processes, grouped by host' },
+        { value: 'true', label: 'One node per host' },
+      ],
+    },
+  ],
 };
 
 /** A widget from the settings form's values: blank optional fields left out, numbers
@@ -180,7 +197,7 @@ export function widgetFromForm(widget: Widget, values: Record<string, string>): 
       if (field.name === 'filter') out.filter = '';
       continue;
     }
-    out[field.name] = field.type === 'number' ? Number(raw) : raw;
+    out[field.name] = field.type === 'number' ? Number(raw) : field.type === 'bool' ? raw === 'true' : raw;
   }
   return out as unknown as Widget;
 }

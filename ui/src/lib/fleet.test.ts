@@ -5,6 +5,8 @@ import {
   groupFleet,
   labelKeys,
   sortFleet,
+  withFiring,
+  firingByHost,
   withUpdate,
   TREND_POINTS,
   type FleetHost,
@@ -138,6 +140,52 @@ describe('fleet filter', () => {
     expect(r.errors[0]).toContain('cpu>80');
     expect(compileFleetQuery('').test).toBeNull();
     expect(compileFleetQuery('status:sideways').errors.length).toBe(1);
+  });
+});
+
+describe('fleet alerts', () => {
+  const counts = firingByHost([
+    { hostname: 'web-1', state: 'firing' },
+    { hostname: 'web-1', state: 'firing' },
+    { hostname: 'db-1', state: 'pending' },
+    { hostname: 'web-2', state: 'resolved' },
+    { hostname: 'db-1', state: 'firing' },
+  ]);
+  const hosts = withFiring([host('web-1'), host('web-2'), host('db-1'), host('old-1', { online: false, figures: null })], counts);
+  const run = (q: string) => {
+    const c = compileFleetQuery(q);
+    return { names: names(hosts.filter(c.test ?? (() => true))), errors: c.errors };
+  };
+
+  it('counts firing alerts per host, pending and resolved ones left out', () => {
+    expect([...counts.entries()]).toEqual([
+      ['web-1', 2],
+      ['db-1', 1],
+    ]);
+    expect(hosts.map((h) => h.firing)).toEqual([2, 0, 1, 0]);
+    // Not known (a backend without alerts): no count, and nothing is alerting.
+    const unknown = withFiring(hosts, null);
+    expect(unknown.map((h) => h.firing)).toEqual([null, null, null, null]);
+    expect(unknown.filter(compileFleetQuery('alerting').test!)).toEqual([]);
+    // Unchanged rows keep their objects.
+    expect(withFiring(hosts, counts)[1]).toBe(hosts[1]);
+  });
+
+  it('filters with the word alerting, negated, and by count', () => {
+    expect(run('alerting').names).toEqual(['web-1', 'db-1']);
+    expect(run('!alerting').names).toEqual(['web-2', 'old-1']);
+    expect(run('-alerting').names).toEqual(['web-2', 'old-1']);
+    expect(run('alerting web-*').names).toEqual(['web-1']);
+    expect(run('status:alerting').names).toEqual(['web-1', 'db-1']);
+    expect(run('alerts>1').names).toEqual(['web-1']);
+    expect(run('alerts>=1').names).toEqual(['web-1', 'db-1']);
+    expect(run('alerts>many').errors[0]).toContain('alerts>2');
+  });
+
+  it('sorts by alerts firing, the unknown last', () => {
+    expect(names(sortFleet(hosts, { column: 'alerts', direction: 'desc' }))).toEqual(['web-1', 'db-1', 'old-1', 'web-2']);
+    const some = [...hosts.slice(0, 2), { ...hosts[2], firing: null }];
+    expect(names(sortFleet(some, { column: 'alerts', direction: 'asc' }))).toEqual(['web-2', 'web-1', 'db-1']);
   });
 });
 

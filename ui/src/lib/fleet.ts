@@ -6,6 +6,7 @@
 // which must hold:
 //   cpu>80  mem>=50  swap>10  load>4  procs>500  rx>1M  tx>10M   figures (%, count, bytes/s)
 //   online  offline  (or status:online)                           the host's state
+//   alerting  (alerts>2)                                          alerts firing on the host
 //   env=prod  label:env=prod  label:env  label:env=prod,staging    labels (a value may use *)
 //   web-*  name:db-?                                              host name patterns
 //   web                                                           part of a host name
@@ -13,7 +14,7 @@
 // ignored, so typing never empties the table by surprise.
 
 import { parseSize, tokenize, type Token } from './filter';
-import type { HostFigures, HostSummary } from './model';
+import type { Alert, HostFigures, HostSummary } from './model';
 import { naturalCompare } from './natural';
 
 /** How many CPU figures a row keeps for its sparkline. */
@@ -35,6 +36,8 @@ export interface FleetHost {
   /** Memory in use as a share of physical memory; `null` when not known. */
   memPercent: number | null;
   swapPercent: number | null;
+  /** Alerts firing on the host now; `null` when not known (no alerts on this backend). */
+  firing: number | null;
 }
 
 export function percentOf(part: number | null | undefined, whole: number | null | undefined): number | null {
@@ -58,7 +61,25 @@ export function fromSummary(h: HostSummary): FleetHost {
     trend: f ? f.cpu_trend.slice(-TREND_POINTS) : [],
     memPercent: f ? percentOf(f.memory_used_bytes, f.memory_total_bytes) : null,
     swapPercent: f ? percentOf(f.swap_used_bytes, f.swap_total_bytes) : null,
+    firing: null,
   };
+}
+
+/** Alerts firing now, counted by host name (pending and resolved ones do not count). */
+export function firingByHost(alerts: readonly Pick<Alert, 'hostname' | 'state'>[]): Map<string, number> {
+  const counts = new Map<string, number>();
+  for (const a of alerts) if (a.state === 'firing') counts.set(a.hostname, (counts.get(a.hostname) ?? 0) + 1);
+  return counts;
+}
+
+/** `hosts` with their firing alerts from `counts` (`null`: not known, for every host).
+ *  A host keeps its object when its count is the same, so unchanged rows stay as they
+ *  are. */
+export function withFiring(hosts: readonly FleetHost[], counts: ReadonlyMap<string, number> | null): FleetHost[] {
+  return hosts.map((h) => {
+    const firing = counts === null ? null : (counts.get(h.hostname) ?? 0);
+    return firing === h.firing ? h : { ...h, firing };
+  });
 }
 
 /** `host` after a live change: new figures (whose trend holds the newest figure only)
@@ -96,6 +117,7 @@ export type FleetColumn =
   | 'rx'
   | 'tx'
   | 'procs'
+  | 'alerts'
   | 'busiest'
   | 'labels';
 
@@ -128,6 +150,8 @@ export function fleetValue(column: FleetColumn, h: FleetHost): number | string |
       return f?.sent_bytes_per_sec ?? null;
     case 'procs':
       return f ? f.process_count : null;
+    case 'alerts':
+      return h.firing;
     case 'busiest':
       return f?.busiest?.name.toLowerCase() ?? null;
     case 'labels':
@@ -158,7 +182,7 @@ export function sortFleet(hosts: readonly FleetHost[], sort: FleetSort): FleetHo
 
 // ---- filtering ----------------------------------------------------------------------
 
-const FIELDS = new Set(['cpu', 'mem', 'memory', 'swap', 'load', 'procs', 'rx', 'tx', 'label', 'name', 'host', 'status']);
+const FIELDS = new Set(['cpu', 'mem', 'memory', 'swap', 'load', 'procs', 'alerts', 'rx', 'tx', 'label', 'name', 'host', 'status']);
 
 type Predicate = (h: FleetHost) => boolean;
 
@@ -208,6 +232,7 @@ const NUMERIC: Record<string, { get: (h: FleetHost) => number | null; size: bool
   swap: { get: (h) => h.swapPercent, size: false, example: 'swap>10' },
   load: { get: (h) => h.figures?.load_one ?? null, size: false, example: 'load>4' },
   procs: { get: (h) => h.figures?.process_count ?? null, size: false, example: 'procs>500' },
+  alerts: { get: (h) => h.firing, size: false, example: 'alerts>2' },
   rx: { get: (h) => h.figures?.received_bytes_per_sec ?? null, size: true, example: 'rx>1M' },
   tx: { get: (h) => h.figures?.sent_bytes_per_sec ?? null, size: true, example: 'tx>1M' },
 };
@@ -245,6 +270,8 @@ function statePredicate(word: string): Predicate | null {
     case 'offline':
     case 'down':
       return (h) => !h.online;
+    case 'alerting':
+      return (h) => (h.firing ?? 0) > 0;
     default:
       return null;
   }
@@ -272,7 +299,7 @@ function wordPredicate(t: Token): Predicate | string {
       return /[*?]/.test(t.value) ? (h) => m(h.hostname) : (h) => h.hostname.toLowerCase().includes(t.value.toLowerCase());
     }
     case 'status':
-      return statePredicate(t.value) ?? `“${t.raw}”: a host is online or offline.`;
+      return statePredicate(t.value) ?? `“${t.raw}”: a host is online, offline or alerting.`;
     default:
       return numericPredicate(t);
   }
@@ -286,7 +313,7 @@ export function compileFleetQuery(query: string): FleetQuery {
   for (const token of tokens) {
     let t = token;
     // `-env=prod`, `-offline`: tokenize negates with `-` only the fields it knows.
-    if (t.field === null && !t.negated && /^-([A-Za-z0-9][A-Za-z0-9_./-]*=|(online|offline|up|down)$)/i.test(t.value)) {
+    if (t.field === null && !t.negated && /^-([A-Za-z0-9][A-Za-z0-9_./-]*=|(online|offline|up|down|alerting)$)/i.test(t.value)) {
       t = { ...t, negated: true, value: t.value.slice(1) };
     }
     const p = wordPredicate(t);

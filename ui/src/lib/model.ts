@@ -2059,7 +2059,36 @@ title?: string,
 /**
  * Host name or pattern; every host when absent.
  */
-hosts?: string, };
+hosts?: string, } | { "kind": "network_map", 
+/**
+ * Column.
+ */
+x: number, 
+/**
+ * Row.
+ */
+y: number, 
+/**
+ * Width in columns.
+ */
+w: number, 
+/**
+ * Height in rows.
+ */
+h: number, 
+/**
+ * Heading.
+ */
+title?: string, 
+/**
+ * Host names or patterns separated by commas (`web-*, db-1`); every host when
+ * absent.
+ */
+hosts?: string, 
+/**
+ * One node per host instead of one per process: a large fleet stays legible.
+ */
+collapsed: boolean, };
 
 export type DashboardInput = { 
 /**

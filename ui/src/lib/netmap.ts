@@ -59,6 +59,9 @@ export function stateColor(state: string): string {
   }
 }
 
+/** Hosts' edges merged (one node per host) over several states. */
+export const MIXED_COLOR = '#94a3b8';
+
 /** Node colours by kind. */
 export const KIND_COLORS: Record<MapNodeKind | 'group', string> = {
   process: '#10b981',
