@@ -540,6 +540,8 @@ mod fuzz {
             serde_json::json!({"name": "down", "metric": "host.offline", "host": "*", "for_secs": 60}),
             serde_json::json!({"name": "ssh", "metric": "port.listening", "port": 22, "op": "==", "threshold": 0}),
             serde_json::json!({"name": "cold", "metric": "host.load1", "op": "<", "threshold": 0.5, "clear": 1.5}),
+            serde_json::json!({"name": "new port", "metric": "host.new_listening_port", "process": "user:www-data",
+                "for_secs": 300}),
         ])
     }
 
