@@ -566,3 +566,80 @@ async fn a_real_alertmanager_receives_alerts() {
     assert_eq!(alert["status"]["state"], "active");
     assert!(alert["annotations"]["summary"].as_str().unwrap().contains("no process matches"));
 }
+
+/// A child that starts listening on a port fires `host.new_listening_port` (labelled
+/// with the port and the process), once; its exit resolves it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_child_that_starts_listening_fires_a_new_listening_port() {
+    use std::io::{BufRead, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(0).await;
+    let c = Collector::start(dir.path(), &["--interval", "0.5"]);
+    let token = c.admin_token().await;
+    make(&c, &token, "/api/alert-channels", json!({"name": "hook", "kind": "webhook", "url": receiver.url})).await;
+    let tag = marker("listen");
+    make(
+        &c,
+        &token,
+        "/api/alert-rules",
+        json!({"name": "new port", "metric": "host.new_listening_port", "process": format!("cmd:{tag}"),
+               "for_secs": 600, "channels": ["hook"]}),
+    )
+    .await;
+    // It listens only when told, once the collector has seen it without the socket.
+    let script = "import socket, sys\n\
+                  sys.stdin.readline()\n\
+                  s = socket.socket()\n\
+                  s.bind(('127.0.0.1', 0))\n\
+                  s.listen()\n\
+                  print(s.getsockname()[1], flush=True)\n\
+                  sys.stdin.readline()\n";
+    let mut child = Busy(
+        Command::new("python3")
+            .args(["-c", script, &tag])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
+    let (t, cc) = (&token, &c);
+    let seen = async || {
+        let latest = cc.get("/api/process-snapshots/latest/", t).await.1;
+        latest[0]["processes"].as_array().is_some_and(|ps| ps.iter().any(|p| p["pid"] == pid))
+    };
+    assert!(eventually(Duration::from_secs(30), seen).await, "the collector sees the child");
+    let mut stdin = child.0.stdin.take().unwrap();
+    writeln!(stdin, "listen").unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.0.stdout.take().unwrap()).read_line(&mut line).unwrap();
+    let port: u16 = line.trim().parse().unwrap();
+
+    assert!(
+        eventually(Duration::from_secs(30), async || receiver.statuses("new port") == ["firing"]).await,
+        "a new listening port fires: {:?} {}",
+        receiver.messages(),
+        c.get("/api/alerts", &token).await.1
+    );
+    let message =
+        receiver.messages().into_iter().find(|m| m["alerts"][0]["labels"]["alertname"] == "new port").unwrap();
+    let label = message["alerts"][0]["labels"]["process"].as_str().unwrap().to_owned();
+    assert!(label.starts_with(&format!("port {port} (python")), "names the port and the process: {label}");
+    assert!(message["alerts"][0]["annotations"]["summary"].as_str().unwrap().contains(&format!("port {port}")));
+    // Still listening a few snapshots later: no second notification.
+    let (_, before) = c.get("/api/process-snapshots/latest/", &token).await;
+    let newer = async || cc.get("/api/process-snapshots/latest/", t).await.1[0]["taken_at"] != before[0]["taken_at"];
+    assert!(eventually(Duration::from_secs(30), newer).await);
+    assert_eq!(receiver.statuses("new port"), ["firing"], "once");
+    assert_eq!(alert_states(&c, &token, "new port").await, ["firing"]);
+
+    drop(stdin);
+    child.kill();
+    assert!(
+        eventually(Duration::from_secs(30), async || receiver.statuses("new port") == ["firing", "resolved"]).await,
+        "the socket gone resolves it: {:?}",
+        receiver.messages()
+    );
+    assert_eq!(alert_states(&c, &token, "new port").await, ["resolved"]);
+}

@@ -21,14 +21,14 @@
 //! name and the pid. Only transitions (pending, firing, repeated, resolved) leave the
 //! engine, and only they are written.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
 
 use super::rule::{Aggregate, CompiledRule, Metric};
 use super::status::{Alert, AlertState};
-use crate::model::{ProcessSample, Snapshot};
+use crate::model::{ListeningPort, ProcessSample, Snapshot};
 
 /// How long a silent host's cached filter answers are kept: past this its next
 /// snapshot is matched afresh, and the snapshot they were for is let go.
@@ -41,11 +41,18 @@ pub enum Key {
     Whole,
     /// One process (per-process measures).
     Pid(u32),
+    /// One port (`host.new_listening_port`).
+    Port(u16),
 }
 
 impl Key {
     /// The key of a stored `process` label: `name (pid)` is one process.
     pub fn from_label(label: &str) -> Key {
+        if let Some(port) =
+            label.strip_prefix("port ").and_then(|rest| rest.split(' ').next()).and_then(|p| p.parse().ok())
+        {
+            return Key::Port(port);
+        }
         label
             .strip_suffix(')')
             .and_then(|l| l.rsplit_once(" ("))
@@ -125,6 +132,9 @@ struct Host {
     /// The network error counters (in and out together) of the host's previous
     /// snapshot and when it was taken (ms): `host.net_errors_per_sec` is their rate.
     net_errors: Option<(u64, i64)>,
+    /// The listening sockets (port, process name) of the host's previous snapshot,
+    /// while a `host.new_listening_port` rule watches it.
+    listening: Option<HashSet<(u16, String)>>,
 }
 
 /// The distinct process filters of a set of rules, each run once per process.
@@ -339,6 +349,21 @@ impl Engine {
         } else {
             host.matches = None;
         }
+        // Sockets listening now that the previous snapshot did not have; none on the
+        // first snapshot seen (everything would be new).
+        let watch_listening =
+            rules.iter().any(|r| r.rule.metric == Metric::HostNewListeningPort && r.watches(hostname));
+        let mut new_sockets: Vec<&ListeningPort> = Vec::new();
+        if watch_listening {
+            let key = |l: &ListeningPort| (l.port, l.process_name.clone().unwrap_or_default());
+            let now: HashSet<(u16, String)> = snapshot.ports.listening.iter().map(key).collect();
+            if let Some(before) = &host.listening {
+                new_sockets = snapshot.ports.listening.iter().filter(|l| !before.contains(&key(l))).collect();
+            }
+            host.listening = Some(now);
+        } else {
+            host.listening = None;
+        }
         let matched = &self.matched;
         let mut out = Vec::new();
         for (i, rule) in rules.iter().enumerate() {
@@ -359,6 +384,43 @@ impl Engine {
                         && e.phase == Phase::Firing
                     {
                         out.push(transition(rule, hostname, &e, Change::Resolved, 0.0, now_ms));
+                    }
+                }
+                Metric::HostNewListeningPort => {
+                    // With a filter, only the sockets of matching processes count.
+                    let pids: Option<HashSet<u32>> = rule.query.as_ref().map(|_| matching().map(|p| p.pid).collect());
+                    let counts =
+                        |l: &ListeningPort| pids.as_ref().is_none_or(|s| l.pid.is_some_and(|pid| s.contains(&pid)));
+                    // Resolved once the socket is gone, or `for_secs` after it fired.
+                    let over: Vec<Key> = entries
+                        .iter()
+                        .filter(|(k, e)| {
+                            let Key::Port(port) = k else { return true };
+                            now_ms - e.since_ms >= rule.for_ms
+                                || !snapshot.ports.listening.iter().any(|l| l.port == *port && counts(l))
+                        })
+                        .map(|(k, _)| *k)
+                        .collect();
+                    for key in over {
+                        if let Some(e) = entries.remove(&key) {
+                            out.push(transition(rule, hostname, &e, Change::Resolved, e.value, now_ms));
+                        }
+                    }
+                    for l in new_sockets.iter().filter(|l| counts(l)) {
+                        let key = Key::Port(l.port);
+                        if entries.contains_key(&key) {
+                            continue;
+                        }
+                        let e = Entry {
+                            phase: Phase::Firing,
+                            since_ms: now_ms,
+                            notified_ms: now_ms,
+                            value: f64::from(l.port),
+                            label: port_label(l),
+                            seen: generation,
+                        };
+                        out.push(transition(rule, hostname, &e, Change::Firing, e.value, now_ms));
+                        entries.insert(key, e);
                     }
                 }
                 Metric::ProcessAbsent => {
@@ -427,6 +489,20 @@ impl Engine {
                 host.matches = None;
             }
         }
+        // New listening ports resolve `for_secs` after they fired even when their host
+        // sends nothing more.
+        for rule in rules.iter().filter(|r| r.rule.metric == Metric::HostNewListeningPort && r.for_ms > 0) {
+            for (hostname, host) in &mut self.hosts {
+                let Some(entries) = host.alerts.get_mut(&rule.rule.name) else { continue };
+                let over: Vec<Key> =
+                    entries.iter().filter(|(_, e)| now_ms - e.since_ms >= rule.for_ms).map(|(k, _)| *k).collect();
+                for key in over {
+                    if let Some(e) = entries.remove(&key) {
+                        out.push(transition(rule, hostname, &e, Change::Resolved, e.value, now_ms));
+                    }
+                }
+            }
+        }
         for rule in rules.iter().filter(|r| r.rule.metric == Metric::HostOffline) {
             for (hostname, host) in &mut self.hosts {
                 if !rule.watches(hostname) || host.last_seen_ms == 0 {
@@ -462,6 +538,15 @@ impl Engine {
             }
         }
         out
+    }
+}
+
+/// The `process` label of a new listening port: `port 8080 (nginx)`, or `port 8080`
+/// when its process is not known.
+fn port_label(l: &ListeningPort) -> String {
+    match l.process_name.as_deref() {
+        Some(name) if !name.is_empty() => format!("port {} ({name})", l.port),
+        _ => format!("port {}", l.port),
     }
 }
 
@@ -713,6 +798,94 @@ mod tests {
             assert_eq!(at(cpu, 18_000 + i as i64 * 1000, &mut engine), [], "{cpu} is between clear and threshold");
         }
         assert_eq!(at(69.0, 30_000, &mut engine), [Change::Resolved]);
+    }
+
+    fn listening(port: u16, pid: u32, name: &str) -> ListeningPort {
+        ListeningPort {
+            protocol: crate::model::Protocol::Tcp,
+            address: std::net::Ipv4Addr::UNSPECIFIED.into(),
+            port,
+            pid: Some(pid),
+            process_name: Some(name.into()),
+        }
+    }
+
+    #[test]
+    fn a_new_listening_port_fires_once_and_resolves_when_gone_or_after_for_secs() {
+        let rules = rules(serde_json::json!({"name": "new port", "metric": "host.new_listening_port", "for_secs": 60}));
+        let mut engine = Engine::new();
+        let mut s = snapshot();
+        s.ports.listening = vec![listening(22, 1, "sshd")];
+        let mut at = |ports: Vec<ListeningPort>, ms: i64, engine: &mut Engine| {
+            s.ports.listening = ports;
+            engine.snapshot(&rules, &Arc::new(s.clone()), ms)
+        };
+        assert!(at(vec![listening(22, 1, "sshd")], 1_000, &mut engine).is_empty(), "the first snapshot is no news");
+        let t = at(vec![listening(22, 1, "sshd"), listening(8080, 7, "nc")], 2_000, &mut engine);
+        assert_eq!(changes(&t), [Change::Firing]);
+        assert_eq!((t[0].process.as_str(), t[0].value), ("port 8080 (nc)", 8080.0));
+        assert!(at(vec![listening(22, 1, "sshd"), listening(8080, 7, "nc")], 3_000, &mut engine).is_empty(), "once");
+        let t = at(vec![listening(22, 1, "sshd")], 4_000, &mut engine);
+        assert_eq!(changes(&t), [Change::Resolved], "the socket is gone");
+        // Back again: new again; then it stays, and resolves after for_secs.
+        assert_eq!(changes(&at(vec![listening(8080, 8, "nc")], 5_000, &mut engine)), [Change::Firing]);
+        assert!(engine.tick(&rules, 64_000).is_empty());
+        assert_eq!(changes(&engine.tick(&rules, 65_000)), [Change::Resolved], "for_secs after it fired");
+        assert!(at(vec![listening(8080, 8, "nc")], 66_000, &mut engine).is_empty(), "still there, not new");
+        // Another process on the same port is a new socket.
+        let t = at(vec![listening(8080, 9, "python3")], 67_000, &mut engine);
+        assert_eq!(t.iter().map(|t| t.process.as_str()).collect::<Vec<_>>(), ["port 8080 (python3)"]);
+        // Restored from its label after a restart, it keeps its port.
+        assert_eq!(Key::from_label("port 8080 (python3)"), Key::Port(8080));
+        assert_eq!(Key::from_label("port 443"), Key::Port(443));
+        assert_eq!(Key::from_label("nginx (12)"), Key::Pid(12));
+    }
+
+    #[test]
+    fn a_new_listening_port_with_for_secs_0_resolves_at_the_next_snapshot_and_follows_its_filter() {
+        let rules = rules(serde_json::json!({
+            "name": "new port", "metric": "host.new_listening_port", "process": "name:nc"
+        }));
+        let mut engine = Engine::new();
+        let mut s = snapshot();
+        let me = s.processes.first().cloned().unwrap();
+        let mut nc = me.clone();
+        nc.pid = 4_000_000;
+        nc.name = "nc".into();
+        let mut other = me.clone();
+        other.pid = 4_000_001;
+        other.name = "other".into();
+        s.processes.extend([nc, other]);
+        let mut at = |ports: Vec<ListeningPort>, ms: i64, engine: &mut Engine| {
+            s.ports.listening = ports;
+            changes(&engine.snapshot(&rules, &Arc::new(s.clone()), ms))
+        };
+        assert_eq!(at(vec![], 1_000, &mut engine), []);
+        assert_eq!(at(vec![listening(9000, 4_000_001, "other")], 2_000, &mut engine), [], "not a matching process");
+        let both = vec![listening(9000, 4_000_001, "other"), listening(9001, 4_000_000, "nc")];
+        assert_eq!(at(both.clone(), 3_000, &mut engine), [Change::Firing]);
+        assert_eq!(at(both, 4_000, &mut engine), [Change::Resolved], "for_secs 0: the next snapshot ends it");
+        assert!(engine.tick(&rules, 100_000).is_empty());
+    }
+
+    #[test]
+    fn a_new_listening_port_rule_takes_no_level_and_no_repeat() {
+        let bad = |json: serde_json::Value| {
+            let rule: AlertRule = serde_json::from_value(json).unwrap();
+            rule.compile().unwrap_err().field
+        };
+        assert_eq!(
+            bad(serde_json::json!({"name": "n", "metric": "host.new_listening_port", "threshold": 1})),
+            "threshold"
+        );
+        assert_eq!(
+            bad(serde_json::json!({"name": "n", "metric": "host.new_listening_port", "repeat_secs": 60})),
+            "repeat_secs"
+        );
+        assert_eq!(
+            bad(serde_json::json!({"name": "n", "metric": "host.new_listening_port", "process": "cpu>"})),
+            "process"
+        );
     }
 
     #[test]

@@ -67,11 +67,18 @@ pub enum Metric {
     /// is not (`op` `==`, `threshold` 0).
     #[serde(rename = "port.listening")]
     PortListening,
+    /// A listening socket (port and process) in a snapshot of the host that its
+    /// previous snapshot did not have; `process` optionally limits it to the sockets of
+    /// matching processes. No threshold: it fires at once, one alert per port, and
+    /// resolves once the socket is gone or `for_secs` after it fired (0: at the next
+    /// snapshot).
+    #[serde(rename = "host.new_listening_port")]
+    HostNewListeningPort,
 }
 
 impl Metric {
     /// Every metric, in the order documents list them.
-    pub const ALL: [Metric; 13] = [
+    pub const ALL: [Metric; 14] = [
         Metric::HostOffline,
         Metric::HostCpuPercent,
         Metric::HostMemoryPercent,
@@ -85,6 +92,7 @@ impl Metric {
         Metric::ProcessCpuPercent,
         Metric::ProcessRssBytes,
         Metric::PortListening,
+        Metric::HostNewListeningPort,
     ];
 
     /// The name in JSON.
@@ -103,6 +111,7 @@ impl Metric {
             Metric::ProcessCpuPercent => "process.cpu_percent",
             Metric::ProcessRssBytes => "process.rss_bytes",
             Metric::PortListening => "port.listening",
+            Metric::HostNewListeningPort => "host.new_listening_port",
         }
     }
 
@@ -117,7 +126,12 @@ impl Metric {
     /// Whether the rule is a condition without a level (`op`, `threshold` and `clear`
     /// are not taken).
     pub fn is_condition(self) -> bool {
-        matches!(self, Metric::HostOffline | Metric::ProcessAbsent)
+        matches!(self, Metric::HostOffline | Metric::ProcessAbsent | Metric::HostNewListeningPort)
+    }
+
+    /// Whether the rule may name processes without having to (`process` is optional).
+    pub fn takes_process(self) -> bool {
+        self.needs_process() || self == Metric::HostNewListeningPort
     }
 }
 
@@ -398,10 +412,10 @@ impl AlertRule {
                     format!("{} needs `process`, a filter such as `name:nginx`.", metric.as_str()),
                 ));
             }
-            (Some(_), false) => {
+            (Some(_), false) if !metric.takes_process() => {
                 return Err(invalid("process", format!("{} takes no `process` filter.", metric.as_str())));
             }
-            (Some(filter), true) => {
+            (Some(filter), _) => {
                 if filter.len() > MAX_FILTER_BYTES {
                     return Err(invalid("process", format!("A filter is at most {MAX_FILTER_BYTES} bytes.")));
                 }
@@ -478,6 +492,9 @@ impl AlertRule {
         }
         if self.repeat_secs > MAX_SECS {
             return Err(invalid("repeat_secs", format!("At most {MAX_SECS} (a week).")));
+        }
+        if metric == Metric::HostNewListeningPort && self.repeat_secs != 0 {
+            return Err(invalid("repeat_secs", "host.new_listening_port tells once per new port: no `repeat_secs`."));
         }
         if self.repeat_secs != 0 && self.repeat_secs < 10 {
             return Err(invalid("repeat_secs", "Repeat at most every 10 s (or 0: never)."));

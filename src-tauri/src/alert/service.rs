@@ -584,6 +584,7 @@ fn summary(rule: &CompiledRule, t: &Transition, status: &str) -> String {
     let what = match rule.rule.metric {
         Metric::HostOffline => format!("{host} sent no snapshot for {value} s"),
         Metric::ProcessAbsent => format!("no process matches `{}` on {host}", t.process),
+        Metric::HostNewListeningPort => format!("new listening {} on {host}", t.process),
         Metric::PortListening => {
             let port = rule.port.unwrap_or(0);
             if t.value > 0.0 {

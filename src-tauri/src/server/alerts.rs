@@ -23,6 +23,7 @@ use super::query::ApiQuery;
 use super::rest::{ApiJson, ApiPath};
 use super::routes::{Access, Route};
 use crate::alert::rule::{self, AlertChannel, AlertRule, Invalid};
+use crate::alert::service::Alerts;
 use crate::alert::status::{Alert, AlertDelivery, AlertEvent, NewSilence, Silence};
 use crate::model::api::{AuditAction, ErrorBody};
 use crate::store::{NewAuditEntry, Page};
@@ -110,9 +111,9 @@ pub(super) async fn rules(State(state): State<AppState>, _: CurrentUser) -> Json
 }
 
 /// Checks a rule from the API against the rules and channels in force.
-fn check_rule(state: &AppState, rule: &AlertRule) -> Result<(), ApiError> {
-    state.alerts.check_rule(rule)?;
-    if state.alerts.is_file_rule(&rule.name) {
+fn check_rule(alerts: &Alerts, rule: &AlertRule) -> Result<(), ApiError> {
+    alerts.check_rule(rule)?;
+    if alerts.is_file_rule(&rule.name) {
         return Err(read_only("Rule", &rule.name));
     }
     Ok(())
@@ -131,7 +132,7 @@ pub(super) async fn create_rule(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<(StatusCode, Json<AlertRule>), ApiError> {
     let rule: AlertRule = parse(body)?;
-    check_rule(&state, &rule)?;
+    check_rule(&state.alerts, &rule)?;
     state.store.put_alert_rule(&rule, true).await?;
     state.alerts.reload_after_change().await?;
     let message = format!("Alert rule {} made ({} on {})", rule.name, rule.metric.as_str(), rule.host);
@@ -155,7 +156,7 @@ pub(super) async fn update_rule(
 ) -> Result<Json<AlertRule>, ApiError> {
     same_name(&mut body, &name)?;
     let rule: AlertRule = parse(body)?;
-    check_rule(&state, &rule)?;
+    check_rule(&state.alerts, &rule)?;
     state.store.put_alert_rule(&rule, false).await?;
     state.alerts.reload_after_change().await?;
     let message = format!("Alert rule {} changed ({} on {})", rule.name, rule.metric.as_str(), rule.host);
@@ -210,12 +211,21 @@ pub(super) async fn channels(State(state): State<AppState>, _: CurrentUser) -> J
     Json(state.alerts.channels_masked())
 }
 
-async fn check_channel(state: &AppState, channel: &AlertChannel) -> Result<(), ApiError> {
+/// Reads a new channel: an empty token is none.
+fn new_channel(body: Value) -> Result<AlertChannel, ApiError> {
+    let mut channel: AlertChannel = parse(body)?;
+    if channel.token.as_deref() == Some("") {
+        channel.token = None;
+    }
+    Ok(channel)
+}
+
+async fn check_channel(alerts: &Alerts, channel: &AlertChannel) -> Result<(), ApiError> {
     channel.check()?;
-    if state.alerts.is_file_channel(&channel.name) {
+    if alerts.is_file_channel(&channel.name) {
         return Err(read_only("Channel", &channel.name));
     }
-    state.alerts.check_not_self(channel).await?;
+    alerts.check_not_self(channel).await?;
     Ok(())
 }
 
@@ -231,11 +241,8 @@ pub(super) async fn create_channel(
     AdminUser(user): AdminUser,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<(StatusCode, Json<AlertChannel>), ApiError> {
-    let mut channel: AlertChannel = parse(body)?;
-    if channel.token.as_deref() == Some("") {
-        channel.token = None;
-    }
-    check_channel(&state, &channel).await?;
+    let channel = new_channel(body)?;
+    check_channel(&state.alerts, &channel).await?;
     state.store.put_alert_channel(&channel, true).await?;
     state.alerts.reload_after_change().await?;
     let message = format!("Alert channel {} made ({})", channel.name, channel.kind.as_str());
@@ -277,7 +284,7 @@ pub(super) async fn update_channel(
         Some("") => channel.token = None,
         Some(_) => {}
     }
-    check_channel(&state, &channel).await?;
+    check_channel(&state.alerts, &channel).await?;
     state.store.put_alert_channel(&channel, false).await?;
     state.alerts.reload_after_change().await?;
     let message = format!("Alert channel {} changed ({})", channel.name, channel.kind.as_str());
@@ -414,24 +421,7 @@ pub(super) async fn create_silence(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<(StatusCode, Json<Silence>), ApiError> {
     let new: NewSilence = parse(body)?;
-    if new.rule.is_none() && new.hostname.is_none() {
-        return Err(ApiError::invalid("rule", "Name a rule, a hostname, or both."));
-    }
-    if let Some(r) = &new.rule {
-        rule::check_name("rule", r)?;
-        if !state.alerts.rules().iter().any(|x| x.name == *r) {
-            return Err(ApiError::invalid("rule", format!("There is no alert rule `{r}`.")));
-        }
-    }
-    if let Some(h) = &new.hostname {
-        rule::check_host("hostname", h)?;
-    }
-    if new.ends_at <= Utc::now() {
-        return Err(ApiError::invalid("ends_at", "A silence ends in the future."));
-    }
-    if new.comment.len() > 500 || new.comment.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(ApiError::invalid("comment", "A comment is at most 500 bytes of text."));
-    }
+    check_silence(&new, &state.alerts.rules(), Utc::now())?;
     let silence = state
         .store
         .add_silence(new.rule.as_deref(), new.hostname.as_deref(), new.ends_at, &new.comment, &user.username)
@@ -446,6 +436,29 @@ pub(super) async fn create_silence(
     );
     audit(&state, &user.username, new.hostname.as_deref().unwrap_or(""), AuditAction::Silence, message).await;
     Ok((StatusCode::CREATED, Json(silence)))
+}
+
+/// Checks a silence from the API against the rules in force at `now`.
+fn check_silence(new: &NewSilence, rules: &[AlertRule], now: chrono::DateTime<Utc>) -> Result<(), ApiError> {
+    if new.rule.is_none() && new.hostname.is_none() {
+        return Err(ApiError::invalid("rule", "Name a rule, a hostname, or both."));
+    }
+    if let Some(r) = &new.rule {
+        rule::check_name("rule", r)?;
+        if !rules.iter().any(|x| x.name == *r) {
+            return Err(ApiError::invalid("rule", format!("There is no alert rule `{r}`.")));
+        }
+    }
+    if let Some(h) = &new.hostname {
+        rule::check_host("hostname", h)?;
+    }
+    if new.ends_at <= now {
+        return Err(ApiError::invalid("ends_at", "A silence ends in the future."));
+    }
+    if new.comment.len() > 500 || new.comment.chars().any(|c| c.is_control() && c != '\n') {
+        return Err(ApiError::invalid("comment", "A comment is at most 500 bytes of text."));
+    }
+    Ok(())
 }
 
 #[utoipa::path(delete, path = "/api/silences/{id}", tag = "alerts", summary = "End a silence",
@@ -464,4 +477,281 @@ pub(super) async fn delete_silence(
     let host = silence.hostname.as_deref().unwrap_or("");
     audit(&state, &user.username, host, AuditAction::Silence, format!("Silence {id} ended")).await;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Fuzz targets for the bodies of rules, channels and silences, through the handlers'
+/// own steps (`parse`, then the same checks, then the store): never a panic; a body is
+/// stored exactly when it was accepted, and what was stored reads back as accepted and
+/// is accepted again. See `crate::fuzzing`.
+#[cfg(test)]
+mod fuzz {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::fuzzing::{config, json_value, mutated_bytes, mutated_json};
+    use crate::store::Store;
+    use proptest::prelude::*;
+
+    /// The collector's own address in these tests: a channel pointing there is refused.
+    const OWN: &str = "127.0.0.1:7070";
+
+    /// A store and alerts of their own per target (see [`FIXTURE`]), with a channel `ops` and a rule `cpu` in force for rules and silences
+    /// to name.
+    struct Fixture {
+        rt: tokio::runtime::Runtime,
+        store: Store,
+        alerts: Alerts,
+        _dir: tempfile::TempDir,
+    }
+
+    fn fixture() -> Fixture {
+        let rt = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (store, alerts) = rt.block_on(async {
+            let store = Store::open(&dir.path().join("procyon.db")).await.unwrap();
+            let ops: AlertChannel = serde_json::from_value(
+                serde_json::json!({"name": "ops", "kind": "webhook", "url": "http://hook.example/"}),
+            )
+            .unwrap();
+            store.put_alert_channel(&ops, true).await.unwrap();
+            let cpu: AlertRule = serde_json::from_value(
+                serde_json::json!({"name": "cpu", "metric": "host.cpu_percent", "threshold": 90, "channels": ["ops"]}),
+            )
+            .unwrap();
+            store.put_alert_rule(&cpu, true).await.unwrap();
+            let alerts = Alerts::new(store.clone());
+            alerts.load(None).await.unwrap();
+            alerts.set_own_addresses(vec![OWN.parse().unwrap()]);
+            (store, alerts)
+        });
+        Fixture { rt, store, alerts, _dir: dir }
+    }
+
+    thread_local! {
+        /// Each target runs on a thread of its own, so this is a store per target.
+        static FIXTURE: Fixture = fixture();
+    }
+
+    /// Rules of several kinds: thresholds with hysteresis, conditions, ports.
+    fn rule_seed() -> impl Strategy<Value = Value> {
+        prop::sample::select(vec![
+            serde_json::json!({"name": "nginx busy", "metric": "process.cpu_percent", "host": "web-1",
+                "process": "name:nginx user:www-data", "op": ">", "threshold": 90, "for_secs": 30, "clear": 70,
+                "severity": "critical", "repeat_secs": 600, "channels": ["ops"], "aggregate": "sum"}),
+            serde_json::json!({"name": "down", "metric": "host.offline", "host": "*", "for_secs": 60}),
+            serde_json::json!({"name": "ssh", "metric": "port.listening", "port": 22, "op": "==", "threshold": 0}),
+            serde_json::json!({"name": "cold", "metric": "host.load1", "op": "<", "threshold": 0.5, "clear": 1.5}),
+            serde_json::json!({"name": "new port", "metric": "host.new_listening_port", "process": "user:www-data",
+                "for_secs": 300}),
+        ])
+    }
+
+    fn channel_seed() -> impl Strategy<Value = Value> {
+        prop::sample::select(vec![
+            serde_json::json!({"name": "pager", "kind": "webhook", "url": "https://hooks.example/T0/B0/secret",
+                "token": "tk"}),
+            serde_json::json!({"name": "am", "kind": "alertmanager", "url": "http://127.0.0.1:9093"}),
+            serde_json::json!({"name": "self", "kind": "slack", "url": format!("http://{OWN}/hook")}),
+            serde_json::json!({"name": "phone", "kind": "ntfy", "url": "https://ntfy.sh/topic", "token": ""}),
+        ])
+    }
+
+    fn silence_seed() -> impl Strategy<Value = Value> {
+        prop::sample::select(vec![
+            serde_json::json!({"rule": "cpu", "hostname": "web-1", "ends_at": "2999-01-02T03:04:05Z",
+                "comment": "upgrade\nof the kernel"}),
+            serde_json::json!({"hostname": "*", "ends_at": "2999-01-02T03:04:05.123Z"}),
+            serde_json::json!({"rule": "cpu", "ends_at": "2000-01-01T00:00:00Z"}),
+        ])
+    }
+
+    fn value(body: &[u8]) -> Result<Value, ()> {
+        serde_json::from_slice::<Value>(body).map_err(drop)
+    }
+
+    fn check_rule_body(f: &Fixture, body: &[u8]) -> Result<(), TestCaseError> {
+        let accepted = value(body).and_then(|v| {
+            let rule: AlertRule = parse(v).map_err(drop)?;
+            check_rule(&f.alerts, &rule).map_err(drop)?;
+            Ok(rule)
+        });
+        f.rt.block_on(async {
+            let before = f.store.alert_rules().await.unwrap();
+            match accepted {
+                Ok(rule) => {
+                    // Keeps the store small, and the rule `cpu` in place for the others.
+                    for r in before.iter().filter(|r| r.name != "cpu") {
+                        f.store.delete_alert_rule(&r.name).await.unwrap();
+                    }
+                    let create = rule.name != "cpu";
+                    let put = f.store.put_alert_rule(&rule, create).await;
+                    put.map_err(|e| TestCaseError::fail(format!("accepted but not stored: {e}")))?;
+                    let back = f.store.alert_rules().await.unwrap();
+                    let back = back.into_iter().find(|r| r.name == rule.name).unwrap();
+                    prop_assert_eq!(&back, &rule);
+                    let again: Result<AlertRule, _> = parse(serde_json::to_value(&back).unwrap());
+                    let again = again.map_err(|e| TestCaseError::fail(format!("stored, but refused back: {e:?}")))?;
+                    prop_assert!(check_rule(&f.alerts, &again).is_ok());
+                }
+                Err(()) => {
+                    prop_assert_eq!(before, f.store.alert_rules().await.unwrap(), "a refused rule changed the store");
+                }
+            }
+            Ok::<(), TestCaseError>(())
+        })
+    }
+
+    fn check_channel_body(f: &Fixture, body: &[u8]) -> Result<(), TestCaseError> {
+        f.rt.block_on(async {
+            let accepted = match value(body).and_then(|v| new_channel(v).map_err(drop)) {
+                Ok(c) => check_channel(&f.alerts, &c).await.map(|()| c).map_err(drop),
+                Err(()) => Err(()),
+            };
+            let before = f.store.alert_channels().await.unwrap();
+            match accepted {
+                Ok(channel) => {
+                    for c in before.iter().filter(|c| c.name != "ops") {
+                        f.store.delete_alert_channel(&c.name).await.unwrap();
+                    }
+                    let create = channel.name != "ops";
+                    let put = f.store.put_alert_channel(&channel, create).await;
+                    put.map_err(|e| TestCaseError::fail(format!("accepted but not stored: {e}")))?;
+                    let back = f.store.alert_channels().await.unwrap();
+                    let back = back.into_iter().find(|c| c.name == channel.name).unwrap();
+                    prop_assert_eq!(&back.url, &channel.url);
+                    prop_assert_eq!(&back.token, &channel.token);
+                    prop_assert_eq!(back.kind, channel.kind);
+                    prop_assert!(!back.url.contains(OWN), "a channel to the collector itself was stored");
+                    // What answers show is accepted back (a masked URL is a URL still).
+                    let mut shown = serde_json::to_value(back.masked()).unwrap();
+                    shown.as_object_mut().unwrap().remove("token");
+                    let again = new_channel(shown);
+                    prop_assert!(again.is_ok(), "stored, but refused when sent back: {:?}", again.err());
+                }
+                Err(()) => {
+                    let after = f.store.alert_channels().await.unwrap();
+                    let names =
+                        |v: &[AlertChannel]| v.iter().map(|c| (c.name.clone(), c.url.clone())).collect::<Vec<_>>();
+                    prop_assert_eq!(names(&before), names(&after), "a refused channel changed the store");
+                }
+            }
+            Ok::<(), TestCaseError>(())
+        })
+    }
+
+    fn check_silence_body(f: &Fixture, body: &[u8]) -> Result<(), TestCaseError> {
+        let now = Utc::now();
+        let accepted = value(body).and_then(|v| {
+            let new: NewSilence = parse(v).map_err(drop)?;
+            check_silence(&new, &f.alerts.rules(), now).map_err(drop)?;
+            Ok(new)
+        });
+        f.rt.block_on(async {
+            let before = f.store.silences(now).await.unwrap();
+            match accepted {
+                Ok(new) => {
+                    for s in &before {
+                        f.store.delete_silence(s.id).await.unwrap();
+                    }
+                    let made = f
+                        .store
+                        .add_silence(new.rule.as_deref(), new.hostname.as_deref(), new.ends_at, &new.comment, "fuzz")
+                        .await;
+                    let made = made.map_err(|e| TestCaseError::fail(format!("accepted but not stored: {e}")))?;
+                    let back = f.store.silences(now).await.unwrap();
+                    prop_assert_eq!(back.len(), 1);
+                    prop_assert_eq!(&back[0], &made);
+                    prop_assert_eq!(&made.rule, &new.rule);
+                    prop_assert_eq!(&made.hostname, &new.hostname);
+                    prop_assert_eq!(&made.comment, &new.comment);
+                    // Stored to the millisecond.
+                    prop_assert_eq!(made.ends_at.timestamp_millis(), new.ends_at.timestamp_millis());
+                }
+                Err(()) => {
+                    prop_assert_eq!(
+                        before,
+                        f.store.silences(now).await.unwrap(),
+                        "a refused silence changed the store"
+                    );
+                }
+            }
+            Ok::<(), TestCaseError>(())
+        })
+    }
+
+    #[test]
+    fn the_seeds_are_judged_as_meant() {
+        FIXTURE.with(seeds_judged);
+    }
+
+    fn seeds_judged(f: &Fixture) {
+        let ok_rule = |v: Value| {
+            parse::<AlertRule>(v).map_err(drop).and_then(|r| check_rule(&f.alerts, &r).map_err(drop)).is_ok()
+        };
+        let rule_seeds = [
+            serde_json::json!({"name": "nginx busy", "metric": "process.cpu_percent", "process": "name:nginx",
+                "threshold": 90, "channels": ["ops"]}),
+            serde_json::json!({"name": "ssh", "metric": "port.listening", "port": 22}),
+        ];
+        for s in rule_seeds {
+            assert!(ok_rule(s.clone()), "{s}");
+            check_rule_body(f, &serde_json::to_vec(&s).unwrap()).unwrap();
+        }
+        assert!(!ok_rule(serde_json::json!({"name": "x", "metric": "host.load1", "threshold": 1, "channels": ["no"]})));
+        let self_channel = serde_json::json!({"name": "self", "kind": "slack", "url": format!("http://{OWN}/hook")});
+        let refused = f.rt.block_on(check_channel(&f.alerts, &new_channel(self_channel).unwrap()));
+        assert!(refused.is_err(), "a channel to the collector itself is refused");
+        let silence = |v: Value| check_silence(&parse(v).unwrap(), &f.alerts.rules(), Utc::now()).is_ok();
+        assert!(silence(serde_json::json!({"rule": "cpu", "ends_at": "2999-01-01T00:00:00Z"})));
+        assert!(!silence(serde_json::json!({"rule": "cpu", "ends_at": "2000-01-01T00:00:00Z"})));
+        assert!(!silence(serde_json::json!({"rule": "nope", "ends_at": "2999-01-01T00:00:00Z"})));
+    }
+
+    proptest! {
+        #![proptest_config(config())]
+
+        #[test]
+        fn rule_bodies_mutated(v in rule_seed().prop_flat_map(mutated_json)) {
+            FIXTURE.with(|f| check_rule_body(f, &serde_json::to_vec(&v).unwrap()))?;
+        }
+
+        #[test]
+        fn rule_bodies_any(v in json_value()) {
+            FIXTURE.with(|f| check_rule_body(f, &serde_json::to_vec(&v).unwrap()))?;
+        }
+
+        #[test]
+        fn rule_bodies_bytes(b in rule_seed().prop_flat_map(|v| mutated_bytes(serde_json::to_vec(&v).unwrap()))) {
+            FIXTURE.with(|f| check_rule_body(f, &b))?;
+        }
+
+        #[test]
+        fn channel_bodies_mutated(v in channel_seed().prop_flat_map(mutated_json)) {
+            FIXTURE.with(|f| check_channel_body(f, &serde_json::to_vec(&v).unwrap()))?;
+        }
+
+        #[test]
+        fn channel_bodies_any(v in json_value()) {
+            FIXTURE.with(|f| check_channel_body(f, &serde_json::to_vec(&v).unwrap()))?;
+        }
+
+        #[test]
+        fn channel_bodies_bytes(b in channel_seed().prop_flat_map(|v| mutated_bytes(serde_json::to_vec(&v).unwrap()))) {
+            FIXTURE.with(|f| check_channel_body(f, &b))?;
+        }
+
+        #[test]
+        fn silence_bodies_mutated(v in silence_seed().prop_flat_map(mutated_json)) {
+            FIXTURE.with(|f| check_silence_body(f, &serde_json::to_vec(&v).unwrap()))?;
+        }
+
+        #[test]
+        fn silence_bodies_any(v in json_value()) {
+            FIXTURE.with(|f| check_silence_body(f, &serde_json::to_vec(&v).unwrap()))?;
+        }
+
+        #[test]
+        fn silence_bodies_bytes(b in silence_seed().prop_flat_map(|v| mutated_bytes(serde_json::to_vec(&v).unwrap()))) {
+            FIXTURE.with(|f| check_silence_body(f, &b))?;
+        }
+    }
 }

@@ -420,6 +420,43 @@ impl Store {
         Ok(row.map(silence))
     }
 
+    /// Deletes alert history older than `before_ms`: firings and resolutions,
+    /// notification attempts, and the states of alerts resolved before it. Pending and
+    /// firing states are never deleted, however old: they are the alerts in force.
+    /// Runs in batches, each its own short transaction, as retention of snapshots does.
+    pub(super) async fn expire_alert_history(&self, before_ms: i64) -> Result<u64> {
+        const BATCH: i64 = 10_000;
+        let statements = [
+            "DELETE FROM alert_events WHERE id IN (SELECT id FROM alert_events WHERE at < $1 ORDER BY id LIMIT $2)",
+            "DELETE FROM alert_deliveries WHERE id IN \
+             (SELECT id FROM alert_deliveries WHERE at < $1 ORDER BY id LIMIT $2)",
+        ];
+        let mut total = 0;
+        for sql in statements {
+            loop {
+                let _turn = self.turn().await;
+                let n = on!(&self.pool, |c| sqlx::query(sql)
+                    .bind(before_ms)
+                    .bind(BATCH)
+                    .execute(c)
+                    .await
+                    .map(|d| d.rows_affected()))?;
+                total += n;
+                if n < BATCH as u64 {
+                    break;
+                }
+            }
+        }
+        let _turn = self.turn().await;
+        total +=
+            on!(&self.pool, |c| sqlx::query("DELETE FROM alert_state WHERE state = 'resolved' AND resolved_at < $1")
+                .bind(before_ms)
+                .execute(c)
+                .await
+                .map(|d| d.rows_affected()))?;
+        Ok(total)
+    }
+
     /// Hosts stored with when each was last seen, for `host.offline` after a restart.
     pub async fn hosts_last_seen(&self) -> Result<Vec<(String, i64)>> {
         Ok(on!(&self.pool, |c| sqlx::query_as("SELECT hostname, last_seen FROM hosts").fetch_all(c).await)?)

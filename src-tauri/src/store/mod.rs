@@ -259,6 +259,9 @@ pub struct Maintenance {
     pub raw_deleted: u64,
     /// Rollup rows deleted.
     pub rollups_deleted: u64,
+    /// Alert history deleted: firings and resolutions, notification attempts, and
+    /// states of alerts resolved long ago.
+    pub alert_rows_deleted: u64,
 }
 
 /// A user row with its password hash, for signing in.

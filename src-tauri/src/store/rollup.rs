@@ -542,7 +542,10 @@ impl Store {
         }
         // Relayed actions nobody waits for any more (their asker died while waiting).
         self.forget_stale_actions(now.saturating_sub(STALE_ACTION_MS)).await?;
-        if done.raw_deleted > 0 || done.rollups_deleted > 0 {
+        // Alert history is kept as long as the charts reach back (the hour tier), so
+        // that every alert shown can be set beside the data that fired it.
+        done.alert_rows_deleted += self.expire_alert_history(now.saturating_sub(duration_ms(retention.hour))).await?;
+        if done.raw_deleted > 0 || done.rollups_deleted > 0 || done.alert_rows_deleted > 0 {
             // Hand the freed pages back to the file system (auto_vacuum is INCREMENTAL).
             // PostgreSQL's autovacuum does this for it.
             if let Db::Sqlite(pool) = &self.pool {

@@ -430,7 +430,7 @@ async fn maintain_rolls_up_expires_and_keeps_answering(place: Place) {
     let done = store.maintain(now, &retention).await.unwrap();
     assert_eq!(
         done,
-        Maintenance { minute_buckets: 180, hour_buckets: 3, raw_deleted: count as u64, rollups_deleted: 0 }
+        Maintenance { minute_buckets: 180, hour_buckets: 3, raw_deleted: count as u64, ..Default::default() }
     );
     assert_eq!(store.count(Some(host)).await.unwrap(), 0);
     assert_eq!(store.latest(host).await.unwrap(), None);
@@ -482,7 +482,7 @@ async fn maintain_rolls_up_expires_and_keeps_answering(place: Place) {
     late.processes.push(process("spiker", 4_000_000, 395.0, 1 << 20));
     store.insert_snapshot(&late, now).await.unwrap();
     let done = store.maintain(now, &retention).await.unwrap();
-    assert_eq!(done, Maintenance { minute_buckets: 1, hour_buckets: 1, raw_deleted: 1, rollups_deleted: 0 });
+    assert_eq!(done, Maintenance { minute_buckets: 1, hour_buckets: 1, raw_deleted: 1, ..Default::default() });
     assert_eq!(store.maintain(now, &retention).await.unwrap(), Maintenance::default());
     let minutes = store.series(host, Some(now - secs(86400)), None, None, now, &retention).await.unwrap();
     let merged = minutes.points.iter().find(|p| p.timestamp == t0 + secs(4020)).unwrap();
@@ -1299,3 +1299,74 @@ async fn dashboards_are_kept_per_user_and_shared_as_told(place: Place) {
     assert_eq!(store.dashboard(for_dee.id).await.unwrap().unwrap().shared_with, ["cy"]);
 }
 both!(dashboards_are_kept_per_user_and_shared_as_told);
+
+both!(maintain_expires_alert_history_but_not_alerts_in_force);
+async fn maintain_expires_alert_history_but_not_alerts_in_force(place: Place) {
+    use crate::alert::rule::Severity;
+    use crate::alert::status::{AlertState, DeliveryResult};
+    let store = place.open().await;
+    let now = now();
+    let retention = Retention::default();
+    let day = 86_400_000;
+    let old = to_ms(now) - i64::try_from(retention.hour.as_millis()).unwrap() - day;
+    let recent = to_ms(now) - day;
+    let change = |rule: &str, state, since_ms, at_ms| StateChange {
+        rule: rule.into(),
+        hostname: "h".into(),
+        process: String::new(),
+        severity: Severity::Warning,
+        state: Some(state),
+        since_ms,
+        value: 1.0,
+        notified_ms: Some(at_ms),
+        at_ms,
+        event: true,
+    };
+    let keep_all = from_ms(0);
+    // Fired long ago and still firing; fired and resolved long ago; fired recently.
+    let changes = [
+        change("stuck", AlertState::Firing, old, old),
+        change("gone", AlertState::Firing, old, old),
+        change("gone", AlertState::Resolved, old, old + 1),
+        change("new", AlertState::Firing, recent, recent),
+    ];
+    for c in &changes {
+        store.apply_alert_changes(std::slice::from_ref(c), keep_all).await.unwrap();
+    }
+    let delivery = |rule: &str| NewDelivery {
+        channel: "ops".into(),
+        rule: rule.into(),
+        hostname: "h".into(),
+        process: String::new(),
+        status: "firing".into(),
+        attempt: 1,
+        result: DeliveryResult::Delivered,
+        error: None,
+    };
+    store.record_delivery(&delivery("gone")).await.unwrap();
+    store.record_delivery(&delivery("new")).await.unwrap();
+    // Deliveries are stamped when recorded: the first one is made old by hand.
+    on!(&store.pool, |c| sqlx::query("UPDATE alert_deliveries SET at = $1 WHERE rule = 'gone'")
+        .bind(old)
+        .execute(c)
+        .await
+        .map(drop))
+    .unwrap();
+
+    let done = store.maintain(now, &retention).await.unwrap();
+    // Three old events, one old delivery, one state resolved long ago.
+    assert_eq!(done.alert_rows_deleted, 5, "{done:?}");
+    let history = store.alert_history(page(100, 0)).await.unwrap();
+    assert_eq!(history.iter().map(|e| e.rule.as_str()).collect::<Vec<_>>(), ["new"]);
+    let deliveries = store.alert_deliveries(page(100, 0)).await.unwrap();
+    assert_eq!(deliveries.iter().map(|d| d.rule.as_str()).collect::<Vec<_>>(), ["new"]);
+    let mut states: Vec<(String, AlertState)> =
+        store.alert_states().await.unwrap().into_iter().map(|(a, _)| (a.rule, a.state)).collect();
+    states.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(
+        states,
+        [("new".to_owned(), AlertState::Firing), ("stuck".to_owned(), AlertState::Firing)],
+        "alerts in force are kept however old"
+    );
+    assert_eq!(store.maintain(now, &retention).await.unwrap().alert_rows_deleted, 0, "a second pass finds nothing");
+}

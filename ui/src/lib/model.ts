@@ -1479,7 +1479,7 @@ by_local_port: ListDelta<PortCount>,
  */
 listening: ListDelta<ListeningPort>, };
 
-export type Metric = "host.offline" | "host.cpu_percent" | "host.memory_percent" | "host.swap_percent" | "host.load1" | "host.net_sent_bytes_per_sec" | "host.net_received_bytes_per_sec" | "host.net_errors_per_sec" | "process.absent" | "process.count" | "process.cpu_percent" | "process.rss_bytes" | "port.listening";
+export type Metric = "host.offline" | "host.cpu_percent" | "host.memory_percent" | "host.swap_percent" | "host.load1" | "host.net_sent_bytes_per_sec" | "host.net_received_bytes_per_sec" | "host.net_errors_per_sec" | "process.absent" | "process.count" | "process.cpu_percent" | "process.rss_bytes" | "port.listening" | "host.new_listening_port";
 
 export type Op = ">" | ">=" | "<" | "<=" | "==" | "!=";
 
