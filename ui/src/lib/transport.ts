@@ -784,26 +784,9 @@ export class WebTransport implements Transport {
       },
       onStatus: handlers.onStatus,
       onExpired: () => this.end('Your sign-in has expired. Sign in again to continue.'),
-      stillAuthorized: async () => {
-        try {
-          await this.request('GET', '/api/auth/me');
-          return true;
-        } catch (e) {
-          if (e instanceof ApiError && e.status === 401) return false;
-          throw e;
-        }
-      },
+      stillAuthorized: () => this.stillSignedIn(),
     });
-    stream.start();
-    const online = () => stream.retryNow();
-    if (typeof window !== 'undefined') window.addEventListener('online', online);
-    return {
-      close: () => {
-        if (typeof window !== 'undefined') window.removeEventListener('online', online);
-        stream.close();
-      },
-      retryNow: () => stream.retryNow(),
-    };
+    return follow(stream);
   }
 
   async snapshots(hostname: string, page: { limit: number; offset: number }): Promise<Page<SnapshotSummary>> {
@@ -915,26 +898,20 @@ export class WebTransport implements Transport {
       },
       onStatus: handlers.onStatus,
       onExpired: () => this.end('Your sign-in has expired. Sign in again to continue.'),
-      stillAuthorized: async () => {
-        try {
-          await this.request('GET', '/api/auth/me');
-          return true;
-        } catch (e) {
-          if (e instanceof ApiError && e.status === 401) return false;
-          throw e;
-        }
-      },
+      stillAuthorized: () => this.stillSignedIn(),
     });
-    stream.start();
-    const online = () => stream.retryNow();
-    if (typeof window !== 'undefined') window.addEventListener('online', online);
-    return {
-      close: () => {
-        if (typeof window !== 'undefined') window.removeEventListener('online', online);
-        stream.close();
-      },
-      retryNow: () => stream.retryNow(),
-    };
+    return follow(stream);
+  }
+
+  /** Whether the session still stands, asked when a stream is refused: a 401 ends it. */
+  private async stillSignedIn(): Promise<boolean> {
+    try {
+      await this.request('GET', '/api/auth/me');
+      return true;
+    } catch (e) {
+      if (e instanceof ApiError && e.status === 401) return false;
+      throw e;
+    }
   }
 
   /** The fleet's changes where there is no stream to carry them: the hosts list, polled. */
@@ -1027,4 +1004,19 @@ function safeSessionStorage(): KeyValueStore | null {
 export function createTransport(): Transport {
   if ('__TAURI_INTERNALS__' in window) return new TauriTransport();
   return new WebTransport({ origin: window.location.origin });
+}
+
+/** Starts `stream` and hands it out as a subscription; the browser coming back online
+ *  retries at once instead of waiting out the backoff. */
+function follow(stream: LiveStream): LiveSubscription {
+  stream.start();
+  const online = () => stream.retryNow();
+  if (typeof window !== 'undefined') window.addEventListener('online', online);
+  return {
+    close: () => {
+      if (typeof window !== 'undefined') window.removeEventListener('online', online);
+      stream.close();
+    },
+    retryNow: () => stream.retryNow(),
+  };
 }
