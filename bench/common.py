@@ -169,21 +169,23 @@ def run_json(label, argv, timeout_s, env=None, cwd=None):
     return last_json_object(done.stdout, label)
 
 
-def start_collector(procyon, data_dir, log_dir, extra=()):
+def start_collector(procyon, data_dir, log_dir, extra=(), need_password=True):
     """Start `procyon serve --no-local` on a free loopback port with an empty data
-    directory; return (daemon, base URL, admin password)."""
+    directory; return (daemon, base URL, admin password). A second collector on a
+    database that already has its admin prints no password: `need_password=False`
+    then, and the password is None."""
     collector = Daemon("collector", [str(procyon), "serve", "--no-local", "--bind", "127.0.0.1:0",
                                      "--data", str(data_dir), *extra],
                        child_env(RUST_LOG="warn"), log_dir)
     try:
-        base, password = wait_for_collector(collector)
+        base, password = wait_for_collector(collector, need_password)
     except BaseException:
         stop_all([collector])
         raise
     return collector, base, password
 
 
-def wait_for_collector(collector):
+def wait_for_collector(collector, need_password=True):
     """Wait until the collector prints where it listens; return (base URL, admin password).
 
     The first start of an empty data directory prints the new admin's password first.
@@ -200,7 +202,7 @@ def wait_for_collector(collector):
                     password = f.read().strip()
             elif line.startswith("Procyon collector on "):
                 base = line.split()[3].rstrip("/")
-                if password is None:
+                if password is None and need_password:
                     raise BenchError("the collector printed no admin password; "
                                      "its data directory was not empty")
                 return base, password

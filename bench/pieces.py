@@ -115,21 +115,39 @@ def run_desktop(root):
 def run_dashboard(root, target_dir, procyon):
     """The dashboard's frame times with 2,000 processes and its bundle size, from
     bench/browser/bench.mjs (its lines go to the terminal; its figures to browser.json)."""
+    return run_browser(root, target_dir, procyon, "bench.mjs", "browser.json", "dashboard")
+
+
+def run_fleet(root, target_dir, procyon):
+    """The fleet overview of 1,000 hosts scrolled while they change, from
+    bench/browser/fleet.mjs (figures in browser-fleet.json)."""
+    return run_browser(root, target_dir, procyon, "fleet.mjs", "browser-fleet.json", "fleet overview")
+
+
+def run_map(root, target_dir, procyon):
+    """The network map of 200 hosts and 5,000 edges, from bench/browser/map.mjs (figures
+    in browser-map.json)."""
+    return run_browser(root, target_dir, procyon, "map.mjs", "browser-map.json", "map")
+
+
+def run_browser(root, target_dir, procyon, script, out_name, what):
+    """One browser benchmark: its lines go to the terminal, its figures to
+    <target>/bench/<out_name>, which is returned."""
     if shutil.which("node") is None:
         raise NotAvailable("Node.js is not installed (scripts/deps.sh bench installs it)")
     if not (root / "ui" / "dist" / "index.html").exists():
         raise NotAvailable("ui/dist is not built (`make ui` builds it)")
-    out = target_dir / "bench" / "browser.json"
+    out = target_dir / "bench" / out_name
     if out.exists():
         out.unlink()
     env = dict(os.environ, PROCYON_BIN=str(procyon), CARGO_TARGET_DIR=str(target_dir))
     try:
-        done = subprocess.run(["node", str(root / "bench" / "browser" / "bench.mjs")], cwd=root,
+        done = subprocess.run(["node", str(root / "bench" / "browser" / script)], cwd=root,
                               env=env, stdin=subprocess.DEVNULL, timeout=900)
     except subprocess.TimeoutExpired:
-        raise BenchError("the dashboard benchmark took over 900 s and was stopped")
+        raise BenchError(f"the {what} benchmark took over 900 s and was stopped")
     if done.returncode != 0 or not out.exists():
-        raise BenchError(f"the dashboard benchmark failed (status {done.returncode})")
+        raise BenchError(f"the {what} benchmark failed (status {done.returncode})")
     return json.loads(out.read_text())
 
 

@@ -24,12 +24,20 @@ The parts, in order (BENCH_ONLY=part,part runs a subset):
              (the floor), 1,000 agents at 1 s, alternating (bench/alerts.py); and the
              evaluation alone per snapshot (examples/alert_eval.rs);
 - fanout:    time from sending a snapshot to 100 dashboards receiving it;
+- scaleout:  two collectors on one throwaway PostgreSQL with the agents spread over
+             both: the highest agent count at 1 s sustained, against the single SQLite
+             collector's above; live fan-out across them (an agent on one, dashboards on
+             the other); and what 10,000 agents at 1 s would need (bench/scaleout.py);
 - soak:      200 simulated agents and 20 dashboards for an hour: the collector's memory,
              open files and p99 latency as curves (<target dir>/bench/soak.csv), each
              curve's slope per hour, and whether it is flat (bench/soak.py says what
              flat means for each);
 - desktop:   the desktop app's CPU (window open, hidden) and memory (bench/desktop.sh);
-- dashboard: frame times with 2,000 processes and the bundle size (bench/browser/bench.mjs).
+- dashboard: frame times with 2,000 processes and the bundle size (bench/browser/bench.mjs);
+- fleet:     frame times scrolling the fleet overview of 1,000 changing hosts
+             (bench/browser/fleet.mjs);
+- map:       the network map of 200 hosts and 5,000 edges: time to the first map and
+             frame times while zooming and while following updates (bench/browser/map.mjs).
 
 A part whose program is not in this checkout, or that cannot run on this machine, is
 reported as not available. A part that fails is reported and the others still run;
@@ -42,7 +50,9 @@ BENCH_RAMP_STEPS (default
 10,25,50,100,150,200,300,400,500,750,1000,1250,1500,2000), BENCH_STEP_SECS
 (seconds per ramp step, default 10), BENCH_LARGE_STEPS (the 5,000-process ramp, default
 10,25,50,100,150,200,300,400; empty to skip it), BENCH_FANOUT_CLIENTS (default 100),
-BENCH_FANOUT_SECS (default 20), BENCH_ALERT_AGENTS (default 1000), BENCH_ALERT_SECS (the
+BENCH_FANOUT_SECS (default 20), BENCH_SCALEOUT_STEPS (agents over the two PostgreSQL
+collectors, default the ramp's), BENCH_SCALEOUT_CLIENTS (dashboards of the fan-out
+across collectors, default 10), BENCH_ALERT_AGENTS (default 1000), BENCH_ALERT_SECS (the
 window of each alert run, default 20), BENCH_ALERT_ROUNDS (floor and rules pairs, default
 2), BENCH_SOAK_SECS (default 3600), BENCH_SOAK_AGENTS
 (default 200), BENCH_SOAK_DASHBOARDS (default 20), BENCH_SOAK_SAMPLE_SECS (default 10),
@@ -64,6 +74,7 @@ import alerts as alerts_part
 import collector as collector_part
 import pieces
 import samplers as samplers_part
+import scaleout as scaleout_part
 import soak as soak_part
 from common import BenchError, counts_now, machine_info
 
@@ -78,7 +89,8 @@ LARGE_STEPS = "10,25,50,100,150,200,300,400"
 RATE_INTERVALS = (0.5, 0.33, 0.25, 0.2, 0.15)
 LARGE_PROCESSES = 5000
 
-PARTS = ("samplers", "agents", "uplink", "store", "collector", "alerts", "fanout", "soak", "desktop", "dashboard")
+PARTS = ("samplers", "agents", "uplink", "store", "collector", "alerts", "fanout", "scaleout", "soak", "desktop",
+         "dashboard", "fleet", "map")
 
 # The design's budgets (DESIGN.md, "Performance budgets"). Never loosened here.
 BUDGET = {
@@ -99,6 +111,12 @@ BUDGET = {
     "desktop_cpu_percent_hidden": 1.0,
     "desktop_rss_mib": 150.0,
     "dashboard_dropped_frames": 0,
+    # The fleet overview and the map follow the dashboard's: smooth means no frame
+    # dropped while scrolling or following updates; zooming 5,000 edges at most two
+    # vsyncs a frame (p95).
+    "fleet_dropped_frames": 0,
+    "map_live_dropped_frames": 0,
+    "map_zoom_frame_p95_ms": 33.4,
 }
 
 
@@ -423,6 +441,60 @@ def report_fanout(r, result):
     r.ratio("fanout-p99", "ingest-ack-p99", lat["p99"], ack["p99"])
 
 
+def report_scaleout(r, result, single):
+    """Two PostgreSQL collectors against the single SQLite collector, the fan-out across
+    them, and the estimate for 10,000 agents."""
+    r.section(f"scale-out: two collectors on one PostgreSQL, {result['processes']} processes a host, at 1 s")
+    for s in result["steps"]:
+        r.say(f"{s['agents']} agents ({'+'.join(map(str, s['halves']))}): {s['rate_per_s']:.0f}/s acked, "
+              f"p99 {fmt(s['p99_ms'], 1)} ms, collectors {fmt(s['collectors_cpu_percent'], 0)} %, "
+              f"PostgreSQL {fmt(s['postgres_cpu_percent'] or 0, 0)} %, load generators "
+              f"{fmt(s['loadgen_cpu_percent'], 0)} % of one core; "
+              f"{'sustained' if s['sustained'] else 'not sustained: ' + str(s['first_problem'] or 'p99 over 100 ms')}")
+    best = result["best"]
+    r.say(f"highest sustained: {best['agents'] if best else 0} agents (collectors, PostgreSQL and load "
+          f"generators on this one machine)")
+    single_best = ((single or {}).get("ramp") or {}).get("best") if single else None
+    if single_best and best:
+        r.say(f"single SQLite collector in this run: {single_best['agents']} agents")
+        r.ratio("scaleout-postgres-agents", "single-sqlite-agents", best["agents"], single_best["agents"])
+    elif best:
+        r.say("single SQLite collector: not in this run (BENCH_ONLY without collector)")
+    f = result["fanout"]
+    lat = f["latency_ms"]
+    r.say(f"agent on B to a dashboard on A: p50 {fmt(lat['p50'], 1)} ms, p99 {fmt(lat['p99'], 1)} ms "
+          f"({f['delivered']} deliveries to {f['clients']} dashboards, {f['missed']} missed)")
+    e = result["estimate"]
+    if e:
+        r.say(f"10,000 agents at 1 s, from the best step's costs per snapshot: collectors "
+              f"{fmt(e['collector_core_ms_per_snapshot'], 3)} core-ms x 10,000/s = {fmt(e['collector_cores'], 1)} "
+              f"cores, so {e['collectors_of_two_cores']} two-core collectors at 70 %; PostgreSQL "
+              f"{fmt(e['postgres_core_ms_per_snapshot'], 3)} core-ms x 10,000/s = {fmt(e['postgres_cores'], 1)} "
+              f"cores; disk {e['stored_bytes_per_snapshot']:,.0f} bytes a snapshot x 864,000,000 a day = "
+              f"{e['disk_per_day_bytes'] / 2**30:,.1f} GiB a day before retention and rollups")
+
+
+def report_fleet(r, result):
+    """The fleet overview's frames."""
+    r.section(f"fleet overview: {result['hosts']:,} hosts, scrolled while "
+              f"{result['uploads_while_scrolling']:,} uploads changed them")
+    r.say(f"frame p50 {fmt(result['p50'], 1)} ms, p95 {fmt(result['p95'], 1)} ms, p99 {fmt(result['p99'], 1)} ms, "
+          f"{result['dropped']} dropped of {result['frames']}")
+    r.budget("fleet overview dropped frames", result["dropped"], "<=", BUDGET["fleet_dropped_frames"], "frames")
+
+
+def report_map(r, result):
+    """The map's first draw and frames."""
+    r.section(f"map: {result['hosts']} hosts, {result['hosts'] * result['per_host']:,} edges across hosts")
+    r.say(f"first map shown after {result['first_map_ms']:,} ms")
+    for name, f in (("zooming", result["zoom"]), ("following updates", result["live"])):
+        r.say(f"{name}: frame p50 {fmt(f['p50'], 1)} ms, p95 {fmt(f['p95'], 1)} ms, p99 {fmt(f['p99'], 1)} ms, "
+              f"{f['dropped']} dropped of {f['frames']}")
+    r.budget("map frame p95 while zooming", result["zoom"]["p95"], "<=", BUDGET["map_zoom_frame_p95_ms"], "ms")
+    r.budget("map dropped frames while following updates", result["live"]["dropped"], "<=",
+             BUDGET["map_live_dropped_frames"], "frames")
+
+
 def report_soak(r, result):
     """The soak's curves: each one's slope per hour against what flat allows."""
     c = result["curves"]
@@ -506,6 +578,8 @@ def main():
     step_secs = env_int("BENCH_STEP_SECS", 10, 1)
     clients = env_int("BENCH_FANOUT_CLIENTS", 100, 1)
     fanout_secs = env_int("BENCH_FANOUT_SECS", 20, 2)
+    scaleout_steps = env_steps("BENCH_SCALEOUT_STEPS", ",".join(map(str, steps)))
+    scaleout_clients = env_int("BENCH_SCALEOUT_CLIENTS", 10, 1)
     alert_agents = env_int("BENCH_ALERT_AGENTS", 1000, 1)
     alert_secs = env_int("BENCH_ALERT_SECS", 20, 5)
     alert_rounds = env_int("BENCH_ALERT_ROUNDS", 2, 1)
@@ -632,6 +706,22 @@ def main():
         report_fanout(r, result)
         return result
 
+    def scaleout():
+        result = scaleout_part.run_scaleout(procyon, examples / "loadgen", scaleout_steps, step_secs,
+                                            scaleout_clients, fanout_secs)
+        report_scaleout(r, result, results.get("collector"))
+        return result
+
+    def fleet():
+        result = pieces.run_fleet(root, args.target_dir, procyon)
+        report_fleet(r, result)
+        return result
+
+    def map_():
+        result = pieces.run_map(root, args.target_dir, procyon)
+        report_map(r, result)
+        return result
+
     def soak():
         result = soak_part.run_soak(procyon, examples / "loadgen", soak_secs, soak_agents, soak_dashboards,
                                     soak_sample_secs, out_dir)
@@ -650,7 +740,8 @@ def main():
 
     for name, run in (("samplers", samplers), ("agents", agents), ("uplink", uplink),
                       ("store", store), ("collector", collector), ("alerts", alerts), ("fanout", fanout),
-                      ("soak", soak), ("desktop", desktop), ("dashboard", dashboard)):
+                      ("scaleout", scaleout), ("soak", soak), ("desktop", desktop), ("dashboard", dashboard),
+                      ("fleet", fleet), ("map", map_)):
         part(name, run)
 
     now = counts_now()

@@ -184,6 +184,11 @@ pub enum Mode {
         /// A file holding the password of the collector's `admin` user.
         #[arg(long)]
         admin_password_file: PathBuf,
+        /// Another collector on the same PostgreSQL database that the dashboards follow
+        /// instead (the agent still sends to `--collector`): the time a snapshot takes to
+        /// reach a dashboard across collectors.
+        #[arg(long)]
+        watch_collector: Option<String>,
     },
     /// Agents and dashboards for a long time, sampling the collector as it goes.
     Soak {
@@ -260,13 +265,17 @@ pub fn run(cli: Cli) -> anyhow::Result<Value> {
             let plans = ramp_plans(steps, *interval, *step_duration, *p99_ms)?;
             runtime.block_on(ramp(&collector, &template(), &prefix, &plans))
         }
-        Mode::Fanout { clients, interval, duration, admin_password_file } => {
+        Mode::Fanout { clients, interval, duration, admin_password_file, watch_collector } => {
             if *clients == 0 || *clients > MAX_CLIENTS {
                 bail!("--clients must be between 1 and {MAX_CLIENTS}, not {clients}");
             }
             let plan = Plan::new(1, *interval, *duration, f64::INFINITY)?;
             let password = read_secret(admin_password_file, "admin password")?;
-            runtime.block_on(fanout(&collector, &template(), &prefix, &plan, *clients, &password))
+            let watch = match watch_collector {
+                Some(base) => collector.at(base)?,
+                None => collector.clone(),
+            };
+            runtime.block_on(fanout(&collector, &watch, &template(), &prefix, &plan, *clients, &password))
         }
         Mode::Soak { agents, dashboards, interval, duration, sample_every, admin_password_file } => {
             let plan = SoakPlan::new(*agents, *dashboards, *interval, *duration, *sample_every)?;
@@ -296,22 +305,34 @@ struct Collector {
 
 impl Collector {
     fn new(cli: &Cli) -> anyhow::Result<Collector> {
-        let base = cli.collector.trim_end_matches('/').to_owned();
-        let url = reqwest::Url::parse(&base).with_context(|| format!("--collector {base}: not a URL"))?;
-        if url.scheme() != "http" {
-            bail!("--collector {base}: only http:// collectors on loopback are load-tested");
-        }
-        let host = url.host_str().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
-        let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
-        if !loopback {
-            bail!("--collector {base}: the load generator only runs against a collector on loopback");
-        }
-        let authority = base.split_once("://").map_or(base.as_str(), |(_, rest)| rest);
-        let ws_base = format!("ws://{authority}");
+        let (base, ws_base) = loopback_bases(&cli.collector)?;
         let key = read_secret(&cli.api_key_file, "API key")?;
         let labels = cli.labels.iter().cloned().collect();
         Ok(Collector { base, ws_base, key, pid: cli.collector_pid, protocol: cli.protocol, labels })
     }
+
+    /// The same, at another collector's URL (on the same database: same users and keys).
+    fn at(&self, url: &str) -> anyhow::Result<Collector> {
+        let (base, ws_base) = loopback_bases(url)?;
+        Ok(Collector { base, ws_base, pid: None, ..self.clone() })
+    }
+}
+
+/// `http://host:port` and `ws://host:port` of a collector's URL, which must be on loopback.
+fn loopback_bases(url: &str) -> anyhow::Result<(String, String)> {
+    let base = url.trim_end_matches('/').to_owned();
+    let parsed = reqwest::Url::parse(&base).with_context(|| format!("--collector {base}: not a URL"))?;
+    if parsed.scheme() != "http" {
+        bail!("--collector {base}: only http:// collectors on loopback are load-tested");
+    }
+    let host = parsed.host_str().unwrap_or("").trim_start_matches('[').trim_end_matches(']');
+    let loopback = host == "localhost" || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    if !loopback {
+        bail!("--collector {base}: the load generator only runs against a collector on loopback");
+    }
+    let authority = base.split_once("://").map_or(base.as_str(), |(_, rest)| rest);
+    let ws_base = format!("ws://{authority}");
+    Ok((base, ws_base))
 }
 
 /// The first line of a file, trimmed: keys and passwords never go on a command line.
@@ -1061,6 +1082,7 @@ async fn ramp(collector: &Collector, template: &Snapshot, prefix: &str, plans: &
 /// Fan-out: `clients` dashboards follow one host while its agent sends.
 async fn fanout(
     collector: &Collector,
+    watch: &Collector,
     template: &Snapshot,
     prefix: &str,
     plan: &Plan,
@@ -1076,8 +1098,8 @@ async fn fanout(
     wait_for_ack(&mut agent.ws, seq).await?;
     agent.id.last_seq = seq;
 
-    let token = login(collector, password).await?;
-    let url = format!("{}/ws/process-snapshots/?hostname={hostname}&token={token}", collector.ws_base);
+    let token = login(watch, password).await?;
+    let url = format!("{}/ws/process-snapshots/?hostname={hostname}&token={token}", watch.ws_base);
     let opened: Vec<anyhow::Result<Ws>> =
         futures_util::stream::iter(0..clients).map(|_| open_client(&url)).buffered(CONNECT_CONCURRENCY).collect().await;
     let mut sockets = Vec::with_capacity(clients);
@@ -1115,6 +1137,8 @@ async fn fanout(
     Ok(json!({
         "mode": "fanout",
         "hostname": hostname,
+        "watched": watch.base,
+        "across_collectors": watch.base != collector.base,
         "clients": clients,
         "snapshots": sent_at.len(),
         "delivered": delivered,

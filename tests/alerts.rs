@@ -643,3 +643,72 @@ async fn a_child_that_starts_listening_fires_a_new_listening_port() {
     );
     assert_eq!(alert_states(&c, &token, "new port").await, ["resolved"]);
 }
+
+/// Two collectors on one PostgreSQL, the agent on B: a rule made on A is in force on
+/// B at once, and `host.offline` fires once and resolves once for the fleet, not once
+/// per collector (every collector sees every host go silent; only the leader says so).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collectors_sharing_a_database_fire_host_offline_once() {
+    let Some(url) = common::postgres::database() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(0).await;
+    let (a_data, b_data) = (dir.path().join("a"), dir.path().join("b"));
+    let a = Collector::start(&a_data, &["--no-local", "--database", &url]);
+    let token = a.admin_token().await;
+    let b = Collector::start(&b_data, &["--no-local", "--database", &url]);
+    let host = "alerts-shared-host";
+    make(&a, &token, "/api/alert-channels", json!({"name": "hook", "kind": "webhook", "url": receiver.url})).await;
+    make(
+        &a,
+        &token,
+        "/api/alert-rules",
+        json!({"name": "shared-offline", "metric": "host.offline", "host": host, "for_secs": 5,
+               "severity": "warning", "channels": ["hook"]}),
+    )
+    .await;
+    // B reads what A changed, without a restart.
+    let (t, bb) = (&token, &b);
+    assert!(
+        eventually(Duration::from_secs(15), async || bb
+            .get("/api/alert-rules", t)
+            .await
+            .1
+            .to_string()
+            .contains("shared-offline"))
+        .await,
+        "a rule made on A is in force on B"
+    );
+
+    let args = ["apikey", "create", "--name", "shared", "--host", host, "--database", &url];
+    let key = common::collector::cli(&a_data, &args, None).lines().last().unwrap().trim().to_owned();
+    let key = key_file(dir.path(), &key);
+    let spool = dir.path().join("spool");
+    let mut agent = Agent::start(&b.base, &key, host, &spool);
+    let aa = &a;
+    assert!(
+        eventually(Duration::from_secs(30), async || aa.get("/api/hosts/", t).await.1.to_string().contains(host)).await,
+        "A lists B's agent's host"
+    );
+    agent.kill();
+    assert!(
+        eventually(Duration::from_secs(30), async || receiver.statuses("shared-offline") == ["firing"]).await,
+        "firing after the agent stopped: {:?}",
+        receiver.messages()
+    );
+    // Both collectors had time to say it (each ticks once a second).
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(receiver.statuses("shared-offline"), ["firing"], "once for the fleet");
+
+    let _agent = Agent::start(&b.base, &key, host, &spool);
+    assert!(
+        eventually(Duration::from_secs(30), async || receiver.statuses("shared-offline") == ["firing", "resolved"])
+            .await,
+        "resolved when it came back: {:?}",
+        receiver.messages()
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(receiver.statuses("shared-offline"), ["firing", "resolved"], "resolved once");
+    for c in [&a, &b] {
+        assert_eq!(alert_states(c, &token, "shared-offline").await, ["resolved"]);
+    }
+}

@@ -373,6 +373,12 @@ async fn two_collectors_on_one_database_share_live_snapshots_and_process_actions
     assert_eq!((status, body["error"].as_str()), (409, Some("pid_reused")), "{body}");
     assert!(matches!(state(pid), Some('S' | 'R')), "untouched");
 
+    // Its details, read by B's agent for a request made on A.
+    let (status, details) = a.get(&format!("/api/hosts/pg-on-b/processes/{pid}/details"), &token).await;
+    assert_eq!(status, 200, "{details}");
+    assert_eq!((details["pid"].as_u64(), details["name"].as_str()), (Some(u64::from(pid)), Some("sh")), "{details}");
+    assert!(details["threads_total"].as_u64().unwrap() >= 1, "{details}");
+
     // Audited once each, by the collector asked, seen from both.
     for c in [&a, &b] {
         let (_, log) = c.get("/api/audit?host=pg-on-b", &token).await;
@@ -382,8 +388,11 @@ async fn two_collectors_on_one_database_share_live_snapshots_and_process_actions
             .iter()
             .map(|e| (e["action"].as_str().unwrap(), e["result"].as_str().unwrap()))
             .collect();
-        assert_eq!(entries, [("kill", "pid_reused"), ("resume", "success"), ("suspend", "success")]);
-        assert_eq!(log[1]["process_name"], "sh");
+        assert_eq!(
+            entries,
+            [("details", "success"), ("kill", "pid_reused"), ("resume", "success"), ("suspend", "success")]
+        );
+        assert_eq!(log[2]["process_name"], "sh");
     }
 
     // A host no collector holds an agent of: the same clear error as on one collector.

@@ -10,11 +10,14 @@
 //   node bench/browser/fleet.mjs
 //
 // Environment: PROCYON_BIN, BENCH_BROWSER_SECONDS (scrolling time, default 10),
-// BENCH_HOSTS (default 1000), BENCH_FLEET_RATE (uploads a second, default 200), CHROMIUM. It prints lines `fleet ...: N`.
+// BENCH_HOSTS (default 1000), BENCH_FLEET_RATE (uploads a second, default 200), CHROMIUM. It prints lines `fleet ...: N`
+// and writes the same figures to <target>/bench/browser-fleet.json.
 
 import { execFileSync } from 'node:child_process';
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { cpus, loadavg } from 'node:os';
-import { launchChromium, procyonBin, startCollector, upload } from '../../tests/browser/harness.mjs';
+import { ROOT, launchChromium, procyonBin, startCollector, upload } from '../../tests/browser/harness.mjs';
 
 const SECONDS = Number(process.env.BENCH_BROWSER_SECONDS ?? 10);
 const HOSTS = Number(process.env.BENCH_HOSTS ?? 1000);
@@ -139,6 +142,21 @@ async function main() {
         ...(errors.length > 0 ? [`fleet page errors: ${errors.length} (${errors[0]})`] : []),
       ].join('\n'),
     );
+    const target = process.env.CARGO_TARGET_DIR ?? join(ROOT, 'target');
+    mkdirSync(join(target, 'bench'), { recursive: true });
+    const summary = {
+      hosts: HOSTS,
+      seconds: SECONDS,
+      binary: bin,
+      uploads_while_scrolling: uploads - before,
+      frames: frames.length,
+      p50: percentile(sorted, 50),
+      p95: percentile(sorted, 95),
+      p99: percentile(sorted, 99),
+      dropped,
+      page_errors: errors.length,
+    };
+    writeFileSync(join(target, 'bench', 'browser-fleet.json'), `${JSON.stringify(summary, null, 2)}\n`);
     if (errors.length > 0) process.exitCode = 1;
   } finally {
     feeding = false;

@@ -219,6 +219,10 @@ pub struct Engine {
     asked: Vec<bool>,
     /// A spare answer buffer (the one a host's snapshot replaced), to fill next.
     spare: Vec<u64>,
+    /// Whether `host.offline` is this engine's to fire and resolve. Collectors sharing
+    /// one database all see every host: only one of them (the maintenance leader) may
+    /// say a host went silent, or each would notify it. See [`Engine::own_offline`].
+    not_offline_owner: bool,
     /// Tests: ask every filter of every process each time, as without the cache.
     #[cfg(test)]
     uncached: bool,
@@ -241,6 +245,46 @@ impl Engine {
     pub fn know_host(&mut self, hostname: &str, last_seen_ms: i64) {
         let host = self.hosts.entry(hostname.to_owned()).or_default();
         host.last_seen_ms = host.last_seen_ms.max(last_seen_ms);
+    }
+
+    /// Makes `host.offline` this engine's (the default) or another's. Giving it up drops
+    /// this engine's `host.offline` alerts without a word (their stored state is the
+    /// new owner's); taking it up, restore the stored ones with [`Engine::restore`].
+    pub fn own_offline(&mut self, rules: &Rules, owner: bool) {
+        self.not_offline_owner = !owner;
+        if owner {
+            return;
+        }
+        for rule in rules.iter().filter(|r| r.rule.metric == Metric::HostOffline) {
+            for host in self.hosts.values_mut() {
+                host.alerts.remove(&rule.rule.name);
+            }
+        }
+    }
+
+    /// Whether `host.offline` is this engine's.
+    pub fn owns_offline(&self) -> bool {
+        !self.not_offline_owner
+    }
+
+    /// A host spoke at `seen_ms` through another collector, which evaluates its
+    /// snapshot: only `host.offline`, this engine's when it owns it, is resolved here.
+    pub fn host_spoke(&mut self, rules: &Rules, hostname: &str, seen_ms: i64) -> Vec<Transition> {
+        self.know_host(hostname, seen_ms);
+        let mut out = Vec::new();
+        if self.not_offline_owner {
+            return out;
+        }
+        let Some(host) = self.hosts.get_mut(hostname) else { return out };
+        for rule in rules.iter().filter(|r| r.rule.metric == Metric::HostOffline) {
+            if let Some(entries) = host.alerts.get_mut(&rule.rule.name)
+                && let Some(e) = entries.remove(&Key::Whole)
+                && e.phase == Phase::Firing
+            {
+                out.push(transition(rule, hostname, &e, Change::Resolved, 0.0, seen_ms));
+            }
+        }
+        out
     }
 
     /// Forgets a host (deleted).
@@ -380,6 +424,9 @@ impl Engine {
             let matching = || procs.iter().filter_map(|j| snapshot.processes.get(*j as usize));
             match rule.rule.metric {
                 Metric::HostOffline => {
+                    if self.not_offline_owner {
+                        continue;
+                    }
                     if let Some(e) = entries.remove(&Key::Whole)
                         && e.phase == Phase::Firing
                     {
@@ -503,7 +550,8 @@ impl Engine {
                 }
             }
         }
-        for rule in rules.iter().filter(|r| r.rule.metric == Metric::HostOffline) {
+        let offline = rules.iter().filter(|r| r.rule.metric == Metric::HostOffline && !self.not_offline_owner);
+        for rule in offline {
             for (hostname, host) in &mut self.hosts {
                 if !rule.watches(hostname) || host.last_seen_ms == 0 {
                     continue;
@@ -925,6 +973,34 @@ mod tests {
         assert_eq!(changes(&engine.tick(&rules, 91_000)), [Change::Repeat]);
         assert_eq!(changes(&engine.snapshot(&rules, &Arc::new(s.clone()), 92_000)), [Change::Resolved]);
         assert!(engine.tick(&rules, 93_000).is_empty());
+    }
+
+    #[test]
+    fn only_the_owner_of_host_offline_fires_and_resolves_it() {
+        let rules = rules(serde_json::json!({"name": "gone", "metric": "host.offline", "for_secs": 30}));
+        let s = Arc::new(snapshot());
+        let host = s.host.hostname.clone();
+        // Another collector leads: this one sees the host speak and go silent, says nothing.
+        let mut other = Engine::new();
+        other.own_offline(&rules, false);
+        assert!(other.snapshot(&rules, &s, 1_000).is_empty());
+        assert!(other.tick(&rules, 40_000).is_empty(), "not this engine's to fire");
+        assert!(other.snapshot(&rules, &s, 41_000).is_empty());
+
+        // The leader hears of the host only through the other collector's snapshots.
+        let mut leader = Engine::new();
+        assert!(leader.host_spoke(&rules, &host, 1_000).is_empty());
+        assert_eq!(changes(&leader.tick(&rules, 31_000)), [Change::Firing]);
+        assert_eq!(changes(&leader.host_spoke(&rules, &host, 32_000)), [Change::Resolved]);
+        assert!(leader.host_spoke(&rules, &host, 33_000).is_empty(), "once");
+
+        // Giving the lead up drops what it fired, without a word; the next leader
+        // restores it from the store.
+        assert_eq!(changes(&leader.tick(&rules, 70_000)), [Change::Firing]);
+        leader.own_offline(&rules, false);
+        assert!(!leader.owns_offline());
+        assert!(leader.entries().next().is_none());
+        assert!(leader.host_spoke(&rules, &host, 71_000).is_empty());
     }
 
     #[test]

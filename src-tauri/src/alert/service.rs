@@ -93,6 +93,9 @@ enum Command {
     RulesChanged,
     /// A host was deleted: forget it (it must not go offline).
     HostDeleted(String),
+    /// This collector leads the fleet of its database (or no longer does): `host.offline`
+    /// is then its to evaluate (see [`Alerts::lead`]).
+    Lead(bool),
 }
 
 /// The alerting of one collector. Cheap to share (`Arc`).
@@ -328,6 +331,36 @@ impl Alerts {
         Ok(())
     }
 
+    /// Puts the stored rules, channels and silences back in force after a change through
+    /// the API, and tells the other collectors of the database to do the same.
+    pub async fn changed(&self) -> Result<(), StoreError> {
+        self.reload_after_change().await?;
+        self.reload_silences().await?;
+        if let Err(e) = self.store.announce_alerts_changed().await {
+            // The others catch up when their listening connection comes back.
+            tracing::warn!("cannot tell the other collectors that the alerts changed: {e}");
+        }
+        Ok(())
+    }
+
+    /// Another collector of the database changed the rules, channels or silences.
+    pub async fn changed_elsewhere(&self) {
+        if let Err(e) = self.reload_after_change().await {
+            tracing::warn!("cannot read the alert rules another collector changed: {e}");
+        }
+        if let Err(e) = self.reload_silences().await {
+            tracing::warn!("cannot read the silences another collector changed: {e}");
+        }
+    }
+
+    /// Whether this collector leads the fleet of collectors sharing its database: the
+    /// leader alone fires and resolves `host.offline`, which every collector could see
+    /// (each knows when every host last spoke); every other rule is evaluated by the
+    /// collector that stores the snapshot. A store of its own (SQLite) always leads.
+    pub fn lead(&self, leading: bool) {
+        let _ = self.commands.send(Command::Lead(leading));
+    }
+
     /// Forgets a deleted host.
     pub fn host_deleted(&self, hostname: &str) {
         let _ = self.commands.send(Command::HostDeleted(hostname.to_owned()));
@@ -384,6 +417,10 @@ impl Alerts {
         if let Err(e) = self.restore(&mut engine).await {
             tracing::error!("cannot read the alerts' stored state; starting without it: {e}");
         }
+        // Until this collector is told it leads.
+        if self.store.is_shared() {
+            engine.own_offline(&read(&self.rules), false);
+        }
         let mut last_refresh = std::time::Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -394,13 +431,13 @@ impl Alerts {
                         let rules = read(&self.rules);
                         // Another collector of the database stored it, and evaluates it:
                         // evaluating it here too would fire every alert twice. It still
-                        // shows that the host speaks.
+                        // shows that the host speaks (host.offline, the leader's).
                         if rules.is_empty() || published.remote {
-                            // Still seen: host.offline needs to know when a host last spoke.
-                            engine.know_host(&published.snapshot.host.hostname, published.received_at.timestamp_millis());
-                            continue;
+                            let (host, at) = (&published.snapshot.host.hostname, published.received_at.timestamp_millis());
+                            engine.host_spoke(&rules, host, at)
+                        } else {
+                            engine.snapshot(&rules, &published.snapshot, published.received_at.timestamp_millis())
                         }
-                        engine.snapshot(&rules, &published.snapshot, published.received_at.timestamp_millis())
                     }
                     Err(tokio::sync::broadcast::error::RecvError::Lagged(skipped)) => {
                         tracing::debug!(skipped, "alert evaluation skipped snapshots to catch up");
@@ -434,6 +471,12 @@ impl Alerts {
                         engine.forget_host(&hostname);
                         continue;
                     }
+                    Some(Command::Lead(leading)) => {
+                        if leading != engine.owns_offline() {
+                            self.take_offline(&mut engine, leading).await;
+                        }
+                        continue;
+                    }
                     None => break,
                 },
                 _ = shutdown.changed() => break,
@@ -441,6 +484,26 @@ impl Alerts {
             if !transitions.is_empty() {
                 self.handle(transitions).await;
             }
+        }
+    }
+
+    /// Makes `host.offline` this collector's (with the state the previous leader stored:
+    /// what fired is not fired again, and resolves when its host speaks) or gives it up.
+    async fn take_offline(&self, engine: &mut Engine, owner: bool) {
+        let rules = read(&self.rules);
+        engine.own_offline(&rules, owner);
+        if !owner {
+            return;
+        }
+        match self.store.alert_states().await {
+            Ok(states) => {
+                let offline =
+                    |name: &str| rules.iter().any(|r| r.rule.name == name && r.rule.metric == Metric::HostOffline);
+                for (alert, notified) in states.iter().filter(|(a, _)| offline(&a.rule)) {
+                    engine.restore(alert, notified.unwrap_or(0));
+                }
+            }
+            Err(e) => tracing::warn!("cannot read the stored host.offline alerts of the previous leader: {e}"),
         }
     }
 

@@ -134,7 +134,7 @@ pub(super) async fn create_rule(
     let rule: AlertRule = parse(body)?;
     check_rule(&state.alerts, &rule)?;
     state.store.put_alert_rule(&rule, true).await?;
-    state.alerts.reload_after_change().await?;
+    state.alerts.changed().await?;
     let message = format!("Alert rule {} made ({} on {})", rule.name, rule.metric.as_str(), rule.host);
     audit(&state, &user.username, &rule.host, AuditAction::AlertRule, message).await;
     Ok((StatusCode::CREATED, Json(rule)))
@@ -158,7 +158,7 @@ pub(super) async fn update_rule(
     let rule: AlertRule = parse(body)?;
     check_rule(&state.alerts, &rule)?;
     state.store.put_alert_rule(&rule, false).await?;
-    state.alerts.reload_after_change().await?;
+    state.alerts.changed().await?;
     let message = format!("Alert rule {} changed ({} on {})", rule.name, rule.metric.as_str(), rule.host);
     audit(&state, &user.username, &rule.host, AuditAction::AlertRule, message).await;
     Ok(Json(rule))
@@ -196,7 +196,7 @@ pub(super) async fn delete_rule(
     if !state.store.delete_alert_rule(&name).await? {
         return Err(ApiError::NotFound(format!("No alert rule `{name}`.")));
     }
-    state.alerts.reload_after_change().await?;
+    state.alerts.changed().await?;
     audit(&state, &user.username, "", AuditAction::AlertRule, format!("Alert rule {name} deleted")).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -244,7 +244,7 @@ pub(super) async fn create_channel(
     let channel = new_channel(body)?;
     check_channel(&state.alerts, &channel).await?;
     state.store.put_alert_channel(&channel, true).await?;
-    state.alerts.reload_after_change().await?;
+    state.alerts.changed().await?;
     let message = format!("Alert channel {} made ({})", channel.name, channel.kind.as_str());
     audit(&state, &user.username, "", AuditAction::AlertChannel, message).await;
     Ok((StatusCode::CREATED, Json(channel.masked())))
@@ -286,7 +286,7 @@ pub(super) async fn update_channel(
     }
     check_channel(&state.alerts, &channel).await?;
     state.store.put_alert_channel(&channel, false).await?;
-    state.alerts.reload_after_change().await?;
+    state.alerts.changed().await?;
     let message = format!("Alert channel {} changed ({})", channel.name, channel.kind.as_str());
     audit(&state, &user.username, "", AuditAction::AlertChannel, message).await;
     Ok(Json(channel.masked()))
@@ -317,7 +317,7 @@ pub(super) async fn delete_channel(
     if !state.store.delete_alert_channel(&name).await? {
         return Err(ApiError::NotFound(format!("No alert channel `{name}`.")));
     }
-    state.alerts.reload_after_change().await?;
+    state.alerts.changed().await?;
     audit(&state, &user.username, "", AuditAction::AlertChannel, format!("Alert channel {name} deleted")).await;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -426,7 +426,7 @@ pub(super) async fn create_silence(
         .store
         .add_silence(new.rule.as_deref(), new.hostname.as_deref(), new.ends_at, &new.comment, &user.username)
         .await?;
-    state.alerts.reload_silences().await?;
+    state.alerts.changed().await?;
     let message = format!(
         "Silence {} made: rule {}, host {}, until {}",
         silence.id,
@@ -473,7 +473,7 @@ pub(super) async fn delete_silence(
     let Some(silence) = state.store.delete_silence(id).await? else {
         return Err(ApiError::NotFound(format!("No silence {id}.")));
     };
-    state.alerts.reload_silences().await?;
+    state.alerts.changed().await?;
     let host = silence.hostname.as_deref().unwrap_or("");
     audit(&state, &user.username, host, AuditAction::Silence, format!("Silence {id} ended")).await;
     Ok(StatusCode::NO_CONTENT)

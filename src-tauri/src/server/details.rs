@@ -148,7 +148,13 @@ async fn read(
     }
     let hostname = &host.hostname;
     let request = crate::model::agent::DetailsRequest { request_id: 0, pid, start_time, actor: user.username.clone() };
-    match state.agents.relay_details(hostname, request, RELAY_TIMEOUT).await {
+    // An agent connected to another collector of the database is asked through it.
+    let answer = if !state.agents.is_connected(hostname) && state.store.is_shared() {
+        super::fleet::relay_details(state, hostname, &request, RELAY_TIMEOUT).await
+    } else {
+        state.agents.relay_details(hostname, request, RELAY_TIMEOUT).await
+    };
+    match answer {
         Ok(reply) => match (reply.details, reply.error) {
             (_, Some(error)) => Err(Failure::Action(ActionError { message: bounded_message(&error.message), ..error })),
             (Some(details), None) if details.pid == pid => Ok(details.bounded()),

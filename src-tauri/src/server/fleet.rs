@@ -12,6 +12,10 @@
 //!   agent exactly as its own REST API would ([`super::agents::Agents::relay`]) and
 //!   writes the answer back. The asking collector waits as long as for a local relay,
 //!   maps the answer the same way and writes the same audit row.
+//! - **Alerts.** A change of the rules, channels or silences through one collector is
+//!   announced, and every other reads them again. Each collector evaluates the
+//!   snapshots it stores; `host.offline`, which every collector could see, is the
+//!   leader's alone.
 //! - **Maintenance.** Rollups and retention run on one collector, the leader, chosen by
 //!   an advisory lock ([`maintain`]).
 //!
@@ -27,7 +31,7 @@ use tokio::sync::Notify;
 use super::AppState;
 use super::agents::RelayError;
 use crate::hub::Published;
-use crate::model::agent::{ActionReply, ActionRequest};
+use crate::model::agent::{ActionReply, ActionRequest, DetailsReply, DetailsRequest};
 use crate::store::{FleetEvent, Retention, Store};
 
 /// How long to wait before listening again after the connection was lost.
@@ -163,12 +167,19 @@ fn heard(state: &AppState, event: FleetEvent) {
                 waiter.notify_one();
             }
         }
+        FleetEvent::AlertsChanged { origin } if Some(origin) != me => {
+            let alerts = Arc::clone(&state.alerts);
+            tokio::spawn(async move { alerts.changed_elsewhere().await });
+        }
+        FleetEvent::AlertsChanged { .. } => {}
     }
 }
 
 /// After (re)connecting: the newest snapshot of every host this collector shows, where
-/// the database holds a newer one, and the actions asked of it meanwhile.
+/// the database holds a newer one, the actions asked of it meanwhile, and the alert
+/// rules, channels and silences as they are now.
 async fn catch_up(state: &AppState) {
+    state.alerts.changed_elsewhere().await;
     let known = state.hub.known();
     match state.store.newest_per_host().await {
         Ok(newest) => {
@@ -229,6 +240,22 @@ async fn publish_stored(state: &AppState, id: i64) {
     state.hub.publish(Published { remote: true, ..published });
 }
 
+/// What one collector asks another to carry to an agent it holds, as written to
+/// `relayed_actions`. A process action is written bare (as before details could be
+/// relayed, so collectors of either version read each other's rows); details are
+/// wrapped, `{"details": {...}}`, which no action matches.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+enum Relayed {
+    /// One process's details (read-only: carried whatever the agent's `--allow-control`).
+    Details {
+        /// The request.
+        details: DetailsRequest,
+    },
+    /// A process action.
+    Action(ActionRequest),
+}
+
 /// Relays `request` to `hostname`'s agent through the collector holding it, waiting up
 /// to `timeout`; [`RelayError::Offline`] when no live collector holds it.
 pub async fn relay(
@@ -237,12 +264,42 @@ pub async fn relay(
     request: &ActionRequest,
     timeout: Duration,
 ) -> Result<ActionReply, RelayError> {
+    let answer = relay_through_holder(state, hostname, &Relayed::Action(request.clone()), timeout).await?;
+    serde_json::from_str::<Outcome>(&answer).unwrap_or_else(|e| {
+        tracing::warn!(%hostname, "another collector answered a relayed action unreadably: {e}");
+        Err(RelayError::Timeout)
+    })
+}
+
+/// Asks `hostname`'s agent for a process's details through the collector holding it,
+/// waiting up to `timeout`; [`RelayError::Offline`] when no live collector holds it.
+pub async fn relay_details(
+    state: &AppState,
+    hostname: &str,
+    request: &DetailsRequest,
+    timeout: Duration,
+) -> Result<DetailsReply, RelayError> {
+    let answer = relay_through_holder(state, hostname, &Relayed::Details { details: request.clone() }, timeout).await?;
+    serde_json::from_str::<Result<DetailsReply, RelayError>>(&answer).unwrap_or_else(|e| {
+        tracing::warn!(%hostname, "another collector answered a relayed details request unreadably: {e}");
+        Err(RelayError::Timeout)
+    })
+}
+
+/// Writes `request` for the collector holding `hostname`'s agent and waits up to
+/// `timeout` for its answer (JSON).
+async fn relay_through_holder(
+    state: &AppState,
+    hostname: &str,
+    request: &Relayed,
+    timeout: Duration,
+) -> Result<String, RelayError> {
     let unreachable = |e: crate::store::StoreError| {
-        tracing::warn!(%hostname, "cannot relay an action through another collector: {e}");
+        tracing::warn!(%hostname, "cannot relay a request through another collector: {e}");
         RelayError::Offline
     };
     let holder = state.store.agent_holder(hostname).await.map_err(unreachable)?.ok_or(RelayError::Offline)?;
-    if !holder.allow_control {
+    if matches!(request, Relayed::Action(_)) && !holder.allow_control {
         return Err(RelayError::ControlOff);
     }
     let json = serde_json::to_string(request).map_err(|_| RelayError::Offline)?;
@@ -254,7 +311,7 @@ pub async fn relay(
         match state.store.take_answer(id).await {
             Ok(Some(answer)) => break Some(answer),
             Ok(None) => {}
-            Err(e) => tracing::debug!(id, "cannot read a relayed action's answer yet: {e}"),
+            Err(e) => tracing::debug!(id, "cannot read a relayed request's answer yet: {e}"),
         }
         if tokio::time::Instant::now() >= deadline {
             break None;
@@ -263,20 +320,19 @@ pub async fn relay(
             tokio::time::timeout_at(deadline.min(tokio::time::Instant::now() + ANSWER_POLL), woken.notified()).await;
     };
     state.fleet.waiting().remove(&id);
-    let Some(answer) = answer else {
-        if let Err(e) = state.store.forget_action(id).await {
-            tracing::debug!(id, "cannot forget a relayed action: {e}");
-        }
-        return Err(RelayError::Timeout);
-    };
-    serde_json::from_str::<Outcome>(&answer).unwrap_or_else(|e| {
-        tracing::warn!(id, "another collector answered a relayed action unreadably: {e}");
-        Err(RelayError::Timeout)
+    answer.ok_or_else(|| {
+        let forget = state.store.clone();
+        tokio::spawn(async move {
+            if let Err(e) = forget.forget_action(id).await {
+                tracing::debug!(id, "cannot forget a relayed request: {e}");
+            }
+        });
+        RelayError::Timeout
     })
 }
 
-/// Carries out action `id`, asked of this collector by another: relays it to the agent
-/// as a local request would be, and writes the outcome back.
+/// Carries out request `id`, asked of this collector by another: relays it to the
+/// agent as a local request would be, and writes the outcome back.
 async fn carry_out(state: AppState, id: i64) {
     let timeout = super::rest::RELAY_TIMEOUT;
     let claimed = match state.store.claim_action(id, timeout).await {
@@ -284,23 +340,26 @@ async fn carry_out(state: AppState, id: i64) {
         // Claimed already (a notification and a catch-up may both bring it), or too old.
         Ok(None) => return,
         Err(e) => {
-            tracing::warn!(id, "cannot take an action relayed to this collector: {e}");
+            tracing::warn!(id, "cannot take a request relayed to this collector: {e}");
             return;
         }
     };
-    let outcome: Outcome = match serde_json::from_str::<ActionRequest>(&claimed.request) {
-        Ok(request) => {
-            let left = timeout.saturating_sub(claimed.age).saturating_sub(ANSWER_MARGIN);
-            state.agents.relay(&claimed.hostname, request, left.max(Duration::from_millis(100))).await
+    let left = timeout.saturating_sub(claimed.age).saturating_sub(ANSWER_MARGIN).max(Duration::from_millis(100));
+    let answer = match serde_json::from_str::<Relayed>(&claimed.request) {
+        Ok(Relayed::Action(request)) => {
+            let outcome: Outcome = state.agents.relay(&claimed.hostname, request, left).await;
+            serde_json::to_string(&outcome)
+        }
+        Ok(Relayed::Details { details }) => {
+            serde_json::to_string(&state.agents.relay_details(&claimed.hostname, details, left).await)
         }
         Err(e) => {
-            tracing::warn!(id, "an action relayed to this collector is unreadable: {e}");
-            Err(RelayError::Offline)
+            tracing::warn!(id, "a request relayed to this collector is unreadable: {e}");
+            serde_json::to_string(&Outcome::Err(RelayError::Offline))
         }
     };
-    let answer = serde_json::to_string(&outcome).unwrap_or_default();
-    if let Err(e) = state.store.answer_action(id, &answer).await {
-        tracing::warn!(id, "cannot answer an action relayed to this collector: {e}");
+    if let Err(e) = state.store.answer_action(id, &answer.unwrap_or_default()).await {
+        tracing::warn!(id, "cannot answer a request relayed to this collector: {e}");
     }
 }
 
@@ -312,7 +371,13 @@ const MAINTAIN_EVERY: Duration = Duration::from_secs(60);
 
 /// Runs rollups and retention every [`MAINTAIN_EVERY`] while this collector leads the
 /// fleet (always, on SQLite), and what each collector does for its own memory always.
-pub async fn maintain(store: Store, hub: crate::hub::Hub, retention: Retention) {
+/// The leader also evaluates `host.offline` for the fleet (`alerts`).
+pub async fn maintain(
+    store: Store,
+    hub: crate::hub::Hub,
+    retention: Retention,
+    alerts: Arc<crate::alert::service::Alerts>,
+) {
     let mut tick = tokio::time::interval(if store.is_shared() { LEAD_EVERY } else { MAINTAIN_EVERY });
     let mut lead: Option<crate::store::Leadership> = None;
     let mut last_run: Option<tokio::time::Instant> = None;
@@ -322,6 +387,7 @@ pub async fn maintain(store: Store, hub: crate::hub::Hub, retention: Retention) 
             && !held.still_held().await
         {
             lead = None;
+            alerts.lead(false);
             tracing::warn!("this collector lost the lead of the fleet's maintenance (its database connection)");
         }
         if lead.is_none() {
@@ -331,6 +397,7 @@ pub async fn maintain(store: Store, hub: crate::hub::Hub, retention: Retention) 
                         tracing::info!("this collector now runs rollups and retention for the fleet");
                     }
                     lead = Some(held);
+                    alerts.lead(true);
                     last_run = None;
                 }
                 Ok(None) => {}
@@ -351,5 +418,32 @@ pub async fn maintain(store: Store, hub: crate::hub::Hub, retention: Retention) 
         } else {
             store.settle_tips(Utc::now(), &retention);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_relayed_action_is_written_bare_and_details_wrapped() {
+        let action = ActionRequest {
+            request_id: 0,
+            pid: 42,
+            start_time: None,
+            action: crate::model::ProcessAction::Kill,
+            tree: false,
+            actor: "ann".into(),
+        };
+        let bare = serde_json::to_string(&action).unwrap();
+        // What a collector of the previous version writes and reads.
+        assert_eq!(serde_json::to_string(&Relayed::Action(action.clone())).unwrap(), bare);
+        assert!(matches!(serde_json::from_str(&bare), Ok(Relayed::Action(a)) if a == action));
+        let details = DetailsRequest { request_id: 0, pid: 42, start_time: None, actor: "ann".into() };
+        let wrapped = serde_json::to_string(&Relayed::Details { details: details.clone() }).unwrap();
+        assert!(wrapped.starts_with("{\"details\":"), "{wrapped}");
+        assert!(matches!(serde_json::from_str(&wrapped), Ok(Relayed::Details { details: d }) if d == details));
+        // Details are never read as an action (which an old collector would carry out).
+        assert!(serde_json::from_str::<ActionRequest>(&wrapped).is_err());
     }
 }

@@ -644,7 +644,7 @@ impl Collector {
             });
         }
         // Rollups and retention, once for the fleet of collectors on the database.
-        tasks.spawn(fleet::maintain(store, state.hub.clone(), settings.retention));
+        tasks.spawn(fleet::maintain(store, state.hub.clone(), settings.retention, Arc::clone(&state.alerts)));
         // The other collectors' snapshots and relayed actions (PostgreSQL).
         tasks.spawn(fleet::listen(state.clone()));
         Ok(Collector {

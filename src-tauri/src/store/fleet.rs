@@ -15,6 +15,8 @@
 //!   `relayed_actions` and a notification to its holder on `procyon_actions`
 //!   (`<holder>:<action id>`); the holder carries it out once (it claims the row
 //!   first) and writes the outcome, announced on `procyon_answers` (`<action id>`).
+//! - A change of the alert rules, channels or silences through one collector is
+//!   announced on `procyon_alerts` (`<collector id>`): the others read them again.
 //! - Rollups and retention run on the collector holding [`LEADER_LOCK`] ([`Store::lead`]),
 //!   on a connection of its own: when that collector dies, its session ends, the lock
 //!   is free, and the next collector to try takes it.
@@ -39,6 +41,9 @@ pub(super) const SNAPSHOTS: &str = "procyon_snapshots";
 const ACTIONS: &str = "procyon_actions";
 /// The channel answers to relayed actions are announced on.
 const ANSWERS: &str = "procyon_answers";
+/// The channel a change of the alert rules, channels or silences is announced on
+/// (`<collector id>`), so that every collector puts the same ones in force.
+const ALERTS: &str = "procyon_alerts";
 
 /// The advisory lock whose holder runs the fleet's rollups and retention ("procyon" in
 /// ASCII, then 1). Collector ids are chosen never to be it.
@@ -101,6 +106,11 @@ pub enum FleetEvent {
         /// The action's id.
         id: i64,
     },
+    /// The alert rules, channels or silences were changed through the collector `origin`.
+    AlertsChanged {
+        /// Which collector.
+        origin: i64,
+    },
 }
 
 /// A connection listening to the fleet's notifications, holding this collector's
@@ -147,6 +157,7 @@ fn parse(channel: &str, payload: &str) -> Option<FleetEvent> {
         SNAPSHOTS => FleetEvent::Snapshot { origin: next()?, host_id: next()?, snapshot_id: next()? },
         ACTIONS => FleetEvent::Action { holder: next()?, id: next()? },
         ANSWERS => FleetEvent::Answered { id: next()? },
+        ALERTS => FleetEvent::AlertsChanged { origin: next()? },
         _ => return None,
     };
     next().is_none().then_some(event)
@@ -226,7 +237,7 @@ impl Store {
         // A lost connection is the caller's to handle (it must take the lock again and
         // catch up), never reconnected behind its back.
         listener.eager_reconnect(false);
-        listener.listen_all([SNAPSHOTS, ACTIONS, ANSWERS]).await?;
+        listener.listen_all([SNAPSHOTS, ACTIONS, ANSWERS, ALERTS]).await?;
         sqlx::query("SELECT pg_advisory_lock($1)").bind(fleet.id).execute(&mut listener).await?;
         Ok(Some(Listener { listener, pool }))
     }
@@ -370,6 +381,30 @@ impl Store {
         Ok(())
     }
 
+    /// Tells the other collectors that the alert rules, channels or silences changed
+    /// (no-op on SQLite).
+    pub async fn announce_alerts_changed(&self) -> Result<()> {
+        let (Some(fleet), Db::Postgres(pool)) = (&self.fleet, &self.pool) else { return Ok(()) };
+        sqlx::query("SELECT pg_notify($1, $2)").bind(ALERTS).bind(fleet.id.to_string()).execute(pool).await?;
+        Ok(())
+    }
+
+    /// Deletes the rows of `agent_holders` whose collector is gone (its liveness lock
+    /// is not held: it died, or stopped without a word): part of maintenance. They mean
+    /// nothing once their holder is gone ([`Store::agent_holder`] ignores them), but
+    /// would pile up with every collector that ever held an agent.
+    pub(super) async fn forget_dead_holders(&self) -> Result<u64> {
+        let Db::Postgres(pool) = &self.pool else { return Ok(0) };
+        Ok(sqlx::query(
+            "DELETE FROM agent_holders a WHERE NOT EXISTS \
+               (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1 \
+                  AND l.classid = ((a.holder >> 32) & 4294967295)::oid AND l.objid = (a.holder & 4294967295)::oid)",
+        )
+        .execute(pool)
+        .await?
+        .rows_affected())
+    }
+
     /// Deletes relayed actions asked before `before_ms` whose asker stopped waiting
     /// (it died, say): part of maintenance.
     pub(super) async fn forget_stale_actions(&self, before_ms: i64) -> Result<u64> {
@@ -407,9 +442,15 @@ mod tests {
         assert_eq!(parse(SNAPSHOTS, "7:2:99"), Some(FleetEvent::Snapshot { origin: 7, host_id: 2, snapshot_id: 99 }));
         assert_eq!(parse(ACTIONS, "7:5"), Some(FleetEvent::Action { holder: 7, id: 5 }));
         assert_eq!(parse(ANSWERS, "5"), Some(FleetEvent::Answered { id: 5 }));
-        for (channel, payload) in
-            [(SNAPSHOTS, "7:2"), (SNAPSHOTS, "7:2:3:4"), (ACTIONS, "x:5"), (ANSWERS, ""), ("other", "1")]
-        {
+        assert_eq!(parse(ALERTS, "7"), Some(FleetEvent::AlertsChanged { origin: 7 }));
+        for (channel, payload) in [
+            (SNAPSHOTS, "7:2"),
+            (SNAPSHOTS, "7:2:3:4"),
+            (ACTIONS, "x:5"),
+            (ANSWERS, ""),
+            (ALERTS, "7:1"),
+            ("other", "1"),
+        ] {
             assert_eq!(parse(channel, payload), None, "{channel} {payload}");
         }
     }

@@ -542,6 +542,8 @@ impl Store {
         }
         // Relayed actions nobody waits for any more (their asker died while waiting).
         self.forget_stale_actions(now.saturating_sub(STALE_ACTION_MS)).await?;
+        // Which collector holds which agent, of collectors that are gone.
+        self.forget_dead_holders().await?;
         // Alert history is kept as long as the charts reach back (the hour tier), so
         // that every alert shown can be set beside the data that fired it.
         done.alert_rows_deleted += self.expire_alert_history(now.saturating_sub(duration_ms(retention.hour))).await?;

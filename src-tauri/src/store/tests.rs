@@ -1153,6 +1153,8 @@ async fn collectors_on_one_database_hear_each_other_and_one_leads(place: Place) 
         assert!(a.lead().await.unwrap().unwrap().still_held().await);
         a.hold_agent("h", true).await.unwrap();
         assert_eq!(a.agent_holder("h").await.unwrap(), None);
+        a.announce_alerts_changed().await.unwrap();
+        assert_eq!(a.forget_dead_holders().await.unwrap(), 0);
         return;
     };
     let (a_id, b_id) = (a.collector_id().unwrap(), b.collector_id().unwrap());
@@ -1192,6 +1194,15 @@ async fn collectors_on_one_database_hear_each_other_and_one_leads(place: Place) 
     };
     assert_eq!(answered, id);
     assert_eq!(a.take_answer(id).await.unwrap().as_deref(), Some("{\"Err\":\"Timeout\"}"));
+    // A change of the alerts through B is heard by A, named as B's.
+    b.announce_alerts_changed().await.unwrap();
+    let origin = loop {
+        match tokio::time::timeout(Duration::from_secs(10), heard.next()).await.unwrap().unwrap() {
+            FleetEvent::AlertsChanged { origin } => break origin,
+            _ => continue,
+        }
+    };
+    assert_eq!(origin, b_id);
     assert_eq!(a.take_answer(id).await.unwrap(), None);
     // An action asked too long ago is never carried out.
     let old = a.ask_action(b_id, "fleet-1", "{}").await.unwrap();
@@ -1206,6 +1217,11 @@ async fn collectors_on_one_database_hear_each_other_and_one_leads(place: Place) 
         assert!(waited < 100, "a holder that stopped still holds its agent");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    // Its row goes at the next maintenance; a live holder's (A listens) stays.
+    a.hold_agent("fleet-2", false).await.unwrap();
+    assert_eq!(a.forget_dead_holders().await.unwrap(), 1);
+    assert_eq!(a.forget_dead_holders().await.unwrap(), 0);
+    assert_eq!(b.agent_holder("fleet-2").await.unwrap(), Some(Holder { id: a_id, allow_control: false }));
 
     // One leader: the other takes over once its session ends.
     let mut leader = a.lead().await.unwrap().expect("nobody leads yet");
