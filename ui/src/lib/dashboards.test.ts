@@ -13,15 +13,17 @@ describe('dashboards', () => {
     expect(hostMatcher('a.b')('a.b')).toBe(true);
   });
 
-  it('puts several series on one time axis with gaps', () => {
+  it('puts several series on one time axis, drawn across the others\' times', () => {
     const aligned = alignSeries([
-      { label: 'a', points: [[20, 2], [10, 1]] },
-      { label: 'b', points: [[30, 3]] },
+      { label: 'a', points: [[20, 2], [10, 1], [40, null]] },
+      { label: 'b', points: [[30, 3], [15, 4]] },
     ]);
-    expect(aligned.x).toEqual([10, 20, 30]);
+    expect(aligned.x).toEqual([10, 15, 20, 30, 40]);
+    // A time only the other series has is `undefined` (joined over); a series' own
+    // null is a gap.
     expect(aligned.series).toEqual([
-      { label: 'a', values: [1, 2, null] },
-      { label: 'b', values: [null, null, 3] },
+      { label: 'a', values: [1, undefined, 2, undefined, null] },
+      { label: 'b', values: [undefined, 4, undefined, 3, undefined] },
     ]);
   });
 

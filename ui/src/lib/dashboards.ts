@@ -42,15 +42,22 @@ export interface TimedValues {
   points: readonly (readonly [number, number | null])[];
 }
 
-/** Several series on one time axis: the union of their times, with gaps (`null`) where
- *  a series has no point. */
-export function alignSeries(list: readonly TimedValues[]): { x: number[]; series: { label: string; values: (number | null)[] }[] } {
+/** A series' value at each time of a shared axis: `null` is a gap (drawn as one),
+ *  `undefined` a time the series has no sample at (another series has), drawn across. */
+export type AlignedValue = number | null | undefined;
+
+/** Several series on one time axis: the union of their times. Hosts sample each at its
+ *  own instants, so at most times only one series has a point: a hole there is
+ *  `undefined`, which the chart draws a line across (as uPlot's own `join` does), while
+ *  a series' own `null` stays a gap. Filling holes with `null` drew every host as
+ *  scattered dots. */
+export function alignSeries(list: readonly TimedValues[]): { x: number[]; series: { label: string; values: AlignedValue[] }[] } {
   const times = new Set<number>();
   for (const s of list) for (const [t] of s.points) times.add(t);
   const x = [...times].sort((a, b) => a - b);
   const index = new Map(x.map((t, i) => [t, i]));
   const series = list.map((s) => {
-    const values: (number | null)[] = new Array(x.length).fill(null);
+    const values: AlignedValue[] = new Array(x.length).fill(undefined);
     for (const [t, v] of s.points) values[index.get(t)!] = v;
     return { label: s.label, values };
   });
