@@ -127,6 +127,20 @@ async fn a_dashboard_is_kept_per_user_shared_read_only_and_checked() {
     assert_eq!(audited.len(), 2, "{audit}");
     assert!(audited.iter().all(|e| e["actor"] == "admin"));
 
+    // Another admin may take a dashboard everyone sees down (not change it); nobody else.
+    let root_password = new_user(data.path(), "root2", "admin");
+    let root = c.login("root2", &root_password).await;
+    assert_eq!(send(&c, M::PUT, &fleet_path, &root, Some(&everyone)).await.0, 403);
+    for token in [&bob, &ed] {
+        assert_eq!(send(&c, M::DELETE, &fleet_path, token, None).await.0, 403);
+    }
+    assert_eq!(send(&c, M::DELETE, &fleet_path, &root, None).await.0, 204);
+    assert_eq!(send(&c, M::GET, &fleet_path, &admin, None).await.0, 404);
+    let (_, audit) = send(&c, M::GET, "/api/audit", &admin, None).await;
+    let last = audit.as_array().unwrap().iter().find(|e| e["action"] == "dashboard").unwrap().clone();
+    assert_eq!(last["actor"], "root2", "{last}");
+    assert!(last["message"].as_str().unwrap().contains("deleted"), "{last}");
+
     // Bad bodies: 422 naming the field, and nothing stored or changed.
     let before = send(&c, M::GET, "/api/dashboards", &bob, None).await.1;
     let with = |f: &dyn Fn(&mut Value)| {

@@ -2,7 +2,8 @@
 //! themselves, saved on the collector.
 //!
 //! Every signed-in user, viewers included, may make their own. Only the owner changes or
-//! deletes one; others see it read-only when it is shared with them (`shared: users`
+//! deletes one (but an admin may delete one shared with everyone, which may outlive its
+//! owner's care); others see it read-only when it is shared with them (`shared: users`
 //! with their name in `shared_with`) or with everyone (`shared: everyone`, which only
 //! admins may set). Someone else's dashboard is a 403 to change and a 404 when it is not
 //! shared with the caller, so that ids do not tell what exists.
@@ -268,8 +269,8 @@ pub(super) async fn update(
 }
 
 #[utoipa::path(delete, path = "/api/dashboards/{id}", tag = "dashboards", summary = "Delete a dashboard",
-    description = "Deletes one of the caller's own dashboards; someone else's is a 403 when shared with the \
-        caller, else a 404.",
+    description = "Deletes one of the caller's own dashboards, or (admins) one shared with everyone; someone \
+        else's is otherwise a 403 when shared with the caller, else a 404.",
     params(("id" = i64, Path, description = "The dashboard's id")),
     responses(
         (status = 204, description = "Deleted"),
@@ -280,7 +281,14 @@ pub(super) async fn remove(
     user: CurrentUser,
     ApiPath(id): ApiPath<i64>,
 ) -> Result<StatusCode, ApiError> {
-    let before = owned(&state, &user, id).await?;
+    let visible = visible(&state, &user, id).await?;
+    // A dashboard everyone sees is an admin's to take down, as it was an admin's to
+    // share that way; changing it stays its owner's.
+    let before = if visible.shared == Sharing::Everyone && user.role == Role::Admin {
+        visible
+    } else {
+        owned(&state, &user, id).await?
+    };
     if !state.store.delete_dashboard(id).await? {
         return Err(ApiError::NotFound(format!("Dashboard {id} not found.")));
     }
