@@ -1,6 +1,8 @@
 #!/usr/bin/env python3
 """The desktop app's cost: CPU % of one core and memory, with the window open at 1 s
-updates and with the window hidden in the tray (`procyon desktop --hidden`).
+updates and with the window hidden in the tray (`procyon desktop --hidden`), next to the
+floor: the least a Tauri window costs here (examples/desktop_floor.rs, a window of the
+same size showing a number that changes every second), measured the same way in turn.
 
 Runs the real app (under Xvfb when started by bench/desktop.sh) with its data and
 settings in a temporary folder, lets it settle, then reads /proc for the app and every
@@ -8,7 +10,8 @@ process it started (WebKit's web and network processes): CPU time over the windo
 memory at the end, both as resident size (RSS, counts shared pages once per process, so
 it overstates) and as proportional size (PSS, shared pages split between processes).
 
-Prints one JSON object on stdout. Usage: desktop.py PROCYON_BIN [--settle S] [--seconds S]
+Prints one JSON object on stdout.
+Usage: desktop.py PROCYON_BIN [--floor FLOOR_BIN] [--settle S] [--seconds S]
 """
 
 import argparse
@@ -69,7 +72,7 @@ def names(pids):
     return sorted(out)
 
 
-def measure(binary, hidden, settle, seconds):
+def measure(argv, hidden, settle, seconds):
     home = tempfile.mkdtemp(prefix="procyon-desktop-bench-")
     env = dict(os.environ)
     env.update(
@@ -78,7 +81,7 @@ def measure(binary, hidden, settle, seconds):
         XDG_CACHE_HOME=os.path.join(home, "cache"),
         RUST_LOG="warn",
     )
-    args = [binary, "desktop"] + (["--hidden"] if hidden else [])
+    args = list(argv) + (["--hidden"] if hidden else [])
     app = subprocess.Popen(args, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         time.sleep(settle)
@@ -95,6 +98,8 @@ def measure(binary, hidden, settle, seconds):
             "cpu_percent": round(100.0 * used / TICKS / elapsed, 2),
             "rss_mib": round(sum(memory_kib(p, "VmRSS:") for p in pids) / 1024, 1),
             "pss_mib": round(sum(memory_kib(p, "Pss:") for p in pids) / 1024, 1),
+            # The app's own process, without WebKit's.
+            "own_pss_mib": round(memory_kib(app.pid, "Pss:") / 1024, 1),
             "processes": names(pids),
         }
     finally:
@@ -113,25 +118,44 @@ def measure(binary, hidden, settle, seconds):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("binary")
+    ap.add_argument("--floor", help="the floor app (examples/desktop_floor)")
     ap.add_argument("--settle", type=float, default=15.0)
     ap.add_argument("--seconds", type=float, default=30.0)
     a = ap.parse_args()
     if not os.environ.get("DISPLAY"):
         sys.exit("desktop.py needs a display: run it through bench/desktop.sh (Xvfb)")
-    opened = measure(a.binary, False, a.settle, a.seconds)
-    hidden = measure(a.binary, True, a.settle, a.seconds)
-    print(json.dumps({
+    ours = [a.binary, "desktop"]
+    # In turn, floor first, so that neither always runs on a machine the other warmed.
+    floor = {}
+    if a.floor:
+        floor["open"] = measure([a.floor], False, a.settle, a.seconds)
+    opened = measure(ours, False, a.settle, a.seconds)
+    if a.floor:
+        floor["hidden"] = measure([a.floor], True, a.settle, a.seconds)
+    hidden = measure(ours, True, a.settle, a.seconds)
+    out = {
         "cpu_open_percent": opened["cpu_percent"],
         "cpu_hidden_percent": hidden["cpu_percent"],
         "rss_open_mib": opened["rss_mib"],
         "pss_open_mib": opened["pss_mib"],
+        "own_pss_open_mib": opened["own_pss_mib"],
         "rss_hidden_mib": hidden["rss_mib"],
         "pss_hidden_mib": hidden["pss_mib"],
         "processes": opened["processes"],
         "seconds": a.seconds,
         "budget": {"cpu_open_percent": 3.0, "cpu_hidden_percent": 1.0, "memory_mib": 150},
         "note": "Xvfb: no GPU, so WebKit draws in software; a real desktop costs less CPU",
-    }))
+    }
+    if floor:
+        out["floor"] = {
+            "cpu_open_percent": floor["open"]["cpu_percent"],
+            "cpu_hidden_percent": floor["hidden"]["cpu_percent"],
+            "pss_open_mib": floor["open"]["pss_mib"],
+            "rss_open_mib": floor["open"]["rss_mib"],
+            "own_pss_open_mib": floor["open"]["own_pss_mib"],
+            "processes": floor["open"]["processes"],
+        }
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

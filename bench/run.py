@@ -32,7 +32,8 @@ The parts, in order (BENCH_ONLY=part,part runs a subset):
              open files and p99 latency as curves (<target dir>/bench/soak.csv), each
              curve's slope per hour, and whether it is flat (bench/soak.py says what
              flat means for each);
-- desktop:   the desktop app's CPU (window open, hidden) and memory (bench/desktop.sh);
+- desktop:   the desktop app's CPU (window open, hidden) and memory, next to the floor, a
+             bare Tauri window of the same size (examples/desktop_floor.rs) (bench/desktop.sh);
 - dashboard: frame times with 2,000 processes and the bundle size (bench/browser/bench.mjs);
 - fleet:     frame times scrolling the fleet overview of 1,000 changing hosts
              (bench/browser/fleet.mjs);
@@ -110,6 +111,14 @@ BUDGET = {
     "desktop_cpu_percent_open": 3.0,
     "desktop_cpu_percent_hidden": 1.0,
     "desktop_rss_mib": 150.0,
+    # Against the floor measured in the same run (a bare Tauri window, see
+    # examples/desktop_floor.rs): open at most the floor + 2 % of one core; hidden in
+    # the tray what an agent may (0.6 %); at most the floor + 50 MiB PSS in all, and the
+    # app's own process (without WebKit's) at most 40 MiB PSS.
+    "desktop_cpu_percent_open_over_floor": 2.0,
+    "desktop_cpu_percent_hidden_floor_budget": 0.6,
+    "desktop_pss_mib_over_floor": 50.0,
+    "desktop_own_pss_mib": 40.0,
     "dashboard_dropped_frames": 0,
     # The fleet overview and the map follow the dashboard's: smooth means no frame
     # dropped while scrolling or following updates; zooming 5,000 edges at most two
@@ -531,12 +540,32 @@ def report_soak(r, result):
 
 
 def report_desktop(r, result):
-    """Desktop app budgets."""
+    """Desktop app budgets: absolute, and against the floor of the same run."""
     r.section("desktop app")
     keys = result["keys"]
     r.say(f"cpu with the window open: {fmt(result['cpu_percent_open'])} % (from {keys['cpu_percent_open']}), "
           f"hidden: {fmt(result['cpu_percent_hidden'])} % (from {keys['cpu_percent_hidden']}), "
           f"rss {fmt(result['rss_mib'], 1)} MiB (from {keys['rss']})")
+    out = result.get("output") or {}
+    floor = out.get("floor")
+    if floor:
+        r.say(f"floor (a bare Tauri window, same size, a number changing every second): open "
+              f"{fmt(floor['cpu_open_percent'])} %, hidden {fmt(floor['cpu_hidden_percent'])} %, "
+              f"PSS {fmt(floor['pss_open_mib'], 1)} MiB ({fmt(floor['own_pss_open_mib'], 1)} MiB its own process)")
+        r.say(f"ours: PSS {fmt(out['pss_open_mib'], 1)} MiB ({fmt(out['own_pss_open_mib'], 1)} MiB the app's own process)")
+        r.ratio("desktop-cpu-open", "floor-cpu-open", result["cpu_percent_open"], floor["cpu_open_percent"])
+        r.ratio("desktop-cpu-hidden", "floor-cpu-hidden", result["cpu_percent_hidden"], floor["cpu_hidden_percent"])
+        r.ratio("desktop-pss", "floor-pss", out["pss_open_mib"], floor["pss_open_mib"])
+        r.budget("desktop cpu, window open, over the floor", result["cpu_percent_open"] - floor["cpu_open_percent"],
+                 "<=", BUDGET["desktop_cpu_percent_open_over_floor"], "% of one core")
+        r.budget("desktop cpu, hidden in the tray", result["cpu_percent_hidden"], "<=",
+                 BUDGET["desktop_cpu_percent_hidden_floor_budget"], "% of one core")
+        r.budget("desktop pss over the floor", out["pss_open_mib"] - floor["pss_open_mib"], "<=",
+                 BUDGET["desktop_pss_mib_over_floor"], "MiB")
+        r.budget("desktop pss, the app's own process", out["own_pss_open_mib"], "<=",
+                 BUDGET["desktop_own_pss_mib"], "MiB")
+    else:
+        r.say("floor: not measured (examples/desktop_floor was not built)")
     r.budget("desktop cpu, window open", result["cpu_percent_open"], "<=",
              BUDGET["desktop_cpu_percent_open"], "% of one core")
     r.budget("desktop cpu, hidden", result["cpu_percent_hidden"], "<=",
