@@ -1167,6 +1167,8 @@ mod tests {
         Command::new("sh").args(["-c", script]).stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap()
     }
 
+    use crate::model::details::ContainerRuntime;
+
     fn find(list: &[ProcessSample], pid: u32) -> Option<&ProcessSample> {
         list.iter().find(|p| p.pid == pid)
     }
@@ -1239,6 +1241,55 @@ mod tests {
         let mut none = Processes::with_budget(0, CmdlineMode::Full);
         assert!(none.read(Some(1)).unwrap().len() + 4 >= a.len());
         assert_eq!(none.kept_files(), 0);
+    }
+
+    /// A control group hierarchy this test may make groups in (as root), or `None`.
+    fn writable_cgroups() -> Option<std::path::PathBuf> {
+        // cgroup v1's pids hierarchy where there is one, else the v2 root.
+        let root = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.join("cgroup.procs").exists())?;
+        let probe = root.join(format!("procyon-probe-{}", std::process::id()));
+        fs::create_dir(&probe).ok()?;
+        fs::remove_dir(&probe).ok()?;
+        Some(root)
+    }
+
+    /// A real process that enters a control group named as Docker names its
+    /// containers, then starts its program (as runtimes do), is attributed to that
+    /// container, with the sampler reading its control group once, not each tick.
+    /// Skipped where the test may not make control groups (not root).
+    #[test]
+    fn a_process_in_a_containers_control_group_is_attributed_to_it() {
+        let Some(root) = writable_cgroups() else {
+            eprintln!("cannot make control groups here: skipped");
+            return;
+        };
+        const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let base = root.join(format!("procyon-test-{}", std::process::id()));
+        let group = base.join("docker").join(ID);
+        fs::create_dir_all(&group).unwrap();
+        let mut procs = Processes::with_budget(MAX_KEPT_FILES, CmdlineMode::Full);
+        let procs_file = group.join("cgroup.procs");
+        let mut child = sh(&format!("echo $$ > {}; sleep 0.5; exec sleep 32", procs_file.display()));
+        let mut outside = sh("sleep 0.5; exec sleep 33");
+        std::thread::sleep(Duration::from_millis(900));
+        let list = procs.read(Some(1)).unwrap();
+        let inside = find(&list, child.id()).unwrap().clone();
+        let other = find(&list, outside.id()).unwrap().clone();
+        let again = find(&procs.read(Some(1)).unwrap(), child.id()).unwrap().clone();
+        for c in [&mut child, &mut outside] {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        let _ = fs::remove_dir(&group);
+        let _ = fs::remove_dir(base.join("docker"));
+        let _ = fs::remove_dir(&base);
+        let container = inside.container.expect("in the container");
+        assert_eq!((container.runtime, container.id.as_str()), (ContainerRuntime::Docker, ID));
+        assert_eq!(again.container.as_ref().map(|c| c.id.as_str()), Some(ID));
+        assert_eq!(other.container, None);
     }
 
     #[test]

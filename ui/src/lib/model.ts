@@ -1862,7 +1862,12 @@ address: string | null,
 /**
  * Ports this process listens on (TCP) or is bound to (UDP), as seen.
  */
-listening_ports: Array<number>, };
+listening_ports: Array<number>, 
+/**
+ * The container the process runs in, when it is in one: the dashboard can draw
+ * one node per container. Absent otherwise.
+ */
+container?: ContainerRef, };
 
 export type MapEdge = { 
 /**
