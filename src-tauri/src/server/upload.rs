@@ -929,6 +929,36 @@ mod tests {
     }
 
     #[test]
+    fn a_processs_container_is_bounded_and_printable() {
+        use crate::model::details::{ContainerRef, ContainerRuntime};
+        let mut good = crate::sample::Sampler::new(Default::default()).sample();
+        let container = ContainerRef {
+            runtime: ContainerRuntime::Docker,
+            id: "a".repeat(64),
+            pod: Some("6a1b2c3d-4e5f".into()),
+            name: Some("web".into()),
+        };
+        good.processes[0].container = Some(container.clone());
+        assert!(validate(&good).is_ok());
+        type Set = fn(&mut ContainerRef, String);
+        let cases: [(&str, Set); 3] = [
+            ("processes[0].container.id", |c, t| c.id = t),
+            ("processes[0].container.pod", |c, t| c.pod = Some(t)),
+            ("processes[0].container.name", |c, t| c.name = Some(t)),
+        ];
+        for (field, set) in cases {
+            for bad in ["web\nforged".to_owned(), "x".repeat(MAX_CONTAINER_TEXT_CHARS + 1)] {
+                let mut s = good.clone();
+                let mut c = container.clone();
+                set(&mut c, bad);
+                s.processes[0].container = Some(c);
+                let (status, body) = validate(&s).unwrap_err().parts();
+                assert_eq!((status.as_u16(), body.field.as_deref()), (422, Some(field)), "{}", body.message);
+            }
+        }
+    }
+
+    #[test]
     fn host_facts_and_errors_are_bounded_and_printable() {
         let good = crate::sample::Sampler::new(Default::default()).sample();
         assert!(validate(&good).is_ok());
