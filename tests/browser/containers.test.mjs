@@ -3,8 +3,9 @@
 // name theirs (two in a Docker container by id, one in an LXC container by name), as
 // the runtimes do: the process enters the group, then starts its program. The explorer
 // shows their Container column, `container:` filters them, "Containers" groups them
-// under one heading per container, and fleet search finds them with `container:`.
-// Screenshots go to artifacts/containers-*.png.
+// under one heading per container, fleet search finds them with `container:`, and the
+// map draws one node per container: the LXC container's client talks to the Docker
+// container's server over loopback. Screenshots go to artifacts/containers-*.png.
 //
 // Making control groups needs root; elsewhere the test is skipped, saying so.
 //
@@ -13,6 +14,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, rmdirSync, symlinkSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, test } from 'node:test';
@@ -45,19 +47,29 @@ let chromium;
 let binDir;
 const children = [];
 
-/** Starts `name` (a symlink to sleep, so the kernel knows it by that name) inside the
- *  control group `group`; resolves to its pid. */
-async function startIn(group, name) {
+/** A Python server on a loopback port (it prints the port), and a client of one. */
+const SERVER = 'import socket, time\ns = socket.socket()\ns.bind(("127.0.0.1", 0))\ns.listen()\nprint(s.getsockname()[1], flush=True)\nc, _ = s.accept()\ntime.sleep(600)';
+const CLIENT = 'import socket, sys, time\nc = socket.create_connection(("127.0.0.1", int(sys.argv[1])))\nprint("connected", flush=True)\ntime.sleep(600)';
+
+/** Starts `program` as `name` (a symlink, so the kernel knows it by that name) inside
+ *  the control group `group`, entering it before the program starts, as runtimes do.
+ *  Resolves to its pid and the next line it prints (when `args` make it print one). */
+async function startIn(group, name, program = ['/usr/bin/sleep', '/bin/sleep'].find(existsSync), args = ['600'], printsLine = false) {
   const link = join(binDir, name);
-  if (!existsSync(link)) symlinkSync(['/usr/bin/sleep', '/bin/sleep'].find(existsSync), link);
-  const child = spawn('bash', ['-c', `echo $$ > "${join(group, 'cgroup.procs')}" && echo $$ && exec "${link}" 600`], {
+  if (!existsSync(link)) symlinkSync(program, link);
+  const quoted = args.map((a) => `'${a.replaceAll("'", "'\\''")}'`).join(' ');
+  const child = spawn('bash', ['-c', `echo $$ > "${join(group, 'cgroup.procs')}" && echo $$ && exec "${link}" ${quoted}`], {
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   children.push(child);
-  return new Promise((ok, fail) => {
-    child.stdout.once('data', (d) => ok(Number(String(d).trim())));
-    child.once('exit', (code) => fail(new Error(`${name} did not start (${code})`)));
-  });
+  const lines = createInterface({ input: child.stdout });
+  const next = () =>
+    new Promise((ok, fail) => {
+      lines.once('line', ok);
+      child.once('exit', (code) => fail(new Error(`${name} did not start (${code})`)));
+    });
+  const pid = Number(await next());
+  return { pid, line: printsLine ? await next() : null };
 }
 
 before(async () => {
@@ -116,9 +128,11 @@ async function rows(page) {
 }
 
 test('the explorer shows, filters and groups processes by container', { timeout: 180_000, skip: root ? false : 'needs root to make control groups' }, async () => {
-  const web = await startIn(join(base, 'docker', DOCKER_ID), 'ctr-web');
+  const python = ['/usr/bin/python3', '/bin/python3'].find(existsSync);
+  const web = await startIn(join(base, 'docker', DOCKER_ID), 'ctr-web', python, ['-c', SERVER], true);
   const worker = await startIn(join(base, 'docker', DOCKER_ID), 'ctr-worker');
-  const builder = await startIn(join(base, `lxc.payload.${LXC_NAME}`), 'ctr-builder');
+  const builder = await startIn(join(base, `lxc.payload.${LXC_NAME}`), 'ctr-builder', python, ['-c', CLIENT, web.line], true);
+  assert.equal(builder.line, 'connected');
 
   const context = await chromium.browser.newContext({ viewport: { width: 1400, height: 900 }, colorScheme: 'light' });
   const page = await context.newPage();
@@ -172,9 +186,26 @@ test('the explorer shows, filters and groups processes by container', { timeout:
     headers: { Authorization: `Bearer ${token}` },
   }).then((r) => r.json());
   const pids = found.hosts.flatMap((h) => h.processes.map((p) => p.pid));
-  assert.deepEqual(pids, [builder]);
+  assert.deepEqual(pids, [builder.pid]);
   assert.equal(found.hosts[0].processes[0].container.name, LXC_NAME);
-  assert.ok(web > 0 && worker > 0);
+  assert.ok(worker.pid > 0);
+
+  // The map, one node per container: the client's container → the server's.
+  await page.click('nav a:has-text("Map")');
+  await page.waitForSelector('[data-testid=map-collapse-containers]', { timeout: 20_000 });
+  await page.check('[data-testid=map-collapse-containers]');
+  await page.fill('[data-testid=map-search]', LXC_NAME);
+  const node = page.locator('[data-testid=map-found] button', { hasText: `${LXC_NAME} (lxc)` });
+  await node.waitFor({ timeout: 30_000 });
+  await node.click();
+  await waitFor(
+    'the edge between the two containers',
+    async () => (await page.textContent('[data-testid=map-details]')).includes(`→ ${shortId} (docker)`),
+    30_000,
+  );
+  assert.match(await page.textContent('[data-testid=map-details]'), /container/);
+  await page.waitForTimeout(600);
+  await page.screenshot({ path: join(ARTIFACTS, 'containers-map.png') });
 
   assert.deepEqual(errors, []);
   await context.close();
