@@ -159,6 +159,13 @@ test('the explorer shows, filters and groups processes by container', { timeout:
   mkdirSync(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: join(ARTIFACTS, 'containers-column.png') });
 
+  // The details drawer names it too.
+  await page.click('[data-testid=process-table] .prow[data-name="ctr-builder"]');
+  await page.waitForSelector('[data-testid=drawer-container]');
+  assert.equal(await page.textContent('[data-testid=drawer-container]'), `lxc ${LXC_NAME}`);
+  await page.keyboard.press('Escape');
+  await page.waitForSelector('[data-testid=process-drawer]', { state: 'detached', timeout: 10_000 });
+
   // The filter word: by name, and by the start of an id.
   await page.fill('[data-testid=process-search]', `container:${LXC_NAME}`);
   await waitFor('the LXC container only', async () => JSON.stringify(await rows(page)) === JSON.stringify([`ctr-builder @ ${LXC_NAME}`]));
