@@ -335,11 +335,64 @@ mod tests {
             }
             thread::sleep(Duration::from_millis(200));
         }
+        // The whole way, where the test may make control groups: a process in the
+        // container's control group (as Podman names it) gets the container's name.
+        let named = listed.is_ok().then(|| name_through_a_control_group(&id, &socket)).flatten();
         let _ = service.kill();
         let _ = service.wait();
         let _ = podman(&["rm", "-f", &tag]);
         let _ = podman(&["rmi", "-f", &tag]);
         assert!(id.len() == 64, "podman create gave {id:?}");
+        if let Some(named) = named {
+            assert_eq!(named.as_deref(), Some(tag.as_str()), "the sampler named the process's container");
+        }
         assert!(listed.unwrap().contains(&(id, tag)), "the created container is listed by its name");
+    }
+
+    /// The socket [`name_through_a_control_group`] has its [`Names`] ask.
+    static TEST_SOCKET: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+    /// Puts a child in a control group `libpod-ID.scope` (before it starts its program,
+    /// as runtimes do), samples it, and has [`Names`] ask `socket` until the child's
+    /// container has a name or a minute passes. `None` where no control group can be
+    /// made here (not root): skipped.
+    fn name_through_a_control_group(id: &str, socket: &Path) -> Option<Option<String>> {
+        use std::process::{Command, Stdio};
+        let root = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
+            .iter()
+            .map(PathBuf::from)
+            .find(|p| p.join("cgroup.procs").exists())?;
+        let base = root.join(format!("procyon-names-{}", std::process::id()));
+        let group = base.join(format!("libpod-{id}.scope"));
+        if std::fs::create_dir_all(&group).is_err() {
+            eprintln!("cannot make control groups here: the sampler part is skipped");
+            return None;
+        }
+        TEST_SOCKET.set(socket.to_owned()).ok()?;
+        let mut child = Command::new("sh")
+            .args(["-c", &format!("echo $$ > {}; exec sleep 60", group.join("cgroup.procs").display())])
+            .stdin(Stdio::null())
+            .spawn()
+            .ok()?;
+        thread::sleep(Duration::from_millis(300));
+        let mut processes = super::super::linux::Processes::new(Default::default());
+        let mut names = Names::with_sockets(|| TEST_SOCKET.get().cloned().into_iter().collect());
+        let end = Instant::now() + Duration::from_secs(60);
+        let mut name = None;
+        while Instant::now() < end && name.is_none() {
+            thread::sleep(Duration::from_millis(200));
+            let mut list = processes.read(Some(1)).unwrap_or_default();
+            names.name(&mut list);
+            // Until it has started its program, it may not be in the group yet.
+            let Some(ours) = list.iter().find(|p| p.pid == child.id() && p.name == "sleep") else { continue };
+            let ours = ours.container.clone();
+            assert_eq!(ours.as_ref().map(|c| (c.runtime, c.id.as_str())), Some((ContainerRuntime::Podman, id)));
+            name = ours.and_then(|c| c.name);
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let _ = std::fs::remove_dir(&group);
+        let _ = std::fs::remove_dir(&base);
+        Some(name)
     }
 }
