@@ -148,14 +148,16 @@ test('the explorer shows, filters and groups processes by container', { timeout:
   assert.ok((await page.textContent('[data-testid=process-table] .vhead')).includes('Container'));
   await page.fill('[data-testid=process-search]', 'ctr-');
   const shortId = DOCKER_ID.slice(0, 12);
+  const wanted = JSON.stringify([`ctr-builder @ ${LXC_NAME}`, `ctr-web @ ${shortId}`, `ctr-worker @ ${shortId}`]);
+  let seen = [];
   await waitFor(
     'the three processes with their containers',
     async () => {
-      const r = (await rows(page)).sort();
-      return JSON.stringify(r) === JSON.stringify([`ctr-builder @ ${LXC_NAME}`, `ctr-web @ ${shortId}`, `ctr-worker @ ${shortId}`]) || r.join(', ');
+      seen = (await rows(page)).sort();
+      return JSON.stringify(seen) === wanted;
     },
     30_000,
-  ).then((r) => assert.equal(r, true, `rows: ${r}`));
+  ).catch((e) => assert.fail(`${e.message}; rows: ${seen.join(', ')}`));
   mkdirSync(ARTIFACTS, { recursive: true });
   await page.screenshot({ path: join(ARTIFACTS, 'containers-column.png') });
 
