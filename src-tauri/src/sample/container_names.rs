@@ -302,7 +302,7 @@ mod tests {
 
     /// Podman's own API service, started by the test on a socket of its own, names a
     /// container the test creates (from an empty image it imports: nothing is pulled,
-    /// nothing runs). Skipped where Podman is not installed.
+    /// nothing runs). Skipped where Podman is not installed or cannot store an image.
     #[test]
     fn podman_names_a_container_over_its_socket() {
         use std::process::{Command, Stdio};
@@ -317,7 +317,11 @@ mod tests {
         // An empty tar archive: two blocks of zeros.
         std::fs::write(&tar, [0u8; 1024]).unwrap();
         let out = podman(&["import", "-q", tar.to_str().unwrap(), &tag]).unwrap();
-        assert!(out.status.success(), "podman import failed");
+        if !out.status.success() {
+            // Installed but not usable by this user (no storage, no subordinate ids).
+            eprintln!("podman cannot import an image here: skipped");
+            return;
+        }
         let out = podman(&["create", "-q", "--name", &tag, "--network", "none", &tag, "/none"]).unwrap();
         let id = String::from_utf8(out.stdout).unwrap().trim().to_owned();
         let socket = dir.path().join("podman.sock");
