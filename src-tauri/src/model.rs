@@ -198,6 +198,11 @@ pub struct ProcessSample {
     pub disk_write_bytes_per_sec: Option<f64>,
     /// A kernel thread: it has no command line and cannot be signalled.
     pub kernel_thread: bool,
+    /// The container it runs in, from its control group (read once per process);
+    /// absent when it is in none, and in snapshots of agents that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub container: Option<details::ContainerRef>,
 }
 
 /// Scheduler state of a process.

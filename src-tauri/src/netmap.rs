@@ -37,6 +37,7 @@ use std::net::IpAddr;
 
 use chrono::{DateTime, Utc};
 
+use crate::model::details::ContainerRef;
 use crate::model::netmap::{MapEdge, MapHost, MapNode, MapNodeKind, MapOmitted, NetworkMap};
 use crate::model::{Protocol, Snapshot, TcpState};
 
@@ -86,6 +87,7 @@ struct ProcessInfo {
     name: String,
     user: Option<String>,
     start_time: Option<DateTime<Utc>>,
+    container: Option<ContainerRef>,
 }
 
 /// One host's sockets with known owners and the processes that own them, from one
@@ -150,7 +152,12 @@ impl HostSockets {
         }
         for p in &snapshot.processes {
             if owners.contains(&p.pid) && (newer || !self.processes.contains_key(&p.pid)) {
-                let info = ProcessInfo { name: p.name.clone(), user: p.user.clone(), start_time: p.start_time };
+                let info = ProcessInfo {
+                    name: p.name.clone(),
+                    user: p.user.clone(),
+                    start_time: p.start_time,
+                    container: p.container.clone(),
+                };
                 self.processes.insert(p.pid, info);
             }
         }
@@ -451,6 +458,7 @@ pub fn build(hosts: &[HostSockets], limits: Limits) -> NetworkMap {
                 start_time: None,
                 address: None,
                 listening_ports: Vec::new(),
+                container: None,
             };
             match n {
                 NodeKey::Process(h, pid) => {
@@ -461,6 +469,7 @@ pub fn build(hosts: &[HostSockets], limits: Limits) -> NetworkMap {
                         name: info.map_or_else(|| format!("pid {pid}"), |i| i.name.clone()),
                         user: info.and_then(|i| i.user.clone()),
                         start_time: info.and_then(|i| i.start_time),
+                        container: info.and_then(|i| i.container.clone()),
                         listening_ports: listening[h]
                             .get(&pid)
                             .map(|p| p.iter().copied().collect())
@@ -571,6 +580,24 @@ mod tests {
         assert_eq!(m.nodes[1].listening_ports, [5432]);
         assert_eq!(m.hosts[1].addresses, ["10.0.0.2"]);
         assert!(!m.truncated);
+    }
+
+    #[test]
+    fn process_nodes_carry_their_container() {
+        let mut b =
+            host("b", &[(20, "postgres")], &[("0.0.0.0:5432", "", L, 20), ("10.0.0.2:5432", "10.0.0.1:40000", E, 20)]);
+        let db = ContainerRef {
+            runtime: crate::model::details::ContainerRuntime::Docker,
+            id: "3f4e8a1c9b2d".repeat(4),
+            pod: None,
+            name: Some("db".into()),
+        };
+        b.processes[0].container = Some(db.clone());
+        let a = host("a", &[(10, "psql")], &[("10.0.0.1:40000", "10.0.0.2:5432", E, 10)]);
+        let m = map(&[a, b]);
+        assert_eq!(m.nodes.iter().map(|n| n.container.clone()).collect::<Vec<_>>(), [None, Some(db)]);
+        let json = serde_json::to_value(&m.nodes[0]).unwrap();
+        assert!(json.get("container").is_none(), "absent, not null, outside containers");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Fleet-wide process search: one query over the newest snapshot of every host.
 //!
 //! A query is the dashboard's filter language ([`crate::tui::filter`]: `name:nginx`,
-//! `user:www-data`, `cpu>50`, free text) plus two words that only make sense across
+//! `user:www-data`, `cpu>50`, `container:web`, free text) plus two words that only make sense across
 //! hosts and sockets:
 //!
 //! - `host:PATTERN` keeps hosts whose name matches (`*` any run of characters, `?` one
@@ -185,6 +185,24 @@ mod tests {
         assert_eq!(pids("-name:nginx"), [1, 81, 90]);
         assert_eq!(pids("\"web server\""), [90]);
         assert_eq!(pids(""), [1, 80, 81, 90]);
+    }
+
+    #[test]
+    fn container_words_name_a_container_by_name_or_id() {
+        let mut s = snapshot();
+        s.processes[1].container = Some(crate::model::details::ContainerRef {
+            runtime: crate::model::details::ContainerRuntime::Podman,
+            id: "a1b2c3d4e5f6".repeat(5),
+            pod: None,
+            name: Some("web".into()),
+        });
+        let pids = |q: &str| FleetQuery::compile(q).unwrap().matches(&s).map(|p| p.pid).collect::<Vec<_>>();
+        assert_eq!(pids("container:web"), [80]);
+        assert_eq!(pids("container:A1B2C3"), [80]);
+        assert_eq!(pids("-container:web"), [1, 81, 90]);
+        assert_eq!(pids("container:db"), Vec::<u32>::new());
+        let e = FleetQuery::compile("container>web").unwrap_err();
+        assert!(e.0[0].contains("container>web"), "{e}");
     }
 
     #[test]

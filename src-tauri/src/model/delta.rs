@@ -19,6 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 use ts_rs::TS;
 
+use super::details::ContainerRef;
 use super::{
     ConnectionSample, CpuSample, DomainError, HostInfo, ListeningPort, MemorySample, NetworkSample, PortCount,
     ProcessSample, ProcessStatus, Protocol, Snapshot, TcpState,
@@ -245,6 +246,11 @@ pub struct ProcessChange {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub kernel_thread: Option<bool>,
+    /// New container (`null`: it is in none now). A process keeps its container for
+    /// life, but its name may come later, when the runtime's socket has answered.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[ts(optional)]
+    pub container: Option<Option<ContainerRef>>,
 }
 
 /// A field that is present is `Some`, even when its value is `null` (serde alone reads
@@ -507,6 +513,7 @@ fn process_change(old: &ProcessSample, new: &ProcessSample) -> Option<ProcessCha
         disk_read_bytes_per_sec: differs_f64(old.disk_read_bytes_per_sec, new.disk_read_bytes_per_sec),
         disk_write_bytes_per_sec: differs_f64(old.disk_write_bytes_per_sec, new.disk_write_bytes_per_sec),
         kernel_thread: differs(&old.kernel_thread, &new.kernel_thread),
+        container: differs(&old.container, &new.container),
     };
     let unchanged = ProcessChange { pid: new.pid, start_time: new.start_time, ..ProcessChange::default() };
     (change != unchanged).then_some(change)
@@ -534,6 +541,7 @@ impl ProcessChange {
         set(&mut p.disk_read_bytes_per_sec, &self.disk_read_bytes_per_sec);
         set(&mut p.disk_write_bytes_per_sec, &self.disk_write_bytes_per_sec);
         set(&mut p.kernel_thread, &self.kernel_thread);
+        set(&mut p.container, &self.container);
     }
 }
 
@@ -623,6 +631,7 @@ fn processes_apply(base: &[ProcessSample], delta: &ProcessesDelta) -> Result<Vec
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::model::details::ContainerRuntime;
     use crate::model::{InterfaceCounters, InterfaceSample, LoadAverage, PortUsage};
     use proptest::prelude::*;
     use std::net::Ipv4Addr;
@@ -683,8 +692,9 @@ mod tests {
                 any::<bool>(),
                 prop_oneof![Just(ProcessStatus::Running), Just(ProcessStatus::Sleeping), Just(ProcessStatus::Zombie)],
             ),
+            container(),
         )
-            .prop_map(|((pid, ppid, name, cmd, user), (cpu, mem, rss, virt, threads, start), d)| {
+            .prop_map(|((pid, ppid, name, cmd, user), (cpu, mem, rss, virt, threads, start), d, container)| {
                 ProcessSample {
                     pid,
                     ppid,
@@ -703,8 +713,27 @@ mod tests {
                     disk_read_bytes_per_sec: d.2,
                     disk_write_bytes_per_sec: d.3,
                     kernel_thread: d.4,
+                    container,
                 }
             })
+    }
+
+    /// None, or one of a few containers, named or not: a process's container changes
+    /// from none to one, from one to another, or gains its name.
+    fn container() -> impl Strategy<Value = Option<ContainerRef>> {
+        proptest::option::of(
+            (
+                prop_oneof![
+                    Just(ContainerRuntime::Docker),
+                    Just(ContainerRuntime::Podman),
+                    Just(ContainerRuntime::Lxc)
+                ],
+                "[0a]{12}",
+                proptest::option::of("[pq]"),
+                proptest::option::of("[mn]"),
+            )
+                .prop_map(|(runtime, id, pod, name)| ContainerRef { runtime, id, pod, name }),
+        )
     }
 
     fn connection() -> impl Strategy<Value = ConnectionSample> {

@@ -105,10 +105,7 @@ impl ProcessDetails {
             }
         }
         if let Some(c) = &mut self.container {
-            text(&mut c.id);
-            if let Some(p) = &mut c.pod {
-                text(p);
-            }
+            *c = c.clone().bounded();
         }
         self.unavailable.truncate(16);
         for u in &mut self.unavailable {
@@ -211,7 +208,35 @@ pub struct ContainerRef {
     pub id: String,
     /// The Kubernetes pod's uid, for a container of a pod.
     pub pod: Option<String>,
+    /// The container's name: the runtime's own for Docker and Podman, when their API
+    /// socket on the machine answered (`docker ps`'s NAMES, without the `/`); the id
+    /// itself for systemd-nspawn and LXC, whose control groups carry the name. Absent
+    /// when not known, and from agents that predate it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub name: Option<String>,
 }
+
+impl ContainerRef {
+    /// The same reference with its texts printable and at most
+    /// [`MAX_CONTAINER_TEXT_CHARS`] long: what an agent sends is not trusted.
+    pub fn bounded(mut self) -> ContainerRef {
+        let text = |t: &mut String| {
+            if t.len() > MAX_CONTAINER_TEXT_CHARS || t.chars().any(char::is_control) {
+                *t = t.chars().take(MAX_CONTAINER_TEXT_CHARS).map(|c| if c.is_control() { '?' } else { c }).collect();
+            }
+        };
+        text(&mut self.id);
+        for t in [&mut self.pod, &mut self.name].into_iter().flatten() {
+            text(t);
+        }
+        self
+    }
+}
+
+/// Longest container id, pod uid or name kept, in characters (runtimes' ids are 64 hex
+/// digits; names are short).
+pub const MAX_CONTAINER_TEXT_CHARS: usize = 256;
 
 /// Container runtimes recognised from control group paths.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS, ToSchema)]

@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 use utoipa::ToSchema;
 
+use super::details::ContainerRef;
 use super::{Protocol, TcpState};
 
 /// The map: processes and outside addresses as nodes, connections as edges.
@@ -80,6 +81,11 @@ pub struct MapNode {
     pub address: Option<String>,
     /// Ports this process listens on (TCP) or is bound to (UDP), as seen.
     pub listening_ports: Vec<u16>,
+    /// The container the process runs in, when it is in one: the dashboard can draw
+    /// one node per container. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub container: Option<ContainerRef>,
 }
 
 /// Connections between two nodes to one port in one state.

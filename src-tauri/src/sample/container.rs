@@ -36,7 +36,9 @@ fn of_path(path: &str) -> Option<ContainerRef> {
     for (i, segment) in segments.iter().enumerate().rev() {
         let parent = i.checked_sub(1).map(|p| segments[p]);
         if let Some((runtime, id)) = named(segment, parent) {
-            return Some(ContainerRef { runtime, id, pod });
+            // nspawn and LXC name their control groups after the container's name.
+            let name = matches!(runtime, ContainerRuntime::SystemdNspawn | ContainerRuntime::Lxc).then(|| id.clone());
+            return Some(ContainerRef { runtime, id, pod, name });
         }
     }
     // A pod's container under the cgroupfs driver: `kubepods/QOS/podUID/ID`.
@@ -44,7 +46,7 @@ fn of_path(path: &str) -> Option<ContainerRef> {
         && let Some(last) = segments.last()
         && is_container_id(last)
     {
-        return Some(ContainerRef { runtime: ContainerRuntime::Kubernetes, id: (*last).to_owned(), pod });
+        return Some(ContainerRef { runtime: ContainerRuntime::Kubernetes, id: (*last).to_owned(), pod, name: None });
     }
     None
 }

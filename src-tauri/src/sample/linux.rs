@@ -15,6 +15,9 @@
 //! someone else's by then). At most [`kept_files_budget`] files are kept, in all
 //! samplers of the process together; past that, processes are read the plain way.
 //!
+//! `/proc/PID/cgroup` (which container, `container.rs`) is read with the command line,
+//! once per process and program, never per tick.
+//!
 //! `/proc/PID/io` is read only for a process that did something since the last tick, and
 //! for every other one once in [`IO_EVERY`] ticks (spread over the ticks by pid), so
 //! that most idle processes cost one read a tick, not two. "Did something" is any move
@@ -55,6 +58,7 @@ use super::ProcessEntry;
 use super::network::{RawCounters, parse_proc_net_dev};
 use super::redact::{self, CmdlineMode};
 use super::sock_diag::SockDiag;
+use crate::model::details::ContainerRef;
 use crate::model::{ProcessSample, ProcessStatus};
 
 /// `PF_KTHREAD` in `/proc/PID/stat`'s flags: the task is a kernel thread.
@@ -348,6 +352,10 @@ struct Fixed {
     cmd: String,
     user: Option<String>,
     kernel_thread: bool,
+    /// Its container, from `/proc/PID/cgroup`. A process enters a container's control
+    /// group before it runs the container's program (runtimes place it between fork and
+    /// exec), so reading it again at each new program is enough.
+    container: Option<ContainerRef>,
 }
 
 /// Hashes a pid or a socket inode for the tables kept between ticks: looked up several
@@ -625,6 +633,7 @@ impl Processes {
             disk_read_bytes_per_sec: disk_read_rate,
             disk_write_bytes_per_sec: disk_write_rate,
             kernel_thread: known.fixed.kernel_thread,
+            container: known.fixed.container.clone(),
         })
     }
 
@@ -642,9 +651,10 @@ fn io_due(pid: u32, tick: u64) -> bool {
     (tick.wrapping_add(u64::from(pid))) % IO_EVERY == 0
 }
 
-/// Reads what stays fixed while a process runs one program: its name, command line and
-/// owner. A kernel thread has no command line and always runs as root, so nothing is
-/// read for it (worker threads rename themselves often).
+/// Reads what stays fixed while a process runs one program: its name, command line,
+/// owner and container. A kernel thread has no command line, always runs as root and
+/// in the root control group, so nothing is read for it (worker threads rename
+/// themselves often).
 fn first_look(
     users: &mut UserNames,
     path: &mut String,
@@ -654,15 +664,17 @@ fn first_look(
     stat: &Stat,
 ) -> Fixed {
     let kernel_thread = stat.flags & PF_KTHREAD != 0;
-    let (args, uid): (Vec<String>, Option<u32>) = if kernel_thread {
-        (Vec::new(), Some(0))
+    let (args, uid, container): (Vec<String>, Option<u32>, Option<ContainerRef>) = if kernel_thread {
+        (Vec::new(), Some(0), None)
     } else {
         let args = fs::read(proc_path(path, pid, "cmdline")).map(|raw| parse_cmdline(&raw)).unwrap_or_default();
         let uid = fs::read_to_string(proc_path(path, pid, "status"))
             .ok()
             .and_then(|s| parse_status_uid(&s))
             .or_else(|| fs::metadata(proc_path(path, pid, "")).ok().map(|m| m.uid()));
-        (args, uid)
+        let container =
+            fs::read_to_string(proc_path(path, pid, "cgroup")).ok().and_then(|text| super::container::parse(&text));
+        (args, uid, container)
     };
     let comm_text = String::from_utf8_lossy(comm);
     Fixed {
@@ -671,6 +683,7 @@ fn first_look(
         cmd: redact::command_line_with(&args, cmdline),
         user: uid.map(|u| users.name(u)),
         kernel_thread,
+        container,
     }
 }
 
@@ -1154,6 +1167,8 @@ mod tests {
         Command::new("sh").args(["-c", script]).stdin(Stdio::null()).stdout(Stdio::null()).spawn().unwrap()
     }
 
+    use crate::model::details::ContainerRuntime;
+
     fn find(list: &[ProcessSample], pid: u32) -> Option<&ProcessSample> {
         list.iter().find(|p| p.pid == pid)
     }
@@ -1226,6 +1241,55 @@ mod tests {
         let mut none = Processes::with_budget(0, CmdlineMode::Full);
         assert!(none.read(Some(1)).unwrap().len() + 4 >= a.len());
         assert_eq!(none.kept_files(), 0);
+    }
+
+    /// A control group hierarchy this test may make groups in (as root), or `None`.
+    fn writable_cgroups() -> Option<std::path::PathBuf> {
+        // cgroup v1's pids hierarchy where there is one, else the v2 root.
+        let root = ["/sys/fs/cgroup/pids", "/sys/fs/cgroup"]
+            .iter()
+            .map(std::path::PathBuf::from)
+            .find(|p| p.join("cgroup.procs").exists())?;
+        let probe = root.join(format!("procyon-probe-{}", std::process::id()));
+        fs::create_dir(&probe).ok()?;
+        fs::remove_dir(&probe).ok()?;
+        Some(root)
+    }
+
+    /// A real process that enters a control group named as Docker names its
+    /// containers, then starts its program (as runtimes do), is attributed to that
+    /// container, with the sampler reading its control group once, not each tick.
+    /// Skipped where the test may not make control groups (not root).
+    #[test]
+    fn a_process_in_a_containers_control_group_is_attributed_to_it() {
+        let Some(root) = writable_cgroups() else {
+            eprintln!("cannot make control groups here: skipped");
+            return;
+        };
+        const ID: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+        let base = root.join(format!("procyon-test-{}", std::process::id()));
+        let group = base.join("docker").join(ID);
+        fs::create_dir_all(&group).unwrap();
+        let mut procs = Processes::with_budget(MAX_KEPT_FILES, CmdlineMode::Full);
+        let procs_file = group.join("cgroup.procs");
+        let mut child = sh(&format!("echo $$ > {}; sleep 0.5; exec sleep 32", procs_file.display()));
+        let mut outside = sh("sleep 0.5; exec sleep 33");
+        std::thread::sleep(Duration::from_millis(900));
+        let list = procs.read(Some(1)).unwrap();
+        let inside = find(&list, child.id()).unwrap().clone();
+        let other = find(&list, outside.id()).unwrap().clone();
+        let again = find(&procs.read(Some(1)).unwrap(), child.id()).unwrap().clone();
+        for c in [&mut child, &mut outside] {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+        let _ = fs::remove_dir(&group);
+        let _ = fs::remove_dir(base.join("docker"));
+        let _ = fs::remove_dir(&base);
+        let container = inside.container.expect("in the container");
+        assert_eq!((container.runtime, container.id.as_str()), (ContainerRuntime::Docker, ID));
+        assert_eq!(again.container.as_ref().map(|c| c.id.as_str()), Some(ID));
+        assert_eq!(other.container, None);
     }
 
     #[test]

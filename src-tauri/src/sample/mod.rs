@@ -11,8 +11,9 @@
 //! same meaning; on Linux, `portable.rs` is built for the tests too, which check the
 //! Linux shortcuts against it (`crosscheck.rs`). `system.rs` (CPU, memory, host) is
 //! sysinfo on every OS. `machine.rs` makes the fingerprint an agent sends in its hello.
-//! `details.rs` reads one process in depth when someone asks ([`details`]), and
-//! `container.rs` tells a process's container from its control groups.
+//! `details.rs` reads one process in depth when someone asks ([`details`]),
+//! `container.rs` tells a process's container from its control groups, and
+//! `container_names.rs` asks Docker's and Podman's sockets for their containers' names.
 //!
 //! A part that fails (say, the socket list) is reported in [`Snapshot::errors`] and the
 //! rest of the snapshot is kept: one failing source never loses a tick.
@@ -32,6 +33,8 @@ use crate::model::{
 };
 
 pub mod container;
+#[cfg(target_os = "linux")]
+pub mod container_names;
 pub mod machine;
 mod network;
 pub mod redact;
@@ -77,6 +80,8 @@ pub struct Sampler {
     host: HostInfo,
     seq: u64,
     last: Instant,
+    #[cfg(target_os = "linux")]
+    container_names: container_names::Names,
 }
 
 impl Sampler {
@@ -100,6 +105,8 @@ impl Sampler {
             host,
             seq: 0,
             last: Instant::now(),
+            #[cfg(target_os = "linux")]
+            container_names: container_names::Names::default(),
         }
     }
 
@@ -131,10 +138,13 @@ impl Sampler {
 
         let (cpu, memory) = self.system.read();
 
-        let processes = self.processes.read(memory.total_bytes).unwrap_or_else(|e| {
+        #[allow(unused_mut)] // named in place on Linux only
+        let mut processes = self.processes.read(memory.total_bytes).unwrap_or_else(|e| {
             errors.push(DomainError { domain: Domain::Processes, message: format!("cannot list processes: {e}") });
             Vec::new()
         });
+        #[cfg(target_os = "linux")]
+        self.container_names.name(&mut processes);
 
         let connections: Vec<ConnectionSample> = match self.sockets.read(&processes) {
             Ok(sockets) => sockets.iter().map(|(info, pid)| socket::connection(info, *pid)).collect(),

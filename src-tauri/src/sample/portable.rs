@@ -105,6 +105,7 @@ impl Processes {
                 disk_write_bytes: Some(disk.total_written_bytes),
                 disk_read_bytes_per_sec: None,
                 disk_write_bytes_per_sec: None,
+                container: None,
                 kernel_thread: p.thread_kind() == Some(ThreadKind::Kernel),
             });
             live.insert(key, cmd);

@@ -30,6 +30,7 @@ use serde::Deserialize;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::error::ApiError;
+use crate::model::details::{ContainerRef, MAX_CONTAINER_TEXT_CHARS};
 use crate::model::{
     CpuSample, HostInfo, MAX_CMD_CHARS, MemorySample, NetworkSample, PortUsage, ProcessSample, ProcessStatus,
     SCHEMA_VERSION, Snapshot,
@@ -483,6 +484,7 @@ fn from_short(upload: ShortUpload) -> Result<Snapshot, ApiError> {
             disk_write_bytes: None,
             disk_read_bytes_per_sec: None,
             disk_write_bytes_per_sec: None,
+            container: None,
             kernel_thread: false,
         });
     }
@@ -653,6 +655,7 @@ pub fn pids_to_check(delta: &crate::model::delta::SnapshotDelta) -> std::collect
         c.name.is_some()
             || c.cmd.is_some()
             || c.user.is_some()
+            || c.container.as_ref().is_some_and(Option::is_some)
             || !percent_ok(c.cpu_percent.flatten(), MAX_CPU_PERCENT)
             || !percent_ok(c.memory_percent.flatten(), MAX_MEMORY_PERCENT)
     });
@@ -674,6 +677,14 @@ fn process_ok(p: &ProcessSample) -> bool {
         && p.user.as_deref().is_none_or(|u| text_ok(u, MAX_NAME))
         && p.cpu_percent.is_none_or(|v| percent_ok(v, MAX_CPU_PERCENT))
         && p.memory_percent.is_none_or(|v| percent_ok(v, MAX_MEMORY_PERCENT))
+        && p.container.as_ref().is_none_or(|c| container_texts(c).all(|(_, t)| text_ok(t, MAX_CONTAINER_TEXT_CHARS)))
+}
+
+/// A container's texts with their field names, for the checks.
+fn container_texts(c: &ContainerRef) -> impl Iterator<Item = (&'static str, &str)> {
+    [("id", Some(c.id.as_str())), ("pod", c.pod.as_deref()), ("name", c.name.as_deref())]
+        .into_iter()
+        .filter_map(|(field, text)| Some((field, text?)))
 }
 
 /// [`validate`], with the per-process checks only for processes `check` picks: a
@@ -721,6 +732,11 @@ pub fn validate_where(s: &Snapshot, check: impl Fn(&ProcessSample) -> bool) -> R
         }
         if let Some(memory) = p.memory_percent {
             check_percent(&format!("processes[{i}].memory_percent"), memory, MAX_MEMORY_PERCENT)?;
+        }
+        if let Some(container) = &p.container {
+            for (field, text) in container_texts(container) {
+                check_text(&format!("processes[{i}].container.{field}"), text, MAX_CONTAINER_TEXT_CHARS, true)?;
+            }
         }
     }
     check_process_text(s)
@@ -910,6 +926,36 @@ mod tests {
         handle.join().unwrap();
         // Brackets inside strings do not count.
         assert_eq!(outline(br#"{"a":"[[[[{{{{\"]]"}"#).depth, 1);
+    }
+
+    #[test]
+    fn a_processs_container_is_bounded_and_printable() {
+        use crate::model::details::{ContainerRef, ContainerRuntime};
+        let mut good = crate::sample::Sampler::new(Default::default()).sample();
+        let container = ContainerRef {
+            runtime: ContainerRuntime::Docker,
+            id: "a".repeat(64),
+            pod: Some("6a1b2c3d-4e5f".into()),
+            name: Some("web".into()),
+        };
+        good.processes[0].container = Some(container.clone());
+        assert!(validate(&good).is_ok());
+        type Set = fn(&mut ContainerRef, String);
+        let cases: [(&str, Set); 3] = [
+            ("processes[0].container.id", |c, t| c.id = t),
+            ("processes[0].container.pod", |c, t| c.pod = Some(t)),
+            ("processes[0].container.name", |c, t| c.name = Some(t)),
+        ];
+        for (field, set) in cases {
+            for bad in ["web\nforged".to_owned(), "x".repeat(MAX_CONTAINER_TEXT_CHARS + 1)] {
+                let mut s = good.clone();
+                let mut c = container.clone();
+                set(&mut c, bad);
+                s.processes[0].container = Some(c);
+                let (status, body) = validate(&s).unwrap_err().parts();
+                assert_eq!((status.as_u16(), body.field.as_deref()), (422, Some(field)), "{}", body.message);
+            }
+        }
     }
 
     #[test]

@@ -553,6 +553,7 @@ pub(crate) mod tests {
             disk_read_bytes_per_sec: None,
             disk_write_bytes_per_sec: None,
             kernel_thread: false,
+            container: None,
         }
     }
 

@@ -4,7 +4,8 @@
 //!
 //! A query is words separated by spaces (double quotes keep spaces in a word). A word is
 //! free text, matched anywhere (name, pid, user, command line), or a filter such as
-//! `user:root`, `cpu>50`, `mem>=10`, `rss>500M`, `status:stopped,zombie`, `pid:1234`. A
+//! `user:root`, `cpu>50`, `mem>=10`, `rss>500M`, `status:stopped,zombie`, `pid:1234`,
+//! `container:web` (a container's name, or the start of its id). A
 //! filter is negated by a leading `!` or `-` (`-user:root`). All words must hold. A word
 //! that looks like a filter but is malformed (`cpu>lots`) is reported and ignored, so
 //! typing never empties the table by surprise.
@@ -271,6 +272,8 @@ enum Kind {
     /// `status:` and `is:`.
     Status,
     Is,
+    /// `container:`: the container's name, or the start of its id.
+    Container,
 }
 
 fn field(name: &str) -> Option<Kind> {
@@ -289,6 +292,7 @@ fn field(name: &str) -> Option<Kind> {
         "write" => Kind::Size(|p| p.disk_write_bytes_per_sec, "write>1M"),
         "status" | "state" => Kind::Status,
         "is" => Kind::Is,
+        "container" => Kind::Container,
         _ => return None,
     })
 }
@@ -429,6 +433,21 @@ fn build(name: &str, op: Op, value: &str, raw: &str) -> Result<Predicate, String
                 return Err(format!("“is:{value}”: the only one is is:kernel (and -is:kernel)"));
             }
             Box::new(|p| p.kernel_thread)
+        }
+        Kind::Container => {
+            if !matches!(op, Op::Colon | Op::Eq) {
+                return Err(format!("“{raw}”: container is a name or id; use container:NAME"));
+            }
+            let wanted: Vec<String> =
+                value.to_lowercase().split(',').filter(|w| !w.is_empty()).map(str::to_owned).collect();
+            Box::new(move |p| {
+                p.container.as_ref().is_some_and(|c| {
+                    wanted.iter().any(|w| {
+                        c.name.as_deref().is_some_and(|n| eq_folded(n, w))
+                            || c.id.get(..w.len()).is_some_and(|start| eq_folded(start, w))
+                    })
+                })
+            })
         }
         Kind::Text(get) | Kind::Exact(get) => {
             if !matches!(op, Op::Colon | Op::Eq) {
@@ -608,6 +627,7 @@ mod fuzz {
             disk_read_bytes_per_sec: Some(1e6),
             disk_write_bytes_per_sec: None,
             kernel_thread: false,
+            container: None,
         };
         let extreme = ProcessSample {
             pid: u32::MAX,
@@ -632,8 +652,25 @@ mod fuzz {
     fn bare_word() -> impl Strategy<Value = String> {
         let name = prop_oneof![
             prop::sample::select(vec![
-                "name", "cmd", "command", "user", "pid", "ppid", "cpu", "mem", "memory", "rss", "threads", "read",
-                "write", "status", "state", "is", "Name", "nope",
+                "name",
+                "cmd",
+                "command",
+                "user",
+                "pid",
+                "ppid",
+                "cpu",
+                "mem",
+                "memory",
+                "rss",
+                "threads",
+                "read",
+                "write",
+                "status",
+                "state",
+                "is",
+                "container",
+                "Name",
+                "nope",
             ])
             .prop_map(String::from),
             "[a-z_]{0,6}",

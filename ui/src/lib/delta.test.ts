@@ -41,6 +41,20 @@ describe('applyDelta', () => {
   const base = snapshot(1);
   const start = base.processes[1].start_time;
 
+  it('carries a process container: gained, named, and left (absent again)', () => {
+    const ref = { runtime: 'docker', id: 'a'.repeat(64), pod: null } as const;
+    const change = (container: SnapshotDelta['processes']['changed'][0]['container']): SnapshotDelta => ({
+      ...emptyDelta(base, 2),
+      processes: { removed: [], changed: [{ pid: 2, start_time: start, container }], added: [] },
+    });
+    const gained = applyDelta(base, change(ref));
+    expect(gained.processes[1].container).toEqual(ref);
+    const named = applyDelta(gained, { ...change({ ...ref, name: 'web' }), base_seq: 2, seq: 3 });
+    expect(named.processes[1].container?.name).toBe('web');
+    const left = applyDelta(named, { ...change(null), base_seq: 3, seq: 4 });
+    expect('container' in left.processes[1]).toBe(false);
+  });
+
   it('rebuilds the next snapshot: removed, changed and added entries in their places', () => {
     const born = proc(4, 1, { name: 'new' });
     const delta: SnapshotDelta = {

@@ -106,6 +106,7 @@ const CHANGEABLE = [
   'disk_read_bytes_per_sec',
   'disk_write_bytes_per_sec',
   'kernel_thread',
+  'container',
 ] as const satisfies readonly (keyof ProcessChange & keyof ProcessSample)[];
 
 function applyProcesses(base: ProcessSample[], delta: SnapshotDelta): ProcessSample[] {
@@ -133,6 +134,8 @@ function applyProcesses(base: ProcessSample[], delta: SnapshotDelta): ProcessSam
     for (const field of CHANGEABLE) {
       if (change[field] !== undefined) next[field] = change[field];
     }
+    // A process that left its container has none, as the snapshot it came from has.
+    if (next.container === null) delete next.container;
     out[i] = next as unknown as ProcessSample;
   }
   return out;

@@ -57,6 +57,8 @@ describe('details', () => {
     expect(containerText({ runtime: 'docker', id, pod: null })).toBe('docker 3f4e8a1c9b2d');
     expect(containerText({ runtime: 'systemd_nspawn', id: 'web1', pod: null })).toBe('systemd-nspawn web1');
     expect(containerText({ runtime: 'containerd', id, pod: 'ab-cd' })).toBe('containerd 3f4e8a1c9b2d · pod ab-cd');
+    expect(containerText({ runtime: 'docker', id, pod: null, name: 'web' })).toBe('docker web · 3f4e8a1c9b2d');
+    expect(containerText({ runtime: 'lxc', id: 'db', pod: null, name: 'db' })).toBe('lxc db');
   });
 
   it('explains each failure by its status', () => {

@@ -48,11 +48,13 @@ export function moreText(shown: number, total: number | null): string | null {
   return total !== null && total > shown ? `and ${(total - shown).toLocaleString('en-US')} more not listed` : null;
 }
 
-/** A container as one line: `docker 3f4e8a1c9b2d` (ids shortened to 12, like docker ps). */
+/** A container as one line: `docker web · 3f4e8a1c9b2d` (ids shortened to 12, like
+ *  docker ps; the name first when it is known and not the id itself). */
 export function containerText(c: ContainerRef): string {
   const id = /^[0-9a-f]{13,}$/.test(c.id) ? c.id.slice(0, 12) : c.id;
+  const name = c.name && c.name !== c.id ? `${c.name} · ` : '';
   const pod = c.pod ? ` · pod ${c.pod}` : '';
-  return `${c.runtime.replace('_', '-')} ${id}${pod}`;
+  return `${c.runtime.replace('_', '-')} ${name}${id}${pod}`;
 }
 
 /** Why details could not be shown, in a sentence for the drawer. */

@@ -1,7 +1,8 @@
 // Search and filters for the process and connection tables. A query is words separated
 // by spaces (double quotes keep spaces in a word). A word is either free text, matched
 // anywhere (name, pid, user, command line), or a filter such as `user:root`, `cpu>50`,
-// `mem>=10`, `rss>500M`, `status:stopped,zombie`, `pid:1234`. A filter is negated by a
+// `mem>=10`, `rss>500M`, `status:stopped,zombie`, `pid:1234`, `container:web` (a
+// container's name, or the start of its id). A filter is negated by a
 // leading `!` or `-` (`-user:root`). All words must hold. A word that looks like a filter
 // but is malformed (`cpu>lots`) is reported and ignored, so typing never empties the
 // table by surprise.
@@ -139,7 +140,8 @@ interface TextField<T> {
 }
 interface CustomField<T> {
   kind: 'custom';
-  build: (value: string) => Predicate<T> | string;
+  /** The predicate, or what is wrong with the word. */
+  build: (value: string, op: Op, raw: string) => Predicate<T> | string;
 }
 type Field<T> = NumericField<T> | TextField<T> | CustomField<T>;
 
@@ -165,7 +167,7 @@ function compileWith<T>(
         continue;
       }
       if (field.kind === 'custom') {
-        const built = field.build(value);
+        const built = field.build(value, op, token.raw);
         if (typeof built === 'string') {
           errors.push(built);
           continue;
@@ -272,6 +274,20 @@ const PROCESS_FIELDS: Record<string, Field<ProcessSample>> = {
     build: (value) => {
       if (value.toLowerCase() === 'kernel') return (p) => p.kernel_thread;
       return `“is:${value}”: the only one is is:kernel (and -is:kernel)`;
+    },
+  },
+  container: {
+    kind: 'custom',
+    build: (value, op, raw) => {
+      if (op !== ':' && op !== '=') return `“${raw}”: container is a name or id; use container:NAME`;
+      const wanted = value.toLowerCase().split(',').filter(Boolean);
+      return (p) => {
+        const c = p.container;
+        if (!c) return false;
+        const name = c.name?.toLowerCase();
+        const id = c.id.toLowerCase();
+        return wanted.some((w) => name === w || id.startsWith(w));
+      };
     },
   },
 };

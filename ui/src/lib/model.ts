@@ -219,7 +219,12 @@ disk_write_bytes_per_sec: number | null,
 /**
  * A kernel thread: it has no command line and cannot be signalled.
  */
-kernel_thread: boolean, };
+kernel_thread: boolean, 
+/**
+ * The container it runs in, from its control group (read once per process);
+ * absent when it is in none, and in snapshots of agents that predate it.
+ */
+container?: ContainerRef, };
 
 export type ProcessStatus = "running" | "sleeping" | "disk_sleep" | "stopped" | "tracing_stop" | "zombie" | "dead" | "idle" | "parked" | "waking" | "unknown";
 
@@ -1050,7 +1055,14 @@ id: string,
 /**
  * The Kubernetes pod's uid, for a container of a pod.
  */
-pod: string | null, };
+pod: string | null, 
+/**
+ * The container's name: the runtime's own for Docker and Podman, when their API
+ * socket on the machine answered (`docker ps`'s NAMES, without the `/`); the id
+ * itself for systemd-nspawn and LXC, whose control groups carry the name. Absent
+ * when not known, and from agents that predate it.
+ */
+name?: string, };
 
 export type ContainerRuntime = "docker" | "podman" | "containerd" | "cri_o" | "systemd_nspawn" | "lxc" | "kubernetes";
 
@@ -1447,7 +1459,12 @@ disk_write_bytes_per_sec?: number | null,
 /**
  * New kernel-thread flag.
  */
-kernel_thread?: boolean, };
+kernel_thread?: boolean, 
+/**
+ * New container (`null`: it is in none now). A process keeps its container for
+ * life, but its name may come later, when the runtime's socket has answered.
+ */
+container?: ContainerRef | null, };
 
 export type Placed<T> = { 
 /**
@@ -1845,7 +1862,12 @@ address: string | null,
 /**
  * Ports this process listens on (TCP) or is bound to (UDP), as seen.
  */
-listening_ports: Array<number>, };
+listening_ports: Array<number>, 
+/**
+ * The container the process runs in, when it is in one: the dashboard can draw
+ * one node per container. Absent otherwise.
+ */
+container?: ContainerRef, };
 
 export type MapEdge = { 
 /**

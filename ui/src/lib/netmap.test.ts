@@ -58,17 +58,34 @@ describe('the network map', () => {
   });
 
   it('collapses to one node per host, merging edges and dropping those within a host', () => {
-    const g = drawable(nodes, edges, true);
+    const g = drawable(nodes, edges, 'host');
     expect(g.nodes.map((n) => n.id).sort()).toEqual(['external:203.0.113.9', 'host:db-1', 'host:web-1']);
     const toDb = g.edges.find((e) => e.target === 'host:db-1')!;
     expect(toDb.count).toBe(4);
     expect(toDb.ports).toEqual([5432]);
     expect(g.edges).toHaveLength(2);
-    expect(drawable(nodes, edges, false).edges).toHaveLength(4);
+    expect(drawable(nodes, edges, 'none').edges).toHaveLength(4);
+  });
+
+  it('collapses to one node per container, processes in none staying themselves', () => {
+    const ref = { runtime: 'docker', id: 'a'.repeat(64), pod: null, name: 'web' } as const;
+    // Two processes of one container on web-1 (app and a worker), redis in none.
+    const worker = { ...proc('web-1', 12, 'worker'), container: ref };
+    const inApp = { ...app, container: ref };
+    const all = [inApp, worker, cache, db, api];
+    const g = drawable(all, [...edges.map((e) => ({ ...e })), edge(worker, db, 5432), edge(inApp, worker, 9000)], 'container');
+    const box = `container:web-1:docker:${'a'.repeat(64)}`;
+    expect(g.nodes.map((n) => n.id).sort()).toEqual([box, cache.id, db.id, api.id].sort());
+    const drawn = g.nodes.find((n) => n.id === box)!;
+    expect([drawn.kind, drawn.label, drawn.hostname]).toEqual(['container', 'web (docker)', 'web-1']);
+    // app→db (3) and worker→db (1) merge; the edge within the container is gone.
+    expect(g.edges.find((e) => e.source === box && e.target === db.id)!.count).toBe(4);
+    expect(g.edges.some((e) => e.source === box && e.target === box)).toBe(false);
+    expect(g.edges.find((e) => e.source === cache.id)!.target).toBe(db.id);
   });
 
   it('finds nodes by name, host, pid or address', () => {
-    const g = drawable(nodes, edges, false);
+    const g = drawable(nodes, edges, 'none');
     const find = (q: string) => g.nodes.filter((n) => matchesSearch(n, q)).map((n) => n.id);
     expect(find('postgres')).toEqual([db.id]);
     expect(find('web-1')).toEqual([app.id, cache.id]);
@@ -79,14 +96,14 @@ describe('the network map', () => {
 
   it('keeps every node where it was when the map changes', () => {
     const layout = new MapLayout();
-    const first = layout.place(drawable(nodes, edges, false).nodes);
+    const first = layout.place(drawable(nodes, edges, 'none').nodes);
     const newcomer = proc('web-1', 12, 'worker');
     const host = proc('web-10', 1, 'sshd');
     const more = [...nodes, newcomer, host];
-    const second = layout.place(drawable(more, [...edges, edge(newcomer, db, 5432), edge(host, api, 22)], false).nodes);
+    const second = layout.place(drawable(more, [...edges, edge(newcomer, db, 5432), edge(host, api, 22)], 'none').nodes);
     for (const n of nodes) expect(second.get(n.id)).toEqual(first.get(n.id));
     // A node that leaves frees its slot; the others stay.
-    const third = layout.place(drawable([app, db, api, newcomer], [edge(app, db, 5432), edge(newcomer, api, 1)], false).nodes);
+    const third = layout.place(drawable([app, db, api, newcomer], [edge(app, db, 5432), edge(newcomer, api, 1)], 'none').nodes);
     for (const n of [app, db, api, newcomer]) expect(third.get(n.id)).toEqual(second.get(n.id));
     // Processes of one host are near each other, apart from other hosts'.
     const d = (a: MapNode, b: MapNode) => Math.hypot(first.get(a.id)!.x - first.get(b.id)!.x, first.get(a.id)!.y - first.get(b.id)!.y);
@@ -98,7 +115,7 @@ describe('the layout of outside addresses', () => {
   it('puts them beside the hosts even when the first map was empty', () => {
     const layout = new MapLayout();
     layout.place([]);
-    const placed = layout.place(drawable(nodes, edges, false).nodes);
+    const placed = layout.place(drawable(nodes, edges, 'none').nodes);
     const hostsRight = Math.max(...[app, cache, db].map((n) => placed.get(n.id)!.x));
     expect(placed.get(api.id)!.x).toBeGreaterThan(hostsRight);
   });
@@ -107,7 +124,7 @@ describe('the layout of outside addresses', () => {
 describe('labels', () => {
   it('are cut to a length the map can draw', () => {
     const long = proc('web-1', 7, 'x'.repeat(100));
-    const [drawn] = drawable([long], [], false).nodes;
+    const [drawn] = drawable([long], [], 'none').nodes;
     expect(Array.from(drawn.label).length).toBeLessThan(40);
     expect(drawn.label.endsWith('… (7)')).toBe(true);
   });

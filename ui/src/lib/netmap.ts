@@ -1,4 +1,5 @@
-// The network map's shaping, apart from drawing: filters, one node per host, and a
+// The network map's shaping, apart from drawing: filters, one node per host or per
+// container, and a
 // layout that keeps every node where it was while the map follows new snapshots.
 //
 // The layout is not a force simulation: hosts sit on a grid in natural name order, a
@@ -6,6 +7,7 @@
 // of their own beside the grid. A node keeps its slot for as long as it is on the map,
 // and a new one takes a free slot, so a live update moves nothing that was there.
 
+import { containerKey, containerLabel, runtimeLabel } from './containers';
 import type { MapEdge, MapNode, MapNodeKind, NetworkMap } from './model';
 
 /** Host names in natural order: web-2 before web-10. */
@@ -63,12 +65,20 @@ export function stateColor(state: string): string {
 export const MIXED_COLOR = '#94a3b8';
 
 /** Node colours by kind. */
-export const KIND_COLORS: Record<MapNodeKind | 'group', string> = {
+export const KIND_COLORS: Record<DrawnKind | 'group', string> = {
   process: '#10b981',
   host: '#64748b',
   external: '#f97316',
+  container: '#8b5cf6',
   group: '#94a3b8',
 };
+
+/** What the map draws as one node: each process, one node per container (processes
+ *  in none stay themselves), or one node per host. */
+export type MapCollapse = 'none' | 'container' | 'host';
+
+/** A drawn node's kind: the map's, or a container made by collapsing. */
+export type DrawnKind = MapNodeKind | 'container';
 
 /** The edges the filter keeps, and the nodes they touch. */
 export function filterMap(map: Pick<NetworkMap, 'nodes' | 'edges'>, filter: MapFilter): { nodes: MapNode[]; edges: MapEdge[] } {
@@ -106,24 +116,39 @@ export interface DrawnEdge {
 /** A node as drawn. */
 export interface DrawnNode {
   id: string;
-  kind: MapNodeKind;
+  kind: DrawnKind;
   label: string;
   hostname: string | null;
-  /** The map's node (`null` for a host made by collapsing). */
+  /** The map's node (`null` for a host or container made by collapsing). */
   node: MapNode | null;
 }
 
-/** The host node a node collapses into (outside addresses stay themselves). */
-function collapsedId(node: MapNode): string {
-  return node.hostname === null ? node.id : `host:${node.hostname}`;
+/** The node a node collapses into: its host's, or its container's (on its host);
+ *  outside addresses, and processes in no container, stay themselves. */
+function collapsedId(node: MapNode, collapse: MapCollapse): string {
+  if (node.hostname === null) return node.id;
+  if (collapse === 'host') return `host:${node.hostname}`;
+  return node.container ? `container:${node.hostname}:${containerKey(node.container)}` : node.id;
+}
+
+/** The node drawn for the nodes that collapse into `id`, from the first of them. */
+function collapsedNode(id: string, n: MapNode, collapse: MapCollapse): DrawnNode {
+  if (collapse === 'host' && n.hostname !== null) return { id, kind: 'host', label: n.hostname, hostname: n.hostname, node: null };
+  if (id === n.id) return { id, kind: n.kind, label: labelOf(n), hostname: n.hostname, node: n };
+  if (id.startsWith('container:') && n.container) {
+    const label = `${cut(containerLabel(n.container))} (${runtimeLabel(n.container)})`;
+    return { id, kind: 'container', label, hostname: n.hostname, node: null };
+  }
+  return { id, kind: 'host', label: n.hostname ?? id, hostname: n.hostname, node: null };
 }
 
 /**
- * The graph to draw: each map edge as it is, or (`collapsed`) one node per host with
- * the edges between two nodes merged into one; edges within a host are left out then.
+ * The graph to draw: each map edge as it is, or one node per host or per container
+ * (`collapse`) with the edges between two nodes merged into one; edges within one host
+ * (or one container) are left out then.
  */
-export function drawable(nodes: MapNode[], edges: MapEdge[], collapsed: boolean): { nodes: DrawnNode[]; edges: DrawnEdge[] } {
-  if (!collapsed) {
+export function drawable(nodes: MapNode[], edges: MapEdge[], collapse: MapCollapse): { nodes: DrawnNode[]; edges: DrawnEdge[] } {
+  if (collapse === 'none') {
     return {
       nodes: nodes.map((n) => ({ id: n.id, kind: n.kind, label: labelOf(n), hostname: n.hostname, node: n })),
       edges: edges.map((e) => ({
@@ -140,22 +165,17 @@ export function drawable(nodes: MapNode[], edges: MapEdge[], collapsed: boolean)
   const byId = new Map(nodes.map((n) => [n.id, n]));
   const outNodes = new Map<string, DrawnNode>();
   for (const n of nodes) {
-    const id = collapsedId(n);
+    const id = collapsedId(n, collapse);
     if (outNodes.has(id)) continue;
-    outNodes.set(
-      id,
-      n.hostname === null
-        ? { id, kind: n.kind, label: labelOf(n), hostname: null, node: n }
-        : { id, kind: 'host', label: n.hostname, hostname: n.hostname, node: null },
-    );
+    outNodes.set(id, collapsedNode(id, n, collapse));
   }
   const merged = new Map<string, DrawnEdge>();
   for (const e of edges) {
     const s = byId.get(e.source);
     const t = byId.get(e.target);
     if (!s || !t) continue;
-    const source = collapsedId(s);
-    const target = collapsedId(t);
+    const source = collapsedId(s, collapse);
+    const target = collapsedId(t, collapse);
     if (source === target) continue;
     const id = `${source}\u0000${target}`;
     const state = stateOf(e);

@@ -2,12 +2,14 @@
 // (`null`) always sort last, whichever the direction, and ties fall back to the pid so
 // that rows do not shuffle between two updates with equal values.
 
+import { containerLabel } from './containers';
 import type { ProcessSample, ProcessStatus } from './model';
 
 export type ProcessColumn =
   | 'pid'
   | 'name'
   | 'user'
+  | 'container'
   | 'status'
   | 'cpu'
   | 'memory'
@@ -64,6 +66,8 @@ export function sortValue(
       return p.name.toLowerCase();
     case 'user':
       return p.user == null ? null : p.user.toLowerCase();
+    case 'container':
+      return p.container ? containerLabel(p.container).toLowerCase() : null;
     case 'status':
       return STATUS_RANK[p.status] ?? 99;
     case 'cpu':
@@ -124,7 +128,12 @@ export function sortProcesses(
 /** The direction a column starts in when first clicked: biggest first for figures,
  *  A to Z for text. */
 export function defaultDirection(column: ProcessColumn): Direction {
-  return column === 'pid' || column === 'name' || column === 'user' || column === 'cmd' || column === 'status'
+  return column === 'pid' ||
+    column === 'name' ||
+    column === 'user' ||
+    column === 'container' ||
+    column === 'cmd' ||
+    column === 'status'
     ? 'asc'
     : 'desc';
 }
