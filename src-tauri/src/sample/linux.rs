@@ -625,6 +625,8 @@ impl Processes {
             disk_read_bytes_per_sec: disk_read_rate,
             disk_write_bytes_per_sec: disk_write_rate,
             kernel_thread: known.fixed.kernel_thread,
+            gpu_percent: None,
+            gpu_memory_bytes: None,
         })
     }
 

@@ -12,7 +12,9 @@
 //! Linux shortcuts against it (`crosscheck.rs`). `system.rs` (CPU, memory, host) is
 //! sysinfo on every OS. `machine.rs` makes the fingerprint an agent sends in its hello.
 //! `details.rs` reads one process in depth when someone asks ([`details`]), and
-//! `container.rs` tells a process's container from its control groups.
+//! `container.rs` tells a process's container from its control groups. `gpu.rs` reads the
+//! GPUs and each process's use of them (DRM statistics in `drm.rs`, NVIDIA's NVML in
+//! `nvml.rs`), at no cost on a machine without one.
 //!
 //! A part that fails (say, the socket list) is reported in [`Snapshot::errors`] and the
 //! rest of the snapshot is kept: one failing source never loses a tick.
@@ -32,8 +34,11 @@ use crate::model::{
 };
 
 pub mod container;
+mod drm;
+mod gpu;
 pub mod machine;
 mod network;
+mod nvml;
 pub mod redact;
 mod socket;
 mod system;
@@ -74,6 +79,7 @@ pub struct Sampler {
     sockets: os::Sockets,
     interfaces: os::Interfaces,
     rates: network::Rates,
+    gpus: gpu::Gpus,
     host: HostInfo,
     seq: u64,
     last: Instant,
@@ -97,6 +103,7 @@ impl Sampler {
             sockets: os::Sockets::new(),
             interfaces,
             rates,
+            gpus: gpu::Gpus::new(),
             host,
             seq: 0,
             last: Instant::now(),
@@ -131,10 +138,12 @@ impl Sampler {
 
         let (cpu, memory) = self.system.read();
 
-        let processes = self.processes.read(memory.total_bytes).unwrap_or_else(|e| {
+        let mut processes = self.processes.read(memory.total_bytes).unwrap_or_else(|e| {
             errors.push(DomainError { domain: Domain::Processes, message: format!("cannot list processes: {e}") });
             Vec::new()
         });
+
+        let gpus = self.gpus.read(&mut processes, now);
 
         let connections: Vec<ConnectionSample> = match self.sockets.read(&processes) {
             Ok(sockets) => sockets.iter().map(|(info, pid)| socket::connection(info, *pid)).collect(),
@@ -169,6 +178,7 @@ impl Sampler {
             network,
             ports,
             errors,
+            gpus,
         }
     }
 }

@@ -106,6 +106,8 @@ impl Processes {
                 disk_read_bytes_per_sec: None,
                 disk_write_bytes_per_sec: None,
                 kernel_thread: p.thread_kind() == Some(ThreadKind::Kernel),
+                gpu_percent: None,
+                gpu_memory_bytes: None,
             });
             live.insert(key, cmd);
         }

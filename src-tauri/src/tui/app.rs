@@ -553,6 +553,8 @@ pub(crate) mod tests {
             disk_read_bytes_per_sec: None,
             disk_write_bytes_per_sec: None,
             kernel_thread: false,
+            gpu_percent: None,
+            gpu_memory_bytes: None,
         }
     }
 
@@ -602,6 +604,7 @@ pub(crate) mod tests {
             },
             ports: PortUsage::default(),
             errors: Vec::new(),
+            gpus: Vec::new(),
         })
     }
 
