@@ -568,7 +568,11 @@ process_count: number,
 /**
  * The process using the most CPU; `null` for a snapshot without processes.
  */
-busiest: BusiestProcess | null, };
+busiest: BusiestProcess | null, 
+/**
+ * The host's GPUs, as its snapshot lists them; absent where it has none.
+ */
+gpus?: Array<GpuSample>, };
 
 export type BusiestProcess = { 
 /**
