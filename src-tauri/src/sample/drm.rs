@@ -249,11 +249,14 @@ impl DrmRead {
 /// Which processes hold DRM clients, and their figures between two reads (Linux).
 ///
 /// Finding the clients means reading the link of every descriptor of every process,
-/// which costs more than the rest of a tick. So the holders are kept: every
-/// [`WALK_EVERY`] reads all processes are walked again (a process that opens a device
-/// later is seen within as many ticks), in between only the processes that are new since
-/// the last read; each read then opens just the fdinfo files of the kept descriptors
-/// (a handful on a desktop: the compositor, the browser's GPU process, a game).
+/// which costs more than the rest of a tick. So the holders are kept, and walked for
+/// again only where a new one can be: a process new since the last read is walked at
+/// once; every [`WALK_EVERY`] reads, the processes that used CPU since the last such
+/// walk (opening a device takes a system call, so a process that did not run opened
+/// nothing; a process that opens one later is seen within as many ticks); and every
+/// [`FULL_WALK_EVERY`] reads all of them, in case CPU time too small to count hid
+/// one. Each read then opens just the fdinfo files of the kept descriptors (a handful
+/// on a desktop: the compositor, the browser's GPU process, a game).
 #[cfg(target_os = "linux")]
 pub(super) struct DrmClients {
     /// `/proc`, or a fixture tree in tests.
@@ -262,6 +265,8 @@ pub(super) struct DrmClients {
     holders: std::collections::BTreeMap<u32, Holder>,
     /// The processes of the last read, in pid order, to tell the new ones.
     seen: Vec<(u32, Option<chrono::DateTime<chrono::Utc>>)>,
+    /// Processes that used CPU since the last walk.
+    ran: std::collections::HashSet<u32>,
     reads: u64,
     /// Each client's last reading, to measure the next against.
     previous: HashMap<ClientKey, (DrmClient, Instant)>,
@@ -275,9 +280,13 @@ struct Holder {
     fds: Vec<u32>,
 }
 
-/// All processes' descriptors are walked once in this many reads.
+/// The descriptors of processes that ran are walked once in this many reads.
 #[cfg(target_os = "linux")]
 pub(super) const WALK_EVERY: u64 = 30;
+
+/// Every process's descriptors are walked once in this many reads.
+#[cfg(target_os = "linux")]
+pub(super) const FULL_WALK_EVERY: u64 = 10 * WALK_EVERY;
 
 #[cfg(target_os = "linux")]
 impl DrmClients {
@@ -286,6 +295,7 @@ impl DrmClients {
             proc_root: proc_root.trim_end_matches('/').to_string(),
             holders: Default::default(),
             seen: Vec::new(),
+            ran: Default::default(),
             reads: 0,
             previous: HashMap::new(),
             path: String::new(),
@@ -295,12 +305,15 @@ impl DrmClients {
 
     /// Reads the clients of `processes` (this tick's, in pid order) at `now`.
     pub(super) fn read(&mut self, processes: &[crate::model::ProcessSample], now: Instant) -> DrmRead {
-        let full = self.reads % WALK_EVERY == 0;
+        let full = self.reads % FULL_WALK_EVERY == 0;
+        let walk = self.reads % WALK_EVERY == 0;
         self.reads += 1;
+        // A process whose CPU share is not known (an upload's) counts as one that ran.
+        self.ran.extend(processes.iter().filter(|p| p.cpu_percent.is_none_or(|c| c > 0.0)).map(|p| p.pid));
         let key = |p: &crate::model::ProcessSample| (p.pid, p.start_time);
         for p in processes.iter().filter(|p| !p.kernel_thread) {
             let new = self.seen.binary_search_by(|s| s.cmp(&key(p))).is_err();
-            if !(full || new) {
+            if !(full || new || (walk && self.ran.contains(&p.pid))) {
                 continue;
             }
             let fds = self.drm_fds(p.pid);
@@ -309,6 +322,9 @@ impl DrmClients {
             } else {
                 self.holders.insert(p.pid, Holder { start_time: p.start_time, fds });
             }
+        }
+        if walk {
+            self.ran.clear();
         }
         self.seen.clear();
         self.seen.extend(processes.iter().map(key));

@@ -255,6 +255,92 @@ mod tests {
     }
 
     #[test]
+    fn a_known_process_that_opens_the_gpu_later_is_found_when_it_runs() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        intel_card(root);
+        let mut gpus = roots(root);
+        let t0 = Instant::now();
+        let idle = |pid| ProcessSample { cpu_percent: Some(0.0), ..process(pid) };
+        let read = |gpus: &mut Gpus, list: &mut Vec<ProcessSample>, n: u64| {
+            for i in 0..n {
+                gpus.read(list, t0 + Duration::from_secs(i));
+            }
+        };
+        let mut list = vec![idle(80), idle(90)];
+        read(&mut gpus, &mut list, 1);
+        // Both open a client; neither is new, so neither is walked at once.
+        open(root, 80, 3, "/dev/dri/renderD128", I915);
+        open(root, 90, 3, "/dev/dri/renderD128", &I915.replace("drm-client-id:\t10", "drm-client-id:\t11"));
+        read(&mut gpus, &mut list, 1);
+        assert_eq!((list[0].gpu_memory_bytes, list[1].gpu_memory_bytes), (None, None));
+        // 80 runs: it is found at the next walk of those that ran; 90 stays idle.
+        let mut list = vec![ProcessSample { cpu_percent: Some(3.0), ..process(80) }, idle(90)];
+        read(&mut gpus, &mut list, drm::WALK_EVERY);
+        assert_eq!((list[0].gpu_memory_bytes, list[1].gpu_memory_bytes), (Some(7012 * 1024), None));
+        // 90, idle as far as the CPU figures tell, is found at the walk of every process.
+        read(&mut gpus, &mut list, drm::FULL_WALK_EVERY);
+        assert_eq!(list[1].gpu_memory_bytes, Some(7012 * 1024));
+    }
+
+    /// What the GPU part costs per tick, measured side by side with a whole tick of the
+    /// sampler in one run: on this machine as it is, and with
+    /// a GPU listed under a fixture `/sys`, so that every real process's descriptors are
+    /// walked as they would be on a machine with a GPU (the per-client fdinfo reads come
+    /// on top: one small file per client). A measurement, not a check:
+    /// `cargo test --lib gpu::tests::cost -- --ignored --nocapture`.
+    #[test]
+    #[ignore]
+    fn cost() {
+        // Elapsed time of this thread's work: all of it is on this thread, in system calls
+        // that do not wait (the thread's CPU counters are too coarse for a microsecond).
+        // On a busy machine, an upper bound.
+        fn per_tick(ticks: u32, mut f: impl FnMut()) -> Duration {
+            let start = Instant::now();
+            for _ in 0..ticks {
+                f();
+            }
+            start.elapsed() / ticks
+        }
+        const TICKS: u32 = 300;
+        // A whole tick sleeps (the CPU figures need an interval): its CPU time, from the
+        // scheduler's count, which is exact across sleeps.
+        fn cpu() -> Duration {
+            let text = fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+            Duration::from_nanos(text.split_whitespace().next().unwrap().parse().unwrap())
+        }
+        let mut sampler = super::super::Sampler::new(Default::default());
+        let processes = sampler.sample().processes;
+        let start = cpu();
+        for _ in 0..30 {
+            drop(sampler.sample());
+        }
+        let whole = (cpu() - start) / 30;
+
+        let mut none = Gpus::new();
+        let first = per_tick(1, || drop(none.read(&mut processes.clone(), Instant::now())));
+        let mut list = processes.clone();
+        let without = per_tick(TICKS, || drop(none.read(&mut list, Instant::now())));
+
+        let dir = tempfile::tempdir().unwrap();
+        intel_card(dir.path());
+        let sys = dir.path().join("sys").to_string_lossy().into_owned();
+        let mut with = Gpus::with_roots("/proc", &sys);
+        let walk = per_tick(1, || drop(with.read(&mut list, Instant::now())));
+        let with_gpu = per_tick(drm::FULL_WALK_EVERY as u32, || drop(with.read(&mut list, Instant::now())));
+        println!(
+            "{} processes; whole sampler tick {whole:?} of CPU; GPU part without a GPU: {without:?} a tick \
+             (first read, NVML's load tried: {first:?}); with a GPU: {with_gpu:?} a tick over {} ticks \
+             (a walk of every process's descriptors: {walk:?}, once in {} ticks; of those that ran, \
+             once in {})",
+            processes.len(),
+            drm::FULL_WALK_EVERY,
+            drm::FULL_WALK_EVERY,
+            drm::WALK_EVERY,
+        );
+    }
+
+    #[test]
     fn without_a_gpu_nothing_is_read_and_nothing_is_written() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
