@@ -30,6 +30,9 @@
 //! The parser ([`parse_fdinfo`]) is pure and runs on any OS; reading `/proc` and `/sys`
 //! ([`DrmClients`], [`cards`]) is Linux only.
 
+// Elsewhere only the parser is used (by the tests and fuzz targets).
+#![cfg_attr(not(target_os = "linux"), allow(dead_code))]
+
 use std::collections::HashMap;
 #[cfg(target_os = "linux")]
 use std::time::Instant;

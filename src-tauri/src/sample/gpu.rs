@@ -89,7 +89,13 @@ impl Gpus {
         }
         #[cfg(target_os = "linux")]
         if drm {
-            let read = self.clients.read(processes, now);
+            // NVIDIA's driver gives its cards a render node but writes no client
+            // statistics: with only such cards, the descriptors are not walked.
+            let read = if self.cards.iter().any(|c| c.driver.as_deref() != Some("nvidia")) {
+                self.clients.read(processes, now)
+            } else {
+                drm::DrmRead::default()
+            };
             for card in &mut self.cards {
                 // An NVIDIA card NVML describes already (nvidia-drm gives it a render node).
                 if card.pci.as_ref().is_some_and(|pci| gpus.iter().any(|g: &GpuSample| &g.id == pci)) {
