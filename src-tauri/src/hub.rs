@@ -78,6 +78,7 @@ pub fn figures(snapshot: &Snapshot) -> HostFigures {
         sent_bytes_per_sec: total.map(|t| t.sent_bytes_per_sec),
         process_count: u32::try_from(snapshot.processes.len()).unwrap_or(u32::MAX),
         busiest,
+        gpus: snapshot.gpus.clone(),
     }
 }
 

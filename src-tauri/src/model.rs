@@ -75,6 +75,34 @@ pub struct Snapshot {
     /// Parts that could not be measured this time (e.g. sockets of other users without
     /// privileges). The rest of the snapshot is still valid.
     pub errors: Vec<DomainError>,
+    /// The machine's GPUs; absent where it has none (or none that Procyon can read).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[ts(optional, as = "Option<Vec<GpuSample>>")]
+    pub gpus: Vec<GpuSample>,
+}
+
+/// One GPU of a machine, as its driver reports it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
+pub struct GpuSample {
+    /// Which one: its PCI address (`0000:03:00.0`) where it has one, else the DRM card
+    /// (`card0`) or NVML's index (`nvml0`).
+    pub id: String,
+    /// What it is called: the model name where the driver gives one, else the vendor
+    /// and the PCI device id.
+    pub name: String,
+    /// The kernel driver (`amdgpu`, `i915`, `xe`, `nvidia`, ...), where known.
+    pub driver: Option<String>,
+    /// Busy share over the last interval, 0-100; `null` when the driver does not say
+    /// and no process's use could be added up.
+    pub utilization_percent: Option<f32>,
+    /// Its own memory (VRAM) in use, where known.
+    #[ts(type = "number | null")]
+    pub memory_used_bytes: Option<u64>,
+    /// Its own memory (VRAM) in all, where known (integrated GPUs have none of their own).
+    #[ts(type = "number | null")]
+    pub memory_total_bytes: Option<u64>,
+    /// Temperature in °C, where a sensor reports it.
+    pub temperature_celsius: Option<f32>,
 }
 
 /// Static facts about a machine.
@@ -203,6 +231,16 @@ pub struct ProcessSample {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub container: Option<details::ContainerRef>,
+    /// GPU use over the last interval, 0-100: the busiest engine (render, compute,
+    /// video, ...) of any GPU it used, as a share of that engine's time. Absent where
+    /// the machine has no GPU or the process holds none (see `sample/gpu.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub gpu_percent: Option<f32>,
+    /// GPU memory the process holds, over all its GPUs; absent as `gpu_percent` is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional, type = "number")]
+    pub gpu_memory_bytes: Option<u64>,
 }
 
 /// Scheduler state of a process.
@@ -485,6 +523,7 @@ pub fn typescript() -> String {
     let decls = [
         Snapshot::decl(&cfg),
         HostInfo::decl(&cfg),
+        GpuSample::decl(&cfg),
         CpuSample::decl(&cfg),
         LoadAverage::decl(&cfg),
         MemorySample::decl(&cfg),

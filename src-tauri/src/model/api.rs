@@ -140,6 +140,10 @@ pub struct HostFigures {
     pub process_count: u32,
     /// The process using the most CPU; `null` for a snapshot without processes.
     pub busiest: Option<BusiestProcess>,
+    /// The host's GPUs, as its snapshot lists them; absent where it has none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[ts(optional, as = "Option<Vec<crate::model::GpuSample>>")]
+    pub gpus: Vec<crate::model::GpuSample>,
 }
 
 /// How many CPU figures [`HostFigures::cpu_trend`] keeps.

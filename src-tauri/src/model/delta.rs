@@ -21,8 +21,8 @@ use ts_rs::TS;
 
 use super::details::ContainerRef;
 use super::{
-    ConnectionSample, CpuSample, DomainError, HostInfo, ListeningPort, MemorySample, NetworkSample, PortCount,
-    ProcessSample, ProcessStatus, Protocol, Snapshot, TcpState,
+    ConnectionSample, CpuSample, DomainError, GpuSample, HostInfo, ListeningPort, MemorySample, NetworkSample,
+    PortCount, ProcessSample, ProcessStatus, Protocol, Snapshot, TcpState,
 };
 
 /// The difference between a base snapshot and the next one of the same host.
@@ -34,7 +34,7 @@ use super::{
 /// snapshot instead). `seq`, `schema_version`, `taken_at` and `interval_ms` are the new
 /// snapshot's own.
 ///
-/// The small parts (`host`, `cpu`, `memory`, `network`, `errors`) are either absent
+/// The small parts (`host`, `cpu`, `memory`, `network`, `errors`, `gpus`) are either absent
 /// (unchanged from the base) or present whole. The lists are edited:
 ///
 /// - `processes`: keyed by `(pid, start_time)` (a start time may be `null`, in uploads
@@ -96,6 +96,10 @@ pub struct SnapshotDelta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub errors: Option<Vec<DomainError>>,
+    /// The GPUs, when they differ (an empty list: the new snapshot has none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub gpus: Option<Vec<GpuSample>>,
 }
 
 /// One message of a live stream that sends deltas (`/ws/process-snapshots/?delta=1`),
@@ -251,6 +255,14 @@ pub struct ProcessChange {
     #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
     #[ts(optional)]
     pub container: Option<Option<ContainerRef>>,
+    /// New GPU share.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[ts(optional)]
+    pub gpu_percent: Option<Option<f32>>,
+    /// New GPU memory.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[ts(optional, type = "number | null")]
+    pub gpu_memory_bytes: Option<Option<u64>>,
 }
 
 /// A field that is present is `Some`, even when its value is `null` (serde alone reads
@@ -304,6 +316,7 @@ impl SnapshotDelta {
                 listening: list_between(&base.ports.listening, &next.ports.listening, listening_key),
             },
             errors: if_changed(&base.errors, &next.errors),
+            gpus: if_changed(&base.gpus, &next.gpus),
         }
     }
 
@@ -342,6 +355,7 @@ impl SnapshotDelta {
             network: self.network.clone().unwrap_or_else(|| base.network.clone()),
             ports,
             errors: self.errors.clone().unwrap_or_else(|| base.errors.clone()),
+            gpus: self.gpus.clone().unwrap_or_else(|| base.gpus.clone()),
         })
     }
 }
@@ -514,6 +528,8 @@ fn process_change(old: &ProcessSample, new: &ProcessSample) -> Option<ProcessCha
         disk_write_bytes_per_sec: differs_f64(old.disk_write_bytes_per_sec, new.disk_write_bytes_per_sec),
         kernel_thread: differs(&old.kernel_thread, &new.kernel_thread),
         container: differs(&old.container, &new.container),
+        gpu_percent: differs_f32(old.gpu_percent, new.gpu_percent),
+        gpu_memory_bytes: differs(&old.gpu_memory_bytes, &new.gpu_memory_bytes),
     };
     let unchanged = ProcessChange { pid: new.pid, start_time: new.start_time, ..ProcessChange::default() };
     (change != unchanged).then_some(change)
@@ -542,6 +558,8 @@ impl ProcessChange {
         set(&mut p.disk_write_bytes_per_sec, &self.disk_write_bytes_per_sec);
         set(&mut p.kernel_thread, &self.kernel_thread);
         set(&mut p.container, &self.container);
+        set(&mut p.gpu_percent, &self.gpu_percent);
+        set(&mut p.gpu_memory_bytes, &self.gpu_memory_bytes);
     }
 }
 
@@ -693,29 +711,34 @@ mod tests {
                 prop_oneof![Just(ProcessStatus::Running), Just(ProcessStatus::Sleeping), Just(ProcessStatus::Zombie)],
             ),
             container(),
+            (proptest::option::of(small_f32()), proptest::option::of(0u64..3)),
         )
-            .prop_map(|((pid, ppid, name, cmd, user), (cpu, mem, rss, virt, threads, start), d, container)| {
-                ProcessSample {
-                    pid,
-                    ppid,
-                    name,
-                    cmd,
-                    user,
-                    status: d.5,
-                    cpu_percent: cpu,
-                    memory_percent: mem,
-                    rss_bytes: rss,
-                    virtual_bytes: virt,
-                    threads,
-                    start_time: start,
-                    disk_read_bytes: d.0,
-                    disk_write_bytes: d.1,
-                    disk_read_bytes_per_sec: d.2,
-                    disk_write_bytes_per_sec: d.3,
-                    kernel_thread: d.4,
-                    container,
-                }
-            })
+            .prop_map(
+                |((pid, ppid, name, cmd, user), (cpu, mem, rss, virt, threads, start), d, container, gpu)| {
+                    ProcessSample {
+                        pid,
+                        ppid,
+                        name,
+                        cmd,
+                        user,
+                        status: d.5,
+                        cpu_percent: cpu,
+                        memory_percent: mem,
+                        rss_bytes: rss,
+                        virtual_bytes: virt,
+                        threads,
+                        start_time: start,
+                        disk_read_bytes: d.0,
+                        disk_write_bytes: d.1,
+                        disk_read_bytes_per_sec: d.2,
+                        disk_write_bytes_per_sec: d.3,
+                        kernel_thread: d.4,
+                        container,
+                        gpu_percent: gpu.0,
+                        gpu_memory_bytes: gpu.1,
+                    }
+                },
+            )
     }
 
     /// None, or one of a few containers, named or not: a process's container changes
@@ -749,6 +772,26 @@ mod tests {
             })
     }
 
+    fn gpu() -> impl Strategy<Value = GpuSample> {
+        (
+            "[gh]",
+            proptest::option::of(small_f32()),
+            proptest::option::of(0u64..3),
+            proptest::option::of(0u64..3),
+            proptest::option::of(small_f32()),
+            proptest::option::of("[ij]"),
+        )
+            .prop_map(|(id, util, used, total, temp, driver)| GpuSample {
+                name: format!("GPU {id}"),
+                id,
+                driver,
+                utilization_percent: util,
+                memory_used_bytes: used,
+                memory_total_bytes: total,
+                temperature_celsius: temp,
+            })
+    }
+
     fn snapshot() -> impl Strategy<Value = Snapshot> {
         (
             0u64..3,
@@ -762,8 +805,9 @@ mod tests {
                 proptest::collection::vec((0u16..3, proptest::option::of(0u32..2)), 0..3),
             ),
             (proptest::collection::vec(("[ef]", small_f64()), 0..3), proptest::option::of("[mn]"), 0u32..2),
+            proptest::collection::vec(gpu(), 0..3),
         )
-            .prop_map(|(seq, kernel, processes, connections, cpu, mem, net)| {
+            .prop_map(|(seq, kernel, processes, connections, cpu, mem, net, gpus)| {
                 let mut s = Snapshot {
                     schema_version: 1 + net.2,
                     host: HostInfo {
@@ -832,6 +876,7 @@ mod tests {
                         .into_iter()
                         .map(|message| DomainError { domain: crate::model::Domain::Connections, message })
                         .collect(),
+                    gpus,
                 };
                 s.host.hostname = "h".into();
                 s
@@ -843,21 +888,35 @@ mod tests {
         let n = base.processes.len().max(1);
         let c = base.connections.len().max(1);
         (
-            proptest::collection::vec((0..n, proptest::option::of(small_f32()), proptest::option::of(0u64..5)), 0..4),
+            proptest::collection::vec(
+                (
+                    0..n,
+                    proptest::option::of(small_f32()),
+                    proptest::option::of(0u64..5),
+                    proptest::option::of(small_f32()),
+                ),
+                0..4,
+            ),
             proptest::collection::vec(0..n, 0..2),
             proptest::collection::vec(process(), 0..2),
             proptest::collection::vec(0..c, 0..2),
             proptest::collection::vec(connection(), 0..2),
             small_f32(),
+            proptest::option::of(small_f32()),
         )
-            .prop_map(move |(edits, gone, born, closed, opened, total)| {
+            .prop_map(move |(edits, gone, born, closed, opened, total, gpu_busy)| {
                 let mut next = base.clone();
                 next.seq += 1;
                 next.cpu.total_percent = total;
-                for (i, cpu, rss) in edits {
+                if let Some(g) = next.gpus.first_mut() {
+                    g.utilization_percent = gpu_busy;
+                }
+                for (i, cpu, rss, gpu) in edits {
                     if let Some(p) = next.processes.get_mut(i) {
                         p.cpu_percent = cpu;
                         p.rss_bytes = rss;
+                        p.gpu_percent = gpu;
+                        p.gpu_memory_bytes = rss;
                         p.disk_read_bytes_per_sec = None;
                     }
                 }

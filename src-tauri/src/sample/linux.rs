@@ -634,6 +634,8 @@ impl Processes {
             disk_write_bytes_per_sec: disk_write_rate,
             kernel_thread: known.fixed.kernel_thread,
             container: known.fixed.container.clone(),
+            gpu_percent: None,
+            gpu_memory_bytes: None,
         })
     }
 

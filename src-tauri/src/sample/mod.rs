@@ -14,6 +14,8 @@
 //! `details.rs` reads one process in depth when someone asks ([`details`]),
 //! `container.rs` tells a process's container from its control groups, and
 //! `container_names.rs` asks Docker's and Podman's sockets for their containers' names.
+//! `gpu.rs` reads the GPUs and each process's use of them (DRM statistics in `drm.rs`,
+//! NVIDIA's NVML in `nvml.rs`), at no cost on a machine without one.
 //!
 //! A part that fails (say, the socket list) is reported in [`Snapshot::errors`] and the
 //! rest of the snapshot is kept: one failing source never loses a tick.
@@ -35,8 +37,11 @@ use crate::model::{
 pub mod container;
 #[cfg(target_os = "linux")]
 pub mod container_names;
+mod drm;
+mod gpu;
 pub mod machine;
 mod network;
+mod nvml;
 pub mod redact;
 mod socket;
 mod system;
@@ -77,6 +82,7 @@ pub struct Sampler {
     sockets: os::Sockets,
     interfaces: os::Interfaces,
     rates: network::Rates,
+    gpus: gpu::Gpus,
     host: HostInfo,
     seq: u64,
     last: Instant,
@@ -102,6 +108,7 @@ impl Sampler {
             sockets: os::Sockets::new(),
             interfaces,
             rates,
+            gpus: gpu::Gpus::new(),
             host,
             seq: 0,
             last: Instant::now(),
@@ -146,6 +153,8 @@ impl Sampler {
         #[cfg(target_os = "linux")]
         self.container_names.name(&mut processes);
 
+        let gpus = self.gpus.read(&mut processes, now);
+
         let connections: Vec<ConnectionSample> = match self.sockets.read(&processes) {
             Ok(sockets) => sockets.iter().map(|(info, pid)| socket::connection(info, *pid)).collect(),
             Err(message) => {
@@ -179,6 +188,7 @@ impl Sampler {
             network,
             ports,
             errors,
+            gpus,
         }
     }
 }

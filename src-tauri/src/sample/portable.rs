@@ -107,6 +107,8 @@ impl Processes {
                 disk_write_bytes_per_sec: None,
                 container: None,
                 kernel_thread: p.thread_kind() == Some(ThreadKind::Kernel),
+                gpu_percent: None,
+                gpu_memory_bytes: None,
             });
             live.insert(key, cmd);
         }

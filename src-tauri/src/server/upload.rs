@@ -52,6 +52,8 @@ pub const MAX_HOST_TEXT: usize = 256;
 pub const MAX_INTERFACES: usize = 4096;
 /// Most listening sockets in one snapshot.
 pub const MAX_LISTENING: usize = MAX_CONNECTIONS;
+/// Most GPUs in one snapshot (the largest servers have 16).
+pub const MAX_GPUS: usize = 64;
 /// Most CPU cores in one snapshot.
 pub const MAX_CORES: usize = 4096;
 /// Longest agent version or CPU architecture.
@@ -486,6 +488,8 @@ fn from_short(upload: ShortUpload) -> Result<Snapshot, ApiError> {
             disk_write_bytes_per_sec: None,
             container: None,
             kernel_thread: false,
+            gpu_percent: None,
+            gpu_memory_bytes: None,
         });
     }
     processes.sort_by_key(|p| p.pid);
@@ -522,6 +526,7 @@ fn from_short(upload: ShortUpload) -> Result<Snapshot, ApiError> {
         network: NetworkSample { total: None, interfaces: Vec::new() },
         ports: PortUsage::default(),
         errors: Vec::new(),
+        gpus: Vec::new(),
     })
 }
 
@@ -620,6 +625,31 @@ fn check_host(s: &Snapshot) -> Result<(), ApiError> {
     for (i, n) in interfaces.iter().enumerate() {
         check_text(&format!("network.interfaces[{i}].name"), &n.name, MAX_HOST_TEXT, false)?;
     }
+    check_gpus(&s.gpus)
+}
+
+/// GPUs are host facts: few, named in printable text, shares 0-100, temperatures in a
+/// range a sensor can read.
+fn check_gpus(gpus: &[crate::model::GpuSample]) -> Result<(), ApiError> {
+    if gpus.len() > MAX_GPUS {
+        return Err(ApiError::invalid("gpus", format!("More than {MAX_GPUS} GPUs in one snapshot.")));
+    }
+    for (i, g) in gpus.iter().enumerate() {
+        check_text(&format!("gpus[{i}].id"), &g.id, MAX_HOST_TEXT, false)?;
+        check_text(&format!("gpus[{i}].name"), &g.name, MAX_HOST_TEXT, false)?;
+        if let Some(driver) = &g.driver {
+            check_text(&format!("gpus[{i}].driver"), driver, MAX_VERSION, false)?;
+        }
+        if let Some(busy) = g.utilization_percent {
+            check_percent(&format!("gpus[{i}].utilization_percent"), busy, MAX_GPU_PERCENT)?;
+        }
+        if let Some(t) = g.temperature_celsius
+            && !(t.is_finite() && (-100.0..=300.0).contains(&t))
+        {
+            let field = format!("gpus[{i}].temperature_celsius");
+            return Err(ApiError::invalid(&field, format!("{field} must be between -100 and 300.")));
+        }
+    }
     Ok(())
 }
 
@@ -658,6 +688,7 @@ pub fn pids_to_check(delta: &crate::model::delta::SnapshotDelta) -> std::collect
             || c.container.as_ref().is_some_and(Option::is_some)
             || !percent_ok(c.cpu_percent.flatten(), MAX_CPU_PERCENT)
             || !percent_ok(c.memory_percent.flatten(), MAX_MEMORY_PERCENT)
+            || !percent_ok(c.gpu_percent.flatten(), MAX_GPU_PERCENT)
     });
     delta.processes.added.iter().map(|p| p.item.pid).chain(changed.map(|c| c.pid)).collect()
 }
@@ -666,6 +697,8 @@ pub fn pids_to_check(delta: &crate::model::delta::SnapshotDelta) -> std::collect
 const MAX_CPU_PERCENT: f32 = 100_000.0;
 /// Highest memory share of one process (a little over 100 for rounding).
 const MAX_MEMORY_PERCENT: f32 = 100.5;
+/// Highest GPU share of a process or a GPU: its busiest engine's, 0-100.
+const MAX_GPU_PERCENT: f32 = 100.5;
 
 /// The per-process checks of [`validate`] without building a message: the message
 /// (with its field path) is made only for a process that fails.
@@ -678,6 +711,7 @@ fn process_ok(p: &ProcessSample) -> bool {
         && p.cpu_percent.is_none_or(|v| percent_ok(v, MAX_CPU_PERCENT))
         && p.memory_percent.is_none_or(|v| percent_ok(v, MAX_MEMORY_PERCENT))
         && p.container.as_ref().is_none_or(|c| container_texts(c).all(|(_, t)| text_ok(t, MAX_CONTAINER_TEXT_CHARS)))
+        && p.gpu_percent.is_none_or(|v| percent_ok(v, MAX_GPU_PERCENT))
 }
 
 /// A container's texts with their field names, for the checks.
@@ -737,6 +771,9 @@ pub fn validate_where(s: &Snapshot, check: impl Fn(&ProcessSample) -> bool) -> R
             for (field, text) in container_texts(container) {
                 check_text(&format!("processes[{i}].container.{field}"), text, MAX_CONTAINER_TEXT_CHARS, true)?;
             }
+        }
+        if let Some(gpu) = p.gpu_percent {
+            check_percent(&format!("processes[{i}].gpu_percent"), gpu, MAX_GPU_PERCENT)?;
         }
     }
     check_process_text(s)
@@ -963,7 +1000,7 @@ mod tests {
         let good = crate::sample::Sampler::new(Default::default()).sample();
         assert!(validate(&good).is_ok());
         type Set = fn(&mut Snapshot, String);
-        let cases: [(&str, Set); 8] = [
+        let cases: [(&str, Set); 9] = [
             ("host.id", |s, t| s.host.id = t),
             ("host.os", |s, t| s.host.os = t),
             ("host.arch", |s, t| s.host.arch = t),
@@ -973,6 +1010,7 @@ mod tests {
             ("errors[0].message", |s, t| {
                 s.errors = vec![crate::model::DomainError { domain: crate::model::Domain::Network, message: t }]
             }),
+            ("gpus[0].name", |s, t| s.gpus = vec![gpu(t)]),
             ("ports.listening[0].process_name", |s, t| {
                 s.ports.listening = vec![crate::model::ListeningPort {
                     protocol: crate::model::Protocol::Tcp,
@@ -998,6 +1036,53 @@ mod tests {
         let mut s = good.clone();
         s.errors = vec![crate::model::DomainError { domain: crate::model::Domain::Network, message: "e".into() }; 65];
         assert_eq!(validate(&s).unwrap_err().parts().1.field.as_deref(), Some("errors"));
+    }
+
+    fn gpu(name: String) -> crate::model::GpuSample {
+        crate::model::GpuSample {
+            id: "0000:03:00.0".into(),
+            name,
+            driver: Some("amdgpu".into()),
+            utilization_percent: Some(12.0),
+            memory_used_bytes: Some(1 << 30),
+            memory_total_bytes: Some(8 << 30),
+            temperature_celsius: Some(54.0),
+        }
+    }
+
+    #[test]
+    fn gpu_figures_are_bounded_and_named_when_refused() {
+        let good = crate::sample::Sampler::new(Default::default()).sample();
+        let field = |s: &Snapshot| {
+            let e = validate(s).unwrap_err();
+            let (status, body) = e.parts();
+            (status.as_u16(), body.field.unwrap_or_default())
+        };
+        let mut s = good.clone();
+        s.gpus = vec![gpu("Radeon".into())];
+        s.processes[0].gpu_percent = Some(100.0);
+        s.processes[0].gpu_memory_bytes = Some(u64::MAX);
+        assert!(validate(&s).is_ok());
+        for (bad, name) in [(f32::NAN, "nan"), (-1.0, "negative"), (101.0, "over 100")] {
+            let mut t = s.clone();
+            t.processes[0].gpu_percent = Some(bad);
+            assert_eq!(field(&t), (422, "processes[0].gpu_percent".into()), "{name}");
+            let mut t = s.clone();
+            t.gpus[0].utilization_percent = Some(bad);
+            assert_eq!(field(&t), (422, "gpus[0].utilization_percent".into()), "{name}");
+        }
+        let mut t = s.clone();
+        t.gpus[0].temperature_celsius = Some(f32::INFINITY);
+        assert_eq!(field(&t), (422, "gpus[0].temperature_celsius".into()));
+        let mut t = s.clone();
+        t.gpus = vec![gpu("g".into()); MAX_GPUS + 1];
+        assert_eq!(field(&t), (422, "gpus".into()));
+        // A delta that makes a process's GPU share bad has that process checked.
+        let mut next = s.clone();
+        next.seq += 1;
+        next.processes[0].gpu_percent = Some(500.0);
+        let delta = crate::model::delta::SnapshotDelta::between(&s, &next);
+        assert!(pids_to_check(&delta).contains(&next.processes[0].pid));
     }
 
     #[test]

@@ -1386,3 +1386,34 @@ async fn maintain_expires_alert_history_but_not_alerts_in_force(place: Place) {
     );
     assert_eq!(store.maintain(now, &retention).await.unwrap().alert_rows_deleted, 0, "a second pass finds nothing");
 }
+
+both!(gpu_figures_survive_the_store_whole_and_as_deltas);
+async fn gpu_figures_survive_the_store_whole_and_as_deltas(place: Place) {
+    let store = place.open().await;
+    let t0 = from_ms(ingest::window_start("gpu", to_ms(now() - secs(3600))));
+    let gpu = |busy: f32| crate::model::GpuSample {
+        id: "0000:03:00.0".into(),
+        name: "Radeon".into(),
+        driver: Some("amdgpu".into()),
+        utilization_percent: Some(busy),
+        memory_used_bytes: Some(1 << 30),
+        memory_total_bytes: Some(8 << 30),
+        temperature_celsius: Some(50.0),
+    };
+    let mut stored = Vec::new();
+    for seq in 1..=4u64 {
+        let mut s = snap("gpu", seq, t0 + secs(seq as i64), 1.0);
+        // The GPU goes away at the last one: the field is gone again.
+        if seq < 4 {
+            s.gpus = vec![gpu(seq as f32 * 10.0)];
+            s.processes[0].gpu_percent = Some(seq as f32);
+            s.processes[0].gpu_memory_bytes = Some(seq << 20);
+        }
+        stored.push((store.insert_snapshot(&s, t0).await.unwrap().id, s));
+    }
+    // Rows after the first are deltas against the one before.
+    assert_eq!(base_id(&store, stored[1].0).await, Some(stored[0].0));
+    for (id, s) in &stored {
+        assert_eq!(&store.snapshot(*id).await.unwrap().unwrap().snapshot, s);
+    }
+}

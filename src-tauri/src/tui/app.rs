@@ -554,6 +554,8 @@ pub(crate) mod tests {
             disk_write_bytes_per_sec: None,
             kernel_thread: false,
             container: None,
+            gpu_percent: None,
+            gpu_memory_bytes: None,
         }
     }
 
@@ -603,6 +605,7 @@ pub(crate) mod tests {
             },
             ports: PortUsage::default(),
             errors: Vec::new(),
+            gpus: Vec::new(),
         })
     }
 

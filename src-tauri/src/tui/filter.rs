@@ -628,6 +628,8 @@ mod fuzz {
             disk_write_bytes_per_sec: None,
             kernel_thread: false,
             container: None,
+            gpu_percent: None,
+            gpu_memory_bytes: None,
         };
         let extreme = ProcessSample {
             pid: u32::MAX,
@@ -642,6 +644,8 @@ mod fuzz {
             threads: Some(u32::MAX),
             disk_read_bytes_per_sec: Some(f64::MAX),
             kernel_thread: true,
+            gpu_percent: None,
+            gpu_memory_bytes: None,
             ..base.clone()
         };
         vec![base, extreme]

@@ -106,6 +106,35 @@ describe('applyDelta', () => {
     expect(next.processes).toEqual([proc(2, 1, { start_time: null, cpu_percent: 3, rss_bytes: null })]);
   });
 
+  it('carries GPU figures: per process, and the GPU list, absent again when it empties', () => {
+    const radeon = {
+      id: '0000:03:00.0',
+      name: 'Radeon',
+      driver: 'amdgpu',
+      utilization_percent: 40,
+      memory_used_bytes: 1024,
+      memory_total_bytes: 8192,
+      temperature_celsius: 51,
+    };
+    const delta: SnapshotDelta = {
+      ...emptyDelta(base, 2),
+      gpus: [radeon],
+      processes: {
+        removed: [],
+        changed: [{ pid: 3, start_time: start, gpu_percent: 12.5, gpu_memory_bytes: 4096 }],
+        added: [],
+      },
+    };
+    const next = applyDelta(base, delta);
+    expect(next.gpus).toEqual([radeon]);
+    expect([next.processes[2].gpu_percent, next.processes[2].gpu_memory_bytes]).toEqual([12.5, 4096]);
+    // Unchanged in the next delta: kept.
+    expect(applyDelta(next, emptyDelta(next, 3)).gpus).toEqual([radeon]);
+    // No GPU any more: the field is gone, as the collector writes it.
+    const gone = applyDelta(next, { ...emptyDelta(next, 3), gpus: [] });
+    expect('gpus' in gone).toBe(false);
+  });
+
   it('refuses a delta made against another snapshot', () => {
     expect(() => applyDelta(snapshot(5), emptyDelta(base, 6))).toThrow(DeltaMismatch);
     const otherHost = { ...base, host: { ...base.host, hostname: 'web-2' } };

@@ -43,7 +43,13 @@ export function applyDelta(base: Snapshot, delta: SnapshotDelta): Snapshot {
       listening: applyList(base.ports.listening, delta.ports.listening),
     },
     errors: delta.errors ?? base.errors,
+    // Absent, as the collector writes it, when the host has no GPU.
+    ...withGpus(delta.gpus ?? base.gpus),
   };
+}
+
+function withGpus(gpus: Snapshot['gpus']): Pick<Snapshot, 'gpus'> {
+  return gpus && gpus.length > 0 ? { gpus } : {};
 }
 
 /** Pid and start time; a start time may be `null` (a short upload has none): the pid
@@ -107,6 +113,8 @@ const CHANGEABLE = [
   'disk_write_bytes_per_sec',
   'kernel_thread',
   'container',
+  'gpu_percent',
+  'gpu_memory_bytes',
 ] as const satisfies readonly (keyof ProcessChange & keyof ProcessSample)[];
 
 function applyProcesses(base: ProcessSample[], delta: SnapshotDelta): ProcessSample[] {

@@ -143,6 +143,36 @@ describe('fleet filter', () => {
   });
 });
 
+describe('fleet GPUs', () => {
+  const gpu = (utilization_percent: number | null, memory_used_bytes: number | null = null) => ({
+    id: '0000:03:00.0',
+    name: 'Radeon',
+    driver: 'amdgpu',
+    utilization_percent,
+    memory_used_bytes,
+    memory_total_bytes: 8e9,
+    temperature_celsius: null,
+  });
+  const hosts = [
+    host('gpu-1', { figures: figures(10, { gpus: [gpu(30), gpu(70)] }) }),
+    host('gpu-2', { figures: figures(10, { gpus: [gpu(null, 1e9)] }) }),
+    host('plain', { figures: figures(10) }),
+  ];
+
+  it('takes the busiest GPU, unknown without one that says, and follows live figures', () => {
+    expect(hosts.map((h) => h.gpuPercent)).toEqual([70, null, null]);
+    const later = { ...figures(10, { gpus: [gpu(5)] }), taken_at: '2026-01-01T00:00:05Z' };
+    expect(withUpdate(hosts[0], { online: true, last_seen: later.taken_at, figures: later }).gpuPercent).toBe(5);
+  });
+
+  it('sorts and filters by it', () => {
+    expect(names(sortFleet(hosts, { column: 'gpu', direction: 'desc' }))).toEqual(['gpu-1', 'gpu-2', 'plain']);
+    const c = compileFleetQuery('gpu>50');
+    expect(c.errors).toEqual([]);
+    expect(names(hosts.filter(c.test ?? (() => true)))).toEqual(['gpu-1']);
+  });
+});
+
 describe('fleet alerts', () => {
   const counts = firingByHost([
     { hostname: 'web-1', state: 'firing' },

@@ -5,6 +5,7 @@
 // A filter is words (see `tokenize` in filter.ts: quotes, `!` or `-` to negate), all of
 // which must hold:
 //   cpu>80  mem>=50  swap>10  load>4  procs>500  rx>1M  tx>10M   figures (%, count, bytes/s)
+//   gpu>50                                                        the busiest GPU's share
 //   online  offline  (or status:online)                           the host's state
 //   alerting  (alerts>2)                                          alerts firing on the host
 //   env=prod  label:env=prod  label:env  label:env=prod,staging    labels (a value may use *)
@@ -36,6 +37,8 @@ export interface FleetHost {
   /** Memory in use as a share of physical memory; `null` when not known. */
   memPercent: number | null;
   swapPercent: number | null;
+  /** The busiest GPU's share; `null` for a host without GPUs (or that does not say). */
+  gpuPercent: number | null;
   /** Alerts firing on the host now; `null` when not known (no alerts on this backend). */
   firing: number | null;
 }
@@ -61,8 +64,18 @@ export function fromSummary(h: HostSummary): FleetHost {
     trend: f ? f.cpu_trend.slice(-TREND_POINTS) : [],
     memPercent: f ? percentOf(f.memory_used_bytes, f.memory_total_bytes) : null,
     swapPercent: f ? percentOf(f.swap_used_bytes, f.swap_total_bytes) : null,
+    gpuPercent: busiestGpu(f?.gpus),
     firing: null,
   };
+}
+
+/** The busiest GPU's share of a host's GPUs, `null` without any that say. */
+export function busiestGpu(gpus: HostFigures['gpus']): number | null {
+  let best: number | null = null;
+  for (const g of gpus ?? []) {
+    if (g.utilization_percent !== null && (best === null || g.utilization_percent > best)) best = g.utilization_percent;
+  }
+  return best;
 }
 
 /** Alerts firing now, counted by host name (pending and resolved ones do not count). */
@@ -101,6 +114,7 @@ export function withUpdate(
     trend,
     memPercent: fresh ? percentOf(f.memory_used_bytes, f.memory_total_bytes) : host.memPercent,
     swapPercent: fresh ? percentOf(f.swap_used_bytes, f.swap_total_bytes) : host.swapPercent,
+    gpuPercent: fresh ? busiestGpu(f.gpus) : host.gpuPercent,
   };
 }
 
@@ -117,6 +131,7 @@ export type FleetColumn =
   | 'rx'
   | 'tx'
   | 'procs'
+  | 'gpu'
   | 'alerts'
   | 'busiest'
   | 'labels';
@@ -150,6 +165,8 @@ export function fleetValue(column: FleetColumn, h: FleetHost): number | string |
       return f?.sent_bytes_per_sec ?? null;
     case 'procs':
       return f ? f.process_count : null;
+    case 'gpu':
+      return h.gpuPercent;
     case 'alerts':
       return h.firing;
     case 'busiest':
@@ -182,7 +199,7 @@ export function sortFleet(hosts: readonly FleetHost[], sort: FleetSort): FleetHo
 
 // ---- filtering ----------------------------------------------------------------------
 
-const FIELDS = new Set(['cpu', 'mem', 'memory', 'swap', 'load', 'procs', 'alerts', 'rx', 'tx', 'label', 'name', 'host', 'status']);
+const FIELDS = new Set(['cpu', 'mem', 'memory', 'swap', 'load', 'procs', 'gpu', 'alerts', 'rx', 'tx', 'label', 'name', 'host', 'status']);
 
 type Predicate = (h: FleetHost) => boolean;
 
@@ -232,6 +249,7 @@ const NUMERIC: Record<string, { get: (h: FleetHost) => number | null; size: bool
   swap: { get: (h) => h.swapPercent, size: false, example: 'swap>10' },
   load: { get: (h) => h.figures?.load_one ?? null, size: false, example: 'load>4' },
   procs: { get: (h) => h.figures?.process_count ?? null, size: false, example: 'procs>500' },
+  gpu: { get: (h) => h.gpuPercent, size: false, example: 'gpu>50' },
   alerts: { get: (h) => h.firing, size: false, example: 'alerts>2' },
   rx: { get: (h) => h.figures?.received_bytes_per_sec ?? null, size: true, example: 'rx>1M' },
   tx: { get: (h) => h.figures?.sent_bytes_per_sec ?? null, size: true, example: 'tx>1M' },

@@ -50,7 +50,11 @@ ports: PortUsage,
  * Parts that could not be measured this time (e.g. sockets of other users without
  * privileges). The rest of the snapshot is still valid.
  */
-errors: Array<DomainError>, };
+errors: Array<DomainError>, 
+/**
+ * The machine's GPUs; absent where it has none (or none that Procyon can read).
+ */
+gpus?: Array<GpuSample>, };
 
 export type HostInfo = { 
 /**
@@ -94,6 +98,39 @@ boot_time: string | null,
  * Version of the Procyon program that sampled it.
  */
 agent_version: string, };
+
+export type GpuSample = { 
+/**
+ * Which one: its PCI address (`0000:03:00.0`) where it has one, else the DRM card
+ * (`card0`) or NVML's index (`nvml0`).
+ */
+id: string, 
+/**
+ * What it is called: the model name where the driver gives one, else the vendor
+ * and the PCI device id.
+ */
+name: string, 
+/**
+ * The kernel driver (`amdgpu`, `i915`, `xe`, `nvidia`, ...), where known.
+ */
+driver: string | null, 
+/**
+ * Busy share over the last interval, 0-100; `null` when the driver does not say
+ * and no process's use could be added up.
+ */
+utilization_percent: number | null, 
+/**
+ * Its own memory (VRAM) in use, where known.
+ */
+memory_used_bytes: number | null, 
+/**
+ * Its own memory (VRAM) in all, where known (integrated GPUs have none of their own).
+ */
+memory_total_bytes: number | null, 
+/**
+ * Temperature in °C, where a sensor reports it.
+ */
+temperature_celsius: number | null, };
 
 export type CpuSample = { 
 /**
@@ -224,7 +261,17 @@ kernel_thread: boolean,
  * The container it runs in, from its control group (read once per process);
  * absent when it is in none, and in snapshots of agents that predate it.
  */
-container?: ContainerRef, };
+container?: ContainerRef, 
+/**
+ * GPU use over the last interval, 0-100: the busiest engine (render, compute,
+ * video, ...) of any GPU it used, as a share of that engine's time. Absent where
+ * the machine has no GPU or the process holds none (see `sample/gpu.rs`).
+ */
+gpu_percent?: number, 
+/**
+ * GPU memory the process holds, over all its GPUs; absent as `gpu_percent` is.
+ */
+gpu_memory_bytes?: number, };
 
 export type ProcessStatus = "running" | "sleeping" | "disk_sleep" | "stopped" | "tracing_stop" | "zombie" | "dead" | "idle" | "parked" | "waking" | "unknown";
 
@@ -526,7 +573,11 @@ process_count: number,
 /**
  * The process using the most CPU; `null` for a snapshot without processes.
  */
-busiest: BusiestProcess | null, };
+busiest: BusiestProcess | null, 
+/**
+ * The host's GPUs, as its snapshot lists them; absent where it has none.
+ */
+gpus?: Array<GpuSample>, };
 
 export type BusiestProcess = { 
 /**
@@ -1347,7 +1398,11 @@ ports: PortsDelta,
 /**
  * The unmeasured parts, when they differ.
  */
-errors?: Array<DomainError>, };
+errors?: Array<DomainError>, 
+/**
+ * The GPUs, when they differ (an empty list: the new snapshot has none).
+ */
+gpus?: Array<GpuSample>, };
 
 export type LiveMessage = { "type": "full", 
 /**
@@ -1464,7 +1519,15 @@ kernel_thread?: boolean,
  * New container (`null`: it is in none now). A process keeps its container for
  * life, but its name may come later, when the runtime's socket has answered.
  */
-container?: ContainerRef | null, };
+container?: ContainerRef | null, 
+/**
+ * New GPU share.
+ */
+gpu_percent?: number | null, 
+/**
+ * New GPU memory.
+ */
+gpu_memory_bytes?: number | null, };
 
 export type Placed<T> = { 
 /**

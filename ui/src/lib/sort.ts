@@ -21,7 +21,9 @@ export type ProcessColumn =
   | 'start'
   | 'cmd'
   | 'subtreeCpu'
-  | 'subtreeMemory';
+  | 'subtreeMemory'
+  | 'gpu'
+  | 'gpuMemory';
 
 export type Direction = 'asc' | 'desc';
 
@@ -92,6 +94,10 @@ export function sortValue(
       return totals?.(p.pid)?.subtreeCpu ?? p.cpu_percent;
     case 'subtreeMemory':
       return totals?.(p.pid)?.subtreeMemory ?? p.memory_percent;
+    case 'gpu':
+      return p.gpu_percent ?? null;
+    case 'gpuMemory':
+      return p.gpu_memory_bytes ?? null;
   }
 }
 
