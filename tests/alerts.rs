@@ -933,3 +933,52 @@ async fn quiet_hours_hold_notifications_and_send_a_summary_when_they_end() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     assert_eq!(receiver.messages().len(), 1);
 }
+
+/// Hysteresis end to end, with real processes counted: a `process.count` rule fires at
+/// 3 matching children, stays firing at 2 (between `clear` and `threshold`: no
+/// flapping), notifies again every `repeat_secs` while it fires, and resolves at 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firing_rule_holds_between_clear_and_threshold_and_repeats_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(0).await;
+    let c = Collector::start(dir.path(), &["--interval", "0.5"]);
+    let token = c.admin_token().await;
+    make(&c, &token, "/api/alert-channels", json!({"name": "hook", "kind": "webhook", "url": receiver.url})).await;
+    let crowd = marker("crowd");
+    make(
+        &c,
+        &token,
+        "/api/alert-rules",
+        json!({"name": "crowd", "metric": "process.count", "process": format!("cmd:{crowd}"), "op": ">=",
+               "threshold": 3, "clear": 2, "for_secs": 1, "repeat_secs": 10, "channels": ["hook"]}),
+    )
+    .await;
+    let mut children: Vec<Sleeper> = (0..3).map(|_| Sleeper::start(&crowd)).collect();
+    let r = &receiver;
+    assert!(
+        eventually(Duration::from_secs(30), async || r.statuses("crowd") == ["firing"]).await,
+        "three children fire it: {:?}",
+        receiver.messages()
+    );
+    drop(children.pop());
+    // Two: between clear (2) and threshold (3). It stays firing; only repeats follow.
+    let (t, cc) = (&token, &c);
+    assert!(
+        eventually(Duration::from_secs(30), async || r.statuses("crowd").len() >= 2).await,
+        "repeat_secs sends it again while it fires: {:?}",
+        receiver.messages()
+    );
+    assert!(receiver.statuses("crowd").iter().all(|s| s == "firing"), "{:?}", receiver.statuses("crowd"));
+    assert_eq!(alert_states(cc, t, "crowd").await, ["firing"], "two children keep it firing");
+    let repeated = &receiver.messages()[1];
+    assert_eq!(repeated["alerts"][0]["startsAt"], receiver.messages()[0]["alerts"][0]["startsAt"], "the same alert");
+
+    drop(children.pop());
+    assert!(
+        eventually(Duration::from_secs(30), async || r.statuses("crowd").last().is_some_and(|s| s == "resolved")).await,
+        "one child resolves it: {:?}",
+        receiver.messages()
+    );
+    let statuses = receiver.statuses("crowd");
+    assert_eq!(statuses.iter().filter(|s| *s == "resolved").count(), 1, "{statuses:?}");
+}

@@ -509,6 +509,28 @@ mod tests {
         assert_eq!(resolved["alerts"][0]["fingerprint"], alert["fingerprint"], "one alert, one fingerprint");
     }
 
+    #[test]
+    fn a_summary_carries_every_held_notice_in_one_message() {
+        let (mut other, resolved) = (notice("firing"), notice("resolved"));
+        other.rule = "web down".into();
+        let held = [notice("firing"), other, resolved];
+        let message = webhook_message(&held, "night", "http://collector:7450");
+        assert_eq!(message["status"], "firing");
+        let alerts = message["alerts"].as_array().unwrap();
+        assert_eq!(alerts.len(), 3);
+        assert_eq!(alerts[2]["status"], "resolved");
+        assert_eq!(message["commonLabels"]["hostname"], "web-1", "shared by all");
+        assert!(message["commonLabels"].get("alertname").is_none(), "not shared");
+        let (title, text) = title_and_text(&held);
+        assert_eq!(title, "Quiet hours over: 3 notifications held (2 firing, 1 resolved)");
+        assert_eq!(text.lines().count(), 3);
+        assert!(text.lines().nth(2).unwrap().starts_with("[RESOLVED:critical] nginx gone"), "{text}");
+        let (subject, body) = email_text(&held[..1], "http://collector:7450");
+        assert_eq!(subject, "[FIRING:critical] nginx gone on web-1");
+        assert!(body.contains("hostname: web-1") && body.contains("http://collector:7450/#/alerts"), "{body}");
+        assert_eq!(alertmanager_body(&held, "").as_array().unwrap().len(), 3);
+    }
+
     #[tokio::test]
     async fn urls_of_the_collector_itself_are_refused() {
         let own: Vec<SocketAddr> = vec!["127.0.0.1:7450".parse().unwrap()];

@@ -855,4 +855,30 @@ mod tests {
         assert!(shown.contains("\"token_set\":true"));
         assert!(!format!("{channel:?}").contains("secret"));
     }
+
+    #[test]
+    fn email_channels_keep_their_password_to_themselves() {
+        let channel: AlertChannel = serde_json::from_value(serde_json::json!({
+            "name": "mail", "kind": "email", "quiet_hours": {"start": "22:00", "end": "07:00", "time_zone": "UTC"},
+            "email": {"host": "smtp.example.org", "username": "alerts", "password": "s3cret-pw",
+                      "from": "Procyon <alerts@example.org>", "to": ["ops@example.org"]}
+        }))
+        .unwrap();
+        channel.check().unwrap();
+        let email = channel.email.as_ref().unwrap();
+        assert_eq!((email.tls, email.port()), (SmtpTls::Starttls, 587));
+        let shown = serde_json::to_string(&channel.masked()).unwrap();
+        assert!(!shown.contains("s3cret-pw") && shown.contains("\"password_set\":true"), "{shown}");
+        assert!(!serde_json::to_string(&channel).unwrap().contains("s3cret-pw"), "never serialised");
+        assert!(!format!("{channel:?}").contains("s3cret-pw"));
+        let mut no_user = channel.clone();
+        no_user.email.as_mut().unwrap().username = None;
+        assert_eq!(no_user.check().unwrap_err().field, "email.username", "a password needs a user");
+        let mut zero = channel.clone();
+        zero.email.as_mut().unwrap().port = Some(0);
+        assert_eq!(zero.check().unwrap_err().field, "email.port");
+        let mut bad_quiet = channel;
+        bad_quiet.quiet_hours.as_mut().unwrap().start = "7pm".into();
+        assert_eq!(bad_quiet.check().unwrap_err().field, "quiet_hours.start");
+    }
 }

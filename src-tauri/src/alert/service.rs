@@ -521,7 +521,8 @@ impl Alerts {
             }
             let Some(rule) = rules.iter().find(|r| r.rule.name == rule_name) else { continue };
             for channel in rule.rule.channels.iter().filter_map(|c| channels.get(c)) {
-                if channel.kind != ChannelKind::Alertmanager {
+                // Quiet hours hold these back too: the summary tells the Alertmanager then.
+                if channel.kind != ChannelKind::Alertmanager || quiet_until(channel, Utc::now()).is_some() {
                     continue;
                 }
                 let t = Transition {
