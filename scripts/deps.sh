@@ -32,11 +32,12 @@ case "$what" in
   # `procyon watch` is driven in; the packages' test builds .debs and renders their man
   # pages (man-db); /metrics is checked with promtool and scraped by a real Prometheus
   # (both in Debian's prometheus package); the OpenAPI test installs schemathesis from
-  # PyPI into a venv; the alerts' test pushes to a real Alertmanager. The store's tests
+  # PyPI into a venv; the alerts' test pushes to a real Alertmanager and mails a local SMTP
+  # server (aiosmtpd, run with Debian's own python3). The store's tests
   # and the collector's on PostgreSQL start their own throwaway cluster with the binaries
   # of Debian's postgresql package (never the system's).
   test) apt_packages+=(util-linux procps tmux python3 python3-venv chromium "${desktop_packages[@]}" xvfb xauth dbus
-    dbus-x11 webkit2gtk-driver "${deb_packages[@]}" man-db prometheus prometheus-alertmanager postgresql) ;;
+    dbus-x11 webkit2gtk-driver "${deb_packages[@]}" man-db prometheus prometheus-alertmanager python3-aiosmtpd postgresql) ;;
   bench) apt_packages+=(python3 python3-venv python3-dev chromium "${desktop_packages[@]}" xvfb xauth dbus
     dbus-x11 postgresql) ;;
   *) echo "usage: $0 build|desktop|deb|test|bench" >&2; exit 2 ;;

@@ -712,3 +712,341 @@ async fn collectors_sharing_a_database_fire_host_offline_once() {
         assert_eq!(alert_states(c, &token, "shared-offline").await, ["resolved"]);
     }
 }
+/// A local SMTP server: Debian's aiosmtpd (`python3-aiosmtpd`) printing every mail it
+/// gets, run with the system's own python3 (the one its package is for).
+struct SmtpServer {
+    child: Child,
+    port: u16,
+    out: Arc<Mutex<String>>,
+}
+
+impl SmtpServer {
+    fn start() -> SmtpServer {
+        use std::io::Read;
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut child = Command::new("/usr/bin/python3")
+            .args(["-m", "aiosmtpd", "-n", "-l", &format!("127.0.0.1:{port}")])
+            // Its debugging handler prints to stdout: unbuffered, so each mail shows at once.
+            .env("PYTHONUNBUFFERED", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("/usr/bin/python3 -m aiosmtpd (Debian's python3-aiosmtpd; scripts/deps.sh test installs it)");
+        let mut stdout = child.stdout.take().unwrap();
+        let out = Arc::new(Mutex::new(String::new()));
+        let sink = out.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stdout.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "aiosmtpd did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        SmtpServer { child, port, out }
+    }
+
+    /// The mails received, each as the server printed it.
+    fn mails(&self) -> Vec<String> {
+        let out = self.out.lock().unwrap().clone();
+        out.split("---------- MESSAGE FOLLOWS ----------")
+            .skip(1)
+            .filter_map(|m| m.split("------------ END MESSAGE ------------").next())
+            .map(str::to_owned)
+            .collect()
+    }
+
+    fn subjects(&self) -> Vec<String> {
+        self.mails()
+            .iter()
+            .filter_map(|m| m.lines().find_map(|l| l.strip_prefix("Subject: ").map(str::to_owned)))
+            .collect()
+    }
+}
+
+impl Drop for SmtpServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An email channel: its test button mails the SMTP server, a rule's firing and its
+/// resolution arrive as two mails, and its password never comes back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn email_goes_to_a_local_smtp_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let smtp = SmtpServer::start();
+    let c = Collector::start(dir.path(), &["--interval", "0.5"]);
+    let token = c.admin_token().await;
+    let email = json!({"host": "127.0.0.1", "port": smtp.port, "tls": "none",
+                       "from": "Procyon <alerts@example.org>", "to": ["ops@example.org", "oncall@example.org"]});
+    make(&c, &token, "/api/alert-channels", json!({"name": "mail", "kind": "email", "email": email})).await;
+
+    let (status, answer) = c.post("/api/alert-channels/mail/test", &token, None).await;
+    assert_eq!(status, 200, "{answer}");
+    let (s, cc) = (&smtp, &c);
+    assert!(eventually(Duration::from_secs(20), async || s.mails().len() == 1).await, "the test mail arrives");
+    let test_mail = &smtp.mails()[0];
+    assert!(test_mail.contains("procyon-test") && test_mail.contains("ops@example.org"), "{test_mail}");
+    assert!(test_mail.contains("oncall@example.org"), "both recipients: {test_mail}");
+
+    let gone_marker = marker("mailed");
+    let mut gone = Sleeper::start(&gone_marker);
+    make(
+        &c,
+        &token,
+        "/api/alert-rules",
+        json!({"name": "mailed", "metric": "process.absent", "process": format!("cmd:{gone_marker}"),
+               "for_secs": 1, "severity": "critical", "channels": ["mail"]}),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(smtp.mails().len(), 1, "nothing fires while the child runs");
+    let _ = gone.child.kill();
+    let _ = gone.child.wait();
+    assert!(
+        eventually(Duration::from_secs(30), async || s
+            .subjects()
+            .iter()
+            .any(|m| m.starts_with("[FIRING:critical] mailed")))
+        .await,
+        "the firing mail: {:?}",
+        smtp.subjects()
+    );
+    let _back = Sleeper::start(&gone_marker);
+    assert!(
+        eventually(Duration::from_secs(30), async || s
+            .subjects()
+            .iter()
+            .any(|m| m.starts_with("[RESOLVED:critical] mailed")))
+        .await,
+        "the resolved mail: {:?}",
+        smtp.subjects()
+    );
+    let resolved = smtp.mails().into_iter().find(|m| m.contains("[RESOLVED:critical] mailed")).unwrap();
+    assert!(resolved.contains("resolved at:"), "{resolved}");
+    let t = &token;
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            let (_, d) = cc.get("/api/alerts/deliveries", t).await;
+            let d = d.as_array().unwrap().clone();
+            ["firing", "resolved", "test"].iter().all(|status| {
+                d.iter().any(|x| x["channel"] == "mail" && x["status"] == *status && x["result"] == "delivered")
+            })
+        })
+        .await,
+        "every mail recorded as delivered"
+    );
+
+    // The password is the collector's only: answers say that one is set, never what.
+    let secret = "hunter2-smtp-secret";
+    let with_password = json!({"name": "mail-auth", "kind": "email", "email": {
+        "host": "127.0.0.1", "port": smtp.port, "tls": "starttls", "username": "alerts", "password": secret,
+        "from": "alerts@example.org", "to": ["ops@example.org"]}});
+    let (status, made) = c.post("/api/alert-channels", &token, Some(with_password)).await;
+    assert_eq!(status, 201, "{made}");
+    let (_, listed) = c.get("/api/alert-channels", &token).await;
+    for shown in [&made, &listed] {
+        assert!(!shown.to_string().contains(secret), "{shown}");
+    }
+    let mail_auth = listed.as_array().unwrap().iter().find(|ch| ch["name"] == "mail-auth").unwrap().clone();
+    assert_eq!(mail_auth["email"]["password_set"], true, "{mail_auth}");
+    // Sent back as read (without the password), it keeps the stored one.
+    let (status, changed) = put(&c, "/api/alert-channels/mail-auth", &token, mail_auth).await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["email"]["password_set"], true, "{changed}");
+    // The server offers no STARTTLS: the test says so, naming the channel's URL field.
+    let (status, answer) = c.post("/api/alert-channels/mail-auth/test", &token, None).await;
+    assert_eq!(status, 422, "{answer}");
+    assert!(answer.to_string().to_lowercase().contains("smtp"), "{answer}");
+
+    // Bad email settings are refused by field; nothing is stored.
+    for (body, field) in [
+        (json!({"name": "m2", "kind": "email"}), "email"),
+        (
+            json!({"name": "m2", "kind": "email", "email": {"host": "h", "from": "nobody", "to": ["a@b.c"]}}),
+            "email.from",
+        ),
+        (json!({"name": "m2", "kind": "email", "email": {"host": "h", "from": "a@b.c", "to": []}}), "email.to"),
+        (
+            json!({"name": "m2", "kind": "email", "email": {"host": "h", "from": "a@b.c", "to": ["a@b.c", "x y@z"]}}),
+            "email.to[1]",
+        ),
+        (json!({"name": "m2", "kind": "email", "email": {"host": "", "from": "a@b.c", "to": ["a@b.c"]}}), "email.host"),
+        (
+            json!({"name": "m2", "kind": "email", "url": "http://x/", "email": {"host": "h", "from": "a@b.c", "to": ["a@b.c"]}}),
+            "url",
+        ),
+        (
+            json!({"name": "m2", "kind": "email", "email": {"host": "h", "tls": "ssl", "from": "a@b.c", "to": ["a@b.c"]}}),
+            "email.tls",
+        ),
+        (json!({"name": "m2", "kind": "desktop"}), "kind"),
+        (
+            json!({"name": "m2", "kind": "webhook", "url": "http://127.0.0.1:9/",
+                   "quiet_hours": {"start": "22:00", "end": "07:00", "time_zone": "Europe/Nowhere"}}),
+            "quiet_hours.time_zone",
+        ),
+    ] {
+        let (status, answer) = c.post("/api/alert-channels", &token, Some(body.clone())).await;
+        assert_eq!(status, 422, "{body}: {answer}");
+        assert_eq!(answer["field"], field, "{body}: {answer}");
+    }
+    let (_, listed) = c.get("/api/alert-channels", &token).await;
+    assert_eq!(listed.as_array().unwrap().len(), 2, "nothing stored: {listed}");
+}
+
+/// A channel's quiet hours (in a time zone with daylight saving, ending a few seconds
+/// into the test) hold a notification back: it is recorded as held, survives a restart
+/// of the collector, and goes to the receiver as one summary when they end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiet_hours_hold_notifications_and_send_a_summary_when_they_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(0).await;
+    let mut c = Collector::start(dir.path(), &["--interval", "0.5"]);
+    let token = c.admin_token().await;
+    // Quiet from an hour ago until 40 s from now on Berlin's wall clock.
+    let zone = jiff::tz::TimeZone::get("Europe/Berlin").unwrap();
+    let now = jiff::Timestamp::now();
+    // Whole seconds, as the quiet hours are written.
+    let end_at = jiff::Timestamp::from_second((now + jiff::SignedDuration::from_secs(40)).as_second()).unwrap();
+    let clock = |t: jiff::Timestamp| t.to_zoned(zone.clone()).time().strftime("%H:%M:%S").to_string();
+    let quiet = json!({"start": clock(now - jiff::SignedDuration::from_secs(3600)), "end": clock(end_at),
+                       "time_zone": "Europe/Berlin"});
+    make(
+        &c,
+        &token,
+        "/api/alert-channels",
+        json!({"name": "night", "kind": "webhook", "url": receiver.url,
+                                                    "quiet_hours": quiet}),
+    )
+    .await;
+    let (_, listed) = c.get("/api/alert-channels", &token).await;
+    assert_eq!(listed[0]["quiet_hours"], quiet, "{listed}");
+    let never = marker("never-there");
+    make(
+        &c,
+        &token,
+        "/api/alert-rules",
+        json!({"name": "quiet-absent", "metric": "process.absent", "process": format!("cmd:{never}"),
+               "for_secs": 1, "channels": ["night"]}),
+    )
+    .await;
+    let (t, cc) = (&token, &c);
+    assert!(
+        eventually(Duration::from_secs(20), async || {
+            cc.get("/api/alerts/deliveries", t).await.1.as_array().unwrap().iter().any(|d| {
+                d["rule"] == "quiet-absent"
+                    && d["result"] == "silenced"
+                    && d["error"].as_str().is_some_and(|e| e.contains("quiet hours"))
+            })
+        })
+        .await,
+        "held and recorded as held: {}",
+        c.get("/api/alerts/deliveries", &token).await.1
+    );
+    assert_eq!(alert_states(&c, &token, "quiet-absent").await, ["firing"], "it fires all the same");
+    assert!(receiver.messages().is_empty(), "nothing sent during quiet hours: {:?}", receiver.messages());
+
+    // A restart in between loses nothing.
+    assert!(c.stop());
+    let c = Collector::start(dir.path(), &["--interval", "0.5"]);
+    let password = std::fs::read_to_string(dir.path().join("initial-admin-password")).unwrap();
+    let token = c.login("admin", password.trim()).await;
+    assert!(
+        jiff::Timestamp::now() < end_at,
+        "the quiet hours ended before the test could check that they hold (a very slow machine)"
+    );
+    assert!(receiver.messages().is_empty(), "still quiet: {:?}", receiver.messages());
+
+    let r = &receiver;
+    assert!(
+        eventually(Duration::from_secs(90), async || !r.messages().is_empty()).await,
+        "the summary arrives when the quiet hours end"
+    );
+    assert!(jiff::Timestamp::now() >= end_at, "not before they end");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let messages = receiver.messages();
+    assert_eq!(messages.len(), 1, "one summary: {messages:?}");
+    let summary = &messages[0];
+    assert_eq!(summary["version"], "4");
+    assert_eq!(summary["status"], "firing");
+    let alerts = summary["alerts"].as_array().unwrap();
+    assert_eq!(alerts.len(), 1, "{summary}");
+    assert_eq!(alerts[0]["labels"]["alertname"], "quiet-absent");
+    assert_eq!(alerts[0]["status"], "firing");
+    let (t, cc) = (&token, &c);
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            cc.get("/api/alerts/deliveries", t)
+                .await
+                .1
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["channel"] == "night" && d["status"] == "summary" && d["result"] == "delivered")
+        })
+        .await,
+        "the summary is recorded"
+    );
+    // Sent once: the held notification is forgotten after it went out.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(receiver.messages().len(), 1);
+}
+
+/// Hysteresis end to end, with real processes counted: a `process.count` rule fires at
+/// 3 matching children, stays firing at 2 (between `clear` and `threshold`: no
+/// flapping), notifies again every `repeat_secs` while it fires, and resolves at 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_firing_rule_holds_between_clear_and_threshold_and_repeats_when_asked() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = Receiver::start(0).await;
+    let c = Collector::start(dir.path(), &["--interval", "0.5"]);
+    let token = c.admin_token().await;
+    make(&c, &token, "/api/alert-channels", json!({"name": "hook", "kind": "webhook", "url": receiver.url})).await;
+    let crowd = marker("crowd");
+    make(
+        &c,
+        &token,
+        "/api/alert-rules",
+        json!({"name": "crowd", "metric": "process.count", "process": format!("cmd:{crowd}"), "op": ">=",
+               "threshold": 3, "clear": 2, "for_secs": 1, "repeat_secs": 10, "channels": ["hook"]}),
+    )
+    .await;
+    let mut children: Vec<Sleeper> = (0..3).map(|_| Sleeper::start(&crowd)).collect();
+    let r = &receiver;
+    assert!(
+        eventually(Duration::from_secs(30), async || r.statuses("crowd") == ["firing"]).await,
+        "three children fire it: {:?}",
+        receiver.messages()
+    );
+    drop(children.pop());
+    // Two: between clear (2) and threshold (3). It stays firing; only repeats follow.
+    let (t, cc) = (&token, &c);
+    assert!(
+        eventually(Duration::from_secs(30), async || r.statuses("crowd").len() >= 2).await,
+        "repeat_secs sends it again while it fires: {:?}",
+        receiver.messages()
+    );
+    assert!(receiver.statuses("crowd").iter().all(|s| s == "firing"), "{:?}", receiver.statuses("crowd"));
+    assert_eq!(alert_states(cc, t, "crowd").await, ["firing"], "two children keep it firing");
+    let repeated = &receiver.messages()[1];
+    assert_eq!(repeated["alerts"][0]["startsAt"], receiver.messages()[0]["alerts"][0]["startsAt"], "the same alert");
+
+    drop(children.pop());
+    assert!(
+        eventually(Duration::from_secs(30), async || r.statuses("crowd").last().is_some_and(|s| s == "resolved")).await,
+        "one child resolves it: {:?}",
+        receiver.messages()
+    );
+    let statuses = receiver.statuses("crowd");
+    assert_eq!(statuses.iter().filter(|s| *s == "resolved").count(), 1, "{statuses:?}");
+}

@@ -168,6 +168,51 @@ test('alerts in the dashboard', { timeout: 180_000 }, async (t) => {
     assert.equal(saved.clear, 80);
   });
 
+  await t.test('the form offers host.new_listening_port with only the fields it takes', async () => {
+    await page.click('[data-testid=new-rule]');
+    const dialog = page.locator('[data-testid=rule-dialog]');
+    await dialog.waitFor();
+    await dialog.locator('input').first().fill('new ports');
+    await dialog.locator('select').first().selectOption('host.new_listening_port');
+    assert.equal(await dialog.locator('label:has-text("Threshold")').count(), 0, 'no threshold');
+    assert.equal(await dialog.locator('label:has-text("Repeat every")').count(), 0, 'told once: no repeat');
+    assert.match(await dialog.textContent(), /Processes \(optional/);
+    await dialog.locator('label:has-text("Resolves after") input').fill('soon');
+    const before = (await api(token, 'GET', '/api/alert-rules')).body.length;
+    await page.click('button[form=rule-form]');
+    await page.locator('[data-testid=rule-problem]').waitFor();
+    assert.match(await page.textContent('[data-testid=rule-problem]'), /^for_secs:/);
+    assert.equal((await api(token, 'GET', '/api/alert-rules')).body.length, before, 'nothing was sent');
+    await dialog.locator('label:has-text("Resolves after") input').fill('0');
+    await shot(page, 'new-port-form');
+    await page.click('button[form=rule-form]');
+    await dialog.waitFor({ state: 'detached', timeout: 10_000 });
+    const saved = (await api(token, 'GET', '/api/alert-rules')).body.find((r) => r.name === 'new ports');
+    assert.ok(saved, 'the rule was stored');
+    assert.equal(saved.metric, 'host.new_listening_port');
+    assert.equal(saved.process, null);
+    assert.equal(saved.threshold, null);
+  });
+
+  await t.test('channels show where they send and their quiet hours, never their secrets', async () => {
+    const made = await api(token, 'POST', '/api/alert-channels', {
+      name: 'mail', kind: 'email',
+      email: { host: 'smtp.example.org', username: 'alerts', password: 'browser-secret-pw', from: 'alerts@example.org', to: ['ops@example.org'] },
+      quiet_hours: { start: '22:00', end: '07:00', time_zone: 'Europe/Berlin' },
+    });
+    assert.equal(made.status, 201, JSON.stringify(made.body));
+    await page.reload();
+    await page.locator('[data-testid=alerts-table], .empty').first().waitFor({ timeout: 20_000 });
+    await page.click('button[role=tab]:has-text("Channels")');
+    const table = page.locator('[data-testid=channels-table]');
+    await table.waitFor({ timeout: 20_000 });
+    const text = await table.textContent();
+    assert.match(text, /smtp\.example\.org:587 \(starttls\) → ops@example\.org \(password set\)/);
+    assert.match(text, /quiet 22:00–07:00 Europe\/Berlin/);
+    assert.doesNotMatch(text, /browser-secret-pw/);
+    await shot(page, 'channels');
+  });
+
   await t.test('a viewer sees the rules and alerts, and no way to change them', async () => {
     const viewer = await chromium.browser.newContext({ viewport: { width: 1440, height: 860 } });
     const p = await viewer.newPage();

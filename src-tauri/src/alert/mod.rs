@@ -8,9 +8,13 @@
 //! - `eval.rs`: the evaluation itself, plain data with no I/O: per (rule, host,
 //!   process), pending after the condition holds, firing after `for_secs`, resolved
 //!   past `clear` (hysteresis), repeated every `repeat_secs`;
-//! - `notify.rs` (collector): the channels' message formats and sending them;
+//! - `quiet.rs`: channels' quiet hours in an IANA time zone, as pure functions of an
+//!   instant;
+//! - `notify.rs` (collector): the channels' message formats and sending them (HTTP,
+//!   SMTP, and the desktop's native notification through a hook the app installs);
 //! - `service.rs` (collector): the rules in force, the task that feeds the evaluation
-//!   from the hub and a one-second tick, stored state, delivery with retries.
+//!   from the hub and a one-second tick, stored state, delivery with retries, and
+//!   notifications held through quiet hours (stored) and summarised when they end.
 //!
 //! # Cost
 //!
@@ -27,6 +31,7 @@
 pub mod eval;
 #[cfg(feature = "server")]
 pub mod notify;
+pub mod quiet;
 pub mod rule;
 #[cfg(feature = "server")]
 pub mod service;

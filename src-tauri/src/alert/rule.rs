@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use ts_rs::TS;
 use utoipa::ToSchema;
 
+pub use super::quiet::QuietHours;
 use crate::tui::filter::ProcessQuery;
 
 /// Longest rule, channel or silence name, in bytes.
@@ -293,6 +294,12 @@ pub enum ChannelKind {
     Slack,
     /// An ntfy topic URL (`https://ntfy.sh/TOPIC`).
     Ntfy,
+    /// Mail over SMTP (`email` holds the server, the sender and the recipients; no
+    /// `url`).
+    Email,
+    /// The desktop app's native notification, for the app's own rules (no `url`). Only
+    /// the desktop app takes it: a collector has no screen to show it on.
+    Desktop,
 }
 
 impl ChannelKind {
@@ -303,12 +310,109 @@ impl ChannelKind {
             ChannelKind::Alertmanager => "alertmanager",
             ChannelKind::Slack => "slack",
             ChannelKind::Ntfy => "ntfy",
+            ChannelKind::Email => "email",
+            ChannelKind::Desktop => "desktop",
+        }
+    }
+
+    /// Whether the channel posts to `url` (email and desktop channels have none).
+    pub fn has_url(self) -> bool {
+        !matches!(self, ChannelKind::Email | ChannelKind::Desktop)
+    }
+}
+
+/// How an email channel's connection to its SMTP server is secured.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize, TS, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain text (a relay on the same machine or network only); default port 25.
+    None,
+    /// Plain, then upgraded with STARTTLS, which must succeed; default port 587.
+    #[default]
+    Starttls,
+    /// TLS from the first byte (SMTPS); default port 465.
+    Tls,
+}
+
+impl SmtpTls {
+    /// The port used when none is given.
+    pub fn default_port(self) -> u16 {
+        match self {
+            SmtpTls::None => 25,
+            SmtpTls::Starttls => 587,
+            SmtpTls::Tls => 465,
         }
     }
 }
 
-/// A notification channel. `url` and `token` are secrets (a Slack URL is its own
-/// password): answers carry them masked, never whole.
+/// Most recipients of one email channel.
+pub const MAX_RECIPIENTS: usize = 20;
+
+/// An email channel's settings: `{"host", "port", "tls", "username", "password", "from",
+/// "to": [...]}`. The password is a secret: stored only by the collector, never in
+/// answers (`password_set` says whether there is one).
+#[derive(Clone, PartialEq, Serialize, Deserialize, TS, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EmailSettings {
+    /// The SMTP server's host name or address.
+    pub host: String,
+    /// Its port; by default 587 with STARTTLS, 465 with TLS, 25 without.
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// `none`, `starttls` (default) or `tls`.
+    #[serde(default)]
+    pub tls: SmtpTls,
+    /// The user to authenticate as (PLAIN or LOGIN); none: no authentication.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// The password. Never in answers; on `PUT`, leaving it out keeps the stored one,
+    /// `""` removes it.
+    #[serde(default, skip_serializing)]
+    pub password: Option<String>,
+    /// Whether a password is stored (answers only; ignored in requests).
+    #[serde(default)]
+    pub password_set: bool,
+    /// The sender, `alerts@example.org` or `Procyon <alerts@example.org>`.
+    pub from: String,
+    /// The recipients, 1 to 20.
+    pub to: Vec<String>,
+}
+
+impl std::fmt::Debug for EmailSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmailSettings")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("tls", &self.tls)
+            .field("username", &self.username)
+            .field("password_set", &self.password.is_some())
+            .field("from", &self.from)
+            .field("to", &self.to)
+            .finish()
+    }
+}
+
+impl EmailSettings {
+    /// The port in use.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or_else(|| self.tls.default_port())
+    }
+}
+
+/// A mail address as people write it: `a@b` or `Name <a@b>`, printable, bounded. The
+/// collector reads it fully with the mail library before storing it.
+fn check_address(field: &str, address: &str) -> Result<(), Invalid> {
+    let bare = address.rsplit_once('<').map_or(address, |(_, a)| a.trim_end_matches('>'));
+    let ok = address.len() <= 320
+        && !address.chars().any(char::is_control)
+        && bare.split_once('@').is_some_and(|(local, domain)| {
+            !local.is_empty() && !domain.is_empty() && !bare.chars().any(char::is_whitespace)
+        });
+    if ok { Ok(()) } else { Err(invalid(field, format!("`{address}` is not a mail address such as ops@example.org."))) }
+}
+
+/// A notification channel. `url`, `token` and the email password are secrets (a Slack
+/// URL is its own password): answers carry them masked, never whole.
 #[derive(Clone, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AlertChannel {
@@ -316,7 +420,9 @@ pub struct AlertChannel {
     pub name: String,
     /// What it is.
     pub kind: ChannelKind,
-    /// Where to send (http or https). In answers, only its scheme, host and port.
+    /// Where to send (http or https); not taken by `email` and `desktop` channels. In
+    /// answers, only its scheme, host and port.
+    #[serde(default)]
     pub url: String,
     /// Sent as `Authorization: Bearer TOKEN` when set (ntfy access tokens, a receiver's
     /// secret). Never in answers (`token_set` says whether there is one). On `PUT`,
@@ -326,6 +432,12 @@ pub struct AlertChannel {
     /// Whether a token is stored (answers only; ignored in requests).
     #[serde(default)]
     pub token_set: bool,
+    /// The SMTP server, sender and recipients of an `email` channel.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<EmailSettings>,
+    /// When notifications are held back, to go out as one summary when they end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quiet_hours: Option<QuietHours>,
     /// Loaded from the `--alerts` file: shown, never changed through the API (ignored
     /// in requests).
     #[serde(default)]
@@ -340,6 +452,8 @@ impl std::fmt::Debug for AlertChannel {
             .field("kind", &self.kind)
             .field("url", &mask_url(&self.url))
             .field("token_set", &self.token.is_some())
+            .field("email", &self.email)
+            .field("quiet_hours", &self.quiet_hours)
             .finish()
     }
 }
@@ -349,9 +463,14 @@ impl AlertChannel {
     /// token.
     pub fn masked(&self) -> AlertChannel {
         AlertChannel {
-            url: mask_url(&self.url),
+            url: if self.url.is_empty() { String::new() } else { mask_url(&self.url) },
             token_set: self.token.as_deref().is_some_and(|t| !t.is_empty()),
             token: None,
+            email: self.email.as_ref().map(|e| EmailSettings {
+                password_set: e.password.as_deref().is_some_and(|p| !p.is_empty()),
+                password: None,
+                ..e.clone()
+            }),
             ..self.clone()
         }
     }
@@ -531,6 +650,28 @@ impl AlertChannel {
     /// caller's to check: it needs the network).
     pub fn check(&self) -> Result<(), Invalid> {
         check_name("name", &self.name)?;
+        if let Some(quiet) = &self.quiet_hours {
+            quiet.compile()?;
+        }
+        match (self.kind, &self.email) {
+            (ChannelKind::Email, None) => {
+                return Err(invalid("email", "An email channel needs `email`: {host, from, to, ...}."));
+            }
+            (ChannelKind::Email, Some(email)) => return self.check_email(email),
+            (_, Some(_)) => {
+                return Err(invalid("email", format!("A {} channel takes no `email`.", self.kind.as_str())));
+            }
+            (ChannelKind::Desktop, None) => {
+                if !self.url.is_empty() {
+                    return Err(invalid("url", "A desktop channel takes no `url`."));
+                }
+                if self.token.is_some() {
+                    return Err(invalid("token", "A desktop channel takes no `token`."));
+                }
+                return Ok(());
+            }
+            (_, None) => {}
+        }
         let url = self.url.as_str();
         let lower = url.to_ascii_lowercase();
         let rest = lower.strip_prefix("http://").or_else(|| lower.strip_prefix("https://"));
@@ -547,6 +688,43 @@ impl AlertChannel {
             && (token.len() > MAX_URL_BYTES || token.chars().any(|c| c.is_control()))
         {
             return Err(invalid("token", format!("A token is at most {MAX_URL_BYTES} printable bytes.")));
+        }
+        Ok(())
+    }
+}
+
+impl AlertChannel {
+    fn check_email(&self, email: &EmailSettings) -> Result<(), Invalid> {
+        if !self.url.is_empty() {
+            return Err(invalid("url", "An email channel takes no `url`: its server is `email.host`."));
+        }
+        if self.token.is_some() {
+            return Err(invalid("token", "An email channel takes no `token`: see `email.username` and `password`."));
+        }
+        let host = email.host.as_str();
+        if host.is_empty()
+            || host.len() > 253
+            || host.chars().any(|c| c.is_control() || c.is_whitespace() || "/@?#".contains(c))
+        {
+            return Err(invalid("email.host", "The SMTP server's host name or address, e.g. smtp.example.org."));
+        }
+        if email.port == Some(0) {
+            return Err(invalid("email.port", "A port is 1 to 65535."));
+        }
+        for (field, value) in [("email.username", &email.username), ("email.password", &email.password)] {
+            if value.as_deref().is_some_and(|v| v.len() > 500 || v.chars().any(char::is_control)) {
+                return Err(invalid(field, "At most 500 printable bytes."));
+            }
+        }
+        if email.password.as_deref().is_some_and(|p| !p.is_empty()) && email.username.is_none() {
+            return Err(invalid("email.username", "A password needs a `username` to go with it."));
+        }
+        check_address("email.from", &email.from)?;
+        if email.to.is_empty() || email.to.len() > MAX_RECIPIENTS {
+            return Err(invalid("email.to", format!("1 to {MAX_RECIPIENTS} recipients.")));
+        }
+        for (i, to) in email.to.iter().enumerate() {
+            check_address(&format!("email.to[{i}]"), to)?;
         }
         Ok(())
     }
@@ -668,11 +846,39 @@ mod tests {
             url: "https://ntfy.sh/secret-topic".into(),
             token: Some("tk_abc".into()),
             token_set: false,
+            email: None,
+            quiet_hours: None,
             read_only: false,
         };
         let shown = serde_json::to_string(&channel.masked()).unwrap();
         assert!(!shown.contains("secret-topic") && !shown.contains("tk_abc"), "{shown}");
         assert!(shown.contains("\"token_set\":true"));
         assert!(!format!("{channel:?}").contains("secret"));
+    }
+
+    #[test]
+    fn email_channels_keep_their_password_to_themselves() {
+        let channel: AlertChannel = serde_json::from_value(serde_json::json!({
+            "name": "mail", "kind": "email", "quiet_hours": {"start": "22:00", "end": "07:00", "time_zone": "UTC"},
+            "email": {"host": "smtp.example.org", "username": "alerts", "password": "s3cret-pw",
+                      "from": "Procyon <alerts@example.org>", "to": ["ops@example.org"]}
+        }))
+        .unwrap();
+        channel.check().unwrap();
+        let email = channel.email.as_ref().unwrap();
+        assert_eq!((email.tls, email.port()), (SmtpTls::Starttls, 587));
+        let shown = serde_json::to_string(&channel.masked()).unwrap();
+        assert!(!shown.contains("s3cret-pw") && shown.contains("\"password_set\":true"), "{shown}");
+        assert!(!serde_json::to_string(&channel).unwrap().contains("s3cret-pw"), "never serialised");
+        assert!(!format!("{channel:?}").contains("s3cret-pw"));
+        let mut no_user = channel.clone();
+        no_user.email.as_mut().unwrap().username = None;
+        assert_eq!(no_user.check().unwrap_err().field, "email.username", "a password needs a user");
+        let mut zero = channel.clone();
+        zero.email.as_mut().unwrap().port = Some(0);
+        assert_eq!(zero.check().unwrap_err().field, "email.port");
+        let mut bad_quiet = channel;
+        bad_quiet.quiet_hours.as_mut().unwrap().start = "7pm".into();
+        assert_eq!(bad_quiet.check().unwrap_err().field, "quiet_hours.start");
     }
 }

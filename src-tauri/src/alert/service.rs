@@ -8,6 +8,12 @@
 //! batch of transitions to the store before it notifies, so that what was told is what
 //! is stored. A reader that falls behind the hub's backlog skips to the newest
 //! snapshots; the next snapshot of each host is evaluated as usual.
+//!
+//! A channel's quiet hours hold its notifications back: each is stored (so a restart
+//! loses none) and recorded as an attempt held back, and the same one-second tick sends
+//! the channel one summary of them all once its quiet hours are over. The held
+//! notifications are forgotten only when that summary was delivered, or failed its
+//! last attempt.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,8 +26,8 @@ use serde::Deserialize;
 use tokio::sync::mpsc;
 
 use super::eval::{Change, Engine, Rules, Transition};
-use super::notify::{self, Notice};
-use super::rule::{AlertChannel, AlertRule, CompiledRule, Invalid, Metric};
+use super::notify::{self, DesktopNotifier, Notice, Origin};
+use super::rule::{AlertChannel, AlertRule, ChannelKind, CompiledRule, Invalid, Metric, Severity};
 use super::status::{AlertState, DeliveryResult, Silence};
 use crate::hub::Hub;
 use crate::store::{NewDelivery, StateChange, Store, StoreError};
@@ -115,6 +121,11 @@ pub struct Alerts {
     commands: mpsc::UnboundedSender<Command>,
     commands_rx: Mutex<Option<mpsc::UnboundedReceiver<Command>>>,
     http: reqwest::Client,
+    /// The desktop app's native notifications, in the desktop app.
+    desktop: RwLock<Option<DesktopNotifier>>,
+    /// Notifications held through quiet hours, by channel, with their stored ids; ids
+    /// taken out while their summary is being sent.
+    held: tokio::sync::Mutex<HashMap<String, Vec<(i64, Notice)>>>,
 }
 
 impl std::fmt::Debug for Alerts {
@@ -154,7 +165,25 @@ impl Alerts {
             commands,
             commands_rx: Mutex::new(Some(rx)),
             http,
+            desktop: RwLock::default(),
+            held: tokio::sync::Mutex::default(),
         }
+    }
+
+    /// Installs the desktop app's native notifications: `desktop` channels show
+    /// through it. Without it (a collector), they fail saying why.
+    pub fn set_desktop_notifier(&self, notifier: DesktopNotifier) {
+        write(&self.desktop, Some(notifier));
+    }
+
+    /// Whether `desktop` channels can be shown here.
+    pub fn has_desktop(&self) -> bool {
+        read(&self.desktop).is_some()
+    }
+
+    /// Where messages come from: the collector's addresses and URL, the desktop hook.
+    fn origin(&self) -> Origin {
+        Origin { own: read(&self.own), external_url: self.external_url(), desktop: read(&self.desktop) }
     }
 
     /// Reads the stored rules and channels and those of `file` (TOML), checks them all
@@ -254,10 +283,28 @@ impl Alerts {
             .collect()
     }
 
-    /// Checks that a channel's URL is not the collector itself.
+    /// Checks what a channel's check alone cannot: that its URL (or SMTP server) is not
+    /// the collector itself, that its mail addresses parse, and that a `desktop`
+    /// channel is made where there is a desktop.
     pub async fn check_not_self(&self, channel: &AlertChannel) -> Result<(), Invalid> {
-        let url = match channel.kind {
-            super::rule::ChannelKind::Alertmanager => format!("{}/api/v2/alerts", channel.url.trim_end_matches('/')),
+        let url = match (channel.kind, &channel.email) {
+            (ChannelKind::Alertmanager, _) => format!("{}/api/v2/alerts", channel.url.trim_end_matches('/')),
+            (ChannelKind::Email, Some(email)) => {
+                notify::check_email(email)?;
+                let host = if email.host.contains(':') { format!("[{}]", email.host) } else { email.host.clone() };
+                format!("smtp://{host}:{}", email.port())
+            }
+            (ChannelKind::Desktop, _) => {
+                if !self.has_desktop() {
+                    return Err(Invalid {
+                        field: "kind".into(),
+                        message: "desktop channels are the desktop app's own: a collector has no screen to show \
+                            them on."
+                            .into(),
+                    });
+                }
+                return Ok(());
+            }
             _ => channel.url.clone(),
         };
         notify::refuse_self(&url, &read(&self.own)).await.map_err(|message| Invalid {
@@ -387,7 +434,7 @@ impl Alerts {
             starts_at: now,
             ends_at: None,
         };
-        let result = notify::send(&self.http, channel, &notice, &read(&self.own), &self.external_url()).await;
+        let result = notify::send(&self.http, channel, std::slice::from_ref(&notice), &self.origin()).await;
         let record = NewDelivery {
             channel: channel.name.clone(),
             rule: String::new(),
@@ -421,6 +468,9 @@ impl Alerts {
         if self.store.is_shared() {
             engine.own_offline(&read(&self.rules), false);
         }
+        if let Err(e) = self.restore_held().await {
+            tracing::error!("cannot read the notifications held through quiet hours: {e}");
+        }
         let mut last_refresh = std::time::Instant::now();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -450,6 +500,7 @@ impl Alerts {
                         last_refresh = std::time::Instant::now();
                         self.refresh_alertmanagers(&engine);
                     }
+                    self.release_quiet(Utc::now()).await;
                     engine.tick(&read(&self.rules), Utc::now().timestamp_millis())
                 }
                 command = commands.recv() => match command {
@@ -526,14 +577,15 @@ impl Alerts {
     fn refresh_alertmanagers(&self, engine: &Engine) {
         let rules = read(&self.rules);
         let channels = read(&self.channels);
-        let (own, external_url) = (read(&self.own), self.external_url());
+        let origin = self.origin();
         for (rule_name, hostname, entry) in engine.entries() {
             if entry.phase != super::eval::Phase::Firing {
                 continue;
             }
             let Some(rule) = rules.iter().find(|r| r.rule.name == rule_name) else { continue };
             for channel in rule.rule.channels.iter().filter_map(|c| channels.get(c)) {
-                if channel.kind != super::rule::ChannelKind::Alertmanager {
+                // Quiet hours hold these back too: the summary tells the Alertmanager then.
+                if channel.kind != ChannelKind::Alertmanager || quiet_until(channel, Utc::now()).is_some() {
                     continue;
                 }
                 let t = Transition {
@@ -546,9 +598,9 @@ impl Alerts {
                     at_ms: Utc::now().timestamp_millis(),
                 };
                 let notice = notice(rule, &t, "firing");
-                let (http, channel, own, url) = (self.http.clone(), channel.clone(), own.clone(), external_url.clone());
+                let (http, channel, origin) = (self.http.clone(), channel.clone(), origin.clone());
                 tokio::spawn(async move {
-                    if let Err(why) = notify::send(&http, &channel, &notice, &own, &url).await {
+                    if let Err(why) = notify::send(&http, &channel, std::slice::from_ref(&notice), &origin).await {
                         tracing::debug!(channel = %channel.name, "refreshing a firing alert failed: {why}");
                     }
                 });
@@ -600,21 +652,153 @@ impl Alerts {
             let now = Utc::now();
             let silenced = read(&self.silences).iter().any(|s| s.covers(&t.rule, &t.hostname, now));
             for name in &rule.rule.channels {
+                let channel = self.channel(name);
                 let delivery = Delivery {
                     store: self.store.clone(),
                     http: self.http.clone(),
-                    channel: self.channel(name),
+                    channel: channel.clone(),
                     channel_name: name.clone(),
-                    notice: notice.clone(),
-                    own: read(&self.own),
-                    external_url: self.external_url(),
+                    notices: vec![notice.clone()],
+                    held: Vec::new(),
+                    origin: self.origin(),
                 };
+                let quiet_until = channel.as_ref().and_then(|c| quiet_until(c, now));
                 if silenced {
                     delivery.record(1, DeliveryResult::Silenced, None).await;
+                } else if let Some(until) = quiet_until {
+                    self.hold(name, &notice).await;
+                    let why = format!(
+                        "held for the channel's quiet hours until {}; sent in one summary then",
+                        until.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+                    );
+                    delivery.record(1, DeliveryResult::Silenced, Some(why)).await;
                 } else {
                     tokio::spawn(delivery.run());
                 }
             }
+        }
+    }
+}
+
+/// When the quiet hours of `channel` that hold at `now` end; `None` outside them.
+fn quiet_until(channel: &AlertChannel, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
+    // Checked when the channel was stored; one that no longer reads (a time zone gone
+    // from the system's database) holds nothing back.
+    channel.quiet_hours.as_ref()?.compile().ok()?.until(now)
+}
+
+/// A held notification as stored (`alert_held.body`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct StoredNotice {
+    status: String,
+    rule: String,
+    metric: Metric,
+    hostname: String,
+    process: String,
+    severity: Severity,
+    summary: String,
+    value: f64,
+    starts_at: DateTime<Utc>,
+    ends_at: Option<DateTime<Utc>>,
+}
+
+impl StoredNotice {
+    fn of(n: &Notice) -> StoredNotice {
+        StoredNotice {
+            status: n.status.into(),
+            rule: n.rule.clone(),
+            metric: n.metric,
+            hostname: n.hostname.clone(),
+            process: n.process.clone(),
+            severity: n.severity,
+            summary: n.summary.clone(),
+            value: n.value,
+            starts_at: n.starts_at,
+            ends_at: n.ends_at,
+        }
+    }
+
+    fn notice(self) -> Notice {
+        Notice {
+            status: if self.status == "resolved" { "resolved" } else { "firing" },
+            rule: self.rule,
+            metric: self.metric,
+            hostname: self.hostname,
+            process: self.process,
+            severity: self.severity,
+            summary: self.summary,
+            value: self.value,
+            starts_at: self.starts_at,
+            ends_at: self.ends_at,
+        }
+    }
+}
+
+impl Alerts {
+    /// Stores a notification held back by `channel`'s quiet hours.
+    async fn hold(&self, channel: &str, notice: &Notice) {
+        let body = match serde_json::to_string(&StoredNotice::of(notice)) {
+            Ok(body) => body,
+            Err(e) => {
+                tracing::error!("cannot hold a notification: {e}");
+                return;
+            }
+        };
+        match self.store.hold_notice(channel, &body).await {
+            Ok(id) => self.held.lock().await.entry(channel.to_owned()).or_default().push((id, notice.clone())),
+            Err(e) => tracing::error!(channel, "cannot store a notification held through quiet hours: {e}"),
+        }
+    }
+
+    /// Reads the held notifications back after a start.
+    async fn restore_held(&self) -> Result<(), StoreError> {
+        let mut held = self.held.lock().await;
+        for (id, channel, body) in self.store.held_notices().await? {
+            match serde_json::from_str::<StoredNotice>(&body) {
+                Ok(n) => held.entry(channel).or_default().push((id, n.notice())),
+                Err(e) => tracing::warn!(id, "a held notification cannot be read; dropped: {e}"),
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends each channel whose quiet hours are over one summary of what they held.
+    async fn release_quiet(&self, now: DateTime<Utc>) {
+        let mut held = self.held.lock().await;
+        if held.is_empty() {
+            return;
+        }
+        let mut gone = Vec::new();
+        let names: Vec<String> = held.keys().cloned().collect();
+        for name in names {
+            let channel = self.channel(&name);
+            if channel.as_ref().is_some_and(|c| quiet_until(c, now).is_some()) {
+                continue;
+            }
+            let Some(batch) = held.remove(&name) else { continue };
+            let Some(channel) = channel else {
+                tracing::warn!(channel = %name, "the channel of {} held notifications is gone; dropped", batch.len());
+                gone.extend(batch.iter().map(|(id, _)| *id));
+                continue;
+            };
+            let (ids, notices): (Vec<i64>, Vec<Notice>) = batch.into_iter().unzip();
+            tracing::info!(channel = %name, held = notices.len(), "quiet hours over: sending their summary");
+            let delivery = Delivery {
+                store: self.store.clone(),
+                http: self.http.clone(),
+                channel: Some(channel),
+                channel_name: name,
+                notices,
+                held: ids,
+                origin: self.origin(),
+            };
+            tokio::spawn(delivery.run());
+        }
+        drop(held);
+        if !gone.is_empty()
+            && let Err(e) = self.store.release_held(&gone).await
+        {
+            tracing::warn!("cannot forget held notifications: {e}");
         }
     }
 }
@@ -669,25 +853,38 @@ fn summary(rule: &CompiledRule, t: &Transition, status: &str) -> String {
     if status == "resolved" { format!("resolved: {what}") } else { what }
 }
 
-/// One notification to one channel, tried until delivered or out of attempts.
+/// One message to one channel (a notification, or the summary of those held through
+/// quiet hours), tried until delivered or out of attempts.
 struct Delivery {
     store: Store,
     http: reqwest::Client,
     channel: Option<AlertChannel>,
     channel_name: String,
-    notice: Notice,
-    own: Vec<SocketAddr>,
-    external_url: String,
+    /// One notice, or the held ones of a summary.
+    notices: Vec<Notice>,
+    /// The stored ids of the held notices this summary carries, forgotten once it was
+    /// delivered or failed its last attempt.
+    held: Vec<i64>,
+    origin: Origin,
 }
 
 impl Delivery {
     async fn run(self) {
+        self.attempts().await;
+        if !self.held.is_empty()
+            && let Err(e) = self.store.release_held(&self.held).await
+        {
+            tracing::warn!("cannot forget held notifications: {e}");
+        }
+    }
+
+    async fn attempts(&self) {
         let Some(channel) = &self.channel else {
             self.record(1, DeliveryResult::Failed, Some(format!("there is no channel `{}`", self.channel_name))).await;
             return;
         };
         for attempt in 1..=RETRY_AFTER.len() as u32 + 1 {
-            match notify::send(&self.http, channel, &self.notice, &self.own, &self.external_url).await {
+            match notify::send(&self.http, channel, &self.notices, &self.origin).await {
                 Ok(()) => {
                     self.record(attempt, DeliveryResult::Delivered, None).await;
                     return;
@@ -704,16 +901,13 @@ impl Delivery {
     }
 
     async fn record(&self, attempt: u32, result: DeliveryResult, error: Option<String>) {
-        let record = NewDelivery {
-            channel: self.channel_name.clone(),
-            rule: self.notice.rule.clone(),
-            hostname: self.notice.hostname.clone(),
-            process: self.notice.process.clone(),
-            status: self.notice.status.into(),
-            attempt,
-            result,
-            error,
+        // A summary is recorded as such, without one alert's rule and host.
+        let (rule, hostname, process, status) = match self.notices.as_slice() {
+            [n] if self.held.is_empty() => (n.rule.clone(), n.hostname.clone(), n.process.clone(), n.status.to_owned()),
+            _ => (String::new(), String::new(), String::new(), "summary".to_owned()),
         };
+        let record =
+            NewDelivery { channel: self.channel_name.clone(), rule, hostname, process, status, attempt, result, error };
         if let Err(e) = self.store.record_delivery(&record).await {
             tracing::warn!("cannot record a notification attempt: {e}");
         }

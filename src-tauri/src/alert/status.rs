@@ -102,7 +102,8 @@ pub enum DeliveryResult {
     /// It could not be reached or answered with an error (`error` says which); tried
     /// again later unless this was the last attempt.
     Failed,
-    /// Held back by a silence.
+    /// Held back by a silence, or by the channel's quiet hours (then `error` says
+    /// until when; one summary goes out when they end).
     Silenced,
 }
 
@@ -144,7 +145,8 @@ pub struct AlertDelivery {
     pub hostname: String,
     /// As in [`Alert::process`].
     pub process: String,
-    /// `firing`, `resolved` or `test`.
+    /// `firing`, `resolved`, `test`, or `summary` (what a channel's quiet hours held
+    /// back, sent when they ended).
     pub status: String,
     /// 1 for the first attempt, then 2, 3, ...
     pub attempt: u32,

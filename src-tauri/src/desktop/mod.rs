@@ -13,6 +13,7 @@
 //! - `commands.rs`: the commands (the window's only way in);
 //! - `local.rs`: this machine's collector, in the app;
 //! - `remote.rs`: a remote collector; `credentials.rs`: its token in the OS keyring;
+//! - `notify.rs`: native notifications for the app's own alert rules;
 //! - `settings.rs`: the settings file; `tray.rs`: the tray icon and its menu;
 //! - `rendering.rs`: the blank-window workaround for some Linux GPU setups.
 
@@ -35,6 +36,7 @@ use crate::server::{Collector, Settings};
 pub mod commands;
 pub mod credentials;
 pub mod local;
+pub mod notify;
 pub mod remote;
 pub mod rendering;
 pub mod settings;
@@ -339,6 +341,9 @@ pub fn show_quick_view<R: Runtime>(app: &AppHandle<R>) {
 /// use the mock one). [`run`] adds the setup that opens the store and the tray.
 pub fn builder<R: Runtime>(builder: tauri::Builder<R>) -> tauri::Builder<R> {
     builder
+        // Native notifications for the app's alert rules (`notify.rs`); its commands are
+        // granted to the main window only (capabilities/main.json).
+        .plugin(tauri_plugin_notification::init())
         .invoke_handler(tauri::generate_handler![
             commands::api,
             commands::live,
@@ -411,6 +416,7 @@ pub fn run(options: Options) -> anyhow::Result<()> {
             let data = app.path().app_data_dir()?;
             let config = app.path().app_config_dir()?;
             let desktop = tauri::async_runtime::block_on(Desktop::open(&data, &config))?;
+            tauri::async_runtime::block_on(notify::install(&handle, desktop.local.state()));
             let collector = desktop.settings().collector;
             tauri::async_runtime::block_on(desktop.apply_collector(&collector));
             if let Some(tray) = tray::create(&handle) {

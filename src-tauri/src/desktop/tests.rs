@@ -25,6 +25,7 @@ fn app() -> TestApp {
     let desktop =
         tauri::async_runtime::block_on(Desktop::open(&dir.path().join("data"), &dir.path().join("config"))).unwrap();
     let app = super::builder(mock_builder()).build(tauri::generate_context!()).unwrap();
+    tauri::async_runtime::block_on(super::notify::install(app.handle(), desktop.local().state()));
     app.manage(desktop);
     let main = WebviewWindowBuilder::new(&app, super::MAIN, Default::default()).build().unwrap();
     let quick = WebviewWindowBuilder::new(&app, super::QUICK, Default::default()).build().unwrap();
@@ -284,4 +285,47 @@ fn dashboards_of_this_machine_are_kept_in_the_apps_store() {
     let reply = api(&t.main, "POST", "/api/dashboards", Some(bad));
     assert_eq!(reply.status, 422, "{}", reply.body);
     assert!(reply.body.contains("widgets[0].w"), "{}", reply.body);
+}
+
+/// A local rule notifies the `desktop` channel made at the first start: its test button
+/// and the rule's firing go through the notification plugin (on the mock runtime, as
+/// far as the plugin taking the notification), and are recorded as delivered. Only the
+/// main window is granted the plugin.
+#[test]
+fn a_local_rule_shows_a_native_notification() {
+    let t = app();
+    let channels: Value = serde_json::from_str(&api(&t.main, "GET", "/api/alert-channels", None).body).unwrap();
+    let desktop = channels.as_array().unwrap().iter().find(|c| c["name"] == "desktop").cloned();
+    assert_eq!(desktop.map(|c| c["kind"].clone()), Some(json!("desktop")), "{channels}");
+
+    let reply = api(&t.main, "POST", "/api/alert-channels/desktop/test", None);
+    assert_eq!(reply.status, 200, "{}", reply.body);
+
+    let hostname = wait_for_local(&t.main)["hostname"].as_str().unwrap().to_owned();
+    let rule = json!({"name": "gone", "metric": "process.absent", "host": hostname,
+                      "process": "cmd:procyon-desktop-test-never-runs", "for_secs": 1, "channels": ["desktop"]});
+    let reply = api(&t.main, "POST", "/api/alert-rules", Some(rule));
+    assert_eq!(reply.status, 201, "{}", reply.body);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let deliveries: Value =
+            serde_json::from_str(&api(&t.main, "GET", "/api/alerts/deliveries", None).body).unwrap();
+        let shown = |status: &str| {
+            deliveries
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|d| d["channel"] == "desktop" && d["status"] == status && d["result"] == "delivered")
+        };
+        if shown("firing") && shown("test") {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the rule's notification is shown: {deliveries}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // The plugin's commands: the main window may, the quick view may not.
+    assert!(invoke(&t.main, "plugin:notification|is_permission_granted", json!({})).is_ok());
+    assert!(invoke(&t.quick, "plugin:notification|is_permission_granted", json!({})).is_err());
+    assert!(invoke(&t.quick, "plugin:notification|notify", json!({"options": {"title": "x"}})).is_err());
 }

@@ -73,6 +73,9 @@ fn parse<T: DeserializeOwned>(mut body: Value) -> Result<T, ApiError> {
     };
     map.remove("read_only");
     map.remove("token_set");
+    if let Some(email) = map.get_mut("email").and_then(Value::as_object_mut) {
+        email.remove("password_set");
+    }
     serde_path_to_error::deserialize(body).map_err(|e| {
         let path = e.path().to_string();
         let message = e.inner().to_string();
@@ -217,6 +220,11 @@ fn new_channel(body: Value) -> Result<AlertChannel, ApiError> {
     if channel.token.as_deref() == Some("") {
         channel.token = None;
     }
+    if let Some(email) = &mut channel.email
+        && email.password.as_deref() == Some("")
+    {
+        email.password = None;
+    }
     Ok(channel)
 }
 
@@ -230,8 +238,10 @@ async fn check_channel(alerts: &Alerts, channel: &AlertChannel) -> Result<(), Ap
 }
 
 #[utoipa::path(post, path = "/api/alert-channels", tag = "alerts", summary = "Make an alert channel",
-    description = "`{\"name\", \"kind\", \"url\", \"token\"}`. A URL that points at this collector is refused. The \
-        answer masks the URL and leaves the token out. Audited.",
+    description = "`{\"name\", \"kind\", \"url\", \"token\", \"quiet_hours\"}`, or for `email` `{\"name\", \"kind\", \
+        \"email\": {\"host\", \"port\", \"tls\", \"username\", \"password\", \"from\", \"to\"}}`. A URL (or SMTP server) that \
+        points at this collector is refused; `desktop` channels only in the desktop app. The answer masks the URL and \
+        leaves the token and password out. Audited.",
     request_body = AlertChannel,
     responses(
         (status = 201, description = "Made (masked)", body = AlertChannel),
@@ -252,7 +262,7 @@ pub(super) async fn create_channel(
 
 #[utoipa::path(put, path = "/api/alert-channels/{name}", tag = "alerts", summary = "Change an alert channel",
     description = "The whole channel, as for making one. A `url` equal to the masked one of `GET` keeps the stored \
-        URL; leaving `token` out keeps the stored token, `\"\"` removes it. Audited.",
+        URL; leaving `token` (or `email.password`) out keeps the stored one, `\"\"` removes it. Audited.",
     params(("name" = String, Path, description = "The channel's name")),
     request_body = AlertChannel,
     responses(
@@ -283,6 +293,13 @@ pub(super) async fn update_channel(
         None => channel.token = stored.token.clone(),
         Some("") => channel.token = None,
         Some(_) => {}
+    }
+    if let Some(email) = &mut channel.email {
+        match email.password.as_deref() {
+            None => email.password = stored.email.as_ref().and_then(|e| e.password.clone()),
+            Some("") => email.password = None,
+            Some(_) => {}
+        }
     }
     check_channel(&state.alerts, &channel).await?;
     state.store.put_alert_channel(&channel, false).await?;

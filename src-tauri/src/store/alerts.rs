@@ -1,6 +1,7 @@
 //! Every query of the alerts (`migrations/sqlite/0006_alerts.sql`, `migrations/postgres/0002_alerts.sql`): rules and channels made
 //! through the API, the state of each (rule, host, process), the history of firings and
-//! resolutions, notification attempts and silences.
+//! resolutions, notification attempts and silences; and the notifications held through
+//! channels' quiet hours (`0009_alert_held.sql`, `0007_alert_held.sql`).
 //!
 //! Written so that PostgreSQL takes the same text: numbered parameters (`$1`),
 //! `ON CONFLICT ... DO UPDATE`, times as integer unix milliseconds, no SQLite-only
@@ -155,6 +156,14 @@ impl Store {
         let mut body = serde_json::to_value(channel).map_err(|e| corrupt("alert channel", e))?;
         if let (Some(token), Some(map)) = (&channel.token, body.as_object_mut()) {
             map.insert("token".into(), token.clone().into());
+        }
+        // So is the email password.
+        if let (Some(password), Some(email)) = (
+            channel.email.as_ref().and_then(|e| e.password.as_ref()),
+            body.get_mut("email").and_then(|e| e.as_object_mut()),
+        ) {
+            email.insert("password".into(), password.clone().into());
+            email.remove("password_set");
         }
         if let Some(map) = body.as_object_mut() {
             map.remove("token_set");
@@ -457,6 +466,39 @@ impl Store {
         Ok(total)
     }
 
+    /// Holds a notification back for `channel`'s quiet hours (`body` is its JSON); its id.
+    pub async fn hold_notice(&self, channel: &str, body: &str) -> Result<i64> {
+        let _turn = self.turn().await;
+        let (id,): (i64,) = on!(&self.pool, |c| sqlx::query_as(
+            "INSERT INTO alert_held (channel, body, at) VALUES ($1, $2, $3) RETURNING id"
+        )
+        .bind(channel)
+        .bind(body)
+        .bind(to_ms(Utc::now()))
+        .fetch_one(c)
+        .await)?;
+        Ok(id)
+    }
+
+    /// Every held notification: `(id, channel, body)`, oldest first.
+    pub async fn held_notices(&self) -> Result<Vec<(i64, String, String)>> {
+        Ok(on!(&self.pool, |c| sqlx::query_as("SELECT id, channel, body FROM alert_held ORDER BY id")
+            .fetch_all(c)
+            .await)?)
+    }
+
+    /// Forgets held notifications once their summary went out (or their channel went).
+    pub async fn release_held(&self, ids: &[i64]) -> Result<()> {
+        let _turn = self.turn().await;
+        for chunk in ids.chunks(500) {
+            let list: Vec<String> = chunk.iter().map(i64::to_string).collect();
+            // Ids are integers formatted here, never text from outside.
+            let sql = format!("DELETE FROM alert_held WHERE id IN ({})", list.join(","));
+            on!(&self.pool, |c| sqlx::query(&sql).execute(c).await.map(drop))?;
+        }
+        Ok(())
+    }
+
     /// Hosts stored with when each was last seen, for `host.offline` after a restart.
     pub async fn hosts_last_seen(&self) -> Result<Vec<(String, i64)>> {
         Ok(on!(&self.pool, |c| sqlx::query_as("SELECT hostname, last_seen FROM hosts").fetch_all(c).await)?)
@@ -523,6 +565,27 @@ mod tests {
         assert_eq!(history.iter().map(|e| e.state).collect::<Vec<_>>(), [AlertState::Resolved, AlertState::Firing]);
         assert!(store.delete_alert_rule("cpu").await.unwrap());
         assert!(store.alert_states().await.unwrap().is_empty(), "a rule's state goes with it");
+
+        let with_secrets: AlertChannel = serde_json::from_value(serde_json::json!({
+            "name": "mail", "kind": "email",
+            "email": {"host": "smtp.example", "username": "u", "password": "pw", "from": "a@example.org",
+                      "to": ["b@example.org"]}
+        }))
+        .unwrap();
+        store.put_alert_channel(&with_secrets, true).await.unwrap();
+        let stored = store.alert_channels().await.unwrap().into_iter().find(|c| c.name == "mail").unwrap();
+        assert_eq!(stored.email.unwrap().password.as_deref(), Some("pw"), "the password is kept server-side");
+
+        let a = store.hold_notice("mail", "{\"n\":1}").await.unwrap();
+        let b = store.hold_notice("ops", "{\"n\":2}").await.unwrap();
+        assert_eq!(
+            store.held_notices().await.unwrap(),
+            [(a, "mail".into(), "{\"n\":1}".into()), (b, "ops".into(), "{\"n\":2}".into())]
+        );
+        store.release_held(&[a]).await.unwrap();
+        assert_eq!(store.held_notices().await.unwrap().len(), 1);
+        store.release_held(&[b]).await.unwrap();
+        assert!(store.held_notices().await.unwrap().is_empty());
 
         let now = Utc::now();
         let s = store.add_silence(Some("cpu"), None, now + chrono::Duration::hours(1), "upgrade", "ada").await.unwrap();

@@ -432,6 +432,7 @@ impl Store {
             "alert_events",
             "alert_deliveries",
             "alert_silences",
+            "alert_held",
             "dashboards",
         ] {
             sqlx::query(&format!(
@@ -582,5 +583,17 @@ async fn copy_alerts(from: &sqlx::SqlitePool, tx: &mut sqlx::Transaction<'static
         .await?;
     }
     n += silences.len() as u64;
+    let held: Vec<(i64, String, String, i64)> =
+        sqlx::query_as("SELECT id, channel, body, at FROM alert_held").fetch_all(from).await?;
+    for (id, channel, body, at) in &held {
+        sqlx::query("INSERT INTO alert_held (id, channel, body, at) VALUES ($1, $2, $3, $4)")
+            .bind(id)
+            .bind(channel)
+            .bind(body)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+    }
+    n += held.len() as u64;
     Ok(n)
 }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { absentRuleFor, describeRule, emptyForm, formFromRule, isProblem, ruleFromForm, type RuleForm } from './alerts';
+import { METRICS, absentRuleFor, channelTarget, describeRule, emptyForm, formFromRule, isProblem, ruleFromForm, type RuleForm } from './alerts';
 
 function form(patch: Partial<RuleForm>): RuleForm {
   return { ...emptyForm(), name: 'r', threshold: '90', ...patch };
@@ -56,5 +56,33 @@ describe('alert me when this goes away', () => {
   it('refuses a name the filter language cannot quote', () => {
     expect(absentRuleFor('say "hi"', 'h')).toBeNull();
     expect(absentRuleFor('a/b', 'h')?.name).toBe('a-b gone on h');
+  });
+});
+
+describe('every metric the collector takes', () => {
+  it('is offered, host.new_listening_port among them, with its filter optional and no repeat', () => {
+    expect(METRICS.map((m) => m.id)).toContain('host.new_listening_port');
+    const any = ruleFromForm(form({ metric: 'host.new_listening_port', threshold: '', for_secs: '0' }));
+    expect(any).toMatchObject({ metric: 'host.new_listening_port', process: null, op: null, threshold: null, repeat_secs: 0 });
+    const some = ruleFromForm(form({ metric: 'host.new_listening_port', process: 'user:www-data', threshold: '' }));
+    expect(some).toMatchObject({ process: 'user:www-data' });
+    const repeat = ruleFromForm(form({ metric: 'host.new_listening_port', repeat_secs: '60' }));
+    expect(isProblem(repeat) && repeat.field).toBe('repeat_secs');
+    if (!isProblem(any)) expect(ruleFromForm(formFromRule(any))).toEqual(any);
+  });
+});
+
+describe('channels', () => {
+  it('show where they send without secrets', () => {
+    const base = { name: 'c', url: '', token_set: false, read_only: false };
+    expect(
+      channelTarget({
+        ...base,
+        kind: 'email',
+        email: { host: 'smtp.example', port: null, tls: 'starttls', username: 'u', password_set: true, from: 'a@x', to: ['b@x', 'c@x'] },
+      }),
+    ).toBe('smtp.example:587 (starttls) → b@x, c@x (password set)');
+    expect(channelTarget({ ...base, kind: 'desktop' })).toBe('this desktop');
+    expect(channelTarget({ ...base, kind: 'ntfy', url: 'https://ntfy.sh/…', token_set: true })).toBe('https://ntfy.sh/… (token set)');
   });
 });

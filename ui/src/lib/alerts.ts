@@ -3,36 +3,45 @@
 // (the collector checks again and names the field at fault), and the rule that "alert me
 // when this goes away" makes from a process.
 
-import type { AlertRule, Metric, Op, Severity } from './model';
+import type { AlertChannel, AlertRule, Metric, Op, Severity } from './model';
 
 export interface MetricInfo {
   id: Metric;
   label: string;
-  /** `condition`: no level (`host.offline`, `process.absent`); `port`: a port and a
-   *  level of 1 or 0; `level`: a threshold. */
+  /** `condition`: no level (`host.offline`, `process.absent`,
+   *  `host.new_listening_port`); `port`: a port and a level of 1 or 0; `level`: a
+   *  threshold. */
   kind: 'condition' | 'level' | 'port';
-  /** Whether the rule names processes with a filter. */
-  process: boolean;
+  /** Whether the rule names processes with a filter: `true` it must, `'optional'` it
+   *  may (`host.new_listening_port`: only the sockets of matching processes). */
+  process: boolean | 'optional';
   /** Whether `aggregate` (each or sum) applies. */
   aggregate: boolean;
+  /** Whether `repeat_secs` applies (a new listening port is told once). */
+  repeat: boolean;
   unit: string;
 }
 
-export const METRICS: readonly MetricInfo[] = [
-  { id: 'host.offline', label: 'Host offline', kind: 'condition', process: false, aggregate: false, unit: '' },
-  { id: 'host.cpu_percent', label: 'Host CPU', kind: 'level', process: false, aggregate: false, unit: '%' },
-  { id: 'host.memory_percent', label: 'Host memory', kind: 'level', process: false, aggregate: false, unit: '%' },
-  { id: 'host.swap_percent', label: 'Host swap', kind: 'level', process: false, aggregate: false, unit: '%' },
-  { id: 'host.load1', label: 'Load (1 min)', kind: 'level', process: false, aggregate: false, unit: '' },
-  { id: 'host.net_sent_bytes_per_sec', label: 'Network sent', kind: 'level', process: false, aggregate: false, unit: 'B/s' },
-  { id: 'host.net_received_bytes_per_sec', label: 'Network received', kind: 'level', process: false, aggregate: false, unit: 'B/s' },
-  { id: 'host.net_errors_per_sec', label: 'Network errors', kind: 'level', process: false, aggregate: false, unit: '/s' },
-  { id: 'process.absent', label: 'Process absent', kind: 'condition', process: true, aggregate: false, unit: '' },
-  { id: 'process.count', label: 'Process count', kind: 'level', process: true, aggregate: false, unit: '' },
-  { id: 'process.cpu_percent', label: 'Process CPU', kind: 'level', process: true, aggregate: true, unit: '% of a core' },
-  { id: 'process.rss_bytes', label: 'Process memory (RSS)', kind: 'level', process: true, aggregate: true, unit: 'bytes' },
-  { id: 'port.listening', label: 'Port listening', kind: 'port', process: false, aggregate: false, unit: '' },
-];
+// Keyed by every metric the collector takes (`Metric`, generated from the Rust
+// enum): `npm run check` fails when one is added there and not here.
+const METRIC_INFO: Record<Metric, Omit<MetricInfo, 'id'>> = {
+  'host.offline': { label: 'Host offline', kind: 'condition', process: false, aggregate: false, repeat: true, unit: '' },
+  'host.cpu_percent': { label: 'Host CPU', kind: 'level', process: false, aggregate: false, repeat: true, unit: '%' },
+  'host.memory_percent': { label: 'Host memory', kind: 'level', process: false, aggregate: false, repeat: true, unit: '%' },
+  'host.swap_percent': { label: 'Host swap', kind: 'level', process: false, aggregate: false, repeat: true, unit: '%' },
+  'host.load1': { label: 'Load (1 min)', kind: 'level', process: false, aggregate: false, repeat: true, unit: '' },
+  'host.net_sent_bytes_per_sec': { label: 'Network sent', kind: 'level', process: false, aggregate: false, repeat: true, unit: 'B/s' },
+  'host.net_received_bytes_per_sec': { label: 'Network received', kind: 'level', process: false, aggregate: false, repeat: true, unit: 'B/s' },
+  'host.net_errors_per_sec': { label: 'Network errors', kind: 'level', process: false, aggregate: false, repeat: true, unit: '/s' },
+  'host.new_listening_port': { label: 'New listening port', kind: 'condition', process: 'optional', aggregate: false, repeat: false, unit: '' },
+  'process.absent': { label: 'Process absent', kind: 'condition', process: true, aggregate: false, repeat: true, unit: '' },
+  'process.count': { label: 'Process count', kind: 'level', process: true, aggregate: false, repeat: true, unit: '' },
+  'process.cpu_percent': { label: 'Process CPU', kind: 'level', process: true, aggregate: true, repeat: true, unit: '% of a core' },
+  'process.rss_bytes': { label: 'Process memory (RSS)', kind: 'level', process: true, aggregate: true, repeat: true, unit: 'bytes' },
+  'port.listening': { label: 'Port listening', kind: 'port', process: false, aggregate: false, repeat: true, unit: '' },
+};
+
+export const METRICS: readonly MetricInfo[] = (Object.keys(METRIC_INFO) as Metric[]).map((id) => ({ id, ...METRIC_INFO[id] }));
 
 export const OPS: readonly Op[] = ['>', '>=', '<', '<=', '==', '!='];
 export const SEVERITIES: readonly Severity[] = ['info', 'warning', 'critical'];
@@ -120,7 +129,7 @@ export function ruleFromForm(f: RuleForm): AlertRule | FormProblem {
   const host = f.host.trim() === '' ? '*' : f.host.trim();
   if (/\s/.test(host)) return { field: 'host', message: 'A host name (no spaces), or * for every host.' };
   const process = f.process.trim();
-  if (info.process && process === '') return { field: 'process', message: 'Name the processes, e.g. name:nginx.' };
+  if (info.process === true && process === '') return { field: 'process', message: 'Name the processes, e.g. name:nginx.' };
   let port: number | null = null;
   if (info.kind === 'port') {
     port = Number(f.port);
@@ -155,12 +164,13 @@ export function ruleFromForm(f: RuleForm): AlertRule | FormProblem {
     return { field: 'for_secs', message: 'At least 5 s without a snapshot.' };
   const repeatSecs = wholeSeconds(f.repeat_secs, 'repeat_secs');
   if (typeof repeatSecs !== 'number') return repeatSecs;
+  if (repeatSecs !== 0 && !info.repeat) return { field: 'repeat_secs', message: `${info.label} is told once: 0.` };
   if (repeatSecs !== 0 && repeatSecs < 10) return { field: 'repeat_secs', message: 'At least 10 s, or 0 for never.' };
   return {
     name,
     metric: f.metric,
     host,
-    process: info.process ? process : null,
+    process: info.process === true || (info.process === 'optional' && process !== '') ? process : null,
     port,
     aggregate: info.aggregate ? f.aggregate : 'each',
     op,
@@ -211,4 +221,14 @@ export function describeRule(r: AlertRule): string {
   const clear = r.clear !== null ? `, clears past ${r.clear}` : '';
   const hold = r.for_secs > 0 ? ` for ${r.for_secs} s` : '';
   return `${info.label}${port}${subject}${level}${hold}${clear}`;
+}
+
+/** Where a channel sends, as far as answers show it (secrets are never in them). */
+export function channelTarget(c: AlertChannel): string {
+  if (c.email) {
+    const port = c.email.port ?? { none: 25, starttls: 587, tls: 465 }[c.email.tls];
+    return `${c.email.host}:${port} (${c.email.tls}) → ${c.email.to.join(', ')}${c.email.password_set ? ' (password set)' : ''}`;
+  }
+  if (c.kind === 'desktop') return 'this desktop';
+  return `${c.url}${c.token_set ? ' (token set)' : ''}`;
 }

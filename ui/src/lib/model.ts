@@ -1630,7 +1630,58 @@ channels: Array<string>,
  */
 read_only: boolean, };
 
-export type ChannelKind = "webhook" | "alertmanager" | "slack" | "ntfy";
+export type ChannelKind = "webhook" | "alertmanager" | "slack" | "ntfy" | "email" | "desktop";
+
+export type SmtpTls = "none" | "starttls" | "tls";
+
+export type EmailSettings = { 
+/**
+ * The SMTP server's host name or address.
+ */
+host: string, 
+/**
+ * Its port; by default 587 with STARTTLS, 465 with TLS, 25 without.
+ */
+port: number | null, 
+/**
+ * `none`, `starttls` (default) or `tls`.
+ */
+tls: SmtpTls, 
+/**
+ * The user to authenticate as (PLAIN or LOGIN); none: no authentication.
+ */
+username: string | null, 
+/**
+ * The password. Never in answers; on `PUT`, leaving it out keeps the stored one,
+ * `""` removes it.
+ */
+password?: string | null, 
+/**
+ * Whether a password is stored (answers only; ignored in requests).
+ */
+password_set: boolean, 
+/**
+ * The sender, `alerts@example.org` or `Procyon <alerts@example.org>`.
+ */
+from: string, 
+/**
+ * The recipients, 1 to 20.
+ */
+to: Array<string>, };
+
+export type QuietHours = { 
+/**
+ * When they begin each day, `HH:MM` or `HH:MM:SS`.
+ */
+start: string, 
+/**
+ * When they end, `HH:MM` or `HH:MM:SS`; before `start` to span midnight.
+ */
+end: string, 
+/**
+ * An IANA time zone name (`Europe/Berlin`, `America/New_York`, `UTC`).
+ */
+time_zone: string, };
 
 export type AlertChannel = { 
 /**
@@ -1642,7 +1693,8 @@ name: string,
  */
 kind: ChannelKind, 
 /**
- * Where to send (http or https). In answers, only its scheme, host and port.
+ * Where to send (http or https); not taken by `email` and `desktop` channels. In
+ * answers, only its scheme, host and port.
  */
 url: string, 
 /**
@@ -1655,6 +1707,14 @@ token?: string | null,
  * Whether a token is stored (answers only; ignored in requests).
  */
 token_set: boolean, 
+/**
+ * The SMTP server, sender and recipients of an `email` channel.
+ */
+email?: EmailSettings | null, 
+/**
+ * When notifications are held back, to go out as one summary when they end.
+ */
+quiet_hours?: QuietHours | null, 
 /**
  * Loaded from the `--alerts` file: shown, never changed through the API (ignored
  * in requests).
@@ -1761,7 +1821,8 @@ hostname: string,
  */
 process: string, 
 /**
- * `firing`, `resolved` or `test`.
+ * `firing`, `resolved`, `test`, or `summary` (what a channel's quiet hours held
+ * back, sent when they ended).
  */
 status: string, 
 /**
