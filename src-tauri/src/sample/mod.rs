@@ -12,7 +12,9 @@
 //! Linux shortcuts against it (`crosscheck.rs`). `system.rs` (CPU, memory, host) is
 //! sysinfo on every OS. `machine.rs` makes the fingerprint an agent sends in its hello.
 //! `details.rs` reads one process in depth when someone asks ([`details`]), and
-//! `container.rs` tells a process's container from its control groups.
+//! `container.rs` tells a process's container from its control groups. `storage.rs`
+//! (filesystems, disk I/O) and `sensors.rs` (temperatures, fans, batteries) read the
+//! host in depth, each part at its own cadence.
 //!
 //! A part that fails (say, the socket list) is reported in [`Snapshot::errors`] and the
 //! rest of the snapshot is kept: one failing source never loses a tick.
@@ -35,7 +37,9 @@ pub mod container;
 pub mod machine;
 mod network;
 pub mod redact;
+pub mod sensors;
 mod socket;
+pub mod storage;
 mod system;
 
 #[cfg(target_os = "linux")]
@@ -74,6 +78,7 @@ pub struct Sampler {
     sockets: os::Sockets,
     interfaces: os::Interfaces,
     rates: network::Rates,
+    hardware: Hardware,
     host: HostInfo,
     seq: u64,
     last: Instant,
@@ -97,6 +102,7 @@ impl Sampler {
             sockets: os::Sockets::new(),
             interfaces,
             rates,
+            hardware: Hardware::new(),
             host,
             seq: 0,
             last: Instant::now(),
@@ -155,6 +161,8 @@ impl Sampler {
             }
         };
 
+        let hardware = self.hardware.read(secs);
+
         self.seq += 1;
         Snapshot {
             schema_version: SCHEMA_VERSION,
@@ -169,7 +177,73 @@ impl Sampler {
             network,
             ports,
             errors,
+            filesystems: hardware.filesystems,
+            disks: hardware.disks,
+            temperatures: hardware.temperatures,
+            fans: hardware.fans,
+            batteries: hardware.batteries,
         }
+    }
+}
+
+/// What [`Hardware::read`] gives: the snapshot's host-in-depth fields.
+#[derive(Default)]
+struct HardwareSample {
+    filesystems: Option<Vec<crate::model::FilesystemSample>>,
+    disks: Option<Vec<crate::model::DiskSample>>,
+    temperatures: Option<Vec<crate::model::TemperatureSample>>,
+    fans: Option<Vec<crate::model::FanSample>>,
+    batteries: Option<Vec<crate::model::BatterySample>>,
+}
+
+/// Filesystems, disks, sensors and batteries, each at its cadence: disk rates each
+/// tick, the rest every [`storage::FILESYSTEMS_EVERY`] and [`sensors::SENSORS_EVERY`],
+/// carried over between. Linux only for now: elsewhere the fields stay absent.
+struct Hardware {
+    #[cfg(target_os = "linux")]
+    storage: storage::Storage,
+    #[cfg(target_os = "linux")]
+    sensors: Option<(Instant, HardwareSample)>,
+}
+
+impl Hardware {
+    fn new() -> Hardware {
+        Hardware {
+            #[cfg(target_os = "linux")]
+            storage: storage::Storage::new(),
+            #[cfg(target_os = "linux")]
+            sensors: None,
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn read(&mut self, secs: f64) -> HardwareSample {
+        let stale = self.sensors.as_ref().is_none_or(|(at, _)| at.elapsed() >= sensors::SENSORS_EVERY);
+        if stale {
+            // No hwmon or power_supply class at all (a virtual machine without sensors)
+            // is a machine measured to have none; no sysfs is a machine not measured.
+            let sysfs = std::path::Path::new("/sys/class").is_dir();
+            let (temperatures, fans) = sensors::read_hwmon(std::path::Path::new("/sys/class/hwmon"))
+                .or_else(|| sysfs.then(Default::default))
+                .map_or((None, None), |(t, f)| (Some(t), Some(f)));
+            let batteries = sensors::read_power_supplies(std::path::Path::new("/sys/class/power_supply"))
+                .or_else(|| sysfs.then(Vec::new));
+            self.sensors =
+                Some((Instant::now(), HardwareSample { temperatures, fans, batteries, ..HardwareSample::default() }));
+        }
+        let carried = self.sensors.as_ref().map(|(_, s)| s);
+        HardwareSample {
+            filesystems: self.storage.filesystems(),
+            disks: self.storage.disks(secs),
+            temperatures: carried.and_then(|s| s.temperatures.clone()),
+            fans: carried.and_then(|s| s.fans.clone()),
+            batteries: carried.and_then(|s| s.batteries.clone()),
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn read(&mut self, _secs: f64) -> HardwareSample {
+        HardwareSample::default()
     }
 }
 

@@ -602,6 +602,11 @@ pub(crate) mod tests {
             },
             ports: PortUsage::default(),
             errors: Vec::new(),
+            filesystems: None,
+            disks: None,
+            temperatures: None,
+            fans: None,
+            batteries: None,
         })
     }
 

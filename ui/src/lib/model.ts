@@ -50,7 +50,30 @@ ports: PortUsage,
  * Parts that could not be measured this time (e.g. sockets of other users without
  * privileges). The rest of the snapshot is still valid.
  */
-errors: Array<DomainError>, };
+errors: Array<DomainError>, 
+/**
+ * Mounted filesystems, by mount point (pseudo and duplicate mounts left out).
+ * Absent where not measured (an upload, an older agent, an OS not read yet); empty
+ * when measured and there are none. Read every few seconds, carried over between.
+ */
+filesystems?: Array<FilesystemSample>, 
+/**
+ * I/O of each whole disk over the last interval; absent as for `filesystems`.
+ */
+disks?: Array<DiskSample>, 
+/**
+ * Temperature sensors; absent as for `filesystems`, empty on a machine without any
+ * (most virtual machines).
+ */
+temperatures?: Array<TemperatureSample>, 
+/**
+ * Fans; absent as for `filesystems`.
+ */
+fans?: Array<FanSample>, 
+/**
+ * Batteries; absent as for `filesystems`, empty on a machine without one.
+ */
+batteries?: Array<BatterySample>, };
 
 export type HostInfo = { 
 /**
@@ -374,6 +397,113 @@ pid: number | null,
  * Owning process's name, when known.
  */
 process_name: string | null, };
+
+export type FilesystemSample = { 
+/**
+ * Where it is mounted, e.g. `"/"` or `"/home"`.
+ */
+mount_point: string, 
+/**
+ * Filesystem type, e.g. `"ext4"`, `"xfs"`, `"nfs4"`.
+ */
+fs_type: string, 
+/**
+ * What is mounted, as the mount table names it (e.g. `"/dev/nvme0n1p2"`).
+ */
+device: string, 
+/**
+ * Size in bytes.
+ */
+total_bytes: number, 
+/**
+ * Bytes in use.
+ */
+used_bytes: number, 
+/**
+ * Bytes free for ordinary users (without the blocks reserved for root): `df`'s
+ * "Avail", so `used / (used + free)` is `df`'s "Use%".
+ */
+free_bytes: number, 
+/**
+ * Inodes in all; `null` where the filesystem has no fixed number (btrfs says 0).
+ */
+inodes_total: number | null, 
+/**
+ * Inodes free; `null` as for `inodes_total`.
+ */
+inodes_free: number | null, };
+
+export type DiskSample = { 
+/**
+ * Kernel name of the disk, e.g. `"nvme0n1"`, `"sda"`, `"dm-0"`.
+ */
+name: string, 
+/**
+ * Bytes read per second.
+ */
+read_bytes_per_sec: number, 
+/**
+ * Bytes written per second.
+ */
+write_bytes_per_sec: number, 
+/**
+ * Reads completed per second.
+ */
+reads_per_sec: number, 
+/**
+ * Writes completed per second.
+ */
+writes_per_sec: number, 
+/**
+ * Share of the interval the disk had I/O in flight, 0-100 (`iostat`'s `%util`).
+ */
+busy_percent: number, };
+
+export type TemperatureSample = { 
+/**
+ * The chip and the sensor's label, e.g. `"coretemp Package id 0"`, `"nvme Composite"`.
+ */
+name: string, 
+/**
+ * Degrees Celsius.
+ */
+celsius: number, 
+/**
+ * The level the chip calls high; `null` where it names none.
+ */
+high_celsius: number | null, 
+/**
+ * The level the chip calls critical; `null` where it names none.
+ */
+critical_celsius: number | null, };
+
+export type FanSample = { 
+/**
+ * The chip and the fan's label, e.g. `"nct6775 fan2"`.
+ */
+name: string, 
+/**
+ * Revolutions per minute.
+ */
+rpm: number, };
+
+export type BatterySample = { 
+/**
+ * Its name, e.g. `"BAT0"`.
+ */
+name: string, 
+/**
+ * Charge, 0-100; `null` where it does not say.
+ */
+percent: number | null, 
+/**
+ * `"charging"`, `"discharging"`, `"full"`, `"not charging"` or `"unknown"`.
+ */
+status: string, 
+/**
+ * Power drawn or charged, in watts; `null` where it does not say.
+ */
+power_watts: number | null, };
 
 export type DomainError = { 
 /**
@@ -1335,7 +1465,27 @@ ports: PortsDelta,
 /**
  * The unmeasured parts, when they differ.
  */
-errors?: Array<DomainError>, };
+errors?: Array<DomainError>, 
+/**
+ * Filesystems, when they differ (`null`: no longer known).
+ */
+filesystems?: Array<FilesystemSample> | null, 
+/**
+ * Disk I/O, when it differs.
+ */
+disks?: Array<DiskSample> | null, 
+/**
+ * Temperatures, when they differ.
+ */
+temperatures?: Array<TemperatureSample> | null, 
+/**
+ * Fans, when they differ.
+ */
+fans?: Array<FanSample> | null, 
+/**
+ * Batteries, when they differ.
+ */
+batteries?: Array<BatterySample> | null, };
 
 export type LiveMessage = { "type": "full", 
 /**
