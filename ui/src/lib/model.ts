@@ -1629,7 +1629,7 @@ by_local_port: ListDelta<PortCount>,
  */
 listening: ListDelta<ListeningPort>, };
 
-export type Metric = "host.offline" | "host.cpu_percent" | "host.memory_percent" | "host.swap_percent" | "host.load1" | "host.net_sent_bytes_per_sec" | "host.net_received_bytes_per_sec" | "host.net_errors_per_sec" | "process.absent" | "process.count" | "process.cpu_percent" | "process.rss_bytes" | "port.listening" | "host.new_listening_port";
+export type Metric = "host.offline" | "host.cpu_percent" | "host.memory_percent" | "host.swap_percent" | "host.load1" | "host.net_sent_bytes_per_sec" | "host.net_received_bytes_per_sec" | "host.net_errors_per_sec" | "process.absent" | "process.count" | "process.cpu_percent" | "process.rss_bytes" | "port.listening" | "host.new_listening_port" | "host.disk_percent" | "host.temperature";
 
 export type Op = ">" | ">=" | "<" | "<=" | "==" | "!=";
 
@@ -1663,6 +1663,18 @@ port: number | null,
  * Process measures: `each` (default) or `sum`.
  */
 aggregate: Aggregate, 
+/**
+ * The mount point `host.disk_percent` watches (an absolute path such as `/home`,
+ * or a drive such as `C:\\`), or `*` (the default) for every mount, each its own
+ * alert. Not taken by other metrics.
+ */
+mount?: string, 
+/**
+ * The sensor `host.temperature` watches, by its name in the snapshot (e.g.
+ * `coretemp Package id 0`); the hottest sensor when not given (or `*`). Not taken by
+ * other metrics.
+ */
+sensor?: string, 
 /**
  * Comparison; `>` by default (`==` for `port.listening`).
  */
@@ -1748,7 +1760,8 @@ rule: string,
 hostname: string, 
 /**
  * `""` for a host measure; the filter for processes taken together; `name (pid)`
- * for one process.
+ * for one process; `mount /home` for one filesystem (`host.disk_percent`);
+ * `sensor NAME` for a named sensor (`host.temperature`).
  */
 process: string, 
 /**
