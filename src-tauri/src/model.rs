@@ -100,6 +100,31 @@ pub struct Snapshot {
     pub batteries: Option<Vec<BatterySample>>,
 }
 
+impl Snapshot {
+    /// Bytes read and written per second by the machine's disks together, or `None`
+    /// when disk I/O was not measured. Device-mapper (`dm-N`) and software RAID (`mdN`)
+    /// devices are left out of the sum: their I/O is also their member disks', and
+    /// would count twice.
+    pub fn disk_io_bytes_per_sec(&self) -> Option<(f64, f64)> {
+        let stacked = |name: &str| {
+            name.starts_with("dm-") || name.strip_prefix("md").is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        };
+        let disks = self.disks.as_ref()?;
+        Some(
+            disks
+                .iter()
+                .filter(|d| !stacked(&d.name))
+                .fold((0.0, 0.0), |(r, w), d| (r + d.read_bytes_per_sec, w + d.write_bytes_per_sec)),
+        )
+    }
+
+    /// The hottest sensor's temperature in °C, or `None` when there is no sensor (or
+    /// they were not measured).
+    pub fn hottest_celsius(&self) -> Option<f64> {
+        self.temperatures.as_ref()?.iter().map(|t| t.celsius).filter(|c| c.is_finite()).reduce(f64::max)
+    }
+}
+
 /// One mounted filesystem.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct FilesystemSample {

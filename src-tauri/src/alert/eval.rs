@@ -798,7 +798,7 @@ fn temperature(sensor: Option<&str>, s: &Snapshot) -> Option<f64> {
     let sensors = s.temperatures.as_ref()?.iter();
     match sensor {
         Some(name) => sensors.filter(|t| t.name == name).map(|t| t.celsius).next(),
-        None => sensors.map(|t| t.celsius).reduce(f64::max),
+        None => s.hottest_celsius(),
     }
 }
 

@@ -801,7 +801,34 @@ sent_max_bytes_per_sec: number | null,
 /**
  * Peak receive rate; `null` as for the average.
  */
-received_max_bytes_per_sec: number | null, };
+received_max_bytes_per_sec: number | null, 
+/**
+ * Average bytes read per second by the disks together (see
+ * `Snapshot::disk_io_bytes_per_sec`); `null` when no snapshot behind the point
+ * measured disk I/O.
+ */
+disk_read_bytes_per_sec: number | null, 
+/**
+ * Average bytes written per second; `null` as for reads.
+ */
+disk_write_bytes_per_sec: number | null, 
+/**
+ * Peak read rate; `null` as for the average.
+ */
+disk_read_max_bytes_per_sec: number | null, 
+/**
+ * Peak write rate; `null` as for the average.
+ */
+disk_write_max_bytes_per_sec: number | null, 
+/**
+ * Average of the hottest sensor's temperature, °C; `null` when no snapshot behind
+ * the point had a temperature.
+ */
+temperature_celsius: number | null, 
+/**
+ * Peak of the hottest sensor's temperature, °C; `null` as for the average.
+ */
+temperature_max_celsius: number | null, };
 
 export type ProcessSearch = { 
 /**
