@@ -115,15 +115,18 @@ fn clean(s: &str) -> String {
     s.trim().chars().filter(|c| !c.is_control()).take(64).collect()
 }
 
-/// The small files of a directory as (name, content) pairs, subdirectories and files
-/// that cannot be read (some need root) skipped.
-fn small_files(dir: &Path) -> Vec<(String, String)> {
+/// The small files of a directory that `wanted` picks by name, as (name, content)
+/// pairs; subdirectories and files that cannot be read (some need root) skipped.
+fn small_files(dir: &Path, wanted: impl Fn(&str) -> bool) -> Vec<(String, String)> {
     use std::io::Read;
     let Ok(entries) = std::fs::read_dir(dir) else { return Vec::new() };
     entries
         .flatten()
         .filter_map(|e| {
             let name = e.file_name().into_string().ok()?;
+            if !wanted(&name) {
+                return None;
+            }
             let mut text = String::new();
             std::fs::File::open(e.path()).ok()?.take(MAX_FILE_BYTES).read_to_string(&mut text).ok()?;
             Some((name, text))
@@ -140,10 +143,7 @@ pub fn read_hwmon(root: &Path) -> Option<(Vec<TemperatureSample>, Vec<FanSample>
     for dir in dirs {
         // Only the files a chip's sensors live in: hwmon directories also link to the
         // device, whose other files are none of ours.
-        let files: Vec<(String, String)> = small_files(&dir)
-            .into_iter()
-            .filter(|(f, _)| f == "name" || f.starts_with("temp") || f.starts_with("fan"))
-            .collect();
+        let files = small_files(&dir, |f| f == "name" || f.starts_with("temp") || f.starts_with("fan"));
         let name = files.iter().find(|(f, _)| f == "name").map(|(_, v)| v.clone()).unwrap_or_default();
         let (t, f) = hwmon_chip(&name, &files);
         temperatures.extend(t);
