@@ -441,7 +441,7 @@ mod tests {
 #[cfg(test)]
 mod fuzz {
     use super::*;
-    use crate::fuzzing::config;
+    use crate::fuzzing::{config, mutated_bytes};
     use proptest::prelude::*;
 
     fn mountinfo_line() -> impl Strategy<Value = String> {
@@ -485,6 +485,18 @@ mod fuzz {
                 prop_assert!(m.fs_type != "overlay" || m.mount_point == "/");
                 prop_assert!(devices.insert(m.device_id.clone()), "{} twice", m.device_id);
             }
+        }
+
+        #[test]
+        fn fixture_files_with_bytes_changed(
+            mountinfo in mutated_bytes(include_bytes!("../../../tests/fixtures/host/mountinfo").to_vec()),
+            stats in mutated_bytes(include_bytes!("../../../tests/fixtures/host/diskstats").to_vec()),
+        ) {
+            for m in mounts(&String::from_utf8_lossy(&mountinfo)) {
+                prop_assert!(m.mount_point.starts_with('/') && !PSEUDO.contains(&m.fs_type.as_str()));
+            }
+            let disks = diskstats(&String::from_utf8_lossy(&stats));
+            prop_assert!(disks.iter().all(|(name, _)| is_whole_disk(name)));
         }
 
         #[test]
