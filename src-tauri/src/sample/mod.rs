@@ -198,12 +198,19 @@ struct HardwareSample {
 
 /// Filesystems, disks, sensors and batteries, each at its cadence: disk rates each
 /// tick, the rest every [`storage::FILESYSTEMS_EVERY`] and [`sensors::SENSORS_EVERY`],
-/// carried over between. Linux only for now: elsewhere the fields stay absent.
+/// carried over between. On Linux from `/proc` and `/sys`; elsewhere filesystems and
+/// temperatures through sysinfo (no disk I/O, fans or batteries: those stay absent).
 struct Hardware {
     #[cfg(target_os = "linux")]
     storage: storage::Storage,
     #[cfg(target_os = "linux")]
     sensors: Option<(Instant, HardwareSample)>,
+    #[cfg(not(target_os = "linux"))]
+    portable: Option<(Instant, HardwareSample)>,
+    #[cfg(not(target_os = "linux"))]
+    disks: Option<sysinfo::Disks>,
+    #[cfg(not(target_os = "linux"))]
+    components: Option<sysinfo::Components>,
 }
 
 impl Hardware {
@@ -213,6 +220,12 @@ impl Hardware {
             storage: storage::Storage::new(),
             #[cfg(target_os = "linux")]
             sensors: None,
+            #[cfg(not(target_os = "linux"))]
+            portable: None,
+            #[cfg(not(target_os = "linux"))]
+            disks: sysinfo::Disks::new().ok(),
+            #[cfg(not(target_os = "linux"))]
+            components: sysinfo::Components::new().ok(),
         }
     }
 
@@ -243,7 +256,21 @@ impl Hardware {
 
     #[cfg(not(target_os = "linux"))]
     fn read(&mut self, _secs: f64) -> HardwareSample {
-        HardwareSample::default()
+        let stale = self.portable.as_ref().is_none_or(|(at, _)| at.elapsed() >= storage::FILESYSTEMS_EVERY);
+        if stale {
+            let sample = HardwareSample {
+                filesystems: self.disks.as_mut().map(storage::portable_filesystems),
+                temperatures: self.components.as_mut().map(sensors::portable_temperatures),
+                ..HardwareSample::default()
+            };
+            self.portable = Some((Instant::now(), sample));
+        }
+        let carried = self.portable.as_ref().map(|(_, s)| s);
+        HardwareSample {
+            filesystems: carried.and_then(|s| s.filesystems.clone()),
+            temperatures: carried.and_then(|s| s.temperatures.clone()),
+            ..HardwareSample::default()
+        }
     }
 }
 

@@ -5,7 +5,9 @@
 //! same files for temperatures but has no fans, and one reader for both costs one walk.
 //! The parsers are pure functions over the files' text ([`hwmon_chip`],
 //! [`power_supply`]), tested on fixture trees and fuzzed; [`read_hwmon`] and
-//! [`read_power_supplies`] only list the directories and read the small files.
+//! [`read_power_supplies`] only list the directories and read the small files. On other
+//! OSes temperatures come from sysinfo's components ([`portable_temperatures`]); fans
+//! and batteries stay absent there.
 //!
 //! Cost: a few dozen small sysfs files per chip, so they are read every
 //! [`SENSORS_EVERY`], not each tick (temperatures move over seconds, not milliseconds),
@@ -171,6 +173,27 @@ pub fn read_power_supplies(root: &Path) -> Option<Vec<BatterySample>> {
     )
 }
 
+/// Temperatures through sysinfo's components, on the OSes without a reader of their
+/// own (sysinfo has no fans). sysinfo's `max` is the highest reading it has seen, not a
+/// level the chip names, so only the critical level is kept.
+#[cfg(any(not(target_os = "linux"), test))]
+pub(super) fn portable_temperatures(components: &mut sysinfo::Components) -> Vec<TemperatureSample> {
+    components.refresh(true);
+    components
+        .iter()
+        .filter_map(|c| {
+            let celsius = f64::from(c.temperature()?);
+            (-100.0..=250.0).contains(&celsius).then(|| TemperatureSample {
+                name: clean(c.label()),
+                celsius,
+                high_celsius: None,
+                critical_celsius: c.critical().map(f64::from).filter(|v| v.is_finite() && *v > 0.0),
+            })
+        })
+        .take(MAX_SENSORS)
+        .collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -208,6 +231,19 @@ mod tests {
         assert_eq!(b[1].percent, Some(50.0));
         assert_eq!(b[1].status, "charging");
         assert!((b[1].power_watts.unwrap() - 12.0).abs() < 1e-9);
+    }
+
+    /// The general reading (sysinfo's components, used on other OSes) reads without
+    /// failing here, and finds no sensor where hwmon has none (most virtual machines).
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn sysinfo_finds_no_sensor_where_hwmon_has_none() {
+        let ours = read_hwmon(Path::new("/sys/class/hwmon")).map_or(0, |(t, _)| t.len());
+        let mut components = sysinfo::Components::new_with_refreshed_list().unwrap();
+        let general = portable_temperatures(&mut components);
+        if ours == 0 {
+            assert!(general.is_empty(), "{general:?}");
+        }
     }
 
     #[test]

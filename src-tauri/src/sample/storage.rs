@@ -4,16 +4,18 @@
 //! The parsers are pure functions over the files' text ([`mounts`], [`diskstats`]),
 //! tested on fixture files and fuzzed, since the text comes from outside this process
 //! (a mount point is any path a user could mount on). Reading the files and calling
-//! `statvfs` is [`Storage`]'s, on Linux only; elsewhere the snapshot's fields stay
-//! absent.
+//! `statvfs` is [`Storage`]'s, on Linux. Elsewhere sysinfo lists the filesystems
+//! ([`portable_filesystems`], checked against the Linux reader in the tests) and disk
+//! I/O stays absent.
 //!
 //! Cost (measured by `examples/hostdepth_cost.rs`, see the README): the mount table and
 //! one `statvfs` per kept mount are read every [`FILESYSTEMS_EVERY`], not each tick;
 //! `/proc/diskstats` is one small file read each tick, since its rates are per interval.
 
 use std::collections::HashMap;
+use std::time::Duration;
 #[cfg(target_os = "linux")]
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use crate::model::DiskSample;
 #[cfg(target_os = "linux")]
@@ -21,7 +23,6 @@ use crate::model::FilesystemSample;
 
 /// How often the filesystems are read again (sizes move slowly; `statvfs` on many
 /// mounts is the costly part). Between two readings the last one is carried over.
-#[cfg(target_os = "linux")]
 pub const FILESYSTEMS_EVERY: Duration = Duration::from_secs(10);
 
 /// Most filesystems and disks kept (a host with thousands of mounts shows the first).
@@ -344,6 +345,39 @@ pub fn read_filesystems(path: &std::path::Path) -> Option<Vec<FilesystemSample>>
     )
 }
 
+/// Filesystems through sysinfo, on the OSes without a reader of their own: size and
+/// space free to users, no inodes (sysinfo has none); used is size minus free, so space
+/// reserved for the administrator counts as used. Pseudo types are left out as on Linux,
+/// and a mount point is listed once.
+#[cfg(any(not(target_os = "linux"), test))]
+pub(super) fn portable_filesystems(disks: &mut sysinfo::Disks) -> Vec<crate::model::FilesystemSample> {
+    disks.refresh(true);
+    let mut seen = std::collections::HashSet::new();
+    disks
+        .iter()
+        .filter_map(|d| {
+            let fs_type = d.file_system().to_string_lossy().into_owned();
+            let total = d.total_space();
+            let mount_point = d.mount_point().to_string_lossy().into_owned();
+            if PSEUDO.contains(&fs_type.as_str()) || total == 0 || !seen.insert(mount_point.clone()) {
+                return None;
+            }
+            let free = d.available_space().min(total);
+            Some(crate::model::FilesystemSample {
+                mount_point,
+                fs_type,
+                device: d.name().to_string_lossy().into_owned(),
+                total_bytes: total,
+                used_bytes: total - free,
+                free_bytes: free,
+                inodes_total: None,
+                inodes_free: None,
+            })
+        })
+        .take(MAX_ENTRIES)
+        .collect()
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -424,6 +458,20 @@ mod tests {
         // Counters that went backwards give no row; nor does a zero interval.
         assert_eq!(disk_rates(&after, &before, 2.0).len(), 1);
         assert!(disk_rates(&before, &after, 0.0).is_empty());
+    }
+
+    /// The general reading (sysinfo, used on other OSes) finds the same root
+    /// filesystem, of the same size, as the Linux reader.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn sysinfo_agrees_on_the_root_filesystem() {
+        let ours = read_filesystems(std::path::Path::new("/proc/self/mountinfo")).unwrap();
+        let mut disks = sysinfo::Disks::new_with_refreshed_list().unwrap();
+        let general = portable_filesystems(&mut disks);
+        let root = |list: &[crate::model::FilesystemSample]| list.iter().find(|f| f.mount_point == "/").cloned();
+        let (a, b) = (root(&ours).unwrap(), root(&general).expect("sysinfo lists /"));
+        assert_eq!((a.total_bytes, &a.fs_type), (b.total_bytes, &b.fs_type));
+        assert!(general.iter().all(|f| f.fs_type != "proc" && f.fs_type != "tmpfs"), "{general:?}");
     }
 
     #[cfg(target_os = "linux")]
