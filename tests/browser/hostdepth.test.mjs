@@ -70,6 +70,18 @@ test('the overview shows this machine\'s filesystems and disks', { timeout: 120_
   const mounts = await page.locator('[data-testid=card-filesystems] [data-testid=filesystem]').evaluateAll((rows) => rows.map((r) => r.dataset.mount));
   for (const pseudo of ['/proc', '/sys', '/dev', '/dev/shm', '/run']) assert.ok(!mounts.includes(pseudo), `${pseudo} is left out: ${mounts}`);
 
+  // Still there once the live stream has moved on by deltas (they carry the host in
+  // depth only when it changed, so a dashboard that dropped it would lose the card).
+  // The explorer's `.when` shows the snapshot's time (its title, to the millisecond).
+  const seqNow = async () => (await page.getAttribute('.when', 'title').catch(() => '')) ?? '';
+  const first = await seqNow();
+  await waitFor('a few live updates', async () => {
+    const now = await seqNow();
+    return now !== '' && now !== first;
+  }, 30_000);
+  await page.waitForTimeout(3_000);
+  assert.equal(await root.count(), 1, 'the root filesystem stays after live deltas');
+
   // Disk I/O is measured from the second snapshot on.
   await waitFor('the disk I/O card', async () => (await page.locator('[data-testid=card-disks]').count()) === 1, 20_000);
   assert.match(await page.textContent('[data-testid=card-disks]'), /read/);
