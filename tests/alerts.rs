@@ -409,6 +409,10 @@ async fn bad_input_is_refused_by_field_and_changes_nothing() {
         (rule(json!({"metric": "process.absent", "threshold": null})), "process"),
         (rule(json!({"process": "cpu>lots", "metric": "process.count"})), "process"),
         (rule(json!({"clear": 95})), "clear"),
+        (rule(json!({"metric": "host.disk_percent", "mount": "home/"})), "mount"),
+        (rule(json!({"metric": "host.disk_percent", "mount": "/a/../b"})), "mount"),
+        (rule(json!({"mount": "/"})), "mount"),
+        (rule(json!({"metric": "host.temperature", "sensor": ""})), "sensor"),
         (rule(json!({"treshold": 3})), "treshold"),
         (rule(json!({"name": "from-file"})), ""),
     ];

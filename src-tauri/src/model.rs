@@ -79,6 +79,141 @@ pub struct Snapshot {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[ts(optional, as = "Option<Vec<GpuSample>>")]
     pub gpus: Vec<GpuSample>,
+    /// Mounted filesystems, by mount point (pseudo and duplicate mounts left out).
+    /// Absent where not measured (an upload, an older agent, an OS not read yet); empty
+    /// when measured and there are none. Read every few seconds, carried over between.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub filesystems: Option<Vec<FilesystemSample>>,
+    /// I/O of each whole disk over the last interval; absent as for `filesystems`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub disks: Option<Vec<DiskSample>>,
+    /// Temperature sensors; absent as for `filesystems`, empty on a machine without any
+    /// (most virtual machines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub temperatures: Option<Vec<TemperatureSample>>,
+    /// Fans; absent as for `filesystems`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub fans: Option<Vec<FanSample>>,
+    /// Batteries; absent as for `filesystems`, empty on a machine without one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub batteries: Option<Vec<BatterySample>>,
+}
+
+impl Snapshot {
+    /// Bytes read and written per second by the machine's disks together, or `None`
+    /// when disk I/O was not measured. Device-mapper (`dm-N`) and software RAID (`mdN`)
+    /// devices are left out of the sum: their I/O is also their member disks', and
+    /// would count twice.
+    pub fn disk_io_bytes_per_sec(&self) -> Option<(f64, f64)> {
+        let stacked = |name: &str| {
+            name.starts_with("dm-") || name.strip_prefix("md").is_some_and(|n| n.bytes().all(|b| b.is_ascii_digit()))
+        };
+        let disks = self.disks.as_ref()?;
+        Some(
+            disks
+                .iter()
+                .filter(|d| !stacked(&d.name))
+                .fold((0.0, 0.0), |(r, w), d| (r + d.read_bytes_per_sec, w + d.write_bytes_per_sec)),
+        )
+    }
+
+    /// The hottest sensor's temperature in °C, or `None` when there is no sensor (or
+    /// they were not measured).
+    pub fn hottest_celsius(&self) -> Option<f64> {
+        self.temperatures.as_ref()?.iter().map(|t| t.celsius).filter(|c| c.is_finite()).reduce(f64::max)
+    }
+}
+
+/// One mounted filesystem.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
+pub struct FilesystemSample {
+    /// Where it is mounted, e.g. `"/"` or `"/home"`.
+    pub mount_point: String,
+    /// Filesystem type, e.g. `"ext4"`, `"xfs"`, `"nfs4"`.
+    pub fs_type: String,
+    /// What is mounted, as the mount table names it (e.g. `"/dev/nvme0n1p2"`).
+    pub device: String,
+    /// Size in bytes.
+    #[ts(type = "number")]
+    pub total_bytes: u64,
+    /// Bytes in use.
+    #[ts(type = "number")]
+    pub used_bytes: u64,
+    /// Bytes free for ordinary users (without the blocks reserved for root): `df`'s
+    /// "Avail", so `used / (used + free)` is `df`'s "Use%".
+    #[ts(type = "number")]
+    pub free_bytes: u64,
+    /// Inodes in all; `null` where the filesystem has no fixed number (btrfs says 0).
+    #[ts(type = "number | null")]
+    pub inodes_total: Option<u64>,
+    /// Inodes free; `null` as for `inodes_total`.
+    #[ts(type = "number | null")]
+    pub inodes_free: Option<u64>,
+}
+
+impl FilesystemSample {
+    /// Share in use, 0-100, as `df` counts it (of what ordinary users can have).
+    pub fn used_percent(&self) -> f64 {
+        let room = self.used_bytes.saturating_add(self.free_bytes);
+        if room == 0 { 0.0 } else { self.used_bytes as f64 * 100.0 / room as f64 }
+    }
+}
+
+/// One whole disk's I/O over the last interval.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
+pub struct DiskSample {
+    /// Kernel name of the disk, e.g. `"nvme0n1"`, `"sda"`, `"dm-0"`.
+    pub name: String,
+    /// Bytes read per second.
+    pub read_bytes_per_sec: f64,
+    /// Bytes written per second.
+    pub write_bytes_per_sec: f64,
+    /// Reads completed per second.
+    pub reads_per_sec: f64,
+    /// Writes completed per second.
+    pub writes_per_sec: f64,
+    /// Share of the interval the disk had I/O in flight, 0-100 (`iostat`'s `%util`).
+    pub busy_percent: f64,
+}
+
+/// One temperature sensor.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
+pub struct TemperatureSample {
+    /// The chip and the sensor's label, e.g. `"coretemp Package id 0"`, `"nvme Composite"`.
+    pub name: String,
+    /// Degrees Celsius.
+    pub celsius: f64,
+    /// The level the chip calls high; `null` where it names none.
+    pub high_celsius: Option<f64>,
+    /// The level the chip calls critical; `null` where it names none.
+    pub critical_celsius: Option<f64>,
+}
+
+/// One fan.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
+pub struct FanSample {
+    /// The chip and the fan's label, e.g. `"nct6775 fan2"`.
+    pub name: String,
+    /// Revolutions per minute.
+    pub rpm: f64,
+}
+
+/// One battery.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
+pub struct BatterySample {
+    /// Its name, e.g. `"BAT0"`.
+    pub name: String,
+    /// Charge, 0-100; `null` where it does not say.
+    pub percent: Option<f64>,
+    /// `"charging"`, `"discharging"`, `"full"`, `"not charging"` or `"unknown"`.
+    pub status: String,
+    /// Power drawn or charged, in watts; `null` where it does not say.
+    pub power_watts: Option<f64>,
 }
 
 /// One GPU of a machine, as its driver reports it.
@@ -538,6 +673,11 @@ pub fn typescript() -> String {
         PortUsage::decl(&cfg),
         PortCount::decl(&cfg),
         ListeningPort::decl(&cfg),
+        FilesystemSample::decl(&cfg),
+        DiskSample::decl(&cfg),
+        TemperatureSample::decl(&cfg),
+        FanSample::decl(&cfg),
+        BatterySample::decl(&cfg),
         DomainError::decl(&cfg),
         Domain::decl(&cfg),
         ProcessAction::decl(&cfg),

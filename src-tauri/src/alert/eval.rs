@@ -28,6 +28,8 @@ use chrono::{DateTime, Utc};
 
 use super::rule::{Aggregate, CompiledRule, Metric};
 use super::status::{Alert, AlertState};
+#[cfg(test)]
+use crate::model::FilesystemSample;
 use crate::model::{ListeningPort, ProcessSample, Snapshot};
 
 /// How long a silent host's cached filter answers are kept: past this its next
@@ -43,11 +45,17 @@ pub enum Key {
     Pid(u32),
     /// One port (`host.new_listening_port`).
     Port(u16),
+    /// One mount point (`host.disk_percent`), by a hash of its path: a key stays small
+    /// and `Copy`, and the path itself is in the entry's label.
+    Mount(u64),
 }
 
 impl Key {
     /// The key of a stored `process` label: `name (pid)` is one process.
     pub fn from_label(label: &str) -> Key {
+        if let Some(mount) = label.strip_prefix("mount ") {
+            return Key::mount(mount);
+        }
         if let Some(port) =
             label.strip_prefix("port ").and_then(|rest| rest.split(' ').next()).and_then(|p| p.parse().ok())
         {
@@ -58,6 +66,16 @@ impl Key {
             .and_then(|l| l.rsplit_once(" ("))
             .and_then(|(_, pid)| pid.parse().ok())
             .map_or(Key::Whole, Key::Pid)
+    }
+}
+
+impl Key {
+    /// The key of a mount point: FNV-1a of its path, the same in every run (restored
+    /// state finds its entry again).
+    pub fn mount(path: &str) -> Key {
+        let hash =
+            path.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3));
+        Key::Mount(hash)
     }
 }
 
@@ -470,6 +488,33 @@ impl Engine {
                         entries.insert(key, e);
                     }
                 }
+                Metric::HostDiskPercent => {
+                    // Each mount its own alert; a rule that names a mount watches that
+                    // one only. A snapshot without filesystems (not measured) changes
+                    // nothing; a mount gone from a measured one ends its alert.
+                    let Some(filesystems) = snapshot.filesystems.as_ref() else { continue };
+                    for f in filesystems.iter().filter(|f| rule.mount.as_deref().is_none_or(|m| m == f.mount_point)) {
+                        let value = f.used_percent();
+                        let label = || format!("mount {}", f.mount_point);
+                        at.step(
+                            entries,
+                            Key::mount(&f.mount_point),
+                            value,
+                            rule.fires(value),
+                            rule.clears(value),
+                            &label,
+                            &mut out,
+                        );
+                    }
+                    let gone: Vec<Key> =
+                        entries.iter().filter(|(_, e)| e.seen != generation).map(|(k, _)| *k).collect();
+                    for key in gone {
+                        if let Some(e) = entries.remove(&key) {
+                            let change = if e.phase == Phase::Firing { Change::Resolved } else { Change::Cancelled };
+                            out.push(transition(rule, hostname, &e, change, e.value, now_ms));
+                        }
+                    }
+                }
                 Metric::ProcessAbsent => {
                     let count = procs.len();
                     let absent = count == 0;
@@ -515,11 +560,16 @@ impl Engine {
                             Some(if snapshot.ports.listening.iter().any(|l| l.port == port) { 1.0 } else { 0.0 })
                         }
                         Metric::HostNetErrorsPerSec => net_errors_per_sec,
+                        Metric::HostTemperature => temperature(rule.sensor.as_deref(), snapshot),
                         _ => host_value(metric, snapshot),
                     };
                     // A figure the snapshot does not give changes nothing.
                     let Some(value) = value else { continue };
-                    let label = || if rule.query.is_some() { filter_label(rule) } else { String::new() };
+                    let label = || match (&rule.query, &rule.sensor) {
+                        (Some(_), _) => filter_label(rule),
+                        (None, Some(sensor)) => format!("sensor {sensor}"),
+                        (None, None) => String::new(),
+                    };
                     at.step(entries, Key::Whole, value, rule.fires(value), rule.clears(value), &label, &mut out);
                 }
             }
@@ -790,6 +840,16 @@ fn filter_label(rule: &CompiledRule) -> String {
     rule.rule.process.clone().unwrap_or_default()
 }
 
+/// The temperature of the sensor named `sensor`, or of the hottest one; `None` when the
+/// snapshot has no such sensor (or none at all).
+fn temperature(sensor: Option<&str>, s: &Snapshot) -> Option<f64> {
+    let sensors = s.temperatures.as_ref()?.iter();
+    match sensor {
+        Some(name) => sensors.filter(|t| t.name == name).map(|t| t.celsius).next(),
+        None => s.hottest_celsius(),
+    }
+}
+
 /// A host figure of the snapshot, if it gives it.
 fn host_value(metric: Metric, s: &Snapshot) -> Option<f64> {
     let percent = |used: u64, total: u64| if total == 0 { 0.0 } else { used as f64 * 100.0 / total as f64 };
@@ -824,6 +884,87 @@ mod tests {
 
     fn changes(t: &[Transition]) -> Vec<Change> {
         t.iter().map(|t| t.change).collect()
+    }
+
+    #[test]
+    fn disk_percent_fires_per_mount_from_a_real_snapshot() {
+        // This machine's own filesystems, as the sampler reads them.
+        let s = Arc::new(snapshot());
+        let filesystems = s.filesystems.clone().expect("filesystems are measured here");
+        let root = filesystems.iter().find(|f| f.mount_point == "/").expect("a root filesystem");
+        let real = root.used_percent();
+        assert!(real > 0.0, "{root:?}");
+        // A threshold below the real figure fires, for `/` and for every mount with `*`.
+        let threshold = (real - 0.5).max(0.0);
+        let named = rules(serde_json::json!({
+            "name": "root full", "metric": "host.disk_percent", "mount": "/", "threshold": threshold,
+        }));
+        let mut engine = Engine::new();
+        let t = engine.snapshot(&named, &s, 1_000);
+        assert_eq!(changes(&t), [Change::Firing]);
+        assert_eq!(t[0].process, "mount /");
+        assert!((t[0].value - real).abs() < 1e-9, "{} vs {real}", t[0].value);
+        // Restored from its label, it is the same instance: no second firing.
+        let mut restored = Engine::new();
+        let stored = crate::alert::status::Alert {
+            state: crate::alert::status::AlertState::Firing,
+            rule: "root full".into(),
+            hostname: "h".into(),
+            process: "mount /".into(),
+            severity: crate::alert::rule::Severity::Warning,
+            value: real,
+            since: DateTime::from_timestamp_millis(1_000).unwrap(),
+            resolved_at: None,
+        };
+        restored.restore(&stored, 1_000);
+        assert!(restored.snapshot(&named, &s, 2_000).is_empty());
+        // Above the real figure: nothing.
+        let above = rules(serde_json::json!({
+            "name": "root full", "metric": "host.disk_percent", "mount": "/", "threshold": real + 1.0,
+        }));
+        assert!(Engine::new().snapshot(&above, &s, 1_000).is_empty());
+        // `*`: one alert per mount; a mount gone resolves its own.
+        let every = rules(serde_json::json!({
+            "name": "any full", "metric": "host.disk_percent", "threshold": 0,
+        }));
+        let mut engine = Engine::new();
+        let t = engine.snapshot(&every, &s, 1_000);
+        let used: Vec<&FilesystemSample> = filesystems.iter().filter(|f| f.used_bytes > 0).collect();
+        assert_eq!(t.len(), used.len(), "{t:?}");
+        let mut fewer = (*s).clone();
+        fewer.filesystems = Some(filesystems.iter().filter(|f| f.mount_point != "/").cloned().collect());
+        let t = engine.snapshot(&every, &Arc::new(fewer), 2_000);
+        assert_eq!(changes(&t), [Change::Resolved]);
+        assert_eq!(t[0].process, "mount /");
+    }
+
+    #[test]
+    fn temperature_is_the_hottest_sensor_or_the_named_one() {
+        let mut s = snapshot();
+        let sensor = |name: &str, celsius: f64| crate::model::TemperatureSample {
+            name: name.into(),
+            celsius,
+            high_celsius: None,
+            critical_celsius: None,
+        };
+        s.temperatures = Some(vec![sensor("cpu", 71.0), sensor("nvme", 45.0)]);
+        let s = Arc::new(s);
+        let hottest = rules(serde_json::json!({"name": "hot", "metric": "host.temperature", "threshold": 70}));
+        let t = Engine::new().snapshot(&hottest, &s, 1_000);
+        assert_eq!((changes(&t), t[0].value, t[0].process.as_str()), (vec![Change::Firing], 71.0, ""));
+        let nvme = rules(serde_json::json!({
+            "name": "hot", "metric": "host.temperature", "sensor": "nvme", "threshold": 70,
+        }));
+        assert!(Engine::new().snapshot(&nvme, &s, 1_000).is_empty());
+        let nvme = rules(serde_json::json!({
+            "name": "hot", "metric": "host.temperature", "sensor": "nvme", "threshold": 40,
+        }));
+        let t = Engine::new().snapshot(&nvme, &s, 1_000);
+        assert_eq!((t[0].value, t[0].process.as_str()), (45.0, "sensor nvme"));
+        // No sensors at all: nothing to compare, nothing fires.
+        let mut none = (*s).clone();
+        none.temperatures = Some(Vec::new());
+        assert!(Engine::new().snapshot(&hottest, &Arc::new(none), 1_000).is_empty());
     }
 
     #[test]
@@ -887,6 +1028,8 @@ mod tests {
         assert_eq!(Key::from_label("port 8080 (python3)"), Key::Port(8080));
         assert_eq!(Key::from_label("port 443"), Key::Port(443));
         assert_eq!(Key::from_label("nginx (12)"), Key::Pid(12));
+        assert_eq!(Key::from_label("mount /mnt/a (1)"), Key::mount("/mnt/a (1)"));
+        assert_ne!(Key::mount("/"), Key::mount("/home"));
     }
 
     #[test]

@@ -23,6 +23,8 @@ pub const MAX_FILTER_BYTES: usize = 1000;
 pub const MAX_SECS: u64 = 7 * 24 * 3600;
 /// Longest channel URL or token, in bytes.
 pub const MAX_URL_BYTES: usize = 2000;
+/// Longest `mount` (a mount point) or `sensor` name, in bytes.
+pub const MAX_MOUNT_BYTES: usize = 1024;
 
 /// What a rule watches.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize, TS, ToSchema)]
@@ -75,11 +77,18 @@ pub enum Metric {
     /// snapshot).
     #[serde(rename = "host.new_listening_port")]
     HostNewListeningPort,
+    /// Space in use on a filesystem, 0-100, as `df` counts it; `mount` names one mount
+    /// point or `*` (the default) for each mount, each its own alert.
+    #[serde(rename = "host.disk_percent")]
+    HostDiskPercent,
+    /// Degrees Celsius of the hottest temperature sensor, or of the one `sensor` names.
+    #[serde(rename = "host.temperature")]
+    HostTemperature,
 }
 
 impl Metric {
     /// Every metric, in the order documents list them.
-    pub const ALL: [Metric; 14] = [
+    pub const ALL: [Metric; 16] = [
         Metric::HostOffline,
         Metric::HostCpuPercent,
         Metric::HostMemoryPercent,
@@ -88,6 +97,8 @@ impl Metric {
         Metric::HostNetSentBytesPerSec,
         Metric::HostNetReceivedBytesPerSec,
         Metric::HostNetErrorsPerSec,
+        Metric::HostDiskPercent,
+        Metric::HostTemperature,
         Metric::ProcessAbsent,
         Metric::ProcessCount,
         Metric::ProcessCpuPercent,
@@ -107,6 +118,8 @@ impl Metric {
             Metric::HostNetSentBytesPerSec => "host.net_sent_bytes_per_sec",
             Metric::HostNetReceivedBytesPerSec => "host.net_received_bytes_per_sec",
             Metric::HostNetErrorsPerSec => "host.net_errors_per_sec",
+            Metric::HostDiskPercent => "host.disk_percent",
+            Metric::HostTemperature => "host.temperature",
             Metric::ProcessAbsent => "process.absent",
             Metric::ProcessCount => "process.count",
             Metric::ProcessCpuPercent => "process.cpu_percent",
@@ -249,6 +262,18 @@ pub struct AlertRule {
     /// Process measures: `each` (default) or `sum`.
     #[serde(default)]
     pub aggregate: Aggregate,
+    /// The mount point `host.disk_percent` watches (an absolute path such as `/home`,
+    /// or a drive such as `C:\\`), or `*` (the default) for every mount, each its own
+    /// alert. Not taken by other metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub mount: Option<String>,
+    /// The sensor `host.temperature` watches, by its name in the snapshot (e.g.
+    /// `coretemp Package id 0`); the hottest sensor when not given (or `*`). Not taken by
+    /// other metrics.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[ts(optional)]
+    pub sensor: Option<String>,
     /// Comparison; `>` by default (`==` for `port.listening`).
     #[serde(default)]
     pub op: Option<Op>,
@@ -509,6 +534,29 @@ pub fn check_name(field: &str, name: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
+/// Checks a `mount`: an absolute path (`/`, `/home`, `/mnt/my disk`) without `.` or
+/// `..` parts, empty parts or a trailing `/`, or a Windows drive (`C:\\`, `D:`).
+fn check_mount(m: &str) -> Result<(), Invalid> {
+    let drive = m.len() <= 3
+        && m.as_bytes().first().is_some_and(u8::is_ascii_alphabetic)
+        && m.get(1..2) == Some(":")
+        && matches!(m.get(2..), Some("" | "\\" | "/"));
+    let path = m == "/"
+        || (m.starts_with('/')
+            && !m.ends_with('/')
+            && m[1..].split('/').all(|part| !part.is_empty() && part != "." && part != ".."));
+    if m.len() > MAX_MOUNT_BYTES || m.chars().any(char::is_control) || !(drive || path) {
+        return Err(invalid(
+            "mount",
+            format!(
+                "A mount is an absolute mount point such as `/` or `/home` (up to {MAX_MOUNT_BYTES} bytes), a drive \
+                 such as `C:\\`, or `*` for every mount."
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A host name or `*`, as rules and silences take it.
 pub fn check_host(field: &str, host: &str) -> Result<(), Invalid> {
     if host.is_empty() || host.len() > 253 || host.chars().any(|c| c.is_control() || c.is_whitespace()) {
@@ -554,6 +602,29 @@ impl AlertRule {
             (Metric::PortListening, Some(0)) => return Err(invalid("port", "A port is 1 to 65535.")),
             (Metric::PortListening, Some(p)) => Some(p),
             (_, Some(_)) => return Err(invalid("port", format!("{} takes no `port`.", metric.as_str()))),
+            (_, None) => None,
+        };
+        let mount = match (metric, self.mount.as_deref()) {
+            (Metric::HostDiskPercent, None | Some("*")) => None,
+            (Metric::HostDiskPercent, Some(m)) => {
+                check_mount(m)?;
+                Some(m.to_owned())
+            }
+            (_, Some(_)) => return Err(invalid("mount", format!("{} takes no `mount`.", metric.as_str()))),
+            (_, None) => None,
+        };
+        let sensor = match (metric, self.sensor.as_deref()) {
+            (Metric::HostTemperature, None | Some("*")) => None,
+            (Metric::HostTemperature, Some(s)) => {
+                if s.trim().is_empty() || s.len() > MAX_MOUNT_BYTES || s.chars().any(char::is_control) {
+                    return Err(invalid(
+                        "sensor",
+                        format!("A sensor is its name as the host reports it (1 to {MAX_MOUNT_BYTES} bytes), or `*`."),
+                    ));
+                }
+                Some(s.to_owned())
+            }
+            (_, Some(_)) => return Err(invalid("sensor", format!("{} takes no `sensor`.", metric.as_str()))),
             (_, None) => None,
         };
         if self.aggregate == Aggregate::Sum && !matches!(metric, Metric::ProcessCpuPercent | Metric::ProcessRssBytes) {
@@ -636,6 +707,8 @@ impl AlertRule {
             host: (self.host != "*").then(|| self.host.clone()),
             query,
             port,
+            mount,
+            sensor,
             op,
             threshold,
             clear,
@@ -740,6 +813,10 @@ pub struct CompiledRule {
     pub query: Option<ProcessQuery>,
     /// The port of `port.listening`.
     pub port: Option<u16>,
+    /// The mount point of `host.disk_percent`; `None` for every mount.
+    pub mount: Option<String>,
+    /// The sensor of `host.temperature`; `None` for the hottest.
+    pub sensor: Option<String>,
     /// Comparison.
     pub op: Op,
     /// Fires past this.
@@ -803,6 +880,35 @@ mod tests {
         assert!(!c.clears(80.0), "between clear and threshold it stays firing");
         assert!(c.clears(69.9));
         assert_eq!(c.for_ms, 30_000);
+    }
+
+    #[test]
+    fn disk_and_temperature_rules_name_a_mount_or_a_sensor() {
+        let compile = |json: serde_json::Value| rule(json).unwrap().compile();
+        let disk = |mount: serde_json::Value| {
+            compile(serde_json::json!({"name": "r", "metric": "host.disk_percent", "threshold": 90, "mount": mount}))
+        };
+        assert_eq!(disk(serde_json::json!("*")).unwrap().mount, None);
+        assert_eq!(disk(serde_json::json!("/home")).unwrap().mount.as_deref(), Some("/home"));
+        assert_eq!(disk(serde_json::json!("/mnt/my disk")).unwrap().mount.as_deref(), Some("/mnt/my disk"));
+        assert_eq!(disk(serde_json::json!("C:\\")).unwrap().mount.as_deref(), Some("C:\\"));
+        for bad in ["home", "/home/", "//x", "/a/../b", "", "/x\n", "C:x", "**"] {
+            assert_eq!(disk(serde_json::json!(bad)).unwrap_err().field, "mount", "{bad:?}");
+        }
+        let no_mount = compile(serde_json::json!({"name": "r", "metric": "host.disk_percent", "threshold": 90}));
+        assert_eq!(no_mount.unwrap().mount, None, "every mount by default");
+        let wrong =
+            compile(serde_json::json!({"name": "r", "metric": "host.cpu_percent", "threshold": 9, "mount": "/"}));
+        assert_eq!(wrong.unwrap_err().field, "mount");
+        let t = compile(
+            serde_json::json!({"name": "r", "metric": "host.temperature", "threshold": 80, "sensor": "nvme Composite"}),
+        );
+        assert_eq!(t.unwrap().sensor.as_deref(), Some("nvme Composite"));
+        let t = compile(serde_json::json!({"name": "r", "metric": "host.temperature", "threshold": 80, "sensor": " "}));
+        assert_eq!(t.unwrap_err().field, "sensor");
+        let t =
+            compile(serde_json::json!({"name": "r", "metric": "host.disk_percent", "threshold": 80, "sensor": "x"}));
+        assert_eq!(t.unwrap_err().field, "sensor");
     }
 
     #[test]

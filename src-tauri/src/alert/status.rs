@@ -56,7 +56,8 @@ pub struct Alert {
     /// The host.
     pub hostname: String,
     /// `""` for a host measure; the filter for processes taken together; `name (pid)`
-    /// for one process.
+    /// for one process; `mount /home` for one filesystem (`host.disk_percent`);
+    /// `sensor NAME` for a named sensor (`host.temperature`).
     pub process: String,
     /// The rule's severity.
     pub severity: Severity,

@@ -277,6 +277,21 @@ pub struct SeriesPoint {
     pub sent_max_bytes_per_sec: Option<f64>,
     /// Peak receive rate; `null` as for the average.
     pub received_max_bytes_per_sec: Option<f64>,
+    /// Average bytes read per second by the disks together (see
+    /// `Snapshot::disk_io_bytes_per_sec`); `null` when no snapshot behind the point
+    /// measured disk I/O.
+    pub disk_read_bytes_per_sec: Option<f64>,
+    /// Average bytes written per second; `null` as for reads.
+    pub disk_write_bytes_per_sec: Option<f64>,
+    /// Peak read rate; `null` as for the average.
+    pub disk_read_max_bytes_per_sec: Option<f64>,
+    /// Peak write rate; `null` as for the average.
+    pub disk_write_max_bytes_per_sec: Option<f64>,
+    /// Average of the hottest sensor's temperature, °C; `null` when no snapshot behind
+    /// the point had a temperature.
+    pub temperature_celsius: Option<f64>,
+    /// Peak of the hottest sensor's temperature, °C; `null` as for the average.
+    pub temperature_max_celsius: Option<f64>,
 }
 
 /// A fleet-wide process search (`GET /api/processes?q=`): the matching processes of each

@@ -21,8 +21,9 @@ use ts_rs::TS;
 
 use super::details::ContainerRef;
 use super::{
-    ConnectionSample, CpuSample, DomainError, GpuSample, HostInfo, ListeningPort, MemorySample, NetworkSample,
-    PortCount, ProcessSample, ProcessStatus, Protocol, Snapshot, TcpState,
+    BatterySample, ConnectionSample, CpuSample, DiskSample, DomainError, FanSample, FilesystemSample, GpuSample,
+    HostInfo, ListeningPort, MemorySample, NetworkSample, PortCount, ProcessSample, ProcessStatus, Protocol, Snapshot,
+    TcpState, TemperatureSample,
 };
 
 /// The difference between a base snapshot and the next one of the same host.
@@ -34,8 +35,10 @@ use super::{
 /// snapshot instead). `seq`, `schema_version`, `taken_at` and `interval_ms` are the new
 /// snapshot's own.
 ///
-/// The small parts (`host`, `cpu`, `memory`, `network`, `errors`, `gpus`) are either absent
-/// (unchanged from the base) or present whole. The lists are edited:
+/// The small parts (`host`, `cpu`, `memory`, `network`, `errors`, `gpus`, and the host
+/// in depth: `filesystems`, `disks`, `temperatures`, `fans`, `batteries`) are either
+/// absent (unchanged from the base) or present whole; one of the host-in-depth parts
+/// that became unknown is present as `null`. The lists are edited:
 ///
 /// - `processes`: keyed by `(pid, start_time)` (a start time may be `null`, in uploads
 ///   that do not give one: the pid alone then, unique in a snapshot). `removed` lists the keys of base processes
@@ -100,6 +103,26 @@ pub struct SnapshotDelta {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[ts(optional)]
     pub gpus: Option<Vec<GpuSample>>,
+    /// Filesystems, when they differ (`null`: no longer known).
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[ts(optional)]
+    pub filesystems: Option<Option<Vec<FilesystemSample>>>,
+    /// Disk I/O, when it differs.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[ts(optional)]
+    pub disks: Option<Option<Vec<DiskSample>>>,
+    /// Temperatures, when they differ.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[ts(optional)]
+    pub temperatures: Option<Option<Vec<TemperatureSample>>>,
+    /// Fans, when they differ.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[ts(optional)]
+    pub fans: Option<Option<Vec<FanSample>>>,
+    /// Batteries, when they differ.
+    #[serde(default, skip_serializing_if = "Option::is_none", deserialize_with = "present")]
+    #[ts(optional)]
+    pub batteries: Option<Option<Vec<BatterySample>>>,
 }
 
 /// One message of a live stream that sends deltas (`/ws/process-snapshots/?delta=1`),
@@ -317,6 +340,11 @@ impl SnapshotDelta {
             },
             errors: if_changed(&base.errors, &next.errors),
             gpus: if_changed(&base.gpus, &next.gpus),
+            filesystems: if_changed(&base.filesystems, &next.filesystems),
+            disks: if_changed(&base.disks, &next.disks),
+            temperatures: if_changed(&base.temperatures, &next.temperatures),
+            fans: if_changed(&base.fans, &next.fans),
+            batteries: if_changed(&base.batteries, &next.batteries),
         }
     }
 
@@ -356,6 +384,11 @@ impl SnapshotDelta {
             ports,
             errors: self.errors.clone().unwrap_or_else(|| base.errors.clone()),
             gpus: self.gpus.clone().unwrap_or_else(|| base.gpus.clone()),
+            filesystems: self.filesystems.clone().unwrap_or_else(|| base.filesystems.clone()),
+            disks: self.disks.clone().unwrap_or_else(|| base.disks.clone()),
+            temperatures: self.temperatures.clone().unwrap_or_else(|| base.temperatures.clone()),
+            fans: self.fans.clone().unwrap_or_else(|| base.fans.clone()),
+            batteries: self.batteries.clone().unwrap_or_else(|| base.batteries.clone()),
         })
     }
 }
@@ -792,6 +825,62 @@ mod tests {
             })
     }
 
+    /// The host in depth: each part absent, empty or a few entries, with the figures
+    /// that are hard to carry exactly (negative zero, `null`s).
+    type Hardware = (
+        Option<Vec<FilesystemSample>>,
+        Option<Vec<DiskSample>>,
+        Option<Vec<TemperatureSample>>,
+        Option<Vec<FanSample>>,
+        Option<Vec<BatterySample>>,
+    );
+
+    fn hardware() -> impl Strategy<Value = Hardware> {
+        let filesystem =
+            ("/[ab]{0,2}", 0u64..3, proptest::option::of(0u64..3)).prop_map(|(at, used, inodes)| FilesystemSample {
+                mount_point: at,
+                fs_type: "ext4".into(),
+                device: "/dev/vda".into(),
+                total_bytes: 4,
+                used_bytes: used,
+                free_bytes: 4 - used,
+                inodes_total: inodes.map(|i| i + 10),
+                inodes_free: inodes,
+            });
+        let disk =
+            ("(sd[ab]|dm-0)", small_f64(), small_f64(), 0.0f64..101.0).prop_map(|(name, r, w, busy)| DiskSample {
+                name,
+                read_bytes_per_sec: r,
+                write_bytes_per_sec: w,
+                reads_per_sec: r / 4096.0,
+                writes_per_sec: -0.0,
+                busy_percent: busy,
+            });
+        let temperature = ("[xy]", -20.0f64..120.0, proptest::option::of(small_f64())).prop_map(|(name, c, high)| {
+            TemperatureSample { name, celsius: c, high_celsius: high, critical_celsius: None }
+        });
+        let fan = ("[xy]", small_f64()).prop_map(|(name, rpm)| FanSample { name, rpm });
+        let battery = (proptest::option::of(0.0f64..100.0), proptest::option::of(small_f64())).prop_map(
+            |(percent, power_watts)| BatterySample {
+                name: "BAT0".into(),
+                percent,
+                status: "discharging".into(),
+                power_watts,
+            },
+        );
+        (
+            proptest::option::of(proptest::collection::vec(filesystem, 0..3)),
+            proptest::option::of(proptest::collection::vec(disk, 0..3)),
+            proptest::option::of(proptest::collection::vec(temperature, 0..3)),
+            proptest::option::of(proptest::collection::vec(fan, 0..2)),
+            proptest::option::of(proptest::collection::vec(battery, 0..2)),
+        )
+    }
+
+    fn set_hardware(s: &mut Snapshot, h: Hardware) {
+        (s.filesystems, s.disks, s.temperatures, s.fans, s.batteries) = h;
+    }
+
     fn snapshot() -> impl Strategy<Value = Snapshot> {
         (
             0u64..3,
@@ -806,8 +895,9 @@ mod tests {
             ),
             (proptest::collection::vec(("[ef]", small_f64()), 0..3), proptest::option::of("[mn]"), 0u32..2),
             proptest::collection::vec(gpu(), 0..3),
+            hardware(),
         )
-            .prop_map(|(seq, kernel, processes, connections, cpu, mem, net, gpus)| {
+            .prop_map(|(seq, kernel, processes, connections, cpu, mem, net, gpus, hardware)| {
                 let mut s = Snapshot {
                     schema_version: 1 + net.2,
                     host: HostInfo {
@@ -877,7 +967,13 @@ mod tests {
                         .map(|message| DomainError { domain: crate::model::Domain::Connections, message })
                         .collect(),
                     gpus,
+                    filesystems: None,
+                    disks: None,
+                    temperatures: None,
+                    fans: None,
+                    batteries: None,
                 };
+                set_hardware(&mut s, hardware);
                 s.host.hostname = "h".into();
                 s
             })
@@ -903,13 +999,24 @@ mod tests {
             proptest::collection::vec(connection(), 0..2),
             small_f32(),
             proptest::option::of(small_f32()),
+            proptest::option::of(hardware()),
         )
-            .prop_map(move |(edits, gone, born, closed, opened, total, gpu_busy)| {
+            .prop_map(move |(edits, gone, born, closed, opened, total, gpu_busy, hardware)| {
                 let mut next = base.clone();
                 next.seq += 1;
                 next.cpu.total_percent = total;
                 if let Some(g) = next.gpus.first_mut() {
                     g.utilization_percent = gpu_busy;
+                }
+                // Most ticks change the disk rates only; now and then everything (a
+                // slow reading came due).
+                match hardware {
+                    Some(h) => set_hardware(&mut next, h),
+                    None => {
+                        if let Some(d) = next.disks.as_mut().and_then(|d| d.first_mut()) {
+                            d.busy_percent += 1.0;
+                        }
+                    }
                 }
                 for (i, cpu, rss, gpu) in edits {
                     if let Some(p) = next.processes.get_mut(i) {
@@ -1024,6 +1131,30 @@ mod tests {
                 usize::from(base.processes[0].cpu_percent.map(f32::to_bits) != Some((-0.0f32).to_bits()))
             );
         }
+    }
+
+    #[test]
+    fn the_host_in_depth_travels_part_by_part() {
+        let mut sampler = crate::sample::Sampler::new(Default::default());
+        let base = sampler.sample();
+        assert!(base.filesystems.as_ref().is_some_and(|f| !f.is_empty()), "this machine has filesystems");
+        let mut next = base.clone();
+        next.seq += 1;
+        next.disks = Some(vec![DiskSample {
+            name: "vda".into(),
+            read_bytes_per_sec: 1.5,
+            write_bytes_per_sec: 0.0,
+            reads_per_sec: 1.0,
+            writes_per_sec: 0.0,
+            busy_percent: 3.0,
+        }]);
+        let delta = round_trip(&base, &next);
+        let json = serde_json::to_string(&delta).unwrap();
+        assert!(json.contains("\"disks\"") && !json.contains("\"filesystems\""), "{json}");
+        // A part that became unknown is sent as null, and rebuilt as unknown.
+        next.filesystems = None;
+        let delta = round_trip(&base, &next);
+        assert!(serde_json::to_string(&delta).unwrap().contains("\"filesystems\":null"));
     }
 
     #[test]

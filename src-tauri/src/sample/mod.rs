@@ -15,7 +15,9 @@
 //! `container.rs` tells a process's container from its control groups, and
 //! `container_names.rs` asks Docker's and Podman's sockets for their containers' names.
 //! `gpu.rs` reads the GPUs and each process's use of them (DRM statistics in `drm.rs`,
-//! NVIDIA's NVML in `nvml.rs`), at no cost on a machine without one.
+//! NVIDIA's NVML in `nvml.rs`), at no cost on a machine without one. `storage.rs`
+//! (filesystems, disk I/O) and `sensors.rs` (temperatures, fans, batteries) read the
+//! host in depth, each part at its own cadence.
 //!
 //! A part that fails (say, the socket list) is reported in [`Snapshot::errors`] and the
 //! rest of the snapshot is kept: one failing source never loses a tick.
@@ -43,7 +45,9 @@ pub mod machine;
 mod network;
 mod nvml;
 pub mod redact;
+pub mod sensors;
 mod socket;
+pub mod storage;
 mod system;
 
 #[cfg(target_os = "linux")]
@@ -83,6 +87,7 @@ pub struct Sampler {
     interfaces: os::Interfaces,
     rates: network::Rates,
     gpus: gpu::Gpus,
+    hardware: Hardware,
     host: HostInfo,
     seq: u64,
     last: Instant,
@@ -109,6 +114,7 @@ impl Sampler {
             interfaces,
             rates,
             gpus: gpu::Gpus::new(),
+            hardware: Hardware::new(),
             host,
             seq: 0,
             last: Instant::now(),
@@ -174,6 +180,8 @@ impl Sampler {
             }
         };
 
+        let hardware = self.hardware.read(secs);
+
         self.seq += 1;
         Snapshot {
             schema_version: SCHEMA_VERSION,
@@ -189,6 +197,99 @@ impl Sampler {
             ports,
             errors,
             gpus,
+            filesystems: hardware.filesystems,
+            disks: hardware.disks,
+            temperatures: hardware.temperatures,
+            fans: hardware.fans,
+            batteries: hardware.batteries,
+        }
+    }
+}
+
+/// What [`Hardware::read`] gives: the snapshot's host-in-depth fields.
+#[derive(Default)]
+struct HardwareSample {
+    filesystems: Option<Vec<crate::model::FilesystemSample>>,
+    disks: Option<Vec<crate::model::DiskSample>>,
+    temperatures: Option<Vec<crate::model::TemperatureSample>>,
+    fans: Option<Vec<crate::model::FanSample>>,
+    batteries: Option<Vec<crate::model::BatterySample>>,
+}
+
+/// Filesystems, disks, sensors and batteries, each at its cadence: disk rates each
+/// tick, the rest every [`storage::FILESYSTEMS_EVERY`] and [`sensors::SENSORS_EVERY`],
+/// carried over between. On Linux from `/proc` and `/sys`; elsewhere filesystems and
+/// temperatures through sysinfo (no disk I/O, fans or batteries: those stay absent).
+struct Hardware {
+    #[cfg(target_os = "linux")]
+    storage: storage::Storage,
+    #[cfg(target_os = "linux")]
+    sensors: Option<(Instant, HardwareSample)>,
+    #[cfg(not(target_os = "linux"))]
+    portable: Option<(Instant, HardwareSample)>,
+    #[cfg(not(target_os = "linux"))]
+    disks: Option<sysinfo::Disks>,
+    #[cfg(not(target_os = "linux"))]
+    components: Option<sysinfo::Components>,
+}
+
+impl Hardware {
+    fn new() -> Hardware {
+        Hardware {
+            #[cfg(target_os = "linux")]
+            storage: storage::Storage::new(),
+            #[cfg(target_os = "linux")]
+            sensors: None,
+            #[cfg(not(target_os = "linux"))]
+            portable: None,
+            #[cfg(not(target_os = "linux"))]
+            disks: sysinfo::Disks::new().ok(),
+            #[cfg(not(target_os = "linux"))]
+            components: sysinfo::Components::new().ok(),
+        }
+    }
+
+    #[cfg(target_os = "linux")]
+    fn read(&mut self, secs: f64) -> HardwareSample {
+        let stale = self.sensors.as_ref().is_none_or(|(at, _)| at.elapsed() >= sensors::SENSORS_EVERY);
+        if stale {
+            // No hwmon or power_supply class at all (a virtual machine without sensors)
+            // is a machine measured to have none; no sysfs is a machine not measured.
+            let sysfs = std::path::Path::new("/sys/class").is_dir();
+            let (temperatures, fans) = sensors::read_hwmon(std::path::Path::new("/sys/class/hwmon"))
+                .or_else(|| sysfs.then(Default::default))
+                .map_or((None, None), |(t, f)| (Some(t), Some(f)));
+            let batteries = sensors::read_power_supplies(std::path::Path::new("/sys/class/power_supply"))
+                .or_else(|| sysfs.then(Vec::new));
+            self.sensors =
+                Some((Instant::now(), HardwareSample { temperatures, fans, batteries, ..HardwareSample::default() }));
+        }
+        let carried = self.sensors.as_ref().map(|(_, s)| s);
+        HardwareSample {
+            filesystems: self.storage.filesystems(),
+            disks: self.storage.disks(secs),
+            temperatures: carried.and_then(|s| s.temperatures.clone()),
+            fans: carried.and_then(|s| s.fans.clone()),
+            batteries: carried.and_then(|s| s.batteries.clone()),
+        }
+    }
+
+    #[cfg(not(target_os = "linux"))]
+    fn read(&mut self, _secs: f64) -> HardwareSample {
+        let stale = self.portable.as_ref().is_none_or(|(at, _)| at.elapsed() >= storage::FILESYSTEMS_EVERY);
+        if stale {
+            let sample = HardwareSample {
+                filesystems: self.disks.as_mut().map(storage::portable_filesystems),
+                temperatures: self.components.as_mut().map(sensors::portable_temperatures),
+                ..HardwareSample::default()
+            };
+            self.portable = Some((Instant::now(), sample));
+        }
+        let carried = self.portable.as_ref().map(|(_, s)| s);
+        HardwareSample {
+            filesystems: carried.and_then(|s| s.filesystems.clone()),
+            temperatures: carried.and_then(|s| s.temperatures.clone()),
+            ..HardwareSample::default()
         }
     }
 }

@@ -527,6 +527,11 @@ fn from_short(upload: ShortUpload) -> Result<Snapshot, ApiError> {
         ports: PortUsage::default(),
         errors: Vec::new(),
         gpus: Vec::new(),
+        filesystems: None,
+        disks: None,
+        temperatures: None,
+        fans: None,
+        batteries: None,
     })
 }
 
@@ -653,6 +658,77 @@ fn check_gpus(gpus: &[crate::model::GpuSample]) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Most filesystems, disks, sensors, fans or batteries in one snapshot (the sampler
+/// keeps at most 256 of each).
+pub const MAX_HARDWARE: usize = 1024;
+
+/// The host in depth: bounded lists, text fit to show, figures that are numbers. The
+/// names are host text (shown, and a mount point names an alert instance).
+fn check_hardware(s: &Snapshot) -> Result<(), ApiError> {
+    fn list<'a, T>(field: &str, items: Option<&'a Vec<T>>) -> Result<&'a [T], ApiError> {
+        let items = items.map_or(&[][..], Vec::as_slice);
+        if items.len() > MAX_HARDWARE {
+            return Err(ApiError::invalid(field, format!("More than {MAX_HARDWARE} {field} in one snapshot.")));
+        }
+        Ok(items)
+    }
+    fn number(field: impl Fn() -> String, value: f64, max: f64) -> Result<(), ApiError> {
+        if !value.is_finite() || value.abs() > max {
+            let field = field();
+            return Err(ApiError::invalid(&field, format!("{field} must be a number within ±{max}.")));
+        }
+        Ok(())
+    }
+    fn rate(field: impl Fn() -> String, value: f64) -> Result<(), ApiError> {
+        number(&field, value, 1e15)?;
+        if value < 0.0 {
+            let field = field();
+            return Err(ApiError::invalid(&field, format!("{field} must not be negative.")));
+        }
+        Ok(())
+    }
+    for (i, f) in list("filesystems", s.filesystems.as_ref())?.iter().enumerate() {
+        check_text(&format!("filesystems[{i}].mount_point"), &f.mount_point, MAX_NAME, false)?;
+        check_text(&format!("filesystems[{i}].fs_type"), &f.fs_type, MAX_VERSION, true)?;
+        check_text(&format!("filesystems[{i}].device"), &f.device, MAX_NAME, true)?;
+    }
+    for (i, d) in list("disks", s.disks.as_ref())?.iter().enumerate() {
+        check_text(&format!("disks[{i}].name"), &d.name, MAX_HOST_TEXT, false)?;
+        rate(|| format!("disks[{i}].read_bytes_per_sec"), d.read_bytes_per_sec)?;
+        rate(|| format!("disks[{i}].write_bytes_per_sec"), d.write_bytes_per_sec)?;
+        rate(|| format!("disks[{i}].reads_per_sec"), d.reads_per_sec)?;
+        rate(|| format!("disks[{i}].writes_per_sec"), d.writes_per_sec)?;
+        rate(|| format!("disks[{i}].busy_percent"), d.busy_percent)?;
+        if d.busy_percent > 100.5 {
+            return Err(ApiError::invalid(format!("disks[{i}].busy_percent"), "busy_percent is at most 100."));
+        }
+    }
+    for (i, t) in list("temperatures", s.temperatures.as_ref())?.iter().enumerate() {
+        check_text(&format!("temperatures[{i}].name"), &t.name, MAX_HOST_TEXT, true)?;
+        number(|| format!("temperatures[{i}].celsius"), t.celsius, 1000.0)?;
+        for (what, v) in [("high_celsius", t.high_celsius), ("critical_celsius", t.critical_celsius)] {
+            if let Some(v) = v {
+                number(|| format!("temperatures[{i}].{what}"), v, 1000.0)?;
+            }
+        }
+    }
+    for (i, f) in list("fans", s.fans.as_ref())?.iter().enumerate() {
+        check_text(&format!("fans[{i}].name"), &f.name, MAX_HOST_TEXT, true)?;
+        rate(|| format!("fans[{i}].rpm"), f.rpm)?;
+    }
+    for (i, b) in list("batteries", s.batteries.as_ref())?.iter().enumerate() {
+        check_text(&format!("batteries[{i}].name"), &b.name, MAX_HOST_TEXT, true)?;
+        check_text(&format!("batteries[{i}].status"), &b.status, MAX_VERSION, true)?;
+        if let Some(p) = b.percent {
+            number(|| format!("batteries[{i}].percent"), p, 100.5)?;
+        }
+        if let Some(w) = b.power_watts {
+            rate(|| format!("batteries[{i}].power_watts"), w)?;
+        }
+    }
+    Ok(())
+}
+
 /// The first pid that appears twice, if any. Samplers list processes by pid, so this is
 /// one pass; an unsorted list is sorted (a copy of the pids) first.
 fn duplicate_pid(processes: &[ProcessSample]) -> Option<u32> {
@@ -742,6 +818,7 @@ pub fn validate_where(s: &Snapshot, check: impl Fn(&ProcessSample) -> bool) -> R
         return Err(ApiError::invalid("cpu.per_core_percent", format!("More than {MAX_CORES} cores in one snapshot.")));
     }
     check_host(s)?;
+    check_hardware(s)?;
     check_percent("cpu.total_percent", s.cpu.total_percent, 100.5)?;
     for (i, c) in s.cpu.per_core_percent.iter().enumerate() {
         check_percent(&format!("cpu.per_core_percent[{i}]"), *c, 100.5)?;
@@ -1185,6 +1262,47 @@ mod process_text_tests {
         // Just under the cap is fine.
         let under = with_processes(2_000, 4_000);
         assert!(validate(&under).is_ok());
+    }
+
+    #[test]
+    fn the_host_in_depth_is_checked_naming_the_field() {
+        let good = crate::sample::Sampler::new(Default::default()).sample();
+        assert!(good.filesystems.is_some(), "this machine's filesystems are read");
+        validate(&good).unwrap();
+        let field = |s: &Snapshot| validate(s).unwrap_err().parts().1.field;
+        let mut bad = good.clone();
+        bad.filesystems = Some(vec![crate::model::FilesystemSample {
+            mount_point: "/mnt/\u{1b}[31mred".into(),
+            fs_type: "ext4".into(),
+            device: "/dev/x".into(),
+            total_bytes: 1,
+            used_bytes: 0,
+            free_bytes: 1,
+            inodes_total: None,
+            inodes_free: None,
+        }]);
+        assert_eq!(field(&bad).as_deref(), Some("filesystems[0].mount_point"));
+        let mut bad = good.clone();
+        bad.disks = Some(vec![crate::model::DiskSample {
+            name: "sda".into(),
+            read_bytes_per_sec: f64::NAN,
+            write_bytes_per_sec: 0.0,
+            reads_per_sec: 0.0,
+            writes_per_sec: 0.0,
+            busy_percent: 0.0,
+        }]);
+        assert_eq!(field(&bad).as_deref(), Some("disks[0].read_bytes_per_sec"));
+        let mut bad = good.clone();
+        bad.temperatures = Some(vec![
+            crate::model::TemperatureSample {
+                name: "x".into(),
+                celsius: 40.0,
+                high_celsius: None,
+                critical_celsius: None,
+            };
+            MAX_HARDWARE + 1
+        ]);
+        assert_eq!(field(&bad).as_deref(), Some("temperatures"));
     }
 }
 

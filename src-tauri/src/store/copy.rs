@@ -74,6 +74,9 @@ struct SnapshotRow {
     body: Vec<u8>,
     base_id: Option<i64>,
     network_known: bool,
+    disk_read_bytes_per_sec: Option<f64>,
+    disk_write_bytes_per_sec: Option<f64>,
+    temperature_celsius: Option<f64>,
 }
 
 #[derive(FromRow)]
@@ -94,6 +97,14 @@ struct RollupRow {
     received_max: f64,
     network_samples: Option<i64>,
     top_json: String,
+    disk_samples: i64,
+    disk_read_avg: f64,
+    disk_read_max: f64,
+    disk_write_avg: f64,
+    disk_write_max: f64,
+    temperature_samples: i64,
+    temperature_avg: f64,
+    temperature_max: f64,
 }
 
 #[derive(FromRow)]
@@ -195,7 +206,8 @@ impl Store {
             let rows: Vec<SnapshotRow> = sqlx::query_as(
                 "SELECT id, host_id, seq, taken_at, received_at, cpu_percent, memory_used_bytes, memory_total_bytes, \
                  process_count, connection_count, sent_bytes_per_sec, received_bytes_per_sec, load_one, top_json, \
-                 body, base_id, network_known FROM snapshots WHERE id > $1 ORDER BY id LIMIT $2",
+                 body, base_id, network_known, disk_read_bytes_per_sec, disk_write_bytes_per_sec, \
+                 temperature_celsius FROM snapshots WHERE id > $1 ORDER BY id LIMIT $2",
             )
             .bind(after)
             .bind(BATCH)
@@ -207,8 +219,10 @@ impl Store {
                 sqlx::query(
                     "INSERT INTO snapshots (id, host_id, seq, taken_at, received_at, cpu_percent, memory_used_bytes, \
                      memory_total_bytes, process_count, connection_count, sent_bytes_per_sec, \
-                     received_bytes_per_sec, load_one, top_json, body, base_id, network_known) \
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
+                     received_bytes_per_sec, load_one, top_json, body, base_id, network_known, \
+                     disk_read_bytes_per_sec, disk_write_bytes_per_sec, temperature_celsius) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+                     $20)",
                 )
                 .bind(s.id)
                 .bind(s.host_id)
@@ -227,6 +241,9 @@ impl Store {
                 .bind(&s.body)
                 .bind(s.base_id)
                 .bind(s.network_known)
+                .bind(s.disk_read_bytes_per_sec)
+                .bind(s.disk_write_bytes_per_sec)
+                .bind(s.temperature_celsius)
                 .execute(&mut *tx)
                 .await?;
             }
@@ -253,7 +270,9 @@ impl Store {
 
         let rollups: Vec<RollupRow> = sqlx::query_as(
             "SELECT host_id, tier, bucket, samples, cpu_avg, cpu_max, memory_avg, memory_max, processes_avg, \
-             processes_max, sent_avg, sent_max, received_avg, received_max, network_samples, top_json FROM rollups",
+             processes_max, sent_avg, sent_max, received_avg, received_max, network_samples, top_json, disk_samples, \
+             disk_read_avg, disk_read_max, disk_write_avg, disk_write_max, temperature_samples, temperature_avg, \
+             temperature_max FROM rollups",
         )
         .fetch_all(from)
         .await?;
@@ -262,7 +281,9 @@ impl Store {
                 sqlx::query(
                     "INSERT INTO rollups (host_id, tier, bucket, samples, cpu_avg, cpu_max, memory_avg, memory_max, \
                      processes_avg, processes_max, sent_avg, sent_max, received_avg, received_max, network_samples, \
-                     top_json) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                     top_json, disk_samples, disk_read_avg, disk_read_max, disk_write_avg, disk_write_max, \
+                     temperature_samples, temperature_avg, temperature_max) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, \
+                     $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22, $23, $24)",
                 )
                 .bind(r.host_id)
                 .bind(&r.tier)
@@ -280,6 +301,14 @@ impl Store {
                 .bind(r.received_max)
                 .bind(r.network_samples)
                 .bind(&r.top_json)
+                .bind(r.disk_samples)
+                .bind(r.disk_read_avg)
+                .bind(r.disk_read_max)
+                .bind(r.disk_write_avg)
+                .bind(r.disk_write_max)
+                .bind(r.temperature_samples)
+                .bind(r.temperature_avg)
+                .bind(r.temperature_max)
                 .execute(&mut *tx)
                 .await?;
             }

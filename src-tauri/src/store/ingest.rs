@@ -214,6 +214,10 @@ pub(super) struct Row {
     pub sent_bytes_per_sec: Option<f64>,
     pub received_bytes_per_sec: Option<f64>,
     pub load_one: Option<f64>,
+    /// The disks' read and write rates together; `None` when not measured.
+    pub disk_io: Option<(f64, f64)>,
+    /// The hottest sensor; `None` when there is none.
+    pub temperature_celsius: Option<f64>,
     pub body: Body,
     /// The snapshot, to chain the host's next row on once this one is stored.
     pub snapshot: Arc<Snapshot>,
@@ -668,8 +672,9 @@ impl Writer {
         let id: Option<i64> = on!(tx.reborrow(), |c| sqlx::query_scalar(
             "INSERT INTO snapshots (host_id, seq, taken_at, received_at, cpu_percent, memory_used_bytes, \
              memory_total_bytes, process_count, connection_count, sent_bytes_per_sec, received_bytes_per_sec, \
-             load_one, network_known, top_json, body, base_id) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, '', $14, $15) \
+             load_one, network_known, top_json, body, base_id, disk_read_bytes_per_sec, disk_write_bytes_per_sec, \
+             temperature_celsius) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, '', $14, $15, $16, $17, $18) \
              ON CONFLICT (host_id, seq) DO NOTHING RETURNING id",
         )
         .bind(host_id)
@@ -688,6 +693,9 @@ impl Writer {
         .bind(row.sent_bytes_per_sec.is_some() && row.received_bytes_per_sec.is_some())
         .bind(&row.body.bytes)
         .bind(row.body.base_id)
+        .bind(row.disk_io.map(|d| d.0))
+        .bind(row.disk_io.map(|d| d.1))
+        .bind(row.temperature_celsius)
         .fetch_optional(c)
         .await)?;
 

@@ -218,6 +218,46 @@ struct Agg {
     sent_max: f64,
     received_sum: f64,
     received_max: f64,
+    /// The host in depth: samples that measured disk I/O (their sums and peaks), and
+    /// samples that had a temperature.
+    disk: Part,
+    disk_write: Part,
+    temperature: Part,
+}
+
+/// Sum and peak of one figure over the samples that had it.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Part {
+    samples: i64,
+    sum: f64,
+    max: f64,
+}
+
+impl Part {
+    fn of(value: Option<f64>) -> Part {
+        value.filter(|v| v.is_finite()).map_or(Part::default(), |v| Part { samples: 1, sum: v, max: v })
+    }
+
+    fn stored(samples: i64, avg: f64, max: f64) -> Part {
+        Part { samples, sum: avg * samples as f64, max }
+    }
+
+    /// A temperature may be below zero: a part without samples never wins a peak.
+    fn merge(&mut self, o: &Part) {
+        if o.samples > 0 {
+            self.max = if self.samples > 0 { self.max.max(o.max) } else { o.max };
+            self.samples += o.samples;
+            self.sum += o.sum;
+        }
+    }
+
+    fn avg(&self) -> Option<f64> {
+        (self.samples > 0).then(|| self.sum / self.samples as f64)
+    }
+
+    fn peak(&self) -> Option<f64> {
+        (self.samples > 0).then_some(self.max)
+    }
 }
 
 impl Agg {
@@ -235,6 +275,9 @@ impl Agg {
         self.sent_max = self.sent_max.max(o.sent_max);
         self.received_sum += o.received_sum;
         self.received_max = self.received_max.max(o.received_max);
+        self.disk.merge(&o.disk);
+        self.disk_write.merge(&o.disk_write);
+        self.temperature.merge(&o.temperature);
     }
 
     fn avg(&self, sum: f64) -> f64 {
@@ -265,6 +308,12 @@ impl Agg {
             received_bytes_per_sec: self.network_avg(self.received_sum),
             sent_max_bytes_per_sec: self.network_max(self.sent_max),
             received_max_bytes_per_sec: self.network_max(self.received_max),
+            disk_read_bytes_per_sec: self.disk.avg(),
+            disk_write_bytes_per_sec: self.disk_write.avg(),
+            disk_read_max_bytes_per_sec: self.disk.peak(),
+            disk_write_max_bytes_per_sec: self.disk_write.peak(),
+            temperature_celsius: self.temperature.avg(),
+            temperature_max_celsius: self.temperature.peak(),
         }
     }
 }
@@ -282,6 +331,9 @@ struct RawRow {
     received_bytes_per_sec: f64,
     /// Whether the two rates are known (a short upload has none: they hold 0).
     network_known: bool,
+    disk_read_bytes_per_sec: Option<f64>,
+    disk_write_bytes_per_sec: Option<f64>,
+    temperature_celsius: Option<f64>,
     /// Empty when not asked for, and in rows whose top list is derived from the body.
     top_json: String,
     /// Only when the top list is asked for.
@@ -294,7 +346,8 @@ struct RawRow {
 fn raw_columns(top: bool) -> String {
     format!(
         "id, host_id, taken_at, cpu_percent, memory_used_bytes, process_count, sent_bytes_per_sec, \
-         received_bytes_per_sec, network_known, {}",
+         received_bytes_per_sec, network_known, disk_read_bytes_per_sec, disk_write_bytes_per_sec, \
+         temperature_celsius, {}",
         if top {
             "top_json, CASE WHEN top_json = '' THEN body END AS body, base_id"
         } else {
@@ -342,6 +395,9 @@ impl RawRow {
             sent_max: self.sent_bytes_per_sec,
             received_sum: self.received_bytes_per_sec,
             received_max: self.received_bytes_per_sec,
+            disk: Part::of(self.disk_read_bytes_per_sec),
+            disk_write: Part::of(self.disk_write_bytes_per_sec.filter(|_| self.disk_read_bytes_per_sec.is_some())),
+            temperature: Part::of(self.temperature_celsius),
         }
     }
 }
@@ -363,6 +419,14 @@ struct RollupRow {
     received_max: f64,
     /// `None` in buckets rolled before it was counted: all their samples knew.
     network_samples: Option<i64>,
+    disk_samples: i64,
+    disk_read_avg: f64,
+    disk_read_max: f64,
+    disk_write_avg: f64,
+    disk_write_max: f64,
+    temperature_samples: i64,
+    temperature_avg: f64,
+    temperature_max: f64,
     top_json: String,
 }
 
@@ -370,7 +434,8 @@ struct RollupRow {
 fn rollup_columns(top: bool) -> String {
     format!(
         "bucket, samples, cpu_avg, cpu_max, memory_avg, memory_max, processes_avg, processes_max, sent_avg, \
-         sent_max, received_avg, received_max, network_samples, {} AS top_json",
+         sent_max, received_avg, received_max, network_samples, disk_samples, disk_read_avg, disk_read_max, \
+         disk_write_avg, disk_write_max, temperature_samples, temperature_avg, temperature_max, {} AS top_json",
         if top { "top_json" } else { "''" }
     )
 }
@@ -393,6 +458,9 @@ impl RollupRow {
             sent_max: self.sent_max,
             received_sum: self.received_avg * m,
             received_max: self.received_max,
+            disk: Part::stored(self.disk_samples, self.disk_read_avg, self.disk_read_max),
+            disk_write: Part::stored(self.disk_samples, self.disk_write_avg, self.disk_write_max),
+            temperature: Part::stored(self.temperature_samples, self.temperature_avg, self.temperature_max),
         }
     }
 }
@@ -446,14 +514,21 @@ async fn write_bucket(mut tx: Conn<'_>, host_id: i64, tier: Tier, start: i64, b:
     let a = b.agg;
     on!(tx.reborrow(), |c| sqlx::query(
         "INSERT INTO rollups (host_id, tier, bucket, samples, cpu_avg, cpu_max, memory_avg, memory_max, \
-         processes_avg, processes_max, sent_avg, sent_max, received_avg, received_max, network_samples, top_json) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16) \
+         processes_avg, processes_max, sent_avg, sent_max, received_avg, received_max, network_samples, top_json, \
+         disk_samples, disk_read_avg, disk_read_max, disk_write_avg, disk_write_max, temperature_samples, \
+         temperature_avg, temperature_max) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
+         $22, $23, $24) \
          ON CONFLICT (host_id, tier, bucket) DO UPDATE SET samples = excluded.samples, cpu_avg = excluded.cpu_avg, \
          cpu_max = excluded.cpu_max, memory_avg = excluded.memory_avg, memory_max = excluded.memory_max, \
          processes_avg = excluded.processes_avg, processes_max = excluded.processes_max, \
          sent_avg = excluded.sent_avg, sent_max = excluded.sent_max, received_avg = excluded.received_avg, \
          received_max = excluded.received_max, network_samples = excluded.network_samples, \
-         top_json = excluded.top_json",
+         top_json = excluded.top_json, disk_samples = excluded.disk_samples, \
+         disk_read_avg = excluded.disk_read_avg, disk_read_max = excluded.disk_read_max, \
+         disk_write_avg = excluded.disk_write_avg, disk_write_max = excluded.disk_write_max, \
+         temperature_samples = excluded.temperature_samples, temperature_avg = excluded.temperature_avg, \
+         temperature_max = excluded.temperature_max",
     )
     .bind(host_id)
     .bind(tier_name(tier))
@@ -472,6 +547,15 @@ async fn write_bucket(mut tx: Conn<'_>, host_id: i64, tier: Tier, start: i64, b:
     .bind(a.received_max)
     .bind(a.network_samples)
     .bind(b.peaks.top_json()?)
+    // NOT NULL like the others: 0 where no sample had the figure (`*_samples` says so).
+    .bind(a.disk.samples)
+    .bind(a.disk.avg().unwrap_or(0.0))
+    .bind(a.disk.peak().unwrap_or(0.0))
+    .bind(a.disk_write.avg().unwrap_or(0.0))
+    .bind(a.disk_write.peak().unwrap_or(0.0))
+    .bind(a.temperature.samples)
+    .bind(a.temperature.avg().unwrap_or(0.0))
+    .bind(a.temperature.peak().unwrap_or(0.0))
     .execute(c)
     .await
     .map(|d| d.rows_affected()))?;

@@ -183,6 +183,8 @@ impl Store {
                 sent_bytes_per_sec: snap.network.total.as_ref().map(|t| finite(t.sent_bytes_per_sec)),
                 received_bytes_per_sec: snap.network.total.as_ref().map(|t| finite(t.received_bytes_per_sec)),
                 load_one: snap.cpu.load_average.map(|l| l.one).filter(|v| v.is_finite()),
+                disk_io: snap.disk_io_bytes_per_sec().filter(|(r, w)| r.is_finite() && w.is_finite()),
+                temperature_celsius: snap.hottest_celsius(),
                 body,
                 snapshot: Arc::clone(snap),
                 epoch,

@@ -310,6 +310,99 @@ async fn series_uses_raw_points_and_picks_the_tier_by_range(place: Place) {
 }
 
 both!(figures_a_snapshot_did_not_give_stay_unknown_in_series_and_tops);
+both!(the_host_in_depth_survives_the_store_and_its_rollups);
+
+/// Filesystems, disks, sensors and batteries come back from the store as they went in
+/// (whole rows and rows stored as deltas), and the series carry disk I/O and the hottest
+/// temperature through raw rows, minute and hour buckets; snapshots without them stay
+/// unknown, not zero.
+async fn the_host_in_depth_survives_the_store_and_its_rollups(place: Place) {
+    use crate::model::{BatterySample, DiskSample, FanSample, TemperatureSample};
+    let store = place.open().await;
+    let now = now();
+    let t0 = from_ms(floor_ms(to_ms(now - secs(3 * 3600)), 3_600_000));
+    let disk = |name: &str, read: f64| DiskSample {
+        name: name.into(),
+        read_bytes_per_sec: read,
+        write_bytes_per_sec: 2.0 * read,
+        reads_per_sec: 1.0,
+        writes_per_sec: 2.0,
+        busy_percent: 5.0,
+    };
+    let sensor = |celsius: f64| TemperatureSample {
+        name: "coretemp Package id 0".into(),
+        celsius,
+        high_celsius: Some(84.0),
+        critical_celsius: None,
+    };
+    let mut ids = Vec::new();
+    let mut host = 0;
+    // Two snapshots a minute for an hour; every other one measured nothing in depth.
+    for i in 0..120i64 {
+        let mut s = snap("deep", i as u64 + 1, t0 + secs(i * 30), 10.0);
+        assert!(s.filesystems.is_some(), "the sampler reads this machine's filesystems");
+        if i % 2 == 0 {
+            // dm-0 sits on sda: left out of the sum.
+            s.disks = Some(vec![disk("sda", 1000.0 * (i + 1) as f64), disk("dm-0", 7.0)]);
+            s.temperatures = Some(vec![sensor(if i == 0 { -5.0 } else { 40.0 + i as f64 / 2.0 }), sensor(-10.0)]);
+            s.fans = Some(vec![FanSample { name: "nct6775 fan1".into(), rpm: 1200.0 }]);
+            s.batteries = Some(vec![BatterySample {
+                name: "BAT0".into(),
+                percent: Some(87.0),
+                status: "discharging".into(),
+                power_watts: Some(9.5),
+            }]);
+        } else {
+            (s.filesystems, s.disks, s.temperatures, s.fans, s.batteries) = (None, None, None, None, None);
+        }
+        let inserted = store.insert_snapshot(&s, now).await.unwrap();
+        host = inserted.host_id;
+        ids.push((inserted.id, s));
+    }
+    for (id, sent) in &ids[..4] {
+        let stored = store.snapshot(*id).await.unwrap().unwrap().snapshot;
+        assert_eq!(
+            (&stored.filesystems, &stored.disks, &stored.temperatures, &stored.fans, &stored.batteries),
+            (&sent.filesystems, &sent.disks, &sent.temperatures, &sent.fans, &sent.batteries),
+        );
+    }
+    let retention = Retention {
+        raw: Duration::from_secs(3600),
+        minute: Duration::from_secs(7 * 86400),
+        hour: Duration::from_secs(90 * 86400),
+    };
+    let raw = store.series(host, None, None, Some(2), now, &retention).await.unwrap();
+    let newest = &raw.points[1];
+    assert_eq!((newest.disk_read_bytes_per_sec, newest.temperature_celsius), (None, None), "not measured");
+    let measured = &raw.points[0];
+    assert_eq!(measured.disk_read_bytes_per_sec, Some(119_000.0));
+    assert_eq!(measured.disk_write_bytes_per_sec, Some(238_000.0));
+    assert_eq!(measured.temperature_celsius, Some(40.0 + 59.0));
+    // Minute k holds snapshot 2k (measured) and 2k + 1 (not).
+    let check = |points: &[SeriesPoint]| {
+        assert_eq!(points.len(), 60);
+        for (k, p) in points.iter().enumerate() {
+            let read = 1000.0 * (2 * k + 1) as f64;
+            let hot = if k == 0 { -5.0 } else { 40.0 + k as f64 };
+            assert_eq!((p.disk_read_bytes_per_sec, p.disk_read_max_bytes_per_sec), (Some(read), Some(read)), "{k}");
+            assert_eq!(p.disk_write_max_bytes_per_sec, Some(2.0 * read));
+            assert_eq!((p.temperature_celsius, p.temperature_max_celsius), (Some(hot), Some(hot)), "minute {k}");
+        }
+    };
+    let range = (Some(now - secs(86400)), None);
+    check(&store.series(host, range.0, range.1, None, now, &retention).await.unwrap().points);
+    let done = store.maintain(now, &retention).await.unwrap();
+    assert!(done.raw_deleted >= 120, "{done:?}");
+    check(&store.series(host, range.0, range.1, None, now, &retention).await.unwrap().points);
+    let hours = store.series(host, Some(now - secs(30 * 86400)), None, None, now, &retention).await.unwrap();
+    assert_eq!(hours.tier, Tier::Hour);
+    let p = &hours.points[0];
+    let reads: f64 = (0..60).map(|k| 1000.0 * (2 * k + 1) as f64).sum();
+    assert_eq!(p.disk_read_bytes_per_sec, Some(reads / 60.0));
+    assert_eq!(p.disk_read_max_bytes_per_sec, Some(119_000.0));
+    // A bucket whose first sample was below zero still peaks at its hottest.
+    assert_eq!(p.temperature_max_celsius, Some(99.0));
+}
 /// What a snapshot did not give (a short upload: no network figures, processes without
 /// CPU or memory) stays unknown in series and top lists, raw and rolled up, instead of
 /// counting as zeros.

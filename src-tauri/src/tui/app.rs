@@ -606,6 +606,11 @@ pub(crate) mod tests {
             ports: PortUsage::default(),
             errors: Vec::new(),
             gpus: Vec::new(),
+            filesystems: None,
+            disks: None,
+            temperatures: None,
+            fans: None,
+            batteries: None,
         })
     }
 

@@ -38,11 +38,30 @@ describe('rule forms', () => {
       [{ for_secs: '1.5' }, 'for_secs'],
       [{ metric: 'host.offline', for_secs: '3' }, 'for_secs'],
       [{ repeat_secs: '5' }, 'repeat_secs'],
+      [{ metric: 'host.disk_percent', mount: 'home' }, 'mount'],
+      [{ metric: 'host.disk_percent', mount: '/home/' }, 'mount'],
+      [{ metric: 'host.disk_percent', mount: '/a/../b' }, 'mount'],
     ];
     for (const [patch, field] of cases) {
       const r = ruleFromForm(form(patch));
       expect(isProblem(r) ? r.field : 'none', JSON.stringify(patch)).toBe(field);
     }
+  });
+});
+
+describe('disk and temperature rules', () => {
+  it('name a mount or a sensor, only where the metric takes one', () => {
+    const disk = ruleFromForm(form({ metric: 'host.disk_percent', mount: '/home', threshold: '90', for_secs: '0' }));
+    expect(disk).toMatchObject({ metric: 'host.disk_percent', mount: '/home', threshold: 90 });
+    expect(isProblem(disk) ? null : describeRule(disk)).toBe('Disk space used of /home > 90');
+    if (!isProblem(disk)) expect(ruleFromForm(formFromRule(disk))).toEqual(disk);
+    const every = ruleFromForm(form({ metric: 'host.disk_percent', mount: '', threshold: '90' }));
+    expect(every).toMatchObject({ mount: '*' });
+    const hot = ruleFromForm(form({ metric: 'host.temperature', threshold: '80', for_secs: '0' }));
+    expect(isProblem(hot) ? null : describeRule(hot)).toBe('Temperature of the hottest sensor > 80');
+    const cpu = ruleFromForm(form({ metric: 'host.cpu_percent', mount: '/x', sensor: 'y' }));
+    expect(cpu).not.toHaveProperty('mount');
+    expect(cpu).not.toHaveProperty('sensor');
   });
 });
 

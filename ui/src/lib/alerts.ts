@@ -20,6 +20,9 @@ export interface MetricInfo {
   /** Whether `repeat_secs` applies (a new listening port is told once). */
   repeat: boolean;
   unit: string;
+  /** What else the rule names: a mount point (`host.disk_percent`) or a sensor
+   *  (`host.temperature`). */
+  target?: 'mount' | 'sensor';
 }
 
 // Keyed by every metric the collector takes (`Metric`, generated from the Rust
@@ -33,6 +36,8 @@ const METRIC_INFO: Record<Metric, Omit<MetricInfo, 'id'>> = {
   'host.net_sent_bytes_per_sec': { label: 'Network sent', kind: 'level', process: false, aggregate: false, repeat: true, unit: 'B/s' },
   'host.net_received_bytes_per_sec': { label: 'Network received', kind: 'level', process: false, aggregate: false, repeat: true, unit: 'B/s' },
   'host.net_errors_per_sec': { label: 'Network errors', kind: 'level', process: false, aggregate: false, repeat: true, unit: '/s' },
+  'host.disk_percent': { label: 'Disk space used', kind: 'level', process: false, aggregate: false, repeat: true, unit: '%', target: 'mount' },
+  'host.temperature': { label: 'Temperature', kind: 'level', process: false, aggregate: false, repeat: true, unit: '°C', target: 'sensor' },
   'host.new_listening_port': { label: 'New listening port', kind: 'condition', process: 'optional', aggregate: false, repeat: false, unit: '' },
   'process.absent': { label: 'Process absent', kind: 'condition', process: true, aggregate: false, repeat: true, unit: '' },
   'process.count': { label: 'Process count', kind: 'level', process: true, aggregate: false, repeat: true, unit: '' },
@@ -57,6 +62,10 @@ export interface RuleForm {
   host: string;
   process: string;
   port: string;
+  /** `*` or a mount point. */
+  mount: string;
+  /** `*` (the hottest) or a sensor's name. */
+  sensor: string;
   aggregate: 'each' | 'sum';
   op: Op;
   threshold: string;
@@ -74,6 +83,8 @@ export function emptyForm(): RuleForm {
     host: '*',
     process: '',
     port: '',
+    mount: '*',
+    sensor: '*',
     aggregate: 'each',
     op: '>',
     threshold: '',
@@ -92,6 +103,8 @@ export function formFromRule(r: AlertRule): RuleForm {
     host: r.host,
     process: r.process ?? '',
     port: r.port === null ? '' : String(r.port),
+    mount: r.mount ?? '*',
+    sensor: r.sensor ?? '*',
     aggregate: r.aggregate,
     op: r.op ?? (r.metric === 'port.listening' ? '==' : '>'),
     threshold: r.threshold === null ? '' : String(r.threshold),
@@ -120,6 +133,18 @@ function wholeSeconds(text: string, field: string): number | FormProblem {
   return n;
 }
 
+/** Whether `m` is a mount as the collector takes one: an absolute path without empty,
+ *  `.` or `..` parts and no trailing `/` (or `/` itself), or a drive such as `C:\`. */
+export function isMount(m: string): boolean {
+  if (/^[A-Za-z]:[\\/]?$/.test(m)) return true;
+  if (m === '/') return true;
+  if (!m.startsWith('/') || m.endsWith('/') || /[\u0000-\u001f\u007f]/.test(m)) return false;
+  return m
+    .slice(1)
+    .split('/')
+    .every((part) => part !== '' && part !== '.' && part !== '..');
+}
+
 /** The rule a form describes, or the first problem with it. */
 export function ruleFromForm(f: RuleForm): AlertRule | FormProblem {
   const info = metricInfo(f.metric);
@@ -135,6 +160,10 @@ export function ruleFromForm(f: RuleForm): AlertRule | FormProblem {
     port = Number(f.port);
     if (!/^\d+$/.test(f.port.trim()) || port < 1 || port > 65535) return { field: 'port', message: 'A port, 1 to 65535.' };
   }
+  const mount = f.mount.trim() === '' ? '*' : f.mount.trim();
+  if (info.target === 'mount' && mount !== '*' && !isMount(mount))
+    return { field: 'mount', message: 'A mount point such as / or /home, or * for every mount.' };
+  const sensor = f.sensor.trim() === '' ? '*' : f.sensor.trim();
   let threshold: number | null = null;
   let clear: number | null = null;
   let op: Op | null = null;
@@ -172,6 +201,8 @@ export function ruleFromForm(f: RuleForm): AlertRule | FormProblem {
     host,
     process: info.process === true || (info.process === 'optional' && process !== '') ? process : null,
     port,
+    ...(info.target === 'mount' ? { mount } : {}),
+    ...(info.target === 'sensor' ? { sensor } : {}),
     aggregate: info.aggregate ? f.aggregate : 'each',
     op,
     threshold,
@@ -217,10 +248,16 @@ export function describeRule(r: AlertRule): string {
   const info = metricInfo(r.metric);
   const subject = r.process ? ` of ${r.process}${r.aggregate === 'sum' ? ' (sum)' : ''}` : '';
   const port = r.port !== null ? ` ${r.port}` : '';
+  const target =
+    info.target === 'mount'
+      ? ` of ${!r.mount || r.mount === '*' ? 'every mount' : r.mount}`
+      : info.target === 'sensor'
+        ? ` of ${!r.sensor || r.sensor === '*' ? 'the hottest sensor' : r.sensor}`
+        : '';
   const level = info.kind === 'condition' ? '' : ` ${r.op ?? (info.kind === 'port' ? '==' : '>')} ${r.threshold ?? 0}`;
   const clear = r.clear !== null ? `, clears past ${r.clear}` : '';
   const hold = r.for_secs > 0 ? ` for ${r.for_secs} s` : '';
-  return `${info.label}${port}${subject}${level}${hold}${clear}`;
+  return `${info.label}${port}${target}${subject}${level}${hold}${clear}`;
 }
 
 /** Where a channel sends, as far as answers show it (secrets are never in them). */

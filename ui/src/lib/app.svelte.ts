@@ -8,6 +8,7 @@
 // machine, or a remote collector), and when the mode changes the dashboard tears down
 // and picks up the new session by itself.
 
+import { diskTotals, hottest } from './hostdepth';
 import { ExplorerState } from './explorer.svelte';
 import { FleetState } from './fleet.svelte';
 import { firingByHost } from './fleet';
@@ -42,6 +43,11 @@ export interface RecentPoint {
   received: number | null;
   /** One-minute load average; `null` where the OS has none or for seeded points. */
   load: number | null;
+  /** The disks' read and write rates together; `null` where not measured. */
+  diskRead: number | null;
+  diskWrite: number | null;
+  /** The hottest sensor, °C; `null` where there is none. */
+  hottest: number | null;
 }
 
 export type ThemeChoice = 'system' | 'light' | 'dark';
@@ -68,6 +74,9 @@ function point(s: StoredSnapshot): RecentPoint {
     sent: s.network.total?.sent_bytes_per_sec ?? null,
     received: s.network.total?.received_bytes_per_sec ?? null,
     load: s.cpu.load_average?.one ?? null,
+    diskRead: diskTotals(s)?.read ?? null,
+    diskWrite: diskTotals(s)?.write ?? null,
+    hottest: hottest(s)?.celsius ?? null,
   };
 }
 
@@ -448,6 +457,9 @@ export class App {
         sent: p.sent_bytes_per_sec,
         received: p.received_bytes_per_sec,
         load: null,
+        diskRead: p.disk_read_bytes_per_sec,
+        diskWrite: p.disk_write_bytes_per_sec,
+        hottest: p.temperature_celsius,
       }));
       const total = this.hosts.find((h) => h.hostname === hostname)?.info?.memory_total_bytes ?? 0;
       series.points.forEach((p, i) => (seeded[i].memPercent = total > 0 ? (p.memory_used_bytes / total) * 100 : null));

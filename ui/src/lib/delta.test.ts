@@ -38,6 +38,21 @@ function emptyDelta(base: Snapshot, seq: number): SnapshotDelta {
 }
 
 describe('applyDelta', () => {
+  it('carries the host in depth: kept when absent, replaced when present, gone when null', () => {
+    const fs = { mount_point: '/', fs_type: 'ext4', device: '/dev/vda', total_bytes: 10, used_bytes: 4, free_bytes: 6, inodes_total: null, inodes_free: null };
+    const disk = { name: 'vda', read_bytes_per_sec: 1, write_bytes_per_sec: 2, reads_per_sec: 1, writes_per_sec: 1, busy_percent: 3 };
+    const base = snapshot(1, { filesystems: [fs], disks: [disk], temperatures: [] });
+    const kept = applyDelta(base, { ...emptyDelta(base, 2), disks: [{ ...disk, busy_percent: 9 }] });
+    expect(kept.filesystems).toEqual([fs]);
+    expect(kept.disks?.[0].busy_percent).toBe(9);
+    expect(kept.temperatures).toEqual([]);
+    expect('fans' in kept).toBe(false);
+    const gone = applyDelta(base, { ...emptyDelta(base, 2), filesystems: null });
+    expect('filesystems' in gone).toBe(false);
+    expect(gone.disks).toEqual([disk]);
+  });
+
+
   const base = snapshot(1);
   const start = base.processes[1].start_time;
 

@@ -45,11 +45,26 @@ export function applyDelta(base: Snapshot, delta: SnapshotDelta): Snapshot {
     errors: delta.errors ?? base.errors,
     // Absent, as the collector writes it, when the host has no GPU.
     ...withGpus(delta.gpus ?? base.gpus),
+    ...hostDepth(base, delta),
   };
 }
 
 function withGpus(gpus: Snapshot['gpus']): Pick<Snapshot, 'gpus'> {
   return gpus && gpus.length > 0 ? { gpus } : {};
+}
+
+const DEPTH_PARTS = ['filesystems', 'disks', 'temperatures', 'fans', 'batteries'] as const;
+
+/** The host-in-depth parts: each absent from the delta is the base's; present, it is
+ *  the new value, and `null` means no longer measured (left out, as the collector
+ *  leaves it out). */
+function hostDepth(base: Snapshot, delta: SnapshotDelta): Partial<Snapshot> {
+  const out: Record<string, unknown> = {};
+  for (const key of DEPTH_PARTS) {
+    const value = key in delta ? delta[key] : base[key];
+    if (value !== null && value !== undefined) out[key] = value;
+  }
+  return out as Partial<Snapshot>;
 }
 
 /** Pid and start time; a start time may be `null` (a short upload has none): the pid

@@ -54,7 +54,30 @@ errors: Array<DomainError>,
 /**
  * The machine's GPUs; absent where it has none (or none that Procyon can read).
  */
-gpus?: Array<GpuSample>, };
+gpus?: Array<GpuSample>, 
+/**
+ * Mounted filesystems, by mount point (pseudo and duplicate mounts left out).
+ * Absent where not measured (an upload, an older agent, an OS not read yet); empty
+ * when measured and there are none. Read every few seconds, carried over between.
+ */
+filesystems?: Array<FilesystemSample>, 
+/**
+ * I/O of each whole disk over the last interval; absent as for `filesystems`.
+ */
+disks?: Array<DiskSample>, 
+/**
+ * Temperature sensors; absent as for `filesystems`, empty on a machine without any
+ * (most virtual machines).
+ */
+temperatures?: Array<TemperatureSample>, 
+/**
+ * Fans; absent as for `filesystems`.
+ */
+fans?: Array<FanSample>, 
+/**
+ * Batteries; absent as for `filesystems`, empty on a machine without one.
+ */
+batteries?: Array<BatterySample>, };
 
 export type HostInfo = { 
 /**
@@ -427,6 +450,113 @@ pid: number | null,
  */
 process_name: string | null, };
 
+export type FilesystemSample = { 
+/**
+ * Where it is mounted, e.g. `"/"` or `"/home"`.
+ */
+mount_point: string, 
+/**
+ * Filesystem type, e.g. `"ext4"`, `"xfs"`, `"nfs4"`.
+ */
+fs_type: string, 
+/**
+ * What is mounted, as the mount table names it (e.g. `"/dev/nvme0n1p2"`).
+ */
+device: string, 
+/**
+ * Size in bytes.
+ */
+total_bytes: number, 
+/**
+ * Bytes in use.
+ */
+used_bytes: number, 
+/**
+ * Bytes free for ordinary users (without the blocks reserved for root): `df`'s
+ * "Avail", so `used / (used + free)` is `df`'s "Use%".
+ */
+free_bytes: number, 
+/**
+ * Inodes in all; `null` where the filesystem has no fixed number (btrfs says 0).
+ */
+inodes_total: number | null, 
+/**
+ * Inodes free; `null` as for `inodes_total`.
+ */
+inodes_free: number | null, };
+
+export type DiskSample = { 
+/**
+ * Kernel name of the disk, e.g. `"nvme0n1"`, `"sda"`, `"dm-0"`.
+ */
+name: string, 
+/**
+ * Bytes read per second.
+ */
+read_bytes_per_sec: number, 
+/**
+ * Bytes written per second.
+ */
+write_bytes_per_sec: number, 
+/**
+ * Reads completed per second.
+ */
+reads_per_sec: number, 
+/**
+ * Writes completed per second.
+ */
+writes_per_sec: number, 
+/**
+ * Share of the interval the disk had I/O in flight, 0-100 (`iostat`'s `%util`).
+ */
+busy_percent: number, };
+
+export type TemperatureSample = { 
+/**
+ * The chip and the sensor's label, e.g. `"coretemp Package id 0"`, `"nvme Composite"`.
+ */
+name: string, 
+/**
+ * Degrees Celsius.
+ */
+celsius: number, 
+/**
+ * The level the chip calls high; `null` where it names none.
+ */
+high_celsius: number | null, 
+/**
+ * The level the chip calls critical; `null` where it names none.
+ */
+critical_celsius: number | null, };
+
+export type FanSample = { 
+/**
+ * The chip and the fan's label, e.g. `"nct6775 fan2"`.
+ */
+name: string, 
+/**
+ * Revolutions per minute.
+ */
+rpm: number, };
+
+export type BatterySample = { 
+/**
+ * Its name, e.g. `"BAT0"`.
+ */
+name: string, 
+/**
+ * Charge, 0-100; `null` where it does not say.
+ */
+percent: number | null, 
+/**
+ * `"charging"`, `"discharging"`, `"full"`, `"not charging"` or `"unknown"`.
+ */
+status: string, 
+/**
+ * Power drawn or charged, in watts; `null` where it does not say.
+ */
+power_watts: number | null, };
+
 export type DomainError = { 
 /**
  * Which part.
@@ -727,7 +857,34 @@ sent_max_bytes_per_sec: number | null,
 /**
  * Peak receive rate; `null` as for the average.
  */
-received_max_bytes_per_sec: number | null, };
+received_max_bytes_per_sec: number | null, 
+/**
+ * Average bytes read per second by the disks together (see
+ * `Snapshot::disk_io_bytes_per_sec`); `null` when no snapshot behind the point
+ * measured disk I/O.
+ */
+disk_read_bytes_per_sec: number | null, 
+/**
+ * Average bytes written per second; `null` as for reads.
+ */
+disk_write_bytes_per_sec: number | null, 
+/**
+ * Peak read rate; `null` as for the average.
+ */
+disk_read_max_bytes_per_sec: number | null, 
+/**
+ * Peak write rate; `null` as for the average.
+ */
+disk_write_max_bytes_per_sec: number | null, 
+/**
+ * Average of the hottest sensor's temperature, °C; `null` when no snapshot behind
+ * the point had a temperature.
+ */
+temperature_celsius: number | null, 
+/**
+ * Peak of the hottest sensor's temperature, °C; `null` as for the average.
+ */
+temperature_max_celsius: number | null, };
 
 export type ProcessSearch = { 
 /**
@@ -1402,7 +1559,27 @@ errors?: Array<DomainError>,
 /**
  * The GPUs, when they differ (an empty list: the new snapshot has none).
  */
-gpus?: Array<GpuSample>, };
+gpus?: Array<GpuSample>, 
+/**
+ * Filesystems, when they differ (`null`: no longer known).
+ */
+filesystems?: Array<FilesystemSample> | null, 
+/**
+ * Disk I/O, when it differs.
+ */
+disks?: Array<DiskSample> | null, 
+/**
+ * Temperatures, when they differ.
+ */
+temperatures?: Array<TemperatureSample> | null, 
+/**
+ * Fans, when they differ.
+ */
+fans?: Array<FanSample> | null, 
+/**
+ * Batteries, when they differ.
+ */
+batteries?: Array<BatterySample> | null, };
 
 export type LiveMessage = { "type": "full", 
 /**
@@ -1559,7 +1736,7 @@ by_local_port: ListDelta<PortCount>,
  */
 listening: ListDelta<ListeningPort>, };
 
-export type Metric = "host.offline" | "host.cpu_percent" | "host.memory_percent" | "host.swap_percent" | "host.load1" | "host.net_sent_bytes_per_sec" | "host.net_received_bytes_per_sec" | "host.net_errors_per_sec" | "process.absent" | "process.count" | "process.cpu_percent" | "process.rss_bytes" | "port.listening" | "host.new_listening_port";
+export type Metric = "host.offline" | "host.cpu_percent" | "host.memory_percent" | "host.swap_percent" | "host.load1" | "host.net_sent_bytes_per_sec" | "host.net_received_bytes_per_sec" | "host.net_errors_per_sec" | "process.absent" | "process.count" | "process.cpu_percent" | "process.rss_bytes" | "port.listening" | "host.new_listening_port" | "host.disk_percent" | "host.temperature";
 
 export type Op = ">" | ">=" | "<" | "<=" | "==" | "!=";
 
@@ -1593,6 +1770,18 @@ port: number | null,
  * Process measures: `each` (default) or `sum`.
  */
 aggregate: Aggregate, 
+/**
+ * The mount point `host.disk_percent` watches (an absolute path such as `/home`,
+ * or a drive such as `C:\\`), or `*` (the default) for every mount, each its own
+ * alert. Not taken by other metrics.
+ */
+mount?: string, 
+/**
+ * The sensor `host.temperature` watches, by its name in the snapshot (e.g.
+ * `coretemp Package id 0`); the hottest sensor when not given (or `*`). Not taken by
+ * other metrics.
+ */
+sensor?: string, 
 /**
  * Comparison; `>` by default (`==` for `port.listening`).
  */
@@ -1738,7 +1927,8 @@ rule: string,
 hostname: string, 
 /**
  * `""` for a host measure; the filter for processes taken together; `name (pid)`
- * for one process.
+ * for one process; `mount /home` for one filesystem (`host.disk_percent`);
+ * `sensor NAME` for a named sensor (`host.temperature`).
  */
 process: string, 
 /**
