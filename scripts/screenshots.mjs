@@ -95,7 +95,10 @@ async function main() {
       await page.goto(`${collector.base}/${hash}`);
       await page.waitForSelector(ready, { timeout: 30_000 });
       // The map of this machine alone: the others here are this same machine again.
-      if (name === 'map') await page.fill('input[placeholder^="Hosts"]', local);
+      if (name === 'map') {
+        await page.fill('input[placeholder^="Hosts"]', local);
+        await page.press('input[placeholder^="Hosts"]', 'Enter');
+      }
       // Charts and the map settle (layout, first live update).
       await page.waitForTimeout(4000);
       await page.screenshot({ path: join(OUT, `${name}.png`) });
