@@ -473,14 +473,25 @@ def report_scaleout(r, result, single):
     lat = f["latency_ms"]
     r.say(f"agent on B to a dashboard on A: p50 {fmt(lat['p50'], 1)} ms, p99 {fmt(lat['p99'], 1)} ms "
           f"({f['delivered']} deliveries to {f['clients']} dashboards, {f['missed']} missed)")
+    split = result.get("readback")
+    if split:
+        r.say(f"read-back: {split['agents']} agents on A only ({'sustained' if split['sustained'] else 'not sustained'}, "
+              f"p99 {fmt(split['p99_ms'] or 0, 1)} ms): A ingests at {fmt(split['ingest_core_ms_per_snapshot'], 3)} "
+              f"core-ms a snapshot, B reads each back at {fmt(split['readback_core_ms_per_snapshot'], 3)} core-ms")
     e = result["estimate"]
     if e:
-        r.say(f"10,000 agents at 1 s, from the best step's costs per snapshot: collectors "
-              f"{fmt(e['collector_core_ms_per_snapshot'], 3)} core-ms x 10,000/s = {fmt(e['collector_cores'], 1)} "
-              f"cores, so {e['collectors_of_two_cores']} two-core collectors at 70 %; PostgreSQL "
-              f"{fmt(e['postgres_core_ms_per_snapshot'], 3)} core-ms x 10,000/s = {fmt(e['postgres_cores'], 1)} "
-              f"cores; disk {e['stored_bytes_per_snapshot']:,.0f} bytes a snapshot x 864,000,000 a day = "
-              f"{e['disk_per_day_bytes'] / 2**30:,.1f} GiB a day before retention and rollups")
+        if "readback_core_ms_per_snapshot" in e:
+            fits = e["collectors_of_two_cores"]
+            r.say(f"10,000 agents at 1 s: N collectors each ingest 10,000/N and read back 10,000(N-1)/N a second, "
+                  f"{fmt(e['ingest_core_ms_per_snapshot'], 3)} and {fmt(e['readback_core_ms_per_snapshot'], 3)} core-ms "
+                  f"each: with 10 collectors {fmt(e['cores_per_collector_at_10'], 1)} cores each; "
+                  + (f"{fits} two-core collectors at 70 %" if fits else
+                     f"no number of two-core collectors at 70 % carries it: whatever their number, the fleet tops "
+                     f"out near {fmt(e['fleet_ceiling_per_s'] or 0, 0)} snapshots a second, since each collector "
+                     f"reads back nearly every snapshot"))
+        r.say(f"PostgreSQL {fmt(e['postgres_core_ms_per_snapshot'], 3)} core-ms x 10,000/s = "
+              f"{fmt(e['postgres_cores'], 1)} cores; disk {e['stored_bytes_per_snapshot']:,.0f} bytes a snapshot x "
+              f"864,000,000 a day = {e['disk_per_day_bytes'] / 2**30:,.1f} GiB a day before retention and rollups")
 
 
 def report_fleet(r, result):

@@ -14,8 +14,15 @@ with its default durability settings: what an operator's server would have. Two
 - Live fan-out across collectors: one agent sends to collector B while dashboards follow
   its host on collector A (`loadgen fanout --watch-collector`): the time from the
   agent's send to a dashboard on A receiving it.
-- The estimate for 10,000 agents at 1 s, from the best step's CPU per snapshot (the
-  collectors' and PostgreSQL's) and bytes stored per snapshot, with the arithmetic.
+- Read-back: every collector publishes every host live, so each one reads back from
+  the database, and rebuilds, every snapshot the others store. One more step sends
+  agents to collector A only, while B does nothing but that: A's CPU per snapshot is
+  what ingest costs, B's what reading one back costs.
+- The estimate for 10,000 agents at 1 s, from those two costs per snapshot, PostgreSQL's
+  and the bytes stored per snapshot, with the arithmetic. With N collectors sharing R
+  snapshots a second evenly, each one ingests R/N and reads back R(N-1)/N: its CPU
+  tends to R times the read-back cost however many collectors there are, which bounds
+  the fleet.
 
 Everything runs on this one machine, load generators included, so the agent count two
 collectors carry here is not what two machines would carry: the estimate uses CPU per
@@ -34,7 +41,7 @@ import time
 import types
 from pathlib import Path
 
-from common import BenchError, Daemon, child_env, start_collector, stop_all, write_secret, STARTUP_TIMEOUT_S
+from common import BenchError, Daemon, child_env, cpu_seconds, start_collector, stop_all, write_secret, STARTUP_TIMEOUT_S
 from pieces import NotAvailable
 
 #: USER_HZ on every mainstream Linux build.
@@ -167,10 +174,10 @@ def create_key(procyon, pg, key_path):
     write_secret(key_path, lines[-1])
 
 
-def ingest_step(loadgen, collectors, key, agents, step_secs, tmp, processes):
-    """One step: `agents` at 1 s split over the two collectors, both load generators at
-    once; their two reports."""
-    halves = [agents // 2, agents - agents // 2]
+def ingest_step(loadgen, collectors, key, agents, step_secs, tmp, processes, halves=None):
+    """One step: `agents` at 1 s split over the two collectors (`halves`, evenly unless
+    given), both load generators at once; their reports (one per collector sent to)."""
+    halves = halves or [agents // 2, agents - agents // 2]
     gens = []
     for c, n, name in zip(collectors, halves, ("a", "b")):
         if n == 0:
@@ -222,27 +229,65 @@ def combine(agents, reports, pg_cpu_s, db_growth, wall_s):
     }
 
 
-def estimate(best):
-    """What 10,000 agents at 1 s need, from the best sustained step's per-snapshot costs."""
+def readback_step(loadgen, collectors, key, agents, step_secs, tmp, processes):
+    """`agents` at 1 s all on collector A, while B only reads back and publishes what A
+    stores: the two costs per snapshot apart. B's CPU is read around the whole step
+    (connecting and the last acks included), so its figure is an upper bound."""
+    b = collectors[1].daemon.pid
+    before = cpu_seconds(b)
+    report = ingest_step(loadgen, collectors, key, agents, step_secs, tmp, processes, halves=[agents, 0])[0]
+    b_cpu_s = cpu_seconds(b) - before
+    rate, acked = report.get("rate_per_s") or 0, report.get("acked") or 0
+    if not rate or not acked:
+        return None
+    return {
+        "agents": agents,
+        "sustained": bool(report.get("sustained")),
+        "p99_ms": (report.get("latency_ms") or {}).get("p99"),
+        "ingest_core_ms_per_snapshot": ((report.get("cpu") or {}).get("collector_cpu_percent") or 0) / 100.0 / rate * 1000,
+        "readback_core_ms_per_snapshot": b_cpu_s / acked * 1000,
+    }
+
+
+#: Two-core collectors kept at most 70 % busy, so a spike or a lost collector has room.
+CORES_USABLE = 2 * 0.7
+
+
+def estimate(best, split):
+    """What 10,000 agents at 1 s need, from the best sustained step's per-snapshot costs
+    (PostgreSQL's, the bytes stored) and the read-back step's (the collectors')."""
     rate = best["rate_per_s"]
     if not rate:
         return None
     target = 10_000
-    collector_core_s = best["collectors_cpu_percent"] / 100.0 / rate
     pg_core_s = (best["postgres_cpu_seconds"] or 0) / max(1, best["acked"])
     bytes_per = (best["database_growth_bytes"] or 0) / max(1, best["acked"])
-    collector_cores = collector_core_s * target
-    return {
+    out = {
         "agents": target,
-        "collector_core_ms_per_snapshot": collector_core_s * 1000,
         "postgres_core_ms_per_snapshot": pg_core_s * 1000,
         "stored_bytes_per_snapshot": bytes_per,
-        "collector_cores": collector_cores,
-        # Two-core collectors kept at most 70 % busy, so a spike or a lost collector has room.
-        "collectors_of_two_cores": max(2, int(-(-collector_cores // 1.4))),
         "postgres_cores": pg_core_s * target,
         "disk_per_day_bytes": bytes_per * target * 86_400,
     }
+    if split:
+        ingest_s = split["ingest_core_ms_per_snapshot"] / 1000
+        readback_s = split["readback_core_ms_per_snapshot"] / 1000
+
+        def per_collector(n):
+            """Cores each of N collectors needs: it ingests target/N snapshots a second
+            and reads back target(N-1)/N."""
+            return target * (ingest_s + readback_s * (n - 1)) / n
+
+        fits = next((n for n in range(1, 1001) if per_collector(n) <= CORES_USABLE), None)
+        out.update({
+            "ingest_core_ms_per_snapshot": ingest_s * 1000,
+            "readback_core_ms_per_snapshot": readback_s * 1000,
+            # However many collectors: each reads back nearly all of the fleet.
+            "fleet_ceiling_per_s": CORES_USABLE / readback_s if readback_s else None,
+            "collectors_of_two_cores": fits,
+            "cores_per_collector_at_10": per_collector(10),
+        })
+    return out
 
 
 def run_scaleout(procyon, loadgen, steps, step_secs, clients, fanout_secs, processes=480):
@@ -276,6 +321,11 @@ def run_scaleout(procyon, loadgen, steps, step_secs, clients, fanout_secs, proce
                 if not step["sustained"]:
                     break
             best = max((s for s in out if s["sustained"]), key=lambda s: s["agents"], default=None)
+            split = None
+            if best:
+                n = max(10, best["agents"] // 2)
+                print(f"scale-out read-back: {n} agents at 1 s on collector A only, {step_secs} s ...", flush=True)
+                split = readback_step(loadgen, collectors, key, n, step_secs, tmp, processes)
 
             write_secret(tmp / "admin.pw", collectors[0].password)
             print(f"scale-out fan-out: one agent on collector B, {clients} dashboards on A, "
@@ -288,7 +338,7 @@ def run_scaleout(procyon, loadgen, steps, step_secs, clients, fanout_secs, proce
             ], child_env(), tmp)
             daemons.append(gen)
             fanout = gen.wait_json(fanout_secs + 300)
-            return {"steps": out, "best": best, "fanout": fanout,
-                    "estimate": estimate(best) if best else None, "processes": processes}
+            return {"steps": out, "best": best, "fanout": fanout, "readback": split,
+                    "estimate": estimate(best, split) if best else None, "processes": processes}
         finally:
             stop_all(daemons)

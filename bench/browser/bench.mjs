@@ -77,7 +77,9 @@ function template(bin, count) {
   // pid 1 and a few kernel threads as they are, then user processes under earlier ones.
   processes.push({ ...(real.processes.find((p) => p.pid === 1) ?? base[0]), pid: 1, ppid: null });
   for (const k of kernel.slice(0, Math.min(kernel.length, Math.floor(count * 0.1)))) processes.push({ ...k });
-  let pid = 1000;
+  // Made-up pids start past every real one kept (kernel threads may run past 1000):
+  // pids are unique in a snapshot, or the upload is refused.
+  let pid = Math.max(1000, ...processes.map((p) => p.pid)) + 1;
   while (processes.length < count) {
     const model = base[Math.floor(random() * base.length)];
     const candidates = processes.filter((p) => !p.kernel_thread);

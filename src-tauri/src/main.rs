@@ -34,6 +34,51 @@ macro_rules! say {
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
+/// How often the collector hands back memory freed while it was quiet.
+#[cfg(feature = "server")]
+const GIVE_BACK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// mimalloc returns freed pages to the system a second after they are freed (its purge
+/// delay), but only from inside a later allocation: once a thousand agents have left,
+/// the few allocations of a quiet collector left hundreds of MiB waiting for the next
+/// burst of work (the minute's maintenance, in practice). A thread of its own asks
+/// every [`GIVE_BACK_EVERY`] for the purges that are due. Under load mimalloc does the
+/// same on its own, so this only matters, and only costs a wake-up, when it is quiet.
+#[cfg(feature = "server")]
+#[allow(unsafe_code)]
+fn give_back_freed_memory() {
+    let started = std::thread::Builder::new().name("give-back".into()).spawn(|| {
+        loop {
+            std::thread::sleep(GIVE_BACK_EVERY);
+            // SAFETY: `mi_collect` takes no pointer and may be called from any thread
+            // at any time; `false` purges only what is due and keeps what is in use.
+            unsafe { libmimalloc_sys::mi_collect(false) };
+        }
+    });
+    if let Err(e) = started {
+        tracing::debug!("freed memory waits for mimalloc's own purges: {e}");
+    }
+}
+
+/// What another thread frees goes back to the thread that allocated it, which only
+/// takes it in (and can then let whole pages go) when it allocates again: a worker
+/// thread of the runtime that went quiet keeps it. So each worker, when it runs out of
+/// work, collects its own at most every [`GIVE_BACK_EVERY`].
+#[cfg(feature = "server")]
+#[allow(unsafe_code)]
+fn collect_if_due() {
+    thread_local! {
+        static LAST: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
+    }
+    let now = std::time::Instant::now();
+    if LAST.get().is_some_and(|t| now.duration_since(t) < GIVE_BACK_EVERY) {
+        return;
+    }
+    LAST.set(Some(now));
+    // SAFETY: as in `give_back_freed_memory`.
+    unsafe { libmimalloc_sys::mi_collect(false) };
+}
+
 /// Procyon: processes and network of a machine or a fleet, live and over time.
 #[derive(Parser, Debug)]
 #[command(name = "procyon", version, about, propagate_version = true)]
@@ -617,7 +662,16 @@ fn run() -> anyhow::Result<()> {
 
 #[cfg(feature = "server")]
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread().enable_all().build().context("cannot start the runtime")
+    tokio::runtime::Builder::new_multi_thread()
+        // A blocking-pool thread that has been idle this long ends (tokio's default is
+        // 10 s). The collector decodes agents' frames on that pool, and the memory of
+        // what a thread decoded only goes back to the system once the thread ends or
+        // works again: after a fleet's agents leave, two seconds rather than ten.
+        .thread_keep_alive(std::time::Duration::from_secs(2))
+        .on_thread_park(collect_if_due)
+        .enable_all()
+        .build()
+        .context("cannot start the runtime")
 }
 
 /// Logs to standard error; `RUST_LOG` overrides the default levels.
@@ -647,6 +701,9 @@ fn desktop(hidden: bool) -> anyhow::Result<()> {
         );
     }
     init_logging();
+    // The app samples, stores and serves as the collector does, hidden most of the
+    // time: what it freed goes back to the system the same way.
+    give_back_freed_memory();
     procyon::desktop::run(procyon::desktop::Options { hidden })
 }
 
@@ -755,6 +812,7 @@ fn serve(args: ServeArgs) -> anyhow::Result<()> {
     if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
         tracing::debug!("transparent huge pages stay as the system sets them: {e}");
     }
+    give_back_freed_memory();
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { reload_every: args.tls_reload_every, ..TlsFiles::new(cert, key) }),
         (None, None) => None,

@@ -225,6 +225,14 @@ fn same_identity(a: &ProcessSample, b: &ProcessSample) -> bool {
 
 type ProcessId = (u32, Option<DateTime<Utc>>);
 
+/// How far from its place in the previous list a process is looked for before a map
+/// of that list is made (see `match_processes`).
+const NEAR: isize = 4;
+
+/// Processes found near their place in neither list that are answered afresh before
+/// a map of the previous list is made.
+const MISSES_BEFORE_MAP: usize = 4;
+
 /// The evaluation state of every host.
 #[derive(Debug, Default)]
 pub struct Engine {
@@ -506,14 +514,7 @@ impl Engine {
                             &mut out,
                         );
                     }
-                    let gone: Vec<Key> =
-                        entries.iter().filter(|(_, e)| e.seen != generation).map(|(k, _)| *k).collect();
-                    for key in gone {
-                        if let Some(e) = entries.remove(&key) {
-                            let change = if e.phase == Phase::Firing { Change::Resolved } else { Change::Cancelled };
-                            out.push(transition(rule, hostname, &e, change, e.value, now_ms));
-                        }
-                    }
+                    at.end_unseen(entries, &mut out);
                 }
                 Metric::ProcessAbsent => {
                     let count = procs.len();
@@ -537,14 +538,7 @@ impl Engine {
                         );
                     }
                     // Processes gone since: their alerts end with them.
-                    let gone: Vec<Key> =
-                        entries.iter().filter(|(_, e)| e.seen != generation).map(|(k, _)| *k).collect();
-                    for key in gone {
-                        if let Some(e) = entries.remove(&key) {
-                            let change = if e.phase == Phase::Firing { Change::Resolved } else { Change::Cancelled };
-                            out.push(transition(rule, hostname, &e, change, e.value, now_ms));
-                        }
-                    }
+                    at.end_unseen(entries, &mut out);
                 }
                 metric => {
                     let value = match metric {
@@ -668,18 +662,25 @@ fn match_processes(
     let previous = previous.filter(|m| m.plan == plan.id);
     let before: &[ProcessSample] = previous.as_ref().map_or(&[], |m| &m.snapshot.processes);
     // Lists mostly keep their order between snapshots: the process at the same place
-    // (shifted by what was added or removed before it) is tried first, and a map is
-    // made only when that misses.
+    // (shifted by what was added or removed before it) is tried first, then a few
+    // places around it. A process found in neither is most often a new one: a map of
+    // the previous list is made only once several missed (a list in another order),
+    // and until then a miss is answered afresh, which is always right.
     let mut offset: isize = 0;
+    let mut misses = 0;
     let mut by_id: Option<HashMap<ProcessId, usize>> = None;
     for (j, p) in snapshot.processes.iter().enumerate() {
         let row = &mut bits[j * words..(j + 1) * words];
-        let guess = (j as isize + offset)
-            .try_into()
-            .ok()
-            .filter(|k: &usize| before.get(*k).is_some_and(|o| o.pid == p.pid && o.start_time == p.start_time));
+        let place = j as isize + offset;
+        let at = |k: isize| {
+            usize::try_from(k)
+                .ok()
+                .filter(|k| before.get(*k).is_some_and(|o| o.pid == p.pid && o.start_time == p.start_time))
+        };
+        let guess = at(place).or_else(|| (1..=NEAR).find_map(|d| at(place + d).or_else(|| at(place - d))));
         let found = guess.or_else(|| {
-            if before.is_empty() {
+            misses += 1;
+            if before.is_empty() || (by_id.is_none() && misses <= MISSES_BEFORE_MAP) {
                 return None;
             }
             let map = by_id
@@ -821,6 +822,21 @@ impl At<'_> {
                 }
             }
         }
+    }
+
+    /// Ends the entries this evaluation did not see: a mount gone from the host, a
+    /// process that exited. Their alerts end with them (resolved if they had fired,
+    /// cancelled if still pending).
+    fn end_unseen(&self, entries: &mut HashMap<Key, Entry>, out: &mut Vec<Transition>) {
+        let At { rule, hostname, now_ms, generation } = *self;
+        entries.retain(|_, e| {
+            if e.seen == generation {
+                return true;
+            }
+            let change = if e.phase == Phase::Firing { Change::Resolved } else { Change::Cancelled };
+            out.push(transition(rule, hostname, e, change, e.value, now_ms));
+            false
+        });
     }
 }
 
