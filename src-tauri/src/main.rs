@@ -45,14 +45,11 @@ const GIVE_BACK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 /// every [`GIVE_BACK_EVERY`] for the purges that are due. Under load mimalloc does the
 /// same on its own, so this only matters, and only costs a wake-up, when it is quiet.
 #[cfg(feature = "server")]
-#[allow(unsafe_code)]
 fn give_back_freed_memory() {
     let started = std::thread::Builder::new().name("give-back".into()).spawn(|| {
         loop {
             std::thread::sleep(GIVE_BACK_EVERY);
-            // SAFETY: `mi_collect` takes no pointer and may be called from any thread
-            // at any time; `false` purges only what is due and keeps what is in use.
-            unsafe { libmimalloc_sys::mi_collect(false) };
+            purge_due();
         }
     });
     if let Err(e) = started {
@@ -65,7 +62,6 @@ fn give_back_freed_memory() {
 /// thread of the runtime that went quiet keeps it. So each worker, when it runs out of
 /// work, collects its own at most every [`GIVE_BACK_EVERY`].
 #[cfg(feature = "server")]
-#[allow(unsafe_code)]
 fn collect_if_due() {
     thread_local! {
         static LAST: std::cell::Cell<Option<std::time::Instant>> = const { std::cell::Cell::new(None) };
@@ -75,7 +71,16 @@ fn collect_if_due() {
         return;
     }
     LAST.set(Some(now));
-    // SAFETY: as in `give_back_freed_memory`.
+    purge_due();
+}
+
+/// Has mimalloc hand back to the system what this thread freed and what is due from
+/// everywhere: the workspace's one `unsafe` call.
+#[cfg(feature = "server")]
+#[allow(unsafe_code)]
+fn purge_due() {
+    // SAFETY: `mi_collect` takes no pointer and may be called from any thread at any
+    // time; `false` purges only what is due and keeps what is in use.
     unsafe { libmimalloc_sys::mi_collect(false) };
 }
 
