@@ -473,22 +473,26 @@ def report_scaleout(r, result, single):
     lat = f["latency_ms"]
     r.say(f"agent on B to a dashboard on A: p50 {fmt(lat['p50'], 1)} ms, p99 {fmt(lat['p99'], 1)} ms "
           f"({f['delivered']} deliveries to {f['clients']} dashboards, {f['missed']} missed)")
-    split = result.get("readback")
+    split = result.get("others")
     if split:
-        r.say(f"read-back: {split['agents']} agents on A only ({'sustained' if split['sustained'] else 'not sustained'}, "
-              f"p99 {fmt(split['p99_ms'] or 0, 1)} ms): A ingests at {fmt(split['ingest_core_ms_per_snapshot'], 3)} "
-              f"core-ms a snapshot, B reads each back at {fmt(split['readback_core_ms_per_snapshot'], 3)} core-ms")
+        r.say(f"another collector's snapshots: {split['agents']} agents on A only "
+              f"({'sustained' if split['sustained'] else 'not sustained'}, p99 {fmt(split['p99_ms'] or 0, 1)} ms), "
+              f"nothing followed on B: A ingests at {fmt(split['ingest_core_ms_per_snapshot'], 3)} core-ms a "
+              f"snapshot, B hears of each at {fmt(split['heard_core_ms_per_snapshot'], 3)} core-ms")
     e = result["estimate"]
     if e:
-        if "readback_core_ms_per_snapshot" in e:
+        if "heard_core_ms_per_snapshot" in e:
             fits = e["collectors_of_two_cores"]
-            r.say(f"10,000 agents at 1 s: N collectors each ingest 10,000/N and read back 10,000(N-1)/N a second, "
-                  f"{fmt(e['ingest_core_ms_per_snapshot'], 3)} and {fmt(e['readback_core_ms_per_snapshot'], 3)} core-ms "
+            r.say(f"10,000 agents at 1 s: N collectors each ingest 10,000/N and hear of 10,000(N-1)/N a second, "
+                  f"{fmt(e['ingest_core_ms_per_snapshot'], 3)} and {fmt(e['heard_core_ms_per_snapshot'], 3)} core-ms "
                   f"each: with 10 collectors {fmt(e['cores_per_collector_at_10'], 1)} cores each; "
-                  + (f"{fits} two-core collectors at 70 %" if fits else
+                  + (f"{fits} two-core collectors at 70 % (the fleet tops out near "
+                     f"{fmt(e['fleet_ceiling_per_s'] or 0, 0)} snapshots a second, where hearing of the others "
+                     f"alone fills a collector)" if fits else
                      f"no number of two-core collectors at 70 % carries it: whatever their number, the fleet tops "
                      f"out near {fmt(e['fleet_ceiling_per_s'] or 0, 0)} snapshots a second, since each collector "
-                     f"reads back nearly every snapshot"))
+                     f"hears of nearly every snapshot")
+                  + "; on top, each reads back one snapshot a second per host followed on it")
         r.say(f"PostgreSQL {fmt(e['postgres_core_ms_per_snapshot'], 3)} core-ms x 10,000/s = "
               f"{fmt(e['postgres_cores'], 1)} cores; disk {e['stored_bytes_per_snapshot']:,.0f} bytes a snapshot x "
               f"864,000,000 a day = {e['disk_per_day_bytes'] / 2**30:,.1f} GiB a day before retention and rollups")

@@ -14,15 +14,16 @@ with its default durability settings: what an operator's server would have. Two
 - Live fan-out across collectors: one agent sends to collector B while dashboards follow
   its host on collector A (`loadgen fanout --watch-collector`): the time from the
   agent's send to a dashboard on A receiving it.
-- Read-back: every collector publishes every host live, so each one reads back from
-  the database, and rebuilds, every snapshot the others store. One more step sends
-  agents to collector A only, while B does nothing but that: A's CPU per snapshot is
-  what ingest costs, B's what reading one back costs.
+- Another collector's snapshots: every collector hears of every snapshot the others
+  store, with the fleet overview's figures of it, and reads back from the database only
+  those of hosts someone follows on it. One more step sends agents to collector A only,
+  while nobody follows anything on B: A's CPU per snapshot is what ingest costs, B's
+  what hearing of one costs.
 - The estimate for 10,000 agents at 1 s, from those two costs per snapshot, PostgreSQL's
   and the bytes stored per snapshot, with the arithmetic. With N collectors sharing R
-  snapshots a second evenly, each one ingests R/N and reads back R(N-1)/N: its CPU
-  tends to R times the read-back cost however many collectors there are, which bounds
-  the fleet.
+  snapshots a second evenly, each one ingests R/N and hears of R(N-1)/N: its CPU tends
+  to R times the hearing cost however many collectors there are, which bounds the fleet
+  (on top, each reads back one snapshot a second per host followed on it).
 
 Everything runs on this one machine, load generators included, so the agent count two
 collectors carry here is not what two machines would carry: the estimate uses CPU per
@@ -229,10 +230,11 @@ def combine(agents, reports, pg_cpu_s, db_growth, wall_s):
     }
 
 
-def readback_step(loadgen, collectors, key, agents, step_secs, tmp, processes):
-    """`agents` at 1 s all on collector A, while B only reads back and publishes what A
-    stores: the two costs per snapshot apart. B's CPU is read around the whole step
-    (connecting and the last acks included), so its figure is an upper bound."""
+def others_step(loadgen, collectors, key, agents, step_secs, tmp, processes):
+    """`agents` at 1 s all on collector A, while B only hears of what A stores (nobody
+    follows anything on B): the two costs per snapshot apart. B's CPU is read around the
+    whole step (connecting and the last acks included), so its figure is an upper
+    bound."""
     b = collectors[1].daemon.pid
     before = cpu_seconds(b)
     report = ingest_step(loadgen, collectors, key, agents, step_secs, tmp, processes, halves=[agents, 0])[0]
@@ -245,7 +247,7 @@ def readback_step(loadgen, collectors, key, agents, step_secs, tmp, processes):
         "sustained": bool(report.get("sustained")),
         "p99_ms": (report.get("latency_ms") or {}).get("p99"),
         "ingest_core_ms_per_snapshot": ((report.get("cpu") or {}).get("collector_cpu_percent") or 0) / 100.0 / rate * 1000,
-        "readback_core_ms_per_snapshot": b_cpu_s / acked * 1000,
+        "heard_core_ms_per_snapshot": b_cpu_s / acked * 1000,
     }
 
 
@@ -255,7 +257,7 @@ CORES_USABLE = 2 * 0.7
 
 def estimate(best, split):
     """What 10,000 agents at 1 s need, from the best sustained step's per-snapshot costs
-    (PostgreSQL's, the bytes stored) and the read-back step's (the collectors')."""
+    (PostgreSQL's, the bytes stored) and the step on one collector's (the collectors')."""
     rate = best["rate_per_s"]
     if not rate:
         return None
@@ -271,19 +273,19 @@ def estimate(best, split):
     }
     if split:
         ingest_s = split["ingest_core_ms_per_snapshot"] / 1000
-        readback_s = split["readback_core_ms_per_snapshot"] / 1000
+        heard_s = split["heard_core_ms_per_snapshot"] / 1000
 
         def per_collector(n):
             """Cores each of N collectors needs: it ingests target/N snapshots a second
-            and reads back target(N-1)/N."""
-            return target * (ingest_s + readback_s * (n - 1)) / n
+            and hears of target(N-1)/N."""
+            return target * (ingest_s + heard_s * (n - 1)) / n
 
         fits = next((n for n in range(1, 1001) if per_collector(n) <= CORES_USABLE), None)
         out.update({
             "ingest_core_ms_per_snapshot": ingest_s * 1000,
-            "readback_core_ms_per_snapshot": readback_s * 1000,
-            # However many collectors: each reads back nearly all of the fleet.
-            "fleet_ceiling_per_s": CORES_USABLE / readback_s if readback_s else None,
+            "heard_core_ms_per_snapshot": heard_s * 1000,
+            # However many collectors: each hears of nearly all of the fleet.
+            "fleet_ceiling_per_s": CORES_USABLE / heard_s if heard_s else None,
             "collectors_of_two_cores": fits,
             "cores_per_collector_at_10": per_collector(10),
         })
@@ -324,8 +326,9 @@ def run_scaleout(procyon, loadgen, steps, step_secs, clients, fanout_secs, proce
             split = None
             if best:
                 n = max(10, best["agents"] // 2)
-                print(f"scale-out read-back: {n} agents at 1 s on collector A only, {step_secs} s ...", flush=True)
-                split = readback_step(loadgen, collectors, key, n, step_secs, tmp, processes)
+                print(f"scale-out, another collector's snapshots: {n} agents at 1 s on collector A only, "
+                      f"{step_secs} s ...", flush=True)
+                split = others_step(loadgen, collectors, key, n, step_secs, tmp, processes)
 
             write_secret(tmp / "admin.pw", collectors[0].password)
             print(f"scale-out fan-out: one agent on collector B, {clients} dashboards on A, "
@@ -338,7 +341,7 @@ def run_scaleout(procyon, loadgen, steps, step_secs, clients, fanout_secs, proce
             ], child_env(), tmp)
             daemons.append(gen)
             fanout = gen.wait_json(fanout_secs + 300)
-            return {"steps": out, "best": best, "fanout": fanout, "readback": split,
+            return {"steps": out, "best": best, "fanout": fanout, "others": split,
                     "estimate": estimate(best, split) if best else None, "processes": processes}
         finally:
             stop_all(daemons)

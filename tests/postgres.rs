@@ -314,6 +314,31 @@ async fn two_collectors_on_one_database_share_live_snapshots_and_process_actions
     })
     .await;
 
+    // A's fleet overview shows B's agent live from the figures B announces with each
+    // snapshot, and nobody follows it on A yet: A reads none of its snapshots back.
+    wait_until(Duration::from_secs(60), "B's host's figures on A", || async {
+        let (_, hosts) = a.get("/api/hosts/", &token).await;
+        let host = hosts.as_array().unwrap().iter().find(|h| h["hostname"] == "pg-on-b").cloned();
+        host.is_some_and(|h| h["online"] == true && h["figures"]["cpu_trend"].as_array().is_some_and(|t| t.len() >= 3))
+    })
+    .await;
+    let (mut overview, _) =
+        tokio_tungstenite::connect_async(a.ws_url(&format!("/ws/fleet?token={token}"))).await.unwrap();
+    let rows = next_message(&mut overview).await;
+    let row = rows["rows"].as_array().unwrap().iter().find(|r| r["hostname"] == "pg-on-b").cloned();
+    let row = row.unwrap_or_else(|| panic!("{rows}"));
+    assert!(row["online"] == true && row["figures"]["process_count"].as_u64().unwrap() > 1, "{rows}");
+    drop(overview);
+    // The live network map on A reads B's host from the database when asked.
+    let (status, map) = a.get("/api/network-map?hosts=pg-on-b", &token).await;
+    assert_eq!(status, 200, "{map}");
+    assert_eq!((map["live"].as_bool(), map["hosts"][0]["hostname"].as_str()), (Some(true), Some("pg-on-b")), "{map}");
+    assert!(!map["nodes"].as_array().unwrap().is_empty(), "{map}");
+    assert_eq!(read_back(&a, &token).await, 0, "A read back a snapshot nobody follows on it");
+    // Its metrics are B's to serve, once.
+    let on = |text: &str| text.contains("procyon_host_online{hostname=\"pg-on-b\"");
+    assert!(on(&metrics(&b, &token).await) && !on(&metrics(&a, &token).await));
+
     // A dashboard on A follows B's agent live: after what is current, every new snapshot.
     let (mut ws, _) =
         tokio_tungstenite::connect_async(a.ws_url(&format!("/ws/monitoring/pg-on-b?token={token}"))).await.unwrap();
@@ -344,6 +369,20 @@ async fn two_collectors_on_one_database_share_live_snapshots_and_process_actions
     let first = next_message(&mut all).await["seq"].as_u64().unwrap();
     let pushed = next_message(&mut all).await;
     assert!(pushed["seq"].as_u64().unwrap() > first, "{pushed}");
+    assert!(read_back(&a, &token).await >= 20, "followed, B's host is read back on A");
+    // Once nobody follows it on A, A stops reading it back.
+    drop((ws, all));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut before = read_back(&a, &token).await;
+    loop {
+        tokio::time::sleep(Duration::from_millis(2500)).await;
+        let now = read_back(&a, &token).await;
+        if now == before {
+            break;
+        }
+        assert!(Instant::now() < deadline, "A still reads B's host back after its streams closed");
+        before = now;
+    }
 
     // A process on B's agent's machine (this one), suspended and resumed through A.
     let child = Sleeper::start(&marker("fleet"));
@@ -401,6 +440,19 @@ async fn two_collectors_on_one_database_share_live_snapshots_and_process_actions
         a.post("/api/monitoring/MACHINE-01/process/4242/kill?start_time=2001-01-01T00:00:00Z", &token, None).await;
     assert_eq!(status, 503, "{body}");
     assert!(body["message"].as_str().unwrap().contains("No agent is connected for host `MACHINE-01`"), "{body}");
+}
+
+/// Collector `c`'s `/metrics`, in the Prometheus text format.
+async fn metrics(c: &Collector, token: &str) -> String {
+    c.http.get(c.url("/metrics")).bearer_auth(token).send().await.unwrap().text().await.unwrap()
+}
+
+/// `procyon_snapshots_read_back_total` on collector `c`'s `/metrics`.
+async fn read_back(c: &Collector, token: &str) -> u64 {
+    let text = metrics(c, token).await;
+    let line =
+        text.lines().find(|l| l.starts_with("procyon_snapshots_read_back_total ")).unwrap_or_else(|| panic!("{text}"));
+    line.split(' ').nth(1).unwrap().parse::<f64>().unwrap() as u64
 }
 
 /// Whether `log` (a collector's log file) says it leads the fleet's maintenance.

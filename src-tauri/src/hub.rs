@@ -1,16 +1,21 @@
-//! The hub: live fan-out of the newest snapshot of every host.
+//! The hub: live fan-out of the newest snapshot of every host, and of every host's
+//! figures at a glance.
 //!
 //! Whatever produces snapshots (the local sampler, agents, uploads, and on PostgreSQL the
 //! other collectors of the database, through `server::fleet`) publishes here once;
 //! every live reader (WebSocket clients, the desktop window) subscribes here. Readers
 //! never wait on each other and never slow a producer: a per-host reader holds only
-//! the newest snapshot (`watch`), and the all-hosts stream is a bounded queue whose
-//! lagging readers skip ahead to the newest instead of blocking it.
+//! the newest snapshot (`watch`), and the all-hosts streams are bounded queues whose
+//! lagging readers skip ahead to the newest instead of blocking them.
 //!
-//! Each publication also carries the host's figures for the fleet overview
-//! ([`HostFigures`]): made once as the snapshot is published, with the host's recent CPU
-//! trend carried over from its previous publication, so that listing a thousand hosts
-//! reads a thousand small summaries, never a thousand snapshots.
+//! Each host also has a [`Glance`]: its figures for the fleet overview, made once as a
+//! snapshot is published, with the host's recent CPU trend carried over from its
+//! previous glance, so that listing a thousand hosts reads a thousand small summaries,
+//! never a thousand snapshots. A glance can come without its snapshot: on PostgreSQL,
+//! another collector announces each snapshot it stores with its figures, and this
+//! collector reads the snapshot itself back only for hosts someone here follows
+//! ([`Hub::is_followed`]). The hub then holds the glance alone, and drops the older
+//! snapshot it held: whatever it holds of a host is the newest it knows.
 //!
 //! The hub also counts the memory its snapshots hold ([`Hub::held_bytes`]): one per
 //! live host, so a flood of made-up hosts with large snapshots would otherwise grow the
@@ -24,10 +29,13 @@ use chrono::{DateTime, Utc};
 use tokio::sync::{broadcast, watch};
 
 use crate::model::Snapshot;
-use crate::model::api::{BusiestProcess, CPU_TREND_POINTS, HostFigures};
+use crate::model::api::HostFigures;
 
 /// How many snapshots the all-hosts stream holds for a slow reader before it skips.
 const ALL_HOSTS_BACKLOG: usize = 256;
+/// How many glances the glance stream holds for a slow reader before it skips: glances
+/// are small, and the fleet overview gathers a second of them at a time.
+const GLANCES_BACKLOG: usize = 4096;
 
 /// A snapshot as published: with the collector's ids for it.
 #[derive(Clone, Debug, PartialEq)]
@@ -49,37 +57,21 @@ pub struct Published {
     /// Stored by another collector on the same database and read back from it (see
     /// `server::fleet`): shown live here, but evaluated by the collector that stored it.
     pub remote: bool,
-    /// The host's figures for the fleet overview; the CPU trend is filled in by
-    /// [`Hub::publish`] from the host's previous publication.
-    pub figures: HostFigures,
 }
 
-/// The fleet overview's figures of `snapshot` ([`HostFigures`]), its trend holding only
-/// its own CPU figure.
-pub fn figures(snapshot: &Snapshot) -> HostFigures {
-    let busiest = snapshot
-        .processes
-        .iter()
-        .filter_map(|p| p.cpu_percent.map(|cpu| (p, cpu)))
-        .filter(|(_, cpu)| cpu.is_finite())
-        .max_by(|a, b| a.1.total_cmp(&b.1))
-        .map(|(p, cpu)| BusiestProcess { pid: p.pid, name: p.name.clone(), cpu_percent: cpu });
-    let total = snapshot.network.total.as_ref();
-    HostFigures {
-        taken_at: snapshot.taken_at,
-        cpu_percent: snapshot.cpu.total_percent,
-        cpu_trend: vec![snapshot.cpu.total_percent],
-        memory_used_bytes: snapshot.memory.used_bytes,
-        memory_total_bytes: snapshot.memory.total_bytes,
-        swap_used_bytes: snapshot.memory.swap_used_bytes,
-        swap_total_bytes: snapshot.memory.swap_total_bytes,
-        load_one: snapshot.cpu.load_average.map(|l| l.one),
-        received_bytes_per_sec: total.map(|t| t.received_bytes_per_sec),
-        sent_bytes_per_sec: total.map(|t| t.sent_bytes_per_sec),
-        process_count: u32::try_from(snapshot.processes.len()).unwrap_or(u32::MAX),
-        busiest,
-        gpus: snapshot.gpus.clone(),
-    }
+/// One host at a glance: its figures for the fleet overview, from its newest snapshot.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Glance {
+    /// The host.
+    pub hostname: String,
+    /// Stored snapshot id the figures come from; 0 when not stored.
+    pub snapshot_id: i64,
+    /// When that snapshot reached the collector that stored it.
+    pub received_at: DateTime<Utc>,
+    /// Its figures, the CPU trend continued from the host's previous glance.
+    pub figures: HostFigures,
+    /// Stored by another collector on the same database (see [`Published::remote`]).
+    pub remote: bool,
 }
 
 /// About how much memory a decoded snapshot holds: its structs and the text they own.
@@ -124,28 +116,33 @@ impl Published {
     /// A snapshot to publish, with nothing encoded yet.
     pub fn new(snapshot_id: i64, host_id: i64, received_at: DateTime<Utc>, snapshot: Arc<Snapshot>) -> Published {
         let bytes = approximate_bytes(&snapshot);
-        let figures = figures(&snapshot);
-        Published {
-            snapshot_id,
-            host_id,
-            received_at,
-            snapshot,
-            encoded: Encoded::default(),
-            bytes,
-            remote: false,
-            figures,
-        }
+        Published { snapshot_id, host_id, received_at, snapshot, encoded: Encoded::default(), bytes, remote: false }
     }
 }
 
 /// One host's newest snapshot, shared with its readers.
 type HostChannel = watch::Sender<Option<Arc<Published>>>;
 
+/// What the hub holds, under one lock.
+#[derive(Default)]
+struct Hosts {
+    /// Each host's newest snapshot, where the hub holds it, and its readers.
+    snapshots: HashMap<String, HostChannel>,
+    /// Each host's newest glance.
+    glances: HashMap<String, Arc<Glance>>,
+    /// Readers of the all-hosts stream and what each follows there: one host, or every
+    /// one (`None`). By id, to end each when its reader goes ([`Following`]).
+    following: Vec<(u64, Option<String>)>,
+    /// The id of the next entry of `following`.
+    next_follower: u64,
+}
+
 /// The live fan-out. Cheap to clone; all clones share the same channels.
 #[derive(Clone)]
 pub struct Hub {
-    hosts: Arc<Mutex<HashMap<String, HostChannel>>>,
+    hosts: Arc<Mutex<Hosts>>,
     all: broadcast::Sender<Arc<Published>>,
+    glances: broadcast::Sender<Arc<Glance>>,
     /// [`Published::bytes`] of every host's newest snapshot, changed under the lock of
     /// `hosts` (read without it).
     held: Arc<AtomicUsize>,
@@ -153,7 +150,12 @@ pub struct Hub {
 
 impl Default for Hub {
     fn default() -> Self {
-        Hub { hosts: Arc::default(), all: broadcast::channel(ALL_HOSTS_BACKLOG).0, held: Arc::default() }
+        Hub {
+            hosts: Arc::default(),
+            all: broadcast::channel(ALL_HOSTS_BACKLOG).0,
+            glances: broadcast::channel(GLANCES_BACKLOG).0,
+            held: Arc::default(),
+        }
     }
 }
 
@@ -162,57 +164,98 @@ fn held_by(tx: &HostChannel) -> usize {
     tx.borrow().as_ref().map_or(0, |p| p.bytes)
 }
 
+/// A reader's interest in the all-hosts stream, as [`Hub::follow`] noted it: it ends
+/// when this is dropped.
+pub struct Following {
+    hosts: Arc<Mutex<Hosts>>,
+    id: u64,
+}
+
+impl Drop for Following {
+    fn drop(&mut self) {
+        lock(&self.hosts).following.retain(|(id, _)| *id != self.id);
+    }
+}
+
+fn lock(hosts: &Mutex<Hosts>) -> MutexGuard<'_, Hosts> {
+    // A panic while holding this lock cannot leave the maps half-changed (every change
+    // is one insert or remove), so a poisoned lock is still safe to use.
+    hosts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 impl Hub {
     /// A hub with no hosts.
     pub fn new() -> Hub {
         Hub::default()
     }
 
-    fn hosts(&self) -> MutexGuard<'_, HashMap<String, HostChannel>> {
-        // A panic while holding this lock cannot leave the map half-changed (every
-        // change is one insert), so a poisoned lock is still safe to use.
-        self.hosts.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    fn hosts(&self) -> MutexGuard<'_, Hosts> {
+        lock(&self.hosts)
     }
 
-    /// Makes `published` the newest snapshot of its host and tells every reader.
-    pub fn publish(&self, mut published: Published) {
+    /// Makes `published` the newest snapshot of its host, and its figures the host's
+    /// glance, and tells every reader.
+    pub fn publish(&self, published: Published) {
         let hostname = published.snapshot.host.hostname.clone();
-        let published = {
+        let figures = HostFigures::of(&published.snapshot);
+        let glance = Glance {
+            hostname: hostname.clone(),
+            snapshot_id: published.snapshot_id,
+            received_at: published.received_at,
+            figures,
+            remote: published.remote,
+        };
+        let (published, glance) = {
             let mut hosts = self.hosts();
+            let glance = Arc::new(continued(&hosts, glance));
+            hosts.glances.insert(hostname.clone(), Arc::clone(&glance));
             self.held.fetch_add(published.bytes, Ordering::Relaxed);
-            // The trend continues the previous publication's (a few dozen floats).
-            if let Some(previous) = hosts.get(&hostname).and_then(|tx| tx.borrow().clone()) {
-                let trend = &previous.figures.cpu_trend;
-                let keep = trend.len().min(CPU_TREND_POINTS - 1);
-                let mut next = Vec::with_capacity(keep + 1);
-                next.extend_from_slice(&trend[trend.len() - keep..]);
-                next.push(published.figures.cpu_percent);
-                published.figures.cpu_trend = next;
-            }
             let published = Arc::new(published);
-            match hosts.get(&hostname) {
+            match hosts.snapshots.get(&hostname) {
                 Some(tx) => {
                     let old = tx.send_replace(Some(published.clone()));
                     self.held.fetch_sub(old.map_or(0, |p| p.bytes), Ordering::Relaxed);
                 }
                 None => {
-                    hosts.insert(hostname, watch::channel(Some(published.clone())).0);
+                    hosts.snapshots.insert(hostname, watch::channel(Some(published.clone())).0);
                 }
             }
-            published
+            (published, glance)
         };
         // No reader is not an error: there is simply nobody to tell.
         let _ = self.all.send(published);
+        let _ = self.glances.send(glance);
     }
 
-    /// The newest snapshot of `hostname`, if one was published.
+    /// Makes `glance` its host's, without its snapshot: the snapshot the hub held of the
+    /// host, now older than what it knows, goes unless someone reads it (who then asks
+    /// for the newer one). An older glance than the one held changes nothing.
+    pub fn glance(&self, glance: Glance) {
+        let glance = {
+            let mut hosts = self.hosts();
+            if hosts.glances.get(&glance.hostname).is_some_and(|g| g.snapshot_id >= glance.snapshot_id) {
+                return;
+            }
+            let glance = Arc::new(continued(&hosts, glance));
+            hosts.glances.insert(glance.hostname.clone(), Arc::clone(&glance));
+            if hosts.snapshots.get(&glance.hostname).is_some_and(|tx| tx.receiver_count() == 0)
+                && let Some(tx) = hosts.snapshots.remove(&glance.hostname)
+            {
+                self.held.fetch_sub(held_by(&tx), Ordering::Relaxed);
+            }
+            glance
+        };
+        let _ = self.glances.send(glance);
+    }
+
+    /// The newest snapshot of `hostname`, if the hub holds one.
     pub fn latest(&self, hostname: &str) -> Option<Arc<Published>> {
-        self.hosts().get(hostname).and_then(|tx| tx.borrow().clone())
+        self.hosts().snapshots.get(hostname).and_then(|tx| tx.borrow().clone())
     }
 
     /// Whether the hub holds a snapshot of `hostname` now.
     pub fn holds(&self, hostname: &str) -> bool {
-        self.hosts().get(hostname).is_some_and(|tx| tx.borrow().is_some())
+        self.hosts().snapshots.get(hostname).is_some_and(|tx| tx.borrow().is_some())
     }
 
     /// About how much memory the hosts' newest snapshots hold ([`approximate_bytes`]).
@@ -220,21 +263,57 @@ impl Hub {
         self.held.load(Ordering::Relaxed)
     }
 
-    /// When `hostname`'s newest snapshot reached the hub, if it ever published.
+    /// `hostname`'s newest glance, if it has one.
+    pub fn glance_of(&self, hostname: &str) -> Option<Arc<Glance>> {
+        self.hosts().glances.get(hostname).cloned()
+    }
+
+    /// Every host's newest glance, in no particular order.
+    pub fn glances(&self) -> Vec<Arc<Glance>> {
+        self.hosts().glances.values().cloned().collect()
+    }
+
+    /// When `hostname`'s newest snapshot reached the collector that stored it, if the
+    /// hub knows of one.
     pub fn seen_at(&self, hostname: &str) -> Option<DateTime<Utc>> {
-        self.hosts().get(hostname).and_then(|tx| tx.borrow().as_ref().map(|p| p.received_at))
+        self.hosts().glances.get(hostname).map(|g| g.received_at)
     }
 
     /// Follows one host: the receiver always holds its newest snapshot (or `None` until
     /// the first one arrives).
     pub fn subscribe(&self, hostname: &str) -> watch::Receiver<Option<Arc<Published>>> {
-        self.hosts().entry(hostname.to_owned()).or_insert_with(|| watch::channel(None).0).subscribe()
+        self.hosts().snapshots.entry(hostname.to_owned()).or_insert_with(|| watch::channel(None).0).subscribe()
     }
 
-    /// Follows every host: each snapshot as it is published. A reader that falls more
-    /// than a bounded backlog behind receives `Lagged` and continues from the newest.
+    /// Every snapshot as it is published. A reader that falls more than a bounded
+    /// backlog behind receives `Lagged` and continues from the newest. Snapshots stored
+    /// by other collectors come only for the hosts someone follows here: say which with
+    /// [`Hub::follow`].
     pub fn subscribe_all(&self) -> broadcast::Receiver<Arc<Published>> {
         self.all.subscribe()
+    }
+
+    /// Every glance as it changes, with the same skipping as [`Hub::subscribe_all`].
+    pub fn subscribe_glances(&self) -> broadcast::Receiver<Arc<Glance>> {
+        self.glances.subscribe()
+    }
+
+    /// Notes that a reader of [`Hub::subscribe_all`] wants `hostname`'s snapshots (every
+    /// host's, for `None`), until the returned value is dropped.
+    pub fn follow(&self, hostname: Option<&str>) -> Following {
+        let mut hosts = self.hosts();
+        let id = hosts.next_follower;
+        hosts.next_follower += 1;
+        hosts.following.push((id, hostname.map(str::to_owned)));
+        Following { hosts: Arc::clone(&self.hosts), id }
+    }
+
+    /// Whether anyone here reads `hostname`'s snapshots as they come: through
+    /// [`Hub::subscribe`], or [`Hub::follow`].
+    pub fn is_followed(&self, hostname: &str) -> bool {
+        let hosts = self.hosts();
+        hosts.snapshots.get(hostname).is_some_and(|tx| tx.receiver_count() > 0)
+            || hosts.following.iter().any(|(_, h)| h.as_deref().is_none_or(|h| h == hostname))
     }
 
     /// Forgets hosts that published nothing since `before` and that nobody follows, so
@@ -242,24 +321,30 @@ impl Hub {
     /// made-up ones) does not keep a snapshot in memory for ever. Returns how many went.
     pub fn forget_idle(&self, before: DateTime<Utc>) -> usize {
         let mut hosts = self.hosts();
-        let len = hosts.len();
-        hosts.retain(|_, tx| {
+        let before_count = count(&hosts);
+        let Hosts { snapshots, glances, .. } = &mut *hosts;
+        snapshots.retain(|_, tx| {
             let keep = tx.receiver_count() > 0 || tx.borrow().as_ref().is_some_and(|p| p.received_at >= before);
             if !keep {
                 self.held.fetch_sub(held_by(tx), Ordering::Relaxed);
             }
             keep
         });
-        len - hosts.len()
+        glances.retain(|name, g| g.received_at >= before || snapshots.contains_key(name));
+        before_count - count(&hosts)
     }
 
-    /// Forgets `hostname`'s newest snapshot unless someone follows the host (its agent
-    /// went away: a reader that asks later gets it from the store). `true` if it went.
+    /// Forgets `hostname`'s newest snapshot and glance unless someone follows the host
+    /// (its agent went away: a reader that asks later gets it from the store). `true`
+    /// if they went.
     pub fn release(&self, hostname: &str) -> bool {
         let mut hosts = self.hosts();
-        let unfollowed = hosts.get(hostname).is_some_and(|tx| tx.receiver_count() == 0);
-        if unfollowed && let Some(tx) = hosts.remove(hostname) {
-            self.held.fetch_sub(held_by(&tx), Ordering::Relaxed);
+        let unfollowed = hosts.snapshots.get(hostname).is_none_or(|tx| tx.receiver_count() == 0);
+        if unfollowed {
+            if let Some(tx) = hosts.snapshots.remove(hostname) {
+                self.held.fetch_sub(held_by(&tx), Ordering::Relaxed);
+            }
+            hosts.glances.remove(hostname);
         }
         unfollowed
     }
@@ -267,29 +352,34 @@ impl Hub {
     /// Forgets `hostname` (the host was deleted); its followers see nothing more.
     pub fn forget(&self, hostname: &str) {
         let mut hosts = self.hosts();
-        if let Some(tx) = hosts.remove(hostname) {
+        if let Some(tx) = hosts.snapshots.remove(hostname) {
             self.held.fetch_sub(held_by(&tx), Ordering::Relaxed);
         }
+        hosts.glances.remove(hostname);
     }
 
-    /// The newest snapshot of every host that published one, in no particular order.
+    /// The newest snapshot of every host the hub holds one of, in no particular order.
     pub fn latest_all(&self) -> Vec<Arc<Published>> {
-        self.hosts().values().filter_map(|tx| tx.borrow().clone()).collect()
+        self.hosts().snapshots.values().filter_map(|tx| tx.borrow().clone()).collect()
     }
 
-    /// Every host the hub knows (it holds a snapshot of it, or someone follows it), with
-    /// the id of the snapshot it holds (0 for none).
-    pub fn known(&self) -> HashMap<String, i64> {
-        self.hosts()
-            .iter()
-            .map(|(name, tx)| (name.clone(), tx.borrow().as_ref().map_or(0, |p| p.snapshot_id)))
-            .collect()
-    }
-
-    /// Hosts the hub holds now.
+    /// Hosts the hub holds a snapshot or a glance of, or that someone follows.
     pub fn host_count(&self) -> usize {
-        self.hosts().len()
+        count(&self.hosts())
     }
+}
+
+/// How many hosts `hosts` holds something of.
+fn count(hosts: &Hosts) -> usize {
+    hosts.snapshots.len() + hosts.glances.keys().filter(|h| !hosts.snapshots.contains_key(*h)).count()
+}
+
+/// `glance` with its host's CPU trend continued from the glance `hosts` holds.
+fn continued(hosts: &Hosts, mut glance: Glance) -> Glance {
+    if let Some(previous) = hosts.glances.get(&glance.hostname) {
+        glance.figures = glance.figures.after(&previous.figures);
+    }
+    glance
 }
 
 #[cfg(test)]
@@ -339,6 +429,64 @@ mod tests {
         hub.publish(published("d", 1, &base));
         assert_eq!(hub.forget_idle(Utc::now() + chrono::TimeDelta::seconds(1)), 1);
         assert_eq!(hub.held_bytes(), 0);
+    }
+
+    #[test]
+    fn a_glance_alone_stands_for_a_host_and_drops_its_older_snapshot_unless_read() {
+        let base = Sampler::new(SamplerOptions::default()).sample();
+        let hub = Hub::new();
+        let glance = |snapshot_id: i64, cpu: f32| Glance {
+            hostname: "remote".into(),
+            snapshot_id,
+            received_at: Utc::now(),
+            figures: HostFigures { cpu_percent: cpu, ..HostFigures::of(&base) },
+            remote: true,
+        };
+        hub.publish(published("remote", 1, &base));
+        let mut glances = hub.subscribe_glances();
+        hub.glance(glance(2, 50.0));
+        assert!(hub.latest("remote").is_none(), "the older snapshot went with the newer glance");
+        assert_eq!(hub.held_bytes(), 0);
+        let held = hub.glance_of("remote").unwrap();
+        assert_eq!(held.snapshot_id, 2);
+        assert_eq!(held.figures.cpu_trend, [base.cpu.total_percent, 50.0], "the trend goes on across both kinds");
+        assert_eq!(glances.try_recv().unwrap().snapshot_id, 2);
+        assert_eq!((hub.host_count(), hub.seen_at("remote")), (1, Some(held.received_at)));
+        // An older glance (announced before, heard after) changes nothing.
+        hub.glance(glance(1, 9.0));
+        assert_eq!(hub.glance_of("remote").unwrap().snapshot_id, 2);
+        assert!(glances.try_recv().is_err());
+        // A snapshot someone reads stays until the newer one is read for them.
+        let reader = hub.subscribe("remote");
+        hub.publish(published("remote", 3, &base));
+        assert_eq!(glances.try_recv().unwrap().figures.cpu_trend.len(), 3);
+        hub.glance(glance(4, 60.0));
+        assert_eq!(hub.latest("remote").unwrap().snapshot_id, 3);
+        drop(reader);
+        // Gone with its agent, glance and all.
+        assert!(hub.release("remote"));
+        assert_eq!((hub.host_count(), hub.glance_of("remote")), (0, None));
+        hub.glance(glance(5, 1.0));
+        assert_eq!(hub.forget_idle(Utc::now() + chrono::TimeDelta::seconds(1)), 1, "an idle glance goes too");
+        assert!(hub.glances().is_empty());
+    }
+
+    #[test]
+    fn a_host_is_followed_as_long_as_a_reader_wants_it() {
+        let hub = Hub::new();
+        assert!(!hub.is_followed("a"));
+        let one = hub.follow(Some("a"));
+        assert!(hub.is_followed("a") && !hub.is_followed("b"));
+        let every = hub.follow(None);
+        assert!(hub.is_followed("b"));
+        drop(every);
+        assert!(!hub.is_followed("b") && hub.is_followed("a"));
+        drop(one);
+        assert!(!hub.is_followed("a"));
+        let watching = hub.subscribe("c");
+        assert!(hub.is_followed("c"));
+        drop(watching);
+        assert!(!hub.is_followed("c"));
     }
 
     fn published(host: &str, seq: u64, base: &Snapshot) -> Published {

@@ -460,6 +460,9 @@ impl Alerts {
         };
         // Subscribed first: nothing published while the state is read is missed.
         let mut live = hub.subscribe_all();
+        // Other collectors' hosts speak through their glances (their snapshots are
+        // read back here only while someone follows them). On SQLite there are none.
+        let mut glances = self.store.is_shared().then(|| hub.subscribe_glances());
         let mut engine = Engine::new();
         if let Err(e) = self.restore(&mut engine).await {
             tracing::error!("cannot read the alerts' stored state; starting without it: {e}");
@@ -477,12 +480,13 @@ impl Alerts {
         loop {
             let transitions = tokio::select! {
                 received = live.recv() => match received {
+                    // Another collector of the database stored it, and evaluates it:
+                    // evaluating it here too would fire every alert twice. Its glance
+                    // shows that the host speaks (below).
+                    Ok(published) if published.remote => continue,
                     Ok(published) => {
                         let rules = read(&self.rules);
-                        // Another collector of the database stored it, and evaluates it:
-                        // evaluating it here too would fire every alert twice. It still
-                        // shows that the host speaks (host.offline, the leader's).
-                        if rules.is_empty() || published.remote {
+                        if rules.is_empty() {
                             let (host, at) = (&published.snapshot.host.hostname, published.received_at.timestamp_millis());
                             engine.host_spoke(&rules, host, at)
                         } else {
@@ -493,6 +497,14 @@ impl Alerts {
                         tracing::debug!(skipped, "alert evaluation skipped snapshots to catch up");
                         continue;
                     }
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
+                },
+                // That another collector's host spoke (host.offline, the leader's).
+                glanced = next_glance(&mut glances) => match glanced {
+                    Ok(glance) if glance.remote => {
+                        engine.host_spoke(&read(&self.rules), &glance.hostname, glance.received_at.timestamp_millis())
+                    }
+                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 },
                 _ = tick.tick() => {
@@ -681,6 +693,16 @@ impl Alerts {
 }
 
 /// When the quiet hours of `channel` that hold at `now` end; `None` outside them.
+/// The next glance of `glances`, or never when there is no stream to read.
+async fn next_glance(
+    glances: &mut Option<tokio::sync::broadcast::Receiver<Arc<crate::hub::Glance>>>,
+) -> Result<Arc<crate::hub::Glance>, tokio::sync::broadcast::error::RecvError> {
+    match glances {
+        Some(glances) => glances.recv().await,
+        None => std::future::pending().await,
+    }
+}
+
 fn quiet_until(channel: &AlertChannel, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     // Checked when the channel was stored; one that no longer reads (a time zone gone
     // from the system's database) holds nothing back.

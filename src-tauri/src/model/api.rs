@@ -149,6 +149,48 @@ pub struct HostFigures {
 /// How many CPU figures [`HostFigures::cpu_trend`] keeps.
 pub const CPU_TREND_POINTS: usize = 60;
 
+impl HostFigures {
+    /// The figures of `snapshot`, its trend holding only its own CPU figure (whoever
+    /// keeps the host's previous figures continues the trend).
+    pub fn of(snapshot: &crate::model::Snapshot) -> HostFigures {
+        let busiest = snapshot
+            .processes
+            .iter()
+            .filter_map(|p| p.cpu_percent.map(|cpu| (p, cpu)))
+            .filter(|(_, cpu)| cpu.is_finite())
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(p, cpu)| BusiestProcess { pid: p.pid, name: p.name.clone(), cpu_percent: cpu });
+        let total = snapshot.network.total.as_ref();
+        HostFigures {
+            taken_at: snapshot.taken_at,
+            cpu_percent: snapshot.cpu.total_percent,
+            cpu_trend: vec![snapshot.cpu.total_percent],
+            memory_used_bytes: snapshot.memory.used_bytes,
+            memory_total_bytes: snapshot.memory.total_bytes,
+            swap_used_bytes: snapshot.memory.swap_used_bytes,
+            swap_total_bytes: snapshot.memory.swap_total_bytes,
+            load_one: snapshot.cpu.load_average.map(|l| l.one),
+            received_bytes_per_sec: total.map(|t| t.received_bytes_per_sec),
+            sent_bytes_per_sec: total.map(|t| t.sent_bytes_per_sec),
+            process_count: u32::try_from(snapshot.processes.len()).unwrap_or(u32::MAX),
+            busiest,
+            gpus: snapshot.gpus.clone(),
+        }
+    }
+
+    /// These figures with the trend continued from `previous` (the host's figures
+    /// before these), kept to [`CPU_TREND_POINTS`].
+    pub fn after(mut self, previous: &HostFigures) -> HostFigures {
+        let trend = &previous.cpu_trend;
+        let keep = trend.len().min(CPU_TREND_POINTS - 1);
+        let mut next = Vec::with_capacity(keep + 1);
+        next.extend_from_slice(&trend[trend.len() - keep..]);
+        next.push(self.cpu_percent);
+        self.cpu_trend = next;
+        self
+    }
+}
+
 /// The process using the most CPU on a host.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, TS, ToSchema)]
 pub struct BusiestProcess {

@@ -1,12 +1,17 @@
 //! Several collectors on one PostgreSQL: what each does for the others, through the
 //! database only (see `store::fleet` for the tables, notifications and locks).
 //!
-//! - **Live snapshots.** Every collector listens to what the others store and publishes
-//!   it to its own hub, read back from the database: a dashboard on any collector sees
-//!   every host live, and the hub stays the one place live updates come from. Several
-//!   snapshots of a host announced before they are read are read once, the newest.
-//!   After its listening connection was lost, a collector catches up from the tables:
-//!   each host it shows gets its newest stored snapshot.
+//! - **Live snapshots.** Every collector listens to what the others store. Each stored
+//!   snapshot is announced with the fleet overview's figures of it, which go to the
+//!   hub as the host's glance: every collector shows every host in its overview, live,
+//!   at the cost of a notification. The snapshot itself is read back from the database
+//!   and published only for hosts someone follows on this collector (a dashboard on
+//!   the host, a stream of its snapshots; [`crate::hub::Hub::is_followed`]): reading back
+//!   costs more than storing, so a collector that read back every host would spend on
+//!   the whole fleet whatever its own share. Several snapshots of a host announced
+//!   before they are read are read once, the newest. After its listening connection
+//!   was lost, a collector catches up from the tables: each host it follows gets its
+//!   newest stored snapshot, and the others' figures come with their next snapshot.
 //! - **Process actions.** An action for a host whose agent another collector holds is
 //!   written to the database and announced to that collector, which relays it to the
 //!   agent exactly as its own REST API would ([`super::agents::Agents::relay`]) and
@@ -30,9 +35,9 @@ use tokio::sync::Notify;
 
 use super::AppState;
 use super::agents::RelayError;
-use crate::hub::Published;
+use crate::hub::{Glance, Published};
 use crate::model::agent::{ActionReply, ActionRequest, DetailsReply, DetailsRequest};
-use crate::store::{FleetEvent, Retention, Store};
+use crate::store::{Announced, FleetEvent, Retention, Store};
 
 /// How long to wait before listening again after the connection was lost.
 const RELISTEN_AFTER: Duration = Duration::from_secs(1);
@@ -154,9 +159,13 @@ fn heard(state: &AppState, event: FleetEvent) {
     let me = state.store.collector_id();
     match event {
         // This collector's own snapshots were published as it stored them.
-        FleetEvent::Snapshot { origin, host_id, snapshot_id } if Some(origin) != me => {
-            state.fleet.announce(host_id, snapshot_id);
-        }
+        FleetEvent::Snapshot { origin, host_id, snapshot_id, announced } if Some(origin) != me => match announced {
+            Some(a) if !state.hub.is_followed(&a.hostname) && !state.agents.is_connected(&a.hostname) => {
+                let Announced { hostname, received_at, figures } = *a;
+                state.hub.glance(Glance { hostname, snapshot_id, received_at, figures, remote: true });
+            }
+            _ => state.fleet.announce(host_id, snapshot_id),
+        },
         FleetEvent::Snapshot { .. } => {}
         FleetEvent::Action { holder, id } if Some(holder) == me => {
             tokio::spawn(carry_out(state.clone(), id));
@@ -175,17 +184,17 @@ fn heard(state: &AppState, event: FleetEvent) {
     }
 }
 
-/// After (re)connecting: the newest snapshot of every host this collector shows, where
+/// After (re)connecting: the newest snapshot of every host someone follows here, where
 /// the database holds a newer one, the actions asked of it meanwhile, and the alert
 /// rules, channels and silences as they are now.
 async fn catch_up(state: &AppState) {
     state.alerts.changed_elsewhere().await;
-    let known = state.hub.known();
     match state.store.newest_per_host().await {
         Ok(newest) => {
             for n in newest {
-                let shown = known.get(&n.hostname);
-                if shown.is_some_and(|&id| id < n.snapshot_id) && !state.agents.is_connected(&n.hostname) {
+                let held = state.hub.latest(&n.hostname).map_or(0, |p| p.snapshot_id);
+                if held < n.snapshot_id && state.hub.is_followed(&n.hostname) && !state.agents.is_connected(&n.hostname)
+                {
                     state.fleet.announce(n.host_id, n.snapshot_id);
                 }
             }
@@ -220,8 +229,8 @@ async fn read_announced(state: AppState) {
     }
 }
 
-/// Publishes stored snapshot `id` unless the hub holds a newer one of its host, or its
-/// host's agent is this collector's (whose snapshots it publishes as it stores them).
+/// Publishes stored snapshot `id` unless the hub knows of a newer one of its host, or
+/// its host's agent is this collector's (whose snapshots it publishes as it stores them).
 async fn publish_stored(state: &AppState, id: i64) {
     let stored = match state.store.snapshot(id).await {
         Ok(Some(stored)) => stored,
@@ -233,9 +242,13 @@ async fn publish_stored(state: &AppState, id: i64) {
         }
     };
     let hostname = &stored.snapshot.host.hostname;
-    if state.agents.is_connected(hostname) || state.hub.latest(hostname).is_some_and(|p| p.snapshot_id >= id) {
+    if state.agents.is_connected(hostname)
+        || state.hub.latest(hostname).is_some_and(|p| p.snapshot_id >= id)
+        || state.hub.glance_of(hostname).is_some_and(|g| g.snapshot_id > id)
+    {
         return;
     }
+    state.counters.read_back();
     let published = Published::new(stored.id, stored.host_id, stored.received_at, Arc::new(stored.snapshot));
     state.hub.publish(Published { remote: true, ..published });
 }

@@ -48,6 +48,7 @@ pub struct Counters {
     ingest_seconds: Histogram,
     refused: Family<Reason, Counter>,
     frames_refused: Family<Reason, Counter>,
+    read_back: Counter,
 }
 
 impl Default for Counters {
@@ -59,6 +60,7 @@ impl Default for Counters {
             ingest_seconds: Histogram::new(exponential_buckets(0.0005, 2.0, 14)),
             refused: Family::default(),
             frames_refused: Family::default(),
+            read_back: Counter::default(),
         }
     }
 }
@@ -80,6 +82,11 @@ impl Counters {
             _ => return,
         };
         self.frames_refused.get_or_create(&Reason { reason: reason.to_owned() }).inc();
+    }
+
+    /// A snapshot another collector stored was read back (for a host followed here).
+    pub fn read_back(&self) {
+        self.read_back.inc();
     }
 
     /// A snapshot refused with `error`; its error code is the reason.
@@ -156,10 +163,13 @@ async fn build(state: &AppState, format: Format) -> Result<String, ApiError> {
     register_collector(&mut registry, state).await;
     register_build_info(&mut registry, "procyon");
     let now = Utc::now();
+    // Snapshots read back from another collector are that collector's to serve: each
+    // snapshot becomes metrics once, where it arrived, whoever follows it here.
     let hosts: Vec<_> = state
         .hub
         .latest_all()
         .into_iter()
+        .filter(|published| !published.remote)
         .map(|published| {
             let age = (now - published.received_at).num_milliseconds() as f64 / 1000.0;
             let online = state.is_online(&published.snapshot.host.hostname);
@@ -202,7 +212,7 @@ async fn register_collector(registry: &mut Registry, state: &AppState) {
     );
     registry.register(
         "procyon_hosts_live",
-        "Hosts whose newest snapshot is held in memory",
+        "Hosts whose newest snapshot, or its figures alone, is held in memory",
         gauge(state.hub.host_count()),
     );
     registry.register(
@@ -239,6 +249,13 @@ async fn register_collector(registry: &mut Registry, state: &AppState) {
         "Frames of the agent channel answered with a refusal, by kind (rejected, resync, or the error's code)",
         counters.frames_refused.clone(),
     );
+    if state.store.is_shared() {
+        registry.register(
+            "procyon_snapshots_read_back",
+            "Snapshots other collectors of the database stored, read back for hosts followed here",
+            counters.read_back.clone(),
+        );
+    }
 }
 
 #[cfg(test)]

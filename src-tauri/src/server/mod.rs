@@ -430,11 +430,11 @@ impl AppState {
     }
 
     /// Fills in what only the running server knows: online, local, and the figures of
-    /// the newest snapshot the hub holds.
+    /// the newest snapshot the hub knows of.
     pub fn decorate(&self, host: &mut HostSummary) {
         host.local = self.settings.local_hostname.as_deref() == Some(host.hostname.as_str());
         host.online = self.is_online(&host.hostname);
-        host.figures = self.hub.latest(&host.hostname).map(|p| p.figures.clone());
+        host.figures = self.hub.glance_of(&host.hostname).map(|g| g.figures.clone());
         if host.info.as_ref().is_some_and(|i| i.os.is_empty()) {
             // Uploads in the short format carry no host facts.
             host.info = None;

@@ -100,6 +100,23 @@ fn spread(len: usize, want: usize) -> Vec<usize> {
     picks
 }
 
+/// A snapshot's sockets as the map read them from the store: `None` when it is gone
+/// (retention) or unreadable (logged: one broken snapshot must not hide every other
+/// host); an error only when the store cannot answer at all.
+fn read_or_skip(
+    read: Result<Option<HostSockets>, StoreError>,
+    hostname: &str,
+) -> Result<Option<HostSockets>, ApiError> {
+    match read {
+        Ok(read) => Ok(read),
+        Err(e @ (StoreError::Busy { .. } | StoreError::Closed)) => Err(e.into()),
+        Err(e) => {
+            tracing::warn!(host = %hostname, "the network map skipped a snapshot: {e}");
+            Ok(None)
+        }
+    }
+}
+
 #[utoipa::path(get, path = "/api/network-map", tag = "hosts", summary = "The fleet's network map",
     description = "Processes as nodes and their connections as edges, joined across hosts: a connection to an \
         address and port another host's process listens on (one of its non-loopback addresses) is one edge \
@@ -133,16 +150,30 @@ pub(super) async fn network_map(
     let mut hosts: Vec<HostSockets> = Vec::new();
     let (live, from, to) = match (q.from, q.to) {
         (None, None) => {
-            let mut published: Vec<_> =
-                state.hub.latest_all().into_iter().filter(|p| wanted(&p.snapshot.host.hostname)).collect();
-            published.sort_by(|a, b| a.snapshot.host.hostname.cmp(&b.snapshot.host.hostname));
-            skipped_hosts = published.len().saturating_sub(MAX_HOSTS);
-            published.truncate(MAX_HOSTS);
+            // Every live host: from the snapshot the hub holds, else (another
+            // collector's host that nobody follows here, known by its glance) from the
+            // store.
+            let mut glances: Vec<_> = state.hub.glances().into_iter().filter(|g| wanted(&g.hostname)).collect();
+            glances.sort_by(|a, b| a.hostname.cmp(&b.hostname));
+            skipped_hosts = glances.len().saturating_sub(MAX_HOSTS);
+            glances.truncate(MAX_HOSTS);
+            let (mut published, mut unread) = (Vec::new(), Vec::new());
+            for glance in glances {
+                match state.hub.latest(&glance.hostname) {
+                    Some(p) => published.push(p),
+                    None => unread.push(glance),
+                }
+            }
             hosts = tokio::task::spawn_blocking(move || {
                 published.iter().map(|p| HostSockets::from_snapshot(&p.snapshot)).collect()
             })
             .await
             .map_err(|e| ApiError::Internal(format!("the map task failed: {e}")))?;
+            for glance in unread {
+                let read = state.store.snapshot_with(glance.snapshot_id, |s| HostSockets::from_snapshot(&s.snapshot));
+                hosts.extend(read_or_skip(read.await, &glance.hostname)?);
+            }
+            hosts.sort_by(|a, b| a.hostname().cmp(b.hostname()));
             (true, None, None)
         }
         (from, to) => {
@@ -165,16 +196,12 @@ pub(super) async fn network_map(
                 };
                 let mut union: Option<HostSockets> = None;
                 for i in picks {
-                    match state.store.snapshot_with(times[i].0, |s| HostSockets::from_snapshot(&s.snapshot)).await {
-                        Ok(Some(read)) => match &mut union {
+                    let read = state.store.snapshot_with(times[i].0, |s| HostSockets::from_snapshot(&s.snapshot));
+                    if let Some(read) = read_or_skip(read.await, &host.hostname)? {
+                        match &mut union {
                             Some(u) => u.merge(read),
                             None => union = Some(read),
-                        },
-                        // Gone since (retention): the others still count.
-                        Ok(None) => {}
-                        Err(e @ (StoreError::Busy { .. } | StoreError::Closed)) => return Err(e.into()),
-                        // One unreadable snapshot must not hide every other host.
-                        Err(e) => tracing::warn!(host = %host.hostname, "the network map skipped a snapshot: {e}"),
+                        }
                     }
                 }
                 hosts.extend(union);

@@ -41,7 +41,7 @@ use super::error::ApiError;
 use super::rest::ApiPath;
 use super::routes::{Access, Route};
 use super::{AppState, views};
-use crate::hub::{Encoded, Published};
+use crate::hub::{Encoded, Glance};
 use crate::model::Snapshot;
 use crate::model::api::{FleetRow, FleetUpdate};
 use crate::model::delta::{LiveMessage, SnapshotDelta};
@@ -292,6 +292,8 @@ async fn stream_all(
     mut deltas: Option<Deltas>,
 ) {
     let wanted = |hostname: &str| only.as_deref().is_none_or(|o| o == hostname);
+    // Other collectors' snapshots of these hosts are read back while this stream lasts.
+    let _following = state.hub.follow(only.as_deref());
     let mut feed = state.hub.subscribe_all();
     let mut shutdown = state.shutdown_signal();
     let expiry = tokio::time::sleep(until_expiry(&user));
@@ -435,13 +437,13 @@ pub(super) async fn fleet(
     }))
 }
 
-/// A host's row for the fleet stream, from its newest publication: its trend cut to the
+/// A host's row for the fleet stream, from its newest glance: its trend cut to the
 /// newest figure (the reader holds the rest).
-fn fleet_row(state: &AppState, p: &Published) -> FleetRow {
-    let mut figures = p.figures.clone();
+fn fleet_row(state: &AppState, g: &Glance) -> FleetRow {
+    let mut figures = g.figures.clone();
     figures.cpu_trend = vec![figures.cpu_percent];
-    let hostname = p.snapshot.host.hostname.clone();
-    FleetRow { online: state.is_online(&hostname), hostname, last_seen: Some(p.received_at), figures: Some(figures) }
+    let hostname = g.hostname.clone();
+    FleetRow { online: state.is_online(&hostname), hostname, last_seen: Some(g.received_at), figures: Some(figures) }
 }
 
 async fn stream_fleet(
@@ -451,20 +453,20 @@ async fn stream_fleet(
     mut access: AccessCheck,
     mut known: HashMap<String, bool>,
 ) {
-    let mut feed = state.hub.subscribe_all();
+    let mut feed = state.hub.subscribe_glances();
     let mut shutdown = state.shutdown_signal();
     let expiry = tokio::time::sleep(until_expiry(&user));
     tokio::pin!(expiry);
     let mut flush = tokio::time::interval(FLEET_FLUSH);
     flush.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    // The newest publication of each host that changed since the last message: only the
+    // The newest glance of each host that changed since the last message: only the
     // newest matters, and rows are made when sent.
-    let mut changed: HashMap<String, Arc<Published>> = HashMap::new();
+    let mut changed: HashMap<String, Arc<Glance>> = HashMap::new();
     let end = loop {
         tokio::select! {
             next = feed.recv() => match next {
-                Ok(p) => {
-                    changed.insert(p.snapshot.host.hostname.clone(), p);
+                Ok(g) => {
+                    changed.insert(g.hostname.clone(), g);
                 }
                 // Fell behind: the next snapshots of each host bring it up to date.
                 Err(RecvError::Lagged(_)) => continue,
@@ -481,9 +483,8 @@ async fn stream_fleet(
                     if now != *online {
                         *online = now;
                         if !rows.iter().any(|r| &r.hostname == hostname) {
-                            let latest = state.hub.latest(hostname);
-                            rows.push(match latest {
-                                Some(p) => fleet_row(&state, &p),
+                            rows.push(match state.hub.glance_of(hostname) {
+                                Some(g) => fleet_row(&state, &g),
                                 None => FleetRow { hostname: hostname.clone(), online: now, last_seen: None, figures: None },
                             });
                         }

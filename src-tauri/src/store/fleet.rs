@@ -9,8 +9,12 @@
 //!   collector that dies (its session ends) stops holding anything at once, with no
 //!   heartbeat to wait out.
 //! - A stored snapshot is announced on `procyon_snapshots` by the transaction that
-//!   stores it (see `ingest`): `<collector id>:<host id>:<snapshot id>`, ids only, so
-//!   nothing an agent sent travels in a notification.
+//!   stores it (see `ingest`): `<collector id>:<host id>:<snapshot id>`, then a space
+//!   and what the fleet overview shows of it ([`Announced`], JSON), so that the others
+//!   read back from the tables only the snapshots someone follows on them. The JSON is
+//!   ours, written from a snapshot already checked as it was received, and read with
+//!   the same types; where it would not fit a notification (8,000 bytes), the ids go
+//!   alone and the others read the snapshot back.
 //! - A process action for an agent another collector holds is a row of
 //!   `relayed_actions` and a notification to its holder on `procyon_actions`
 //!   (`<holder>:<action id>`); the holder carries it out once (it claims the row
@@ -32,8 +36,12 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{ConnectOptions, Connection, PgConnection};
 
+use chrono::{DateTime, Utc};
+
 use super::db::Db;
 use super::{Result, Store, StoreError, to_ms};
+use crate::model::Snapshot;
+use crate::model::api::HostFigures;
 
 /// The channel stored snapshots are announced on.
 pub(super) const SNAPSHOTS: &str = "procyon_snapshots";
@@ -82,8 +90,37 @@ impl Fleet {
     }
 }
 
+/// What a stored snapshot's notification carries beside its ids.
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Announced {
+    /// Its host's name.
+    pub hostname: String,
+    /// When the collector that stored it received it.
+    pub received_at: DateTime<Utc>,
+    /// The fleet overview's figures of it, the CPU trend holding its own figure only.
+    pub figures: HostFigures,
+}
+
+/// Longest notification PostgreSQL takes is 7,999 bytes; a little room is kept.
+const LONGEST_ANNOUNCEMENT: usize = 7_900;
+
+/// The notification for a stored snapshot (see the module's notes): its ids, then
+/// what [`Announced`] holds, or the ids alone when that would not fit.
+pub(super) fn announcement(origin: i64, host_id: i64, id: i64, snapshot: &Snapshot, received_ms: i64) -> String {
+    let ids = format!("{origin}:{host_id}:{id}");
+    let announced = Announced {
+        hostname: snapshot.host.hostname.clone(),
+        received_at: super::from_ms(received_ms),
+        figures: HostFigures::of(snapshot),
+    };
+    match serde_json::to_string(&announced) {
+        Ok(json) if ids.len() + 1 + json.len() <= LONGEST_ANNOUNCEMENT => format!("{ids} {json}"),
+        _ => ids,
+    }
+}
+
 /// What a [`Listener`] heard.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum FleetEvent {
     /// A snapshot was stored, by the collector `origin`.
     Snapshot {
@@ -93,6 +130,9 @@ pub enum FleetEvent {
         host_id: i64,
         /// Its id.
         snapshot_id: i64,
+        /// What the fleet overview shows of it; `None` when it did not fit the
+        /// notification (or came from a version that sent ids only): read it back.
+        announced: Option<Box<Announced>>,
     },
     /// A process action was asked of the collector `holder`.
     Action {
@@ -151,10 +191,21 @@ impl Listener {
 
 /// Reads a notification of ours.
 fn parse(channel: &str, payload: &str) -> Option<FleetEvent> {
+    let (payload, announced) = match payload.split_once(' ') {
+        // Figures that cannot be read cost a read back, not the news.
+        Some((ids, json)) if channel == SNAPSHOTS => (ids, serde_json::from_str::<Announced>(json).ok()),
+        Some(_) => return None,
+        None => (payload, None),
+    };
     let mut ids = payload.split(':').map(i64::from_str);
     let mut next = || ids.next()?.ok();
     let event = match channel {
-        SNAPSHOTS => FleetEvent::Snapshot { origin: next()?, host_id: next()?, snapshot_id: next()? },
+        SNAPSHOTS => FleetEvent::Snapshot {
+            origin: next()?,
+            host_id: next()?,
+            snapshot_id: next()?,
+            announced: announced.map(Box::new),
+        },
         ACTIONS => FleetEvent::Action { holder: next()?, id: next()? },
         ANSWERS => FleetEvent::Answered { id: next()? },
         ALERTS => FleetEvent::AlertsChanged { origin: next()? },
@@ -439,7 +490,10 @@ mod tests {
 
     #[test]
     fn notifications_are_read_strictly() {
-        assert_eq!(parse(SNAPSHOTS, "7:2:99"), Some(FleetEvent::Snapshot { origin: 7, host_id: 2, snapshot_id: 99 }));
+        let ids_only = FleetEvent::Snapshot { origin: 7, host_id: 2, snapshot_id: 99, announced: None };
+        assert_eq!(parse(SNAPSHOTS, "7:2:99"), Some(ids_only.clone()));
+        // Figures that cannot be read leave the ids: the snapshot is read back instead.
+        assert_eq!(parse(SNAPSHOTS, "7:2:99 {\"hostname\": 5}"), Some(ids_only));
         assert_eq!(parse(ACTIONS, "7:5"), Some(FleetEvent::Action { holder: 7, id: 5 }));
         assert_eq!(parse(ANSWERS, "5"), Some(FleetEvent::Answered { id: 5 }));
         assert_eq!(parse(ALERTS, "7"), Some(FleetEvent::AlertsChanged { origin: 7 }));
@@ -449,9 +503,32 @@ mod tests {
             (ACTIONS, "x:5"),
             (ANSWERS, ""),
             (ALERTS, "7:1"),
+            (ACTIONS, "7:5 {}"),
+            (SNAPSHOTS, "7:2:x {}"),
             ("other", "1"),
         ] {
             assert_eq!(parse(channel, payload), None, "{channel} {payload}");
         }
+    }
+
+    #[test]
+    fn a_snapshot_is_announced_with_its_figures_when_they_fit() {
+        let mut snapshot = crate::sample::Sampler::new(crate::sample::SamplerOptions::default()).sample();
+        snapshot.host.hostname = "web 1".into();
+        let said = announcement(7, 2, 99, &snapshot, 1_700_000_000_000);
+        assert!(said.len() <= LONGEST_ANNOUNCEMENT, "{}", said.len());
+        let Some(FleetEvent::Snapshot { origin: 7, host_id: 2, snapshot_id: 99, announced: Some(announced) }) =
+            parse(SNAPSHOTS, &said)
+        else {
+            panic!("{said}")
+        };
+        assert_eq!(announced.hostname, "web 1");
+        assert_eq!(announced.received_at.timestamp_millis(), 1_700_000_000_000);
+        assert_eq!(announced.figures, HostFigures::of(&snapshot));
+        // A busiest process whose name would not fit: the ids go alone.
+        let busiest = &mut snapshot.processes[0];
+        busiest.cpu_percent = Some(f32::MAX);
+        busiest.name = "x".repeat(LONGEST_ANNOUNCEMENT);
+        assert_eq!(announcement(7, 2, 99, &snapshot, 0), "7:2:99");
     }
 }

@@ -601,21 +601,26 @@ impl Writer {
             }
             results.push(result);
         }
-        self.announce(&mut tx, &results).await?;
+        self.announce(&mut tx, batch, &results).await?;
         tx.commit().await?;
         self.hosts.extend(learnt);
         Ok(Some(results))
     }
 
-    /// Tells the other collectors on the database what this batch stored (ids only), in
-    /// its transaction: PostgreSQL delivers the notifications when it commits, and never
-    /// for a batch rolled back. One statement for the batch.
-    async fn announce(&self, tx: &mut Tx, results: &[Result<Outcome>]) -> Result<()> {
+    /// Tells the other collectors on the database what this batch stored, in its
+    /// transaction: PostgreSQL delivers the notifications when it commits, and never for
+    /// a batch rolled back. One statement for the batch. Each snapshot is announced with
+    /// the fleet overview's figures of it ([`super::fleet::announcement`]), so that the
+    /// others read back only the snapshots someone follows on them.
+    async fn announce(&self, tx: &mut Tx, batch: &[Job], results: &[Result<Outcome>]) -> Result<()> {
         let (Some(origin), Db::Postgres(tx)) = (self.origin, tx) else { return Ok(()) };
-        let payloads: Vec<String> = results
+        let payloads: Vec<String> = batch
             .iter()
-            .filter_map(|r| match r {
-                Ok(Outcome::Stored(i)) if !i.duplicate => Some(format!("{origin}:{}:{}", i.host_id, i.id)),
+            .zip(results)
+            .filter_map(|(job, r)| match r {
+                Ok(Outcome::Stored(i)) if !i.duplicate => {
+                    Some(super::fleet::announcement(origin, i.host_id, i.id, &job.row.snapshot, job.row.received))
+                }
                 _ => None,
             })
             .collect();

@@ -46,7 +46,7 @@ pub use binding::HostBinding;
 pub use copy::Copied;
 use db::{Conn, Db, Pool, Tx};
 pub use db::{Database, redact};
-pub use fleet::{Claimed, FleetEvent, Holder, Leadership, Listener};
+pub use fleet::{Announced, Claimed, FleetEvent, Holder, Leadership, Listener};
 pub use ingest::Sent;
 pub use labels::LabelSource;
 

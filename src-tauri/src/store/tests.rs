@@ -1257,7 +1257,13 @@ async fn collectors_on_one_database_hear_each_other_and_one_leads(place: Place) 
     let t = now();
     let stored = b.insert_snapshot(&snap("fleet-1", 1, t, 1.0), t).await.unwrap();
     let event = tokio::time::timeout(Duration::from_secs(10), heard.next()).await.unwrap().unwrap();
-    assert_eq!(event, FleetEvent::Snapshot { origin: b_id, host_id: stored.host_id, snapshot_id: stored.id });
+    let FleetEvent::Snapshot { origin, host_id, snapshot_id, announced: Some(announced) } = event else {
+        panic!("{event:?}")
+    };
+    assert_eq!((origin, host_id, snapshot_id), (b_id, stored.host_id, stored.id));
+    // With what the fleet overview shows of it.
+    assert_eq!((announced.hostname.as_str(), announced.figures.cpu_percent), ("fleet-1", 1.0));
+    assert_eq!(announced.received_at.timestamp_millis(), t.timestamp_millis());
     // A duplicate is not.
     b.insert_snapshot(&snap("fleet-1", 1, t, 1.0), t).await.unwrap();
 
