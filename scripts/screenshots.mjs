@@ -30,7 +30,9 @@ function agentBin(bin) {
 async function main() {
   if (!existsSync(join(ROOT, 'ui/dist/index.html'))) throw new Error('ui/dist is missing: run `npm run build` in ui/');
   const bin = process.env.PROCYON_BIN ?? procyonBin();
-  const collector = await startCollector({ bin, args: ['--interval', '1'] });
+  // The programs' command lines (shown in the process table) name them as an installed
+  // copy would, not by the build directory they run from.
+  const collector = await startCollector({ bin, args: ['--interval', '1'], argv0: 'procyon' });
   const agents = [];
   const chrome = await launchChromium();
   try {
@@ -51,7 +53,11 @@ async function main() {
       chmodSync(keyFile, 0o600);
       const args = ['--collector', collector.base, '--hostname', a.hostname, '--interval', '1', '--api-key-file', keyFile,
         '--spool', join(collector.data, `${a.hostname}.spool`), ...a.labels.flatMap((l) => ['--label', l])];
-      agents.push(spawn(agentBin(bin), args, { stdio: 'ignore', env: { ...process.env, PROCYON_CONFIG: '/dev/null' } }));
+      agents.push(spawn(agentBin(bin), args, {
+        argv0: 'procyon-agent',
+        stdio: 'ignore',
+        env: { ...process.env, PROCYON_CONFIG: '/dev/null' },
+      }));
     }
     const hosts = async () => (await (await fetch(`${collector.base}/api/hosts/`, { headers: { Authorization: `Bearer ${token}` } })).json());
     await waitFor('every agent reporting', async () => (await hosts()).length >= AGENTS.length + 1, 60_000);

@@ -227,25 +227,27 @@ impl Hub {
         let _ = self.glances.send(glance);
     }
 
-    /// Makes `glance` its host's, without its snapshot: the snapshot the hub held of the
-    /// host, now older than what it knows, goes unless someone reads it (who then asks
-    /// for the newer one). An older glance than the one held changes nothing.
-    pub fn glance(&self, glance: Glance) {
+    /// Makes `glance` its host's, without its snapshot, unless someone here follows the
+    /// host ([`Hub::is_followed`], decided under the same lock as the change): then
+    /// nothing changes and `false` says to read the snapshot back and publish it
+    /// instead. The snapshot the hub held of the host, now older than what it knows,
+    /// goes. The glance's trend is the hub's to keep: what it came with is replaced.
+    pub fn glance(&self, mut glance: Glance) -> bool {
+        glance.figures.cpu_trend = vec![glance.figures.cpu_percent];
         let glance = {
             let mut hosts = self.hosts();
-            if hosts.glances.get(&glance.hostname).is_some_and(|g| g.snapshot_id >= glance.snapshot_id) {
-                return;
+            if followed(&hosts, &glance.hostname) {
+                return false;
             }
             let glance = Arc::new(continued(&hosts, glance));
             hosts.glances.insert(glance.hostname.clone(), Arc::clone(&glance));
-            if hosts.snapshots.get(&glance.hostname).is_some_and(|tx| tx.receiver_count() == 0)
-                && let Some(tx) = hosts.snapshots.remove(&glance.hostname)
-            {
+            if let Some(tx) = hosts.snapshots.remove(&glance.hostname) {
                 self.held.fetch_sub(held_by(&tx), Ordering::Relaxed);
             }
             glance
         };
         let _ = self.glances.send(glance);
+        true
     }
 
     /// The newest snapshot of `hostname`, if the hub holds one.
@@ -311,9 +313,7 @@ impl Hub {
     /// Whether anyone here reads `hostname`'s snapshots as they come: through
     /// [`Hub::subscribe`], or [`Hub::follow`].
     pub fn is_followed(&self, hostname: &str) -> bool {
-        let hosts = self.hosts();
-        hosts.snapshots.get(hostname).is_some_and(|tx| tx.receiver_count() > 0)
-            || hosts.following.iter().any(|(_, h)| h.as_deref().is_none_or(|h| h == hostname))
+        followed(&self.hosts(), hostname)
     }
 
     /// Forgets hosts that published nothing since `before` and that nobody follows, so
@@ -367,6 +367,12 @@ impl Hub {
     pub fn host_count(&self) -> usize {
         count(&self.hosts())
     }
+}
+
+/// Whether anyone reads `hostname`'s snapshots as they come (see [`Hub::is_followed`]).
+fn followed(hosts: &Hosts, hostname: &str) -> bool {
+    hosts.snapshots.get(hostname).is_some_and(|tx| tx.receiver_count() > 0)
+        || hosts.following.iter().any(|(_, h)| h.as_deref().is_none_or(|h| h == hostname))
 }
 
 /// How many hosts `hosts` holds something of.
@@ -444,7 +450,7 @@ mod tests {
         };
         hub.publish(published("remote", 1, &base));
         let mut glances = hub.subscribe_glances();
-        hub.glance(glance(2, 50.0));
+        assert!(hub.glance(glance(2, 50.0)));
         assert!(hub.latest("remote").is_none(), "the older snapshot went with the newer glance");
         assert_eq!(hub.held_bytes(), 0);
         let held = hub.glance_of("remote").unwrap();
@@ -452,21 +458,29 @@ mod tests {
         assert_eq!(held.figures.cpu_trend, [base.cpu.total_percent, 50.0], "the trend goes on across both kinds");
         assert_eq!(glances.try_recv().unwrap().snapshot_id, 2);
         assert_eq!((hub.host_count(), hub.seen_at("remote")), (1, Some(held.received_at)));
-        // An older glance (announced before, heard after) changes nothing.
-        hub.glance(glance(1, 9.0));
-        assert_eq!(hub.glance_of("remote").unwrap().snapshot_id, 2);
-        assert!(glances.try_recv().is_err());
-        // A snapshot someone reads stays until the newer one is read for them.
+        // Whatever trend a glance comes with, the hub keeps its own (a made-up one
+        // cannot replace the host's history).
+        let mut long = glance(3, 7.0);
+        long.figures.cpu_trend = vec![99.0; 500];
+        assert!(hub.glance(long));
+        assert_eq!(hub.glance_of("remote").unwrap().figures.cpu_trend, [base.cpu.total_percent, 50.0, 7.0]);
+        assert_eq!(glances.try_recv().unwrap().snapshot_id, 3);
+        // A followed host's glance is refused, to read its snapshot back instead: the
+        // hub keeps what it has for the reader.
         let reader = hub.subscribe("remote");
-        hub.publish(published("remote", 3, &base));
-        assert_eq!(glances.try_recv().unwrap().figures.cpu_trend.len(), 3);
-        hub.glance(glance(4, 60.0));
-        assert_eq!(hub.latest("remote").unwrap().snapshot_id, 3);
+        hub.publish(published("remote", 4, &base));
+        assert_eq!(glances.try_recv().unwrap().figures.cpu_trend.len(), 4);
+        assert!(!hub.glance(glance(5, 60.0)));
+        assert_eq!((hub.latest("remote").unwrap().snapshot_id, hub.glance_of("remote").unwrap().snapshot_id), (4, 4));
+        assert!(glances.try_recv().is_err());
         drop(reader);
+        let following = hub.follow(None);
+        assert!(!hub.glance(glance(5, 60.0)));
+        drop(following);
         // Gone with its agent, glance and all.
         assert!(hub.release("remote"));
         assert_eq!((hub.host_count(), hub.glance_of("remote")), (0, None));
-        hub.glance(glance(5, 1.0));
+        assert!(hub.glance(glance(6, 1.0)));
         assert_eq!(hub.forget_idle(Utc::now() + chrono::TimeDelta::seconds(1)), 1, "an idle glance goes too");
         assert!(hub.glances().is_empty());
     }

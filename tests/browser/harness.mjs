@@ -33,10 +33,14 @@ export function cli(bin, data, args, input) {
   return r.stdout;
 }
 
-/** A running collector. `stop()` ends it and removes its data. */
-export async function startCollector({ bin = procyonBin(), args = [], timeoutMs = 30_000 } = {}) {
+/**
+ * A running collector. `stop()` ends it and removes its data. `argv0` is the program
+ * name its command line shows (the binary's path by default).
+ */
+export async function startCollector({ bin = procyonBin(), args = [], timeoutMs = 30_000, argv0 } = {}) {
   const data = mkdtempSync(join(tmpdir(), 'procyon-e2e-'));
   const child = spawn(bin, ['serve', '--bind', '127.0.0.1:0', '--data', data, ...args], {
+    argv0,
     stdio: ['ignore', 'pipe', 'inherit'],
     env: { ...process.env, RUST_LOG: process.env.RUST_LOG ?? 'warn' },
   });

@@ -504,7 +504,16 @@ impl Alerts {
                     Ok(glance) if glance.remote => {
                         engine.host_spoke(&read(&self.rules), &glance.hostname, glance.received_at.timestamp_millis())
                     }
-                    Ok(_) | Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => continue,
+                    Ok(_) => continue,
+                    // Fell behind: what the skipped glances said is in the hub's.
+                    Err(tokio::sync::broadcast::error::RecvError::Lagged(_)) => {
+                        let rules = read(&self.rules);
+                        hub.glances()
+                            .iter()
+                            .filter(|g| g.remote)
+                            .flat_map(|g| engine.host_spoke(&rules, &g.hostname, g.received_at.timestamp_millis()))
+                            .collect()
+                    }
                     Err(tokio::sync::broadcast::error::RecvError::Closed) => break,
                 },
                 _ = tick.tick() => {
@@ -692,7 +701,6 @@ impl Alerts {
     }
 }
 
-/// When the quiet hours of `channel` that hold at `now` end; `None` outside them.
 /// The next glance of `glances`, or never when there is no stream to read.
 async fn next_glance(
     glances: &mut Option<tokio::sync::broadcast::Receiver<Arc<crate::hub::Glance>>>,
@@ -703,6 +711,7 @@ async fn next_glance(
     }
 }
 
+/// When the quiet hours of `channel` that hold at `now` end; `None` outside them.
 fn quiet_until(channel: &AlertChannel, now: DateTime<Utc>) -> Option<DateTime<Utc>> {
     // Checked when the channel was stored; one that no longer reads (a time zone gone
     // from the system's database) holds nothing back.

@@ -63,6 +63,11 @@ pub struct Fleet {
     unread: Mutex<HashMap<i64, i64>>,
     /// Wakes the reader of `unread`.
     announced: Notify,
+    /// Host names by host id, as the database has them. Anyone who may connect to the
+    /// database may notify on its channels, so an announcement's figures are taken
+    /// only for a host known here by both its id and name; a host not known yet has
+    /// its snapshot read back (and so becomes known) instead.
+    names: Mutex<HashMap<i64, String>>,
 }
 
 impl Fleet {
@@ -72,6 +77,24 @@ impl Fleet {
 
     fn unread(&self) -> MutexGuard<'_, HashMap<i64, i64>> {
         self.unread.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn names(&self) -> MutexGuard<'_, HashMap<i64, String>> {
+        self.names.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Whether the database names host `host_id` `hostname`, as far as this collector
+    /// has seen.
+    fn knows(&self, host_id: i64, hostname: &str) -> bool {
+        self.names().get(&host_id).is_some_and(|n| n == hostname)
+    }
+
+    /// Notes what the database names host `host_id`.
+    fn learn(&self, host_id: i64, hostname: &str) {
+        let mut names = self.names();
+        if names.get(&host_id).is_none_or(|n| n != hostname) {
+            names.insert(host_id, hostname.to_owned());
+        }
     }
 
     /// Notes a snapshot to read back and publish.
@@ -159,13 +182,25 @@ fn heard(state: &AppState, event: FleetEvent) {
     let me = state.store.collector_id();
     match event {
         // This collector's own snapshots were published as it stored them.
-        FleetEvent::Snapshot { origin, host_id, snapshot_id, announced } if Some(origin) != me => match announced {
-            Some(a) if !state.hub.is_followed(&a.hostname) && !state.agents.is_connected(&a.hostname) => {
+        FleetEvent::Snapshot { origin, host_id, snapshot_id, announced } if Some(origin) != me => {
+            let glanced = announced.is_some_and(|a| {
                 let Announced { hostname, received_at, figures } = *a;
-                state.hub.glance(Glance { hostname, snapshot_id, received_at, figures, remote: true });
+                state.fleet.knows(host_id, &hostname)
+                    && !state.agents.is_connected(&hostname)
+                    // A time past now would keep the host online for ever.
+                    && state.hub.glance(Glance {
+                        hostname,
+                        snapshot_id,
+                        received_at: received_at.min(Utc::now()),
+                        figures,
+                        remote: true,
+                    })
+            });
+            // Followed here, not known yet, or announced by ids alone: read it back.
+            if !glanced {
+                state.fleet.announce(host_id, snapshot_id);
             }
-            _ => state.fleet.announce(host_id, snapshot_id),
-        },
+        }
         FleetEvent::Snapshot { .. } => {}
         FleetEvent::Action { holder, id } if Some(holder) == me => {
             tokio::spawn(carry_out(state.clone(), id));
@@ -191,6 +226,9 @@ async fn catch_up(state: &AppState) {
     state.alerts.changed_elsewhere().await;
     match state.store.newest_per_host().await {
         Ok(newest) => {
+            for n in &newest {
+                state.fleet.learn(n.host_id, &n.hostname);
+            }
             for n in newest {
                 let held = state.hub.latest(&n.hostname).map_or(0, |p| p.snapshot_id);
                 if held < n.snapshot_id && state.hub.is_followed(&n.hostname) && !state.agents.is_connected(&n.hostname)
@@ -242,9 +280,13 @@ async fn publish_stored(state: &AppState, id: i64) {
         }
     };
     let hostname = &stored.snapshot.host.hostname;
+    state.fleet.learn(stored.host_id, hostname);
+    // Newer is told by ids where the hub holds the snapshot, and by the time received
+    // where it holds the glance alone (never past now, so a made-up glance cannot hold
+    // back what comes after it).
     if state.agents.is_connected(hostname)
         || state.hub.latest(hostname).is_some_and(|p| p.snapshot_id >= id)
-        || state.hub.glance_of(hostname).is_some_and(|g| g.snapshot_id > id)
+        || state.hub.glance_of(hostname).is_some_and(|g| g.received_at > stored.received_at)
     {
         return;
     }

@@ -20,6 +20,7 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use chrono::{DateTime, Duration, Utc};
+use futures_util::StreamExt;
 use serde::Deserialize;
 
 use super::AppState;
@@ -100,6 +101,10 @@ fn spread(len: usize, want: usize) -> Vec<usize> {
     picks
 }
 
+/// Snapshots the live map reads from the store at once (other collectors' hosts that
+/// nobody follows here).
+const READS_AT_ONCE: usize = 4;
+
 /// A snapshot's sockets as the map read them from the store: `None` when it is gone
 /// (retention) or unreadable (logged: one broken snapshot must not hide every other
 /// host); an error only when the store cannot answer at all.
@@ -169,9 +174,20 @@ pub(super) async fn network_map(
             })
             .await
             .map_err(|e| ApiError::Internal(format!("the map task failed: {e}")))?;
-            for glance in unread {
-                let read = state.store.snapshot_with(glance.snapshot_id, |s| HostSockets::from_snapshot(&s.snapshot));
-                hosts.extend(read_or_skip(read.await, &glance.hostname)?);
+            // A few at once, as the store's readers allow.
+            let reads: Vec<_> = futures_util::stream::iter(unread)
+                .map(|glance| {
+                    let store = &state.store;
+                    async move {
+                        let read = store.snapshot_with(glance.snapshot_id, |s| HostSockets::from_snapshot(&s.snapshot));
+                        read_or_skip(read.await, &glance.hostname)
+                    }
+                })
+                .buffer_unordered(READS_AT_ONCE)
+                .collect()
+                .await;
+            for read in reads {
+                hosts.extend(read?);
             }
             hosts.sort_by(|a, b| a.hostname().cmp(b.hostname()));
             (true, None, None)

@@ -12,9 +12,13 @@
 //!   stores it (see `ingest`): `<collector id>:<host id>:<snapshot id>`, then a space
 //!   and what the fleet overview shows of it ([`Announced`], JSON), so that the others
 //!   read back from the tables only the snapshots someone follows on them. The JSON is
-//!   ours, written from a snapshot already checked as it was received, and read with
-//!   the same types; where it would not fit a notification (8,000 bytes), the ids go
-//!   alone and the others read the snapshot back.
+//!   ours, written from a snapshot already checked as it was received, in ASCII alone
+//!   (other characters escaped), so that it converts to any database encoding and its
+//!   length is what PostgreSQL counts; where it would not fit a notification (8,000
+//!   bytes), the GPUs are left out, and then the figures: the ids go alone and the
+//!   others read the snapshot back. Anyone who may connect to the database may also
+//!   notify on its channels, so a listener takes an announcement's figures only for a
+//!   host it knows by that id and name (see `server::fleet`).
 //! - A process action for an agent another collector holds is a row of
 //!   `relayed_actions` and a notification to its holder on `procyon_actions`
 //!   (`<holder>:<action id>`); the holder carries it out once (it claims the row
@@ -108,15 +112,47 @@ const LONGEST_ANNOUNCEMENT: usize = 7_900;
 /// what [`Announced`] holds, or the ids alone when that would not fit.
 pub(super) fn announcement(origin: i64, host_id: i64, id: i64, snapshot: &Snapshot, received_ms: i64) -> String {
     let ids = format!("{origin}:{host_id}:{id}");
-    let announced = Announced {
+    let mut announced = Announced {
         hostname: snapshot.host.hostname.clone(),
         received_at: super::from_ms(received_ms),
         figures: HostFigures::of(snapshot),
     };
-    match serde_json::to_string(&announced) {
-        Ok(json) if ids.len() + 1 + json.len() <= LONGEST_ANNOUNCEMENT => format!("{ids} {json}"),
-        _ => ids,
+    let fits = |announced: &Announced| {
+        let json = ascii_json(announced)?;
+        (ids.len() + 1 + json.len() <= LONGEST_ANNOUNCEMENT).then_some(json)
+    };
+    let json = fits(&announced).or_else(|| {
+        // Many GPUs, each named: the overview does without them.
+        announced.figures.gpus.clear();
+        fits(&announced)
+    });
+    match json {
+        Some(json) => format!("{ids} {json}"),
+        None => ids,
     }
+}
+
+/// `value` as JSON in ASCII alone: every other character escaped (`\u00e9`, a pair of
+/// escapes past `\uffff`), which JSON allows only inside strings, where serde_json
+/// writes such characters as they are.
+fn ascii_json(value: &impl serde::Serialize) -> Option<String> {
+    let json = serde_json::to_string(value).ok()?;
+    if json.is_ascii() {
+        return Some(json);
+    }
+    use std::fmt::Write;
+    let mut out = String::with_capacity(json.len() + 32);
+    for c in json.chars() {
+        if c.is_ascii() {
+            out.push(c);
+        } else {
+            let mut units = [0u16; 2];
+            for unit in c.encode_utf16(&mut units) {
+                let _ = write!(out, "\\u{unit:04x}");
+            }
+        }
+    }
+    Some(out)
 }
 
 /// What a [`Listener`] heard.
@@ -525,10 +561,35 @@ mod tests {
         assert_eq!(announced.hostname, "web 1");
         assert_eq!(announced.received_at.timestamp_millis(), 1_700_000_000_000);
         assert_eq!(announced.figures, HostFigures::of(&snapshot));
-        // A busiest process whose name would not fit: the ids go alone.
+        // Whatever the process names, the notification is ASCII, and reads back the same.
         let busiest = &mut snapshot.processes[0];
         busiest.cpu_percent = Some(f32::MAX);
-        busiest.name = "x".repeat(LONGEST_ANNOUNCEMENT);
+        busiest.name = "é💣<b>\"x\"".into();
+        let said = announcement(7, 2, 99, &snapshot, 0);
+        assert!(said.is_ascii() && said.contains("\\u00e9\\ud83d\\udca3"), "{said}");
+        let Some(FleetEvent::Snapshot { announced: Some(announced), .. }) = parse(SNAPSHOTS, &said) else {
+            panic!("{said}")
+        };
+        assert_eq!(announced.figures.busiest.unwrap().name, "é💣<b>\"x\"");
+        // Many GPUs: the figures go without them.
+        let gpu = crate::model::GpuSample {
+            id: "0".into(),
+            name: "G".repeat(200),
+            driver: None,
+            utilization_percent: Some(1.0),
+            memory_used_bytes: None,
+            memory_total_bytes: None,
+            temperature_celsius: None,
+        };
+        snapshot.gpus = vec![gpu; 64];
+        let said = announcement(7, 2, 99, &snapshot, 0);
+        let Some(FleetEvent::Snapshot { announced: Some(announced), .. }) = parse(SNAPSHOTS, &said) else {
+            panic!("{said}")
+        };
+        assert!(announced.figures.gpus.is_empty() && announced.figures.busiest.is_some());
+        // A busiest process whose name would not fit (in the notification, escaped): the
+        // ids go alone.
+        snapshot.processes[0].name = "é".repeat(LONGEST_ANNOUNCEMENT / 6);
         assert_eq!(announcement(7, 2, 99, &snapshot, 0), "7:2:99");
     }
 }

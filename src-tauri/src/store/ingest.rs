@@ -285,6 +285,7 @@ impl Ingest {
             hosts: HashMap::new(),
             full: FullDisk::default(),
             origin,
+            unannounced_logged: None,
         };
         std::thread::Builder::new()
             .name("procyon-store-writer".into())
@@ -416,6 +417,8 @@ struct Writer {
     full: FullDisk,
     /// This collector's id in the fleet, announcing what it stores (PostgreSQL).
     origin: Option<i64>,
+    /// When a batch that could not be announced was last logged.
+    unannounced_logged: Option<Instant>,
 }
 
 /// How often a full disk is logged while it lasts.
@@ -601,7 +604,7 @@ impl Writer {
             }
             results.push(result);
         }
-        self.announce(&mut tx, batch, &results).await?;
+        self.announce(&mut tx, batch, &results).await;
         tx.commit().await?;
         self.hosts.extend(learnt);
         Ok(Some(results))
@@ -612,7 +615,24 @@ impl Writer {
     /// a batch rolled back. One statement for the batch. Each snapshot is announced with
     /// the fleet overview's figures of it ([`super::fleet::announcement`]), so that the
     /// others read back only the snapshots someone follows on them.
-    async fn announce(&self, tx: &mut Tx, batch: &[Job], results: &[Result<Outcome>]) -> Result<()> {
+    ///
+    /// Storing comes first: notifications that cannot be sent (PostgreSQL's queue of
+    /// them is full while a listener stalls, say) are given up, behind a savepoint,
+    /// and the batch is stored all the same; the others then miss its live news.
+    async fn announce(&mut self, tx: &mut Tx, batch: &[Job], results: &[Result<Outcome>]) {
+        if let Err(e) = self.try_announce(tx, batch, results).await {
+            let now = Instant::now();
+            if self.unannounced_logged.is_none_or(|at| now.duration_since(at) >= FULL_LOG_EVERY) {
+                self.unannounced_logged = Some(now);
+                tracing::warn!(
+                    "stored snapshots could not be announced to the other collectors, whose live views miss \
+                     them (said at most once a minute): {e}"
+                );
+            }
+        }
+    }
+
+    async fn try_announce(&self, tx: &mut Tx, batch: &[Job], results: &[Result<Outcome>]) -> Result<()> {
         let (Some(origin), Db::Postgres(tx)) = (self.origin, tx) else { return Ok(()) };
         let payloads: Vec<String> = batch
             .iter()
@@ -624,14 +644,25 @@ impl Writer {
                 _ => None,
             })
             .collect();
-        if !payloads.is_empty() {
-            sqlx::query("SELECT pg_notify($2, p) FROM unnest($1::text[]) AS p")
-                .bind(&payloads)
-                .bind(super::fleet::SNAPSHOTS)
-                .execute(&mut **tx)
-                .await?;
+        if payloads.is_empty() {
+            return Ok(());
         }
-        Ok(())
+        sqlx::query("SAVEPOINT announce").execute(&mut **tx).await?;
+        let sent = sqlx::query("SELECT pg_notify($2, p) FROM unnest($1::text[]) AS p")
+            .bind(&payloads)
+            .bind(super::fleet::SNAPSHOTS)
+            .execute(&mut **tx)
+            .await;
+        match sent {
+            Ok(_) => {
+                sqlx::query("RELEASE SAVEPOINT announce").execute(&mut **tx).await?;
+                Ok(())
+            }
+            Err(e) => {
+                sqlx::query("ROLLBACK TO SAVEPOINT announce").execute(&mut **tx).await?;
+                Err(e.into())
+            }
+        }
     }
 
     /// Inserts one row; the insert trigger counts it on its host, moves the host's
