@@ -38,6 +38,21 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[cfg(feature = "server")]
 const GIVE_BACK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
 
+/// Opts this process out of transparent huge pages. mimalloc marks its arena for them,
+/// and where the kernel allows them only on request (`madvise`, Debian's default)
+/// khugepaged then fills partly used 2 MiB ranges with whole pages in the background:
+/// the collector's resident size rose for the whole soak with nothing more allocated.
+/// A collector holds many small, short-lived allocations, which huge pages do not
+/// speed up, so it opts out for its whole address space (already mapped ranges
+/// included).
+#[cfg(feature = "server")]
+fn no_huge_pages() {
+    #[cfg(target_os = "linux")]
+    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
+        tracing::debug!("transparent huge pages stay as the system sets them: {e}");
+    }
+}
+
 /// mimalloc returns freed pages to the system a second after they are freed (its purge
 /// delay), but only from inside a later allocation: once a thousand agents have left,
 /// the few allocations of a quiet collector left hundreds of MiB waiting for the next
@@ -707,7 +722,9 @@ fn desktop(hidden: bool) -> anyhow::Result<()> {
     }
     init_logging();
     // The app samples, stores and serves as the collector does, hidden most of the
-    // time: what it freed goes back to the system the same way.
+    // time: its memory is kept the same way. Without huge pages its own process held
+    // about 40 MiB less (measured under Xvfb); WebKit's processes inherit the setting.
+    no_huge_pages();
     give_back_freed_memory();
     procyon::desktop::run(procyon::desktop::Options { hidden })
 }
@@ -807,16 +824,7 @@ mod display {
 fn serve(args: ServeArgs) -> anyhow::Result<()> {
     use procyon::server::{Limits, ServeOptions, Settings, TlsFiles};
     init_logging();
-    // mimalloc marks its arena for transparent huge pages, and where the kernel allows
-    // them only on request (`madvise`, Debian's default) khugepaged then fills partly
-    // used 2 MiB ranges with whole pages in the background: the collector's resident
-    // size rose for the whole soak with nothing more allocated. A collector holds many
-    // small, short-lived allocations, which huge pages do not speed up, so it opts out
-    // for its whole address space (already mapped ranges included).
-    #[cfg(target_os = "linux")]
-    if let Err(e) = rustix::thread::disable_transparent_huge_pages(true) {
-        tracing::debug!("transparent huge pages stay as the system sets them: {e}");
-    }
+    no_huge_pages();
     give_back_freed_memory();
     let tls = match (args.tls_cert, args.tls_key) {
         (Some(cert), Some(key)) => Some(TlsFiles { reload_every: args.tls_reload_every, ..TlsFiles::new(cert, key) }),
