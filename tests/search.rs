@@ -104,8 +104,9 @@ async fn a_search_finds_a_process_on_the_host_that_runs_it_only() {
     let sleeper = Sleeper::start(&tag);
 
     let _outside = Agent::start(&[], &c.base, &key, "fleet-a", &dir.path().join("spool-a"));
+    // `--kill-child`: the agent is unshare's child, and must end with it when dropped.
     let _inside = Agent::start(
-        &["unshare", "--pid", "--fork", "--mount-proc"],
+        &["unshare", "--pid", "--fork", "--mount-proc", "--kill-child"],
         &c.base,
         &key,
         "fleet-b",

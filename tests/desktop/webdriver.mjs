@@ -90,9 +90,22 @@ export class Session {
     return call(this.base, method, `/session/${this.id}${path}`, body);
   }
 
+  /**
+   * Every element `css` matches now. The page updates live: an element can leave the
+   * page (a process table row whose process moved out of view, say) between matching
+   * and being handed over, and WebKit's driver then refuses the whole answer as stale;
+   * asking again gets the page as it is a moment later.
+   */
   async find(css) {
-    const found = await this.cmd('POST', '/elements', { using: 'css selector', value: css });
-    return found.map((e) => e[ELEMENT]);
+    for (let attempt = 1; ; attempt += 1) {
+      try {
+        const found = await this.cmd('POST', '/elements', { using: 'css selector', value: css });
+        return found.map((e) => e[ELEMENT]);
+      } catch (e) {
+        if (attempt >= 20 || !/stale element/.test(String(e))) throw e;
+        await new Promise((r) => setTimeout(r, 50));
+      }
+    }
   }
 
   /** Waits for `css` to match, and returns the first element. */
