@@ -232,7 +232,9 @@ async fn kill_mid_ingest(postgres: Option<&str>, bound: Duration) {
             spooled.iter().all(|s| *s > last || all.contains(s)),
             "{host}: spooled {spooled:?}, stored up to {last}"
         );
-        assert!(all.len() > 20, "{host}: streamed through the kills: {all:?}");
+        // More than one a round: it went on streaming through the kills. (How many
+        // more depends on how fast the collector restarts, not on what is tested.)
+        assert!(all.len() > KILLS, "{host}: streamed through the kills: {all:?}");
     }
 
     assert!(c.stop(), "the collector stops cleanly after all that");
